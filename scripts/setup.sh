@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine for inferbox: system packages, the pinned llama.cpp source
+# (built once into a cache outside the repository), the JavaScript test client, and the
+# project's own build. Safe to run again: every step reuses what is already there.
+#
+#   INFERBOX_DEPS_CACHE   where llama.cpp's source and build live (default ~/.cache/inferbox-deps)
+#   INFERBOX_BUILD_DIR    the project's build folder (default build/)
+#   INFERBOX_SKIP_APT=1   do not call apt-get (packages already installed)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/deps.env
+. "$root/scripts/deps.env"
+cache=${INFERBOX_DEPS_CACHE:-$HOME/.cache/inferbox-deps}
+build=${INFERBOX_BUILD_DIR:-$root/build}
+log() { printf '[setup] %s\n' "$*"; }
+
+packages=(build-essential cmake ninja-build git ca-certificates openssl nodejs npm
+  libboost1.81-dev nlohmann-json3-dev libspdlog-dev libcli11-dev libgtest-dev libgmock-dev
+  clang-format clang-tidy)
+if [ "${INFERBOX_SKIP_APT:-0}" != 1 ]; then
+  missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    sudo_cmd=(); [ "$(id -u)" = 0 ] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+fi
+
+# llama.cpp: npm tarball -> integrity check -> git bundle -> source tree -> static libraries.
+dir="$cache/node-llama-cpp-$NODE_LLAMA_CPP_VERSION"
+src="$dir/src"
+llama_build="$dir/build-cpu"
+mkdir -p "$dir"
+if [ ! -f "$src/CMakeLists.txt" ]; then
+  tgz="$dir/node-llama-cpp-$NODE_LLAMA_CPP_VERSION.tgz"
+  if [ ! -f "$tgz" ]; then
+    log "fetching node-llama-cpp@$NODE_LLAMA_CPP_VERSION from the npm registry"
+    (cd "$dir" && npm pack --silent "node-llama-cpp@$NODE_LLAMA_CPP_VERSION" >/dev/null)
+  fi
+  got="sha512-$(openssl dgst -sha512 -binary "$tgz" | base64 -w0)"
+  if [ "$got" != "$NODE_LLAMA_CPP_INTEGRITY" ]; then
+    rm -f "$tgz"
+    echo "integrity mismatch for node-llama-cpp@$NODE_LLAMA_CPP_VERSION: got $got" >&2
+    exit 1
+  fi
+  tmp=$(mktemp -d)
+  tar -xzf "$tgz" -C "$tmp" package/llama/gitRelease.bundle
+  rm -rf "$src.tmp"
+  git clone -q "$tmp/package/llama/gitRelease.bundle" "$src.tmp"
+  rm -rf "$tmp" "$src"
+  mv "$src.tmp" "$src"
+fi
+
+if [ ! -f "$llama_build/CMakeCache.txt" ]; then
+  log "configuring llama.cpp (CPU backend, native ISA) in $llama_build"
+  cmake -S "$src" -B "$llama_build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=ON -DGGML_CCACHE=OFF -DLLAMA_OPENSSL=OFF \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON \
+    -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF \
+    -DLLAMA_USE_PREBUILT_UI=OFF >/dev/null
+fi
+# Only what we link, plus the peer tools the benchmarks compare against (llama-server,
+# llama-bench) and the quantizer the synthetic-model generator uses. Ninja makes reruns no-ops.
+targets=(llama llama-common ggml)
+[ "${INFERBOX_SKIP_PEER_TOOLS:-0}" = 1 ] || targets+=(llama-server llama-bench llama-quantize)
+log "building llama.cpp targets: ${targets[*]} (first run takes several minutes)"
+ninja -C "$llama_build" "${targets[@]}" >"$dir/build.log" 2>&1 || { tail -40 "$dir/build.log"; exit 1; }
+
+# JavaScript test client (the official OpenAI SDK), pinned by the lockfile.
+if [ -f "$root/tests/integration/js/package-lock.json" ]; then
+  log "installing the JavaScript test client"
+  (cd "$root/tests/integration/js" && npm ci --silent --no-audit --no-fund)
+fi
+
+log "configuring and building inferbox in $build"
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE="${INFERBOX_BUILD_TYPE:-RelWithDebInfo}" \
+  -DINFERBOX_LLAMA_BUILD="$llama_build" >/dev/null
+ninja -C "$build"
+log "done: run scripts/test.sh"

@@ -1,0 +1,346 @@
+#include "api/openai.h"
+
+#include "api/errors.h"
+#include "api/routes.h"
+#include "common/utf8.h"
+
+#include <boost/asio/post.hpp>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <random>
+
+namespace inferbox {
+
+using json = nlohmann::json;
+
+namespace {
+
+std::string dump(const json &j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+std::string random_id(const char *prefix) {
+    static thread_local std::mt19937_64 rng{std::random_device{}()};
+    char                                buf[17];
+    snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(rng()));
+    return std::string(prefix) + buf;
+}
+
+const char *finish_str(finish_reason f) {
+    switch (f) {
+    case finish_reason::stop:
+        return "stop";
+    case finish_reason::length:
+        return "length";
+    case finish_reason::none:
+        break;
+    }
+    return nullptr;
+}
+
+json bytes_of(const std::string &s) {
+    json arr = json::array();
+    for (unsigned char c : s) {
+        arr.push_back(static_cast<int>(c));
+    }
+    return arr;
+}
+
+class completion_job : public std::enable_shared_from_this<completion_job> {
+  public:
+    completion_job(std::shared_ptr<http_exchange> ex, std::shared_ptr<engine> eng, api_request req,
+                   std::vector<prepared_prompt> prompts, int32_t max_tokens, std::string model_id)
+        : ex_(std::move(ex)), eng_(std::move(eng)), req_(std::move(req)), prompts_(std::move(prompts)),
+          max_tokens_(max_tokens), model_id_(std::move(model_id)) {
+        chat_    = req_.kind == api_kind::chat;
+        id_      = random_id(chat_ ? "chatcmpl-" : "cmpl-");
+        created_ = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+        choices_.resize(prompts_.size() * static_cast<size_t>(req_.n));
+    }
+
+    void start() {
+        self_ = shared_from_this(); // the job keeps itself alive until it answered or the client left
+        std::weak_ptr<completion_job> weak = self_;
+        ex_->on_disconnect([weak] {
+            if (auto self = weak.lock()) {
+                self->cancel_all();
+                self->finished_ = true;
+                self->self_.reset();
+            }
+        });
+        for (size_t p = 0; p < prompts_.size(); ++p) {
+            auto chan = std::make_shared<request_channel>();
+            chan->set_notify([weak, exec = ex_->executor(), p] {
+                boost::asio::post(exec, [weak, p] {
+                    if (auto self = weak.lock()) {
+                        self->drain(p);
+                    }
+                });
+            });
+            channels_.push_back(chan);
+        }
+        for (size_t p = 0; p < prompts_.size(); ++p) {
+            generation_request g;
+            g.prompt     = prompts_[p].tokens;
+            g.max_tokens = max_tokens_;
+            g.n          = req_.n;
+            g.sampling   = req_.sampling;
+            g.stop       = req_.stop;
+            if (auto err = eng_->submit(std::move(g), channels_[p])) {
+                cancel_all();
+                fail(*err);
+                return;
+            }
+        }
+        if (req_.stream) {
+            ex_->start_stream({{"X-Request-Id", id_}});
+            for (size_t c = 0; c < choices_.size(); ++c) {
+                json delta = chat_ ? json{{"role", "assistant"}, {"content", ""}} : json();
+                std::string text = (!chat_ && req_.echo) ? prompts_[c / static_cast<size_t>(req_.n)].echo_text : "";
+                if (chat_ || !text.empty()) {
+                    send_chunk(static_cast<int32_t>(c), delta, text, json(nullptr), nullptr);
+                }
+            }
+        }
+    }
+
+  private:
+    struct choice_state {
+        std::string text;
+        json        logprobs_content = json::array(); // chat form
+        json        lp_tokens = json::array(), lp_values = json::array(), lp_top = json::array(),
+             lp_offsets = json::array(); // completions form
+        size_t        text_offset = 0;
+        finish_reason finish      = finish_reason::none;
+        bool          done        = false;
+        int32_t       n_prompt = 0, n_cached = 0, n_generated = 0;
+    };
+
+    void cancel_all() {
+        for (auto &c : channels_) {
+            eng_->cancel(c);
+        }
+    }
+
+    void fail(const error &err) {
+        if (finished_) {
+            return;
+        }
+        finished_ = true;
+        auto keep = std::exchange(self_, nullptr);
+        if (req_.stream && streaming_started()) {
+            ex_->send("data: " + error_body(err) + "\n\n");
+            ex_->send("data: [DONE]\n\n");
+            ex_->end_stream();
+            return;
+        }
+        header_list headers{{"X-Request-Id", id_}};
+        if (err.kind == error_kind::overloaded) {
+            headers.emplace_back("Retry-After", "1");
+        }
+        const auto info = map_error(err.kind);
+        ex_->respond(static_cast<http::status>(info.status), error_body(err), "application/json", headers);
+    }
+
+    bool streaming_started() const { return stream_started_; }
+
+    json logprobs_json(const choice_state &c) const {
+        if (req_.sampling.top_logprobs < 0) {
+            return nullptr;
+        }
+        if (chat_) {
+            return json{{"content", c.logprobs_content}};
+        }
+        return json{{"tokens", c.lp_tokens},
+                    {"token_logprobs", c.lp_values},
+                    {"top_logprobs", c.lp_top},
+                    {"text_offset", c.lp_offsets}};
+    }
+
+    void add_logprobs(choice_state &c, const std::vector<token_logprob> &lps, json *chunk_lp) {
+        json chunk_chat = json::array();
+        json ct = json::array(), cv = json::array(), ctop = json::array(), coff = json::array();
+        for (const auto &lp : lps) {
+            const std::string tok = utf8_sanitize(lp.token);
+            if (chat_) {
+                json top = json::array();
+                for (const auto &[t, v] : lp.top) {
+                    top.push_back({{"token", utf8_sanitize(t)}, {"logprob", v}, {"bytes", bytes_of(t)}});
+                }
+                json e = {{"token", tok}, {"logprob", lp.logprob}, {"bytes", bytes_of(lp.token)}, {"top_logprobs", top}};
+                c.logprobs_content.push_back(e);
+                chunk_chat.push_back(e);
+            } else {
+                json top = json::object();
+                for (const auto &[t, v] : lp.top) {
+                    top[utf8_sanitize(t)] = v;
+                }
+                c.lp_tokens.push_back(tok);
+                c.lp_values.push_back(lp.logprob);
+                c.lp_top.push_back(top);
+                c.lp_offsets.push_back(c.text_offset);
+                ct.push_back(tok);
+                cv.push_back(lp.logprob);
+                ctop.push_back(top);
+                coff.push_back(c.text_offset);
+                c.text_offset += lp.token.size();
+            }
+        }
+        if (chunk_lp != nullptr && !lps.empty()) {
+            *chunk_lp = chat_ ? json{{"content", chunk_chat}}
+                              : json{{"tokens", ct}, {"token_logprobs", cv}, {"top_logprobs", ctop}, {"text_offset", coff}};
+        }
+    }
+
+    void send_chunk(int32_t index, const json &delta, const std::string &text, const json &logprobs,
+                    const char *finish) {
+        json choice;
+        if (chat_) {
+            json d = delta.is_null() ? json::object() : delta;
+            if (!text.empty()) {
+                d["content"] = text;
+            }
+            choice = {{"index", index}, {"delta", d}, {"logprobs", logprobs}};
+        } else {
+            choice = {{"index", index}, {"text", text}, {"logprobs", logprobs}};
+        }
+        choice["finish_reason"] = finish == nullptr ? json(nullptr) : json(finish);
+        json chunk = {{"id", id_},
+                      {"object", chat_ ? "chat.completion.chunk" : "text_completion"},
+                      {"created", created_},
+                      {"model", model_id_},
+                      {"choices", json::array({choice})}};
+        if (req_.include_usage) {
+            chunk["usage"] = nullptr;
+        }
+        stream_started_ = true;
+        ex_->send("data: " + dump(chunk) + "\n\n");
+    }
+
+    json usage_json() const {
+        int32_t n_prompt = 0, n_cached = 0, n_generated = 0;
+        for (size_t c = 0; c < choices_.size(); ++c) {
+            if (c % static_cast<size_t>(req_.n) == 0) { // the prompt counts once, not once per choice
+                n_prompt += choices_[c].n_prompt;
+                n_cached += choices_[c].n_cached;
+            }
+            n_generated += choices_[c].n_generated;
+        }
+        return {{"prompt_tokens", n_prompt},
+                {"completion_tokens", n_generated},
+                {"total_tokens", n_prompt + n_generated},
+                {"prompt_tokens_details", {{"cached_tokens", n_cached}}}};
+    }
+
+    void drain(size_t p) {
+        if (finished_) {
+            return;
+        }
+        for (auto &ev : channels_[p]->take()) {
+            if (ev.err) {
+                cancel_all();
+                fail(*ev.err);
+                return;
+            }
+            const size_t  ci = p * static_cast<size_t>(req_.n) + static_cast<size_t>(ev.index);
+            choice_state &c  = choices_[ci];
+            json          chunk_lp(nullptr);
+            add_logprobs(c, ev.logprobs, req_.stream ? &chunk_lp : nullptr);
+            c.text += ev.text;
+            if (ev.finish != finish_reason::none) {
+                c.finish      = ev.finish;
+                c.done        = true;
+                c.n_prompt    = ev.n_prompt;
+                c.n_cached    = ev.n_cached;
+                c.n_generated = ev.n_generated;
+                ++n_done_;
+            }
+            if (req_.stream) {
+                if (!ev.text.empty() || !chunk_lp.is_null()) {
+                    send_chunk(static_cast<int32_t>(ci), json(), ev.text, chunk_lp, nullptr);
+                }
+                if (c.done) {
+                    send_chunk(static_cast<int32_t>(ci), json::object(), "", json(nullptr), finish_str(c.finish));
+                }
+            }
+        }
+        if (n_done_ == choices_.size()) {
+            complete();
+        }
+    }
+
+    void complete() {
+        finished_ = true;
+        auto keep = std::exchange(self_, nullptr);
+        if (req_.stream) {
+            if (req_.include_usage) {
+                json chunk = {{"id", id_},
+                              {"object", chat_ ? "chat.completion.chunk" : "text_completion"},
+                              {"created", created_},
+                              {"model", model_id_},
+                              {"choices", json::array()},
+                              {"usage", usage_json()}};
+                ex_->send("data: " + dump(chunk) + "\n\n");
+            }
+            ex_->send("data: [DONE]\n\n");
+            ex_->end_stream();
+            return;
+        }
+        json choices = json::array();
+        for (size_t i = 0; i < choices_.size(); ++i) {
+            const auto &c = choices_[i];
+            json        ch;
+            if (chat_) {
+                ch = {{"index", i},
+                      {"message", {{"role", "assistant"}, {"content", c.text}}},
+                      {"logprobs", logprobs_json(c)},
+                      {"finish_reason", finish_str(c.finish)}};
+            } else {
+                const std::string echo = req_.echo ? prompts_[i / static_cast<size_t>(req_.n)].echo_text : "";
+                ch = {{"index", i},
+                      {"text", echo + c.text},
+                      {"logprobs", logprobs_json(c)},
+                      {"finish_reason", finish_str(c.finish)}};
+            }
+            choices.push_back(std::move(ch));
+        }
+        json body = {{"id", id_},
+                     {"object", chat_ ? "chat.completion" : "text_completion"},
+                     {"created", created_},
+                     {"model", model_id_},
+                     {"choices", choices},
+                     {"usage", usage_json()}};
+        if (chat_) {
+            body["system_fingerprint"] = nullptr;
+        }
+        ex_->respond(http::status::ok, dump(body), "application/json", {{"X-Request-Id", id_}});
+    }
+
+    std::shared_ptr<completion_job>               self_;
+    std::shared_ptr<http_exchange>                ex_;
+    std::shared_ptr<engine>                       eng_;
+    api_request                                   req_;
+    std::vector<prepared_prompt>                  prompts_;
+    int32_t                                       max_tokens_;
+    std::string                                   model_id_;
+    bool                                          chat_ = false;
+    std::string                                   id_;
+    int64_t                                       created_ = 0;
+    std::vector<std::shared_ptr<request_channel>> channels_;
+    std::vector<choice_state>                     choices_;
+    size_t                                        n_done_         = 0;
+    bool                                          finished_       = false;
+    bool                                          stream_started_ = false;
+};
+
+} // namespace
+
+void run_completion(const std::shared_ptr<http_exchange> &ex, std::shared_ptr<engine> eng, api_request req,
+                    std::vector<prepared_prompt> prompts, int32_t max_tokens, std::string model_id) {
+    auto job = std::make_shared<completion_job>(ex, std::move(eng), std::move(req), std::move(prompts), max_tokens,
+                                                std::move(model_id));
+    job->start();
+}
+
+} // namespace inferbox

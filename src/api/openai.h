@@ -1,0 +1,23 @@
+#pragma once
+// One inference request in flight: submits it to the engine, turns engine events into OpenAI
+// responses (a whole JSON body, or chat.completion.chunk / text_completion SSE chunks), and
+// cancels it when the client goes away. Lives on the connection's strand.
+
+#include "api/http_server.h"
+#include "api/schema.h"
+#include "engine/engine.h"
+
+#include <memory>
+
+namespace inferbox {
+
+struct prepared_prompt {
+    std::vector<token_id> tokens;
+    std::string           echo_text; // the prompt's text, for echo
+};
+
+// Starts the job; it answers `ex` itself (including errors from the engine).
+void run_completion(const std::shared_ptr<http_exchange> &ex, std::shared_ptr<engine> eng, api_request req,
+                    std::vector<prepared_prompt> prompts, int32_t max_tokens, std::string model_id);
+
+} // namespace inferbox

@@ -1,0 +1,64 @@
+#pragma once
+// The request schema of /v1/completions and /v1/chat/completions: one declarative table of
+// fields (type, range, which endpoint) validates bodies, names the field and its limit in every
+// error, and is what docs/api.md documents. The output is a typed api_request; nothing past
+// this point looks at JSON.
+
+#include "common/status.h"
+#include "engine/model.h"
+#include "engine/types.h"
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace inferbox {
+
+enum class api_kind { completion, chat };
+
+struct api_limits {
+    int32_t max_n             = 16;   // choices per request
+    int32_t max_stop          = 16;   // stop strings per request
+    int32_t max_stop_bytes    = 256;  // bytes per stop string
+    int32_t max_messages      = 1024; // chat messages per request
+    int32_t max_prompts       = 64;   // prompts in one completions request
+    int32_t max_logit_bias    = 1024; // entries in logit_bias
+    int32_t max_json_depth    = 64;   // nesting of the request body
+};
+
+using prompt_input = std::variant<std::string, std::vector<token_id>>;
+
+struct api_request {
+    api_kind                  kind = api_kind::completion;
+    std::string               model; // empty = the default model
+    bool                      stream        = false;
+    bool                      include_usage = false;
+    bool                      echo          = false;
+    std::vector<chat_message> messages; // chat
+    std::vector<prompt_input> prompts;  // completions: one entry per prompt
+    std::optional<int32_t>    max_tokens;
+    int32_t                   n = 1;
+    sampling_params           sampling;
+    std::vector<std::string>  stop;
+    std::string               user;
+};
+
+// Parses a request body. Errors are invalid_request naming the field ("param") and its limit.
+result<nlohmann::json> parse_json_body(const std::string &body, int32_t max_depth);
+result<api_request>    parse_request(api_kind kind, const nlohmann::json &body, const api_limits &limits);
+
+// The declarative table, exposed for documentation and tests.
+struct numeric_field {
+    const char *name;
+    double      min;
+    double      max;
+    bool        integer;
+    bool        chat;       // accepted by /v1/chat/completions
+    bool        completion; // accepted by /v1/completions
+};
+const std::vector<numeric_field> &numeric_fields();
+
+} // namespace inferbox

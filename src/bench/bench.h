@@ -1,0 +1,38 @@
+#pragma once
+// A load generator for any OpenAI-compatible server (inferbox, llama-server, vLLM, ...). It keeps
+// `concurrency` streaming requests in flight until `requests` have finished and reports TTFT, ITL,
+// end-to-end latency and throughput the way vLLM's `bench serve` and NVIDIA AIPerf define them.
+//
+// The HTTP client is plain HTTP/1.1 (no TLS) on one thread; each in-flight request has its own
+// keep-alive connection, so the measured latencies include no client-side queueing.
+
+#include <cstdint>
+#include <string>
+
+namespace inferbox {
+
+struct bench_options {
+    std::string url = "http://127.0.0.1:8000"; // base URL of any OpenAI-compatible server
+    std::string endpoint = "completions";       // "completions" or "chat"
+    std::string model;                          // sent as "model"; empty = ask GET /v1/models and use the first id
+    int32_t     concurrency = 1;
+    int32_t     requests = 16;
+    int32_t     prompt_tokens = 64;    // approximate prompt length (words chosen so the tokenizer gives roughly this many)
+    int32_t     max_tokens = 128;
+    int32_t     shared_prefix_tokens = 0; // >0: every prompt starts with the same prefix of this length, then a unique tail
+    uint32_t    seed = 1;
+    bool        ignore_eos = true; // send "ignore_eos": true so every request generates max_tokens
+    std::string json_out;          // if set, write the results as JSON to this file
+    std::string label;             // free text copied into the report
+};
+
+// Runs the benchmark, prints a human-readable report to stdout, returns 0 on success, non-zero if
+// the server could not be reached or any request failed (failures are counted and reported).
+//
+// Contract: blocks the calling thread for the whole run (it runs its own io_context on that
+// thread); every request is bounded by a 600 s deadline, so the call always returns. Returns 2 for
+// invalid options (message on stderr) and 1 when the server is unreachable, a request failed or the
+// JSON file could not be written. The same options and seed always produce the same prompts.
+int run_bench(const bench_options &opts);
+
+} // namespace inferbox

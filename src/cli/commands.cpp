@@ -1,0 +1,91 @@
+#include "cli/commands.h"
+
+#include "bench/bench.h"
+#include "cli/serve.h"
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+
+namespace inferbox {
+
+int run_cli(int argc, char **argv) {
+    CLI::App app{"inferbox: a self-hosted, OpenAI-compatible LLM inference server on llama.cpp"};
+    app.require_subcommand(1);
+
+    serve_options so;
+    auto         *serve = app.add_subcommand("serve", "serve a GGUF model over the OpenAI API");
+    serve->add_option("-m,--model", so.model_path, "path of the GGUF model file")->required();
+    serve->add_option("--model-name", so.model_name, "model id clients use (default: the file name)");
+    serve->add_option("--host", so.host, "address to listen on")->capture_default_str();
+    serve->add_option("--port", so.port, "port to listen on (0 = any free port)")->capture_default_str();
+    serve->add_option("--chat-template", so.chat_template, "Jinja chat template overriding the model's");
+    serve->add_option("--parallel", so.engine.n_slots, "sequences decoded together (KV slots)")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 256));
+    serve->add_option("-c,--ctx-size", so.engine.n_ctx_slot,
+                      "context per sequence in tokens (0 = the model's trained context)")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 1 << 20));
+    serve->add_option("-t,--threads", so.engine.n_threads, "compute threads (0 = all cores)")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 1024));
+    serve->add_option("-b,--batch-size", so.engine.step_tokens, "tokens per engine step")
+        ->capture_default_str()
+        ->check(CLI::Range(2, 1 << 16));
+    serve->add_option("--prefill-chunk", so.engine.prefill_while_decode,
+                      "prompt tokens per step while other sequences decode (bounds inter-token latency)")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1 << 16));
+    serve->add_option("--max-queue", so.engine.max_waiting, "waiting sequences beyond which requests get 429")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 1 << 20));
+    bool no_prefix_reuse = false;
+    serve->add_flag("--no-prefix-reuse", no_prefix_reuse, "never reuse cached prompt prefixes");
+    size_t max_body = so.http.max_body_bytes;
+    serve->add_option("--max-body-bytes", max_body, "largest request body accepted")->capture_default_str();
+    serve->add_option("--max-n", so.api.max_n, "most choices (n × prompts) in one request")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 128));
+    serve->add_option("--http-threads", so.http_threads, "I/O threads")->capture_default_str()->check(CLI::Range(1, 64));
+    serve->add_option("--shutdown-timeout", so.shutdown_timeout, "seconds in-flight requests get on SIGTERM")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 3600));
+
+    bench_options bo;
+    auto         *bench = app.add_subcommand("bench", "load-test any OpenAI-compatible server");
+    bench->add_option("--url", bo.url, "base URL of the server")->capture_default_str();
+    bench->add_option("--endpoint", bo.endpoint, "completions | chat")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"completions", "chat"}));
+    bench->add_option("--model", bo.model, "model id (default: the first of /v1/models)");
+    bench->add_option("--concurrency", bo.concurrency, "requests in flight")->capture_default_str()->check(CLI::Range(1, 4096));
+    bench->add_option("--requests", bo.requests, "requests in total")->capture_default_str()->check(CLI::Range(1, 1000000));
+    bench->add_option("--prompt-tokens", bo.prompt_tokens, "approximate prompt length")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+    bench->add_option("--max-tokens", bo.max_tokens, "output tokens per request")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+    bench->add_option("--shared-prefix-tokens", bo.shared_prefix_tokens, "tokens of prefix every prompt shares")->capture_default_str();
+    bench->add_option("--seed", bo.seed, "prompt generator seed")->capture_default_str();
+    bench->add_option("--json-out", bo.json_out, "also write the results as JSON here");
+    bench->add_option("--label", bo.label, "label for the report");
+
+    app.add_subcommand("version", "print the version");
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError &e) {
+        return app.exit(e);
+    }
+    if (serve->parsed()) {
+        so.http.max_body_bytes = max_body;
+        so.engine.prefix_reuse = !no_prefix_reuse;
+        return run_serve(so);
+    }
+    if (bench->parsed()) {
+        return run_bench(bo);
+    }
+    std::printf("inferbox %s\n", INFERBOX_VERSION);
+    return 0;
+}
+
+} // namespace inferbox

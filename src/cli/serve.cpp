@@ -1,0 +1,154 @@
+#include "cli/serve.h"
+
+#include "api/errors.h"
+#include "api/routes.h"
+#include "engine/model.h"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <spdlog/spdlog.h>
+
+#include "llama.h"
+
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <thread>
+
+#ifndef INFERBOX_VERSION
+#define INFERBOX_VERSION "0.0.0"
+#endif
+
+namespace inferbox {
+
+namespace net = boost::asio;
+
+int run_serve(const serve_options &opts) {
+    llama_log_set(
+        [](ggml_log_level level, const char *text, void *) {
+            if (level == GGML_LOG_LEVEL_WARN || level == GGML_LOG_LEVEL_ERROR) {
+                std::string s(text);
+                while (!s.empty() && s.back() == '\n') {
+                    s.pop_back();
+                }
+                if (!s.empty()) {
+                    spdlog::warn("llama.cpp: {}", s);
+                }
+            }
+        },
+        nullptr);
+    llama_backend_init();
+
+    api_config cfg;
+    cfg.model_id = opts.model_name.empty() ? std::filesystem::path(opts.model_path).stem().string() : opts.model_name;
+    cfg.version  = INFERBOX_VERSION;
+    cfg.limits   = opts.api;
+    api_router router(cfg);
+
+    net::io_context ioc;
+    http_server     server(
+        ioc, [&router](const std::shared_ptr<http_exchange> &ex) { router.handle(ex); },
+        [](http::status status, const std::string &msg) {
+            error_kind kind = error_kind::invalid_request;
+            if (status == http::status::payload_too_large) {
+                kind = error_kind::payload_too_large;
+            }
+            return error_body(error{kind, msg, "", ""});
+        },
+        opts.http);
+    uint16_t port = 0;
+    try {
+        port = server.listen(opts.host, opts.port);
+    } catch (const std::exception &e) {
+        spdlog::error("cannot listen on {}:{}: {}", opts.host, opts.port, e.what());
+        return 1;
+    }
+    spdlog::info("inferbox {} listening on http://{}:{} (live; loading {})", cfg.version, opts.host, port,
+                 opts.model_path);
+
+    std::vector<std::thread> io_threads;
+    for (int32_t i = 0; i < std::max(1, opts.http_threads); ++i) {
+        io_threads.emplace_back([&ioc] { ioc.run(); });
+    }
+
+    std::shared_ptr<engine> eng;
+    int                     exit_code = 0;
+    {
+        model_options mo;
+        mo.path          = opts.model_path;
+        mo.chat_template = opts.chat_template;
+        auto m           = model::load(mo);
+        if (!m) {
+            spdlog::error("{}", m.err().message);
+            exit_code = 1;
+        } else {
+            auto e = engine::start(*m, opts.engine);
+            if (!e) {
+                spdlog::error("{}", e.err().message);
+                exit_code = 1;
+            } else {
+                eng = std::shared_ptr<engine>(std::move(*e));
+                const auto &c = eng->config();
+                spdlog::info("model '{}' ({}) ready: {} slots × {} tokens, {} threads, {} tokens per step, queue {}, "
+                             "chat template: {}",
+                             cfg.model_id, (*m)->description(), c.n_slots, c.n_ctx_slot, c.n_threads, c.step_tokens,
+                             c.max_waiting, (*m)->has_chat_template() ? "yes" : "no");
+                router.attach(eng);
+            }
+        }
+    }
+
+    if (exit_code == 0) {
+        // SIGTERM/SIGINT: stop admitting, let in-flight requests finish, then exit 0. A second
+        // signal exits at once.
+        std::atomic<int>  signals{0};
+        net::io_context   sig_ioc;
+        net::signal_set   sigs(sig_ioc, SIGINT, SIGTERM);
+        std::function<void(const boost::system::error_code &, int)> on_signal;
+        on_signal = [&](const boost::system::error_code &ec, int sig) {
+            if (ec) {
+                return;
+            }
+            if (signals.fetch_add(1) > 0) {
+                spdlog::warn("second signal ({}): exiting now", sig);
+                std::_Exit(1);
+            }
+            spdlog::info("signal {}: draining (readiness is now 503, up to {} s)", sig, opts.shutdown_timeout);
+            sigs.async_wait(on_signal);
+        };
+        sigs.async_wait(on_signal);
+        std::thread sig_thread([&] { sig_ioc.run(); });
+
+        while (signals.load() == 0 && eng->healthy()) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+        if (!eng->healthy()) {
+            spdlog::error("the engine cannot continue; exiting so the orchestrator restarts the server");
+            exit_code = 2;
+        }
+        router.set_draining(true);
+        server.stop_accepting();
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(opts.shutdown_timeout);
+        while (std::chrono::steady_clock::now() < deadline) {
+            const auto s = eng->stats();
+            if (s.n_running == 0 && s.n_waiting == 0) {
+                break;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+        eng->stop(); // anything still running ends with an error event
+        std::this_thread::sleep_for(std::chrono::milliseconds(200)); // let the last bytes go out
+        sig_ioc.stop();
+        sig_thread.join();
+    }
+    ioc.stop();
+    for (auto &t : io_threads) {
+        t.join();
+    }
+    eng.reset();
+    llama_backend_free();
+    spdlog::info("stopped");
+    return exit_code;
+}
+
+} // namespace inferbox

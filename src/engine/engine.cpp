@@ -1,0 +1,441 @@
+#include "engine/engine.h"
+
+#include "common/text_stream.h"
+#include "scheduler/scheduler.h"
+
+#include "common.h"
+#include "llama.h"
+#include "sampling.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <numeric>
+
+namespace inferbox {
+
+struct engine::sequence {
+    std::shared_ptr<request_channel> chan;
+    std::shared_ptr<const generation_request> req;
+    int32_t                          index = 0;
+    common_sampler                  *smpl  = nullptr;
+    std::unique_ptr<text_stream>     text;
+    int32_t                          n_generated = 0;
+
+    ~sequence() {
+        if (smpl != nullptr) {
+            common_sampler_free(smpl);
+        }
+    }
+};
+
+struct engine::state {
+    explicit state(const scheduler_config &c) : sched(c) {}
+    scheduler                                     sched;
+    std::map<uint64_t, std::unique_ptr<sequence>> seqs;
+    uint64_t                                      next_id = 1;
+    llama_batch                                   batch{};
+    std::vector<llama_logit_bias>                 eog_bias; // -inf on every end-of-generation token
+    int32_t                                       consecutive_failures = 0;
+};
+
+engine::engine(std::shared_ptr<const model> m, engine_config cfg) : model_(std::move(m)), cfg_(cfg) {}
+
+result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m, engine_config cfg) {
+    if (cfg.n_slots < 1 || cfg.n_slots > 256) {
+        return error::invalid("--parallel must be between 1 and 256, got " + std::to_string(cfg.n_slots), "parallel");
+    }
+    if (cfg.n_ctx_slot <= 0) {
+        cfg.n_ctx_slot = m->n_ctx_train();
+    }
+    if (cfg.n_threads <= 0) {
+        cfg.n_threads = static_cast<int32_t>(std::max(1U, std::thread::hardware_concurrency()));
+    }
+    cfg.step_tokens          = std::max(cfg.step_tokens, cfg.n_slots + 1);
+    cfg.prefill_while_decode = std::clamp(cfg.prefill_while_decode, 1, cfg.step_tokens);
+
+    std::unique_ptr<engine> e(new engine(std::move(m), cfg));
+    auto cp            = llama_context_default_params();
+    cp.n_ctx           = static_cast<uint32_t>(cfg.n_ctx_slot) * static_cast<uint32_t>(cfg.n_slots);
+    cp.n_batch         = static_cast<uint32_t>(cfg.step_tokens);
+    cp.n_ubatch        = static_cast<uint32_t>(std::min(cfg.step_tokens, 512));
+    cp.n_seq_max       = static_cast<uint32_t>(cfg.n_slots);
+    cp.n_threads       = cfg.n_threads;
+    cp.n_threads_batch = cfg.n_threads;
+    cp.kv_unified      = cfg.kv_unified;
+    cp.no_perf         = true;
+    e->ctx_            = llama_init_from_model(e->model_->raw(), cp);
+    if (e->ctx_ == nullptr) {
+        return error{error_kind::internal,
+                     "failed to create the llama.cpp context (" + std::to_string(cp.n_ctx) +
+                         " KV tokens): reduce --ctx-size or --parallel",
+                     "", ""};
+    }
+    // llama.cpp may round the context; each slot gets an equal share in non-unified mode.
+    const auto n_ctx_seq = static_cast<int32_t>(llama_n_ctx_seq(e->ctx_));
+    e->cfg_.n_ctx_slot   = std::min(e->cfg_.n_ctx_slot, n_ctx_seq);
+
+    scheduler_config sc;
+    sc.n_slots              = e->cfg_.n_slots;
+    sc.n_ctx_slot           = e->cfg_.n_ctx_slot;
+    sc.max_waiting          = e->cfg_.max_waiting;
+    sc.step_tokens          = e->cfg_.step_tokens;
+    sc.prefill_while_decode = e->cfg_.prefill_while_decode;
+    sc.prefix_reuse         = e->cfg_.prefix_reuse;
+    e->st_                  = std::make_unique<state>(sc);
+    e->st_->batch           = llama_batch_init(e->cfg_.step_tokens, 0, 1);
+    for (token_id t = 0; t < e->model_->n_vocab(); ++t) {
+        if (e->model_->is_eog(t)) {
+            e->st_->eog_bias.push_back({t, -INFINITY});
+        }
+    }
+
+    // Warm-up: one real decode proves the backend works before readiness turns green.
+    const llama_vocab *vocab = e->model_->vocab();
+    token_id           tok   = llama_vocab_bos(vocab);
+    if (tok == LLAMA_TOKEN_NULL) {
+        tok = 0;
+    }
+    common_batch_clear(e->st_->batch);
+    common_batch_add(e->st_->batch, tok, 0, {0}, true);
+    if (llama_decode(e->ctx_, e->st_->batch) != 0) {
+        return error{error_kind::internal, "warm-up decode failed", "", ""};
+    }
+    llama_memory_clear(llama_get_memory(e->ctx_), true);
+    llama_synchronize(e->ctx_);
+
+    e->thread_ = std::thread([p = e.get()] { p->loop(); });
+    return e;
+}
+
+engine::~engine() {
+    stop();
+    if (st_) {
+        llama_batch_free(st_->batch);
+    }
+    st_.reset();
+    if (ctx_ != nullptr) {
+        llama_free(ctx_);
+    }
+}
+
+void engine::stop() {
+    {
+        std::lock_guard lock(mu_);
+        if (stopping_ && !thread_.joinable()) {
+            return;
+        }
+        stopping_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) {
+        thread_.join();
+    }
+}
+
+std::optional<error> engine::submit(generation_request req, std::shared_ptr<request_channel> chan) {
+    const int32_t n = std::max(req.n, 1);
+    // Admission bound: reserve n places in the waiting queue or refuse at once.
+    int32_t cur = n_queued_.load();
+    do {
+        if (cur + n > cfg_.max_waiting) {
+            return error{error_kind::overloaded,
+                         "the server is at capacity: " + std::to_string(cur) + " sequences are waiting (limit " +
+                             std::to_string(cfg_.max_waiting) + "); retry shortly",
+                         "", "queue_full"};
+        }
+    } while (!n_queued_.compare_exchange_weak(cur, cur + n));
+    {
+        std::lock_guard lock(mu_);
+        if (stopping_) {
+            n_queued_ -= n;
+            return error{error_kind::unavailable, "the server is shutting down", "", ""};
+        }
+        inbox_.push_back({std::move(req), std::move(chan)});
+    }
+    cv_.notify_one();
+    return std::nullopt;
+}
+
+void engine::cancel(const std::shared_ptr<request_channel> &chan) {
+    chan->cancel();
+    cv_.notify_one();
+}
+
+engine_stats engine::stats() const {
+    engine_stats s;
+    s.n_running                = n_running_.load();
+    s.n_waiting                = n_queued_.load();
+    s.n_prompt_tokens_computed = n_prompt_computed_.load();
+    s.n_prompt_tokens_cached   = n_prompt_cached_.load();
+    s.n_generated_tokens       = n_generated_.load();
+    s.n_steps                  = n_steps_.load();
+    return s;
+}
+
+void engine::loop() {
+    for (;;) {
+        std::vector<pending> incoming;
+        {
+            std::unique_lock lock(mu_);
+            const auto has_work = [&] { return stopping_ || !inbox_.empty() || !st_->sched.idle(); };
+            if (!has_work()) {
+                // Idle: wake for new work, or now and then to notice cancellations of requests
+                // that were submitted but not yet picked up.
+                cv_.wait(lock, has_work);
+            }
+            incoming.swap(inbox_);
+            if (stopping_) {
+                break;
+            }
+        }
+        accept_new(incoming);
+        drop_cancelled();
+        if (!st_->sched.idle()) {
+            step();
+        }
+    }
+    // Shutdown: everything still known gets a clean error so no client hangs.
+    std::vector<pending> rest;
+    {
+        std::lock_guard lock(mu_);
+        rest.swap(inbox_);
+    }
+    error err{error_kind::unavailable, "the server is shutting down", "", ""};
+    for (auto &p : rest) {
+        for (int32_t i = 0; i < std::max(p.req.n, 1); ++i) {
+            generation_event ev;
+            ev.index = i;
+            ev.err   = err;
+            p.chan->push(std::move(ev));
+        }
+    }
+    for (auto &[id, s] : st_->seqs) {
+        generation_event ev;
+        ev.index = s->index;
+        ev.err   = err;
+        s->chan->push(std::move(ev));
+    }
+    st_->seqs.clear();
+}
+
+void engine::accept_new(std::vector<pending> &incoming) {
+    for (auto &p : incoming) {
+        auto req = std::make_shared<const generation_request>(std::move(p.req));
+        for (int32_t i = 0; i < std::max(req->n, 1); ++i) {
+            auto s   = std::make_unique<sequence>();
+            s->chan  = p.chan;
+            s->req   = req;
+            s->index = i;
+            s->text  = std::make_unique<text_stream>(req->stop);
+
+            common_params_sampling sp;
+            const auto            &in = req->sampling;
+            sp.temp            = in.temperature;
+            sp.top_p           = in.top_p;
+            sp.top_k           = in.top_k;
+            sp.min_p           = in.min_p;
+            sp.penalty_present = in.presence_penalty;
+            sp.penalty_freq    = in.frequency_penalty;
+            sp.penalty_repeat  = in.repetition_penalty;
+            sp.penalty_last_n  = cfg_.n_ctx_slot;
+            sp.seed            = in.seed ? *in.seed + static_cast<uint32_t>(i) : LLAMA_DEFAULT_SEED;
+            sp.no_perf         = true;
+            for (const auto &[tok, bias] : in.logit_bias) {
+                sp.logit_bias.push_back({tok, bias});
+            }
+            if (in.ignore_eos) {
+                sp.logit_bias.insert(sp.logit_bias.end(), st_->eog_bias.begin(), st_->eog_bias.end());
+            }
+            s->smpl = common_sampler_init(model_->raw(), sp);
+
+            const uint64_t id = st_->next_id++;
+            if (s->smpl == nullptr || !st_->sched.submit(id, req->prompt, req->max_tokens)) {
+                --n_queued_;
+                generation_event ev;
+                ev.index = i;
+                ev.err   = error{error_kind::internal, "the engine could not queue this request", "", ""};
+                p.chan->push(std::move(ev));
+                continue;
+            }
+            st_->seqs.emplace(id, std::move(s));
+        }
+    }
+}
+
+void engine::drop_cancelled() {
+    for (auto it = st_->seqs.begin(); it != st_->seqs.end();) {
+        if (!it->second->chan->cancelled()) {
+            ++it;
+            continue;
+        }
+        const auto info = st_->sched.info(it->first);
+        if (info && info->phase == seq_phase::waiting) {
+            --n_queued_;
+        }
+        st_->sched.cancel(it->first);
+        it = st_->seqs.erase(it);
+    }
+}
+
+void engine::step() {
+    auto &sched = st_->sched;
+    auto  plan  = sched.schedule();
+    n_queued_ -= static_cast<int32_t>(plan.admitted.size());
+    n_running_.store(sched.n_running());
+    if (plan.empty()) {
+        return;
+    }
+
+    llama_memory_t mem = llama_get_memory(ctx_);
+    for (const auto &op : plan.kv_ops) {
+        if (op.src_slot >= 0) {
+            llama_memory_seq_cp(mem, op.src_slot, op.dst_slot, -1, -1);
+        }
+        llama_memory_seq_rm(mem, op.dst_slot, op.keep, -1);
+    }
+
+    auto &batch = st_->batch;
+    common_batch_clear(batch);
+    std::vector<std::pair<uint64_t, int32_t>> to_sample; // sequence id, batch index
+    uint64_t                                  n_prefill = 0;
+    for (const auto &it : plan.items) {
+        for (size_t j = 0; j < it.tokens.size(); ++j) {
+            const bool last = j + 1 == it.tokens.size();
+            common_batch_add(batch, it.tokens[j], it.pos + static_cast<llama_pos>(j), {it.slot}, it.sample && last);
+        }
+        if (it.sample) {
+            to_sample.emplace_back(it.id, batch.n_tokens - 1);
+        }
+        const auto info = sched.info(it.id);
+        if (info && info->n_generated == 0) {
+            n_prefill += it.tokens.size();
+        }
+    }
+    if (batch.n_tokens == 0) {
+        return; // only KV operations this step; they run with the next decode
+    }
+
+    const int32_t rc = llama_decode(ctx_, batch);
+    ++n_steps_;
+    if (rc != 0) {
+        spdlog::error("llama_decode failed (code {}) for a batch of {} tokens; failing {} sequences", rc,
+                      batch.n_tokens, plan.items.size());
+        const auto removed = sched.fail_step(plan);
+        for (const auto &op : plan.kv_ops) {
+            llama_memory_seq_rm(mem, op.dst_slot, -1, -1);
+        }
+        for (const auto &it : plan.items) {
+            llama_memory_seq_rm(mem, it.slot, -1, -1);
+        }
+        for (uint64_t id : removed) {
+            auto s = st_->seqs.find(id);
+            if (s == st_->seqs.end()) {
+                continue;
+            }
+            generation_event ev;
+            ev.index = s->second->index;
+            ev.err   = error{error_kind::internal, "the engine failed to decode this request (llama_decode returned " +
+                                                       std::to_string(rc) + ")",
+                             "", "decode_failed"};
+            s->second->chan->push(std::move(ev));
+            st_->seqs.erase(s);
+        }
+        if (++st_->consecutive_failures >= 3) {
+            healthy_.store(false);
+        }
+        n_running_.store(sched.n_running());
+        return;
+    }
+    st_->consecutive_failures = 0;
+    n_prompt_computed_ += n_prefill;
+
+    for (const auto &[id, idx] : to_sample) {
+        sample_item(id, idx);
+    }
+    n_running_.store(sched.n_running());
+}
+
+namespace {
+
+// Log-probabilities of the raw model distribution at one position: the sampled token's and
+// the `n_top` most likely alternatives.
+void fill_logprobs(const float *logits, int32_t n_vocab, token_id chosen, int32_t n_top, const model &m,
+                   token_logprob &out) {
+    float max_l = -INFINITY;
+    for (int32_t i = 0; i < n_vocab; ++i) {
+        max_l = std::max(max_l, logits[i]);
+    }
+    double sum = 0.0;
+    for (int32_t i = 0; i < n_vocab; ++i) {
+        sum += std::exp(static_cast<double>(logits[i] - max_l));
+    }
+    const auto log_z = static_cast<float>(max_l + std::log(sum));
+    out.logprob      = logits[chosen] - log_z;
+    if (n_top > 0) {
+        std::vector<token_id> ids(static_cast<size_t>(n_vocab));
+        std::iota(ids.begin(), ids.end(), 0);
+        const auto k = std::min<size_t>(static_cast<size_t>(n_top), ids.size());
+        std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), ids.end(),
+                          [&](token_id a, token_id b) { return logits[a] > logits[b]; });
+        for (size_t i = 0; i < k; ++i) {
+            out.top.emplace_back(m.token_piece(ids[i]), logits[ids[i]] - log_z);
+        }
+    }
+}
+
+} // namespace
+
+void engine::sample_item(uint64_t id, int32_t batch_index) {
+    auto it = st_->seqs.find(id);
+    if (it == st_->seqs.end()) {
+        return;
+    }
+    sequence     &s   = *it->second;
+    const auto   &req = *s.req;
+    const token_id tok = common_sampler_sample(s.smpl, ctx_, batch_index);
+    common_sampler_accept(s.smpl, tok, true);
+    s.n_generated += 1;
+    ++n_generated_;
+
+    generation_event ev;
+    ev.index = s.index;
+    if (req.sampling.top_logprobs >= 0) {
+        token_logprob lp;
+        lp.token = model_->token_piece(tok);
+        fill_logprobs(llama_get_logits_ith(ctx_, batch_index), model_->n_vocab(), tok, req.sampling.top_logprobs,
+                      *model_, lp);
+        ev.logprobs.push_back(std::move(lp));
+    }
+    const bool eog = model_->is_eog(tok) && !req.sampling.ignore_eos;
+    if (eog) {
+        ev.finish = finish_reason::stop;
+    } else {
+        ev.text = s.text->push(model_->token_piece(tok));
+        if (s.text->stopped()) {
+            ev.finish = finish_reason::stop;
+        } else if (s.n_generated >= req.max_tokens) {
+            ev.finish = finish_reason::length;
+        }
+    }
+    const bool finished = ev.finish != finish_reason::none;
+    if (finished) {
+        ev.text += s.text->finish();
+        const auto info = st_->sched.info(id);
+        ev.n_prompt     = static_cast<int32_t>(req.prompt.size());
+        ev.n_cached     = info ? info->n_cached : 0;
+        ev.n_generated  = s.n_generated;
+        n_prompt_cached_ += static_cast<uint64_t>(ev.n_cached);
+    }
+    st_->sched.on_sampled(id, tok, finished);
+    if (finished || !ev.text.empty() || !ev.logprobs.empty()) {
+        s.chan->push(std::move(ev));
+    }
+    if (finished) {
+        st_->seqs.erase(it);
+    }
+}
+
+} // namespace inferbox

@@ -1,0 +1,100 @@
+#pragma once
+// The engine: one thread that owns the llama_context, runs the scheduler's plan each step (one
+// llama_decode for all running sequences plus prompt chunks), samples each sequence with its
+// own sampler chain, and publishes events to the requests' channels. It never does network I/O.
+
+#include "common/status.h"
+#include "engine/model.h"
+#include "engine/types.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+struct llama_context;
+
+namespace inferbox {
+
+struct engine_config {
+    int32_t n_threads            = 0;   // 0 = all hardware threads
+    int32_t n_slots              = 4;   // concurrent sequences (KV streams)
+    int32_t n_ctx_slot           = 0;   // tokens per sequence; 0 = the model's trained context
+    int32_t step_tokens          = 512; // tokens per decode step
+    int32_t prefill_while_decode = 64;  // prompt tokens per step while others decode
+    int32_t max_waiting          = 64;  // queued sequences beyond which submit() answers overloaded
+    bool    prefix_reuse         = true;
+    bool    kv_unified           = false;
+};
+
+struct engine_stats {
+    int32_t  n_running = 0;
+    int32_t  n_waiting = 0;
+    uint64_t n_prompt_tokens_computed = 0;
+    uint64_t n_prompt_tokens_cached   = 0;
+    uint64_t n_generated_tokens       = 0;
+    uint64_t n_steps                  = 0;
+};
+
+class engine {
+  public:
+    // Creates the context, runs a warm-up decode and starts the engine thread.
+    static result<std::unique_ptr<engine>> start(std::shared_ptr<const model> m, engine_config cfg);
+    ~engine(); // stops the thread; pending requests get an `unavailable` error event
+    engine(const engine &)            = delete;
+    engine &operator=(const engine &) = delete;
+
+    // Thread-safe, never blocks on the engine. Queues `req` (already validated against
+    // limits()) and returns nothing, or an error: `overloaded` when the waiting queue is full,
+    // `unavailable` when stopping. Events then arrive on `chan`.
+    std::optional<error> submit(generation_request req, std::shared_ptr<request_channel> chan);
+
+    // Thread-safe. The request stops within one engine step and its slot is freed; no further
+    // events are delivered after the engine notices.
+    void cancel(const std::shared_ptr<request_channel> &chan);
+
+    // Stops admitting and ends the thread (idempotent).
+    void stop();
+
+    int32_t              n_ctx_slot() const { return cfg_.n_ctx_slot; }
+    const engine_config &config() const { return cfg_; }
+    const model         &get_model() const { return *model_; }
+    bool                 healthy() const { return healthy_.load(); }
+    engine_stats         stats() const;
+
+  private:
+    struct sequence;
+    struct pending {
+        generation_request               req;
+        std::shared_ptr<request_channel> chan;
+    };
+
+    engine(std::shared_ptr<const model> m, engine_config cfg);
+    void loop();
+    void step();
+    void accept_new(std::vector<pending> &incoming);
+    void drop_cancelled();
+    void sample_item(uint64_t id, int32_t batch_index);
+
+    std::shared_ptr<const model> model_;
+    engine_config                cfg_;
+    llama_context               *ctx_ = nullptr;
+
+    struct state; // engine-thread-only state (scheduler, sequences, batch)
+    std::unique_ptr<state> st_;
+
+    std::mutex              mu_;
+    std::condition_variable cv_;
+    std::vector<pending>    inbox_;
+    bool                    stopping_ = false;
+    std::atomic<int32_t>    n_queued_{0}; // sequences submitted and not yet in a slot
+    std::atomic<bool>       healthy_{true};
+    std::atomic<int32_t>    n_running_{0};
+    std::atomic<uint64_t>   n_prompt_computed_{0}, n_prompt_cached_{0}, n_generated_{0}, n_steps_{0};
+    std::thread             thread_;
+};
+
+} // namespace inferbox

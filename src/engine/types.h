@@ -1,0 +1,99 @@
+#pragma once
+// The typed boundary between the API layer and the engine: requests cross as validated native
+// structs, results come back as events on a per-request channel. No JSON, no HTTP here.
+
+#include "common/status.h"
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace inferbox {
+
+using token_id = int32_t;
+
+struct sampling_params {
+    float    temperature        = 1.0f; // 0 = greedy
+    float    top_p              = 1.0f;
+    int32_t  top_k              = 0;    // 0 = off
+    float    min_p              = 0.0f;
+    float    presence_penalty   = 0.0f;
+    float    frequency_penalty  = 0.0f;
+    float    repetition_penalty = 1.0f;
+    std::optional<uint32_t> seed;       // none = random
+    std::vector<std::pair<token_id, float>> logit_bias;
+    bool     ignore_eos   = false;
+    int32_t  top_logprobs = -1;         // -1 = no logprobs; 0..N = logprobs with N alternatives
+};
+
+struct generation_request {
+    std::vector<token_id>    prompt;
+    int32_t                  max_tokens = 16;
+    int32_t                  n          = 1;   // independent choices over the same prompt
+    sampling_params          sampling;
+    std::vector<std::string> stop;
+};
+
+enum class finish_reason { none, stop, length };
+
+struct token_logprob {
+    std::string                                 token; // the token's text (may be a partial character)
+    float                                       logprob = 0.0f;
+    std::vector<std::pair<std::string, float>>  top;
+};
+
+// One event of one choice. `delta` events carry text that is safe to show (no partial stop
+// string, no split character); the last event of a choice has finish != none (or an error).
+struct generation_event {
+    int32_t                    index = 0; // choice index
+    std::string                text;
+    std::vector<token_logprob> logprobs;
+    finish_reason              finish = finish_reason::none;
+    std::optional<error>       err;
+    // Filled on the final event of a choice.
+    int32_t n_prompt    = 0;
+    int32_t n_cached    = 0;
+    int32_t n_generated = 0;
+};
+
+// Shared between the API thread that owns the request and the engine thread that produces its
+// events. The engine pushes events and calls `notify` (which must not block: it posts to the
+// API's executor); the API drains with take(). cancel() may be called from any thread.
+class request_channel {
+  public:
+    void set_notify(std::function<void()> fn) {
+        std::lock_guard lock(mu_);
+        notify_ = std::move(fn);
+    }
+    void push(generation_event ev) {
+        std::function<void()> fn;
+        {
+            std::lock_guard lock(mu_);
+            events_.push_back(std::move(ev));
+            fn = notify_;
+        }
+        if (fn) {
+            fn();
+        }
+    }
+    std::deque<generation_event> take() {
+        std::lock_guard lock(mu_);
+        return std::exchange(events_, {});
+    }
+    void cancel() { cancelled_.store(true, std::memory_order_relaxed); }
+    bool cancelled() const { return cancelled_.load(std::memory_order_relaxed); }
+
+  private:
+    std::mutex                   mu_;
+    std::deque<generation_event> events_;
+    std::function<void()>        notify_;
+    std::atomic<bool>            cancelled_{false};
+};
+
+} // namespace inferbox

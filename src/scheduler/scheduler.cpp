@@ -1,0 +1,211 @@
+#include "scheduler/scheduler.h"
+
+#include <algorithm>
+
+namespace inferbox {
+
+scheduler::scheduler(scheduler_config cfg) : cfg_(cfg), slots_(cfg.n_slots, cfg.min_copy_gain) {
+    cfg_.step_tokens          = std::max(cfg_.step_tokens, cfg_.n_slots + 1);
+    cfg_.prefill_while_decode = std::max(cfg_.prefill_while_decode, 1);
+}
+
+bool scheduler::submit(uint64_t id, std::vector<token_id> prompt, int32_t max_new_tokens) {
+    if (static_cast<int32_t>(waiting_.size()) >= cfg_.max_waiting || prompt.empty() || max_new_tokens < 1 ||
+        static_cast<int64_t>(prompt.size()) + max_new_tokens > cfg_.n_ctx_slot || seqs_.count(id) != 0) {
+        return false;
+    }
+    seq s;
+    s.id          = id;
+    s.st.n_prompt = static_cast<int32_t>(prompt.size());
+    s.prompt      = std::move(prompt);
+    s.max_new     = max_new_tokens;
+    seqs_.emplace(id, std::move(s));
+    waiting_.push_back(id);
+    return true;
+}
+
+void scheduler::remove(uint64_t id) {
+    auto it = seqs_.find(id);
+    if (it == seqs_.end()) {
+        return;
+    }
+    if (it->second.st.phase == seq_phase::waiting) {
+        std::erase(waiting_, id);
+    } else if (it->second.st.slot >= 0) {
+        slots_.release(it->second.st.slot);
+    }
+    seqs_.erase(it);
+}
+
+void scheduler::cancel(uint64_t id) { remove(id); }
+
+void scheduler::resolve_waiting_prefix(step_plan &plan) {
+    for (auto &[id, s] : seqs_) {
+        if (s.st.phase != seq_phase::waiting_prefix) {
+            continue;
+        }
+        auto leader = seqs_.find(s.leader);
+        const bool leader_alive = leader != seqs_.end() && leader->second.st.slot >= 0;
+        if (leader_alive && leader->second.st.n_past < s.wait_len) {
+            continue; // keep waiting: the shared prefix is still being computed
+        }
+        // The leader computed the prefix, or left: take the longest prefix any slot holds now.
+        const int32_t max_reuse = s.st.n_prompt - 1;
+        int32_t       src       = -1;
+        int32_t       len       = slots_.common_prefix(s.st.slot, s.prompt);
+        for (int32_t k = 0; k < slots_.n_slots(); ++k) {
+            const int32_t l = std::min(slots_.common_prefix(k, s.prompt), max_reuse);
+            if (k != s.st.slot && l > len) {
+                src = k;
+                len = l;
+            }
+        }
+        len = std::min(len, max_reuse);
+        auto &mine = slots_.tokens(s.st.slot);
+        if (src >= 0) {
+            const auto &theirs = slots_.tokens(src);
+            mine.assign(theirs.begin(), theirs.begin() + len);
+        } else {
+            mine.resize(static_cast<size_t>(len));
+        }
+        plan.kv_ops.push_back({src, s.st.slot, len});
+        s.st.n_past   = len;
+        s.st.n_cached = len;
+        s.st.phase    = seq_phase::prefilling;
+    }
+}
+
+void scheduler::admit(step_plan &plan) {
+    while (!waiting_.empty() && slots_.n_idle() > 0) {
+        const uint64_t id = waiting_.front();
+        waiting_.pop_front();
+        seq &s        = seqs_.at(id);
+        auto grant    = slots_.acquire(s.prompt, cfg_.prefix_reuse);
+        s.st.slot     = grant->slot;
+        s.st.n_past   = grant->n_reused;
+        s.st.n_cached = grant->n_reused;
+        s.st.phase    = seq_phase::prefilling;
+        s.order       = ++order_;
+        plan.kv_ops.push_back({grant->copy_from, grant->slot, grant->n_reused});
+        plan.admitted.push_back(id);
+
+        if (!cfg_.prefix_reuse) {
+            continue;
+        }
+        // Another sequence may be computing a longer shared prefix right now (a common system
+        // prompt arriving in a burst): wait for it and copy, instead of computing it twice.
+        const int32_t max_reuse = s.st.n_prompt - 1;
+        uint64_t      leader    = 0;
+        int32_t       best      = s.st.n_past + cfg_.min_shared_wait - 1;
+        for (const auto &[oid, o] : seqs_) {
+            if (oid == id || o.st.phase != seq_phase::prefilling) {
+                continue;
+            }
+            const int32_t l = std::min(common_prefix_len(o.prompt, s.prompt), max_reuse);
+            if (l > best && o.st.n_past < l) {
+                best   = l;
+                leader = oid;
+            }
+        }
+        if (leader != 0) {
+            s.st.phase = seq_phase::waiting_prefix;
+            s.leader   = leader;
+            s.wait_len = best;
+        }
+    }
+}
+
+step_plan scheduler::schedule() {
+    step_plan plan;
+    resolve_waiting_prefix(plan);
+    admit(plan);
+
+    int32_t n_decode = 0;
+    for (auto &[id, s] : seqs_) {
+        if (s.st.phase != seq_phase::decoding) {
+            continue;
+        }
+        plan.items.push_back({id, s.st.slot, s.st.n_past, {s.next_token}, true});
+        slots_.tokens(s.st.slot).push_back(s.next_token);
+        s.st.n_past += 1;
+        ++n_decode;
+    }
+
+    int32_t budget = cfg_.step_tokens - n_decode;
+    if (n_decode > 0) {
+        budget = std::min(budget, cfg_.prefill_while_decode);
+    }
+    std::vector<seq *> prefilling;
+    for (auto &[id, s] : seqs_) {
+        if (s.st.phase == seq_phase::prefilling) {
+            prefilling.push_back(&s);
+        }
+    }
+    std::sort(prefilling.begin(), prefilling.end(), [](const seq *a, const seq *b) { return a->order < b->order; });
+    for (seq *s : prefilling) {
+        if (budget <= 0) {
+            break;
+        }
+        const int32_t left  = s->st.n_prompt - s->st.n_past;
+        const int32_t chunk = std::min(left, budget);
+        plan_item     item{s->id, s->st.slot, s->st.n_past, {}, chunk == left};
+        item.tokens.assign(s->prompt.begin() + s->st.n_past, s->prompt.begin() + s->st.n_past + chunk);
+        auto &held = slots_.tokens(s->st.slot);
+        held.insert(held.end(), item.tokens.begin(), item.tokens.end());
+        s->st.n_past += chunk;
+        budget -= chunk;
+        plan.items.push_back(std::move(item));
+    }
+    for (const auto &it : plan.items) {
+        plan.n_tokens += static_cast<int32_t>(it.tokens.size());
+    }
+    return plan;
+}
+
+void scheduler::on_sampled(uint64_t id, token_id token, bool finished) {
+    auto it = seqs_.find(id);
+    if (it == seqs_.end()) {
+        return;
+    }
+    seq &s = it->second;
+    s.st.n_generated += 1;
+    if (finished || s.st.n_generated >= s.max_new) {
+        remove(id);
+        return;
+    }
+    s.next_token = token;
+    s.st.phase   = seq_phase::decoding;
+}
+
+std::vector<uint64_t> scheduler::fail_step(const step_plan &plan) {
+    std::vector<int32_t> touched;
+    for (const auto &op : plan.kv_ops) {
+        touched.push_back(op.dst_slot);
+    }
+    for (const auto &it : plan.items) {
+        touched.push_back(it.slot);
+    }
+    std::vector<uint64_t> removed;
+    for (const auto &[id, s] : seqs_) {
+        if (s.st.slot >= 0 && std::find(touched.begin(), touched.end(), s.st.slot) != touched.end()) {
+            removed.push_back(id);
+        }
+    }
+    for (uint64_t id : removed) {
+        remove(id);
+    }
+    for (int32_t slot : touched) {
+        slots_.tokens(slot).clear();
+    }
+    return removed;
+}
+
+std::optional<seq_info> scheduler::info(uint64_t id) const {
+    auto it = seqs_.find(id);
+    if (it == seqs_.end()) {
+        return std::nullopt;
+    }
+    return it->second.st;
+}
+
+} // namespace inferbox

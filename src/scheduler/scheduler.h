@@ -1,0 +1,126 @@
+#pragma once
+// Continuous-batching policy: admission, slot assignment with prefix reuse, and the per-step
+// plan (decode tokens of every running sequence plus prompt chunks under a token budget).
+// Pure logic: no llama.cpp, no threads, no I/O, so it is unit-tested with a fake engine.
+//
+// Protocol (one engine thread calls everything):
+//   submit()/cancel() as requests arrive or leave;
+//   plan = schedule();  the engine runs plan.kv_ops, then one decode of plan.items;
+//   for every item with `sample`, on_sampled(id, token, finished);  or fail_step(plan) when the
+//   decode failed. schedule() records the planned tokens as computed, so the slot table always
+//   describes the KV the engine holds after the step.
+
+#include "kv/slot_table.h"
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <vector>
+
+namespace inferbox {
+
+struct scheduler_config {
+    int32_t n_slots              = 1;
+    int32_t n_ctx_slot           = 512;  // KV capacity of one slot, in tokens
+    int32_t max_waiting          = 64;   // waiting-queue bound; submit() refuses beyond it
+    int32_t step_tokens          = 512;  // tokens per decode step (llama_decode batch)
+    int32_t prefill_while_decode = 64;   // prompt tokens per step while sequences are decoding
+    bool    prefix_reuse         = true;
+    int32_t min_copy_gain        = 16;   // tokens a cross-slot KV copy must save
+    int32_t min_shared_wait      = 32;   // shared prefix worth waiting for another prefill
+};
+
+enum class seq_phase {
+    waiting,        // in the queue, no slot
+    waiting_prefix, // has a slot; waits for another sequence to compute a shared prefix
+    prefilling,     // prompt being computed in chunks
+    decoding,       // generating one token per step
+};
+
+// One KV-cache operation the engine performs before the step's decode.
+struct kv_op {
+    int32_t src_slot = -1; // >= 0: copy src's whole KV into dst first
+    int32_t dst_slot = -1;
+    int32_t keep     = 0;  // then drop everything in dst from this position on
+};
+
+struct plan_item {
+    uint64_t              id   = 0;
+    int32_t               slot = -1;
+    int32_t               pos  = 0;  // position of tokens[0]
+    std::vector<token_id> tokens;    // a prompt chunk, or the one token to decode
+    bool                  sample = false; // logits of the last token are sampled
+};
+
+struct step_plan {
+    std::vector<kv_op>     kv_ops;
+    std::vector<plan_item> items;
+    int32_t                n_tokens = 0;
+    std::vector<uint64_t>  admitted; // sequences that left the waiting queue this step
+    bool                   empty() const { return items.empty() && kv_ops.empty(); }
+};
+
+struct seq_info {
+    seq_phase phase        = seq_phase::waiting;
+    int32_t   slot         = -1;
+    int32_t   n_prompt     = 0;
+    int32_t   n_cached     = 0; // prompt tokens reused from the cache, not computed
+    int32_t   n_past       = 0; // tokens of this sequence whose KV is computed
+    int32_t   n_generated  = 0;
+};
+
+class scheduler {
+  public:
+    explicit scheduler(scheduler_config cfg);
+
+    // Queues a sequence. False when the waiting queue is at max_waiting (the caller answers
+    // 429), or when prompt + max_new_tokens does not fit a slot (the API layer rejects that
+    // earlier with a 400; this is the last line of defence). Ids must be unique.
+    bool submit(uint64_t id, std::vector<token_id> prompt, int32_t max_new_tokens);
+
+    // Removes a sequence at any stage and frees its slot; unknown ids are ignored. Its KV stays
+    // in the slot as a reusable prefix.
+    void cancel(uint64_t id);
+
+    step_plan schedule();
+
+    // The engine sampled `token` for `id`. When `finished` the sequence leaves and its slot is
+    // freed; otherwise the token is decoded in the next step.
+    void on_sampled(uint64_t id, token_id token, bool finished);
+
+    // The decode of `plan` failed: every sequence in it is removed and the KV those slots
+    // claimed is forgotten (the engine clears them). Returns the removed ids.
+    std::vector<uint64_t> fail_step(const step_plan &plan);
+
+    std::optional<seq_info> info(uint64_t id) const;
+    int32_t                 n_waiting() const { return static_cast<int32_t>(waiting_.size()); }
+    int32_t                 n_running() const { return static_cast<int32_t>(seqs_.size()) - n_waiting(); }
+    bool                    idle() const { return seqs_.empty(); }
+    const slot_table       &slots() const { return slots_; }
+    const scheduler_config &config() const { return cfg_; }
+
+  private:
+    struct seq {
+        uint64_t              id = 0;
+        std::vector<token_id> prompt;
+        int32_t               max_new = 0;
+        seq_info              st;
+        token_id              next_token = 0; // sampled, not yet in the KV
+        uint64_t              leader     = 0; // waiting_prefix: whose prefill we wait for
+        int32_t               wait_len   = 0;
+        uint64_t              order      = 0; // admission order, for FIFO prefill
+    };
+
+    void admit(step_plan &plan);
+    void resolve_waiting_prefix(step_plan &plan);
+    void remove(uint64_t id);
+
+    scheduler_config     cfg_;
+    slot_table           slots_;
+    std::map<uint64_t, seq> seqs_;
+    std::deque<uint64_t> waiting_;
+    uint64_t             order_ = 0;
+};
+
+} // namespace inferbox

@@ -1,0 +1,75 @@
+// Health, version and model listing over plain fetch; model id and context length flags; clean
+// shutdown on SIGTERM.
+
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+
+import { MODELS, getJson, startServer, useServer } from './harness.mjs';
+
+describe('endpoints (stories260K.gguf, --ctx-size 256)', () => {
+  const ctx = useServer({ model: MODELS.plain, args: ['--ctx-size', 256] });
+
+  test('GET /v1/health/live answers 200', ctx.wrap(async () => {
+    const res = await fetch(`${ctx.server.url}/v1/health/live`);
+    await res.arrayBuffer();
+    assert.equal(res.status, 200);
+  }));
+
+  test('GET /v1/health/ready answers 200', ctx.wrap(async () => {
+    const res = await fetch(`${ctx.server.url}/v1/health/ready`);
+    await res.arrayBuffer();
+    assert.equal(res.status, 200);
+  }));
+
+  test('GET /v1/version answers JSON with a version string', ctx.wrap(async () => {
+    const res = await getJson(`${ctx.server.url}/v1/version`);
+    assert.equal(res.status, 200, res.text);
+    assert.match(res.headers.get('content-type') ?? '', /application\/json/);
+    assert.equal(typeof res.body?.version, 'string', `no version string in ${res.text}`);
+    assert.ok(res.body.version.length > 0, 'version is empty');
+  }));
+
+  test('GET /v1/models lists the model the OpenAI way', ctx.wrap(async () => {
+    const res = await getJson(`${ctx.server.url}/v1/models`);
+    assert.equal(res.status, 200, res.text);
+    assert.match(res.headers.get('content-type') ?? '', /application\/json/);
+    assert.equal(res.body.object, 'list');
+    assert.ok(Array.isArray(res.body.data), `data is not an array: ${res.text}`);
+    assert.equal(res.body.data.length, 1, `expected exactly one model: ${res.text}`);
+    const m = res.body.data[0];
+    // The id defaults to the file name without ".gguf".
+    assert.equal(m.id, 'stories260K');
+    assert.equal(m.object, 'model');
+    assert.equal(typeof m.owned_by, 'string');
+    assert.ok(m.owned_by.length > 0, 'owned_by is empty');
+    assert.ok(Number.isInteger(m.created), `created is not an integer: ${m.created}`);
+    assert.ok(m.created > 1_600_000_000 && m.created < 4_000_000_000, `created is not unix seconds: ${m.created}`);
+    // The per-sequence context (--ctx-size), named as vLLM names it.
+    assert.equal(m.max_model_len, 256, `max_model_len: ${res.text}`);
+  }));
+});
+
+describe('--model-name', () => {
+  const ctx = useServer({ model: MODELS.plain, args: ['--model-name', 'tiny-stories'] });
+
+  test('GET /v1/models reports the configured id', ctx.wrap(async () => {
+    const res = await getJson(`${ctx.server.url}/v1/models`);
+    assert.equal(res.status, 200, res.text);
+    assert.deepEqual(res.body.data.map((m) => m.id), ['tiny-stories']);
+  }));
+});
+
+describe('shutdown', () => {
+  test('SIGTERM stops an idle server cleanly (exit code 0)', async () => {
+    const server = await startServer({ model: MODELS.plain });
+    const started = Date.now();
+    const info = await server.stop();
+    const ms = Date.now() - started;
+    assert.deepEqual(
+      info,
+      { code: 0, signal: null },
+      `exit after SIGTERM: ${JSON.stringify(info)} after ${ms} ms\n--- server log ---\n${server.log()}`,
+    );
+    assert.ok(ms < 10_000, `shutdown took ${ms} ms`);
+  });
+});

@@ -1,0 +1,389 @@
+// Test harness for the inferbox integration tier: starts the real server binary on a free port,
+// captures its log, waits until it is ready, and stops it. Also small helpers shared by the
+// test files (JSON requests, server-sent-event parsing, the OpenAI client, health checks).
+//
+// Environment:
+//   INFERBOX_BIN          the server binary (default: <repo>/build/inferbox)
+//   INFERBOX_TEST_MODELS  folder holding stories260K.gguf and stories260K-chatml.gguf (required)
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { after, before } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+import OpenAI from 'openai';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const repoRoot = path.resolve(here, '..', '..', '..');
+
+export const MODELS = {
+  plain: 'stories260K.gguf', // no chat template
+  chatml: 'stories260K-chatml.gguf', // ChatML chat template
+};
+
+const READY_TIMEOUT_MS = 60_000;
+const STOP_GRACE_MS = 10_000;
+const LOG_LIMIT_BYTES = 4 << 20;
+
+export function serverBinary() {
+  const bin = process.env.INFERBOX_BIN || path.join(repoRoot, 'build', 'inferbox');
+  if (!fs.existsSync(bin)) {
+    throw new Error(
+      `inferbox server binary not found at ${bin}: build the project first ` +
+        '(scripts/setup.sh) or point INFERBOX_BIN at the binary',
+    );
+  }
+  return bin;
+}
+
+// Absolute path of a test model. Missing models are a hard error, never a silent skip.
+export function modelPath(name) {
+  if (path.isAbsolute(name)) {
+    if (!fs.existsSync(name)) {
+      throw new Error(`test model ${name} does not exist`);
+    }
+    return name;
+  }
+  const dir = process.env.INFERBOX_TEST_MODELS;
+  if (!dir) {
+    throw new Error(
+      'INFERBOX_TEST_MODELS is not set: point it at the folder holding the test models ' +
+        `(${Object.values(MODELS).join(', ')}), e.g. INFERBOX_TEST_MODELS=/work/shared/models`,
+    );
+  }
+  const file = path.resolve(dir, name);
+  if (!fs.existsSync(file)) {
+    throw new Error(`test model ${name} not found in INFERBOX_TEST_MODELS=${dir} (looked for ${file})`);
+  }
+  return file;
+}
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close((err) => (err ? reject(err) : resolve(port)));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// Children still running when this process exits are killed, so a crashed test never leaves a
+// server behind.
+const running = new Set();
+process.on('exit', () => {
+  for (const child of running) {
+    try {
+      child.kill('SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+});
+
+// Starts `inferbox serve` and resolves once GET /v1/health/ready answers 200.
+//   model:    file name inside INFERBOX_TEST_MODELS, or an absolute path
+//   parallel: adds --parallel N
+//   args:     further command-line arguments
+//   env:      extra environment variables for the server process
+// Returns { url, port, log(), logSince(mark), mark(), exited, stop() }.
+export async function startServer({ model = MODELS.plain, parallel, args = [], env = {} } = {}) {
+  const bin = serverBinary();
+  const file = modelPath(model);
+  const port = await freePort();
+  const argv = ['serve', '--model', file, '--host', '127.0.0.1', '--port', String(port)];
+  if (parallel !== undefined) {
+    argv.push('--parallel', String(parallel));
+  }
+  argv.push(...args.map(String));
+
+  const child = spawn(bin, argv, {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  running.add(child);
+
+  let logText = `$ ${bin} ${argv.join(' ')}\n`;
+  let dropped = 0;
+  const append = (chunk) => {
+    logText += chunk.toString('utf8');
+    if (logText.length > LOG_LIMIT_BYTES) {
+      const cut = logText.length - LOG_LIMIT_BYTES / 2;
+      dropped += cut;
+      logText = logText.slice(cut);
+    }
+  };
+  child.stdout.on('data', append);
+  child.stderr.on('data', append);
+
+  let exitInfo = null;
+  const exited = new Promise((resolve) => {
+    child.on('exit', (code, signal) => {
+      exitInfo = { code, signal };
+      running.delete(child);
+      resolve(exitInfo);
+    });
+  });
+  let spawnError = null;
+  child.on('error', (err) => {
+    spawnError = err;
+  });
+
+  const url = `http://127.0.0.1:${port}`;
+  const server = {
+    url,
+    port,
+    pid: child.pid,
+    exited,
+    get exitInfo() {
+      return exitInfo;
+    },
+    log() {
+      return (dropped ? `[... ${dropped} earlier log characters dropped ...]\n` : '') + logText;
+    },
+    // Position in the log, to print only what a test produced.
+    mark() {
+      return dropped + logText.length;
+    },
+    logSince(mark) {
+      const start = Math.max(0, mark - dropped);
+      return logText.slice(start);
+    },
+    async stop() {
+      if (exitInfo) {
+        return exitInfo;
+      }
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => {
+        if (!exitInfo) {
+          append(`\n[harness] server did not exit ${STOP_GRACE_MS} ms after SIGTERM: sending SIGKILL\n`);
+          child.kill('SIGKILL');
+        }
+      }, STOP_GRACE_MS);
+      const info = await exited;
+      clearTimeout(timer);
+      return info;
+    },
+  };
+
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  let lastProblem = 'no answer yet';
+  for (;;) {
+    if (spawnError) {
+      throw new Error(`could not start ${bin}: ${spawnError.message}\n--- server log ---\n${server.log()}`);
+    }
+    if (exitInfo) {
+      throw new Error(
+        `inferbox exited before it was ready (code ${exitInfo.code}, signal ${exitInfo.signal})\n` +
+          `--- server log ---\n${server.log()}`,
+      );
+    }
+    try {
+      const res = await fetch(`${url}/v1/health/ready`, { signal: AbortSignal.timeout(2000) });
+      await res.arrayBuffer();
+      if (res.status === 200) {
+        return server;
+      }
+      lastProblem = `GET /v1/health/ready answered ${res.status}`;
+    } catch (err) {
+      lastProblem = `GET /v1/health/ready failed: ${err.cause?.code ?? err.message}`;
+    }
+    if (Date.now() > deadline) {
+      await server.stop();
+      throw new Error(
+        `inferbox was not ready within ${READY_TIMEOUT_MS / 1000} s (${lastProblem})\n` +
+          `--- server log ---\n${server.log()}`,
+      );
+    }
+    await sleep(100);
+  }
+}
+
+// Starts one server for the enclosing test file or describe() block (before/after hooks).
+// `ctx.server` is set once it is ready; `ctx.wrap(fn)` makes a test body that prints the
+// server's log of that test when the test fails.
+export function useServer(options) {
+  const ctx = {
+    server: null,
+    wrap(fn) {
+      return async (t) => {
+        const mark = ctx.server ? ctx.server.mark() : 0;
+        try {
+          await fn(t);
+        } catch (err) {
+          if (ctx.server) {
+            const exited = ctx.server.exitInfo
+              ? `server EXITED (code ${ctx.server.exitInfo.code}, signal ${ctx.server.exitInfo.signal})\n`
+              : '';
+            process.stderr.write(
+              `\n--- inferbox log during failed test "${t.name}" ---\n${exited}` +
+                `${tail(ctx.server.logSince(mark), 16_000)}\n--- end of log ---\n`,
+            );
+          }
+          throw err;
+        }
+      };
+    },
+  };
+  before(async () => {
+    ctx.server = await startServer(options);
+  });
+  after(async () => {
+    if (ctx.server) {
+      await ctx.server.stop();
+    }
+  });
+  return ctx;
+}
+
+function tail(text, max) {
+  return text.length > max ? `[...]\n${text.slice(text.length - max)}` : text;
+}
+
+// --- HTTP helpers -------------------------------------------------------------------------------
+
+// POST a JSON body (an object, or a raw string sent as-is); resolves { status, headers, body,
+// text } where body is the parsed JSON or null when the answer is not JSON.
+export async function postJson(url, body, { headers = {}, signal } = {}) {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+    signal,
+  });
+  return readResponse(res);
+}
+
+export async function getJson(url, { method = 'GET' } = {}) {
+  const res = await fetch(url, { method });
+  return readResponse(res);
+}
+
+async function readResponse(res) {
+  const text = await res.text();
+  let body = null;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = null;
+  }
+  return { status: res.status, headers: res.headers, body, text };
+}
+
+// Parses a whole text/event-stream body into the `data:` payloads of its events, in order.
+export function parseSse(text) {
+  const events = [];
+  for (const block of text.split(/\r?\n\r?\n/)) {
+    const data = block
+      .split(/\r?\n/)
+      .filter((line) => line.startsWith('data:'))
+      .map((line) => line.slice(5).replace(/^ /, ''));
+    if (data.length) {
+      events.push(data.join('\n'));
+    }
+  }
+  return events;
+}
+
+// POSTs a streaming request and returns { status, headers, events, chunks, text } where events
+// are the raw data payloads (the last should be "[DONE]") and chunks the parsed JSON objects
+// before [DONE].
+export async function postStream(url, body) {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  const text = await res.text();
+  if (res.status !== 200) {
+    return { status: res.status, headers: res.headers, events: [], chunks: [], text };
+  }
+  const events = parseSse(text);
+  const chunks = events.filter((e) => e !== '[DONE]').map((e) => JSON.parse(e));
+  return { status: res.status, headers: res.headers, events, chunks, text };
+}
+
+// Asserts the OpenAI error shape {"error":{"message","type","param","code"}}.
+export function assertErrorShape(res, status) {
+  assert.equal(res.status, status, `expected HTTP ${status}, got ${res.status}: ${res.text}`);
+  assert.ok(res.body && typeof res.body === 'object', `error body is not JSON: ${res.text}`);
+  const err = res.body.error;
+  assert.ok(err && typeof err === 'object', `error body has no "error" object: ${res.text}`);
+  assert.equal(typeof err.message, 'string', `error.message is not a string: ${res.text}`);
+  assert.ok(err.message.length > 0, `error.message is empty: ${res.text}`);
+  assert.equal(typeof err.type, 'string', `error.type is not a string: ${res.text}`);
+  assert.ok('param' in err, `error.param is missing: ${res.text}`);
+  assert.ok('code' in err, `error.code is missing: ${res.text}`);
+  return err;
+}
+
+// The id of the (single) served model, from GET /v1/models.
+export async function modelId(server) {
+  const res = await getJson(`${server.url}/v1/models`);
+  assert.equal(res.status, 200, `GET /v1/models: ${res.status} ${res.text}`);
+  assert.ok(res.body.data.length >= 1, `GET /v1/models lists no model: ${res.text}`);
+  return res.body.data[0].id;
+}
+
+// The official OpenAI SDK pointed at a server; no retries so status codes reach the test as-is.
+export function openaiClient(server, options = {}) {
+  return new OpenAI({
+    apiKey: 'sk-inferbox-test',
+    baseURL: `${server.url}/v1`,
+    maxRetries: 0,
+    timeout: 60_000,
+    ...options,
+  });
+}
+
+// The server is still healthy: ready answers 200 and a short greedy completion succeeds.
+export async function assertHealthy(server) {
+  assert.equal(server.exitInfo, null, `server exited: ${JSON.stringify(server.exitInfo)}`);
+  const ready = await fetch(`${server.url}/v1/health/ready`);
+  await ready.arrayBuffer();
+  assert.equal(ready.status, 200, 'GET /v1/health/ready after the previous requests');
+  const model = await modelId(server);
+  const res = await postJson(`${server.url}/v1/completions`, {
+    model,
+    prompt: 'Once upon a time',
+    max_tokens: 8,
+    temperature: 0,
+  });
+  assert.equal(res.status, 200, `normal completion after the previous requests: ${res.text}`);
+  assert.equal(res.body.choices.length, 1);
+  assert.equal(typeof res.body.choices[0].text, 'string');
+  assert.ok(res.body.choices[0].text.length > 0, 'normal completion returned empty text');
+  assert.equal(res.body.usage.completion_tokens, 8);
+}
+
+export const ONCE = 'Once upon a time';
+
+// Reference outputs of stories260K.gguf (greedy), from /work/shared/models/README.md and checked
+// against llama.cpp's own server built from the pinned llama.cpp (scripts/deps.env).
+//
+// The README's line is the prompt plus the first 57 generated tokens (the 58th is "\n"); a
+// 64-token completion goes on past it (GREEDY_64).
+export const README_REFERENCE =
+  ' Once upon a time, there was a little girl named Lily. She loved to play outside in the park.' +
+  ' One day, she saw a big, red ball. She wanted to play with it, but it was too high.';
+// The first 64 generated tokens for prompt "Once upon a time" (max_tokens 64, temperature 0).
+export const GREEDY_64 =
+  ', there was a little girl named Lily. She loved to play outside in the park.' +
+  ' One day, she saw a big, red ball. She wanted to play with it, but it was too high.' +
+  "\nLily's mom said";
+// BOS + " Once" + " upon" + " a" + " time" (llama.cpp tokenizer on stories260K.gguf).
+export const ONCE_PROMPT_TOKENS = 5;
+
+// ChatML model: what llama.cpp's server answers for [{"role":"user","content":"Hi"}],
+// max_tokens 16, temperature 0, and the prompt it renders (README) and its token count
+// (BOS + 41 text tokens).
+export const CHATML_HI_PROMPT = '<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n';
+export const CHATML_HI_16 = '"Here?" Annabyed.\n';
+export const CHATML_HI_PROMPT_TOKENS = 42;

@@ -1,0 +1,260 @@
+#include "scheduler/scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+
+using namespace inferbox;
+
+namespace {
+
+// A fake engine: runs plans against a model of the KV cache (what each slot holds) and checks
+// that every step is consistent — tokens are fed at the positions the slot has reached, and
+// KV copies/trims leave exactly what the scheduler believes.
+struct fake_engine {
+    explicit fake_engine(scheduler &s) : sched(s), kv(static_cast<size_t>(s.config().n_slots)) {}
+
+    // Runs one step; `finish_after[id]` = tokens after which the sequence ends (default never).
+    step_plan step() {
+        auto plan = sched.schedule();
+        for (const auto &op : plan.kv_ops) {
+            if (op.src_slot >= 0) {
+                kv[op.dst_slot] = kv[op.src_slot];
+            }
+            kv[op.dst_slot].resize(std::min(kv[op.dst_slot].size(), static_cast<size_t>(op.keep)));
+        }
+        for (const auto &it : plan.items) {
+            EXPECT_EQ(static_cast<size_t>(it.pos), kv[it.slot].size()) << "seq " << it.id << " fed at a gap";
+            kv[it.slot].insert(kv[it.slot].end(), it.tokens.begin(), it.tokens.end());
+            if (generated[it.id] == 0) {
+                n_prompt_computed += static_cast<int32_t>(it.tokens.size());
+            }
+            EXPECT_EQ(kv[it.slot], sched.slots().tokens(it.slot));
+        }
+        for (const auto &it : plan.items) {
+            if (!it.sample) {
+                continue;
+            }
+            const int32_t n = ++generated[it.id];
+            const bool    done = finish_after.count(it.id) != 0 && n >= finish_after[it.id];
+            sched.on_sampled(it.id, 1000 + n, done);
+            if (done || !sched.info(it.id)) {
+                finished.insert(it.id);
+            }
+        }
+        return plan;
+    }
+
+    scheduler                           &sched;
+    std::vector<std::vector<token_id>>   kv;
+    std::map<uint64_t, int32_t>          generated;
+    std::map<uint64_t, int32_t>          finish_after;
+    std::set<uint64_t>                   finished;
+    int32_t                              n_prompt_computed = 0;
+};
+
+std::vector<token_id> prompt_of(int n, int base = 1) {
+    std::vector<token_id> p(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) {
+        p[i] = base + i;
+    }
+    return p;
+}
+
+scheduler_config cfg(int slots, int step, int prefill_while_decode, int max_waiting = 8) {
+    scheduler_config c;
+    c.n_slots              = slots;
+    c.n_ctx_slot           = 1024;
+    c.step_tokens          = step;
+    c.prefill_while_decode = prefill_while_decode;
+    c.max_waiting          = max_waiting;
+    c.min_copy_gain        = 4;
+    c.min_shared_wait      = 8;
+    return c;
+}
+
+} // namespace
+
+TEST(scheduler, admits_prefills_and_decodes_to_max_tokens) {
+    scheduler   s(cfg(2, 64, 16));
+    fake_engine e(s);
+    ASSERT_TRUE(s.submit(1, prompt_of(10), 3));
+    auto p1 = e.step();
+    ASSERT_EQ(p1.items.size(), 1u);
+    EXPECT_EQ(p1.items[0].tokens.size(), 10u);
+    EXPECT_TRUE(p1.items[0].sample);
+    EXPECT_EQ(p1.admitted, std::vector<uint64_t>{1});
+    e.step();
+    e.step();
+    EXPECT_TRUE(s.idle()); // 3 tokens: one from the prompt step, two decode steps
+    EXPECT_EQ(e.generated[1], 3);
+}
+
+TEST(scheduler, long_prompt_is_chunked_and_running_streams_keep_decoding) {
+    scheduler   s(cfg(2, 64, 16));
+    fake_engine e(s);
+    ASSERT_TRUE(s.submit(1, prompt_of(4), 100));
+    e.step(); // seq 1 now decodes
+    ASSERT_TRUE(s.submit(2, prompt_of(100, 500), 5));
+    int steps = 0;
+    while (s.info(2) && s.info(2)->n_generated == 0) {
+        auto plan = e.step();
+        ++steps;
+        bool decoded_1 = false;
+        for (const auto &it : plan.items) {
+            if (it.id == 1) {
+                decoded_1 = true;
+                EXPECT_EQ(it.tokens.size(), 1u);
+            } else {
+                EXPECT_LE(it.tokens.size(), 16u); // prefill chunk bounded while others decode
+            }
+        }
+        EXPECT_TRUE(decoded_1) << "the running stream stalled at step " << steps;
+        ASSERT_LT(steps, 20);
+    }
+    EXPECT_EQ(steps, 7); // ceil(100 / 16)
+}
+
+TEST(scheduler, without_decoding_streams_the_whole_budget_goes_to_prefill) {
+    scheduler   s(cfg(2, 64, 16));
+    fake_engine e(s);
+    ASSERT_TRUE(s.submit(1, prompt_of(100), 2));
+    auto plan = e.step();
+    ASSERT_EQ(plan.items.size(), 1u);
+    EXPECT_EQ(plan.items[0].tokens.size(), 64u);
+    EXPECT_FALSE(plan.items[0].sample);
+}
+
+TEST(scheduler, queue_bound_refuses_at_once) {
+    scheduler s(cfg(1, 64, 16, 2));
+    EXPECT_TRUE(s.submit(1, prompt_of(4), 10));
+    EXPECT_TRUE(s.submit(2, prompt_of(4), 10));
+    EXPECT_FALSE(s.submit(3, prompt_of(4), 10)); // two waiting: full
+    fake_engine e(s);
+    e.step(); // 1 takes the slot
+    EXPECT_EQ(s.n_waiting(), 1);
+    EXPECT_TRUE(s.submit(3, prompt_of(4), 10));
+}
+
+TEST(scheduler, rejects_what_cannot_fit_a_slot) {
+    auto c       = cfg(1, 64, 16);
+    c.n_ctx_slot = 32;
+    scheduler s(c);
+    EXPECT_FALSE(s.submit(1, prompt_of(30), 3));
+    EXPECT_FALSE(s.submit(2, {}, 3));
+    EXPECT_FALSE(s.submit(3, prompt_of(4), 0));
+    EXPECT_TRUE(s.submit(4, prompt_of(29), 3));
+}
+
+TEST(scheduler, cancel_at_every_stage_frees_the_slot) {
+    for (int stage = 0; stage < 3; ++stage) {
+        scheduler   s(cfg(1, 8, 4));
+        fake_engine e(s);
+        ASSERT_TRUE(s.submit(1, prompt_of(20), 50)); // prefill takes 3 steps of 8
+        ASSERT_TRUE(s.submit(2, prompt_of(5, 900), 2));
+        if (stage >= 1) {
+            e.step(); // 1 prefilling
+        }
+        if (stage >= 2) {
+            e.step();
+            e.step();
+            e.step(); // 1 decoding
+            ASSERT_EQ(s.info(1)->phase, seq_phase::decoding);
+        }
+        s.cancel(1);
+        EXPECT_FALSE(s.info(1).has_value());
+        auto plan = e.step();
+        ASSERT_FALSE(plan.items.empty()) << "stage " << stage;
+        EXPECT_EQ(plan.items[0].id, 2u) << "stage " << stage;
+    }
+    scheduler s(cfg(1, 8, 4));
+    ASSERT_TRUE(s.submit(1, prompt_of(3), 2));
+    ASSERT_TRUE(s.submit(2, prompt_of(3), 2));
+    s.cancel(2); // cancelled while waiting
+    EXPECT_EQ(s.n_waiting(), 1);
+    s.cancel(42); // unknown: ignored
+}
+
+TEST(scheduler, finished_request_prefix_is_reused_in_place) {
+    scheduler   s(cfg(1, 64, 16));
+    fake_engine e(s);
+    ASSERT_TRUE(s.submit(1, prompt_of(20), 1));
+    e.step();
+    ASSERT_TRUE(s.idle());
+    auto p2 = prompt_of(20);
+    p2.push_back(77);
+    ASSERT_TRUE(s.submit(2, p2, 1));
+    auto plan = e.step();
+    ASSERT_EQ(plan.items.size(), 1u);
+    EXPECT_EQ(plan.items[0].pos, 20);
+    EXPECT_EQ(plan.items[0].tokens, std::vector<token_id>{77});
+}
+
+TEST(scheduler, concurrent_requests_share_one_prefill_of_a_common_prefix) {
+    scheduler   s(cfg(4, 64, 64));
+    fake_engine e(s);
+    auto        base = prompt_of(120);
+    for (uint64_t id = 1; id <= 3; ++id) {
+        auto p = base;
+        p.push_back(static_cast<token_id>(5000 + id));
+        ASSERT_TRUE(s.submit(id, p, 2));
+    }
+    while (!s.idle()) {
+        e.step();
+    }
+    // One computation of the 120-token prefix plus each request's own last token.
+    EXPECT_EQ(e.n_prompt_computed, 120 + 3);
+    EXPECT_EQ(s.info(2), std::nullopt);
+    EXPECT_EQ(e.generated[2], 2);
+    EXPECT_EQ(e.generated[3], 2);
+}
+
+TEST(scheduler, follower_recovers_when_the_leader_is_cancelled) {
+    scheduler   s(cfg(2, 16, 16));
+    fake_engine e(s);
+    auto        base = prompt_of(64);
+    auto        p2   = base;
+    p2.push_back(9999);
+    ASSERT_TRUE(s.submit(1, base, 5));
+    ASSERT_TRUE(s.submit(2, p2, 5));
+    e.step(); // 1 prefills 16 tokens, 2 waits for the prefix
+    ASSERT_EQ(s.info(2)->phase, seq_phase::waiting_prefix);
+    s.cancel(1);
+    e.step();
+    ASSERT_TRUE(s.info(2).has_value());
+    EXPECT_EQ(s.info(2)->n_cached, 16); // took what the leader had computed
+    while (!s.idle()) {
+        e.step();
+    }
+    EXPECT_EQ(e.generated[2], 5);
+}
+
+TEST(scheduler, failed_step_removes_its_sequences_and_forgets_their_kv) {
+    scheduler   s(cfg(2, 64, 16));
+    fake_engine e(s);
+    ASSERT_TRUE(s.submit(1, prompt_of(10), 5));
+    auto plan    = s.schedule();
+    auto removed = s.fail_step(plan);
+    EXPECT_EQ(removed, std::vector<uint64_t>{1});
+    EXPECT_TRUE(s.idle());
+    EXPECT_TRUE(s.slots().tokens(plan.items[0].slot).empty());
+}
+
+TEST(scheduler, fifo_admission_and_every_request_completes) {
+    scheduler   s(cfg(2, 32, 8, 16));
+    fake_engine e(s);
+    for (uint64_t id = 1; id <= 6; ++id) {
+        ASSERT_TRUE(s.submit(id, prompt_of(10, static_cast<int>(id) * 100), 4));
+    }
+    std::vector<uint64_t> order;
+    for (int i = 0; i < 100 && !s.idle(); ++i) {
+        auto plan = e.step();
+        order.insert(order.end(), plan.admitted.begin(), plan.admitted.end());
+    }
+    EXPECT_TRUE(s.idle());
+    EXPECT_EQ(order, (std::vector<uint64_t>{1, 2, 3, 4, 5, 6}));
+    for (uint64_t id = 1; id <= 6; ++id) {
+        EXPECT_EQ(e.generated[id], 4);
+    }
+}
