@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every test tier: unit (no model), integration (the real binary with the real test
+# models, driven by the official OpenAI SDK for Node). Builds first, incrementally.
+#
+#   INFERBOX_TEST_MODELS  folder with the test models (default: ../shared/models next to the repo)
+#   INFERBOX_BUILD_DIR    build folder (default build/)
+#   scripts/test.sh --sanitize   the same suites on an ASan+UBSan build (build-asan/)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${INFERBOX_BUILD_DIR:-$root/build}
+export INFERBOX_TEST_MODELS=${INFERBOX_TEST_MODELS:-$(cd "$root/.." && pwd)/shared/models}
+
+for f in stories260K.gguf stories260K-chatml.gguf; do
+  if [ ! -f "$INFERBOX_TEST_MODELS/$f" ]; then
+    echo "test model missing: $INFERBOX_TEST_MODELS/$f (set INFERBOX_TEST_MODELS to the folder holding the test models)" >&2
+    exit 1
+  fi
+done
+if [ ! -f "$build/build.ninja" ]; then
+  echo "no build in $build: run scripts/setup.sh first" >&2
+  exit 1
+fi
+
+if [ "${1:-}" = "--sanitize" ]; then
+  llama_build=$(sed -n 's/^INFERBOX_LLAMA_BUILD:PATH=//p' "$build/CMakeCache.txt")
+  build="$root/build-asan"
+  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DINFERBOX_SANITIZE=address,undefined \
+    -DINFERBOX_LLAMA_BUILD="$llama_build" >/dev/null
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+  export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+fi
+ninja -C "$build"
+ctest --test-dir "$build" --output-on-failure
