@@ -182,6 +182,9 @@ class session final : public http_exchange, public std::enable_shared_from_this<
     }
 
     void enqueue(std::string data) {
+        if (closed_) {
+            return;
+        }
         backlog_ += data.size();
         outq_.push_back(std::move(data));
         if (backlog_ > server_->limits.max_stream_backlog) {
@@ -189,7 +192,7 @@ class session final : public http_exchange, public std::enable_shared_from_this<
             fail();
             return;
         }
-        if (!writing_) {
+        if (!writing_ && !closed_) {
             do_write();
         }
     }
@@ -203,6 +206,9 @@ class session final : public http_exchange, public std::enable_shared_from_this<
 
     void on_write(beast::error_code ec) {
         writing_ = false;
+        if (closed_) {
+            return; // the queue is dropped with the session
+        }
         if (ec) {
             fail();
             return;
@@ -241,7 +247,7 @@ class session final : public http_exchange, public std::enable_shared_from_this<
         beast::error_code ec;
         stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
         stream_.socket().close(ec);
-        outq_.clear();
+        // outq_ stays: an in-flight async_write may still reference its front buffer.
     }
 
     executor_t                                             strand_;
