@@ -41,6 +41,8 @@ int run_cli(int argc, char **argv) {
     serve->add_option("--max-queue", so.engine.max_waiting, "waiting sequences beyond which requests get 429")
         ->capture_default_str()
         ->check(CLI::Range(0, 1 << 20));
+    serve->add_flag("--kv-unified", so.engine.kv_unified,
+                    "one KV buffer shared by all sequences (default: one stream per sequence; see docs/architecture.md)");
     bool no_prefix_reuse = false;
     serve->add_flag("--no-prefix-reuse", no_prefix_reuse, "never reuse cached prompt prefixes");
     size_t max_body = so.http.max_body_bytes;
