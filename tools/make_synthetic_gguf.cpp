@@ -13,8 +13,11 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 
@@ -28,24 +31,24 @@ namespace {
 struct synth_options {
     std::string out;
     std::string vocab_from;
-    int32_t     layers = 24;
-    int32_t     embd = 896;
-    int32_t     heads = 14;
+    int32_t     layers   = 24;
+    int32_t     embd     = 896;
+    int32_t     heads    = 14;
     int32_t     kv_heads = 2;
-    int32_t     ffn = 4864;
-    int32_t     ctx = 4096;
-    uint32_t    seed = 1;
-    std::string type = "q4_k_m";
-    int32_t     threads = 0; // quantization threads, 0 = all cores
-    float       stddev = 0.02f;
-    bool        verify = false;
+    int32_t     ffn      = 4864;
+    int32_t     ctx      = 4096;
+    uint32_t    seed     = 1;
+    std::string type     = "q4_k_m";
+    int32_t     threads  = 0; // quantization threads, 0 = all cores
+    float       stddev   = 0.02f;
+    bool        verify   = false;
 };
 
 // Owns a FILE*; closes it on every path.
 struct file_handle {
     FILE *f = nullptr;
     explicit file_handle(FILE *file) : f(file) {}
-    file_handle(const file_handle &) = delete;
+    file_handle(const file_handle &)            = delete;
     file_handle &operator=(const file_handle &) = delete;
     ~file_handle() {
         if (f) {
@@ -62,14 +65,14 @@ class rng {
         for (uint64_t &s : s_) {
             seed += 0x9e3779b97f4a7c15ull;
             uint64_t z = seed;
-            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-            z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-            s = z ^ (z >> 31);
+            z          = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+            z          = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+            s          = z ^ (z >> 31);
         }
     }
     uint64_t next() {
         const uint64_t result = rotl(s_[1] * 5, 7) * 9;
-        const uint64_t t = s_[1] << 17;
+        const uint64_t t      = s_[1] << 17;
         s_[2] ^= s_[0];
         s_[3] ^= s_[1];
         s_[1] ^= s_[2];
@@ -82,15 +85,15 @@ class rng {
     double uniform() { return double((next() >> 11) + 1) * 0x1.0p-53; }
     // Two standard normal values (Box-Muller).
     void normal2(float &a, float &b) {
-        const double r = std::sqrt(-2.0 * std::log(uniform()));
+        const double r  = std::sqrt(-2.0 * std::log(uniform()));
         const double th = 6.283185307179586 * uniform();
-        a = float(r * std::cos(th));
-        b = float(r * std::sin(th));
+        a               = float(r * std::cos(th));
+        b               = float(r * std::sin(th));
     }
 
   private:
     static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-    uint64_t        s_[4];
+    uint64_t        s_[4] = {};
 };
 
 // Copies every tokenizer.* key (vocab, scores, types, special ids, chat template...) from src.
@@ -108,18 +111,42 @@ int64_t copy_tokenizer(gguf_context *dst, const gguf_context *src, std::string &
             continue;
         }
         switch (gguf_get_kv_type(src, i)) {
-        case GGUF_TYPE_UINT8: gguf_set_val_u8(dst, key, gguf_get_val_u8(src, i)); break;
-        case GGUF_TYPE_INT8: gguf_set_val_i8(dst, key, gguf_get_val_i8(src, i)); break;
-        case GGUF_TYPE_UINT16: gguf_set_val_u16(dst, key, gguf_get_val_u16(src, i)); break;
-        case GGUF_TYPE_INT16: gguf_set_val_i16(dst, key, gguf_get_val_i16(src, i)); break;
-        case GGUF_TYPE_UINT32: gguf_set_val_u32(dst, key, gguf_get_val_u32(src, i)); break;
-        case GGUF_TYPE_INT32: gguf_set_val_i32(dst, key, gguf_get_val_i32(src, i)); break;
-        case GGUF_TYPE_FLOAT32: gguf_set_val_f32(dst, key, gguf_get_val_f32(src, i)); break;
-        case GGUF_TYPE_UINT64: gguf_set_val_u64(dst, key, gguf_get_val_u64(src, i)); break;
-        case GGUF_TYPE_INT64: gguf_set_val_i64(dst, key, gguf_get_val_i64(src, i)); break;
-        case GGUF_TYPE_FLOAT64: gguf_set_val_f64(dst, key, gguf_get_val_f64(src, i)); break;
-        case GGUF_TYPE_BOOL: gguf_set_val_bool(dst, key, gguf_get_val_bool(src, i)); break;
-        case GGUF_TYPE_STRING: gguf_set_val_str(dst, key, gguf_get_val_str(src, i)); break;
+        case GGUF_TYPE_UINT8:
+            gguf_set_val_u8(dst, key, gguf_get_val_u8(src, i));
+            break;
+        case GGUF_TYPE_INT8:
+            gguf_set_val_i8(dst, key, gguf_get_val_i8(src, i));
+            break;
+        case GGUF_TYPE_UINT16:
+            gguf_set_val_u16(dst, key, gguf_get_val_u16(src, i));
+            break;
+        case GGUF_TYPE_INT16:
+            gguf_set_val_i16(dst, key, gguf_get_val_i16(src, i));
+            break;
+        case GGUF_TYPE_UINT32:
+            gguf_set_val_u32(dst, key, gguf_get_val_u32(src, i));
+            break;
+        case GGUF_TYPE_INT32:
+            gguf_set_val_i32(dst, key, gguf_get_val_i32(src, i));
+            break;
+        case GGUF_TYPE_FLOAT32:
+            gguf_set_val_f32(dst, key, gguf_get_val_f32(src, i));
+            break;
+        case GGUF_TYPE_UINT64:
+            gguf_set_val_u64(dst, key, gguf_get_val_u64(src, i));
+            break;
+        case GGUF_TYPE_INT64:
+            gguf_set_val_i64(dst, key, gguf_get_val_i64(src, i));
+            break;
+        case GGUF_TYPE_FLOAT64:
+            gguf_set_val_f64(dst, key, gguf_get_val_f64(src, i));
+            break;
+        case GGUF_TYPE_BOOL:
+            gguf_set_val_bool(dst, key, gguf_get_val_bool(src, i));
+            break;
+        case GGUF_TYPE_STRING:
+            gguf_set_val_str(dst, key, gguf_get_val_str(src, i));
+            break;
         case GGUF_TYPE_ARRAY: {
             const size_t n = gguf_get_arr_n(src, i);
             const auto   t = gguf_get_arr_type(src, i);
@@ -137,7 +164,9 @@ int64_t copy_tokenizer(gguf_context *dst, const gguf_context *src, std::string &
             }
             break;
         }
-        default: err = std::string("unknown value type of ") + key; return -1;
+        default:
+            err = std::string("unknown value type of ") + key;
+            return -1;
         }
     }
     return int64_t(gguf_get_arr_n(src, tokens));
@@ -145,8 +174,8 @@ int64_t copy_tokenizer(gguf_context *dst, const gguf_context *src, std::string &
 
 std::string validate(const synth_options &o) {
     auto in = [](const char *name, int64_t v, int64_t lo, int64_t hi) -> std::string {
-        return v < lo || v > hi ? std::string(name) + " must be in [" + std::to_string(lo) + ", " +
-                                      std::to_string(hi) + "], got " + std::to_string(v)
+        return v < lo || v > hi ? std::string(name) + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                                      "], got " + std::to_string(v)
                                 : std::string();
     };
     for (const std::string &e :
@@ -175,12 +204,12 @@ std::string validate(const synth_options &o) {
     return {};
 }
 
-// Writes `n` values of one tensor, `chunk` at a time. Norm vectors are 1 (F32); everything else
-// is N(0, stddev) in F16.
+// Appends the data of one tensor, generated `chunk` values at a time so memory stays bounded.
+// Norm vectors (F32) are 1; everything else is N(0, stddev) in F16.
 bool write_tensor_data(FILE *f, const ggml_tensor *t, rng &r, float stddev) {
-    constexpr int64_t  chunk = 1 << 20;
-    const int64_t      n = ggml_nelements(t);
-    std::vector<float> vals(size_t(std::min(n, chunk)));
+    constexpr int64_t        chunk = 1 << 20;
+    const int64_t            n     = ggml_nelements(t);
+    std::vector<float>       vals(size_t(std::min(n, chunk)));
     std::vector<ggml_fp16_t> halves(t->type == GGML_TYPE_F16 ? vals.size() : 0);
     for (int64_t done = 0; done < n; done += chunk) {
         const int64_t m = std::min(chunk, n - done);
@@ -209,15 +238,15 @@ bool write_tensor_data(FILE *f, const ggml_tensor *t, rng &r, float stddev) {
 
 // Writes the F16 GGUF to `path`. Returns an empty string on success, else the reason.
 std::string write_f16(const synth_options &o, const gguf_context *vocab, const std::string &path) {
-    std::string    err;
-    gguf_context  *g = gguf_init_empty();
+    std::string   err;
+    gguf_context *g = gguf_init_empty();
     struct gguf_deleter {
         gguf_context *g;
         ~gguf_deleter() { gguf_free(g); }
     } g_guard{g};
 
     const int32_t head_dim = o.embd / o.heads;
-    const int64_t n_vocab = copy_tokenizer(g, vocab, err);
+    const int64_t n_vocab  = copy_tokenizer(g, vocab, err);
     if (n_vocab < 0) {
         return o.vocab_from + " " + err;
     }
@@ -237,9 +266,9 @@ std::string write_f16(const synth_options &o, const gguf_context *vocab, const s
     gguf_set_val_f32(g, "llama.attention.layer_norm_rms_epsilon", 1e-6f);
 
     // Tensor descriptors only (no_alloc): the data is generated while writing.
-    const size_t  n_tensors = 3 + size_t(o.layers) * 9;
+    const size_t     n_tensors = 3 + size_t(o.layers) * 9;
     ggml_init_params ip{ggml_tensor_overhead() * (n_tensors + 1), nullptr, /*no_alloc=*/true};
-    ggml_context *ctx = ggml_init(ip);
+    ggml_context    *ctx = ggml_init(ip);
     if (!ctx) {
         return "ggml_init failed";
     }
@@ -248,10 +277,10 @@ std::string write_f16(const synth_options &o, const gguf_context *vocab, const s
         ~ggml_deleter() { ggml_free(c); }
     } ctx_guard{ctx};
 
-    const int64_t n_q = int64_t(head_dim) * o.heads;
-    const int64_t n_kv = int64_t(head_dim) * o.kv_heads;
+    const int64_t              n_q  = int64_t(head_dim) * o.heads;
+    const int64_t              n_kv = int64_t(head_dim) * o.kv_heads;
     std::vector<ggml_tensor *> tensors;
-    auto add = [&](const std::string &tname, ggml_type type, int64_t ne0, int64_t ne1) {
+    auto                       add = [&](const std::string &tname, ggml_type type, int64_t ne0, int64_t ne1) {
         ggml_tensor *t = ne1 == 1 ? ggml_new_tensor_1d(ctx, type, ne0) : ggml_new_tensor_2d(ctx, type, ne0, ne1);
         ggml_set_name(t, tname.c_str());
         gguf_add_tensor(g, t);
@@ -282,9 +311,10 @@ std::string write_f16(const synth_options &o, const gguf_context *vocab, const s
     if (!gguf_write_to_file_ptr(g, fh.f, /*only_meta=*/true)) {
         return "writing the GGUF header to " + path + " failed";
     }
-    const size_t alignment = gguf_get_alignment(g);
-    const size_t data_offset = gguf_get_meta_size(g); // header + KV + tensor infos, padded
+    const size_t            alignment   = gguf_get_alignment(g);
+    const size_t            data_offset = gguf_get_meta_size(g); // header + KV + tensor infos, padded
     const std::vector<char> zeros(alignment, 0);
+    const bool              progress = isatty(fileno(stderr)) != 0; // no carriage returns in logs
     for (size_t i = 0; i < tensors.size(); ++i) {
         const ggml_tensor *t = tensors[i];
         // The header promised this offset; a mismatch would make a file llama.cpp rejects.
@@ -296,14 +326,16 @@ std::string write_f16(const synth_options &o, const gguf_context *vocab, const s
         if (!write_tensor_data(fh.f, t, r, o.stddev)) {
             return "writing " + path + " failed: " + std::strerror(errno);
         }
-        const size_t nb = ggml_nbytes(t);
+        const size_t nb  = ggml_nbytes(t);
         const size_t pad = GGML_PAD(nb, alignment) - nb;
         if (pad > 0 && std::fwrite(zeros.data(), 1, pad, fh.f) != pad) {
             return "writing " + path + " failed: " + std::strerror(errno);
         }
-        std::fprintf(stderr, "\rwrote %zu/%zu tensors", i + 1, tensors.size());
+        if (progress) {
+            std::fprintf(stderr, "\rwrote %zu/%zu tensors", i + 1, tensors.size());
+        }
     }
-    std::fprintf(stderr, "\n");
+    std::fprintf(stderr, "%swrote %zu tensors to %s\n", progress ? "\r" : "", tensors.size(), path.c_str());
     if (std::fflush(fh.f) != 0) {
         return "writing " + path + " failed: " + std::strerror(errno);
     }
@@ -312,30 +344,31 @@ std::string write_f16(const synth_options &o, const gguf_context *vocab, const s
 
 // Loads the model, tokenizes a sentence and decodes it: proof that llama.cpp accepts the file.
 int verify(const std::string &path) {
-    llama_model_params mp = llama_model_default_params();
+    llama_model_params mp    = llama_model_default_params();
     llama_model       *model = llama_model_load_from_file(path.c_str(), mp);
     if (!model) {
         std::fprintf(stderr, "verify: llama.cpp could not load %s\n", path.c_str());
         return 1;
     }
-    const llama_vocab *vocab = llama_model_get_vocab(model);
-    const char        *text = "Once upon a time there was a little girl named Lily";
+    const llama_vocab       *vocab = llama_model_get_vocab(model);
+    const char              *text  = "Once upon a time there was a little girl named Lily";
     std::vector<llama_token> toks(256);
-    const int32_t n = llama_tokenize(vocab, text, int32_t(std::strlen(text)), toks.data(), int32_t(toks.size()),
-                                     /*add_special=*/true, /*parse_special=*/false);
+    const int32_t        n  = llama_tokenize(vocab, text, int32_t(std::strlen(text)), toks.data(), int32_t(toks.size()),
+                                             /*add_special=*/true, /*parse_special=*/false);
     llama_context_params cp = llama_context_default_params();
-    cp.n_ctx = 256;
-    cp.n_batch = 256;
-    cp.n_threads = 2;
-    cp.n_threads_batch = 2;
-    llama_context *lctx = n > 0 ? llama_init_from_model(model, cp) : nullptr;
-    int            rc = 1;
+    cp.n_ctx                = 256;
+    cp.n_batch              = 256;
+    cp.n_threads            = 2;
+    cp.n_threads_batch      = 2;
+    llama_context *lctx     = n > 0 ? llama_init_from_model(model, cp) : nullptr;
+    int            rc       = 1;
     if (lctx) {
         toks.resize(size_t(n));
         const int32_t dec = llama_decode(lctx, llama_batch_get_one(toks.data(), n));
         char          desc[128];
         llama_model_desc(model, desc, sizeof(desc));
-        std::printf("verify: %s, %" PRIu64 " params, %" PRIu64 " bytes, vocab %d, prompt of %d tokens decoded (rc %d)\n",
+        std::printf("verify: %s, %" PRIu64 " params, %" PRIu64
+                    " bytes, vocab %d, prompt of %d tokens decoded (rc %d)\n",
                     desc, llama_model_n_params(model), llama_model_size(model), llama_vocab_n_tokens(vocab), n, dec);
         rc = dec == 0 ? 0 : 1;
         llama_free(lctx);
@@ -348,15 +381,14 @@ int verify(const std::string &path) {
 
 // llama.cpp logs every tensor while loading and quantizing; keep warnings and errors only.
 void quiet_log(ggml_log_level level, const char *text, void *) {
-    static ggml_log_level last = GGML_LOG_LEVEL_INFO;
+    static bool shown = false; // whether the message that text continues is shown
     if (level != GGML_LOG_LEVEL_CONT) {
-        last = level;
+        // Per-tensor k-quant fallbacks (rows not a multiple of 256) are expected and arrive as two
+        // warnings per tensor; the quantizer's summary line still says how many there were.
+        shown = (level == GGML_LOG_LEVEL_WARN || level == GGML_LOG_LEVEL_ERROR) &&
+                std::strstr(text, "not divisible by") == nullptr && std::strstr(text, "falling back to") == nullptr;
     }
-    // Per-tensor k-quant fallbacks (rows not a multiple of 256) are expected; the summary line stays.
-    if (last == GGML_LOG_LEVEL_WARN && std::strstr(text, "falling back to") != nullptr) {
-        return;
-    }
-    if (last == GGML_LOG_LEVEL_WARN || last == GGML_LOG_LEVEL_ERROR) {
+    if (shown) {
         std::fputs(text, stderr);
     }
 }
@@ -374,7 +406,7 @@ int run(const synth_options &o) {
     }
     const bool        quantize = o.type == "q4_k_m";
     const std::string f16_path = quantize ? o.out + ".f16.tmp" : o.out;
-    std::string       err = write_f16(o, vocab, f16_path);
+    std::string       err      = write_f16(o, vocab, f16_path);
     gguf_free(vocab);
     if (!err.empty()) {
         std::fprintf(stderr, "make-synthetic-gguf: %s\n", err.c_str());
@@ -386,9 +418,9 @@ int run(const synth_options &o) {
     int rc = 0;
     if (quantize) {
         llama_model_quantize_params qp = llama_model_quantize_default_params();
-        qp.ftype = LLAMA_FTYPE_MOSTLY_Q4_K_M;
-        qp.nthread = o.threads;
-        const uint32_t q = llama_model_quantize(f16_path.c_str(), o.out.c_str(), &qp);
+        qp.ftype                       = LLAMA_FTYPE_MOSTLY_Q4_K_M;
+        qp.nthread                     = o.threads;
+        const uint32_t q               = llama_model_quantize(f16_path.c_str(), o.out.c_str(), &qp);
         std::remove(f16_path.c_str());
         if (q != 0) {
             std::fprintf(stderr, "make-synthetic-gguf: quantizing to Q4_K_M failed\n");
@@ -408,7 +440,9 @@ int run(const synth_options &o) {
 } // namespace
 } // namespace inferbox
 
-int main(int argc, char **argv) {
+namespace {
+
+int cli_main(int argc, char **argv) {
     inferbox::synth_options o;
     CLI::App app{"Writes a random-weight llama-architecture GGUF of a realistic shape for throughput benchmarks.\n"
                  "The tokenizer (every tokenizer.* key) is copied from --vocab-from, so the model tokenizes text,\n"
@@ -442,4 +476,17 @@ int main(int argc, char **argv) {
         return app.exit(e);
     }
     return inferbox::run(o);
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+    try {
+        return cli_main(argc, argv);
+    } catch (const std::exception &e) { // allocation failures; nothing else throws
+        std::fprintf(stderr, "make-synthetic-gguf: %s\n", e.what());
+    } catch (...) {
+        std::fprintf(stderr, "make-synthetic-gguf: unknown exception\n");
+    }
+    return 1;
 }

@@ -6,7 +6,10 @@
 #include <boost/beast/core.hpp>
 #include <spdlog/spdlog.h>
 
+#include <cerrno>
 #include <deque>
+
+#include <sys/socket.h>
 #include <sstream>
 
 namespace inferbox {
@@ -165,18 +168,21 @@ class session final : public http_exchange, public std::enable_shared_from_this<
     }
 
     // While a handler works, notice a client that goes away: the socket turns readable and a
-    // peek reads end-of-file. Pipelined bytes also make it readable; then we stop watching.
+    // peek reads end-of-file. Pipelined bytes also make it readable; then we stop watching. The
+    // peek must not block: readiness can be spurious, and a blocked I/O thread stalls every
+    // connection it serves.
     void watch_disconnect() {
         stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this(), gen = generation_](
                                                                 beast::error_code ec) {
             if (ec || gen != self->generation_ || self->complete_ || self->closed_) {
                 return;
             }
-            char              c = 0;
-            beast::error_code pe;
-            const size_t n = self->stream_.socket().receive(net::buffer(&c, 1), tcp::socket::message_peek, pe);
-            if (n == 0 || (pe && pe != net::error::would_block)) {
+            char          c = 0;
+            const ssize_t n = ::recv(self->stream_.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
                 self->fail();
+            } else if (n < 0) {
+                self->watch_disconnect(); // spurious wake-up: keep watching
             }
         });
     }

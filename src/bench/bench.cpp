@@ -28,33 +28,33 @@ namespace inferbox {
 
 namespace {
 
-namespace asio = boost::asio;
+namespace asio  = boost::asio;
 namespace beast = boost::beast;
-namespace http = beast::http;
-using tcp = asio::ip::tcp;
-using json = nlohmann::json;
-using steady = std::chrono::steady_clock;
+namespace http  = beast::http;
+using tcp       = asio::ip::tcp;
+using json      = nlohmann::json;
+using steady    = std::chrono::steady_clock;
 
 // Limits that keep every run finite whatever the server does.
-constexpr auto     k_connect_timeout = std::chrono::seconds(10);
-constexpr auto     k_request_timeout = std::chrono::seconds(600); // whole request, connect to last byte
-constexpr auto     k_probe_timeout = std::chrono::seconds(30);
-constexpr uint64_t k_body_limit = 64ull << 20;   // bytes of one response body
-constexpr size_t   k_error_body_keep = 2048;      // bytes of a non-200 body quoted in the error
-constexpr size_t   k_max_line = 1u << 20;         // one SSE line
-constexpr int32_t  k_max_concurrency = 4096;
-constexpr int32_t  k_max_requests = 1000000;
+constexpr auto     k_connect_timeout   = std::chrono::seconds(10);
+constexpr auto     k_request_timeout   = std::chrono::seconds(600); // whole request, connect to last byte
+constexpr auto     k_probe_timeout     = std::chrono::seconds(30);
+constexpr uint64_t k_body_limit        = 64ull << 20; // bytes of one response body
+constexpr size_t   k_error_body_keep   = 2048;        // bytes of a non-200 body quoted in the error
+constexpr size_t   k_max_line          = 1u << 20;    // one SSE line
+constexpr int32_t  k_max_concurrency   = 4096;
+constexpr int32_t  k_max_requests      = 1000000;
 constexpr int32_t  k_max_prompt_tokens = 1 << 20;
-constexpr int32_t  k_min_unique_tail = 8;         // words after a shared prefix, so prompts differ
-constexpr size_t   k_max_error_kinds = 10;        // distinct failure messages kept for the report
+constexpr int32_t  k_min_unique_tail   = 8;  // words after a shared prefix, so prompts differ
+constexpr size_t   k_max_error_kinds   = 10; // distinct failure messages kept for the report
 
 // Words that are a single token in the 512-token TinyStories SentencePiece vocab (as "▁word") and
 // in the vocabularies of the common large models, so N words give about N prompt tokens.
 constexpr std::string_view k_words[] = {
-    "the",   "a",    "to",    "and",  "was",    "he",     "she",    "her",   "his",  "it",    "in",   "on",
-    "with",  "said", "play",  "they", "you",    "we",     "up",     "that",  "mom",  "big",   "of",   "friend",
-    "little", "time", "had",  "there", "so",    "for",    "happy",  "saw",   "named", "but",  "very", "do",
-    "upon",  "day",  "Lily",  "Tim",  "Timmy",  "One",    "Once",   "The",   "She",  "He",    "They", "I",
+    "the",    "a",    "to",   "and",   "was",   "he",  "she",   "her",  "his",   "it",  "in",   "on",
+    "with",   "said", "play", "they",  "you",   "we",  "up",    "that", "mom",   "big", "of",   "friend",
+    "little", "time", "had",  "there", "so",    "for", "happy", "saw",  "named", "but", "very", "do",
+    "upon",   "day",  "Lily", "Tim",   "Timmy", "One", "Once",  "The",  "She",   "He",  "They", "I",
 };
 constexpr size_t k_n_words = sizeof(k_words) / sizeof(k_words[0]);
 
@@ -63,8 +63,8 @@ struct splitmix64 {
     uint64_t state;
     uint64_t next() {
         uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        z          = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z          = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
         return z ^ (z >> 31);
     }
 };
@@ -109,9 +109,9 @@ std::optional<target> parse_url(const std::string &url, std::string &err) {
     if (rest.starts_with("http://")) {
         rest.remove_prefix(7);
     }
-    const size_t     slash = rest.find('/');
+    const size_t     slash     = rest.find('/');
     std::string_view authority = rest.substr(0, slash);
-    std::string_view path = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash);
+    std::string_view path      = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash);
     target           t;
     if (authority.starts_with('[')) { // [v6]:port
         const size_t close = authority.find(']');
@@ -124,8 +124,8 @@ std::optional<target> parse_url(const std::string &url, std::string &err) {
         t.port = authority.starts_with(':') ? std::string(authority.substr(1)) : "80";
     } else {
         const size_t colon = authority.rfind(':');
-        t.host = std::string(authority.substr(0, colon));
-        t.port = colon == std::string_view::npos ? "80" : std::string(authority.substr(colon + 1));
+        t.host             = std::string(authority.substr(0, colon));
+        t.port             = colon == std::string_view::npos ? "80" : std::string(authority.substr(colon + 1));
     }
     if (t.host.empty() || t.port.empty() ||
         !std::all_of(t.port.begin(), t.port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
@@ -146,12 +146,12 @@ std::optional<target> parse_url(const std::string &url, std::string &err) {
 struct request_record {
     bool                ok = false;
     std::string         error;
-    double              ttft_s = -1.0; // to the first non-empty content delta
-    double              e2e_s = 0.0;   // to the end of the stream
-    int32_t             output_tokens = 0;
-    int32_t             prompt_tokens = -1; // from usage, -1 when the server sent none
+    double              ttft_s         = -1.0; // to the first non-empty content delta
+    double              e2e_s          = 0.0;  // to the end of the stream
+    int32_t             output_tokens  = 0;
+    int32_t             prompt_tokens  = -1; // from usage, -1 when the server sent none
     int32_t             content_chunks = 0;
-    bool                usage_seen = false;
+    bool                usage_seen     = false;
     std::vector<double> gaps_s; // between successive content chunks
 };
 
@@ -200,7 +200,7 @@ class sse_reader {
 
   private:
     bool fail(std::string message) {
-        failed_ = true;
+        failed_    = true;
         rec_.error = std::move(message);
         return false;
     }
@@ -228,7 +228,7 @@ class sse_reader {
         if (auto u = chunk.find("usage"); u != chunk.end() && u->is_object()) {
             if (auto ct = u->find("completion_tokens"); ct != u->end() && ct->is_number_integer()) {
                 rec_.output_tokens = ct->get<int32_t>();
-                rec_.usage_seen = true;
+                rec_.usage_seen    = true;
             }
             if (auto pt = u->find("prompt_tokens"); pt != u->end() && pt->is_number_integer()) {
                 rec_.prompt_tokens = pt->get<int32_t>();
@@ -238,12 +238,13 @@ class sse_reader {
         if (choices == chunk.end() || !choices->is_array() || choices->empty() || !(*choices)[0].is_object()) {
             return true;
         }
-        const json &choice = (*choices)[0];
+        const json &choice      = (*choices)[0];
         bool        has_content = false;
         if (chat_) {
             if (auto d = choice.find("delta"); d != choice.end() && d->is_object()) {
                 for (const char *key : {"content", "reasoning_content"}) {
-                    if (auto c = d->find(key); c != d->end() && c->is_string() && !c->get_ref<const std::string &>().empty()) {
+                    if (auto c = d->find(key);
+                        c != d->end() && c->is_string() && !c->get_ref<const std::string &>().empty()) {
                         has_content = true;
                     }
                 }
@@ -269,7 +270,7 @@ class sse_reader {
     request_record    &rec_;
     std::string        line_;
     std::string        data_;
-    bool               done_ = false;
+    bool               done_   = false;
     bool               failed_ = false;
 };
 
@@ -311,13 +312,12 @@ std::string describe(const beast::error_code &ec) {
 
 std::string request_body(const run_state &st, int32_t i) {
     const bench_options &o = st.opts;
-    json                 body = {
-        {"model", st.model},
-        {"max_tokens", o.max_tokens},
-        {"temperature", 0},
-        {"stream", true},
-        {"stream_options", {{"include_usage", true}}},
-    };
+    json                 body;
+    body["model"]          = st.model;
+    body["max_tokens"]     = o.max_tokens;
+    body["temperature"]    = 0;
+    body["stream"]         = true;
+    body["stream_options"] = {{"include_usage", true}};
     if (o.endpoint == "chat") {
         body["messages"] = json::array({{{"role", "user"}, {"content", st.prompts[size_t(i)]}}});
     } else {
@@ -333,9 +333,9 @@ enum class attempt_result { ok, failed, stale }; // stale: a reused connection d
 
 // One attempt of request i on `conn`. Bounded by k_request_timeout from its start.
 asio::awaitable<attempt_result> attempt(run_state &st, connection &conn, int32_t i, request_record &rec) {
-    rec = request_record{};
-    const bool               reused = conn.open;
-    const steady::time_point start = steady::now();
+    rec                               = request_record{};
+    const bool               reused   = conn.open;
+    const steady::time_point start    = steady::now();
     const steady::time_point deadline = start + k_request_timeout;
     beast::error_code        ec;
     auto                     tok = asio::redirect_error(asio::use_awaitable, ec);
@@ -352,7 +352,7 @@ asio::awaitable<attempt_result> attempt(run_state &st, connection &conn, int32_t
     }
     conn.stream.expires_at(deadline);
 
-    const bool                        chat = st.opts.endpoint == "chat";
+    const bool                       chat = st.opts.endpoint == "chat";
     http::request<http::string_body> req{http::verb::post,
                                          st.tgt.base_path + (chat ? "/v1/chat/completions" : "/v1/completions"), 11};
     req.set(http::field::host, st.tgt.host + ":" + st.tgt.port);
@@ -374,10 +374,10 @@ asio::awaitable<attempt_result> attempt(run_state &st, connection &conn, int32_t
     co_await http::async_read_header(conn.stream, conn.buffer, parser, tok);
     if (ec) {
         rec.error = "reading response header: " + describe(ec);
-        const bool nothing_received = ec == http::error::end_of_stream || ec == asio::error::connection_reset ||
-                                      ec == asio::error::eof;
+        const bool nothing_received =
+            ec == http::error::end_of_stream || ec == asio::error::connection_reset || ec == asio::error::eof;
         conn.close();
-        co_return reused && nothing_received ? attempt_result::stale : attempt_result::failed;
+        co_return (reused && nothing_received) ? attempt_result::stale : attempt_result::failed;
     }
     const unsigned status = parser.get().result_int();
 
@@ -411,7 +411,9 @@ asio::awaitable<attempt_result> attempt(run_state &st, connection &conn, int32_t
         co_return attempt_result::failed;
     }
     if (ec) {
-        rec.error = "reading stream: " + describe(ec);
+        // The progress makes a stalled server distinguishable from one that never started.
+        rec.error = "reading stream: " + describe(ec) + " after " + std::to_string(rec.content_chunks) +
+                    " content chunks" + (sse.done() ? " and [DONE]" : "");
         conn.close();
         co_return attempt_result::failed;
     }
@@ -446,7 +448,7 @@ asio::awaitable<attempt_result> attempt(run_state &st, connection &conn, int32_t
 asio::awaitable<void> worker(run_state &st) {
     connection conn(co_await asio::this_coro::executor);
     while (st.next < st.opts.requests) {
-        const int32_t   i = st.next++;
+        const int32_t   i   = st.next++;
         request_record &rec = st.records[size_t(i)];
         // A keep-alive connection the server closed while idle is retried once on a fresh one.
         if (co_await attempt(st, conn, i, rec) == attempt_result::stale) {
@@ -500,7 +502,7 @@ asio::awaitable<void> probe(run_state &st, std::string &err) {
 }
 
 struct summary {
-    size_t n = 0;
+    size_t n    = 0;
     double mean = 0, p50 = 0, p90 = 0, p99 = 0, min = 0, max = 0;
 };
 
@@ -514,8 +516,8 @@ summary summarize(std::vector<double> v) {
     std::sort(v.begin(), v.end());
     auto pct = [&](double p) {
         const double rank = p / 100.0 * double(v.size() - 1);
-        const size_t lo = size_t(std::floor(rank));
-        const size_t hi = std::min(lo + 1, v.size() - 1);
+        const size_t lo   = size_t(std::floor(rank));
+        const size_t hi   = std::min(lo + 1, v.size() - 1);
         return v[lo] + (v[hi] - v[lo]) * (rank - double(lo));
     };
     double sum = 0;
@@ -523,16 +525,16 @@ summary summarize(std::vector<double> v) {
         sum += x;
     }
     s.mean = sum / double(v.size());
-    s.p50 = pct(50);
-    s.p90 = pct(90);
-    s.p99 = pct(99);
-    s.min = v.front();
-    s.max = v.back();
+    s.p50  = pct(50);
+    s.p90  = pct(90);
+    s.p99  = pct(99);
+    s.min  = v.front();
+    s.max  = v.back();
     return s;
 }
 
 json to_json_ms(const summary &s) {
-    return {{"n", s.n},          {"mean", s.mean * 1e3}, {"p50", s.p50 * 1e3}, {"p90", s.p90 * 1e3},
+    return {{"n", s.n},           {"mean", s.mean * 1e3}, {"p50", s.p50 * 1e3}, {"p90", s.p90 * 1e3},
             {"p99", s.p99 * 1e3}, {"min", s.min * 1e3},   {"max", s.max * 1e3}};
 }
 
@@ -554,11 +556,11 @@ std::string validate(const bench_options &o) {
     if (o.endpoint != "completions" && o.endpoint != "chat") {
         return "endpoint must be 'completions' or 'chat', got '" + o.endpoint + "'";
     }
-    for (const std::string &e : {range("concurrency", o.concurrency, 1, k_max_concurrency),
-                                 range("requests", o.requests, 1, k_max_requests),
-                                 range("prompt_tokens", o.prompt_tokens, 1, k_max_prompt_tokens),
-                                 range("max_tokens", o.max_tokens, 1, k_max_prompt_tokens),
-                                 range("shared_prefix_tokens", o.shared_prefix_tokens, 0, k_max_prompt_tokens)}) {
+    for (const std::string &e :
+         {range("concurrency", o.concurrency, 1, k_max_concurrency), range("requests", o.requests, 1, k_max_requests),
+          range("prompt_tokens", o.prompt_tokens, 1, k_max_prompt_tokens),
+          range("max_tokens", o.max_tokens, 1, k_max_prompt_tokens),
+          range("shared_prefix_tokens", o.shared_prefix_tokens, 0, k_max_prompt_tokens)}) {
         if (!e.empty()) {
             return e;
         }
@@ -600,7 +602,7 @@ int run_bench(const bench_options &opts) {
             return 1;
         }
     }
-    asio::co_spawn(ioc, probe(st, err), [&](std::exception_ptr e) {
+    asio::co_spawn(ioc, probe(st, err), [&](const std::exception_ptr &e) {
         if (e) {
             err = "probe failed with an exception";
         }
@@ -620,9 +622,9 @@ int run_bench(const bench_options &opts) {
     const int32_t n_workers = std::min(opts.concurrency, opts.requests);
     ioc.restart();
     const double             cpu0 = cpu_seconds();
-    const steady::time_point t0 = steady::now();
+    const steady::time_point t0   = steady::now();
     for (int32_t w = 0; w < n_workers; ++w) {
-        asio::co_spawn(ioc, worker(st), [&](std::exception_ptr e) {
+        asio::co_spawn(ioc, worker(st), [&](const std::exception_ptr &e) {
             if (e) {
                 try {
                     std::rethrow_exception(e);
@@ -636,7 +638,7 @@ int run_bench(const bench_options &opts) {
     }
     ioc.run();
     const double wall_s = std::chrono::duration<double>(steady::now() - t0).count();
-    const double cpu_s = cpu_seconds() - cpu0;
+    const double cpu_s  = cpu_seconds() - cpu0;
 
     // Aggregate over successful requests.
     std::vector<double>      ttft, itl, gaps, e2e;
@@ -671,16 +673,18 @@ int run_bench(const bench_options &opts) {
         error_kinds.push_back("internal: " + st.fatal);
     }
     const summary s_ttft = summarize(ttft), s_itl = summarize(itl), s_gap = summarize(gaps), s_e2e = summarize(e2e);
-    const double  out_tps = wall_s > 0 ? double(out_total) / wall_s : 0.0;
-    const double  req_ps = wall_s > 0 ? double(n_ok) / wall_s : 0.0;
+    const double  out_tps     = wall_s > 0 ? double(out_total) / wall_s : 0.0;
+    const double  req_ps      = wall_s > 0 ? double(n_ok) / wall_s : 0.0;
     const double  prompt_mean = prompt_n > 0 ? double(prompt_total) / double(prompt_n) : -1.0;
-    const char   *path = opts.endpoint == "chat" ? "/v1/chat/completions" : "/v1/completions";
+    const char   *path        = opts.endpoint == "chat" ? "/v1/chat/completions" : "/v1/completions";
 
     std::printf("inferbox bench%s%s\n", opts.label.empty() ? "" : ": ", opts.label.c_str());
-    std::printf("  server       %s%s  model %s\n", opts.url.c_str(), path, st.model.c_str());
+    std::printf("  server       http://%s:%s%s%s  model %s\n", st.tgt.host.c_str(), st.tgt.port.c_str(),
+                st.tgt.base_path.c_str(), path, st.model.c_str());
     std::printf("  load         concurrency %d, %d requests, ~%d prompt words", opts.concurrency, opts.requests,
                 opts.shared_prefix_tokens > 0
-                    ? opts.shared_prefix_tokens + std::max(opts.prompt_tokens - opts.shared_prefix_tokens, k_min_unique_tail)
+                    ? opts.shared_prefix_tokens +
+                          std::max(opts.prompt_tokens - opts.shared_prefix_tokens, k_min_unique_tail)
                     : opts.prompt_tokens);
     if (opts.shared_prefix_tokens > 0) {
         std::printf(" (shared prefix %d)", opts.shared_prefix_tokens);
@@ -715,7 +719,7 @@ int run_bench(const bench_options &opts) {
             json j = {{"ok", r.ok}, {"output_tokens", r.output_tokens}, {"prompt_tokens", r.prompt_tokens}};
             if (r.ok) {
                 j["ttft_ms"] = r.ttft_s * 1e3;
-                j["e2e_ms"] = r.e2e_s * 1e3;
+                j["e2e_ms"]  = r.e2e_s * 1e3;
             } else {
                 j["error"] = r.error;
             }

@@ -12,18 +12,18 @@
 namespace inferbox {
 
 struct bench_options {
-    std::string url = "http://127.0.0.1:8000"; // base URL of any OpenAI-compatible server
-    std::string endpoint = "completions";       // "completions" or "chat"
-    std::string model;                          // sent as "model"; empty = ask GET /v1/models and use the first id
-    int32_t     concurrency = 1;
-    int32_t     requests = 16;
-    int32_t     prompt_tokens = 64;    // approximate prompt length (words chosen so the tokenizer gives roughly this many)
-    int32_t     max_tokens = 128;
-    int32_t     shared_prefix_tokens = 0; // >0: every prompt starts with the same prefix of this length, then a unique tail
-    uint32_t    seed = 1;
-    bool        ignore_eos = true; // send "ignore_eos": true so every request generates max_tokens
-    std::string json_out;          // if set, write the results as JSON to this file
-    std::string label;             // free text copied into the report
+    std::string url      = "http://127.0.0.1:8000"; // base URL of any OpenAI-compatible server
+    std::string endpoint = "completions";           // "completions" or "chat"
+    std::string model;                              // sent as "model"; empty = ask GET /v1/models and use the first id
+    int32_t     concurrency   = 1;
+    int32_t     requests      = 16;
+    int32_t     prompt_tokens = 64; // approximate prompt length (words chosen so the tokenizer gives roughly this many)
+    int32_t     max_tokens    = 128;
+    int32_t shared_prefix_tokens = 0; // >0: every prompt starts with the same prefix of this length, then a unique tail
+    uint32_t    seed             = 1;
+    bool        ignore_eos       = true; // send "ignore_eos": true so every request generates max_tokens
+    std::string json_out;                // if set, write the results as JSON to this file
+    std::string label;                   // free text copied into the report
 };
 
 // Runs the benchmark, prints a human-readable report to stdout, returns 0 on success, non-zero if
