@@ -2,23 +2,44 @@
 // shutdown on SIGTERM.
 
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import { describe, test } from 'node:test';
 
-import { MODELS, getJson, startServer, useServer } from './harness.mjs';
+import { MODELS, REQUEST_TIMEOUT_MS, getJson, startServer, useServer } from './harness.mjs';
+
+// One request through `agent`; resolves { status, body, reused } (reused: it went over a
+// connection that had already carried a request).
+function agentRequest(agent, url, method, body) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, {
+      agent,
+      method,
+      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      timeout: REQUEST_TIMEOUT_MS,
+    }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => resolve({ status: res.statusCode, text, reused: req.reusedSocket }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`${method} ${url}: no answer on a kept-alive connection`)));
+    req.on('error', reject);
+    req.end(body === undefined ? undefined : JSON.stringify(body));
+  });
+}
 
 describe('endpoints (stories260K.gguf, --ctx-size 256)', () => {
   const ctx = useServer({ model: MODELS.plain, args: ['--ctx-size', 256] });
 
   test('GET /v1/health/live answers 200', ctx.wrap(async () => {
-    const res = await fetch(`${ctx.server.url}/v1/health/live`);
-    await res.arrayBuffer();
-    assert.equal(res.status, 200);
+    const res = await getJson(`${ctx.server.url}/v1/health/live`);
+    assert.equal(res.status, 200, res.text);
   }));
 
   test('GET /v1/health/ready answers 200', ctx.wrap(async () => {
-    const res = await fetch(`${ctx.server.url}/v1/health/ready`);
-    await res.arrayBuffer();
-    assert.equal(res.status, 200);
+    const res = await getJson(`${ctx.server.url}/v1/health/ready`);
+    assert.equal(res.status, 200, res.text);
   }));
 
   test('GET /v1/version answers JSON with a version string', ctx.wrap(async () => {
@@ -46,6 +67,39 @@ describe('endpoints (stories260K.gguf, --ctx-size 256)', () => {
     assert.ok(m.created > 1_600_000_000 && m.created < 4_000_000_000, `created is not unix seconds: ${m.created}`);
     // The per-sequence context (--ctx-size), named as vLLM names it.
     assert.equal(m.max_model_len, 256, `max_model_len: ${res.text}`);
+  }));
+});
+
+describe('keep-alive (one connection, many requests)', () => {
+  const ctx = useServer({ model: MODELS.plain });
+
+  test('requests of every kind follow each other on one kept-alive connection', ctx.wrap(async () => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const base = ctx.server.url;
+    const completion = { model: 'stories260K', prompt: 'Once upon a time', max_tokens: 4, temperature: 0 };
+    const steps = [
+      ['GET', '/v1/models', undefined, 200],
+      ['GET', '/v1/health/ready', undefined, 200],
+      ['POST', '/v1/completions', completion, 200],
+      ['POST', '/v1/completions', completion, 200],
+      ['GET', '/v1/models', undefined, 200],
+      ['POST', '/v1/completions', { ...completion, temperature: 5 }, 400],
+      ['POST', '/v1/completions', { ...completion, stream: true }, 200],
+      ['GET', '/v1/no-such-route', undefined, 404],
+      ['POST', '/v1/chat/completions', { model: 'stories260K', messages: [{ role: 'user', content: 'Hi' }] }, 400],
+      ['POST', '/v1/completions', completion, 200],
+    ];
+    try {
+      for (const [i, [method, path, body, status]] of steps.entries()) {
+        const res = await agentRequest(agent, `${base}${path}`, method, body);
+        assert.equal(res.status, status, `step ${i}: ${method} ${path}: ${res.text}`);
+        if (i > 0) {
+          assert.equal(res.reused, true, `step ${i}: ${method} ${path} did not reuse the connection`);
+        }
+      }
+    } finally {
+      agent.destroy();
+    }
   }));
 });
 

@@ -25,6 +25,9 @@ export const MODELS = {
 };
 
 const READY_TIMEOUT_MS = 60_000;
+// No request in these tests takes more than a few seconds; a server that does not answer fails
+// the test after this long instead of after undici's 300 s header timeout.
+export const REQUEST_TIMEOUT_MS = 30_000;
 const STOP_GRACE_MS = 10_000;
 const LOG_LIMIT_BYTES = 4 << 20;
 
@@ -252,18 +255,33 @@ function tail(text, max) {
 // POST a JSON body (an object, or a raw string sent as-is); resolves { status, headers, body,
 // text } where body is the parsed JSON or null when the answer is not JSON.
 export async function postJson(url, body, { headers = {}, signal } = {}) {
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...headers },
-    body: typeof body === 'string' ? body : JSON.stringify(body),
-    signal,
+  return timed(`POST ${url}`, signal, async (sig) => {
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...headers },
+      body: typeof body === 'string' ? body : JSON.stringify(body),
+      signal: sig,
+    });
+    return readResponse(res);
   });
-  return readResponse(res);
 }
 
 export async function getJson(url, { method = 'GET' } = {}) {
-  const res = await fetch(url, { method });
-  return readResponse(res);
+  return timed(`${method} ${url}`, undefined, async (sig) => readResponse(await fetch(url, { method, signal: sig })));
+}
+
+// Runs fn(signal) with REQUEST_TIMEOUT_MS (or the caller's signal); a timeout becomes an error
+// that says which request got no answer.
+async function timed(what, signal, fn) {
+  const sig = signal ?? AbortSignal.timeout(REQUEST_TIMEOUT_MS);
+  try {
+    return await fn(sig);
+  } catch (err) {
+    if (sig.aborted && err?.name === 'TimeoutError') {
+      throw new Error(`${what}: no complete answer within the time limit (server hung?)`, { cause: err });
+    }
+    throw err;
+  }
 }
 
 async function readResponse(res) {
@@ -296,12 +314,15 @@ export function parseSse(text) {
 // are the raw data payloads (the last should be "[DONE]") and chunks the parsed JSON objects
 // before [DONE].
 export async function postStream(url, body) {
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(body),
+  const { res, text } = await timed(`POST ${url} (stream)`, undefined, async (sig) => {
+    const r = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      signal: sig,
+    });
+    return { res: r, text: await r.text() };
   });
-  const text = await res.text();
   if (res.status !== 200) {
     return { status: res.status, headers: res.headers, events: [], chunks: [], text };
   }
@@ -338,7 +359,7 @@ export function openaiClient(server, options = {}) {
     apiKey: 'sk-inferbox-test',
     baseURL: `${server.url}/v1`,
     maxRetries: 0,
-    timeout: 60_000,
+    timeout: REQUEST_TIMEOUT_MS,
     ...options,
   });
 }
@@ -346,8 +367,7 @@ export function openaiClient(server, options = {}) {
 // The server is still healthy: ready answers 200 and a short greedy completion succeeds.
 export async function assertHealthy(server) {
   assert.equal(server.exitInfo, null, `server exited: ${JSON.stringify(server.exitInfo)}`);
-  const ready = await fetch(`${server.url}/v1/health/ready`);
-  await ready.arrayBuffer();
+  const ready = await getJson(`${server.url}/v1/health/ready`);
   assert.equal(ready.status, 200, 'GET /v1/health/ready after the previous requests');
   const model = await modelId(server);
   const res = await postJson(`${server.url}/v1/completions`, {
@@ -379,7 +399,8 @@ export const GREEDY_64 =
   ' One day, she saw a big, red ball. She wanted to play with it, but it was too high.' +
   "\nLily's mom said";
 // BOS + " Once" + " upon" + " a" + " time" (llama.cpp tokenizer on stories260K.gguf).
-export const ONCE_PROMPT_TOKENS = 5;
+export const ONCE_PROMPT_IDS = [1, 403, 407, 261, 378];
+export const ONCE_PROMPT_TOKENS = ONCE_PROMPT_IDS.length;
 
 // ChatML model: what llama.cpp's server answers for [{"role":"user","content":"Hi"}],
 // max_tokens 16, temperature 0, and the prompt it renders (README) and its token count

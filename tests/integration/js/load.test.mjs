@@ -7,6 +7,7 @@ import { before, describe, test } from 'node:test';
 import {
   MODELS,
   ONCE,
+  REQUEST_TIMEOUT_MS,
   assertErrorShape,
   assertHealthy,
   modelId,
@@ -98,7 +99,7 @@ describe('cancellation (--parallel 2)', () => {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ model, ...body, stream: true }),
-        signal: controller.signal,
+        signal: AbortSignal.any([controller.signal, AbortSignal.timeout(REQUEST_TIMEOUT_MS)]),
       });
       assert.equal(res.status, 200, `stream ${i}: ${res.status}`);
       streams.push({ controller, res });
