@@ -14,9 +14,12 @@ cache=${INFERBOX_DEPS_CACHE:-$HOME/.cache/inferbox-deps}
 build=${INFERBOX_BUILD_DIR:-$root/build}
 log() { printf '[setup] %s\n' "$*"; }
 
-packages=(build-essential cmake ninja-build git ca-certificates openssl nodejs npm
+packages=(build-essential cmake ninja-build git ca-certificates openssl
   libboost1.81-dev nlohmann-json3-dev libspdlog-dev libcli11-dev libgtest-dev libgmock-dev
   clang-format clang-tidy)
+# Node.js (for the OpenAI SDK tests) only when absent: a machine may carry its own Node.
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 if [ "${INFERBOX_SKIP_APT:-0}" != 1 ]; then
   missing=()
   for p in "${packages[@]}"; do
