@@ -9,8 +9,8 @@
 #include <cerrno>
 #include <deque>
 
-#include <sys/socket.h>
 #include <sstream>
+#include <sys/socket.h>
 
 namespace inferbox {
 
@@ -68,7 +68,7 @@ class session final : public http_exchange, public std::enable_shared_from_this<
         if (complete_ || closed_ || streaming_) {
             return;
         }
-        streaming_ = true;
+        streaming_       = true;
         std::string head = "HTTP/1.1 200 OK\r\nServer: inferbox\r\nContent-Type: text/event-stream\r\n"
                            "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n";
         head += keep_alive_ ? "Connection: keep-alive\r\n" : "Connection: close\r\n";
@@ -172,19 +172,19 @@ class session final : public http_exchange, public std::enable_shared_from_this<
     // peek must not block: readiness can be spurious, and a blocked I/O thread stalls every
     // connection it serves.
     void watch_disconnect() {
-        stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this(), gen = generation_](
-                                                                beast::error_code ec) {
-            if (ec || gen != self->generation_ || self->complete_ || self->closed_) {
-                return;
-            }
-            char          c = 0;
-            const ssize_t n = ::recv(self->stream_.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-                self->fail();
-            } else if (n < 0) {
-                self->watch_disconnect(); // spurious wake-up: keep watching
-            }
-        });
+        stream_.socket().async_wait(
+            tcp::socket::wait_read, [self = shared_from_this(), gen = generation_](beast::error_code ec) {
+                if (ec || gen != self->generation_ || self->complete_ || self->closed_) {
+                    return;
+                }
+                char          c = 0;
+                const ssize_t n = ::recv(self->stream_.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+                if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+                    self->fail();
+                } else if (n < 0) {
+                    self->watch_disconnect(); // spurious wake-up: keep watching
+                }
+            });
     }
 
     void enqueue(std::string data) {
@@ -294,10 +294,12 @@ void http_server::impl::do_accept() {
 http_server::http_server(net::io_context &ioc, handler_fn handler, protocol_error_fn on_error, http_limits limits)
     : impl_(std::make_shared<impl>(ioc, std::move(handler), std::move(on_error), limits)) {}
 
-http_server::~http_server() { stop_accepting(); }
+http_server::~http_server() {
+    stop_accepting();
+}
 
 uint16_t http_server::listen(const std::string &host, uint16_t port) {
-    const auto addr = net::ip::make_address(host == "localhost" ? "127.0.0.1" : host);
+    const auto    addr = net::ip::make_address(host == "localhost" ? "127.0.0.1" : host);
     tcp::endpoint ep{addr, port};
     impl_->acceptor.open(ep.protocol());
     impl_->acceptor.set_option(net::socket_base::reuse_address(true));

@@ -18,15 +18,15 @@
 
 namespace inferbox {
 
-namespace http = boost::beast::http;
+namespace http   = boost::beast::http;
 using executor_t = boost::asio::strand<boost::asio::io_context::executor_type>;
 
 struct http_limits {
     size_t               max_body_bytes   = 8u << 20;
     size_t               max_header_bytes = 16u << 10;
-    std::chrono::seconds header_timeout{15}; // whole request (headers and body) must arrive in this time
-    std::chrono::seconds idle_timeout{60};   // keep-alive connection with no request
-    std::chrono::seconds write_timeout{60};  // one write to a client that stopped reading
+    std::chrono::seconds header_timeout{15};            // whole request (headers and body) must arrive in this time
+    std::chrono::seconds idle_timeout{60};              // keep-alive connection with no request
+    std::chrono::seconds write_timeout{60};             // one write to a client that stopped reading
     size_t               max_stream_backlog = 8u << 20; // queued SSE bytes before the stream is dropped
 };
 
@@ -36,15 +36,15 @@ using header_list = std::vector<std::pair<std::string, std::string>>;
 // threads). A handler answers exactly once: respond(), or start_stream() ... end_stream().
 class http_exchange {
   public:
-    virtual ~http_exchange() = default;
-    virtual const http::request<http::string_body> &request() const = 0;
+    virtual ~http_exchange()                                         = default;
+    virtual const http::request<http::string_body> &request() const  = 0;
     virtual executor_t                              executor() const = 0;
 
     virtual void respond(http::status status, std::string body, const std::string &content_type,
                          const header_list &headers = {}) = 0;
     virtual void start_stream(const header_list &headers) = 0; // 200 text/event-stream, chunked
-    virtual void send(std::string data)                    = 0; // one chunk of the stream
-    virtual void end_stream()                              = 0;
+    virtual void send(std::string data)                   = 0; // one chunk of the stream
+    virtual void end_stream()                             = 0;
 
     // Called at most once, on executor(), when the client disconnects (or a write fails) before
     // the exchange completed. Set it before waiting on anything slow.

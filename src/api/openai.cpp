@@ -16,7 +16,9 @@ using json = nlohmann::json;
 
 namespace {
 
-std::string dump(const json &j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string dump(const json &j) {
+    return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
 std::string random_id(const char *prefix) {
     static thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -53,8 +55,7 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
           max_tokens_(max_tokens), model_id_(std::move(model_id)) {
         chat_    = req_.kind == api_kind::chat;
         id_      = random_id(chat_ ? "chatcmpl-" : "cmpl-");
-        created_ = std::chrono::duration_cast<std::chrono::seconds>(
-                       std::chrono::system_clock::now().time_since_epoch())
+        created_ = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
                        .count();
         choices_.resize(prompts_.size() * static_cast<size_t>(req_.n));
     }
@@ -96,8 +97,8 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
         if (req_.stream) {
             ex_->start_stream({{"X-Request-Id", id_}});
             for (size_t c = 0; c < choices_.size(); ++c) {
-                json delta = chat_ ? json{{"role", "assistant"}, {"content", ""}} : json();
-                std::string text = (!chat_ && req_.echo) ? prompts_[c / static_cast<size_t>(req_.n)].echo_text : "";
+                json        delta = chat_ ? json{{"role", "assistant"}, {"content", ""}} : json();
+                std::string text  = (!chat_ && req_.echo) ? prompts_[c / static_cast<size_t>(req_.n)].echo_text : "";
                 if (chat_ || !text.empty()) {
                     send_chunk(static_cast<int32_t>(c), delta, text, json(nullptr), nullptr);
                 }
@@ -110,7 +111,7 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
         std::string text;
         json        logprobs_content = json::array(); // chat form
         json        lp_tokens = json::array(), lp_values = json::array(), lp_top = json::array(),
-             lp_offsets = json::array(); // completions form
+             lp_offsets           = json::array(); // completions form
         size_t        text_offset = 0;
         finish_reason finish      = finish_reason::none;
         bool          done        = false;
@@ -168,7 +169,8 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
                 for (const auto &[t, v] : lp.top) {
                     top.push_back({{"token", utf8_sanitize(t)}, {"logprob", v}, {"bytes", bytes_of(t)}});
                 }
-                json e = {{"token", tok}, {"logprob", lp.logprob}, {"bytes", bytes_of(lp.token)}, {"top_logprobs", top}};
+                json e = {
+                    {"token", tok}, {"logprob", lp.logprob}, {"bytes", bytes_of(lp.token)}, {"top_logprobs", top}};
                 c.logprobs_content.push_back(e);
                 chunk_chat.push_back(e);
             } else {
@@ -188,8 +190,9 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
             }
         }
         if (chunk_lp != nullptr && !lps.empty()) {
-            *chunk_lp = chat_ ? json{{"content", chunk_chat}}
-                              : json{{"tokens", ct}, {"token_logprobs", cv}, {"top_logprobs", ctop}, {"text_offset", coff}};
+            *chunk_lp =
+                chat_ ? json{{"content", chunk_chat}}
+                      : json{{"tokens", ct}, {"token_logprobs", cv}, {"top_logprobs", ctop}, {"text_offset", coff}};
         }
     }
 
@@ -206,11 +209,11 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
             choice = {{"index", index}, {"text", text}, {"logprobs", logprobs}};
         }
         choice["finish_reason"] = finish == nullptr ? json(nullptr) : json(finish);
-        json chunk = {{"id", id_},
-                      {"object", chat_ ? "chat.completion.chunk" : "text_completion"},
-                      {"created", created_},
-                      {"model", model_id_},
-                      {"choices", json::array({choice})}};
+        json chunk              = {{"id", id_},
+                                   {"object", chat_ ? "chat.completion.chunk" : "text_completion"},
+                                   {"created", created_},
+                                   {"model", model_id_},
+                                   {"choices", json::array({choice})}};
         if (req_.include_usage) {
             chunk["usage"] = nullptr;
         }
@@ -298,19 +301,16 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
                       {"finish_reason", finish_str(c.finish)}};
             } else {
                 const std::string echo = req_.echo ? prompts_[i / static_cast<size_t>(req_.n)].echo_text : "";
-                ch = {{"index", i},
-                      {"text", echo + c.text},
-                      {"logprobs", logprobs_json(c)},
-                      {"finish_reason", finish_str(c.finish)}};
+                ch                     = {{"index", i},
+                                          {"text", echo + c.text},
+                                          {"logprobs", logprobs_json(c)},
+                                          {"finish_reason", finish_str(c.finish)}};
             }
             choices.push_back(std::move(ch));
         }
-        json body = {{"id", id_},
-                     {"object", chat_ ? "chat.completion" : "text_completion"},
-                     {"created", created_},
-                     {"model", model_id_},
-                     {"choices", choices},
-                     {"usage", usage_json()}};
+        json body = {{"id", id_},           {"object", chat_ ? "chat.completion" : "text_completion"},
+                     {"created", created_}, {"model", model_id_},
+                     {"choices", choices},  {"usage", usage_json()}};
         if (chat_) {
             body["system_fingerprint"] = nullptr;
         }

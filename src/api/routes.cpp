@@ -58,8 +58,8 @@ void api_router::handle(const std::shared_ptr<http_exchange> &ex) {
     const auto method = req.method();
 
     struct route {
-        const char  *path;
-        http::verb   verb;
+        const char *path;
+        http::verb  verb;
     };
     static const route routes[] = {
         {"/v1/completions", http::verb::post}, {"/v1/chat/completions", http::verb::post},
@@ -77,12 +77,12 @@ void api_router::handle(const std::shared_ptr<http_exchange> &ex) {
         }
     }
     if (!path_known) {
-        respond_error(*ex, error{error_kind::not_found, "no route for " + std::string(req.method_string()) + " " +
-                                                            target.substr(0, 200),
-                                 "", "not_found"});
+        respond_error(*ex, error{error_kind::not_found,
+                                 "no route for " + std::string(req.method_string()) + " " + target.substr(0, 200), "",
+                                 "not_found"});
         return;
     }
-    const bool is_get = method == http::verb::get || method == http::verb::head;
+    const bool is_get       = method == http::verb::get || method == http::verb::head;
     const bool is_inference = target == "/v1/completions" || target == "/v1/chat/completions";
     if ((is_inference && method != http::verb::post) || (!is_inference && !is_get)) {
         respond_error(*ex, error{error_kind::method_not_allowed,
@@ -99,8 +99,8 @@ void api_router::handle(const std::shared_ptr<http_exchange> &ex) {
         if (eng && eng->healthy()) {
             respond_json(*ex, {{"object", "health.response"}, {"message", "ready"}});
         } else {
-            const char *why = !eng ? "not ready: the model is loading or the server is draining"
-                                   : "not ready: the engine failed";
+            const char *why =
+                !eng ? "not ready: the model is loading or the server is draining" : "not ready: the engine failed";
             respond_error(*ex, error{error_kind::unavailable, why, "", "not_ready"});
         }
     } else if (target == "/v1/version") {
@@ -114,7 +114,7 @@ void api_router::handle(const std::shared_ptr<http_exchange> &ex) {
 
 void api_router::handle_models(const std::shared_ptr<http_exchange> &ex) {
     auto eng   = current_engine();
-    json model = {{"id", cfg_.model_id}, {"object", "model"}, {"created", created_}, {"owned_by", "inferbox"},
+    json model = {{"id", cfg_.model_id},   {"object", "model"}, {"created", created_},    {"owned_by", "inferbox"},
                   {"root", cfg_.model_id}, {"parent", nullptr}, {"ready", eng != nullptr}};
     if (eng) {
         model["max_model_len"] = eng->n_ctx_slot();
@@ -192,14 +192,15 @@ void api_router::handle_inference(const std::shared_ptr<http_exchange> &ex, api_
     }
 
     // Context: prompt + max_tokens must fit one sequence's KV. Never truncate silently.
-    const int32_t n_ctx    = eng->n_ctx_slot();
+    const int32_t n_ctx     = eng->n_ctx_slot();
     size_t        n_longest = 0;
     for (const auto &p : prompts) {
         n_longest = std::max(n_longest, p.tokens.size());
     }
     const auto    n_prompt   = static_cast<int64_t>(n_longest);
-    const int64_t max_tokens = req->max_tokens ? *req->max_tokens
-                                               : (kind == api_kind::completion ? 16 : std::max<int64_t>(1, n_ctx - n_prompt));
+    const int64_t max_tokens = req->max_tokens
+                                   ? *req->max_tokens
+                                   : (kind == api_kind::completion ? 16 : std::max<int64_t>(1, n_ctx - n_prompt));
     const char   *mt_name    = kind == api_kind::chat ? "max_completion_tokens" : "max_tokens";
     if (n_prompt + max_tokens > n_ctx) {
         respond_error(*ex, error::invalid("this model's context is " + std::to_string(n_ctx) +

@@ -14,7 +14,7 @@
 namespace inferbox {
 
 struct api_config {
-    std::string model_id;        // the id /v1/models shows and requests name
+    std::string model_id; // the id /v1/models shows and requests name
     std::string version;
     api_limits  limits;
 };

@@ -19,7 +19,9 @@ std::string fmt_num(double v) {
     return os.str();
 }
 
-std::string type_name(const json &v) { return v.type_name(); }
+std::string type_name(const json &v) {
+    return v.type_name();
+}
 
 } // namespace
 
@@ -49,15 +51,15 @@ result<json> parse_json_body(const std::string &body, int32_t max_depth) {
     }
     bool too_deep = false;
     json j        = json::parse(
-        body,
-        [&](int depth, json::parse_event_t, json &) {
+               body,
+               [&](int depth, json::parse_event_t, json &) {
             if (depth > max_depth) {
                 too_deep = true;
                 return false;
             }
             return true;
         },
-        /*allow_exceptions=*/false);
+               /*allow_exceptions=*/false);
     if (too_deep) {
         return error::invalid("the request body nests deeper than " + std::to_string(max_depth) + " levels", "",
                               "invalid_json");
@@ -210,12 +212,12 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
     if (!model) {
         return model.err();
     }
-    r.model = *model;
+    r.model   = *model;
     auto user = get_string(body, "user", 1024);
     if (!user) {
         return user.err();
     }
-    r.user = *user;
+    r.user      = *user;
     auto stream = get_bool(body, "stream", false);
     if (!stream) {
         return stream.err();
@@ -251,9 +253,8 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
     }
     r.n = num<int32_t>(body, "n", 1);
     if (r.n > limits.max_n) {
-        return error::invalid("n must be between 1 and " + std::to_string(limits.max_n) + ", got " +
-                                  std::to_string(r.n),
-                              "n");
+        return error::invalid(
+            "n must be between 1 and " + std::to_string(limits.max_n) + ", got " + std::to_string(r.n), "n");
     }
     if (const json *mt = field(body, "max_completion_tokens")) {
         r.max_tokens = static_cast<int32_t>(mt->get<double>());
@@ -306,9 +307,8 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
         }
         for (const auto &x : stops) {
             if (x.size() > static_cast<size_t>(limits.max_stop_bytes)) {
-                return error::invalid("each stop string must be at most " + std::to_string(limits.max_stop_bytes) +
-                                          " bytes",
-                                      "stop");
+                return error::invalid(
+                    "each stop string must be at most " + std::to_string(limits.max_stop_bytes) + " bytes", "stop");
             }
             if (!x.empty()) {
                 r.stop.push_back(x);
@@ -399,9 +399,8 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
                 }
             }
         } else {
-            return error::invalid("prompt must be a non-empty string, array of strings, or token ids; got " +
-                                      type_name(*prmt),
-                                  "prompt");
+            return error::invalid(
+                "prompt must be a non-empty string, array of strings, or token ids; got " + type_name(*prmt), "prompt");
         }
         if (static_cast<int64_t>(r.prompts.size()) * r.n > limits.max_n) {
             return error::invalid("prompts × n = " + std::to_string(r.prompts.size() * r.n) +

@@ -20,13 +20,13 @@ namespace inferbox {
 enum class api_kind { completion, chat };
 
 struct api_limits {
-    int32_t max_n             = 16;   // choices per request
-    int32_t max_stop          = 16;   // stop strings per request
-    int32_t max_stop_bytes    = 256;  // bytes per stop string
-    int32_t max_messages      = 1024; // chat messages per request
-    int32_t max_prompts       = 64;   // prompts in one completions request
-    int32_t max_logit_bias    = 1024; // entries in logit_bias
-    int32_t max_json_depth    = 64;   // nesting of the request body
+    int32_t max_n          = 16;   // choices per request
+    int32_t max_stop       = 16;   // stop strings per request
+    int32_t max_stop_bytes = 256;  // bytes per stop string
+    int32_t max_messages   = 1024; // chat messages per request
+    int32_t max_prompts    = 64;   // prompts in one completions request
+    int32_t max_logit_bias = 1024; // entries in logit_bias
+    int32_t max_json_depth = 64;   // nesting of the request body
 };
 
 using prompt_input = std::variant<std::string, std::vector<token_id>>;

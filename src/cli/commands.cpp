@@ -24,8 +24,9 @@ int run_cli(int argc, char **argv) {
     serve->add_option("--parallel", so.engine.n_slots, "sequences decoded together (KV slots)")
         ->capture_default_str()
         ->check(CLI::Range(1, 256));
-    serve->add_option("-c,--ctx-size", so.engine.n_ctx_slot,
-                      "context per sequence in tokens (0 = the model's trained context)")
+    serve
+        ->add_option("-c,--ctx-size", so.engine.n_ctx_slot,
+                     "context per sequence in tokens (0 = the model's trained context)")
         ->capture_default_str()
         ->check(CLI::Range(0, 1 << 20));
     serve->add_option("-t,--threads", so.engine.n_threads, "compute threads (0 = all cores)")
@@ -34,15 +35,17 @@ int run_cli(int argc, char **argv) {
     serve->add_option("-b,--batch-size", so.engine.step_tokens, "tokens per engine step")
         ->capture_default_str()
         ->check(CLI::Range(2, 1 << 16));
-    serve->add_option("--prefill-chunk", so.engine.prefill_while_decode,
-                      "prompt tokens per step while other sequences decode (bounds inter-token latency)")
+    serve
+        ->add_option("--prefill-chunk", so.engine.prefill_while_decode,
+                     "prompt tokens per step while other sequences decode (bounds inter-token latency)")
         ->capture_default_str()
         ->check(CLI::Range(1, 1 << 16));
     serve->add_option("--max-queue", so.engine.max_waiting, "waiting sequences beyond which requests get 429")
         ->capture_default_str()
         ->check(CLI::Range(0, 1 << 20));
-    serve->add_flag("--kv-unified", so.engine.kv_unified,
-                    "one KV buffer shared by all sequences (default: one stream per sequence; see docs/architecture.md)");
+    serve->add_flag(
+        "--kv-unified", so.engine.kv_unified,
+        "one KV buffer shared by all sequences (default: one stream per sequence; see docs/architecture.md)");
     bool no_prefix_reuse = false;
     serve->add_flag("--no-prefix-reuse", no_prefix_reuse, "never reuse cached prompt prefixes");
     size_t max_body = so.http.max_body_bytes;
@@ -50,7 +53,9 @@ int run_cli(int argc, char **argv) {
     serve->add_option("--max-n", so.api.max_n, "most choices (n × prompts) in one request")
         ->capture_default_str()
         ->check(CLI::Range(1, 128));
-    serve->add_option("--http-threads", so.http_threads, "I/O threads")->capture_default_str()->check(CLI::Range(1, 64));
+    serve->add_option("--http-threads", so.http_threads, "I/O threads")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 64));
     serve->add_option("--shutdown-timeout", so.shutdown_timeout, "seconds in-flight requests get on SIGTERM")
         ->capture_default_str()
         ->check(CLI::Range(0, 3600));
@@ -62,11 +67,20 @@ int run_cli(int argc, char **argv) {
         ->capture_default_str()
         ->check(CLI::IsMember({"completions", "chat"}));
     bench->add_option("--model", bo.model, "model id (default: the first of /v1/models)");
-    bench->add_option("--concurrency", bo.concurrency, "requests in flight")->capture_default_str()->check(CLI::Range(1, 4096));
-    bench->add_option("--requests", bo.requests, "requests in total")->capture_default_str()->check(CLI::Range(1, 1000000));
-    bench->add_option("--prompt-tokens", bo.prompt_tokens, "approximate prompt length")->capture_default_str()->check(CLI::Range(1, 1 << 20));
-    bench->add_option("--max-tokens", bo.max_tokens, "output tokens per request")->capture_default_str()->check(CLI::Range(1, 1 << 20));
-    bench->add_option("--shared-prefix-tokens", bo.shared_prefix_tokens, "tokens of prefix every prompt shares")->capture_default_str();
+    bench->add_option("--concurrency", bo.concurrency, "requests in flight")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 4096));
+    bench->add_option("--requests", bo.requests, "requests in total")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1000000));
+    bench->add_option("--prompt-tokens", bo.prompt_tokens, "approximate prompt length")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1 << 20));
+    bench->add_option("--max-tokens", bo.max_tokens, "output tokens per request")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1 << 20));
+    bench->add_option("--shared-prefix-tokens", bo.shared_prefix_tokens, "tokens of prefix every prompt shares")
+        ->capture_default_str();
     bench->add_option("--seed", bo.seed, "prompt generator seed")->capture_default_str();
     bench->add_option("--json-out", bo.json_out, "also write the results as JSON here");
     bench->add_option("--label", bo.label, "label for the report");

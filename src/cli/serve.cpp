@@ -47,15 +47,15 @@ int run_serve(const serve_options &opts) {
 
     net::io_context ioc;
     http_server     server(
-        ioc, [&router](const std::shared_ptr<http_exchange> &ex) { router.handle(ex); },
-        [](http::status status, const std::string &msg) {
+            ioc, [&router](const std::shared_ptr<http_exchange> &ex) { router.handle(ex); },
+            [](http::status status, const std::string &msg) {
             error_kind kind = error_kind::invalid_request;
             if (status == http::status::payload_too_large) {
                 kind = error_kind::payload_too_large;
             }
             return error_body(error{kind, msg, "", ""});
         },
-        opts.http);
+            opts.http);
     uint16_t port = 0;
     try {
         port = server.listen(opts.host, opts.port);
@@ -87,7 +87,7 @@ int run_serve(const serve_options &opts) {
                 spdlog::error("{}", e.err().message);
                 exit_code = 1;
             } else {
-                eng = std::shared_ptr<engine>(std::move(*e));
+                eng           = std::shared_ptr<engine>(std::move(*e));
                 const auto &c = eng->config();
                 spdlog::info("model '{}' ({}) ready: {} slots × {} tokens, {} threads, {} tokens per step, queue {}, "
                              "chat template: {}",
@@ -101,9 +101,9 @@ int run_serve(const serve_options &opts) {
     if (exit_code == 0) {
         // SIGTERM/SIGINT: stop admitting, let in-flight requests finish, then exit 0. A second
         // signal exits at once.
-        std::atomic<int>  signals{0};
-        net::io_context   sig_ioc;
-        net::signal_set   sigs(sig_ioc, SIGINT, SIGTERM);
+        std::atomic<int>                                            signals{0};
+        net::io_context                                             sig_ioc;
+        net::signal_set                                             sigs(sig_ioc, SIGINT, SIGTERM);
         std::function<void(const boost::system::error_code &, int)> on_signal;
         on_signal = [&](const boost::system::error_code &ec, int sig) {
             if (ec) {
@@ -136,7 +136,7 @@ int run_serve(const serve_options &opts) {
             }
             std::this_thread::sleep_for(std::chrono::milliseconds(20));
         }
-        eng->stop(); // anything still running ends with an error event
+        eng->stop();                                                 // anything still running ends with an error event
         std::this_thread::sleep_for(std::chrono::milliseconds(200)); // let the last bytes go out
         sig_ioc.stop();
         sig_thread.join();

@@ -33,16 +33,16 @@ struct error {
 // A value or an error (std::expected is C++23; our compilers are C++20).
 template <typename T> class result {
   public:
-    result(T value) : v_(std::move(value)) {}      // NOLINT(google-explicit-constructor)
-    result(error err) : v_(std::move(err)) {}      // NOLINT(google-explicit-constructor)
-    bool            ok() const { return v_.index() == 0; }
-    explicit        operator bool() const { return ok(); }
-    T &             value() { return std::get<0>(v_); }
-    const T &       value() const { return std::get<0>(v_); }
-    T *             operator->() { return &value(); }
-    const T *       operator->() const { return &value(); }
-    T &             operator*() { return value(); }
-    const error &   err() const { return std::get<1>(v_); }
+    result(T value) : v_(std::move(value)) {} // NOLINT(google-explicit-constructor)
+    result(error err) : v_(std::move(err)) {} // NOLINT(google-explicit-constructor)
+    bool         ok() const { return v_.index() == 0; }
+    explicit     operator bool() const { return ok(); }
+    T           &value() { return std::get<0>(v_); }
+    const T     &value() const { return std::get<0>(v_); }
+    T           *operator->() { return &value(); }
+    const T     *operator->() const { return &value(); }
+    T           &operator*() { return value(); }
+    const error &err() const { return std::get<1>(v_); }
 
   private:
     std::variant<T, error> v_;

@@ -26,7 +26,7 @@ std::string text_stream::push(std::string_view piece) {
         }
     }
     if (first != std::string::npos) {
-        stopped_ = true;
+        stopped_        = true;
         std::string out = utf8_sanitize(std::string_view(pending_).substr(0, first));
         pending_.clear();
         return out;

@@ -17,12 +17,12 @@
 namespace inferbox {
 
 struct engine::sequence {
-    std::shared_ptr<request_channel> chan;
+    std::shared_ptr<request_channel>          chan;
     std::shared_ptr<const generation_request> req;
-    int32_t                          index = 0;
-    common_sampler                  *smpl  = nullptr;
-    std::unique_ptr<text_stream>     text;
-    int32_t                          n_generated = 0;
+    int32_t                                   index = 0;
+    common_sampler                           *smpl  = nullptr;
+    std::unique_ptr<text_stream>              text;
+    int32_t                                   n_generated = 0;
 
     ~sequence() {
         if (smpl != nullptr) {
@@ -57,16 +57,16 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m, en
     cfg.prefill_while_decode = std::clamp(cfg.prefill_while_decode, 1, cfg.step_tokens);
 
     std::unique_ptr<engine> e(new engine(std::move(m), cfg));
-    auto cp            = llama_context_default_params();
-    cp.n_ctx           = static_cast<uint32_t>(cfg.n_ctx_slot) * static_cast<uint32_t>(cfg.n_slots);
-    cp.n_batch         = static_cast<uint32_t>(cfg.step_tokens);
-    cp.n_ubatch        = static_cast<uint32_t>(std::min(cfg.step_tokens, 512));
-    cp.n_seq_max       = static_cast<uint32_t>(cfg.n_slots);
-    cp.n_threads       = cfg.n_threads;
-    cp.n_threads_batch = cfg.n_threads;
-    cp.kv_unified      = cfg.kv_unified;
-    cp.no_perf         = true;
-    e->ctx_            = llama_init_from_model(e->model_->raw(), cp);
+    auto                    cp = llama_context_default_params();
+    cp.n_ctx                   = static_cast<uint32_t>(cfg.n_ctx_slot) * static_cast<uint32_t>(cfg.n_slots);
+    cp.n_batch                 = static_cast<uint32_t>(cfg.step_tokens);
+    cp.n_ubatch                = static_cast<uint32_t>(std::min(cfg.step_tokens, 512));
+    cp.n_seq_max               = static_cast<uint32_t>(cfg.n_slots);
+    cp.n_threads               = cfg.n_threads;
+    cp.n_threads_batch         = cfg.n_threads;
+    cp.kv_unified              = cfg.kv_unified;
+    cp.no_perf                 = true;
+    e->ctx_                    = llama_init_from_model(e->model_->raw(), cp);
     if (e->ctx_ == nullptr) {
         return error{error_kind::internal,
                      "failed to create the llama.cpp context (" + std::to_string(cp.n_ctx) +
@@ -180,7 +180,7 @@ void engine::loop() {
         std::vector<pending> incoming;
         {
             std::unique_lock lock(mu_);
-            const auto has_work = [&] { return stopping_ || !inbox_.empty() || !st_->sched.idle(); };
+            const auto       has_work = [&] { return stopping_ || !inbox_.empty() || !st_->sched.idle(); };
             if (!has_work()) {
                 // Idle: wake for new work, or now and then to notice cancellations of requests
                 // that were submitted but not yet picked up.
@@ -233,16 +233,16 @@ void engine::accept_new(std::vector<pending> &incoming) {
 
             common_params_sampling sp;
             const auto            &in = req->sampling;
-            sp.temp            = in.temperature;
-            sp.top_p           = in.top_p;
-            sp.top_k           = in.top_k;
-            sp.min_p           = in.min_p;
-            sp.penalty_present = in.presence_penalty;
-            sp.penalty_freq    = in.frequency_penalty;
-            sp.penalty_repeat  = in.repetition_penalty;
-            sp.penalty_last_n  = cfg_.n_ctx_slot;
-            sp.seed            = in.seed ? *in.seed + static_cast<uint32_t>(i) : LLAMA_DEFAULT_SEED;
-            sp.no_perf         = true;
+            sp.temp                   = in.temperature;
+            sp.top_p                  = in.top_p;
+            sp.top_k                  = in.top_k;
+            sp.min_p                  = in.min_p;
+            sp.penalty_present        = in.presence_penalty;
+            sp.penalty_freq           = in.frequency_penalty;
+            sp.penalty_repeat         = in.repetition_penalty;
+            sp.penalty_last_n         = cfg_.n_ctx_slot;
+            sp.seed                   = in.seed ? *in.seed + static_cast<uint32_t>(i) : LLAMA_DEFAULT_SEED;
+            sp.no_perf                = true;
             for (const auto &[tok, bias] : in.logit_bias) {
                 sp.logit_bias.push_back({tok, bias});
             }
@@ -337,9 +337,10 @@ void engine::step() {
             }
             generation_event ev;
             ev.index = s->second->index;
-            ev.err   = error{error_kind::internal, "the engine failed to decode this request (llama_decode returned " +
-                                                       std::to_string(rc) + ")",
-                             "", "decode_failed"};
+            ev.err =
+                error{error_kind::internal,
+                      "the engine failed to decode this request (llama_decode returned " + std::to_string(rc) + ")", "",
+                      "decode_failed"};
             s->second->chan->push(std::move(ev));
             st_->seqs.erase(s);
         }
@@ -393,8 +394,8 @@ void engine::sample_item(uint64_t id, int32_t batch_index) {
     if (it == st_->seqs.end()) {
         return;
     }
-    sequence     &s   = *it->second;
-    const auto   &req = *s.req;
+    sequence      &s   = *it->second;
+    const auto    &req = *s.req;
     const token_id tok = common_sampler_sample(s.smpl, ctx_, batch_index);
     common_sampler_accept(s.smpl, tok, true);
     s.n_generated += 1;

@@ -31,8 +31,8 @@ struct engine_config {
 };
 
 struct engine_stats {
-    int32_t  n_running = 0;
-    int32_t  n_waiting = 0;
+    int32_t  n_running                = 0;
+    int32_t  n_waiting                = 0;
     uint64_t n_prompt_tokens_computed = 0;
     uint64_t n_prompt_tokens_cached   = 0;
     uint64_t n_generated_tokens       = 0;

@@ -26,12 +26,12 @@ result<std::shared_ptr<model>> model::load(const model_options &opts) {
                      "model", ""};
     }
     std::shared_ptr<model> m(new model());
-    m->model_       = raw;
-    m->vocab_       = llama_model_get_vocab(raw);
-    m->n_vocab_     = llama_vocab_n_tokens(m->vocab_);
-    m->n_ctx_train_ = llama_model_n_ctx_train(raw);
-    m->path_        = opts.path;
-    m->tmpl_        = std::make_unique<templates>();
+    m->model_        = raw;
+    m->vocab_        = llama_model_get_vocab(raw);
+    m->n_vocab_      = llama_vocab_n_tokens(m->vocab_);
+    m->n_ctx_train_  = llama_model_n_ctx_train(raw);
+    m->path_         = opts.path;
+    m->tmpl_         = std::make_unique<templates>();
     m->has_template_ = !opts.chat_template.empty() || llama_model_chat_template(raw, nullptr) != nullptr;
     if (m->has_template_) {
         try {
@@ -56,13 +56,17 @@ std::vector<token_id> model::tokenize(const std::string &text, bool add_special)
     return common_tokenize(vocab_, text, add_special, /*parse_special=*/true);
 }
 
-std::string model::token_piece(token_id tok) const { return common_token_to_piece(vocab_, tok, /*special=*/false); }
+std::string model::token_piece(token_id tok) const {
+    return common_token_to_piece(vocab_, tok, /*special=*/false);
+}
 
 std::string model::detokenize(const std::vector<token_id> &tokens) const {
     return common_detokenize(vocab_, tokens, /*special=*/false);
 }
 
-bool model::is_eog(token_id tok) const { return llama_vocab_is_eog(vocab_, tok); }
+bool model::is_eog(token_id tok) const {
+    return llama_vocab_is_eog(vocab_, tok);
+}
 
 result<std::string> model::apply_chat_template(const std::vector<chat_message> &messages) const {
     if (!has_template_) {
@@ -82,8 +86,8 @@ result<std::string> model::apply_chat_template(const std::vector<chat_message> &
     try {
         return common_chat_templates_apply(tmpl_->ptr.get(), in).prompt;
     } catch (const std::exception &e) {
-        return error::invalid(std::string("the chat template could not render these messages: ") + e.what(),
-                              "messages", "");
+        return error::invalid(std::string("the chat template could not render these messages: ") + e.what(), "messages",
+                              "");
     }
 }
 

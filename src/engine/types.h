@@ -19,23 +19,23 @@ namespace inferbox {
 using token_id = int32_t;
 
 struct sampling_params {
-    float    temperature        = 1.0f; // 0 = greedy
-    float    top_p              = 1.0f;
-    int32_t  top_k              = 0;    // 0 = off
-    float    min_p              = 0.0f;
-    float    presence_penalty   = 0.0f;
-    float    frequency_penalty  = 0.0f;
-    float    repetition_penalty = 1.0f;
-    std::optional<uint32_t> seed;       // none = random
+    float                                   temperature        = 1.0f; // 0 = greedy
+    float                                   top_p              = 1.0f;
+    int32_t                                 top_k              = 0; // 0 = off
+    float                                   min_p              = 0.0f;
+    float                                   presence_penalty   = 0.0f;
+    float                                   frequency_penalty  = 0.0f;
+    float                                   repetition_penalty = 1.0f;
+    std::optional<uint32_t>                 seed; // none = random
     std::vector<std::pair<token_id, float>> logit_bias;
-    bool     ignore_eos   = false;
-    int32_t  top_logprobs = -1;         // -1 = no logprobs; 0..N = logprobs with N alternatives
+    bool                                    ignore_eos   = false;
+    int32_t                                 top_logprobs = -1; // -1 = no logprobs; 0..N = logprobs with N alternatives
 };
 
 struct generation_request {
     std::vector<token_id>    prompt;
     int32_t                  max_tokens = 16;
-    int32_t                  n          = 1;   // independent choices over the same prompt
+    int32_t                  n          = 1; // independent choices over the same prompt
     sampling_params          sampling;
     std::vector<std::string> stop;
 };
@@ -43,9 +43,9 @@ struct generation_request {
 enum class finish_reason { none, stop, length };
 
 struct token_logprob {
-    std::string                                 token; // the token's text (may be a partial character)
-    float                                       logprob = 0.0f;
-    std::vector<std::pair<std::string, float>>  top;
+    std::string                                token; // the token's text (may be a partial character)
+    float                                      logprob = 0.0f;
+    std::vector<std::pair<std::string, float>> top;
 };
 
 // One event of one choice. `delta` events carry text that is safe to show (no partial stop

@@ -52,7 +52,7 @@ class slot_table {
 
   private:
     struct slot {
-        bool                  busy = false;
+        bool                  busy      = false;
         uint64_t              last_used = 0;
         std::vector<token_id> tokens;
     };

@@ -37,14 +37,16 @@ void scheduler::remove(uint64_t id) {
     seqs_.erase(it);
 }
 
-void scheduler::cancel(uint64_t id) { remove(id); }
+void scheduler::cancel(uint64_t id) {
+    remove(id);
+}
 
 void scheduler::resolve_waiting_prefix(step_plan &plan) {
     for (auto &[id, s] : seqs_) {
         if (s.st.phase != seq_phase::waiting_prefix) {
             continue;
         }
-        auto leader = seqs_.find(s.leader);
+        auto       leader       = seqs_.find(s.leader);
         const bool leader_alive = leader != seqs_.end() && leader->second.st.slot >= 0;
         if (leader_alive && leader->second.st.n_past < s.wait_len) {
             continue; // keep waiting: the shared prefix is still being computed
@@ -60,7 +62,7 @@ void scheduler::resolve_waiting_prefix(step_plan &plan) {
                 len = l;
             }
         }
-        len = std::min(len, max_reuse);
+        len        = std::min(len, max_reuse);
         auto &mine = slots_.tokens(s.st.slot);
         if (src >= 0) {
             const auto &theirs = slots_.tokens(src);

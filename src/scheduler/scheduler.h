@@ -22,13 +22,13 @@ namespace inferbox {
 
 struct scheduler_config {
     int32_t n_slots              = 1;
-    int32_t n_ctx_slot           = 512;  // KV capacity of one slot, in tokens
-    int32_t max_waiting          = 64;   // waiting-queue bound; submit() refuses beyond it
-    int32_t step_tokens          = 512;  // tokens per decode step (llama_decode batch)
-    int32_t prefill_while_decode = 64;   // prompt tokens per step while sequences are decoding
+    int32_t n_ctx_slot           = 512; // KV capacity of one slot, in tokens
+    int32_t max_waiting          = 64;  // waiting-queue bound; submit() refuses beyond it
+    int32_t step_tokens          = 512; // tokens per decode step (llama_decode batch)
+    int32_t prefill_while_decode = 64;  // prompt tokens per step while sequences are decoding
     bool    prefix_reuse         = true;
-    int32_t min_copy_gain        = 16;   // tokens a cross-slot KV copy must save
-    int32_t min_shared_wait      = 32;   // shared prefix worth waiting for another prefill
+    int32_t min_copy_gain        = 16; // tokens a cross-slot KV copy must save
+    int32_t min_shared_wait      = 32; // shared prefix worth waiting for another prefill
 };
 
 enum class seq_phase {
@@ -42,14 +42,14 @@ enum class seq_phase {
 struct kv_op {
     int32_t src_slot = -1; // >= 0: copy src's whole KV into dst first
     int32_t dst_slot = -1;
-    int32_t keep     = 0;  // then drop everything in dst from this position on
+    int32_t keep     = 0; // then drop everything in dst from this position on
 };
 
 struct plan_item {
     uint64_t              id   = 0;
     int32_t               slot = -1;
-    int32_t               pos  = 0;  // position of tokens[0]
-    std::vector<token_id> tokens;    // a prompt chunk, or the one token to decode
+    int32_t               pos  = 0;       // position of tokens[0]
+    std::vector<token_id> tokens;         // a prompt chunk, or the one token to decode
     bool                  sample = false; // logits of the last token are sampled
 };
 
@@ -62,12 +62,12 @@ struct step_plan {
 };
 
 struct seq_info {
-    seq_phase phase        = seq_phase::waiting;
-    int32_t   slot         = -1;
-    int32_t   n_prompt     = 0;
-    int32_t   n_cached     = 0; // prompt tokens reused from the cache, not computed
-    int32_t   n_past       = 0; // tokens of this sequence whose KV is computed
-    int32_t   n_generated  = 0;
+    seq_phase phase       = seq_phase::waiting;
+    int32_t   slot        = -1;
+    int32_t   n_prompt    = 0;
+    int32_t   n_cached    = 0; // prompt tokens reused from the cache, not computed
+    int32_t   n_past      = 0; // tokens of this sequence whose KV is computed
+    int32_t   n_generated = 0;
 };
 
 class scheduler {
@@ -116,11 +116,11 @@ class scheduler {
     void resolve_waiting_prefix(step_plan &plan);
     void remove(uint64_t id);
 
-    scheduler_config     cfg_;
-    slot_table           slots_;
+    scheduler_config        cfg_;
+    slot_table              slots_;
     std::map<uint64_t, seq> seqs_;
-    std::deque<uint64_t> waiting_;
-    uint64_t             order_ = 0;
+    std::deque<uint64_t>    waiting_;
+    uint64_t                order_ = 0;
 };
 
 } // namespace inferbox

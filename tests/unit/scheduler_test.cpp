@@ -36,7 +36,7 @@ struct fake_engine {
             if (!it.sample) {
                 continue;
             }
-            const int32_t n = ++generated[it.id];
+            const int32_t n    = ++generated[it.id];
             const bool    done = finish_after.count(it.id) != 0 && n >= finish_after[it.id];
             sched.on_sampled(it.id, 1000 + n, done);
             if (done || !sched.info(it.id)) {
@@ -46,12 +46,12 @@ struct fake_engine {
         return plan;
     }
 
-    scheduler                           &sched;
-    std::vector<std::vector<token_id>>   kv;
-    std::map<uint64_t, int32_t>          generated;
-    std::map<uint64_t, int32_t>          finish_after;
-    std::set<uint64_t>                   finished;
-    int32_t                              n_prompt_computed = 0;
+    scheduler                         &sched;
+    std::vector<std::vector<token_id>> kv;
+    std::map<uint64_t, int32_t>        generated;
+    std::map<uint64_t, int32_t>        finish_after;
+    std::set<uint64_t>                 finished;
+    int32_t                            n_prompt_computed = 0;
 };
 
 std::vector<token_id> prompt_of(int n, int base = 1) {

@@ -21,10 +21,14 @@ const case_t cases[] = {
     {api_kind::completion, R"({"prompt":[1,2,3],"max_tokens":5,"temperature":0})", nullptr, nullptr},
     {api_kind::completion, R"({"prompt":["a","b"],"n":2,"stop":["x","y"],"seed":-5})", nullptr, nullptr},
     {api_kind::chat, R"({"messages":[{"role":"user","content":"hi"}]})", nullptr, nullptr},
-    {api_kind::chat, R"({"messages":[{"role":"user","content":[{"type":"text","text":"a"}]}],"logprobs":true,"top_logprobs":3})", nullptr, nullptr},
+    {api_kind::chat,
+     R"({"messages":[{"role":"user","content":[{"type":"text","text":"a"}]}],"logprobs":true,"top_logprobs":3})",
+     nullptr, nullptr},
     {api_kind::chat, R"({"messages":[{"role":"user","content":"hi"}],"temperature":null})", nullptr, nullptr},
-    {api_kind::completion, R"({"prompt":"hi","temperature":5})", "temperature", "temperature must be between 0 and 2, got 5"},
-    {api_kind::completion, R"({"prompt":"hi","temperature":"hot"})", "temperature", "must be a number between 0 and 2, got string"},
+    {api_kind::completion, R"({"prompt":"hi","temperature":5})", "temperature",
+     "temperature must be between 0 and 2, got 5"},
+    {api_kind::completion, R"({"prompt":"hi","temperature":"hot"})", "temperature",
+     "must be a number between 0 and 2, got string"},
     {api_kind::completion, R"({"prompt":"hi","max_tokens":-1})", "max_tokens", "max_tokens must be between 1 and"},
     {api_kind::completion, R"({"prompt":"hi","max_tokens":0})", "max_tokens", "max_tokens must be between 1 and"},
     {api_kind::completion, R"({"prompt":"hi","max_tokens":2.5})", "max_tokens", "must be an integer"},
@@ -34,7 +38,9 @@ const case_t cases[] = {
     {api_kind::completion, R"({"prompt":"hi","top_p":1.5})", "top_p", "top_p must be between 0 and 1"},
     {api_kind::completion, R"({"prompt":"hi","logprobs":6})", "logprobs", "logprobs must be between 0 and 5"},
     {api_kind::completion, R"({"prompt":"hi","stop":5})", "stop", "stop must be a string or an array of strings"},
-    {api_kind::completion, R"({"prompt":"hi","stop":["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"]})", "stop", "the limit is 16"},
+    {api_kind::completion,
+     R"({"prompt":"hi","stop":["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"]})", "stop",
+     "the limit is 16"},
     {api_kind::completion, R"({"prompt":"hi","stream":"yes"})", "stream", "stream must be a boolean"},
     {api_kind::completion, R"({"prompt":"hi","logit_bias":{"abc":1}})", "logit_bias", "keys must be token ids"},
     {api_kind::completion, R"({"prompt":"hi","logit_bias":{"5":200}})", "logit_bias", "between -100 and 100"},
@@ -45,10 +51,14 @@ const case_t cases[] = {
     {api_kind::completion, R"({"prompt":"hi","model":7})", "model", "model must be a string"},
     {api_kind::chat, R"({"messages":[]})", "messages", "non-empty array"},
     {api_kind::chat, R"({"messages":[{"role":"wizard","content":"x"}]})", "messages[0].role", "must be one of"},
-    {api_kind::chat, R"({"messages":[{"role":"user","content":[{"type":"image_url"}]}]})", "messages[0].content", "only \"text\" parts"},
-    {api_kind::chat, R"({"messages":[{"role":"user","content":"x"}],"top_logprobs":2})", "top_logprobs", "requires logprobs"},
-    {api_kind::chat, R"({"messages":[{"role":"user","content":"x"}],"top_logprobs":21,"logprobs":true})", "top_logprobs", "between 0 and 20"},
-    {api_kind::chat, R"({"messages":[{"role":"user","content":"x"}],"stream_options":[]})", "stream_options", "must be an object"},
+    {api_kind::chat, R"({"messages":[{"role":"user","content":[{"type":"image_url"}]}]})", "messages[0].content",
+     "only \"text\" parts"},
+    {api_kind::chat, R"({"messages":[{"role":"user","content":"x"}],"top_logprobs":2})", "top_logprobs",
+     "requires logprobs"},
+    {api_kind::chat, R"({"messages":[{"role":"user","content":"x"}],"top_logprobs":21,"logprobs":true})",
+     "top_logprobs", "between 0 and 20"},
+    {api_kind::chat, R"({"messages":[{"role":"user","content":"x"}],"stream_options":[]})", "stream_options",
+     "must be an object"},
 };
 
 } // namespace
@@ -92,8 +102,9 @@ TEST(schema, values_reach_the_typed_request) {
 }
 
 TEST(schema, max_completion_tokens_wins_over_max_tokens) {
-    auto body = parse_json_body(R"({"messages":[{"role":"user","content":"x"}],"max_tokens":9,"max_completion_tokens":4})", 64);
-    auto r    = parse_request(api_kind::chat, *body, api_limits{});
+    auto body =
+        parse_json_body(R"({"messages":[{"role":"user","content":"x"}],"max_tokens":9,"max_completion_tokens":4})", 64);
+    auto r = parse_request(api_kind::chat, *body, api_limits{});
     ASSERT_TRUE(r.ok());
     EXPECT_EQ(*r->max_tokens, 4);
 }

@@ -5,10 +5,10 @@
 using namespace inferbox;
 
 TEST(slot_table, acquires_until_full_and_releases) {
-    slot_table t(2, 16);
+    slot_table            t(2, 16);
     std::vector<token_id> p = {1, 2, 3};
-    auto a = t.acquire(p, true);
-    auto b = t.acquire(p, true);
+    auto                  a = t.acquire(p, true);
+    auto                  b = t.acquire(p, true);
     ASSERT_TRUE(a && b);
     EXPECT_NE(a->slot, b->slot);
     EXPECT_FALSE(t.acquire(p, true).has_value());
@@ -17,9 +17,9 @@ TEST(slot_table, acquires_until_full_and_releases) {
 }
 
 TEST(slot_table, reuses_longest_idle_prefix_but_never_the_last_prompt_token) {
-    slot_table t(2, 16);
+    slot_table            t(2, 16);
     std::vector<token_id> p = {1, 2, 3, 4};
-    auto a = t.acquire(p, true);
+    auto                  a = t.acquire(p, true);
     t.tokens(a->slot)       = {1, 2, 3, 4, 9};
     t.release(a->slot);
     auto g = t.acquire(p, true);
@@ -36,8 +36,8 @@ TEST(slot_table, copies_from_a_busy_slot_when_it_saves_enough) {
     for (int i = 0; i < 40; ++i) {
         shared[i] = i + 1;
     }
-    auto busy = t.acquire(shared, true);
-    t.tokens(busy->slot) = shared; // computed, still running
+    auto busy               = t.acquire(shared, true);
+    t.tokens(busy->slot)    = shared; // computed, still running
     std::vector<token_id> p = shared;
     p.push_back(100);
     auto g = t.acquire(p, true);
@@ -49,10 +49,10 @@ TEST(slot_table, copies_from_a_busy_slot_when_it_saves_enough) {
 }
 
 TEST(slot_table, reuse_disabled_gives_a_clean_slot) {
-    slot_table t(1, 4);
+    slot_table            t(1, 4);
     std::vector<token_id> p = {5, 6, 7};
-    auto a = t.acquire(p, false);
-    t.tokens(a->slot) = p;
+    auto                  a = t.acquire(p, false);
+    t.tokens(a->slot)       = p;
     t.release(a->slot);
     auto g = t.acquire(p, false);
     EXPECT_EQ(g->n_reused, 0);

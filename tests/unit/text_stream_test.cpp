@@ -81,7 +81,8 @@ TEST(text_stream, truncated_character_at_the_end_becomes_replacement) {
 }
 
 TEST(text_stream, stop_string_with_multibyte_characters) {
-    text_stream ts({"\xE2\x82\xAC" "5"});
+    text_stream ts({"\xE2\x82\xAC"
+                    "5"});
     auto [chunks, all] = run(ts, {"costs \xE2", "\x82\xAC", "5 today"});
     EXPECT_TRUE(ts.stopped());
     EXPECT_EQ(all, "costs ");
