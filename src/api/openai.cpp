@@ -96,6 +96,7 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
         }
         if (req_.stream) {
             ex_->start_stream({{"X-Request-Id", id_}});
+            stream_open_ = true; // from here on, errors are SSE events, never a second response
             for (size_t c = 0; c < choices_.size(); ++c) {
                 json        delta = chat_ ? json{{"role", "assistant"}, {"content", ""}} : json();
                 std::string text  = (!chat_ && req_.echo) ? prompts_[c / static_cast<size_t>(req_.n)].echo_text : "";
@@ -130,21 +131,14 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
         }
         finished_ = true;
         auto keep = std::exchange(self_, nullptr);
-        if (req_.stream && streaming_started()) {
+        if (stream_open_) {
             ex_->send("data: " + error_body(err) + "\n\n");
             ex_->send("data: [DONE]\n\n");
             ex_->end_stream();
             return;
         }
-        header_list headers{{"X-Request-Id", id_}};
-        if (err.kind == error_kind::overloaded) {
-            headers.emplace_back("Retry-After", "1");
-        }
-        const auto info = map_error(err.kind);
-        ex_->respond(static_cast<http::status>(info.status), error_body(err), "application/json", headers);
+        respond_error(*ex_, err, {{"X-Request-Id", id_}});
     }
-
-    bool streaming_started() const { return stream_started_; }
 
     json logprobs_json(const choice_state &c) const {
         if (req_.sampling.top_logprobs < 0) {
@@ -217,7 +211,6 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
         if (req_.include_usage) {
             chunk["usage"] = nullptr;
         }
-        stream_started_ = true;
         ex_->send("data: " + dump(chunk) + "\n\n");
     }
 
@@ -329,9 +322,9 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
     int64_t                                       created_ = 0;
     std::vector<std::shared_ptr<request_channel>> channels_;
     std::vector<choice_state>                     choices_;
-    size_t                                        n_done_         = 0;
-    bool                                          finished_       = false;
-    bool                                          stream_started_ = false;
+    size_t                                        n_done_      = 0;
+    bool                                          finished_    = false;
+    bool                                          stream_open_ = false;
 };
 
 } // namespace

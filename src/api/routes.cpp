@@ -12,9 +12,8 @@ namespace inferbox {
 
 using json = nlohmann::json;
 
-void respond_error(http_exchange &ex, const error &err) {
-    const auto  info = map_error(err.kind);
-    header_list headers;
+void respond_error(http_exchange &ex, const error &err, header_list headers) {
+    const auto info = map_error(err.kind);
     if (err.kind == error_kind::overloaded) {
         headers.emplace_back("Retry-After", "1");
     }

@@ -43,7 +43,8 @@ class api_router {
     int64_t                 created_  = 0;
 };
 
-// Sends an error response (the one error-to-HTTP path for whole responses).
-void respond_error(http_exchange &ex, const error &err);
+// Sends an error response (the one error-to-HTTP path for whole responses); `headers` are
+// added to the ones the error kind implies (Retry-After for overloaded).
+void respond_error(http_exchange &ex, const error &err, header_list headers = {});
 
 } // namespace inferbox
