@@ -14,6 +14,8 @@ http_error_info map_error(error_kind kind) {
         return {405, "invalid_request_error"};
     case error_kind::payload_too_large:
         return {413, "invalid_request_error"};
+    case error_kind::unauthorized:
+        return {401, "invalid_request_error"};
     case error_kind::overloaded:
         return {429, "rate_limit_error"};
     case error_kind::unavailable:

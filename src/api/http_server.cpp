@@ -4,6 +4,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
+#include <boost/beast/ssl.hpp>
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
@@ -23,26 +24,66 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
         : ioc(c), acceptor(c), handler(std::move(h)), on_error(std::move(e)), limits(l) {}
     void do_accept();
 
-    net::io_context  &ioc;
-    tcp::acceptor     acceptor;
-    handler_fn        handler;
-    protocol_error_fn on_error;
-    http_limits       limits;
+    net::io_context                   &ioc;
+    tcp::acceptor                      acceptor;
+    handler_fn                         handler;
+    protocol_error_fn                  on_error;
+    http_limits                        limits;
+    access_log_fn                      access_log;
+    std::shared_ptr<net::ssl::context> tls; // HTTPS when set
 };
 
 namespace {
 
-class session final : public http_exchange, public std::enable_shared_from_this<session> {
+// One connection. `Stream` is beast::tcp_stream (plain HTTP) or an ssl_stream over it (HTTPS);
+// everything but the handshake is the same code.
+template <class Stream>
+class session final : public http_exchange, public std::enable_shared_from_this<session<Stream>> {
+    static constexpr bool tls = !std::is_same_v<Stream, beast::tcp_stream>;
+    using std::enable_shared_from_this<session<Stream>>::shared_from_this;
+
   public:
-    session(tcp::socket socket, executor_t strand, std::shared_ptr<http_server::impl> server)
-        : strand_(std::move(strand)), stream_(std::move(socket)), server_(std::move(server)) {}
+    template <class... Args>
+    session(tcp::socket socket, executor_t strand, std::shared_ptr<http_server::impl> server, Args &&...args)
+        : strand_(std::move(strand)), stream_(std::move(socket), std::forward<Args>(args)...),
+          server_(std::move(server)) {
+        beast::error_code ec;
+        const auto        ep = lowest().socket().remote_endpoint(ec);
+        if (!ec) {
+            remote_ = ep.address().to_string() + ":" + std::to_string(ep.port());
+        }
+    }
 
     void run() {
-        net::dispatch(strand_, [self = shared_from_this()] { self->do_read(); });
+        net::dispatch(strand_, [self = shared_from_this()] {
+            if constexpr (tls) {
+                // The handshake shares the request timeout: a client that connects and stalls
+                // holds nothing for longer.
+                self->lowest().expires_after(self->server_->limits.header_timeout);
+                self->stream_.async_handshake(net::ssl::stream_base::server, [self](beast::error_code ec) {
+                    if (ec) {
+                        spdlog::debug("TLS handshake with {} failed: {}", self->remote_, ec.message());
+                        self->close();
+                        return;
+                    }
+                    self->do_read();
+                });
+            } else {
+                self->do_read();
+            }
+        });
     }
 
     const http::request<http::string_body> &request() const override { return req_; }
     executor_t                              executor() const override { return strand_; }
+    std::chrono::steady_clock::time_point   received() const override { return received_; }
+    std::string                             remote() const override { return remote_; }
+    void                                    add_response_header(std::string name, std::string value) override {
+        extra_headers_.emplace_back(std::move(name), std::move(value));
+    }
+    void log_field(std::string key, std::string value) override {
+        log_fields_.emplace_back(std::move(key), std::move(value));
+    }
 
     void respond(http::status status, std::string body, const std::string &content_type,
                  const header_list &headers) override {
@@ -52,9 +93,13 @@ class session final : public http_exchange, public std::enable_shared_from_this<
         http::response<http::string_body> res{status, req_.version()};
         res.set(http::field::server, "inferbox");
         res.set(http::field::content_type, content_type);
+        for (const auto &[k, v] : extra_headers_) {
+            res.set(k, v);
+        }
         for (const auto &[k, v] : headers) {
             res.set(k, v);
         }
+        status_ = static_cast<unsigned>(status);
         res.keep_alive(keep_alive_);
         res.body() = std::move(body);
         res.prepare_payload();
@@ -72,9 +117,13 @@ class session final : public http_exchange, public std::enable_shared_from_this<
         std::string head = "HTTP/1.1 200 OK\r\nServer: inferbox\r\nContent-Type: text/event-stream\r\n"
                            "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n";
         head += keep_alive_ ? "Connection: keep-alive\r\n" : "Connection: close\r\n";
+        for (const auto &[k, v] : extra_headers_) {
+            head += k + ": " + v + "\r\n";
+        }
         for (const auto &[k, v] : headers) {
             head += k + ": " + v + "\r\n";
         }
+        status_ = 200;
         head += "\r\n";
         enqueue(std::move(head));
     }
@@ -105,13 +154,20 @@ class session final : public http_exchange, public std::enable_shared_from_this<
     bool disconnected() const override { return disconnected_; }
 
   private:
+    beast::tcp_stream &lowest() { return beast::get_lowest_layer(stream_); }
+
     void do_read() {
         complete_  = false;
         streaming_ = false;
+        open_      = false;
+        status_    = 0;
+        bytes_     = 0;
+        extra_headers_.clear();
+        log_fields_.clear();
         parser_.emplace();
         parser_->body_limit(server_->limits.max_body_bytes);
         parser_->header_limit(static_cast<uint32_t>(server_->limits.max_header_bytes));
-        stream_.expires_after(server_->limits.idle_timeout);
+        lowest().expires_after(server_->limits.idle_timeout);
         http::async_read_header(stream_, buffer_, *parser_,
                                 [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
     }
@@ -121,7 +177,18 @@ class session final : public http_exchange, public std::enable_shared_from_this<
             on_read_error(ec);
             return;
         }
-        stream_.expires_after(server_->limits.header_timeout);
+        const auto &fields  = parser_->get();
+        const auto  n_field = static_cast<size_t>(std::distance(fields.begin(), fields.end()));
+        if (n_field > server_->limits.max_header_count) {
+            keep_alive_ = false;
+            open_exchange();
+            const std::string msg = "the request has " + std::to_string(n_field) + " header fields; the limit is " +
+                                    std::to_string(server_->limits.max_header_count);
+            respond(http::status::request_header_fields_too_large,
+                    server_->on_error(http::status::request_header_fields_too_large, msg), "application/json", {});
+            return;
+        }
+        lowest().expires_after(server_->limits.header_timeout);
         http::async_read(stream_, buffer_, *parser_,
                          [self = shared_from_this()](beast::error_code e, size_t) { self->on_read(e); });
     }
@@ -151,7 +218,37 @@ class session final : public http_exchange, public std::enable_shared_from_this<
                   " seconds";
         }
         keep_alive_ = false;
+        open_exchange();
         respond(status, server_->on_error(status, msg), "application/json", {});
+    }
+
+    // The exchange's clock starts when a request (or the attempt at one) is complete.
+    void open_exchange() {
+        open_     = true;
+        received_ = std::chrono::steady_clock::now();
+    }
+
+    // Writes the access record once per exchange: when its last byte is written, or when the
+    // client goes away first.
+    void finish_exchange(bool client_gone) {
+        if (!open_) {
+            return;
+        }
+        open_ = false;
+        if (!server_->access_log) {
+            return;
+        }
+        access_record r;
+        const bool    parsed = req_.method() != http::verb::unknown;
+        r.method             = parsed ? std::string(req_.method_string()) : "-";
+        r.target             = parsed ? std::string(req_.target()).substr(0, 512) : "-";
+        r.status             = status_;
+        r.bytes_sent         = bytes_;
+        r.seconds            = std::chrono::duration<double>(std::chrono::steady_clock::now() - received_).count();
+        r.client_gone        = client_gone;
+        r.remote             = remote_;
+        r.fields             = std::move(log_fields_);
+        server_->access_log(r);
     }
 
     void on_read(beast::error_code ec) {
@@ -161,8 +258,9 @@ class session final : public http_exchange, public std::enable_shared_from_this<
         }
         req_        = parser_->release();
         keep_alive_ = req_.keep_alive();
+        open_exchange();
         ++generation_;
-        stream_.expires_never();
+        lowest().expires_never();
         watch_disconnect();
         server_->handler(shared_from_this());
     }
@@ -172,13 +270,13 @@ class session final : public http_exchange, public std::enable_shared_from_this<
     // peek must not block: readiness can be spurious, and a blocked I/O thread stalls every
     // connection it serves.
     void watch_disconnect() {
-        stream_.socket().async_wait(
+        lowest().socket().async_wait(
             tcp::socket::wait_read, [self = shared_from_this(), gen = generation_](beast::error_code ec) {
                 if (ec || gen != self->generation_ || self->complete_ || self->closed_) {
                     return;
                 }
                 char          c = 0;
-                const ssize_t n = ::recv(self->stream_.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+                const ssize_t n = ::recv(self->lowest().socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
                 if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
                     self->fail();
                 } else if (n < 0) {
@@ -205,7 +303,7 @@ class session final : public http_exchange, public std::enable_shared_from_this<
 
     void do_write() {
         writing_ = true;
-        stream_.expires_after(server_->limits.write_timeout);
+        lowest().expires_after(server_->limits.write_timeout);
         net::async_write(stream_, net::buffer(outq_.front()),
                          [self = shared_from_this()](beast::error_code ec, size_t) { self->on_write(ec); });
     }
@@ -220,13 +318,15 @@ class session final : public http_exchange, public std::enable_shared_from_this<
             return;
         }
         backlog_ -= outq_.front().size();
+        bytes_ += outq_.front().size();
         outq_.pop_front();
         if (!outq_.empty()) {
             do_write();
             return;
         }
-        stream_.expires_never();
+        lowest().expires_never();
         if (complete_) {
+            finish_exchange(false);
             if (keep_alive_ && !closed_) {
                 do_read();
             } else {
@@ -242,6 +342,7 @@ class session final : public http_exchange, public std::enable_shared_from_this<
                 std::exchange(on_disconnect_, nullptr)();
             }
         }
+        finish_exchange(true);
         close();
     }
 
@@ -251,13 +352,13 @@ class session final : public http_exchange, public std::enable_shared_from_this<
         }
         closed_ = true;
         beast::error_code ec;
-        stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-        stream_.socket().close(ec);
+        lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
+        lowest().socket().close(ec);
         // outq_ stays: an in-flight async_write may still reference its front buffer.
     }
 
     executor_t                                             strand_;
-    beast::tcp_stream                                      stream_;
+    Stream                                                 stream_;
     std::shared_ptr<http_server::impl>                     server_;
     beast::flat_buffer                                     buffer_;
     std::optional<http::request_parser<http::string_body>> parser_;
@@ -272,6 +373,13 @@ class session final : public http_exchange, public std::enable_shared_from_this<
     bool                                                   closed_       = false;
     bool                                                   disconnected_ = false;
     std::function<void()>                                  on_disconnect_;
+    std::chrono::steady_clock::time_point                  received_;
+    std::string                                            remote_;
+    header_list                                            extra_headers_;
+    header_list                                            log_fields_;
+    unsigned                                               status_ = 0;
+    uint64_t                                               bytes_  = 0;
+    bool                                                   open_   = false; // an exchange awaits its access record
 };
 
 } // namespace
@@ -283,7 +391,13 @@ void http_server::impl::do_accept() {
             return;
         }
         if (!ec) {
-            std::make_shared<session>(std::move(socket), strand, self)->run();
+            if (self->tls) {
+                std::make_shared<session<beast::ssl_stream<beast::tcp_stream>>>(std::move(socket), strand, self,
+                                                                                *self->tls)
+                    ->run();
+            } else {
+                std::make_shared<session<beast::tcp_stream>>(std::move(socket), strand, self)->run();
+            }
         } else {
             spdlog::warn("accept failed: {}", ec.message());
         }
@@ -293,6 +407,36 @@ void http_server::impl::do_accept() {
 
 http_server::http_server(net::io_context &ioc, handler_fn handler, protocol_error_fn on_error, http_limits limits)
     : impl_(std::make_shared<impl>(ioc, std::move(handler), std::move(on_error), limits)) {}
+
+void http_server::set_access_log(access_log_fn fn) {
+    impl_->access_log = std::move(fn);
+}
+
+std::optional<std::string> http_server::enable_tls(const tls_options &opts) {
+    auto ctx = std::make_shared<net::ssl::context>(net::ssl::context::tls_server);
+    // TLS 1.2 and 1.3 only; OpenSSL's default cipher lists for those are current.
+    ctx->set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
+                     net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 | net::ssl::context::no_tlsv1_1 |
+                     net::ssl::context::single_dh_use);
+    beast::error_code ec;
+    ctx->use_certificate_chain_file(opts.cert_file, ec);
+    if (ec) {
+        return "cannot use the TLS certificate " + opts.cert_file + ": " + ec.message();
+    }
+    ctx->use_private_key_file(opts.key_file, net::ssl::context::pem, ec);
+    if (ec) {
+        return "cannot use the TLS private key " + opts.key_file + ": " + ec.message();
+    }
+    if (!opts.client_ca_file.empty()) {
+        ctx->load_verify_file(opts.client_ca_file, ec);
+        if (ec) {
+            return "cannot read the client CA file " + opts.client_ca_file + ": " + ec.message();
+        }
+        ctx->set_verify_mode(net::ssl::verify_peer | net::ssl::verify_fail_if_no_peer_cert);
+    }
+    impl_->tls = std::move(ctx);
+    return std::nullopt;
+}
 
 http_server::~http_server() {
     stop_accepting();

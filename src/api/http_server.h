@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,7 @@ using executor_t = boost::asio::strand<boost::asio::io_context::executor_type>;
 struct http_limits {
     size_t               max_body_bytes   = 8u << 20;
     size_t               max_header_bytes = 16u << 10;
+    size_t               max_header_count = 100;
     std::chrono::seconds header_timeout{15};            // whole request (headers and body) must arrive in this time
     std::chrono::seconds idle_timeout{60};              // keep-alive connection with no request
     std::chrono::seconds write_timeout{60};             // one write to a client that stopped reading
@@ -32,6 +34,19 @@ struct http_limits {
 
 using header_list = std::vector<std::pair<std::string, std::string>>;
 
+// What the access log records about one finished exchange (answered, or abandoned by the client).
+struct access_record {
+    std::string method; // "-" when the request never parsed
+    std::string target;
+    unsigned    status      = 0; // 0 when no response started
+    uint64_t    bytes_sent  = 0;
+    double      seconds     = 0; // from the request's arrival to the last byte written
+    bool        client_gone = false;
+    std::string remote;
+    header_list fields; // what handlers added with log_field()
+};
+using access_log_fn = std::function<void(const access_record &)>;
+
 // One request and its response. Every method must be called on executor() (post there from other
 // threads). A handler answers exactly once: respond(), or start_stream() ... end_stream().
 class http_exchange {
@@ -39,6 +54,14 @@ class http_exchange {
     virtual ~http_exchange()                                         = default;
     virtual const http::request<http::string_body> &request() const  = 0;
     virtual executor_t                              executor() const = 0;
+    // When the whole request had arrived.
+    virtual std::chrono::steady_clock::time_point received() const = 0;
+    virtual std::string                           remote() const   = 0;
+
+    // Headers every response of this exchange carries (request id, CORS, trace context).
+    virtual void add_response_header(std::string name, std::string value) = 0;
+    // A key/value pair for this exchange's access-log line (token counts, model, ...).
+    virtual void log_field(std::string key, std::string value) = 0;
 
     virtual void respond(http::status status, std::string body, const std::string &content_type,
                          const header_list &headers = {}) = 0;
@@ -61,6 +84,18 @@ class http_server {
   public:
     http_server(boost::asio::io_context &ioc, handler_fn handler, protocol_error_fn on_error, http_limits limits);
     ~http_server();
+
+    // Called once per finished exchange, on its strand. Set before listen().
+    void set_access_log(access_log_fn fn);
+
+    // Serve HTTPS instead of HTTP (before listen()). With a client CA, clients must present a
+    // certificate it signed (mutual TLS). Returns an error naming the file that failed.
+    struct tls_options {
+        std::string cert_file; // PEM certificate chain
+        std::string key_file;  // PEM private key
+        std::string client_ca_file;
+    };
+    std::optional<std::string> enable_tls(const tls_options &opts);
 
     // Binds and starts accepting. Returns the bound port (useful with port 0).
     uint16_t listen(const std::string &host, uint16_t port);

@@ -50,22 +50,42 @@ json bytes_of(const std::string &s) {
 class completion_job : public std::enable_shared_from_this<completion_job> {
   public:
     completion_job(std::shared_ptr<http_exchange> ex, std::shared_ptr<engine> eng, api_request req,
-                   std::vector<prepared_prompt> prompts, int32_t max_tokens, std::string model_id)
+                   std::vector<prepared_prompt> prompts, int32_t max_tokens, std::string model_id, job_context ctx)
         : ex_(std::move(ex)), eng_(std::move(eng)), req_(std::move(req)), prompts_(std::move(prompts)),
-          max_tokens_(max_tokens), model_id_(std::move(model_id)) {
+          max_tokens_(max_tokens), model_id_(std::move(model_id)), ctx_(std::move(ctx)) {
         chat_    = req_.kind == api_kind::chat;
         id_      = random_id(chat_ ? "chatcmpl-" : "cmpl-");
         created_ = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
                        .count();
         choices_.resize(prompts_.size() * static_cast<size_t>(req_.n));
+        if (!chat_ && req_.echo) {
+            // text_offset indexes the choice's whole text, which begins with the echoed prompt.
+            for (size_t c = 0; c < choices_.size(); ++c) {
+                choices_[c].text_offset = prompts_[c / static_cast<size_t>(req_.n)].echo_text.size();
+            }
+        }
     }
 
     void start() {
         self_ = shared_from_this(); // the job keeps itself alive until it answered or the client left
         std::weak_ptr<completion_job> weak = self_;
+        if (ctx_.metrics) {
+            ctx_.metrics->requests_started.inc();
+        }
+        if (ctx_.limiter != nullptr) {
+            int64_t n_prompt = 0;
+            for (const auto &p : prompts_) {
+                n_prompt += static_cast<int64_t>(p.tokens.size());
+            }
+            ctx_.limiter->charge_tokens(ctx_.key, n_prompt);
+        }
         ex_->on_disconnect([weak] {
             if (auto self = weak.lock()) {
                 self->cancel_all();
+                if (!self->finished_ && self->ctx_.metrics) {
+                    self->ctx_.metrics->requests_cancelled.inc();
+                }
+                self->charge_generated();
                 self->finished_ = true;
                 self->self_.reset();
             }
@@ -95,7 +115,7 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
             }
         }
         if (req_.stream) {
-            ex_->start_stream({{"X-Request-Id", id_}});
+            ex_->start_stream({});
             stream_open_ = true; // from here on, errors are SSE events, never a second response
             for (size_t c = 0; c < choices_.size(); ++c) {
                 json        delta = chat_ ? json{{"role", "assistant"}, {"content", ""}} : json();
@@ -117,6 +137,7 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
         finish_reason finish      = finish_reason::none;
         bool          done        = false;
         int32_t       n_prompt = 0, n_cached = 0, n_generated = 0;
+        int32_t       n_seen = 0; // events seen (a lower bound of tokens) before the final one
     };
 
     void cancel_all() {
@@ -125,11 +146,42 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
         }
     }
 
+    // Completion tokens produced so far count against the key's token rate, whatever the outcome.
+    void charge_generated() {
+        if (ctx_.limiter == nullptr || charged_) {
+            return;
+        }
+        charged_      = true;
+        int64_t n_gen = 0;
+        for (const auto &c : choices_) {
+            n_gen += c.n_generated > 0 ? c.n_generated : c.n_seen;
+        }
+        ctx_.limiter->charge_tokens(ctx_.key, n_gen);
+    }
+
+    static failure_reason reason_of(error_kind k) {
+        switch (k) {
+        case error_kind::overloaded:
+            return failure_reason::overloaded;
+        case error_kind::unavailable:
+            return failure_reason::unavailable;
+        case error_kind::invalid_request:
+            return failure_reason::invalid;
+        default:
+            return failure_reason::engine_error;
+        }
+    }
+
     void fail(const error &err) {
         if (finished_) {
             return;
         }
         finished_ = true;
+        if (ctx_.metrics) {
+            ctx_.metrics->failure(reason_of(err.kind)).inc();
+        }
+        charge_generated();
+        ex_->log_field("error", err.code.empty() ? std::string(map_error(err.kind).type) : err.code);
         auto keep = std::exchange(self_, nullptr);
         if (stream_open_) {
             ex_->send("data: " + error_body(err) + "\n\n");
@@ -137,7 +189,7 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
             ex_->end_stream();
             return;
         }
-        respond_error(*ex_, err, {{"X-Request-Id", id_}});
+        respond_error(*ex_, err);
     }
 
     json logprobs_json(const choice_state &c) const {
@@ -241,7 +293,15 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
             }
             const size_t  ci = p * static_cast<size_t>(req_.n) + static_cast<size_t>(ev.index);
             choice_state &c  = choices_[ci];
-            json          chunk_lp(nullptr);
+            ++c.n_seen;
+            if (!first_token_seen_) {
+                first_token_seen_ = true;
+                ttft_             = std::chrono::steady_clock::now() - ex_->received();
+                if (ctx_.metrics) {
+                    ctx_.metrics->time_to_first_token.observe(ttft_.count());
+                }
+            }
+            json chunk_lp(nullptr);
             add_logprobs(c, ev.logprobs, req_.stream ? &chunk_lp : nullptr);
             c.text += ev.text;
             if (ev.finish != finish_reason::none) {
@@ -269,6 +329,7 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
     void complete() {
         finished_ = true;
         auto keep = std::exchange(self_, nullptr);
+        record_success();
         if (req_.stream) {
             if (req_.include_usage) {
                 json chunk = {{"id", id_},
@@ -307,7 +368,33 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
         if (chat_) {
             body["system_fingerprint"] = nullptr;
         }
-        ex_->respond(http::status::ok, dump(body), "application/json", {{"X-Request-Id", id_}});
+        ex_->respond(http::status::ok, dump(body), "application/json");
+    }
+
+    void record_success() {
+        int64_t n_prompt = 0, n_gen = 0;
+        bool    length = false;
+        for (size_t c = 0; c < choices_.size(); ++c) {
+            if (c % static_cast<size_t>(req_.n) == 0) {
+                n_prompt += choices_[c].n_prompt;
+            }
+            n_gen += choices_[c].n_generated;
+            length = length || choices_[c].finish == finish_reason::length;
+        }
+        charge_generated();
+        ex_->log_field("prompt_tokens", std::to_string(n_prompt));
+        ex_->log_field("completion_tokens", std::to_string(n_gen));
+        ex_->log_field("ttft_ms", std::to_string(static_cast<int64_t>(ttft_.count() * 1000.0)));
+        ex_->log_field("finish_reason", length ? "length" : "stop");
+        if (!ctx_.metrics) {
+            return;
+        }
+        auto &m = *ctx_.metrics;
+        (length ? m.success_length : m.success_stop).inc();
+        m.e2e_latency.observe(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - ex_->received()).count());
+        m.prompt_len.observe(static_cast<double>(n_prompt));
+        m.generation_len.observe(static_cast<double>(n_gen));
     }
 
     std::shared_ptr<completion_job>               self_;
@@ -325,14 +412,18 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
     size_t                                        n_done_      = 0;
     bool                                          finished_    = false;
     bool                                          stream_open_ = false;
+    job_context                                   ctx_;
+    bool                                          first_token_seen_ = false;
+    bool                                          charged_          = false;
+    std::chrono::duration<double>                 ttft_{0};
 };
 
 } // namespace
 
 void run_completion(const std::shared_ptr<http_exchange> &ex, std::shared_ptr<engine> eng, api_request req,
-                    std::vector<prepared_prompt> prompts, int32_t max_tokens, std::string model_id) {
+                    std::vector<prepared_prompt> prompts, int32_t max_tokens, std::string model_id, job_context ctx) {
     auto job = std::make_shared<completion_job>(ex, std::move(eng), std::move(req), std::move(prompts), max_tokens,
-                                                std::move(model_id));
+                                                std::move(model_id), std::move(ctx));
     job->start();
 }
 

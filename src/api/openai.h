@@ -4,6 +4,7 @@
 // cancels it when the client goes away. Lives on the connection's strand.
 
 #include "api/http_server.h"
+#include "api/routes.h"
 #include "api/schema.h"
 #include "engine/engine.h"
 
@@ -18,6 +19,6 @@ struct prepared_prompt {
 
 // Starts the job; it answers `ex` itself (including errors from the engine).
 void run_completion(const std::shared_ptr<http_exchange> &ex, std::shared_ptr<engine> eng, api_request req,
-                    std::vector<prepared_prompt> prompts, int32_t max_tokens, std::string model_id);
+                    std::vector<prepared_prompt> prompts, int32_t max_tokens, std::string model_id, job_context ctx);
 
 } // namespace inferbox

@@ -2,10 +2,13 @@
 
 #include "api/errors.h"
 #include "api/openai.h"
+#include "api/request_context.h"
+#include "common/log.h"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 
 namespace inferbox {
@@ -13,15 +16,20 @@ namespace inferbox {
 using json = nlohmann::json;
 
 void respond_error(http_exchange &ex, const error &err, header_list headers) {
-    const auto info = map_error(err.kind);
-    if (err.kind == error_kind::overloaded) {
+    const auto info      = map_error(err.kind);
+    const bool has_retry = std::any_of(headers.begin(), headers.end(),
+                                       [](const auto &h) { return boost::beast::iequals(h.first, "Retry-After"); });
+    if (err.kind == error_kind::overloaded && !has_retry) {
         headers.emplace_back("Retry-After", "1");
+    }
+    if (err.kind == error_kind::unauthorized) {
+        headers.emplace_back("WWW-Authenticate", "Bearer");
     }
     ex.respond(static_cast<http::status>(info.status), error_body(err), "application/json", headers);
 }
 
 api_router::api_router(api_config cfg)
-    : cfg_(std::move(cfg)),
+    : cfg_(std::move(cfg)), keys_(cfg_.api_keys), limiter_(cfg_.rate, keys_.size()),
       created_(std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
                    .count()) {}
 
@@ -48,6 +56,76 @@ void respond_json(http_exchange &ex, const json &j) {
 
 } // namespace
 
+namespace {
+
+struct route {
+    const char *path;
+    http::verb  verb;
+    bool        open; // answered without an API key (probes)
+};
+
+const route routes[] = {
+    {"/v1/completions", http::verb::post, false}, {"/v1/chat/completions", http::verb::post, false},
+    {"/v1/models", http::verb::get, false},       {"/v1/health/live", http::verb::get, true},
+    {"/v1/health/ready", http::verb::get, true},  {"/health", http::verb::get, true},
+    {"/v1/version", http::verb::get, false},      {"/v1/metrics", http::verb::get, false},
+    {"/metrics", http::verb::get, false},
+};
+
+// The key a request presents: "Authorization: Bearer KEY" (what the OpenAI SDKs send), or
+// "api-key: KEY" / "x-api-key: KEY" for clients of other APIs.
+std::string_view presented_key(const http::request<http::string_body> &req) {
+    const auto auth = req[http::field::authorization];
+    if (auth.size() > 7 && boost::beast::iequals(auth.substr(0, 7), "Bearer ")) {
+        auto k = auth.substr(7);
+        while (!k.empty() && k.front() == ' ') {
+            k.remove_prefix(1);
+        }
+        return {k.data(), k.size()};
+    }
+    for (const char *name : {"api-key", "x-api-key"}) {
+        if (auto it = req.find(name); it != req.end()) {
+            return {it->value().data(), it->value().size()};
+        }
+    }
+    return {};
+}
+
+bool is_probe(const std::string &target) {
+    return target.rfind("/v1/health/", 0) == 0 || target == "/health" || target == "/metrics" ||
+           target == "/v1/metrics";
+}
+
+} // namespace
+
+bool api_router::cors(const std::shared_ptr<http_exchange> &ex, const std::string &target) {
+    const auto &req    = ex->request();
+    const auto  origin = req[http::field::origin];
+    if (cfg_.cors_origins.empty() || origin.empty()) {
+        return false;
+    }
+    const bool any     = std::find(cfg_.cors_origins.begin(), cfg_.cors_origins.end(), "*") != cfg_.cors_origins.end();
+    const bool allowed = any || std::find(cfg_.cors_origins.begin(), cfg_.cors_origins.end(), std::string(origin)) !=
+                                    cfg_.cors_origins.end();
+    if (!allowed) {
+        return false;
+    }
+    ex->add_response_header("Access-Control-Allow-Origin", any ? "*" : std::string(origin));
+    ex->add_response_header("Vary", "Origin");
+    ex->add_response_header("Access-Control-Expose-Headers", "X-Request-Id, traceparent, Retry-After");
+    if (req.method() != http::verb::options) {
+        return false;
+    }
+    // Preflight: answered here, before authentication (browsers send no credentials on it).
+    const bool inference = target == "/v1/completions" || target == "/v1/chat/completions";
+    ex->respond(http::status::no_content, "", "text/plain",
+                {{"Access-Control-Allow-Methods", inference ? "POST, OPTIONS" : "GET, HEAD, OPTIONS"},
+                 {"Access-Control-Allow-Headers", "Authorization, Content-Type, X-Request-Id, traceparent, api-key, "
+                                                  "x-api-key, OpenAI-Organization, OpenAI-Project"},
+                 {"Access-Control-Max-Age", "600"}});
+    return true;
+}
+
 void api_router::handle(const std::shared_ptr<http_exchange> &ex) {
     const auto &req    = ex->request();
     std::string target = std::string(req.target());
@@ -56,24 +134,30 @@ void api_router::handle(const std::shared_ptr<http_exchange> &ex) {
     }
     const auto method = req.method();
 
-    struct route {
-        const char *path;
-        http::verb  verb;
-    };
-    static const route routes[] = {
-        {"/v1/completions", http::verb::post}, {"/v1/chat/completions", http::verb::post},
-        {"/v1/models", http::verb::get},       {"/v1/health/live", http::verb::get},
-        {"/v1/health/ready", http::verb::get}, {"/v1/version", http::verb::get},
-        {"/health", http::verb::get},
-    };
-    bool path_known = false;
+    // Identity first, so every answer (errors included) carries it.
+    const std::string rid = request_id_from(req["X-Request-Id"]);
+    ex->add_response_header("X-Request-Id", rid);
+    ex->log_field("request_id", rid);
+    const auto trace = trace_from(req["traceparent"]);
+    ex->add_response_header("traceparent", trace.header());
+    ex->log_field("trace_id", trace.trace_id);
+    if (!trace.parent_id.empty()) {
+        ex->log_field("parent_span_id", trace.parent_id);
+    }
+
+    const route *found      = nullptr;
+    bool         path_known = false;
     for (const auto &r : routes) {
         if (target == r.path) {
             path_known = true;
+            found      = &r;
             if (method == r.verb || (method == http::verb::head && r.verb == http::verb::get)) {
                 break;
             }
         }
+    }
+    if (path_known && cors(ex, target)) {
+        return;
     }
     if (!path_known) {
         respond_error(*ex, error{error_kind::not_found,
@@ -91,6 +175,24 @@ void api_router::handle(const std::shared_ptr<http_exchange> &ex) {
         return;
     }
 
+    // Authentication: every route but the probes (and metrics, when configured public).
+    size_t     key        = keys_.size(); // the anonymous bucket when keys are off
+    const bool is_metrics = target == "/metrics" || target == "/v1/metrics";
+    if (keys_.enabled() && !found->open && !(is_metrics && cfg_.metrics_public)) {
+        const auto presented = presented_key(req);
+        const auto match     = presented.empty() ? std::nullopt : keys_.match(presented);
+        if (!match) {
+            respond_error(*ex, error{error_kind::unauthorized,
+                                     presented.empty()
+                                         ? "this server requires an API key: send \"Authorization: Bearer <key>\""
+                                         : "the API key is not valid",
+                                     "", "invalid_api_key"});
+            return;
+        }
+        key = *match;
+        ex->log_field("key", std::to_string(*match));
+    }
+
     if (target == "/v1/health/live") {
         respond_json(*ex, {{"object", "health.response"}, {"message", "live"}});
     } else if (target == "/v1/health/ready" || target == "/health") {
@@ -104,11 +206,58 @@ void api_router::handle(const std::shared_ptr<http_exchange> &ex) {
         }
     } else if (target == "/v1/version") {
         respond_json(*ex, {{"version", cfg_.version}, {"release", cfg_.version}, {"api", "openai"}});
+    } else if (is_metrics) {
+        ex->respond(http::status::ok, cfg_.metrics_registry ? cfg_.metrics_registry->render() : std::string(),
+                    "text/plain; version=0.0.4; charset=utf-8");
     } else if (target == "/v1/models") {
         handle_models(ex);
     } else {
-        handle_inference(ex, target == "/v1/chat/completions" ? api_kind::chat : api_kind::completion);
+        if (limiter_.enabled()) {
+            if (const auto wait = limiter_.admit_request(key)) {
+                const auto secs = std::to_string(static_cast<int64_t>(*wait));
+                respond_error(*ex,
+                              error{error_kind::overloaded,
+                                    "rate limit reached for this API key (" +
+                                        std::to_string(static_cast<int64_t>(cfg_.rate.requests_per_minute)) +
+                                        " requests and " +
+                                        std::to_string(static_cast<int64_t>(cfg_.rate.tokens_per_minute)) +
+                                        " tokens per minute; 0 = unlimited); retry in " + secs + " s",
+                                    "", "rate_limit_exceeded"},
+                              {{"Retry-After", secs}});
+                return;
+            }
+        }
+        handle_inference(ex, target == "/v1/chat/completions" ? api_kind::chat : api_kind::completion, key);
     }
+}
+
+void api_router::log_access(const access_record &r) {
+    log_fields f;
+    f.reserve(r.fields.size() + 8);
+    f.emplace_back("method", r.method);
+    f.emplace_back("path", r.target);
+    f.emplace_back("status", static_cast<int64_t>(r.status));
+    f.emplace_back("bytes", static_cast<int64_t>(r.bytes_sent));
+    f.emplace_back("duration_ms", r.seconds * 1000.0);
+    f.emplace_back("remote", r.remote);
+    if (r.client_gone) {
+        f.emplace_back("client_gone", true);
+    }
+    for (const auto &[k, v] : r.fields) {
+        // Token counts and timings are numbers in JSON logs; everything else stays a string.
+        const bool numeric = !v.empty() && v.find_first_not_of("0123456789") == std::string::npos && v.size() < 18 &&
+                             k != "request_id" && k != "key";
+        if (numeric) {
+            f.emplace_back(k, static_cast<int64_t>(std::stoll(v)));
+        } else {
+            f.emplace_back(k, v);
+        }
+    }
+    std::string path = r.target;
+    if (auto q = path.find('?'); q != std::string::npos) {
+        path.resize(q);
+    }
+    log_event(is_probe(path) ? spdlog::level::debug : spdlog::level::info, "request", f);
 }
 
 void api_router::handle_models(const std::shared_ptr<http_exchange> &ex) {
@@ -121,7 +270,7 @@ void api_router::handle_models(const std::shared_ptr<http_exchange> &ex) {
     respond_json(*ex, {{"object", "list"}, {"data", json::array({model})}});
 }
 
-void api_router::handle_inference(const std::shared_ptr<http_exchange> &ex, api_kind kind) {
+void api_router::handle_inference(const std::shared_ptr<http_exchange> &ex, api_kind kind, size_t key) {
     auto body = parse_json_body(ex->request().body(), cfg_.limits.max_json_depth);
     if (!body) {
         respond_error(*ex, body.err());
@@ -210,8 +359,13 @@ void api_router::handle_inference(const std::shared_ptr<http_exchange> &ex, api_
                                           req->max_tokens ? "max_tokens" : "messages", "context_length_exceeded"));
         return;
     }
+    job_context jc;
+    jc.metrics = cfg_.metrics;
+    jc.limiter = limiter_.enabled() ? &limiter_ : nullptr;
+    jc.key     = key;
+    ex->log_field("model", cfg_.model_id);
     run_completion(ex, std::move(eng), std::move(*req), std::move(prompts), static_cast<int32_t>(max_tokens),
-                   cfg_.model_id);
+                   cfg_.model_id, jc);
 }
 
 } // namespace inferbox

@@ -3,9 +3,12 @@
 // and version endpoints. Requests are validated (schema.h), tokenized here on the I/O thread,
 // and handed to the engine as generation_requests.
 
+#include "api/auth.h"
 #include "api/http_server.h"
 #include "api/schema.h"
 #include "engine/engine.h"
+#include "metrics/registry.h"
+#include "metrics/serving_metrics.h"
 
 #include <memory>
 #include <mutex>
@@ -17,6 +20,20 @@ struct api_config {
     std::string model_id; // the id /v1/models shows and requests name
     std::string version;
     api_limits  limits;
+
+    std::vector<std::string>         api_keys;               // empty: no authentication
+    bool                             metrics_public = false; // /metrics without a key
+    std::vector<std::string>         cors_origins;           // empty: CORS off; "*": any origin
+    rate_limits                      rate;
+    std::shared_ptr<registry>        metrics_registry; // what /metrics renders; may be null
+    std::shared_ptr<serving_metrics> metrics;          // the served model's series; may be null
+};
+
+// Everything a generation job needs besides the request: where to report, whom to charge.
+struct job_context {
+    std::shared_ptr<serving_metrics> metrics;           // may be null
+    rate_limiter                    *limiter = nullptr; // may be null; outlives every job
+    size_t                           key     = 0;
 };
 
 class api_router {
@@ -29,14 +46,21 @@ class api_router {
 
     void handle(const std::shared_ptr<http_exchange> &ex);
 
+    // Writes one access-log line for a finished exchange (health and metrics probes at debug
+    // level, everything else at info).
+    static void log_access(const access_record &r);
+
     const api_config &config() const { return cfg_; }
 
   private:
     std::shared_ptr<engine> current_engine() const;
     void                    handle_models(const std::shared_ptr<http_exchange> &ex);
-    void                    handle_inference(const std::shared_ptr<http_exchange> &ex, api_kind kind);
+    void                    handle_inference(const std::shared_ptr<http_exchange> &ex, api_kind kind, size_t key);
+    bool                    cors(const std::shared_ptr<http_exchange> &ex, const std::string &target);
 
     api_config              cfg_;
+    api_keys                keys_;
+    rate_limiter            limiter_;
     mutable std::mutex      mu_;
     std::shared_ptr<engine> engine_;
     bool                    draining_ = false;

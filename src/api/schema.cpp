@@ -69,7 +69,8 @@ result<json> parse_json_body(const std::string &body, int32_t max_depth) {
         try {
             const json again = json::parse(body);
             (void)again;
-        } catch (const json::parse_error &e) {
+        } catch (const json::exception &e) {
+            // Not only parse_error: a number beyond double's range (1e400) is out_of_range.
             detail = std::string(": ") + e.what();
         }
         return error::invalid("the request body is not valid JSON" + detail, "", "invalid_json");

@@ -2,6 +2,8 @@
 
 #include "bench/bench.h"
 #include "cli/serve.h"
+#include "cli/store_commands.h"
+#include "common/log.h"
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -13,6 +15,7 @@ namespace inferbox {
 int run_cli(int argc, char **argv) {
     CLI::App app{"inferbox: a self-hosted, OpenAI-compatible LLM inference server on llama.cpp"};
     app.require_subcommand(1);
+    app.fallthrough(); // global options (--log-format) may follow the subcommand
 
     serve_options so;
     auto         *serve = app.add_subcommand("serve", "serve a GGUF model over the OpenAI API");
@@ -60,6 +63,53 @@ int run_cli(int argc, char **argv) {
         ->capture_default_str()
         ->check(CLI::Range(0, 3600));
 
+    // Security and limits (docs/operations.md).
+    serve->add_option("--api-key", so.api_keys, "an accepted API key (repeatable; also INFERBOX_API_KEYS=k1,k2)");
+    serve->add_option("--api-key-file", so.api_key_file, "file with one accepted API key per line")
+        ->check(CLI::ExistingFile);
+    serve->add_option("--tls-cert", so.tls_cert, "PEM certificate chain: serve HTTPS")->check(CLI::ExistingFile);
+    serve->add_option("--tls-key", so.tls_key, "PEM private key of --tls-cert")->check(CLI::ExistingFile);
+    serve->add_option("--tls-client-ca", so.tls_client_ca, "PEM CA bundle: require client certificates (mTLS)")
+        ->check(CLI::ExistingFile);
+    serve->add_flag("--metrics-public", so.metrics_public, "serve /metrics without an API key");
+    serve->add_flag("--metrics-vllm-names", so.metrics_vllm_names,
+                    "also expose every metric under vLLM's \"vllm:\" name (for vLLM dashboards)");
+    serve->add_option("--cors-origin", so.cors_origins,
+                      "allowed browser origin (repeatable; * for any; default: none)");
+    serve->add_option("--rate-limit-rpm", so.rate.requests_per_minute, "requests per minute per API key (0 = off)")
+        ->capture_default_str()
+        ->check(CLI::Range(0.0, 1e9));
+    serve->add_option("--rate-limit-tpm", so.rate.tokens_per_minute, "tokens per minute per API key (0 = off)")
+        ->capture_default_str()
+        ->check(CLI::Range(0.0, 1e12));
+    size_t max_header_bytes = so.http.max_header_bytes, max_header_count = so.http.max_header_count;
+    serve->add_option("--max-header-bytes", max_header_bytes, "largest request header block")
+        ->capture_default_str()
+        ->check(CLI::Range(1024, 1 << 20));
+    serve->add_option("--max-header-count", max_header_count, "most header fields in a request")
+        ->capture_default_str()
+        ->check(CLI::Range(8, 10000));
+    int64_t request_timeout = so.http.header_timeout.count(), idle_timeout = so.http.idle_timeout.count(),
+            write_timeout = so.http.write_timeout.count();
+    serve->add_option("--request-timeout", request_timeout, "seconds a client has to send a whole request")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 3600));
+    serve->add_option("--idle-timeout", idle_timeout, "seconds an idle keep-alive connection stays open")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 3600));
+    serve->add_option("--write-timeout", write_timeout, "seconds one write may wait for a client that stopped reading")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 3600));
+    serve->add_option("--max-stop", so.api.max_stop, "most stop strings per request")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 1024));
+    serve->add_option("--max-messages", so.api.max_messages, "most chat messages per request")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1 << 20));
+    serve->add_option("--max-json-depth", so.api.max_json_depth, "deepest nesting of a request body")
+        ->capture_default_str()
+        ->check(CLI::Range(4, 1024));
+
     bench_options bo;
     auto         *bench = app.add_subcommand("bench", "load-test any OpenAI-compatible server");
     bench->add_option("--url", bo.url, "base URL of the server")->capture_default_str();
@@ -86,15 +136,39 @@ int run_cli(int argc, char **argv) {
     bench->add_option("--label", bo.label, "label for the report");
 
     app.add_subcommand("version", "print the version");
+    std::function<int()> store_action; // import | models | show | rm (cli/store_commands.h)
+    add_store_commands(app, store_action);
+
+    std::string log_format_name = "text";
+    app.add_option("--log-format", log_format_name, "text | json (one JSON object per line)")
+        ->envname("INFERBOX_LOG_FORMAT")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"text", "json", "TEXT", "JSON"}));
+    std::string log_level = "info";
+    app.add_option("--log-level", log_level, "trace | debug | info | warn | error")
+        ->envname("INFERBOX_LOG_LEVEL")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
 
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError &e) {
         return app.exit(e);
     }
+    log_format fmt = log_format::text;
+    parse_log_format(log_format_name, fmt);
+    init_logging(fmt, spdlog::level::from_str(log_level));
+    if (store_action) {
+        return store_action();
+    }
     if (serve->parsed()) {
-        so.http.max_body_bytes = max_body;
-        so.engine.prefix_reuse = !no_prefix_reuse;
+        so.http.max_body_bytes   = max_body;
+        so.http.max_header_bytes = max_header_bytes;
+        so.http.max_header_count = max_header_count;
+        so.http.header_timeout   = std::chrono::seconds(request_timeout);
+        so.http.idle_timeout     = std::chrono::seconds(idle_timeout);
+        so.http.write_timeout    = std::chrono::seconds(write_timeout);
+        so.engine.prefix_reuse   = !no_prefix_reuse;
         return run_serve(so);
     }
     if (bench->parsed()) {

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <thread>
 
@@ -43,7 +44,39 @@ int run_serve(const serve_options &opts) {
     cfg.model_id = opts.model_name.empty() ? std::filesystem::path(opts.model_path).stem().string() : opts.model_name;
     cfg.version  = INFERBOX_VERSION;
     cfg.limits   = opts.api;
+
+    // API keys: --api-key, --api-key-file and INFERBOX_API_KEYS together.
+    cfg.api_keys = opts.api_keys;
+    if (!opts.api_key_file.empty()) {
+        std::string err;
+        if (!read_key_file(opts.api_key_file, cfg.api_keys, err)) {
+            spdlog::error("{}", err);
+            return 1;
+        }
+    }
+    if (const char *env = std::getenv("INFERBOX_API_KEYS")) {
+        for (auto &k : split_key_list(env)) {
+            cfg.api_keys.push_back(std::move(k));
+        }
+    }
+    for (const auto &k : cfg.api_keys) {
+        if (k.size() < 8) {
+            spdlog::error("an API key is {} characters long; keys must have at least 8", k.size());
+            return 1;
+        }
+    }
+    cfg.metrics_public   = opts.metrics_public;
+    cfg.cors_origins     = opts.cors_origins;
+    cfg.rate             = opts.rate;
+    cfg.metrics_registry = std::make_shared<registry>();
+    cfg.metrics = std::make_shared<serving_metrics>(*cfg.metrics_registry, cfg.model_id, opts.metrics_vllm_names);
+    engine_config ecfg = opts.engine;
+    ecfg.metrics       = cfg.metrics;
     api_router router(cfg);
+    if (!cfg.api_keys.empty()) {
+        spdlog::info("API keys: {} configured; every route except /v1/health/*{} requires one", cfg.api_keys.size(),
+                     cfg.metrics_public ? " and /metrics" : "");
+    }
 
     net::io_context ioc;
     http_server     server(
@@ -56,15 +89,27 @@ int run_serve(const serve_options &opts) {
             return error_body(error{kind, msg, "", ""});
         },
             opts.http);
-    uint16_t port = 0;
+    server.set_access_log(&api_router::log_access);
+    if (opts.tls_cert.empty() != opts.tls_key.empty() || (opts.tls_cert.empty() && !opts.tls_client_ca.empty())) {
+        spdlog::error("TLS needs both --tls-cert and --tls-key (and --tls-client-ca only with them)");
+        return 1;
+    }
+    if (!opts.tls_cert.empty()) {
+        if (auto err = server.enable_tls({opts.tls_cert, opts.tls_key, opts.tls_client_ca})) {
+            spdlog::error("{}", *err);
+            return 1;
+        }
+    }
+    const char *scheme = opts.tls_cert.empty() ? "http" : "https";
+    uint16_t    port   = 0;
     try {
         port = server.listen(opts.host, opts.port);
     } catch (const std::exception &e) {
         spdlog::error("cannot listen on {}:{}: {}", opts.host, opts.port, e.what());
         return 1;
     }
-    spdlog::info("inferbox {} listening on http://{}:{} (live; loading {})", cfg.version, opts.host, port,
-                 opts.model_path);
+    spdlog::info("inferbox {} listening on {}://{}:{}{} (live; loading {})", cfg.version, scheme, opts.host, port,
+                 opts.tls_client_ca.empty() ? "" : " with client certificates", opts.model_path);
 
     std::vector<std::thread> io_threads;
     for (int32_t i = 0; i < std::max(1, opts.http_threads); ++i) {
@@ -82,7 +127,7 @@ int run_serve(const serve_options &opts) {
             spdlog::error("{}", m.err().message);
             exit_code = 1;
         } else {
-            auto e = engine::start(*m, opts.engine);
+            auto e = engine::start(*m, ecfg);
             if (!e) {
                 spdlog::error("{}", e.err().message);
                 exit_code = 1;

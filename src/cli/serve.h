@@ -1,10 +1,12 @@
 #pragma once
 
+#include "api/auth.h"
 #include "api/http_server.h"
 #include "api/schema.h"
 #include "engine/engine.h"
 
 #include <string>
+#include <vector>
 
 namespace inferbox {
 
@@ -19,6 +21,14 @@ struct serve_options {
     engine_config engine;
     http_limits   http;
     api_limits    api;
+
+    std::vector<std::string> api_keys;     // --api-key (repeatable)
+    std::string              api_key_file; // --api-key-file
+    bool                     metrics_public     = false;
+    bool                     metrics_vllm_names = false; // also expose "vllm:"-prefixed names
+    std::vector<std::string> cors_origins;
+    rate_limits              rate;
+    std::string              tls_cert, tls_key, tls_client_ca; // HTTPS when tls_cert is set
 };
 
 int run_serve(const serve_options &opts);

@@ -14,7 +14,8 @@ enum class error_kind {
     not_found,          // unknown model or route
     method_not_allowed, // route exists, method does not
     payload_too_large,  // body over the configured limit
-    overloaded,         // the waiting queue is full: retry later
+    unauthorized,       // missing or wrong API key
+    overloaded,         // the waiting queue is full, or a rate limit is reached: retry later
     unavailable,        // not ready (loading) or shutting down
     internal,           // a bug or an engine failure
 };

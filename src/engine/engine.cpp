@@ -23,6 +23,8 @@ struct engine::sequence {
     common_sampler                           *smpl  = nullptr;
     std::unique_ptr<text_stream>              text;
     int32_t                                   n_generated = 0;
+    std::chrono::steady_clock::time_point     submitted;
+    std::chrono::steady_clock::time_point     last_token;
 
     ~sequence() {
         if (smpl != nullptr) {
@@ -153,7 +155,10 @@ std::optional<error> engine::submit(generation_request req, std::shared_ptr<requ
             n_queued_ -= n;
             return error{error_kind::unavailable, "the server is shutting down", "", ""};
         }
-        inbox_.push_back({std::move(req), std::move(chan)});
+        inbox_.push_back({std::move(req), std::move(chan), std::chrono::steady_clock::now()});
+    }
+    if (cfg_.metrics) {
+        cfg_.metrics->requests_waiting.set(n_queued_.load());
     }
     cv_.notify_one();
     return std::nullopt;
@@ -225,11 +230,12 @@ void engine::accept_new(std::vector<pending> &incoming) {
     for (auto &p : incoming) {
         auto req = std::make_shared<const generation_request>(std::move(p.req));
         for (int32_t i = 0; i < std::max(req->n, 1); ++i) {
-            auto s   = std::make_unique<sequence>();
-            s->chan  = p.chan;
-            s->req   = req;
-            s->index = i;
-            s->text  = std::make_unique<text_stream>(req->stop);
+            auto s       = std::make_unique<sequence>();
+            s->chan      = p.chan;
+            s->req       = req;
+            s->index     = i;
+            s->text      = std::make_unique<text_stream>(req->stop);
+            s->submitted = p.submitted;
 
             common_params_sampling sp;
             const auto            &in = req->sampling;
@@ -266,6 +272,7 @@ void engine::accept_new(std::vector<pending> &incoming) {
 }
 
 void engine::drop_cancelled() {
+    bool removed = false;
     for (auto it = st_->seqs.begin(); it != st_->seqs.end();) {
         if (!it->second->chan->cancelled()) {
             ++it;
@@ -276,7 +283,12 @@ void engine::drop_cancelled() {
             --n_queued_;
         }
         st_->sched.cancel(it->first);
-        it = st_->seqs.erase(it);
+        it      = st_->seqs.erase(it);
+        removed = true;
+    }
+    if (removed) {
+        n_running_.store(st_->sched.n_running());
+        publish_gauges();
     }
 }
 
@@ -285,7 +297,25 @@ void engine::step() {
     auto  plan  = sched.schedule();
     n_queued_ -= static_cast<int32_t>(plan.admitted.size());
     n_running_.store(sched.n_running());
+    if (cfg_.metrics && !plan.admitted.empty()) {
+        const auto now = std::chrono::steady_clock::now();
+        auto      &m   = *cfg_.metrics;
+        for (uint64_t id : plan.admitted) {
+            const auto s    = st_->seqs.find(id);
+            const auto info = sched.info(id);
+            if (s == st_->seqs.end() || !info) {
+                continue;
+            }
+            m.prefix_cache_queries.inc(static_cast<uint64_t>(info->n_prompt));
+            m.prefix_cache_hits.inc(static_cast<uint64_t>(info->n_cached));
+            if (s->second->index == 0) { // a request's n choices share one prompt and one wait
+                m.prompt_tokens.inc(static_cast<uint64_t>(info->n_prompt));
+                m.queue_time.observe(std::chrono::duration<double>(now - s->second->submitted).count());
+            }
+        }
+    }
     if (plan.empty()) {
+        publish_gauges();
         return;
     }
 
@@ -348,6 +378,7 @@ void engine::step() {
             healthy_.store(false);
         }
         n_running_.store(sched.n_running());
+        publish_gauges();
         return;
     }
     st_->consecutive_failures = 0;
@@ -357,6 +388,26 @@ void engine::step() {
         sample_item(id, idx);
     }
     n_running_.store(sched.n_running());
+    publish_gauges();
+}
+
+void engine::publish_gauges() {
+    if (!cfg_.metrics) {
+        return;
+    }
+    // KV usage counts the cells of sequences in a slot; a finished sequence's cached prefix is
+    // reusable but evictable, so it counts as free (as vLLM counts cached free blocks).
+    int64_t used = 0;
+    for (const auto &[id, s] : st_->seqs) {
+        if (const auto info = st_->sched.info(id); info && info->phase != seq_phase::waiting) {
+            used += info->n_past;
+        }
+    }
+    const double capacity = static_cast<double>(cfg_.n_ctx_slot) * cfg_.n_slots;
+    auto        &m        = *cfg_.metrics;
+    m.kv_cache_usage.set(capacity > 0 ? std::min(1.0, static_cast<double>(used) / capacity) : 0.0);
+    m.requests_running.set(n_running_.load());
+    m.requests_waiting.set(n_queued_.load());
 }
 
 namespace {
@@ -400,6 +451,14 @@ void engine::sample_item(uint64_t id, int32_t batch_index) {
     common_sampler_accept(s.smpl, tok, true);
     s.n_generated += 1;
     ++n_generated_;
+    if (cfg_.metrics) {
+        const auto now = std::chrono::steady_clock::now();
+        cfg_.metrics->generation_tokens.inc();
+        if (s.n_generated > 1) {
+            cfg_.metrics->time_per_output_token.observe(std::chrono::duration<double>(now - s.last_token).count());
+        }
+        s.last_token = now;
+    }
 
     generation_event ev;
     ev.index = s.index;
@@ -431,7 +490,12 @@ void engine::sample_item(uint64_t id, int32_t batch_index) {
         n_prompt_cached_ += static_cast<uint64_t>(ev.n_cached);
     }
     st_->sched.on_sampled(id, tok, finished);
-    if (finished || !ev.text.empty() || !ev.logprobs.empty()) {
+    if (finished) {
+        // Gauges first: a client that reads its answer and then scrapes sees this sequence gone.
+        n_running_.store(st_->sched.n_running());
+        publish_gauges();
+    }
+    if (finished || !ev.text.empty() || !ev.logprobs.empty() || s.n_generated == 1) {
         s.chan->push(std::move(ev));
     }
     if (finished) {

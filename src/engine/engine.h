@@ -6,6 +6,7 @@
 #include "common/status.h"
 #include "engine/model.h"
 #include "engine/types.h"
+#include "metrics/serving_metrics.h"
 
 #include <atomic>
 #include <condition_variable>
@@ -28,6 +29,8 @@ struct engine_config {
     int32_t max_waiting          = 64;  // queued sequences beyond which submit() answers overloaded
     bool    prefix_reuse         = true;
     bool    kv_unified           = false;
+    // Where the engine reports gauges, token counters and per-token timings; may be null.
+    std::shared_ptr<serving_metrics> metrics;
 };
 
 struct engine_stats {
@@ -68,8 +71,9 @@ class engine {
   private:
     struct sequence;
     struct pending {
-        generation_request               req;
-        std::shared_ptr<request_channel> chan;
+        generation_request                    req;
+        std::shared_ptr<request_channel>      chan;
+        std::chrono::steady_clock::time_point submitted;
     };
 
     engine(std::shared_ptr<const model> m, engine_config cfg);
@@ -78,6 +82,7 @@ class engine {
     void accept_new(std::vector<pending> &incoming);
     void drop_cancelled();
     void sample_item(uint64_t id, int32_t batch_index);
+    void publish_gauges();
 
     std::shared_ptr<const model> model_;
     engine_config                cfg_;

@@ -5,6 +5,7 @@
 #include "common/status.h"
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -38,6 +39,8 @@ struct generation_request {
     int32_t                  n          = 1; // independent choices over the same prompt
     sampling_params          sampling;
     std::vector<std::string> stop;
+    // When the request reached the server; the engine measures queue time from its own submit().
+    std::chrono::steady_clock::time_point arrival = std::chrono::steady_clock::now();
 };
 
 enum class finish_reason { none, stop, length };
@@ -50,6 +53,8 @@ struct token_logprob {
 
 // One event of one choice. `delta` events carry text that is safe to show (no partial stop
 // string, no split character); the last event of a choice has finish != none (or an error).
+// The first sampled token of a choice always produces an event (perhaps with empty text), so
+// the API sees time-to-first-token even when a stop string holds the text back.
 struct generation_event {
     int32_t                    index = 0; // choice index
     std::string                text;

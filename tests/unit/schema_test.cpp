@@ -117,6 +117,12 @@ TEST(schema, malformed_and_hostile_bodies) {
     deep             = "{\"a\":" + deep + "}";
     EXPECT_NE(parse_json_body(deep, 64).err().message.find("deeper than 64"), std::string::npos);
     EXPECT_FALSE(parse_json_body("{\"a\":NaN}", 64).ok());
+    // Found by request_fuzz: a number beyond double's range made the detail re-parse throw
+    // json::out_of_range, which escaped and terminated the server.
+    auto huge = parse_json_body(R"({"prompt":"x","max_tokens":1e400})", 64);
+    ASSERT_FALSE(huge.ok());
+    EXPECT_EQ(huge.err().code, "invalid_json");
+    EXPECT_NE(huge.err().message.find("number overflow"), std::string::npos) << huge.err().message;
 }
 
 TEST(errors, one_mapping_to_http) {

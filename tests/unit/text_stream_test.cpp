@@ -105,3 +105,35 @@ TEST(text_stream, concatenation_is_independent_of_how_pieces_are_cut) {
         EXPECT_EQ(run(ts, pieces).second, whole) << "cut " << cut;
     }
 }
+
+// Found by text_stream_fuzz: with overlapping stop strings the earliest-*starting* match won
+// when the text came in one piece, but the first to *complete* won when it came token by token.
+TEST(text_stream, the_stop_string_that_completes_first_wins_however_pieces_are_cut) {
+    for (const auto &pieces : {std::vector<std::string>{"xabc"}, std::vector<std::string>{"x", "a", "b", "c"}}) {
+        text_stream ts({"abc", "b"});
+        EXPECT_EQ(run(ts, pieces).second, "xa");
+        EXPECT_EQ(ts.matched_stop(), "b");
+    }
+    for (const auto &pieces : {std::vector<std::string>{"xabc"}, std::vector<std::string>{"x", "a", "b", "c"}}) {
+        text_stream ts({"bc", "abc"}); // both complete together: the longer one wins
+        EXPECT_EQ(run(ts, pieces).second, "x");
+        EXPECT_EQ(ts.matched_stop(), "abc");
+    }
+}
+
+// Found by text_stream_fuzz: stop strings were matched against the raw bytes, so a stop string
+// holding U+FFFD never matched the U+FFFD that an invalid byte becomes, and the client saw it.
+TEST(text_stream, stop_strings_match_the_text_as_sent_after_replacement) {
+    text_stream ts({"\xEF\xBF\xBD"});
+    auto [chunks, all] = run(ts, {"ok\xFF then"});
+    EXPECT_TRUE(ts.stopped());
+    EXPECT_EQ(all, "ok");
+}
+
+TEST(text_stream, a_truncated_character_at_the_end_can_complete_a_stop_string) {
+    text_stream ts({"a\xEF\xBF\xBD"});
+    EXPECT_EQ(ts.push("xa\xE2"), "x");
+    EXPECT_EQ(ts.finish(), "");
+    EXPECT_TRUE(ts.stopped());
+    EXPECT_EQ(ts.matched_stop(), "a\xEF\xBF\xBD");
+}

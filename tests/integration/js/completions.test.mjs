@@ -90,6 +90,17 @@ describe('completions (stories260K.gguf, --parallel 4)', () => {
     assert.equal(ids.usage.prompt_tokens, ONCE_PROMPT_IDS.length);
   }));
 
+  test('echo with logprobs: text_offset indexes the returned text, which starts with the prompt', ctx.wrap(async () => {
+    const body = await complete({ prompt: ONCE, max_tokens: 12, temperature: 0, echo: true, logprobs: 1 });
+    const { text } = body.choices[0];
+    const lp = body.choices[0].logprobs;
+    assert.equal(lp.text_offset[0], ONCE.length);
+    assert.equal(lp.tokens.length, 12);
+    for (let i = 0; i < lp.tokens.length; i++) {
+      assert.equal(text.slice(lp.text_offset[i], lp.text_offset[i] + lp.tokens[i].length), lp.tokens[i], `token ${i}`);
+    }
+  }));
+
   test('the prompt may be given as a one-element array', ctx.wrap(async () => {
     const body = await complete({ prompt: [ONCE], max_tokens: 64, temperature: 0 });
     assert.equal(body.choices.length, 1);

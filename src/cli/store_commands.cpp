@@ -1,0 +1,372 @@
+#include "cli/store_commands.h"
+
+#include "store/gguf.h"
+#include "store/store.h"
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace inferbox {
+
+namespace {
+
+using json = nlohmann::json;
+
+// An error as one line on stderr; returns the exit code.
+int fail(const char *command, const std::string &message) {
+    std::string line = message;
+    std::replace(line.begin(), line.end(), '\n', ' ');
+    std::fprintf(stderr, "inferbox %s: %s\n", command, line.c_str());
+    return 1;
+}
+
+void print_json(const json &j) {
+    // Metadata strings come from the file and need not be UTF-8: replace what is invalid.
+    const std::string text = j.dump(2, ' ', false, json::error_handler_t::replace);
+    std::printf("%s\n", text.c_str());
+}
+
+std::string format_bytes(uint64_t n) {
+    static constexpr const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double                       v       = double(n);
+    size_t                       u       = 0;
+    while (v >= 1024.0 && u + 1 < std::size(units)) {
+        v /= 1024.0;
+        ++u;
+    }
+    char buf[32];
+    if (u == 0) {
+        std::snprintf(buf, sizeof buf, "%llu B", (unsigned long long)n);
+    } else {
+        std::snprintf(buf, sizeof buf, v < 10 ? "%.1f %s" : "%.0f %s", v, units[u]);
+    }
+    return buf;
+}
+
+// A string from a model file, safe to print on one line.
+std::string display(const std::string &s, size_t max_chars = 40) {
+    return gguf_value{gguf_type::string, s}.to_display(max_chars);
+}
+
+std::string opt_text(const std::optional<uint64_t> &v) {
+    return v ? std::to_string(*v) : "-";
+}
+
+json opt_json(const std::optional<uint64_t> &v) {
+    return v ? json(*v) : json(nullptr);
+}
+
+result<model_store> open_store() {
+    auto root = model_store::default_root();
+    if (!root) {
+        return root.err();
+    }
+    return model_store(*root);
+}
+
+json value_json(const gguf_value &v) {
+    return std::visit(
+        [&](const auto &x) -> json {
+            using T = std::decay_t<decltype(x)>;
+            if constexpr (std::is_same_v<T, gguf_array>) {
+                return json{{"type", "array"},
+                            {"element_type", std::string(gguf_type_name(x.element_type))},
+                            {"length", x.length}};
+            } else {
+                return json(x);
+            }
+        },
+        v.value);
+}
+
+json summary_json(const gguf_info &g) {
+    return json{
+        {"architecture", g.architecture},
+        {"general_name", g.name},
+        {"parameters", g.n_params},
+        {"parameters_text", format_param_count(g.n_params)},
+        {"quantization", g.quantization},
+        {"context_length", opt_json(g.context_length)},
+        {"embedding_length", opt_json(g.embedding_length)},
+        {"block_count", opt_json(g.block_count)},
+        {"head_count", opt_json(g.head_count)},
+        {"head_count_kv", opt_json(g.head_count_kv)},
+        {"vocab_size", opt_json(g.vocab_size)},
+        {"chat_template", g.has_chat_template},
+    };
+}
+
+// --- import ---------------------------------------------------------------------------------
+
+struct import_options {
+    std::string path;
+    std::string name;
+};
+
+int run_import(const import_options &o) {
+    auto store = open_store();
+    if (!store) {
+        return fail("import", store.err().message);
+    }
+    auto e = store->import(o.path, o.name);
+    if (!e) {
+        return fail("import", e.err().message);
+    }
+    std::printf("imported %s (%s, sha256 %s) into %s\n", e->name.c_str(), format_bytes(e->manifest.size).c_str(),
+                e->manifest.sha256.c_str(), e->file.c_str());
+    return 0;
+}
+
+// --- models ---------------------------------------------------------------------------------
+
+int run_models(bool as_json) {
+    auto store = open_store();
+    if (!store) {
+        return fail("models", store.err().message);
+    }
+    auto entries = store->list();
+    if (!entries) {
+        return fail("models", entries.err().message);
+    }
+
+    struct row {
+        const model_entry       *entry;
+        std::optional<gguf_info> info;
+        std::string              problem;
+    };
+    std::vector<row> rows;
+    for (const model_entry &e : *entries) {
+        row r{&e, std::nullopt, e.problem};
+        if (r.problem.empty()) {
+            auto info = read_gguf_file(e.file);
+            if (info) {
+                r.info = std::move(*info);
+                if (r.info->architecture.empty()) {
+                    r.problem = "no general.architecture in the file";
+                }
+            } else {
+                r.problem = info.err().message;
+            }
+        }
+        rows.push_back(std::move(r));
+    }
+
+    if (as_json) {
+        json out = json::array();
+        for (const row &r : rows) {
+            json j = {
+                {"name", r.entry->name},
+                {"file", r.entry->file.string()},
+                {"source", r.entry->manifest.source},
+                {"sha256", r.entry->manifest.sha256},
+                {"size", r.entry->manifest.size},
+                {"imported_at", r.entry->manifest.imported_at},
+                {"problem", r.problem.empty() ? json(nullptr) : json(r.problem)},
+            };
+            if (r.info) {
+                j.update(summary_json(*r.info));
+            }
+            out.push_back(std::move(j));
+        }
+        print_json(out);
+        return 0;
+    }
+
+    if (rows.empty()) {
+        std::printf("no models in %s; add one with: inferbox import PATH [--name NAME]\n", store->root().c_str());
+        return 0;
+    }
+    std::vector<std::vector<std::string>> table = {
+        {"NAME", "FILE", "SIZE", "ARCH", "PARAMS", "QUANT", "CONTEXT", "TEMPLATE"}};
+    for (const row &r : rows) {
+        const std::string file = std::filesystem::path(r.entry->manifest.source).filename().string();
+        if (!r.info) {
+            table.push_back(
+                {r.entry->name, display(file), format_bytes(r.entry->manifest.size), "-", "-", "-", "-", "-"});
+            continue;
+        }
+        const gguf_info &g = *r.info;
+        table.push_back({r.entry->name, display(file), format_bytes(g.file_size),
+                         g.architecture.empty() ? "-" : display(g.architecture, 20), format_param_count(g.n_params),
+                         g.quantization.empty() ? "-" : g.quantization, opt_text(g.context_length),
+                         g.has_chat_template ? "yes" : "no"});
+    }
+    std::vector<size_t> widths(table[0].size(), 0);
+    for (const auto &cells : table) {
+        for (size_t i = 0; i < cells.size(); ++i) {
+            widths[i] = std::max(widths[i], cells[i].size());
+        }
+    }
+    for (const auto &cells : table) {
+        std::string line;
+        for (size_t i = 0; i < cells.size(); ++i) {
+            line += cells[i];
+            if (i + 1 < cells.size()) {
+                line += std::string(widths[i] - cells[i].size() + 2, ' ');
+            }
+        }
+        std::printf("%s\n", line.c_str());
+    }
+    for (const row &r : rows) {
+        if (!r.problem.empty()) {
+            std::printf("warning: %s: %s\n", r.entry->name.c_str(), r.problem.c_str());
+        }
+    }
+    return 0;
+}
+
+// --- show -----------------------------------------------------------------------------------
+
+struct show_options {
+    std::string model;
+    bool        json = false;
+};
+
+int run_show(const show_options &o) {
+    auto ref = parse_model_ref(o.model);
+    if (!ref) {
+        return fail("show", ref.err().message);
+    }
+    std::optional<model_entry> cached;
+    std::filesystem::path      file;
+    switch (ref->kind) {
+    case model_ref_kind::hugging_face:
+    case model_ref_kind::url:
+        return fail("show",
+                    "'" + display(o.model, 200) + "' is a remote reference; show reads cached models and local files");
+    case model_ref_kind::local_path:
+        file = ref->path;
+        break;
+    case model_ref_kind::cached_name: {
+        auto store = open_store();
+        if (!store) {
+            return fail("show", store.err().message);
+        }
+        auto e = store->find(ref->name);
+        if (!e) {
+            return fail("show", e.err().message);
+        }
+        cached = std::move(*e);
+        file   = cached->file;
+        break;
+    }
+    }
+    auto info = read_gguf_file(file, ref->kind == model_ref_kind::local_path ? o.model : file.string());
+    if (!info) {
+        return fail("show", info.err().message);
+    }
+    const gguf_info &g = *info;
+
+    if (o.json) {
+        json j            = summary_json(g);
+        j["file"]         = file.string();
+        j["size"]         = g.file_size;
+        j["version"]      = g.version;
+        j["alignment"]    = g.alignment;
+        j["data_offset"]  = g.data_offset;
+        j["tensor_count"] = g.tensors.size();
+        j["tensor_bytes"] = g.tensor_bytes;
+        j["cached"]       = cached ? json{{"name", cached->name},
+                                    {"source", cached->manifest.source},
+                                    {"sha256", cached->manifest.sha256},
+                                    {"imported_at", cached->manifest.imported_at}}
+                                   : json(nullptr);
+        json meta         = json::object();
+        for (const auto &[k, v] : g.metadata) {
+            meta[k] = value_json(v);
+        }
+        j["metadata"] = std::move(meta);
+        json tensors  = json::array();
+        for (const auto &t : g.tensors) {
+            tensors.push_back({{"name", t.name},
+                               {"type", std::string(ggml_type_traits_of(t.type)->name)},
+                               {"dims", std::vector<uint64_t>(t.dims.begin(), t.dims.begin() + t.n_dims)},
+                               {"offset", t.offset},
+                               {"bytes", t.n_bytes}});
+        }
+        j["tensors"] = std::move(tensors);
+        print_json(j);
+        return 0;
+    }
+
+    auto line = [](const char *key, const std::string &value) { std::printf("%-17s%s\n", key, value.c_str()); };
+    if (cached) {
+        line("model:", cached->name + " (cached)");
+    }
+    line("file:", display(file.string(), 200));
+    line("size:", format_bytes(g.file_size) + " (" + std::to_string(g.file_size) + " bytes)");
+    line("format:", "GGUF v" + std::to_string(g.version) + ", " + std::to_string(g.tensors.size()) + " tensors (" +
+                        format_bytes(g.tensor_bytes) + "), alignment " + std::to_string(g.alignment));
+    line("architecture:", g.architecture.empty() ? "- (general.architecture is missing)" : display(g.architecture));
+    if (!g.name.empty()) {
+        line("name:", display(g.name, 80));
+    }
+    line("parameters:", format_param_count(g.n_params) + " (" + std::to_string(g.n_params) + ")");
+    line("quantization:", g.quantization.empty() ? "-" : g.quantization);
+    line("context length:", opt_text(g.context_length));
+    line("embedding:", opt_text(g.embedding_length));
+    line("blocks:", opt_text(g.block_count));
+    line("heads:", opt_text(g.head_count) + " (" + opt_text(g.head_count_kv) + " key-value)");
+    line("vocabulary:", opt_text(g.vocab_size));
+    line("chat template:", g.has_chat_template ? "yes" : "no");
+    if (cached) {
+        line("source:", display(cached->manifest.source, 200));
+        line("sha256:", cached->manifest.sha256);
+        line("imported:", cached->manifest.imported_at);
+    }
+    std::printf("metadata (%zu keys):\n", g.metadata.size());
+    for (const auto &[k, v] : g.metadata) {
+        std::printf("  %s = %s\n", display(k, 80).c_str(), v.to_display(80).c_str());
+    }
+    return 0;
+}
+
+// --- rm -------------------------------------------------------------------------------------
+
+int run_rm(const std::string &name) {
+    auto store = open_store();
+    if (!store) {
+        return fail("rm", store.err().message);
+    }
+    auto e = store->remove(name);
+    if (!e) {
+        return fail("rm", e.err().message);
+    }
+    std::printf("removed %s (%s)\n", e->name.c_str(), format_bytes(e->manifest.size).c_str());
+    return 0;
+}
+
+} // namespace
+
+void add_store_commands(CLI::App &app, std::function<int()> &action) {
+    auto io  = std::make_shared<import_options>();
+    auto imp = app.add_subcommand("import", "add a local GGUF file to the model cache ($INFERBOX_CACHE)");
+    imp->add_option("path", io->path, "the GGUF file")->required();
+    imp->add_option("--name", io->name, "name in the cache (default: the file name without .gguf)");
+    imp->callback([&action, io] { action = [io] { return run_import(*io); }; });
+
+    auto as_json = std::make_shared<bool>(false);
+    auto models  = app.add_subcommand("models", "list the cached models");
+    models->add_flag("--json", *as_json, "print JSON");
+    models->callback([&action, as_json] { action = [as_json] { return run_models(*as_json); }; });
+
+    auto so   = std::make_shared<show_options>();
+    auto show = app.add_subcommand("show", "print a model's metadata (a cached name or a GGUF file)");
+    show->add_option("model", so->model, "cached model name or path of a GGUF file")->required();
+    show->add_flag("--json", so->json, "print JSON");
+    show->callback([&action, so] { action = [so] { return run_show(*so); }; });
+
+    auto name = std::make_shared<std::string>();
+    auto rm   = app.add_subcommand("rm", "remove a model from the cache");
+    rm->add_option("name", *name, "cached model name")->required();
+    rm->callback([&action, name] { action = [name] { return run_rm(*name); }; });
+}
+
+} // namespace inferbox
