@@ -7,7 +7,9 @@
 #include <boost/beast/ssl.hpp>
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <cerrno>
+#include <cstdio>
 #include <deque>
 
 #include <sstream>
@@ -21,7 +23,7 @@ using tcp       = net::ip::tcp;
 
 struct http_server::impl : std::enable_shared_from_this<impl> {
     impl(net::io_context &c, handler_fn h, protocol_error_fn e, http_limits l)
-        : ioc(c), acceptor(c), handler(std::move(h)), on_error(std::move(e)), limits(l) {}
+        : ioc(c), acceptor(net::make_strand(c)), handler(std::move(h)), on_error(std::move(e)), limits(l) {}
     void do_accept();
 
     net::io_context                   &ioc;
@@ -46,7 +48,7 @@ class session final : public http_exchange, public std::enable_shared_from_this<
     template <class... Args>
     session(tcp::socket socket, executor_t strand, std::shared_ptr<http_server::impl> server, Args &&...args)
         : strand_(std::move(strand)), stream_(std::move(socket), std::forward<Args>(args)...),
-          server_(std::move(server)) {
+          server_(std::move(server)), deadline_(strand_) {
         beast::error_code ec;
         const auto        ep = lowest().socket().remote_endpoint(ec);
         if (!ec) {
@@ -164,12 +166,62 @@ class session final : public http_exchange, public std::enable_shared_from_this<
         bytes_     = 0;
         extra_headers_.clear();
         log_fields_.clear();
+        req_ = {}; // a protocol error on the next request must not log the previous one
         parser_.emplace();
         parser_->body_limit(server_->limits.max_body_bytes);
         parser_->header_limit(static_cast<uint32_t>(server_->limits.max_header_bytes));
-        lowest().expires_after(server_->limits.idle_timeout);
+        lowest().expires_never(); // reads are bounded by deadline_, writes by the stream's expiry
+        // Idle until the first byte: --idle-timeout. From the first byte the whole request must
+        // arrive within --request-timeout, however slowly it trickles (slowloris). The parser
+        // consumes a header only once it is complete, so the first bytes are read here, into the
+        // same buffer the parser then reads from (decrypted bytes, for TLS).
+        if (buffer_.size() > 0) {
+            start_request(); // a pipelined request is already here
+            return;
+        }
+        arm(server_->limits.idle_timeout, phase::idle);
+        stream_.async_read_some(buffer_.prepare(4096), [self = shared_from_this()](beast::error_code ec, size_t n) {
+            self->buffer_.commit(n);
+            if (ec) {
+                self->disarm();
+                self->close();
+                return;
+            }
+            self->start_request();
+        });
+    }
+
+    void start_request() {
+        arm(server_->limits.header_timeout, phase::request);
         http::async_read_header(stream_, buffer_, *parser_,
                                 [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
+    }
+
+    // One deadline for whatever the connection is waiting for. On expiry: an idle connection
+    // closes; a request being read has its read cancelled, and on_read_error answers 408 on the
+    // still-open socket; a lingering close ends.
+    enum class phase { idle, request, linger };
+    void arm(std::chrono::seconds d, phase p) {
+        phase_         = p;
+        timed_out_     = false;
+        const auto gen = ++deadline_gen_;
+        deadline_.expires_after(d);
+        deadline_.async_wait([self = shared_from_this(), gen](beast::error_code ec) {
+            if (ec || gen != self->deadline_gen_ || self->closed_) {
+                return;
+            }
+            self->timed_out_ = true;
+            if (self->phase_ == phase::request) {
+                beast::error_code e;
+                self->lowest().socket().cancel(e);
+            } else {
+                self->close();
+            }
+        });
+    }
+    void disarm() {
+        ++deadline_gen_;
+        deadline_.cancel();
     }
 
     void on_header(beast::error_code ec) {
@@ -188,15 +240,19 @@ class session final : public http_exchange, public std::enable_shared_from_this<
                     server_->on_error(http::status::request_header_fields_too_large, msg), "application/json", {});
             return;
         }
-        lowest().expires_after(server_->limits.header_timeout);
         http::async_read(stream_, buffer_, *parser_,
                          [self = shared_from_this()](beast::error_code e, size_t) { self->on_read(e); });
     }
 
     void on_read_error(beast::error_code ec) {
+        const bool timed_out = timed_out_ && phase_ == phase::request;
+        disarm();
+        if (timed_out) {
+            ec = beast::error::timeout;
+        }
         if (ec == http::error::end_of_stream || ec == net::error::eof || ec == net::error::connection_reset ||
-            ec == net::error::operation_aborted) {
-            close();
+            ec == net::error::operation_aborted || !parser_ || !parser_->got_some()) {
+            close(); // the client left, or never sent a byte of a request: nothing to answer
             return;
         }
         // Answer protocol-level failures, then close: the connection state is unknown.
@@ -209,17 +265,37 @@ class session final : public http_exchange, public std::enable_shared_from_this<
             status = http::status::request_header_fields_too_large;
             msg = "request headers exceed the limit of " + std::to_string(server_->limits.max_header_bytes) + " bytes";
         } else if (ec == beast::error::timeout) {
-            if (!parser_ || !parser_->got_some()) {
-                close(); // an idle keep-alive connection simply ends
-                return;
-            }
             status = http::status::request_timeout;
             msg    = "the request did not arrive within " + std::to_string(server_->limits.header_timeout.count()) +
                   " seconds";
         }
         keep_alive_ = false;
+        linger_     = true; // the client may still be sending the body we refused
         open_exchange();
         respond(status, server_->on_error(status, msg), "application/json", {});
+    }
+
+    // Closing right after answering a request whose body we did not read makes the client's
+    // TCP stack reset the connection, and the reset can destroy our answer before the client
+    // reads it. So: stop sending, discard what the client still sends for a bounded time and
+    // amount, then close.
+    void linger_close() {
+        beast::error_code ec;
+        lowest().socket().shutdown(tcp::socket::shutdown_send, ec);
+        arm(std::chrono::seconds(2), phase::linger);
+        drain();
+    }
+    void drain() {
+        lowest().socket().async_read_some(net::buffer(scratch_),
+                                          [self = shared_from_this()](beast::error_code ec, size_t n) {
+                                              self->drained_ += n;
+                                              if (ec || self->closed_ || self->drained_ > (16u << 20)) {
+                                                  self->disarm();
+                                                  self->close();
+                                                  return;
+                                              }
+                                              self->drain();
+                                          });
     }
 
     // The exchange's clock starts when a request (or the attempt at one) is complete.
@@ -256,6 +332,7 @@ class session final : public http_exchange, public std::enable_shared_from_this<
             on_read_error(ec);
             return;
         }
+        disarm();
         req_        = parser_->release();
         keep_alive_ = req_.keep_alive();
         open_exchange();
@@ -329,6 +406,8 @@ class session final : public http_exchange, public std::enable_shared_from_this<
             finish_exchange(false);
             if (keep_alive_ && !closed_) {
                 do_read();
+            } else if (linger_) {
+                linger_close();
             } else {
                 close();
             }
@@ -352,6 +431,8 @@ class session final : public http_exchange, public std::enable_shared_from_this<
         }
         closed_ = true;
         beast::error_code ec;
+        ++deadline_gen_;
+        deadline_.cancel();
         lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
         lowest().socket().close(ec);
         // outq_ stays: an in-flight async_write may still reference its front buffer.
@@ -380,6 +461,13 @@ class session final : public http_exchange, public std::enable_shared_from_this<
     unsigned                                               status_ = 0;
     uint64_t                                               bytes_  = 0;
     bool                                                   open_   = false; // an exchange awaits its access record
+    net::steady_timer                                      deadline_;
+    uint64_t                                               deadline_gen_ = 0;
+    phase                                                  phase_        = phase::idle;
+    bool                                                   timed_out_    = false;
+    bool                                                   linger_       = false;
+    size_t                                                 drained_      = 0;
+    std::array<char, 16384>                                scratch_{};
 };
 
 } // namespace
@@ -454,11 +542,18 @@ uint16_t http_server::listen(const std::string &host, uint16_t port) {
     return bound;
 }
 
-void http_server::stop_accepting() {
-    net::post(impl_->acceptor.get_executor(), [self = impl_] {
-        beast::error_code ec;
-        self->acceptor.close(ec);
-    });
+// The acceptor lives on its own strand: closing it (from the signal thread) and the accept loop
+// (on any I/O thread) never run at the same time.
+void http_server::stop_accepting() noexcept {
+    try {
+        net::post(impl_->acceptor.get_executor(), [self = impl_] {
+            beast::error_code ec;
+            self->acceptor.close(ec);
+        });
+    } catch (...) {
+        // Only allocation can fail here; the acceptor then closes with the io_context.
+        std::fputs("inferbox: could not stop accepting (out of memory)\n", stderr);
+    }
 }
 
 } // namespace inferbox

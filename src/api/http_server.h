@@ -99,7 +99,7 @@ class http_server {
 
     // Binds and starts accepting. Returns the bound port (useful with port 0).
     uint16_t listen(const std::string &host, uint16_t port);
-    void     stop_accepting();
+    void     stop_accepting() noexcept;
 
     struct impl; // defined in the .cpp; public so connection objects there can name it
 

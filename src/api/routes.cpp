@@ -345,18 +345,19 @@ void api_router::handle_inference(const std::shared_ptr<http_exchange> &ex, api_
     for (const auto &p : prompts) {
         n_longest = std::max(n_longest, p.tokens.size());
     }
-    const auto    n_prompt   = static_cast<int64_t>(n_longest);
-    const int64_t max_tokens = req->max_tokens
-                                   ? *req->max_tokens
-                                   : (kind == api_kind::completion ? 16 : std::max<int64_t>(1, n_ctx - n_prompt));
-    const char   *mt_name    = kind == api_kind::chat ? "max_completion_tokens" : "max_tokens";
+    const auto        n_prompt   = static_cast<int64_t>(n_longest);
+    const int64_t     max_tokens = req->max_tokens
+                                       ? *req->max_tokens
+                                       : (kind == api_kind::completion ? 16 : std::max<int64_t>(1, n_ctx - n_prompt));
+    const std::string mt_name    = req->max_tokens_param;
     if (n_prompt + max_tokens > n_ctx) {
         respond_error(*ex, error::invalid("this model's context is " + std::to_string(n_ctx) +
                                               " tokens per request, but the prompt has " + std::to_string(n_prompt) +
                                               " tokens and " + mt_name + " is " + std::to_string(max_tokens) + " (" +
                                               std::to_string(n_prompt + max_tokens) + " > " + std::to_string(n_ctx) +
                                               "); shorten the prompt or lower " + mt_name,
-                                          req->max_tokens ? "max_tokens" : "messages", "context_length_exceeded"));
+                                          req->max_tokens ? mt_name : (kind == api_kind::chat ? "messages" : "prompt"),
+                                          "context_length_exceeded"));
         return;
     }
     job_context jc;

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <charconv>
 #include <cmath>
 #include <sstream>
 
@@ -13,10 +14,19 @@ using json = nlohmann::json;
 
 namespace {
 
+// Numbers in messages: integers in full (16777216, not 1.67772e+07), others as the shortest text
+// that reads back as the same double.
 std::string fmt_num(double v) {
-    std::ostringstream os;
-    os << v;
-    return os.str();
+    if (!std::isfinite(v)) {
+        return std::isnan(v) ? "NaN" : (v > 0 ? "Infinity" : "-Infinity");
+    }
+    char buf[64];
+    if (std::floor(v) == v && std::fabs(v) < 1e18) {
+        std::snprintf(buf, sizeof(buf), "%.0f", v);
+        return buf;
+    }
+    const auto r = std::to_chars(buf, buf + sizeof(buf), v);
+    return std::string(buf, r.ptr);
 }
 
 std::string type_name(const json &v) {
@@ -48,6 +58,13 @@ const std::vector<numeric_field> &numeric_fields() {
 result<json> parse_json_body(const std::string &body, int32_t max_depth) {
     if (body.empty()) {
         return error::invalid("the request body is empty; expected a JSON object", "", "invalid_json");
+    }
+    // JSON never holds a raw NUL (strings escape it as \u0000); the parser would stop at one and
+    // ignore what follows, so a body with one is refused whole.
+    if (const auto nul = body.find('\0'); nul != std::string::npos) {
+        return error::invalid("the request body has a NUL byte at offset " + std::to_string(nul) +
+                                  ", which JSON does not allow",
+                              "", "invalid_json");
     }
     bool too_deep = false;
     json j        = json::parse(
@@ -118,7 +135,7 @@ result<bool> get_bool(const json &body, const char *name, bool def) {
 }
 
 // Validates every numeric field of the table that the body carries.
-std::optional<error> check_numbers(api_kind kind, const json &body) {
+std::optional<error> check_numbers(api_kind kind, const json &body, const api_limits &limits) {
     for (const auto &f : numeric_fields()) {
         if (!(kind == api_kind::chat ? f.chat : f.completion)) {
             continue;
@@ -130,7 +147,9 @@ std::optional<error> check_numbers(api_kind kind, const json &body) {
         if (kind == api_kind::chat && std::string_view(f.name) == "logprobs") {
             continue;
         }
-        const std::string range = "between " + fmt_num(f.min) + " and " + fmt_num(f.max);
+        // n's bound is the server's --max-n, not the table's ceiling.
+        const double      max   = std::string_view(f.name) == "n" ? std::min<double>(f.max, limits.max_n) : f.max;
+        const std::string range = "between " + fmt_num(f.min) + " and " + fmt_num(max);
         if (!v->is_number()) {
             return error::invalid(std::string(f.name) + " must be " + (f.integer ? "an integer" : "a number") + " " +
                                       range + ", got " + type_name(*v),
@@ -140,7 +159,7 @@ std::optional<error> check_numbers(api_kind kind, const json &body) {
         if (f.integer && !v->is_number_integer() && std::floor(d) != d) {
             return error::invalid(std::string(f.name) + " must be an integer " + range + ", got " + fmt_num(d), f.name);
         }
-        if (!std::isfinite(d) || d < f.min || d > f.max) {
+        if (!std::isfinite(d) || d < f.min || d > max) {
             return error::invalid(std::string(f.name) + " must be " + range + ", got " + fmt_num(d), f.name);
         }
     }
@@ -206,7 +225,7 @@ result<std::string> message_content(const json &m, size_t index) {
 result<api_request> parse_request(api_kind kind, const json &body, const api_limits &limits) {
     api_request r;
     r.kind = kind;
-    if (auto e = check_numbers(kind, body)) {
+    if (auto e = check_numbers(kind, body, limits)) {
         return *e;
     }
     auto model = get_string(body, "model", 1024);
@@ -258,7 +277,8 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
             "n must be between 1 and " + std::to_string(limits.max_n) + ", got " + std::to_string(r.n), "n");
     }
     if (const json *mt = field(body, "max_completion_tokens")) {
-        r.max_tokens = static_cast<int32_t>(mt->get<double>());
+        r.max_tokens       = static_cast<int32_t>(mt->get<double>());
+        r.max_tokens_param = "max_completion_tokens";
     } else if (const json *mt2 = field(body, "max_tokens")) {
         r.max_tokens = static_cast<int32_t>(mt2->get<double>());
     }
@@ -351,6 +371,10 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
                 return error::invalid(param + ".role must be one of system, developer, user, assistant; got \"" +
                                           utf8_sanitize(role) + "\"",
                                       param + ".role");
+            }
+            const auto c_it = m.find("content");
+            if (role != "assistant" && (c_it == m.end() || c_it->is_null())) {
+                return error::invalid(param + ".content is required for a " + role + " message", param + ".content");
             }
             auto content = message_content(m, i);
             if (!content) {

@@ -40,7 +40,8 @@ struct api_request {
     std::vector<chat_message> messages; // chat
     std::vector<prompt_input> prompts;  // completions: one entry per prompt
     std::optional<int32_t>    max_tokens;
-    int32_t                   n = 1;
+    std::string               max_tokens_param = "max_tokens"; // the field the client used
+    int32_t                   n                = 1;
     sampling_params           sampling;
     std::vector<std::string>  stop;
     std::string               user;

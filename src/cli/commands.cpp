@@ -1,6 +1,7 @@
 #include "cli/commands.h"
 
 #include "bench/bench.h"
+#include "cli/profile_commands.h"
 #include "cli/serve.h"
 #include "cli/store_commands.h"
 #include "common/log.h"
@@ -45,7 +46,7 @@ int run_cli(int argc, char **argv) {
         ->check(CLI::Range(1, 1 << 16));
     serve->add_option("--max-queue", so.engine.max_waiting, "waiting sequences beyond which requests get 429")
         ->capture_default_str()
-        ->check(CLI::Range(0, 1 << 20));
+        ->check(CLI::Range(1, 1 << 20));
     serve->add_flag(
         "--kv-unified", so.engine.kv_unified,
         "one KV buffer shared by all sequences (default: one stream per sequence; see docs/architecture.md)");
@@ -138,6 +139,7 @@ int run_cli(int argc, char **argv) {
     app.add_subcommand("version", "print the version");
     std::function<int()> store_action; // import | models | show | rm (cli/store_commands.h)
     add_store_commands(app, store_action);
+    add_profile_commands(app, store_action); // profiles | hardware (cli/profile_commands.h)
 
     std::string log_format_name = "text";
     app.add_option("--log-format", log_format_name, "text | json (one JSON object per line)")

@@ -3,6 +3,7 @@
 #include "api/errors.h"
 #include "api/routes.h"
 #include "engine/model.h"
+#include "store/gguf.h"
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -122,7 +123,10 @@ int run_serve(const serve_options &opts) {
         model_options mo;
         mo.path          = opts.model_path;
         mo.chat_template = opts.chat_template;
-        auto m           = model::load(mo);
+        // Validate the file ourselves first: llama.cpp's loader reports a bad file only as
+        // "failed to load", and aborts on some malformed ones.
+        const auto checked = read_gguf_file(opts.model_path, opts.model_path);
+        auto       m       = checked ? model::load(mo) : result<std::shared_ptr<model>>(checked.err());
         if (!m) {
             spdlog::error("{}", m.err().message);
             exit_code = 1;

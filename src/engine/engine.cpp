@@ -43,7 +43,7 @@ struct engine::state {
     int32_t                                       consecutive_failures = 0;
 };
 
-engine::engine(std::shared_ptr<const model> m, engine_config cfg) : model_(std::move(m)), cfg_(cfg) {}
+engine::engine(std::shared_ptr<const model> m, engine_config cfg) : model_(std::move(m)), cfg_(std::move(cfg)) {}
 
 result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m, engine_config cfg) {
     if (cfg.n_slots < 1 || cfg.n_slots > 256) {
@@ -139,6 +139,12 @@ void engine::stop() {
 
 std::optional<error> engine::submit(generation_request req, std::shared_ptr<request_channel> chan) {
     const int32_t n = std::max(req.n, 1);
+    if (n > cfg_.max_waiting) {
+        // No amount of waiting makes room: a client error, not a retryable 429.
+        return error::invalid("n is " + std::to_string(n) + " but the server queues at most " +
+                                  std::to_string(cfg_.max_waiting) + " sequences at once (--max-queue)",
+                              "n", "n_over_queue_limit");
+    }
     // Admission bound: reserve n places in the waiting queue or refuse at once.
     int32_t cur = n_queued_.load();
     do {
@@ -483,6 +489,9 @@ void engine::sample_item(uint64_t id, int32_t batch_index) {
     const bool finished = ev.finish != finish_reason::none;
     if (finished) {
         ev.text += s.text->finish();
+        if (s.text->stopped()) {
+            ev.finish = finish_reason::stop; // the last, cut-off character completed a stop string
+        }
         const auto info = st_->sched.info(id);
         ev.n_prompt     = static_cast<int32_t>(req.prompt.size());
         ev.n_cached     = info ? info->n_cached : 0;

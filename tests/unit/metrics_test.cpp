@@ -76,6 +76,7 @@ TEST(Metrics, ConcurrentUpdatesAreNotLost) {
     auto                    &c = reg.add_counter("n_total", "N.");
     auto                    &h = reg.add_histogram("h_seconds", "H.", {1.0});
     std::vector<std::thread> ts;
+    ts.reserve(4);
     for (int t = 0; t < 4; ++t) {
         ts.emplace_back([&] {
             for (int i = 0; i < 10000; ++i) {

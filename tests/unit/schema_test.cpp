@@ -34,7 +34,7 @@ const case_t cases[] = {
     {api_kind::completion, R"({"prompt":"hi","max_tokens":2.5})", "max_tokens", "must be an integer"},
     {api_kind::completion, R"({"prompt":"hi","max_tokens":"10"})", "max_tokens", "got string"},
     {api_kind::completion, R"({"prompt":"hi","n":17})", "n", "n must be between 1 and 16, got 17"},
-    {api_kind::completion, R"({"prompt":"hi","n":100000})", "n", "between 1 and 128"},
+    {api_kind::completion, R"({"prompt":"hi","n":100000})", "n", "between 1 and 16"}, // --max-n's default
     {api_kind::completion, R"({"prompt":"hi","top_p":1.5})", "top_p", "top_p must be between 0 and 1"},
     {api_kind::completion, R"({"prompt":"hi","logprobs":6})", "logprobs", "logprobs must be between 0 and 5"},
     {api_kind::completion, R"({"prompt":"hi","stop":5})", "stop", "stop must be a string or an array of strings"},

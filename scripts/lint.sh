@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Enforces the house style on our own code (not llama.cpp's, not node_modules):
+#   1. clang-format: every .cpp/.h under src/ apps/ tools/ tests/unit tests/fuzz must already be
+#      formatted by the root .clang-format (a dry run; nothing is rewritten).
+#   2. clang-tidy: the root .clang-tidy (WarningsAsErrors: '*') on every .cpp of ours, headers
+#      under src/ included; any warning fails.
+# clang-tidy needs a compilation database; it comes from configuring (not building) build-tidy/
+# with clang, fuzz targets on, so every file of ours is in it. Takes a few minutes on 2 cores.
+#
+#   scripts/lint.sh [--format-only]
+#   INFERBOX_TIDY_BUILD_DIR   folder for the compilation database (default build-tidy/)
+#   INFERBOX_LINT_JOBS        parallel clang-tidy processes (default: the number of cores)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+build=${INFERBOX_TIDY_BUILD_DIR:-$root/build-tidy}
+log() { printf '[lint] %s\n' "$*"; }
+
+mapfile -t sources < <(find src apps tools tests/unit tests/fuzz -type f \( -name '*.cpp' -o -name '*.h' \) | sort)
+log "clang-format: ${#sources[@]} files"
+failed=0
+if ! clang-format --dry-run -Werror "${sources[@]}"; then
+  echo "[lint] clang-format: the files above are not formatted; run: clang-format -i <file>" >&2
+  failed=1
+fi
+[ "${1:-}" = "--format-only" ] && exit $failed
+
+llama_build=${INFERBOX_LLAMA_BUILD:-}
+if [ -z "$llama_build" ] && [ -f "$root/build/CMakeCache.txt" ]; then
+  llama_build=$(sed -n 's/^INFERBOX_LLAMA_BUILD:PATH=//p' "$root/build/CMakeCache.txt")
+fi
+if [ -z "$llama_build" ]; then
+  echo "no llama.cpp build known: run scripts/setup.sh first (or set INFERBOX_LLAMA_BUILD)" >&2
+  exit 1
+fi
+CC=clang CXX=clang++ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DINFERBOX_FUZZ=ON \
+  -DINFERBOX_BUILD_TESTS=ON -DINFERBOX_LLAMA_BUILD="$llama_build" >/dev/null
+
+mapfile -t units < <(printf '%s\n' "${sources[@]}" | grep '\.cpp$')
+# A .cpp no target compiles has no flags to check it with: it fails the lint rather than being skipped.
+for f in "${units[@]}"; do
+  if ! grep -qF "\"file\": \"$root/$f\"" "$build/compile_commands.json"; then
+    echo "[lint] $f is not compiled by any target (not in $build/compile_commands.json)" >&2
+    failed=1
+  fi
+done
+log "clang-tidy: ${#units[@]} files"
+# run-clang-tidy takes regular expressions; it prints each file's diagnostics together and exits
+# 1 when any file had one.
+mapfile -t patterns < <(printf '%s\n' "${units[@]/#/$root/}" | sed 's/[][\.*^$+?(){}|]/\\&/g; s/^/^/; s/$/$/')
+if ! run-clang-tidy -quiet -p "$build" -j "${INFERBOX_LINT_JOBS:-$(nproc)}" "${patterns[@]}" >"$build/tidy.log" 2>&1; then
+  sed 's/\x1b\[[0-9;]*m//g' "$build/tidy.log" | grep -v '^clang-tidy-14 \|^[0-9]* warnings\? generated\.$' >&2 || true
+  echo "[lint] clang-tidy: the warnings above fail the lint (full log: $build/tidy.log)" >&2
+  failed=1
+fi
+[ $failed = 0 ] && log "clean"
+exit $failed

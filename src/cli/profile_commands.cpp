@@ -1,0 +1,435 @@
+#include "cli/profile_commands.h"
+
+#include "store/gguf.h"
+#include "store/hardware.h"
+#include "store/profiles.h"
+#include "store/store.h"
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace inferbox {
+
+namespace {
+
+using json = nlohmann::json;
+
+int fail(const char *command, const std::string &message) {
+    std::string line = message;
+    std::replace(line.begin(), line.end(), '\n', ' ');
+    std::fprintf(stderr, "inferbox %s: %s\n", command, line.c_str());
+    return 1;
+}
+
+void print_json(const json &j) {
+    // Strings from a model file need not be UTF-8: replace what is invalid.
+    const std::string text = j.dump(2, ' ', false, json::error_handler_t::replace);
+    std::printf("%s\n", text.c_str());
+}
+
+// A string from a model file or /proc, safe to print on one line.
+std::string display(const std::string &s, size_t max_chars = 60) {
+    return gguf_value{gguf_type::string, s}.to_display(max_chars);
+}
+
+template <typename T> json opt_json(const std::optional<T> &v) {
+    return v ? json(*v) : json(nullptr);
+}
+
+template <typename T> std::string opt_text(const std::optional<T> &v) {
+    return v ? std::to_string(*v) : "-";
+}
+
+std::string opt_bytes(const std::optional<uint64_t> &v) {
+    return v ? format_memory_size(*v) : "-";
+}
+
+void print_table(const std::vector<std::vector<std::string>> &table) {
+    std::vector<size_t> widths(table.empty() ? 0 : table[0].size(), 0);
+    for (const auto &cells : table) {
+        for (size_t i = 0; i < cells.size() && i < widths.size(); ++i) {
+            widths[i] = std::max(widths[i], cells[i].size());
+        }
+    }
+    for (const auto &cells : table) {
+        std::string line;
+        for (size_t i = 0; i < cells.size(); ++i) {
+            line += cells[i];
+            if (i + 1 < cells.size()) {
+                line += std::string(widths[i] - cells[i].size() + 2, ' ');
+            }
+        }
+        std::printf("%s\n", line.c_str());
+    }
+}
+
+// --- hardware ---------------------------------------------------------------------------------
+
+json hardware_json(const hardware_info &hw) {
+    json isa = json::array();
+    for (auto name : isa_feature_names(hw.isa)) {
+        isa.push_back(std::string(name));
+    }
+    json gpus = json::array();
+    for (const auto &g : hw.gpus) {
+        gpus.push_back(
+            {{"name", g.name}, {"backend", g.backend}, {"total_bytes", g.total_bytes}, {"free_bytes", g.free_bytes}});
+    }
+    const bool unlimited = hw.memlock_limit && *hw.memlock_limit == UINT64_MAX;
+    return json{
+        {"arch", hw.arch},
+        {"cpu_model", hw.cpu_model.empty() ? json(nullptr) : json(hw.cpu_model)},
+        {"isa", std::move(isa)},
+        {"logical_cpus", opt_json(hw.n_logical_cpus)},
+        {"physical_cores", opt_json(hw.n_physical_cores)},
+        {"cpus_allowed", opt_json(hw.n_cpus_allowed)},
+        {"cgroup_cpu_quota", opt_json(hw.cgroup_cpu_quota)},
+        {"effective_cores", hw.n_cores_effective},
+        {"effective_threads", hw.n_threads_effective},
+        {"cache",
+         {{"l1d_bytes", opt_json(hw.l1d_bytes)},
+          {"l2_bytes", opt_json(hw.l2_bytes)},
+          {"l3_bytes", opt_json(hw.l3_bytes)}}},
+        {"ram_total_bytes", opt_json(hw.ram_total)},
+        {"ram_available_bytes", opt_json(hw.ram_available)},
+        {"cgroup_memory_limit_bytes", opt_json(hw.cgroup_mem_limit)},
+        {"cgroup_memory_usage_bytes", opt_json(hw.cgroup_mem_usage)},
+        {"effective_ram_total_bytes", hw.ram_total_effective},
+        {"effective_ram_available_bytes", hw.ram_available_effective},
+        {"memlock_limit_bytes", unlimited ? json("unlimited") : opt_json(hw.memlock_limit)},
+        {"gpus", std::move(gpus)},
+    };
+}
+
+int run_hardware(bool as_json) {
+    const hardware_info hw = detect_hardware();
+    if (as_json) {
+        print_json(hardware_json(hw));
+        return 0;
+    }
+    const auto line = [](const char *key, const std::string &value) { std::printf("%-18s%s\n", key, value.c_str()); };
+    line("cpu:", (hw.cpu_model.empty() ? std::string("-") : display(hw.cpu_model)) + " (" + hw.arch + ")");
+    std::string isa;
+    for (auto name : isa_feature_names(hw.isa)) {
+        isa += (isa.empty() ? "" : " ") + std::string(name);
+    }
+    line("isa:", isa.empty() ? "-" : isa);
+    line("logical cpus:", opt_text(hw.n_logical_cpus) + " (this process may use " + opt_text(hw.n_cpus_allowed) + ")");
+    line("physical cores:", opt_text(hw.n_physical_cores));
+    if (hw.cgroup_cpu_quota) {
+        char q[32];
+        std::snprintf(q, sizeof q, "%.2f CPUs", *hw.cgroup_cpu_quota);
+        line("cgroup cpu quota:", q);
+    } else {
+        line("cgroup cpu quota:", "none");
+    }
+    line("effective:",
+         std::to_string(hw.n_cores_effective) + " cores, " + std::to_string(hw.n_threads_effective) + " threads");
+    line("caches:",
+         "L1d " + opt_bytes(hw.l1d_bytes) + ", L2 " + opt_bytes(hw.l2_bytes) + ", L3 " + opt_bytes(hw.l3_bytes));
+    line("ram:", opt_bytes(hw.ram_total) + " total, " + opt_bytes(hw.ram_available) + " available");
+    line("cgroup memory:", hw.cgroup_mem_limit ? "limit " + format_memory_size(*hw.cgroup_mem_limit) + ", using " +
+                                                     opt_bytes(hw.cgroup_mem_usage)
+                                               : std::string("no limit"));
+    line("effective ram:", format_memory_size(hw.ram_total_effective) + " total, " +
+                               format_memory_size(hw.ram_available_effective) + " available");
+    line("memlock limit:", !hw.memlock_limit                 ? std::string("-")
+                           : *hw.memlock_limit == UINT64_MAX ? std::string("unlimited")
+                                                             : format_memory_size(*hw.memlock_limit));
+    if (hw.gpus.empty()) {
+        line("gpus:", "none");
+    }
+    for (const auto &g : hw.gpus) {
+        line("gpu:", display(g.name) + " (" + g.backend + ", " + format_memory_size(g.free_bytes) + " free of " +
+                         format_memory_size(g.total_bytes) + ")");
+    }
+    return 0;
+}
+
+// --- profiles ---------------------------------------------------------------------------------
+
+struct profiles_options {
+    std::string model;
+    bool        json = false;
+    std::string goal = "latency";
+    // A custom configuration to estimate next to the candidates (0: not given).
+    int32_t     ctx_size   = 0;
+    int32_t     parallel   = 0;
+    int32_t     batch_size = 0;
+    int32_t     threads    = 0;
+    std::string kv_type;
+    std::string memory_budget; // "" or a size: the budget instead of the detected one
+};
+
+// "512M", "2G", "1.5G", "300000000": bytes, with K/M/G/T as binary units (an optional "iB" or
+// "B" after the letter). nullopt when malformed or beyond 2^60.
+std::optional<uint64_t> parse_size(std::string text) {
+    for (const char *suffix : {"iB", "B"}) {
+        const std::string s(suffix);
+        if (text.size() > s.size() && text.compare(text.size() - s.size(), s.size(), s) == 0) {
+            text.resize(text.size() - s.size());
+            break;
+        }
+    }
+    double unit = 1;
+    if (!text.empty()) {
+        switch (text.back()) {
+        case 'K':
+        case 'k':
+            unit = 1024.0;
+            break;
+        case 'M':
+        case 'm':
+            unit = 1024.0 * 1024;
+            break;
+        case 'G':
+        case 'g':
+            unit = 1024.0 * 1024 * 1024;
+            break;
+        case 'T':
+        case 't':
+            unit = 1024.0 * 1024 * 1024 * 1024;
+            break;
+        default:
+            break;
+        }
+        if (unit != 1) {
+            text.pop_back();
+        }
+    }
+    if (text.empty() || text.find_first_not_of("0123456789.") != std::string::npos ||
+        std::count(text.begin(), text.end(), '.') > 1 || text == ".") {
+        return std::nullopt;
+    }
+    const double v = std::strtod(text.c_str(), nullptr) * unit;
+    if (!(v >= 0) || v > double(uint64_t(1) << 60)) {
+        return std::nullopt;
+    }
+    return uint64_t(v);
+}
+
+json memory_json(const memory_estimate &m) {
+    return json{{"weights", m.weights},    {"kv_cache", m.kv_cache}, {"compute", m.compute},
+                {"overhead", m.overhead},  {"total", m.total()},     {"page_cache", m.page_cache},
+                {"peak_rss", m.peak_rss()}};
+}
+
+json settings_json(const profile_settings &s) {
+    return json{{"device", s.gpu ? "gpu" : "cpu"},
+                {"threads", s.n_threads},
+                {"parallel", s.n_slots},
+                {"ctx_size", s.n_ctx_slot},
+                {"batch_size", s.n_batch},
+                {"ubatch_size", s.n_ubatch},
+                {"kv_cache_type", std::string(kv_cache_type_name(s.kv_type))},
+                {"flash_attn", s.flash_attn},
+                {"mmap", s.use_mmap},
+                {"mlock", s.use_mlock},
+                {"gpu_layers", s.n_gpu_layers}};
+}
+
+json profile_json(const model_profile &p) {
+    json j = {{"name", p.name}, {"flavour", std::string(profile_flavour_name(p.flavour))}};
+    j.update(settings_json(p.settings));
+    j["memory"] = memory_json(p.memory);
+    j["status"] = std::string(profile_status_name(p.status));
+    j["detail"] = p.detail.empty() ? json(nullptr) : json(p.detail);
+    if (p.fit && p.fit_memory) {
+        j["fit"]           = settings_json(*p.fit);
+        j["fit"]["memory"] = memory_json(*p.fit_memory);
+    } else {
+        j["fit"] = nullptr;
+    }
+    return j;
+}
+
+json shape_json(const model_shape &m) {
+    json notes = json::array();
+    for (const auto &n : m.notes) {
+        notes.push_back(n);
+    }
+    return json{{"architecture", m.architecture},
+                {"recurrent", m.recurrent},
+                {"hybrid", m.hybrid},
+                {"context_length", m.n_ctx_train},
+                {"block_count", m.n_layer},
+                {"embedding_length", m.n_embd},
+                {"head_count", m.n_head},
+                {"head_count_kv", m.n_head_kv},
+                {"key_length", m.n_embd_head_k},
+                {"value_length", m.n_embd_head_v},
+                {"feed_forward_length", m.n_ff},
+                {"vocab_size", m.n_vocab},
+                {"weight_bytes", m.weight_bytes},
+                {"repacked_bytes", m.repacked_bytes},
+                {"problem", m.problem.empty() ? json(nullptr) : json(m.problem)},
+                {"notes", std::move(notes)}};
+}
+
+std::string status_text(const model_profile &p) {
+    std::string s(profile_status_name(p.status));
+    if (!p.detail.empty()) {
+        s += p.status == profile_status::low_memory ? ": fits with " + p.detail : ": " + p.detail;
+    }
+    return s;
+}
+
+int run_profiles(const profiles_options &o) {
+    auto ref = parse_model_ref(o.model);
+    if (!ref) {
+        return fail("profiles", ref.err().message);
+    }
+    std::filesystem::path file;
+    std::string           label = o.model;
+    switch (ref->kind) {
+    case model_ref_kind::hugging_face:
+    case model_ref_kind::url:
+        return fail("profiles", "'" + display(o.model, 200) +
+                                    "' is a remote reference; profiles reads cached models and local files");
+    case model_ref_kind::local_path:
+        file = ref->path;
+        break;
+    case model_ref_kind::cached_name: {
+        auto root = model_store::default_root();
+        if (!root) {
+            return fail("profiles", root.err().message);
+        }
+        auto e = model_store(*root).find(ref->name);
+        if (!e) {
+            return fail("profiles", e.err().message);
+        }
+        file  = e->file;
+        label = file.string();
+        break;
+    }
+    }
+    auto info = read_gguf_file(file, label);
+    if (!info) {
+        return fail("profiles", info.err().message);
+    }
+
+    profile_options po;
+    if (!o.memory_budget.empty()) {
+        po.budget_bytes = parse_size(o.memory_budget);
+        if (!po.budget_bytes) {
+            return fail("profiles", "--memory-budget '" + display(o.memory_budget, 40) +
+                                        "' is not a size (bytes, or a number with K, M, G or T)");
+        }
+    }
+    const hardware_info hw  = detect_hardware();
+    profile_set         set = list_profiles(*info, hw, po);
+    if (o.ctx_size > 0 || o.parallel > 0 || o.batch_size > 0 || o.threads > 0 || !o.kv_type.empty()) {
+        profile_settings s;
+        s.n_slots    = o.parallel > 0 ? o.parallel : 1;
+        s.n_ctx_slot = o.ctx_size; // 0: trained
+        s.n_batch    = o.batch_size > 0 ? o.batch_size : 512;
+        s.n_ubatch   = std::min(s.n_batch, 512); // as the engine configures llama.cpp
+        s.n_threads  = o.threads > 0 ? o.threads : int32_t(hw.n_threads_effective);
+        s.kv_type    = o.kv_type == "q8_0" ? kv_cache_type::q8_0 : kv_cache_type::f16;
+        s.flash_attn = set.model.architecture != "grok";
+        set.profiles.push_back(evaluate_profile(set.model, hw, set.budget, "custom",
+                                                s.n_slots > 1 ? profile_flavour::throughput : profile_flavour::latency,
+                                                s));
+    }
+    const pick_goal goal   = o.goal == "throughput" ? pick_goal::throughput : pick_goal::latency;
+    auto            picked = pick_profile(set, goal);
+
+    if (o.json) {
+        json profiles = json::array();
+        for (const auto &p : set.profiles) {
+            profiles.push_back(profile_json(p));
+        }
+        json pick = nullptr;
+        if (picked) {
+            pick = {{"name", set.profiles[picked->index].name},
+                    {"adjusted", picked->adjusted},
+                    {"settings", settings_json(picked->settings)},
+                    {"memory", memory_json(picked->memory)},
+                    {"reason", picked->reason}};
+        }
+        print_json(
+            json{{"file", file.string()},
+                 {"model", shape_json(set.model)},
+                 {"hardware", hardware_json(hw)},
+                 {"budget",
+                  {{"available", set.budget.available}, {"margin", set.budget.margin}, {"bytes", set.budget.bytes}}},
+                 {"goal", o.goal},
+                 {"profiles", std::move(profiles)},
+                 {"pick", std::move(pick)},
+                 {"pick_error", picked ? json(nullptr) : json(picked.err().message)}});
+        return 0;
+    }
+
+    const model_shape &m = set.model;
+    std::printf(
+        "model:  %s (%s, %s params, %s, %s of weights, trained context %s)\n", display(file.string(), 200).c_str(),
+        m.architecture.empty() ? "-" : display(m.architecture, 30).c_str(), format_param_count(info->n_params).c_str(),
+        info->quantization.empty() ? "-" : info->quantization.c_str(), format_memory_size(m.weight_bytes).c_str(),
+        m.n_ctx_train > 0 ? std::to_string(m.n_ctx_train).c_str() : "-");
+    if (po.budget_bytes) {
+        std::printf("budget: %s (--memory-budget)\n", format_memory_size(set.budget.bytes).c_str());
+    } else {
+        std::printf("budget: %s (available %s - margin %s)\n", format_memory_size(set.budget.bytes).c_str(),
+                    format_memory_size(set.budget.available).c_str(), format_memory_size(set.budget.margin).c_str());
+    }
+    std::vector<std::vector<std::string>> table = {{"NAME", "FLAVOUR", "THREADS", "PARALLEL", "CTX", "BATCH/UBATCH",
+                                                    "KV", "FLASH", "GPU-LAYERS", "EST.MEMORY", "STATUS"}};
+    for (const auto &p : set.profiles) {
+        const profile_settings &s = p.settings;
+        table.push_back({p.name, std::string(profile_flavour_name(p.flavour)), std::to_string(s.n_threads),
+                         std::to_string(s.n_slots), std::to_string(s.n_ctx_slot),
+                         std::to_string(s.n_batch) + "/" + std::to_string(s.n_ubatch),
+                         std::string(kv_cache_type_name(s.kv_type)), s.flash_attn ? "on" : "off",
+                         std::to_string(s.n_gpu_layers), format_memory_size(p.memory.total()), status_text(p)});
+    }
+    print_table(table);
+    for (const auto &n : m.notes) {
+        std::printf("note: %s\n", n.c_str());
+    }
+    if (picked) {
+        std::printf("serve would pick (%s): %s\n", o.goal.c_str(), picked->reason.c_str());
+    } else {
+        std::printf("serve would refuse to start: %s\n", picked.err().message.c_str());
+    }
+    return 0;
+}
+
+} // namespace
+
+void add_profile_commands(CLI::App &app, std::function<int()> &action) {
+    auto po = std::make_shared<profiles_options>();
+    auto cmd =
+        app.add_subcommand("profiles", "list serving profiles for a model on this machine, with memory estimates");
+    cmd->add_option("-m,--model", po->model, "cached model name or path of a GGUF file")->required();
+    cmd->add_flag("--json", po->json, "print JSON");
+    cmd->add_option("--goal", po->goal, "what the pick optimises: latency | throughput")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"latency", "throughput"}));
+    cmd->add_option("-c,--ctx-size", po->ctx_size, "also estimate a custom profile with this context per sequence")
+        ->check(CLI::Range(1, 1 << 24));
+    cmd->add_option("--parallel", po->parallel, "also estimate a custom profile with this many slots")
+        ->check(CLI::Range(1, 256));
+    cmd->add_option("-b,--batch-size", po->batch_size, "batch size of the custom profile")
+        ->check(CLI::Range(2, 1 << 16));
+    cmd->add_option("-t,--threads", po->threads, "threads of the custom profile")->check(CLI::Range(1, 1024));
+    cmd->add_option("--kv-type", po->kv_type, "KV cache type of the custom profile: f16 | q8_0")
+        ->check(CLI::IsMember({"f16", "q8_0"}));
+    cmd->add_option("--memory-budget", po->memory_budget,
+                    "estimate against this budget instead of the detected one (e.g. 6G, 512M)");
+    cmd->callback([&action, po] { action = [po] { return run_profiles(*po); }; });
+
+    auto as_json = std::make_shared<bool>(false);
+    auto hw      = app.add_subcommand("hardware", "print the detected hardware (CPU, cores, caches, memory, limits)");
+    hw->add_flag("--json", *as_json, "print JSON");
+    hw->callback([&action, as_json] { action = [as_json] { return run_hardware(*as_json); }; });
+}
+
+} // namespace inferbox

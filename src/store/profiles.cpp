@@ -1,0 +1,867 @@
+#include "store/profiles.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <limits>
+#include <set>
+#include <utility>
+
+namespace inferbox {
+
+namespace {
+
+constexpr uint64_t mib = uint64_t(1) << 20;
+constexpr uint64_t gib = uint64_t(1) << 30;
+
+// --- the estimate's constants (docs/profiles.md: where each comes from) ------------------------
+
+// The process without a model: the binary's touched code and data, libraries, the HTTP and
+// engine threads, ggml's thread pool. Measured (docs/profiles.md): `inferbox serve` on
+// stories260K (1.1 MiB of weights) peaks at 18.6 MiB (RelWithDebInfo; Debug 19.7 MiB), of which
+// about 16 MiB is not the model's.
+constexpr uint64_t base_overhead_bytes = 16 * mib;
+// llama.cpp's tokenizer per vocabulary entry: the token text and score, the text → id map, the
+// piece cache, BPE merge ranks. Measured (docs/profiles.md): a model with Llama 3's 128256-token
+// tokenizer holds about 50 MiB more anonymous memory after loading than its shape explains,
+// 400 bytes per token; rounded up.
+constexpr uint64_t vocab_bytes_per_token = 416;
+// Each sequence's sampler keeps a candidate array of (id, logit, p) for the whole vocabulary
+// (12 bytes per token) and a little more; measured: 8 slots of a 128K vocabulary add ~12 MiB.
+constexpr uint64_t sampler_bytes_per_token = 16;
+// llama.cpp pads the context (and, with one stream per sequence, each stream) to this many cells.
+constexpr uint64_t ctx_pad = 256;
+// The smallest context a fit search proposes.
+constexpr int32_t min_fit_ctx = 256;
+
+// Architectures llama.cpp knows (LLM_ARCH_NAMES in src/llama-arch.cpp of the llama.cpp that
+// node-llama-cpp 3.22.1 vendors), without "clip", a multimodal projector rather than a language model.
+constexpr std::string_view known_architectures[] = {
+    "afmoe",
+    "apertus",
+    "arcee",
+    "arctic",
+    "arwkv7",
+    "baichuan",
+    "bailingmoe",
+    "bailingmoe2",
+    "bailingmoe3",
+    "bert",
+    "bitnet",
+    "bloom",
+    "chameleon",
+    "chatglm",
+    "codeshell",
+    "cogvlm",
+    "cohere2",
+    "cohere2moe",
+    "command-r",
+    "dbrx",
+    "deci",
+    "deepseek",
+    "deepseek2",
+    "deepseek2-ocr",
+    "deepseek32",
+    "deepseek4",
+    "dflash",
+    "dots1",
+    "dots3note",
+    "dream",
+    "eagle3",
+    "ernie4_5",
+    "ernie4_5-moe",
+    "eurobert",
+    "exaone",
+    "exaone-moe",
+    "exaone4",
+    "falcon",
+    "falcon-h1",
+    "gemma",
+    "gemma-embedding",
+    "gemma2",
+    "gemma3",
+    "gemma3n",
+    "gemma4",
+    "gemma4-assistant",
+    "glm-dsa",
+    "glm4",
+    "glm4moe",
+    "gpt-oss",
+    "gpt2",
+    "gptj",
+    "gptneox",
+    "granite",
+    "granite_swa",
+    "granitehybrid",
+    "granitemoe",
+    "graniteswitch",
+    "grok",
+    "grovemoe",
+    "hrm_text",
+    "hunyuan-dense",
+    "hunyuan-moe",
+    "hunyuan_vl",
+    "hy_v3",
+    "hy_v4",
+    "internlm2",
+    "jais",
+    "jais2",
+    "jamba",
+    "jina-bert-v2",
+    "jina-bert-v3",
+    "kimi-k3",
+    "kimi-linear",
+    "laguna",
+    "lfm2",
+    "lfm2moe",
+    "llada",
+    "llada-moe",
+    "llama",
+    "llama-embed",
+    "llama4",
+    "maincoder",
+    "mamba",
+    "mamba2",
+    "maple",
+    "mellum",
+    "mimo2",
+    "minicpm",
+    "minicpm3",
+    "minimax-01",
+    "minimax-m2",
+    "minimax-m3",
+    "mistral3",
+    "mistral4",
+    "modern-bert",
+    "mpt",
+    "muse-glimmer",
+    "nanbeige",
+    "nemotron",
+    "nemotron_h",
+    "nemotron_h_moe",
+    "neo-bert",
+    "nomic-bert",
+    "nomic-bert-moe",
+    "olmo",
+    "olmo2",
+    "olmoe",
+    "openelm",
+    "orion",
+    "paddleocr",
+    "pangu-embedded",
+    "phi2",
+    "phi3",
+    "phimoe",
+    "plamo",
+    "plamo2",
+    "plamo3",
+    "plm",
+    "pockettts",
+    "qwen",
+    "qwen2",
+    "qwen2moe",
+    "qwen2vl",
+    "qwen3",
+    "qwen35",
+    "qwen35moe",
+    "qwen3moe",
+    "qwen3next",
+    "qwen3tts",
+    "qwen3vl",
+    "qwen3vlmoe",
+    "qwen4exp",
+    "refact",
+    "rnd1",
+    "rwkv6",
+    "rwkv6qwen2",
+    "rwkv7",
+    "seed_oss",
+    "smallthinker",
+    "smollm3",
+    "spark2_5",
+    "stablelm",
+    "starcoder",
+    "starcoder2",
+    "step35",
+    "t5",
+    "t5encoder",
+    "talkie",
+    "wavtokenizer-dec",
+    "xverse",
+};
+
+constexpr std::string_view recurrent_architectures[] = {"mamba", "mamba2", "rwkv6", "rwkv6qwen2", "rwkv7", "arwkv7"};
+
+constexpr std::string_view hybrid_architectures[] = {
+    "jamba",      "falcon-h1",      "plamo2",    "granitehybrid", "lfm2",        "lfm2moe",
+    "nemotron_h", "nemotron_h_moe", "qwen3next", "kimi-linear",   "bailingmoe3", "kimi-k3",
+    "qwen35",     "qwen35moe",      "qwen4exp",  "deepseek4",     "minimax-01"};
+
+template <size_t N> bool contains(const std::string_view (&list)[N], std::string_view s) {
+    return std::find(std::begin(list), std::end(list), s) != std::end(list);
+}
+
+uint64_t pad_to(uint64_t n, uint64_t step) {
+    return (n + step - 1) / step * step;
+}
+
+uint64_t sat_add(uint64_t a, uint64_t b) {
+    return a > std::numeric_limits<uint64_t>::max() - b ? std::numeric_limits<uint64_t>::max() : a + b;
+}
+
+uint64_t sat_mul(uint64_t a, uint64_t b) {
+    if (a != 0 && b > std::numeric_limits<uint64_t>::max() / a) {
+        return std::numeric_limits<uint64_t>::max();
+    }
+    return a * b;
+}
+
+// <arch>.<suffix> as a non-negative integer.
+std::optional<uint64_t> arch_uint(const gguf_info &g, std::string_view suffix) {
+    if (g.architecture.empty()) {
+        return std::nullopt;
+    }
+    const gguf_value *v = g.find(g.architecture + "." + std::string(suffix));
+    return v ? v->as_uint() : std::nullopt;
+}
+
+bool arch_key_is_array(const gguf_info &g, std::string_view suffix) {
+    const gguf_value *v = g.architecture.empty() ? nullptr : g.find(g.architecture + "." + std::string(suffix));
+    return v != nullptr && v->as_array() != nullptr;
+}
+
+const gguf_tensor_info *find_tensor(const gguf_info &g, std::string_view name) {
+    for (const auto &t : g.tensors) {
+        if (t.name == name) {
+            return &t;
+        }
+    }
+    return nullptr;
+}
+
+// Whether ggml's CPU backend repacks a tensor of ggml type `type` with `rows` rows (ne[1]) on a
+// CPU with `isa` (ggml_repack_get_optimal_repack_type in ggml-cpu/repack.cpp).
+bool cpu_repacks(uint32_t type, uint64_t rows, const cpu_isa &isa) {
+    enum : uint32_t {
+        q4_0   = 2,
+        q8_0   = 8,
+        q2_k   = 10,
+        q4_k   = 12,
+        q5_k   = 13,
+        q6_k   = 14,
+        iq4_nl = 20,
+        mxfp4  = 39,
+        q1_0   = 41
+    };
+    if (isa.avx2) {
+        switch (type) {
+        case q4_0:
+        case q4_k:
+        case iq4_nl:
+        case mxfp4:
+            return rows % 8 == 0;
+        case q2_k:
+            return isa.avx512f && rows % 8 == 0;
+        default:
+            return false;
+        }
+    }
+    if (isa.neon && isa.dotprod) {
+        switch (type) {
+        case q4_0:
+        case iq4_nl:
+        case mxfp4:
+        case q8_0:
+        case q1_0:
+            return rows % 4 == 0;
+        case q4_k:
+        case q5_k:
+        case q6_k:
+            return rows % 8 == 0;
+        default:
+            return false;
+        }
+    }
+    return false;
+}
+
+std::string mib_text(uint64_t n) {
+    return format_memory_size(n);
+}
+
+std::string estimate_parts(const memory_estimate &m) {
+    return "weights " + mib_text(m.weights) + " + KV " + mib_text(m.kv_cache) + " + compute " + mib_text(m.compute) +
+           " + overhead " + mib_text(m.overhead);
+}
+
+std::string budget_text(const memory_budget &b) {
+    if (b.margin == 0) {
+        return mib_text(b.bytes); // given, not detected
+    }
+    return mib_text(b.bytes) + " (available " + mib_text(b.available) + " - margin " + mib_text(b.margin) + ")";
+}
+
+bool fits(const model_shape &m, const profile_settings &s, const memory_budget &b) {
+    return estimate_memory(m, s).total() <= b.bytes;
+}
+
+// The largest value v in [lo, hi] (multiples of `step` from lo) for which ok(v) holds, given
+// ok is monotone (true up to some point, then false); nullopt when ok(lo) is false.
+template <typename F> std::optional<int32_t> largest_fitting(int32_t lo, int32_t hi, int32_t step, F &&ok) {
+    if (lo > hi || !ok(lo)) {
+        return std::nullopt;
+    }
+    int32_t good = 0, bad = (hi - lo) / step + 1; // in steps from lo: ok(lo + good*step), !ok(lo + bad*step)
+    if (ok(lo + (bad - 1) * step)) {
+        return lo + (bad - 1) * step;
+    }
+    bad -= 1;
+    while (bad - good > 1) {
+        const int32_t mid = good + (bad - good) / 2;
+        if (ok(lo + mid * step)) {
+            good = mid;
+        } else {
+            bad = mid;
+        }
+    }
+    return lo + good * step;
+}
+
+std::string profile_name(bool gpu, profile_flavour f, const profile_settings &s) {
+    std::string name = gpu ? "gpu-" : "cpu-";
+    name += f == profile_flavour::latency ? "latency" : "throughput";
+    if (f == profile_flavour::throughput) {
+        name += "-p" + std::to_string(s.n_slots);
+    }
+    name += "-ctx" + std::to_string(s.n_ctx_slot);
+    if (s.kv_type == kv_cache_type::q8_0) {
+        name += "-kvq8";
+    }
+    return name;
+}
+
+} // namespace
+
+std::string_view profile_flavour_name(profile_flavour f) {
+    return f == profile_flavour::latency ? "latency" : "throughput";
+}
+
+std::string_view kv_cache_type_name(kv_cache_type t) {
+    return t == kv_cache_type::f16 ? "f16" : "q8_0";
+}
+
+std::string_view profile_status_name(profile_status s) {
+    switch (s) {
+    case profile_status::runnable:
+        return "runnable";
+    case profile_status::low_memory:
+        return "low_memory";
+    case profile_status::incompatible:
+        return "incompatible";
+    }
+    return "unknown";
+}
+
+double kv_cache_type_size(kv_cache_type t) {
+    return t == kv_cache_type::f16 ? 2.0 : 34.0 / 32.0;
+}
+
+bool is_known_architecture(std::string_view architecture) {
+    return contains(known_architectures, architecture);
+}
+
+model_shape model_shape_of(const gguf_info &g, const cpu_isa &isa) {
+    model_shape m;
+    m.architecture = g.architecture;
+    m.weight_bytes = g.tensor_bytes;
+    for (const auto &t : g.tensors) {
+        if (t.n_dims >= 2 && t.name != "token_embd.weight" && cpu_repacks(t.type, t.dims[1], isa)) {
+            m.repacked_bytes = sat_add(m.repacked_bytes, t.n_bytes);
+        }
+    }
+
+    if (g.architecture.empty()) {
+        m.problem = "the model has no general.architecture";
+        return m;
+    }
+    if (g.architecture == "clip") {
+        m.problem = "architecture 'clip' is a multimodal projector, not a language model";
+        return m;
+    }
+    if (!is_known_architecture(g.architecture)) {
+        m.problem = "architecture '" + gguf_value{gguf_type::string, g.architecture}.to_display(40) +
+                    "' is not one this build's llama.cpp knows";
+        return m;
+    }
+    m.recurrent = contains(recurrent_architectures, g.architecture);
+    m.hybrid    = contains(hybrid_architectures, g.architecture);
+
+    // Keys llama.cpp's loader requires for every architecture.
+    const auto require = [&](const std::optional<uint64_t> &v, const char *key) -> uint64_t {
+        if ((!v || *v == 0) && m.problem.empty()) {
+            m.problem = "metadata key '" + g.architecture + "." + key + "' is missing or not a positive integer";
+        }
+        return v.value_or(0);
+    };
+    m.n_ctx_train = require(g.context_length, "context_length");
+    m.n_embd      = require(g.embedding_length, "embedding_length");
+    m.n_layer     = require(g.block_count, "block_count");
+
+    if (g.head_count && *g.head_count > 0) {
+        m.n_head = *g.head_count;
+    } else if (arch_key_is_array(g, "attention.head_count")) {
+        // Per-layer head counts (OpenELM): the arrays' contents are not kept; assume MHA over the
+        // whole embedding, which bounds the KV cache from above.
+        m.n_head = 1;
+        m.notes.push_back("attention.head_count is per layer: KV estimated as n_embd per token per layer");
+    } else if (!m.recurrent) {
+        require(std::nullopt, "attention.head_count");
+    }
+
+    if (g.head_count_kv && *g.head_count_kv > 0) {
+        m.n_head_kv = *g.head_count_kv;
+    } else {
+        m.n_head_kv = m.n_head;
+        if (arch_key_is_array(g, "attention.head_count_kv")) {
+            m.notes.push_back("attention.head_count_kv is per layer: assumed head_count (an upper bound)");
+        }
+    }
+    const uint64_t head_dim = m.n_head > 0 ? m.n_embd / m.n_head : 0;
+    m.n_embd_head_k         = arch_uint(g, "attention.key_length").value_or(head_dim);
+    m.n_embd_head_v         = arch_uint(g, "attention.value_length").value_or(head_dim);
+    if (m.n_head > 0 && m.n_head_kv > m.n_head) {
+        m.n_head_kv = m.n_head; // garbage: more KV heads than heads
+    }
+
+    if (auto ff = arch_uint(g, "feed_forward_length"); ff && *ff > 0) {
+        m.n_ff = *ff;
+    } else if (const gguf_tensor_info *t = find_tensor(g, "blk.0.ffn_up.weight"); t && t->n_dims >= 2) {
+        m.n_ff = t->dims[1];
+    } else {
+        m.n_ff = 4 * m.n_embd;
+        m.notes.push_back("feed_forward_length missing or per layer: assumed 4 x embedding_length");
+    }
+
+    if (g.vocab_size && *g.vocab_size > 0) {
+        m.n_vocab = *g.vocab_size;
+    } else if (auto v = arch_uint(g, "vocab_size"); v && *v > 0) {
+        m.n_vocab = *v;
+    } else if (const gguf_tensor_info *t = find_tensor(g, "token_embd.weight"); t && t->n_dims >= 2) {
+        m.n_vocab = t->dims[1];
+    } else {
+        m.n_vocab = 32000;
+        m.notes.push_back("vocabulary size unknown: assumed 32000");
+    }
+
+    if (m.recurrent) {
+        m.notes.push_back("recurrent architecture: the per-sequence state is not estimated (no KV cache)");
+    } else if (m.hybrid) {
+        m.notes.push_back("hybrid architecture: KV estimated as if every layer had attention (an upper bound)");
+    }
+    return m;
+}
+
+uint64_t kv_cells(int32_t n_ctx_slot, int32_t n_slots) {
+    const uint64_t slots  = uint64_t(std::max(1, n_slots));
+    const uint64_t ctx    = uint64_t(std::max(1, n_ctx_slot));
+    const uint64_t n_ctx  = pad_to(ctx * slots, ctx_pad);
+    const uint64_t stream = pad_to(n_ctx / slots, ctx_pad);
+    return stream * slots;
+}
+
+uint64_t kv_cache_bytes(const model_shape &m, int32_t n_ctx_slot, int32_t n_slots, kv_cache_type t) {
+    if (m.recurrent) {
+        return 0;
+    }
+    const uint64_t cells    = kv_cells(n_ctx_slot, n_slots);
+    const double   per_cell = double(m.n_embd_k_gqa() + m.n_embd_v_gqa()) * kv_cache_type_size(t);
+    const double   bytes    = double(m.n_layer) * double(cells) * per_cell;
+    return bytes >= 1.8e19 ? std::numeric_limits<uint64_t>::max() : uint64_t(std::llround(bytes));
+}
+
+memory_estimate estimate_memory(const model_shape &m, const profile_settings &s_in) {
+    profile_settings s = s_in;
+    s.n_slots          = std::max(1, s.n_slots);
+    if (s.n_ctx_slot <= 0) {
+        s.n_ctx_slot = int32_t(std::clamp<uint64_t>(m.n_ctx_train, 1, 1u << 24));
+    }
+    memory_estimate e;
+    e.weights    = m.weight_bytes;
+    e.page_cache = s.use_mmap ? m.repacked_bytes : 0;
+    if (s.use_mlock) {
+        e.weights    = sat_add(e.weights, e.page_cache); // pinned: no longer reclaimable
+        e.page_cache = 0;
+    }
+    e.kv_cache = kv_cache_bytes(m, s.n_ctx_slot, s.n_slots, s.kv_type);
+
+    // Compute: the part of llama.cpp's compute buffer that is ever written, plus the KQ mask,
+    // the CPU backend's work buffer and the logits buffer. The graph allocator reuses memory
+    // between the graph's phases, so the graph needs its largest phase (fitted to llama.cpp's
+    // reported compute buffer sizes, docs/profiles.md), in bytes for a ubatch of u tokens:
+    //   feed-forward:  4 u (3 n_ff + 4 n_embd)
+    //   output:        4 (u × 2 n_embd + n_outputs × n_vocab)
+    //   attention without flash attention: 4 u (n_head × n_kv + 4 n_embd), the KQ scores.
+    // llama.cpp reserves the output phase for every ubatch token being an output (n_outputs_max
+    // defaults to n_batch: 250 MiB of address space for a 128K vocabulary), but the engine asks
+    // for the logits of at most one token per sequence per step, so n_outputs = min(slots, u)
+    // rows are ever written and the rest of the reservation never becomes resident.
+    // KQ mask: n_kv × u, f16 with flash attention, f32 without. Work buffer: the activations
+    // converted for the dot products, at most 2 bytes × u × max(n_ff, n_embd). Logits buffer:
+    // n_vocab × slots floats.
+    const uint64_t cells     = kv_cells(s.n_ctx_slot, s.n_slots);
+    const uint64_t n_kv      = cells / uint64_t(s.n_slots); // one stream per slot
+    const uint64_t batch     = std::min<uint64_t>(uint64_t(std::max(1, s.n_batch)), cells);
+    const uint64_t ubatch    = std::min<uint64_t>(uint64_t(std::max(1, s.n_ubatch)), batch);
+    const uint64_t n_outputs = std::min<uint64_t>(uint64_t(s.n_slots), ubatch);
+    const uint64_t ffn       = sat_mul(sat_mul(ubatch, 4), 3 * m.n_ff + 4 * m.n_embd);
+    const uint64_t output    = sat_mul(4, sat_add(sat_mul(ubatch, 2 * m.n_embd), sat_mul(n_outputs, m.n_vocab)));
+    const uint64_t attn =
+        s.flash_attn ? 0 : sat_mul(sat_mul(ubatch, 4), sat_add(sat_mul(m.n_head, n_kv), 4 * m.n_embd));
+    const uint64_t graph  = std::max({ffn, output, attn});
+    const uint64_t mask   = sat_mul(sat_mul(ubatch, n_kv), s.flash_attn ? 2 : 4);
+    const uint64_t work   = sat_mul(ubatch, 2 * std::max(m.n_ff, m.n_embd));
+    const uint64_t logits = sat_mul(m.n_vocab, 4 * uint64_t(s.n_slots));
+    e.compute             = sat_add(sat_add(graph, mask), sat_add(work, logits));
+    e.overhead            = sat_add(sat_add(base_overhead_bytes, sat_mul(m.n_vocab, vocab_bytes_per_token)),
+                                    sat_mul(sat_mul(m.n_vocab, sampler_bytes_per_token), uint64_t(s.n_slots)));
+    return e;
+}
+
+memory_budget cpu_memory_budget(const hardware_info &hw) {
+    memory_budget b;
+    b.available = hw.ram_available_effective;
+    b.margin    = std::clamp<uint64_t>(hw.ram_total_effective / 20, 256 * mib, 2 * gib);
+    b.bytes     = b.available > b.margin ? b.available - b.margin : 0;
+    return b;
+}
+
+model_profile evaluate_profile(const model_shape &m, const hardware_info &hw, const memory_budget &cpu_budget,
+                               std::string name, profile_flavour flavour, const profile_settings &s) {
+    model_profile p;
+    p.name     = std::move(name);
+    p.flavour  = flavour;
+    p.settings = s;
+    if (p.settings.n_ctx_slot <= 0) {
+        p.settings.n_ctx_slot = int32_t(std::clamp<uint64_t>(m.n_ctx_train, 1, 1u << 24));
+    }
+    p.settings.n_slots = std::max(1, p.settings.n_slots);
+    p.memory           = estimate_memory(m, p.settings);
+
+    const auto incompatible = [&](std::string why) {
+        p.status = profile_status::incompatible;
+        p.detail = std::move(why);
+        return p;
+    };
+    if (!m.problem.empty()) {
+        return incompatible(m.problem);
+    }
+    memory_budget budget = cpu_budget;
+    if (s.gpu) {
+        if (hw.gpus.empty()) {
+            return incompatible("no GPU device (this build has no GPU backend, or it found none)");
+        }
+        const gpu_device &best = *std::max_element(
+            hw.gpus.begin(), hw.gpus.end(), [](const auto &a, const auto &b) { return a.free_bytes < b.free_bytes; });
+        budget.available = best.free_bytes;
+        budget.margin    = std::clamp<uint64_t>(best.total_bytes / 20, 256 * mib, 2 * gib);
+        budget.bytes     = budget.available > budget.margin ? budget.available - budget.margin : 0;
+    }
+    if (s.kv_type == kv_cache_type::q8_0) {
+        if (!s.flash_attn) {
+            return incompatible("a q8_0 V cache needs flash attention, which this architecture cannot use");
+        }
+        if (m.n_embd_head_k % 32 != 0 || m.n_embd_head_v % 32 != 0) {
+            return incompatible("q8_0 KV needs head sizes divisible by 32; this model's are " +
+                                std::to_string(m.n_embd_head_k) + " (K) and " + std::to_string(m.n_embd_head_v) +
+                                " (V)");
+        }
+    }
+    if (p.memory.total() <= budget.bytes) {
+        p.status = profile_status::runnable;
+        return p;
+    }
+    if (m.weight_bytes > budget.bytes) {
+        return incompatible("the weights alone (" + mib_text(m.weight_bytes) + ") exceed the " + (s.gpu ? "GPU " : "") +
+                            "memory budget " + budget_text(budget));
+    }
+
+    // low_memory: find the change that makes it fit. Latency keeps its single slot and shortens
+    // the context; throughput first gives up slots (keeping the context it promises), then context.
+    const auto try_slots = [&]() -> bool {
+        if (p.settings.n_slots <= 1) {
+            return false;
+        }
+        auto n = largest_fitting(1, p.settings.n_slots - 1, 1, [&](int32_t v) {
+            profile_settings t = p.settings;
+            t.n_slots          = v;
+            return fits(m, t, budget);
+        });
+        if (!n) {
+            return false;
+        }
+        p.fit          = p.settings;
+        p.fit->n_slots = *n;
+        p.detail       = "--parallel " + std::to_string(*n);
+        return true;
+    };
+    const auto try_ctx = [&]() -> bool {
+        if (p.settings.n_ctx_slot <= min_fit_ctx) {
+            return false;
+        }
+        auto n = largest_fitting(min_fit_ctx, p.settings.n_ctx_slot - 1, int32_t(ctx_pad), [&](int32_t v) {
+            profile_settings t = p.settings;
+            t.n_ctx_slot       = v;
+            return fits(m, t, budget);
+        });
+        if (!n) {
+            return false;
+        }
+        p.fit             = p.settings;
+        p.fit->n_ctx_slot = *n;
+        p.detail          = "--ctx-size " + std::to_string(*n);
+        return true;
+    };
+    // Both: the most slots that fit at the smallest context, then the longest context for them.
+    const auto try_both = [&]() -> bool {
+        profile_settings t = p.settings;
+        t.n_ctx_slot       = std::min(t.n_ctx_slot, min_fit_ctx);
+        auto n             = largest_fitting(1, p.settings.n_slots, 1, [&](int32_t v) {
+            profile_settings u = t;
+            u.n_slots          = v;
+            return fits(m, u, budget);
+        });
+        if (!n) {
+            return false;
+        }
+        t.n_slots = *n;
+        auto c    = largest_fitting(t.n_ctx_slot, std::max(t.n_ctx_slot, p.settings.n_ctx_slot - 1), int32_t(ctx_pad),
+                                    [&](int32_t v) {
+                                     profile_settings u = t;
+                                     u.n_ctx_slot       = v;
+                                     return fits(m, u, budget);
+                                 });
+        t.n_ctx_slot = c.value_or(t.n_ctx_slot);
+        p.fit        = t;
+        p.detail     = "--parallel " + std::to_string(t.n_slots) + " --ctx-size " + std::to_string(t.n_ctx_slot);
+        return true;
+    };
+    const bool found =
+        flavour == profile_flavour::throughput ? (try_slots() || try_ctx() || try_both()) : (try_ctx() || try_both());
+    if (!found) {
+        profile_settings smallest = p.settings;
+        smallest.n_ctx_slot       = std::min(smallest.n_ctx_slot, min_fit_ctx);
+        smallest.n_slots          = 1;
+        const memory_estimate e   = estimate_memory(m, smallest);
+        return incompatible("even --parallel 1 --ctx-size " + std::to_string(smallest.n_ctx_slot) + " needs " +
+                            mib_text(e.total()) + " (" + estimate_parts(e) + "), budget " + budget_text(budget));
+    }
+    p.status     = profile_status::low_memory;
+    p.fit_memory = estimate_memory(m, *p.fit);
+    return p;
+}
+
+profile_set list_profiles(const gguf_info &g, const hardware_info &hw, const profile_options &o) {
+    profile_set set;
+    set.model  = model_shape_of(g, hw.isa);
+    set.budget = cpu_memory_budget(hw);
+    if (o.budget_bytes) {
+        set.budget = {*o.budget_bytes, 0, *o.budget_bytes};
+    }
+    const model_shape &m = set.model;
+
+    // Contexts: the trained one when known (else 4096 to have something to show), then the ladder.
+    const int32_t        trained     = m.n_ctx_train > 0 ? int32_t(std::min<uint64_t>(m.n_ctx_train, 1u << 24)) : 4096;
+    std::vector<int32_t> latency_ctx = {trained};
+    for (int32_t c : {32768, 8192, 2048}) {
+        if (c < trained) {
+            latency_ctx.push_back(c);
+        }
+    }
+    std::vector<int32_t> throughput_ctx;
+    for (int32_t c : {std::min(trained, 4096), std::min(trained, 2048)}) {
+        if (std::find(throughput_ctx.begin(), throughput_ctx.end(), c) == throughput_ctx.end()) {
+            throughput_ctx.push_back(c);
+        }
+    }
+    std::vector<int32_t> throughput_slots = {4, 8};
+    if (hw.n_cores_effective >= 16) {
+        throughput_slots.push_back(16);
+    }
+
+    const bool flash = m.architecture != "grok"; // llama.cpp forces flash attention off for grok
+    const bool mlock = hw.memlock_limit && *hw.memlock_limit >= m.weight_bytes && m.weight_bytes > 0;
+
+    const auto add = [&](profile_flavour f, const profile_settings &s) {
+        set.profiles.push_back(evaluate_profile(m, hw, set.budget, profile_name(s.gpu, f, s), f, s));
+    };
+
+    for (int32_t ctx : latency_ctx) {
+        for (kv_cache_type kv : {kv_cache_type::f16, kv_cache_type::q8_0}) {
+            if (kv == kv_cache_type::q8_0 && !flash) {
+                continue;
+            }
+            profile_settings s;
+            s.n_threads  = int32_t(hw.n_cores_effective);
+            s.n_slots    = 1;
+            s.n_ctx_slot = ctx;
+            s.n_batch    = 512;
+            s.n_ubatch   = 512;
+            s.kv_type    = kv;
+            s.flash_attn = flash;
+            s.use_mlock  = mlock;
+            add(profile_flavour::latency, s);
+        }
+    }
+    for (int32_t slots : throughput_slots) {
+        for (int32_t ctx : throughput_ctx) {
+            profile_settings s;
+            s.n_threads  = int32_t(hw.n_threads_effective);
+            s.n_slots    = slots;
+            s.n_ctx_slot = ctx;
+            s.n_batch    = 1024;
+            s.n_ubatch   = 512;
+            s.flash_attn = flash;
+            add(profile_flavour::throughput, s);
+        }
+    }
+    {
+        profile_settings s;
+        s.gpu          = true;
+        s.n_threads    = int32_t(hw.n_cores_effective);
+        s.n_ctx_slot   = trained;
+        s.flash_attn   = flash;
+        s.n_gpu_layers = int32_t(std::min<uint64_t>(m.n_layer + 1, 1u << 20)); // blocks + output layer
+        add(profile_flavour::latency, s);
+    }
+    return set;
+}
+
+result<profile_pick> pick_profile(const profile_set &set, pick_goal goal) {
+    const auto &ps = set.profiles;
+    // Orders: true when a is better than b.
+    const auto latency_better = [](const profile_settings &a, const profile_settings &b) {
+        if (a.n_ctx_slot != b.n_ctx_slot) {
+            return a.n_ctx_slot > b.n_ctx_slot;
+        }
+        if (a.kv_type != b.kv_type) {
+            return a.kv_type == kv_cache_type::f16;
+        }
+        return a.n_slots < b.n_slots;
+    };
+    const auto throughput_better = [](const profile_settings &a, const profile_settings &b) {
+        if (a.n_slots != b.n_slots) {
+            return a.n_slots > b.n_slots;
+        }
+        if (a.n_ctx_slot != b.n_ctx_slot) {
+            return a.n_ctx_slot > b.n_ctx_slot;
+        }
+        return a.kv_type == kv_cache_type::f16 && b.kv_type != kv_cache_type::f16;
+    };
+    const auto best_of = [&](auto &&keep, auto &&better) -> std::optional<size_t> {
+        std::optional<size_t> best;
+        for (size_t i = 0; i < ps.size(); ++i) {
+            if (keep(ps[i]) && (!best || better(ps[i].settings, ps[*best].settings))) {
+                best = i;
+            }
+        }
+        return best;
+    };
+    const auto runnable_cpu = [](profile_flavour f) {
+        return [f](const model_profile &p) {
+            return p.status == profile_status::runnable && !p.settings.gpu && p.flavour == f;
+        };
+    };
+    const auto make = [&](size_t i, const std::string &why) {
+        profile_pick pick;
+        pick.index    = i;
+        pick.settings = ps[i].settings;
+        pick.memory   = ps[i].memory;
+        pick.reason   = ps[i].name + ": " + why + "; est. " + mib_text(pick.memory.total()) + " of a " +
+                      mib_text(set.budget.bytes) + " budget";
+        return pick;
+    };
+
+    if (auto i = best_of([](const model_profile &p) { return p.status == profile_status::runnable && p.settings.gpu; },
+                         latency_better)) {
+        return make(*i, "a GPU is available and the model fits in its memory");
+    }
+    const profile_flavour first = goal == pick_goal::latency ? profile_flavour::latency : profile_flavour::throughput;
+    const profile_flavour second =
+        first == profile_flavour::latency ? profile_flavour::throughput : profile_flavour::latency;
+    const auto rule = [](profile_flavour f) {
+        return f == profile_flavour::latency ? "the longest context that fits, f16 KV preferred"
+                                             : "the most parallel slots that fit, then the longest context";
+    };
+    for (profile_flavour f : {first, second}) {
+        const auto i = f == profile_flavour::latency ? best_of(runnable_cpu(f), latency_better)
+                                                     : best_of(runnable_cpu(f), throughput_better);
+        if (i) {
+            std::string why = std::string(profile_flavour_name(f)) + " profile with " + rule(f);
+            if (f != first) {
+                why += " (no " + std::string(profile_flavour_name(first)) + " profile fits)";
+            }
+            return make(*i, why);
+        }
+    }
+    // Nothing runnable as listed: the low_memory profile whose fit keeps the longest context, then
+    // f16 KV, then the most slots.
+    const auto fit_better = [](const profile_settings &a, const profile_settings &b) {
+        if (a.n_ctx_slot != b.n_ctx_slot) {
+            return a.n_ctx_slot > b.n_ctx_slot;
+        }
+        if (a.kv_type != b.kv_type) {
+            return a.kv_type == kv_cache_type::f16;
+        }
+        return a.n_slots > b.n_slots;
+    };
+    std::optional<size_t> best;
+    for (size_t i = 0; i < ps.size(); ++i) {
+        if (ps[i].status != profile_status::low_memory || !ps[i].fit || ps[i].settings.gpu) {
+            continue;
+        }
+        if (!best || fit_better(*ps[i].fit, *ps[*best].fit)) {
+            best = i;
+        }
+    }
+    if (best) {
+        profile_pick pick = make(*best, "no profile fits as listed; applied " + ps[*best].detail);
+        pick.settings     = *ps[*best].fit;
+        pick.memory       = *ps[*best].fit_memory;
+        pick.adjusted     = true;
+        pick.reason       = ps[*best].name + " with " + ps[*best].detail + ": no profile fits as listed; est. " +
+                      mib_text(pick.memory.total()) + " of a " + mib_text(set.budget.bytes) + " budget";
+        return pick;
+    }
+
+    error e = error::invalid("", "model", "no_profile_fits");
+    if (!set.model.problem.empty()) {
+        e.message = "no profile can run this model: " + set.model.problem;
+        return e;
+    }
+    // The numbers: what the smallest configuration (one slot, the shortest context, f16 KV) needs.
+    const auto cpu = std::find_if(ps.begin(), ps.end(), [](const model_profile &p) { return !p.settings.gpu; });
+    if (cpu == ps.end()) {
+        e.message = "no profile fits in memory";
+        return e;
+    }
+    profile_settings smallest = cpu->settings;
+    smallest.n_slots          = 1;
+    smallest.n_ctx_slot       = std::min(smallest.n_ctx_slot, min_fit_ctx);
+    smallest.kv_type          = kv_cache_type::f16;
+    const memory_estimate m   = estimate_memory(set.model, smallest);
+    e.message = "no profile fits in memory: even --parallel 1 --ctx-size " + std::to_string(smallest.n_ctx_slot) +
+                " needs " + mib_text(m.total()) + " (" + estimate_parts(m) + ") but the budget is " +
+                budget_text(set.budget);
+    return e;
+}
+
+std::optional<size_t> find_profile(const profile_set &set, std::string_view name) {
+    for (size_t i = 0; i < set.profiles.size(); ++i) {
+        if (set.profiles[i].name == name) {
+            return i;
+        }
+    }
+    return std::nullopt;
+}
+
+} // namespace inferbox

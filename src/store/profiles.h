@@ -1,0 +1,206 @@
+#pragma once
+// Serving profiles: candidate configurations for one model on this machine, each with its
+// estimated memory and a status, in the spirit of NIM's `list-model-profiles`; and the rule
+// `serve` uses to pick one. Pure arithmetic over a gguf_info and a hardware_info: no llama.cpp,
+// no I/O. docs/profiles.md explains the estimate and how it compares with measured peak RSS.
+//
+// The estimate (bytes), for settings s on model m:
+//   weights  = the tensors' bytes (with mmap every page is prefetched; the tensors ggml's CPU
+//              backend repacks live in an anonymous copy of the same size instead)
+//   kv_cache = n_layer × cells × (n_embd_k_gqa × size(type_k) + n_embd_v_gqa × size(type_v)),
+//              cells = slots × pad256(pad256(ctx × slots) / slots) as llama.cpp sizes one KV
+//              stream per slot; n_embd_k_gqa = head_dim_k × n_head_kv, head_dim_k =
+//              <arch>.attention.key_length, else n_embd / n_head (values likewise)
+//   compute  = the written part of llama.cpp's compute buffer for one ubatch (its largest phase:
+//              feed-forward, output logits of at most one token per slot, or KQ scores without
+//              flash attention), the KQ mask, the CPU work buffer and the logits buffer
+//   overhead = the process without a model (binary, threads, HTTP) + the tokenizer + each slot's
+//              sampler candidates (the constants and their measurements: docs/profiles.md)
+// A profile fits when weights + kv_cache + compute + overhead ≤ the memory budget: the effective
+// available RAM (min of MemAvailable and the cgroup's headroom) minus a safety margin.
+//
+// Thread safety: the functions are reentrant; the results are plain values.
+
+#include "common/status.h"
+#include "store/gguf.h"
+#include "store/hardware.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace inferbox {
+
+enum class profile_flavour {
+    latency,    // one sequence at a time: the longest context, one thread per physical core
+    throughput, // several sequences decoded together: more slots, shorter context each
+};
+
+enum class kv_cache_type { f16, q8_0 };
+
+enum class profile_status {
+    runnable,     // fits the memory budget as listed
+    low_memory,   // does not fit; `detail` names the change that makes it fit (computed)
+    incompatible, // cannot run here at all; `detail` says why
+};
+
+std::string_view profile_flavour_name(profile_flavour f); // "latency" | "throughput"
+std::string_view kv_cache_type_name(kv_cache_type t);     // "f16" | "q8_0"
+std::string_view profile_status_name(profile_status s);   // "runnable" | "low_memory" | "incompatible"
+
+// Bytes per element of a KV cache type (q8_0: blocks of 32 in 34 bytes).
+double kv_cache_type_size(kv_cache_type t);
+
+// The model facts the estimate needs, read from gguf_info with llama.cpp's defaults where a key
+// is optional (head_count_kv = head_count, key_length = embedding_length / head_count).
+struct model_shape {
+    std::string architecture;
+    bool        recurrent = false; // llama.cpp keeps a fixed-size state per sequence, not a KV cache
+    bool        hybrid    = false; // attention and recurrent layers; the KV formula is an upper bound
+
+    uint64_t n_ctx_train   = 0;
+    uint64_t n_layer       = 0;
+    uint64_t n_embd        = 0;
+    uint64_t n_head        = 0;
+    uint64_t n_head_kv     = 0;
+    uint64_t n_embd_head_k = 0;
+    uint64_t n_embd_head_v = 0;
+    uint64_t n_ff          = 0;
+    uint64_t n_vocab       = 0;
+
+    uint64_t weight_bytes = 0; // sum of the tensors' bytes
+    // Bytes of the tensors ggml's CPU backend repacks into an interleaved layout on this CPU
+    // (Q4_0, Q4_K, IQ4_NL, MXFP4 with AVX2, ...): loaded into an anonymous copy, while their
+    // file pages, read once, stay in the page cache (and in the process's RSS) until reclaimed.
+    uint64_t repacked_bytes = 0;
+
+    // Why llama.cpp cannot load the model (unknown or missing architecture, a required key
+    // missing or unusable); empty when it can.
+    std::string problem;
+    // Assumptions made for missing or per-layer metadata, one sentence each.
+    std::vector<std::string> notes;
+
+    uint64_t n_embd_k_gqa() const { return n_embd_head_k * n_head_kv; }
+    uint64_t n_embd_v_gqa() const { return n_embd_head_v * n_head_kv; }
+};
+
+// The shape of `g`; `isa` decides which tensors the CPU backend repacks.
+model_shape model_shape_of(const gguf_info &g, const cpu_isa &isa);
+
+// Whether llama.cpp (the version inferbox is built with) knows `architecture`.
+bool is_known_architecture(std::string_view architecture);
+
+// What a profile configures. Field names follow engine_config and the serve flags.
+struct profile_settings {
+    bool          gpu          = false;              // all layers on the largest GPU
+    int32_t       n_threads    = 1;                  // --threads
+    int32_t       n_slots      = 1;                  // --parallel
+    int32_t       n_ctx_slot   = 0;                  // --ctx-size (tokens per sequence)
+    int32_t       n_batch      = 512;                // --batch-size (tokens per engine step)
+    int32_t       n_ubatch     = 512;                // tokens per llama_decode micro-batch
+    kv_cache_type kv_type      = kv_cache_type::f16; // K and V
+    bool          flash_attn   = true;
+    bool          use_mmap     = true;
+    bool          use_mlock    = false;
+    int32_t       n_gpu_layers = 0;
+};
+
+struct memory_estimate {
+    uint64_t weights  = 0;
+    uint64_t kv_cache = 0;
+    uint64_t compute  = 0;
+    uint64_t overhead = 0;
+    // The repacked tensors' file pages (see model_shape::repacked_bytes): counted in peak RSS but
+    // reclaimable, so not in total() (unless mlock pins them, then they are in `weights`).
+    uint64_t page_cache = 0;
+
+    uint64_t total() const { return weights + kv_cache + compute + overhead; } // must fit
+    uint64_t peak_rss() const { return total() + page_cache; }                 // VmHWM with memory to spare
+};
+
+// KV cells (tokens) llama.cpp allocates for `n_slots` streams of `n_ctx_slot` tokens.
+uint64_t kv_cells(int32_t n_ctx_slot, int32_t n_slots);
+
+// The KV cache bytes for those cells (0 for recurrent models).
+uint64_t kv_cache_bytes(const model_shape &m, int32_t n_ctx_slot, int32_t n_slots, kv_cache_type t);
+
+// The whole estimate. Non-positive settings are treated as 1 (0 context: the trained context).
+memory_estimate estimate_memory(const model_shape &m, const profile_settings &s);
+
+// The memory a profile may use.
+struct memory_budget {
+    uint64_t available = 0; // effective available RAM (or GPU free memory for GPU profiles)
+    uint64_t margin    = 0; // kept free: 5 % of the effective total, at least 256 MiB, at most 2 GiB
+    uint64_t bytes     = 0; // available - margin (0 when the margin is larger)
+};
+
+memory_budget cpu_memory_budget(const hardware_info &hw);
+
+struct model_profile {
+    std::string      name; // "cpu-latency-ctx4096", "cpu-latency-ctx4096-kvq8", "cpu-throughput-p8-ctx2048"
+    profile_flavour  flavour = profile_flavour::latency;
+    profile_settings settings;
+    memory_estimate  memory;
+    profile_status   status = profile_status::runnable;
+    // runnable: empty; low_memory: the serve flag that makes it fit ("--ctx-size 3072"),
+    // incompatible: why, with the numbers.
+    std::string detail;
+    // low_memory: the settings with that change applied, which fit, and their estimate.
+    std::optional<profile_settings> fit;
+    std::optional<memory_estimate>  fit_memory;
+};
+
+// Estimates `s` and sets the status against `budget` (searching the change for low_memory).
+// GPU settings are checked against the largest device in hw.gpus.
+model_profile evaluate_profile(const model_shape &m, const hardware_info &hw, const memory_budget &budget,
+                               std::string name, profile_flavour flavour, const profile_settings &s);
+
+struct profile_options {
+    // Replaces the budget computed from the hardware (available = bytes = this, margin = 0).
+    std::optional<uint64_t> budget_bytes;
+};
+
+struct profile_set {
+    model_shape                model;
+    memory_budget              budget;
+    std::vector<model_profile> profiles; // latency first, then throughput, then GPU
+};
+
+// The candidate profiles (docs/profiles.md lists the ladder):
+//   latency: ctx ∈ {trained, 32768, 8192, 2048} (those below the trained context), KV f16 and
+//            q8_0, 1 slot, threads = effective physical cores, batch = ubatch = 512;
+//   throughput: slots ∈ {4, 8} (and 16 with ≥ 16 cores), ctx ∈ {min(trained, 4096),
+//            min(trained, 2048)}, KV f16, threads = effective logical CPUs, batch 1024, ubatch 512;
+//   gpu: one latency profile at the trained context, every layer offloaded (incompatible here
+//            when hw.gpus is empty).
+// Flash attention on (off for grok, which llama.cpp forces off; then no q8_0 KV), mmap on,
+// mlock on for latency profiles when RLIMIT_MEMLOCK covers the weights.
+profile_set list_profiles(const gguf_info &g, const hardware_info &hw, const profile_options &o = {});
+
+enum class pick_goal { latency, throughput };
+
+struct profile_pick {
+    size_t           index = 0;        // into profile_set::profiles
+    profile_settings settings;         // the profile's settings, or its fit when `adjusted`
+    memory_estimate  memory;           // the estimate for `settings`
+    bool             adjusted = false; // a low_memory profile with its change applied
+    std::string      reason;           // one line for the log
+};
+
+// The best profile for `goal`:
+//   1. a runnable GPU profile, if any;
+//   2. runnable profiles of the goal's flavour: latency → the longest context, then f16 KV
+//      before q8_0; throughput → the most slots, then the longest context, then f16;
+//   3. the other flavour by its own rule;
+//   4. the low_memory profile whose fit keeps the longest context (then f16 KV, then the most
+//      slots), with its change applied.
+// An error (code "no_profile_fits") when none of these exists; its message gives the numbers:
+// the smallest estimate, its parts, and the budget.
+result<profile_pick> pick_profile(const profile_set &set, pick_goal goal = pick_goal::latency);
+
+// The index of the profile called `name`, or nullopt.
+std::optional<size_t> find_profile(const profile_set &set, std::string_view name);
+
+} // namespace inferbox

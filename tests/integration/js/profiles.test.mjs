@@ -1,0 +1,237 @@
+// `inferbox hardware` and `inferbox profiles` on the real test models: the JSON shapes, sane
+// numbers for this machine, at least one runnable profile for the tiny model, the pick, a model
+// resolved by its cached name, and a truncated model refused with one line naming the file.
+
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import { MODELS, modelPath, serverBinary } from './harness.mjs';
+
+let work; // temporary folder: the cache and the damaged copy
+let cache;
+
+function inferbox(args) {
+  const res = spawnSync(serverBinary(), args, {
+    env: { ...process.env, INFERBOX_CACHE: cache },
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  if (res.error) {
+    throw new Error(`inferbox ${args.join(' ')}: ${res.error.message}`);
+  }
+  return res;
+}
+
+function ok(args) {
+  const res = inferbox(args);
+  assert.equal(res.signal, null, `inferbox ${args.join(' ')} died of ${res.signal}\n${res.stderr}`);
+  assert.equal(res.status, 0, `inferbox ${args.join(' ')} exited ${res.status}\n${res.stderr}`);
+  return res.stdout;
+}
+
+function fails(args) {
+  const res = inferbox(args);
+  assert.equal(res.signal, null, `inferbox ${args.join(' ')} died of ${res.signal}\n${res.stderr}`);
+  assert.equal(res.status, 1, `inferbox ${args.join(' ')} exited ${res.status}\nstdout: ${res.stdout}\nstderr: ${res.stderr}`);
+  const lines = res.stderr.split('\n').filter((l) => l.length > 0);
+  assert.equal(lines.length, 1, `expected one error line, got:\n${res.stderr}`);
+  assert.equal(res.stdout, '', `nothing on stdout after an error, got:\n${res.stdout}`);
+  return lines[0];
+}
+
+const isInt = (v) => Number.isInteger(v);
+
+before(() => {
+  work = fs.mkdtempSync(path.join(os.tmpdir(), 'inferbox-profiles-'));
+  cache = path.join(work, 'cache');
+});
+
+after(() => {
+  if (work) {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+});
+
+describe('inferbox hardware', () => {
+  test('--json has the documented shape and sane numbers', () => {
+    const hw = JSON.parse(ok(['hardware', '--json']));
+    for (const key of [
+      'arch', 'cpu_model', 'isa', 'logical_cpus', 'physical_cores', 'cpus_allowed', 'cgroup_cpu_quota',
+      'effective_cores', 'effective_threads', 'cache', 'ram_total_bytes', 'ram_available_bytes',
+      'cgroup_memory_limit_bytes', 'cgroup_memory_usage_bytes', 'effective_ram_total_bytes',
+      'effective_ram_available_bytes', 'memlock_limit_bytes', 'gpus',
+    ]) {
+      assert.ok(key in hw, `missing ${key}`);
+    }
+    assert.ok(typeof hw.arch === 'string' && hw.arch.length > 0);
+    assert.ok(Array.isArray(hw.isa));
+    assert.ok(isInt(hw.logical_cpus) && hw.logical_cpus >= 1, `logical_cpus ${hw.logical_cpus}`);
+    assert.ok(isInt(hw.physical_cores) && hw.physical_cores >= 1, `physical_cores ${hw.physical_cores}`);
+    assert.ok(hw.physical_cores <= hw.logical_cpus);
+    assert.ok(hw.effective_cores >= 1 && hw.effective_cores <= hw.effective_threads);
+    assert.ok(hw.effective_threads <= hw.logical_cpus);
+    assert.ok(hw.ram_total_bytes > 0, `ram_total_bytes ${hw.ram_total_bytes}`);
+    assert.ok(hw.effective_ram_available_bytes > 0);
+    assert.ok(hw.effective_ram_available_bytes <= hw.effective_ram_total_bytes);
+    assert.ok(hw.effective_ram_total_bytes <= hw.ram_total_bytes);
+    assert.deepEqual(Object.keys(hw.cache).sort(), ['l1d_bytes', 'l2_bytes', 'l3_bytes']);
+    assert.deepEqual(hw.gpus, []); // the CPU build: the store layer reports none
+    if (hw.arch === 'x86_64') {
+      if (hw.isa.includes('avx2')) {
+        assert.ok(hw.isa.includes('avx'));
+      }
+    }
+  });
+
+  test('the text form names the CPU, cores and memory', () => {
+    const out = ok(['hardware']);
+    assert.match(out, /^cpu:\s+.+\(.+\)$/m);
+    assert.match(out, /^physical cores:\s+\d+$/m);
+    assert.match(out, /^ram:\s+.+ total, .+ available$/m);
+    assert.match(out, /^effective:\s+\d+ cores, \d+ threads$/m);
+  });
+});
+
+describe('inferbox profiles', () => {
+  test('--json on stories260K: shapes, a runnable profile, a pick', () => {
+    const file = modelPath(MODELS.plain);
+    const out = JSON.parse(ok(['profiles', '--model', file, '--json']));
+    assert.equal(out.file, file);
+    assert.equal(out.model.architecture, 'llama');
+    assert.equal(out.model.context_length, 512);
+    assert.equal(out.model.block_count, 5);
+    assert.equal(out.model.head_count_kv, 4);
+    assert.equal(out.model.key_length, 8);
+    assert.equal(out.model.problem, null);
+    assert.ok(out.model.weight_bytes > 1_000_000 && out.model.weight_bytes < 1_300_000);
+    assert.ok(out.hardware.physical_cores >= 1);
+    assert.ok(out.hardware.ram_total_bytes > 0);
+    assert.ok(out.budget.bytes > 0 && out.budget.bytes <= out.budget.available);
+
+    assert.ok(out.profiles.length >= 4);
+    for (const p of out.profiles) {
+      assert.match(p.name, /^(cpu|gpu)-(latency|throughput)(-p\d+)?-ctx\d+(-kvq8)?$/);
+      assert.ok(['latency', 'throughput'].includes(p.flavour));
+      assert.ok(['runnable', 'low_memory', 'incompatible'].includes(p.status));
+      assert.ok(['f16', 'q8_0'].includes(p.kv_cache_type));
+      for (const key of ['threads', 'parallel', 'ctx_size', 'batch_size', 'ubatch_size', 'gpu_layers']) {
+        assert.ok(isInt(p[key]), `${p.name}.${key} = ${p[key]}`);
+      }
+      assert.equal(typeof p.flash_attn, 'boolean');
+      assert.equal(typeof p.mmap, 'boolean');
+      assert.equal(typeof p.mlock, 'boolean');
+      const m = p.memory;
+      assert.equal(m.total, m.weights + m.kv_cache + m.compute + m.overhead);
+      assert.ok(m.weights === out.model.weight_bytes || p.mlock);
+      if (p.status === 'runnable') {
+        assert.equal(p.detail, null);
+        assert.ok(m.total <= out.budget.bytes);
+      } else {
+        assert.ok(typeof p.detail === 'string' && p.detail.length > 0, `${p.name}: no detail`);
+      }
+    }
+    const byName = Object.fromEntries(out.profiles.map((p) => [p.name, p]));
+    const latency = byName['cpu-latency-ctx512'];
+    assert.ok(latency, 'cpu-latency-ctx512 listed');
+    assert.equal(latency.status, 'runnable');
+    assert.equal(latency.parallel, 1);
+    assert.equal(latency.threads, out.hardware.effective_cores);
+    assert.equal(latency.gpu_layers, 0);
+    // KV: 2 × 5 layers × 512 cells × (4 KV heads × 8) × 2 bytes.
+    assert.equal(latency.memory.kv_cache, 2 * 5 * 512 * 32 * 2);
+    // Head size 8 cannot hold q8_0 blocks of 32.
+    assert.equal(byName['cpu-latency-ctx512-kvq8'].status, 'incompatible');
+    assert.match(byName['cpu-latency-ctx512-kvq8'].detail, /divisible by 32/);
+    // No GPU in this build.
+    assert.equal(byName['gpu-latency-ctx512'].status, 'incompatible');
+    assert.match(byName['gpu-latency-ctx512'].detail, /no GPU/);
+    assert.ok(out.profiles.some((p) => p.flavour === 'throughput' && p.status === 'runnable'));
+
+    assert.equal(out.pick_error, null);
+    assert.equal(out.pick.name, 'cpu-latency-ctx512');
+    assert.equal(out.pick.adjusted, false);
+    assert.match(out.pick.reason, /^cpu-latency-ctx512: /);
+  });
+
+  test('the table, and the throughput pick', () => {
+    const out = ok(['profiles', '--model', modelPath(MODELS.plain), '--goal', 'throughput']);
+    const lines = out.trimEnd().split('\n');
+    assert.match(lines[0], /^model:\s+.*stories260K\.gguf \(llama, .*trained context 512\)$/);
+    assert.match(lines[1], /^budget:\s+/);
+    assert.match(
+      lines[2],
+      /^NAME\s+FLAVOUR\s+THREADS\s+PARALLEL\s+CTX\s+BATCH\/UBATCH\s+KV\s+FLASH\s+GPU-LAYERS\s+EST\.MEMORY\s+STATUS$/,
+    );
+    assert.match(out, /^cpu-latency-ctx512\s+latency\s+\d+\s+1\s+512\s+512\/512\s+f16\s+on\s+0\s+[\d.]+ MiB\s+runnable$/m);
+    assert.match(out, /^serve would pick \(throughput\): cpu-throughput-p8-ctx512: /m);
+  });
+
+  test('a custom configuration is estimated next to the candidates', () => {
+    const out = JSON.parse(
+      ok(['profiles', '--model', modelPath(MODELS.plain), '--json', '--ctx-size', '1024', '--parallel', '4']),
+    );
+    const custom = out.profiles.find((p) => p.name === 'custom');
+    assert.ok(custom, 'custom profile listed');
+    assert.equal(custom.parallel, 4);
+    assert.equal(custom.ctx_size, 1024);
+    assert.equal(custom.flavour, 'throughput');
+    assert.equal(custom.memory.kv_cache, 2 * 5 * 4 * 1024 * 32 * 2);
+  });
+
+  test('--memory-budget: low_memory with a change that fits, and a refusal with the numbers', () => {
+    const file = modelPath(MODELS.plain);
+    const full = JSON.parse(ok(['profiles', '--model', file, '--json']));
+    const latency = full.profiles.find((p) => p.name === 'cpu-latency-ctx512');
+    // Just below what the 512-token latency profile needs.
+    const budget = latency.memory.total - 1;
+    const out = JSON.parse(ok(['profiles', '--model', file, '--json', '--memory-budget', String(budget)]));
+    assert.equal(out.budget.bytes, budget);
+    const p = out.profiles.find((x) => x.name === 'cpu-latency-ctx512');
+    assert.equal(p.status, 'low_memory');
+    assert.equal(p.detail, '--ctx-size 256');
+    assert.equal(p.fit.ctx_size, 256);
+    assert.ok(p.fit.memory.total <= budget);
+    assert.equal(out.pick.adjusted, true);
+    assert.equal(out.pick.settings.ctx_size, 256);
+    assert.match(out.pick.reason, /--ctx-size 256/);
+
+    const none = JSON.parse(ok(['profiles', '--model', file, '--json', '--memory-budget', '1M']));
+    assert.equal(none.pick, null);
+    assert.match(none.pick_error, /^no profile fits in memory: even --parallel 1 --ctx-size 256 needs .* but the budget is 1\.0 MiB$/);
+    for (const x of none.profiles) {
+      assert.equal(x.status, 'incompatible', x.name);
+    }
+    assert.match(none.profiles[0].detail, /weights alone/);
+
+    const line = fails(['profiles', '--model', file, '--memory-budget', 'lots']);
+    assert.match(line, /--memory-budget 'lots' is not a size/);
+  });
+
+  test('a cached model is resolved by name', () => {
+    ok(['import', modelPath(MODELS.plain), '--name', 'tiny']);
+    const out = JSON.parse(ok(['profiles', '--model', 'tiny', '--json']));
+    assert.equal(out.file, path.join(cache, 'models', 'tiny', 'model.gguf'));
+    assert.equal(out.model.architecture, 'llama');
+    const line = fails(['profiles', '--model', 'not-cached']);
+    assert.match(line, /^inferbox profiles: .*not-cached/);
+  });
+
+  test('a truncated model: exit 1, one line naming the file', () => {
+    const bytes = fs.readFileSync(modelPath(MODELS.plain));
+    const file = path.join(work, 'truncated.gguf');
+    fs.writeFileSync(file, bytes.subarray(0, Math.floor(bytes.length / 2)));
+    const line = fails(['profiles', '--model', file]);
+    assert.ok(line.startsWith(`inferbox profiles: ${file}: truncated`), line);
+    const again = fails(['profiles', '--model', file, '--json']);
+    assert.ok(again.includes(`${file}: truncated`), again);
+  });
+
+  test('a remote reference is refused', () => {
+    const line = fails(['profiles', '--model', 'hf://org/repo/model.gguf']);
+    assert.match(line, /remote reference/);
+  });
+});

@@ -1,0 +1,602 @@
+// Serving profiles from synthetic gguf_info and hardware_info values: the model shape and its
+// fallbacks, the KV cache formula against hand computations, the compute estimate against
+// llama.cpp's reported buffer sizes, the three statuses (a low_memory change must fit when
+// applied and be the largest that does), and the pick rule.
+
+#include "store/profiles.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+using namespace inferbox;
+
+namespace {
+
+constexpr uint64_t kib = 1024;
+constexpr uint64_t mib = kib * 1024;
+constexpr uint64_t gib = mib * 1024;
+
+gguf_value u32(uint64_t v) {
+    return gguf_value{gguf_type::uint32, v};
+}
+
+struct model_spec {
+    std::string architecture = "llama";
+    uint64_t    n_ctx        = 8192;
+    uint64_t    n_embd       = 4096;
+    uint64_t    n_layer      = 32;
+    uint64_t    n_head       = 32;
+    uint64_t    n_head_kv    = 8;
+    uint64_t    n_ff         = 14336;
+    uint64_t    n_vocab      = 128256;
+    uint64_t    weight_bytes = 4 * gib;
+};
+
+// A gguf_info as read_gguf_file would produce for a model of this shape (one tensor holding
+// every weight byte, enough for the estimate).
+gguf_info make_model(const model_spec &s) {
+    gguf_info g;
+    g.architecture = s.architecture;
+    g.metadata.emplace("general.architecture", gguf_value{gguf_type::string, s.architecture});
+    const auto put = [&](const std::string &key, uint64_t v) {
+        g.metadata.emplace(s.architecture + "." + key, u32(v));
+    };
+    if (s.n_ctx) {
+        g.context_length = s.n_ctx;
+        put("context_length", s.n_ctx);
+    }
+    if (s.n_embd) {
+        g.embedding_length = s.n_embd;
+        put("embedding_length", s.n_embd);
+    }
+    if (s.n_layer) {
+        g.block_count = s.n_layer;
+        put("block_count", s.n_layer);
+    }
+    if (s.n_head) {
+        g.head_count = s.n_head;
+        put("attention.head_count", s.n_head);
+    }
+    if (s.n_head_kv) {
+        g.head_count_kv = s.n_head_kv;
+        put("attention.head_count_kv", s.n_head_kv);
+    }
+    if (s.n_ff) {
+        put("feed_forward_length", s.n_ff);
+    }
+    if (s.n_vocab) {
+        g.vocab_size = s.n_vocab;
+    }
+    gguf_tensor_info t;
+    t.name       = "blk.0.ffn_down.weight";
+    t.n_dims     = 2;
+    t.dims       = {s.n_ff, s.n_embd, 1, 1};
+    t.type       = 1; // F16
+    t.n_bytes    = s.weight_bytes;
+    t.n_elements = s.weight_bytes / 2;
+    g.tensors.push_back(t);
+    g.tensor_bytes = s.weight_bytes;
+    g.n_params     = t.n_elements;
+    return g;
+}
+
+hardware_info make_hardware(uint64_t available = 64 * gib, uint64_t total = 128 * gib) {
+    hardware_info hw;
+    hw.arch                    = "x86_64";
+    hw.n_logical_cpus          = 16;
+    hw.n_physical_cores        = 8;
+    hw.n_cores_effective       = 8;
+    hw.n_threads_effective     = 16;
+    hw.ram_total               = total;
+    hw.ram_available           = available;
+    hw.ram_total_effective     = total;
+    hw.ram_available_effective = available;
+    return hw;
+}
+
+const model_profile &get(const profile_set &set, const std::string &name) {
+    auto i = find_profile(set, name);
+    if (!i) {
+        throw std::runtime_error("no profile " + name);
+    }
+    return set.profiles[*i];
+}
+
+} // namespace
+
+TEST(profiles, shape_reads_metadata_and_defaults) {
+    model_shape m = model_shape_of(make_model({}), cpu_isa{});
+    EXPECT_TRUE(m.problem.empty()) << m.problem;
+    EXPECT_EQ(m.n_ctx_train, 8192u);
+    EXPECT_EQ(m.n_layer, 32u);
+    EXPECT_EQ(m.n_embd_head_k, 128u); // 4096 / 32
+    EXPECT_EQ(m.n_embd_k_gqa(), 1024u);
+    EXPECT_EQ(m.n_embd_v_gqa(), 1024u);
+    EXPECT_EQ(m.n_ff, 14336u);
+    EXPECT_EQ(m.n_vocab, 128256u);
+    EXPECT_EQ(m.weight_bytes, 4 * gib);
+
+    // key_length / value_length override n_embd / n_head; a missing head_count_kv means MHA.
+    model_spec s;
+    s.n_head_kv = 0;
+    gguf_info g = make_model(s);
+    g.metadata.emplace("llama.attention.key_length", u32(192));
+    g.metadata.emplace("llama.attention.value_length", u32(96));
+    m = model_shape_of(g, cpu_isa{});
+    EXPECT_EQ(m.n_head_kv, 32u);
+    EXPECT_EQ(m.n_embd_k_gqa(), 192u * 32);
+    EXPECT_EQ(m.n_embd_v_gqa(), 96u * 32);
+}
+
+TEST(profiles, shape_fallbacks_for_missing_metadata) {
+    model_spec s;
+    s.n_ff             = 0;
+    s.n_vocab          = 0;
+    gguf_info        g = make_model(s);
+    gguf_tensor_info up;
+    up.name   = "blk.0.ffn_up.weight";
+    up.n_dims = 2;
+    up.dims   = {4096, 11008, 1, 1};
+    gguf_tensor_info embd;
+    embd.name   = "token_embd.weight";
+    embd.n_dims = 2;
+    embd.dims   = {4096, 32000, 1, 1};
+    g.tensors.push_back(up);
+    g.tensors.push_back(embd);
+    const model_shape m = model_shape_of(g, cpu_isa{});
+    EXPECT_TRUE(m.problem.empty()) << m.problem;
+    EXPECT_EQ(m.n_ff, 11008u);
+    EXPECT_EQ(m.n_vocab, 32000u);
+
+    // Keys llama.cpp requires make the model incompatible, naming the key.
+    s         = model_spec{};
+    s.n_layer = 0;
+    EXPECT_NE(model_shape_of(make_model(s), cpu_isa{}).problem.find("llama.block_count"), std::string::npos);
+    s       = model_spec{};
+    s.n_ctx = 0;
+    EXPECT_NE(model_shape_of(make_model(s), cpu_isa{}).problem.find("llama.context_length"), std::string::npos);
+    s              = model_spec{};
+    s.architecture = "";
+    EXPECT_NE(model_shape_of(make_model(s), cpu_isa{}).problem.find("general.architecture"), std::string::npos);
+    s              = model_spec{};
+    s.architecture = "not-a-real-arch";
+    EXPECT_NE(model_shape_of(make_model(s), cpu_isa{}).problem.find("not-a-real-arch"), std::string::npos);
+    EXPECT_TRUE(is_known_architecture("llama"));
+    EXPECT_TRUE(is_known_architecture("qwen2"));
+    EXPECT_FALSE(is_known_architecture("clip"));
+    EXPECT_FALSE(is_known_architecture(""));
+}
+
+TEST(profiles, kv_cells_follow_llama_cpp_padding) {
+    EXPECT_EQ(kv_cells(4096, 1), 4096u);
+    EXPECT_EQ(kv_cells(100, 1), 256u);   // padded to 256
+    EXPECT_EQ(kv_cells(1000, 4), 4096u); // n_ctx 4000 → 4096, per stream 1024
+    EXPECT_EQ(kv_cells(100, 3), 768u);   // n_ctx 300 → 512, per stream 170 → 256, × 3
+    EXPECT_EQ(kv_cells(512, 8), 4096u);
+    EXPECT_EQ(kv_cells(0, 0), 256u); // non-positive values count as 1
+}
+
+TEST(profiles, kv_cache_bytes_match_a_hand_computation) {
+    const model_shape m = model_shape_of(make_model({}), cpu_isa{});
+    // 2 (K and V) × 32 layers × 4096 cells × 1024 (8 KV heads × 128) × 2 bytes (f16) = 512 MiB.
+    EXPECT_EQ(kv_cache_bytes(m, 4096, 1, kv_cache_type::f16), 2ull * 32 * 4096 * 1024 * 2);
+    EXPECT_EQ(kv_cache_bytes(m, 4096, 1, kv_cache_type::f16), 512 * mib);
+    // q8_0: 34 bytes per 32 elements.
+    EXPECT_EQ(kv_cache_bytes(m, 4096, 1, kv_cache_type::q8_0), 2ull * 32 * 4096 * 1024 * 34 / 32);
+    // 4 slots of 2048: 8192 cells.
+    EXPECT_EQ(kv_cache_bytes(m, 2048, 4, kv_cache_type::f16), 1 * gib);
+
+    // The stories260K shape: 5 layers, 4 KV heads of 8 → llama.cpp reports 0.31 MiB at 512 cells.
+    model_spec s;
+    s.n_layer              = 5;
+    s.n_embd               = 64;
+    s.n_head               = 8;
+    s.n_head_kv            = 4;
+    const model_shape tiny = model_shape_of(make_model(s), cpu_isa{});
+    EXPECT_EQ(kv_cache_bytes(tiny, 512, 1, kv_cache_type::f16), 327680u); // 0.3125 MiB
+
+    // Recurrent models keep no KV cache.
+    s                       = model_spec{};
+    s.architecture          = "mamba";
+    const model_shape mamba = model_shape_of(make_model(s), cpu_isa{});
+    EXPECT_TRUE(mamba.recurrent);
+    EXPECT_EQ(kv_cache_bytes(mamba, 4096, 1, kv_cache_type::f16), 0u);
+}
+
+TEST(profiles, compute_estimate_matches_llama_cpp_buffers) {
+    // The synthetic model of docs/profiles.md (896 wide, FFN 4864, 14 heads, 512-token vocabulary):
+    // llama.cpp reports a 36.01 MiB compute buffer at ubatch 512, 512 cells, flash attention on,
+    // and 129.26 MiB at 4096 cells without flash attention.
+    model_spec s;
+    s.n_embd            = 896;
+    s.n_head            = 14;
+    s.n_head_kv         = 2;
+    s.n_ff              = 4864;
+    s.n_vocab           = 512;
+    s.n_layer           = 24;
+    s.n_ctx             = 4096;
+    s.weight_bytes      = 236 * mib;
+    const model_shape m = model_shape_of(make_model(s), cpu_isa{});
+    profile_settings  p;
+    p.n_ctx_slot                = 512;
+    p.n_batch                   = 512;
+    p.n_ubatch                  = 512;
+    const uint64_t extra        = 512 * 2 * 4864 + 512 * 4; // CPU work buffer + logits for one slot
+    const auto     graph_and_kq = [&](const profile_settings &x) { return estimate_memory(m, x).compute - extra; };
+    EXPECT_NEAR(double(graph_and_kq(p)) / mib, 36.01, 0.05);
+    p.n_ctx_slot = 4096;
+    p.flash_attn = false;
+    EXPECT_NEAR(double(graph_and_kq(p)) / mib, 129.26, 129.26 * 0.03);
+
+    // The batch is clamped to the KV cells, the ubatch to the batch (as llama.cpp does).
+    profile_settings small = p;
+    small.n_ctx_slot       = 256;
+    small.flash_attn       = true;
+    profile_settings same  = small;
+    same.n_batch           = 256;
+    same.n_ubatch          = 256;
+    EXPECT_EQ(estimate_memory(m, small).compute, estimate_memory(m, same).compute);
+}
+
+TEST(profiles, estimate_is_monotone_and_adds_up) {
+    const model_shape m = model_shape_of(make_model({}), cpu_isa{});
+    profile_settings  s;
+    s.n_ctx_slot            = 2048;
+    const memory_estimate a = estimate_memory(m, s);
+    EXPECT_EQ(a.total(), a.weights + a.kv_cache + a.compute + a.overhead);
+    EXPECT_EQ(a.weights, 4 * gib);
+    s.n_ctx_slot            = 4096;
+    const memory_estimate b = estimate_memory(m, s);
+    EXPECT_GT(b.total(), a.total());
+    s.n_slots               = 4;
+    const memory_estimate c = estimate_memory(m, s);
+    EXPECT_GT(c.total(), b.total());
+    s.kv_type = kv_cache_type::q8_0;
+    EXPECT_LT(estimate_memory(m, s).total(), c.total());
+}
+
+TEST(profiles, repacked_tensors_count_as_page_cache) {
+    gguf_info        g = make_model({});
+    gguf_tensor_info q4;
+    q4.name               = "blk.0.ffn_up.weight";
+    q4.n_dims             = 2;
+    q4.dims               = {4096, 14336, 1, 1};
+    q4.type               = 12; // Q4_K: repacked with AVX2 when the rows are a multiple of 8
+    q4.n_bytes            = 100 * mib;
+    gguf_tensor_info embd = q4;
+    embd.name             = "token_embd.weight"; // read with get_rows: never repacked
+    gguf_tensor_info odd  = q4;
+    odd.name              = "blk.0.attn_q.weight";
+    odd.dims              = {4096, 4100, 1, 1}; // rows not a multiple of 8
+    g.tensors             = {q4, embd, odd};
+    cpu_isa avx2;
+    avx2.avx  = true;
+    avx2.avx2 = true;
+    EXPECT_EQ(model_shape_of(g, avx2).repacked_bytes, 100 * mib);
+    EXPECT_EQ(model_shape_of(g, cpu_isa{}).repacked_bytes, 0u);
+
+    model_shape      m = model_shape_of(g, avx2);
+    profile_settings s;
+    s.n_ctx_slot      = 1024;
+    memory_estimate e = estimate_memory(m, s);
+    EXPECT_EQ(e.page_cache, 100 * mib);
+    EXPECT_EQ(e.peak_rss(), e.total() + 100 * mib);
+    s.use_mlock = true; // pinned file pages are no longer reclaimable
+    EXPECT_EQ(estimate_memory(m, s).total(), e.total() + 100 * mib);
+}
+
+TEST(profiles, budget_keeps_a_margin) {
+    memory_budget b = cpu_memory_budget(make_hardware(64 * gib, 128 * gib));
+    EXPECT_EQ(b.available, 64 * gib);
+    EXPECT_EQ(b.margin, 2 * gib); // 5 % of 128 GiB, capped at 2 GiB
+    EXPECT_EQ(b.bytes, 62 * gib);
+    b = cpu_memory_budget(make_hardware(3 * gib, 4 * gib));
+    EXPECT_EQ(b.margin, 256 * mib); // 5 % of 4 GiB is less than the 256 MiB floor
+    EXPECT_EQ(b.bytes, 3 * gib - 256 * mib);
+    b = cpu_memory_budget(make_hardware(100 * mib, 4 * gib));
+    EXPECT_EQ(b.bytes, 0u);
+}
+
+TEST(profiles, all_runnable_with_plenty_of_memory) {
+    const profile_set set = list_profiles(make_model({}), make_hardware());
+    EXPECT_EQ(set.budget.bytes, 62 * gib);
+    for (const char *name : {"cpu-latency-ctx8192", "cpu-latency-ctx8192-kvq8", "cpu-latency-ctx2048",
+                             "cpu-latency-ctx2048-kvq8", "cpu-throughput-p4-ctx4096", "cpu-throughput-p4-ctx2048",
+                             "cpu-throughput-p8-ctx4096", "cpu-throughput-p8-ctx2048"}) {
+        const model_profile &p = get(set, name);
+        EXPECT_EQ(p.status, profile_status::runnable) << name << ": " << p.detail;
+        EXPECT_TRUE(p.detail.empty());
+        EXPECT_EQ(p.settings.n_gpu_layers, 0);
+        EXPECT_TRUE(p.settings.flash_attn);
+        EXPECT_TRUE(p.settings.use_mmap);
+    }
+    EXPECT_FALSE(find_profile(set, "cpu-latency-ctx32768")); // above the trained context
+    const model_profile &lat = get(set, "cpu-latency-ctx8192");
+    EXPECT_EQ(lat.settings.n_threads, 8); // physical cores
+    EXPECT_EQ(lat.settings.n_slots, 1);
+    const model_profile &thr = get(set, "cpu-throughput-p8-ctx2048");
+    EXPECT_EQ(thr.settings.n_threads, 16);
+    EXPECT_EQ(thr.settings.n_slots, 8);
+    EXPECT_EQ(thr.flavour, profile_flavour::throughput);
+
+    const model_profile &gpu = get(set, "gpu-latency-ctx8192");
+    EXPECT_EQ(gpu.status, profile_status::incompatible);
+    EXPECT_NE(gpu.detail.find("no GPU"), std::string::npos);
+    EXPECT_EQ(gpu.settings.n_gpu_layers, 33);
+
+    auto pick = pick_profile(set);
+    ASSERT_TRUE(pick) << pick.err().message;
+    EXPECT_EQ(set.profiles[pick->index].name, "cpu-latency-ctx8192");
+    EXPECT_FALSE(pick->adjusted);
+    EXPECT_NE(pick->reason.find("cpu-latency-ctx8192"), std::string::npos);
+    EXPECT_EQ(pick->reason.find('\n'), std::string::npos);
+
+    auto tp = pick_profile(set, pick_goal::throughput);
+    ASSERT_TRUE(tp);
+    EXPECT_EQ(set.profiles[tp->index].name, "cpu-throughput-p8-ctx4096");
+}
+
+TEST(profiles, low_memory_change_fits_when_applied) {
+    const gguf_info     g  = make_model({});
+    const hardware_info hw = make_hardware();
+    const model_shape   m  = model_shape_of(g, hw.isa);
+    profile_settings    s;
+    s.n_threads  = 8;
+    s.n_ctx_slot = 8192;
+    // A budget between the 2048- and 8192-token estimates.
+    profile_settings at_2048 = s;
+    at_2048.n_ctx_slot       = 2048;
+    const uint64_t  budget   = (estimate_memory(m, at_2048).total() + estimate_memory(m, s).total()) / 2;
+    profile_options o;
+    o.budget_bytes        = budget;
+    const profile_set set = list_profiles(g, hw, o);
+
+    const model_profile &p = get(set, "cpu-latency-ctx8192");
+    ASSERT_EQ(p.status, profile_status::low_memory) << p.detail;
+    ASSERT_TRUE(p.fit);
+    ASSERT_TRUE(p.fit_memory);
+    EXPECT_EQ(p.detail, "--ctx-size " + std::to_string(p.fit->n_ctx_slot));
+    EXPECT_EQ(p.fit->n_slots, 1);
+    // The change fits when applied, and it is the largest (multiple of 256) that does.
+    EXPECT_LE(estimate_memory(m, *p.fit).total(), budget);
+    EXPECT_EQ(p.fit_memory->total(), estimate_memory(m, *p.fit).total());
+    profile_settings bigger = *p.fit;
+    bigger.n_ctx_slot += 256;
+    EXPECT_GT(estimate_memory(m, bigger).total(), budget);
+    EXPECT_GE(p.fit->n_ctx_slot, 2048);
+    EXPECT_LT(p.fit->n_ctx_slot, 8192);
+    EXPECT_EQ(get(set, "cpu-latency-ctx2048").status, profile_status::runnable);
+
+    // Throughput gives up slots first.
+    const model_profile &t = get(set, "cpu-throughput-p8-ctx4096");
+    ASSERT_EQ(t.status, profile_status::low_memory) << t.detail;
+    ASSERT_TRUE(t.fit);
+    EXPECT_EQ(t.detail, "--parallel " + std::to_string(t.fit->n_slots));
+    EXPECT_EQ(t.fit->n_ctx_slot, 4096);
+    EXPECT_LE(estimate_memory(m, *t.fit).total(), budget);
+    profile_settings more = *t.fit;
+    more.n_slots += 1;
+    EXPECT_GT(estimate_memory(m, more).total(), budget);
+}
+
+TEST(profiles, throughput_falls_back_to_context_when_one_slot_is_too_many) {
+    const gguf_info     g  = make_model({});
+    const hardware_info hw = make_hardware();
+    const model_shape   m  = model_shape_of(g, hw.isa);
+    profile_settings    one;
+    one.n_ctx_slot = 1024; // 1024 cells: 1 slot × 4096 needs more, 4 slots × 256 about the same
+    profile_options o;
+    o.budget_bytes           = estimate_memory(m, one).total() + 64 * mib;
+    const profile_set    set = list_profiles(g, hw, o);
+    const model_profile &t   = get(set, "cpu-throughput-p4-ctx4096");
+    ASSERT_EQ(t.status, profile_status::low_memory) << t.detail;
+    ASSERT_TRUE(t.fit);
+    EXPECT_EQ(t.fit->n_slots, 4);
+    EXPECT_EQ(t.detail, "--ctx-size " + std::to_string(t.fit->n_ctx_slot));
+    EXPECT_LE(estimate_memory(m, *t.fit).total(), *o.budget_bytes);
+}
+
+TEST(profiles, throughput_can_need_both_changes) {
+    const gguf_info     g  = make_model({});
+    const hardware_info hw = make_hardware();
+    const model_shape   m  = model_shape_of(g, hw.isa);
+    // A budget where 1 slot × 256 fits, 1 slot × 4096 does not, and 4 slots × 256 does not either:
+    // neither change alone is enough.
+    profile_settings one;
+    one.n_ctx_slot        = 256;
+    one.n_batch           = 1024;
+    profile_settings four = one;
+    four.n_slots          = 4;
+    const uint64_t lo     = estimate_memory(m, one).total();
+    const uint64_t hi     = estimate_memory(m, four).total();
+    ASSERT_LT(lo, hi);
+    profile_options o;
+    o.budget_bytes         = lo;
+    const profile_set    s = list_profiles(g, hw, o);
+    const model_profile &t = get(s, "cpu-throughput-p4-ctx4096");
+    ASSERT_EQ(t.status, profile_status::low_memory) << t.detail;
+    ASSERT_TRUE(t.fit);
+    EXPECT_EQ(t.fit->n_slots, 1);
+    EXPECT_EQ(t.fit->n_ctx_slot, 256);
+    EXPECT_EQ(t.detail, "--parallel 1 --ctx-size 256");
+    EXPECT_LE(estimate_memory(m, *t.fit).total(), lo);
+}
+
+TEST(profiles, incompatible_reasons) {
+    // Weights larger than the budget.
+    profile_options o;
+    o.budget_bytes  = 3 * gib;
+    profile_set set = list_profiles(make_model({}), make_hardware(), o);
+    for (const auto &p : set.profiles) {
+        EXPECT_EQ(p.status, profile_status::incompatible) << p.name;
+    }
+    EXPECT_NE(get(set, "cpu-latency-ctx8192").detail.find("weights alone"), std::string::npos);
+    auto pick = pick_profile(set);
+    ASSERT_FALSE(pick);
+    EXPECT_EQ(pick.err().code, "no_profile_fits");
+    EXPECT_NE(pick.err().message.find("budget"), std::string::npos);
+    EXPECT_NE(pick.err().message.find("weights"), std::string::npos);
+
+    // Weights fit, but not even the smallest context: the numbers are in the reason.
+    const model_shape m = model_shape_of(make_model({}), cpu_isa{});
+    profile_settings  tiny;
+    tiny.n_ctx_slot = 256;
+    o.budget_bytes  = estimate_memory(m, tiny).total() - 1;
+    set             = list_profiles(make_model({}), make_hardware(), o);
+    EXPECT_EQ(get(set, "cpu-latency-ctx2048").status, profile_status::incompatible);
+    EXPECT_NE(get(set, "cpu-latency-ctx2048").detail.find("--ctx-size 256 needs"), std::string::npos);
+
+    // Unknown or missing architecture.
+    model_spec s;
+    s.architecture = "";
+    set            = list_profiles(make_model(s), make_hardware());
+    for (const auto &p : set.profiles) {
+        EXPECT_EQ(p.status, profile_status::incompatible) << p.name;
+        EXPECT_NE(p.detail.find("general.architecture"), std::string::npos);
+    }
+    pick = pick_profile(set);
+    ASSERT_FALSE(pick);
+    EXPECT_NE(pick.err().message.find("general.architecture"), std::string::npos);
+
+    // q8_0 KV with heads not divisible by 32 (stories260K: head size 8).
+    s           = model_spec{};
+    s.n_embd    = 64;
+    s.n_head    = 8;
+    s.n_head_kv = 4;
+    s.n_ctx     = 512;
+    set         = list_profiles(make_model(s), make_hardware());
+    EXPECT_EQ(get(set, "cpu-latency-ctx512").status, profile_status::runnable);
+    const model_profile &q8 = get(set, "cpu-latency-ctx512-kvq8");
+    EXPECT_EQ(q8.status, profile_status::incompatible);
+    EXPECT_NE(q8.detail.find("divisible by 32"), std::string::npos);
+}
+
+TEST(profiles, pick_prefers_context_then_f16) {
+    const gguf_info     g  = make_model({});
+    const hardware_info hw = make_hardware();
+    const model_shape   m  = model_shape_of(g, hw.isa);
+    // A budget where ctx 8192 fits with q8_0 KV but not with f16.
+    profile_settings f16;
+    f16.n_ctx_slot      = 8192;
+    profile_settings q8 = f16;
+    q8.kv_type          = kv_cache_type::q8_0;
+    const uint64_t lo   = estimate_memory(m, q8).total();
+    const uint64_t hi   = estimate_memory(m, f16).total();
+    ASSERT_LT(lo, hi);
+    profile_options o;
+    o.budget_bytes        = (lo + hi) / 2;
+    const profile_set set = list_profiles(g, hw, o);
+    EXPECT_EQ(get(set, "cpu-latency-ctx8192").status, profile_status::low_memory);
+    EXPECT_EQ(get(set, "cpu-latency-ctx8192-kvq8").status, profile_status::runnable);
+    auto pick = pick_profile(set);
+    ASSERT_TRUE(pick);
+    EXPECT_EQ(set.profiles[pick->index].name, "cpu-latency-ctx8192-kvq8");
+    EXPECT_EQ(pick->settings.kv_type, kv_cache_type::q8_0);
+}
+
+TEST(profiles, pick_applies_a_fit_when_nothing_runs_as_listed) {
+    const gguf_info     g  = make_model({});
+    const hardware_info hw = make_hardware();
+    const model_shape   m  = model_shape_of(g, hw.isa);
+    profile_settings    s;
+    s.n_ctx_slot = 1024;
+    s.kv_type    = kv_cache_type::q8_0;
+    profile_options o;
+    o.budget_bytes        = estimate_memory(m, s).total(); // below every listed context (≥ 2048)
+    const profile_set set = list_profiles(g, hw, o);
+    for (const auto &p : set.profiles) {
+        EXPECT_NE(p.status, profile_status::runnable) << p.name;
+    }
+    auto pick = pick_profile(set);
+    ASSERT_TRUE(pick) << pick.err().message;
+    EXPECT_TRUE(pick->adjusted);
+    EXPECT_LE(pick->memory.total(), *o.budget_bytes);
+    EXPECT_EQ(pick->memory.total(), estimate_memory(m, pick->settings).total());
+    EXPECT_GE(pick->settings.n_ctx_slot, 1024); // q8_0 at 1024 fits by construction
+    EXPECT_NE(pick->reason.find("--ctx-size"), std::string::npos);
+}
+
+TEST(profiles, throughput_goal_falls_back_to_latency) {
+    const gguf_info     g  = make_model({});
+    const hardware_info hw = make_hardware();
+    const model_shape   m  = model_shape_of(g, hw.isa);
+    profile_settings    s;
+    s.n_ctx_slot = 2048;
+    profile_options o;
+    o.budget_bytes        = estimate_memory(m, s).total(); // 1 × 2048 fits; 4 × 2048 does not
+    const profile_set set = list_profiles(g, hw, o);
+    for (const auto &p : set.profiles) {
+        if (p.flavour == profile_flavour::throughput) {
+            EXPECT_NE(p.status, profile_status::runnable) << p.name;
+        }
+    }
+    auto tp = pick_profile(set, pick_goal::throughput);
+    ASSERT_TRUE(tp) << tp.err().message;
+    EXPECT_EQ(set.profiles[tp->index].name, "cpu-latency-ctx2048");
+    EXPECT_NE(tp->reason.find("no throughput profile fits"), std::string::npos) << tp->reason;
+}
+
+TEST(profiles, gpu_profile_with_a_device) {
+    hardware_info hw = make_hardware();
+    hw.gpus.push_back({"Test GPU", "CUDA", 24 * gib, 20 * gib});
+    profile_set          set = list_profiles(make_model({}), hw);
+    const model_profile &gpu = get(set, "gpu-latency-ctx8192");
+    EXPECT_EQ(gpu.status, profile_status::runnable) << gpu.detail;
+    auto pick = pick_profile(set);
+    ASSERT_TRUE(pick);
+    EXPECT_EQ(set.profiles[pick->index].name, "gpu-latency-ctx8192");
+    EXPECT_TRUE(pick->settings.gpu);
+
+    // A device too small for the weights.
+    hw.gpus[0].free_bytes  = 2 * gib;
+    hw.gpus[0].total_bytes = 4 * gib;
+    set                    = list_profiles(make_model({}), hw);
+    EXPECT_EQ(get(set, "gpu-latency-ctx8192").status, profile_status::incompatible);
+    EXPECT_NE(get(set, "gpu-latency-ctx8192").detail.find("GPU memory budget"), std::string::npos);
+    pick = pick_profile(set);
+    ASSERT_TRUE(pick);
+    EXPECT_FALSE(pick->settings.gpu);
+}
+
+TEST(profiles, unknown_hardware_means_no_memory) {
+    const profile_set set = list_profiles(make_model({}), hardware_info{});
+    EXPECT_EQ(set.budget.bytes, 0u);
+    for (const auto &p : set.profiles) {
+        EXPECT_EQ(p.status, profile_status::incompatible) << p.name;
+        EXPECT_GE(p.settings.n_threads, 1);
+    }
+}
+
+TEST(profiles, mlock_only_when_the_limit_covers_the_weights) {
+    hardware_info hw = make_hardware();
+    hw.memlock_limit = 8 * mib;
+    EXPECT_FALSE(get(list_profiles(make_model({}), hw), "cpu-latency-ctx8192").settings.use_mlock);
+    hw.memlock_limit = UINT64_MAX;
+    profile_set set  = list_profiles(make_model({}), hw);
+    EXPECT_TRUE(get(set, "cpu-latency-ctx8192").settings.use_mlock);
+    EXPECT_FALSE(get(set, "cpu-throughput-p4-ctx4096").settings.use_mlock);
+}
+
+TEST(profiles, ladder_for_a_long_context_model) {
+    model_spec s;
+    s.n_ctx               = 131072;
+    const profile_set set = list_profiles(make_model(s), make_hardware());
+    for (const char *name : {"cpu-latency-ctx131072", "cpu-latency-ctx32768", "cpu-latency-ctx8192",
+                             "cpu-latency-ctx2048", "cpu-throughput-p4-ctx4096", "cpu-throughput-p8-ctx2048"}) {
+        EXPECT_TRUE(find_profile(set, name)) << name;
+    }
+    // 131072 tokens of f16 KV for this shape is 16 GiB: fits the 62 GiB budget.
+    EXPECT_EQ(get(set, "cpu-latency-ctx131072").memory.kv_cache, 16 * gib);
+    auto pick = pick_profile(set);
+    ASSERT_TRUE(pick);
+    EXPECT_EQ(set.profiles[pick->index].name, "cpu-latency-ctx131072");
+}
+
+TEST(profiles, names) {
+    EXPECT_EQ(profile_flavour_name(profile_flavour::latency), "latency");
+    EXPECT_EQ(profile_flavour_name(profile_flavour::throughput), "throughput");
+    EXPECT_EQ(kv_cache_type_name(kv_cache_type::q8_0), "q8_0");
+    EXPECT_EQ(profile_status_name(profile_status::low_memory), "low_memory");
+    EXPECT_DOUBLE_EQ(kv_cache_type_size(kv_cache_type::f16), 2.0);
+}
