@@ -43,6 +43,12 @@ void api_router::set_draining(bool draining) {
     draining_ = draining;
 }
 
+void api_router::set_documents(std::string metadata_json, std::string manifest_json) {
+    std::lock_guard lock(mu_);
+    metadata_ = std::move(metadata_json);
+    manifest_ = std::move(manifest_json);
+}
+
 std::shared_ptr<engine> api_router::current_engine() const {
     std::lock_guard lock(mu_);
     return draining_ ? nullptr : engine_;
@@ -69,7 +75,8 @@ const route routes[] = {
     {"/v1/models", http::verb::get, false},       {"/v1/health/live", http::verb::get, true},
     {"/v1/health/ready", http::verb::get, true},  {"/health", http::verb::get, true},
     {"/v1/version", http::verb::get, false},      {"/v1/metrics", http::verb::get, false},
-    {"/metrics", http::verb::get, false},
+    {"/metrics", http::verb::get, false},         {"/v1/metadata", http::verb::get, false},
+    {"/v1/manifest", http::verb::get, false},
 };
 
 // The key a request presents: "Authorization: Bearer KEY" (what the OpenAI SDKs send), or
@@ -209,6 +216,18 @@ void api_router::handle(const std::shared_ptr<http_exchange> &ex) {
     } else if (is_metrics) {
         ex->respond(http::status::ok, cfg_.metrics_registry ? cfg_.metrics_registry->render() : std::string(),
                     "text/plain; version=0.0.4; charset=utf-8");
+    } else if (target == "/v1/metadata" || target == "/v1/manifest") {
+        std::string doc;
+        {
+            std::lock_guard lock(mu_);
+            doc = target == "/v1/metadata" ? metadata_ : manifest_;
+        }
+        if (doc.empty()) {
+            respond_error(
+                *ex, error{error_kind::unavailable, "not ready: the model file is still being read", "", "not_ready"});
+        } else {
+            ex->respond(http::status::ok, std::move(doc), "application/json");
+        }
     } else if (target == "/v1/models") {
         handle_models(ex);
     } else {

@@ -43,6 +43,9 @@ class api_router {
     // Thread-safe. Until an engine is attached, readiness answers 503 and inference 503.
     void attach(std::shared_ptr<engine> eng);
     void set_draining(bool draining); // readiness turns 503, new inference requests get 503
+    // Thread-safe. The JSON bodies of GET /v1/metadata and /v1/manifest (NIM's endpoints), known
+    // once the model's file and the hardware have been read; until then both answer 503.
+    void set_documents(std::string metadata_json, std::string manifest_json);
 
     void handle(const std::shared_ptr<http_exchange> &ex);
 
@@ -64,7 +67,8 @@ class api_router {
     mutable std::mutex      mu_;
     std::shared_ptr<engine> engine_;
     bool                    draining_ = false;
-    int64_t                 created_  = 0;
+    std::string             metadata_, manifest_;
+    int64_t                 created_ = 0;
 };
 
 // Sends an error response (the one error-to-HTTP path for whole responses); `headers` are

@@ -68,6 +68,9 @@ int run_cli(int argc, char **argv) {
     serve->add_option("--api-key", so.api_keys, "an accepted API key (repeatable; also INFERBOX_API_KEYS=k1,k2)");
     serve->add_option("--api-key-file", so.api_key_file, "file with one accepted API key per line")
         ->check(CLI::ExistingFile);
+    serve->add_option("--profile", so.profile,
+                      "auto (the best profile for this machine) or a name from `inferbox profiles`; "
+                      "overrides --threads, --parallel, --ctx-size and --batch-size");
     serve->add_option("--tls-cert", so.tls_cert, "PEM certificate chain: serve HTTPS")->check(CLI::ExistingFile);
     serve->add_option("--tls-key", so.tls_key, "PEM private key of --tls-cert")->check(CLI::ExistingFile);
     serve->add_option("--tls-client-ca", so.tls_client_ca, "PEM CA bundle: require client certificates (mTLS)")

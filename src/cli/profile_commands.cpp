@@ -404,6 +404,16 @@ int run_profiles(const profiles_options &o) {
 
 } // namespace
 
+nlohmann::json profile_to_json(const model_profile &p) {
+    return profile_json(p);
+}
+nlohmann::json settings_to_json(const profile_settings &s) {
+    return settings_json(s);
+}
+nlohmann::json memory_to_json(const memory_estimate &m) {
+    return memory_json(m);
+}
+
 void add_profile_commands(CLI::App &app, std::function<int()> &action) {
     auto po = std::make_shared<profiles_options>();
     auto cmd =

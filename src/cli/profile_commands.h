@@ -5,6 +5,10 @@
 // Output: results on stdout (a table or text, or JSON with --json); an error is one line on
 // stderr and exit code 1. A model that fits nowhere is a listing, not an error (exit 0).
 
+#include "store/profiles.h"
+
+#include <nlohmann/json_fwd.hpp>
+
 #include <functional>
 
 namespace CLI { // NOLINT(readability-identifier-naming): CLI11's namespace
@@ -17,5 +21,10 @@ namespace inferbox {
 // calling `action` runs the command and returns the process exit code. `action` must outlive
 // app.parse().
 void add_profile_commands(CLI::App &app, std::function<int()> &action);
+
+// The JSON shapes `profiles --json` prints, shared with serve's /v1/metadata and /v1/manifest.
+nlohmann::json profile_to_json(const model_profile &p);
+nlohmann::json settings_to_json(const profile_settings &s);
+nlohmann::json memory_to_json(const memory_estimate &m);
 
 } // namespace inferbox

@@ -2,8 +2,13 @@
 
 #include "api/errors.h"
 #include "api/routes.h"
+#include "cli/profile_commands.h"
 #include "engine/model.h"
 #include "store/gguf.h"
+#include "store/hardware.h"
+#include "store/profiles.h"
+
+#include <nlohmann/json.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -24,6 +29,98 @@
 namespace inferbox {
 
 namespace net = boost::asio;
+
+namespace {
+
+// Settles the engine's configuration from the model file and the hardware, before any weights
+// load: --profile auto picks the best runnable profile, --profile NAME applies a listed one, and
+// explicit flags are estimated as a "custom" profile. A configuration that cannot fit is refused
+// here, with the numbers. Also publishes /v1/metadata and /v1/manifest.
+std::optional<error> choose_profile(const serve_options &opts, const std::string &model_id, const gguf_info &info,
+                                    engine_config &ecfg, api_router &router) {
+    const hardware_info hw  = detect_hardware();
+    const profile_set   set = list_profiles(info, hw);
+    model_profile       active;
+    if (opts.profile == "auto") {
+        auto pick = pick_profile(set);
+        if (!pick) {
+            return pick.err();
+        }
+        active          = set.profiles[pick->index];
+        active.settings = pick->settings;
+        active.memory   = pick->memory;
+        spdlog::info("profile {}", pick->reason);
+    } else if (!opts.profile.empty()) {
+        const auto i = find_profile(set, opts.profile);
+        if (!i) {
+            std::string names;
+            for (const auto &p : set.profiles) {
+                names += (names.empty() ? "" : ", ") + p.name;
+            }
+            return error::invalid("no profile '" + opts.profile + "' for this model; profiles: " + names, "profile");
+        }
+        active = set.profiles[*i];
+        if (active.status != profile_status::runnable) {
+            return error::invalid("profile " + active.name + " is " + std::string(profile_status_name(active.status)) +
+                                      ": " + active.detail,
+                                  "profile");
+        }
+        spdlog::info("profile {} (chosen with --profile)", active.name);
+    } else {
+        profile_settings s;
+        s.n_threads  = ecfg.n_threads > 0 ? ecfg.n_threads
+                                          : static_cast<int32_t>(std::max(1U, std::thread::hardware_concurrency()));
+        s.n_slots    = ecfg.n_slots;
+        s.n_ctx_slot = ecfg.n_ctx_slot;
+        s.n_batch    = ecfg.step_tokens;
+        s.n_ubatch   = std::min(ecfg.step_tokens, 512);
+        s.use_mlock  = false;
+        active       = evaluate_profile(set.model, hw, set.budget, "custom", profile_flavour::latency, s);
+        if (active.status == profile_status::incompatible) {
+            return error::invalid("this configuration cannot run here: " + active.detail, "");
+        }
+        if (active.status == profile_status::low_memory) {
+            return error::invalid("this configuration needs about " + std::to_string(active.memory.total() >> 20) +
+                                      " MiB but " + std::to_string(set.budget.bytes >> 20) +
+                                      " MiB are available; try " + active.detail +
+                                      " (inferbox profiles --model lists what fits)",
+                                  "");
+        }
+        spdlog::info("memory estimate: {} MiB (weights {}, KV {}, compute {}) of {} MiB available",
+                     active.memory.total() >> 20, active.memory.weights >> 20, active.memory.kv_cache >> 20,
+                     active.memory.compute >> 20, set.budget.bytes >> 20);
+    }
+    if (!opts.profile.empty()) { // explicit flags (or their defaults) otherwise stay as given
+        ecfg.n_threads   = active.settings.n_threads;
+        ecfg.n_slots     = active.settings.n_slots;
+        ecfg.n_ctx_slot  = active.settings.n_ctx_slot;
+        ecfg.step_tokens = active.settings.n_batch;
+    }
+
+    nlohmann::json profile  = profile_to_json(active);
+    nlohmann::json metadata = {
+        {"object", "metadata"},
+        {"version", INFERBOX_VERSION},
+        {"llama_cpp", llama_cpp_version()},
+        {"models", nlohmann::json::array(
+                       {{{"id", model_id}, {"architecture", info.architecture}, {"file_bytes", info.file_size}}})},
+        {"profile", profile},
+        // What the engine takes from the profile today; KV type, flash attention and mmap/mlock
+        // keep llama.cpp's defaults.
+        {"applied_settings", {"threads", "parallel", "ctx_size", "batch_size"}}};
+    nlohmann::json manifest = {{"object", "manifest"},
+                               {"model", model_id},
+                               {"budget_bytes", set.budget.bytes},
+                               {"profiles", nlohmann::json::array()}};
+    for (const auto &p : set.profiles) {
+        manifest["profiles"].push_back(profile_to_json(p));
+    }
+    router.set_documents(metadata.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+                         manifest.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    return std::nullopt;
+}
+
+} // namespace
 
 int run_serve(const serve_options &opts) {
     llama_log_set(
@@ -125,8 +222,10 @@ int run_serve(const serve_options &opts) {
         mo.chat_template = opts.chat_template;
         // Validate the file ourselves first: llama.cpp's loader reports a bad file only as
         // "failed to load", and aborts on some malformed ones.
-        const auto checked = read_gguf_file(opts.model_path, opts.model_path);
-        auto       m       = checked ? model::load(mo) : result<std::shared_ptr<model>>(checked.err());
+        const auto           checked = read_gguf_file(opts.model_path, opts.model_path);
+        std::optional<error> refused = checked ? choose_profile(opts, cfg.model_id, checked.value(), ecfg, router)
+                                               : std::optional<error>(checked.err());
+        auto                 m       = refused ? result<std::shared_ptr<model>>(*refused) : model::load(mo);
         if (!m) {
             spdlog::error("{}", m.err().message);
             exit_code = 1;

@@ -29,6 +29,7 @@ struct serve_options {
     std::vector<std::string> cors_origins;
     rate_limits              rate;
     std::string              tls_cert, tls_key, tls_client_ca; // HTTPS when tls_cert is set
+    std::string              profile;                          // "auto", a profile name, or empty: the flags as given
 };
 
 int run_serve(const serve_options &opts);

@@ -1,5 +1,6 @@
 #include "engine/model.h"
 
+#include "build-info.h"
 #include "chat.h"
 #include "common.h"
 #include "llama.h"
@@ -95,6 +96,10 @@ std::string model::description() const {
     char buf[256];
     llama_model_desc(model_, buf, sizeof(buf));
     return buf;
+}
+
+std::string llama_cpp_version() {
+    return std::string("commit ") + llama_commit();
 }
 
 } // namespace inferbox

@@ -26,6 +26,9 @@ struct chat_message {
     std::string content;
 };
 
+// The linked llama.cpp's commit, e.g. "commit de3ff81".
+std::string llama_cpp_version();
+
 class model {
   public:
     static result<std::shared_ptr<model>> load(const model_options &opts);

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { MODELS, modelPath, serverBinary } from './harness.mjs';
+import { MODELS, getJson, modelPath, serverBinary, useServer } from './harness.mjs';
 
 let work; // temporary folder: the cache and the damaged copy
 let cache;
@@ -234,4 +234,35 @@ describe('inferbox profiles', () => {
     const line = fails(['profiles', '--model', 'hf://org/repo/model.gguf']);
     assert.match(line, /remote reference/);
   });
+});
+
+describe('serve --profile, /v1/metadata and /v1/manifest', () => {
+  const ctx = useServer({ model: MODELS.plain, args: ['--profile', 'auto'] });
+
+  test('--profile auto applies the picked profile and reports it in /v1/metadata', ctx.wrap(async () => {
+    const meta = await getJson(`${ctx.server.url}/v1/metadata`);
+    assert.equal(meta.status, 200, meta.text);
+    assert.equal(meta.body.object, 'metadata');
+    assert.match(meta.body.profile.name, /^cpu-latency-ctx\d+/);
+    assert.equal(meta.body.profile.status, 'runnable');
+    assert.match(meta.body.llama_cpp, /^commit [0-9a-f]+/);
+    assert.equal(meta.body.models[0].id, 'stories260K');
+    const models = await getJson(`${ctx.server.url}/v1/models`);
+    assert.equal(models.body.data[0].max_model_len, meta.body.profile.ctx_size, 'the profile context is in force');
+    assert.match(ctx.server.log(), /profile cpu-latency-ctx\d+: /);
+    const manifest = await getJson(`${ctx.server.url}/v1/manifest`);
+    assert.equal(manifest.status, 200, manifest.text);
+    assert.ok(manifest.body.profiles.length >= 2);
+    assert.ok(manifest.body.profiles.some((p) => p.name === meta.body.profile.name));
+    for (const p of manifest.body.profiles) {
+      assert.ok(['runnable', 'low_memory', 'incompatible'].includes(p.status), p.status);
+    }
+  }));
+});
+
+test('serve --profile with an unknown name exits 1 listing the profiles', () => {
+  const r = spawnSync(serverBinary(), ['serve', '--model', modelPath(MODELS.plain), '--port', '0', '--profile',
+    'no-such-profile'], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /no profile 'no-such-profile' for this model; profiles: cpu-latency-/);
 });
