@@ -83,7 +83,7 @@ class session final : public http_exchange, public std::enable_shared_from_this<
     void                                    add_response_header(std::string name, std::string value) override {
         extra_headers_.emplace_back(std::move(name), std::move(value));
     }
-    void log_field(std::string key, std::string value) override {
+    void log_field(std::string key, log_value value) override {
         log_fields_.emplace_back(std::move(key), std::move(value));
     }
 
@@ -457,7 +457,7 @@ class session final : public http_exchange, public std::enable_shared_from_this<
     std::chrono::steady_clock::time_point                  received_;
     std::string                                            remote_;
     header_list                                            extra_headers_;
-    header_list                                            log_fields_;
+    log_fields                                             log_fields_;
     unsigned                                               status_ = 0;
     uint64_t                                               bytes_  = 0;
     bool                                                   open_   = false; // an exchange awaits its access record

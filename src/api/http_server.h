@@ -4,6 +4,8 @@
 // an http_exchange and answers it (at once or later, from any thread) with a whole response or
 // with a server-sent-event stream.
 
+#include "common/log.h"
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/strand.hpp>
@@ -43,7 +45,7 @@ struct access_record {
     double      seconds     = 0; // from the request's arrival to the last byte written
     bool        client_gone = false;
     std::string remote;
-    header_list fields; // what handlers added with log_field()
+    log_fields  fields; // what handlers added with log_field()
 };
 using access_log_fn = std::function<void(const access_record &)>;
 
@@ -60,8 +62,8 @@ class http_exchange {
 
     // Headers every response of this exchange carries (request id, CORS, trace context).
     virtual void add_response_header(std::string name, std::string value) = 0;
-    // A key/value pair for this exchange's access-log line (token counts, model, ...).
-    virtual void log_field(std::string key, std::string value) = 0;
+    // A typed key/value pair for this exchange's access-log line (token counts, model, ...).
+    virtual void log_field(std::string key, log_value value) = 0;
 
     virtual void respond(http::status status, std::string body, const std::string &content_type,
                          const header_list &headers = {}) = 0;

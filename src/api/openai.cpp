@@ -382,10 +382,10 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
             length = length || choices_[c].finish == finish_reason::length;
         }
         charge_generated();
-        ex_->log_field("prompt_tokens", std::to_string(n_prompt));
-        ex_->log_field("completion_tokens", std::to_string(n_gen));
-        ex_->log_field("ttft_ms", std::to_string(static_cast<int64_t>(ttft_.count() * 1000.0)));
-        ex_->log_field("finish_reason", length ? "length" : "stop");
+        ex_->log_field("prompt_tokens", n_prompt);
+        ex_->log_field("completion_tokens", n_gen);
+        ex_->log_field("ttft_ms", static_cast<int64_t>(ttft_.count() * 1000.0));
+        ex_->log_field("finish_reason", std::string(length ? "length" : "stop"));
         if (!ctx_.metrics) {
             return;
         }

@@ -262,16 +262,7 @@ void api_router::log_access(const access_record &r) {
     if (r.client_gone) {
         f.emplace_back("client_gone", true);
     }
-    for (const auto &[k, v] : r.fields) {
-        // Token counts and timings are numbers in JSON logs; everything else stays a string.
-        const bool numeric = !v.empty() && v.find_first_not_of("0123456789") == std::string::npos && v.size() < 18 &&
-                             k != "request_id" && k != "key";
-        if (numeric) {
-            f.emplace_back(k, static_cast<int64_t>(std::stoll(v)));
-        } else {
-            f.emplace_back(k, v);
-        }
-    }
+    f.insert(f.end(), r.fields.begin(), r.fields.end());
     std::string path = r.target;
     if (auto q = path.find('?'); q != std::string::npos) {
         path.resize(q);

@@ -1,5 +1,7 @@
 #include "cli/profile_commands.h"
 
+#include "cli/output.h"
+
 #include "store/gguf.h"
 #include "store/hardware.h"
 #include "store/profiles.h"
@@ -22,22 +24,9 @@ namespace {
 
 using json = nlohmann::json;
 
-int fail(const char *command, const std::string &message) {
-    std::string line = message;
-    std::replace(line.begin(), line.end(), '\n', ' ');
-    std::fprintf(stderr, "inferbox %s: %s\n", command, line.c_str());
-    return 1;
-}
-
-void print_json(const json &j) {
-    // Strings from a model file need not be UTF-8: replace what is invalid.
-    const std::string text = j.dump(2, ' ', false, json::error_handler_t::replace);
-    std::printf("%s\n", text.c_str());
-}
-
 // A string from a model file or /proc, safe to print on one line.
 std::string display(const std::string &s, size_t max_chars = 60) {
-    return gguf_value{gguf_type::string, s}.to_display(max_chars);
+    return display_text(s, max_chars);
 }
 
 template <typename T> json opt_json(const std::optional<T> &v) {
@@ -50,25 +39,6 @@ template <typename T> std::string opt_text(const std::optional<T> &v) {
 
 std::string opt_bytes(const std::optional<uint64_t> &v) {
     return v ? format_memory_size(*v) : "-";
-}
-
-void print_table(const std::vector<std::vector<std::string>> &table) {
-    std::vector<size_t> widths(table.empty() ? 0 : table[0].size(), 0);
-    for (const auto &cells : table) {
-        for (size_t i = 0; i < cells.size() && i < widths.size(); ++i) {
-            widths[i] = std::max(widths[i], cells[i].size());
-        }
-    }
-    for (const auto &cells : table) {
-        std::string line;
-        for (size_t i = 0; i < cells.size(); ++i) {
-            line += cells[i];
-            if (i + 1 < cells.size()) {
-                line += std::string(widths[i] - cells[i].size() + 2, ' ');
-            }
-        }
-        std::printf("%s\n", line.c_str());
-    }
 }
 
 // --- hardware ---------------------------------------------------------------------------------
@@ -285,26 +255,26 @@ std::string status_text(const model_profile &p) {
 int run_profiles(const profiles_options &o) {
     auto ref = parse_model_ref(o.model);
     if (!ref) {
-        return fail("profiles", ref.err().message);
+        return cli_fail("profiles", ref.err().message);
     }
     std::filesystem::path file;
     std::string           label = o.model;
     switch (ref->kind) {
     case model_ref_kind::hugging_face:
     case model_ref_kind::url:
-        return fail("profiles", "'" + display(o.model, 200) +
-                                    "' is a remote reference; profiles reads cached models and local files");
+        return cli_fail("profiles", "'" + display(o.model, 200) +
+                                        "' is a remote reference; profiles reads cached models and local files");
     case model_ref_kind::local_path:
         file = ref->path;
         break;
     case model_ref_kind::cached_name: {
         auto root = model_store::default_root();
         if (!root) {
-            return fail("profiles", root.err().message);
+            return cli_fail("profiles", root.err().message);
         }
         auto e = model_store(*root).find(ref->name);
         if (!e) {
-            return fail("profiles", e.err().message);
+            return cli_fail("profiles", e.err().message);
         }
         file  = e->file;
         label = file.string();
@@ -313,15 +283,15 @@ int run_profiles(const profiles_options &o) {
     }
     auto info = read_gguf_file(file, label);
     if (!info) {
-        return fail("profiles", info.err().message);
+        return cli_fail("profiles", info.err().message);
     }
 
     profile_options po;
     if (!o.memory_budget.empty()) {
         po.budget_bytes = parse_size(o.memory_budget);
         if (!po.budget_bytes) {
-            return fail("profiles", "--memory-budget '" + display(o.memory_budget, 40) +
-                                        "' is not a size (bytes, or a number with K, M, G or T)");
+            return cli_fail("profiles", "--memory-budget '" + display(o.memory_budget, 40) +
+                                            "' is not a size (bytes, or a number with K, M, G or T)");
         }
     }
     const hardware_info hw  = detect_hardware();

@@ -1,5 +1,8 @@
 #include "cli/store_commands.h"
 
+#include "cli/output.h"
+#include "store/hardware.h"
+
 #include "store/gguf.h"
 #include "store/store.h"
 
@@ -19,40 +22,9 @@ namespace {
 
 using json = nlohmann::json;
 
-// An error as one line on stderr; returns the exit code.
-int fail(const char *command, const std::string &message) {
-    std::string line = message;
-    std::replace(line.begin(), line.end(), '\n', ' ');
-    std::fprintf(stderr, "inferbox %s: %s\n", command, line.c_str());
-    return 1;
-}
-
-void print_json(const json &j) {
-    // Metadata strings come from the file and need not be UTF-8: replace what is invalid.
-    const std::string text = j.dump(2, ' ', false, json::error_handler_t::replace);
-    std::printf("%s\n", text.c_str());
-}
-
-std::string format_bytes(uint64_t n) {
-    static constexpr const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double                       v       = double(n);
-    size_t                       u       = 0;
-    while (v >= 1024.0 && u + 1 < std::size(units)) {
-        v /= 1024.0;
-        ++u;
-    }
-    char buf[32];
-    if (u == 0) {
-        std::snprintf(buf, sizeof buf, "%llu B", (unsigned long long)n);
-    } else {
-        std::snprintf(buf, sizeof buf, v < 10 ? "%.1f %s" : "%.0f %s", v, units[u]);
-    }
-    return buf;
-}
-
 // A string from a model file, safe to print on one line.
 std::string display(const std::string &s, size_t max_chars = 40) {
-    return gguf_value{gguf_type::string, s}.to_display(max_chars);
+    return display_text(s, max_chars);
 }
 
 std::string opt_text(const std::optional<uint64_t> &v) {
@@ -113,13 +85,13 @@ struct import_options {
 int run_import(const import_options &o) {
     auto store = open_store();
     if (!store) {
-        return fail("import", store.err().message);
+        return cli_fail("import", store.err().message);
     }
     auto e = store->import(o.path, o.name);
     if (!e) {
-        return fail("import", e.err().message);
+        return cli_fail("import", e.err().message);
     }
-    std::printf("imported %s (%s, sha256 %s) into %s\n", e->name.c_str(), format_bytes(e->manifest.size).c_str(),
+    std::printf("imported %s (%s, sha256 %s) into %s\n", e->name.c_str(), format_memory_size(e->manifest.size).c_str(),
                 e->manifest.sha256.c_str(), e->file.c_str());
     return 0;
 }
@@ -129,11 +101,11 @@ int run_import(const import_options &o) {
 int run_models(bool as_json) {
     auto store = open_store();
     if (!store) {
-        return fail("models", store.err().message);
+        return cli_fail("models", store.err().message);
     }
     auto entries = store->list();
     if (!entries) {
-        return fail("models", entries.err().message);
+        return cli_fail("models", entries.err().message);
     }
 
     struct row {
@@ -189,31 +161,16 @@ int run_models(bool as_json) {
         const std::string file = std::filesystem::path(r.entry->manifest.source).filename().string();
         if (!r.info) {
             table.push_back(
-                {r.entry->name, display(file), format_bytes(r.entry->manifest.size), "-", "-", "-", "-", "-"});
+                {r.entry->name, display(file), format_memory_size(r.entry->manifest.size), "-", "-", "-", "-", "-"});
             continue;
         }
         const gguf_info &g = *r.info;
-        table.push_back({r.entry->name, display(file), format_bytes(g.file_size),
+        table.push_back({r.entry->name, display(file), format_memory_size(g.file_size),
                          g.architecture.empty() ? "-" : display(g.architecture, 20), format_param_count(g.n_params),
                          g.quantization.empty() ? "-" : g.quantization, opt_text(g.context_length),
                          g.has_chat_template ? "yes" : "no"});
     }
-    std::vector<size_t> widths(table[0].size(), 0);
-    for (const auto &cells : table) {
-        for (size_t i = 0; i < cells.size(); ++i) {
-            widths[i] = std::max(widths[i], cells[i].size());
-        }
-    }
-    for (const auto &cells : table) {
-        std::string line;
-        for (size_t i = 0; i < cells.size(); ++i) {
-            line += cells[i];
-            if (i + 1 < cells.size()) {
-                line += std::string(widths[i] - cells[i].size() + 2, ' ');
-            }
-        }
-        std::printf("%s\n", line.c_str());
-    }
+    print_table(table);
     for (const row &r : rows) {
         if (!r.problem.empty()) {
             std::printf("warning: %s: %s\n", r.entry->name.c_str(), r.problem.c_str());
@@ -232,26 +189,26 @@ struct show_options {
 int run_show(const show_options &o) {
     auto ref = parse_model_ref(o.model);
     if (!ref) {
-        return fail("show", ref.err().message);
+        return cli_fail("show", ref.err().message);
     }
     std::optional<model_entry> cached;
     std::filesystem::path      file;
     switch (ref->kind) {
     case model_ref_kind::hugging_face:
     case model_ref_kind::url:
-        return fail("show",
-                    "'" + display(o.model, 200) + "' is a remote reference; show reads cached models and local files");
+        return cli_fail("show", "'" + display(o.model, 200) +
+                                    "' is a remote reference; show reads cached models and local files");
     case model_ref_kind::local_path:
         file = ref->path;
         break;
     case model_ref_kind::cached_name: {
         auto store = open_store();
         if (!store) {
-            return fail("show", store.err().message);
+            return cli_fail("show", store.err().message);
         }
         auto e = store->find(ref->name);
         if (!e) {
-            return fail("show", e.err().message);
+            return cli_fail("show", e.err().message);
         }
         cached = std::move(*e);
         file   = cached->file;
@@ -260,7 +217,7 @@ int run_show(const show_options &o) {
     }
     auto info = read_gguf_file(file, ref->kind == model_ref_kind::local_path ? o.model : file.string());
     if (!info) {
-        return fail("show", info.err().message);
+        return cli_fail("show", info.err().message);
     }
     const gguf_info &g = *info;
 
@@ -301,9 +258,9 @@ int run_show(const show_options &o) {
         line("model:", cached->name + " (cached)");
     }
     line("file:", display(file.string(), 200));
-    line("size:", format_bytes(g.file_size) + " (" + std::to_string(g.file_size) + " bytes)");
+    line("size:", format_memory_size(g.file_size) + " (" + std::to_string(g.file_size) + " bytes)");
     line("format:", "GGUF v" + std::to_string(g.version) + ", " + std::to_string(g.tensors.size()) + " tensors (" +
-                        format_bytes(g.tensor_bytes) + "), alignment " + std::to_string(g.alignment));
+                        format_memory_size(g.tensor_bytes) + "), alignment " + std::to_string(g.alignment));
     line("architecture:", g.architecture.empty() ? "- (general.architecture is missing)" : display(g.architecture));
     if (!g.name.empty()) {
         line("name:", display(g.name, 80));
@@ -333,13 +290,13 @@ int run_show(const show_options &o) {
 int run_rm(const std::string &name) {
     auto store = open_store();
     if (!store) {
-        return fail("rm", store.err().message);
+        return cli_fail("rm", store.err().message);
     }
     auto e = store->remove(name);
     if (!e) {
-        return fail("rm", e.err().message);
+        return cli_fail("rm", e.err().message);
     }
-    std::printf("removed %s (%s)\n", e->name.c_str(), format_bytes(e->manifest.size).c_str());
+    std::printf("removed %s (%s)\n", e->name.c_str(), format_memory_size(e->manifest.size).c_str());
     return 0;
 }
 
