@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <deque>
@@ -33,6 +34,8 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     http_limits                        limits;
     access_log_fn                      access_log;
     std::shared_ptr<net::ssl::context> tls; // HTTPS when set
+    // Exchanges whose request arrived and whose response is not fully written (or abandoned).
+    std::atomic<size_t> open_exchanges{0};
 };
 
 namespace {
@@ -55,6 +58,13 @@ class session final : public http_exchange, public std::enable_shared_from_this<
             remote_ = ep.address().to_string() + ":" + std::to_string(ep.port());
         }
     }
+    ~session() override {
+        if (open_) {
+            --server_->open_exchanges; // the io_context stopped before the exchange completed
+        }
+    }
+    session(const session &)            = delete;
+    session &operator=(const session &) = delete;
 
     void run() {
         net::dispatch(strand_, [self = shared_from_this()] {
@@ -300,6 +310,9 @@ class session final : public http_exchange, public std::enable_shared_from_this<
 
     // The exchange's clock starts when a request (or the attempt at one) is complete.
     void open_exchange() {
+        if (!open_) {
+            ++server_->open_exchanges;
+        }
         open_     = true;
         received_ = std::chrono::steady_clock::now();
     }
@@ -311,6 +324,7 @@ class session final : public http_exchange, public std::enable_shared_from_this<
             return;
         }
         open_ = false;
+        --server_->open_exchanges;
         if (!server_->access_log) {
             return;
         }
@@ -544,6 +558,10 @@ uint16_t http_server::listen(const std::string &host, uint16_t port) {
 
 // The acceptor lives on its own strand: closing it (from the signal thread) and the accept loop
 // (on any I/O thread) never run at the same time.
+size_t http_server::open_exchanges() const noexcept {
+    return impl_->open_exchanges.load();
+}
+
 void http_server::stop_accepting() noexcept {
     try {
         net::post(impl_->acceptor.get_executor(), [self = impl_] {

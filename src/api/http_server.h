@@ -102,6 +102,9 @@ class http_server {
     // Binds and starts accepting. Returns the bound port (useful with port 0).
     uint16_t listen(const std::string &host, uint16_t port);
     void     stop_accepting() noexcept;
+    // Requests that have arrived and whose response is not yet fully written: a draining
+    // process waits for this to reach zero so that the last bytes of every stream go out.
+    size_t open_exchanges() const noexcept;
 
     struct impl; // defined in the .cpp; public so connection objects there can name it
 

@@ -284,8 +284,18 @@ int run_serve(const serve_options &opts) {
             }
             std::this_thread::sleep_for(std::chrono::milliseconds(20));
         }
-        eng->stop();                                                 // anything still running ends with an error event
-        std::this_thread::sleep_for(std::chrono::milliseconds(200)); // let the last bytes go out
+        eng->stop(); // anything still running ends with an error event
+        // Let the last bytes of every answer go out. A client that stopped reading is dropped by
+        // the write timeout, so this wait is bounded by it; a fixed pause would lose the final
+        // events on a busy machine.
+        const auto flush_deadline =
+            std::chrono::steady_clock::now() + opts.http.write_timeout + std::chrono::seconds(1);
+        while (server.open_exchanges() > 0 && std::chrono::steady_clock::now() < flush_deadline) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        if (server.open_exchanges() > 0) {
+            spdlog::warn("{} responses were still being written at exit", server.open_exchanges());
+        }
         sig_ioc.stop();
         sig_thread.join();
     }

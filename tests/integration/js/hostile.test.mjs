@@ -1339,18 +1339,21 @@ describe('SIGTERM with streams that outlast --shutdown-timeout 1', () => {
     try {
       const url = `${server.url}/v1/completions`;
       const body = { prompt: ONCE, max_tokens: 2000, temperature: 0, ignore_eos: true };
-      // Two running, one waiting for a slot.
-      const streams = await Promise.all(Array.from({ length: 3 }, () => openStream(url, body)));
-      for (const s of streams.slice(0, 2)) {
+      // Two running, then one waiting for a slot. The third opens only once both others have
+      // produced a token: opened together, any of the three may be the one left waiting, and a
+      // completion stream sends nothing before its first token.
+      const streams = await Promise.all(Array.from({ length: 2 }, () => openStream(url, body)));
+      for (const s of streams) {
         await s.next();
       }
+      streams.push(await openStream(url, body)); // its headers mean the engine has queued it
       const signalled = Date.now();
       process.kill(server.pid, 'SIGTERM');
       const all = await Promise.all(streams.map((s) => s.rest()));
       for (const events of all) {
         assert.equal(events.at(-1), '[DONE]', `a stream did not end with [DONE]: ${events.slice(-3)}`);
         const last = JSON.parse(events.at(-2));
-        assert.ok(last.error, `the stream did not end with an error event: ${events.at(-2)}`);
+        assert.ok(last.error, `the stream did not end with an error event (${events.length} events): ${events.at(-2)}`);
         assert.equal(typeof last.error.message, 'string');
         assert.equal(typeof last.error.type, 'string');
       }
