@@ -261,9 +261,19 @@ int run_profiles(const profiles_options &o) {
     std::string           label = o.model;
     switch (ref->kind) {
     case model_ref_kind::hugging_face:
-    case model_ref_kind::url:
-        return cli_fail("profiles", "'" + display(o.model, 200) +
-                                        "' is a remote reference; profiles reads cached models and local files");
+    case model_ref_kind::url: {
+        auto root = model_store::default_root();
+        if (!root) {
+            return cli_fail("profiles", root.err().message);
+        }
+        auto e = find_pulled(model_store(*root), *ref);
+        if (!e) {
+            return cli_fail("profiles", e.err().message);
+        }
+        file  = e->file;
+        label = file.string();
+        break;
+    }
     case model_ref_kind::local_path:
         file = ref->path;
         break;

@@ -2,8 +2,10 @@
 
 #include "api/errors.h"
 #include "api/routes.h"
+#include "cli/output.h"
 #include "cli/profile_commands.h"
 #include "engine/model.h"
+#include "fetch/pull.h"
 #include "store/gguf.h"
 #include "store/hardware.h"
 #include "store/profiles.h"
@@ -20,6 +22,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
 #include <thread>
 
 #ifndef INFERBOX_VERSION
@@ -122,7 +125,33 @@ std::optional<error> choose_profile(const serve_options &opts, const std::string
 
 } // namespace
 
-int run_serve(const serve_options &opts) {
+int run_serve(const serve_options &given) {
+    // --model is a path, a cached name, or a reference to pull (hf://, https://) into the cache.
+    serve_options resolved_opts = given;
+    {
+        pull_options po;
+        auto         last = std::make_shared<std::chrono::steady_clock::time_point>();
+        po.on_progress    = [last](const download_progress &p) {
+            const auto now  = std::chrono::steady_clock::now();
+            const bool done = p.total && p.received >= *p.total;
+            if (done || now - *last >= std::chrono::seconds(5)) {
+                *last = now;
+                spdlog::info("{}{}", done ? "downloaded " : "downloading: ", format_progress(p, false));
+            }
+        };
+        po.on_notice = [](const std::string &msg) { spdlog::info("download: {}", msg); };
+        auto found   = resolve_model(given.model_path, po);
+        if (!found) {
+            spdlog::error("{}", found.err().message);
+            return 1;
+        }
+        resolved_opts.model_path = found->file.string();
+        if (resolved_opts.model_name.empty() && found->from_store) {
+            resolved_opts.model_name = found->name;
+        }
+    }
+    const serve_options &opts = resolved_opts;
+
     llama_log_set(
         [](ggml_log_level level, const char *text, void *) {
             if (level == GGML_LOG_LEVEL_WARN || level == GGML_LOG_LEVEL_ERROR) {

@@ -96,6 +96,51 @@ int run_import(const import_options &o) {
     return 0;
 }
 
+// --- pull -----------------------------------------------------------------------------------
+
+struct pull_command_options {
+    std::string  ref;
+    pull_options pull;
+    bool         json = false;
+};
+
+int run_pull(pull_command_options &o) {
+    auto ref = parse_model_ref(o.ref);
+    if (!ref) {
+        return cli_fail("pull", ref.err().message);
+    }
+    auto store = open_store();
+    if (!store) {
+        return cli_fail("pull", store.err().message);
+    }
+    report_pull_on_stderr(o.pull, "pull");
+    auto got = pull_model(*store, *ref, o.pull);
+    if (!got) {
+        return cli_fail("pull", got.err().message);
+    }
+    const model_entry &e = got->entry;
+    if (o.json) {
+        print_json(json{{"name", e.name},
+                        {"file", e.file.string()},
+                        {"source", e.manifest.source},
+                        {"url", got->url},
+                        {"sha256", e.manifest.sha256},
+                        {"size", e.manifest.size},
+                        {"downloaded", got->downloaded},
+                        {"resumed_from", got->resumed_from},
+                        {"verified", got->verified}});
+        return 0;
+    }
+    if (!got->downloaded) {
+        std::printf("%s is already in the cache (%s)\n", e.name.c_str(), e.file.c_str());
+        return 0;
+    }
+    std::printf("pulled %s (%s, sha256 %s, %s) into %s\n", e.name.c_str(), format_memory_size(e.manifest.size).c_str(),
+                e.manifest.sha256.c_str(),
+                got->verified ? "matches the published hash" : "the source publishes no hash to check", e.file.c_str());
+    return 0;
+}
+
 // --- models ---------------------------------------------------------------------------------
 
 int run_models(bool as_json) {
@@ -152,7 +197,8 @@ int run_models(bool as_json) {
     }
 
     if (rows.empty()) {
-        std::printf("no models in %s; add one with: inferbox import PATH [--name NAME]\n", store->root().c_str());
+        std::printf("no models in %s; add one with: inferbox pull hf://ORG/REPO/FILE.gguf, or inferbox import PATH\n",
+                    store->root().c_str());
         return 0;
     }
     std::vector<std::vector<std::string>> table = {
@@ -195,9 +241,19 @@ int run_show(const show_options &o) {
     std::filesystem::path      file;
     switch (ref->kind) {
     case model_ref_kind::hugging_face:
-    case model_ref_kind::url:
-        return cli_fail("show", "'" + display(o.model, 200) +
-                                    "' is a remote reference; show reads cached models and local files");
+    case model_ref_kind::url: {
+        auto store = open_store();
+        if (!store) {
+            return cli_fail("show", store.err().message);
+        }
+        auto e = find_pulled(*store, *ref);
+        if (!e) {
+            return cli_fail("show", e.err().message);
+        }
+        cached = std::move(*e);
+        file   = cached->file;
+        break;
+    }
     case model_ref_kind::local_path:
         file = ref->path;
         break;
@@ -303,6 +359,18 @@ int run_rm(const std::string &name) {
 } // namespace
 
 void add_store_commands(CLI::App &app, std::function<int()> &action) {
+    auto po   = std::make_shared<pull_command_options>();
+    auto pull = app.add_subcommand("pull", "download a model into the cache (hf://ORG/REPO/FILE.gguf[@REV] or a URL)");
+    pull->add_option("ref", po->ref, "hf://ORG/REPO/FILE.gguf[@REVISION] or an http(s):// URL")->required();
+    pull->add_option("--name", po->pull.name, "name in the cache (default: ORG/FILE for hf://, FILE for a URL)");
+    pull->add_option("--sha256", po->pull.expected_sha256, "refuse the file unless its SHA-256 is this");
+    pull->add_flag("--offline", po->pull.offline,
+                   "never use the network; fail naming what would be downloaded (also INFERBOX_OFFLINE=1)");
+    pull->add_option("--max-attempts", po->pull.max_attempts, "attempts before giving up on a failing network")
+        ->check(CLI::Range(1, 100));
+    pull->add_flag("--json", po->json, "print the result as JSON");
+    pull->callback([&action, po] { action = [po] { return run_pull(*po); }; });
+
     auto io  = std::make_shared<import_options>();
     auto imp = app.add_subcommand("import", "add a local GGUF file to the model cache ($INFERBOX_CACHE)");
     imp->add_option("path", io->path, "the GGUF file")->required();

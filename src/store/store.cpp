@@ -270,11 +270,6 @@ bool fsync_dir(const fs::path &dir) {
     return ok;
 }
 
-struct evp_ctx_deleter {
-    void operator()(EVP_MD_CTX *c) const { EVP_MD_CTX_free(c); }
-};
-using evp_ctx = std::unique_ptr<EVP_MD_CTX, evp_ctx_deleter>;
-
 std::string hex(const unsigned char *d, unsigned n) {
     static constexpr char digits[] = "0123456789abcdef";
     std::string           out;
@@ -296,10 +291,7 @@ result<std::pair<std::string, uint64_t>> copy_and_hash(const fs::path &from, con
     if (out.get() < 0) {
         return internal(to.string() + ": cannot create: " + errno_text(errno));
     }
-    evp_ctx ctx(EVP_MD_CTX_new());
-    if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
-        return internal("cannot initialise SHA-256");
-    }
+    sha256_stream        hash;
     std::vector<uint8_t> buf(1 << 20);
     uint64_t             total = 0;
     for (;;) {
@@ -310,9 +302,7 @@ result<std::pair<std::string, uint64_t>> copy_and_hash(const fs::path &from, con
         if (r == 0) {
             break;
         }
-        if (EVP_DigestUpdate(ctx.get(), buf.data(), size_t(r)) != 1) {
-            return internal("SHA-256 update failed");
-        }
+        hash.update(buf.data(), size_t(r));
         if (!write_all(out.get(), buf.data(), size_t(r))) {
             return internal(to.string() + ": write error: " + errno_text(errno));
         }
@@ -321,12 +311,7 @@ result<std::pair<std::string, uint64_t>> copy_and_hash(const fs::path &from, con
     if (::fsync(out.get()) != 0 || !out.close()) {
         return internal(to.string() + ": cannot flush to disk: " + errno_text(errno));
     }
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned      n = 0;
-    if (EVP_DigestFinal_ex(ctx.get(), digest, &n) != 1) {
-        return internal("SHA-256 finalisation failed");
-    }
-    return std::pair{hex(digest, n), total};
+    return std::pair{hash.hex_digest(), total};
 }
 
 result<std::string> read_small_file(const fs::path &p, uint64_t max) {
@@ -491,33 +476,70 @@ std::optional<error> validate_model_name(std::string_view name) {
 }
 
 result<std::string> sha256_file(const fs::path &path) {
+    std::error_code ec;
+    const auto      size = fs::file_size(path, ec);
+    if (ec) {
+        return invalid(path.string() + ": cannot open: " + ec.message());
+    }
+    sha256_stream hash;
+    if (auto e = hash.update_from_file(path, size)) {
+        return *e;
+    }
+    return hash.hex_digest();
+}
+
+// --- sha256_stream --------------------------------------------------------------------------
+
+sha256_stream::sha256_stream() : ctx_(EVP_MD_CTX_new()) {
+    if (ctx_ == nullptr) {
+        throw std::bad_alloc();
+    }
+    reset();
+}
+
+sha256_stream::~sha256_stream() {
+    EVP_MD_CTX_free(static_cast<EVP_MD_CTX *>(ctx_));
+}
+
+void sha256_stream::reset() {
+    // Cannot fail for a built-in digest short of memory exhaustion, which the allocation above
+    // already reports.
+    EVP_DigestInit_ex(static_cast<EVP_MD_CTX *>(ctx_), EVP_sha256(), nullptr);
+}
+
+void sha256_stream::update(const void *data, size_t n) {
+    EVP_DigestUpdate(static_cast<EVP_MD_CTX *>(ctx_), data, n);
+}
+
+std::optional<error> sha256_stream::update_from_file(const fs::path &path, uint64_t n) {
     fd_guard in(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (in.get() < 0) {
         return invalid(path.string() + ": cannot open: " + errno_text(errno));
     }
-    evp_ctx ctx(EVP_MD_CTX_new());
-    if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
-        return internal("cannot initialise SHA-256");
-    }
     std::vector<uint8_t> buf(1 << 20);
-    for (;;) {
-        const ssize_t r = read_some(in.get(), buf.data(), buf.size());
+    while (n > 0) {
+        const ssize_t r = read_some(in.get(), buf.data(), size_t(std::min<uint64_t>(n, buf.size())));
         if (r < 0) {
             return invalid(path.string() + ": read error: " + errno_text(errno));
         }
         if (r == 0) {
-            break;
+            return invalid(path.string() + " is shorter than expected (" + std::to_string(n) + " bytes missing)");
         }
-        if (EVP_DigestUpdate(ctx.get(), buf.data(), size_t(r)) != 1) {
-            return internal("SHA-256 update failed");
-        }
+        update(buf.data(), size_t(r));
+        n -= uint64_t(r);
     }
+    return std::nullopt;
+}
+
+std::string sha256_stream::hex_digest() {
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned      n = 0;
-    if (EVP_DigestFinal_ex(ctx.get(), digest, &n) != 1) {
-        return internal("SHA-256 finalisation failed");
-    }
+    EVP_DigestFinal_ex(static_cast<EVP_MD_CTX *>(ctx_), digest, &n);
     return hex(digest, n);
+}
+
+bool looks_like_sha256(std::string_view s) {
+    return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) { return std::isxdigit(uint8_t(c)) != 0; });
 }
 
 // --- model_store ----------------------------------------------------------------------------
@@ -681,27 +703,16 @@ result<std::vector<model_entry>> model_store::list() const {
     return out;
 }
 
-result<model_entry> model_store::import(const fs::path &source, std::string name) const {
-    if (name.empty()) {
-        name = source.stem().string();
-        if (auto problem = validate_model_name(name)) {
-            return invalid("cannot use the file name " + shown(name) + " as a model name (" + problem->message +
-                           "); choose a name");
-        }
-    }
+result<std::pair<fs::path, fs::path>> model_store::open_stage(std::string_view name) const {
     auto dir = model_dir(name);
     if (!dir) {
         return dir.err();
     }
-    // Validate the source first: a file that is not GGUF fails before anything is copied.
-    if (auto info = read_gguf_file(source); !info) {
-        return info.err();
-    }
     std::error_code ec;
     if (fs::exists(fs::symlink_status(*dir, ec))) {
-        return invalid("model " + shown(name) + " is already in the cache; remove it first (inferbox rm " + name + ")");
+        return invalid("model " + shown(name) + " is already in the cache; remove it first (inferbox rm " +
+                       std::string(name) + ")");
     }
-
     const fs::path models = root_ / "models";
     const fs::path tmp    = root_ / "tmp";
     for (const fs::path &p : {models, tmp}) {
@@ -710,46 +721,115 @@ result<model_entry> model_store::import(const fs::path &source, std::string name
         }
     }
     remove_stale_staging(tmp);
-
-    const fs::path stage = tmp / ("import-" + unique_suffix());
+    fs::path stage = tmp / ("import-" + unique_suffix());
     if (!fs::create_directory(stage, ec) || ec) {
         return internal("cannot create " + stage.string() + ": " + (ec ? ec.message() : "it exists"));
     }
-    staging_guard guard(stage);
+    return std::pair{std::move(*dir), std::move(stage)};
+}
 
-    auto copied = copy_and_hash(source, stage / model_file_name);
+result<model_entry> model_store::import(const fs::path &source, std::string name) const {
+    if (name.empty()) {
+        name = source.stem().string();
+        if (auto problem = validate_model_name(name)) {
+            return invalid("cannot use the file name " + shown(name) + " as a model name (" + problem->message +
+                           "); choose a name");
+        }
+    }
+    if (auto problem = validate_model_name(name)) {
+        return *problem;
+    }
+    // Validate the source first: a file that is not GGUF fails before anything is copied.
+    if (auto info = read_gguf_file(source); !info) {
+        return info.err();
+    }
+    auto staged = open_stage(name);
+    if (!staged) {
+        return staged.err();
+    }
+    const auto &[dir, stage] = *staged;
+    staging_guard   guard(stage);
+    std::error_code ec;
+    auto            copied = copy_and_hash(source, stage / model_file_name);
     if (!copied) {
         return copied.err();
     }
+    model_manifest m;
+    m.name   = name;
+    m.source = fs::absolute(source, ec).string();
+    m.sha256 = copied->first;
+    m.size   = copied->second;
+    auto e   = commit_stage(stage, dir, m, source.string());
+    if (e) {
+        guard.release();
+    }
+    return e;
+}
+
+result<model_entry> model_store::commit_stage(const fs::path &stage, const fs::path &dir, const model_manifest &meta,
+                                              const std::string &shown_source) const {
     // Validate what will be served, not what was there a moment ago.
-    auto info = read_gguf_file(stage / model_file_name, source.string());
+    auto info = read_gguf_file(stage / model_file_name, shown_source);
     if (!info) {
         return info.err();
     }
-
-    model_manifest m;
-    m.name        = name;
-    m.source      = fs::absolute(source, ec).string();
-    m.sha256      = copied->first;
-    m.size        = copied->second;
-    m.imported_at = now_utc();
+    model_manifest m = meta;
+    m.imported_at    = now_utc();
     if (auto w = write_file_synced(stage / manifest_file_name, manifest_text(m)); !w) {
         return w.err();
     }
     if (!fsync_dir(stage)) {
         return internal("cannot flush " + stage.string() + " to disk: " + errno_text(errno));
     }
-    if (!rename_noreplace(stage, *dir)) {
+    if (!rename_noreplace(stage, dir)) {
         const int e = errno;
         if (e == EEXIST || e == ENOTEMPTY) {
-            return invalid("model " + shown(name) + " is already in the cache; remove it first (inferbox rm " + name +
-                           ")");
+            return invalid("model " + shown(m.name) + " is already in the cache; remove it first (inferbox rm " +
+                           m.name + ")");
         }
-        return internal("cannot move " + stage.string() + " to " + dir->string() + ": " + errno_text(e));
+        return internal("cannot move " + stage.string() + " to " + dir.string() + ": " + errno_text(e));
     }
-    guard.release();
-    fsync_dir(models); // best effort: the model is complete either way
-    return find(name);
+    fsync_dir(root_ / "models"); // best effort: the model is complete either way
+    return find(m.name);
+}
+
+result<fs::path> model_store::downloads_dir() const {
+    const fs::path d = root_ / "downloads";
+    if (auto problem = ensure_real_dir(d)) {
+        return *problem;
+    }
+    return d;
+}
+
+result<model_entry> model_store::adopt(const fs::path &file, const std::string &name, const std::string &source,
+                                       const std::string &sha256, uint64_t size) const {
+    // Whatever happens, `file` does not survive: it becomes the model or it is deleted.
+    struct file_guard {
+        const fs::path &p;
+        ~file_guard() {
+            std::error_code e;
+            fs::remove(p, e);
+        }
+    } drop{file};
+    auto staged = open_stage(name);
+    if (!staged) {
+        return staged.err();
+    }
+    const auto &[dir, stage] = *staged;
+    staging_guard guard(stage);
+    if (::rename(file.c_str(), (stage / model_file_name).c_str()) != 0) {
+        return internal("cannot move " + file.string() + " into " + stage.string() + ": " + errno_text(errno));
+    }
+    model_manifest m;
+    m.name   = name;
+    m.source = source;
+    m.sha256 = sha256;
+    m.size   = size;
+    auto e   = commit_stage(stage, dir, m, source);
+    if (e) {
+        guard.release();
+    }
+    return e;
 }
 
 result<model_entry> model_store::remove(std::string_view name) const {

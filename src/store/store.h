@@ -7,6 +7,7 @@
 //   <root>/models/<dir>/model.gguf   the model, validated as GGUF when it was added
 //   <root>/models/<dir>/manifest     key=value lines: format, name, source, sha256, size, imported_at
 //   <root>/tmp/                      work area: imports are staged here, removals retired here
+//   <root>/downloads/                partial downloads (<key>.part) and their locks; see fetch/pull.h
 //
 // <dir> is the model name with '/' written as '+' ("org/name" → "org+name"; '+' is not allowed
 // in names, so the mapping is one-to-one and the models folder stays one level deep). A model is
@@ -30,6 +31,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace inferbox {
@@ -61,6 +63,29 @@ struct model_entry {
 // SHA-256 of a file as lower-case hex (OpenSSL EVP).
 result<std::string> sha256_file(const std::filesystem::path &path);
 
+// SHA-256 over bytes that arrive piece by piece (a copy, a download). Not thread-safe.
+class sha256_stream {
+  public:
+    sha256_stream();
+    ~sha256_stream();
+    sha256_stream(const sha256_stream &)            = delete;
+    sha256_stream &operator=(const sha256_stream &) = delete;
+
+    void reset();
+    void update(const void *data, size_t n);
+    // Hashes the first `n` bytes of `path` (the part of a download already on disk); an error
+    // names the file when it is shorter or unreadable.
+    std::optional<error> update_from_file(const std::filesystem::path &path, uint64_t n);
+    // Lower-case hex of everything so far. Ends the stream: reset() before reusing it.
+    std::string hex_digest();
+
+  private:
+    void *ctx_; // EVP_MD_CTX, kept opaque so OpenSSL stays out of this header
+};
+
+// True for 64 hex digits (either case): the shape of a SHA-256 as sources publish it.
+bool looks_like_sha256(std::string_view s);
+
 class model_store {
   public:
     // The store rooted at `root`; nothing is created until the first import.
@@ -75,6 +100,17 @@ class model_store {
     // records its SHA-256. The copy is validated as GGUF before it becomes visible. Fails if the
     // name is taken; on failure nothing is left in models/. Blocks for the copy and the hash.
     result<model_entry> import(const std::filesystem::path &source, std::string name = {}) const;
+
+    // Adds the GGUF file `file` as `name`, moving it (a rename: `file` must be on the store's
+    // file system, e.g. under downloads_dir()) instead of copying it. `sha256` and `size` are
+    // what the caller measured while writing it; `source` is recorded in the manifest. The file
+    // is validated as GGUF before the model becomes visible; on any failure it is deleted and
+    // nothing is left in models/.
+    result<model_entry> adopt(const std::filesystem::path &file, const std::string &name, const std::string &source,
+                              const std::string &sha256, uint64_t size) const;
+
+    // <root>/downloads: where partial downloads live (created, checked to be a real directory).
+    result<std::filesystem::path> downloads_dir() const;
 
     // Every model in the store, sorted by name (broken ones included, with `problem` set).
     // A missing store is an empty list.
@@ -92,6 +128,13 @@ class model_store {
     // <root>/models/<dir> for a valid name, checked to stay inside the store.
     result<std::filesystem::path> model_dir(std::string_view name) const;
     result<model_entry>           load_entry(const std::string &name, const std::filesystem::path &dir) const;
+    // The shared head of import() and adopt(): checks `name` is free and creates a staging
+    // folder under <root>/tmp. Returns {the model's folder, the staging folder}.
+    result<std::pair<std::filesystem::path, std::filesystem::path>> open_stage(std::string_view name) const;
+    // The shared tail of import() and adopt(): `stage` (under <root>/tmp) holds model.gguf;
+    // validates it, writes the manifest and renames the folder into models/ as `dir`.
+    result<model_entry> commit_stage(const std::filesystem::path &stage, const std::filesystem::path &dir,
+                                     const model_manifest &m, const std::string &shown_source) const;
 
     std::filesystem::path root_;
 };

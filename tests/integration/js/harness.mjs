@@ -92,16 +92,16 @@ process.on('exit', () => {
 });
 
 // Starts `inferbox serve` and resolves once GET /v1/health/ready answers 200.
-//   model:    file name inside INFERBOX_TEST_MODELS, or an absolute path
+//   model:    file name inside INFERBOX_TEST_MODELS, or an absolute path; null: args has --model
 //   parallel: adds --parallel N
 //   args:     further command-line arguments
 //   env:      extra environment variables for the server process
 // Returns { url, port, log(), logSince(mark), mark(), exited, stop() }.
 export async function startServer({ model = MODELS.plain, parallel, args = [], env = {} } = {}) {
   const bin = serverBinary();
-  const file = modelPath(model);
   const port = await freePort();
-  const argv = ['serve', '--model', file, '--host', '127.0.0.1', '--port', String(port)];
+  // model: null leaves --model to `args` (a cached name, an hf:// reference).
+  const argv = ['serve', ...(model === null ? [] : ['--model', modelPath(model)]), '--host', '127.0.0.1', '--port', String(port)];
   if (parallel !== undefined) {
     argv.push('--parallel', String(parallel));
   }

@@ -230,9 +230,9 @@ describe('inferbox profiles', () => {
     assert.ok(again.includes(`${file}: truncated`), again);
   });
 
-  test('a remote reference is refused', () => {
+  test('a remote reference that was never pulled is refused without the network, naming the pull', () => {
     const line = fails(['profiles', '--model', 'hf://org/repo/model.gguf']);
-    assert.match(line, /remote reference/);
+    assert.match(line, /'hf:\/\/org\/repo\/model\.gguf' is not in the cache at .*; run inferbox pull hf:\/\/org\/repo\/model\.gguf first/);
   });
 });
 
