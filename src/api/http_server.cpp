@@ -5,6 +5,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/ssl.hpp>
+#include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
 
 #include <array>
@@ -535,6 +536,13 @@ std::optional<std::string> http_server::enable_tls(const tls_options &opts) {
             return "cannot read the client CA file " + opts.client_ca_file + ": " + ec.message();
         }
         ctx->set_verify_mode(net::ssl::verify_peer | net::ssl::verify_fail_if_no_peer_cert);
+    }
+    // A server that verifies clients must name its session context, or OpenSSL refuses every
+    // session resumption (a returning client, e.g. Node's https agent) with an internal_error
+    // alert. One context for the process: sessions are only resumed with the server that made them.
+    static constexpr unsigned char session_context[] = "inferbox";
+    if (SSL_CTX_set_session_id_context(ctx->native_handle(), session_context, sizeof session_context - 1) != 1) {
+        return std::string("cannot set the TLS session context");
     }
     impl_->tls = std::move(ctx);
     return std::nullopt;

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import https from 'node:https';
+import tls from 'node:tls';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -127,6 +128,30 @@ describe('mutual TLS (--tls-client-ca)', () => {
     await assert.rejects(request(srv.port, '/v1/models'), 'no client certificate');
     await assert.rejects(request(srv.port, '/v1/models',
       { cert: fs.readFileSync(f('intruder.pem')), key: fs.readFileSync(f('intruder.key')) }), 'untrusted issuer');
+  });
+
+  test('a returning client resumes its TLS session (OpenSSL refuses that without a session context)', async () => {
+    const opts = {
+      host: '127.0.0.1', port: srv.port, ca: fs.readFileSync(f('ca.pem')), servername: 'localhost',
+      cert: fs.readFileSync(f('client.pem')), key: fs.readFileSync(f('client.key')),
+    };
+    // One exchange on a raw TLS socket; resolves with the response head and the session to resume.
+    const exchange = (session) => new Promise((resolve, reject) => {
+      const sock = tls.connect({ ...opts, session });
+      let got = '';
+      let ticket = null;
+      sock.on('session', (s) => { ticket = s; });
+      sock.on('secureConnect', () => sock.write('GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'));
+      sock.on('data', (d) => { got += d; });
+      sock.on('end', () => resolve({ head: got.split('\r\n')[0], ticket, reused: sock.isSessionReused() }));
+      sock.on('error', reject);
+    });
+    const first = await exchange(undefined);
+    assert.equal(first.head, 'HTTP/1.1 200 OK');
+    assert.ok(first.ticket, 'the server issued a session ticket');
+    const second = await exchange(first.ticket);
+    assert.equal(second.head, 'HTTP/1.1 200 OK');
+    assert.equal(second.reused, true, 'the session was resumed');
   });
 });
 
