@@ -1,7 +1,9 @@
 #include "cli/commands.h"
 
 #include "bench/bench.h"
+#include "cli/config.h"
 #include "cli/profile_commands.h"
+#include "cli/run_command.h"
 #include "cli/serve.h"
 #include "cli/store_commands.h"
 #include "common/log.h"
@@ -20,7 +22,9 @@ int run_cli(int argc, char **argv) {
 
     serve_options so;
     auto         *serve = app.add_subcommand("serve", "serve a GGUF model over the OpenAI API");
-    serve->add_option("-m,--model", so.model_path, "path of the GGUF model file")->required();
+    serve->add_option("-m,--model", so.model_path,
+                      "the model: a GGUF file, a cached name, or hf://ORG/REPO/FILE.gguf or a URL to pull first");
+    serve->add_option("MODEL", so.model_path, "the model, as --model")->configurable(false);
     serve->add_option("--model-name", so.model_name, "model id clients use (default: the file name)");
     serve->add_option("--host", so.host, "address to listen on")->capture_default_str();
     serve->add_option("--port", so.port, "port to listen on (0 = any free port)")->capture_default_str();
@@ -142,7 +146,9 @@ int run_cli(int argc, char **argv) {
     app.add_subcommand("version", "print the version");
     std::function<int()> store_action; // import | models | show | rm (cli/store_commands.h)
     add_store_commands(app, store_action);
-    add_profile_commands(app, store_action); // profiles | hardware (cli/profile_commands.h)
+    add_profile_commands(app, store_action);       // profiles | hardware (cli/profile_commands.h)
+    add_config_command(app, *serve, store_action); // config (cli/config.h)
+    add_run_command(app, store_action);            // run (cli/run_command.h)
 
     std::string log_format_name = "text";
     app.add_option("--log-format", log_format_name, "text | json (one JSON object per line)")
@@ -154,6 +160,9 @@ int run_cli(int argc, char **argv) {
         ->envname("INFERBOX_LOG_LEVEL")
         ->capture_default_str()
         ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+
+    // defaults < config file < INFERBOX_* < command line (cli/config.h); after every option exists.
+    enable_layered_config(app, *serve);
 
     try {
         app.parse(argc, argv);
@@ -167,6 +176,13 @@ int run_cli(int argc, char **argv) {
         return store_action();
     }
     if (serve->parsed()) {
+        if (so.model_path.empty()) {
+            spdlog::error(
+                "no model to serve: run inferbox serve NAME|PATH|hf://ORG/REPO/FILE.gguf, or set serve.model in "
+                "the config file or INFERBOX_MODEL (inferbox models lists the cached ones; inferbox pull "
+                "adds one)");
+            return 1;
+        }
         so.http.max_body_bytes   = max_body;
         so.http.max_header_bytes = max_header_bytes;
         so.http.max_header_count = max_header_count;

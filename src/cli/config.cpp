@@ -1,0 +1,303 @@
+#include "cli/config.h"
+
+#include "cli/output.h"
+
+#include <nlohmann/json.hpp>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace inferbox {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string normalise_key(std::string key) {
+    std::replace(key.begin(), key.end(), '_', '-');
+    return key;
+}
+
+bool env_set(const std::string &name) {
+    const char *v = std::getenv(name.c_str());
+    return v != nullptr && *v != '\0';
+}
+
+// The subcommand called `name`, or null.
+const CLI::App *find_subcommand(const CLI::App &app, const std::string &name) {
+    for (const CLI::App *sub : app.get_subcommands([](const CLI::App *) { return true; })) {
+        if (sub->get_name() == name) {
+            return sub;
+        }
+    }
+    return nullptr;
+}
+
+// The configurable option `--name` of `app`, or null.
+const CLI::Option *config_option(const CLI::App &app, const std::string &name) {
+    const CLI::Option *o = app.get_option_no_throw("--" + name);
+    return (o != nullptr && o->get_configurable() && !o->get_lnames().empty()) ? o : nullptr;
+}
+
+std::string config_file_of(const CLI::App &app) {
+    const CLI::Option *c = app.get_config_ptr();
+    if (c == nullptr) {
+        return "config file";
+    }
+    if (c->count() > 0 && !c->results().empty()) {
+        return c->results().front();
+    }
+    return c->get_default_str().empty() ? std::string("config file") : c->get_default_str();
+}
+
+std::vector<std::string> inputs_of(const YAML::Node &value, const std::string &where) {
+    std::vector<std::string> inputs;
+    if (value.IsScalar()) {
+        inputs.push_back(value.Scalar());
+    } else if (value.IsSequence()) {
+        for (const YAML::Node &v : value) {
+            if (!v.IsScalar()) {
+                throw CLI::ConfigError(where + ": a list may only hold plain values");
+            }
+            inputs.push_back(v.Scalar());
+        }
+    } else {
+        throw CLI::ConfigError(where + ": expected a value or a list of values, not a section");
+    }
+    return inputs;
+}
+
+// Every configurable long option of `app` with its value from the items, the environment or
+// its default; for `inferbox config`.
+struct setting {
+    std::string name, value, source;
+};
+
+std::vector<setting> effective_settings(const CLI::App &app, const std::string &section,
+                                        const std::vector<CLI::ConfigItem> &items, const std::string &file) {
+    std::vector<setting> out;
+    for (const CLI::Option *o : app.get_options()) {
+        if (o->get_lnames().empty() || !o->get_configurable() || o == app.get_help_ptr() || o == app.get_config_ptr()) {
+            continue;
+        }
+        setting s;
+        s.name = (section.empty() ? "" : section + ".") + o->get_lnames().front();
+        if (!o->get_envname().empty() && env_set(o->get_envname())) {
+            s.value  = std::getenv(o->get_envname().c_str());
+            s.source = "environment " + o->get_envname();
+        } else {
+            const auto it = std::find_if(items.begin(), items.end(), [&](const CLI::ConfigItem &i) {
+                const std::string parent = i.parents.empty() ? "" : i.parents.front();
+                return parent == section && i.name == o->get_lnames().front();
+            });
+            if (it != items.end()) {
+                for (const std::string &v : it->inputs) {
+                    s.value += (s.value.empty() ? "" : ",") + v;
+                }
+                s.source = file;
+            } else {
+                s.value  = o->get_default_str();
+                s.source = "default";
+            }
+        }
+        out.push_back(std::move(s));
+    }
+    return out;
+}
+
+} // namespace
+
+std::string env_name_for(const std::string &option_name) {
+    std::string out = "INFERBOX_";
+    for (char c : option_name) {
+        out += c == '-' ? '_' : char(std::toupper(static_cast<unsigned char>(c)));
+    }
+    return out;
+}
+
+std::string yaml_config::to_config(const CLI::App *app, bool default_also, bool, std::string) const {
+    YAML::Emitter out;
+    out << YAML::BeginMap;
+    const auto emit = [&](const CLI::App &a) {
+        for (const CLI::Option *o : a.get_options()) {
+            if (o->get_lnames().empty() || !o->get_configurable() || o == a.get_help_ptr()) {
+                continue;
+            }
+            std::vector<std::string> values = o->reduced_results();
+            if (values.empty() && default_also && !o->get_default_str().empty()) {
+                values = {o->get_default_str()};
+            }
+            if (values.empty()) {
+                continue;
+            }
+            out << YAML::Key << o->get_lnames().front() << YAML::Value;
+            if (values.size() == 1) {
+                out << values.front();
+            } else {
+                out << YAML::Flow << values;
+            }
+        }
+    };
+    emit(*app);
+    for (const CLI::App *sub : app->get_subcommands([](const CLI::App *) { return true; })) {
+        out << YAML::Key << sub->get_name() << YAML::Value << YAML::BeginMap;
+        emit(*sub);
+        out << YAML::EndMap;
+    }
+    out << YAML::EndMap;
+    return std::string(out.c_str()) + "\n";
+}
+
+std::vector<CLI::ConfigItem> yaml_config::from_config(std::istream &input) const {
+    return parse(input, true);
+}
+
+std::vector<CLI::ConfigItem> yaml_config::read_all(std::istream &input) const {
+    return parse(input, false);
+}
+
+std::vector<CLI::ConfigItem> yaml_config::parse(std::istream &input, bool drop_env_overridden) const {
+    const std::string file = config_file_of(*app_);
+    YAML::Node        root;
+    try {
+        root = YAML::Load(input);
+    } catch (const YAML::Exception &e) {
+        throw CLI::ConfigError(file + ": not valid YAML: " + e.what());
+    }
+    std::vector<CLI::ConfigItem> items;
+    if (root.IsNull()) {
+        return items; // an empty file
+    }
+    if (!root.IsMap()) {
+        throw CLI::ConfigError(file + ": expected a mapping of settings at the top level");
+    }
+    const auto add = [&](const CLI::App &owner, const std::string &section, const std::string &key,
+                         const YAML::Node &value) {
+        const std::string  where = file + ": " + (section.empty() ? "" : section + ".") + key;
+        const CLI::Option *o     = config_option(owner, key);
+        if (o == nullptr) {
+            throw CLI::ConfigError(where + " is not a setting (see inferbox " + (section.empty() ? "" : section + " ") +
+                                   "--help)");
+        }
+        if (value.IsNull()) {
+            return;
+        }
+        CLI::ConfigItem item;
+        if (!section.empty()) {
+            item.parents = {section};
+        }
+        item.name   = o->get_lnames().front();
+        item.inputs = inputs_of(value, where);
+        if (drop_env_overridden && !o->get_envname().empty() && env_set(o->get_envname())) {
+            return; // the environment outranks the file
+        }
+        items.push_back(std::move(item));
+    };
+    for (const auto &kv : root) {
+        const std::string key = normalise_key(kv.first.as<std::string>());
+        if (kv.second.IsMap()) {
+            const CLI::App *sub = find_subcommand(*app_, key);
+            if (sub == nullptr) {
+                throw CLI::ConfigError(file + ": " + key + " is not a command with settings (use e.g. serve:)");
+            }
+            for (const auto &inner : kv.second) {
+                add(*sub, key, normalise_key(inner.first.as<std::string>()), inner.second);
+            }
+        } else {
+            add(*app_, "", key, kv.second);
+        }
+    }
+    return items;
+}
+
+std::string default_config_file() {
+    std::vector<fs::path> candidates;
+    if (const char *x = std::getenv("XDG_CONFIG_HOME"); x != nullptr && *x != '\0') {
+        candidates.push_back(fs::path(x) / "inferbox" / "config.yaml");
+    } else if (const char *h = std::getenv("HOME"); h != nullptr && *h != '\0') {
+        candidates.push_back(fs::path(h) / ".config" / "inferbox" / "config.yaml");
+    }
+    candidates.emplace_back("/etc/inferbox/config.yaml");
+    for (const fs::path &p : candidates) {
+        std::error_code ec;
+        if (fs::is_regular_file(p, ec)) {
+            return p.string();
+        }
+    }
+    return "";
+}
+
+void enable_layered_config(CLI::App &app, CLI::App &serve) {
+    // CLI11 reads the config file before it looks at the environment, so INFERBOX_CONFIG is
+    // applied here, as the default; naming a file that way makes it required, like --config.
+    const char *from_env = std::getenv("INFERBOX_CONFIG");
+    const bool  env_file = from_env != nullptr && *from_env != '\0';
+    app.set_config("--config", env_file ? std::string(from_env) : default_config_file(),
+                   "YAML configuration file (default: $INFERBOX_CONFIG, else ~/.config/inferbox/config.yaml, else "
+                   "/etc/inferbox/config.yaml)",
+                   env_file);
+    app.config_formatter(std::make_shared<yaml_config>(&app));
+    for (CLI::Option *o : serve.get_options()) {
+        if (o->get_lnames().empty() || o == serve.get_help_ptr() || !o->get_configurable()) {
+            continue;
+        }
+        if (o->get_envname().empty()) {
+            o->envname(env_name_for(o->get_lnames().front()));
+        }
+    }
+}
+
+void add_config_command(CLI::App &app, CLI::App &serve, std::function<int()> &action) {
+    auto as_json = std::make_shared<bool>(false);
+    auto cmd = app.add_subcommand("config", "print the effective serve configuration and where each value comes from "
+                                            "(default < config file < INFERBOX_* environment < command line)");
+    cmd->add_flag("--json", *as_json, "print JSON");
+    cmd->callback([&app, &serve, &action, as_json] {
+        action = [&app, &serve, as_json] {
+            const CLI::Option           *c    = app.get_config_ptr();
+            std::string                  file = c != nullptr ? c->as<std::string>() : std::string();
+            std::string                  how  = "none found";
+            std::vector<CLI::ConfigItem> items;
+            if (!file.empty()) {
+                std::ifstream in(file);
+                if (!in) {
+                    return cli_fail("config", file + ": cannot open");
+                }
+                how = env_set("INFERBOX_CONFIG") ? "from INFERBOX_CONFIG" : "";
+                try {
+                    items = yaml_config(&app).read_all(in);
+                } catch (const CLI::ConfigError &e) {
+                    return cli_fail("config", e.what());
+                }
+            }
+            std::vector<setting> all = effective_settings(app, "", items, file);
+            std::vector<setting> sv  = effective_settings(serve, "serve", items, file);
+            all.insert(all.end(), sv.begin(), sv.end());
+            if (*as_json) {
+                nlohmann::json j = {{"config_file", file.empty() ? nlohmann::json(nullptr) : nlohmann::json(file)},
+                                    {"settings", nlohmann::json::array()}};
+                for (const setting &s : all) {
+                    j["settings"].push_back({{"name", s.name}, {"value", s.value}, {"source", s.source}});
+                }
+                print_json(j);
+                return 0;
+            }
+            std::printf("config file: %s%s\n", file.empty() ? "(none)" : file.c_str(),
+                        file.empty() ? "" : (how.empty() ? "" : (" (" + how + ")").c_str()));
+            std::vector<std::vector<std::string>> table = {{"SETTING", "VALUE", "SOURCE"}};
+            for (const setting &s : all) {
+                table.push_back({s.name, s.value.empty() ? "-" : display_text(s.value, 60), s.source});
+            }
+            print_table(table);
+            std::printf("command-line flags override all of these.\n");
+            return 0;
+        };
+    });
+}
+
+} // namespace inferbox
