@@ -50,9 +50,10 @@ json bytes_of(const std::string &s) {
 class completion_job : public std::enable_shared_from_this<completion_job> {
   public:
     completion_job(std::shared_ptr<http_exchange> ex, std::shared_ptr<engine> eng, api_request req,
-                   std::vector<prepared_prompt> prompts, int32_t max_tokens, std::string model_id, job_context ctx)
+                   std::vector<prepared_prompt> prompts, int32_t max_tokens, std::string model_id, job_context ctx,
+                   std::shared_ptr<const chat_render> tools)
         : ex_(std::move(ex)), eng_(std::move(eng)), req_(std::move(req)), prompts_(std::move(prompts)),
-          max_tokens_(max_tokens), model_id_(std::move(model_id)), ctx_(std::move(ctx)) {
+          max_tokens_(max_tokens), model_id_(std::move(model_id)), ctx_(std::move(ctx)), tools_(std::move(tools)) {
         chat_    = req_.kind == api_kind::chat;
         id_      = random_id(chat_ ? "chatcmpl-" : "cmpl-");
         created_ = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -138,7 +139,44 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
         bool          done        = false;
         int32_t       n_prompt = 0, n_cached = 0, n_generated = 0;
         int32_t       n_seen = 0; // events seen (a lower bound of tokens) before the final one
+        // With tools: the parsed message, filled when the choice finishes.
+        std::string                 content;
+        std::vector<chat_tool_call> tool_calls;
     };
+
+    // "tool_calls" when a finished choice called tools, else the engine's reason.
+    static const char *finish_of(const choice_state &c) {
+        if (c.finish == finish_reason::stop && !c.tool_calls.empty()) {
+            return "tool_calls";
+        }
+        return finish_str(c.finish);
+    }
+
+    // Reads the tool calls out of a finished choice (tools_ set). Calls without an id get one.
+    void parse_tools(choice_state &c) {
+        auto out     = eng_->get_model().parse_chat_output(c.text, *tools_);
+        c.content    = std::move(out.content);
+        c.tool_calls = std::move(out.tool_calls);
+        for (auto &tc : c.tool_calls) {
+            if (tc.id.empty()) {
+                tc.id = random_id("call_");
+            }
+        }
+    }
+
+    static json tool_calls_json(const std::vector<chat_tool_call> &calls, bool with_index) {
+        json arr = json::array();
+        for (size_t i = 0; i < calls.size(); ++i) {
+            json call = {{"id", calls[i].id},
+                         {"type", "function"},
+                         {"function", {{"name", calls[i].name}, {"arguments", calls[i].arguments}}}};
+            if (with_index) {
+                call["index"] = i;
+            }
+            arr.push_back(std::move(call));
+        }
+        return arr;
+    }
 
     void cancel_all() {
         for (auto &c : channels_) {
@@ -311,13 +349,28 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
                 c.n_cached    = ev.n_cached;
                 c.n_generated = ev.n_generated;
                 ++n_done_;
+                if (tools_) {
+                    parse_tools(c);
+                }
             }
             if (req_.stream) {
-                if (!ev.text.empty() || !chunk_lp.is_null()) {
-                    send_chunk(static_cast<int32_t>(ci), json(), ev.text, chunk_lp, nullptr);
+                // With tools the text is held back until the choice ends: then its content,
+                // then its tool calls, each as one delta.
+                const std::string &text = tools_ ? std::string() : ev.text;
+                if (!text.empty() || !chunk_lp.is_null()) {
+                    send_chunk(static_cast<int32_t>(ci), json(), text, chunk_lp, nullptr);
+                }
+                if (c.done && tools_) {
+                    if (!c.content.empty()) {
+                        send_chunk(static_cast<int32_t>(ci), json(), c.content, json(nullptr), nullptr);
+                    }
+                    if (!c.tool_calls.empty()) {
+                        send_chunk(static_cast<int32_t>(ci), json{{"tool_calls", tool_calls_json(c.tool_calls, true)}},
+                                   "", json(nullptr), nullptr);
+                    }
                 }
                 if (c.done) {
-                    send_chunk(static_cast<int32_t>(ci), json::object(), "", json(nullptr), finish_str(c.finish));
+                    send_chunk(static_cast<int32_t>(ci), json::object(), "", json(nullptr), finish_of(c));
                 }
             }
         }
@@ -349,10 +402,17 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
             const auto &c = choices_[i];
             json        ch;
             if (chat_) {
+                json message = {{"role", "assistant"}, {"content", tools_ ? c.content : c.text}};
+                if (!c.tool_calls.empty()) {
+                    message["tool_calls"] = tool_calls_json(c.tool_calls, false);
+                    if (c.content.empty()) {
+                        message["content"] = nullptr;
+                    }
+                }
                 ch = {{"index", i},
-                      {"message", {{"role", "assistant"}, {"content", c.text}}},
+                      {"message", std::move(message)},
                       {"logprobs", logprobs_json(c)},
-                      {"finish_reason", finish_str(c.finish)}};
+                      {"finish_reason", finish_of(c)}};
             } else {
                 const std::string echo = req_.echo ? prompts_[i / static_cast<size_t>(req_.n)].echo_text : "";
                 ch                     = {{"index", i},
@@ -416,14 +476,16 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
     bool                                          first_token_seen_ = false;
     bool                                          charged_          = false;
     std::chrono::duration<double>                 ttft_{0};
+    std::shared_ptr<const chat_render>            tools_; // null: no tool calls to parse
 };
 
 } // namespace
 
 void run_completion(const std::shared_ptr<http_exchange> &ex, std::shared_ptr<engine> eng, api_request req,
-                    std::vector<prepared_prompt> prompts, int32_t max_tokens, std::string model_id, job_context ctx) {
+                    std::vector<prepared_prompt> prompts, int32_t max_tokens, std::string model_id, job_context ctx,
+                    std::shared_ptr<const chat_render> tools) {
     auto job = std::make_shared<completion_job>(ex, std::move(eng), std::move(req), std::move(prompts), max_tokens,
-                                                std::move(model_id), std::move(ctx));
+                                                std::move(model_id), std::move(ctx), std::move(tools));
     job->start();
 }
 

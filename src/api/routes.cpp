@@ -1,9 +1,11 @@
 #include "api/routes.h"
 
+#include "api/embeddings.h"
 #include "api/errors.h"
 #include "api/openai.h"
 #include "api/request_context.h"
 #include "common/log.h"
+#include "engine/grammar.h"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -54,7 +56,51 @@ std::shared_ptr<engine> api_router::current_engine() const {
     return draining_ ? nullptr : engine_;
 }
 
+void api_router::attach_embedder(std::shared_ptr<embedder> emb) {
+    std::lock_guard lock(mu_);
+    embedder_ = std::move(emb);
+}
+
+std::shared_ptr<embedder> api_router::current_embedder() const {
+    std::lock_guard lock(mu_);
+    return draining_ ? nullptr : embedder_;
+}
+
 namespace {
+
+// Turns the request's output constraint into the GBNF the engine samples with and checks that
+// it builds a grammar sampler on this model. It runs here, on the I/O thread, before submit: the
+// engine thread never compiles, and never receives a grammar that fails.
+std::optional<error> compile_constraint(const model &m, const guided_limits &limits, api_request &req) {
+    const auto &c = req.constraint;
+    std::string gbnf;
+    switch (c.kind) {
+    case constraint_kind::none:
+        return std::nullopt;
+    case constraint_kind::json_object:
+    case constraint_kind::json_schema: {
+        auto g = c.kind == constraint_kind::json_object ? json_object_gbnf() : json_schema_to_gbnf(c.schema, c.param);
+        if (!g) {
+            return g.err();
+        }
+        gbnf = std::move(*g);
+        // The converter's output is bounded by the schema's size and repetition bounds; this
+        // holds it to the same shape limits as a grammar given by the client.
+        if (auto problem = gbnf_shape_error(gbnf, limits); !problem.empty()) {
+            return error::invalid(c.param + ": the grammar compiled from the schema is not usable: " + problem,
+                                  c.param);
+        }
+        break;
+    }
+    case constraint_kind::regex:
+    case constraint_kind::choice:
+    case constraint_kind::grammar:
+        gbnf = c.gbnf; // converted and shape-checked by parse_request
+        break;
+    }
+    req.sampling.grammar = std::move(gbnf);
+    return check_grammar(m, req.sampling, c.param);
+}
 
 void respond_json(http_exchange &ex, const json &j) {
     ex.respond(http::status::ok, j.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
@@ -76,8 +122,15 @@ const route routes[] = {
     {"/v1/health/ready", http::verb::get, true},  {"/health", http::verb::get, true},
     {"/v1/version", http::verb::get, false},      {"/v1/metrics", http::verb::get, false},
     {"/metrics", http::verb::get, false},         {"/v1/metadata", http::verb::get, false},
-    {"/v1/manifest", http::verb::get, false},
+    {"/v1/manifest", http::verb::get, false},     {"/v1/embeddings", http::verb::post, false},
+    {"/v1/ranking", http::verb::post, false},
 };
+
+// The routes that take a POSTed JSON body (everything else is GET).
+bool is_post_route(const std::string &target) {
+    return target == "/v1/completions" || target == "/v1/chat/completions" || target == "/v1/embeddings" ||
+           target == "/v1/ranking";
+}
 
 // The key a request presents: "Authorization: Bearer KEY" (what the OpenAI SDKs send), or
 // "api-key: KEY" / "x-api-key: KEY" for clients of other APIs.
@@ -124,7 +177,7 @@ bool api_router::cors(const std::shared_ptr<http_exchange> &ex, const std::strin
         return false;
     }
     // Preflight: answered here, before authentication (browsers send no credentials on it).
-    const bool inference = target == "/v1/completions" || target == "/v1/chat/completions";
+    const bool inference = is_post_route(target);
     ex->respond(http::status::no_content, "", "text/plain",
                 {{"Access-Control-Allow-Methods", inference ? "POST, OPTIONS" : "GET, HEAD, OPTIONS"},
                  {"Access-Control-Allow-Headers", "Authorization, Content-Type, X-Request-Id, traceparent, api-key, "
@@ -173,7 +226,7 @@ void api_router::handle(const std::shared_ptr<http_exchange> &ex) {
         return;
     }
     const bool is_get       = method == http::verb::get || method == http::verb::head;
-    const bool is_inference = target == "/v1/completions" || target == "/v1/chat/completions";
+    const bool is_inference = is_post_route(target);
     if ((is_inference && method != http::verb::post) || (!is_inference && !is_get)) {
         respond_error(*ex, error{error_kind::method_not_allowed,
                                  "method " + std::string(req.method_string()) + " is not allowed on " + target +
@@ -246,6 +299,17 @@ void api_router::handle(const std::shared_ptr<http_exchange> &ex) {
                 return;
             }
         }
+        if (target == "/v1/embeddings" || target == "/v1/ranking") {
+            embedding_route_context ec;
+            ec.model_id       = cfg_.model_id;
+            ec.limits         = cfg_.embedding;
+            ec.max_json_depth = cfg_.limits.max_json_depth;
+            ec.metrics        = cfg_.embed_metrics;
+            ec.limiter        = limiter_.enabled() ? &limiter_ : nullptr;
+            ec.key            = key;
+            (target == "/v1/embeddings" ? handle_embeddings : handle_ranking)(ex, current_embedder(), ec);
+            return;
+        }
         handle_inference(ex, target == "/v1/chat/completions" ? api_kind::chat : api_kind::completion, key);
     }
 }
@@ -306,14 +370,44 @@ void api_router::handle_inference(const std::shared_ptr<http_exchange> &ex, api_
     }
     const model &m = eng->get_model();
 
-    std::vector<prepared_prompt> prompts;
+    std::vector<prepared_prompt>       prompts;
+    std::shared_ptr<const chat_render> tool_render; // set when tool calls are to be parsed
     if (kind == api_kind::chat) {
-        auto text = m.apply_chat_template(req->messages);
-        if (!text) {
-            respond_error(*ex, text.err());
+        chat_inputs ci;
+        ci.messages            = req->messages;
+        ci.tools               = req->tools;
+        ci.choice              = req->choice;
+        ci.parallel_tool_calls = req->parallel_tool_calls;
+        auto rendered          = m.render_chat(ci);
+        if (!rendered) {
+            respond_error(*ex, rendered.err());
             return;
         }
-        prompts.push_back({m.tokenize(*text, true), ""});
+        prompts.push_back({m.tokenize(rendered->prompt, true), ""});
+        if (rendered->parse_tool_calls) {
+            auto &s = req->sampling;
+            if (!rendered->grammar.empty()) {
+                // The call syntax is enforced by the grammar common's chat machinery built:
+                // from the first token under "required" or a named function, lazily from a
+                // trigger under "auto".
+                s.grammar           = rendered->grammar;
+                s.grammar_for_tools = true;
+                s.grammar_lazy      = rendered->grammar_lazy;
+                s.grammar_triggers  = rendered->grammar_triggers;
+                s.generation_prompt = rendered->generation_prompt;
+                s.preserved_tokens  = rendered->preserved_tokens;
+                if (auto err = check_grammar(m, s, "tools")) {
+                    respond_error(*ex, *err);
+                    return;
+                }
+            }
+            for (const auto &stop : rendered->additional_stops) {
+                if (!stop.empty() && std::find(req->stop.begin(), req->stop.end(), stop) == req->stop.end()) {
+                    req->stop.push_back(stop);
+                }
+            }
+            tool_render = std::make_shared<const chat_render>(std::move(*rendered));
+        }
     } else {
         for (auto &p : req->prompts) {
             prepared_prompt pp;
@@ -348,6 +442,10 @@ void api_router::handle_inference(const std::shared_ptr<http_exchange> &ex, api_
             return;
         }
     }
+    if (auto err = compile_constraint(m, cfg_.limits.guided, *req)) {
+        respond_error(*ex, *err);
+        return;
+    }
 
     // Context: prompt + max_tokens must fit one sequence's KV. Never truncate silently.
     const int32_t n_ctx     = eng->n_ctx_slot();
@@ -376,7 +474,7 @@ void api_router::handle_inference(const std::shared_ptr<http_exchange> &ex, api_
     jc.key     = key;
     ex->log_field("model", cfg_.model_id);
     run_completion(ex, std::move(eng), std::move(*req), std::move(prompts), static_cast<int32_t>(max_tokens),
-                   cfg_.model_id, jc);
+                   cfg_.model_id, jc, std::move(tool_render));
 }
 
 } // namespace inferbox

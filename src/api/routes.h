@@ -4,9 +4,12 @@
 // and handed to the engine as generation_requests.
 
 #include "api/auth.h"
+#include "api/embeddings_schema.h"
 #include "api/http_server.h"
 #include "api/schema.h"
+#include "engine/embedder.h"
 #include "engine/engine.h"
+#include "metrics/embedding_metrics.h"
 #include "metrics/registry.h"
 #include "metrics/serving_metrics.h"
 
@@ -27,6 +30,9 @@ struct api_config {
     rate_limits                      rate;
     std::shared_ptr<registry>        metrics_registry; // what /metrics renders; may be null
     std::shared_ptr<serving_metrics> metrics;          // the served model's series; may be null
+
+    embedding_limits                   embedding;     // /v1/embeddings and /v1/ranking
+    std::shared_ptr<embedding_metrics> embed_metrics; // may be null
 };
 
 // Everything a generation job needs besides the request: where to report, whom to charge.
@@ -42,6 +48,8 @@ class api_router {
 
     // Thread-safe. Until an engine is attached, readiness answers 503 and inference 503.
     void attach(std::shared_ptr<engine> eng);
+    // Thread-safe. Until an embedder is attached, /v1/embeddings and /v1/ranking answer 503.
+    void attach_embedder(std::shared_ptr<embedder> emb);
     void set_draining(bool draining); // readiness turns 503, new inference requests get 503
     // Thread-safe. The JSON bodies of GET /v1/metadata and /v1/manifest (NIM's endpoints), known
     // once the model's file and the hardware have been read; until then both answer 503.
@@ -56,19 +64,21 @@ class api_router {
     const api_config &config() const { return cfg_; }
 
   private:
-    std::shared_ptr<engine> current_engine() const;
-    void                    handle_models(const std::shared_ptr<http_exchange> &ex);
-    void                    handle_inference(const std::shared_ptr<http_exchange> &ex, api_kind kind, size_t key);
-    bool                    cors(const std::shared_ptr<http_exchange> &ex, const std::string &target);
+    std::shared_ptr<engine>   current_engine() const;
+    std::shared_ptr<embedder> current_embedder() const; // null while draining
+    void                      handle_models(const std::shared_ptr<http_exchange> &ex);
+    void                      handle_inference(const std::shared_ptr<http_exchange> &ex, api_kind kind, size_t key);
+    bool                      cors(const std::shared_ptr<http_exchange> &ex, const std::string &target);
 
-    api_config              cfg_;
-    api_keys                keys_;
-    rate_limiter            limiter_;
-    mutable std::mutex      mu_;
-    std::shared_ptr<engine> engine_;
-    bool                    draining_ = false;
-    std::string             metadata_, manifest_;
-    int64_t                 created_ = 0;
+    api_config                cfg_;
+    api_keys                  keys_;
+    rate_limiter              limiter_;
+    mutable std::mutex        mu_;
+    std::shared_ptr<engine>   engine_;
+    std::shared_ptr<embedder> embedder_;
+    bool                      draining_ = false;
+    std::string               metadata_, manifest_;
+    int64_t                   created_ = 0;
 };
 
 // Sends an error response (the one error-to-HTTP path for whole responses); `headers` are

@@ -4,8 +4,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <optional>
 #include <sstream>
 
 namespace inferbox {
@@ -220,6 +222,407 @@ result<std::string> message_content(const json &m, size_t index) {
     return text;
 }
 
+// The JSON Schema keywords whose values json_schema_to_grammar turns into GBNF repetition
+// counts; unbounded, they would expand into grammars too large to parse or to sample with.
+constexpr const char *repetition_keywords[] = {"minItems",      "maxItems",      "minLength",   "maxLength",
+                                               "minProperties", "maxProperties", "minContains", "maxContains"};
+
+// Walks a schema (its depth is already bounded by the body's) and refuses repetition counts over
+// the limit, including {m,n} counts inside "pattern" regexes. Values under enum/const/default/
+// examples are data, not schema, and are not inspected.
+std::optional<error> check_schema_bounds(const json &schema, const std::string &path, const std::string &param,
+                                         const guided_limits &limits) {
+    if (schema.is_array()) {
+        for (size_t i = 0; i < schema.size(); ++i) {
+            if (auto e = check_schema_bounds(schema[i], path + "/" + std::to_string(i), param, limits)) {
+                return e;
+            }
+        }
+        return std::nullopt;
+    }
+    if (!schema.is_object()) {
+        return std::nullopt;
+    }
+    const auto too_big = [&](const std::string &what, double v) {
+        return error::invalid(param + ": " + what + " " + fmt_num(v) + " at " + (path.empty() ? "/" : path) +
+                                  " exceeds the limit of " + std::to_string(limits.max_repetition),
+                              param);
+    };
+    for (const auto &[key, value] : schema.items()) {
+        for (const char *kw : repetition_keywords) {
+            if (key == kw && value.is_number() && value.get<double>() > limits.max_repetition) {
+                return too_big(key, value.get<double>());
+            }
+        }
+        if (key == "pattern" && value.is_string()) {
+            const auto &pat = value.get_ref<const std::string &>();
+            for (size_t i = 0; i < pat.size(); ++i) {
+                if (pat[i] < '0' || pat[i] > '9' || i == 0 || (pat[i - 1] != '{' && pat[i - 1] != ',')) {
+                    continue;
+                }
+                double v = 0;
+                for (size_t j = i; j < pat.size() && pat[j] >= '0' && pat[j] <= '9' && v <= 1e12; ++j) {
+                    v = v * 10 + (pat[j] - '0');
+                }
+                if (v > limits.max_repetition) {
+                    return too_big("the pattern repetition count", v);
+                }
+            }
+        }
+        if (key == "enum" || key == "const" || key == "default" || key == "examples") {
+            continue;
+        }
+        if (auto e = check_schema_bounds(value, path + "/" + key, param, limits)) {
+            return e;
+        }
+    }
+    return std::nullopt;
+}
+
+// A schema given as an object, or (guided_json) as JSON text.
+result<std::string> schema_text(const json &v, const std::string &param, const api_limits &limits) {
+    json parsed;
+    if (v.is_string()) {
+        auto p = parse_json_body(v.get<std::string>(), limits.max_json_depth);
+        if (!p) {
+            return error::invalid(param + " is a string but not a JSON object: " + p.err().message, param);
+        }
+        parsed = std::move(*p);
+    } else if (v.is_object()) {
+        parsed = v;
+    } else {
+        return error::invalid(param + " must be a JSON Schema object, got " + type_name(v), param);
+    }
+    if (auto e = check_schema_bounds(parsed, "", param, limits.guided)) {
+        return *e;
+    }
+    std::string text = parsed.dump(-1, ' ', false, json::error_handler_t::replace);
+    if (text.size() > limits.guided.max_schema_bytes) {
+        return error::invalid(param + " is " + std::to_string(text.size()) + " bytes; the limit is " +
+                                  std::to_string(limits.guided.max_schema_bytes),
+                              param);
+    }
+    return text;
+}
+
+result<output_constraint> parse_response_format(const json &rf, const api_limits &limits) {
+    output_constraint c;
+    c.param = "response_format";
+    if (!rf.is_object()) {
+        return error::invalid("response_format must be an object, got " + type_name(rf), "response_format");
+    }
+    const json *type = field(rf, "type");
+    if (type == nullptr || !type->is_string()) {
+        return error::invalid("response_format.type must be one of \"text\", \"json_object\", \"json_schema\"",
+                              "response_format.type");
+    }
+    const auto &t = type->get_ref<const std::string &>();
+    if (t == "text") {
+        return c;
+    }
+    if (t == "json_object") {
+        c.kind = constraint_kind::json_object;
+        return c;
+    }
+    if (t != "json_schema") {
+        return error::invalid("response_format.type must be one of \"text\", \"json_object\", \"json_schema\"; got \"" +
+                                  utf8_sanitize(t.substr(0, 64)) + "\"",
+                              "response_format.type");
+    }
+    const json *js = field(rf, "json_schema");
+    if (js == nullptr || !js->is_object()) {
+        return error::invalid("response_format.json_schema must be an object {name, schema, strict}",
+                              "response_format.json_schema");
+    }
+    if (const json *name = field(*js, "name");
+        name != nullptr && (!name->is_string() || name->get_ref<const std::string &>().size() > 256)) {
+        return error::invalid("response_format.json_schema.name must be a string of at most 256 bytes",
+                              "response_format.json_schema.name");
+    }
+    if (const json *strict = field(*js, "strict"); strict != nullptr && !strict->is_boolean()) {
+        return error::invalid("response_format.json_schema.strict must be a boolean",
+                              "response_format.json_schema.strict");
+    }
+    const json *schema = field(*js, "schema");
+    if (schema == nullptr || !schema->is_object()) {
+        return error::invalid("response_format.json_schema.schema must be a JSON Schema object",
+                              "response_format.json_schema.schema");
+    }
+    auto text = schema_text(*schema, "response_format.json_schema.schema", limits);
+    if (!text) {
+        return text.err();
+    }
+    c.kind   = constraint_kind::json_schema;
+    c.param  = "response_format.json_schema.schema";
+    c.schema = std::move(*text);
+    return c;
+}
+
+// One guided_* field (vLLM / NIM), value non-null.
+result<output_constraint> parse_guided(const std::string &name, const std::string &param, const json &v,
+                                       const api_limits &limits) {
+    output_constraint c;
+    c.param = param;
+    if (name == "guided_json") {
+        auto text = schema_text(v, param, limits);
+        if (!text) {
+            return text.err();
+        }
+        c.kind   = constraint_kind::json_schema;
+        c.schema = std::move(*text);
+        return c;
+    }
+    if (name == "guided_choice") {
+        if (!v.is_array()) {
+            return error::invalid(param + " must be an array of strings, got " + type_name(v), param);
+        }
+        if (v.size() > limits.guided.max_choices) {
+            return error::invalid(param + " has " + std::to_string(v.size()) + " entries; the limit is " +
+                                      std::to_string(limits.guided.max_choices),
+                                  param);
+        }
+        std::vector<std::string> choices;
+        for (const auto &x : v) {
+            if (!x.is_string()) {
+                return error::invalid(param + " must be an array of strings, got an element of type " + type_name(x),
+                                      param);
+            }
+            choices.push_back(x.get<std::string>());
+        }
+        auto g = choice_to_gbnf(choices, limits.guided);
+        if (!g) {
+            return error::invalid(param + ": " + g.err().message, param);
+        }
+        c.kind = constraint_kind::choice;
+        c.gbnf = std::move(*g);
+        return c;
+    }
+    if (!v.is_string()) {
+        return error::invalid(param + " must be a string, got " + type_name(v), param);
+    }
+    const auto &text = v.get_ref<const std::string &>();
+    if (name == "guided_regex") {
+        auto g = regex_to_gbnf(text, limits.guided);
+        if (!g) {
+            return error::invalid(param + ": " + g.err().message, param);
+        }
+        c.kind = constraint_kind::regex;
+        c.gbnf = std::move(*g);
+        return c;
+    }
+    if (auto problem = gbnf_shape_error(text, limits.guided); !problem.empty()) {
+        return error::invalid(param + " is not a usable GBNF grammar: " + problem, param);
+    }
+    c.kind = constraint_kind::grammar;
+    c.gbnf = text;
+    return c;
+}
+
+bool valid_tool_name(const std::string &name) {
+    if (name.empty() || name.size() > 64) {
+        return false;
+    }
+    return std::all_of(name.begin(), name.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+    });
+}
+
+// tools, tool_choice, parallel_tool_calls (chat).
+std::optional<error> parse_tools(const json &body, const api_limits &limits, api_request &r) {
+    if (const json *tools = field(body, "tools")) {
+        if (!tools->is_array()) {
+            return error::invalid(
+                "tools must be an array of {type: \"function\", function: {...}}, got " + type_name(*tools), "tools");
+        }
+        if (tools->size() > static_cast<size_t>(limits.max_tools)) {
+            return error::invalid("tools has " + std::to_string(tools->size()) + " entries; the limit is " +
+                                      std::to_string(limits.max_tools),
+                                  "tools");
+        }
+        for (size_t i = 0; i < tools->size(); ++i) {
+            const auto       &t     = (*tools)[i];
+            const std::string param = "tools[" + std::to_string(i) + "]";
+            const json       *type  = t.is_object() ? field(t, "type") : nullptr;
+            if (type == nullptr || !type->is_string() || type->get_ref<const std::string &>() != "function") {
+                return error::invalid(param + " must be an object with type \"function\"", param + ".type");
+            }
+            const json *fn = field(t, "function");
+            if (fn == nullptr || !fn->is_object()) {
+                return error::invalid(param + ".function must be an object {name, description, parameters}",
+                                      param + ".function");
+            }
+            chat_tool   tool;
+            const json *name = field(*fn, "name");
+            if (name == nullptr || !name->is_string() || !valid_tool_name(name->get<std::string>())) {
+                return error::invalid(param + ".function.name must be 1 to 64 characters of a-z, A-Z, 0-9, _ and -",
+                                      param + ".function.name");
+            }
+            tool.name = name->get<std::string>();
+            for (const auto &other : r.tools) {
+                if (other.name == tool.name) {
+                    return error::invalid("tools has two functions named \"" + tool.name + "\"",
+                                          param + ".function.name");
+                }
+            }
+            if (const json *d = field(*fn, "description")) {
+                if (!d->is_string()) {
+                    return error::invalid(param + ".function.description must be a string",
+                                          param + ".function.description");
+                }
+                tool.description = d->get<std::string>();
+            }
+            if (const json *strict = field(*fn, "strict"); strict != nullptr && !strict->is_boolean()) {
+                return error::invalid(param + ".function.strict must be a boolean", param + ".function.strict");
+            }
+            if (const json *params = field(*fn, "parameters")) {
+                if (!params->is_object()) {
+                    return error::invalid(param + ".function.parameters must be a JSON Schema object",
+                                          param + ".function.parameters");
+                }
+                auto text = schema_text(*params, param + ".function.parameters", limits);
+                if (!text) {
+                    return text.err();
+                }
+                tool.parameters = std::move(*text);
+            }
+            r.tools.push_back(std::move(tool));
+        }
+    }
+    auto parallel = get_bool(body, "parallel_tool_calls", true);
+    if (!parallel) {
+        return parallel.err();
+    }
+    r.parallel_tool_calls = *parallel;
+    const json *tc        = field(body, "tool_choice");
+    if (tc == nullptr) {
+        return std::nullopt;
+    }
+    if (tc->is_string()) {
+        const auto &c = tc->get_ref<const std::string &>();
+        if (c == "none") {
+            r.choice = tool_choice::none;
+        } else if (c == "auto") {
+            r.choice = tool_choice::automatic;
+        } else if (c == "required") {
+            r.choice = tool_choice::required;
+        } else {
+            return error::invalid("tool_choice must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", "
+                                  "\"function\": {\"name\": ...}}; got \"" +
+                                      utf8_sanitize(c.substr(0, 64)) + "\"",
+                                  "tool_choice");
+        }
+        if (r.choice != tool_choice::none && r.tools.empty()) {
+            return error::invalid("tool_choice \"" + c + "\" needs tools", "tool_choice");
+        }
+        return std::nullopt;
+    }
+    const json *type = tc->is_object() ? field(*tc, "type") : nullptr;
+    const json *fn   = tc->is_object() ? field(*tc, "function") : nullptr;
+    const json *name = fn != nullptr && fn->is_object() ? field(*fn, "name") : nullptr;
+    if (type == nullptr || !type->is_string() || type->get_ref<const std::string &>() != "function" ||
+        name == nullptr || !name->is_string()) {
+        return error::invalid("tool_choice must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", "
+                              "\"function\": {\"name\": ...}}",
+                              "tool_choice");
+    }
+    const auto &wanted = name->get_ref<const std::string &>();
+    for (const auto &t : r.tools) {
+        if (t.name == wanted) {
+            const chat_tool only = t;
+            r.tools              = {only};
+            r.choice             = tool_choice::required;
+            return std::nullopt;
+        }
+    }
+    return error::invalid("tool_choice names the function \"" + utf8_sanitize(wanted.substr(0, 64)) +
+                              "\", which is not among tools",
+                          "tool_choice.function.name");
+}
+
+// An assistant message's tool_calls: [{id, type: "function", function: {name, arguments}}].
+result<std::vector<chat_tool_call>> message_tool_calls(const json &v, const std::string &param) {
+    if (!v.is_array()) {
+        return error::invalid(param + " must be an array, got " + type_name(v), param);
+    }
+    if (v.size() > 128) {
+        return error::invalid(param + " has " + std::to_string(v.size()) + " entries; the limit is 128", param);
+    }
+    std::vector<chat_tool_call> calls;
+    for (size_t k = 0; k < v.size(); ++k) {
+        const auto       &c  = v[k];
+        const std::string p  = param + "[" + std::to_string(k) + "]";
+        const json       *id = c.is_object() ? field(c, "id") : nullptr;
+        const json       *fn = c.is_object() ? field(c, "function") : nullptr;
+        if (id == nullptr || !id->is_string() || fn == nullptr || !fn->is_object()) {
+            return error::invalid(p + " must be {id, type: \"function\", function: {name, arguments}}", p);
+        }
+        const json *name = field(*fn, "name");
+        const json *args = field(*fn, "arguments");
+        if (name == nullptr || !name->is_string() || (args != nullptr && !args->is_string())) {
+            return error::invalid(p + ".function needs a string name and string arguments (JSON text)",
+                                  p + ".function");
+        }
+        calls.push_back({id->get<std::string>(), name->get<std::string>(),
+                         args == nullptr ? std::string("{}") : args->get<std::string>()});
+    }
+    return calls;
+}
+
+// Collects every constraint the body carries and refuses more than one.
+result<output_constraint> parse_constraint(const json &body, const api_limits &limits) {
+    output_constraint chosen;
+    const auto        take = [&](output_constraint c) -> std::optional<error> {
+        if (c.kind == constraint_kind::none) {
+            return std::nullopt;
+        }
+        if (chosen.kind != constraint_kind::none) {
+            const auto first =
+                chosen.param.rfind("response_format", 0) == 0 ? std::string("response_format") : chosen.param;
+            const auto second = c.param.rfind("response_format", 0) == 0 ? std::string("response_format") : c.param;
+            return error::invalid(first + " and " + second +
+                                             " both constrain the output; send at most one of response_format, guided_json, "
+                                                    "guided_regex, guided_choice, guided_grammar (top level or under nvext)",
+                                         second);
+        }
+        chosen = std::move(c);
+        return std::nullopt;
+    };
+    if (const json *rf = field(body, "response_format")) {
+        auto c = parse_response_format(*rf, limits);
+        if (!c) {
+            return c.err();
+        }
+        if (auto e = take(std::move(*c))) {
+            return *e;
+        }
+    }
+    static const char *const guided_names[] = {"guided_json", "guided_regex", "guided_choice", "guided_grammar"};
+    const json              *nvext          = field(body, "nvext");
+    if (nvext != nullptr && !nvext->is_object()) {
+        return error::invalid("nvext must be an object, got " + type_name(*nvext), "nvext");
+    }
+    for (const json *scope : {&body, nvext}) {
+        if (scope == nullptr) {
+            continue;
+        }
+        for (const char *name : guided_names) {
+            const json *v = field(*scope, name);
+            if (v == nullptr) {
+                continue;
+            }
+            const std::string param = scope == nvext ? std::string("nvext.") + name : std::string(name);
+            auto              c     = parse_guided(name, param, *v, limits);
+            if (!c) {
+                return c.err();
+            }
+            if (auto e = take(std::move(*c))) {
+                return *e;
+            }
+        }
+    }
+    return chosen;
+}
+
 } // namespace
 
 result<api_request> parse_request(api_kind kind, const json &body, const api_limits &limits) {
@@ -337,6 +740,12 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
         }
     }
 
+    auto constraint = parse_constraint(body, limits);
+    if (!constraint) {
+        return constraint.err();
+    }
+    r.constraint = std::move(*constraint);
+
     if (kind == api_kind::chat) {
         auto lp = get_bool(body, "logprobs", false);
         if (!lp) {
@@ -350,6 +759,17 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
         const json *msgs = field(body, "messages");
         if (msgs == nullptr || !msgs->is_array() || msgs->empty()) {
             return error::invalid("messages must be a non-empty array of {role, content} objects", "messages");
+        }
+        if (auto e = parse_tools(body, limits, r)) {
+            return *e;
+        }
+        if (r.tools_active() && r.constraint.kind != constraint_kind::none) {
+            return error::invalid(
+                r.constraint.param.rfind("response_format", 0) == 0
+                    ? "response_format cannot be combined with tools; set tool_choice to \"none\" "
+                      "or drop one"
+                    : r.constraint.param + " cannot be combined with tools; set tool_choice to \"none\" or drop one",
+                r.constraint.param.rfind("response_format", 0) == 0 ? "response_format" : r.constraint.param);
         }
         if (msgs->size() > static_cast<size_t>(limits.max_messages)) {
             return error::invalid("messages has " + std::to_string(msgs->size()) + " entries; the limit is " +
@@ -367,8 +787,8 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
                 return error::invalid(param + ".role must be a string", param + ".role");
             }
             const auto &role = role_it->get_ref<const std::string &>();
-            if (role != "system" && role != "user" && role != "assistant" && role != "developer") {
-                return error::invalid(param + ".role must be one of system, developer, user, assistant; got \"" +
+            if (role != "system" && role != "user" && role != "assistant" && role != "developer" && role != "tool") {
+                return error::invalid(param + ".role must be one of system, developer, user, assistant, tool; got \"" +
                                           utf8_sanitize(role) + "\"",
                                       param + ".role");
             }
@@ -380,7 +800,29 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
             if (!content) {
                 return content.err();
             }
-            r.messages.push_back({role == "developer" ? "system" : role, *content});
+            chat_message msg;
+            msg.role    = role == "developer" ? "system" : role;
+            msg.content = std::move(*content);
+            if (role == "tool") {
+                const json *id = field(m, "tool_call_id");
+                if (id == nullptr || !id->is_string()) {
+                    return error::invalid(param + ".tool_call_id is required for a tool message (a string)",
+                                          param + ".tool_call_id");
+                }
+                msg.tool_call_id = id->get<std::string>();
+            }
+            if (const json *calls = field(m, "tool_calls")) {
+                if (role != "assistant") {
+                    return error::invalid(param + ".tool_calls is only allowed on assistant messages",
+                                          param + ".tool_calls");
+                }
+                auto parsed = message_tool_calls(*calls, param + ".tool_calls");
+                if (!parsed) {
+                    return parsed.err();
+                }
+                msg.tool_calls = std::move(*parsed);
+            }
+            r.messages.push_back(std::move(msg));
         }
     } else {
         if (const json *lp = field(body, "logprobs")) {

@@ -4,6 +4,7 @@
 // error, and is what docs/api.md documents. The output is a typed api_request; nothing past
 // this point looks at JSON.
 
+#include "api/guided.h"
 #include "common/status.h"
 #include "engine/model.h"
 #include "engine/types.h"
@@ -20,13 +21,29 @@ namespace inferbox {
 enum class api_kind { completion, chat };
 
 struct api_limits {
-    int32_t max_n          = 16;   // choices per request
-    int32_t max_stop       = 16;   // stop strings per request
-    int32_t max_stop_bytes = 256;  // bytes per stop string
-    int32_t max_messages   = 1024; // chat messages per request
-    int32_t max_prompts    = 64;   // prompts in one completions request
-    int32_t max_logit_bias = 1024; // entries in logit_bias
-    int32_t max_json_depth = 64;   // nesting of the request body
+    int32_t       max_n          = 16;   // choices per request
+    int32_t       max_stop       = 16;   // stop strings per request
+    int32_t       max_stop_bytes = 256;  // bytes per stop string
+    int32_t       max_messages   = 1024; // chat messages per request
+    int32_t       max_prompts    = 64;   // prompts in one completions request
+    int32_t       max_logit_bias = 1024; // entries in logit_bias
+    int32_t       max_json_depth = 64;   // nesting of the request body
+    int32_t       max_tools      = 128;  // tools per request (each one's parameters: guided.max_schema_bytes)
+    guided_limits guided;                // response_format / guided_* sizes and repetition bounds
+};
+
+// How the output is constrained: response_format (json_object, json_schema), or guided_json,
+// guided_regex, guided_choice, guided_grammar at the top level (vLLM) or under nvext (NIM). At
+// most one per request. Regex, choice and grammar are GBNF here already (converted and
+// shape-checked); a JSON Schema needs llama.cpp's converter (engine/grammar.h), so it stays JSON
+// text until the API handler compiles it.
+enum class constraint_kind { none, json_object, json_schema, regex, choice, grammar };
+
+struct output_constraint {
+    constraint_kind kind = constraint_kind::none;
+    std::string     param;  // the field that set it ("response_format", "nvext.guided_regex", ...)
+    std::string     schema; // json_schema: the schema, serialized; its size and bounds checked
+    std::string     gbnf;   // regex, choice, grammar: the grammar
 };
 
 using prompt_input = std::variant<std::string, std::vector<token_id>>;
@@ -45,6 +62,13 @@ struct api_request {
     sampling_params           sampling;
     std::vector<std::string>  stop;
     std::string               user;
+    output_constraint         constraint;
+    // Chat only. tools_active(): tools offered and tool_choice is not "none"; a named
+    // tool_choice leaves only that tool here, with choice = required.
+    std::vector<chat_tool> tools;
+    tool_choice            choice              = tool_choice::automatic;
+    bool                   parallel_tool_calls = true;
+    bool                   tools_active() const { return !tools.empty() && choice != tool_choice::none; }
 };
 
 // Parses a request body. Errors are invalid_request naming the field ("param") and its limit.

@@ -118,6 +118,34 @@ int run_cli(int argc, char **argv) {
         ->capture_default_str()
         ->check(CLI::Range(4, 1024));
 
+    // Embeddings and ranking (docs/operations.md).
+    std::string pooling = "auto";
+    serve
+        ->add_option("--pooling", pooling,
+                     "pooling of /v1/embeddings: auto (the model's metadata; mean for a generative model), mean, cls, "
+                     "last, or none (embeddings off)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"auto", "mean", "cls", "last", "none"}));
+    serve
+        ->add_option("--embedding-batch-tokens", so.embedder.n_batch_tokens,
+                     "tokens the embedder encodes in one batch (its context size; also bounds one input)")
+        ->capture_default_str()
+        ->check(CLI::Range(8, 1 << 20));
+    serve
+        ->add_option("--embedding-batch-inputs", so.embedder.n_batch_inputs, "inputs the embedder encodes in one batch")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 256));
+    serve
+        ->add_option("--embedding-max-queue", so.embedder.max_queue_inputs,
+                     "queued embedding inputs beyond which requests get 429")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1 << 20));
+    serve
+        ->add_option("--embedding-max-inputs", so.embedding.max_inputs,
+                     "most inputs in one /v1/embeddings request (passages in one /v1/ranking request)")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1 << 16));
+
     bench_options bo;
     auto         *bench = app.add_subcommand("bench", "load-test any OpenAI-compatible server");
     bench->add_option("--url", bo.url, "base URL of the server")->capture_default_str();
@@ -190,6 +218,13 @@ int run_cli(int argc, char **argv) {
         so.http.idle_timeout     = std::chrono::seconds(idle_timeout);
         so.http.write_timeout    = std::chrono::seconds(write_timeout);
         so.engine.prefix_reuse   = !no_prefix_reuse;
+        so.embedder.pooling      = parse_pooling_choice(pooling).value_or(pooling_choice::model);
+        if (so.embedding.max_inputs > so.embedder.max_queue_inputs) {
+            spdlog::error("--embedding-max-inputs ({}) must not exceed --embedding-max-queue ({}): such a request "
+                          "could never be queued",
+                          so.embedding.max_inputs, so.embedder.max_queue_inputs);
+            return 1;
+        }
         return run_serve(so);
     }
     if (bench->parsed()) {

@@ -196,7 +196,9 @@ int run_serve(const serve_options &given) {
     cfg.cors_origins     = opts.cors_origins;
     cfg.rate             = opts.rate;
     cfg.metrics_registry = std::make_shared<registry>();
-    cfg.metrics = std::make_shared<serving_metrics>(*cfg.metrics_registry, cfg.model_id, opts.metrics_vllm_names);
+    cfg.metrics       = std::make_shared<serving_metrics>(*cfg.metrics_registry, cfg.model_id, opts.metrics_vllm_names);
+    cfg.embedding     = opts.embedding;
+    cfg.embed_metrics = std::make_shared<embedding_metrics>(*cfg.metrics_registry, cfg.model_id);
     engine_config ecfg = opts.engine;
     ecfg.metrics       = cfg.metrics;
     api_router router(cfg);
@@ -243,8 +245,9 @@ int run_serve(const serve_options &given) {
         io_threads.emplace_back([&ioc] { ioc.run(); });
     }
 
-    std::shared_ptr<engine> eng;
-    int                     exit_code = 0;
+    std::shared_ptr<engine>   eng;
+    std::shared_ptr<embedder> emb;
+    int                       exit_code = 0;
     {
         model_options mo;
         mo.path          = opts.model_path;
@@ -271,6 +274,18 @@ int run_serve(const serve_options &given) {
                              cfg.model_id, (*m)->description(), c.n_slots, c.n_ctx_slot, c.n_threads, c.step_tokens,
                              c.max_waiting, (*m)->has_chat_template() ? "yes" : "no");
                 router.attach(eng);
+                // The embedder shares the weights, not the context: see engine/embedder.h.
+                embedder_config ecfg_embed = opts.embedder;
+                ecfg_embed.metrics         = cfg.embed_metrics;
+                ecfg_embed.n_threads       = c.n_threads;
+                auto started               = embedder::start(*m, ecfg_embed);
+                if (!started) {
+                    spdlog::error("{}", started.err().message);
+                    exit_code = 1;
+                } else {
+                    emb = std::shared_ptr<embedder>(std::move(*started));
+                    router.attach_embedder(emb);
+                }
             }
         }
     }
@@ -308,12 +323,15 @@ int run_serve(const serve_options &given) {
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(opts.shutdown_timeout);
         while (std::chrono::steady_clock::now() < deadline) {
             const auto s = eng->stats();
-            if (s.n_running == 0 && s.n_waiting == 0) {
+            if (s.n_running == 0 && s.n_waiting == 0 && (!emb || emb->idle())) {
                 break;
             }
             std::this_thread::sleep_for(std::chrono::milliseconds(20));
         }
         eng->stop(); // anything still running ends with an error event
+        if (emb) {
+            emb->stop(); // queued embedding requests end with an error
+        }
         // Let the last bytes of every answer go out. A client that stopped reading is dropped by
         // the write timeout, so this wait is bounded by it; a fixed pause would lose the final
         // events on a busy machine.
@@ -332,6 +350,8 @@ int run_serve(const serve_options &given) {
     for (auto &t : io_threads) {
         t.join();
     }
+    router.attach_embedder(nullptr);
+    emb.reset();
     eng.reset();
     llama_backend_free();
     spdlog::info("stopped");

@@ -1,8 +1,10 @@
 #pragma once
 
 #include "api/auth.h"
+#include "api/embeddings_schema.h"
 #include "api/http_server.h"
 #include "api/schema.h"
+#include "engine/embedder.h"
 #include "engine/engine.h"
 
 #include <string>
@@ -21,6 +23,9 @@ struct serve_options {
     engine_config engine;
     http_limits   http;
     api_limits    api;
+
+    embedder_config  embedder;  // --pooling, --embedding-* (the embedder's batches and queue)
+    embedding_limits embedding; // --embedding-max-inputs
 
     std::vector<std::string> api_keys;     // --api-key (repeatable)
     std::string              api_key_file; // --api-key-file

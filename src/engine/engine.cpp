@@ -1,6 +1,7 @@
 #include "engine/engine.h"
 
 #include "common/text_stream.h"
+#include "engine/sampler_setup.h"
 #include "scheduler/scheduler.h"
 
 #include "common.h"
@@ -11,10 +12,18 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <map>
 #include <numeric>
 
 namespace inferbox {
+
+namespace {
+
+// The end-of-generation logit penalty for ignore_eos under a grammar; see accept_new.
+constexpr float grammar_eog_penalty = -1e9f;
+
+} // namespace
 
 struct engine::sequence {
     std::shared_ptr<request_channel>          chan;
@@ -259,9 +268,22 @@ void engine::accept_new(std::vector<pending> &incoming) {
                 sp.logit_bias.push_back({tok, bias});
             }
             if (in.ignore_eos) {
-                sp.logit_bias.insert(sp.logit_bias.end(), st_->eog_bias.begin(), st_->eog_bias.end());
+                // Without a grammar, end-of-generation is impossible (-inf). With one, it gets a
+                // huge but finite penalty instead: it is never sampled while the grammar allows
+                // anything else, and still sampled when the grammar is complete and allows
+                // nothing else (a -inf there would leave no token to sample at all).
+                for (const auto &b : st_->eog_bias) {
+                    sp.logit_bias.push_back({b.token, in.grammar.empty() ? b.bias : grammar_eog_penalty});
+                }
             }
-            s->smpl = common_sampler_init(model_->raw(), sp);
+            apply_grammar(sp, in);
+            try {
+                s->smpl = common_sampler_init(model_->raw(), sp);
+            } catch (const std::exception &e) {
+                // The API layer checked the grammar on this model; this is a safety net only.
+                spdlog::error("common_sampler_init failed: {}", e.what());
+                s->smpl = nullptr;
+            }
 
             const uint64_t id = st_->next_id++;
             if (s->smpl == nullptr || !st_->sched.submit(id, req->prompt, req->max_tokens)) {
@@ -446,6 +468,21 @@ void fill_logprobs(const float *logits, int32_t n_vocab, token_id chosen, int32_
 
 } // namespace
 
+void engine::fail_sequence(uint64_t id, error err) {
+    auto it = st_->seqs.find(id);
+    if (it == st_->seqs.end()) {
+        return;
+    }
+    generation_event ev;
+    ev.index = it->second->index;
+    ev.err   = std::move(err);
+    it->second->chan->push(std::move(ev));
+    st_->sched.cancel(id); // frees the slot
+    st_->seqs.erase(it);
+    n_running_.store(st_->sched.n_running());
+    publish_gauges();
+}
+
 void engine::sample_item(uint64_t id, int32_t batch_index) {
     auto it = st_->seqs.find(id);
     if (it == st_->seqs.end()) {
@@ -454,7 +491,25 @@ void engine::sample_item(uint64_t id, int32_t batch_index) {
     sequence      &s   = *it->second;
     const auto    &req = *s.req;
     const token_id tok = common_sampler_sample(s.smpl, ctx_, batch_index);
-    common_sampler_accept(s.smpl, tok, true);
+    if (!req.sampling.grammar.empty()) {
+        // When the grammar allows no token of this vocabulary (a user grammar that needs a
+        // character no token can produce), every candidate is -inf and the sampler returns one
+        // anyway; accepting it would make llama.cpp throw or abort. End the choice instead.
+        const auto *cands = common_sampler_get_candidates(s.smpl, false);
+        if (cands->selected < 0 || !std::isfinite(cands->data[cands->selected].logit)) {
+            fail_sequence(id, error::invalid("the grammar allows no token of this model's vocabulary after " +
+                                                 std::to_string(s.n_generated) + " generated tokens",
+                                             "", "grammar_dead_end"));
+            return;
+        }
+    }
+    try {
+        common_sampler_accept(s.smpl, tok, true);
+    } catch (const std::exception &e) {
+        fail_sequence(id, error{error_kind::internal, std::string("the grammar sampler failed: ") + e.what(), "",
+                                "grammar_failed"});
+        return;
+    }
     s.n_generated += 1;
     ++n_generated_;
     if (cfg_.metrics) {
@@ -475,11 +530,15 @@ void engine::sample_item(uint64_t id, int32_t batch_index) {
                       *model_, lp);
         ev.logprobs.push_back(std::move(lp));
     }
-    const bool eog = model_->is_eog(tok) && !req.sampling.ignore_eos;
+    // Under a grammar an end-of-generation token is only sampled when the grammar allows it, and
+    // with ignore_eos only when it allows nothing else (see accept_new): then the output is
+    // complete, and stopping is the only way on.
+    const bool eog = model_->is_eog(tok) && (!req.sampling.ignore_eos || !req.sampling.grammar.empty());
     if (eog) {
         ev.finish = finish_reason::stop;
     } else {
-        ev.text = s.text->push(model_->token_piece(tok));
+        const auto &keep = req.sampling.preserved_tokens;
+        ev.text = s.text->push(model_->token_piece(tok, std::find(keep.begin(), keep.end(), tok) != keep.end()));
         if (s.text->stopped()) {
             ev.finish = finish_reason::stop;
         } else if (s.n_generated >= req.max_tokens) {

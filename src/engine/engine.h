@@ -82,6 +82,7 @@ class engine {
     void accept_new(std::vector<pending> &incoming);
     void drop_cancelled();
     void sample_item(uint64_t id, int32_t batch_index);
+    void fail_sequence(uint64_t id, error err); // error event, slot freed, sequence gone
     void publish_gauges();
 
     std::shared_ptr<const model> model_;

@@ -5,7 +5,10 @@
 #include "common.h"
 #include "llama.h"
 
+#include <algorithm>
 #include <filesystem>
+#include <iterator>
+#include <regex>
 #include <system_error>
 
 namespace inferbox {
@@ -27,12 +30,15 @@ result<std::shared_ptr<model>> model::load(const model_options &opts) {
                      "model", ""};
     }
     std::shared_ptr<model> m(new model());
-    m->model_        = raw;
-    m->vocab_        = llama_model_get_vocab(raw);
-    m->n_vocab_      = llama_vocab_n_tokens(m->vocab_);
-    m->n_ctx_train_  = llama_model_n_ctx_train(raw);
-    m->path_         = opts.path;
-    m->tmpl_         = std::make_unique<templates>();
+    m->model_       = raw;
+    m->vocab_       = llama_model_get_vocab(raw);
+    m->n_vocab_     = llama_vocab_n_tokens(m->vocab_);
+    m->n_ctx_train_ = llama_model_n_ctx_train(raw);
+    m->path_        = opts.path;
+    m->tmpl_        = std::make_unique<templates>();
+    for (token_id t = 0; t < m->n_vocab_ && !m->has_eog_; ++t) {
+        m->has_eog_ = llama_vocab_is_eog(m->vocab_, t);
+    }
     m->has_template_ = !opts.chat_template.empty() || llama_model_chat_template(raw, nullptr) != nullptr;
     if (m->has_template_) {
         try {
@@ -57,8 +63,8 @@ std::vector<token_id> model::tokenize(const std::string &text, bool add_special)
     return common_tokenize(vocab_, text, add_special, /*parse_special=*/true);
 }
 
-std::string model::token_piece(token_id tok) const {
-    return common_token_to_piece(vocab_, tok, /*special=*/false);
+std::string model::token_piece(token_id tok, bool special) const {
+    return common_token_to_piece(vocab_, tok, special);
 }
 
 std::string model::detokenize(const std::vector<token_id> &tokens) const {
@@ -70,26 +76,177 @@ bool model::is_eog(token_id tok) const {
 }
 
 result<std::string> model::apply_chat_template(const std::vector<chat_message> &messages) const {
+    chat_inputs in;
+    in.messages = messages;
+    auto r      = render_chat(in);
+    if (!r) {
+        return r.err();
+    }
+    return std::move(r->prompt);
+}
+
+namespace {
+
+grammar_trigger::kind trigger_kind_of(common_grammar_trigger_type t) {
+    switch (t) {
+    case COMMON_GRAMMAR_TRIGGER_TYPE_PATTERN:
+        return grammar_trigger::kind::pattern;
+    case COMMON_GRAMMAR_TRIGGER_TYPE_PATTERN_FULL:
+        return grammar_trigger::kind::pattern_full;
+    case COMMON_GRAMMAR_TRIGGER_TYPE_TOKEN:
+        return grammar_trigger::kind::token;
+    default:
+        break;
+    }
+    return grammar_trigger::kind::word;
+}
+
+} // namespace
+
+namespace {
+
+// common's tool grammar lets free text come before the calls even under "required"
+// (`root ::= "<generation prompt>" space until-N? tool-calls`); OpenAI's "required" means the
+// answer is calls. This drops that optional text rule from the root rule, so the calls come
+// first. A root rule of any other shape is left as it is.
+std::string calls_first(const std::string &grammar) {
+    const size_t start = grammar.rfind("root ::= ", 0) == 0 ? 0 : grammar.find("\nroot ::= ");
+    if (start == std::string::npos) {
+        return grammar;
+    }
+    const size_t            end  = grammar.find('\n', start + 1);
+    const std::string       line = grammar.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    static const std::regex optional_text(R"( until-[0-9]+\?)");
+    const auto n = std::distance(std::sregex_iterator(line.begin(), line.end(), optional_text), std::sregex_iterator());
+    if (n != 1) {
+        return grammar;
+    }
+    return grammar.substr(0, start) + std::regex_replace(line, optional_text, "") +
+           (end == std::string::npos ? std::string() : grammar.substr(end));
+}
+
+// common's grammar repeats the call rule whatever parallel_tool_calls says (its parser then
+// reads one); with parallel_tool_calls false this makes the grammar end after one call, so the
+// output ends there too. Any other shape is left as it is.
+std::string one_call(const std::string &grammar) {
+    static const std::string repeated = "\ntool-calls ::= (tool-call space)+\n";
+    const size_t             at       = grammar.find(repeated);
+    if (at == std::string::npos) {
+        return grammar;
+    }
+    return grammar.substr(0, at) + "\ntool-calls ::= tool-call space\n" + grammar.substr(at + repeated.size());
+}
+
+} // namespace
+
+result<chat_render> model::render_chat(const chat_inputs &in) const {
     if (!has_template_) {
         return error::invalid("this model has no chat template: use /v1/completions, or start the server with "
                               "--chat-template",
                               "messages", "no_chat_template");
     }
-    common_chat_templates_inputs in;
-    in.use_jinja             = true;
-    in.add_generation_prompt = true;
-    for (const auto &m : messages) {
+    common_chat_templates_inputs ci;
+    ci.use_jinja             = true;
+    ci.add_generation_prompt = true;
+    for (const auto &m : in.messages) {
         common_chat_msg msg;
-        msg.role    = m.role;
-        msg.content = m.content;
-        in.messages.push_back(std::move(msg));
+        msg.role         = m.role;
+        msg.content      = m.content;
+        msg.tool_call_id = m.tool_call_id;
+        for (const auto &tc : m.tool_calls) {
+            msg.tool_calls.push_back({tc.name, tc.arguments, tc.id});
+        }
+        ci.messages.push_back(std::move(msg));
     }
+    for (const auto &t : in.tools) {
+        ci.tools.push_back({t.name, t.description, t.parameters.empty() ? std::string("{}") : t.parameters});
+    }
+    ci.tool_choice         = in.choice == tool_choice::required ? COMMON_CHAT_TOOL_CHOICE_REQUIRED
+                             : in.choice == tool_choice::none   ? COMMON_CHAT_TOOL_CHOICE_NONE
+                                                                : COMMON_CHAT_TOOL_CHOICE_AUTO;
+    ci.parallel_tool_calls = in.parallel_tool_calls;
+    common_chat_params cp;
     try {
-        return common_chat_templates_apply(tmpl_->ptr.get(), in).prompt;
+        cp = common_chat_templates_apply(tmpl_->ptr.get(), ci);
     } catch (const std::exception &e) {
-        return error::invalid(std::string("the chat template could not render these messages: ") + e.what(), "messages",
-                              "");
+        return error::invalid(std::string("the chat template could not render this request: ") + e.what(),
+                              in.tools.empty() ? "messages" : "tools", "");
     }
+    chat_render r;
+    r.prompt              = std::move(cp.prompt);
+    r.generation_prompt   = cp.generation_prompt;
+    r.format              = static_cast<int32_t>(cp.format);
+    r.parser              = cp.parser;
+    r.parse_tool_calls    = !in.tools.empty() && in.choice != tool_choice::none;
+    r.parallel_tool_calls = in.parallel_tool_calls;
+    if (!r.parse_tool_calls) {
+        return r; // no tools in play: plain content, no grammar
+    }
+    r.grammar = in.choice == tool_choice::required ? calls_first(cp.grammar) : cp.grammar;
+    if (!in.parallel_tool_calls) {
+        r.grammar = one_call(r.grammar);
+    }
+    r.grammar_lazy     = cp.grammar_lazy;
+    r.additional_stops = cp.additional_stops;
+    for (const auto &text : cp.preserved_tokens) {
+        const auto ids = tokenize(text, false);
+        if (ids.size() == 1) {
+            r.preserved_tokens.push_back(ids[0]);
+        }
+    }
+    for (const auto &t : cp.grammar_triggers) {
+        grammar_trigger g;
+        g.type  = trigger_kind_of(t.type);
+        g.value = t.value;
+        g.token = t.token;
+        // As llama-server does: a trigger word that is one preserved token triggers on the token.
+        if (g.type == grammar_trigger::kind::word) {
+            const auto ids = tokenize(g.value, false);
+            if (ids.size() == 1 &&
+                std::find(r.preserved_tokens.begin(), r.preserved_tokens.end(), ids[0]) != r.preserved_tokens.end()) {
+                g.type  = grammar_trigger::kind::token;
+                g.token = ids[0];
+            }
+        }
+        r.grammar_triggers.push_back(std::move(g));
+    }
+    return r;
+}
+
+chat_output model::parse_chat_output(const std::string &text, const chat_render &r) const {
+    chat_output out;
+    if (!r.parse_tool_calls) {
+        out.content = text;
+        return out;
+    }
+    common_chat_parser_params pp;
+    pp.format            = static_cast<common_chat_format>(r.format);
+    pp.generation_prompt = r.generation_prompt;
+    pp.parse_tool_calls  = true;
+    try {
+        if (!r.parser.empty()) {
+            pp.parser.load(r.parser);
+        }
+        const auto msg = common_chat_parse(text, /*is_partial=*/false, pp);
+        out.content    = msg.content;
+        for (const auto &tc : msg.tool_calls) {
+            // A call cut off by max_tokens has arguments that are not JSON yet: it is dropped
+            // (the choice then finishes with "length"), never returned half-written.
+            if (tc.name.empty() || common_json::parse_no_throw(tc.arguments).is_discarded()) {
+                continue;
+            }
+            out.tool_calls.push_back({tc.id, tc.name, tc.arguments});
+            if (!r.parallel_tool_calls) {
+                break;
+            }
+        }
+    } catch (const std::exception &) {
+        // Text that is not in the format (a model answering in prose under tool_choice auto)
+        // is the answer's content.
+        out         = chat_output{};
+        out.content = text;
+    }
+    return out;
 }
 
 std::string model::description() const {

@@ -21,9 +21,55 @@ struct model_options {
     int32_t     n_gpu_layers = 0;
 };
 
+struct chat_tool_call {
+    std::string id;
+    std::string name;
+    std::string arguments; // JSON text
+};
+
 struct chat_message {
-    std::string role;
-    std::string content;
+    std::string                 role; // system, user, assistant, tool
+    std::string                 content;
+    std::vector<chat_tool_call> tool_calls;   // assistant
+    std::string                 tool_call_id; // tool
+};
+
+// A function the model may call; parameters is a JSON Schema as JSON text ("" = no parameters).
+struct chat_tool {
+    std::string name;
+    std::string description;
+    std::string parameters;
+};
+
+enum class tool_choice { automatic, none, required };
+
+struct chat_inputs {
+    std::vector<chat_message> messages;
+    std::vector<chat_tool>    tools; // a named tool_choice passes only that tool, with `required`
+    tool_choice               choice              = tool_choice::automatic;
+    bool                      parallel_tool_calls = true;
+};
+
+// What rendering decided: the prompt, and when tools are offered the grammar that enforces the
+// call syntax (lazy: it starts at a trigger under `automatic`), extra stop strings, and the
+// parser state needed to read tool calls back from the generated text.
+struct chat_render {
+    std::string                  prompt;
+    std::string                  grammar;
+    bool                         grammar_lazy = false;
+    std::vector<grammar_trigger> grammar_triggers;
+    std::vector<token_id>        preserved_tokens; // detokenized as text (special tokens of the format)
+    std::vector<std::string>     additional_stops;
+    std::string                  generation_prompt;
+    int32_t                      format = 0; // llama.cpp's common_chat_format
+    std::string                  parser;     // llama.cpp's serialized output parser
+    bool                         parse_tool_calls    = false;
+    bool                         parallel_tool_calls = true;
+};
+
+struct chat_output {
+    std::string                 content;
+    std::vector<chat_tool_call> tool_calls; // ids filled in when the format gave none
 };
 
 // The linked llama.cpp's commit, e.g. "commit de3ff81".
@@ -40,15 +86,22 @@ class model {
     const llama_vocab *vocab() const { return vocab_; }
 
     std::vector<token_id> tokenize(const std::string &text, bool add_special) const;
-    std::string           token_piece(token_id tok) const; // raw bytes, may be a partial character
-    std::string           detokenize(const std::vector<token_id> &tokens) const;
-    int32_t               n_vocab() const { return n_vocab_; }
-    int32_t               n_ctx_train() const { return n_ctx_train_; }
-    bool                  is_eog(token_id tok) const;
+    // Raw bytes, may be a partial character; `special` renders control tokens as their text.
+    std::string token_piece(token_id tok, bool special = false) const;
+    std::string detokenize(const std::vector<token_id> &tokens) const;
+    int32_t     n_vocab() const { return n_vocab_; }
+    int32_t     n_ctx_train() const { return n_ctx_train_; }
+    bool        is_eog(token_id tok) const;
+    bool        has_eog() const { return has_eog_; } // any end-of-generation token at all
 
     bool has_chat_template() const { return has_template_; }
     // Renders the conversation with the model's chat template and the assistant prefix.
     result<std::string> apply_chat_template(const std::vector<chat_message> &messages) const;
+    // The same with tools (llama.cpp common's chat machinery; a template without tool support
+    // gets common's generic JSON format). Errors are invalid_request naming `messages` or `tools`.
+    result<chat_render> render_chat(const chat_inputs &in) const;
+    // Reads the assistant message (content, tool calls) back from a whole generated text.
+    chat_output parse_chat_output(const std::string &text, const chat_render &r) const;
 
     const std::string &path() const { return path_; }
     std::string        description() const; // architecture and size, for logs and /v1/models
@@ -60,6 +113,7 @@ class model {
     const llama_vocab         *vocab_ = nullptr;
     std::unique_ptr<templates> tmpl_;
     bool                       has_template_ = false;
+    bool                       has_eog_      = false;
     int32_t                    n_vocab_      = 0;
     int32_t                    n_ctx_train_  = 0;
     std::string                path_;

@@ -19,6 +19,15 @@ namespace inferbox {
 
 using token_id = int32_t;
 
+// What starts a lazy grammar (tool calls under tool_choice auto): a word, a regex found in the
+// output (pattern) or matching all of it (pattern_full), or one token.
+struct grammar_trigger {
+    enum class kind { word, pattern, pattern_full, token };
+    kind        type = kind::word;
+    std::string value;
+    token_id    token = -1; // kind::token
+};
+
 struct sampling_params {
     float                                   temperature        = 1.0f; // 0 = greedy
     float                                   top_p              = 1.0f;
@@ -31,6 +40,18 @@ struct sampling_params {
     std::vector<std::pair<token_id, float>> logit_bias;
     bool                                    ignore_eos   = false;
     int32_t                                 top_logprobs = -1; // -1 = no logprobs; 0..N = logprobs with N alternatives
+    // GBNF the output must match, empty = unconstrained. The API layer checked it with
+    // check_grammar() (engine/grammar.h) on this model, so the engine never meets one that fails
+    // to parse. Each choice samples with its own grammar state; when the grammar allows nothing
+    // but end-of-generation the choice finishes with `stop`, even with ignore_eos.
+    std::string grammar;
+    // Tool-call grammars (from model::render_chat): lazy until a trigger, fed the generation
+    // prompt first, and the preserved tokens are detokenized as their text.
+    bool                         grammar_for_tools = false;
+    bool                         grammar_lazy      = false;
+    std::vector<grammar_trigger> grammar_triggers;
+    std::string                  generation_prompt;
+    std::vector<token_id>        preserved_tokens;
 };
 
 struct generation_request {

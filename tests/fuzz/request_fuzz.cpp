@@ -60,15 +60,36 @@ void check_request(api_kind kind, const api_request &r, const api_limits &limits
         FUZZ_CHECK(tok >= 0 && in_range(bias, -100, 100));
     }
     FUZZ_CHECK(s.top_logprobs >= -1 && s.top_logprobs <= (kind == api_kind::chat ? 20 : 5));
+    // An output constraint is bounded and, but for a JSON Schema (compiled later), already GBNF
+    // that passed the shape check the engine relies on.
+    const auto &c = r.constraint;
+    FUZZ_CHECK(s.grammar.empty()); // set only by the API handler, after compiling
+    if (c.kind == constraint_kind::json_schema) {
+        FUZZ_CHECK(!c.schema.empty() && c.schema.size() <= limits.guided.max_schema_bytes);
+    } else if (c.kind == constraint_kind::regex || c.kind == constraint_kind::choice ||
+               c.kind == constraint_kind::grammar) {
+        FUZZ_CHECK(gbnf_shape_error(c.gbnf, limits.guided).empty());
+    }
 
     if (kind == api_kind::chat) {
         FUZZ_CHECK(r.prompts.empty());
         FUZZ_CHECK(!r.messages.empty() && r.messages.size() <= static_cast<size_t>(limits.max_messages));
         for (const auto &m : r.messages) {
-            FUZZ_CHECK(m.role == "system" || m.role == "user" || m.role == "assistant");
+            FUZZ_CHECK(m.role == "system" || m.role == "user" || m.role == "assistant" || m.role == "tool");
             FUZZ_CHECK(utf8_valid(m.content)); // the chat template and tokenizer get it as is
+            FUZZ_CHECK(m.role == "tool" || m.tool_call_id.empty());
+            FUZZ_CHECK(m.role == "assistant" || m.tool_calls.empty());
         }
+        FUZZ_CHECK(r.tools.size() <= static_cast<size_t>(limits.max_tools));
+        for (const auto &t : r.tools) {
+            FUZZ_CHECK(!t.name.empty() && t.name.size() <= 64);
+            FUZZ_CHECK(t.parameters.size() <= limits.guided.max_schema_bytes);
+        }
+        // Tools in play never come with an output constraint, and a named choice left one tool.
+        FUZZ_CHECK(!r.tools_active() || r.constraint.kind == constraint_kind::none);
+        FUZZ_CHECK(r.choice == tool_choice::none || !r.tools.empty() || r.choice == tool_choice::automatic);
     } else {
+        FUZZ_CHECK(r.tools.empty());
         FUZZ_CHECK(r.messages.empty());
         FUZZ_CHECK(!r.prompts.empty() && r.prompts.size() <= static_cast<size_t>(limits.max_prompts));
         FUZZ_CHECK(static_cast<int64_t>(r.prompts.size()) * r.n <= limits.max_n);

@@ -803,7 +803,8 @@ describe('hostile request bodies (stories260K-chatml.gguf, --ctx-size 512)', () 
   test('empty messages, unknown roles, missing or mistyped content: 400', ctx.wrap(async () => {
     const table = [
       [[], 'messages'],
-      [[{ role: 'tool', content: 'x' }], 'messages[0].role'],
+      // A tool message (tool calling) needs the id of the call it answers.
+      [[{ role: 'tool', content: 'x' }], 'messages[0].tool_call_id'],
       [[{ role: 'function', content: 'x' }], 'messages[0].role'],
       [[{ role: 'robot', content: 'x' }], 'messages[0].role'],
       [[{ role: '', content: 'x' }], 'messages[0].role'],
