@@ -54,6 +54,22 @@ int run_cli(int argc, char **argv) {
     serve->add_flag(
         "--kv-unified", so.engine.kv_unified,
         "one KV buffer shared by all sequences (default: one stream per sequence; see docs/architecture.md)");
+    serve
+        ->add_option("--gpu-layers", so.gpu_layers,
+                     "layers offloaded to the GPU (0 = CPU only; a number past the model's layers offloads all)")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 100000));
+    std::string kv_type = "f16", flash_attn = "auto";
+    serve->add_option("--kv-type", kv_type, "KV cache precision: f16, or q8_0 (half the memory; needs flash attention)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"f16", "q8_0"}));
+    serve
+        ->add_option("--flash-attn", flash_attn,
+                     "flash attention: auto (where the model and backend support it), on, off")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"auto", "on", "off"}));
+    serve->add_flag("--no-mmap", so.no_mmap, "read the weights into memory instead of mapping the file");
+    serve->add_flag("--mlock", so.mlock, "pin the weights in RAM (RLIMIT_MEMLOCK must cover them)");
     bool no_prefix_reuse = false;
     serve->add_flag("--no-prefix-reuse", no_prefix_reuse, "never reuse cached prompt prefixes");
     size_t max_body = so.http.max_body_bytes;
@@ -218,7 +234,16 @@ int run_cli(int argc, char **argv) {
         so.http.idle_timeout     = std::chrono::seconds(idle_timeout);
         so.http.write_timeout    = std::chrono::seconds(write_timeout);
         so.engine.prefix_reuse   = !no_prefix_reuse;
-        so.embedder.pooling      = parse_pooling_choice(pooling).value_or(pooling_choice::model);
+        so.engine.kv_type        = kv_type == "q8_0" ? kv_precision::q8_0 : kv_precision::f16;
+        so.engine.flash_attn     = flash_attn == "on"    ? flash_attention::on
+                                   : flash_attn == "off" ? flash_attention::off
+                                                         : flash_attention::automatic;
+        if (so.engine.kv_type == kv_precision::q8_0 && so.engine.flash_attn == flash_attention::off) {
+            spdlog::error("--kv-type q8_0 needs flash attention: llama.cpp cannot quantize the V cache without it "
+                          "(use --flash-attn auto or on)");
+            return 1;
+        }
+        so.embedder.pooling = parse_pooling_choice(pooling).value_or(pooling_choice::model);
         if (so.embedding.max_inputs > so.embedder.max_queue_inputs) {
             spdlog::error("--embedding-max-inputs ({}) must not exceed --embedding-max-queue ({}): such a request "
                           "could never be queued",

@@ -40,7 +40,7 @@ namespace {
 // explicit flags are estimated as a "custom" profile. A configuration that cannot fit is refused
 // here, with the numbers. Also publishes /v1/metadata and /v1/manifest.
 std::optional<error> choose_profile(const serve_options &opts, const std::string &model_id, const gguf_info &info,
-                                    engine_config &ecfg, api_router &router) {
+                                    engine_config &ecfg, model_options &mo, api_router &router) {
     const hardware_info hw  = detect_hardware();
     const profile_set   set = list_profiles(info, hw);
     model_profile       active;
@@ -71,14 +71,19 @@ std::optional<error> choose_profile(const serve_options &opts, const std::string
         spdlog::info("profile {} (chosen with --profile)", active.name);
     } else {
         profile_settings s;
-        s.n_threads  = ecfg.n_threads > 0 ? ecfg.n_threads
-                                          : static_cast<int32_t>(std::max(1U, std::thread::hardware_concurrency()));
-        s.n_slots    = ecfg.n_slots;
-        s.n_ctx_slot = ecfg.n_ctx_slot;
-        s.n_batch    = ecfg.step_tokens;
-        s.n_ubatch   = std::min(ecfg.step_tokens, 512);
-        s.use_mlock  = false;
-        active       = evaluate_profile(set.model, hw, set.budget, "custom", profile_flavour::latency, s);
+        s.n_threads    = ecfg.n_threads > 0 ? ecfg.n_threads
+                                            : static_cast<int32_t>(std::max(1U, std::thread::hardware_concurrency()));
+        s.n_slots      = ecfg.n_slots;
+        s.n_ctx_slot   = ecfg.n_ctx_slot;
+        s.n_batch      = ecfg.step_tokens;
+        s.n_ubatch     = std::min(ecfg.step_tokens, 512);
+        s.kv_type      = ecfg.kv_type == kv_precision::q8_0 ? kv_cache_type::q8_0 : kv_cache_type::f16;
+        s.flash_attn   = ecfg.flash_attn != flash_attention::off;
+        s.use_mmap     = mo.use_mmap;
+        s.use_mlock    = mo.use_mlock;
+        s.n_gpu_layers = mo.n_gpu_layers;
+        s.gpu          = mo.n_gpu_layers > 0;
+        active         = evaluate_profile(set.model, hw, set.budget, "custom", profile_flavour::latency, s);
         if (active.status == profile_status::incompatible) {
             return error::invalid("this configuration cannot run here: " + active.detail, "");
         }
@@ -98,6 +103,12 @@ std::optional<error> choose_profile(const serve_options &opts, const std::string
         ecfg.n_slots     = active.settings.n_slots;
         ecfg.n_ctx_slot  = active.settings.n_ctx_slot;
         ecfg.step_tokens = active.settings.n_batch;
+        ecfg.kv_type     = active.settings.kv_type == kv_cache_type::q8_0 ? kv_precision::q8_0 : kv_precision::f16;
+        // A profile's "flash attention" means "where supported": llama.cpp decides per model.
+        ecfg.flash_attn = active.settings.flash_attn ? flash_attention::automatic : flash_attention::off;
+        mo.use_mmap     = active.settings.use_mmap;
+        mo.use_mlock    = active.settings.use_mlock;
+        mo.n_gpu_layers = active.settings.n_gpu_layers;
     }
 
     nlohmann::json profile  = profile_to_json(active);
@@ -108,9 +119,10 @@ std::optional<error> choose_profile(const serve_options &opts, const std::string
         {"models", nlohmann::json::array(
                        {{{"id", model_id}, {"architecture", info.architecture}, {"file_bytes", info.file_size}}})},
         {"profile", profile},
-        // What the engine takes from the profile today; KV type, flash attention and mmap/mlock
-        // keep llama.cpp's defaults.
-        {"applied_settings", {"threads", "parallel", "ctx_size", "batch_size"}}};
+        // What the engine takes from the profile (with --profile; otherwise the flags).
+        {"applied_settings",
+         {"threads", "parallel", "ctx_size", "batch_size", "kv_cache_type", "flash_attn", "mmap", "mlock",
+          "gpu_layers"}}};
     nlohmann::json manifest = {{"object", "manifest"},
                                {"model", model_id},
                                {"budget_bytes", set.budget.bytes},
@@ -154,14 +166,23 @@ int run_serve(const serve_options &given) {
 
     llama_log_set(
         [](ggml_log_level level, const char *text, void *) {
-            if (level == GGML_LOG_LEVEL_WARN || level == GGML_LOG_LEVEL_ERROR) {
-                std::string s(text);
-                while (!s.empty() && s.back() == '\n') {
-                    s.pop_back();
-                }
-                if (!s.empty()) {
-                    spdlog::warn("llama.cpp: {}", s);
-                }
+            // Warnings and errors always; llama.cpp's own info lines (the KV cache's types and
+            // size, flash attention, mmap) at --log-level debug.
+            const bool problem = level == GGML_LOG_LEVEL_WARN || level == GGML_LOG_LEVEL_ERROR;
+            if (!problem && (level != GGML_LOG_LEVEL_INFO || !spdlog::should_log(spdlog::level::debug))) {
+                return;
+            }
+            std::string s(text);
+            while (!s.empty() && s.back() == '\n') {
+                s.pop_back();
+            }
+            if (s.empty()) {
+                return;
+            }
+            if (problem) {
+                spdlog::warn("llama.cpp: {}", s);
+            } else {
+                spdlog::debug("llama.cpp: {}", s);
             }
         },
         nullptr);
@@ -252,10 +273,13 @@ int run_serve(const serve_options &given) {
         model_options mo;
         mo.path          = opts.model_path;
         mo.chat_template = opts.chat_template;
+        mo.n_gpu_layers  = opts.gpu_layers;
+        mo.use_mmap      = !opts.no_mmap;
+        mo.use_mlock     = opts.mlock;
         // Validate the file ourselves first: llama.cpp's loader reports a bad file only as
         // "failed to load", and aborts on some malformed ones.
         const auto           checked = read_gguf_file(opts.model_path, opts.model_path);
-        std::optional<error> refused = checked ? choose_profile(opts, cfg.model_id, checked.value(), ecfg, router)
+        std::optional<error> refused = checked ? choose_profile(opts, cfg.model_id, checked.value(), ecfg, mo, router)
                                                : std::optional<error>(checked.err());
         auto                 m       = refused ? result<std::shared_ptr<model>>(*refused) : model::load(mo);
         if (!m) {

@@ -20,6 +20,9 @@ struct serve_options {
     uint16_t      port             = 8000;
     int32_t       http_threads     = 2;
     int32_t       shutdown_timeout = 30; // seconds to let in-flight requests finish
+    int32_t       gpu_layers       = 0;  // --gpu-layers: layers offloaded to a GPU backend
+    bool          no_mmap          = false;
+    bool          mlock            = false;
     engine_config engine;
     http_limits   http;
     api_limits    api;

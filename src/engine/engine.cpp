@@ -76,8 +76,12 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m, en
     cp.n_threads               = cfg.n_threads;
     cp.n_threads_batch         = cfg.n_threads;
     cp.kv_unified              = cfg.kv_unified;
-    cp.no_perf                 = true;
-    e->ctx_                    = llama_init_from_model(e->model_->raw(), cp);
+    cp.type_k = cp.type_v = cfg.kv_type == kv_precision::q8_0 ? GGML_TYPE_Q8_0 : GGML_TYPE_F16;
+    cp.flash_attn_type    = cfg.flash_attn == flash_attention::on    ? LLAMA_FLASH_ATTN_TYPE_ENABLED
+                            : cfg.flash_attn == flash_attention::off ? LLAMA_FLASH_ATTN_TYPE_DISABLED
+                                                                     : LLAMA_FLASH_ATTN_TYPE_AUTO;
+    cp.no_perf            = true;
+    e->ctx_               = llama_init_from_model(e->model_->raw(), cp);
     if (e->ctx_ == nullptr) {
         return error{error_kind::internal,
                      "failed to create the llama.cpp context (" + std::to_string(cp.n_ctx) +

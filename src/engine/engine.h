@@ -20,15 +20,22 @@ struct llama_context;
 
 namespace inferbox {
 
+// Precision of the KV cache (K and V alike). q8_0 halves its memory; llama.cpp needs flash
+// attention for a quantized V cache.
+enum class kv_precision { f16, q8_0 };
+enum class flash_attention { automatic, on, off };
+
 struct engine_config {
-    int32_t n_threads            = 0;   // 0 = all hardware threads
-    int32_t n_slots              = 4;   // concurrent sequences (KV streams)
-    int32_t n_ctx_slot           = 0;   // tokens per sequence; 0 = the model's trained context
-    int32_t step_tokens          = 512; // tokens per decode step
-    int32_t prefill_while_decode = 64;  // prompt tokens per step while others decode
-    int32_t max_waiting          = 64;  // queued sequences beyond which submit() answers overloaded
-    bool    prefix_reuse         = true;
-    bool    kv_unified           = false;
+    int32_t         n_threads            = 0;   // 0 = all hardware threads
+    int32_t         n_slots              = 4;   // concurrent sequences (KV streams)
+    int32_t         n_ctx_slot           = 0;   // tokens per sequence; 0 = the model's trained context
+    int32_t         step_tokens          = 512; // tokens per decode step
+    int32_t         prefill_while_decode = 64;  // prompt tokens per step while others decode
+    int32_t         max_waiting          = 64;  // queued sequences beyond which submit() answers overloaded
+    bool            prefix_reuse         = true;
+    bool            kv_unified           = false;
+    kv_precision    kv_type              = kv_precision::f16;
+    flash_attention flash_attn           = flash_attention::automatic;
     // Where the engine reports gauges, token counters and per-token timings; may be null.
     std::shared_ptr<serving_metrics> metrics;
 };

@@ -24,7 +24,10 @@ result<std::shared_ptr<model>> model::load(const model_options &opts) {
     }
     auto params         = llama_model_default_params();
     params.n_gpu_layers = opts.n_gpu_layers;
-    llama_model *raw    = llama_model_load_from_file(opts.path.c_str(), params);
+    // mmap alone stays AUTO: llama.cpp maps the file unless a device cannot use mapped memory.
+    params.load_mode = opts.use_mmap ? (opts.use_mlock ? LLAMA_LOAD_MODE_MMAP_MLOCK : LLAMA_LOAD_MODE_AUTO)
+                                     : (opts.use_mlock ? LLAMA_LOAD_MODE_MLOCK : LLAMA_LOAD_MODE_NONE);
+    llama_model *raw = llama_model_load_from_file(opts.path.c_str(), params);
     if (raw == nullptr) {
         return error{error_kind::invalid_request, "failed to load model " + opts.path + " (not a valid GGUF model?)",
                      "model", ""};

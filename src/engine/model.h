@@ -17,8 +17,10 @@ namespace inferbox {
 
 struct model_options {
     std::string path;
-    std::string chat_template; // overrides the GGUF template when non-empty
-    int32_t     n_gpu_layers = 0;
+    std::string chat_template;        // overrides the GGUF template when non-empty
+    int32_t     n_gpu_layers = 0;     // layers offloaded to the GPU backend (0 = CPU only)
+    bool        use_mmap     = true;  // map the file instead of reading it into memory
+    bool        use_mlock    = false; // pin the weights in RAM (needs RLIMIT_MEMLOCK to cover them)
 };
 
 struct chat_tool_call {

@@ -523,7 +523,11 @@ function manifestTests() {
             continue;
           }
           rest.push(flag);
-          if (value !== true) {
+          if (flag === '--gpu-layers' && value !== '0') {
+            // No GPU here: serve refuses GPU offload without a device (profiles.test.mjs checks
+            // that refusal), so the GPU overlay's arguments run on the CPU.
+            rest.push('0');
+          } else if (value !== true) {
             rest.push(value);
           }
         }

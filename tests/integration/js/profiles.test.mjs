@@ -237,7 +237,7 @@ describe('inferbox profiles', () => {
 });
 
 describe('serve --profile, /v1/metadata and /v1/manifest', () => {
-  const ctx = useServer({ model: MODELS.plain, args: ['--profile', 'auto'] });
+  const ctx = useServer({ model: MODELS.plain, args: ['--profile', 'auto', '--log-level', 'debug'] });
 
   test('--profile auto applies the picked profile and reports it in /v1/metadata', ctx.wrap(async () => {
     const meta = await getJson(`${ctx.server.url}/v1/metadata`);
@@ -258,6 +258,73 @@ describe('serve --profile, /v1/metadata and /v1/manifest', () => {
       assert.ok(['runnable', 'low_memory', 'incompatible'].includes(p.status), p.status);
     }
   }));
+
+  test('the engine runs with the profile KV type, flash attention and mmap (llama.cpp says so at debug level)',
+    ctx.wrap(async () => {
+      const meta = await getJson(`${ctx.server.url}/v1/metadata`);
+      assert.deepEqual(meta.body.applied_settings,
+        ['threads', 'parallel', 'ctx_size', 'batch_size', 'kv_cache_type', 'flash_attn', 'mmap', 'mlock', 'gpu_layers']);
+      const p = meta.body.profile;
+      const log = ctx.server.log();
+      assert.match(log, new RegExp(`K \\(${p.kv_cache_type}\\)`), `KV cache type ${p.kv_cache_type} not in the log`);
+      const mode = p.mmap ? (p.mlock ? 'mmap\\+mlock' : 'mmap') : (p.mlock ? 'mlock' : 'none');
+      assert.match(log, new RegExp(`load_mode = ${mode}\\)`));
+      assert.match(log, /flash_attn\s+=\s+(auto|enabled)/);
+    }));
+});
+
+describe('engine options on the command line: --kv-type, --flash-attn, --no-mmap', () => {
+  // A q8_0 KV cache needs head sizes divisible by 32 and the test model's are 8: a small
+  // synthetic model (head size 32) from the project's own generator stands in for it.
+  const synth = path.join(os.tmpdir(), `inferbox-synth-${process.pid}.gguf`);
+  before(() => {
+    const gen = path.join(path.dirname(serverBinary()), 'tools', 'make-synthetic-gguf');
+    const r = spawnSync(gen, ['--out', synth, '--vocab-from', modelPath(MODELS.plain), '--layers', '2', '--embd', '128',
+      '--heads', '4', '--kv-heads', '2', '--ffn', '256', '--ctx', '1024', '--type', 'f16'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, `${gen}: ${r.stderr}${r.error ?? ''}`);
+  });
+  after(() => fs.rmSync(synth, { force: true }));
+  const ctx = useServer({
+    model: synth,
+    args: ['--kv-type', 'q8_0', '--flash-attn', 'on', '--no-mmap', '--log-level', 'debug'],
+  });
+
+  test('a q8_0 KV cache with flash attention, weights read without mmap, and completions still work',
+    ctx.wrap(async () => {
+      const log = ctx.server.log();
+      assert.match(log, /K \(q8_0\)/);
+      assert.match(log, /V \(q8_0\)/);
+      assert.match(log, /flash_attn\s+=\s+enabled/);
+      assert.match(log, /load_mode = none\)/);
+      const res = await fetch(`${ctx.server.url}/v1/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ prompt: 'Once upon a time', max_tokens: 16, temperature: 0 }),
+      });
+      assert.equal(res.status, 200);
+      const body = await res.json();
+      assert.equal(body.usage.completion_tokens, 16);
+      assert.ok(body.choices[0].text.length > 0);
+    }));
+});
+
+test('--gpu-layers on a build or machine without a GPU is refused before loading, saying why', (t) => {
+  const hw = JSON.parse(spawnSync(serverBinary(), ['hardware', '--json'], { encoding: 'utf8' }).stdout);
+  if (hw.gpus.length > 0) {
+    t.skip(`this machine has a GPU (${hw.gpus[0].name}): the refusal cannot be shown here`);
+    return;
+  }
+  const r = spawnSync(serverBinary(), ['serve', '--model', modelPath(MODELS.plain), '--port', '0', '--gpu-layers', '99'],
+    { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /cannot run here: no GPU device/);
+});
+
+test('--kv-type q8_0 with --flash-attn off is refused before loading, naming both', () => {
+  const r = spawnSync(serverBinary(), ['serve', '--model', modelPath(MODELS.plain), '--port', '0', '--kv-type', 'q8_0',
+    '--flash-attn', 'off'], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /--kv-type q8_0 needs flash attention/);
 });
 
 test('serve --profile with an unknown name exits 1 listing the profiles', () => {
