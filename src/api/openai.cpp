@@ -109,6 +109,7 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
             g.n          = req_.n;
             g.sampling   = req_.sampling;
             g.stop       = req_.stop;
+            g.lora       = req_.lora;
             if (auto err = eng_->submit(std::move(g), channels_[p])) {
                 cancel_all();
                 fail(*err);

@@ -341,7 +341,17 @@ void api_router::handle_models(const std::shared_ptr<http_exchange> &ex) {
     if (eng) {
         model["max_model_len"] = eng->n_ctx_slot();
     }
-    respond_json(*ex, {{"object", "list"}, {"data", json::array({model})}});
+    json data = json::array({model});
+    if (cfg_.loras) {
+        for (const auto &l : cfg_.loras->list()) {
+            json a      = model;
+            a["id"]     = l.name;
+            a["parent"] = cfg_.model_id;
+            a["lora"]   = {{"file_bytes", l.file_size}, {"parameters", l.n_params}};
+            data.push_back(std::move(a));
+        }
+    }
+    respond_json(*ex, {{"object", "list"}, {"data", std::move(data)}});
 }
 
 void api_router::handle_inference(const std::shared_ptr<http_exchange> &ex, api_kind kind, size_t key) {
@@ -355,11 +365,23 @@ void api_router::handle_inference(const std::shared_ptr<http_exchange> &ex, api_
         respond_error(*ex, req.err());
         return;
     }
+    std::string served = cfg_.model_id; // the id the answer names: the base model or an adapter
     if (!req->model.empty() && req->model != cfg_.model_id) {
-        respond_error(*ex, error{error_kind::not_found,
-                                 "the model '" + req->model.substr(0, 200) + "' does not exist; this server serves '" +
-                                     cfg_.model_id + "'",
-                                 "model", "model_not_found"});
+        auto adapter = cfg_.loras ? cfg_.loras->find(req->model) : std::nullopt;
+        if (!adapter) {
+            respond_error(*ex, error{error_kind::not_found,
+                                     "the model '" + req->model.substr(0, 200) +
+                                         "' does not exist; this server serves '" + cfg_.model_id + "'" +
+                                         (cfg_.loras ? " and the LoRA adapters GET /v1/models lists" : ""),
+                                     "model", "model_not_found"});
+            return;
+        }
+        req->lora = lora_choice{adapter->name, adapter->path.string(), req->lora_scale.value_or(1.0f)};
+        served    = adapter->name;
+    } else if (req->lora_scale) {
+        respond_error(*ex, error::invalid("lora_scale applies to a LoRA adapter's model id; '" + cfg_.model_id +
+                                              "' is the base model",
+                                          "lora_scale"));
         return;
     }
     auto eng = current_engine();
@@ -472,9 +494,9 @@ void api_router::handle_inference(const std::shared_ptr<http_exchange> &ex, api_
     jc.metrics = cfg_.metrics;
     jc.limiter = limiter_.enabled() ? &limiter_ : nullptr;
     jc.key     = key;
-    ex->log_field("model", cfg_.model_id);
-    run_completion(ex, std::move(eng), std::move(*req), std::move(prompts), static_cast<int32_t>(max_tokens),
-                   cfg_.model_id, jc, std::move(tool_render));
+    ex->log_field("model", served);
+    run_completion(ex, std::move(eng), std::move(*req), std::move(prompts), static_cast<int32_t>(max_tokens), served,
+                   jc, std::move(tool_render));
 }
 
 } // namespace inferbox

@@ -12,6 +12,7 @@
 #include "metrics/embedding_metrics.h"
 #include "metrics/registry.h"
 #include "metrics/serving_metrics.h"
+#include "store/lora_catalog.h"
 
 #include <memory>
 #include <mutex>
@@ -30,6 +31,9 @@ struct api_config {
     rate_limits                      rate;
     std::shared_ptr<registry>        metrics_registry; // what /metrics renders; may be null
     std::shared_ptr<serving_metrics> metrics;          // the served model's series; may be null
+
+    // The LoRA adapter folder: each adapter is a model id of its own (parent: model_id). May be null.
+    std::shared_ptr<lora_catalog> loras;
 
     embedding_limits                   embedding;     // /v1/embeddings and /v1/ranking
     std::shared_ptr<embedding_metrics> embed_metrics; // may be null

@@ -52,7 +52,8 @@ const std::vector<numeric_field> &numeric_fields() {
         {"n", 1, 128, true, true, true}, // further bounded by --max-n
         {"seed", -9.2e18, 9.2e18, true, true, true},
         {"top_logprobs", 0, 20, true, true, false},
-        {"logprobs", 0, 5, true, false, true}, // completions: an integer; chat: a boolean
+        {"logprobs", 0, 5, true, false, true},   // completions: an integer; chat: a boolean
+        {"lora_scale", 0, 4, false, true, true}, // an adapter model's scale (inferbox extension)
     };
     return fields;
 }
@@ -673,6 +674,9 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
     if (const json *seed = field(body, "seed")) {
         // Any 64-bit seed is accepted; the sampler uses its low 32 bits.
         s.seed = static_cast<uint32_t>(static_cast<uint64_t>(seed->get<int64_t>()) & 0xFFFFFFFFu);
+    }
+    if (field(body, "lora_scale") != nullptr) {
+        r.lora_scale = num<float>(body, "lora_scale", 1.0f);
     }
     r.n = num<int32_t>(body, "n", 1);
     if (r.n > limits.max_n) {

@@ -49,20 +49,22 @@ struct output_constraint {
 using prompt_input = std::variant<std::string, std::vector<token_id>>;
 
 struct api_request {
-    api_kind                  kind = api_kind::completion;
-    std::string               model; // empty = the default model
-    bool                      stream        = false;
-    bool                      include_usage = false;
-    bool                      echo          = false;
-    std::vector<chat_message> messages; // chat
-    std::vector<prompt_input> prompts;  // completions: one entry per prompt
-    std::optional<int32_t>    max_tokens;
-    std::string               max_tokens_param = "max_tokens"; // the field the client used
-    int32_t                   n                = 1;
-    sampling_params           sampling;
-    std::vector<std::string>  stop;
-    std::string               user;
-    output_constraint         constraint;
+    api_kind                   kind = api_kind::completion;
+    std::string                model; // empty = the default model
+    bool                       stream        = false;
+    bool                       include_usage = false;
+    bool                       echo          = false;
+    std::vector<chat_message>  messages; // chat
+    std::vector<prompt_input>  prompts;  // completions: one entry per prompt
+    std::optional<int32_t>     max_tokens;
+    std::string                max_tokens_param = "max_tokens"; // the field the client used
+    int32_t                    n                = 1;
+    sampling_params            sampling;
+    std::vector<std::string>   stop;
+    std::string                user;
+    std::optional<float>       lora_scale; // an extension: the adapter's scale when `model` names one
+    std::optional<lora_choice> lora;       // set by the router when `model` names a LoRA adapter
+    output_constraint          constraint;
     // Chat only. tools_active(): tools offered and tool_choice is not "none"; a named
     // tool_choice leaves only that tool here, with choice = required.
     std::vector<chat_tool> tools;

@@ -70,6 +70,11 @@ int run_cli(int argc, char **argv) {
         ->check(CLI::IsMember({"auto", "on", "off"}));
     serve->add_flag("--no-mmap", so.no_mmap, "read the weights into memory instead of mapping the file");
     serve->add_flag("--mlock", so.mlock, "pin the weights in RAM (RLIMIT_MEMLOCK must cover them)");
+    serve->add_option("--lora-dir", so.lora_dir,
+                      "folder of LoRA adapters (NAME.gguf or NAME/x.gguf), each served as model id NAME");
+    serve->add_option("--max-loras", so.engine.max_loras, "LoRA adapters loaded at once (least recently used unloads)")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 256));
     bool no_prefix_reuse = false;
     serve->add_flag("--no-prefix-reuse", no_prefix_reuse, "never reuse cached prompt prefixes");
     size_t max_body = so.http.max_body_bytes;

@@ -222,6 +222,23 @@ int run_serve(const serve_options &given) {
     cfg.embed_metrics = std::make_shared<embedding_metrics>(*cfg.metrics_registry, cfg.model_id);
     engine_config ecfg = opts.engine;
     ecfg.metrics       = cfg.metrics;
+    if (!opts.lora_dir.empty()) {
+        std::error_code ec;
+        if (!std::filesystem::is_directory(opts.lora_dir, ec)) {
+            spdlog::error("--lora-dir {} is not a folder", opts.lora_dir);
+            return 1;
+        }
+        // Adapters must match the base model's architecture: read it from the header now (the
+        // full check of the model file comes before its load, below).
+        const auto  base = read_gguf_file(opts.model_path, opts.model_path);
+        std::string arch = base ? base->architecture : std::string();
+        cfg.loras        = std::make_shared<lora_catalog>(opts.lora_dir, arch);
+        for (const auto &why : cfg.loras->rescan()) {
+            spdlog::warn("LoRA adapter skipped: {}", why);
+        }
+        spdlog::info("LoRA adapters in {}: {} (loaded on first use, at most {} at once)", opts.lora_dir,
+                     cfg.loras->list().size(), ecfg.max_loras);
+    }
     api_router router(cfg);
     if (!cfg.api_keys.empty()) {
         spdlog::info("API keys: {} configured; every route except /v1/health/*{} requires one", cfg.api_keys.size(),

@@ -34,12 +34,21 @@ struct engine::sequence {
     int32_t                                   n_generated = 0;
     std::chrono::steady_clock::time_point     submitted;
     std::chrono::steady_clock::time_point     last_token;
+    kv_key                                    key = 0; // 0 = the base model; else a LoRA at one scale
 
     ~sequence() {
         if (smpl != nullptr) {
             common_sampler_free(smpl);
         }
     }
+};
+
+// A loaded LoRA adapter. Its kv_key is (id << 32) | scale in thousandths, so KV computed under
+// one adapter and scale is never reused under another, and a reloaded adapter gets a new id.
+struct loaded_lora {
+    llama_adapter_lora *ptr       = nullptr;
+    uint32_t            id        = 0;
+    uint64_t            last_used = 0;
 };
 
 struct engine::state {
@@ -50,6 +59,10 @@ struct engine::state {
     llama_batch                                   batch{};
     std::vector<llama_logit_bias>                 eog_bias; // -inf on every end-of-generation token
     int32_t                                       consecutive_failures = 0;
+    std::map<std::string, loaded_lora>            loras; // by file path
+    uint32_t                                      next_lora_id = 1;
+    uint64_t                                      lora_clock   = 0;
+    kv_key                                        ctx_key      = 0; // what the context's adapters are set to
 };
 
 engine::engine(std::shared_ptr<const model> m, engine_config cfg) : model_(std::move(m)), cfg_(std::move(cfg)) {}
@@ -130,10 +143,15 @@ engine::~engine() {
     if (st_) {
         llama_batch_free(st_->batch);
     }
-    st_.reset();
     if (ctx_ != nullptr) {
         llama_free(ctx_);
     }
+    if (st_) {
+        for (auto &[path, l] : st_->loras) {
+            llama_adapter_lora_free(l.ptr);
+        }
+    }
+    st_.reset();
 }
 
 void engine::stop() {
@@ -247,7 +265,22 @@ void engine::loop() {
 
 void engine::accept_new(std::vector<pending> &incoming) {
     for (auto &p : incoming) {
-        auto req = std::make_shared<const generation_request>(std::move(p.req));
+        auto   req = std::make_shared<const generation_request>(std::move(p.req));
+        kv_key key = 0;
+        if (req->lora) {
+            auto k = lora_key(*req->lora);
+            if (!k) {
+                for (int32_t i = 0; i < std::max(req->n, 1); ++i) {
+                    --n_queued_;
+                    generation_event ev;
+                    ev.index = i;
+                    ev.err   = k.err();
+                    p.chan->push(std::move(ev));
+                }
+                continue;
+            }
+            key = *k;
+        }
         for (int32_t i = 0; i < std::max(req->n, 1); ++i) {
             auto s       = std::make_unique<sequence>();
             s->chan      = p.chan;
@@ -255,6 +288,7 @@ void engine::accept_new(std::vector<pending> &incoming) {
             s->index     = i;
             s->text      = std::make_unique<text_stream>(req->stop);
             s->submitted = p.submitted;
+            s->key       = key;
 
             common_params_sampling sp;
             const auto            &in = req->sampling;
@@ -290,7 +324,7 @@ void engine::accept_new(std::vector<pending> &incoming) {
             }
 
             const uint64_t id = st_->next_id++;
-            if (s->smpl == nullptr || !st_->sched.submit(id, req->prompt, req->max_tokens)) {
+            if (s->smpl == nullptr || !st_->sched.submit(id, req->prompt, req->max_tokens, key)) {
                 --n_queued_;
                 generation_event ev;
                 ev.index = i;
@@ -379,6 +413,7 @@ void engine::step() {
     if (batch.n_tokens == 0) {
         return; // only KV operations this step; they run with the next decode
     }
+    apply_key(plan.key);
 
     const int32_t rc = llama_decode(ctx_, batch);
     ++n_steps_;
@@ -421,6 +456,73 @@ void engine::step() {
     }
     n_running_.store(sched.n_running());
     publish_gauges();
+}
+
+result<uint64_t> engine::lora_key(const lora_choice &lora) {
+    auto &loras = st_->loras;
+    auto  it    = loras.find(lora.path);
+    if (it == loras.end()) {
+        if (static_cast<int32_t>(loras.size()) >= std::max(cfg_.max_loras, 1)) {
+            // Evict the least recently used adapter that no sequence is running under.
+            auto victim = loras.end();
+            for (auto l = loras.begin(); l != loras.end(); ++l) {
+                const bool in_use = std::any_of(st_->seqs.begin(), st_->seqs.end(),
+                                                [&](const auto &sq) { return (sq.second->key >> 32) == l->second.id; });
+                if (!in_use && (victim == loras.end() || l->second.last_used < victim->second.last_used)) {
+                    victim = l;
+                }
+            }
+            if (victim == loras.end()) {
+                return error{error_kind::overloaded,
+                             "all " + std::to_string(loras.size()) +
+                                 " loaded LoRA adapters are in use (limit --max-loras); retry shortly",
+                             "model", "adapters_busy"};
+            }
+            if ((st_->ctx_key >> 32) == victim->second.id) {
+                llama_set_adapters_lora(ctx_, nullptr, 0, nullptr);
+                st_->ctx_key = 0;
+            }
+            spdlog::info("unloading LoRA adapter {} (least recently used; --max-loras {})", victim->first,
+                         cfg_.max_loras);
+            llama_adapter_lora_free(victim->second.ptr);
+            loras.erase(victim);
+        }
+        llama_adapter_lora *ptr = llama_adapter_lora_init(model_->raw(), lora.path.c_str());
+        if (ptr == nullptr) {
+            return error{error_kind::internal,
+                         "the LoRA adapter '" + lora.name +
+                             "' could not be loaded (not a LoRA adapter for this base model?); the server log says why",
+                         "model", "adapter_load_failed"};
+        }
+        spdlog::info("loaded LoRA adapter '{}' ({})", lora.name, lora.path);
+        it = loras.emplace(lora.path, loaded_lora{ptr, st_->next_lora_id++, 0}).first;
+    }
+    it->second.last_used = ++st_->lora_clock;
+    const auto milli     = static_cast<uint64_t>(std::lround(std::clamp(lora.scale, 0.0f, 1000.0f) * 1000.0f));
+    return (static_cast<uint64_t>(it->second.id) << 32) | (milli & 0xFFFFFFFFu);
+}
+
+void engine::apply_key(uint64_t key) {
+    if (key == st_->ctx_key) {
+        return;
+    }
+    if (key == 0) {
+        llama_set_adapters_lora(ctx_, nullptr, 0, nullptr);
+    } else {
+        const auto id = static_cast<uint32_t>(key >> 32);
+        auto it = std::find_if(st_->loras.begin(), st_->loras.end(), [&](const auto &l) { return l.second.id == id; });
+        // A key's adapter stays loaded while a sequence runs under it (lora_key never evicts it).
+        if (it == st_->loras.end()) {
+            spdlog::error("no loaded LoRA adapter has id {}; computing this step without adapters", id);
+            llama_set_adapters_lora(ctx_, nullptr, 0, nullptr);
+            st_->ctx_key = 0;
+            return;
+        }
+        llama_adapter_lora *ptr   = it->second.ptr;
+        float               scale = static_cast<float>(key & 0xFFFFFFFFu) / 1000.0f;
+        llama_set_adapters_lora(ctx_, &ptr, 1, &scale);
+    }
+    st_->ctx_key = key;
 }
 
 void engine::publish_gauges() {

@@ -34,6 +34,7 @@ struct engine_config {
     int32_t         max_waiting          = 64;  // queued sequences beyond which submit() answers overloaded
     bool            prefix_reuse         = true;
     bool            kv_unified           = false;
+    int32_t         max_loras            = 8; // LoRA adapters loaded at once; the least recently used idle one goes
     kv_precision    kv_type              = kv_precision::f16;
     flash_attention flash_attn           = flash_attention::automatic;
     // Where the engine reports gauges, token counters and per-token timings; may be null.
@@ -91,6 +92,10 @@ class engine {
     void sample_item(uint64_t id, int32_t batch_index);
     void fail_sequence(uint64_t id, error err); // error event, slot freed, sequence gone
     void publish_gauges();
+    // Loads `lora` if needed (evicting the least recently used adapter no sequence uses) and
+    // returns the kv_key its sequences run under.
+    result<uint64_t> lora_key(const lora_choice &lora);
+    void             apply_key(uint64_t key); // sets the context's adapters for a step under `key`
 
     std::shared_ptr<const model> model_;
     engine_config                cfg_;

@@ -54,12 +54,21 @@ struct sampling_params {
     std::vector<token_id>        preserved_tokens;
 };
 
+// A LoRA adapter applied to one request's generation. The API layer resolved the name to a file
+// of the adapter folder (store/lora_catalog.h); the engine loads it on first use.
+struct lora_choice {
+    std::string name;         // as clients name it (error messages use it, never the path)
+    std::string path;         // the adapter's GGUF file
+    float       scale = 1.0f; // 0 = the base model's output; rounded to 1/1000 by the engine
+};
+
 struct generation_request {
-    std::vector<token_id>    prompt;
-    int32_t                  max_tokens = 16;
-    int32_t                  n          = 1; // independent choices over the same prompt
-    sampling_params          sampling;
-    std::vector<std::string> stop;
+    std::vector<token_id>      prompt;
+    std::optional<lora_choice> lora; // none = the base model
+    int32_t                    max_tokens = 16;
+    int32_t                    n          = 1; // independent choices over the same prompt
+    sampling_params            sampling;
+    std::vector<std::string>   stop;
     // When the request reached the server; the engine measures queue time from its own submit().
     std::chrono::steady_clock::time_point arrival = std::chrono::steady_clock::now();
 };

@@ -5,6 +5,10 @@
 // idle) when that one holds a longer prefix. The table never touches llama.cpp: the scheduler
 // turns its answers into kv operations that the engine executes.
 //
+// Every slot's KV is tagged with the key of what computed it (kv_key: 0 = the base model, another
+// value = a LoRA adapter at one scale). KV computed under one key is never reused under another:
+// prefix matching only ever looks at slots of the request's own key.
+//
 // Not thread-safe: owned by the scheduler, used by the engine thread only.
 
 #include <cstdint>
@@ -14,7 +18,8 @@
 
 namespace inferbox {
 
-using token_id = int32_t; // same representation as llama_token
+using token_id = int32_t;  // same representation as llama_token
+using kv_key   = uint64_t; // what computed a slot's KV; 0 = the base model
 
 struct slot_grant {
     int32_t slot      = -1;
@@ -32,10 +37,10 @@ class slot_table {
     int32_t n_idle() const;
     bool    busy(int32_t slot) const { return slots_[slot].busy; }
 
-    // Picks an idle slot for `prompt` and marks it busy; nullopt when every slot is busy.
-    // n_reused never exceeds prompt.size() - 1: the last prompt token is always computed
-    // because its logits are needed.
-    std::optional<slot_grant> acquire(std::span<const token_id> prompt, bool reuse);
+    // Picks an idle slot for `prompt` and marks it busy under `key`; nullopt when every slot is
+    // busy. n_reused never exceeds prompt.size() - 1: the last prompt token is always computed
+    // because its logits are needed. Only KV of the same key is reused.
+    std::optional<slot_grant> acquire(std::span<const token_id> prompt, bool reuse, kv_key key = 0);
 
     void release(int32_t slot);
 
@@ -44,16 +49,20 @@ class slot_table {
     std::vector<token_id>       &tokens(int32_t slot) { return slots_[slot].tokens; }
     const std::vector<token_id> &tokens(int32_t slot) const { return slots_[slot].tokens; }
 
-    // Longest common prefix of `prompt` with what `slot` holds.
-    int32_t common_prefix(int32_t slot, std::span<const token_id> prompt) const;
+    kv_key key(int32_t slot) const { return slots_[slot].key; }
 
-    // Longest cached prefix of `prompt` over all slots; {slot, length}, slot -1 when none.
-    std::pair<int32_t, int32_t> best_prefix(std::span<const token_id> prompt) const;
+    // Longest common prefix of `prompt` with what `slot` holds; 0 when the slot's KV was
+    // computed under another key.
+    int32_t common_prefix(int32_t slot, std::span<const token_id> prompt, kv_key key = 0) const;
+
+    // Longest cached prefix of `prompt` under `key` over all slots; {slot, length}, slot -1 when none.
+    std::pair<int32_t, int32_t> best_prefix(std::span<const token_id> prompt, kv_key key = 0) const;
 
   private:
     struct slot {
         bool                  busy      = false;
         uint64_t              last_used = 0;
+        kv_key                key       = 0;
         std::vector<token_id> tokens;
     };
     std::vector<slot> slots_;

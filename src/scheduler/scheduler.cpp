@@ -1,6 +1,7 @@
 #include "scheduler/scheduler.h"
 
 #include <algorithm>
+#include <set>
 
 namespace inferbox {
 
@@ -9,7 +10,7 @@ scheduler::scheduler(scheduler_config cfg) : cfg_(cfg), slots_(cfg.n_slots, cfg.
     cfg_.prefill_while_decode = std::max(cfg_.prefill_while_decode, 1);
 }
 
-bool scheduler::submit(uint64_t id, std::vector<token_id> prompt, int32_t max_new_tokens) {
+bool scheduler::submit(uint64_t id, std::vector<token_id> prompt, int32_t max_new_tokens, kv_key key) {
     if (static_cast<int32_t>(waiting_.size()) >= cfg_.max_waiting || prompt.empty() || max_new_tokens < 1 ||
         static_cast<int64_t>(prompt.size()) + max_new_tokens > cfg_.n_ctx_slot || seqs_.count(id) != 0) {
         return false;
@@ -19,6 +20,7 @@ bool scheduler::submit(uint64_t id, std::vector<token_id> prompt, int32_t max_ne
     s.st.n_prompt = static_cast<int32_t>(prompt.size());
     s.prompt      = std::move(prompt);
     s.max_new     = max_new_tokens;
+    s.key         = key;
     seqs_.emplace(id, std::move(s));
     waiting_.push_back(id);
     return true;
@@ -54,9 +56,9 @@ void scheduler::resolve_waiting_prefix(step_plan &plan) {
         // The leader computed the prefix, or left: take the longest prefix any slot holds now.
         const int32_t max_reuse = s.st.n_prompt - 1;
         int32_t       src       = -1;
-        int32_t       len       = slots_.common_prefix(s.st.slot, s.prompt);
+        int32_t       len       = slots_.common_prefix(s.st.slot, s.prompt, s.key);
         for (int32_t k = 0; k < slots_.n_slots(); ++k) {
-            const int32_t l = std::min(slots_.common_prefix(k, s.prompt), max_reuse);
+            const int32_t l = std::min(slots_.common_prefix(k, s.prompt, s.key), max_reuse);
             if (k != s.st.slot && l > len) {
                 src = k;
                 len = l;
@@ -82,7 +84,7 @@ void scheduler::admit(step_plan &plan) {
         const uint64_t id = waiting_.front();
         waiting_.pop_front();
         seq &s        = seqs_.at(id);
-        auto grant    = slots_.acquire(s.prompt, cfg_.prefix_reuse);
+        auto grant    = slots_.acquire(s.prompt, cfg_.prefix_reuse, s.key);
         s.st.slot     = grant->slot;
         s.st.n_past   = grant->n_reused;
         s.st.n_cached = grant->n_reused;
@@ -100,7 +102,7 @@ void scheduler::admit(step_plan &plan) {
         uint64_t      leader    = 0;
         int32_t       best      = s.st.n_past + cfg_.min_shared_wait - 1;
         for (const auto &[oid, o] : seqs_) {
-            if (oid == id || o.st.phase != seq_phase::prefilling) {
+            if (oid == id || o.st.phase != seq_phase::prefilling || o.key != s.key) {
                 continue;
             }
             const int32_t l = std::min(common_prefix_len(o.prompt, s.prompt), max_reuse);
@@ -117,14 +119,31 @@ void scheduler::admit(step_plan &plan) {
     }
 }
 
+kv_key scheduler::pick_key() {
+    std::set<kv_key> keys;
+    for (const auto &[id, s] : seqs_) {
+        if (s.st.phase == seq_phase::decoding || s.st.phase == seq_phase::prefilling) {
+            keys.insert(s.key);
+        }
+    }
+    if (keys.empty()) {
+        return last_key_;
+    }
+    // Round robin over the keys with work: the next one after the last step's, cyclically.
+    auto next = keys.upper_bound(last_key_);
+    last_key_ = next == keys.end() ? *keys.begin() : *next;
+    return last_key_;
+}
+
 step_plan scheduler::schedule() {
     step_plan plan;
     resolve_waiting_prefix(plan);
     admit(plan);
+    plan.key = pick_key();
 
     int32_t n_decode = 0;
     for (auto &[id, s] : seqs_) {
-        if (s.st.phase != seq_phase::decoding) {
+        if (s.st.phase != seq_phase::decoding || s.key != plan.key) {
             continue;
         }
         plan.items.push_back({id, s.st.slot, s.st.n_past, {s.next_token}, true});
@@ -139,7 +158,7 @@ step_plan scheduler::schedule() {
     }
     std::vector<seq *> prefilling;
     for (auto &[id, s] : seqs_) {
-        if (s.st.phase == seq_phase::prefilling) {
+        if (s.st.phase == seq_phase::prefilling && s.key == plan.key) {
             prefilling.push_back(&s);
         }
     }

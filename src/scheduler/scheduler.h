@@ -9,6 +9,11 @@
 //   for every item with `sample`, on_sampled(id, token, finished);  or fail_step(plan) when the
 //   decode failed. schedule() records the planned tokens as computed, so the slot table always
 //   describes the KV the engine holds after the step.
+//
+// KV keys (LoRA adapters): a sequence is submitted under a kv_key (0 = the base model). One decode
+// runs under one key (llama.cpp applies adapters to the whole context), so each step's items all
+// share plan.key; when sequences of several keys are running, steps take the keys in turn.
+// Prefixes are only reused, shared or waited for between sequences of the same key.
 
 #include "kv/slot_table.h"
 
@@ -56,6 +61,7 @@ struct plan_item {
 struct step_plan {
     std::vector<kv_op>     kv_ops;
     std::vector<plan_item> items;
+    kv_key                 key      = 0; // what every item is computed under
     int32_t                n_tokens = 0;
     std::vector<uint64_t>  admitted; // sequences that left the waiting queue this step
     bool                   empty() const { return items.empty() && kv_ops.empty(); }
@@ -77,7 +83,7 @@ class scheduler {
     // Queues a sequence. False when the waiting queue is at max_waiting (the caller answers
     // 429), or when prompt + max_new_tokens does not fit a slot (the API layer rejects that
     // earlier with a 400; this is the last line of defence). Ids must be unique.
-    bool submit(uint64_t id, std::vector<token_id> prompt, int32_t max_new_tokens);
+    bool submit(uint64_t id, std::vector<token_id> prompt, int32_t max_new_tokens, kv_key key = 0);
 
     // Removes a sequence at any stage and frees its slot; unknown ids are ignored. Its KV stays
     // in the slot as a reusable prefix.
@@ -110,17 +116,20 @@ class scheduler {
         uint64_t              leader     = 0; // waiting_prefix: whose prefill we wait for
         int32_t               wait_len   = 0;
         uint64_t              order      = 0; // admission order, for FIFO prefill
+        kv_key                key        = 0;
     };
 
-    void admit(step_plan &plan);
-    void resolve_waiting_prefix(step_plan &plan);
-    void remove(uint64_t id);
+    void   admit(step_plan &plan);
+    void   resolve_waiting_prefix(step_plan &plan);
+    void   remove(uint64_t id);
+    kv_key pick_key(); // the key this step computes under
 
     scheduler_config        cfg_;
     slot_table              slots_;
     std::map<uint64_t, seq> seqs_;
     std::deque<uint64_t>    waiting_;
-    uint64_t                order_ = 0;
+    uint64_t                order_    = 0;
+    kv_key                  last_key_ = 0;
 };
 
 } // namespace inferbox

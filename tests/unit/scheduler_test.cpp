@@ -9,24 +9,35 @@ using namespace inferbox;
 
 namespace {
 
-// A fake engine: runs plans against a model of the KV cache (what each slot holds) and checks
-// that every step is consistent — tokens are fed at the positions the slot has reached, and
-// KV copies/trims leave exactly what the scheduler believes.
+// A fake engine: runs plans against a model of the KV cache (what each slot holds, and under which
+// kv_key each cell was computed) and checks that every step is consistent — tokens are fed at
+// the positions the slot has reached, KV copies/trims leave exactly what the scheduler believes,
+// and a sequence only ever extends KV computed under its own key.
 struct fake_engine {
-    explicit fake_engine(scheduler &s) : sched(s), kv(static_cast<size_t>(s.config().n_slots)) {}
+    explicit fake_engine(scheduler &s)
+        : sched(s), kv(static_cast<size_t>(s.config().n_slots)), kv_keys(static_cast<size_t>(s.config().n_slots)) {}
 
     // Runs one step; `finish_after[id]` = tokens after which the sequence ends (default never).
     step_plan step() {
         auto plan = sched.schedule();
         for (const auto &op : plan.kv_ops) {
             if (op.src_slot >= 0) {
-                kv[op.dst_slot] = kv[op.src_slot];
+                kv[op.dst_slot]      = kv[op.src_slot];
+                kv_keys[op.dst_slot] = kv_keys[op.src_slot];
             }
             kv[op.dst_slot].resize(std::min(kv[op.dst_slot].size(), static_cast<size_t>(op.keep)));
+            kv_keys[op.dst_slot].resize(kv[op.dst_slot].size());
         }
         for (const auto &it : plan.items) {
             EXPECT_EQ(static_cast<size_t>(it.pos), kv[it.slot].size()) << "seq " << it.id << " fed at a gap";
+            if (keys.count(it.id) != 0) {
+                EXPECT_EQ(plan.key, keys[it.id]) << "seq " << it.id << " computed under another key";
+            }
+            for (kv_key k : kv_keys[it.slot]) {
+                EXPECT_EQ(k, plan.key) << "seq " << it.id << " extends KV computed under key " << k;
+            }
             kv[it.slot].insert(kv[it.slot].end(), it.tokens.begin(), it.tokens.end());
+            kv_keys[it.slot].insert(kv_keys[it.slot].end(), it.tokens.size(), plan.key);
             if (generated[it.id] == 0) {
                 n_prompt_computed += static_cast<int32_t>(it.tokens.size());
             }
@@ -48,6 +59,8 @@ struct fake_engine {
 
     scheduler                         &sched;
     std::vector<std::vector<token_id>> kv;
+    std::vector<std::vector<kv_key>>   kv_keys;
+    std::map<uint64_t, kv_key>         keys; // the key each sequence was submitted under
     std::map<uint64_t, int32_t>        generated;
     std::map<uint64_t, int32_t>        finish_after;
     std::set<uint64_t>                 finished;
@@ -257,4 +270,85 @@ TEST(scheduler, fifo_admission_and_every_request_completes) {
     for (uint64_t id = 1; id <= 6; ++id) {
         EXPECT_EQ(e.generated[id], 4);
     }
+}
+
+TEST(scheduler, kv_of_one_key_is_never_reused_under_another) {
+    scheduler   s(cfg(2, 64, 64));
+    fake_engine e(s);
+    e.keys = {{1, 0}, {2, 7}, {3, 0}, {4, 7}};
+    ASSERT_TRUE(s.submit(1, prompt_of(20), 1, 0));
+    while (!s.idle()) {
+        e.step();
+    }
+    EXPECT_EQ(e.n_prompt_computed, 20);
+    // The same prompt under adapter key 7: nothing cached, all 20 tokens computed again.
+    ASSERT_TRUE(s.submit(2, prompt_of(20), 1, 7));
+    e.step();
+    EXPECT_EQ(e.n_prompt_computed, 40);
+    while (!s.idle()) {
+        e.step();
+    }
+    // Both keys now have the prompt cached, each in its own slot: each reuses its own.
+    auto p = prompt_of(20);
+    p.push_back(99);
+    ASSERT_TRUE(s.submit(3, p, 2, 0));
+    ASSERT_TRUE(s.submit(4, p, 2, 7));
+    e.step();
+    ASSERT_TRUE(s.info(3) && s.info(4));
+    EXPECT_EQ(s.info(3)->n_cached, 20);
+    EXPECT_EQ(s.info(4)->n_cached, 20);
+    while (!s.idle()) {
+        e.step();
+    }
+    EXPECT_EQ(e.n_prompt_computed, 42);
+}
+
+TEST(scheduler, each_step_runs_one_key_and_running_keys_take_turns) {
+    scheduler   s(cfg(4, 64, 64));
+    fake_engine e(s);
+    e.keys = {{1, 0}, {2, 0}, {3, 5}, {4, 9}};
+    for (const auto &[id, key] : e.keys) {
+        ASSERT_TRUE(s.submit(id, prompt_of(8, static_cast<int>(100 * id)), 6, key));
+    }
+    std::vector<kv_key> order;
+    while (!s.idle()) {
+        auto plan = e.step();
+        if (!plan.items.empty()) {
+            order.push_back(plan.key);
+        }
+        for (const auto &it : plan.items) {
+            EXPECT_EQ(e.keys[it.id], plan.key);
+        }
+        ASSERT_LT(order.size(), 100u);
+    }
+    // Three keys with work: 0, 5, 9, 0, 5, 9, ... each gets every third step until it is done.
+    ASSERT_GE(order.size(), 6u);
+    for (size_t i = 0; i + 3 < order.size() && i < 15; ++i) {
+        EXPECT_EQ(order[i], order[i + 3]) << "step " << i;
+    }
+    EXPECT_NE(order[0], order[1]);
+    EXPECT_NE(order[1], order[2]);
+    EXPECT_NE(order[0], order[2]);
+    for (uint64_t id = 1; id <= 4; ++id) {
+        EXPECT_EQ(e.generated[id], 6) << "seq " << id;
+    }
+}
+
+TEST(scheduler, a_shared_prefix_is_not_waited_for_across_keys) {
+    scheduler   s(cfg(4, 64, 64));
+    fake_engine e(s);
+    e.keys    = {{1, 0}, {2, 3}};
+    auto base = prompt_of(120);
+    auto p1   = base;
+    p1.push_back(5001);
+    auto p2 = base;
+    p2.push_back(5002);
+    ASSERT_TRUE(s.submit(1, p1, 2, 0));
+    ASSERT_TRUE(s.submit(2, p2, 2, 3));
+    e.step();
+    EXPECT_NE(s.info(2)->phase, seq_phase::waiting_prefix);
+    while (!s.idle()) {
+        e.step();
+    }
+    EXPECT_EQ(e.n_prompt_computed, 2 * 121);
 }

@@ -58,3 +58,27 @@ TEST(slot_table, reuse_disabled_gives_a_clean_slot) {
     EXPECT_EQ(g->n_reused, 0);
     EXPECT_TRUE(t.tokens(g->slot).empty());
 }
+
+TEST(slot_table, kv_of_another_key_is_neither_reused_nor_copied) {
+    slot_table            t(2, 4);
+    std::vector<token_id> p(40);
+    for (size_t i = 0; i < p.size(); ++i) {
+        p[i] = static_cast<token_id>(i + 1);
+    }
+    auto a            = t.acquire(p, true, 3); // busy under key 3, holding the whole prompt
+    t.tokens(a->slot) = p;
+    EXPECT_EQ(t.key(a->slot), 3u);
+    EXPECT_EQ(t.common_prefix(a->slot, p, 3), 40);
+    EXPECT_EQ(t.common_prefix(a->slot, p, 0), 0);
+    EXPECT_EQ(t.best_prefix(p, 0).first, -1);
+    auto g = t.acquire(p, true, 0); // the base model: nothing of key 3's KV is usable
+    ASSERT_TRUE(g);
+    EXPECT_EQ(g->n_reused, 0);
+    EXPECT_EQ(g->copy_from, -1);
+    t.release(a->slot);
+    t.release(g->slot);
+    auto h = t.acquire(p, true, 3); // key 3 again: its idle slot's prefix is reused in place
+    ASSERT_TRUE(h);
+    EXPECT_EQ(h->slot, a->slot);
+    EXPECT_EQ(h->n_reused, 39);
+}
