@@ -222,16 +222,17 @@ int run_serve(const serve_options &given) {
     cfg.embed_metrics = std::make_shared<embedding_metrics>(*cfg.metrics_registry, cfg.model_id);
     engine_config ecfg = opts.engine;
     ecfg.metrics       = cfg.metrics;
+    // Validate the file ourselves, once: llama.cpp's loader reports a bad file only as "failed to
+    // load", and aborts on some malformed ones. A bad file is reported below, once listening.
+    const auto checked = read_gguf_file(opts.model_path, opts.model_path);
     if (!opts.lora_dir.empty()) {
         std::error_code ec;
         if (!std::filesystem::is_directory(opts.lora_dir, ec)) {
             spdlog::error("--lora-dir {} is not a folder", opts.lora_dir);
             return 1;
         }
-        // Adapters must match the base model's architecture: read it from the header now (the
-        // full check of the model file comes before its load, below).
-        const auto  base = read_gguf_file(opts.model_path, opts.model_path);
-        std::string arch = base ? base->architecture : std::string();
+        // Adapters must match the base model's architecture.
+        std::string arch = checked ? checked->architecture : std::string();
         cfg.loras        = std::make_shared<lora_catalog>(opts.lora_dir, arch);
         for (const auto &why : cfg.loras->rescan()) {
             spdlog::warn("LoRA adapter skipped: {}", why);
@@ -288,14 +289,11 @@ int run_serve(const serve_options &given) {
     int                       exit_code = 0;
     {
         model_options mo;
-        mo.path          = opts.model_path;
-        mo.chat_template = opts.chat_template;
-        mo.n_gpu_layers  = opts.gpu_layers;
-        mo.use_mmap      = !opts.no_mmap;
-        mo.use_mlock     = opts.mlock;
-        // Validate the file ourselves first: llama.cpp's loader reports a bad file only as
-        // "failed to load", and aborts on some malformed ones.
-        const auto           checked = read_gguf_file(opts.model_path, opts.model_path);
+        mo.path                      = opts.model_path;
+        mo.chat_template             = opts.chat_template;
+        mo.n_gpu_layers              = opts.gpu_layers;
+        mo.use_mmap                  = !opts.no_mmap;
+        mo.use_mlock                 = opts.mlock;
         std::optional<error> refused = checked ? choose_profile(opts, cfg.model_id, checked.value(), ecfg, mo, router)
                                                : std::optional<error>(checked.err());
         auto                 m       = refused ? result<std::shared_ptr<model>>(*refused) : model::load(mo);
