@@ -48,7 +48,9 @@ describe('inferbox run, interactive', () => {
     // script(1) gives the program a pseudo-terminal; without one this test cannot mean anything.
     const probe = spawnSync('script', ['-qec', 'tty', '/dev/null'], { encoding: 'utf8', timeout: 10_000 });
     assert.equal(probe.status, 0, `script(1) could not open a pseudo-terminal here: ${probe.stderr}${probe.error ?? ''}`);
-    const cmd = `${serverBinary()} run ${modelPath(MODELS.plain)} --temperature 0 --max-tokens 100000 --ctx-size 8192`;
+    // exec: script(1) runs $SHELL -c (dash where SHELL is unset, as under CI), and a shell that
+    // stays as the parent would take the Ctrl-C itself and end the session.
+    const cmd = `exec ${serverBinary()} run ${modelPath(MODELS.plain)} --temperature 0 --max-tokens 100000 --ctx-size 8192`;
     const child = spawn('script', ['-qfec', cmd, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (d) => { out += d; });
