@@ -104,12 +104,13 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
         }
         for (size_t p = 0; p < prompts_.size(); ++p) {
             generation_request g;
-            g.prompt     = prompts_[p].tokens;
-            g.max_tokens = max_tokens_;
-            g.n          = req_.n;
-            g.sampling   = req_.sampling;
-            g.stop       = req_.stop;
-            g.lora       = req_.lora;
+            g.prompt      = prompts_[p].tokens;
+            g.max_tokens  = max_tokens_;
+            g.n           = req_.n;
+            g.sampling    = req_.sampling;
+            g.stop        = req_.stop;
+            g.lora        = req_.lora;
+            g.speculative = req_.speculative;
             if (auto err = eng_->submit(std::move(g), channels_[p])) {
                 cancel_all();
                 fail(*err);

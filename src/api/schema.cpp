@@ -661,6 +661,11 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
     if (!ignore_eos) {
         return ignore_eos.err();
     }
+    auto speculative = get_bool(body, "speculative", true);
+    if (!speculative) {
+        return speculative.err();
+    }
+    r.speculative = *speculative;
 
     auto &s              = r.sampling;
     s.ignore_eos         = *ignore_eos;

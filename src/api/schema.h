@@ -62,8 +62,9 @@ struct api_request {
     sampling_params            sampling;
     std::vector<std::string>   stop;
     std::string                user;
-    std::optional<float>       lora_scale; // an extension: the adapter's scale when `model` names one
-    std::optional<lora_choice> lora;       // set by the router when `model` names a LoRA adapter
+    std::optional<float>       lora_scale;         // an extension: the adapter's scale when `model` names one
+    bool                       speculative = true; // an extension: false opts out of speculative decoding
+    std::optional<lora_choice> lora;               // set by the router when `model` names a LoRA adapter
     output_constraint          constraint;
     // Chat only. tools_active(): tools offered and tool_choice is not "none"; a named
     // tool_choice leaves only that tool here, with choice = required.

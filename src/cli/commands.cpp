@@ -75,6 +75,18 @@ int run_cli(int argc, char **argv) {
     serve->add_option("--max-loras", so.engine.max_loras, "LoRA adapters loaded at once (least recently used unloads)")
         ->capture_default_str()
         ->check(CLI::Range(1, 256));
+    serve->add_option("--draft-model", so.draft_model,
+                      "speculative decoding with this small model (same tokenizer): a GGUF file or cached name");
+    serve->add_flag("--draft-ngram", so.engine.draft_ngram,
+                    "speculative decoding from prompt lookup: guess that repeated text continues as before");
+    serve->add_option("--draft-max", so.engine.draft_max, "most draft tokens per sequence and step")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 64));
+    serve
+        ->add_option("--draft-p-min", so.engine.draft_p_min,
+                     "the draft model stops guessing when it is less sure than this")
+        ->capture_default_str()
+        ->check(CLI::Range(0.0, 1.0));
     bool no_prefix_reuse = false;
     serve->add_flag("--no-prefix-reuse", no_prefix_reuse, "never reuse cached prompt prefixes");
     size_t max_body = so.http.max_body_bytes;

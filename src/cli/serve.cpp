@@ -161,6 +161,14 @@ int run_serve(const serve_options &given) {
         if (resolved_opts.model_name.empty() && found->from_store) {
             resolved_opts.model_name = found->name;
         }
+        if (!given.draft_model.empty()) {
+            auto draft = resolve_model(given.draft_model, po);
+            if (!draft) {
+                spdlog::error("--draft-model: {}", draft.err().message);
+                return 1;
+            }
+            resolved_opts.draft_model = draft->file.string();
+        }
     }
     const serve_options &opts = resolved_opts;
 
@@ -297,6 +305,22 @@ int run_serve(const serve_options &given) {
         std::optional<error> refused = checked ? choose_profile(opts, cfg.model_id, checked.value(), ecfg, mo, router)
                                                : std::optional<error>(checked.err());
         auto                 m       = refused ? result<std::shared_ptr<model>>(*refused) : model::load(mo);
+        if (m && !opts.draft_model.empty()) {
+            if (const auto draft_checked = read_gguf_file(opts.draft_model, opts.draft_model); !draft_checked) {
+                m = result<std::shared_ptr<model>>(draft_checked.err());
+            } else {
+                model_options dmo;
+                dmo.path         = opts.draft_model;
+                dmo.n_gpu_layers = mo.n_gpu_layers > 0 ? 100000 : 0; // a small draft goes where the model goes
+                dmo.use_mmap     = mo.use_mmap;
+                auto draft       = model::load(dmo);
+                if (!draft) {
+                    m = result<std::shared_ptr<model>>(draft.err());
+                } else {
+                    ecfg.draft_model = *draft;
+                }
+            }
+        }
         if (!m) {
             spdlog::error("{}", m.err().message);
             exit_code = 1;

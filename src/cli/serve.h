@@ -23,7 +23,8 @@ struct serve_options {
     int32_t       gpu_layers       = 0;  // --gpu-layers: layers offloaded to a GPU backend
     bool          no_mmap          = false;
     bool          mlock            = false;
-    std::string   lora_dir; // --lora-dir: the LoRA adapter folder (store/lora_catalog.h)
+    std::string   lora_dir;    // --lora-dir: the LoRA adapter folder (store/lora_catalog.h)
+    std::string   draft_model; // --draft-model: speculative decoding's draft (a path or cached name)
     engine_config engine;
     http_limits   http;
     api_limits    api;

@@ -1,7 +1,9 @@
 #include "engine/engine.h"
 
 #include "common/text_stream.h"
+#include "engine/draft_model.h"
 #include "engine/sampler_setup.h"
+#include "scheduler/ngram_draft.h"
 #include "scheduler/scheduler.h"
 
 #include "common.h"
@@ -35,6 +37,7 @@ struct engine::sequence {
     std::chrono::steady_clock::time_point     submitted;
     std::chrono::steady_clock::time_point     last_token;
     kv_key                                    key = 0; // 0 = the base model; else a LoRA at one scale
+    std::vector<token_id>                     history; // prompt and sampled tokens: what drafts continue
 
     ~sequence() {
         if (smpl != nullptr) {
@@ -63,6 +66,7 @@ struct engine::state {
     uint32_t                                      next_lora_id = 1;
     uint64_t                                      lora_clock   = 0;
     kv_key                                        ctx_key      = 0; // what the context's adapters are set to
+    std::unique_ptr<draft_model>                  drafter;          // speculative decoding's draft model, if any
 };
 
 engine::engine(std::shared_ptr<const model> m, engine_config cfg) : model_(std::move(m)), cfg_(std::move(cfg)) {}
@@ -133,6 +137,25 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m, en
     }
     llama_memory_clear(llama_get_memory(e->ctx_), true);
     llama_synchronize(e->ctx_);
+
+    e->cfg_.draft_max = std::clamp(e->cfg_.draft_max, 1, 64);
+    if (e->cfg_.draft_model) {
+        draft_config dc;
+        dc.n_slots    = e->cfg_.n_slots;
+        dc.n_ctx_slot = e->cfg_.n_ctx_slot;
+        dc.n_batch    = e->cfg_.step_tokens;
+        dc.n_threads  = e->cfg_.n_threads;
+        dc.p_min      = e->cfg_.draft_p_min;
+        auto d        = draft_model::create(e->cfg_.draft_model, *e->model_, dc);
+        if (!d) {
+            return d.err();
+        }
+        e->st_->drafter = std::move(*d);
+        spdlog::info("speculative decoding: up to {} draft tokens per step from {}{}", e->cfg_.draft_max,
+                     e->cfg_.draft_model->description(), e->cfg_.draft_ngram ? ", prompt lookup first" : "");
+    } else if (e->cfg_.draft_ngram) {
+        spdlog::info("speculative decoding: up to {} draft tokens per step from prompt lookup", e->cfg_.draft_max);
+    }
 
     e->thread_ = std::thread([p = e.get()] { p->loop(); });
     return e;
@@ -214,6 +237,8 @@ engine_stats engine::stats() const {
     s.n_prompt_tokens_cached   = n_prompt_cached_.load();
     s.n_generated_tokens       = n_generated_.load();
     s.n_steps                  = n_steps_.load();
+    s.n_draft_tokens           = n_draft_.load();
+    s.n_draft_accepted         = n_draft_accepted_.load();
     return s;
 }
 
@@ -289,6 +314,9 @@ void engine::accept_new(std::vector<pending> &incoming) {
             s->text      = std::make_unique<text_stream>(req->stop);
             s->submitted = p.submitted;
             s->key       = key;
+            if (cfg_.draft_ngram || st_->drafter) {
+                s->history = req->prompt;
+            }
 
             common_params_sampling sp;
             const auto            &in = req->sampling;
@@ -358,9 +386,50 @@ void engine::drop_cancelled() {
     }
 }
 
+void engine::propose_drafts() {
+    std::vector<draft_model::job> jobs;
+    std::vector<uint64_t>         job_ids;
+    for (const auto &[id, s] : st_->seqs) {
+        if (!s->req->speculative) {
+            continue;
+        }
+        const auto info = st_->sched.info(id);
+        if (!info || info->phase != seq_phase::decoding) {
+            continue;
+        }
+        const int32_t room =
+            std::min({cfg_.draft_max, s->req->max_tokens - s->n_generated - 1, cfg_.n_ctx_slot - info->n_past - 1});
+        if (room < 1) {
+            continue;
+        }
+        if (cfg_.draft_ngram) {
+            if (auto d = ngram_draft(s->history, room); !d.empty()) {
+                st_->sched.set_draft(id, std::move(d));
+                continue;
+            }
+        }
+        if (st_->drafter) {
+            jobs.push_back({info->slot, s->history, room, {}});
+            job_ids.push_back(id);
+        }
+    }
+    if (jobs.empty()) {
+        return;
+    }
+    st_->drafter->run(jobs);
+    for (size_t j = 0; j < jobs.size(); ++j) {
+        if (!jobs[j].out.empty()) {
+            st_->sched.set_draft(job_ids[j], std::move(jobs[j].out));
+        }
+    }
+}
+
 void engine::step() {
     auto &sched = st_->sched;
-    auto  plan  = sched.schedule();
+    if (cfg_.draft_ngram || st_->drafter) {
+        propose_drafts();
+    }
+    auto plan = sched.schedule();
     n_queued_ -= static_cast<int32_t>(plan.admitted.size());
     n_running_.store(sched.n_running());
     if (cfg_.metrics && !plan.admitted.empty()) {
@@ -395,15 +464,17 @@ void engine::step() {
 
     auto &batch = st_->batch;
     common_batch_clear(batch);
-    std::vector<std::pair<uint64_t, int32_t>> to_sample; // sequence id, batch index
-    uint64_t                                  n_prefill = 0;
+    std::vector<std::pair<const plan_item *, int32_t>> to_sample; // item, batch index of its first sampled token
+    uint64_t                                           n_prefill = 0;
     for (const auto &it : plan.items) {
+        const int32_t first = batch.n_tokens;
         for (size_t j = 0; j < it.tokens.size(); ++j) {
             const bool last = j + 1 == it.tokens.size();
-            common_batch_add(batch, it.tokens[j], it.pos + static_cast<llama_pos>(j), {it.slot}, it.sample && last);
+            common_batch_add(batch, it.tokens[j], it.pos + static_cast<llama_pos>(j), {it.slot},
+                             it.sample && (last || it.n_draft > 0));
         }
         if (it.sample) {
-            to_sample.emplace_back(it.id, batch.n_tokens - 1);
+            to_sample.emplace_back(&it, it.n_draft > 0 ? first : batch.n_tokens - 1);
         }
         const auto info = sched.info(it.id);
         if (info && info->n_generated == 0) {
@@ -451,8 +522,8 @@ void engine::step() {
     st_->consecutive_failures = 0;
     n_prompt_computed_ += n_prefill;
 
-    for (const auto &[id, idx] : to_sample) {
-        sample_item(id, idx);
+    for (const auto &[item, idx] : to_sample) {
+        sample_item(*item, idx);
     }
     n_running_.store(sched.n_running());
     publish_gauges();
@@ -589,69 +660,104 @@ void engine::fail_sequence(uint64_t id, error err) {
     publish_gauges();
 }
 
-void engine::sample_item(uint64_t id, int32_t batch_index) {
-    auto it = st_->seqs.find(id);
+void engine::sample_item(const plan_item &item, int32_t first_index) {
+    const uint64_t id = item.id;
+    auto           it = st_->seqs.find(id);
     if (it == st_->seqs.end()) {
         return;
     }
-    sequence      &s   = *it->second;
-    const auto    &req = *s.req;
-    const token_id tok = common_sampler_sample(s.smpl, ctx_, batch_index);
-    if (!req.sampling.grammar.empty()) {
-        // When the grammar allows no token of this vocabulary (a user grammar that needs a
-        // character no token can produce), every candidate is -inf and the sampler returns one
-        // anyway; accepting it would make llama.cpp throw or abort. End the choice instead.
-        const auto *cands = common_sampler_get_candidates(s.smpl, false);
-        if (cands->selected < 0 || !std::isfinite(cands->data[cands->selected].logit)) {
-            fail_sequence(id, error::invalid("the grammar allows no token of this model's vocabulary after " +
-                                                 std::to_string(s.n_generated) + " generated tokens",
-                                             "", "grammar_dead_end"));
+    sequence             &s   = *it->second;
+    const auto           &req = *s.req;
+    std::vector<token_id> accepted; // sampled tokens; all but the last matched a draft
+    int32_t               n_matched = 0;
+    generation_event      ev;
+    bool                  finished = false;
+    for (int32_t i = 0; i <= item.n_draft && !finished; ++i) {
+        const int32_t  batch_index = first_index + i;
+        const token_id tok         = common_sampler_sample(s.smpl, ctx_, batch_index);
+        if (!req.sampling.grammar.empty()) {
+            // When the grammar allows no token of this vocabulary (a user grammar that needs a
+            // character no token can produce), every candidate is -inf and the sampler returns
+            // one anyway; accepting it would make llama.cpp throw or abort. End the choice instead.
+            const auto *cands = common_sampler_get_candidates(s.smpl, false);
+            if (cands->selected < 0 || !std::isfinite(cands->data[cands->selected].logit)) {
+                fail_sequence(id, error::invalid("the grammar allows no token of this model's vocabulary after " +
+                                                     std::to_string(s.n_generated) + " generated tokens",
+                                                 "", "grammar_dead_end"));
+                return;
+            }
+        }
+        try {
+            common_sampler_accept(s.smpl, tok, true);
+        } catch (const std::exception &e) {
+            fail_sequence(id, error{error_kind::internal, std::string("the grammar sampler failed: ") + e.what(), "",
+                                    "grammar_failed"});
             return;
         }
-    }
-    try {
-        common_sampler_accept(s.smpl, tok, true);
-    } catch (const std::exception &e) {
-        fail_sequence(id, error{error_kind::internal, std::string("the grammar sampler failed: ") + e.what(), "",
-                                "grammar_failed"});
-        return;
-    }
-    s.n_generated += 1;
-    ++n_generated_;
-    if (cfg_.metrics) {
-        const auto now = std::chrono::steady_clock::now();
-        cfg_.metrics->generation_tokens.inc();
-        if (s.n_generated > 1) {
-            cfg_.metrics->time_per_output_token.observe(std::chrono::duration<double>(now - s.last_token).count());
+        accepted.push_back(tok);
+        if (!s.history.empty()) {
+            s.history.push_back(tok);
         }
-        s.last_token = now;
-    }
+        s.n_generated += 1;
+        ++n_generated_;
+        if (cfg_.metrics) {
+            const auto now = std::chrono::steady_clock::now();
+            cfg_.metrics->generation_tokens.inc();
+            if (s.n_generated > 1) {
+                cfg_.metrics->time_per_output_token.observe(std::chrono::duration<double>(now - s.last_token).count());
+            }
+            s.last_token = now;
+        }
 
-    generation_event ev;
-    ev.index = s.index;
-    if (req.sampling.top_logprobs >= 0) {
-        token_logprob lp;
-        lp.token = model_->token_piece(tok);
-        fill_logprobs(llama_get_logits_ith(ctx_, batch_index), model_->n_vocab(), tok, req.sampling.top_logprobs,
-                      *model_, lp);
-        ev.logprobs.push_back(std::move(lp));
-    }
-    // Under a grammar an end-of-generation token is only sampled when the grammar allows it, and
-    // with ignore_eos only when it allows nothing else (see accept_new): then the output is
-    // complete, and stopping is the only way on.
-    const bool eog = model_->is_eog(tok) && (!req.sampling.ignore_eos || !req.sampling.grammar.empty());
-    if (eog) {
-        ev.finish = finish_reason::stop;
-    } else {
-        const auto &keep = req.sampling.preserved_tokens;
-        ev.text = s.text->push(model_->token_piece(tok, std::find(keep.begin(), keep.end(), tok) != keep.end()));
-        if (s.text->stopped()) {
+        ev       = generation_event{};
+        ev.index = s.index;
+        if (req.sampling.top_logprobs >= 0) {
+            token_logprob lp;
+            lp.token = model_->token_piece(tok);
+            fill_logprobs(llama_get_logits_ith(ctx_, batch_index), model_->n_vocab(), tok, req.sampling.top_logprobs,
+                          *model_, lp);
+            ev.logprobs.push_back(std::move(lp));
+        }
+        // Under a grammar an end-of-generation token is only sampled when the grammar allows it,
+        // and with ignore_eos only when it allows nothing else (see accept_new): then the output
+        // is complete, and stopping is the only way on.
+        const bool eog = model_->is_eog(tok) && (!req.sampling.ignore_eos || !req.sampling.grammar.empty());
+        if (eog) {
             ev.finish = finish_reason::stop;
-        } else if (s.n_generated >= req.max_tokens) {
-            ev.finish = finish_reason::length;
+        } else {
+            const auto &keep = req.sampling.preserved_tokens;
+            ev.text = s.text->push(model_->token_piece(tok, std::find(keep.begin(), keep.end(), tok) != keep.end()));
+            if (s.text->stopped()) {
+                ev.finish = finish_reason::stop;
+            } else if (s.n_generated >= req.max_tokens) {
+                ev.finish = finish_reason::length;
+            }
+        }
+        finished = ev.finish != finish_reason::none;
+        // A matching draft means the next position's logits are this token's continuation.
+        const bool more = !finished && i < item.n_draft && tok == item.tokens[static_cast<size_t>(i) + 1];
+        n_matched += more ? 1 : 0;
+        if (!finished && (!ev.text.empty() || !ev.logprobs.empty() || s.n_generated == 1)) {
+            s.chan->push(std::move(ev));
+        }
+        if (!more) {
+            break;
         }
     }
-    const bool finished = ev.finish != finish_reason::none;
+    if (item.n_draft > 0) {
+        n_draft_ += static_cast<uint64_t>(item.n_draft);
+        n_draft_accepted_ += static_cast<uint64_t>(n_matched);
+        if (cfg_.metrics) {
+            cfg_.metrics->spec_drafts.inc();
+            cfg_.metrics->spec_draft_tokens.inc(static_cast<uint64_t>(item.n_draft));
+            cfg_.metrics->spec_accepted_tokens.inc(static_cast<uint64_t>(n_matched));
+        }
+        // The KV of the drafts after the first mismatch holds a future that did not happen.
+        if (static_cast<int32_t>(accepted.size()) - 1 < item.n_draft) {
+            llama_memory_seq_rm(llama_get_memory(ctx_), item.slot, item.pos + static_cast<int32_t>(accepted.size()),
+                                -1);
+        }
+    }
     if (finished) {
         ev.text += s.text->finish();
         if (s.text->stopped()) {
@@ -663,16 +769,12 @@ void engine::sample_item(uint64_t id, int32_t batch_index) {
         ev.n_generated  = s.n_generated;
         n_prompt_cached_ += static_cast<uint64_t>(ev.n_cached);
     }
-    st_->sched.on_sampled(id, tok, finished);
+    st_->sched.on_sampled(id, accepted, finished);
     if (finished) {
         // Gauges first: a client that reads its answer and then scrapes sees this sequence gone.
         n_running_.store(st_->sched.n_running());
         publish_gauges();
-    }
-    if (finished || !ev.text.empty() || !ev.logprobs.empty() || s.n_generated == 1) {
         s.chan->push(std::move(ev));
-    }
-    if (finished) {
         st_->seqs.erase(it);
     }
 }

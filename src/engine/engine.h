@@ -19,6 +19,10 @@
 struct llama_context;
 
 namespace inferbox {
+struct plan_item;
+}
+
+namespace inferbox {
 
 // Precision of the KV cache (K and V alike). q8_0 halves its memory; llama.cpp needs flash
 // attention for a quantized V cache.
@@ -37,6 +41,14 @@ struct engine_config {
     int32_t         max_loras            = 8; // LoRA adapters loaded at once; the least recently used idle one goes
     kv_precision    kv_type              = kv_precision::f16;
     flash_attention flash_attn           = flash_attention::automatic;
+    // Speculative decoding: each step, a decoding sequence that allows it (generation_request::
+    // speculative) gets up to draft_max guessed tokens, verified in the same decode. Guesses come
+    // from prompt lookup when draft_ngram is on and the sequence's last tokens repeat, else from
+    // draft_model (same tokenizer) when there is one. Greedy output is the same either way.
+    std::shared_ptr<const model> draft_model;
+    bool                         draft_ngram = false;
+    int32_t                      draft_max   = 8;
+    float                        draft_p_min = 0.5f; // the draft model stops guessing below this probability
     // Where the engine reports gauges, token counters and per-token timings; may be null.
     std::shared_ptr<serving_metrics> metrics;
 };
@@ -48,6 +60,8 @@ struct engine_stats {
     uint64_t n_prompt_tokens_cached   = 0;
     uint64_t n_generated_tokens       = 0;
     uint64_t n_steps                  = 0;
+    uint64_t n_draft_tokens           = 0; // guessed tokens verified
+    uint64_t n_draft_accepted         = 0; // of those, tokens the served model agreed with
 };
 
 class engine {
@@ -89,7 +103,10 @@ class engine {
     void step();
     void accept_new(std::vector<pending> &incoming);
     void drop_cancelled();
-    void sample_item(uint64_t id, int32_t batch_index);
+    // Samples a plan item at its batch index (the first of its tokens when it carries drafts),
+    // accepting drafts while they match.
+    void sample_item(const plan_item &it, int32_t first_index);
+    void propose_drafts();                      // speculative decoding: set_draft() for the sequences that take one
     void fail_sequence(uint64_t id, error err); // error event, slot freed, sequence gone
     void publish_gauges();
     // Loads `lora` if needed (evicting the least recently used adapter no sequence uses) and
@@ -112,6 +129,7 @@ class engine {
     std::atomic<bool>       healthy_{true};
     std::atomic<int32_t>    n_running_{0};
     std::atomic<uint64_t>   n_prompt_computed_{0}, n_prompt_cached_{0}, n_generated_{0}, n_steps_{0};
+    std::atomic<uint64_t>   n_draft_{0}, n_draft_accepted_{0};
     std::thread             thread_;
 };
 

@@ -69,6 +69,7 @@ struct generation_request {
     int32_t                    n          = 1; // independent choices over the same prompt
     sampling_params            sampling;
     std::vector<std::string>   stop;
+    bool                       speculative = true; // may use the server's speculative decoding (same output)
     // When the request reached the server; the engine measures queue time from its own submit().
     std::chrono::steady_clock::time_point arrival = std::chrono::steady_clock::now();
 };

@@ -65,6 +65,15 @@ serving_metrics::serving_metrics(registry &reg, const std::string &model_name, b
       requests_cancelled(reg.add_counter("inferbox_request_cancelled_total",
                                          "Started requests whose client went away before the end.",
                                          {{"model_name", model_name}})),
+      spec_drafts(
+          reg.add_counter("spec_decode_num_drafts_total", "Speculative decoding: sequence steps that verified a draft.",
+                          {{"model_name", model_name}}, vllm_alias(vllm_names, "spec_decode_num_drafts_total"))),
+      spec_draft_tokens(reg.add_counter(
+          "spec_decode_num_draft_tokens_total", "Speculative decoding: drafted tokens verified by the served model.",
+          {{"model_name", model_name}}, vllm_alias(vllm_names, "spec_decode_num_draft_tokens_total"))),
+      spec_accepted_tokens(reg.add_counter(
+          "spec_decode_num_accepted_tokens_total", "Speculative decoding: drafted tokens the served model accepted.",
+          {{"model_name", model_name}}, vllm_alias(vllm_names, "spec_decode_num_accepted_tokens_total"))),
       time_to_first_token(reg.add_histogram(
           "time_to_first_token_seconds", "Time from the request's arrival to its first generated token.",
           latency_buckets(), {{"model_name", model_name}}, vllm_alias(vllm_names, "time_to_first_token_seconds"))),

@@ -42,6 +42,12 @@ struct serving_metrics {
     counter &failure_engine;
     counter &failure_invalid;
     counter &requests_cancelled;
+    // Speculative decoding (vLLM's spec_decode_* families): verification steps that carried a
+    // draft, the drafted tokens, and the drafted tokens the served model accepted. Acceptance
+    // rate = accepted / draft tokens.
+    counter &spec_drafts;
+    counter &spec_draft_tokens;
+    counter &spec_accepted_tokens;
 
     // Histograms.
     histogram &time_to_first_token;

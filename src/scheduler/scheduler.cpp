@@ -142,14 +142,30 @@ step_plan scheduler::schedule() {
     plan.key = pick_key();
 
     int32_t n_decode = 0;
+    for (const auto &[id, s] : seqs_) {
+        n_decode += s.st.phase == seq_phase::decoding && s.key == plan.key ? 1 : 0;
+    }
+    // Drafts share what the step's budget leaves after one token per decoding sequence.
+    int32_t draft_budget = std::max(0, cfg_.step_tokens - n_decode);
+    n_decode             = 0;
     for (auto &[id, s] : seqs_) {
         if (s.st.phase != seq_phase::decoding || s.key != plan.key) {
+            s.draft.clear();
             continue;
         }
-        plan.items.push_back({id, s.st.slot, s.st.n_past, {s.next_token}, true});
-        slots_.tokens(s.st.slot).push_back(s.next_token);
-        s.st.n_past += 1;
-        ++n_decode;
+        const int32_t room =
+            std::min({cfg_.n_ctx_slot - s.st.n_past - 1, s.max_new - s.st.n_generated - 1, draft_budget});
+        const int32_t n_draft = std::clamp(static_cast<int32_t>(s.draft.size()), 0, std::max(room, 0));
+        plan_item     item{id, s.st.slot, s.st.n_past, {s.next_token}, true, n_draft};
+        item.tokens.insert(item.tokens.end(), s.draft.begin(), s.draft.begin() + n_draft);
+        s.draft.clear();
+        auto &held = slots_.tokens(s.st.slot);
+        held.insert(held.end(), item.tokens.begin(), item.tokens.end());
+        s.st.n_past += 1 + n_draft;
+        s.n_draft_planned = n_draft;
+        draft_budget -= n_draft;
+        n_decode += 1 + n_draft;
+        plan.items.push_back(std::move(item));
     }
 
     int32_t budget = cfg_.step_tokens - n_decode;
@@ -183,18 +199,32 @@ step_plan scheduler::schedule() {
     return plan;
 }
 
-void scheduler::on_sampled(uint64_t id, token_id token, bool finished) {
+void scheduler::set_draft(uint64_t id, std::vector<token_id> draft) {
     auto it = seqs_.find(id);
-    if (it == seqs_.end()) {
+    if (it != seqs_.end() && it->second.st.phase == seq_phase::decoding) {
+        it->second.draft = std::move(draft);
+    }
+}
+
+void scheduler::on_sampled(uint64_t id, std::span<const token_id> tokens, bool finished) {
+    auto it = seqs_.find(id);
+    if (it == seqs_.end() || tokens.empty()) {
         return;
     }
-    seq &s = it->second;
-    s.st.n_generated += 1;
+    seq          &s        = it->second;
+    const auto    n        = static_cast<int32_t>(tokens.size());
+    const int32_t rejected = s.n_draft_planned - std::min(n - 1, s.n_draft_planned);
+    if (rejected > 0) {
+        s.st.n_past -= rejected;
+        slots_.tokens(s.st.slot).resize(static_cast<size_t>(s.st.n_past));
+    }
+    s.n_draft_planned = 0;
+    s.st.n_generated += n;
     if (finished || s.st.n_generated >= s.max_new) {
         remove(id);
         return;
     }
-    s.next_token = token;
+    s.next_token = tokens.back();
     s.st.phase   = seq_phase::decoding;
 }
 

@@ -5,8 +5,9 @@
 //
 // Protocol (one engine thread calls everything):
 //   submit()/cancel() as requests arrive or leave;
+//   set_draft() for decoding sequences the engine speculates on (optional);
 //   plan = schedule();  the engine runs plan.kv_ops, then one decode of plan.items;
-//   for every item with `sample`, on_sampled(id, token, finished);  or fail_step(plan) when the
+//   for every item with `sample`, on_sampled(id, tokens, finished);  or fail_step(plan) when the
 //   decode failed. schedule() records the planned tokens as computed, so the slot table always
 //   describes the KV the engine holds after the step.
 //
@@ -14,6 +15,10 @@
 // runs under one key (llama.cpp applies adapters to the whole context), so each step's items all
 // share plan.key; when sequences of several keys are running, steps take the keys in turn.
 // Prefixes are only reused, shared or waited for between sequences of the same key.
+//
+// Speculative decoding: a decoding sequence's item may carry drafted tokens after its next token
+// (plan_item::n_draft). All of them are computed and sampled; on_sampled() then gets the tokens
+// the engine accepted (the matching drafts and one more) and forgets the KV of the rest.
 
 #include "kv/slot_table.h"
 
@@ -21,6 +26,7 @@
 #include <deque>
 #include <map>
 #include <optional>
+#include <span>
 #include <vector>
 
 namespace inferbox {
@@ -53,9 +59,10 @@ struct kv_op {
 struct plan_item {
     uint64_t              id   = 0;
     int32_t               slot = -1;
-    int32_t               pos  = 0;       // position of tokens[0]
-    std::vector<token_id> tokens;         // a prompt chunk, or the one token to decode
-    bool                  sample = false; // logits of the last token are sampled
+    int32_t               pos  = 0;        // position of tokens[0]
+    std::vector<token_id> tokens;          // a prompt chunk, or the one token to decode
+    bool                  sample  = false; // logits of the last token are sampled
+    int32_t               n_draft = 0;     // tokens[1..n_draft] are drafts: every token's logits are sampled
 };
 
 struct step_plan {
@@ -89,11 +96,21 @@ class scheduler {
     // in the slot as a reusable prefix.
     void cancel(uint64_t id);
 
+    // Speculative decoding: tokens guessed to follow the next token of decoding sequence `id`, to
+    // be verified in the next step. schedule() trims the draft to the step's token budget, the
+    // slot's room and the tokens the sequence may still generate, and drops it after that step.
+    // Ignored for sequences that are not decoding.
+    void set_draft(uint64_t id, std::vector<token_id> draft);
+
     step_plan schedule();
 
-    // The engine sampled `token` for `id`. When `finished` the sequence leaves and its slot is
-    // freed; otherwise the token is decoded in the next step.
-    void on_sampled(uint64_t id, token_id token, bool finished);
+    // The engine sampled `tokens` for `id` from one item: one token, or for an item with drafts
+    // the drafts it accepted and the token after them (1..n_draft+1 tokens). The KV of rejected
+    // drafts is forgotten: the engine drops positions from item.pos + tokens.size() on. When
+    // `finished` the sequence leaves and its slot is freed; otherwise the last token is decoded
+    // in the next step.
+    void on_sampled(uint64_t id, std::span<const token_id> tokens, bool finished);
+    void on_sampled(uint64_t id, token_id token, bool finished) { on_sampled(id, std::span(&token, 1), finished); }
 
     // The decode of `plan` failed: every sequence in it is removed and the KV those slots
     // claimed is forgotten (the engine clears them). Returns the removed ids.
@@ -117,6 +134,8 @@ class scheduler {
         int32_t               wait_len   = 0;
         uint64_t              order      = 0; // admission order, for FIFO prefill
         kv_key                key        = 0;
+        std::vector<token_id> draft;               // set_draft(), for the next schedule()
+        int32_t               n_draft_planned = 0; // drafts in the KV awaiting on_sampled()
     };
 
     void   admit(step_plan &plan);
