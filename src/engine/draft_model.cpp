@@ -102,7 +102,7 @@ void draft_model::run(std::vector<job> &jobs) {
     std::vector<int32_t> logit_at(jobs.size(), -1);
     std::vector<bool>    active(jobs.size(), false);
 
-    const auto decode = [&](std::vector<size_t> served) -> bool {
+    const auto decode = [&](const std::vector<size_t> &served) -> bool {
         if (batch.n_tokens == 0) {
             return true;
         }

@@ -670,7 +670,7 @@ void engine::sample_item(const plan_item &item, int32_t first_index) {
     const auto           &req = *s.req;
     std::vector<token_id> accepted; // sampled tokens; all but the last matched a draft
     int32_t               n_matched = 0;
-    generation_event      ev;
+    generation_event      last; // the final event, sent once the scheduler and gauges know
     bool                  finished = false;
     for (int32_t i = 0; i <= item.n_draft && !finished; ++i) {
         const int32_t  batch_index = first_index + i;
@@ -709,7 +709,7 @@ void engine::sample_item(const plan_item &item, int32_t first_index) {
             s.last_token = now;
         }
 
-        ev       = generation_event{};
+        generation_event ev;
         ev.index = s.index;
         if (req.sampling.top_logprobs >= 0) {
             token_logprob lp;
@@ -737,7 +737,9 @@ void engine::sample_item(const plan_item &item, int32_t first_index) {
         // A matching draft means the next position's logits are this token's continuation.
         const bool more = !finished && i < item.n_draft && tok == item.tokens[static_cast<size_t>(i) + 1];
         n_matched += more ? 1 : 0;
-        if (!finished && (!ev.text.empty() || !ev.logprobs.empty() || s.n_generated == 1)) {
+        if (finished) {
+            last = std::move(ev);
+        } else if (!ev.text.empty() || !ev.logprobs.empty() || s.n_generated == 1) {
             s.chan->push(std::move(ev));
         }
         if (!more) {
@@ -759,22 +761,22 @@ void engine::sample_item(const plan_item &item, int32_t first_index) {
         }
     }
     if (finished) {
-        ev.text += s.text->finish();
+        last.text += s.text->finish();
         if (s.text->stopped()) {
-            ev.finish = finish_reason::stop; // the last, cut-off character completed a stop string
+            last.finish = finish_reason::stop; // the last, cut-off character completed a stop string
         }
-        const auto info = st_->sched.info(id);
-        ev.n_prompt     = static_cast<int32_t>(req.prompt.size());
-        ev.n_cached     = info ? info->n_cached : 0;
-        ev.n_generated  = s.n_generated;
-        n_prompt_cached_ += static_cast<uint64_t>(ev.n_cached);
+        const auto info  = st_->sched.info(id);
+        last.n_prompt    = static_cast<int32_t>(req.prompt.size());
+        last.n_cached    = info ? info->n_cached : 0;
+        last.n_generated = s.n_generated;
+        n_prompt_cached_ += static_cast<uint64_t>(last.n_cached);
     }
     st_->sched.on_sampled(id, accepted, finished);
     if (finished) {
         // Gauges first: a client that reads its answer and then scrapes sees this sequence gone.
         n_running_.store(st_->sched.n_running());
         publish_gauges();
-        s.chan->push(std::move(ev));
+        s.chan->push(std::move(last));
         st_->seqs.erase(it);
     }
 }

@@ -117,6 +117,20 @@ describe('speculative decoding with a draft model (--draft-model stories260K-Q8_
     got.token_logprobs.forEach((lp, i) => assert.ok(Math.abs(lp - want.token_logprobs[i]) < 1e-3, `token ${i}: ${lp} vs ${want.token_logprobs[i]}`));
   }));
 
+  test('output under a JSON schema (grammar) equals the output without drafting', ctx.wrap(async () => {
+    const extra = {
+      max_tokens: 80,
+      response_format: {
+        type: 'json_schema',
+        json_schema: { name: 'x', schema: { type: 'object', properties: { name: { type: 'string' }, n: { type: 'integer' } }, required: ['name', 'n'] } },
+      },
+    };
+    const got = await complete(ctx.server, ONCE, extra);
+    const want = await complete(plain, ONCE, extra);
+    assert.equal(got.choices[0].text, want.choices[0].text);
+    assert.equal(got.choices[0].finish_reason, want.choices[0].finish_reason);
+  }));
+
   test('streaming through the OpenAI SDK gives the same text', ctx.wrap(async () => {
     const client = openaiClient(ctx.server);
     const stream = await client.completions.create({ model: 'stories260K', prompt: ONCE, max_tokens: 120, temperature: 0, stream: true });
