@@ -6,6 +6,8 @@
 # the draft acceptance rate from /metrics, and tokens/s as a ratio to no drafting.
 #
 #   scripts/bench-speculative.sh [REQUESTS]    default 8
+#   BENCH_CONCURRENCY=4 scripts/bench-speculative.sh 16   streams at once (and --parallel), default 1
+#   BENCH_DRAFT_MAX_BATCH=N   the servers' --draft-max-batch (default 256: draft at any batch size)
 #
 # Models: stories260K.gguf with its Q8_0 quantization as the draft (they agree nearly always),
 # and a random-weight synthetic 24x896 Q4_K_M model (scripts/bench.sh makes it; made here when
@@ -17,6 +19,7 @@ models=${INFERBOX_TEST_MODELS:-$root/../shared/models}
 bin=${INFERBOX_BIN:-$root/build/inferbox}
 synth_tool=${MAKE_SYNTHETIC_GGUF:-$root/build/tools/make-synthetic-gguf}
 requests=${1:-8}
+concurrency=${BENCH_CONCURRENCY:-1}
 work=$(mktemp -d)
 server=
 trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
@@ -33,7 +36,7 @@ run() { # label model draft-args...
   local label=$1 model=$2
   shift 2
   local port=$((20000 + RANDOM % 20000))
-  "$bin" serve --model "$model" --port "$port" --parallel 1 --threads 2 --ctx-size 1024 "$@" \
+  "$bin" serve --model "$model" --port "$port" --parallel "$concurrency" --threads 2 --ctx-size 1024 --draft-max-batch "${BENCH_DRAFT_MAX_BATCH:-256}" "$@" \
     >"$work/server.log" 2>&1 &
   server=$!
   for _ in $(seq 300); do
@@ -43,7 +46,7 @@ run() { # label model draft-args...
   curl -sf "http://127.0.0.1:$port/v1/health/ready" >/dev/null || { cat "$work/server.log" >&2; exit 1; }
   "$bin" bench --url "http://127.0.0.1:$port" --concurrency 1 --requests 2 --prompt-tokens 64 \
     --max-tokens 32 >/dev/null 2>&1 # warm-up
-  "$bin" bench --url "http://127.0.0.1:$port" --concurrency 1 --requests "$requests" --prompt-tokens 64 \
+  "$bin" bench --url "http://127.0.0.1:$port" --concurrency "$concurrency" --requests "$requests" --prompt-tokens 64 \
     --max-tokens 128 --json-out "$work/$label.json" --label "$label" >/dev/null 2>&1
   curl -sf "http://127.0.0.1:$port/metrics" >"$work/$label.prom"
   kill "$server"

@@ -83,6 +83,11 @@ int run_cli(int argc, char **argv) {
         ->capture_default_str()
         ->check(CLI::Range(1, 64));
     serve
+        ->add_option("--draft-max-batch", so.engine.draft_max_batch,
+                     "draft only while at most this many sequences decode (a fuller batch gains nothing)")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 256));
+    serve
         ->add_option("--draft-p-min", so.engine.draft_p_min,
                      "the draft model stops guessing when it is less sure than this")
         ->capture_default_str()

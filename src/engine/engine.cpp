@@ -387,6 +387,14 @@ void engine::drop_cancelled() {
 }
 
 void engine::propose_drafts() {
+    int32_t n_decoding = 0;
+    for (const auto &[id, s] : st_->seqs) {
+        const auto info = st_->sched.info(id);
+        n_decoding += info && info->phase == seq_phase::decoding ? 1 : 0;
+    }
+    if (n_decoding > cfg_.draft_max_batch) {
+        return;
+    }
     std::vector<draft_model::job> jobs;
     std::vector<uint64_t>         job_ids;
     for (const auto &[id, s] : st_->seqs) {

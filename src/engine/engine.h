@@ -48,7 +48,10 @@ struct engine_config {
     std::shared_ptr<const model> draft_model;
     bool                         draft_ngram = false;
     int32_t                      draft_max   = 8;
-    float                        draft_p_min = 0.5f; // the draft model stops guessing below this probability
+    // Drafting only while at most this many sequences decode: a fuller batch already keeps the
+    // hardware busy, and wider verification steps then cost more than the accepted drafts save.
+    int32_t draft_max_batch = 1;
+    float   draft_p_min     = 0.5f; // the draft model stops guessing below this probability
     // Where the engine reports gauges, token counters and per-token timings; may be null.
     std::shared_ptr<serving_metrics> metrics;
 };

@@ -68,7 +68,8 @@ after(async () => {
 });
 
 describe('speculative decoding with a draft model (--draft-model stories260K-Q8_0.gguf)', () => {
-  const ctx = useServer({ model: MODELS.plain, parallel: 4, args: ['--draft-model', modelPath(DRAFT)] });
+  // --draft-max-batch 4: draft under concurrency too (the default drafts for a lone sequence only).
+  const ctx = useServer({ model: MODELS.plain, parallel: 4, args: ['--draft-model', modelPath(DRAFT), '--draft-max-batch', 4] });
 
   test('greedy output equals the output without drafting, and the drafts are accepted', ctx.wrap(async () => {
     const before = await specCounters(ctx.server);
@@ -89,8 +90,11 @@ describe('speculative decoding with a draft model (--draft-model stories260K-Q8_
 
   test('concurrent requests each get exactly their sequential output', ctx.wrap(async () => {
     const prompts = [...PROMPTS, ...PROMPTS].slice(0, 8);
+    const before = await specCounters(ctx.server);
     const bodies = await Promise.all(prompts.map((p) => complete(ctx.server, p)));
     bodies.forEach((b, i) => assert.equal(b.choices[0].text, reference.get(prompts[i]), `request ${i}`));
+    const after = await specCounters(ctx.server);
+    assert.ok(after.draftTokens - before.draftTokens >= 200, `${after.draftTokens - before.draftTokens} drafted tokens`);
   }));
 
   test('stop strings and max_tokens cut inside a drafted run exactly as without drafting', ctx.wrap(async () => {
