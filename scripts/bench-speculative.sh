@@ -69,15 +69,13 @@ row() { # label mode reference-label
 
 echo "| model, drafting | output tok/s | ITL p50 ms | ITL p99 ms | TTFT p50 ms | drafts accepted | tok/s vs none |"
 echo "|---|---|---|---|---|---|---|"
-run s-none "$models/stories260K.gguf"
-run s-draft "$models/stories260K.gguf" --draft-model "$models/stories260K-Q8_0.gguf"
-run s-ngram "$models/stories260K.gguf" --draft-ngram
-row s-none "stories260K, none" s-none
-row s-draft "stories260K, draft stories260K-Q8_0" s-none
-row s-ngram "stories260K, prompt lookup" s-none
-run y-none "$synthetic"
-run y-draft "$synthetic" --draft-model "$models/stories260K.gguf"
-run y-ngram "$synthetic" --draft-ngram
-row y-none "synthetic 24x896 Q4_K_M, none" y-none
-row y-draft "synthetic 24x896 Q4_K_M, draft stories260K" y-none
-row y-ngram "synthetic 24x896 Q4_K_M, prompt lookup" y-none
+bench_model() { # id name model draft-model
+  run "$1-none" "$3"
+  run "$1-draft" "$3" --draft-model "$4"
+  run "$1-ngram" "$3" --draft-ngram
+  row "$1-none" "$2, none" "$1-none"
+  row "$1-draft" "$2, draft $(basename "$4" .gguf)" "$1-none"
+  row "$1-ngram" "$2, prompt lookup" "$1-none"
+}
+bench_model s stories260K "$models/stories260K.gguf" "$models/stories260K-Q8_0.gguf"
+bench_model y "synthetic 24x896 Q4_K_M" "$synthetic" "$models/stories260K.gguf"

@@ -54,6 +54,7 @@ draft_model::draft_model(std::shared_ptr<const model> m, draft_config cfg)
     : model_(std::move(m)), cfg_(cfg), held_(static_cast<size_t>(cfg.n_slots)) {}
 
 draft_model::~draft_model() {
+    llama_batch_free(batch_);
     if (ctx_ != nullptr) {
         llama_free(ctx_);
     }
@@ -77,6 +78,7 @@ result<std::unique_ptr<draft_model>> draft_model::create(std::shared_ptr<const m
     cp.no_perf                      = true;
     d->cfg_.n_batch                 = static_cast<int32_t>(cp.n_batch);
     d->ctx_                         = llama_init_from_model(d->model_->raw(), cp);
+    d->batch_                       = llama_batch_init(d->cfg_.n_batch, 0, 1);
     if (d->ctx_ == nullptr) {
         return error{error_kind::internal,
                      "failed to create the draft model's context (" + std::to_string(cp.n_ctx) + " KV tokens)", "", ""};
@@ -96,7 +98,7 @@ void draft_model::forget(int32_t slot) {
 void draft_model::run(std::vector<job> &jobs) {
     llama_memory_t mem     = llama_get_memory(ctx_);
     const int32_t  n_vocab = model_->n_vocab();
-    llama_batch    batch   = llama_batch_init(cfg_.n_batch, 0, 1);
+    llama_batch   &batch   = batch_;
 
     // Per job: where in the batch its logits land (-1 = none yet), and whether it still drafts.
     std::vector<int32_t> logit_at(jobs.size(), -1);
@@ -200,7 +202,6 @@ void draft_model::run(std::vector<job> &jobs) {
             take_logits();
         }
     }
-    llama_batch_free(batch);
 }
 
 } // namespace inferbox

@@ -15,7 +15,7 @@
 #include <span>
 #include <vector>
 
-struct llama_context;
+#include "llama.h"
 
 namespace inferbox {
 
@@ -55,8 +55,9 @@ class draft_model {
 
     std::shared_ptr<const model>       model_;
     draft_config                       cfg_;
-    llama_context                     *ctx_ = nullptr;
-    std::vector<std::vector<token_id>> held_; // per slot: the tokens whose KV ctx_ holds
+    llama_context                     *ctx_   = nullptr;
+    llama_batch                        batch_ = {}; // n_batch tokens, reused by every run()
+    std::vector<std::vector<token_id>> held_;       // per slot: the tokens whose KV ctx_ holds
 };
 
 } // namespace inferbox

@@ -37,7 +37,7 @@ struct engine::sequence {
     std::chrono::steady_clock::time_point     submitted;
     std::chrono::steady_clock::time_point     last_token;
     kv_key                                    key = 0; // 0 = the base model; else a LoRA at one scale
-    std::vector<token_id>                     history; // prompt and sampled tokens: what drafts continue
+    std::vector<token_id>                     history; // prompt and sampled tokens, kept while speculating()
 
     ~sequence() {
         if (smpl != nullptr) {
@@ -314,7 +314,7 @@ void engine::accept_new(std::vector<pending> &incoming) {
             s->text      = std::make_unique<text_stream>(req->stop);
             s->submitted = p.submitted;
             s->key       = key;
-            if (cfg_.draft_ngram || st_->drafter) {
+            if (speculating()) {
                 s->history = req->prompt;
             }
 
@@ -386,38 +386,36 @@ void engine::drop_cancelled() {
     }
 }
 
+bool engine::speculating() const {
+    return cfg_.draft_ngram || st_->drafter != nullptr;
+}
+
 void engine::propose_drafts() {
-    int32_t n_decoding = 0;
+    std::vector<uint64_t> decoding;
     for (const auto &[id, s] : st_->seqs) {
-        const auto info = st_->sched.info(id);
-        n_decoding += info && info->phase == seq_phase::decoding ? 1 : 0;
+        if (const auto info = st_->sched.info(id); info && info->phase == seq_phase::decoding) {
+            decoding.push_back(id);
+        }
     }
-    if (n_decoding > cfg_.draft_max_batch) {
+    if (static_cast<int32_t>(decoding.size()) > cfg_.draft_max_batch) {
         return;
     }
     std::vector<draft_model::job> jobs;
     std::vector<uint64_t>         job_ids;
-    for (const auto &[id, s] : st_->seqs) {
-        if (!s->req->speculative) {
-            continue;
-        }
-        const auto info = st_->sched.info(id);
-        if (!info || info->phase != seq_phase::decoding) {
-            continue;
-        }
-        const int32_t room =
-            std::min({cfg_.draft_max, s->req->max_tokens - s->n_generated - 1, cfg_.n_ctx_slot - info->n_past - 1});
-        if (room < 1) {
+    for (uint64_t id : decoding) {
+        const sequence &s    = *st_->seqs.at(id);
+        const int32_t   room = std::min(cfg_.draft_max, st_->sched.draft_room(id));
+        if (!s.req->speculative || room < 1) {
             continue;
         }
         if (cfg_.draft_ngram) {
-            if (auto d = ngram_draft(s->history, room); !d.empty()) {
+            if (auto d = ngram_draft(s.history, room); !d.empty()) {
                 st_->sched.set_draft(id, std::move(d));
                 continue;
             }
         }
         if (st_->drafter) {
-            jobs.push_back({info->slot, s->history, room, {}});
+            jobs.push_back({st_->sched.info(id)->slot, s.history, room, {}});
             job_ids.push_back(id);
         }
     }
@@ -434,7 +432,7 @@ void engine::propose_drafts() {
 
 void engine::step() {
     auto &sched = st_->sched;
-    if (cfg_.draft_ngram || st_->drafter) {
+    if (speculating()) {
         propose_drafts();
     }
     auto plan = sched.schedule();
@@ -703,7 +701,7 @@ void engine::sample_item(const plan_item &item, int32_t first_index) {
             return;
         }
         accepted.push_back(tok);
-        if (!s.history.empty()) {
+        if (speculating()) {
             s.history.push_back(tok);
         }
         s.n_generated += 1;

@@ -110,6 +110,7 @@ class engine {
     // accepting drafts while they match.
     void sample_item(const plan_item &it, int32_t first_index);
     void propose_drafts();                      // speculative decoding: set_draft() for the sequences that take one
+    bool speculating() const;                   // drafting is configured; sequences then keep their history
     void fail_sequence(uint64_t id, error err); // error event, slot freed, sequence gone
     void publish_gauges();
     // Loads `lora` if needed (evicting the least recently used adapter no sequence uses) and

@@ -153,8 +153,7 @@ step_plan scheduler::schedule() {
             s.draft.clear();
             continue;
         }
-        const int32_t room =
-            std::min({cfg_.n_ctx_slot - s.st.n_past - 1, s.max_new - s.st.n_generated - 1, draft_budget});
+        const int32_t room    = std::min(draft_room(s), draft_budget);
         const int32_t n_draft = std::clamp(static_cast<int32_t>(s.draft.size()), 0, std::max(room, 0));
         plan_item     item{id, s.st.slot, s.st.n_past, {s.next_token}, true, n_draft};
         item.tokens.insert(item.tokens.end(), s.draft.begin(), s.draft.begin() + n_draft);
@@ -197,6 +196,18 @@ step_plan scheduler::schedule() {
         plan.n_tokens += static_cast<int32_t>(it.tokens.size());
     }
     return plan;
+}
+
+int32_t scheduler::draft_room(const seq &s) const {
+    if (s.st.phase != seq_phase::decoding) {
+        return 0;
+    }
+    return std::max(0, std::min(cfg_.n_ctx_slot - s.st.n_past - 1, s.max_new - s.st.n_generated - 1));
+}
+
+int32_t scheduler::draft_room(uint64_t id) const {
+    auto it = seqs_.find(id);
+    return it == seqs_.end() ? 0 : draft_room(it->second);
 }
 
 void scheduler::set_draft(uint64_t id, std::vector<token_id> draft) {

@@ -102,6 +102,10 @@ class scheduler {
     // Ignored for sequences that are not decoding.
     void set_draft(uint64_t id, std::vector<token_id> draft);
 
+    // Most draft tokens decoding sequence `id` can take (the slot's room and the tokens it may
+    // still generate after the next one); 0 when it is not decoding. schedule() trims to this.
+    int32_t draft_room(uint64_t id) const;
+
     step_plan schedule();
 
     // The engine sampled `tokens` for `id` from one item: one token, or for an item with drafts
@@ -138,10 +142,11 @@ class scheduler {
         int32_t               n_draft_planned = 0; // drafts in the KV awaiting on_sampled()
     };
 
-    void   admit(step_plan &plan);
-    void   resolve_waiting_prefix(step_plan &plan);
-    void   remove(uint64_t id);
-    kv_key pick_key(); // the key this step computes under
+    void    admit(step_plan &plan);
+    void    resolve_waiting_prefix(step_plan &plan);
+    void    remove(uint64_t id);
+    kv_key  pick_key(); // the key this step computes under
+    int32_t draft_room(const seq &s) const;
 
     scheduler_config        cfg_;
     slot_table              slots_;

@@ -99,6 +99,8 @@ TEST(scheduler_speculative, drafts_are_trimmed_to_the_tokens_left_the_slot_room_
     {
         scheduler s(spec_cfg());
         start_decoding(s, 1, {1, 2, 3}, 4); // one generated, three to go: the next token and two drafts
+        EXPECT_EQ(s.draft_room(1), 2);
+        EXPECT_EQ(s.draft_room(99), 0); // unknown
         s.set_draft(1, {101, 102, 103, 104, 105});
         const auto p = s.schedule();
         EXPECT_EQ(p.items[0].n_draft, 2);
@@ -125,6 +127,7 @@ TEST(scheduler_speculative, drafts_are_trimmed_to_the_tokens_left_the_slot_room_
 TEST(scheduler_speculative, a_draft_is_for_one_step_and_only_for_decoding_sequences) {
     scheduler s(spec_cfg());
     ASSERT_TRUE(s.submit(1, {1, 2, 3}, 50));
+    EXPECT_EQ(s.draft_room(1), 0);
     s.set_draft(1, {7, 8}); // still waiting: ignored
     auto p = s.schedule();
     EXPECT_EQ(p.items[0].n_draft, 0);
