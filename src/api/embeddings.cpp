@@ -37,8 +37,10 @@ class embedding_job : public std::enable_shared_from_this<embedding_job> {
     using body_fn = std::function<std::string(outputs &)>; // the 200 body from the vectors
 
     embedding_job(std::shared_ptr<http_exchange> ex, std::shared_ptr<embedder> emb,
-                  std::shared_ptr<embedding_task> task, embedding_endpoint_metrics *metrics, body_fn body)
-        : ex_(std::move(ex)), emb_(std::move(emb)), task_(std::move(task)), metrics_(metrics), body_(std::move(body)) {}
+                  std::shared_ptr<embedding_task> task, embedding_endpoint_metrics *metrics, body_fn body,
+                  std::shared_ptr<void> hold)
+        : ex_(std::move(ex)), emb_(std::move(emb)), task_(std::move(task)), metrics_(metrics), body_(std::move(body)),
+          hold_(std::move(hold)) {}
 
     void start() {
         self_                             = shared_from_this(); // alive until answered or the client left
@@ -99,6 +101,7 @@ class embedding_job : public std::enable_shared_from_this<embedding_job> {
     std::shared_ptr<embedding_task> task_;
     embedding_endpoint_metrics     *metrics_;
     body_fn                         body_;
+    std::shared_ptr<void>           hold_;
     bool                            finished_ = false;
 };
 
@@ -233,8 +236,9 @@ void handle_embeddings(const std::shared_ptr<http_exchange> &ex, std::shared_ptr
         }
         return embedding_response_body(model_id, vectors, encoding, n_tokens);
     };
-    auto job = std::make_shared<embedding_job>(ex, std::move(emb), std::move(task),
-                                               ctx.metrics ? &ctx.metrics->embeddings : nullptr, std::move(body_fn));
+    auto job =
+        std::make_shared<embedding_job>(ex, std::move(emb), std::move(task),
+                                        ctx.metrics ? &ctx.metrics->embeddings : nullptr, std::move(body_fn), ctx.hold);
     job->start();
 }
 
@@ -301,8 +305,9 @@ void handle_ranking(const std::shared_ptr<http_exchange> &ex, std::shared_ptr<em
         }
         return json{{"rankings", rankings}}.dump(-1, ' ', false, json::error_handler_t::replace);
     };
-    auto job = std::make_shared<embedding_job>(ex, std::move(emb), std::move(task),
-                                               ctx.metrics ? &ctx.metrics->ranking : nullptr, std::move(body_fn));
+    auto job =
+        std::make_shared<embedding_job>(ex, std::move(emb), std::move(task),
+                                        ctx.metrics ? &ctx.metrics->ranking : nullptr, std::move(body_fn), ctx.hold);
     job->start();
 }
 

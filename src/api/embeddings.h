@@ -24,6 +24,7 @@ struct embedding_route_context {
     std::shared_ptr<embedding_metrics> metrics;           // may be null
     rate_limiter                      *limiter = nullptr; // may be null; outlives every request
     size_t                             key     = 0;
+    std::shared_ptr<void>              hold; // keeps the model loaded until the answer (model_host)
 };
 
 // Each answers `ex` exactly once, at once (invalid request, queue full) or when the embedder has

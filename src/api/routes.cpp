@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/post.hpp>
+
 #include <algorithm>
 #include <chrono>
 
@@ -35,9 +37,31 @@ api_router::api_router(api_config cfg)
       created_(std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
                    .count()) {}
 
-void api_router::attach(std::shared_ptr<engine> eng) {
+bool served_model::idle() const {
+    const auto s = eng->stats();
+    return s.n_running == 0 && s.n_waiting == 0 && (!emb || emb->idle());
+}
+
+bool served_model::healthy() const {
+    return eng->healthy();
+}
+
+void served_model::stop() {
+    eng->stop();
+    if (emb) {
+        emb->stop();
+    }
+}
+
+void api_router::set_models(std::shared_ptr<served_models> host, std::vector<hosted_model_info> info) {
     std::lock_guard lock(mu_);
-    engine_ = std::move(eng);
+    host_ = std::move(host);
+    info_ = std::move(info);
+}
+
+void api_router::set_ready() {
+    std::lock_guard lock(mu_);
+    ready_ = true;
 }
 
 void api_router::set_draining(bool draining) {
@@ -45,25 +69,73 @@ void api_router::set_draining(bool draining) {
     draining_ = draining;
 }
 
-void api_router::set_documents(std::string metadata_json, std::string manifest_json) {
+hosted_model_info api_router::info_for(size_t index) const {
     std::lock_guard lock(mu_);
-    metadata_ = std::move(metadata_json);
-    manifest_ = std::move(manifest_json);
+    return index < info_.size() ? info_[index] : hosted_model_info{};
 }
 
-std::shared_ptr<engine> api_router::current_engine() const {
+std::string api_router::model_id(size_t index) const {
     std::lock_guard lock(mu_);
-    return draining_ ? nullptr : engine_;
+    return host_ && index < host_->size() ? host_->id(index) : cfg_.model_id;
 }
 
-void api_router::attach_embedder(std::shared_ptr<embedder> emb) {
+std::shared_ptr<served_models> api_router::current_host() const {
     std::lock_guard lock(mu_);
-    embedder_ = std::move(emb);
+    return draining_ ? nullptr : host_;
 }
 
-std::shared_ptr<embedder> api_router::current_embedder() const {
-    std::lock_guard lock(mu_);
-    return draining_ ? nullptr : embedder_;
+std::optional<size_t> api_router::route_model(http_exchange &ex, const std::string &requested, bool loras_too) {
+    auto host = current_host();
+    if (requested.empty() || !host) {
+        return 0;
+    }
+    if (auto i = host->find(requested)) {
+        return i;
+    }
+    std::string served;
+    for (size_t i = 0; i < host->size() && i < 16; ++i) {
+        served += (served.empty() ? "'" : ", '") + host->id(i) + "'";
+    }
+    if (host->size() > 16) {
+        served += " and " + std::to_string(host->size() - 16) + " more";
+    }
+    respond_error(ex, error{error_kind::not_found,
+                            "the model '" + requested.substr(0, 200) + "' does not exist; this server serves " +
+                                served + (loras_too && cfg_.loras ? " and the LoRA adapters GET /v1/models lists" : ""),
+                            "model", "model_not_found"});
+    return std::nullopt;
+}
+
+void api_router::with_model(const std::shared_ptr<http_exchange> &ex, size_t index, use_fn use) {
+    auto host = current_host();
+    if (!host) {
+        respond_error(*ex, error{error_kind::unavailable,
+                                 "the server is not ready (starting or draining); retry shortly", "", "not_ready"});
+        return;
+    }
+    auto answer = [ex, use = std::move(use)](result<leased> r) {
+        if (!r) {
+            ex->log_field("error", r.err().code.empty() ? std::string(map_error(r.err().kind).type) : r.err().code);
+            respond_error(*ex, r.err());
+            return;
+        }
+        use(std::move(*r));
+    };
+    if (auto now = host->try_acquire(index)) {
+        answer(std::move(*now));
+        return;
+    }
+    // The model is not loaded: the host loads it (making room under the memory budget) and calls
+    // back on its loader thread; the rest runs on the exchange's executor again.
+    ex->log_field("model_load_wait", true);
+    host->acquire_async(index, [ex, answer](result<leased> r) {
+        boost::asio::post(ex->executor(), [ex, answer, r = std::move(r)]() mutable {
+            if (ex->disconnected()) {
+                return; // the client left while the model loaded; the lease ends here
+            }
+            answer(std::move(r));
+        });
+    });
 }
 
 namespace {
@@ -256,12 +328,23 @@ void api_router::handle(const std::shared_ptr<http_exchange> &ex) {
     if (target == "/v1/health/live") {
         respond_json(*ex, {{"object", "health.response"}, {"message", "live"}});
     } else if (target == "/v1/health/ready" || target == "/health") {
-        auto eng = current_engine();
-        if (eng && eng->healthy()) {
+        auto host = current_host();
+        bool ready;
+        {
+            std::lock_guard lock(mu_);
+            ready = ready_;
+        }
+        bool healthy = true;
+        if (host) {
+            for (const auto &m : host->loaded()) {
+                healthy = healthy && m->healthy();
+            }
+        }
+        if (host && ready && healthy) {
             respond_json(*ex, {{"object", "health.response"}, {"message", "ready"}});
         } else {
-            const char *why =
-                !eng ? "not ready: the model is loading or the server is draining" : "not ready: the engine failed";
+            const char *why = !host || !ready ? "not ready: the model is loading or the server is draining"
+                                              : "not ready: the engine failed";
             respond_error(*ex, error{error_kind::unavailable, why, "", "not_ready"});
         }
     } else if (target == "/v1/version") {
@@ -270,17 +353,7 @@ void api_router::handle(const std::shared_ptr<http_exchange> &ex) {
         ex->respond(http::status::ok, cfg_.metrics_registry ? cfg_.metrics_registry->render() : std::string(),
                     "text/plain; version=0.0.4; charset=utf-8");
     } else if (target == "/v1/metadata" || target == "/v1/manifest") {
-        std::string doc;
-        {
-            std::lock_guard lock(mu_);
-            doc = target == "/v1/metadata" ? metadata_ : manifest_;
-        }
-        if (doc.empty()) {
-            respond_error(
-                *ex, error{error_kind::unavailable, "not ready: the model file is still being read", "", "not_ready"});
-        } else {
-            ex->respond(http::status::ok, std::move(doc), "application/json");
-        }
+        handle_documents(ex, target == "/v1/manifest");
     } else if (target == "/v1/models") {
         handle_models(ex);
     } else {
@@ -300,14 +373,7 @@ void api_router::handle(const std::shared_ptr<http_exchange> &ex) {
             }
         }
         if (target == "/v1/embeddings" || target == "/v1/ranking") {
-            embedding_route_context ec;
-            ec.model_id       = cfg_.model_id;
-            ec.limits         = cfg_.embedding;
-            ec.max_json_depth = cfg_.limits.max_json_depth;
-            ec.metrics        = cfg_.embed_metrics;
-            ec.limiter        = limiter_.enabled() ? &limiter_ : nullptr;
-            ec.key            = key;
-            (target == "/v1/embeddings" ? handle_embeddings : handle_ranking)(ex, current_embedder(), ec);
+            handle_embedding_route(ex, target == "/v1/ranking", key);
             return;
         }
         handle_inference(ex, target == "/v1/chat/completions" ? api_kind::chat : api_kind::completion, key);
@@ -335,23 +401,138 @@ void api_router::log_access(const access_record &r) {
 }
 
 void api_router::handle_models(const std::shared_ptr<http_exchange> &ex) {
-    auto eng   = current_engine();
-    json model = {{"id", cfg_.model_id},   {"object", "model"}, {"created", created_},    {"owned_by", "inferbox"},
-                  {"root", cfg_.model_id}, {"parent", nullptr}, {"ready", eng != nullptr}};
-    if (eng) {
-        model["max_model_len"] = eng->n_ctx_slot();
-    }
-    json data = json::array({model});
-    if (cfg_.loras) {
-        for (const auto &l : cfg_.loras->list()) {
-            json a      = model;
-            a["id"]     = l.name;
-            a["parent"] = cfg_.model_id;
-            a["lora"]   = {{"file_bytes", l.file_size}, {"parameters", l.n_params}};
-            data.push_back(std::move(a));
+    auto host = current_host();
+    json data = json::array();
+    if (host) {
+        std::vector<hosted_model_info> info;
+        {
+            std::lock_guard lock(mu_);
+            info = info_;
+        }
+        const auto views  = host->snapshot();
+        const auto loaded = host->loaded();
+        for (size_t i = 0; i < views.size(); ++i) {
+            const auto &v     = views[i];
+            json        model = {{"id", v.id},
+                                 {"object", "model"},
+                                 {"created", created_},
+                                 {"owned_by", "inferbox"},
+                                 {"root", v.id},
+                                 {"parent", nullptr},
+                                 {"ready", v.state == hosted_state::loaded},
+                                 {"status", hosted_state_name(v.state)},
+                                 {"memory_bytes", v.memory_bytes}};
+            int32_t     n_ctx = i < info.size() ? info[i].n_ctx_slot : 0;
+            if (v.state == hosted_state::loaded) {
+                if (auto now = host->try_acquire(i); now && *now) {
+                    n_ctx = (*now)->instance()->eng->n_ctx_slot();
+                }
+            }
+            if (n_ctx > 0) {
+                model["max_model_len"] = n_ctx;
+            }
+            if (!v.error.empty()) {
+                model["error"] = v.error;
+            }
+            data.push_back(std::move(model));
+            if (i == 0 && cfg_.loras) {
+                for (const auto &l : cfg_.loras->list()) {
+                    json a      = data.back();
+                    a["id"]     = l.name;
+                    a["parent"] = v.id;
+                    a["lora"]   = {{"file_bytes", l.file_size}, {"parameters", l.n_params}};
+                    a.erase("memory_bytes");
+                    data.push_back(std::move(a));
+                }
+            }
         }
     }
     respond_json(*ex, {{"object", "list"}, {"data", std::move(data)}});
+}
+
+void api_router::handle_documents(const std::shared_ptr<http_exchange> &ex, bool manifest) {
+    std::shared_ptr<served_models> host;
+    std::vector<hosted_model_info> info;
+    {
+        std::lock_guard lock(mu_);
+        host = host_;
+        info = info_;
+    }
+    if (!host || info.empty()) {
+        respond_error(
+            *ex, error{error_kind::unavailable, "not ready: the model files are still being read", "", "not_ready"});
+        return;
+    }
+    const auto views  = host->snapshot();
+    auto       parsed = [](const std::string &s, const json &fallback) {
+        return s.empty() ? fallback : json::parse(s, nullptr, false);
+    };
+    json models = json::array();
+    for (size_t i = 0; i < views.size() && i < info.size(); ++i) {
+        json m = {{"id", views[i].id},
+                  {"architecture", info[i].architecture},
+                  {"file_bytes", info[i].file_bytes},
+                  {"status", hosted_state_name(views[i].state)},
+                  {"memory_bytes", views[i].memory_bytes},
+                  {"loads", views[i].loads},
+                  {"unloads", views[i].unloads}};
+        if (!views[i].error.empty()) {
+            m["error"] = views[i].error;
+        }
+        if (manifest) {
+            m["profiles"] = parsed(info[i].profiles_json, json::array());
+        } else {
+            m["profile"] = parsed(info[i].profile_json, nullptr);
+        }
+        models.push_back(std::move(m));
+    }
+    json doc;
+    if (manifest) {
+        doc = {{"object", "manifest"},
+               {"model", views.front().id},
+               {"budget_bytes", host->budget_bytes()},
+               {"profiles", parsed(info.front().profiles_json, json::array())},
+               {"models", std::move(models)}};
+    } else {
+        doc = {{"object", "metadata"},
+               {"version", cfg_.version},
+               {"llama_cpp", cfg_.llama_cpp_version},
+               {"models", std::move(models)},
+               {"profile", parsed(info.front().profile_json, nullptr)},
+               {"memory_budget_bytes", host->budget_bytes()},
+               {"resident_bytes", host->resident_bytes()},
+               // What the engine takes from the profile (with --profile; otherwise the flags).
+               {"applied_settings",
+                {"threads", "parallel", "ctx_size", "batch_size", "kv_cache_type", "flash_attn", "mmap", "mlock",
+                 "gpu_layers"}}};
+    }
+    respond_json(*ex, doc);
+}
+
+void api_router::handle_embedding_route(const std::shared_ptr<http_exchange> &ex, bool ranking, size_t key) {
+    // The model is looked up before the endpoint parses the whole request, since it decides
+    // which embedder answers; a body that does not parse goes to the default model's handler,
+    // which names the problem.
+    std::string requested;
+    if (auto body = parse_json_body(ex->request().body(), cfg_.limits.max_json_depth);
+        body && body->is_object() && body->contains("model") && (*body)["model"].is_string()) {
+        requested = (*body)["model"].get<std::string>();
+    }
+    const auto index = route_model(*ex, requested, false);
+    if (!index) {
+        return;
+    }
+    with_model(ex, *index, [this, ex, ranking, key](const leased &m) {
+        embedding_route_context ec;
+        ec.model_id       = model_id(m.index());
+        ec.limits         = cfg_.embedding;
+        ec.max_json_depth = cfg_.limits.max_json_depth;
+        ec.metrics        = info_for(m.index()).embed_metrics;
+        ec.limiter        = limiter_.enabled() ? &limiter_ : nullptr;
+        ec.key            = key;
+        ec.hold           = m.hold();
+        (ranking ? handle_ranking : handle_embeddings)(ex, m->emb, ec);
+    });
 }
 
 void api_router::handle_inference(const std::shared_ptr<http_exchange> &ex, api_kind kind, size_t key) {
@@ -365,32 +546,42 @@ void api_router::handle_inference(const std::shared_ptr<http_exchange> &ex, api_
         respond_error(*ex, req.err());
         return;
     }
-    std::string served = cfg_.model_id; // the id the answer names: the base model or an adapter
+    // The model: a hosted model's id, a LoRA adapter of the default model, or none (the default).
+    size_t      index  = 0;
+    std::string served = cfg_.model_id; // the id the answer names: a hosted model or an adapter
     if (!req->model.empty() && req->model != cfg_.model_id) {
-        auto adapter = cfg_.loras ? cfg_.loras->find(req->model) : std::nullopt;
-        if (!adapter) {
-            respond_error(*ex, error{error_kind::not_found,
-                                     "the model '" + req->model.substr(0, 200) +
-                                         "' does not exist; this server serves '" + cfg_.model_id + "'" +
-                                         (cfg_.loras ? " and the LoRA adapters GET /v1/models lists" : ""),
-                                     "model", "model_not_found"});
+        auto host    = current_host();
+        auto hosted  = host ? host->find(req->model) : std::nullopt;
+        auto adapter = !hosted && cfg_.loras ? cfg_.loras->find(req->model) : std::nullopt;
+        if (hosted) {
+            index  = *hosted;
+            served = req->model;
+        } else if (adapter) {
+            req->lora = lora_choice{adapter->name, adapter->path.string(), req->lora_scale.value_or(1.0f)};
+            served    = adapter->name;
+        } else {
+            route_model(*ex, req->model, true); // answers 404 naming what is served
             return;
         }
-        req->lora = lora_choice{adapter->name, adapter->path.string(), req->lora_scale.value_or(1.0f)};
-        served    = adapter->name;
-    } else if (req->lora_scale) {
-        respond_error(*ex, error::invalid("lora_scale applies to a LoRA adapter's model id; '" + cfg_.model_id +
-                                              "' is the base model",
-                                          "lora_scale"));
+    }
+    if (req->lora_scale && !req->lora) {
+        respond_error(
+            *ex, error::invalid("lora_scale applies to a LoRA adapter's model id; '" + served + "' is a base model",
+                                "lora_scale"));
         return;
     }
-    auto eng = current_engine();
-    if (!eng) {
-        respond_error(*ex, error{error_kind::unavailable, "the model is not ready (loading or draining); retry shortly",
-                                 "", "not_ready"});
-        return;
-    }
-    const model &m = eng->get_model();
+    auto shared_req = std::make_shared<api_request>(std::move(*req));
+    with_model(ex, index, [this, ex, shared_req, served, key](const leased &m) {
+        run_inference(ex, m, std::move(*shared_req), served, key);
+    });
+}
+
+void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, const leased &leased_model,
+                               api_request request, std::string served, size_t key) {
+    const api_kind kind = request.kind;
+    auto          *req  = &request;
+    auto           eng  = leased_model->eng;
+    const model   &m    = eng->get_model();
 
     std::vector<prepared_prompt>       prompts;
     std::shared_ptr<const chat_render> tool_render; // set when tool calls are to be parsed
@@ -491,9 +682,10 @@ void api_router::handle_inference(const std::shared_ptr<http_exchange> &ex, api_
         return;
     }
     job_context jc;
-    jc.metrics = cfg_.metrics;
+    jc.metrics = info_for(leased_model.index()).metrics;
     jc.limiter = limiter_.enabled() ? &limiter_ : nullptr;
     jc.key     = key;
+    jc.hold    = leased_model.hold();
     ex->log_field("model", served);
     run_completion(ex, std::move(eng), std::move(*req), std::move(prompts), static_cast<int32_t>(max_tokens), served,
                    jc, std::move(tool_render));

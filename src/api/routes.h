@@ -9,6 +9,7 @@
 #include "api/schema.h"
 #include "engine/embedder.h"
 #include "engine/engine.h"
+#include "host/model_host.h"
 #include "metrics/embedding_metrics.h"
 #include "metrics/registry.h"
 #include "metrics/serving_metrics.h"
@@ -20,23 +21,46 @@
 
 namespace inferbox {
 
+// One loaded model: the engine that generates and the embedder that embeds (they share the
+// weights). What the model host loads and unloads.
+struct served_model {
+    std::shared_ptr<engine>   eng;
+    std::shared_ptr<embedder> emb; // null when the model has no embedder
+
+    bool idle() const; // nothing queued or running in either
+    bool healthy() const;
+    void stop();
+};
+using served_models = model_host<served_model>;
+
+// What the router knows of a hosted model whether or not it is loaded: its documents and the
+// metrics series labelled with its id. Index i describes the host's entry i.
+struct hosted_model_info {
+    std::string                        architecture;
+    uint64_t                           file_bytes = 0;
+    int32_t                            n_ctx_slot = 0; // 0: known once loaded
+    std::string                        profile_json;   // its active profile, for /v1/metadata
+    std::string                        profiles_json;  // its profile list, for /v1/manifest (a JSON array)
+    std::shared_ptr<serving_metrics>   metrics;        // may be null
+    std::shared_ptr<embedding_metrics> embed_metrics;  // may be null
+};
+
 struct api_config {
-    std::string model_id; // the id /v1/models shows and requests name
+    std::string model_id; // the default model: what a request without `model` gets, the LoRA parent
     std::string version;
+    std::string llama_cpp_version; // for /v1/metadata
     api_limits  limits;
 
-    std::vector<std::string>         api_keys;               // empty: no authentication
-    bool                             metrics_public = false; // /metrics without a key
-    std::vector<std::string>         cors_origins;           // empty: CORS off; "*": any origin
-    rate_limits                      rate;
-    std::shared_ptr<registry>        metrics_registry; // what /metrics renders; may be null
-    std::shared_ptr<serving_metrics> metrics;          // the served model's series; may be null
+    std::vector<std::string>  api_keys;               // empty: no authentication
+    bool                      metrics_public = false; // /metrics without a key
+    std::vector<std::string>  cors_origins;           // empty: CORS off; "*": any origin
+    rate_limits               rate;
+    std::shared_ptr<registry> metrics_registry; // what /metrics renders; may be null
 
     // The LoRA adapter folder: each adapter is a model id of its own (parent: model_id). May be null.
     std::shared_ptr<lora_catalog> loras;
 
-    embedding_limits                   embedding;     // /v1/embeddings and /v1/ranking
-    std::shared_ptr<embedding_metrics> embed_metrics; // may be null
+    embedding_limits embedding; // /v1/embeddings and /v1/ranking
 };
 
 // Everything a generation job needs besides the request: where to report, whom to charge.
@@ -44,20 +68,20 @@ struct job_context {
     std::shared_ptr<serving_metrics> metrics;           // may be null
     rate_limiter                    *limiter = nullptr; // may be null; outlives every job
     size_t                           key     = 0;
+    std::shared_ptr<void>            hold; // keeps the model loaded until the job ends (model_host)
 };
 
 class api_router {
   public:
     explicit api_router(api_config cfg);
 
-    // Thread-safe. Until an engine is attached, readiness answers 503 and inference 503.
-    void attach(std::shared_ptr<engine> eng);
-    // Thread-safe. Until an embedder is attached, /v1/embeddings and /v1/ranking answer 503.
-    void attach_embedder(std::shared_ptr<embedder> emb);
+    // Thread-safe, once. The hosted models (entry 0 is the default model, cfg.model_id) and what
+    // is known of each. Until then, readiness, inference, /v1/metadata and /v1/manifest answer 503.
+    void set_models(std::shared_ptr<served_models> host, std::vector<hosted_model_info> info);
+    // Thread-safe. Readiness answers 200 once set: the default model has loaded (its weights may
+    // later be unloaded for another model; the server stays ready to route).
+    void set_ready();
     void set_draining(bool draining); // readiness turns 503, new inference requests get 503
-    // Thread-safe. The JSON bodies of GET /v1/metadata and /v1/manifest (NIM's endpoints), known
-    // once the model's file and the hardware have been read; until then both answer 503.
-    void set_documents(std::string metadata_json, std::string manifest_json);
 
     void handle(const std::shared_ptr<http_exchange> &ex);
 
@@ -68,21 +92,34 @@ class api_router {
     const api_config &config() const { return cfg_; }
 
   private:
-    std::shared_ptr<engine>   current_engine() const;
-    std::shared_ptr<embedder> current_embedder() const; // null while draining
-    void                      handle_models(const std::shared_ptr<http_exchange> &ex);
-    void                      handle_inference(const std::shared_ptr<http_exchange> &ex, api_kind kind, size_t key);
-    bool                      cors(const std::shared_ptr<http_exchange> &ex, const std::string &target);
+    using leased = served_models::lease;
+    using use_fn = std::function<void(leased)>;
+    // The host, or null while draining (or before set_models).
+    std::shared_ptr<served_models> current_host() const;
+    hosted_model_info              info_for(size_t index) const;
+    std::string                    model_id(size_t index) const; // the host's id for an entry
+    // The entry a request's `model` names ("" = the default); answers 404 and returns nullopt.
+    std::optional<size_t> route_model(http_exchange &ex, const std::string &requested, bool loras_too);
+    // Runs `use` on the exchange's executor with a lease on model `index`, loading it first if
+    // needed (bounded wait); answers the error instead when it cannot.
+    void with_model(const std::shared_ptr<http_exchange> &ex, size_t index, use_fn use);
+    void handle_models(const std::shared_ptr<http_exchange> &ex);
+    void handle_documents(const std::shared_ptr<http_exchange> &ex, bool manifest);
+    void handle_inference(const std::shared_ptr<http_exchange> &ex, api_kind kind, size_t key);
+    void run_inference(const std::shared_ptr<http_exchange> &ex, const leased &model, api_request req,
+                       std::string served, size_t key);
+    void handle_embedding_route(const std::shared_ptr<http_exchange> &ex, bool ranking, size_t key);
+    bool cors(const std::shared_ptr<http_exchange> &ex, const std::string &target);
 
-    api_config                cfg_;
-    api_keys                  keys_;
-    rate_limiter              limiter_;
-    mutable std::mutex        mu_;
-    std::shared_ptr<engine>   engine_;
-    std::shared_ptr<embedder> embedder_;
-    bool                      draining_ = false;
-    std::string               metadata_, manifest_;
-    int64_t                   created_ = 0;
+    api_config                     cfg_;
+    api_keys                       keys_;
+    rate_limiter                   limiter_;
+    mutable std::mutex             mu_;
+    std::shared_ptr<served_models> host_;
+    std::vector<hosted_model_info> info_; // set once with host_
+    bool                           ready_    = false;
+    bool                           draining_ = false;
+    int64_t                        created_  = 0;
 };
 
 // Sends an error response (the one error-to-HTTP path for whole responses); `headers` are

@@ -22,10 +22,22 @@ int run_cli(int argc, char **argv) {
 
     serve_options so;
     auto         *serve = app.add_subcommand("serve", "serve a GGUF model over the OpenAI API");
-    serve->add_option("-m,--model", so.model_path,
-                      "the model: a GGUF file, a cached name, or hf://ORG/REPO/FILE.gguf or a URL to pull first");
-    serve->add_option("MODEL", so.model_path, "the model, as --model")->configurable(false);
-    serve->add_option("--model-name", so.model_name, "model id clients use (default: the file name)");
+    serve->add_option("-m,--model", so.models,
+                      "a model to serve: a GGUF file, a cached name, or hf://ORG/REPO/FILE.gguf or a URL to pull "
+                      "first; repeat it to host several (ID=REF names one; the first is the default)");
+    std::string positional_model;
+    serve->add_option("MODEL", positional_model, "the (default) model, as --model")->configurable(false);
+    serve->add_option("--model-name", so.model_name, "the first model's id (default: its cached name or file name)");
+    serve
+        ->add_option("--memory-budget", so.memory_budget,
+                     "memory the hosted models may hold together: auto (what the profile says this machine can "
+                     "hold), off, or a size (8GiB); the least recently used idle model unloads to make room")
+        ->capture_default_str();
+    serve
+        ->add_option("--model-load-timeout", so.model_load_timeout,
+                     "seconds a request waits for its model to load (or for room to load it)")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 3600));
     serve->add_option("--host", so.host, "address to listen on")->capture_default_str();
     serve->add_option("--port", so.port, "port to listen on (0 = any free port)")->capture_default_str();
     serve->add_option("--chat-template", so.chat_template, "Jinja chat template overriding the model's");
@@ -242,7 +254,10 @@ int run_cli(int argc, char **argv) {
         return store_action();
     }
     if (serve->parsed()) {
-        if (so.model_path.empty()) {
+        if (!positional_model.empty()) {
+            so.models.insert(so.models.begin(), positional_model);
+        }
+        if (so.models.empty()) {
             spdlog::error(
                 "no model to serve: run inferbox serve NAME|PATH|hf://ORG/REPO/FILE.gguf, or set serve.model in "
                 "the config file or INFERBOX_MODEL (inferbox models lists the cached ones; inferbox pull "

@@ -6,6 +6,7 @@
 #include "cli/profile_commands.h"
 #include "engine/model.h"
 #include "fetch/pull.h"
+#include "host/model_host.h"
 #include "store/gguf.h"
 #include "store/hardware.h"
 #include "store/profiles.h"
@@ -18,6 +19,8 @@
 
 #include "llama.h"
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -39,8 +42,16 @@ namespace {
 // load: --profile auto picks the best runnable profile, --profile NAME applies a listed one, and
 // explicit flags are estimated as a "custom" profile. A configuration that cannot fit is refused
 // here, with the numbers. Also publishes /v1/metadata and /v1/manifest.
-std::optional<error> choose_profile(const serve_options &opts, const std::string &model_id, const gguf_info &info,
-                                    engine_config &ecfg, model_options &mo, api_router &router) {
+// What choosing a profile settles for one model besides its engine settings.
+struct chosen_profile {
+    std::string profile_json;  // the active profile (/v1/metadata)
+    std::string profiles_json; // every candidate, with its status (/v1/manifest)
+    uint64_t    memory_bytes = 0;
+    uint64_t    budget_bytes = 0; // what the machine can hold, by the profile estimator
+};
+
+std::optional<error> choose_profile(const serve_options &opts, const gguf_info &info, engine_config &ecfg,
+                                    model_options &mo, chosen_profile &out) {
     const hardware_info hw  = detect_hardware();
     const profile_set   set = list_profiles(info, hw);
     model_profile       active;
@@ -111,35 +122,98 @@ std::optional<error> choose_profile(const serve_options &opts, const std::string
         mo.n_gpu_layers = active.settings.n_gpu_layers;
     }
 
-    nlohmann::json profile  = profile_to_json(active);
-    nlohmann::json metadata = {
-        {"object", "metadata"},
-        {"version", INFERBOX_VERSION},
-        {"llama_cpp", llama_cpp_version()},
-        {"models", nlohmann::json::array(
-                       {{{"id", model_id}, {"architecture", info.architecture}, {"file_bytes", info.file_size}}})},
-        {"profile", profile},
-        // What the engine takes from the profile (with --profile; otherwise the flags).
-        {"applied_settings",
-         {"threads", "parallel", "ctx_size", "batch_size", "kv_cache_type", "flash_attn", "mmap", "mlock",
-          "gpu_layers"}}};
-    nlohmann::json manifest = {{"object", "manifest"},
-                               {"model", model_id},
-                               {"budget_bytes", set.budget.bytes},
-                               {"profiles", nlohmann::json::array()}};
+    auto dump = [](const nlohmann::json &j) {
+        return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    };
+    nlohmann::json profiles = nlohmann::json::array();
     for (const auto &p : set.profiles) {
-        manifest["profiles"].push_back(profile_to_json(p));
+        profiles.push_back(profile_to_json(p));
     }
-    router.set_documents(metadata.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
-                         manifest.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    out.profile_json  = dump(profile_to_json(active));
+    out.profiles_json = dump(profiles);
+    out.memory_bytes  = active.memory.total();
+    out.budget_bytes  = set.budget.bytes;
     return std::nullopt;
 }
 
+// "ID=REF" names a model's id on the command line; anything else is a reference whose id is the
+// cached name or the file's stem. A path that exists as given is never split.
+std::pair<std::string, std::string> split_model_arg(const std::string &arg) {
+    const auto eq = arg.find('=');
+    if (eq == std::string::npos || eq == 0 || std::filesystem::exists(arg)) {
+        return {"", arg};
+    }
+    const std::string id    = arg.substr(0, eq);
+    const bool        plain = std::all_of(id.begin(), id.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' || c == ':';
+    });
+    return plain ? std::make_pair(id, arg.substr(eq + 1)) : std::make_pair(std::string(), arg);
+}
+
+// Clients see a model's file by its name only: error messages never carry absolute paths.
+std::string without_paths(std::string message, std::initializer_list<std::string> paths) {
+    for (const auto &path : paths) {
+        if (path.empty()) {
+            continue;
+        }
+        const std::string name = std::filesystem::path(path).filename().string();
+        for (size_t at = message.find(path); at != std::string::npos; at = message.find(path, at + name.size())) {
+            message.replace(at, path.size(), name);
+        }
+    }
+    return message;
+}
+
+// One hosted model as serve settles it before anything loads.
+struct hosted_plan {
+    std::string          id;
+    std::string          path;
+    engine_config        ecfg;
+    model_options        mo;
+    embedder_config      embed;
+    hosted_model_info    info;
+    uint64_t             memory_bytes = 0; // the profile's estimate
+    std::optional<error> refused;          // its file or configuration cannot be served
+};
+
 } // namespace
 
+std::optional<uint64_t> parse_memory_size(const std::string &text) {
+    if (text == "off" || text == "0") {
+        return 0;
+    }
+    size_t pos   = 0;
+    double value = 0;
+    try {
+        value = std::stod(text, &pos);
+    } catch (const std::exception &) {
+        return std::nullopt;
+    }
+    std::string unit = text.substr(pos);
+    while (!unit.empty() && unit.front() == ' ') {
+        unit.erase(0, 1);
+    }
+    static const std::pair<const char *, double> units[] = {
+        {"B", 1.0},    {"KiB", 1024.0},  {"MiB", 1048576.0},  {"GiB", 1073741824.0},  {"TiB", 1099511627776.0},
+        {"K", 1024.0}, {"M", 1048576.0}, {"G", 1073741824.0}, {"T", 1099511627776.0}, {"KB", 1e3},
+        {"MB", 1e6},   {"GB", 1e9},      {"TB", 1e12}};
+    for (const auto &[name, scale] : units) {
+        if (unit == name && value > 0 && value * scale < 1.8e19) {
+            return static_cast<uint64_t>(value * scale);
+        }
+    }
+    return std::nullopt;
+}
+
 int run_serve(const serve_options &given) {
-    // --model is a path, a cached name, or a reference to pull (hf://, https://) into the cache.
-    serve_options resolved_opts = given;
+    // Each --model is a path, a cached name, or a reference to pull (hf://, https://) into the
+    // cache, optionally as ID=REF.
+    if (given.models.empty()) {
+        spdlog::error("no model to serve");
+        return 1;
+    }
+    std::vector<std::pair<std::string, std::string>> refs; // (id, file)
+    std::string                                      draft_path;
     {
         pull_options po;
         auto         last = std::make_shared<std::chrono::steady_clock::time_point>();
@@ -152,14 +226,28 @@ int run_serve(const serve_options &given) {
             }
         };
         po.on_notice = [](const std::string &msg) { spdlog::info("download: {}", msg); };
-        auto found   = resolve_model(given.model_path, po);
-        if (!found) {
-            spdlog::error("{}", found.err().message);
-            return 1;
-        }
-        resolved_opts.model_path = found->file.string();
-        if (resolved_opts.model_name.empty() && found->from_store) {
-            resolved_opts.model_name = found->name;
+        for (size_t i = 0; i < given.models.size(); ++i) {
+            auto [id, ref] = split_model_arg(given.models[i]);
+            auto found     = resolve_model(ref, po);
+            if (!found) {
+                spdlog::error("{}", found.err().message);
+                return 1;
+            }
+            if (id.empty() && i == 0) {
+                id = given.model_name;
+            }
+            if (id.empty()) {
+                id = found->from_store ? found->name : std::filesystem::path(found->file).stem().string();
+            }
+            for (const auto &r : refs) {
+                if (r.first == id) {
+                    spdlog::error("two models have the id '{}': name one with --model ID=PATH (or --model-name for "
+                                  "the first)",
+                                  id);
+                    return 1;
+                }
+            }
+            refs.emplace_back(id, found->file.string());
         }
         if (!given.draft_model.empty()) {
             auto draft = resolve_model(given.draft_model, po);
@@ -167,10 +255,20 @@ int run_serve(const serve_options &given) {
                 spdlog::error("--draft-model: {}", draft.err().message);
                 return 1;
             }
-            resolved_opts.draft_model = draft->file.string();
+            draft_path = draft->file.string();
         }
     }
-    const serve_options &opts = resolved_opts;
+    std::optional<uint64_t> budget_flag;
+    if (given.memory_budget != "auto") {
+        budget_flag = parse_memory_size(given.memory_budget);
+        if (!budget_flag) {
+            spdlog::error("--memory-budget '{}' is not a size: use auto, off, or a number with a unit (512MiB, 8GiB, "
+                          "16GB)",
+                          given.memory_budget);
+            return 1;
+        }
+    }
+    const serve_options &opts = given;
 
     llama_log_set(
         [](ggml_log_level level, const char *text, void *) {
@@ -197,9 +295,10 @@ int run_serve(const serve_options &given) {
     llama_backend_init();
 
     api_config cfg;
-    cfg.model_id = opts.model_name.empty() ? std::filesystem::path(opts.model_path).stem().string() : opts.model_name;
-    cfg.version  = INFERBOX_VERSION;
-    cfg.limits   = opts.api;
+    cfg.model_id          = refs.front().first;
+    cfg.version           = INFERBOX_VERSION;
+    cfg.llama_cpp_version = llama_cpp_version();
+    cfg.limits            = opts.api;
 
     // API keys: --api-key, --api-key-file and INFERBOX_API_KEYS together.
     cfg.api_keys = opts.api_keys;
@@ -225,30 +324,149 @@ int run_serve(const serve_options &given) {
     cfg.cors_origins     = opts.cors_origins;
     cfg.rate             = opts.rate;
     cfg.metrics_registry = std::make_shared<registry>();
-    cfg.metrics       = std::make_shared<serving_metrics>(*cfg.metrics_registry, cfg.model_id, opts.metrics_vllm_names);
-    cfg.embedding     = opts.embedding;
-    cfg.embed_metrics = std::make_shared<embedding_metrics>(*cfg.metrics_registry, cfg.model_id);
-    engine_config ecfg = opts.engine;
-    ecfg.metrics       = cfg.metrics;
-    // Validate the file ourselves, once: llama.cpp's loader reports a bad file only as "failed to
-    // load", and aborts on some malformed ones. A bad file is reported below, once listening.
-    const auto checked = read_gguf_file(opts.model_path, opts.model_path);
-    if (!opts.lora_dir.empty()) {
-        std::error_code ec;
-        if (!std::filesystem::is_directory(opts.lora_dir, ec)) {
-            spdlog::error("--lora-dir {} is not a folder", opts.lora_dir);
-            return 1;
+    cfg.embedding        = opts.embedding;
+
+    // Settle every model before anything loads: validate its file ourselves (llama.cpp's loader
+    // reports a bad file only as "failed to load", and aborts on some malformed ones), choose its
+    // profile, register its metrics. The first model's problems stop the server (reported once
+    // listening, below); another model's fail only that model's requests.
+    std::vector<hosted_plan> plans;
+    uint64_t                 machine_budget = 0;
+    for (size_t i = 0; i < refs.size(); ++i) {
+        hosted_plan p;
+        p.id                 = refs[i].first;
+        p.path               = refs[i].second;
+        p.ecfg               = opts.engine;
+        p.mo.path            = p.path;
+        p.mo.chat_template   = i == 0 ? opts.chat_template : std::string();
+        p.mo.n_gpu_layers    = opts.gpu_layers;
+        p.mo.use_mmap        = !opts.no_mmap;
+        p.mo.use_mlock       = opts.mlock;
+        p.info.metrics       = std::make_shared<serving_metrics>(*cfg.metrics_registry, p.id, opts.metrics_vllm_names);
+        p.info.embed_metrics = std::make_shared<embedding_metrics>(*cfg.metrics_registry, p.id);
+        p.ecfg.metrics       = p.info.metrics;
+        p.embed              = opts.embedder;
+        p.embed.metrics      = p.info.embed_metrics;
+        const auto checked   = read_gguf_file(p.path, p.path);
+        if (!checked) {
+            p.refused = checked.err();
+        } else {
+            p.info.architecture = checked->architecture;
+            p.info.file_bytes   = checked->file_size;
+            chosen_profile chosen;
+            p.refused = choose_profile(opts, checked.value(), p.ecfg, p.mo, chosen);
+            if (!p.refused) {
+                p.info.profile_json  = std::move(chosen.profile_json);
+                p.info.profiles_json = std::move(chosen.profiles_json);
+                p.info.n_ctx_slot    = p.ecfg.n_ctx_slot;
+                p.memory_bytes       = chosen.memory_bytes;
+                machine_budget       = std::max(machine_budget, chosen.budget_bytes);
+            }
         }
-        // Adapters must match the base model's architecture.
-        std::string arch = checked ? checked->architecture : std::string();
-        cfg.loras        = std::make_shared<lora_catalog>(opts.lora_dir, arch);
-        for (const auto &why : cfg.loras->rescan()) {
-            spdlog::warn("LoRA adapter skipped: {}", why);
+        if (i == 0 && !opts.lora_dir.empty()) {
+            std::error_code ec;
+            if (!std::filesystem::is_directory(opts.lora_dir, ec)) {
+                spdlog::error("--lora-dir {} is not a folder", opts.lora_dir);
+                return 1;
+            }
+            // Adapters must match the base model's architecture.
+            cfg.loras = std::make_shared<lora_catalog>(opts.lora_dir, p.info.architecture);
+            for (const auto &why : cfg.loras->rescan()) {
+                spdlog::warn("LoRA adapter skipped: {}", why);
+            }
+            spdlog::info("LoRA adapters in {}: {} (loaded on first use, at most {} at once)", opts.lora_dir,
+                         cfg.loras->list().size(), p.ecfg.max_loras);
         }
-        spdlog::info("LoRA adapters in {}: {} (loaded on first use, at most {} at once)", opts.lora_dir,
-                     cfg.loras->list().size(), ecfg.max_loras);
+        plans.push_back(std::move(p));
     }
+
+    host_options hopts;
+    hopts.budget_bytes = budget_flag.value_or(machine_budget);
+    hopts.load_wait    = std::chrono::seconds(opts.model_load_timeout);
+    std::vector<hosted_model_spec> specs;
+    std::vector<hosted_model_info> infos;
+    for (const auto &p : plans) {
+        specs.push_back({p.id, p.memory_bytes});
+        infos.push_back(p.info);
+    }
+    // Loads entry i: its weights, the first model's draft model, an engine and an embedder.
+    // Runs on the host's loader thread.
+    auto load = [&plans, draft_path](size_t i) -> result<std::shared_ptr<served_model>> {
+        const hosted_plan &p      = plans[i];
+        auto               failed = [&p, &draft_path](const error &e) {
+            return error{error_kind::unavailable,
+                         "the model '" + p.id +
+                             "' could not be loaded: " + without_paths(e.message, {p.path, draft_path}),
+                         "model", "model_load_failed"};
+        };
+        const auto started_at = std::chrono::steady_clock::now();
+        // Checked again: the file may have changed since start-up, and llama.cpp's loader aborts
+        // on some malformed files.
+        if (const auto checked = read_gguf_file(p.path, p.path); !checked) {
+            return failed(checked.err());
+        }
+        auto m = model::load(p.mo);
+        if (!m) {
+            return failed(m.err());
+        }
+        engine_config ecfg = p.ecfg;
+        if (i == 0 && !draft_path.empty()) {
+            if (const auto draft_checked = read_gguf_file(draft_path, draft_path); !draft_checked) {
+                return failed(draft_checked.err());
+            }
+            model_options dmo;
+            dmo.path         = draft_path;
+            dmo.n_gpu_layers = p.mo.n_gpu_layers > 0 ? 100000 : 0; // a small draft goes where the model goes
+            dmo.use_mmap     = p.mo.use_mmap;
+            auto draft       = model::load(dmo);
+            if (!draft) {
+                return failed(draft.err());
+            }
+            ecfg.draft_model = *draft;
+        }
+        auto e = engine::start(*m, ecfg);
+        if (!e) {
+            return failed(e.err());
+        }
+        auto sm       = std::make_shared<served_model>();
+        sm->eng       = std::shared_ptr<engine>(std::move(*e));
+        const auto &c = sm->eng->config();
+        // The embedder shares the weights, not the context: see engine/embedder.h.
+        embedder_config embed = p.embed;
+        embed.n_threads       = c.n_threads;
+        auto started          = embedder::start(*m, embed);
+        if (!started) {
+            sm->eng->stop();
+            return failed(started.err());
+        }
+        sm->emb = std::shared_ptr<embedder>(std::move(*started));
+        spdlog::info("model '{}' ({}) ready in {:.1f} s: {} slots × {} tokens, {} threads, {} tokens per step, queue "
+                     "{}, chat template: {}",
+                     p.id, (*m)->description(),
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at).count(), c.n_slots,
+                     c.n_ctx_slot, c.n_threads, c.step_tokens, c.max_waiting, (*m)->has_chat_template() ? "yes" : "no");
+        return sm;
+    };
+    auto host = std::make_shared<served_models>(specs, hopts, load);
+    for (size_t i = 1; i < plans.size(); ++i) {
+        if (plans[i].refused) {
+            spdlog::warn("model '{}' cannot be served: {}", plans[i].id, plans[i].refused->message);
+            host->mark_failed(i, error{error_kind::unavailable,
+                                       "the model '" + plans[i].id + "' cannot be served: " +
+                                           without_paths(plans[i].refused->message, {plans[i].path}),
+                                       "model", "model_load_failed"});
+        }
+    }
+    if (plans.size() > 1 || budget_flag) {
+        spdlog::info("hosting {} models under a memory budget of {}; each loads on its first request, the least "
+                     "recently used idle one unloads when another would not fit",
+                     plans.size(),
+                     hopts.budget_bytes == 0 ? std::string("(none)")
+                                             : std::to_string(hopts.budget_bytes >> 20) + " MiB");
+    }
+
     api_router router(cfg);
+    router.set_models(host, infos);
     if (!cfg.api_keys.empty()) {
         spdlog::info("API keys: {} configured; every route except /v1/health/*{} requires one", cfg.api_keys.size(),
                      cfg.metrics_public ? " and /metrics" : "");
@@ -285,72 +503,24 @@ int run_serve(const serve_options &given) {
         return 1;
     }
     spdlog::info("inferbox {} listening on {}://{}:{}{} (live; loading {})", cfg.version, scheme, opts.host, port,
-                 opts.tls_client_ca.empty() ? "" : " with client certificates", opts.model_path);
+                 opts.tls_client_ca.empty() ? "" : " with client certificates", plans.front().path);
 
     std::vector<std::thread> io_threads;
     for (int32_t i = 0; i < std::max(1, opts.http_threads); ++i) {
         io_threads.emplace_back([&ioc] { ioc.run(); });
     }
 
-    std::shared_ptr<engine>   eng;
-    std::shared_ptr<embedder> emb;
-    int                       exit_code = 0;
-    {
-        model_options mo;
-        mo.path                      = opts.model_path;
-        mo.chat_template             = opts.chat_template;
-        mo.n_gpu_layers              = opts.gpu_layers;
-        mo.use_mmap                  = !opts.no_mmap;
-        mo.use_mlock                 = opts.mlock;
-        std::optional<error> refused = checked ? choose_profile(opts, cfg.model_id, checked.value(), ecfg, mo, router)
-                                               : std::optional<error>(checked.err());
-        auto                 m       = refused ? result<std::shared_ptr<model>>(*refused) : model::load(mo);
-        if (m && !opts.draft_model.empty()) {
-            if (const auto draft_checked = read_gguf_file(opts.draft_model, opts.draft_model); !draft_checked) {
-                m = result<std::shared_ptr<model>>(draft_checked.err());
-            } else {
-                model_options dmo;
-                dmo.path         = opts.draft_model;
-                dmo.n_gpu_layers = mo.n_gpu_layers > 0 ? 100000 : 0; // a small draft goes where the model goes
-                dmo.use_mmap     = mo.use_mmap;
-                auto draft       = model::load(dmo);
-                if (!draft) {
-                    m = result<std::shared_ptr<model>>(draft.err());
-                } else {
-                    ecfg.draft_model = *draft;
-                }
-            }
-        }
-        if (!m) {
-            spdlog::error("{}", m.err().message);
-            exit_code = 1;
-        } else {
-            auto e = engine::start(*m, ecfg);
-            if (!e) {
-                spdlog::error("{}", e.err().message);
-                exit_code = 1;
-            } else {
-                eng           = std::shared_ptr<engine>(std::move(*e));
-                const auto &c = eng->config();
-                spdlog::info("model '{}' ({}) ready: {} slots × {} tokens, {} threads, {} tokens per step, queue {}, "
-                             "chat template: {}",
-                             cfg.model_id, (*m)->description(), c.n_slots, c.n_ctx_slot, c.n_threads, c.step_tokens,
-                             c.max_waiting, (*m)->has_chat_template() ? "yes" : "no");
-                router.attach(eng);
-                // The embedder shares the weights, not the context: see engine/embedder.h.
-                embedder_config ecfg_embed = opts.embedder;
-                ecfg_embed.metrics         = cfg.embed_metrics;
-                ecfg_embed.n_threads       = c.n_threads;
-                auto started               = embedder::start(*m, ecfg_embed);
-                if (!started) {
-                    spdlog::error("{}", started.err().message);
-                    exit_code = 1;
-                } else {
-                    emb = std::shared_ptr<embedder>(std::move(*started));
-                    router.attach_embedder(emb);
-                }
-            }
-        }
+    // The first model loads now: readiness waits for it, and a server whose default model cannot
+    // load exits non-zero.
+    int exit_code = 0;
+    if (plans.front().refused) {
+        spdlog::error("{}", plans.front().refused->message);
+        exit_code = 1;
+    } else if (auto first = host->acquire_blocking(0); !first) {
+        spdlog::error("{}", first.err().message);
+        exit_code = 1;
+    } else {
+        router.set_ready();
     }
 
     if (exit_code == 0) {
@@ -374,10 +544,14 @@ int run_serve(const serve_options &given) {
         sigs.async_wait(on_signal);
         std::thread sig_thread([&] { sig_ioc.run(); });
 
-        while (signals.load() == 0 && eng->healthy()) {
+        auto all_healthy = [&host] {
+            const auto loaded = host->loaded();
+            return std::all_of(loaded.begin(), loaded.end(), [](const auto &m) { return m->healthy(); });
+        };
+        while (signals.load() == 0 && all_healthy()) {
             std::this_thread::sleep_for(std::chrono::milliseconds(50));
         }
-        if (!eng->healthy()) {
+        if (!all_healthy()) {
             spdlog::error("the engine cannot continue; exiting so the orchestrator restarts the server");
             exit_code = 2;
         }
@@ -385,16 +559,15 @@ int run_serve(const serve_options &given) {
         server.stop_accepting();
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(opts.shutdown_timeout);
         while (std::chrono::steady_clock::now() < deadline) {
-            const auto s = eng->stats();
-            if (s.n_running == 0 && s.n_waiting == 0 && (!emb || emb->idle())) {
+            const auto loaded = host->loaded();
+            if (!host->loading() &&
+                std::all_of(loaded.begin(), loaded.end(), [](const auto &m) { return m->idle(); })) {
                 break;
             }
             std::this_thread::sleep_for(std::chrono::milliseconds(20));
         }
-        eng->stop(); // anything still running ends with an error event
-        if (emb) {
-            emb->stop(); // queued embedding requests end with an error
-        }
+        // Anything still running ends with an error event; queued embedding requests with an error.
+        host->shutdown();
         // Let the last bytes of every answer go out. A client that stopped reading is dropped by
         // the write timeout, so this wait is bounded by it; a fixed pause would lose the final
         // events on a busy machine.
@@ -409,13 +582,13 @@ int run_serve(const serve_options &given) {
         sig_ioc.stop();
         sig_thread.join();
     }
+    host->shutdown();
     ioc.stop();
     for (auto &t : io_threads) {
         t.join();
     }
-    router.attach_embedder(nullptr);
-    emb.reset();
-    eng.reset();
+    router.set_models(nullptr, {});
+    host.reset();
     llama_backend_free();
     spdlog::info("stopped");
     return exit_code;

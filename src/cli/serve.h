@@ -7,27 +7,32 @@
 #include "engine/embedder.h"
 #include "engine/engine.h"
 
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace inferbox {
 
 struct serve_options {
-    std::string   model_path;
-    std::string   model_name; // default: the file name without .gguf
-    std::string   chat_template;
-    std::string   host             = "127.0.0.1";
-    uint16_t      port             = 8000;
-    int32_t       http_threads     = 2;
-    int32_t       shutdown_timeout = 30; // seconds to let in-flight requests finish
-    int32_t       gpu_layers       = 0;  // --gpu-layers: layers offloaded to a GPU backend
-    bool          no_mmap          = false;
-    bool          mlock            = false;
-    std::string   lora_dir;    // --lora-dir: the LoRA adapter folder (store/lora_catalog.h)
-    std::string   draft_model; // --draft-model: speculative decoding's draft (a path or cached name)
-    engine_config engine;
-    http_limits   http;
-    api_limits    api;
+    // --model (repeatable; the first is the default model): a path, a cached name or a reference
+    // to pull, each optionally as ID=REF.
+    std::vector<std::string> models;
+    std::string              model_name; // the first model's id (default: the cached name or file stem)
+    std::string              memory_budget      = "auto"; // --memory-budget: auto (the profile's), off, or a size
+    int32_t                  model_load_timeout = 120;    // seconds a request waits for its model to load
+    std::string              chat_template;
+    std::string              host             = "127.0.0.1";
+    uint16_t                 port             = 8000;
+    int32_t                  http_threads     = 2;
+    int32_t                  shutdown_timeout = 30; // seconds to let in-flight requests finish
+    int32_t                  gpu_layers       = 0;  // --gpu-layers: layers offloaded to a GPU backend
+    bool                     no_mmap          = false;
+    bool                     mlock            = false;
+    std::string              lora_dir;    // --lora-dir: the LoRA adapter folder (store/lora_catalog.h)
+    std::string              draft_model; // --draft-model: speculative decoding's draft (a path or cached name)
+    engine_config            engine;
+    http_limits              http;
+    api_limits               api;
 
     embedder_config  embedder;  // --pooling, --embedding-* (the embedder's batches and queue)
     embedding_limits embedding; // --embedding-max-inputs
@@ -43,5 +48,8 @@ struct serve_options {
 };
 
 int run_serve(const serve_options &opts);
+
+// "512MiB", "8GiB", "16GB", "2G" → bytes; "off" and "0" → 0 (no budget); nullopt when not a size.
+std::optional<uint64_t> parse_memory_size(const std::string &text);
 
 } // namespace inferbox
