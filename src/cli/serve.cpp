@@ -358,9 +358,12 @@ int run_serve(const serve_options &given) {
             if (!p.refused) {
                 p.info.profile_json  = std::move(chosen.profile_json);
                 p.info.profiles_json = std::move(chosen.profiles_json);
-                p.info.n_ctx_slot    = p.ecfg.n_ctx_slot;
-                p.memory_bytes       = chosen.memory_bytes;
-                machine_budget       = std::max(machine_budget, chosen.budget_bytes);
+                p.info.n_ctx_slot =
+                    p.ecfg.n_ctx_slot > 0
+                        ? p.ecfg.n_ctx_slot
+                        : static_cast<int32_t>(std::min<uint64_t>(checked->context_length.value_or(0), 1U << 20));
+                p.memory_bytes = chosen.memory_bytes;
+                machine_budget = std::max(machine_budget, chosen.budget_bytes);
             }
         }
         if (i == 0 && !opts.lora_dir.empty()) {
