@@ -409,8 +409,7 @@ void api_router::handle_models(const std::shared_ptr<http_exchange> &ex) {
             std::lock_guard lock(mu_);
             info = info_;
         }
-        const auto views  = host->snapshot();
-        const auto loaded = host->loaded();
+        const auto views = host->snapshot();
         for (size_t i = 0; i < views.size(); ++i) {
             const auto &v     = views[i];
             json        model = {{"id", v.id},
@@ -423,10 +422,8 @@ void api_router::handle_models(const std::shared_ptr<http_exchange> &ex) {
                                  {"status", hosted_state_name(v.state)},
                                  {"memory_bytes", v.memory_bytes}};
             int32_t     n_ctx = i < info.size() ? info[i].n_ctx_slot : 0;
-            if (v.state == hosted_state::loaded) {
-                if (auto now = host->try_acquire(i); now && *now) {
-                    n_ctx = (*now)->instance()->eng->n_ctx_slot();
-                }
+            if (auto inst = host->peek(i)) {
+                n_ctx = inst->eng->n_ctx_slot();
             }
             if (n_ctx > 0) {
                 model["max_model_len"] = n_ctx;

@@ -174,6 +174,13 @@ template <class Instance> class model_host {
         return out;
     }
 
+    // Entry `index`'s instance when loaded, else null; takes no lease and leaves the LRU order
+    // alone (for listings).
+    std::shared_ptr<Instance> peek(size_t index) const {
+        std::lock_guard lock(state_->mu);
+        return state_->entries[index].instance;
+    }
+
     // The loaded instances (for health, draining and statistics).
     std::vector<std::shared_ptr<Instance>> loaded() const {
         std::lock_guard                        lock(state_->mu);

@@ -119,6 +119,7 @@ TEST(ModelHost, UnloadsTheLeastRecentlyUsedIdleModelToFit) {
     ASSERT_TRUE(acquire(h, 0));
     ASSERT_TRUE(acquire(h, 1));
     ASSERT_TRUE(acquire(h, 0)); // 0 is now more recent than 1
+    EXPECT_TRUE(h.peek(1));     // looking does not count as use
     ASSERT_TRUE(acquire(h, 2)); // needs room: 1 goes
     const auto s = h.snapshot();
     EXPECT_EQ(s[0].state, hosted_state::loaded);
@@ -127,6 +128,7 @@ TEST(ModelHost, UnloadsTheLeastRecentlyUsedIdleModelToFit) {
     EXPECT_EQ(s[2].state, hosted_state::loaded);
     EXPECT_EQ(h.resident_bytes(), 200U);
     EXPECT_EQ(fx.live.load(), 2); // the unloaded instance was released, not just forgotten
+    EXPECT_FALSE(h.peek(1));
 }
 
 TEST(ModelHost, NeverUnloadsAModelUnderALease) {
