@@ -26,7 +26,8 @@ int run_cli(int argc, char **argv) {
                       "a model to serve: a GGUF file, a cached name, or hf://ORG/REPO/FILE.gguf or a URL to pull "
                       "first; repeat it to host several (ID=REF names one; the first is the default)");
     std::string positional_model;
-    serve->add_option("MODEL", positional_model, "the (default) model, as --model")->configurable(false);
+    serve->add_option("MODEL", positional_model, "serve this one model (replaces --model and the configured ones)")
+        ->configurable(false);
     serve->add_option("--model-name", so.model_name, "the first model's id (default: its cached name or file name)");
     serve
         ->add_option("--memory-budget", so.memory_budget,
@@ -255,7 +256,14 @@ int run_cli(int argc, char **argv) {
     }
     if (serve->parsed()) {
         if (!positional_model.empty()) {
-            so.models.insert(so.models.begin(), positional_model);
+            // `inferbox serve NAME` serves NAME: it replaces the models of the config file, the
+            // environment and --model.
+            if (!so.models.empty()) {
+                spdlog::info("serving {} only: MODEL replaces the {} model(s) --model, INFERBOX_MODEL or the config "
+                             "file named",
+                             positional_model, so.models.size());
+            }
+            so.models = {positional_model};
         }
         if (so.models.empty()) {
             spdlog::error(
