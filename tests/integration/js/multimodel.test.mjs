@@ -273,6 +273,42 @@ describe('a broken model fails its own requests; the others keep serving', () =>
   });
 });
 
+describe('models from the config file', () => {
+  let dir;
+  before(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'inferbox-multi-config-'));
+    fs.writeFileSync(
+      path.join(dir, 'config.yaml'),
+      `serve:\n  model: [a=${modelPath(MODELS.plain)}, b=${modelPath(Q8)}]\n  memory-budget: off\n`,
+    );
+  });
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  test('serve.model as a list hosts every entry', async () => {
+    const server = await startServer({ model: null, args: ['--config', path.join(dir, 'config.yaml')] });
+    try {
+      assert.deepEqual(Object.keys(await models(server)), ['a', 'b']);
+      const text = await greedy(server, 'b', 8);
+      assert.equal(text, GREEDY_64.slice(0, text.length));
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test('serve MODEL serves that one model instead of the configured ones', async () => {
+    const server = await startServer({
+      model: null,
+      args: ['--config', path.join(dir, 'config.yaml'), modelPath(MODELS.chatml)],
+    });
+    try {
+      assert.deepEqual(Object.keys(await models(server)), ['stories260K-chatml']);
+      assert.match(server.log(), /MODEL replaces the 2 model\(s\)/);
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
 describe('serve refuses bad multi-model settings before listening', () => {
   const run = (args) =>
     spawnSync(serverBinary(), ['serve', '--port', '0', ...args], { encoding: 'utf8', timeout: 30_000 });
