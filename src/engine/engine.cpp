@@ -191,6 +191,21 @@ void engine::stop() {
     }
 }
 
+error engine::capacity_error(int32_t waiting) const {
+    return error{error_kind::overloaded,
+                 "the server is at capacity: " + std::to_string(waiting) + " sequences are waiting (limit " +
+                     std::to_string(cfg_.max_waiting) + "); retry shortly",
+                 "", "queue_full"};
+}
+
+std::optional<error> engine::queue_full(int32_t n) const {
+    const int32_t cur = n_queued_.load();
+    if (cur + std::max(n, 1) > cfg_.max_waiting && std::max(n, 1) <= cfg_.max_waiting) {
+        return capacity_error(cur);
+    }
+    return std::nullopt;
+}
+
 std::optional<error> engine::submit(generation_request req, std::shared_ptr<request_channel> chan) {
     const int32_t n = std::max(req.n, 1);
     if (n > cfg_.max_waiting) {
@@ -203,10 +218,7 @@ std::optional<error> engine::submit(generation_request req, std::shared_ptr<requ
     int32_t cur = n_queued_.load();
     do {
         if (cur + n > cfg_.max_waiting) {
-            return error{error_kind::overloaded,
-                         "the server is at capacity: " + std::to_string(cur) + " sequences are waiting (limit " +
-                             std::to_string(cfg_.max_waiting) + "); retry shortly",
-                         "", "queue_full"};
+            return capacity_error(cur);
         }
     } while (!n_queued_.compare_exchange_weak(cur, cur + n));
     {

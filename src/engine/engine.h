@@ -79,6 +79,10 @@ class engine {
     // limits()) and returns nothing, or an error: `overloaded` when the waiting queue is full,
     // `unavailable` when stopping. Events then arrive on `chan`.
     std::optional<error> submit(generation_request req, std::shared_ptr<request_channel> chan);
+    // Thread-safe. The `overloaded` error submit would give `n` more sequences now, if any: lets
+    // the API shed load before it tokenizes and compiles grammars. Advisory (the queue moves);
+    // submit decides.
+    std::optional<error> queue_full(int32_t n) const;
 
     // Thread-safe. The request stops within one engine step and its slot is freed; no further
     // events are delivered after the engine notices.
@@ -94,6 +98,7 @@ class engine {
     engine_stats         stats() const;
 
   private:
+    error capacity_error(int32_t waiting) const; // the overloaded error, naming the queue
     struct sequence;
     struct pending {
         generation_request                    req;
