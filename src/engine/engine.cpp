@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <exception>
+#include <future>
 #include <map>
 #include <numeric>
 
@@ -124,20 +125,6 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m, en
         }
     }
 
-    // Warm-up: one real decode proves the backend works before readiness turns green.
-    const llama_vocab *vocab = e->model_->vocab();
-    token_id           tok   = llama_vocab_bos(vocab);
-    if (tok == LLAMA_TOKEN_NULL) {
-        tok = 0;
-    }
-    common_batch_clear(e->st_->batch);
-    common_batch_add(e->st_->batch, tok, 0, {0}, true);
-    if (llama_decode(e->ctx_, e->st_->batch) != 0) {
-        return error{error_kind::internal, "warm-up decode failed", "", ""};
-    }
-    llama_memory_clear(llama_get_memory(e->ctx_), true);
-    llama_synchronize(e->ctx_);
-
     e->cfg_.draft_max = std::clamp(e->cfg_.draft_max, 1, 64);
     if (e->cfg_.draft_model) {
         draft_config dc;
@@ -157,8 +144,41 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m, en
         spdlog::info("speculative decoding: up to {} draft tokens per step from prompt lookup", e->cfg_.draft_max);
     }
 
-    e->thread_ = std::thread([p = e.get()] { p->loop(); });
+    // Warm-up: one real decode proves the backend works before readiness turns green. It runs
+    // on the engine thread, like every later decode: with ggml's OpenMP build each thread that
+    // computes keeps its own pool of workers, and once libgomp manages more threads than there
+    // are cores it stops spinning at barriers and sleeps in futex at every graph node (a warm-up
+    // on the caller's thread made single-stream decoding several times slower).
+    std::promise<bool> warmed;
+    auto               warmed_up = warmed.get_future();
+    e->thread_                   = std::thread([p = e.get(), &warmed] {
+        const bool ok = p->warm_up();
+        warmed.set_value(ok);
+        if (ok) {
+            p->loop();
+        }
+    });
+    if (!warmed_up.get()) {
+        e->thread_.join();
+        return error{error_kind::internal, "warm-up decode failed", "", ""};
+    }
     return e;
+}
+
+bool engine::warm_up() {
+    const llama_vocab *vocab = model_->vocab();
+    token_id           tok   = llama_vocab_bos(vocab);
+    if (tok == LLAMA_TOKEN_NULL) {
+        tok = 0;
+    }
+    common_batch_clear(st_->batch);
+    common_batch_add(st_->batch, tok, 0, {0}, true);
+    if (llama_decode(ctx_, st_->batch) != 0) {
+        return false;
+    }
+    llama_memory_clear(llama_get_memory(ctx_), true);
+    llama_synchronize(ctx_);
+    return true;
 }
 
 engine::~engine() {

@@ -99,6 +99,7 @@ class engine {
 
   private:
     error capacity_error(int32_t waiting) const; // the overloaded error, naming the queue
+    bool  warm_up();                             // on the engine thread, before loop()
     struct sequence;
     struct pending {
         generation_request                    req;
