@@ -218,14 +218,6 @@ error engine::capacity_error(int32_t waiting) const {
                  "", "queue_full"};
 }
 
-std::optional<error> engine::queue_full(int32_t n) const {
-    const int32_t cur = n_queued_.load();
-    if (cur + std::max(n, 1) > cfg_.max_waiting && std::max(n, 1) <= cfg_.max_waiting) {
-        return capacity_error(cur);
-    }
-    return std::nullopt;
-}
-
 std::optional<error> engine::submit(generation_request req, std::shared_ptr<request_channel> chan) {
     const int32_t n = std::max(req.n, 1);
     if (n > cfg_.max_waiting) {

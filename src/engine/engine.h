@@ -79,10 +79,6 @@ class engine {
     // limits()) and returns nothing, or an error: `overloaded` when the waiting queue is full,
     // `unavailable` when stopping. Events then arrive on `chan`.
     std::optional<error> submit(generation_request req, std::shared_ptr<request_channel> chan);
-    // Thread-safe. The `overloaded` error submit would give `n` more sequences now, if any: lets
-    // the API shed load before it tokenizes and compiles grammars. Advisory (the queue moves);
-    // submit decides.
-    std::optional<error> queue_full(int32_t n) const;
 
     // Thread-safe. The request stops within one engine step and its slot is freed; no further
     // events are delivered after the engine notices.
