@@ -152,13 +152,8 @@ void charge(const embedding_route_context &ctx, int64_t n_tokens) {
 } // namespace
 
 void handle_embeddings(const std::shared_ptr<http_exchange> &ex, std::shared_ptr<embedder> emb,
-                       const embedding_route_context &ctx) {
-    auto body = parse_json_body(ex->request().body(), ctx.max_json_depth);
-    if (!body) {
-        respond_error(*ex, body.err());
-        return;
-    }
-    auto req = parse_embedding_request(*body, ctx.limits);
+                       const embedding_route_context &ctx, const nlohmann::json &body) {
+    auto req = parse_embedding_request(body, ctx.limits);
     if (!req) {
         respond_error(*ex, req.err());
         return;
@@ -243,13 +238,8 @@ void handle_embeddings(const std::shared_ptr<http_exchange> &ex, std::shared_ptr
 }
 
 void handle_ranking(const std::shared_ptr<http_exchange> &ex, std::shared_ptr<embedder> emb,
-                    const embedding_route_context &ctx) {
-    auto body = parse_json_body(ex->request().body(), ctx.max_json_depth);
-    if (!body) {
-        respond_error(*ex, body.err());
-        return;
-    }
-    auto req = parse_ranking_request(*body, ctx.limits);
+                    const embedding_route_context &ctx, const nlohmann::json &body) {
+    auto req = parse_ranking_request(body, ctx.limits);
     if (!req) {
         respond_error(*ex, req.err());
         return;

@@ -10,6 +10,8 @@
 #include "engine/embedder.h"
 #include "metrics/embedding_metrics.h"
 
+#include <nlohmann/json_fwd.hpp>
+
 #include <memory>
 #include <string>
 
@@ -30,9 +32,10 @@ struct embedding_route_context {
 // Each answers `ex` exactly once, at once (invalid request, queue full) or when the embedder has
 // the vectors. `emb` is null while the model is loading or the server is draining (then 503).
 // Call on the exchange's executor.
+// `body` is the request's parsed JSON (the router parses it once, to route by its model).
 void handle_embeddings(const std::shared_ptr<http_exchange> &ex, std::shared_ptr<embedder> emb,
-                       const embedding_route_context &ctx);
+                       const embedding_route_context &ctx, const nlohmann::json &body);
 void handle_ranking(const std::shared_ptr<http_exchange> &ex, std::shared_ptr<embedder> emb,
-                    const embedding_route_context &ctx);
+                    const embedding_route_context &ctx, const nlohmann::json &body);
 
 } // namespace inferbox

@@ -507,19 +507,22 @@ void api_router::handle_documents(const std::shared_ptr<http_exchange> &ex, bool
 }
 
 void api_router::handle_embedding_route(const std::shared_ptr<http_exchange> &ex, bool ranking, size_t key) {
-    // The model is looked up before the endpoint parses the whole request, since it decides
-    // which embedder answers; a body that does not parse goes to the default model's handler,
-    // which names the problem.
+    // Parsed once here: the body's model decides which embedder answers.
+    auto body = parse_json_body(ex->request().body(), cfg_.limits.max_json_depth);
+    if (!body) {
+        respond_error(*ex, body.err());
+        return;
+    }
     std::string requested;
-    if (auto body = parse_json_body(ex->request().body(), cfg_.limits.max_json_depth);
-        body && body->is_object() && body->contains("model") && (*body)["model"].is_string()) {
+    if (body->is_object() && body->contains("model") && (*body)["model"].is_string()) {
         requested = (*body)["model"].get<std::string>();
     }
-    const auto index = route_model(*ex, requested, false);
+    auto       parsed = std::make_shared<const json>(std::move(*body));
+    const auto index  = route_model(*ex, requested, false);
     if (!index) {
         return;
     }
-    with_model(ex, *index, [this, ex, ranking, key](const leased &m) {
+    with_model(ex, *index, [this, ex, ranking, key, parsed](const leased &m) {
         embedding_route_context ec;
         ec.model_id       = model_id(m.index());
         ec.limits         = cfg_.embedding;
@@ -528,7 +531,7 @@ void api_router::handle_embedding_route(const std::shared_ptr<http_exchange> &ex
         ec.limiter        = limiter_.enabled() ? &limiter_ : nullptr;
         ec.key            = key;
         ec.hold           = m.hold();
-        (ranking ? handle_ranking : handle_embeddings)(ex, m->emb, ec);
+        (ranking ? handle_ranking : handle_embeddings)(ex, m->emb, ec, *parsed);
     });
 }
 
