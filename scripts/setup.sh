@@ -59,17 +59,22 @@ if [ ! -f "$src/CMakeLists.txt" ]; then
   mv "$src.tmp" "$src"
 fi
 
-if [ ! -f "$llama_build/CMakeCache.txt" ]; then
-  log "configuring llama.cpp (CPU backend, native ISA) in $llama_build"
+# The RPC backend (GGML_RPC) lets `serve --rpc` put layers on other machines running
+# ggml-rpc-server; RDMA stays off so the build needs no libibverbs. A cache configured before
+# the RPC backend was added is configured again (ninja then rebuilds only what changed).
+if [ ! -f "$llama_build/CMakeCache.txt" ] || ! grep -q '^GGML_RPC:BOOL=ON' "$llama_build/CMakeCache.txt"; then
+  log "configuring llama.cpp (CPU and RPC backends, native ISA) in $llama_build"
   cmake -S "$src" -B "$llama_build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=ON -DGGML_CCACHE=OFF -DLLAMA_OPENSSL=OFF \
+    -DGGML_RPC=ON -DGGML_RPC_RDMA=OFF \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON \
     -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF \
     -DLLAMA_USE_PREBUILT_UI=OFF >/dev/null
 fi
-# Only what we link, plus the peer tools the benchmarks compare against (llama-server,
-# llama-bench) and the quantizer the synthetic-model generator uses. Ninja makes reruns no-ops.
-targets=(llama llama-common ggml)
+# Only what we link and the RPC worker (ggml-rpc-server, which `serve --rpc` talks to), plus
+# the peer tools the benchmarks compare against (llama-server, llama-bench) and the quantizer
+# the synthetic-model generator uses. Ninja makes reruns no-ops.
+targets=(llama llama-common ggml ggml-rpc ggml-rpc-server)
 [ "${INFERBOX_SKIP_PEER_TOOLS:-0}" = 1 ] || targets+=(llama-server llama-bench llama-quantize)
 log "building llama.cpp targets: ${targets[*]} (first run takes several minutes)"
 ninja -C "$llama_build" "${targets[@]}" >"$dir/build.log" 2>&1 || { tail -40 "$dir/build.log"; exit 1; }

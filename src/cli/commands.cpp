@@ -7,6 +7,7 @@
 #include "cli/serve.h"
 #include "cli/store_commands.h"
 #include "common/log.h"
+#include "engine/rpc.h"
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -90,6 +91,15 @@ int run_cli(int argc, char **argv) {
         ->check(CLI::Range(1, 256));
     serve->add_option("--draft-model", so.draft_model,
                       "speculative decoding with this small model (same tokenizer): a GGUF file or cached name");
+    serve->add_option("--rpc", so.rpc,
+                      "ggml-rpc-server workers HOST:PORT[,HOST:PORT...] that hold some of the layers "
+                      "(the profile splits them; --gpu-layers N puts the last N there)");
+    serve
+        ->add_option("--rpc-timeout", so.rpc_timeout,
+                     "seconds a worker may take to answer at start-up, and an engine step may wait on the "
+                     "workers, before they count as lost (the server then exits 2)")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 3600));
     serve->add_flag("--draft-ngram", so.engine.draft_ngram,
                     "speculative decoding from prompt lookup: guess that repeated text continues as before");
     serve->add_option("--draft-max", so.engine.draft_max, "most draft tokens per sequence and step")
@@ -222,6 +232,18 @@ int run_cli(int argc, char **argv) {
     bench->add_option("--json-out", bo.json_out, "also write the results as JSON here");
     bench->add_option("--label", bo.label, "label for the report");
 
+    rpc_worker_options wo;
+    auto              *worker = app.add_subcommand(
+                     "rpc-worker", "serve this machine's devices to a leader's `serve --rpc` (ggml's RPC server; no authentication: "
+                                                "private networks only)");
+    worker->add_option("--host", wo.host, "address to listen on")->capture_default_str();
+    worker->add_option("--port", wo.port, "port to listen on")->capture_default_str()->check(CLI::Range(1, 65535));
+    worker->add_option("-t,--threads", wo.n_threads, "CPU threads (0: half the logical CPUs)")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 1024));
+    worker->add_option("--cache-dir", wo.cache_dir, "cache tensors a leader sent here, so a restart sends less");
+    worker->add_option("--device", wo.devices, "devices to serve, e.g. CUDA0,CUDA1 (default: the GPUs, else the CPU)");
+
     app.add_subcommand("version", "print the version");
     std::function<int()> store_action; // import | models | show | rm (cli/store_commands.h)
     add_store_commands(app, store_action);
@@ -253,6 +275,9 @@ int run_cli(int argc, char **argv) {
     init_logging(fmt, spdlog::level::from_str(log_level));
     if (store_action) {
         return store_action();
+    }
+    if (worker->parsed()) {
+        return run_rpc_worker(wo);
     }
     if (serve->parsed()) {
         if (!positional_model.empty()) {

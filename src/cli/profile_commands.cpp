@@ -187,13 +187,13 @@ std::optional<uint64_t> parse_size(std::string text) {
 }
 
 json memory_json(const memory_estimate &m) {
-    return json{{"weights", m.weights},    {"kv_cache", m.kv_cache}, {"compute", m.compute},
-                {"overhead", m.overhead},  {"total", m.total()},     {"page_cache", m.page_cache},
-                {"peak_rss", m.peak_rss()}};
+    return json{{"weights", m.weights},     {"kv_cache", m.kv_cache}, {"compute", m.compute},
+                {"overhead", m.overhead},   {"total", m.total()},     {"page_cache", m.page_cache},
+                {"peak_rss", m.peak_rss()}, {"remote", m.remote}};
 }
 
 json settings_json(const profile_settings &s) {
-    return json{{"device", s.gpu ? "gpu" : "cpu"},
+    return json{{"device", s.gpu ? "gpu" : (s.rpc ? "rpc" : "cpu")},
                 {"threads", s.n_threads},
                 {"parallel", s.n_slots},
                 {"ctx_size", s.n_ctx_slot},

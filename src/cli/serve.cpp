@@ -5,6 +5,7 @@
 #include "cli/output.h"
 #include "cli/profile_commands.h"
 #include "engine/model.h"
+#include "engine/rpc.h"
 #include "fetch/pull.h"
 #include "host/model_host.h"
 #include "store/gguf.h"
@@ -28,6 +29,8 @@
 #include <memory>
 #include <thread>
 
+#include <unistd.h>
+
 #ifndef INFERBOX_VERSION
 #define INFERBOX_VERSION "0.0.0"
 #endif
@@ -50,11 +53,15 @@ struct chosen_profile {
     uint64_t    budget_bytes = 0; // what the machine can hold, by the profile estimator
 };
 
-std::optional<error> choose_profile(const serve_options &opts, const gguf_info &info, engine_config &ecfg,
-                                    model_options &mo, chosen_profile &out) {
-    const hardware_info hw  = detect_hardware();
-    const profile_set   set = list_profiles(info, hw);
-    model_profile       active;
+std::optional<error> choose_profile(const serve_options &opts, const gguf_info &info,
+                                    const std::vector<rpc_device> &remote, engine_config &ecfg, model_options &mo,
+                                    chosen_profile &out) {
+    hardware_info hw = detect_hardware();
+    for (const auto &d : remote) {
+        hw.remote.push_back({d.name, d.endpoint, d.total_bytes, d.free_bytes});
+    }
+    const profile_set set = list_profiles(info, hw);
+    model_profile     active;
     if (opts.profile == "auto") {
         auto pick = pick_profile(set);
         if (!pick) {
@@ -93,8 +100,13 @@ std::optional<error> choose_profile(const serve_options &opts, const gguf_info &
         s.use_mmap     = mo.use_mmap;
         s.use_mlock    = mo.use_mlock;
         s.n_gpu_layers = mo.n_gpu_layers;
-        s.gpu          = mo.n_gpu_layers > 0;
-        active         = evaluate_profile(set.model, hw, set.budget, "custom", profile_flavour::latency, s);
+        s.rpc          = !remote.empty();
+        s.gpu          = mo.n_gpu_layers > 0 && !s.rpc;
+        if (s.rpc && s.n_gpu_layers == 0) { // --rpc without --gpu-layers: the profile's split
+            s.n_gpu_layers  = rpc_layer_split(set.model, hw, set.budget, s);
+            mo.n_gpu_layers = s.n_gpu_layers;
+        }
+        active = evaluate_profile(set.model, hw, set.budget, "custom", profile_flavour::latency, s);
         if (active.status == profile_status::incompatible) {
             return error::invalid("this configuration cannot run here: " + active.detail, "");
         }
@@ -108,6 +120,11 @@ std::optional<error> choose_profile(const serve_options &opts, const gguf_info &
         spdlog::info("memory estimate: {} MiB (weights {}, KV {}, compute {}) of {} MiB available",
                      active.memory.total() >> 20, active.memory.weights >> 20, active.memory.kv_cache >> 20,
                      active.memory.compute >> 20, set.budget.bytes >> 20);
+    }
+    if (active.settings.rpc) {
+        spdlog::info("RPC: {} of {} layers on {} remote devices ({} MiB of weights and KV there), the rest here",
+                     std::min<uint64_t>(uint64_t(active.settings.n_gpu_layers), set.model.n_layer), set.model.n_layer,
+                     remote.size(), active.memory.remote >> 20);
     }
     if (!opts.profile.empty()) { // explicit flags (or their defaults) otherwise stay as given
         ecfg.n_threads   = active.settings.n_threads;
@@ -293,6 +310,41 @@ int run_serve(const serve_options &given) {
         },
         nullptr);
     llama_backend_init();
+    // A peer that vanishes must not kill the process: ggml's RPC client writes to its sockets
+    // without MSG_NOSIGNAL (Asio's own writes never raise SIGPIPE).
+    std::signal(SIGPIPE, SIG_IGN);
+
+    // Remote layers: the workers are probed (with a timeout) and attached before any model is
+    // settled, so that the profiles see their memory. Until the server is ready, a worker that
+    // fails makes ggml abort, and the handler turns that into a clear exit 1.
+    std::vector<rpc_device> remote;
+    std::string             rpc_list;
+    if (!opts.rpc.empty()) {
+        auto eps = parse_rpc_endpoints(opts.rpc);
+        if (!eps) {
+            spdlog::error("{}", eps.err().message);
+            return 1;
+        }
+        for (const auto &ep : *eps) {
+            rpc_list += (rpc_list.empty() ? "" : ", ") + ep.text();
+        }
+        set_fatal_handler([rpc_list](const std::string &msg) {
+            spdlog::critical("ggml: {}", msg);
+            spdlog::critical("an RPC worker ({}) failed during start-up; exiting", rpc_list);
+            spdlog::shutdown();
+            std::_Exit(1);
+        });
+        auto attached = attach_rpc_workers(*eps, std::chrono::seconds(std::min(opts.rpc_timeout, 30)));
+        if (!attached) {
+            spdlog::error("{}", attached.err().message);
+            return 1;
+        }
+        remote = std::move(*attached);
+        for (const auto &d : remote) {
+            spdlog::info("RPC device {} on {}: {} ({} MiB free of {} MiB)", d.name, d.endpoint, d.description,
+                         d.free_bytes >> 20, d.total_bytes >> 20);
+        }
+    }
 
     api_config cfg;
     cfg.model_id          = refs.front().first;
@@ -354,7 +406,7 @@ int run_serve(const serve_options &given) {
             p.info.architecture = checked->architecture;
             p.info.file_bytes   = checked->file_size;
             chosen_profile chosen;
-            p.refused = choose_profile(opts, checked.value(), p.ecfg, p.mo, chosen);
+            p.refused = choose_profile(opts, checked.value(), remote, p.ecfg, p.mo, chosen);
             if (!p.refused) {
                 p.info.profile_json  = std::move(chosen.profile_json);
                 p.info.profiles_json = std::move(chosen.profiles_json);
@@ -394,7 +446,8 @@ int run_serve(const serve_options &given) {
     }
     // Loads entry i: its weights, the first model's draft model, an engine and an embedder.
     // Runs on the host's loader thread.
-    auto load = [&plans, draft_path](size_t i) -> result<std::shared_ptr<served_model>> {
+    const bool with_rpc = !remote.empty();
+    auto       load     = [&plans, draft_path, with_rpc](size_t i) -> result<std::shared_ptr<served_model>> {
         const hosted_plan &p      = plans[i];
         auto               failed = [&p, &draft_path](const error &e) {
             return error{error_kind::unavailable,
@@ -418,8 +471,10 @@ int run_serve(const serve_options &given) {
                 return failed(draft_checked.err());
             }
             model_options dmo;
-            dmo.path         = draft_path;
-            dmo.n_gpu_layers = p.mo.n_gpu_layers > 0 ? 100000 : 0; // a small draft goes where the model goes
+            dmo.path = draft_path;
+            // A small draft goes where the model goes, but never over the network: its steps
+            // are many and tiny, so a round trip each would cost more than the draft saves.
+            dmo.n_gpu_layers = p.mo.n_gpu_layers > 0 && !with_rpc ? 100000 : 0;
             dmo.use_mmap     = p.mo.use_mmap;
             auto draft       = model::load(dmo);
             if (!draft) {
@@ -444,10 +499,10 @@ int run_serve(const serve_options &given) {
         }
         sm->emb = std::shared_ptr<embedder>(std::move(*started));
         spdlog::info("model '{}' ({}) ready in {:.1f} s: {} slots × {} tokens, {} threads, {} tokens per step, queue "
-                     "{}, chat template: {}",
-                     p.id, (*m)->description(),
-                     std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at).count(), c.n_slots,
-                     c.n_ctx_slot, c.n_threads, c.step_tokens, c.max_waiting, (*m)->has_chat_template() ? "yes" : "no");
+                                         "{}, chat template: {}",
+                               p.id, (*m)->description(),
+                               std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at).count(), c.n_slots,
+                               c.n_ctx_slot, c.n_threads, c.step_tokens, c.max_waiting, (*m)->has_chat_template() ? "yes" : "no");
         return sm;
     };
     auto host = std::make_shared<served_models>(specs, hopts, load);
@@ -526,6 +581,38 @@ int run_serve(const serve_options &given) {
         router.set_ready();
     }
 
+    // Serving with remote layers: a worker lost mid-request (ggml aborts inside the decode) or
+    // silent past --rpc-timeout (the watchdog below) fails every in-flight request with a 503 or
+    // an SSE error event naming the workers, and the process exits 2 for the orchestrator to
+    // restart it: ggml's client cannot reconnect, so nothing else could serve again.
+    std::function<void(const std::string &)> lost;
+    if (!remote.empty() && exit_code == 0) {
+        lost = [&router, &server, &host, rpc_list](const std::string &why) {
+            static std::atomic<bool> once{false};
+            if (once.exchange(true)) {
+                for (;;) { // another thread is already exiting the process
+                    ::pause();
+                }
+            }
+            spdlog::critical("RPC workers ({}) lost: {}; failing in-flight requests and exiting", rpc_list, why);
+            router.set_draining(true);
+            server.stop_accepting();
+            const error err{error_kind::unavailable,
+                            "the server lost its RPC workers (" + rpc_list + ") and is restarting; retry shortly", "",
+                            "rpc_worker_lost"};
+            for (const auto &m : host->loaded()) {
+                m->eng->abandon(err);
+            }
+            const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+            while (server.open_exchanges() > 0 && std::chrono::steady_clock::now() < deadline) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(10));
+            }
+            spdlog::shutdown();
+            std::_Exit(2);
+        };
+        set_fatal_handler([lost](const std::string &msg) { lost("ggml: " + msg); });
+    }
+
     if (exit_code == 0) {
         // SIGTERM/SIGINT: stop admitting, let in-flight requests finish, then exit 0. A second
         // signal exits at once.
@@ -551,8 +638,17 @@ int run_serve(const serve_options &given) {
             const auto loaded = host->loaded();
             return std::all_of(loaded.begin(), loaded.end(), [](const auto &m) { return m->healthy(); });
         };
+        const auto rpc_timeout = std::chrono::seconds(opts.rpc_timeout);
         while (signals.load() == 0 && all_healthy()) {
             std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            if (lost) {
+                for (const auto &m : host->loaded()) {
+                    if (m->eng->busy_for() > rpc_timeout) {
+                        lost("an engine step has waited on them for more than " + std::to_string(opts.rpc_timeout) +
+                             " s (--rpc-timeout)");
+                    }
+                }
+            }
         }
         if (!all_healthy()) {
             spdlog::error("the engine cannot continue; exiting so the orchestrator restarts the server");
@@ -584,6 +680,13 @@ int run_serve(const serve_options &given) {
         }
         sig_ioc.stop();
         sig_thread.join();
+    }
+    if (lost) { // the router and server the handler uses go away below; freeing remote buffers may still fail
+        set_fatal_handler([](const std::string &msg) {
+            spdlog::critical("ggml: {} (while stopping)", msg);
+            spdlog::shutdown();
+            std::_Exit(2);
+        });
     }
     host->shutdown();
     ioc.stop();

@@ -30,9 +30,14 @@ struct serve_options {
     bool                     mlock            = false;
     std::string              lora_dir;    // --lora-dir: the LoRA adapter folder (store/lora_catalog.h)
     std::string              draft_model; // --draft-model: speculative decoding's draft (a path or cached name)
-    engine_config            engine;
-    http_limits              http;
-    api_limits               api;
+    // --rpc HOST:PORT,...: ggml-rpc-server workers that hold some of the layers (engine/rpc.h).
+    std::string rpc;
+    // --rpc-timeout: seconds a worker may take to answer the start-up handshake, and an engine
+    // step may wait on the workers before the server declares them lost and exits.
+    int32_t       rpc_timeout = 60;
+    engine_config engine;
+    http_limits   http;
+    api_limits    api;
 
     embedder_config  embedder;  // --pooling, --embedding-* (the embedder's batches and queue)
     embedding_limits embedding; // --embedding-max-inputs

@@ -239,6 +239,11 @@ std::optional<error> engine::submit(generation_request req, std::shared_ptr<requ
             n_queued_ -= n;
             return error{error_kind::unavailable, "the server is shutting down", "", ""};
         }
+        if (live_.size() >= live_prune_at_) {
+            std::erase_if(live_, [](const auto &w) { return w.expired(); });
+            live_prune_at_ = std::max<size_t>(64, 2 * live_.size());
+        }
+        live_.push_back(chan);
         inbox_.push_back({std::move(req), std::move(chan), std::chrono::steady_clock::now()});
     }
     if (cfg_.metrics) {
@@ -246,6 +251,33 @@ std::optional<error> engine::submit(generation_request req, std::shared_ptr<requ
     }
     cv_.notify_one();
     return std::nullopt;
+}
+
+void engine::abandon(const error &err) {
+    std::vector<std::shared_ptr<request_channel>> chans;
+    {
+        std::lock_guard lock(mu_);
+        stopping_ = true;
+        for (const auto &w : live_) {
+            if (auto c = w.lock(); c && !c->cancelled()) {
+                chans.push_back(std::move(c));
+            }
+        }
+        live_.clear();
+    }
+    for (const auto &c : chans) {
+        generation_event ev;
+        ev.err = err;
+        c->push(std::move(ev));
+    }
+}
+
+std::chrono::steady_clock::duration engine::busy_for() const {
+    const int64_t since = step_started_.load(std::memory_order_relaxed);
+    if (since == 0) {
+        return {};
+    }
+    return std::chrono::steady_clock::now().time_since_epoch() - std::chrono::steady_clock::duration(since);
 }
 
 void engine::cancel(const std::shared_ptr<request_channel> &chan) {
@@ -285,7 +317,9 @@ void engine::loop() {
         accept_new(incoming);
         drop_cancelled();
         if (!st_->sched.idle()) {
+            step_started_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
             step();
+            step_started_.store(0, std::memory_order_relaxed);
         }
     }
     // Shutdown: everything still known gets a clean error so no client hangs.

@@ -87,6 +87,16 @@ class engine {
     // Stops admitting and ends the thread (idempotent).
     void stop();
 
+    // Thread-safe, for the fatal path only (a remote worker lost, engine/rpc.h): every request
+    // submitted and not yet finished gets an error event with `err`, and submit() refuses new
+    // ones. Touches none of the engine thread's state, which may be stuck in a decode that never
+    // returns; the process is expected to exit right after.
+    void abandon(const error &err);
+
+    // How long the step now running has been running; zero while the engine waits for work.
+    // A watchdog reads it to notice a decode that hangs (a remote worker that went silent).
+    std::chrono::steady_clock::duration busy_for() const;
+
     int32_t              n_ctx_slot() const { return cfg_.n_ctx_slot; }
     const engine_config &config() const { return cfg_; }
     const model         &get_model() const { return *model_; }
@@ -131,12 +141,16 @@ class engine {
     std::condition_variable cv_;
     std::vector<pending>    inbox_;
     bool                    stopping_ = false;
-    std::atomic<int32_t>    n_queued_{0}; // sequences submitted and not yet in a slot
-    std::atomic<bool>       healthy_{true};
-    std::atomic<int32_t>    n_running_{0};
-    std::atomic<uint64_t>   n_prompt_computed_{0}, n_prompt_cached_{0}, n_generated_{0}, n_steps_{0};
-    std::atomic<uint64_t>   n_draft_{0}, n_draft_accepted_{0};
-    std::thread             thread_;
+    // Every channel submitted (under mu_), for abandon(); expired entries are pruned as it grows.
+    std::vector<std::weak_ptr<request_channel>> live_;
+    size_t                                      live_prune_at_ = 64;
+    std::atomic<int64_t>  step_started_{0}; // steady_clock ticks when the running step began; 0 = idle
+    std::atomic<int32_t>  n_queued_{0};     // sequences submitted and not yet in a slot
+    std::atomic<bool>     healthy_{true};
+    std::atomic<int32_t>  n_running_{0};
+    std::atomic<uint64_t> n_prompt_computed_{0}, n_prompt_cached_{0}, n_generated_{0}, n_steps_{0};
+    std::atomic<uint64_t> n_draft_{0}, n_draft_accepted_{0};
+    std::thread           thread_;
 };
 
 } // namespace inferbox

@@ -61,6 +61,15 @@ struct gpu_device {
     uint64_t    free_bytes  = 0;
 };
 
+// A device on another machine that ggml's RPC backend reaches (serve --rpc): filled by serve
+// from the workers it attached (engine/rpc.h), never by detect_hardware().
+struct remote_device {
+    std::string name;     // ggml's device name, "RPC0", ...
+    std::string endpoint; // the worker, "host:port"
+    uint64_t    total_bytes = 0;
+    uint64_t    free_bytes  = 0;
+};
+
 struct hardware_info {
     std::string arch;      // the architecture this binary was built for: "x86_64", "aarch64", ...
     std::string cpu_model; // /proc/cpuinfo "model name" (x86) or "Hardware"/"CPU part"; empty: unknown
@@ -96,7 +105,8 @@ struct hardware_info {
     // min(ram_available, cgroup limit - cgroup usage); 0 when unknown.
     uint64_t ram_available_effective = 0;
 
-    std::vector<gpu_device> gpus; // empty in this layer (see the file comment)
+    std::vector<gpu_device>    gpus;   // empty in this layer (see the file comment)
+    std::vector<remote_device> remote; // RPC workers' devices; empty in this layer
 };
 
 // Detects the hardware. File-based facts come from under `root` (default the real "/"); the ISA

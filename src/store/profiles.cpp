@@ -307,6 +307,36 @@ bool fits(const model_shape &m, const profile_settings &s, const memory_budget &
     return estimate_memory(m, s).total() <= b.bytes;
 }
 
+// The part of a device's free memory a profile may use: all but 5 %, at least 256 MiB, at most 2 GiB.
+uint64_t device_budget(uint64_t free_bytes, uint64_t total_bytes) {
+    const uint64_t margin = std::clamp<uint64_t>(total_bytes / 20, 256 * mib, 2 * gib);
+    return free_bytes > margin ? free_bytes - margin : 0;
+}
+
+// RPC profiles: why the workers' devices cannot hold their share of `e`, or empty when they can.
+// Each device holds remote × its share of the free memory (llama.cpp's split) plus a compute buffer.
+std::string remote_misfit(const hardware_info &hw, const memory_estimate &e) {
+    uint64_t sum_free = 0;
+    for (const auto &d : hw.remote) {
+        sum_free = sat_add(sum_free, d.free_bytes);
+    }
+    if (sum_free == 0) {
+        return "the RPC workers report no free memory";
+    }
+    for (const auto &d : hw.remote) {
+        const double   share = double(d.free_bytes) / double(sum_free);
+        const uint64_t need  = sat_add(uint64_t(double(e.remote) * share), e.compute);
+        const uint64_t cap   = device_budget(d.free_bytes, d.total_bytes);
+        if (need > cap) {
+            return "RPC device " + d.name + " (" + d.endpoint + ") would hold " + format_memory_size(need) +
+                   " (its share of " + format_memory_size(e.remote) + " of layers and KV, plus compute " +
+                   format_memory_size(e.compute) + ") but can give " + format_memory_size(cap) + " (free " +
+                   format_memory_size(d.free_bytes) + ")";
+        }
+    }
+    return {};
+}
+
 // The largest value v in [lo, hi] (multiples of `step` from lo) for which ok(v) holds, given
 // ok is monotone (true up to some point, then false); nullopt when ok(lo) is false.
 template <typename F> std::optional<int32_t> largest_fitting(int32_t lo, int32_t hi, int32_t step, F &&ok) {
@@ -329,8 +359,8 @@ template <typename F> std::optional<int32_t> largest_fitting(int32_t lo, int32_t
     return lo + good * step;
 }
 
-std::string profile_name(bool gpu, profile_flavour f, const profile_settings &s) {
-    std::string name = gpu ? "gpu-" : "cpu-";
+std::string profile_name(profile_flavour f, const profile_settings &s) {
+    std::string name = s.gpu ? "gpu-" : (s.rpc ? "rpc-" : "cpu-");
     name += f == profile_flavour::latency ? "latency" : "throughput";
     if (f == profile_flavour::throughput) {
         name += "-p" + std::to_string(s.n_slots);
@@ -379,6 +409,9 @@ model_shape model_shape_of(const gguf_info &g, const cpu_isa &isa) {
     for (const auto &t : g.tensors) {
         if (t.n_dims >= 2 && t.name != "token_embd.weight" && cpu_repacks(t.type, t.dims[1], isa)) {
             m.repacked_bytes = sat_add(m.repacked_bytes, t.n_bytes);
+        }
+        if (t.name.starts_with("blk.")) {
+            m.layer_bytes = sat_add(m.layer_bytes, t.n_bytes);
         }
     }
 
@@ -526,6 +559,22 @@ memory_estimate estimate_memory(const model_shape &m, const profile_settings &s_
     e.compute             = sat_add(sat_add(graph, mask), sat_add(work, logits));
     e.overhead            = sat_add(sat_add(base_overhead_bytes, sat_mul(m.n_vocab, vocab_bytes_per_token)),
                                     sat_mul(sat_mul(m.n_vocab, sampler_bytes_per_token), uint64_t(s.n_slots)));
+    if (s.rpc && s.n_gpu_layers > 0 && m.n_layer > 0) {
+        // The last g blocks (llama.cpp offloads from the end; the output layer stays here while
+        // g ≤ n_layer) and their KV live on the workers. With mmap, their file pages were read
+        // once to upload them: page cache, not the process's own memory.
+        const uint64_t g         = std::min<uint64_t>(uint64_t(s.n_gpu_layers), m.n_layer);
+        const uint64_t layers    = std::min(m.layer_bytes, m.weight_bytes);
+        const uint64_t remote_w  = uint64_t(double(layers) * double(g) / double(m.n_layer));
+        const uint64_t remote_kv = uint64_t(double(e.kv_cache) * double(g) / double(m.n_layer));
+        e.weights -= std::min(e.weights, remote_w);
+        e.kv_cache -= remote_kv;
+        e.page_cache = uint64_t(double(e.page_cache) * double(m.n_layer - g) / double(m.n_layer));
+        if (s.use_mmap) {
+            e.page_cache = sat_add(e.page_cache, remote_w);
+        }
+        e.remote = sat_add(remote_w, remote_kv);
+    }
     return e;
 }
 
@@ -558,6 +607,14 @@ model_profile evaluate_profile(const model_shape &m, const hardware_info &hw, co
         return incompatible(m.problem);
     }
     memory_budget budget = cpu_budget;
+    if (s.rpc) {
+        if (hw.remote.empty()) {
+            return incompatible("no RPC workers: serve --rpc HOST:PORT[,...] attaches them");
+        }
+        if (auto why = remote_misfit(hw, p.memory); !why.empty()) {
+            return incompatible(why);
+        }
+    }
     if (s.gpu) {
         if (hw.gpus.empty()) {
             return incompatible("no GPU device (this build has no GPU backend, or it found none)");
@@ -582,9 +639,9 @@ model_profile evaluate_profile(const model_shape &m, const hardware_info &hw, co
         p.status = profile_status::runnable;
         return p;
     }
-    if (m.weight_bytes > budget.bytes) {
-        return incompatible("the weights alone (" + mib_text(m.weight_bytes) + ") exceed the " + (s.gpu ? "GPU " : "") +
-                            "memory budget " + budget_text(budget));
+    if (p.memory.weights > budget.bytes) {
+        return incompatible("the weights alone (" + mib_text(p.memory.weights) + ") exceed the " +
+                            (s.gpu ? "GPU " : "") + "memory budget " + budget_text(budget));
     }
 
     // low_memory: find the change that makes it fit. Latency keeps its single slot and shortens
@@ -694,7 +751,7 @@ profile_set list_profiles(const gguf_info &g, const hardware_info &hw, const pro
     const bool mlock = hw.memlock_limit && *hw.memlock_limit >= m.weight_bytes && m.weight_bytes > 0;
 
     const auto add = [&](profile_flavour f, const profile_settings &s) {
-        set.profiles.push_back(evaluate_profile(m, hw, set.budget, profile_name(s.gpu, f, s), f, s));
+        set.profiles.push_back(evaluate_profile(m, hw, set.budget, profile_name(f, s), f, s));
     };
 
     for (int32_t ctx : latency_ctx) {
@@ -735,7 +792,45 @@ profile_set list_profiles(const gguf_info &g, const hardware_info &hw, const pro
         s.n_gpu_layers = int32_t(std::min<uint64_t>(m.n_layer + 1, 1u << 20)); // blocks + output layer
         add(profile_flavour::latency, s);
     }
+    if (!hw.remote.empty()) {
+        for (int32_t ctx : latency_ctx) {
+            profile_settings s;
+            s.rpc          = true;
+            s.n_threads    = int32_t(hw.n_cores_effective);
+            s.n_ctx_slot   = ctx;
+            s.flash_attn   = flash;
+            s.n_gpu_layers = rpc_layer_split(m, hw, set.budget, s);
+            add(profile_flavour::latency, s);
+        }
+    }
     return set;
+}
+
+int32_t rpc_layer_split(const model_shape &m, const hardware_info &hw, const memory_budget &budget,
+                        const profile_settings &s) {
+    if (hw.remote.empty() || m.n_layer == 0) {
+        return 0;
+    }
+    profile_settings local    = s;
+    local.rpc                 = false;
+    local.n_gpu_layers        = 0;
+    const memory_estimate all = estimate_memory(m, local);
+    // Per layer: its weights and its KV. Fixed: what stays here whatever the split.
+    const uint64_t layers    = sat_add(std::min(m.layer_bytes, m.weight_bytes), all.kv_cache);
+    const double   per_layer = std::max(1.0, double(layers) / double(m.n_layer));
+    const uint64_t fixed     = all.total() - std::min(all.total(), layers);
+    const double   here      = budget.bytes > fixed ? double(budget.bytes - fixed) : 0.0;
+    double         there     = 0;
+    for (const auto &d : hw.remote) {
+        const uint64_t cap = device_budget(d.free_bytes, d.total_bytes);
+        there += cap > all.compute ? double(cap - all.compute) : 0.0;
+    }
+    const double n  = double(m.n_layer);
+    double       g  = here + there > 0 ? std::round(n * there / (here + there)) : n;
+    const double lo = std::clamp(std::ceil((double(layers) - here) / per_layer), 0.0, n); // this machine fits
+    const double hi = std::clamp(std::floor(there / per_layer), 0.0, n);                  // the workers fit
+    g               = std::clamp(g, lo, std::max(lo, hi));
+    return int32_t(std::max(1.0, g)); // an RPC profile offloads something
 }
 
 result<profile_pick> pick_profile(const profile_set &set, pick_goal goal) {
@@ -770,7 +865,7 @@ result<profile_pick> pick_profile(const profile_set &set, pick_goal goal) {
     };
     const auto runnable_cpu = [](profile_flavour f) {
         return [f](const model_profile &p) {
-            return p.status == profile_status::runnable && !p.settings.gpu && p.flavour == f;
+            return p.status == profile_status::runnable && !p.settings.gpu && !p.settings.rpc && p.flavour == f;
         };
     };
     const auto make = [&](size_t i, const std::string &why) {
@@ -786,6 +881,11 @@ result<profile_pick> pick_profile(const profile_set &set, pick_goal goal) {
     if (auto i = best_of([](const model_profile &p) { return p.status == profile_status::runnable && p.settings.gpu; },
                          latency_better)) {
         return make(*i, "a GPU is available and the model fits in its memory");
+    }
+    if (auto i = best_of([](const model_profile &p) { return p.status == profile_status::runnable && p.settings.rpc; },
+                         latency_better)) {
+        return make(*i, "RPC workers are attached: " + std::to_string(ps[*i].settings.n_gpu_layers) +
+                            " layers on them, the longest context that fits");
     }
     const profile_flavour first = goal == pick_goal::latency ? profile_flavour::latency : profile_flavour::throughput;
     const profile_flavour second =
@@ -841,7 +941,8 @@ result<profile_pick> pick_profile(const profile_set &set, pick_goal goal) {
         return e;
     }
     // The numbers: what the smallest configuration (one slot, the shortest context, f16 KV) needs.
-    const auto cpu = std::find_if(ps.begin(), ps.end(), [](const model_profile &p) { return !p.settings.gpu; });
+    const auto cpu =
+        std::find_if(ps.begin(), ps.end(), [](const model_profile &p) { return !p.settings.gpu && !p.settings.rpc; });
     if (cpu == ps.end()) {
         e.message = "no profile fits in memory";
         return e;

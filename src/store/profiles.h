@@ -75,6 +75,8 @@ struct model_shape {
     // (Q4_0, Q4_K, IQ4_NL, MXFP4 with AVX2, ...): loaded into an anonymous copy, while their
     // file pages, read once, stay in the page cache (and in the process's RSS) until reclaimed.
     uint64_t repacked_bytes = 0;
+    // Bytes of the repeating blocks' tensors ("blk.N.*"): what offloading layers moves.
+    uint64_t layer_bytes = 0;
 
     // Why llama.cpp cannot load the model (unknown or missing architecture, a required key
     // missing or unusable); empty when it can.
@@ -95,6 +97,7 @@ bool is_known_architecture(std::string_view architecture);
 // What a profile configures. Field names follow engine_config and the serve flags.
 struct profile_settings {
     bool          gpu          = false;              // all layers on the largest GPU
+    bool          rpc          = false;              // n_gpu_layers layers on the RPC workers' devices
     int32_t       n_threads    = 1;                  // --threads
     int32_t       n_slots      = 1;                  // --parallel
     int32_t       n_ctx_slot   = 0;                  // --ctx-size (tokens per sequence)
@@ -115,6 +118,9 @@ struct memory_estimate {
     // The repacked tensors' file pages (see model_shape::repacked_bytes): counted in peak RSS but
     // reclaimable, so not in total() (unless mlock pins them, then they are in `weights`).
     uint64_t page_cache = 0;
+    // RPC profiles: what the workers hold (their layers' weights and KV, a compute buffer on each
+    // device); not in total(), which is this machine's part.
+    uint64_t remote = 0;
 
     uint64_t total() const { return weights + kv_cache + compute + overhead; } // must fit
     uint64_t peak_rss() const { return total() + page_cache; }                 // VmHWM with memory to spare
@@ -153,7 +159,10 @@ struct model_profile {
 };
 
 // Estimates `s` and sets the status against `budget` (searching the change for low_memory).
-// GPU settings are checked against the largest device in hw.gpus.
+// GPU settings are checked against the largest device in hw.gpus. RPC settings put
+// n_gpu_layers of the last layers on hw.remote, split in proportion to each device's free
+// memory as llama.cpp splits them; each device's share must fit its free memory less a margin
+// (5 %, at least 256 MiB, at most 2 GiB), or the profile is incompatible with the numbers.
 model_profile evaluate_profile(const model_shape &m, const hardware_info &hw, const memory_budget &budget,
                                std::string name, profile_flavour flavour, const profile_settings &s);
 
@@ -174,10 +183,18 @@ struct profile_set {
 //   throughput: slots ∈ {4, 8} (and 16 with ≥ 16 cores), ctx ∈ {min(trained, 4096),
 //            min(trained, 2048)}, KV f16, threads = effective logical CPUs, batch 1024, ubatch 512;
 //   gpu: one latency profile at the trained context, every layer offloaded (incompatible here
-//            when hw.gpus is empty).
+//            when hw.gpus is empty);
+//   rpc (only when hw.remote lists devices): latency profiles over the latency contexts, f16 KV,
+//            with rpc_layer_split()'s layers on the workers.
 // Flash attention on (off for grok, which llama.cpp forces off; then no q8_0 KV), mmap on,
 // mlock on for latency profiles when RLIMIT_MEMLOCK covers the weights.
 profile_set list_profiles(const gguf_info &g, const hardware_info &hw, const profile_options &o = {});
+
+// Layers to put on the RPC workers for `s` (an rpc profile): in proportion to the memory the
+// workers can give (free less margin, summed) against the memory this machine's budget leaves
+// after its fixed parts, then moved so both sides fit when they can. 0 without remote devices.
+int32_t rpc_layer_split(const model_shape &m, const hardware_info &hw, const memory_budget &budget,
+                        const profile_settings &s);
 
 enum class pick_goal { latency, throughput };
 
@@ -190,7 +207,7 @@ struct profile_pick {
 };
 
 // The best profile for `goal`:
-//   1. a runnable GPU profile, if any;
+//   1. a runnable GPU profile, if any; then a runnable RPC profile (the longest context);
 //   2. runnable profiles of the goal's flavour: latency → the longest context, then f16 KV
 //      before q8_0; throughput → the most slots, then the longest context, then f16;
 //   3. the other flavour by its own rule;

@@ -600,3 +600,114 @@ TEST(profiles, names) {
     EXPECT_EQ(profile_status_name(profile_status::low_memory), "low_memory");
     EXPECT_DOUBLE_EQ(kv_cache_type_size(kv_cache_type::f16), 2.0);
 }
+
+namespace {
+
+// A model of 32 layers (4 GiB of blk.* tensors) plus a 512 MiB embedding, as the RPC tests use.
+gguf_info make_split_model() {
+    gguf_info        g = make_model({});
+    gguf_tensor_info embd;
+    embd.name       = "token_embd.weight";
+    embd.n_dims     = 2;
+    embd.dims       = {4096, 128256, 1, 1};
+    embd.type       = 1;
+    embd.n_bytes    = 512 * mib;
+    embd.n_elements = embd.n_bytes / 2;
+    g.tensors.push_back(embd);
+    g.tensor_bytes += embd.n_bytes;
+    return g;
+}
+
+hardware_info with_workers(hardware_info hw, std::initializer_list<uint64_t> free_each) {
+    int i = 0;
+    for (const uint64_t f : free_each) {
+        hw.remote.push_back({"RPC" + std::to_string(i), "10.0.0." + std::to_string(i + 1) + ":50052", f, f});
+        ++i;
+    }
+    return hw;
+}
+
+} // namespace
+
+TEST(profiles, no_rpc_profiles_without_workers) {
+    const profile_set set = list_profiles(make_split_model(), make_hardware());
+    for (const auto &p : set.profiles) {
+        EXPECT_FALSE(p.settings.rpc) << p.name;
+    }
+    EXPECT_EQ(rpc_layer_split(set.model, make_hardware(), set.budget, profile_settings{}), 0);
+}
+
+TEST(profiles, rpc_split_moves_layers_weights_and_kv_to_the_workers) {
+    const model_shape m = model_shape_of(make_split_model(), cpu_isa{});
+    EXPECT_EQ(m.layer_bytes, 4 * gib);
+    profile_settings s;
+    s.n_ctx_slot              = 8192;
+    const memory_estimate all = estimate_memory(m, s);
+    s.rpc                     = true;
+    s.n_gpu_layers            = 8; // a quarter of the layers
+    const memory_estimate e   = estimate_memory(m, s);
+    EXPECT_EQ(e.weights, all.weights - gib);
+    EXPECT_EQ(e.kv_cache, all.kv_cache - all.kv_cache / 4);
+    EXPECT_EQ(e.remote, gib + all.kv_cache / 4);
+    EXPECT_EQ(e.compute, all.compute);
+    EXPECT_EQ(e.total() + e.remote, all.total());
+    // More than the layers: the output layer still stays here.
+    s.n_gpu_layers = 1000;
+    EXPECT_EQ(estimate_memory(m, s).weights, all.weights - 4 * gib);
+}
+
+TEST(profiles, a_model_too_big_for_this_machine_fits_with_workers) {
+    const gguf_info     g     = make_split_model();
+    const hardware_info small = make_hardware(3 * gib, 4 * gib); // budget 3 GiB - 256 MiB
+    const profile_set   alone = list_profiles(g, small);
+    // Alone, the weights (4.5 GiB) exceed the budget whatever the context.
+    EXPECT_EQ(get(alone, "cpu-latency-ctx8192").status, profile_status::incompatible);
+    EXPECT_FALSE(pick_profile(alone));
+
+    const hardware_info hw  = with_workers(small, {8 * gib, 8 * gib});
+    const profile_set   set = list_profiles(g, hw);
+    const auto         &rpc = get(set, "rpc-latency-ctx8192");
+    ASSERT_EQ(rpc.status, profile_status::runnable) << rpc.detail;
+    EXPECT_LE(rpc.memory.total(), set.budget.bytes);
+    EXPECT_GT(rpc.settings.n_gpu_layers, 0);
+    EXPECT_LE(rpc.settings.n_gpu_layers, 32);
+    // Capacity-proportional: the workers give ~15 GiB against this machine's ~2 GiB for layers,
+    // so most layers go there, and every device's share fits its free memory less the margin.
+    EXPECT_GE(rpc.settings.n_gpu_layers, 24);
+    for (const auto &d : hw.remote) {
+        EXPECT_LE(rpc.memory.remote / 2 + rpc.memory.compute, d.free_bytes - 409 * mib);
+    }
+    const auto pick = pick_profile(set);
+    ASSERT_TRUE(pick) << pick.err().message;
+    EXPECT_EQ(set.profiles[pick->index].name, "rpc-latency-ctx8192");
+    EXPECT_NE(pick->reason.find("RPC workers"), std::string::npos) << pick->reason;
+}
+
+TEST(profiles, rpc_split_keeps_layers_here_when_the_workers_are_small) {
+    const gguf_info     g   = make_split_model();
+    const hardware_info hw  = with_workers(make_hardware(), {1 * gib}); // plenty here, little there
+    const profile_set   set = list_profiles(g, hw);
+    const auto         &rpc = get(set, "rpc-latency-ctx8192");
+    ASSERT_EQ(rpc.status, profile_status::runnable) << rpc.detail;
+    // ~0.75 GiB usable there against ~60 GiB here: one or two layers (each 128 MiB + KV), never more
+    // than the worker can hold.
+    EXPECT_GE(rpc.settings.n_gpu_layers, 1);
+    EXPECT_LE(rpc.settings.n_gpu_layers, 5);
+}
+
+TEST(profiles, rpc_profile_names_the_device_that_cannot_hold_its_share) {
+    const model_shape   m  = model_shape_of(make_split_model(), cpu_isa{});
+    const hardware_info hw = with_workers(make_hardware(3 * gib, 4 * gib), {512 * mib});
+    profile_settings    s;
+    s.rpc                 = true;
+    s.n_ctx_slot          = 8192;
+    s.n_gpu_layers        = 28;
+    const model_profile p = evaluate_profile(m, hw, cpu_memory_budget(hw), "custom", profile_flavour::latency, s);
+    EXPECT_EQ(p.status, profile_status::incompatible);
+    EXPECT_NE(p.detail.find("RPC device RPC0 (10.0.0.1:50052) would hold"), std::string::npos) << p.detail;
+    // And without workers at all:
+    const model_profile none =
+        evaluate_profile(m, make_hardware(), cpu_memory_budget(make_hardware()), "custom", profile_flavour::latency, s);
+    EXPECT_EQ(none.status, profile_status::incompatible);
+    EXPECT_NE(none.detail.find("serve --rpc"), std::string::npos);
+}

@@ -96,24 +96,27 @@ process.on('exit', () => {
 //   parallel: adds --parallel N
 //   args:     further command-line arguments
 //   env:      extra environment variables for the server process
+//   host:     the address to listen on and to reach it at (default 127.0.0.1)
+//   prefix:   a command that runs the server, e.g. ['ip', 'netns', 'exec', 'NS'] (it must exec it,
+//             so that signals reach the server itself)
 // Returns { url, port, log(), logSince(mark), mark(), exited, stop() }.
-export async function startServer({ model = MODELS.plain, parallel, args = [], env = {} } = {}) {
+export async function startServer({ model = MODELS.plain, parallel, args = [], env = {}, host = '127.0.0.1', prefix = [] } = {}) {
   const bin = serverBinary();
   const port = await freePort();
   // model: null leaves --model to `args` (a cached name, an hf:// reference).
-  const argv = ['serve', ...(model === null ? [] : ['--model', modelPath(model)]), '--host', '127.0.0.1', '--port', String(port)];
+  const argv = ['serve', ...(model === null ? [] : ['--model', modelPath(model)]), '--host', host, '--port', String(port)];
   if (parallel !== undefined) {
     argv.push('--parallel', String(parallel));
   }
   argv.push(...args.map(String));
 
-  const child = spawn(bin, argv, {
+  const child = spawn(prefix.length ? prefix[0] : bin, [...prefix.slice(1), ...(prefix.length ? [bin] : []), ...argv], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   running.add(child);
 
-  let logText = `$ ${bin} ${argv.join(' ')}\n`;
+  let logText = `$ ${[...prefix, bin, ...argv].join(' ')}\n`;
   let dropped = 0;
   const append = (chunk) => {
     logText += chunk.toString('utf8');
@@ -139,7 +142,7 @@ export async function startServer({ model = MODELS.plain, parallel, args = [], e
     spawnError = err;
   });
 
-  const url = `http://127.0.0.1:${port}`;
+  const url = `http://${host}:${port}`;
   const server = {
     url,
     port,
