@@ -85,6 +85,13 @@ describe('Containerfiles agree with the project', () => {
       const entry = stage.match(/^ENTRYPOINT (\[.*\])$/m);
       assert.ok(entry, `${name}: no ENTRYPOINT`);
       assert.deepEqual(JSON.parse(entry[1]), ENTRYPOINT);
+      // llama.cpp's backends as scripts/setup.sh configures them (the RPC backend: serve --rpc and
+      // rpc-worker must work in the image too).
+      const setup = fs.readFileSync(path.join(repoRoot, 'scripts', 'setup.sh'), 'utf8');
+      for (const flag of ['-DGGML_RPC=ON', '-DGGML_RPC_RDMA=OFF']) {
+        assert.ok(setup.includes(flag), `scripts/setup.sh no longer passes ${flag}: update this test`);
+        assert.ok(text.includes(flag), `${name}: configure llama.cpp with ${flag} as scripts/setup.sh does`);
+      }
       // The build stage copies every top-level folder the root CMakeLists.txt reads.
       const copied = [...text.matchAll(/^COPY (?!--from)(\S+)/gm)].map((m) => m[1].replace(/\/$/, ''));
       const needed = new Set(['CMakeLists.txt', 'scripts', 'deploy/container/build-image.sh']);
@@ -373,6 +380,35 @@ function containerTests() {
       });
       const names = JSON.parse(listed.stdout).map((m) => m.name);
       assert.deepEqual(names, ['stories260K']);
+    });
+
+    test('the image runs an RPC worker that a leader puts layers on', async () => {
+      assert.ok(imageId, 'the image was not built');
+      const port = await freePort();
+      const name = `inferbox-rpc-worker-${suffix}`;
+      runContainer(name, {
+        entrypoint: ['/usr/local/bin/inferbox', 'rpc-worker', '--host', '127.0.0.1', '--port', String(port), '--threads', '1'],
+      });
+      try {
+        const deadline = Date.now() + READY_TIMEOUT_MS;
+        while (!/listening on/.test(logsOf(name))) {
+          const state = JSON.parse(podman(['inspect', name]).stdout)[0].State;
+          assert.equal(state.Running, true, `the worker stopped (exit ${state.ExitCode})\n${logsOf(name)}`);
+          assert.ok(Date.now() < deadline, `the worker did not listen within ${READY_TIMEOUT_MS / 1000} s\n${logsOf(name)}`);
+          await sleep(200);
+        }
+        const leader = await startServer({ model: MODELS.plain, args: ['--rpc', `127.0.0.1:${port}`] });
+        try {
+          assert.match(leader.log(), /RPC: \d+ of \d+ layers on 1 remote devices/);
+          const res = await postJson(`${leader.url}/v1/completions`, { prompt: ONCE, max_tokens: 64, temperature: 0 });
+          assert.equal(res.status, 200, res.text);
+          assert.equal(res.body.choices[0].text, GREEDY_64);
+        } finally {
+          assert.equal((await leader.stop()).code, 0, leader.log());
+        }
+      } finally {
+        podman(['rm', '--force', '--time', '0', name], { check: false });
+      }
     });
 
     test('serves the same greedy completion as uid 1000, then drains and exits 0 on SIGTERM', async (t) => {

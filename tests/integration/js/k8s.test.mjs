@@ -13,7 +13,7 @@
 // Without a usable kubectl this file FAILS; INFERBOX_SKIP_K8S=1 skips it instead.
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -21,10 +21,10 @@ import { before, describe, test } from 'node:test';
 
 import YAML from 'yaml';
 
-import { MODELS, getJson, modelPath, repoRoot, serverBinary, startServer } from './harness.mjs';
+import { MODELS, freePort, getJson, modelPath, repoRoot, serverBinary, startServer } from './harness.mjs';
 
 const K8S = path.join(repoRoot, 'deploy', 'k8s');
-const OVERLAYS = ['base', 'overlays/cpu', 'overlays/gpu', 'overlays/multi-model'];
+const OVERLAYS = ['base', 'overlays/cpu', 'overlays/gpu', 'overlays/multi-model', 'overlays/rpc'];
 const ADAPTER = 'prometheus-adapter';
 const CACHE_ROOT = '/var/cache/inferbox'; // the image's INFERBOX_CACHE (deploy/container)
 const UID = 1000; // the image's user
@@ -57,9 +57,9 @@ function render(dir) {
   }).filter(Boolean);
 }
 
-// The flags of `inferbox serve`: name -> takes a value.
-function serveFlags() {
-  const help = execFileSync(serverBinary(), ['serve', '--help'], { encoding: 'utf8' });
+// The flags of `inferbox serve` (or another subcommand): name -> takes a value.
+function serveFlags(command = 'serve') {
+  const help = execFileSync(serverBinary(), [command, '--help'], { encoding: 'utf8' });
   const flags = new Map();
   for (const line of help.split('\n')) {
     const m = line.match(/^\s+(?:-\w,)?(--[a-z0-9-]+)(?:\s+(\S+))?/);
@@ -67,16 +67,16 @@ function serveFlags() {
       flags.set(m[1], Boolean(m[2]) && /^[A-Z]/.test(m[2]));
     }
   }
-  assert.ok(flags.has('--port') && flags.has('--model'), `could not read the flags from:\n${help}`);
+  assert.ok(flags.has('--port') && (command !== 'serve' || flags.has('--model')), `could not read the flags from:\n${help}`);
   return flags;
 }
 
-function parseArgs(args, flags) {
+function parseArgs(args, flags, command = 'serve') {
   const out = new Map();
   for (let i = 0; i < args.length; i++) {
     const flag = args[i];
     assert.ok(flag.startsWith('--'), `unexpected positional argument ${JSON.stringify(flag)} in ${JSON.stringify(args)}`);
-    assert.ok(flags.has(flag), `${flag} is not a flag of \`inferbox serve\` (the server would refuse to start; in a pod, a crash loop)`);
+    assert.ok(flags.has(flag), `${flag} is not a flag of \`inferbox ${command}\` (it would refuse to start; in a pod, a crash loop)`);
     if (flags.get(flag)) {
       assert.ok(i + 1 < args.length, `${flag} needs a value`);
       out.set(flag, args[++i]);
@@ -139,22 +139,9 @@ function projectVersion() {
   return cmake.match(/project\(inferbox VERSION ([0-9.]+)/)[1];
 }
 
-// Everything about one Deployment that can be checked without a cluster; returns what the
-// server-side checks need.
-function checkDeployment(docs, dep, flags, overlay) {
-  const where = `${overlay}: Deployment ${dep.metadata.name}`;
-  const pod = dep.spec.template.spec;
-  const podLabels = dep.spec.template.metadata.labels;
-  assert.ok(matches(dep.spec.selector.matchLabels, podLabels), `${where}: selector does not match its pods`);
-  const deployments = docs.filter((d) => d.kind === 'Deployment');
-  for (const other of deployments.filter((d) => d !== dep)) {
-    assert.ok(!matches(dep.spec.selector.matchLabels, other.spec.template.metadata.labels),
-      `${where}: selector also matches ${other.metadata.name}'s pods`);
-  }
-  assert.equal(dep.spec.strategy?.rollingUpdate?.maxUnavailable, 0,
-    `${where}: a rolling update must not remove a pod before its replacement is ready`);
-
-  // Hardening, pod and every container.
+// The hardening every pod of every overlay must have (pod and every container), limits on every
+// container, and volumes that exist.
+function checkHardening(docs, pod, where) {
   const psc = pod.securityContext ?? {};
   assert.equal(psc.runAsNonRoot, true, `${where}: pod securityContext.runAsNonRoot`);
   assert.equal(psc.runAsUser, UID, `${where}: pod securityContext.runAsUser`);
@@ -195,6 +182,24 @@ function checkDeployment(docs, dep, flags, overlay) {
     }
   }
 
+}
+
+// Everything about one Deployment that can be checked without a cluster; returns what the
+// server-side checks need.
+function checkDeployment(docs, dep, flags, overlay) {
+  const where = `${overlay}: Deployment ${dep.metadata.name}`;
+  const pod = dep.spec.template.spec;
+  const podLabels = dep.spec.template.metadata.labels;
+  assert.ok(matches(dep.spec.selector.matchLabels, podLabels), `${where}: selector does not match its pods`);
+  const deployments = docs.filter((d) => d.kind === 'Deployment');
+  for (const other of deployments.filter((d) => d !== dep)) {
+    assert.ok(!matches(dep.spec.selector.matchLabels, other.spec.template.metadata.labels),
+      `${where}: selector also matches ${other.metadata.name}'s pods`);
+  }
+
+  checkHardening(docs, pod, where);
+  const volumes = new Map((pod.volumes ?? []).map((v) => [v.name, v]));
+
   // The server container: flags, port, probes, paths, sizing, shutdown.
   const main = pod.containers.find((c) => (c.command ?? []).includes('serve'));
   assert.ok(main, `${where}: no container runs \`inferbox serve\``);
@@ -202,6 +207,15 @@ function checkDeployment(docs, dep, flags, overlay) {
   const env = environment(docs, main);
   const args = (main.args ?? []).map((a) => expand(a, env, `${where}: args`));
   const opts = parseArgs(args, flags);
+  const rpc = opts.has('--rpc');
+  if (rpc) {
+    // The workers serve one leader at a time: a surge pod could never connect.
+    assert.equal(dep.spec.strategy?.type, 'Recreate', `${where}: a leader with --rpc must be replaced, not surged`);
+    assert.equal(dep.spec.replicas, 1, `${where}: one leader per worker group`);
+  } else {
+    assert.equal(dep.spec.strategy?.rollingUpdate?.maxUnavailable, 0,
+      `${where}: a rolling update must not remove a pod before its replacement is ready`);
+  }
   assert.equal(opts.get('--host'), '0.0.0.0', `${where}: --host must be 0.0.0.0 to be reachable in the pod`);
   const port = Number(opts.get('--port') ?? 8000);
   assert.ok(Number.isInteger(port) && port > 0, `${where}: --port ${opts.get('--port')}`);
@@ -305,14 +319,20 @@ function checkDeployment(docs, dep, flags, overlay) {
   assert.equal(pdbs.length, 1, `${where}: ${pdbs.length} PodDisruptionBudgets cover its pods`);
   assert.ok(Object.keys(pdbs[0].spec.selector.matchLabels).length > 0, `${where}: PDB with an empty selector`);
   const hpas = docs.filter((d) => d.kind === 'HorizontalPodAutoscaler' && d.spec.scaleTargetRef.name === dep.metadata.name);
-  assert.equal(hpas.length, 1, `${where}: ${hpas.length} HPAs scale it`);
-  const hpa = hpas[0];
-  assert.equal(hpa.spec.scaleTargetRef.kind, 'Deployment');
-  assert.ok(hpa.spec.minReplicas >= 1 && hpa.spec.maxReplicas >= hpa.spec.minReplicas, `${where}: HPA replica range`);
-  const hpaMetrics = hpa.spec.metrics.map((m) => {
-    assert.equal(m.type, 'Pods', `${where}: HPA metric type ${m.type} (custom metrics per pod expected)`);
-    return m.pods.metric.name;
-  });
+  let hpaMetrics = [];
+  if (rpc) {
+    assert.equal(hpas.length, 0, `${where}: a leader with --rpc cannot be scaled (its workers serve one leader)`);
+  } else {
+    assert.equal(hpas.length, 1, `${where}: ${hpas.length} HPAs scale it`);
+    const hpa = hpas[0];
+    assert.equal(hpa.spec.scaleTargetRef.kind, 'Deployment');
+    assert.ok(hpa.spec.minReplicas >= 1 && hpa.spec.maxReplicas >= hpa.spec.minReplicas, `${where}: HPA replica range`);
+    hpaMetrics = hpa.spec.metrics.map((m) => {
+      assert.equal(m.type, 'Pods', `${where}: HPA metric type ${m.type} (custom metrics per pod expected)`);
+      return m.pods.metric.name;
+    });
+  }
+  const workers = rpc ? checkWorkers(docs, opts.get('--rpc'), podLabels, [svc, monitor, pdbs[0]], where) : [];
 
   return {
     where,
@@ -325,7 +345,66 @@ function checkDeployment(docs, dep, flags, overlay) {
     modelName: name,
     main,
     pod,
+    workers,
   };
+}
+
+// The RPC workers a leader's --rpc names: a StatefulSet running `inferbox rpc-worker` behind a
+// headless Service whose stable pod names are exactly the --rpc list, on the workers' port,
+// hardened, reachable only from the leader's pods, and selected by none of the leader's objects.
+// Returns the workers' argument lists, one per replica.
+function checkWorkers(docs, rpcList, leaderLabels, leaderObjects, where) {
+  const sets = docs.filter((d) => d.kind === 'StatefulSet' &&
+    (d.spec.template.spec.containers ?? []).some((c) => (c.command ?? []).includes('rpc-worker')));
+  assert.equal(sets.length, 1, `${where}: ${sets.length} StatefulSets of RPC workers`);
+  const sts = sets[0];
+  const w = `${where}: StatefulSet ${sts.metadata.name}`;
+  const pod = sts.spec.template.spec;
+  const labels = sts.spec.template.metadata.labels;
+  assert.ok(matches(sts.spec.selector.matchLabels, labels), `${w}: selector does not match its pods`);
+  checkHardening(docs, pod, w);
+  const worker = pod.containers.find((c) => (c.command ?? []).includes('rpc-worker'));
+  assert.deepEqual(worker.command, ['/usr/local/bin/inferbox', 'rpc-worker'], `${w}: command`);
+  const args = (worker.args ?? []).map((a) => expand(a, environment(docs, worker), `${w}: args`));
+  const opts = parseArgs(args, serveFlags('rpc-worker'), 'rpc-worker');
+  assert.equal(opts.get('--host'), '0.0.0.0', `${w}: --host must be 0.0.0.0 to be reachable in the pod`);
+  const port = Number(opts.get('--port') ?? 50052);
+  assert.ok(worker.ports.some((p) => p.containerPort === port), `${w}: --port ${port} is not a containerPort`);
+  const threads = Number(opts.get('--threads'));
+  assert.ok(threads >= 1 && threads <= cpuCores(worker.resources.limits.cpu),
+    `${w}: --threads ${opts.get('--threads')} must be set and within the CPU limit`);
+
+  const svc = docs.find((d) => d.kind === 'Service' && d.metadata.name === sts.spec.serviceName);
+  assert.ok(svc, `${w}: serviceName ${sts.spec.serviceName} is not a Service of the overlay`);
+  assert.equal(svc.spec.clusterIP, 'None', `${w}: the workers' Service must be headless (stable pod names)`);
+  assert.equal(svc.spec.publishNotReadyAddresses, true, `${w}: the leader must resolve workers that have no readiness`);
+  assert.ok(matches(svc.spec.selector, labels), `${w}: Service ${svc.metadata.name} does not select the workers`);
+  assert.ok(svc.spec.ports.some((p) => portNumber(p.targetPort ?? p.port, worker) === port && p.port === port),
+    `${w}: Service ${svc.metadata.name} does not expose port ${port}`);
+  const expected = Array.from({ length: sts.spec.replicas },
+    (_, i) => `${sts.metadata.name}-${i}.${svc.metadata.name}:${port}`);
+  assert.deepEqual(rpcList.split(','), expected, `${where}: --rpc must list the StatefulSet's pods`);
+
+  assert.ok(!matches(sts.spec.selector.matchLabels, leaderLabels), `${w}: its selector matches the leader's pods`);
+  for (const o of leaderObjects) {
+    const sel = o.spec.selector?.matchLabels ?? o.spec.selector;
+    assert.ok(!matches(sel, labels), `${where}: ${o.kind} ${o.metadata.name} also selects the RPC workers`);
+  }
+  const policies = docs.filter((d) => d.kind === 'NetworkPolicy' && matches(d.spec.podSelector.matchLabels, labels));
+  assert.equal(policies.length, 1, `${w}: ${policies.length} NetworkPolicies guard the workers (RPC has no authentication)`);
+  const np = policies[0];
+  assert.deepEqual(np.spec.policyTypes, ['Ingress'], `${w}: NetworkPolicy policyTypes`);
+  for (const rule of np.spec.ingress) {
+    for (const from of rule.from ?? []) {
+      assert.ok(from.podSelector && !from.namespaceSelector && !from.ipBlock,
+        `${w}: the NetworkPolicy admits more than pods of this namespace: ${JSON.stringify(from)}`);
+      assert.ok(matches(from.podSelector.matchLabels, leaderLabels), `${w}: the NetworkPolicy admits pods that are not the leader`);
+      assert.ok(Object.keys(from.podSelector.matchLabels).length > 0, `${w}: the NetworkPolicy admits every pod`);
+    }
+    assert.ok((rule.from ?? []).length > 0, `${w}: an ingress rule without 'from' admits everyone`);
+    assert.ok(rule.ports.every((p) => portNumber(p.port, worker) === port), `${w}: the NetworkPolicy opens other ports`);
+  }
+  return expected.map(() => args);
 }
 
 // Every sample of a Prometheus text exposition: name -> list of label objects.
@@ -452,8 +531,10 @@ function manifestTests() {
         const docs = render(overlay);
         rendered[overlay] = docs;
         const kinds = new Set(docs.map((d) => d.kind));
+        // The RPC overlay's leader cannot scale (its workers serve one leader): no HPA there.
+        const rpc = overlay === 'overlays/rpc';
         for (const k of ['Deployment', 'Service', 'PersistentVolumeClaim', 'PodDisruptionBudget',
-          'HorizontalPodAutoscaler', 'ServiceMonitor', 'ConfigMap']) {
+          ...(rpc ? ['StatefulSet', 'NetworkPolicy'] : ['HorizontalPodAutoscaler']), 'ServiceMonitor', 'ConfigMap']) {
           assert.ok(kinds.has(k), `${overlay} renders no ${k}`);
         }
         const deps = docs.filter((d) => d.kind === 'Deployment');
@@ -480,6 +561,8 @@ function manifestTests() {
       assert.ok(Number(gpu.main.resources.limits['nvidia.com/gpu']) >= 1, `${gpu.where}: no nvidia.com/gpu limit`);
       assert.ok(gpu.pod.tolerations?.some((t) => t.key === 'nvidia.com/gpu'), `${gpu.where}: no toleration for GPU taints`);
       assert.ok(Object.keys(gpu.pod.nodeSelector ?? {}).length > 0, `${gpu.where}: no nodeSelector for GPU nodes`);
+      const [leader] = of('overlays/rpc');
+      assert.ok(leader?.workers.length >= 2, 'overlays/rpc must split the model over at least two workers');
       const multi = of('overlays/multi-model');
       assert.equal(multi.length, 2, 'overlays/multi-model must render two Deployments');
       assert.notEqual(multi[0].modelName, multi[1].modelName, 'overlays/multi-model serves one model twice');
@@ -518,8 +601,39 @@ function manifestTests() {
         // The pod's --model path exists only in the cluster: serve the test model instead; host and
         // port are the harness's (loopback, a free port).
         const rest = [];
+        // A leader's workers: real `inferbox rpc-worker`s with the StatefulSet's own arguments,
+        // on loopback ports instead of the pods' names.
+        const workers = [];
+        for (const wargs of d.workers) {
+          const wport = await freePort();
+          const argv = [];
+          for (let i = 0; i < wargs.length; i++) {
+            const flag = wargs[i];
+            argv.push(flag);
+            if (flag === '--host' || flag === '--port') {
+              argv.push(flag === '--host' ? '127.0.0.1' : String(wport));
+              i++;
+            }
+          }
+          const child = spawn(serverBinary(), ['rpc-worker', ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
+          let log = '';
+          child.stdout.on('data', (x) => { log += x; });
+          child.stderr.on('data', (x) => { log += x; });
+          workers.push({ child, endpoint: `127.0.0.1:${wport}`, log: () => log });
+        }
+        for (const w of workers) {
+          const deadline = Date.now() + 20_000;
+          while (!/listening on/.test(w.log())) {
+            assert.ok(Date.now() < deadline && w.child.exitCode === null, `${d.where}: rpc-worker did not start:\n${w.log()}`);
+            await new Promise((r) => setTimeout(r, 50));
+          }
+        }
         for (const [flag, value] of d.opts) {
           if (['--model', '--host', '--port'].includes(flag)) {
+            continue;
+          }
+          if (flag === '--rpc') {
+            rest.push(flag, workers.map((w) => w.endpoint).join(','));
             continue;
           }
           rest.push(flag);
@@ -531,13 +645,24 @@ function manifestTests() {
             rest.push(value);
           }
         }
-        const key = rest.join(' ');
+        const key = rest.join(' ').replace(/--rpc \S+/, '--rpc');
         if (seen.has(key)) {
+          workers.forEach((w) => w.child.kill('SIGKILL'));
           continue;
         }
         seen.add(key);
-        const server = await startServer({ model: modelPath(MODELS.plain), args: rest });
+        let server;
         try {
+          server = await startServer({ model: modelPath(MODELS.plain), args: rest });
+        } catch (err) {
+          workers.forEach((w) => w.child.kill('SIGKILL'));
+          throw err;
+        }
+        try {
+          if (workers.length) {
+            assert.match(server.log(), new RegExp(`RPC: \\d+ of \\d+ layers on ${workers.length} remote devices`),
+              `${d.where}: the leader did not put layers on its workers`);
+          }
           for (const [probe, p] of Object.entries(d.paths)) {
             const res = await getJson(`${server.url}${p}`);
             assert.equal(res.status, 200, `${d.where}: ${probe} ${p} answered ${res.status}: ${res.text}`);
@@ -562,6 +687,7 @@ function manifestTests() {
           }
         } finally {
           const exit = await server.stop();
+          workers.forEach((w) => w.child.kill('SIGKILL'));
           assert.equal(exit.code, 0, `${d.where}: the server exited ${exit.code} on SIGTERM\n${server.log().slice(-4000)}`);
         }
       }
