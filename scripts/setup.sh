@@ -59,12 +59,51 @@ if [ ! -f "$src/CMakeLists.txt" ]; then
   mv "$src.tmp" "$src"
 fi
 
+# AMX: GGML_NATIVE=ON compiles ggml's AMX kernels whenever the CPU advertises AMX, and ggml then
+# uses them for quantized weights without checking that the tile registers work. Some virtual
+# machines advertise AMX yet fault on the first tile instruction (seen here: a Firecracker guest
+# whose `ldtilecfg` raises a general-protection fault, which kills llama-bench, llama-server and
+# inferbox alike on any Q8_0/Q4_K model). So when the CPU claims AMX, a tiny program asks the
+# kernel for the tile state and loads a tile configuration; if that does not exit cleanly, the
+# AMX ISA is left out of the native build (explicit -mno-* flags win over -march=native).
+amx_flags=""
+if grep -qw amx_tile /proc/cpuinfo 2>/dev/null; then
+  probe_dir=$(mktemp -d)
+  cat >"$probe_dir/amx.c" <<'PROBE'
+#include <immintrin.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(void) {
+  /* ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA, as ggml does before using AMX. */
+  if (syscall(SYS_arch_prctl, 0x1023, 18) != 0) return 2;
+  unsigned char cfg[64];
+  memset(cfg, 0, sizeof cfg);
+  cfg[0] = 1;   /* palette 1 */
+  cfg[16] = 64; /* tile 0: 64 bytes per row */
+  cfg[48] = 16; /* tile 0: 16 rows */
+  _tile_loadconfig(cfg);
+  _tile_zero(0);
+  _tile_release();
+  return 0;
+}
+PROBE
+  if ! { cc -O1 -mamx-tile -o "$probe_dir/amx" "$probe_dir/amx.c" 2>/dev/null && "$probe_dir/amx" 2>/dev/null; }; then
+    amx_flags="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    log "the CPU advertises AMX but its tile instructions fault here: building llama.cpp without AMX"
+  fi
+  rm -rf "$probe_dir"
+fi
+
 # The RPC backend (GGML_RPC) lets `serve --rpc` put layers on other machines running
 # ggml-rpc-server; RDMA stays off so the build needs no libibverbs. A cache configured before
-# the RPC backend was added is configured again (ninja then rebuilds only what changed).
-if [ ! -f "$llama_build/CMakeCache.txt" ] || ! grep -q '^GGML_RPC:BOOL=ON' "$llama_build/CMakeCache.txt"; then
-  log "configuring llama.cpp (CPU and RPC backends, native ISA) in $llama_build"
+# the RPC backend was added, or with other AMX flags, is configured again (ninja then rebuilds
+# only what changed).
+if [ ! -f "$llama_build/CMakeCache.txt" ] || ! grep -q '^GGML_RPC:BOOL=ON' "$llama_build/CMakeCache.txt" ||
+  ! grep -qx "CMAKE_CXX_FLAGS:STRING=$amx_flags" "$llama_build/CMakeCache.txt"; then
+  log "configuring llama.cpp (CPU and RPC backends, native ISA${amx_flags:+ without AMX}) in $llama_build"
   cmake -S "$src" -B "$llama_build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_C_FLAGS="$amx_flags" -DCMAKE_CXX_FLAGS="$amx_flags" \
     -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=ON -DGGML_CCACHE=OFF -DLLAMA_OPENSSL=OFF \
     -DGGML_RPC=ON -DGGML_RPC_RDMA=OFF \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON \
