@@ -334,6 +334,38 @@ export async function postStream(url, body) {
   return { status: res.status, headers: res.headers, events, chunks, text };
 }
 
+// POSTs a streaming request over a raw socket and resets the connection in the same event-loop
+// turn that delivers the first streamed event, so the request is certainly running and still far
+// from its end when the server sees the client go (a fetch abort goes through several turns
+// first, and on a fast machine a 200-token stream of the tiny model is over by then). Resolves
+// with the bytes received before the reset.
+export function streamThenDisconnect(url, body) {
+  const u = new URL(url);
+  const payload = JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(Number(u.port), u.hostname);
+    let got = '';
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error(`POST ${url}: no streamed event within ${REQUEST_TIMEOUT_MS} ms`));
+    }, REQUEST_TIMEOUT_MS);
+    sock.on('connect', () => {
+      sock.write(`POST ${u.pathname} HTTP/1.1\r\nHost: ${u.host}\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${Buffer.byteLength(payload)}\r\n\r\n${payload}`);
+    });
+    sock.on('data', (d) => {
+      got += d;
+      if (got.includes('data: {')) {
+        clearTimeout(timer);
+        sock.resetAndDestroy();
+        resolve(got);
+      }
+    });
+    sock.on('error', (err) => { clearTimeout(timer); reject(err); });
+    sock.on('close', () => { clearTimeout(timer); reject(new Error(`POST ${url}: closed before a streamed event:\n${got}`)); });
+  });
+}
+
 // Asserts the OpenAI error shape {"error":{"message","type","param","code"}}.
 export function assertErrorShape(res, status) {
   assert.equal(res.status, status, `expected HTTP ${status}, got ${res.status}: ${res.text}`);

@@ -11,7 +11,7 @@ import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import {
-  MODELS, ONCE, freePort, getJson, modelId, postJson, postStream, useServer,
+  MODELS, ONCE, freePort, getJson, modelId, postJson, postStream, streamThenDisconnect, useServer,
 } from './harness.mjs';
 
 // Every sample of the exposition as { name, labels, value }.
@@ -102,16 +102,9 @@ describe('metrics (stories260K.gguf)', () => {
     const bad = await postJson(`${ctx.server.url}/v1/completions`, { model, prompt: ONCE, max_tokens: -1 });
     assert.equal(bad.status, 400);
 
-    const ac = new AbortController();
-    const res = await fetch(`${ctx.server.url}/v1/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model, prompt: ONCE, max_tokens: 200, temperature: 0, stream: true, ignore_eos: true }),
-      signal: ac.signal,
-    });
-    const reader = res.body.getReader();
-    await reader.read(); // the first chunk: the request is running
-    ac.abort();
+    const head = await streamThenDisconnect(`${ctx.server.url}/v1/completions`,
+      { model, prompt: ONCE, max_tokens: 200, temperature: 0, stream: true, ignore_eos: true });
+    assert.match(head, /^HTTP\/1\.1 200/);
 
     // The cancellation is noticed asynchronously; wait until nothing runs.
     let after;
