@@ -584,6 +584,20 @@ void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, const l
     const model   &m    = eng->get_model();
     const auto     info = info_for(leased_model.index());
 
+    // Full slots and queue refuse before tokenization and grammar compilation: under overload
+    // the excess costs as little as possible (submit still decides for the ones that pass).
+    const auto n_sequences =
+        static_cast<int32_t>(std::max<size_t>(1, kind == api_kind::chat ? 1 : req->prompts.size())) * req->n;
+    if (auto full = eng->over_capacity(n_sequences)) {
+        if (info.metrics) {
+            info.metrics->requests_started.inc();
+            info.metrics->failure(failure_reason::overloaded).inc();
+        }
+        ex->log_field("error", full->code);
+        respond_error(*ex, *full);
+        return;
+    }
+
     std::vector<prepared_prompt>       prompts;
     std::shared_ptr<const chat_render> tool_render; // set when tool calls are to be parsed
     if (kind == api_kind::chat) {

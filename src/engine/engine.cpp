@@ -113,7 +113,9 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m, en
     scheduler_config sc;
     sc.n_slots              = e->cfg_.n_slots;
     sc.n_ctx_slot           = e->cfg_.n_ctx_slot;
-    sc.max_waiting          = e->cfg_.max_waiting;
+    // submit() admits up to slots + queue sequences in flight; all of them may reach the
+    // scheduler's waiting queue before its next step moves some into slots.
+    sc.max_waiting = e->cfg_.max_waiting + e->cfg_.n_slots;
     sc.step_tokens          = e->cfg_.step_tokens;
     sc.prefill_while_decode = e->cfg_.prefill_while_decode;
     sc.prefix_reuse         = e->cfg_.prefix_reuse;
@@ -211,11 +213,29 @@ void engine::stop() {
     }
 }
 
-error engine::capacity_error(int32_t waiting) const {
+error engine::capacity_error(int32_t waiting, int32_t running) const {
     return error{error_kind::overloaded,
-                 "the server is at capacity: " + std::to_string(waiting) + " sequences are waiting (limit " +
-                     std::to_string(cfg_.max_waiting) + "); retry shortly",
+                 "the server is at capacity: " + std::to_string(running) + " sequences running and " +
+                     std::to_string(waiting) + " waiting (limit " + std::to_string(cfg_.n_slots) + " slots + " +
+                     std::to_string(cfg_.max_waiting) + " queued: --parallel, --max-queue); retry shortly",
                  "", "queue_full"};
+}
+
+// The admission bound counts every sequence in flight, running or waiting, against slots +
+// queue. Counting the waiting ones alone would make admission depend on the engine's timing: a
+// burst that arrives before the engine moves its first requests into slots would find the queue
+// "full" of requests that are about to run, and fewer than slots + queue would be admitted.
+//
+// Ordering: the engine thread stores the new running count before it takes admitted sequences
+// off n_queued_, and readers load n_queued_ before n_running_, so a reader may count a sequence
+// twice (a spurious refusal at the very edge of capacity) but never zero times.
+std::optional<error> engine::over_capacity(int32_t n) const {
+    const int32_t waiting = n_queued_.load();
+    const int32_t running = n_running_.load();
+    if (waiting + running + std::max(n, 1) > cfg_.n_slots + cfg_.max_waiting && std::max(n, 1) <= cfg_.max_waiting) {
+        return capacity_error(waiting, running);
+    }
+    return std::nullopt;
 }
 
 std::optional<error> engine::submit(generation_request req, std::shared_ptr<request_channel> chan) {
@@ -226,11 +246,13 @@ std::optional<error> engine::submit(generation_request req, std::shared_ptr<requ
                                   std::to_string(cfg_.max_waiting) + " sequences at once (--max-queue)",
                               "n", "n_over_queue_limit");
     }
-    // Admission bound: reserve n places in the waiting queue or refuse at once.
+    // Admission bound: reserve n places among slots + queue or refuse at once. The CAS on
+    // n_queued_ serializes submitters; the engine thread only lowers it.
     int32_t cur = n_queued_.load();
     do {
-        if (cur + n > cfg_.max_waiting) {
-            return capacity_error(cur);
+        const int32_t running = n_running_.load();
+        if (cur + running + n > cfg_.n_slots + cfg_.max_waiting) {
+            return capacity_error(cur, running);
         }
     } while (!n_queued_.compare_exchange_weak(cur, cur + n));
     {
@@ -494,8 +516,9 @@ void engine::step() {
         propose_drafts();
     }
     auto plan = sched.schedule();
-    n_queued_ -= static_cast<int32_t>(plan.admitted.size());
+    // Running first, then queued: see over_capacity() for why this order.
     n_running_.store(sched.n_running());
+    n_queued_ -= static_cast<int32_t>(plan.admitted.size());
     if (cfg_.metrics && !plan.admitted.empty()) {
         const auto now = std::chrono::steady_clock::now();
         auto      &m   = *cfg_.metrics;

@@ -76,9 +76,14 @@ class engine {
     engine &operator=(const engine &) = delete;
 
     // Thread-safe, never blocks on the engine. Queues `req` (already validated against
-    // limits()) and returns nothing, or an error: `overloaded` when the waiting queue is full,
+    // limits()) and returns nothing, or an error: `overloaded` when slots and queue are full,
     // `unavailable` when stopping. Events then arrive on `chan`.
     std::optional<error> submit(generation_request req, std::shared_ptr<request_channel> chan);
+    // Thread-safe. The `overloaded` error submit() would give `n` more sequences now, if any: the
+    // API sheds load with it before it tokenizes and compiles grammars. Advisory (sequences come
+    // and go); submit() decides. Both count every sequence in flight, running or waiting, against
+    // n_slots + max_waiting.
+    std::optional<error> over_capacity(int32_t n) const;
 
     // Thread-safe. The request stops within one engine step and its slot is freed; no further
     // events are delivered after the engine notices.
@@ -104,7 +109,7 @@ class engine {
     engine_stats         stats() const;
 
   private:
-    error capacity_error(int32_t waiting) const; // the overloaded error, naming the queue
+    error capacity_error(int32_t waiting, int32_t running) const; // the overloaded error, naming the bound
     bool  warm_up();                             // on the engine thread, before loop()
     struct sequence;
     struct pending {
