@@ -494,6 +494,11 @@ void http_server::impl::do_accept() {
             return;
         }
         if (!ec) {
+            // Streams are many small writes (one SSE event per token): with Nagle's algorithm a
+            // write waits for the ACK of the previous one, which the client delays by up to
+            // 40 ms, so tokens would arrive in bursts and the first one late.
+            beast::error_code nd;
+            socket.set_option(tcp::no_delay(true), nd);
             if (self->tls) {
                 std::make_shared<session<beast::ssl_stream<beast::tcp_stream>>>(std::move(socket), strand, self,
                                                                                 *self->tls)

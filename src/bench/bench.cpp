@@ -348,6 +348,11 @@ asio::awaitable<attempt_result> attempt(run_state &st, connection &conn, int32_t
             conn.close();
             co_return attempt_result::failed;
         }
+        // The request goes out as header and body writes: without TCP_NODELAY the body can wait
+        // for the ACK of the header (delayed by the server's kernel up to 40 ms), which would be
+        // measured as the server's TTFT.
+        beast::error_code nd;
+        conn.stream.socket().set_option(tcp::no_delay(true), nd);
         conn.open = true;
     }
     conn.stream.expires_at(deadline);
