@@ -41,6 +41,8 @@ if [ "${1:-}" = "--sanitize" ]; then
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DINFERBOX_SANITIZE=address,undefined \
     -DINFERBOX_LLAMA_BUILD="$llama_build" >/dev/null
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+  # Deliberate process-lifetime allocations of third-party code (each named with its reason).
+  export LSAN_OPTIONS=suppressions=$root/tests/lsan.supp:print_suppressions=0
   export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 fi
 ninja -C "$build"
