@@ -18,6 +18,7 @@
 #   BENCH_SERVERS         which servers, in order (default "peer inferbox")
 #   BENCH_SCENARIOS       which scenarios (default "a b c")
 #   BENCH_THREADS         compute threads of both servers (default 2)
+#   INFERBOX_EXTRA_ARGS   more `inferbox serve` flags, e.g. "--prefill-chunk 32" (default none)
 #   BENCH_SLOTS           "level": slots = the concurrency of each run (default);
 #                         "max": slots = the scenario's highest concurrency for all its runs
 #
@@ -104,8 +105,9 @@ start_server() {
       ready_path=/health
       ;;
     inferbox)
+      # shellcheck disable=SC2086 # INFERBOX_EXTRA_ARGS is a list of flags
       "$inferbox" serve --model "$model" --host 127.0.0.1 --port "$port" --parallel "$slots" \
-        --ctx-size "$ctx" --threads "$threads" >"$logf" 2>&1 &
+        --ctx-size "$ctx" --threads "$threads" ${INFERBOX_EXTRA_ARGS:-} >"$logf" 2>&1 &
       ready_path=/v1/health/ready
       ;;
   esac

@@ -34,7 +34,7 @@ struct engine_config {
     int32_t         n_slots              = 4;   // concurrent sequences (KV streams)
     int32_t         n_ctx_slot           = 0;   // tokens per sequence; 0 = the model's trained context
     int32_t         step_tokens          = 512; // tokens per decode step
-    int32_t         prefill_while_decode = 64;  // prompt tokens per step while others decode
+    int32_t         prefill_while_decode = 256; // prompt tokens per step while others decode (docs/benchmarks.md)
     int32_t         max_waiting          = 64;  // queued sequences beyond which submit() answers overloaded
     bool            prefix_reuse         = true;
     bool            kv_unified           = false;
