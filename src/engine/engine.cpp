@@ -110,12 +110,12 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m, en
     const auto n_ctx_seq = static_cast<int32_t>(llama_n_ctx_seq(e->ctx_));
     e->cfg_.n_ctx_slot   = std::min(e->cfg_.n_ctx_slot, n_ctx_seq);
 
+    // max_waiting: submit() admits up to slots + queue sequences in flight, and all of them may
+    // reach the scheduler's waiting queue before its next step moves some into slots.
     scheduler_config sc;
     sc.n_slots              = e->cfg_.n_slots;
     sc.n_ctx_slot           = e->cfg_.n_ctx_slot;
-    // submit() admits up to slots + queue sequences in flight; all of them may reach the
-    // scheduler's waiting queue before its next step moves some into slots.
-    sc.max_waiting = e->cfg_.max_waiting + e->cfg_.n_slots;
+    sc.max_waiting          = e->cfg_.max_waiting + e->cfg_.n_slots;
     sc.step_tokens          = e->cfg_.step_tokens;
     sc.prefill_while_decode = e->cfg_.prefill_while_decode;
     sc.prefix_reuse         = e->cfg_.prefix_reuse;

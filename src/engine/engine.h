@@ -109,8 +109,9 @@ class engine {
     engine_stats         stats() const;
 
   private:
-    error capacity_error(int32_t waiting, int32_t running) const; // the overloaded error, naming the bound
-    bool  warm_up();                             // on the engine thread, before loop()
+    // The overloaded error, naming the bound.
+    error capacity_error(int32_t waiting, int32_t running) const;
+    bool  warm_up(); // on the engine thread, before loop()
     struct sequence;
     struct pending {
         generation_request                    req;
