@@ -14,6 +14,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <future>
 #include <map>
@@ -510,6 +512,40 @@ void engine::propose_drafts() {
     }
 }
 
+// Test builds only (INFERBOX_FAILPOINTS): while the file named by INFERBOX_FAILPOINT_DECODE
+// exists, each decode fails as llama_decode failing would, without calling it; the file holds
+// how many to fail (default 1) and is counted down, then removed. The integration tests use it
+// to check what a decode error does to the requests in the step and to the server.
+bool engine::decode_failpoint() {
+#ifdef INFERBOX_FAILPOINTS
+    static const char *path = std::getenv("INFERBOX_FAILPOINT_DECODE");
+    if (path == nullptr || *path == '\0') {
+        return false;
+    }
+    std::FILE *f = std::fopen(path, "r");
+    if (f == nullptr) {
+        return false;
+    }
+    long n = 1;
+    if (std::fscanf(f, "%ld", &n) != 1 || n < 1) {
+        n = 1;
+    }
+    std::fclose(f);
+    if (n > 1) {
+        if (std::FILE *w = std::fopen(path, "w"); w != nullptr) {
+            std::fprintf(w, "%ld\n", n - 1);
+            std::fclose(w);
+        }
+    } else {
+        std::remove(path);
+    }
+    spdlog::warn("failpoint: failing this decode ({} left)", n - 1);
+    return true;
+#else
+    return false;
+#endif
+}
+
 void engine::step() {
     auto &sched = st_->sched;
     if (speculating()) {
@@ -573,7 +609,7 @@ void engine::step() {
     }
     apply_key(plan.key);
 
-    const int32_t rc = llama_decode(ctx_, batch);
+    const int32_t rc = decode_failpoint() ? -1 : llama_decode(ctx_, batch);
     ++n_steps_;
     if (rc != 0) {
         spdlog::error("llama_decode failed (code {}) for a batch of {} tokens; failing {} sequences", rc,

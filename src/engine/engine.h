@@ -111,7 +111,8 @@ class engine {
   private:
     // The overloaded error, naming the bound.
     error capacity_error(int32_t waiting, int32_t running) const;
-    bool  warm_up(); // on the engine thread, before loop()
+    bool  warm_up();          // on the engine thread, before loop()
+    bool  decode_failpoint(); // test builds: fail this step's decode (INFERBOX_FAILPOINT_DECODE)
     struct sequence;
     struct pending {
         generation_request                    req;
