@@ -158,6 +158,33 @@ describe('metrics public, CORS, rate limits and header limits', () => {
   }));
 });
 
+describe('tokens per minute (--rate-limit-tpm 100)', () => {
+  const ctx = useServer({
+    model: MODELS.plain,
+    args: ['--ctx-size', 256, '--api-key', KEY_FLAG, '--api-key', KEY_ENV, '--rate-limit-tpm', 100],
+  });
+  const auth = (k) => ({ authorization: `Bearer ${k}` });
+
+  test('a key that spent its minute of tokens waits (429, Retry-After); another key is unaffected', ctx.wrap(async () => {
+    // 5 prompt tokens charged at admission, 120 generated tokens when it ends: 25 in debt.
+    const big = await postJson(`${ctx.server.url}/v1/completions`,
+      { prompt: ONCE, max_tokens: 120, temperature: 0, ignore_eos: true }, { headers: auth(KEY_FLAG) });
+    assert.equal(big.status, 200, big.text);
+    assert.equal(big.body.usage.total_tokens, 125);
+    const limited = await postJson(`${ctx.server.url}/v1/completions`, { prompt: ONCE, max_tokens: 1 },
+      { headers: auth(KEY_FLAG) });
+    const err = assertErrorShape(limited, 429);
+    assert.equal(err.code, 'rate_limit_exceeded');
+    assert.match(err.message, /100 tokens per minute/);
+    // (25 + 1) tokens at 100 per minute: about 16 s, rounded up.
+    const retry = Number(limited.headers.get('retry-after'));
+    assert.ok(retry >= 10 && retry <= 20, `Retry-After ${retry}`);
+    const other = await postJson(`${ctx.server.url}/v1/completions`, { prompt: ONCE, max_tokens: 1 },
+      { headers: auth(KEY_ENV) });
+    assert.equal(other.status, 200, other.text);
+  }));
+});
+
 test('a key shorter than 8 characters is refused at start-up', () => {
   const r = spawnSync(serverBinary(), ['serve', '--model', modelPath(MODELS.plain), '--port', '0', '--api-key', 'short'],
     { encoding: 'utf8', timeout: 30_000 });
