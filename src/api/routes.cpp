@@ -576,6 +576,34 @@ void api_router::handle_inference(const std::shared_ptr<http_exchange> &ex, api_
     });
 }
 
+namespace {
+
+// Token ids a request names directly (token-id prompts, logit_bias) must be in the model's
+// vocabulary; checked before anything is queued or tokenized.
+std::optional<error> check_vocabulary(const model &m, const api_request &req) {
+    for (const auto &p : req.prompts) {
+        if (const auto *ids = std::get_if<std::vector<token_id>>(&p)) {
+            for (const token_id t : *ids) {
+                if (t >= m.n_vocab()) {
+                    return error::invalid("prompt token id " + std::to_string(t) + " is outside the vocabulary [0, " +
+                                              std::to_string(m.n_vocab()) + ")",
+                                          "prompt", "invalid_token");
+                }
+            }
+        }
+    }
+    for (const auto &lb : req.sampling.logit_bias) {
+        if (lb.first >= m.n_vocab()) {
+            return error::invalid("logit_bias names token id " + std::to_string(lb.first) +
+                                      ", outside the vocabulary [0, " + std::to_string(m.n_vocab()) + ")",
+                                  "logit_bias");
+        }
+    }
+    return std::nullopt;
+}
+
+} // namespace
+
 void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, const leased &leased_model,
                                api_request request, std::string served, size_t key) {
     const api_kind kind = request.kind;
@@ -584,6 +612,12 @@ void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, const l
     const model   &m    = eng->get_model();
     const auto     info = info_for(leased_model.index());
 
+    // An invalid request is a 400 whatever the load: the checks that need the model but no
+    // tokenization come before the capacity check.
+    if (auto err = check_vocabulary(m, *req)) {
+        respond_error(*ex, *err);
+        return;
+    }
     // Full slots and queue refuse before tokenization and grammar compilation: under overload
     // the excess costs as little as possible (submit still decides for the ones that pass).
     const auto n_sequences =
@@ -643,16 +677,7 @@ void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, const l
                 pp.tokens    = m.tokenize(*s, true);
                 pp.echo_text = *s;
             } else {
-                pp.tokens = std::get<std::vector<token_id>>(p);
-                for (token_id t : pp.tokens) {
-                    if (t >= m.n_vocab()) {
-                        respond_error(*ex, error::invalid("prompt token id " + std::to_string(t) +
-                                                              " is outside the vocabulary [0, " +
-                                                              std::to_string(m.n_vocab()) + ")",
-                                                          "prompt", "invalid_token"));
-                        return;
-                    }
-                }
+                pp.tokens    = std::get<std::vector<token_id>>(p); // ids checked by check_vocabulary
                 pp.echo_text = m.detokenize(pp.tokens);
             }
             if (pp.tokens.empty()) {
@@ -660,14 +685,6 @@ void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, const l
                 return;
             }
             prompts.push_back(std::move(pp));
-        }
-    }
-    for (const auto &lb : req->sampling.logit_bias) {
-        if (lb.first >= m.n_vocab()) {
-            respond_error(*ex, error::invalid("logit_bias names token id " + std::to_string(lb.first) +
-                                                  ", outside the vocabulary [0, " + std::to_string(m.n_vocab()) + ")",
-                                              "logit_bias"));
-            return;
         }
     }
     if (auto err = compile_constraint(m, cfg_.limits.guided, *req)) {
