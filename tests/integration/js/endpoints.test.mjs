@@ -126,4 +126,40 @@ describe('shutdown', () => {
     );
     assert.ok(ms < 10_000, `shutdown took ${ms} ms`);
   });
+
+  test('a second signal while draining exits at once (code 1), without waiting for the request', async () => {
+    // A 1,900-token prompt computed 4 tokens per step keeps a request in flight for seconds.
+    const server = await startServer({
+      model: MODELS.plain,
+      args: ['--ctx-size', 2048, '--batch-size', 4, '--prefill-chunk', 4, '--shutdown-timeout', 60],
+    });
+    const prompt = [1, ...Array.from({ length: 1900 }, (_, i) => 300 + ((i * 7) % 200))];
+    const inflight = fetch(`${server.url}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ prompt, max_tokens: 8 }),
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+    }).then((r) => r.status, (e) => e);
+    try {
+      // Wait until the request is running (its prefill under way).
+      const running = async () => /^num_requests_running\{[^}]*\} 1$/m.test((await getJson(`${server.url}/metrics`)).text);
+      for (let i = 0; i < 250 && !(await running()); i++) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.ok(await running(), 'the long request never started running');
+      process.kill(server.pid, 'SIGTERM');
+      await new Promise((r) => setTimeout(r, 300));
+      assert.match(server.log(), /draining/);
+      const t0 = Date.now();
+      process.kill(server.pid, 'SIGTERM');
+      const info = await Promise.race([server.exited, new Promise((r) => setTimeout(() => r(null), 5000))]);
+      assert.ok(info, `no exit within 5 s of the second signal\n${server.log()}`);
+      assert.equal(info.code, 1, server.log());
+      assert.ok(Date.now() - t0 < 5000);
+      assert.match(server.log(), /second signal \(15\): exiting now/);
+    } finally {
+      await server.stop();
+      await inflight;
+    }
+  });
 });
