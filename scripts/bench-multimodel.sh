@@ -19,18 +19,12 @@ work=$(mktemp -d)
 server=
 trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
 
-synth() { # path seed
-  if [ ! -f "$1" ]; then
-    mkdir -p "$(dirname "$1")"
-    "$synth_tool" --out "$1.tmp" --vocab-from "$models/stories260K.gguf" --layers 24 --embd 896 \
-      --heads 14 --kv-heads 2 --ffn 4864 --ctx 4096 --seed "$2" --type q4_k_m >&2
-    mv "$1.tmp" "$1"
-  fi
-}
+# shellcheck source=scripts/bench-lib.sh
+. "$root/scripts/bench-lib.sh"
 a=$root/build/bench/models/synthetic-24x896-q4_k_m.gguf
 b=$root/build/bench/models/synthetic-24x896-q4_k_m-seed2.gguf
-synth "$a" 1
-synth "$b" 2
+synthetic_model "$a" 1
+synthetic_model "$b" 2
 
 mmap_flag=--no-mmap
 [ "${BENCH_MMAP:-0}" = 1 ] && mmap_flag=

@@ -23,28 +23,17 @@ out=${SIZING_OUT:-64}
 work=$(mktemp -d)
 server=
 trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
+# shellcheck source=scripts/bench-lib.sh
+. "$root/scripts/bench-lib.sh"
 
 model=$root/build/bench/models/synthetic-24x896-q4_k_m.gguf
-if [ ! -f "$model" ]; then
-  mkdir -p "$(dirname "$model")"
-  "$synth_tool" --out "$model.tmp" --vocab-from "$models/stories260K.gguf" --layers 24 --embd 896 \
-    --heads 14 --kv-heads 2 --ffn 4864 --ctx 4096 --seed 1 --type q4_k_m >&2
-  mv "$model.tmp" "$model"
-fi
+synthetic_model "$model"
 
 port=$((20000 + RANDOM % 20000))
 "$bin" serve --model "$model" --port "$port" --parallel "$slots" --ctx-size 1024 --threads "$threads" \
   --max-queue 256 >"$work/server.log" 2>&1 &
 server=$!
-ready=0
-for _ in $(seq 600); do
-  if curl -sf "http://127.0.0.1:$port/v1/health/ready" >/dev/null; then
-    ready=1
-    break
-  fi
-  sleep 0.2
-done
-[ "$ready" = 1 ] || { cat "$work/server.log" >&2; exit 1; }
+wait_ready "http://127.0.0.1:$port" "$server" "$work/server.log"
 
 url=http://127.0.0.1:$port
 "$bin" bench --url "$url" --concurrency 1 --requests 2 --max-tokens 8 --seed 999 >/dev/null 2>&1 # warm-up

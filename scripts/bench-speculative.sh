@@ -24,13 +24,10 @@ work=$(mktemp -d)
 server=
 trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
 
+# shellcheck source=scripts/bench-lib.sh
+. "$root/scripts/bench-lib.sh"
 synthetic=$root/build/bench/models/synthetic-24x896-q4_k_m.gguf
-if [ ! -f "$synthetic" ]; then
-  mkdir -p "$(dirname "$synthetic")"
-  "$synth_tool" --out "$synthetic.tmp" --vocab-from "$models/stories260K.gguf" --layers 24 --embd 896 \
-    --heads 14 --kv-heads 2 --ffn 4864 --ctx 4096 --seed 1 --type q4_k_m >&2
-  mv "$synthetic.tmp" "$synthetic"
-fi
+synthetic_model "$synthetic"
 
 run() { # label model draft-args...
   local label=$1 model=$2

@@ -27,6 +27,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=scripts/deps.env
 . "$root/scripts/deps.env"
+# shellcheck source=scripts/bench-lib.sh
+. "$root/scripts/bench-lib.sh"
 
 build=${INFERBOX_BUILD_DIR:-$root/build}
 out_md=${1:-$build/bench/results.md}
@@ -128,12 +130,7 @@ start_server() {
 # --- the synthetic model --------------------------------------------------------------------
 synthetic=$work/models/synthetic-24x896-q4_k_m.gguf
 need_synthetic() {
-  [ -f "$synthetic" ] && return 0
-  [ -x "$synth_tool" ] || die "make-synthetic-gguf not found at $synth_tool: build the project first"
-  log "generating $synthetic (24 layers x 896, Q4_K_M, random weights)"
-  "$synth_tool" --out "$synthetic.tmp" --vocab-from "$models/stories260K.gguf" --layers 24 --embd 896 \
-    --heads 14 --kv-heads 2 --ffn 4864 --ctx 4096 --seed 1 --type q4_k_m >&2
-  mv "$synthetic.tmp" "$synthetic"
+  synthetic_model "$synthetic" 1 || die "cannot make the synthetic model"
 }
 
 # --- scenarios ------------------------------------------------------------------------------

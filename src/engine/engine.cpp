@@ -231,10 +231,15 @@ error engine::capacity_error(int32_t waiting, int32_t running) const {
 // Ordering: the engine thread stores the new running count before it takes admitted sequences
 // off n_queued_, and readers load n_queued_ before n_running_, so a reader may count a sequence
 // twice (a spurious refusal at the very edge of capacity) but never zero times.
+bool engine::exceeds_capacity(int32_t waiting, int32_t running, int32_t n) const {
+    return waiting + running + n > cfg_.n_slots + cfg_.max_waiting;
+}
+
 std::optional<error> engine::over_capacity(int32_t n) const {
+    n                     = std::max(n, 1);
     const int32_t waiting = n_queued_.load();
     const int32_t running = n_running_.load();
-    if (waiting + running + std::max(n, 1) > cfg_.n_slots + cfg_.max_waiting && std::max(n, 1) <= cfg_.max_waiting) {
+    if (n <= cfg_.max_waiting && exceeds_capacity(waiting, running, n)) {
         return capacity_error(waiting, running);
     }
     return std::nullopt;
@@ -253,7 +258,7 @@ std::optional<error> engine::submit(generation_request req, std::shared_ptr<requ
     int32_t cur = n_queued_.load();
     do {
         const int32_t running = n_running_.load();
-        if (cur + running + n > cfg_.n_slots + cfg_.max_waiting) {
+        if (exceeds_capacity(cur, running, n)) {
             return capacity_error(cur, running);
         }
     } while (!n_queued_.compare_exchange_weak(cur, cur + n));

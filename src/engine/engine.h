@@ -111,8 +111,10 @@ class engine {
   private:
     // The overloaded error, naming the bound.
     error capacity_error(int32_t waiting, int32_t running) const;
-    bool  warm_up();          // on the engine thread, before loop()
-    bool  decode_failpoint(); // test builds: fail this step's decode (INFERBOX_FAILPOINT_DECODE)
+    // The admission bound: n more sequences do not fit beside `waiting` + `running` in slots + queue.
+    bool exceeds_capacity(int32_t waiting, int32_t running, int32_t n) const;
+    bool warm_up();          // on the engine thread, before loop()
+    bool decode_failpoint(); // test builds: fail this step's decode (INFERBOX_FAILPOINT_DECODE)
     struct sequence;
     struct pending {
         generation_request                    req;

@@ -9,52 +9,22 @@
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { GREEDY_64, MODELS, ONCE, REQUEST_TIMEOUT_MS, postJson, startServer } from './harness.mjs';
+import { GREEDY_64, MODELS, ONCE, postJson, startServer, streamRaw } from './harness.mjs';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'inferbox-faults-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
-
-// Streams a completion over a raw socket (Connection: close, so the answer ends with the socket)
-// and calls onFirstEvent synchronously in the event-loop turn that brings the first streamed event,
-// while the stream is certainly still running. Resolves with everything received.
-function streamRaw(port, body, onFirstEvent) {
-  const payload = JSON.stringify(body);
-  return new Promise((resolve, reject) => {
-    const sock = net.connect(port, '127.0.0.1');
-    let got = '';
-    let fired = false;
-    const timer = setTimeout(() => {
-      sock.destroy();
-      reject(new Error(`no complete answer within ${REQUEST_TIMEOUT_MS} ms:\n${got.slice(-2000)}`));
-    }, REQUEST_TIMEOUT_MS);
-    sock.on('connect', () => {
-      sock.write(`POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n` +
-        `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(payload)}\r\n\r\n${payload}`);
-    });
-    sock.on('data', (d) => {
-      got += d;
-      if (!fired && got.includes('data: {')) {
-        fired = true;
-        onFirstEvent();
-      }
-    });
-    sock.on('error', (err) => { clearTimeout(timer); reject(err); });
-    sock.on('close', () => { clearTimeout(timer); resolve(got); });
-  });
-}
 
 describe('engine faults: a failed decode (test-build failpoint)', () => {
   test('a decode that fails mid-stream ends that stream with an error event; the server keeps serving', async () => {
     const trigger = path.join(dir, 'decode-once');
     const server = await startServer({ model: MODELS.plain, env: { INFERBOX_FAILPOINT_DECODE: trigger } });
     try {
-      const text = await streamRaw(server.port,
+      const text = await streamRaw(`${server.url}/v1/completions`,
         { prompt: ONCE, max_tokens: 400, temperature: 0, ignore_eos: true, stream: true },
         () => fs.writeFileSync(trigger, '1\n'));
       assert.match(text, /^HTTP\/1\.1 200/);

@@ -334,36 +334,46 @@ export async function postStream(url, body) {
   return { status: res.status, headers: res.headers, events, chunks, text };
 }
 
-// POSTs a streaming request over a raw socket and resets the connection in the same event-loop
-// turn that delivers the first streamed event, so the request is certainly running and still far
-// from its end when the server sees the client go (a fetch abort goes through several turns
+// POSTs a request over a raw socket (Connection: close, so the answer ends with the socket) and
+// calls onFirstEvent(socket) synchronously in the event-loop turn that brings the first streamed
+// event, while the stream is certainly still running (a fetch abort goes through several turns
 // first, and on a fast machine a 200-token stream of the tiny model is over by then). Resolves
-// with the bytes received before the reset.
-export function streamThenDisconnect(url, body) {
+// with every byte received when the socket closes.
+export function streamRaw(url, body, onFirstEvent) {
   const u = new URL(url);
   const payload = JSON.stringify(body);
   return new Promise((resolve, reject) => {
     const sock = net.connect(Number(u.port), u.hostname);
     let got = '';
+    let fired = false;
     const timer = setTimeout(() => {
       sock.destroy();
-      reject(new Error(`POST ${url}: no streamed event within ${REQUEST_TIMEOUT_MS} ms`));
+      reject(new Error(`POST ${url}: no complete answer within ${REQUEST_TIMEOUT_MS} ms:\n${got.slice(-2000)}`));
     }, REQUEST_TIMEOUT_MS);
     sock.on('connect', () => {
-      sock.write(`POST ${u.pathname} HTTP/1.1\r\nHost: ${u.host}\r\nContent-Type: application/json\r\n` +
-        `Content-Length: ${Buffer.byteLength(payload)}\r\n\r\n${payload}`);
+      sock.write(`POST ${u.pathname} HTTP/1.1\r\nHost: ${u.host}\r\nConnection: close\r\n` +
+        `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(payload)}\r\n\r\n${payload}`);
     });
     sock.on('data', (d) => {
       got += d;
-      if (got.includes('data: {')) {
-        clearTimeout(timer);
-        sock.resetAndDestroy();
-        resolve(got);
+      if (!fired && got.includes('data: {')) {
+        fired = true;
+        onFirstEvent(sock);
       }
     });
     sock.on('error', (err) => { clearTimeout(timer); reject(err); });
-    sock.on('close', () => { clearTimeout(timer); reject(new Error(`POST ${url}: closed before a streamed event:\n${got}`)); });
+    sock.on('close', () => { clearTimeout(timer); resolve(got); });
   });
+}
+
+// streamRaw that resets the connection at the first streamed event: the client is gone while
+// its request runs. Resolves with the bytes received before the reset.
+export async function streamThenDisconnect(url, body) {
+  const got = await streamRaw(url, body, (sock) => sock.resetAndDestroy());
+  if (!got.includes('data: {')) {
+    throw new Error(`POST ${url}: closed before a streamed event:\n${got}`);
+  }
+  return got;
 }
 
 // Asserts the OpenAI error shape {"error":{"message","type","param","code"}}.

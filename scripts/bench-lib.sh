@@ -1,0 +1,29 @@
+# Shared by the benchmark scripts (sourced, not run): the standard synthetic model and the wait
+# for a server to become ready.
+
+# synthetic_model PATH [SEED]: makes the random-weight 24x896 Q4_K_M model of realistic shape
+# (llama architecture, 14 heads, 2 KV heads, FFN 4864, stories260K's tokenizer) at PATH unless it
+# is there. Needs $models (the test models) and $synth_tool (build/tools/make-synthetic-gguf).
+synthetic_model() {
+  local out=$1 seed=${2:-1}
+  [ -f "$out" ] && return 0
+  [ -x "$synth_tool" ] || { echo "make-synthetic-gguf not found at $synth_tool: build the project first" >&2; return 1; }
+  mkdir -p "$(dirname "$out")"
+  echo "generating $out (24 layers x 896, Q4_K_M, random weights, seed $seed)" >&2
+  "$synth_tool" --out "$out.tmp" --vocab-from "$models/stories260K.gguf" --layers 24 --embd 896 \
+    --heads 14 --kv-heads 2 --ffn 4864 --ctx 4096 --seed "$seed" --type q4_k_m >&2
+  mv "$out.tmp" "$out"
+}
+
+# wait_ready URL PID LOG: polls URL/v1/health/ready for up to 120 s; on failure, or when PID
+# exits first, prints LOG and returns 1.
+wait_ready() {
+  local url=$1 pid=$2 logf=$3
+  for _ in $(seq 600); do
+    curl -sf "$url/v1/health/ready" >/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  cat "$logf" >&2
+  return 1
+}
