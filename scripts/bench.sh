@@ -16,7 +16,7 @@
 #   MAKE_SYNTHETIC_GGUF   the generator (default $INFERBOX_BUILD_DIR/tools/make-synthetic-gguf)
 #   BENCH_CLIENT          the load generator command (default "$INFERBOX_BIN bench")
 #   BENCH_SERVERS         which servers, in order (default "peer inferbox")
-#   BENCH_SCENARIOS       which scenarios (default "a b c")
+#   BENCH_SCENARIOS       which scenarios (default "a b c d")
 #   BENCH_THREADS         compute threads of both servers (default 2)
 #   INFERBOX_EXTRA_ARGS   more `inferbox serve` flags, e.g. "--prefill-chunk 32" (default none)
 #   BENCH_SLOTS           "level": slots = the concurrency of each run (default);
@@ -43,7 +43,7 @@ else
   client=("$inferbox" bench)
 fi
 servers=${BENCH_SERVERS:-"peer inferbox"}
-scenarios=${BENCH_SCENARIOS:-"a b c"}
+scenarios=${BENCH_SCENARIOS:-"a b c d"}
 threads=${BENCH_THREADS:-2}
 slots_mode=${BENCH_SLOTS:-level}
 work=$build/bench
@@ -134,15 +134,20 @@ need_synthetic() {
 }
 
 # --- scenarios ------------------------------------------------------------------------------
-# id | title | model | endpoint | prompt tokens | max tokens | shared prefix | levels | ctx per slot | requests per level
+# id | title | model | endpoint | prompt tokens | max tokens | shared prefix | levels | ctx per slot | requests per level | arrivals
 # Requests per level: max(min_requests, 2 x concurrency), so every slot sees at least two requests.
+# Arrivals: 0 = closed loop (a new request as soon as one ends, so equal requests run in lockstep);
+# R = open loop, Poisson arrivals at R requests/s with at most `level` in flight (vLLM's
+# --request-rate with --max-concurrency), so prompts arrive while other streams decode.
 scenario() {
   case $1 in
-    a) echo "a|stories260K chat, 64-token prompts, 128 out|$models/stories260K-chatml.gguf|chat|64|128|0|1 4 16 64|512|16" ;;
-    b) echo "b|synthetic 24x896 Q4_K_M completions, 128-token prompts, 64 out|$synthetic|completions|128|64|0|1 4 8|512|8" ;;
+    a) echo "a|stories260K chat, 64-token prompts, 128 out|$models/stories260K-chatml.gguf|chat|64|128|0|1 4 16 64|512|16|0" ;;
+    b) echo "b|synthetic 24x896 Q4_K_M completions, 128-token prompts, 64 out|$synthetic|completions|128|64|0|1 4 8|512|8|0" ;;
     # 512 shared words + 64 unique words, 64 out: about 641 tokens per sequence.
-    c) echo "c|synthetic 24x896 Q4_K_M, 16 requests sharing a 512-token prefix|$synthetic|completions|576|64|512|4|1024|16" ;;
-    *) die "unknown scenario '$1' (expected a, b, c)" ;;
+    c) echo "c|synthetic 24x896 Q4_K_M, 16 requests sharing a 512-token prefix|$synthetic|completions|576|64|512|4|1024|16|0" ;;
+    # (b)'s requests arriving at random: about 2/3 of what the 2 cores serve at 8 streams.
+    d) echo "d|synthetic 24x896 Q4_K_M completions as (b), Poisson arrivals at 0.5 req/s, at most 8 in flight|$synthetic|completions|128|64|0|8|512|40|0.5" ;;
+    *) die "unknown scenario '$1' (expected a, b, c, d)" ;;
   esac
 }
 
@@ -150,7 +155,7 @@ manifest=$work/manifest.tsv
 : >"$manifest"
 failures=0
 for sc in $scenarios; do
-  IFS='|' read -r id title model endpoint ptok maxtok prefix levels ctx min_req <<<"$(scenario "$sc")"
+  IFS='|' read -r id title model endpoint ptok maxtok prefix levels ctx min_req rate <<<"$(scenario "$sc")"
   if [ "$id" != a ]; then need_synthetic; fi
   max_level=0
   for c in $levels; do
@@ -174,7 +179,7 @@ for sc in $scenarios; do
       rm -f "$json"
       rc=0
       timeout "$run_timeout" "${client[@]}" "${common[@]}" --concurrency "$c" --requests "$requests" \
-        --max-tokens "$maxtok" --seed 1 --json-out "$json" --label "$tag" 2>&1 |
+        --max-tokens "$maxtok" --seed 1 --request-rate "$rate" --json-out "$json" --label "$tag" 2>&1 |
         tee "$work/logs/$tag.client.log" >&2 || rc=$?
       if [ "$rc" != 0 ]; then
         failures=$((failures + 1))
@@ -208,20 +213,22 @@ out.push('');
 out.push(process.env.BENCH_META);
 out.push('');
 out.push('Streaming requests, temperature 0, `ignore_eos`, every request generates max_tokens. TTFT: send to first');
-out.push('content; ITL: per request (e2e - TTFT) / (output tokens - 1) (vLLM/AIPerf); times in ms; tok/s is output');
-out.push('tokens over the wall time of the run; client CPU is the load generator\'s own (it shares the cores).');
+out.push('content; ITL: per request (e2e - TTFT) / (output tokens - 1) (AIPerf\'s ITL, vLLM\'s TPOT); gap: every');
+out.push('interval between content chunks of all requests (vLLM\'s ITL); times in ms; tok/s is output tokens over the');
+out.push('wall time of the run; client CPU is the load generator\'s own (it shares the cores).');
 out.push('');
 const scen = [...new Map(rows.map((x) => [x.id, x.title])).entries()];
 for (const [id, title] of scen) {
   out.push(`## (${id}) ${title}`);
   out.push('');
-  out.push('| conc | server | ok/failed | prompt tok | out tok/s | req/s | TTFT p50 | TTFT p90 | TTFT p99 | ITL p50 | ITL p90 | ITL p99 | E2E p50 | E2E p99 | client CPU s |');
-  out.push('|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  out.push('| conc | server | ok/failed | prompt tok | out tok/s | req/s | TTFT p50 | TTFT p90 | TTFT p99 | ITL p50 | ITL p90 | ITL p99 | gap p50 | gap p99 | E2E p50 | E2E p99 | client CPU s |');
+  out.push('|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const x of rows.filter((y) => y.id === id)) {
     const r = x.r;
-    if (!r) { out.push(`| ${x.c} | ${name[x.server]} | no result | | | | | | | | | | | | |`); continue; }
+    if (!r) { out.push(`| ${x.c} | ${name[x.server]} | no result | | | | | | | | | | | | | | |`); continue; }
     out.push(`| ${x.c} | ${name[x.server]} | ${r.completed}/${r.failed} | ${f(r.prompt_tokens_mean)} | ${f(r.output_throughput_tok_s)} | ${f(r.request_throughput_req_s, 2)} | ` +
       `${f(r.ttft_ms.p50)} | ${f(r.ttft_ms.p90)} | ${f(r.ttft_ms.p99)} | ${f(r.itl_ms.p50, 2)} | ${f(r.itl_ms.p90, 2)} | ${f(r.itl_ms.p99, 2)} | ` +
+      `${f(r.chunk_gap_ms.p50, 2)} | ${f(r.chunk_gap_ms.p99, 2)} | ` +
       `${f(r.e2e_ms.p50)} | ${f(r.e2e_ms.p99)} | ${f(r.client_cpu_s, 2)} |`);
   }
   out.push('');
@@ -233,8 +240,8 @@ for (const [id, title] of scen) {
   if (levels.some((c) => { const { p, i } = pair(c); return p && p.r && i && i.r; })) {
     out.push('Ratios inferbox / llama-server (throughput: higher is better; latency: lower is better):');
     out.push('');
-    out.push('| conc | out tok/s | req/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 | E2E p50 | E2E p99 |');
-    out.push('|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+    out.push('| conc | out tok/s | req/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 | gap p99 | E2E p50 | E2E p99 |');
+    out.push('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     const q = (a, b) => (a > 0 && b > 0 ? (a / b).toFixed(2) : 'n/a');
     for (const c of levels) {
       const { p, i } = pair(c);
@@ -242,6 +249,7 @@ for (const [id, title] of scen) {
       const P = p.r, I = i.r;
       out.push(`| ${c} | ${q(I.output_throughput_tok_s, P.output_throughput_tok_s)} | ${q(I.request_throughput_req_s, P.request_throughput_req_s)} | ` +
         `${q(I.ttft_ms.p50, P.ttft_ms.p50)} | ${q(I.ttft_ms.p99, P.ttft_ms.p99)} | ${q(I.itl_ms.p50, P.itl_ms.p50)} | ${q(I.itl_ms.p99, P.itl_ms.p99)} | ` +
+        `${q(I.chunk_gap_ms.p99, P.chunk_gap_ms.p99)} | ` +
         `${q(I.e2e_ms.p50, P.e2e_ms.p50)} | ${q(I.e2e_ms.p99, P.e2e_ms.p99)} |`);
     }
     out.push('');

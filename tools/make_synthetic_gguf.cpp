@@ -206,7 +206,9 @@ std::string validate(const synth_options &o) {
 
 // Appends the data of one tensor, generated `chunk` values at a time so memory stays bounded.
 // Norm vectors (F32) are 1; everything else is N(0, stddev) in F16.
-bool write_tensor_data(FILE *f, const ggml_tensor *t, rng &r, float stddev) {
+// `zero_rows` (may be empty): rows (ne1 indices) written as zeros after their values are drawn, so
+// the other rows are the same as without it.
+bool write_tensor_data(FILE *f, const ggml_tensor *t, rng &r, float stddev, const std::vector<bool> &zero_rows) {
     constexpr int64_t        chunk = 1 << 20;
     const int64_t            n     = ggml_nelements(t);
     std::vector<float>       vals(size_t(std::min(n, chunk)));
@@ -226,6 +228,12 @@ bool write_tensor_data(FILE *f, const ggml_tensor *t, rng &r, float stddev) {
             vals[size_t(i)] = a * stddev;
             if (i + 1 < m) {
                 vals[size_t(i + 1)] = b * stddev;
+            }
+        }
+        for (int64_t i = 0; i < m && !zero_rows.empty(); ++i) {
+            const int64_t row = (done + i) / t->ne[0];
+            if (size_t(row) < zero_rows.size() && zero_rows[size_t(row)]) {
+                vals[size_t(i)] = 0.0f;
             }
         }
         ggml_fp32_to_fp16_row(vals.data(), halves.data(), m);
@@ -249,6 +257,22 @@ std::string write_f16(const synth_options &o, const gguf_context *vocab, const s
     const int64_t n_vocab  = copy_tokenizer(g, vocab, err);
     if (n_vocab < 0) {
         return o.vocab_from + " " + err;
+    }
+    // Tokens that are not text (byte fallback, control, unknown) get all-zero output rows: their
+    // logit is exactly 0 while the text tokens' logits are spread around 0, so greedy decoding
+    // (every benchmark) never picks one among hundreds of text tokens. A random model would
+    // otherwise emit byte tokens about half the time, whose incomplete UTF-8 servers hold back:
+    // stream chunks would then span several tokens and no longer time one token each.
+    const std::vector<bool> none;
+    std::vector<bool>       non_text;
+    if (const int64_t k = gguf_find_key(vocab, "tokenizer.ggml.token_type");
+        k >= 0 && gguf_get_kv_type(vocab, k) == GGUF_TYPE_ARRAY && gguf_get_arr_type(vocab, k) == GGUF_TYPE_INT32 &&
+        int64_t(gguf_get_arr_n(vocab, k)) == n_vocab) {
+        const auto *types = static_cast<const int32_t *>(gguf_get_arr_data(vocab, k));
+        non_text.resize(size_t(n_vocab));
+        for (int64_t t = 0; t < n_vocab; ++t) {
+            non_text[size_t(t)] = types[t] != LLAMA_TOKEN_TYPE_NORMAL;
+        }
     }
     const std::string name = "inferbox synthetic llama " + std::to_string(o.layers) + "x" + std::to_string(o.embd);
     gguf_set_val_str(g, "general.architecture", "llama");
@@ -323,7 +347,7 @@ std::string write_f16(const synth_options &o, const gguf_context *vocab, const s
             return std::string("internal error: ") + t->name + " is not at its declared offset";
         }
         rng r(uint64_t(o.seed) * 0x100000001b3ull + i);
-        if (!write_tensor_data(fh.f, t, r, o.stddev)) {
+        if (!write_tensor_data(fh.f, t, r, o.stddev, std::strcmp(t->name, "output.weight") == 0 ? non_text : none)) {
             return "writing " + path + " failed: " + std::strerror(errno);
         }
         const size_t nb  = ggml_nbytes(t);

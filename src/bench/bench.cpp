@@ -7,6 +7,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -282,6 +283,8 @@ struct run_state {
     std::string                 model;
     std::vector<std::string>    prompts;
     std::vector<request_record> records;
+    std::vector<double>         arrivals; // --request-rate: seconds after the start at which request i is due
+    steady::time_point          t0;
     int32_t                     next = 0;
     std::string                 fatal; // an exception escaped a worker: a bug, reported as a failure
 };
@@ -451,10 +454,20 @@ asio::awaitable<attempt_result> attempt(run_state &st, connection &conn, int32_t
 }
 
 asio::awaitable<void> worker(run_state &st) {
-    connection conn(co_await asio::this_coro::executor);
+    connection         conn(co_await asio::this_coro::executor);
+    asio::steady_timer timer(co_await asio::this_coro::executor);
     while (st.next < st.opts.requests) {
         const int32_t   i   = st.next++;
         request_record &rec = st.records[size_t(i)];
+        if (!st.arrivals.empty()) {
+            const auto due = st.t0 + std::chrono::duration_cast<steady::duration>(
+                                         std::chrono::duration<double>(st.arrivals[size_t(i)]));
+            if (due > steady::now()) {
+                timer.expires_at(due);
+                beast::error_code ignored;
+                co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+            }
+        }
         // A keep-alive connection the server closed while idle is retried once on a fresh one.
         if (co_await attempt(st, conn, i, rec) == attempt_result::stale) {
             co_await attempt(st, conn, i, rec);
@@ -558,6 +571,10 @@ std::string validate(const bench_options &o) {
         }
         return {};
     };
+    if (!(o.request_rate >= 0 && o.request_rate <= 1e6)) {
+        return "request_rate must be in [0, 1e6] requests per second (0 = closed loop), got " +
+               std::to_string(o.request_rate);
+    }
     if (o.endpoint != "completions" && o.endpoint != "chat") {
         return "endpoint must be 'completions' or 'chat', got '" + o.endpoint + "'";
     }
@@ -597,7 +614,7 @@ int run_bench(const bench_options &opts) {
     }
 
     asio::io_context ioc(1);
-    run_state        st{opts, *tgt, {}, opts.model, {}, {}, 0, {}};
+    run_state        st{opts, *tgt, {}, opts.model, {}, {}, {}, {}, 0, {}};
     {
         tcp::resolver     resolver(ioc);
         beast::error_code ec;
@@ -623,11 +640,22 @@ int run_bench(const bench_options &opts) {
         st.prompts.push_back(make_prompt(opts, i));
     }
     st.records.resize(size_t(opts.requests));
+    if (opts.request_rate > 0) {
+        // Exponential gaps by inversion from the same portable generator as the prompts.
+        splitmix64 rng{(uint64_t(opts.seed) << 32) ^ 0x2545f4914f6cdd1dull};
+        double     t = 0;
+        for (int32_t i = 0; i < opts.requests; ++i) {
+            st.arrivals.push_back(t);
+            const double u = (double(rng.next() >> 11) + 0.5) / 9007199254740992.0; // (0, 1)
+            t += -std::log(u) / opts.request_rate;
+        }
+    }
 
     const int32_t n_workers = std::min(opts.concurrency, opts.requests);
     ioc.restart();
     const double             cpu0 = cpu_seconds();
     const steady::time_point t0   = steady::now();
+    st.t0                         = t0;
     for (int32_t w = 0; w < n_workers; ++w) {
         asio::co_spawn(ioc, worker(st), [&](const std::exception_ptr &e) {
             if (e) {
@@ -694,7 +722,11 @@ int run_bench(const bench_options &opts) {
     if (opts.shared_prefix_tokens > 0) {
         std::printf(" (shared prefix %d)", opts.shared_prefix_tokens);
     }
-    std::printf(", max_tokens %d%s\n", opts.max_tokens, opts.ignore_eos ? ", ignore_eos" : "");
+    std::printf(", max_tokens %d%s", opts.max_tokens, opts.ignore_eos ? ", ignore_eos" : "");
+    if (opts.request_rate > 0) {
+        std::printf(", Poisson arrivals at %.3g req/s", opts.request_rate);
+    }
+    std::printf("\n");
     std::printf("  completed    %d ok, %d failed in %.3f s\n", n_ok, n_failed, wall_s);
     if (prompt_mean >= 0) {
         std::printf("  tokens       %" PRId64 " output, mean prompt %.1f (server usage)\n", out_total, prompt_mean);
@@ -741,6 +773,7 @@ int run_bench(const bench_options &opts) {
             {"max_tokens", opts.max_tokens},
             {"shared_prefix_tokens", opts.shared_prefix_tokens},
             {"seed", opts.seed},
+            {"request_rate", opts.request_rate},
             {"ignore_eos", opts.ignore_eos},
             {"completed", n_ok},
             {"failed", n_failed},

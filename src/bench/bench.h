@@ -20,10 +20,15 @@ struct bench_options {
     int32_t     prompt_tokens = 64; // approximate prompt length (words chosen so the tokenizer gives roughly this many)
     int32_t     max_tokens    = 128;
     int32_t shared_prefix_tokens = 0; // >0: every prompt starts with the same prefix of this length, then a unique tail
-    uint32_t    seed             = 1;
-    bool        ignore_eos       = true; // send "ignore_eos": true so every request generates max_tokens
-    std::string json_out;                // if set, write the results as JSON to this file
-    std::string label;                   // free text copied into the report
+    uint32_t seed                = 1;
+    // Open-loop arrivals (vLLM's --request-rate): > 0 sends request i at the i-th arrival of a
+    // Poisson process of this many requests per second (seeded by `seed`), still at most
+    // `concurrency` in flight (an arrival waits for a free connection, and its TTFT counts from
+    // when it is sent). 0: closed loop, a new request as soon as one finishes.
+    double      request_rate = 0;
+    bool        ignore_eos   = true; // send "ignore_eos": true so every request generates max_tokens
+    std::string json_out;            // if set, write the results as JSON to this file
+    std::string label;               // free text copied into the report
 };
 
 // Runs the benchmark, prints a human-readable report to stdout, returns 0 on success, non-zero if
