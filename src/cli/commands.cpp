@@ -59,7 +59,8 @@ int run_cli(int argc, char **argv) {
         ->check(CLI::Range(2, 1 << 16));
     serve
         ->add_option("--prefill-chunk", so.engine.prefill_while_decode,
-                     "prompt tokens per step while other sequences decode (bounds inter-token latency)")
+                     "prompt tokens per step while streams run (bounds their inter-token latency; lifted while more "
+                     "prompts wait than streams run)")
         ->capture_default_str()
         ->check(CLI::Range(1, 1 << 16));
     serve->add_option("--max-queue", so.engine.max_waiting, "waiting sequences beyond which requests get 429")
@@ -228,7 +229,13 @@ int run_cli(int argc, char **argv) {
         ->check(CLI::Range(1, 1 << 20));
     bench->add_option("--shared-prefix-tokens", bo.shared_prefix_tokens, "tokens of prefix every prompt shares")
         ->capture_default_str();
-    bench->add_option("--seed", bo.seed, "prompt generator seed")->capture_default_str();
+    bench->add_option("--seed", bo.seed, "prompt (and arrival) generator seed")->capture_default_str();
+    bench
+        ->add_option("--request-rate", bo.request_rate,
+                     "open loop: Poisson arrivals at this many requests/s, at most --concurrency in flight (0 = closed "
+                     "loop)")
+        ->capture_default_str()
+        ->check(CLI::Range(0.0, 1e6));
     bench->add_option("--json-out", bo.json_out, "also write the results as JSON here");
     bench->add_option("--label", bo.label, "label for the report");
 

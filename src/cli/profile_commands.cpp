@@ -310,7 +310,7 @@ int run_profiles(const profiles_options &o) {
         profile_settings s;
         s.n_slots    = o.parallel > 0 ? o.parallel : 1;
         s.n_ctx_slot = o.ctx_size; // 0: trained
-        s.n_batch    = o.batch_size > 0 ? o.batch_size : 512;
+        s.n_batch    = o.batch_size > 0 ? o.batch_size : 2048;
         s.n_ubatch   = std::min(s.n_batch, 512); // as the engine configures llama.cpp
         s.n_threads  = o.threads > 0 ? o.threads : int32_t(hw.n_threads_effective);
         s.kv_type    = o.kv_type == "q8_0" ? kv_cache_type::q8_0 : kv_cache_type::f16;

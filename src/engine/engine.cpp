@@ -108,9 +108,12 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m, en
                          " KV tokens): reduce --ctx-size or --parallel",
                      "", ""};
     }
-    // llama.cpp may round the context; each slot gets an equal share in non-unified mode.
-    const auto n_ctx_seq = static_cast<int32_t>(llama_n_ctx_seq(e->ctx_));
-    e->cfg_.n_ctx_slot   = std::min(e->cfg_.n_ctx_slot, n_ctx_seq);
+    // llama.cpp may round the context; each slot gets an equal share in non-unified mode. It
+    // also caps n_batch at the whole context, and a step must never exceed what it accepts.
+    const auto n_ctx_seq         = static_cast<int32_t>(llama_n_ctx_seq(e->ctx_));
+    e->cfg_.n_ctx_slot           = std::min(e->cfg_.n_ctx_slot, n_ctx_seq);
+    e->cfg_.step_tokens          = std::min(e->cfg_.step_tokens, static_cast<int32_t>(llama_n_batch(e->ctx_)));
+    e->cfg_.prefill_while_decode = std::min(e->cfg_.prefill_while_decode, e->cfg_.step_tokens);
 
     // max_waiting: submit() admits up to slots + queue sequences in flight, and all of them may
     // reach the scheduler's waiting queue before its next step moves some into slots.

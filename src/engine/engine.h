@@ -30,17 +30,17 @@ enum class kv_precision { f16, q8_0 };
 enum class flash_attention { automatic, on, off };
 
 struct engine_config {
-    int32_t         n_threads            = 0;   // 0 = all hardware threads
-    int32_t         n_slots              = 4;   // concurrent sequences (KV streams)
-    int32_t         n_ctx_slot           = 0;   // tokens per sequence; 0 = the model's trained context
-    int32_t         step_tokens          = 512; // tokens per decode step
-    int32_t         prefill_while_decode = 256; // prompt tokens per step while others decode (docs/benchmarks.md)
-    int32_t         max_waiting          = 64;  // queued sequences beyond which submit() answers overloaded
-    bool            prefix_reuse         = true;
-    bool            kv_unified           = false;
-    int32_t         max_loras            = 8; // LoRA adapters loaded at once; the least recently used idle one goes
-    kv_precision    kv_type              = kv_precision::f16;
-    flash_attention flash_attn           = flash_attention::automatic;
+    int32_t n_threads            = 0;    // 0 = all hardware threads
+    int32_t n_slots              = 4;    // concurrent sequences (KV streams)
+    int32_t n_ctx_slot           = 0;    // tokens per sequence; 0 = the model's trained context
+    int32_t step_tokens          = 2048; // tokens per decode step (llama.cpp's n_batch)
+    int32_t prefill_while_decode = 256;  // prompt tokens per step for arrivals while others decode (docs/benchmarks.md)
+    int32_t max_waiting          = 64;   // queued sequences beyond which submit() answers overloaded
+    bool    prefix_reuse         = true;
+    bool    kv_unified           = false;
+    int32_t max_loras            = 8; // LoRA adapters loaded at once; the least recently used idle one goes
+    kv_precision    kv_type      = kv_precision::f16;
+    flash_attention flash_attn   = flash_attention::automatic;
     // Speculative decoding: each step, a decoding sequence that allows it (generation_request::
     // speculative) gets up to draft_max guessed tokens, verified in the same decode. Guesses come
     // from prompt lookup when draft_ngram is on and the sequence's last tokens repeat, else from

@@ -167,15 +167,20 @@ step_plan scheduler::schedule() {
         plan.items.push_back(std::move(item));
     }
 
-    int32_t budget = cfg_.step_tokens - n_decode;
-    if (n_decode > 0) {
-        budget = std::min(budget, cfg_.prefill_while_decode);
-    }
+    // Prompt budget: what the step has left after the decode tokens, capped at
+    // prefill_while_decode while streams are running, so a new prompt never stalls them for
+    // long; unless more prompts wait for their first token than streams run (a cluster of
+    // arrivals beside a few streams): then holding those first tokens back costs more than the
+    // running streams' stall gains, and the prompts take the whole step.
     std::vector<seq *> prefilling;
     for (auto &[id, s] : seqs_) {
         if (s.st.phase == seq_phase::prefilling && s.key == plan.key) {
             prefilling.push_back(&s);
         }
+    }
+    int32_t budget = cfg_.step_tokens - n_decode;
+    if (n_decode > 0 && static_cast<int32_t>(prefilling.size()) <= n_decode) {
+        budget = std::min(budget, cfg_.prefill_while_decode);
     }
     std::sort(prefilling.begin(), prefilling.end(), [](const seq *a, const seq *b) { return a->order < b->order; });
     for (seq *s : prefilling) {

@@ -33,10 +33,10 @@ namespace inferbox {
 
 struct scheduler_config {
     int32_t n_slots              = 1;
-    int32_t n_ctx_slot           = 512; // KV capacity of one slot, in tokens
-    int32_t max_waiting          = 64;  // waiting-queue bound; submit() refuses beyond it
-    int32_t step_tokens          = 512; // tokens per decode step (llama_decode batch)
-    int32_t prefill_while_decode = 256; // prompt tokens per step while sequences are decoding
+    int32_t n_ctx_slot           = 512;  // KV capacity of one slot, in tokens
+    int32_t max_waiting          = 64;   // waiting-queue bound; submit() refuses beyond it
+    int32_t step_tokens          = 2048; // tokens per decode step (llama_decode batch)
+    int32_t prefill_while_decode = 256;  // prompt tokens per step while sequences decode (see schedule())
     bool    prefix_reuse         = true;
     int32_t min_copy_gain        = 16; // tokens a cross-slot KV copy must save
     int32_t min_shared_wait      = 32; // shared prefix worth waiting for another prefill

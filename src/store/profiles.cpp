@@ -763,7 +763,7 @@ profile_set list_profiles(const gguf_info &g, const hardware_info &hw, const pro
             s.n_threads  = int32_t(hw.n_cores_effective);
             s.n_slots    = 1;
             s.n_ctx_slot = ctx;
-            s.n_batch    = 512;
+            s.n_batch    = 2048;
             s.n_ubatch   = 512;
             s.kv_type    = kv;
             s.flash_attn = flash;
@@ -777,7 +777,7 @@ profile_set list_profiles(const gguf_info &g, const hardware_info &hw, const pro
             s.n_threads  = int32_t(hw.n_threads_effective);
             s.n_slots    = slots;
             s.n_ctx_slot = ctx;
-            s.n_batch    = 1024;
+            s.n_batch    = 2048;
             s.n_ubatch   = 512;
             s.flash_attn = flash;
             add(profile_flavour::throughput, s);

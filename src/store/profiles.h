@@ -101,7 +101,7 @@ struct profile_settings {
     int32_t       n_threads    = 1;                  // --threads
     int32_t       n_slots      = 1;                  // --parallel
     int32_t       n_ctx_slot   = 0;                  // --ctx-size (tokens per sequence)
-    int32_t       n_batch      = 512;                // --batch-size (tokens per engine step)
+    int32_t       n_batch      = 2048;               // --batch-size (tokens per engine step)
     int32_t       n_ubatch     = 512;                // tokens per llama_decode micro-batch
     kv_cache_type kv_type      = kv_cache_type::f16; // K and V
     bool          flash_attn   = true;

@@ -139,6 +139,24 @@ TEST(scheduler, without_decoding_streams_the_whole_budget_goes_to_prefill) {
     EXPECT_FALSE(plan.items[0].sample);
 }
 
+TEST(scheduler, late_arrivals_that_outnumber_the_running_streams_are_not_held_to_the_cap) {
+    scheduler   s(cfg(6, 64, 8));
+    fake_engine e(s);
+    ASSERT_TRUE(s.submit(1, prompt_of(10), 50));
+    ASSERT_TRUE(s.submit(2, prompt_of(10, 100), 50));
+    e.step(); // seqs 1 and 2 run from now on
+    ASSERT_TRUE(s.submit(3, prompt_of(20, 200), 5));
+    ASSERT_TRUE(s.submit(4, prompt_of(20, 400), 5));
+    auto plan = e.step(); // two prompts beside two streams: held to the cap of 8
+    EXPECT_EQ(plan.n_tokens, 2 + 8);
+    ASSERT_TRUE(s.submit(5, prompt_of(20, 600), 5));
+    plan = e.step(); // three prompts beside two streams: the whole step
+    EXPECT_EQ(plan.n_tokens, 2 + (20 - 8) + 20 + 20);
+    for (uint64_t id = 3; id <= 5; ++id) {
+        EXPECT_EQ(s.info(id)->phase, seq_phase::decoding) << "seq " << id;
+    }
+}
+
 TEST(scheduler, queue_bound_refuses_at_once) {
     scheduler s(cfg(1, 64, 16, 2));
     EXPECT_TRUE(s.submit(1, prompt_of(4), 10));
