@@ -20,7 +20,8 @@ struct llama_context;
 
 namespace inferbox {
 struct plan_item;
-}
+struct step_plan;
+} // namespace inferbox
 
 namespace inferbox {
 
@@ -130,6 +131,8 @@ class engine {
     // Samples a plan item at its batch index (the first of its tokens when it carries drafts),
     // accepting drafts while they match.
     void sample_item(const plan_item &it, int32_t first_index);
+    // Decodes some of a step's items as one llama.cpp batch and samples them (engine.cpp).
+    void run_batch(const step_plan &plan, std::vector<const plan_item *> items);
     void propose_drafts();                      // speculative decoding: set_draft() for the sequences that take one
     bool speculating() const;                   // drafting is configured; sequences then keep their history
     void fail_sequence(uint64_t id, error err); // error event, slot freed, sequence gone
