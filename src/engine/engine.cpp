@@ -204,6 +204,16 @@ engine::~engine() {
     st_.reset();
 }
 
+// Called with mu_ held, by the engine thread, when it wakes from idle with inbox_ non-empty.
+std::chrono::microseconds engine::coalesce_window() const {
+    if (stopping_ || inbox_.empty()) {
+        return std::chrono::microseconds(0);
+    }
+    return arrival_window(prefill_us_per_token_.load(std::memory_order_relaxed),
+                          static_cast<int32_t>(inbox_.front().req.prompt.size()), static_cast<int32_t>(inbox_.size()),
+                          cfg_.n_slots);
+}
+
 void engine::stop() {
     {
         std::lock_guard lock(mu_);
@@ -340,6 +350,15 @@ void engine::loop() {
                 // Idle: wake for new work, or now and then to notice cancellations of requests
                 // that were submitted but not yet picked up.
                 cv_.wait(lock, has_work);
+                // Requests sent together reach the engine a fraction of a millisecond apart.
+                // Starting a long prefill with the first alone makes the rest wait for it, so
+                // when that step would be long, wait a moment for the others and prefill them
+                // in one batch.
+                const auto window = coalesce_window();
+                if (window.count() > 0) {
+                    cv_.wait_for(lock, window,
+                                 [&] { return stopping_ || static_cast<int32_t>(inbox_.size()) >= cfg_.n_slots; });
+                }
             }
             incoming.swap(inbox_);
             if (stopping_) {
@@ -647,7 +666,14 @@ void engine::run_batch(const step_plan &plan, std::vector<const plan_item *> ite
         }
     }
 
-    const int32_t rc = decode_failpoint() ? -1 : llama_decode(ctx_, batch);
+    const auto    started = std::chrono::steady_clock::now();
+    const int32_t rc      = decode_failpoint() ? -1 : llama_decode(ctx_, batch);
+    if (rc == 0 && n_prefill >= k_prefill_sample_tokens) {
+        const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - started).count();
+        const double per_token = us / static_cast<double>(batch.n_tokens);
+        const double old       = prefill_us_per_token_.load(std::memory_order_relaxed);
+        prefill_us_per_token_.store(old > 0 ? 0.8 * old + 0.2 * per_token : per_token, std::memory_order_relaxed);
+    }
     if (rc != 0) {
         spdlog::error("llama_decode failed (code {}) for a batch of {} tokens; failing {} sequences", rc,
                       batch.n_tokens, items.size());

@@ -9,6 +9,7 @@
 #include "metrics/serving_metrics.h"
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -161,8 +162,13 @@ class engine {
     std::atomic<bool>     healthy_{true};
     std::atomic<int32_t>  n_running_{0};
     std::atomic<uint64_t> n_prompt_computed_{0}, n_prompt_cached_{0}, n_generated_{0}, n_steps_{0};
-    std::atomic<uint64_t> n_draft_{0}, n_draft_accepted_{0};
-    std::thread           thread_;
+    // Prefill cost: moving average of microseconds per token over batches that computed at least
+    // k_prefill_sample_tokens prompt tokens; 0 until one has. Drives coalesce_window() (scheduler.h's arrival_window).
+    std::atomic<double>       prefill_us_per_token_{0};
+    static constexpr uint64_t k_prefill_sample_tokens = 16;
+    std::chrono::microseconds coalesce_window() const;
+    std::atomic<uint64_t>     n_draft_{0}, n_draft_accepted_{0};
+    std::thread               thread_;
 };
 
 } // namespace inferbox

@@ -5,6 +5,18 @@
 
 namespace inferbox {
 
+std::chrono::microseconds arrival_window(double prefill_us_per_token, int32_t first_prompt_tokens, int32_t queued,
+                                         int32_t n_slots) {
+    constexpr auto k_min = std::chrono::microseconds(50);
+    constexpr auto k_max = std::chrono::microseconds(2000);
+    if (n_slots < 2 || queued >= n_slots || !(prefill_us_per_token > 0) || first_prompt_tokens <= 0) {
+        return std::chrono::microseconds(0);
+    }
+    const double us     = std::min(prefill_us_per_token * first_prompt_tokens / 100.0, double(k_max.count()));
+    const auto   window = std::chrono::microseconds(static_cast<int64_t>(us));
+    return window < k_min ? std::chrono::microseconds(0) : window;
+}
+
 scheduler::scheduler(scheduler_config cfg) : cfg_(cfg), slots_(cfg.n_slots, cfg.min_copy_gain) {
     cfg_.step_tokens          = std::max(cfg_.step_tokens, cfg_.n_slots + 1);
     cfg_.prefill_while_decode = std::max(cfg_.prefill_while_decode, 1);

@@ -22,6 +22,7 @@
 
 #include "kv/slot_table.h"
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -30,6 +31,15 @@
 #include <vector>
 
 namespace inferbox {
+
+// How long an idle engine waits for more requests before it starts on the `queued` it has, the
+// first with a prompt of `first_prompt_tokens` tokens. Requests sent together reach the engine
+// a fraction of a millisecond apart; starting a long prefill with the first alone makes the rest
+// wait a whole step for it. The wait is 1% of the first prompt's expected prefill time (from the
+// measured microseconds per prompt token; 0 = not measured yet), at most 2 ms, and none when it
+// would be under 50 us, with one slot, or when the queued requests already fill the slots.
+std::chrono::microseconds arrival_window(double prefill_us_per_token, int32_t first_prompt_tokens, int32_t queued,
+                                         int32_t n_slots);
 
 struct scheduler_config {
     int32_t n_slots              = 1;

@@ -370,3 +370,15 @@ TEST(scheduler, a_shared_prefix_is_not_waited_for_across_keys) {
     }
     EXPECT_EQ(e.n_prompt_computed, 2 * 121);
 }
+
+TEST(arrival_window, one_percent_of_the_expected_prefill_within_bounds) {
+    using us = std::chrono::microseconds;
+    EXPECT_EQ(arrival_window(4700.0, 129, 1, 8), us(2000)); // 606 ms of prefill: capped at 2 ms
+    EXPECT_EQ(arrival_window(100.0, 1000, 3, 8), us(1000)); // 100 ms: 1 ms
+    EXPECT_EQ(arrival_window(70.0, 105, 1, 16), us(73));    // 7.35 ms: 73 us
+    EXPECT_EQ(arrival_window(40.0, 105, 1, 16), us(0));     // 42 us: not worth a wait
+    EXPECT_EQ(arrival_window(0.0, 129, 1, 8), us(0));       // prefill cost not measured yet
+    EXPECT_EQ(arrival_window(4700.0, 129, 1, 1), us(0));    // one slot: nobody to wait for
+    EXPECT_EQ(arrival_window(4700.0, 129, 8, 8), us(0));    // the queued requests fill the slots
+    EXPECT_EQ(arrival_window(4700.0, 0, 1, 8), us(0));
+}
