@@ -209,9 +209,8 @@ std::chrono::microseconds engine::coalesce_window() const {
     if (stopping_ || inbox_.empty()) {
         return std::chrono::microseconds(0);
     }
-    return arrival_window(prefill_us_per_token_.load(std::memory_order_relaxed),
-                          static_cast<int32_t>(inbox_.front().req.prompt.size()), static_cast<int32_t>(inbox_.size()),
-                          cfg_.n_slots);
+    return arrival_window(prefill_us_per_token_, static_cast<int32_t>(inbox_.front().req.prompt.size()),
+                          static_cast<int32_t>(inbox_.size()), cfg_.n_slots);
 }
 
 void engine::stop() {
@@ -624,31 +623,30 @@ void engine::step() {
         const auto info = sched.info(it.id);
         (info && info->n_generated > 0 ? decodes : prompts).push_back(&it);
     }
-    bool any = false;
-    for (auto *group : {&decodes, &prompts}) {
-        if (!group->empty()) {
-            any = true;
-            apply_key(plan.key);
-            run_batch(plan, *group);
-        }
-    }
-    if (any) {
+    if (!plan.items.empty()) {
+        apply_key(plan.key);
         ++n_steps_;
+    }
+    if (!decodes.empty()) {
+        run_batch(plan, std::move(decodes), false);
+    }
+    if (!prompts.empty()) {
+        run_batch(plan, std::move(prompts), true);
     }
     n_running_.store(sched.n_running());
     publish_gauges();
 }
 
-// Decodes `items` (a part of `plan`, all computed under plan.key) as one llama.cpp batch and
-// samples those that ask for it. When the decode fails, the sequences of these items (and of
-// plan's KV operations on their slots) fail with decode_failed and their KV is forgotten.
-void engine::run_batch(const step_plan &plan, std::vector<const plan_item *> items) {
+// Decodes `items` (a part of `plan`, all computed under plan.key; prompt chunks when `prompts`,
+// else decode tokens) as one llama.cpp batch and samples those that ask for it. When the decode
+// fails, the sequences of these items (and of plan's KV operations on their slots) fail with
+// decode_failed and their KV is forgotten.
+void engine::run_batch(const step_plan &plan, std::vector<const plan_item *> items, bool prompts) {
     auto &sched = st_->sched;
     std::sort(items.begin(), items.end(), [](const plan_item *a, const plan_item *b) { return a->slot < b->slot; });
     auto &batch = st_->batch;
     common_batch_clear(batch);
     std::vector<std::pair<const plan_item *, int32_t>> to_sample; // item, batch index of its first sampled token
-    uint64_t                                           n_prefill = 0;
     for (const plan_item *item : items) {
         const plan_item &it    = *item;
         const int32_t    first = batch.n_tokens;
@@ -660,19 +658,15 @@ void engine::run_batch(const step_plan &plan, std::vector<const plan_item *> ite
         if (it.sample) {
             to_sample.emplace_back(&it, it.n_draft > 0 ? first : batch.n_tokens - 1);
         }
-        const auto info = sched.info(it.id);
-        if (info && info->n_generated == 0) {
-            n_prefill += it.tokens.size();
-        }
     }
+    const uint64_t n_prefill = prompts ? static_cast<uint64_t>(batch.n_tokens) : 0;
 
     const auto    started = std::chrono::steady_clock::now();
     const int32_t rc      = decode_failpoint() ? -1 : llama_decode(ctx_, batch);
     if (rc == 0 && n_prefill >= k_prefill_sample_tokens) {
         const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - started).count();
         const double per_token = us / static_cast<double>(batch.n_tokens);
-        const double old       = prefill_us_per_token_.load(std::memory_order_relaxed);
-        prefill_us_per_token_.store(old > 0 ? 0.8 * old + 0.2 * per_token : per_token, std::memory_order_relaxed);
+        prefill_us_per_token_  = prefill_us_per_token_ > 0 ? 0.8 * prefill_us_per_token_ + 0.2 * per_token : per_token;
     }
     if (rc != 0) {
         spdlog::error("llama_decode failed (code {}) for a batch of {} tokens; failing {} sequences", rc,

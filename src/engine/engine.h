@@ -133,7 +133,7 @@ class engine {
     // accepting drafts while they match.
     void sample_item(const plan_item &it, int32_t first_index);
     // Decodes some of a step's items as one llama.cpp batch and samples them (engine.cpp).
-    void run_batch(const step_plan &plan, std::vector<const plan_item *> items);
+    void run_batch(const step_plan &plan, std::vector<const plan_item *> items, bool prompts);
     void propose_drafts();                      // speculative decoding: set_draft() for the sequences that take one
     bool speculating() const;                   // drafting is configured; sequences then keep their history
     void fail_sequence(uint64_t id, error err); // error event, slot freed, sequence gone
@@ -164,7 +164,7 @@ class engine {
     std::atomic<uint64_t> n_prompt_computed_{0}, n_prompt_cached_{0}, n_generated_{0}, n_steps_{0};
     // Prefill cost: moving average of microseconds per token over batches that computed at least
     // k_prefill_sample_tokens prompt tokens; 0 until one has. Drives coalesce_window() (scheduler.h's arrival_window).
-    std::atomic<double>       prefill_us_per_token_{0};
+    double                    prefill_us_per_token_   = 0; // engine thread only
     static constexpr uint64_t k_prefill_sample_tokens = 16;
     std::chrono::microseconds coalesce_window() const;
     std::atomic<uint64_t>     n_draft_{0}, n_draft_accepted_{0};
