@@ -123,6 +123,7 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m, en
     sc.max_waiting          = e->cfg_.max_waiting + e->cfg_.n_slots;
     sc.step_tokens          = e->cfg_.step_tokens;
     sc.prefill_while_decode = e->cfg_.prefill_while_decode;
+    sc.prefill_step_us      = 1000.0 * std::max(e->cfg_.prefill_step_ms, 0);
     sc.prefix_reuse         = e->cfg_.prefix_reuse;
     e->st_                  = std::make_unique<state>(sc);
     e->st_->batch           = llama_batch_init(e->cfg_.step_tokens, 0, 1);
@@ -577,6 +578,7 @@ void engine::step() {
     if (speculating()) {
         propose_drafts();
     }
+    sched.set_prefill_cost(prefill_us_per_token_);
     auto plan = sched.schedule();
     // Running first, then queued: see over_capacity() for why this order.
     n_running_.store(sched.n_running());
@@ -667,6 +669,17 @@ void engine::run_batch(const step_plan &plan, std::vector<const plan_item *> ite
         const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - started).count();
         const double per_token = us / static_cast<double>(batch.n_tokens);
         prefill_us_per_token_  = prefill_us_per_token_ > 0 ? 0.8 * prefill_us_per_token_ + 0.2 * per_token : per_token;
+    }
+    if (spdlog::should_log(spdlog::level::debug)) {
+        // Which sequences a batch held and how long it took: the tool for reading how llama.cpp
+        // cut a step into ubatches (see step()).
+        std::string shape;
+        for (const plan_item *it : items) {
+            shape += fmt::format("{}{}:{}", shape.empty() ? "" : " ", it->slot, it->tokens.size());
+        }
+        spdlog::debug("{} batch of {} tokens [slot:tokens {}] decoded in {:.1f} ms", prompts ? "prompt" : "decode",
+                      batch.n_tokens, shape,
+                      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count());
     }
     if (rc != 0) {
         spdlog::error("llama_decode failed (code {}) for a batch of {} tokens; failing {} sequences", rc,

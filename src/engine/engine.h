@@ -37,6 +37,7 @@ struct engine_config {
     int32_t n_ctx_slot           = 0;    // tokens per sequence; 0 = the model's trained context
     int32_t step_tokens          = 2048; // tokens per decode step (llama.cpp's n_batch)
     int32_t prefill_while_decode = 256;  // prompt tokens per step for arrivals while others decode (docs/benchmarks.md)
+    int32_t prefill_step_ms      = 50;   // prompt work after which a step's other prompts wait (scheduler.cpp); 0 = off
     int32_t max_waiting          = 64;   // queued sequences beyond which submit() answers overloaded
     bool    prefix_reuse         = true;
     bool    kv_unified           = false;

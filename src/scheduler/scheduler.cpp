@@ -184,6 +184,16 @@ step_plan scheduler::schedule() {
     // long; unless more prompts wait for their first token than streams run (a cluster of
     // arrivals beside a few streams): then holding those first tokens back costs more than the
     // running streams' stall gains, and the prompts take the whole step.
+    //
+    // Prompts are taken first come, first served, and once the step holds prefill_step_us of
+    // prompt work (at the measured cost per token), the rest wait for the next step. Where prefill is compute-bound (a
+    // CPU), computing a burst of prompts together costs about as much as computing them one after another, but then
+    // every first token comes when the last prompt is done; one after another, the first comes after one prompt, the
+    // next after two, and the mean first-token time of n equal prompts falls from n to about
+    // (n+1)/2 prompt times. The last first token comes later only by the decode steps of the
+    // streams that started first, and those streams stall while the later prompts are computed
+    // (docs/benchmarks.md measures both). Cheap prompts (a tiny model, short prompts) still
+    // share a step.
     std::vector<seq *> prefilling;
     for (auto &[id, s] : seqs_) {
         if (s.st.phase == seq_phase::prefilling && s.key == plan.key) {
@@ -195,8 +205,12 @@ step_plan scheduler::schedule() {
         budget = std::min(budget, cfg_.prefill_while_decode);
     }
     std::sort(prefilling.begin(), prefilling.end(), [](const seq *a, const seq *b) { return a->order < b->order; });
+    double prompt_us = 0;
     for (seq *s : prefilling) {
         if (budget <= 0) {
+            break;
+        }
+        if (cfg_.prefill_step_us > 0 && prompt_us >= cfg_.prefill_step_us) {
             break;
         }
         const int32_t left  = s->st.n_prompt - s->st.n_past;
@@ -207,6 +221,7 @@ step_plan scheduler::schedule() {
         held.insert(held.end(), item.tokens.begin(), item.tokens.end());
         s->st.n_past += chunk;
         budget -= chunk;
+        prompt_us += chunk * prefill_us_per_token_; // a chunk short of its prompt has used up the budget
         plan.items.push_back(std::move(item));
     }
     for (const auto &it : plan.items) {

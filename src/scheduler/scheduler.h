@@ -50,6 +50,7 @@ struct scheduler_config {
     bool    prefix_reuse         = true;
     int32_t min_copy_gain        = 16; // tokens a cross-slot KV copy must save
     int32_t min_shared_wait      = 32; // shared prefix worth waiting for another prefill
+    double  prefill_step_us      = 0;  // prompt work that ends a step's prompt list (see schedule()); 0 = off
 };
 
 enum class seq_phase {
@@ -118,6 +119,9 @@ class scheduler {
 
     step_plan schedule();
 
+    // The measured cost of one prompt token (microseconds; 0 = unknown), for prefill_step_us.
+    void set_prefill_cost(double us_per_token) { prefill_us_per_token_ = us_per_token; }
+
     // The engine sampled `tokens` for `id` from one item: one token, or for an item with drafts
     // the drafts it accepted and the token after them (1..n_draft+1 tokens). The KV of rejected
     // drafts is forgotten: the engine drops positions from item.pos + tokens.size() on. When
@@ -162,8 +166,9 @@ class scheduler {
     slot_table              slots_;
     std::map<uint64_t, seq> seqs_;
     std::deque<uint64_t>    waiting_;
-    uint64_t                order_    = 0;
-    kv_key                  last_key_ = 0;
+    uint64_t                order_                = 0;
+    kv_key                  last_key_             = 0;
+    double                  prefill_us_per_token_ = 0;
 };
 
 } // namespace inferbox

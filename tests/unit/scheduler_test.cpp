@@ -157,6 +157,55 @@ TEST(scheduler, late_arrivals_that_outnumber_the_running_streams_are_not_held_to
     }
 }
 
+TEST(scheduler, costly_prompts_of_a_burst_are_prefilled_one_step_each) {
+    auto c            = cfg(4, 512, 256);
+    c.prefill_step_us = 50'000;
+    scheduler   s(c);
+    fake_engine e(s);
+    s.set_prefill_cost(1000); // 100 tokens: 100 ms, over the 50 ms mark
+    for (uint64_t id = 1; id <= 3; ++id) {
+        ASSERT_TRUE(s.submit(id, prompt_of(100, static_cast<int>(id) * 1000), 10));
+    }
+    auto first = e.step();
+    ASSERT_EQ(first.items.size(), 1u);
+    EXPECT_EQ(first.items[0].id, 1u);
+    EXPECT_TRUE(first.items[0].sample);
+    auto second = e.step(); // 1 decodes, 2 is prefilled alone, 3 waits
+    ASSERT_EQ(second.items.size(), 2u);
+    EXPECT_EQ(second.items[0].id, 1u);
+    EXPECT_EQ(second.items[0].tokens.size(), 1u);
+    EXPECT_EQ(second.items[1].id, 2u);
+    EXPECT_EQ(second.items[1].tokens.size(), 100u);
+    auto third = e.step();
+    ASSERT_EQ(third.items.size(), 3u);
+    EXPECT_EQ(third.items[2].id, 3u);
+    EXPECT_EQ(third.items[2].tokens.size(), 100u);
+}
+
+TEST(scheduler, cheap_or_unmeasured_prompts_of_a_burst_share_a_step) {
+    for (const double cost : {0.0, 10.0}) { // unknown; 100 tokens = 1 ms, under the mark
+        auto c            = cfg(4, 512, 256);
+        c.prefill_step_us = 50'000;
+        scheduler   s(c);
+        fake_engine e(s);
+        s.set_prefill_cost(cost);
+        for (uint64_t id = 1; id <= 3; ++id) {
+            ASSERT_TRUE(s.submit(id, prompt_of(100, static_cast<int>(id) * 1000), 10));
+        }
+        const auto plan = e.step();
+        EXPECT_EQ(plan.items.size(), 3u) << "cost " << cost;
+    }
+    auto c            = cfg(4, 512, 256); // the mark off: costly prompts share a step too
+    c.prefill_step_us = 0;
+    scheduler   s(c);
+    fake_engine e(s);
+    s.set_prefill_cost(1000);
+    for (uint64_t id = 1; id <= 3; ++id) {
+        ASSERT_TRUE(s.submit(id, prompt_of(100, static_cast<int>(id) * 1000), 10));
+    }
+    EXPECT_EQ(e.step().items.size(), 3u);
+}
+
 TEST(scheduler, queue_bound_refuses_at_once) {
     scheduler s(cfg(1, 64, 16, 2));
     EXPECT_TRUE(s.submit(1, prompt_of(4), 10));
