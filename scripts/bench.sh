@@ -141,8 +141,8 @@ need_synthetic() {
 # --request-rate with --max-concurrency), so prompts arrive while other streams decode.
 scenario() {
   case $1 in
-    a) echo "a|stories260K chat, 64-token prompts, 128 out|$models/stories260K-chatml.gguf|chat|64|128|0|1 4 16 64|512|16|0" ;;
-    b) echo "b|synthetic 24x896 Q4_K_M completions, 128-token prompts, 64 out|$synthetic|completions|128|64|0|1 4 8|512|8|0" ;;
+    a) echo "a|stories260K chat, 64-token prompts, 128 out|$models/stories260K-chatml.gguf|chat|64|128|0|1 4 16 64|512|64|0" ;;
+    b) echo "b|synthetic 24x896 Q4_K_M completions, 128-token prompts, 64 out|$synthetic|completions|128|64|0|1 4 8|512|16|0" ;;
     # 512 shared words + 64 unique words, 64 out: about 641 tokens per sequence.
     c) echo "c|synthetic 24x896 Q4_K_M, 16 requests sharing a 512-token prefix|$synthetic|completions|576|64|512|4|1024|16|0" ;;
     # (b)'s requests arriving at random: about 2/3 of what the 2 cores serve at 8 streams.
@@ -221,13 +221,13 @@ const scen = [...new Map(rows.map((x) => [x.id, x.title])).entries()];
 for (const [id, title] of scen) {
   out.push(`## (${id}) ${title}`);
   out.push('');
-  out.push('| conc | server | ok/failed | prompt tok | out tok/s | req/s | TTFT p50 | TTFT p90 | TTFT p99 | ITL p50 | ITL p90 | ITL p99 | gap p50 | gap p99 | E2E p50 | E2E p99 | client CPU s |');
-  out.push('|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  out.push('| conc | server | ok/failed | prompt tok | out tok/s | req/s | TTFT mean | TTFT p50 | TTFT p90 | TTFT p99 | ITL p50 | ITL p90 | ITL p99 | gap p50 | gap p99 | E2E p50 | E2E p99 | client CPU s |');
+  out.push('|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const x of rows.filter((y) => y.id === id)) {
     const r = x.r;
-    if (!r) { out.push(`| ${x.c} | ${name[x.server]} | no result | | | | | | | | | | | | | | |`); continue; }
+    if (!r) { out.push(`| ${x.c} | ${name[x.server]} | no result | | | | | | | | | | | | | | | |`); continue; }
     out.push(`| ${x.c} | ${name[x.server]} | ${r.completed}/${r.failed} | ${f(r.prompt_tokens_mean)} | ${f(r.output_throughput_tok_s)} | ${f(r.request_throughput_req_s, 2)} | ` +
-      `${f(r.ttft_ms.p50)} | ${f(r.ttft_ms.p90)} | ${f(r.ttft_ms.p99)} | ${f(r.itl_ms.p50, 2)} | ${f(r.itl_ms.p90, 2)} | ${f(r.itl_ms.p99, 2)} | ` +
+      `${f(r.ttft_ms.mean)} | ${f(r.ttft_ms.p50)} | ${f(r.ttft_ms.p90)} | ${f(r.ttft_ms.p99)} | ${f(r.itl_ms.p50, 2)} | ${f(r.itl_ms.p90, 2)} | ${f(r.itl_ms.p99, 2)} | ` +
       `${f(r.chunk_gap_ms.p50, 2)} | ${f(r.chunk_gap_ms.p99, 2)} | ` +
       `${f(r.e2e_ms.p50)} | ${f(r.e2e_ms.p99)} | ${f(r.client_cpu_s, 2)} |`);
   }
@@ -240,15 +240,15 @@ for (const [id, title] of scen) {
   if (levels.some((c) => { const { p, i } = pair(c); return p && p.r && i && i.r; })) {
     out.push('Ratios inferbox / llama-server (throughput: higher is better; latency: lower is better):');
     out.push('');
-    out.push('| conc | out tok/s | req/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 | gap p99 | E2E p50 | E2E p99 |');
-    out.push('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+    out.push('| conc | out tok/s | req/s | TTFT mean | TTFT p50 | TTFT p90 | TTFT p99 | ITL p50 | ITL p99 | gap p99 | E2E p50 | E2E p99 |');
+    out.push('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     const q = (a, b) => (a > 0 && b > 0 ? (a / b).toFixed(2) : 'n/a');
     for (const c of levels) {
       const { p, i } = pair(c);
       if (!(p && p.r && i && i.r)) continue;
       const P = p.r, I = i.r;
       out.push(`| ${c} | ${q(I.output_throughput_tok_s, P.output_throughput_tok_s)} | ${q(I.request_throughput_req_s, P.request_throughput_req_s)} | ` +
-        `${q(I.ttft_ms.p50, P.ttft_ms.p50)} | ${q(I.ttft_ms.p99, P.ttft_ms.p99)} | ${q(I.itl_ms.p50, P.itl_ms.p50)} | ${q(I.itl_ms.p99, P.itl_ms.p99)} | ` +
+        `${q(I.ttft_ms.mean, P.ttft_ms.mean)} | ${q(I.ttft_ms.p50, P.ttft_ms.p50)} | ${q(I.ttft_ms.p90, P.ttft_ms.p90)} | ${q(I.ttft_ms.p99, P.ttft_ms.p99)} | ${q(I.itl_ms.p50, P.itl_ms.p50)} | ${q(I.itl_ms.p99, P.itl_ms.p99)} | ` +
         `${q(I.chunk_gap_ms.p99, P.chunk_gap_ms.p99)} | ` +
         `${q(I.e2e_ms.p50, P.e2e_ms.p50)} | ${q(I.e2e_ms.p99, P.e2e_ms.p99)} |`);
     }
