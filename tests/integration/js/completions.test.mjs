@@ -275,3 +275,52 @@ describe('completions (stories260K.gguf, --parallel 4)', () => {
     assert.deepEqual([text(0), text(1)], byIndex);
   }));
 });
+
+describe('a burst of costly prompts, one prompt per step (stories260K.gguf, --parallel 4, --prefill-step-ms 1)', () => {
+  // A prompt of ~270 tokens costs the tiny model several milliseconds, past the 1 ms mark, so the
+  // scheduler computes each prompt of a burst in its own step (scheduler.cpp). The engine logs
+  // every llama.cpp batch at debug level, which shows the grouping; outputs must not depend on it.
+  const ctx = useServer({
+    model: MODELS.plain,
+    parallel: 4,
+    args: ['--ctx-size', 512, '--prefill-step-ms', 1],
+    env: { INFERBOX_LOG_LEVEL: 'debug' },
+  });
+  let model;
+  let url;
+
+  before(async () => {
+    model = await modelId(ctx.server);
+    url = `${ctx.server.url}/v1/completions`;
+  });
+
+  const complete = async (body) => {
+    const res = await postJson(url, { model, ...body });
+    assert.equal(res.status, 200, `POST /v1/completions: ${res.status} ${res.text}`);
+    return res.body;
+  };
+  const story = ' The little girl liked to play with her friends in the park, and every day they ran to the big tree.';
+  const starts = ['Once upon a time', 'Tom had a red ball', 'The sun was shining', 'Lily and her mom went',
+    'One day, a little bird', 'The dog was very happy', 'Sam wanted to play', 'There was a big tree'];
+  const prompts = starts.map((s) => s + story.repeat(8));
+  const req = (prompt) => ({ prompt, max_tokens: 24, temperature: 0 });
+
+  test('each prompt of a burst gets its own step; outputs equal the sequential ones', ctx.wrap(async () => {
+    // One request first, so the engine has measured what a prompt token costs.
+    await complete(req('Kitty found a shiny stone under the bed and showed it to her brother, who laughed.'));
+    const mark = ctx.server.mark();
+    const concurrent = await Promise.all(prompts.map((p) => complete(req(p))));
+    const batches = [...ctx.server.logSince(mark).matchAll(/prompt batch of (\d+) tokens \[slot:tokens ([^\]]*)\]/g)]
+      .map((m) => m[2].split(' ').map((e) => Number(e.split(':')[1])));
+    const whole = batches.filter((b) => b.some((n) => n >= 40));
+    assert.equal(whole.length, prompts.length, `expected one prompt batch per prompt, got ${JSON.stringify(batches)}`);
+    for (const b of whole) {
+      assert.equal(b.length, 1, `a prompt batch held several prompts: ${JSON.stringify(b)}`);
+    }
+    for (let i = 0; i < prompts.length; i++) {
+      const alone = await complete(req(prompts[i]));
+      assert.equal(concurrent[i].choices[0].text, alone.choices[0].text, `prompt ${i}: concurrent output differs`);
+      assert.equal(concurrent[i].usage.prompt_tokens, alone.usage.prompt_tokens);
+    }
+  }));
+});
