@@ -65,9 +65,8 @@ int run_cli(int argc, char **argv) {
         ->check(CLI::Range(1, 1 << 16));
     serve
         ->add_option("--prefill-step-ms", so.engine.prefill_step_ms,
-                     "once a step holds a whole prompt and this much estimated prefill, other prompts wait for the "
-                     "next step, so the first of a burst of requests gets its first token sooner (0 = a burst is "
-                     "prefilled together)")
+                     "once a step holds this much estimated prefill, other prompts wait for the next step, so the "
+                     "first of a burst of requests gets its first token sooner (0 = a burst is prefilled together)")
         ->capture_default_str()
         ->check(CLI::Range(0, 3600000));
     serve->add_option("--max-queue", so.engine.max_waiting, "waiting sequences beyond which requests get 429")

@@ -186,14 +186,14 @@ step_plan scheduler::schedule() {
     // running streams' stall gains, and the prompts take the whole step.
     //
     // Prompts are taken first come, first served, and once the step holds prefill_step_us of
-    // prompt work (at the measured cost per token), the rest wait for the next step. Where prefill is compute-bound (a
-    // CPU), computing a burst of prompts together costs about as much as computing them one after another, but then
-    // every first token comes when the last prompt is done; one after another, the first comes after one prompt, the
-    // next after two, and the mean first-token time of n equal prompts falls from n to about
-    // (n+1)/2 prompt times. The last first token comes later only by the decode steps of the
-    // streams that started first, and those streams stall while the later prompts are computed
-    // (docs/benchmarks.md measures both). Cheap prompts (a tiny model, short prompts) still
-    // share a step.
+    // prompt work (at the measured cost per token), the rest wait for the next step. Where
+    // prefill is compute-bound (a CPU), a burst of prompts computed together costs about what
+    // they cost one after another, but every first token then comes when the last prompt is
+    // done; one after another, the first comes after one prompt, the next after two, and the
+    // mean first-token time of n equal prompts falls from n to about (n+1)/2 prompt times. The
+    // last first token comes later only by the decode steps of the streams that started first,
+    // and those streams stall while the later prompts are computed (docs/benchmarks.md measures
+    // both). Cheap prompts (a tiny model, short prompts) still share a step.
     std::vector<seq *> prefilling;
     for (auto &[id, s] : seqs_) {
         if (s.st.phase == seq_phase::prefilling && s.key == plan.key) {

@@ -157,15 +157,22 @@ TEST(scheduler, late_arrivals_that_outnumber_the_running_streams_are_not_held_to
     }
 }
 
+namespace {
+// Three 100-token prompts with nothing in common, arriving together (ids 1, 2, 3).
+void submit_burst(scheduler &s) {
+    for (uint64_t id = 1; id <= 3; ++id) {
+        ASSERT_TRUE(s.submit(id, prompt_of(100, static_cast<int>(id) * 1000), 10));
+    }
+}
+} // namespace
+
 TEST(scheduler, costly_prompts_of_a_burst_are_prefilled_one_step_each) {
     auto c            = cfg(4, 512, 256);
     c.prefill_step_us = 50'000;
     scheduler   s(c);
     fake_engine e(s);
     s.set_prefill_cost(1000); // 100 tokens: 100 ms, over the 50 ms mark
-    for (uint64_t id = 1; id <= 3; ++id) {
-        ASSERT_TRUE(s.submit(id, prompt_of(100, static_cast<int>(id) * 1000), 10));
-    }
+    ASSERT_NO_FATAL_FAILURE(submit_burst(s));
     auto first = e.step();
     ASSERT_EQ(first.items.size(), 1u);
     EXPECT_EQ(first.items[0].id, 1u);
@@ -189,9 +196,7 @@ TEST(scheduler, cheap_or_unmeasured_prompts_of_a_burst_share_a_step) {
         scheduler   s(c);
         fake_engine e(s);
         s.set_prefill_cost(cost);
-        for (uint64_t id = 1; id <= 3; ++id) {
-            ASSERT_TRUE(s.submit(id, prompt_of(100, static_cast<int>(id) * 1000), 10));
-        }
+        ASSERT_NO_FATAL_FAILURE(submit_burst(s));
         const auto plan = e.step();
         EXPECT_EQ(plan.items.size(), 3u) << "cost " << cost;
     }
@@ -200,9 +205,7 @@ TEST(scheduler, cheap_or_unmeasured_prompts_of_a_burst_share_a_step) {
     scheduler   s(c);
     fake_engine e(s);
     s.set_prefill_cost(1000);
-    for (uint64_t id = 1; id <= 3; ++id) {
-        ASSERT_TRUE(s.submit(id, prompt_of(100, static_cast<int>(id) * 1000), 10));
-    }
+    ASSERT_NO_FATAL_FAILURE(submit_burst(s));
     EXPECT_EQ(e.step().items.size(), 3u);
 }
 

@@ -17,24 +17,29 @@ import {
   useServer,
 } from './harness.mjs';
 
-describe('completions (stories260K.gguf, --parallel 4)', () => {
-  const ctx = useServer({ model: MODELS.plain, parallel: 4, args: ['--ctx-size', 512] });
-  let model;
-  let url;
-
+// A server for one describe block, and complete(body): POST /v1/completions with the served model,
+// expecting 200. `api.model` and `api.url` are set once the server is up.
+function useCompletions(options) {
+  const ctx = useServer(options);
+  const api = { ctx, model: null, url: null };
   before(async () => {
-    model = await modelId(ctx.server);
-    url = `${ctx.server.url}/v1/completions`;
+    api.model = await modelId(ctx.server);
+    api.url = `${ctx.server.url}/v1/completions`;
   });
-
-  const complete = async (body) => {
-    const res = await postJson(url, { model, ...body });
+  api.complete = async (body) => {
+    const res = await postJson(api.url, { model: api.model, ...body });
     assert.equal(res.status, 200, `POST /v1/completions ${JSON.stringify(body)}: ${res.status} ${res.text}`);
     return res.body;
   };
+  return api;
+}
+
+describe('completions (stories260K.gguf, --parallel 4)', () => {
+  const api = useCompletions({ model: MODELS.plain, parallel: 4, args: ['--ctx-size', 512] });
+  const { ctx, complete } = api;
 
   const stream = async (body) => {
-    const res = await postStream(url, { model, ...body, stream: true });
+    const res = await postStream(api.url, { model: api.model, ...body, stream: true });
     assert.equal(res.status, 200, `streaming POST /v1/completions ${JSON.stringify(body)}: ${res.status} ${res.text}`);
     assert.match(res.headers.get('content-type') ?? '', /text\/event-stream/);
     assert.equal(res.events.at(-1), '[DONE]', `stream does not end with data: [DONE]:\n${res.text}`);
@@ -61,7 +66,7 @@ describe('completions (stories260K.gguf, --parallel 4)', () => {
     assert.equal(body.object, 'text_completion');
     assert.equal(typeof body.id, 'string');
     assert.ok(Number.isInteger(body.created), `created: ${body.created}`);
-    assert.equal(body.model, model);
+    assert.equal(body.model, api.model);
     assert.equal(body.choices.length, 1);
     const choice = body.choices[0];
     assert.equal(choice.index, 0);
@@ -113,7 +118,7 @@ describe('completions (stories260K.gguf, --parallel 4)', () => {
     assert.ok(res.chunks.length > 1, `expected several chunks, got ${res.chunks.length}`);
     for (const c of res.chunks) {
       assert.equal(c.object, 'text_completion', `chunk object: ${JSON.stringify(c)}`);
-      assert.equal(c.model, model);
+      assert.equal(c.model, api.model);
       assert.ok(!c.usage, `usage without stream_options.include_usage: ${JSON.stringify(c)}`);
     }
     assert.equal(streamedText(res.chunks), plain.choices[0].text);
@@ -280,25 +285,12 @@ describe('a burst of costly prompts, one prompt per step (stories260K.gguf, --pa
   // A prompt of ~270 tokens costs the tiny model several milliseconds, past the 1 ms mark, so the
   // scheduler computes each prompt of a burst in its own step (scheduler.cpp). The engine logs
   // every llama.cpp batch at debug level, which shows the grouping; outputs must not depend on it.
-  const ctx = useServer({
+  const { ctx, complete } = useCompletions({
     model: MODELS.plain,
     parallel: 4,
     args: ['--ctx-size', 512, '--prefill-step-ms', 1],
     env: { INFERBOX_LOG_LEVEL: 'debug' },
   });
-  let model;
-  let url;
-
-  before(async () => {
-    model = await modelId(ctx.server);
-    url = `${ctx.server.url}/v1/completions`;
-  });
-
-  const complete = async (body) => {
-    const res = await postJson(url, { model, ...body });
-    assert.equal(res.status, 200, `POST /v1/completions: ${res.status} ${res.text}`);
-    return res.body;
-  };
   const story = ' The little girl liked to play with her friends in the park, and every day they ran to the big tree.';
   const starts = ['Once upon a time', 'Tom had a red ball', 'The sun was shining', 'Lily and her mom went',
     'One day, a little bird', 'The dog was very happy', 'Sam wanted to play', 'There was a big tree'];
