@@ -19,6 +19,8 @@
 #   BENCH_SCENARIOS       which scenarios (default "a b c d")
 #   BENCH_THREADS         compute threads of both servers (default 2)
 #   INFERBOX_EXTRA_ARGS   more `inferbox serve` flags, e.g. "--prefill-chunk 32" (default none)
+#   PEER_EXTRA_ARGS       more llama-server flags, e.g. "-fa off -ctk f32 -ctv f32" to give it the
+#                         attention inferbox settles on a CPU (default none: its own defaults)
 #   BENCH_SLOTS           "level": slots = the concurrency of each run (default);
 #                         "max": slots = the scenario's highest concurrency for all its runs
 #
@@ -102,8 +104,9 @@ start_server() {
   case $name in
     peer)
       # llama-server splits -c across its slots (the KV cache is per slot when -np is given).
+      # shellcheck disable=SC2086 # PEER_EXTRA_ARGS is a list of flags
       "$peer" -m "$model" --host 127.0.0.1 --port "$port" -np "$slots" -c $((slots * ctx)) \
-        -t "$threads" --no-webui >"$logf" 2>&1 &
+        -t "$threads" --no-webui ${PEER_EXTRA_ARGS:-} >"$logf" 2>&1 &
       ready_path=/health
       ;;
     inferbox)
@@ -195,7 +198,7 @@ done
 cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || true)
 llama_rev=$(git -C "$cache/node-llama-cpp-$NODE_LLAMA_CPP_VERSION/src" rev-parse --short HEAD 2>/dev/null || echo unknown)
 ib_rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo uncommitted)
-BENCH_META="date: $(date -u '+%Y-%m-%d %H:%M UTC') | host: ${cpu:-unknown CPU}, $(nproc) cores | threads: $threads | slots: $slots_mode | llama.cpp: node-llama-cpp $NODE_LLAMA_CPP_VERSION ($llama_rev) | inferbox: $ib_rev"
+BENCH_META="date: $(date -u '+%Y-%m-%d %H:%M UTC') | host: ${cpu:-unknown CPU}, $(nproc) cores | threads: $threads | slots: $slots_mode | llama.cpp: node-llama-cpp $NODE_LLAMA_CPP_VERSION ($llama_rev) | inferbox: $ib_rev${INFERBOX_EXTRA_ARGS:+ | inferbox flags: $INFERBOX_EXTRA_ARGS}${PEER_EXTRA_ARGS:+ | llama-server flags: $PEER_EXTRA_ARGS}"
 export BENCH_META
 node - "$manifest" >"$out_md.tmp" <<'EOF'
 const fs = require('fs');

@@ -80,13 +80,18 @@ int run_cli(int argc, char **argv) {
                      "layers offloaded to the GPU (0 = CPU only; a number past the model's layers offloads all)")
         ->capture_default_str()
         ->check(CLI::Range(0, 100000));
-    std::string kv_type = "f16", flash_attn = "auto";
-    serve->add_option("--kv-type", kv_type, "KV cache precision: f16, or q8_0 (half the memory; needs flash attention)")
+    std::string kv_type = "auto", flash_attn = "auto";
+    serve
+        ->add_option("--kv-type", kv_type,
+                     "KV cache precision: auto (f32 on the CPU when it fits the memory budget, else f16), f32, f16, "
+                     "or q8_0 (half of f16's memory; needs flash attention)")
         ->capture_default_str()
-        ->check(CLI::IsMember({"f16", "q8_0"}));
+        ->check(CLI::IsMember({"auto", "f32", "f16", "q8_0"}));
     serve
         ->add_option("--flash-attn", flash_attn,
-                     "flash attention: auto (where the model and backend support it), on, off")
+                     "flash attention: auto (off on the CPU, where llama.cpp's kernel is the slower one for decode, "
+                     "unless only it fits the memory budget; elsewhere where the model and backend support it), on, "
+                     "off")
         ->capture_default_str()
         ->check(CLI::IsMember({"auto", "on", "off"}));
     serve->add_flag("--no-mmap", so.no_mmap, "read the weights into memory instead of mapping the file");
@@ -317,7 +322,10 @@ int run_cli(int argc, char **argv) {
         so.http.idle_timeout     = std::chrono::seconds(idle_timeout);
         so.http.write_timeout    = std::chrono::seconds(write_timeout);
         so.engine.prefix_reuse   = !no_prefix_reuse;
-        so.engine.kv_type        = kv_type == "q8_0" ? kv_precision::q8_0 : kv_precision::f16;
+        so.engine.kv_type        = kv_type == "q8_0"  ? kv_precision::q8_0
+                                   : kv_type == "f32" ? kv_precision::f32
+                                   : kv_type == "f16" ? kv_precision::f16
+                                                      : kv_precision::automatic;
         so.engine.flash_attn     = flash_attn == "on"    ? flash_attention::on
                                    : flash_attn == "off" ? flash_attention::off
                                                          : flash_attention::automatic;

@@ -313,11 +313,16 @@ int run_profiles(const profiles_options &o) {
         s.n_batch    = o.batch_size > 0 ? o.batch_size : 2048;
         s.n_ubatch   = std::min(s.n_batch, 512); // as the engine configures llama.cpp
         s.n_threads  = o.threads > 0 ? o.threads : int32_t(hw.n_threads_effective);
-        s.kv_type    = o.kv_type == "q8_0" ? kv_cache_type::q8_0 : kv_cache_type::f16;
-        s.flash_attn = set.model.architecture != "grok";
-        set.profiles.push_back(evaluate_profile(set.model, hw, set.budget, "custom",
-                                                s.n_slots > 1 ? profile_flavour::throughput : profile_flavour::latency,
-                                                s));
+        // The KV type and flash attention serve would settle for these flags (no GPU layers).
+        const std::optional<kv_cache_type> kv = o.kv_type == "q8_0"  ? std::optional(kv_cache_type::q8_0)
+                                                : o.kv_type == "f16" ? std::optional(kv_cache_type::f16)
+                                                : o.kv_type == "f32" ? std::optional(kv_cache_type::f32)
+                                                                     : std::nullopt;
+        // llama.cpp runs grok without flash attention.
+        const std::optional<bool> flash = set.model.architecture == "grok" ? std::optional(false) : std::nullopt;
+        set.profiles.push_back(
+            evaluate_attention_options(set.model, hw, set.budget, s, attention_candidates(kv, flash, true),
+                                       s.n_slots > 1 ? profile_flavour::throughput : profile_flavour::latency));
     }
     const pick_goal goal   = o.goal == "throughput" ? pick_goal::throughput : pick_goal::latency;
     auto            picked = pick_profile(set, goal);
@@ -410,8 +415,9 @@ void add_profile_commands(CLI::App &app, std::function<int()> &action) {
     cmd->add_option("-b,--batch-size", po->batch_size, "batch size of the custom profile")
         ->check(CLI::Range(2, 1 << 16));
     cmd->add_option("-t,--threads", po->threads, "threads of the custom profile")->check(CLI::Range(1, 1024));
-    cmd->add_option("--kv-type", po->kv_type, "KV cache type of the custom profile: f16 | q8_0")
-        ->check(CLI::IsMember({"f16", "q8_0"}));
+    cmd->add_option("--kv-type", po->kv_type,
+                    "KV cache type of the custom profile: auto (as serve settles it) | f32 | f16 | q8_0")
+        ->check(CLI::IsMember({"auto", "f32", "f16", "q8_0"}));
     cmd->add_option("--memory-budget", po->memory_budget,
                     "estimate against this budget instead of the detected one (e.g. 6G, 512M)");
     cmd->callback([&action, po] { action = [po] { return run_profiles(*po); }; });

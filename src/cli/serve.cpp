@@ -53,6 +53,18 @@ struct chosen_profile {
     uint64_t    budget_bytes = 0; // what the machine can hold, by the profile estimator
 };
 
+kv_cache_type to_cache_type(kv_precision p) {
+    return p == kv_precision::q8_0  ? kv_cache_type::q8_0
+           : p == kv_precision::f32 ? kv_cache_type::f32
+                                    : kv_cache_type::f16;
+}
+
+kv_precision to_precision(kv_cache_type t) {
+    return t == kv_cache_type::q8_0  ? kv_precision::q8_0
+           : t == kv_cache_type::f32 ? kv_precision::f32
+                                     : kv_precision::f16;
+}
+
 std::optional<error> choose_profile(const serve_options &opts, const gguf_info &info,
                                     const std::vector<rpc_device> &remote, engine_config &ecfg, model_options &mo,
                                     chosen_profile &out) {
@@ -95,18 +107,38 @@ std::optional<error> choose_profile(const serve_options &opts, const gguf_info &
         s.n_ctx_slot   = ecfg.n_ctx_slot;
         s.n_batch      = ecfg.step_tokens;
         s.n_ubatch     = std::min(ecfg.step_tokens, 512);
-        s.kv_type      = ecfg.kv_type == kv_precision::q8_0 ? kv_cache_type::q8_0 : kv_cache_type::f16;
-        s.flash_attn   = ecfg.flash_attn != flash_attention::off;
         s.use_mmap     = mo.use_mmap;
         s.use_mlock    = mo.use_mlock;
         s.n_gpu_layers = mo.n_gpu_layers;
         s.rpc          = !remote.empty();
         s.gpu          = mo.n_gpu_layers > 0 && !s.rpc;
+        // "auto" KV type and flash attention: the first option that fits (attention_candidates()).
+        const std::optional<kv_cache_type> kv_asked =
+            ecfg.kv_type == kv_precision::automatic ? std::nullopt : std::optional(to_cache_type(ecfg.kv_type));
+        const std::optional<bool> flash_asked = ecfg.flash_attn == flash_attention::automatic
+                                                    ? std::nullopt
+                                                    : std::optional(ecfg.flash_attn == flash_attention::on);
+        const auto                options     = attention_candidates(kv_asked, flash_asked, !s.gpu && !s.rpc);
+        s.kv_type                             = options.front().kv_type;
+        s.flash_attn                          = options.front().flash_attn;
         if (s.rpc && s.n_gpu_layers == 0) { // --rpc without --gpu-layers: the profile's split
             s.n_gpu_layers  = rpc_layer_split(set.model, hw, set.budget, s);
             mo.n_gpu_layers = s.n_gpu_layers;
         }
-        active = evaluate_profile(set.model, hw, set.budget, "custom", profile_flavour::latency, s);
+        active = evaluate_attention_options(set.model, hw, set.budget, s, options);
+        s      = active.settings;
+        if (!kv_asked || !flash_asked) {
+            spdlog::info("attention: {} KV, flash attention {} ({} the memory budget{})", kv_cache_type_name(s.kv_type),
+                         s.flash_attn ? "on" : "off",
+                         active.status == profile_status::runnable ? "auto: the fastest option that fits"
+                                                                   : "auto: no option fits",
+                         !s.gpu && !s.rpc ? "; on the CPU, decode is fastest without flash attention and with f32 KV"
+                                          : "");
+        }
+        ecfg.kv_type = to_precision(s.kv_type);
+        if (!s.flash_attn) { // with it, `on` as asked, or `automatic`: llama.cpp enables it where the model can
+            ecfg.flash_attn = flash_attention::off;
+        }
         if (active.status == profile_status::incompatible) {
             return error::invalid("this configuration cannot run here: " + active.detail, "");
         }
@@ -131,7 +163,7 @@ std::optional<error> choose_profile(const serve_options &opts, const gguf_info &
         ecfg.n_slots     = active.settings.n_slots;
         ecfg.n_ctx_slot  = active.settings.n_ctx_slot;
         ecfg.step_tokens = active.settings.n_batch;
-        ecfg.kv_type     = active.settings.kv_type == kv_cache_type::q8_0 ? kv_precision::q8_0 : kv_precision::f16;
+        ecfg.kv_type     = to_precision(active.settings.kv_type);
         // A profile's "flash attention" means "where supported": llama.cpp decides per model.
         ecfg.flash_attn = active.settings.flash_attn ? flash_attention::automatic : flash_attention::off;
         mo.use_mmap     = active.settings.use_mmap;

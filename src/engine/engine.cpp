@@ -96,7 +96,9 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m, en
     cp.n_threads               = cfg.n_threads;
     cp.n_threads_batch         = cfg.n_threads;
     cp.kv_unified              = cfg.kv_unified;
-    cp.type_k = cp.type_v = cfg.kv_type == kv_precision::q8_0 ? GGML_TYPE_Q8_0 : GGML_TYPE_F16;
+    cp.type_k = cp.type_v = cfg.kv_type == kv_precision::q8_0  ? GGML_TYPE_Q8_0
+                            : cfg.kv_type == kv_precision::f32 ? GGML_TYPE_F32
+                                                               : GGML_TYPE_F16;
     cp.flash_attn_type    = cfg.flash_attn == flash_attention::on    ? LLAMA_FLASH_ATTN_TYPE_ENABLED
                             : cfg.flash_attn == flash_attention::off ? LLAMA_FLASH_ATTN_TYPE_DISABLED
                                                                      : LLAMA_FLASH_ATTN_TYPE_AUTO;

@@ -26,9 +26,11 @@ struct step_plan;
 
 namespace inferbox {
 
-// Precision of the KV cache (K and V alike). q8_0 halves its memory; llama.cpp needs flash
-// attention for a quantized V cache.
-enum class kv_precision { f16, q8_0 };
+// Precision of the KV cache (K and V alike). q8_0 halves f16's memory; llama.cpp needs flash
+// attention for a quantized V cache. f32 doubles it and, without flash attention, spares the
+// conversions in the attention products on a CPU (store/profiles.h, attention_candidates()).
+// `automatic` is serve's choice before it settles one (cli/serve.cpp); the engine reads it as f16.
+enum class kv_precision { automatic, f16, q8_0, f32 };
 enum class flash_attention { automatic, on, off };
 
 struct engine_config {

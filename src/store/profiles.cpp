@@ -368,6 +368,8 @@ std::string profile_name(profile_flavour f, const profile_settings &s) {
     name += "-ctx" + std::to_string(s.n_ctx_slot);
     if (s.kv_type == kv_cache_type::q8_0) {
         name += "-kvq8";
+    } else if (s.kv_type == kv_cache_type::f32) {
+        name += "-kvf32";
     }
     return name;
 }
@@ -379,7 +381,15 @@ std::string_view profile_flavour_name(profile_flavour f) {
 }
 
 std::string_view kv_cache_type_name(kv_cache_type t) {
-    return t == kv_cache_type::f16 ? "f16" : "q8_0";
+    switch (t) {
+    case kv_cache_type::f16:
+        return "f16";
+    case kv_cache_type::q8_0:
+        return "q8_0";
+    case kv_cache_type::f32:
+        return "f32";
+    }
+    return "unknown";
 }
 
 std::string_view profile_status_name(profile_status s) {
@@ -395,7 +405,56 @@ std::string_view profile_status_name(profile_status s) {
 }
 
 double kv_cache_type_size(kv_cache_type t) {
-    return t == kv_cache_type::f16 ? 2.0 : 34.0 / 32.0;
+    switch (t) {
+    case kv_cache_type::f16:
+        return 2.0;
+    case kv_cache_type::q8_0:
+        return 34.0 / 32.0;
+    case kv_cache_type::f32:
+        return 4.0;
+    }
+    return 4.0;
+}
+
+std::vector<attention_option> attention_candidates(std::optional<kv_cache_type> kv, std::optional<bool> flash_attn,
+                                                   bool cpu_only) {
+    using k = kv_cache_type;
+    if (kv == k::q8_0) { // needs flash attention: an explicit "off" is kept, for evaluate_profile() to refuse
+        return {{k::q8_0, flash_attn.value_or(true)}};
+    }
+    static const std::vector<attention_option> cpu_order = {
+        {k::f32, false}, {k::f16, false}, {k::f16, true}, {k::f32, true}};
+    static const std::vector<attention_option> other_order = {
+        {k::f16, true}, {k::f16, false}, {k::f32, true}, {k::f32, false}};
+    std::vector<attention_option> out;
+    for (const auto &o : cpu_only ? cpu_order : other_order) {
+        if ((kv && o.kv_type != *kv) || (flash_attn && o.flash_attn != *flash_attn)) {
+            continue; // disagrees with an explicit choice
+        }
+        if (!flash_attn && !cpu_only && !o.flash_attn) {
+            continue; // off the CPU, auto keeps flash attention
+        }
+        if (o.kv_type == k::f32 && !kv && (o.flash_attn || !cpu_only)) {
+            continue; // f32 KV by default only where it pays: the CPU without flash attention
+        }
+        out.push_back(o);
+    }
+    return out;
+}
+
+model_profile evaluate_attention_options(const model_shape &m, const hardware_info &hw, const memory_budget &budget,
+                                         profile_settings s, const std::vector<attention_option> &options,
+                                         profile_flavour flavour) {
+    model_profile p;
+    for (const auto &o : options) {
+        s.kv_type    = o.kv_type;
+        s.flash_attn = o.flash_attn;
+        p            = evaluate_profile(m, hw, budget, "custom", flavour, s);
+        if (p.status == profile_status::runnable) {
+            break;
+        }
+    }
+    return p;
 }
 
 bool is_known_architecture(std::string_view architecture) {

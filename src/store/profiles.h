@@ -38,7 +38,7 @@ enum class profile_flavour {
     throughput, // several sequences decoded together: more slots, shorter context each
 };
 
-enum class kv_cache_type { f16, q8_0 };
+enum class kv_cache_type { f16, q8_0, f32 };
 
 enum class profile_status {
     runnable,     // fits the memory budget as listed
@@ -47,10 +47,10 @@ enum class profile_status {
 };
 
 std::string_view profile_flavour_name(profile_flavour f); // "latency" | "throughput"
-std::string_view kv_cache_type_name(kv_cache_type t);     // "f16" | "q8_0"
+std::string_view kv_cache_type_name(kv_cache_type t);     // "f16" | "q8_0" | "f32"
 std::string_view profile_status_name(profile_status s);   // "runnable" | "low_memory" | "incompatible"
 
-// Bytes per element of a KV cache type (q8_0: blocks of 32 in 34 bytes).
+// Bytes per element of a KV cache type (q8_0: blocks of 32 in 34 bytes; f32: 4).
 double kv_cache_type_size(kv_cache_type t);
 
 // The model facts the estimate needs, read from gguf_info with llama.cpp's defaults where a key
@@ -195,6 +195,36 @@ profile_set list_profiles(const gguf_info &g, const hardware_info &hw, const pro
 // after its fixed parts, then moved so both sides fit when they can. 0 without remote devices.
 int32_t rpc_layer_split(const model_shape &m, const hardware_info &hw, const memory_budget &budget,
                         const profile_settings &s);
+
+// One way to run attention: the KV cache's type and whether flash attention is on.
+struct attention_option {
+    kv_cache_type kv_type    = kv_cache_type::f16;
+    bool          flash_attn = true;
+};
+
+// The attention options `serve` tries, best first, when its KV type or flash attention is
+// "auto" (nullopt here); it takes the first whose memory estimate fits. An explicit choice keeps
+// only the options that agree with it.
+//   On the CPU (`cpu_only`: no layer on a GPU or an RPC worker), llama.cpp's flash-attention
+//   kernel walks the KV one cell at a time with a scalar exp per cell, while without it the
+//   scores are matrix products: measured here (docs/benchmarks.md, "Attention on the CPU"),
+//   decode is 1.3-1.4x faster at short contexts and 2-3x at 1.5k tokens without it, and prompt
+//   processing 3-12 % slower. f32 KV spares the f16 conversions in those products (decode +15-40 %
+//   over f16 KV without flash attention) for twice the KV memory. So: f32 without flash
+//   attention; then f16 without it (half the KV); then f16 with it (no KQ score buffer: the
+//   smallest estimate).
+//   Elsewhere: f16 with flash attention, as llama.cpp's GPU kernels are built for.
+// With flash attention explicitly on and the type auto: f16 (f32 gains nothing there). q8_0 is
+// only ever used when asked for, and always with flash attention (llama.cpp needs it).
+std::vector<attention_option> attention_candidates(std::optional<kv_cache_type> kv, std::optional<bool> flash_attn,
+                                                   bool cpu_only);
+
+// evaluate_profile() of `s` with each of `options` (non-empty) in turn, named "custom": the first
+// runnable one, or when none is, the last (the smallest estimate, whose detail names the change
+// that makes it fit).
+model_profile evaluate_attention_options(const model_shape &m, const hardware_info &hw, const memory_budget &budget,
+                                         profile_settings s, const std::vector<attention_option> &options,
+                                         profile_flavour flavour = profile_flavour::latency);
 
 enum class pick_goal { latency, throughput };
 

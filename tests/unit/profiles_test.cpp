@@ -186,6 +186,8 @@ TEST(profiles, kv_cache_bytes_match_a_hand_computation) {
     EXPECT_EQ(kv_cache_bytes(m, 4096, 1, kv_cache_type::q8_0), 2ull * 32 * 4096 * 1024 * 34 / 32);
     // 4 slots of 2048: 8192 cells.
     EXPECT_EQ(kv_cache_bytes(m, 2048, 4, kv_cache_type::f16), 1 * gib);
+    // f32: 4 bytes an element, twice f16.
+    EXPECT_EQ(kv_cache_bytes(m, 4096, 1, kv_cache_type::f32), 1 * gib);
 
     // The stories260K shape: 5 layers, 4 KV heads of 8 → llama.cpp reports 0.31 MiB at 512 cells.
     model_spec s;
@@ -597,6 +599,8 @@ TEST(profiles, names) {
     EXPECT_EQ(profile_flavour_name(profile_flavour::latency), "latency");
     EXPECT_EQ(profile_flavour_name(profile_flavour::throughput), "throughput");
     EXPECT_EQ(kv_cache_type_name(kv_cache_type::q8_0), "q8_0");
+    EXPECT_EQ(kv_cache_type_name(kv_cache_type::f32), "f32");
+    EXPECT_DOUBLE_EQ(kv_cache_type_size(kv_cache_type::f32), 4.0);
     EXPECT_EQ(profile_status_name(profile_status::low_memory), "low_memory");
     EXPECT_DOUBLE_EQ(kv_cache_type_size(kv_cache_type::f16), 2.0);
 }
@@ -710,4 +714,85 @@ TEST(profiles, rpc_profile_names_the_device_that_cannot_hold_its_share) {
         evaluate_profile(m, make_hardware(), cpu_memory_budget(make_hardware()), "custom", profile_flavour::latency, s);
     EXPECT_EQ(none.status, profile_status::incompatible);
     EXPECT_NE(none.detail.find("serve --rpc"), std::string::npos);
+}
+
+namespace {
+
+std::string options_text(const std::vector<attention_option> &v) {
+    std::string out;
+    for (const auto &o : v) {
+        out += (out.empty() ? "" : " ") + std::string(kv_cache_type_name(o.kv_type)) + (o.flash_attn ? "+fa" : "");
+    }
+    return out;
+}
+
+} // namespace
+
+TEST(profiles, attention_candidates_by_request_and_device) {
+    using k            = kv_cache_type;
+    const auto none_kv = std::optional<k>{};
+    const auto none_fa = std::optional<bool>{};
+    const auto cands   = [](std::optional<k> kv, std::optional<bool> fa, bool cpu) {
+        return options_text(attention_candidates(kv, fa, cpu));
+    };
+    // The CPU: no flash attention and f32 first; then half the KV; then the smallest compute buffer.
+    EXPECT_EQ(cands(none_kv, none_fa, true), "f32 f16 f16+fa");
+    EXPECT_EQ(cands(none_kv, false, true), "f32 f16");
+    EXPECT_EQ(cands(none_kv, true, true), "f16+fa"); // f32 gains nothing with flash attention
+    EXPECT_EQ(cands(k::f16, none_fa, true), "f16 f16+fa");
+    EXPECT_EQ(cands(k::f32, none_fa, true), "f32 f32+fa");
+    EXPECT_EQ(cands(k::f32, true, true), "f32+fa"); // asked for: honoured
+    EXPECT_EQ(cands(k::f16, false, true), "f16");
+    EXPECT_EQ(cands(k::q8_0, none_fa, true), "q8_0+fa");
+    EXPECT_EQ(cands(k::q8_0, false, true), "q8_0"); // kept, so that evaluate_profile() refuses it
+    // A GPU or RPC workers: f16 with flash attention, and no f32 unless asked for.
+    EXPECT_EQ(cands(none_kv, none_fa, false), "f16+fa");
+    EXPECT_EQ(cands(none_kv, false, false), "f16");
+    EXPECT_EQ(cands(k::f32, none_fa, false), "f32+fa");
+    EXPECT_EQ(cands(k::q8_0, true, false), "q8_0+fa");
+}
+
+TEST(profiles, attention_options_fall_back_to_what_fits) {
+    // 32 layers, 8 KV heads of 128, 8192 tokens: KV 1 GiB at f16, 2 GiB at f32. Without flash
+    // attention the compute buffer holds a ubatch's KQ scores: 512 × 8192 × 32 heads × 4 bytes.
+    const model_shape m = model_shape_of(make_model({}), cpu_isa{});
+    profile_settings  s;
+    s.n_threads   = 8;
+    s.n_slots     = 1;
+    s.n_ctx_slot  = 8192;
+    const auto o  = attention_candidates(std::nullopt, std::nullopt, true);
+    const auto at = [&](kv_cache_type kv, bool fa) {
+        profile_settings t = s;
+        t.kv_type          = kv;
+        t.flash_attn       = fa;
+        return estimate_memory(m, t).total();
+    };
+    const uint64_t f32_off = at(kv_cache_type::f32, false), f16_off = at(kv_cache_type::f16, false),
+                   f16_on = at(kv_cache_type::f16, true);
+    ASSERT_GT(f32_off, f16_off);
+    ASSERT_GT(f16_off, f16_on);
+    const hardware_info hw        = make_hardware();
+    const auto          budget_of = [](uint64_t b) { return memory_budget{b, 0, b}; };
+
+    model_profile p = evaluate_attention_options(m, hw, budget_of(f32_off), s, o);
+    EXPECT_EQ(p.status, profile_status::runnable);
+    EXPECT_EQ(p.settings.kv_type, kv_cache_type::f32);
+    EXPECT_FALSE(p.settings.flash_attn);
+    EXPECT_EQ(p.name, "custom");
+
+    p = evaluate_attention_options(m, hw, budget_of(f32_off - 1), s, o);
+    EXPECT_EQ(p.status, profile_status::runnable);
+    EXPECT_EQ(p.settings.kv_type, kv_cache_type::f16);
+    EXPECT_FALSE(p.settings.flash_attn);
+
+    p = evaluate_attention_options(m, hw, budget_of(f16_off - 1), s, o);
+    EXPECT_EQ(p.status, profile_status::runnable);
+    EXPECT_EQ(p.settings.kv_type, kv_cache_type::f16);
+    EXPECT_TRUE(p.settings.flash_attn);
+
+    // Nothing fits: the last (smallest) option, with the change that makes it fit.
+    p = evaluate_attention_options(m, hw, budget_of(f16_on - 1), s, o);
+    EXPECT_EQ(p.status, profile_status::low_memory);
+    EXPECT_TRUE(p.settings.flash_attn);
+    EXPECT_NE(p.detail.find("--ctx-size"), std::string::npos) << p.detail;
 }

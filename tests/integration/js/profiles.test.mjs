@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { MODELS, getJson, modelPath, serverBinary, useServer } from './harness.mjs';
+import { GREEDY_64, MODELS, ONCE, getJson, modelPath, serverBinary, useServer } from './harness.mjs';
 
 let work; // temporary folder: the cache and the damaged copy
 let cache;
@@ -179,7 +179,24 @@ describe('inferbox profiles', () => {
     assert.equal(custom.parallel, 4);
     assert.equal(custom.ctx_size, 1024);
     assert.equal(custom.flavour, 'throughput');
-    assert.equal(custom.memory.kv_cache, 2 * 5 * 4 * 1024 * 32 * 2);
+    // What serve settles on the CPU: f32 KV (4 bytes) without flash attention.
+    assert.equal(custom.kv_cache_type, 'f32');
+    assert.equal(custom.flash_attn, false);
+    assert.equal(custom.memory.kv_cache, 2 * 5 * 4 * 1024 * 32 * 4);
+
+    // An explicit type is kept; flash attention is still settled (off on the CPU).
+    const f16 = JSON.parse(ok(['profiles', '--model', modelPath(MODELS.plain), '--json', '--ctx-size', '1024',
+      '--parallel', '4', '--kv-type', 'f16'])).profiles.find((p) => p.name === 'custom');
+    assert.equal(f16.kv_cache_type, 'f16');
+    assert.equal(f16.flash_attn, false);
+    assert.equal(f16.memory.kv_cache, custom.memory.kv_cache / 2);
+
+    // Where f32 does not fit the budget, auto falls back to f16.
+    const tight = JSON.parse(ok(['profiles', '--model', modelPath(MODELS.plain), '--json', '--ctx-size', '1024',
+      '--parallel', '4', '--memory-budget', String(custom.memory.total - 1)])).profiles.find((p) => p.name === 'custom');
+    assert.equal(tight.status, 'runnable');
+    assert.equal(tight.kv_cache_type, 'f16');
+    assert.equal(tight.flash_attn, false);
   });
 
   test('--memory-budget: low_memory with a change that fits, and a refusal with the numbers', () => {
@@ -270,6 +287,32 @@ describe('serve --profile, /v1/metadata and /v1/manifest', () => {
       const mode = p.mmap ? (p.mlock ? 'mmap\\+mlock' : 'mmap') : (p.mlock ? 'mlock' : 'none');
       assert.match(log, new RegExp(`load_mode = ${mode}\\)`));
       assert.match(log, /flash_attn\s+=\s+(auto|enabled)/);
+    }));
+});
+
+describe('serve without attention flags on the CPU: f32 KV, no flash attention', () => {
+  const ctx = useServer({ model: MODELS.plain, args: ['--log-level', 'debug'] });
+
+  test('the engine runs what auto settled, /v1/metadata reports it, and greedy output is the reference',
+    ctx.wrap(async () => {
+      const log = ctx.server.log();
+      assert.match(log, /attention: f32 KV, flash attention off \(auto: the fastest option that fits/);
+      assert.match(log, /K \(f32\)/);
+      assert.match(log, /V \(f32\)/);
+      assert.match(log, /flash_attn\s+=\s+disabled/);
+      const meta = await getJson(`${ctx.server.url}/v1/metadata`);
+      assert.equal(meta.status, 200, meta.text);
+      assert.equal(meta.body.profile.name, 'custom');
+      assert.equal(meta.body.profile.kv_cache_type, 'f32');
+      assert.equal(meta.body.profile.flash_attn, false);
+      const res = await fetch(`${ctx.server.url}/v1/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ prompt: ONCE, max_tokens: 64, temperature: 0 }),
+      });
+      assert.equal(res.status, 200);
+      const body = await res.json();
+      assert.equal(body.choices[0].text, GREEDY_64);
     }));
 });
 
