@@ -158,6 +158,20 @@ std::optional<error> choose_profile(const serve_options &opts, const gguf_info &
                      std::min<uint64_t>(uint64_t(active.settings.n_gpu_layers), set.model.n_layer), set.model.n_layer,
                      remote.size(), active.memory.remote >> 20);
     }
+    if (!opts.profile.empty() && !active.settings.gpu && !active.settings.rpc && active.settings.flash_attn) {
+        // A CPU profile fixes the KV type and the sizes; flash attention is settled as "auto"
+        // settles it on the CPU (off when the KQ scores' buffer fits too), with the estimate to match.
+        const model_profile settled = evaluate_attention_options(
+            set.model, hw, set.budget, active.settings,
+            attention_candidates(active.settings.kv_type, std::nullopt, true), active.flavour);
+        if (settled.status == profile_status::runnable) {
+            active.settings = settled.settings;
+            active.memory   = settled.memory;
+        }
+        spdlog::info("attention: {} KV (the profile's), flash attention {}",
+                     kv_cache_type_name(active.settings.kv_type),
+                     active.settings.flash_attn ? "on" : "off (on the CPU, decode is fastest without it)");
+    }
     if (!opts.profile.empty()) { // explicit flags (or their defaults) otherwise stay as given
         ecfg.n_threads   = active.settings.n_threads;
         ecfg.n_slots     = active.settings.n_slots;

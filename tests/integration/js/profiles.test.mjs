@@ -286,7 +286,11 @@ describe('serve --profile, /v1/metadata and /v1/manifest', () => {
       assert.match(log, new RegExp(`K \\(${p.kv_cache_type}\\)`), `KV cache type ${p.kv_cache_type} not in the log`);
       const mode = p.mmap ? (p.mlock ? 'mmap\\+mlock' : 'mmap') : (p.mlock ? 'mlock' : 'none');
       assert.match(log, new RegExp(`load_mode = ${mode}\\)`));
-      assert.match(log, /flash_attn\s+=\s+(auto|enabled)/);
+      // A CPU profile's KV type, with flash attention settled as auto settles it there: off.
+      assert.equal(p.kv_cache_type, 'f16');
+      assert.equal(p.flash_attn, false);
+      assert.match(log, /attention: f16 KV \(the profile's\), flash attention off/);
+      assert.match(log, /flash_attn\s+=\s+disabled/);
     }));
 });
 
