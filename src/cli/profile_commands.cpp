@@ -428,4 +428,29 @@ void add_profile_commands(CLI::App &app, std::function<int()> &action) {
     hw->callback([&action, as_json] { action = [as_json] { return run_hardware(*as_json); }; });
 }
 
+kv_cache_type to_cache_type(kv_precision p) {
+    switch (p) {
+    case kv_precision::q8_0:
+        return kv_cache_type::q8_0;
+    case kv_precision::f32:
+        return kv_cache_type::f32;
+    case kv_precision::f16:
+    case kv_precision::automatic:
+        break;
+    }
+    return kv_cache_type::f16;
+}
+
+kv_precision to_precision(kv_cache_type t) {
+    switch (t) {
+    case kv_cache_type::q8_0:
+        return kv_precision::q8_0;
+    case kv_cache_type::f32:
+        return kv_precision::f32;
+    case kv_cache_type::f16:
+        break;
+    }
+    return kv_precision::f16;
+}
+
 } // namespace inferbox

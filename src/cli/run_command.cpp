@@ -1,9 +1,13 @@
 #include "cli/run_command.h"
 
 #include "cli/output.h"
+#include "cli/profile_commands.h"
 #include "engine/engine.h"
 #include "engine/model.h"
 #include "fetch/pull.h"
+#include "store/gguf.h"
+#include "store/hardware.h"
+#include "store/profiles.h"
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -153,6 +157,31 @@ result<std::vector<token_id>> chat_prompt(const model &m, std::vector<chat_messa
     }
 }
 
+// The KV type and flash attention `serve` settles on the CPU ("auto"), for this one-sequence
+// engine: the first of attention_candidates() that fits the machine's memory budget, written
+// into `ec`. When the file's metadata cannot be read or nothing fits, `ec` keeps llama.cpp's
+// defaults and engine::start reports what fails.
+void settle_attention(const std::string &path, engine_config &ec) {
+    auto info = read_gguf_file(path, path);
+    if (!info) {
+        return;
+    }
+    const hardware_info hw = detect_hardware();
+    profile_settings    s;
+    s.n_threads           = ec.n_threads > 0 ? ec.n_threads : 1;
+    s.n_slots             = ec.n_slots;
+    s.n_ctx_slot          = ec.n_ctx_slot; // 0: the trained context, as the engine takes it
+    s.n_batch             = ec.step_tokens;
+    s.n_ubatch            = std::min(ec.step_tokens, 512);
+    const model_profile p = evaluate_attention_options(model_shape_of(*info, hw.isa), hw, cpu_memory_budget(hw), s,
+                                                       attention_candidates(std::nullopt, std::nullopt, true));
+    if (p.status != profile_status::runnable) {
+        return;
+    }
+    ec.kv_type    = to_precision(p.settings.kv_type);
+    ec.flash_attn = p.settings.flash_attn ? flash_attention::automatic : flash_attention::off;
+}
+
 int run(const run_options &o) {
     pull_options po;
     report_pull_on_stderr(po, "run");
@@ -172,7 +201,8 @@ int run(const run_options &o) {
     ec.n_slots    = 1;
     ec.n_threads  = o.threads;
     ec.n_ctx_slot = o.ctx_size;
-    auto eng      = engine::start(*m, ec);
+    settle_attention(mo.path, ec);
+    auto eng = engine::start(*m, ec);
     if (!eng) {
         return cli_fail("run", eng.err().message);
     }

@@ -53,18 +53,6 @@ struct chosen_profile {
     uint64_t    budget_bytes = 0; // what the machine can hold, by the profile estimator
 };
 
-kv_cache_type to_cache_type(kv_precision p) {
-    return p == kv_precision::q8_0  ? kv_cache_type::q8_0
-           : p == kv_precision::f32 ? kv_cache_type::f32
-                                    : kv_cache_type::f16;
-}
-
-kv_precision to_precision(kv_cache_type t) {
-    return t == kv_cache_type::q8_0  ? kv_precision::q8_0
-           : t == kv_cache_type::f32 ? kv_precision::f32
-                                     : kv_precision::f16;
-}
-
 std::optional<error> choose_profile(const serve_options &opts, const gguf_info &info,
                                     const std::vector<rpc_device> &remote, engine_config &ecfg, model_options &mo,
                                     chosen_profile &out) {
