@@ -213,9 +213,11 @@ class session final : public http_exchange, public std::enable_shared_from_this<
     // still-open socket; a lingering close ends.
     enum class phase { idle, request, linger };
     void arm(std::chrono::seconds d, phase p) {
-        phase_         = p;
-        timed_out_     = false;
-        const auto gen = ++deadline_gen_;
+        phase_     = p;
+        timed_out_ = false;
+        wait_deadline(d, ++deadline_gen_);
+    }
+    void wait_deadline(std::chrono::steady_clock::duration d, uint64_t gen) {
         deadline_.expires_after(d);
         deadline_.async_wait([self = shared_from_this(), gen](beast::error_code ec) {
             if (ec || gen != self->deadline_gen_ || self->closed_) {
@@ -225,6 +227,12 @@ class session final : public http_exchange, public std::enable_shared_from_this<
             if (self->phase_ == phase::request) {
                 beast::error_code e;
                 self->lowest().socket().cancel(e);
+                // The request is read by a composed operation (async_read_header, async_read).
+                // Between two of its reads, while its handler waits to run, it has nothing
+                // pending for cancel() to abort, and it would go on reading a trickling client
+                // for as long as bytes come. So cancel again until the read ends: on_read_error
+                // and on_read disarm this timer.
+                self->wait_deadline(std::chrono::milliseconds(50), gen);
             } else {
                 self->close();
             }
@@ -243,6 +251,7 @@ class session final : public http_exchange, public std::enable_shared_from_this<
         const auto &fields  = parser_->get();
         const auto  n_field = static_cast<size_t>(std::distance(fields.begin(), fields.end()));
         if (n_field > server_->limits.max_header_count) {
+            disarm(); // the request deadline must not cancel the answer's write
             keep_alive_ = false;
             open_exchange();
             const std::string msg = "the request has " + std::to_string(n_field) + " header fields; the limit is " +
