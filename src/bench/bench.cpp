@@ -757,6 +757,13 @@ int run_bench(const bench_options &opts) {
             if (r.ok) {
                 j["ttft_ms"] = r.ttft_s * 1e3;
                 j["e2e_ms"]  = r.e2e_s * 1e3;
+                // Where the request's longest stall was: the gap after content chunk `at` (0 =
+                // between the first and second chunk), so a stall tied to a stream's start or end shows.
+                if (!r.gaps_s.empty()) {
+                    const auto longest = std::max_element(r.gaps_s.begin(), r.gaps_s.end());
+                    j["max_gap_ms"]    = *longest * 1e3;
+                    j["max_gap_at"]    = std::distance(r.gaps_s.begin(), longest);
+                }
             } else {
                 j["error"] = r.error;
             }
