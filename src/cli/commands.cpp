@@ -322,10 +322,8 @@ int run_cli(int argc, char **argv) {
         so.http.idle_timeout     = std::chrono::seconds(idle_timeout);
         so.http.write_timeout    = std::chrono::seconds(write_timeout);
         so.engine.prefix_reuse   = !no_prefix_reuse;
-        so.engine.kv_type        = kv_type == "q8_0"  ? kv_precision::q8_0
-                                   : kv_type == "f32" ? kv_precision::f32
-                                   : kv_type == "f16" ? kv_precision::f16
-                                                      : kv_precision::automatic;
+        const auto kv_asked      = parse_kv_cache_type(kv_type); // nullopt: "auto"
+        so.engine.kv_type        = kv_asked ? to_precision(*kv_asked) : kv_precision::automatic;
         so.engine.flash_attn     = flash_attn == "on"    ? flash_attention::on
                                    : flash_attn == "off" ? flash_attention::off
                                                          : flash_attention::automatic;

@@ -314,15 +314,12 @@ int run_profiles(const profiles_options &o) {
         s.n_ubatch   = std::min(s.n_batch, 512); // as the engine configures llama.cpp
         s.n_threads  = o.threads > 0 ? o.threads : int32_t(hw.n_threads_effective);
         // The KV type and flash attention serve would settle for these flags (no GPU layers).
-        const std::optional<kv_cache_type> kv = o.kv_type == "q8_0"  ? std::optional(kv_cache_type::q8_0)
-                                                : o.kv_type == "f16" ? std::optional(kv_cache_type::f16)
-                                                : o.kv_type == "f32" ? std::optional(kv_cache_type::f32)
-                                                                     : std::nullopt;
+        const std::optional<kv_cache_type> kv = parse_kv_cache_type(o.kv_type); // "" or "auto": nullopt
         // llama.cpp runs grok without flash attention.
         const std::optional<bool> flash = set.model.architecture == "grok" ? std::optional(false) : std::nullopt;
-        set.profiles.push_back(
-            evaluate_attention_options(set.model, hw, set.budget, s, attention_candidates(kv, flash, true),
-                                       s.n_slots > 1 ? profile_flavour::throughput : profile_flavour::latency));
+        set.profiles.push_back(evaluate_attention_options(
+            set.model, hw, set.budget, "custom", s.n_slots > 1 ? profile_flavour::throughput : profile_flavour::latency,
+            s, attention_candidates(kv, flash, true)));
     }
     const pick_goal goal   = o.goal == "throughput" ? pick_goal::throughput : pick_goal::latency;
     auto            picked = pick_profile(set, goal);

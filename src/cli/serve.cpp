@@ -113,18 +113,19 @@ std::optional<error> choose_profile(const serve_options &opts, const gguf_info &
             s.n_gpu_layers  = rpc_layer_split(set.model, hw, set.budget, s);
             mo.n_gpu_layers = s.n_gpu_layers;
         }
-        active = evaluate_attention_options(set.model, hw, set.budget, s, options);
-        s      = active.settings;
+        active = evaluate_attention_options(set.model, hw, set.budget, "custom", profile_flavour::latency, s, options);
+        const profile_settings &settled = active.settings;
         if (!kv_asked || !flash_asked) {
-            spdlog::info("attention: {} KV, flash attention {} ({} the memory budget{})", kv_cache_type_name(s.kv_type),
-                         s.flash_attn ? "on" : "off",
+            spdlog::info("attention: {} KV, flash attention {} ({} the memory budget{})",
+                         kv_cache_type_name(settled.kv_type), settled.flash_attn ? "on" : "off",
                          active.status == profile_status::runnable ? "auto: the fastest option that fits"
                                                                    : "auto: no option fits",
-                         !s.gpu && !s.rpc ? "; on the CPU, decode is fastest without flash attention and with f32 KV"
-                                          : "");
+                         !settled.gpu && !settled.rpc
+                             ? "; on the CPU, decode is fastest without flash attention and with f32 KV"
+                             : "");
         }
-        ecfg.kv_type = to_precision(s.kv_type);
-        if (!s.flash_attn) { // with it, `on` as asked, or `automatic`: llama.cpp enables it where the model can
+        ecfg.kv_type = to_precision(settled.kv_type);
+        if (!settled.flash_attn) { // with it, `on` as asked, or `automatic`: llama.cpp enables it where the model can
             ecfg.flash_attn = flash_attention::off;
         }
         if (active.status == profile_status::incompatible) {
@@ -145,20 +146,6 @@ std::optional<error> choose_profile(const serve_options &opts, const gguf_info &
         spdlog::info("RPC: {} of {} layers on {} remote devices ({} MiB of weights and KV there), the rest here",
                      std::min<uint64_t>(uint64_t(active.settings.n_gpu_layers), set.model.n_layer), set.model.n_layer,
                      remote.size(), active.memory.remote >> 20);
-    }
-    if (!opts.profile.empty() && !active.settings.gpu && !active.settings.rpc && active.settings.flash_attn) {
-        // A CPU profile fixes the KV type and the sizes; flash attention is settled as "auto"
-        // settles it on the CPU (off when the KQ scores' buffer fits too), with the estimate to match.
-        const model_profile settled = evaluate_attention_options(
-            set.model, hw, set.budget, active.settings,
-            attention_candidates(active.settings.kv_type, std::nullopt, true), active.flavour);
-        if (settled.status == profile_status::runnable) {
-            active.settings = settled.settings;
-            active.memory   = settled.memory;
-        }
-        spdlog::info("attention: {} KV (the profile's), flash attention {}",
-                     kv_cache_type_name(active.settings.kv_type),
-                     active.settings.flash_attn ? "on" : "off (on the CPU, decode is fastest without it)");
     }
     if (!opts.profile.empty()) { // explicit flags (or their defaults) otherwise stay as given
         ecfg.n_threads   = active.settings.n_threads;

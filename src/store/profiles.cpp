@@ -392,6 +392,15 @@ std::string_view kv_cache_type_name(kv_cache_type t) {
     return "unknown";
 }
 
+std::optional<kv_cache_type> parse_kv_cache_type(std::string_view name) {
+    for (const kv_cache_type t : {kv_cache_type::f16, kv_cache_type::q8_0, kv_cache_type::f32}) {
+        if (kv_cache_type_name(t) == name) {
+            return t;
+        }
+    }
+    return std::nullopt;
+}
+
 std::string_view profile_status_name(profile_status s) {
     switch (s) {
     case profile_status::runnable:
@@ -443,13 +452,13 @@ std::vector<attention_option> attention_candidates(std::optional<kv_cache_type> 
 }
 
 model_profile evaluate_attention_options(const model_shape &m, const hardware_info &hw, const memory_budget &budget,
-                                         profile_settings s, const std::vector<attention_option> &options,
-                                         profile_flavour flavour) {
+                                         const std::string &name, profile_flavour flavour, profile_settings s,
+                                         const std::vector<attention_option> &options) {
     model_profile p;
     for (const auto &o : options) {
         s.kv_type    = o.kv_type;
         s.flash_attn = o.flash_attn;
-        p            = evaluate_profile(m, hw, budget, "custom", flavour, s);
+        p            = evaluate_profile(m, hw, budget, name, flavour, s);
         if (p.status == profile_status::runnable) {
             break;
         }
@@ -809,8 +818,13 @@ profile_set list_profiles(const gguf_info &g, const hardware_info &hw, const pro
     const bool flash = m.architecture != "grok"; // llama.cpp forces flash attention off for grok
     const bool mlock = hw.memlock_limit && *hw.memlock_limit >= m.weight_bytes && m.weight_bytes > 0;
 
+    // A CPU profile keeps its KV type and settles flash attention as serve's "auto" does (off
+    // where that fits); GPU and RPC profiles keep theirs.
     const auto add = [&](profile_flavour f, const profile_settings &s) {
-        set.profiles.push_back(evaluate_profile(m, hw, set.budget, profile_name(f, s), f, s));
+        const std::vector<attention_option> options =
+            s.gpu || s.rpc ? std::vector<attention_option>{{s.kv_type, s.flash_attn}}
+                           : attention_candidates(s.kv_type, flash ? std::nullopt : std::optional(false), true);
+        set.profiles.push_back(evaluate_attention_options(m, hw, set.budget, profile_name(f, s), f, s, options));
     };
 
     for (int32_t ctx : latency_ctx) {

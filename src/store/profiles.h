@@ -48,7 +48,9 @@ enum class profile_status {
 
 std::string_view profile_flavour_name(profile_flavour f); // "latency" | "throughput"
 std::string_view kv_cache_type_name(kv_cache_type t);     // "f16" | "q8_0" | "f32"
-std::string_view profile_status_name(profile_status s);   // "runnable" | "low_memory" | "incompatible"
+// The inverse of kv_cache_type_name(); nullopt for any other text.
+std::optional<kv_cache_type> parse_kv_cache_type(std::string_view name);
+std::string_view             profile_status_name(profile_status s); // "runnable" | "low_memory" | "incompatible"
 
 // Bytes per element of a KV cache type (q8_0: blocks of 32 in 34 bytes; f32: 4).
 double kv_cache_type_size(kv_cache_type t);
@@ -186,7 +188,9 @@ struct profile_set {
 //            when hw.gpus is empty);
 //   rpc (only when hw.remote lists devices): latency profiles over the latency contexts, f16 KV,
 //            with rpc_layer_split()'s layers on the workers.
-// Flash attention on (off for grok, which llama.cpp forces off; then no q8_0 KV), mmap on,
+// Flash attention: settled as serve's "auto" settles it for the profile's KV type (CPU profiles:
+// off when the estimate without it fits, else on; GPU and RPC: on); off for grok, which llama.cpp
+// forces off (then no q8_0 KV). mmap on,
 // mlock on for latency profiles when RLIMIT_MEMLOCK covers the weights.
 profile_set list_profiles(const gguf_info &g, const hardware_info &hw, const profile_options &o = {});
 
@@ -219,12 +223,12 @@ struct attention_option {
 std::vector<attention_option> attention_candidates(std::optional<kv_cache_type> kv, std::optional<bool> flash_attn,
                                                    bool cpu_only);
 
-// evaluate_profile() of `s` with each of `options` (non-empty) in turn, named "custom": the first
-// runnable one, or when none is, the last (the smallest estimate, whose detail names the change
-// that makes it fit).
+// evaluate_profile() of `s` with each of `options` (non-empty) in turn: the first runnable one,
+// or when none is, the last (the smallest estimate, whose detail names the change that makes it
+// fit). list_profiles() settles its CPU profiles' flash attention this way too.
 model_profile evaluate_attention_options(const model_shape &m, const hardware_info &hw, const memory_budget &budget,
-                                         profile_settings s, const std::vector<attention_option> &options,
-                                         profile_flavour flavour = profile_flavour::latency);
+                                         const std::string &name, profile_flavour flavour, profile_settings s,
+                                         const std::vector<attention_option> &options);
 
 enum class pick_goal { latency, throughput };
 

@@ -310,7 +310,8 @@ TEST(profiles, all_runnable_with_plenty_of_memory) {
         EXPECT_EQ(p.status, profile_status::runnable) << name << ": " << p.detail;
         EXPECT_TRUE(p.detail.empty());
         EXPECT_EQ(p.settings.n_gpu_layers, 0);
-        EXPECT_TRUE(p.settings.flash_attn);
+        // On the CPU flash attention is off where that fits (here: everywhere); q8_0 KV needs it.
+        EXPECT_EQ(p.settings.flash_attn, p.settings.kv_type == kv_cache_type::q8_0) << name;
         EXPECT_TRUE(p.settings.use_mmap);
     }
     EXPECT_FALSE(find_profile(set, "cpu-latency-ctx32768")); // above the trained context
@@ -326,6 +327,7 @@ TEST(profiles, all_runnable_with_plenty_of_memory) {
     EXPECT_EQ(gpu.status, profile_status::incompatible);
     EXPECT_NE(gpu.detail.find("no GPU"), std::string::npos);
     EXPECT_EQ(gpu.settings.n_gpu_layers, 33);
+    EXPECT_TRUE(gpu.settings.flash_attn); // off the CPU it stays on
 
     auto pick = pick_profile(set);
     ASSERT_TRUE(pick) << pick.err().message;
@@ -774,24 +776,24 @@ TEST(profiles, attention_options_fall_back_to_what_fits) {
     const hardware_info hw        = make_hardware();
     const auto          budget_of = [](uint64_t b) { return memory_budget{b, 0, b}; };
 
-    model_profile p = evaluate_attention_options(m, hw, budget_of(f32_off), s, o);
+    model_profile p = evaluate_attention_options(m, hw, budget_of(f32_off), "custom", profile_flavour::latency, s, o);
     EXPECT_EQ(p.status, profile_status::runnable);
     EXPECT_EQ(p.settings.kv_type, kv_cache_type::f32);
     EXPECT_FALSE(p.settings.flash_attn);
     EXPECT_EQ(p.name, "custom");
 
-    p = evaluate_attention_options(m, hw, budget_of(f32_off - 1), s, o);
+    p = evaluate_attention_options(m, hw, budget_of(f32_off - 1), "custom", profile_flavour::latency, s, o);
     EXPECT_EQ(p.status, profile_status::runnable);
     EXPECT_EQ(p.settings.kv_type, kv_cache_type::f16);
     EXPECT_FALSE(p.settings.flash_attn);
 
-    p = evaluate_attention_options(m, hw, budget_of(f16_off - 1), s, o);
+    p = evaluate_attention_options(m, hw, budget_of(f16_off - 1), "custom", profile_flavour::latency, s, o);
     EXPECT_EQ(p.status, profile_status::runnable);
     EXPECT_EQ(p.settings.kv_type, kv_cache_type::f16);
     EXPECT_TRUE(p.settings.flash_attn);
 
     // Nothing fits: the last (smallest) option, with the change that makes it fit.
-    p = evaluate_attention_options(m, hw, budget_of(f16_on - 1), s, o);
+    p = evaluate_attention_options(m, hw, budget_of(f16_on - 1), "custom", profile_flavour::latency, s, o);
     EXPECT_EQ(p.status, profile_status::low_memory);
     EXPECT_TRUE(p.settings.flash_attn);
     EXPECT_NE(p.detail.find("--ctx-size"), std::string::npos) << p.detail;

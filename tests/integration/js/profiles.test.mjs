@@ -166,7 +166,7 @@ describe('inferbox profiles', () => {
       lines[2],
       /^NAME\s+FLAVOUR\s+THREADS\s+PARALLEL\s+CTX\s+BATCH\/UBATCH\s+KV\s+FLASH\s+GPU-LAYERS\s+EST\.MEMORY\s+STATUS$/,
     );
-    assert.match(out, /^cpu-latency-ctx512\s+latency\s+\d+\s+1\s+512\s+2048\/512\s+f16\s+on\s+0\s+[\d.]+ MiB\s+runnable$/m);
+    assert.match(out, /^cpu-latency-ctx512\s+latency\s+\d+\s+1\s+512\s+2048\/512\s+f16\s+off\s+0\s+[\d.]+ MiB\s+runnable$/m);
     assert.match(out, /^serve would pick \(throughput\): cpu-throughput-p8-ctx512: /m);
   });
 
@@ -203,8 +203,16 @@ describe('inferbox profiles', () => {
     const file = modelPath(MODELS.plain);
     const full = JSON.parse(ok(['profiles', '--model', file, '--json']));
     const latency = full.profiles.find((p) => p.name === 'cpu-latency-ctx512');
-    // Just below what the 512-token latency profile needs.
-    const budget = latency.memory.total - 1;
+    assert.equal(latency.flash_attn, false);
+    // Just below what it needs without flash attention: it still runs, with flash attention
+    // (no KQ score buffer), which is then the smallest it can be at this context.
+    const withFlash = JSON.parse(ok(['profiles', '--model', file, '--json', '--memory-budget',
+      String(latency.memory.total - 1)])).profiles.find((x) => x.name === 'cpu-latency-ctx512');
+    assert.equal(withFlash.status, 'runnable');
+    assert.equal(withFlash.flash_attn, true);
+    assert.ok(withFlash.memory.total < latency.memory.total);
+    // Just below that: low_memory, and the change that fits.
+    const budget = withFlash.memory.total - 1;
     const out = JSON.parse(ok(['profiles', '--model', file, '--json', '--memory-budget', String(budget)]));
     assert.equal(out.budget.bytes, budget);
     const p = out.profiles.find((x) => x.name === 'cpu-latency-ctx512');
@@ -286,10 +294,12 @@ describe('serve --profile, /v1/metadata and /v1/manifest', () => {
       assert.match(log, new RegExp(`K \\(${p.kv_cache_type}\\)`), `KV cache type ${p.kv_cache_type} not in the log`);
       const mode = p.mmap ? (p.mlock ? 'mmap\\+mlock' : 'mmap') : (p.mlock ? 'mlock' : 'none');
       assert.match(log, new RegExp(`load_mode = ${mode}\\)`));
-      // A CPU profile's KV type, with flash attention settled as auto settles it there: off.
+      // A CPU profile's KV type, with flash attention settled as auto settles it there: off, as
+      // the listing (/v1/manifest) already says, and as llama.cpp runs it.
       assert.equal(p.kv_cache_type, 'f16');
       assert.equal(p.flash_attn, false);
-      assert.match(log, /attention: f16 KV \(the profile's\), flash attention off/);
+      const manifest = await getJson(`${ctx.server.url}/v1/manifest`);
+      assert.equal(manifest.body.profiles.find((x) => x.name === p.name).flash_attn, false);
       assert.match(log, /flash_attn\s+=\s+disabled/);
     }));
 });
