@@ -818,12 +818,15 @@ profile_set list_profiles(const gguf_info &g, const hardware_info &hw, const pro
     const bool flash = m.architecture != "grok"; // llama.cpp forces flash attention off for grok
     const bool mlock = hw.memlock_limit && *hw.memlock_limit >= m.weight_bytes && m.weight_bytes > 0;
 
-    // A CPU profile keeps its KV type and settles flash attention as serve's "auto" does (off
-    // where that fits); GPU and RPC profiles keep theirs.
+    // A CPU profile settles its attention as serve's "auto" does: an f16 one tries f32 without
+    // flash attention first (the name keeps the ladder's KV, f16 or q8_0; the listing shows what
+    // was settled), a q8_0 one keeps q8_0. GPU and RPC profiles keep theirs.
     const auto add = [&](profile_flavour f, const profile_settings &s) {
+        const std::optional<kv_cache_type> kv =
+            s.kv_type == kv_cache_type::f16 ? std::nullopt : std::optional(s.kv_type);
         const std::vector<attention_option> options =
             s.gpu || s.rpc ? std::vector<attention_option>{{s.kv_type, s.flash_attn}}
-                           : attention_candidates(s.kv_type, flash ? std::nullopt : std::optional(false), true);
+                           : attention_candidates(kv, flash ? std::nullopt : std::optional(false), true);
         set.profiles.push_back(evaluate_attention_options(m, hw, set.budget, profile_name(f, s), f, s, options));
     };
 
@@ -908,24 +911,26 @@ int32_t rpc_layer_split(const model_shape &m, const hardware_info &hw, const mem
 
 result<profile_pick> pick_profile(const profile_set &set, pick_goal goal) {
     const auto &ps = set.profiles;
+    // A KV cache kept in floating point (f16, or f32 as CPU profiles settle it) over a quantized one.
+    const auto exact_kv = [](const profile_settings &a) { return a.kv_type != kv_cache_type::q8_0; };
     // Orders: true when a is better than b.
-    const auto latency_better = [](const profile_settings &a, const profile_settings &b) {
+    const auto latency_better = [&](const profile_settings &a, const profile_settings &b) {
         if (a.n_ctx_slot != b.n_ctx_slot) {
             return a.n_ctx_slot > b.n_ctx_slot;
         }
-        if (a.kv_type != b.kv_type) {
-            return a.kv_type == kv_cache_type::f16;
+        if (exact_kv(a) != exact_kv(b)) {
+            return exact_kv(a);
         }
         return a.n_slots < b.n_slots;
     };
-    const auto throughput_better = [](const profile_settings &a, const profile_settings &b) {
+    const auto throughput_better = [&](const profile_settings &a, const profile_settings &b) {
         if (a.n_slots != b.n_slots) {
             return a.n_slots > b.n_slots;
         }
         if (a.n_ctx_slot != b.n_ctx_slot) {
             return a.n_ctx_slot > b.n_ctx_slot;
         }
-        return a.kv_type == kv_cache_type::f16 && b.kv_type != kv_cache_type::f16;
+        return exact_kv(a) && !exact_kv(b);
     };
     const auto best_of = [&](auto &&keep, auto &&better) -> std::optional<size_t> {
         std::optional<size_t> best;
@@ -964,7 +969,7 @@ result<profile_pick> pick_profile(const profile_set &set, pick_goal goal) {
     const profile_flavour second =
         first == profile_flavour::latency ? profile_flavour::throughput : profile_flavour::latency;
     const auto rule = [](profile_flavour f) {
-        return f == profile_flavour::latency ? "the longest context that fits, f16 KV preferred"
+        return f == profile_flavour::latency ? "the longest context that fits, unquantized KV preferred"
                                              : "the most parallel slots that fit, then the longest context";
     };
     for (profile_flavour f : {first, second}) {
@@ -979,13 +984,13 @@ result<profile_pick> pick_profile(const profile_set &set, pick_goal goal) {
         }
     }
     // Nothing runnable as listed: the low_memory profile whose fit keeps the longest context, then
-    // f16 KV, then the most slots.
-    const auto fit_better = [](const profile_settings &a, const profile_settings &b) {
+    // unquantized KV, then the most slots.
+    const auto fit_better = [&](const profile_settings &a, const profile_settings &b) {
         if (a.n_ctx_slot != b.n_ctx_slot) {
             return a.n_ctx_slot > b.n_ctx_slot;
         }
-        if (a.kv_type != b.kv_type) {
-            return a.kv_type == kv_cache_type::f16;
+        if (exact_kv(a) != exact_kv(b)) {
+            return exact_kv(a);
         }
         return a.n_slots > b.n_slots;
     };
@@ -1024,6 +1029,7 @@ result<profile_pick> pick_profile(const profile_set &set, pick_goal goal) {
     smallest.n_slots          = 1;
     smallest.n_ctx_slot       = std::min(smallest.n_ctx_slot, min_fit_ctx);
     smallest.kv_type          = kv_cache_type::f16;
+    smallest.flash_attn       = set.model.architecture != "grok"; // the smallest compute buffer, where it can
     const memory_estimate m   = estimate_memory(set.model, smallest);
     e.message = "no profile fits in memory: even --parallel 1 --ctx-size " + std::to_string(smallest.n_ctx_slot) +
                 " needs " + mib_text(m.total()) + " (" + estimate_parts(m) + ") but the budget is " +

@@ -188,10 +188,11 @@ struct profile_set {
 //            when hw.gpus is empty);
 //   rpc (only when hw.remote lists devices): latency profiles over the latency contexts, f16 KV,
 //            with rpc_layer_split()'s layers on the workers.
-// Flash attention: settled as serve's "auto" settles it for the profile's KV type (CPU profiles:
-// off when the estimate without it fits, else on; GPU and RPC: on); off for grok, which llama.cpp
-// forces off (then no q8_0 KV). mmap on,
-// mlock on for latency profiles when RLIMIT_MEMLOCK covers the weights.
+// Attention: a CPU profile's is settled as serve's "auto" settles it (attention_candidates()):
+// an f16 profile runs f32 KV without flash attention when that estimate fits, else f16 without
+// it, else f16 with it; a q8_0 profile keeps q8_0 with flash attention. GPU and RPC profiles: as
+// listed, flash attention on. Flash attention is off for grok, which llama.cpp forces off (then
+// no q8_0 KV). mmap on, mlock on for latency profiles when RLIMIT_MEMLOCK covers the weights.
 profile_set list_profiles(const gguf_info &g, const hardware_info &hw, const profile_options &o = {});
 
 // Layers to put on the RPC workers for `s` (an rpc profile): in proportion to the memory the

@@ -590,8 +590,16 @@ TEST(profiles, ladder_for_a_long_context_model) {
                              "cpu-latency-ctx2048", "cpu-throughput-p4-ctx4096", "cpu-throughput-p8-ctx2048"}) {
         EXPECT_TRUE(find_profile(set, name)) << name;
     }
-    // 131072 tokens of f16 KV for this shape is 16 GiB: fits the 62 GiB budget.
-    EXPECT_EQ(get(set, "cpu-latency-ctx131072").memory.kv_cache, 16 * gib);
+    // 131072 tokens of KV for this shape is 16 GiB at f16, 32 GiB at f32: f32 (no flash attention,
+    // as serve's auto settles it on the CPU) fits the 62 GiB budget.
+    const model_profile &longest = get(set, "cpu-latency-ctx131072");
+    EXPECT_EQ(longest.settings.kv_type, kv_cache_type::f32);
+    EXPECT_FALSE(longest.settings.flash_attn);
+    EXPECT_EQ(longest.memory.kv_cache, 32 * gib);
+    // The q8_0 rung keeps q8_0, with flash attention.
+    const model_profile &q8 = get(set, "cpu-latency-ctx131072-kvq8");
+    EXPECT_EQ(q8.settings.kv_type, kv_cache_type::q8_0);
+    EXPECT_TRUE(q8.settings.flash_attn);
     auto pick = pick_profile(set);
     ASSERT_TRUE(pick);
     EXPECT_EQ(set.profiles[pick->index].name, "cpu-latency-ctx131072");
@@ -791,6 +799,12 @@ TEST(profiles, attention_options_fall_back_to_what_fits) {
     EXPECT_EQ(p.status, profile_status::runnable);
     EXPECT_EQ(p.settings.kv_type, kv_cache_type::f16);
     EXPECT_TRUE(p.settings.flash_attn);
+
+    // With flash attention off by request, nothing smaller is left: low_memory.
+    const auto off = attention_candidates(std::nullopt, false, true);
+    p = evaluate_attention_options(m, hw, budget_of(f16_off - 1), "custom", profile_flavour::latency, s, off);
+    EXPECT_EQ(p.status, profile_status::low_memory);
+    EXPECT_FALSE(p.settings.flash_attn);
 
     // Nothing fits: the last (smallest) option, with the change that makes it fit.
     p = evaluate_attention_options(m, hw, budget_of(f16_on - 1), "custom", profile_flavour::latency, s, o);

@@ -34,6 +34,34 @@ function useCompletions(options) {
   return api;
 }
 
+// Eight different greedy prompts, one after another and then all at once: the texts, finish
+// reasons and token counts must not depend on what else is in the batch. Returns the sequential
+// responses.
+const STARTS = ['Once upon a time', 'Tom had a red ball', 'The sun was shining', 'Lily and her mom went',
+  'One day, a little bird', 'The dog was very happy', 'Sam wanted to play', 'There was a big tree'];
+async function concurrentEqualsSequential(complete) {
+  const req = (prompt) => ({ prompt, max_tokens: 48, temperature: 0 });
+  const sequential = [];
+  for (const p of STARTS) {
+    sequential.push(await complete(req(p)));
+  }
+  const concurrent = await Promise.all(STARTS.map((p) => complete(req(p))));
+  const texts = new Set(sequential.map((b) => b.choices[0].text));
+  assert.ok(texts.size > 1, 'different prompts should give different texts');
+  for (let i = 0; i < STARTS.length; i++) {
+    assert.equal(
+      concurrent[i].choices[0].text,
+      sequential[i].choices[0].text,
+      `prompt ${JSON.stringify(STARTS[i])}: concurrent output differs from sequential`,
+    );
+    assert.equal(concurrent[i].choices[0].finish_reason, sequential[i].choices[0].finish_reason);
+    // (cached_tokens may differ: which prompt prefixes are cached depends on the order.)
+    const counts = ({ prompt_tokens, completion_tokens, total_tokens }) => ({ prompt_tokens, completion_tokens, total_tokens });
+    assert.deepEqual(counts(concurrent[i].usage), counts(sequential[i].usage));
+  }
+  return sequential;
+}
+
 describe('completions (stories260K.gguf, --parallel 4)', () => {
   const api = useCompletions({ model: MODELS.plain, parallel: 4, args: ['--ctx-size', 512] });
   const { ctx, complete } = api;
@@ -197,41 +225,12 @@ describe('completions (stories260K.gguf, --parallel 4)', () => {
   }));
 
   test('8 concurrent greedy requests equal their sequential outputs', ctx.wrap(async () => {
-    const prompts = [
-      'Once upon a time',
-      'Tom had a red ball',
-      'The sun was shining',
-      'Lily and her mom went',
-      'One day, a little bird',
-      'The dog was very happy',
-      'Sam wanted to play',
-      'There was a big tree',
-    ];
-    const req = (prompt) => ({ prompt, max_tokens: 48, temperature: 0 });
-    const sequential = [];
-    for (const p of prompts) {
-      sequential.push(await complete(req(p)));
-    }
-    const concurrent = await Promise.all(prompts.map((p) => complete(req(p))));
-    const texts = new Set(sequential.map((b) => b.choices[0].text));
-    assert.ok(texts.size > 1, 'different prompts should give different texts');
-    for (let i = 0; i < prompts.length; i++) {
-      assert.equal(
-        concurrent[i].choices[0].text,
-        sequential[i].choices[0].text,
-        `prompt ${JSON.stringify(prompts[i])}: concurrent output differs from sequential`,
-      );
-      assert.equal(concurrent[i].choices[0].finish_reason, sequential[i].choices[0].finish_reason);
-      // (cached_tokens may differ: which prompt prefixes are cached depends on the order.)
-      const counts = ({ prompt_tokens, completion_tokens, total_tokens }) => ({ prompt_tokens, completion_tokens, total_tokens });
-      assert.deepEqual(counts(concurrent[i].usage), counts(sequential[i].usage));
-    }
+    const sequential = await concurrentEqualsSequential(complete);
     assert.equal(sequential[0].choices[0].text, GREEDY_64.slice(0, sequential[0].choices[0].text.length));
   }));
 
   test('8 concurrent streaming requests equal their sequential outputs', ctx.wrap(async () => {
-    const prompts = ['Once upon a time', 'Tom had a red ball', 'The sun was shining', 'Lily and her mom went',
-      'One day, a little bird', 'The dog was very happy', 'Sam wanted to play', 'There was a big tree'];
+    const prompts = STARTS;
     const req = (prompt) => ({ prompt, max_tokens: 48, temperature: 0 });
     const sequential = [];
     for (const p of prompts) {
@@ -292,9 +291,7 @@ describe('a burst of costly prompts, one prompt per step (stories260K.gguf, --pa
     env: { INFERBOX_LOG_LEVEL: 'debug' },
   });
   const story = ' The little girl liked to play with her friends in the park, and every day they ran to the big tree.';
-  const starts = ['Once upon a time', 'Tom had a red ball', 'The sun was shining', 'Lily and her mom went',
-    'One day, a little bird', 'The dog was very happy', 'Sam wanted to play', 'There was a big tree'];
-  const prompts = starts.map((s) => s + story.repeat(8));
+  const prompts = STARTS.map((s) => s + story.repeat(8));
   const req = (prompt) => ({ prompt, max_tokens: 24, temperature: 0 });
 
   test('each prompt of a burst gets its own step; outputs equal the sequential ones', ctx.wrap(async () => {

@@ -117,7 +117,7 @@ describe('inferbox profiles', () => {
       assert.match(p.name, /^(cpu|gpu)-(latency|throughput)(-p\d+)?-ctx\d+(-kvq8)?$/);
       assert.ok(['latency', 'throughput'].includes(p.flavour));
       assert.ok(['runnable', 'low_memory', 'incompatible'].includes(p.status));
-      assert.ok(['f16', 'q8_0'].includes(p.kv_cache_type));
+      assert.ok(['f32', 'f16', 'q8_0'].includes(p.kv_cache_type));
       for (const key of ['threads', 'parallel', 'ctx_size', 'batch_size', 'ubatch_size', 'gpu_layers']) {
         assert.ok(isInt(p[key]), `${p.name}.${key} = ${p[key]}`);
       }
@@ -141,8 +141,9 @@ describe('inferbox profiles', () => {
     assert.equal(latency.parallel, 1);
     assert.equal(latency.threads, out.hardware.effective_cores);
     assert.equal(latency.gpu_layers, 0);
-    // KV: 2 × 5 layers × 512 cells × (4 KV heads × 8) × 2 bytes.
-    assert.equal(latency.memory.kv_cache, 2 * 5 * 512 * 32 * 2);
+    // KV, f32 as auto settles it on the CPU: 2 × 5 layers × 512 cells × (4 KV heads × 8) × 4 bytes.
+    assert.equal(latency.kv_cache_type, 'f32');
+    assert.equal(latency.memory.kv_cache, 2 * 5 * 512 * 32 * 4);
     // Head size 8 cannot hold q8_0 blocks of 32.
     assert.equal(byName['cpu-latency-ctx512-kvq8'].status, 'incompatible');
     assert.match(byName['cpu-latency-ctx512-kvq8'].detail, /divisible by 32/);
@@ -166,7 +167,7 @@ describe('inferbox profiles', () => {
       lines[2],
       /^NAME\s+FLAVOUR\s+THREADS\s+PARALLEL\s+CTX\s+BATCH\/UBATCH\s+KV\s+FLASH\s+GPU-LAYERS\s+EST\.MEMORY\s+STATUS$/,
     );
-    assert.match(out, /^cpu-latency-ctx512\s+latency\s+\d+\s+1\s+512\s+2048\/512\s+f16\s+off\s+0\s+[\d.]+ MiB\s+runnable$/m);
+    assert.match(out, /^cpu-latency-ctx512\s+latency\s+\d+\s+1\s+512\s+2048\/512\s+f32\s+off\s+0\s+[\d.]+ MiB\s+runnable$/m);
     assert.match(out, /^serve would pick \(throughput\): cpu-throughput-p8-ctx512: /m);
   });
 
@@ -203,14 +204,23 @@ describe('inferbox profiles', () => {
     const file = modelPath(MODELS.plain);
     const full = JSON.parse(ok(['profiles', '--model', file, '--json']));
     const latency = full.profiles.find((p) => p.name === 'cpu-latency-ctx512');
+    assert.equal(latency.kv_cache_type, 'f32');
     assert.equal(latency.flash_attn, false);
-    // Just below what it needs without flash attention: it still runs, with flash attention
-    // (no KQ score buffer), which is then the smallest it can be at this context.
-    const withFlash = JSON.parse(ok(['profiles', '--model', file, '--json', '--memory-budget',
-      String(latency.memory.total - 1)])).profiles.find((x) => x.name === 'cpu-latency-ctx512');
+    const at = (bytes) => JSON.parse(ok(['profiles', '--model', file, '--json', '--memory-budget', String(bytes)]))
+      .profiles.find((x) => x.name === 'cpu-latency-ctx512');
+    // Just below what f32 needs: f16, still without flash attention.
+    const f16 = at(latency.memory.total - 1);
+    assert.equal(f16.status, 'runnable');
+    assert.equal(f16.kv_cache_type, 'f16');
+    assert.equal(f16.flash_attn, false);
+    assert.ok(f16.memory.total < latency.memory.total);
+    // Just below that: it still runs, with flash attention (no KQ score buffer), which is then the
+    // smallest it can be at this context.
+    const withFlash = at(f16.memory.total - 1);
     assert.equal(withFlash.status, 'runnable');
+    assert.equal(withFlash.kv_cache_type, 'f16');
     assert.equal(withFlash.flash_attn, true);
-    assert.ok(withFlash.memory.total < latency.memory.total);
+    assert.ok(withFlash.memory.total < f16.memory.total);
     // Just below that: low_memory, and the change that fits.
     const budget = withFlash.memory.total - 1;
     const out = JSON.parse(ok(['profiles', '--model', file, '--json', '--memory-budget', String(budget)]));
@@ -294,9 +304,9 @@ describe('serve --profile, /v1/metadata and /v1/manifest', () => {
       assert.match(log, new RegExp(`K \\(${p.kv_cache_type}\\)`), `KV cache type ${p.kv_cache_type} not in the log`);
       const mode = p.mmap ? (p.mlock ? 'mmap\\+mlock' : 'mmap') : (p.mlock ? 'mlock' : 'none');
       assert.match(log, new RegExp(`load_mode = ${mode}\\)`));
-      // A CPU profile's KV type, with flash attention settled as auto settles it there: off, as
-      // the listing (/v1/manifest) already says, and as llama.cpp runs it.
-      assert.equal(p.kv_cache_type, 'f16');
+      // A CPU profile's attention settled as auto settles it there: f32 KV, flash attention off,
+      // as the listing (/v1/manifest) already says, and as llama.cpp runs it.
+      assert.equal(p.kv_cache_type, 'f32');
       assert.equal(p.flash_attn, false);
       const manifest = await getJson(`${ctx.server.url}/v1/manifest`);
       assert.equal(manifest.body.profiles.find((x) => x.name === p.name).flash_attn, false);
