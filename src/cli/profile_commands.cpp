@@ -189,7 +189,7 @@ std::optional<uint64_t> parse_size(std::string text) {
 json memory_json(const memory_estimate &m) {
     return json{{"weights", m.weights},     {"kv_cache", m.kv_cache}, {"compute", m.compute},
                 {"overhead", m.overhead},   {"total", m.total()},     {"page_cache", m.page_cache},
-                {"peak_rss", m.peak_rss()}, {"remote", m.remote}};
+                {"peak_rss", m.peak_rss()}, {"remote", m.remote},     {"draft", m.draft}};
 }
 
 json settings_json(const profile_settings &s) {

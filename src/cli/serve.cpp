@@ -44,7 +44,8 @@ namespace {
 // Settles the engine's configuration from the model file and the hardware, before any weights
 // load: --profile auto picks the best runnable profile, --profile NAME applies a listed one, and
 // explicit flags are estimated as a "custom" profile. A configuration that cannot fit is refused
-// here, with the numbers. Also publishes /v1/metadata and /v1/manifest.
+// here, with the numbers; so is one whose draft model (`draft`, speculative decoding; null
+// without one) does not fit beside it. Also publishes /v1/metadata and /v1/manifest.
 // What choosing a profile settles for one model besides its engine settings.
 struct chosen_profile {
     std::string profile_json;  // the active profile (/v1/metadata)
@@ -53,15 +54,18 @@ struct chosen_profile {
     uint64_t    budget_bytes = 0; // what the machine can hold, by the profile estimator
 };
 
-std::optional<error> choose_profile(const serve_options &opts, const gguf_info &info,
+std::optional<error> choose_profile(const serve_options &opts, const gguf_info &info, const gguf_info *draft,
                                     const std::vector<rpc_device> &remote, engine_config &ecfg, model_options &mo,
                                     chosen_profile &out) {
     hardware_info hw = detect_hardware();
     for (const auto &d : remote) {
         hw.remote.push_back({d.name, d.endpoint, d.total_bytes, d.free_bytes});
     }
-    const profile_set set = list_profiles(info, hw);
-    model_profile     active;
+    const profile_set                set = list_profiles(info, hw);
+    const std::optional<model_shape> draft_shape =
+        draft != nullptr ? std::optional(model_shape_of(*draft, hw.isa)) : std::nullopt;
+
+    model_profile active;
     if (opts.profile == "auto") {
         auto pick = pick_profile(set);
         if (!pick) {
@@ -113,7 +117,8 @@ std::optional<error> choose_profile(const serve_options &opts, const gguf_info &
             s.n_gpu_layers  = rpc_layer_split(set.model, hw, set.budget, s);
             mo.n_gpu_layers = s.n_gpu_layers;
         }
-        active = evaluate_attention_options(set.model, hw, set.budget, "custom", profile_flavour::latency, s, options);
+        active = evaluate_attention_options(set.model, hw, set.budget, "custom", profile_flavour::latency, s, options,
+                                            draft_shape ? &*draft_shape : nullptr);
         const profile_settings &settled = active.settings;
         if (!kv_asked || !flash_asked) {
             spdlog::info("attention: {} KV, flash attention {} ({} the memory budget{})",
@@ -132,15 +137,14 @@ std::optional<error> choose_profile(const serve_options &opts, const gguf_info &
             return error::invalid("this configuration cannot run here: " + active.detail, "");
         }
         if (active.status == profile_status::low_memory) {
-            return error::invalid("this configuration needs about " + std::to_string(active.memory.total() >> 20) +
-                                      " MiB but " + std::to_string(set.budget.bytes >> 20) +
-                                      " MiB are available; try " + active.detail +
-                                      " (inferbox profiles --model lists what fits)",
-                                  "");
+            return error::invalid(
+                "this configuration needs about " + std::to_string(active.memory.total() >> 20) + " MiB" +
+                    (draft_shape ? " (" + std::to_string(active.memory.draft >> 20) + " MiB of it for the draft model)"
+                                 : std::string()) +
+                    " but " + std::to_string(set.budget.bytes >> 20) + " MiB are available; try " + active.detail +
+                    " (inferbox profiles --model lists what fits)",
+                "");
         }
-        spdlog::info("memory estimate: {} MiB (weights {}, KV {}, compute {}) of {} MiB available",
-                     active.memory.total() >> 20, active.memory.weights >> 20, active.memory.kv_cache >> 20,
-                     active.memory.compute >> 20, set.budget.bytes >> 20);
     }
     if (active.settings.rpc) {
         spdlog::info("RPC: {} of {} layers on {} remote devices ({} MiB of weights and KV there), the rest here",
@@ -166,6 +170,32 @@ std::optional<error> choose_profile(const serve_options &opts, const gguf_info &
     nlohmann::json profiles = nlohmann::json::array();
     for (const auto &p : set.profiles) {
         profiles.push_back(profile_to_json(p));
+    }
+    if (draft_shape && active.memory.draft == 0) {
+        // A listed profile (--profile) was estimated without the draft: add its part and check
+        // again. (Settings from flags counted it when they were evaluated, above.) A GPU
+        // profile's estimate is the GPU's, checked against its memory; the draft goes on the GPU
+        // too, where llama.cpp reports what does not fit.
+        active.memory.draft = estimate_draft_memory(*draft_shape, set.model, active.settings).total();
+        if (!active.settings.gpu && active.memory.total() > set.budget.bytes) {
+            return error::invalid("profile " + active.name + " needs about " +
+                                      std::to_string((active.memory.total() - active.memory.draft) >> 20) +
+                                      " MiB and the draft model about " + std::to_string(active.memory.draft >> 20) +
+                                      " MiB more, but " + std::to_string(set.budget.bytes >> 20) +
+                                      " MiB are available; choose a smaller profile (inferbox profiles --model) or a "
+                                      "smaller draft model",
+                                  "draft-model");
+        }
+    }
+    if (opts.profile.empty()) {
+        spdlog::info("memory estimate: {} MiB (weights {}, KV {}, compute {}{}) of {} MiB available",
+                     active.memory.total() >> 20, active.memory.weights >> 20, active.memory.kv_cache >> 20,
+                     active.memory.compute >> 20,
+                     draft_shape ? ", draft model " + std::to_string(active.memory.draft >> 20) : std::string(),
+                     set.budget.bytes >> 20);
+    } else if (draft_shape) {
+        spdlog::info("draft model: memory estimate {} MiB; {} MiB with the profile", active.memory.draft >> 20,
+                     active.memory.total() >> 20);
     }
     out.profile_json  = dump(profile_to_json(active));
     out.profiles_json = dump(profiles);
@@ -403,6 +433,15 @@ int run_serve(const serve_options &given) {
     // reports a bad file only as "failed to load", and aborts on some malformed ones), choose its
     // profile, register its metrics. The first model's problems stop the server (reported once
     // listening, below); another model's fail only that model's requests.
+    std::optional<gguf_info> draft_info; // read once here: its shape counts in the first model's estimate
+    if (!draft_path.empty()) {
+        auto read = read_gguf_file(draft_path, draft_path);
+        if (!read) {
+            spdlog::error("--draft-model: {}", read.err().message);
+            return 1;
+        }
+        draft_info = std::move(*read);
+    }
     std::vector<hosted_plan> plans;
     uint64_t                 machine_budget = 0;
     for (size_t i = 0; i < refs.size(); ++i) {
@@ -427,7 +466,8 @@ int run_serve(const serve_options &given) {
             p.info.architecture = checked->architecture;
             p.info.file_bytes   = checked->file_size;
             chosen_profile chosen;
-            p.refused = choose_profile(opts, checked.value(), remote, p.ecfg, p.mo, chosen);
+            p.refused = choose_profile(opts, checked.value(), i == 0 && draft_info ? &*draft_info : nullptr, remote,
+                                       p.ecfg, p.mo, chosen);
             if (!p.refused) {
                 p.info.profile_json  = std::move(chosen.profile_json);
                 p.info.profiles_json = std::move(chosen.profiles_json);

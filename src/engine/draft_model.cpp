@@ -1,5 +1,7 @@
 #include "engine/draft_model.h"
 
+#include "engine/context_params.h"
+
 #include "common.h"
 #include "llama.h"
 
@@ -76,9 +78,10 @@ result<std::unique_ptr<draft_model>> draft_model::create(std::shared_ptr<const m
     cp.n_threads                    = cfg.n_threads;
     cp.n_threads_batch              = cfg.n_threads;
     cp.no_perf                      = true;
-    d->cfg_.n_batch                 = static_cast<int32_t>(cp.n_batch);
-    d->ctx_                         = llama_init_from_model(d->model_->raw(), cp);
-    d->batch_                       = llama_batch_init(d->cfg_.n_batch, 0, 1);
+    set_attention_params(cp, cfg.kv_type, cfg.flash_attn);
+    d->cfg_.n_batch = static_cast<int32_t>(cp.n_batch);
+    d->ctx_         = llama_init_from_model(d->model_->raw(), cp);
+    d->batch_       = llama_batch_init(d->cfg_.n_batch, 0, 1);
     if (d->ctx_ == nullptr) {
         return error{error_kind::internal,
                      "failed to create the draft model's context (" + std::to_string(cp.n_ctx) + " KV tokens)", "", ""};

@@ -7,6 +7,7 @@
 // Engine thread only.
 
 #include "common/status.h"
+#include "engine/engine.h" // kv_precision, flash_attention
 #include "engine/model.h"
 #include "kv/slot_table.h"
 
@@ -25,6 +26,9 @@ struct draft_config {
     int32_t n_batch    = 512; // tokens per catch-up decode
     int32_t n_threads  = 1;
     float   p_min      = 0.5f; // a guess the draft model is less sure of than this ends the draft
+    // The served model's attention settings (engine/context_params.h), as serve settled them.
+    kv_precision    kv_type    = kv_precision::automatic;
+    flash_attention flash_attn = flash_attention::automatic;
 };
 
 class draft_model {

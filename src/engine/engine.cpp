@@ -1,6 +1,7 @@
 #include "engine/engine.h"
 
 #include "common/text_stream.h"
+#include "engine/context_params.h"
 #include "engine/draft_model.h"
 #include "engine/sampler_setup.h"
 #include "scheduler/ngram_draft.h"
@@ -96,14 +97,9 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m, en
     cp.n_threads               = cfg.n_threads;
     cp.n_threads_batch         = cfg.n_threads;
     cp.kv_unified              = cfg.kv_unified;
-    cp.type_k = cp.type_v = cfg.kv_type == kv_precision::q8_0  ? GGML_TYPE_Q8_0
-                            : cfg.kv_type == kv_precision::f32 ? GGML_TYPE_F32
-                                                               : GGML_TYPE_F16;
-    cp.flash_attn_type    = cfg.flash_attn == flash_attention::on    ? LLAMA_FLASH_ATTN_TYPE_ENABLED
-                            : cfg.flash_attn == flash_attention::off ? LLAMA_FLASH_ATTN_TYPE_DISABLED
-                                                                     : LLAMA_FLASH_ATTN_TYPE_AUTO;
-    cp.no_perf            = true;
-    e->ctx_               = llama_init_from_model(e->model_->raw(), cp);
+    set_attention_params(cp, cfg.kv_type, cfg.flash_attn);
+    cp.no_perf = true;
+    e->ctx_    = llama_init_from_model(e->model_->raw(), cp);
     if (e->ctx_ == nullptr) {
         return error{error_kind::internal,
                      "failed to create the llama.cpp context (" + std::to_string(cp.n_ctx) +
@@ -143,6 +139,8 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m, en
         dc.n_batch    = e->cfg_.step_tokens;
         dc.n_threads  = e->cfg_.n_threads;
         dc.p_min      = e->cfg_.draft_p_min;
+        dc.kv_type    = e->cfg_.kv_type;
+        dc.flash_attn = e->cfg_.flash_attn;
         auto d        = draft_model::create(e->cfg_.draft_model, *e->model_, dc);
         if (!d) {
             return d.err();

@@ -293,7 +293,7 @@ std::string mib_text(uint64_t n) {
 
 std::string estimate_parts(const memory_estimate &m) {
     return "weights " + mib_text(m.weights) + " + KV " + mib_text(m.kv_cache) + " + compute " + mib_text(m.compute) +
-           " + overhead " + mib_text(m.overhead);
+           " + overhead " + mib_text(m.overhead) + (m.draft > 0 ? " + draft model " + mib_text(m.draft) : "");
 }
 
 std::string budget_text(const memory_budget &b) {
@@ -301,10 +301,6 @@ std::string budget_text(const memory_budget &b) {
         return mib_text(b.bytes); // given, not detected
     }
     return mib_text(b.bytes) + " (available " + mib_text(b.available) + " - margin " + mib_text(b.margin) + ")";
-}
-
-bool fits(const model_shape &m, const profile_settings &s, const memory_budget &b) {
-    return estimate_memory(m, s).total() <= b.bytes;
 }
 
 // The part of a device's free memory a profile may use: all but 5 %, at least 256 MiB, at most 2 GiB.
@@ -453,12 +449,12 @@ std::vector<attention_option> attention_candidates(std::optional<kv_cache_type> 
 
 model_profile evaluate_attention_options(const model_shape &m, const hardware_info &hw, const memory_budget &budget,
                                          const std::string &name, profile_flavour flavour, profile_settings s,
-                                         const std::vector<attention_option> &options) {
+                                         const std::vector<attention_option> &options, const model_shape *draft) {
     model_profile p;
     for (const auto &o : options) {
         s.kv_type    = o.kv_type;
         s.flash_attn = o.flash_attn;
-        p            = evaluate_profile(m, hw, budget, name, flavour, s);
+        p            = evaluate_profile(m, hw, budget, name, flavour, s, draft);
         if (p.status == profile_status::runnable) {
             break;
         }
@@ -582,6 +578,20 @@ uint64_t kv_cache_bytes(const model_shape &m, int32_t n_ctx_slot, int32_t n_slot
     return bytes >= 1.8e19 ? std::numeric_limits<uint64_t>::max() : uint64_t(std::llround(bytes));
 }
 
+memory_estimate estimate_draft_memory(const model_shape &draft, const model_shape &target_model,
+                                      const profile_settings &target) {
+    profile_settings d = target;
+    if (d.n_ctx_slot <= 0) {
+        d.n_ctx_slot = int32_t(std::clamp<uint64_t>(target_model.n_ctx_train, 1, 1u << 24));
+    }
+    d.rpc          = false;
+    d.use_mlock    = false;
+    d.n_gpu_layers = target.gpu ? int32_t(std::min<uint64_t>(draft.n_layer + 1, 1u << 20)) : 0;
+    d.n_batch      = std::max(target.n_batch, target.n_slots);
+    d.n_ubatch     = std::min(d.n_batch, 512);
+    return estimate_memory(draft, d);
+}
+
 memory_estimate estimate_memory(const model_shape &m, const profile_settings &s_in) {
     profile_settings s = s_in;
     s.n_slots          = std::max(1, s.n_slots);
@@ -655,7 +665,15 @@ memory_budget cpu_memory_budget(const hardware_info &hw) {
 }
 
 model_profile evaluate_profile(const model_shape &m, const hardware_info &hw, const memory_budget &cpu_budget,
-                               std::string name, profile_flavour flavour, const profile_settings &s) {
+                               std::string name, profile_flavour flavour, const profile_settings &s,
+                               const model_shape *draft) {
+    const auto estimate = [&](const profile_settings &t) {
+        memory_estimate e = estimate_memory(m, t);
+        if (draft != nullptr) {
+            e.draft = estimate_draft_memory(*draft, m, t).total();
+        }
+        return e;
+    };
     model_profile p;
     p.name     = std::move(name);
     p.flavour  = flavour;
@@ -664,7 +682,7 @@ model_profile evaluate_profile(const model_shape &m, const hardware_info &hw, co
         p.settings.n_ctx_slot = int32_t(std::clamp<uint64_t>(m.n_ctx_train, 1, 1u << 24));
     }
     p.settings.n_slots = std::max(1, p.settings.n_slots);
-    p.memory           = estimate_memory(m, p.settings);
+    p.memory           = estimate(p.settings);
 
     const auto incompatible = [&](std::string why) {
         p.status = profile_status::incompatible;
@@ -721,7 +739,7 @@ model_profile evaluate_profile(const model_shape &m, const hardware_info &hw, co
         auto n = largest_fitting(1, p.settings.n_slots - 1, 1, [&](int32_t v) {
             profile_settings t = p.settings;
             t.n_slots          = v;
-            return fits(m, t, budget);
+            return estimate(t).total() <= budget.bytes;
         });
         if (!n) {
             return false;
@@ -738,7 +756,7 @@ model_profile evaluate_profile(const model_shape &m, const hardware_info &hw, co
         auto n = largest_fitting(min_fit_ctx, p.settings.n_ctx_slot - 1, int32_t(ctx_pad), [&](int32_t v) {
             profile_settings t = p.settings;
             t.n_ctx_slot       = v;
-            return fits(m, t, budget);
+            return estimate(t).total() <= budget.bytes;
         });
         if (!n) {
             return false;
@@ -755,7 +773,7 @@ model_profile evaluate_profile(const model_shape &m, const hardware_info &hw, co
         auto n             = largest_fitting(1, p.settings.n_slots, 1, [&](int32_t v) {
             profile_settings u = t;
             u.n_slots          = v;
-            return fits(m, u, budget);
+            return estimate(u).total() <= budget.bytes;
         });
         if (!n) {
             return false;
@@ -765,7 +783,7 @@ model_profile evaluate_profile(const model_shape &m, const hardware_info &hw, co
                                     [&](int32_t v) {
                                      profile_settings u = t;
                                      u.n_ctx_slot       = v;
-                                     return fits(m, u, budget);
+                                     return estimate(u).total() <= budget.bytes;
                                  });
         t.n_ctx_slot = c.value_or(t.n_ctx_slot);
         p.fit        = t;
@@ -778,7 +796,7 @@ model_profile evaluate_profile(const model_shape &m, const hardware_info &hw, co
         profile_settings smallest = p.settings;
         smallest.n_ctx_slot       = std::min(smallest.n_ctx_slot, min_fit_ctx);
         smallest.n_slots          = 1;
-        const memory_estimate e   = estimate_memory(m, smallest);
+        const memory_estimate e   = estimate(smallest);
         return incompatible("even --parallel 1 --ctx-size " + std::to_string(smallest.n_ctx_slot) + " needs " +
                             mib_text(e.total()) + " (" + estimate_parts(e) + "), budget " + budget_text(budget));
     }

@@ -123,9 +123,12 @@ struct memory_estimate {
     // RPC profiles: what the workers hold (their layers' weights and KV, a compute buffer on each
     // device); not in total(), which is this machine's part.
     uint64_t remote = 0;
+    // Speculative decoding: the draft model's whole estimate (estimate_draft_memory()), beside
+    // the served model's parts above. 0 without a draft model.
+    uint64_t draft = 0;
 
-    uint64_t total() const { return weights + kv_cache + compute + overhead; } // must fit
-    uint64_t peak_rss() const { return total() + page_cache; }                 // VmHWM with memory to spare
+    uint64_t total() const { return weights + kv_cache + compute + overhead + draft; } // must fit
+    uint64_t peak_rss() const { return total() + page_cache; }                         // VmHWM with memory to spare
 };
 
 // KV cells (tokens) llama.cpp allocates for `n_slots` streams of `n_ctx_slot` tokens.
@@ -136,6 +139,15 @@ uint64_t kv_cache_bytes(const model_shape &m, int32_t n_ctx_slot, int32_t n_slot
 
 // The whole estimate. Non-positive settings are treated as 1 (0 context: the trained context).
 memory_estimate estimate_memory(const model_shape &m, const profile_settings &s);
+
+// A draft model's part for speculative decoding (serve --draft-model): its own llama.cpp context
+// with the target's slots, context per slot and attention settings, and a batch of at least one
+// token per slot (engine/draft_model.cpp), on the device that holds the target's layers here:
+// every layer on the GPU for a GPU profile, the CPU otherwise (an RPC profile keeps its draft
+// local). Never mlocked. A context of 0 is the served model's (`target_model`) trained context: the
+// draft's slots hold the served model's context, not the draft's own.
+memory_estimate estimate_draft_memory(const model_shape &draft, const model_shape &target_model,
+                                      const profile_settings &target);
 
 // The memory a profile may use.
 struct memory_budget {
@@ -165,8 +177,11 @@ struct model_profile {
 // n_gpu_layers of the last layers on hw.remote, split in proportion to each device's free
 // memory as llama.cpp splits them; each device's share must fit its free memory less a margin
 // (5 %, at least 256 MiB, at most 2 GiB), or the profile is incompatible with the numbers.
+// With a `draft` model (speculative decoding), every estimate, the status and the change that
+// fits include the draft's part (memory_estimate::draft) for the same settings.
 model_profile evaluate_profile(const model_shape &m, const hardware_info &hw, const memory_budget &budget,
-                               std::string name, profile_flavour flavour, const profile_settings &s);
+                               std::string name, profile_flavour flavour, const profile_settings &s,
+                               const model_shape *draft = nullptr);
 
 struct profile_options {
     // Replaces the budget computed from the hardware (available = bytes = this, margin = 0).
@@ -226,10 +241,12 @@ std::vector<attention_option> attention_candidates(std::optional<kv_cache_type> 
 
 // evaluate_profile() of `s` with each of `options` (non-empty) in turn: the first runnable one,
 // or when none is, the last (the smallest estimate, whose detail names the change that makes it
-// fit). list_profiles() settles its CPU profiles' flash attention this way too.
+// fit). list_profiles() settles its CPU profiles' flash attention this way too. `draft`: as for
+// evaluate_profile().
 model_profile evaluate_attention_options(const model_shape &m, const hardware_info &hw, const memory_budget &budget,
                                          const std::string &name, profile_flavour flavour, profile_settings s,
-                                         const std::vector<attention_option> &options);
+                                         const std::vector<attention_option> &options,
+                                         const model_shape                   *draft = nullptr);
 
 enum class pick_goal { latency, throughput };
 

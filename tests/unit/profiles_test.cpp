@@ -812,3 +812,61 @@ TEST(profiles, attention_options_fall_back_to_what_fits) {
     EXPECT_TRUE(p.settings.flash_attn);
     EXPECT_NE(p.detail.find("--ctx-size"), std::string::npos) << p.detail;
 }
+
+TEST(profiles, draft_model_estimate_follows_the_target_settings) {
+    model_spec ds;
+    ds.n_ctx                 = 2048; // the draft's own trained context does not matter: the target's does
+    ds.n_embd                = 1024;
+    ds.n_layer               = 8;
+    ds.n_head                = 16;
+    ds.n_head_kv             = 4;
+    ds.n_ff                  = 4096;
+    ds.weight_bytes          = 256 * mib;
+    const model_shape d      = model_shape_of(make_model(ds), cpu_isa{});
+    const model_shape target = model_shape_of(make_model({}), cpu_isa{}); // trained context 8192
+    profile_settings  t;
+    t.n_threads             = 4;
+    t.n_slots               = 8;
+    t.n_ctx_slot            = 8192;
+    t.n_batch               = 4; // fewer than the slots: the draft still takes one token per slot
+    t.n_ubatch              = 4;
+    t.kv_type               = kv_cache_type::f32;
+    t.flash_attn            = false;
+    t.use_mlock             = true;
+    const memory_estimate e = estimate_draft_memory(d, target, t);
+
+    profile_settings expect = t;
+    expect.n_batch          = 8;
+    expect.n_ubatch         = 8;
+    expect.use_mlock        = false;
+    const memory_estimate x = estimate_memory(d, expect);
+    EXPECT_EQ(e.total(), x.total());
+    // 8 slots × 8192 tokens of the target's context, f32 (4 bytes), K and V of 4 heads × 64.
+    EXPECT_EQ(e.kv_cache, 2ull * 8 * 8 * 8192 * 256 * 4);
+    EXPECT_EQ(e.weights, 256 * mib); // not pinned: mlock is the target's
+
+    // The served model's budget sets the draft's part aside: a budget that holds the served model
+    // alone holds it no longer, and the same budget plus the draft's part does.
+    const model_shape target_m = target;
+    t.use_mlock                = false;
+    const uint64_t alone       = estimate_memory(target_m, t).total();
+    const auto     budget_of   = [](uint64_t b) { return memory_budget{b, 0, b}; };
+    const auto     with_draft  = [&](uint64_t b) {
+        return evaluate_attention_options(target_m, make_hardware(), budget_of(b), "custom", profile_flavour::latency,
+                                               t, {{kv_cache_type::f32, false}}, &d)
+            .status;
+    };
+    EXPECT_EQ(with_draft(alone), profile_status::low_memory);
+    EXPECT_EQ(with_draft(alone + e.total()), profile_status::runnable);
+    EXPECT_EQ(with_draft(alone + e.total() - 1), profile_status::low_memory);
+
+    // An RPC target keeps its draft here: nothing remote.
+    t.rpc          = true;
+    t.n_gpu_layers = 16;
+    EXPECT_EQ(estimate_draft_memory(d, target, t).remote, 0u);
+    EXPECT_EQ(estimate_draft_memory(d, target, t).kv_cache, e.kv_cache);
+
+    // No context given: the served model's trained one (8192 here), not the draft's (2048).
+    t.n_ctx_slot = 0;
+    EXPECT_EQ(estimate_draft_memory(d, target, t).kv_cache, e.kv_cache);
+}

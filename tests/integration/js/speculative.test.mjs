@@ -88,6 +88,23 @@ describe('speculative decoding with a draft model (--draft-model stories260K-Q8_
     assert.equal((await complete(ctx.server, ONCE, { max_tokens: 64 })).choices[0].text, GREEDY_64);
   }));
 
+  test('the draft model counts in the memory estimate (/v1/models memory_bytes)', ctx.wrap(async () => {
+    const bytes = async (server) => {
+      const res = await fetch(`${server.url}/v1/models`);
+      assert.equal(res.status, 200);
+      return (await res.json()).data[0].memory_bytes;
+    };
+    // The draft's own estimate for the served model's settings: 4 slots of its 512 tokens, the
+    // same attention (what `inferbox profiles` estimates for a custom configuration).
+    const out = spawnSync(serverBinary(), ['profiles', '--model', modelPath(DRAFT), '--json', '--parallel', '4',
+      '--ctx-size', '512'], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(out.status, 0, out.stderr);
+    const draft = JSON.parse(out.stdout).profiles.find((p) => p.name === 'custom');
+    assert.ok(draft.memory.total > 0);
+    assert.equal(await bytes(ctx.server), (await bytes(plain)) + draft.memory.total);
+    assert.match(ctx.server.log(), /memory estimate: \d+ MiB \(weights \d+, KV \d+, compute \d+, draft model \d+\)/);
+  }));
+
   test('concurrent requests each get exactly their sequential output', ctx.wrap(async () => {
     const prompts = [...PROMPTS, ...PROMPTS].slice(0, 8);
     const before = await specCounters(ctx.server);
@@ -205,6 +222,25 @@ describe('speculative decoding: a draft model that cannot work is refused at sta
     assert.equal(res.status, 1, res.stderr + res.stdout);
     assert.match(res.stderr + res.stdout, /draft\.gguf/);
   });
+
+  test('a draft model that does not fit beside the model: exit 1 with both sizes and a context that fits both',
+    async () => {
+      // 64 slots of 1M tokens fit neither model here; the suggested --ctx-size must leave room for
+      // the draft's KV and compute too, about half of what the model alone could have.
+      const refuse = (extra) => {
+        const res = spawnSync(serverBinary(), ['serve', '--model', modelPath(MODELS.plain), ...extra, '--parallel', '64',
+          '--ctx-size', '1048576', '--port', '0'], { encoding: 'utf8', timeout: 30_000 });
+        assert.equal(res.status, 1, res.stderr + res.stdout);
+        const m = (res.stderr + res.stdout).match(/needs about (\d+) MiB(?: \((\d+) MiB of it for the draft model\))? but \d+ MiB are available; try --ctx-size (\d+)/);
+        assert.ok(m, res.stderr + res.stdout);
+        return { total: Number(m[1]), draft: m[2] === undefined ? null : Number(m[2]), ctx: Number(m[3]) };
+      };
+      const alone = refuse([]);
+      const both = refuse(['--draft-model', modelPath(DRAFT)]);
+      assert.equal(alone.draft, null);
+      assert.ok(both.draft > 0.4 * both.total && both.draft < 0.6 * both.total, JSON.stringify(both));
+      assert.ok(both.ctx > 0.4 * alone.ctx && both.ctx < 0.6 * alone.ctx, `${both.ctx} vs ${alone.ctx} alone`);
+    });
 
   test('a missing file: serve exits 1 naming it', async () => {
     const port = await freePort();
