@@ -137,6 +137,7 @@ struct profiles_options {
     int32_t     threads    = 0;
     std::string kv_type;
     std::string memory_budget; // "" or a size: the budget instead of the detected one
+    std::string draft_model;   // "" or a model reference: every estimate includes it (serve --draft-model)
 };
 
 // "512M", "2G", "1.5G", "300000000": bytes, with K/M/G/T as binary units (an optional "iB" or
@@ -252,51 +253,58 @@ std::string status_text(const model_profile &p) {
     return s;
 }
 
-int run_profiles(const profiles_options &o) {
-    auto ref = parse_model_ref(o.model);
+// The local file behind a model reference (a path, a cached name, or a pulled hf:// or https://
+// reference), as `show` resolves it, and its GGUF header.
+struct model_file {
+    std::filesystem::path file;
+    gguf_info             info;
+};
+
+result<model_file> read_model_ref(const std::string &text) {
+    auto ref = parse_model_ref(text);
     if (!ref) {
-        return cli_fail("profiles", ref.err().message);
+        return ref.err();
     }
     std::filesystem::path file;
-    std::string           label = o.model;
-    switch (ref->kind) {
-    case model_ref_kind::hugging_face:
-    case model_ref_kind::url: {
-        auto root = model_store::default_root();
-        if (!root) {
-            return cli_fail("profiles", root.err().message);
-        }
-        auto e = find_pulled(model_store(*root), *ref);
-        if (!e) {
-            return cli_fail("profiles", e.err().message);
-        }
-        file  = e->file;
-        label = file.string();
-        break;
-    }
-    case model_ref_kind::local_path:
+    std::string           label = text;
+    if (ref->kind == model_ref_kind::local_path) {
         file = ref->path;
-        break;
-    case model_ref_kind::cached_name: {
+    } else {
         auto root = model_store::default_root();
         if (!root) {
-            return cli_fail("profiles", root.err().message);
+            return root.err();
         }
-        auto e = model_store(*root).find(ref->name);
+        const model_store store(*root);
+        auto e = ref->kind == model_ref_kind::cached_name ? store.find(ref->name) : find_pulled(store, *ref);
         if (!e) {
-            return cli_fail("profiles", e.err().message);
+            return e.err();
         }
         file  = e->file;
         label = file.string();
-        break;
-    }
     }
     auto info = read_gguf_file(file, label);
     if (!info) {
-        return cli_fail("profiles", info.err().message);
+        return info.err();
     }
+    return model_file{file, std::move(*info)};
+}
+
+int run_profiles(const profiles_options &o) {
+    auto found = read_model_ref(o.model);
+    if (!found) {
+        return cli_fail("profiles", found.err().message);
+    }
+    const std::filesystem::path &file = found->file;
+    const gguf_info *const       info = &found->info;
 
     profile_options po;
+    if (!o.draft_model.empty()) {
+        auto draft = read_model_ref(o.draft_model);
+        if (!draft) {
+            return cli_fail("profiles", "--draft-model: " + draft.err().message);
+        }
+        po.draft = std::move(draft->info);
+    }
     if (!o.memory_budget.empty()) {
         po.budget_bytes = parse_size(o.memory_budget);
         if (!po.budget_bytes) {
@@ -319,7 +327,7 @@ int run_profiles(const profiles_options &o) {
         const std::optional<bool> flash = set.model.architecture == "grok" ? std::optional(false) : std::nullopt;
         set.profiles.push_back(evaluate_attention_options(
             set.model, hw, set.budget, "custom", s.n_slots > 1 ? profile_flavour::throughput : profile_flavour::latency,
-            s, attention_candidates(kv, flash, true)));
+            s, attention_candidates(kv, flash, true), set.draft ? &*set.draft : nullptr));
     }
     const pick_goal goal   = o.goal == "throughput" ? pick_goal::throughput : pick_goal::latency;
     auto            picked = pick_profile(set, goal);
@@ -417,6 +425,8 @@ void add_profile_commands(CLI::App &app, std::function<int()> &action) {
         ->check(CLI::IsMember({"auto", "f32", "f16", "q8_0"}));
     cmd->add_option("--memory-budget", po->memory_budget,
                     "estimate against this budget instead of the detected one (e.g. 6G, 512M)");
+    cmd->add_option("--draft-model", po->draft_model,
+                    "include this draft model (serve --draft-model) in every estimate: a path or a cached name");
     cmd->callback([&action, po] { action = [po] { return run_profiles(*po); }; });
 
     auto as_json = std::make_shared<bool>(false);

@@ -61,9 +61,12 @@ std::optional<error> choose_profile(const serve_options &opts, const gguf_info &
     for (const auto &d : remote) {
         hw.remote.push_back({d.name, d.endpoint, d.total_bytes, d.free_bytes});
     }
-    const profile_set                set = list_profiles(info, hw);
-    const std::optional<model_shape> draft_shape =
-        draft != nullptr ? std::optional(model_shape_of(*draft, hw.isa)) : std::nullopt;
+    profile_options po;
+    if (draft != nullptr) {
+        po.draft = *draft;
+    }
+    const profile_set                 set         = list_profiles(info, hw, po);
+    const std::optional<model_shape> &draft_shape = set.draft;
 
     model_profile active;
     if (opts.profile == "auto") {
@@ -171,22 +174,6 @@ std::optional<error> choose_profile(const serve_options &opts, const gguf_info &
     for (const auto &p : set.profiles) {
         profiles.push_back(profile_to_json(p));
     }
-    if (draft_shape && active.memory.draft == 0) {
-        // A listed profile (--profile) was estimated without the draft: add its part and check
-        // again. (Settings from flags counted it when they were evaluated, above.) A GPU
-        // profile's estimate is the GPU's, checked against its memory; the draft goes on the GPU
-        // too, where llama.cpp reports what does not fit.
-        active.memory.draft = estimate_draft_memory(*draft_shape, set.model, active.settings).total();
-        if (!active.settings.gpu && active.memory.total() > set.budget.bytes) {
-            return error::invalid("profile " + active.name + " needs about " +
-                                      std::to_string((active.memory.total() - active.memory.draft) >> 20) +
-                                      " MiB and the draft model about " + std::to_string(active.memory.draft >> 20) +
-                                      " MiB more, but " + std::to_string(set.budget.bytes >> 20) +
-                                      " MiB are available; choose a smaller profile (inferbox profiles --model) or a "
-                                      "smaller draft model",
-                                  "draft-model");
-        }
-    }
     if (opts.profile.empty()) {
         spdlog::info("memory estimate: {} MiB (weights {}, KV {}, compute {}{}) of {} MiB available",
                      active.memory.total() >> 20, active.memory.weights >> 20, active.memory.kv_cache >> 20,
@@ -194,7 +181,7 @@ std::optional<error> choose_profile(const serve_options &opts, const gguf_info &
                      draft_shape ? ", draft model " + std::to_string(active.memory.draft >> 20) : std::string(),
                      set.budget.bytes >> 20);
     } else if (draft_shape) {
-        spdlog::info("draft model: memory estimate {} MiB; {} MiB with the profile", active.memory.draft >> 20,
+        spdlog::info("draft model: memory estimate {} MiB, counted in the profile's {} MiB", active.memory.draft >> 20,
                      active.memory.total() >> 20);
     }
     out.profile_json  = dump(profile_to_json(active));

@@ -26,7 +26,8 @@ struct draft_config {
     int32_t n_batch    = 512; // tokens per catch-up decode
     int32_t n_threads  = 1;
     float   p_min      = 0.5f; // a guess the draft model is less sure of than this ends the draft
-    // The served model's attention settings (engine/context_params.h), as serve settled them.
+    // The served model's attention settings (engine/context_params.h), as serve settled them
+    // (q8_0 KV excepted: the engine passes f16 then).
     kv_precision    kv_type    = kv_precision::automatic;
     flash_attention flash_attn = flash_attention::automatic;
 };

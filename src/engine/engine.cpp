@@ -139,7 +139,9 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m, en
         dc.n_batch    = e->cfg_.step_tokens;
         dc.n_threads  = e->cfg_.n_threads;
         dc.p_min      = e->cfg_.draft_p_min;
-        dc.kv_type    = e->cfg_.kv_type;
+        // q8_0 needs head sizes that hold its 32-value blocks, which a draft model may not have;
+        // its KV is small, so it keeps f16 (store/profiles.h, estimate_draft_memory()).
+        dc.kv_type    = e->cfg_.kv_type == kv_precision::q8_0 ? kv_precision::f16 : e->cfg_.kv_type;
         dc.flash_attn = e->cfg_.flash_attn;
         auto d        = draft_model::create(e->cfg_.draft_model, *e->model_, dc);
         if (!d) {

@@ -589,6 +589,9 @@ memory_estimate estimate_draft_memory(const model_shape &draft, const model_shap
     d.n_gpu_layers = target.gpu ? int32_t(std::min<uint64_t>(draft.n_layer + 1, 1u << 20)) : 0;
     d.n_batch      = std::max(target.n_batch, target.n_slots);
     d.n_ubatch     = std::min(d.n_batch, 512);
+    if (d.kv_type == kv_cache_type::q8_0) {
+        d.kv_type = kv_cache_type::f16; // as the engine configures it (engine.cpp)
+    }
     return estimate_memory(draft, d);
 }
 
@@ -809,6 +812,10 @@ profile_set list_profiles(const gguf_info &g, const hardware_info &hw, const pro
     profile_set set;
     set.model  = model_shape_of(g, hw.isa);
     set.budget = cpu_memory_budget(hw);
+    if (o.draft) {
+        set.draft = model_shape_of(*o.draft, hw.isa);
+    }
+    const model_shape *draft = set.draft ? &*set.draft : nullptr;
     if (o.budget_bytes) {
         set.budget = {*o.budget_bytes, 0, *o.budget_bytes};
     }
@@ -845,7 +852,7 @@ profile_set list_profiles(const gguf_info &g, const hardware_info &hw, const pro
         const std::vector<attention_option> options =
             s.gpu || s.rpc ? std::vector<attention_option>{{s.kv_type, s.flash_attn}}
                            : attention_candidates(kv, flash ? std::nullopt : std::optional(false), true);
-        set.profiles.push_back(evaluate_attention_options(m, hw, set.budget, profile_name(f, s), f, s, options));
+        set.profiles.push_back(evaluate_attention_options(m, hw, set.budget, profile_name(f, s), f, s, options, draft));
     };
 
     for (int32_t ctx : latency_ctx) {
@@ -1048,7 +1055,10 @@ result<profile_pick> pick_profile(const profile_set &set, pick_goal goal) {
     smallest.n_ctx_slot       = std::min(smallest.n_ctx_slot, min_fit_ctx);
     smallest.kv_type          = kv_cache_type::f16;
     smallest.flash_attn       = set.model.architecture != "grok"; // the smallest compute buffer, where it can
-    const memory_estimate m   = estimate_memory(set.model, smallest);
+    memory_estimate m         = estimate_memory(set.model, smallest);
+    if (set.draft) {
+        m.draft = estimate_draft_memory(*set.draft, set.model, smallest).total();
+    }
     e.message = "no profile fits in memory: even --parallel 1 --ctx-size " + std::to_string(smallest.n_ctx_slot) +
                 " needs " + mib_text(m.total()) + " (" + estimate_parts(m) + ") but the budget is " +
                 budget_text(set.budget);

@@ -142,7 +142,8 @@ memory_estimate estimate_memory(const model_shape &m, const profile_settings &s)
 
 // A draft model's part for speculative decoding (serve --draft-model): its own llama.cpp context
 // with the target's slots, context per slot and attention settings, and a batch of at least one
-// token per slot (engine/draft_model.cpp), on the device that holds the target's layers here:
+// token per slot (engine/draft_model.cpp; f16 where the target's is q8_0, whose blocks the draft's
+// head size may not hold), on the device that holds the target's layers here:
 // every layer on the GPU for a GPU profile, the CPU otherwise (an RPC profile keeps its draft
 // local). Never mlocked. A context of 0 is the served model's (`target_model`) trained context: the
 // draft's slots hold the served model's context, not the draft's own.
@@ -186,10 +187,13 @@ model_profile evaluate_profile(const model_shape &m, const hardware_info &hw, co
 struct profile_options {
     // Replaces the budget computed from the hardware (available = bytes = this, margin = 0).
     std::optional<uint64_t> budget_bytes;
+    // A draft model for speculative decoding: every profile's estimate includes its part.
+    std::optional<gguf_info> draft;
 };
 
 struct profile_set {
     model_shape                model;
+    std::optional<model_shape> draft; // profile_options::draft's shape
     memory_budget              budget;
     std::vector<model_profile> profiles; // latency first, then throughput, then GPU
 };

@@ -860,6 +860,15 @@ TEST(profiles, draft_model_estimate_follows_the_target_settings) {
     EXPECT_EQ(with_draft(alone + e.total()), profile_status::runnable);
     EXPECT_EQ(with_draft(alone + e.total() - 1), profile_status::low_memory);
 
+    // A q8_0 target's draft keeps f16 KV (its head size may not hold q8_0 blocks).
+    profile_settings q8  = t;
+    q8.kv_type           = kv_cache_type::q8_0;
+    q8.flash_attn        = true;
+    profile_settings f16 = expect;
+    f16.kv_type          = kv_cache_type::f16;
+    f16.flash_attn       = true;
+    EXPECT_EQ(estimate_draft_memory(d, target, q8).kv_cache, estimate_memory(d, f16).kv_cache);
+
     // An RPC target keeps its draft here: nothing remote.
     t.rpc          = true;
     t.n_gpu_layers = 16;

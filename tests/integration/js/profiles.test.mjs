@@ -200,6 +200,22 @@ describe('inferbox profiles', () => {
     assert.equal(tight.flash_attn, false);
   });
 
+  test('--draft-model: every estimate includes the draft model, as serve counts it', () => {
+    const list = (extra) => JSON.parse(ok(['profiles', '--model', modelPath(MODELS.plain), '--json', ...extra]));
+    const alone = list([]);
+    const both = list(['--draft-model', modelPath('stories260K-Q8_0.gguf')]);
+    for (const p of both.profiles.filter((x) => x.status === 'runnable')) {
+      const a = alone.profiles.find((x) => x.name === p.name);
+      assert.ok(p.memory.draft > 0, p.name);
+      assert.equal(a.memory.draft, 0);
+      assert.equal(p.memory.total, a.memory.total + p.memory.draft, p.name);
+    }
+    const res = spawnSync(serverBinary(), ['profiles', '--model', modelPath(MODELS.plain), '--draft-model', 'none.gguf'],
+      { encoding: 'utf8' });
+    assert.equal(res.status, 1);
+    assert.match(res.stderr, /--draft-model: .*none\.gguf/);
+  });
+
   test('--memory-budget: low_memory with a change that fits, and a refusal with the numbers', () => {
     const file = modelPath(MODELS.plain);
     const full = JSON.parse(ok(['profiles', '--model', file, '--json']));
