@@ -200,8 +200,16 @@ step_plan scheduler::schedule() {
             prefilling.push_back(&s);
         }
     }
-    int32_t budget = cfg_.step_tokens - n_decode;
-    if (n_decode > 0 && static_cast<int32_t>(prefilling.size()) <= n_decode) {
+    int32_t    budget = cfg_.step_tokens - n_decode;
+    const bool capped = n_decode > 0 && static_cast<int32_t>(prefilling.size()) <= n_decode;
+    // With a time budget per step (prefill_step_us), the cap bounds each prompt's chunk, so a
+    // long prompt still stalls running streams one chunk at a time, and the time budget bounds
+    // the step: cheap prompts (the tail of a burst on a small model) share a step instead of
+    // taking one cap's worth of tokens a step between decode steps (64 streams of stories260K:
+    // the last first token of a burst came 10 % sooner, docs/benchmarks.md). Without a time
+    // budget the cap bounds the step's prompt tokens.
+    const int32_t chunk_cap = capped && cfg_.prefill_step_us > 0 ? cfg_.prefill_while_decode : budget;
+    if (capped && cfg_.prefill_step_us <= 0) {
         budget = std::min(budget, cfg_.prefill_while_decode);
     }
     std::sort(prefilling.begin(), prefilling.end(), [](const seq *a, const seq *b) { return a->order < b->order; });
@@ -214,15 +222,18 @@ step_plan scheduler::schedule() {
             break;
         }
         const int32_t left  = s->st.n_prompt - s->st.n_past;
-        const int32_t chunk = std::min(left, budget);
+        const int32_t chunk = std::min({left, budget, chunk_cap});
         plan_item     item{s->id, s->st.slot, s->st.n_past, {}, chunk == left};
         item.tokens.assign(s->prompt.begin() + s->st.n_past, s->prompt.begin() + s->st.n_past + chunk);
         auto &held = slots_.tokens(s->st.slot);
         held.insert(held.end(), item.tokens.begin(), item.tokens.end());
         s->st.n_past += chunk;
         budget -= chunk;
-        prompt_us += chunk * prefill_us_per_token_; // a chunk short of its prompt has used up the budget
+        prompt_us += chunk * prefill_us_per_token_;
         plan.items.push_back(std::move(item));
+        if (chunk < left) {
+            break; // a chunk short of its prompt ends the step's prompt list
+        }
     }
     for (const auto &it : plan.items) {
         plan.n_tokens += static_cast<int32_t>(it.tokens.size());

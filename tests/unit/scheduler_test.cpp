@@ -209,6 +209,50 @@ TEST(scheduler, cheap_or_unmeasured_prompts_of_a_burst_share_a_step) {
     EXPECT_EQ(e.step().items.size(), 3u);
 }
 
+TEST(scheduler, with_a_time_budget_the_cap_bounds_each_chunk_not_the_step) {
+    // Streams running and fewer prompts waiting than streams: the cap (16) applies. With a time
+    // budget, cheap prompts share a step up to it; a long one is still cut at the cap.
+    auto c            = cfg(8, 512, 16);
+    c.prefill_step_us = 50'000;
+    scheduler   s(c);
+    fake_engine e(s);
+    s.set_prefill_cost(100); // 100 us a token: 500 tokens fill the 50 ms mark
+    ASSERT_TRUE(s.submit(1, prompt_of(4), 100));
+    ASSERT_TRUE(s.submit(2, prompt_of(4, 100), 100));
+    e.step(); // 1 and 2 decode from now on
+    ASSERT_TRUE(s.submit(3, prompt_of(12, 200), 5));
+    ASSERT_TRUE(s.submit(4, prompt_of(12, 300), 5));
+    auto plan = e.step(); // two decode tokens, then both 12-token prompts whole: 24 tokens > the cap
+    ASSERT_EQ(plan.items.size(), 4u);
+    EXPECT_EQ(plan.items[2].tokens.size(), 12u);
+    EXPECT_EQ(plan.items[3].tokens.size(), 12u);
+    ASSERT_TRUE(s.submit(5, prompt_of(40, 400), 5));
+    ASSERT_TRUE(s.submit(6, prompt_of(4, 500), 5));
+    plan = e.step(); // the 40-token prompt cut at 16; 6 waits for a later step
+    const auto prompt_items =
+        std::count_if(plan.items.begin(), plan.items.end(), [](const plan_item &it) { return it.tokens.size() > 1; });
+    EXPECT_EQ(prompt_items, 1);
+    EXPECT_EQ(plan.items.back().id, 5u);
+    EXPECT_EQ(plan.items.back().tokens.size(), 16u);
+
+    // Without a time budget the cap bounds the step: the two 12-token prompts take two steps.
+    auto c0            = cfg(4, 512, 16);
+    c0.prefill_step_us = 0;
+    scheduler   s0(c0);
+    fake_engine e0(s0);
+    ASSERT_TRUE(s0.submit(1, prompt_of(4), 100));
+    ASSERT_TRUE(s0.submit(2, prompt_of(4, 100), 100));
+    e0.step();
+    ASSERT_TRUE(s0.submit(3, prompt_of(12, 200), 5));
+    ASSERT_TRUE(s0.submit(4, prompt_of(12, 300), 5));
+    plan                  = e0.step();
+    int32_t prompt_tokens = 0;
+    for (const auto &it : plan.items) {
+        prompt_tokens += it.tokens.size() > 1 || !it.sample ? static_cast<int32_t>(it.tokens.size()) : 0;
+    }
+    EXPECT_EQ(prompt_tokens, 16);
+}
+
 TEST(scheduler, queue_bound_refuses_at_once) {
     scheduler s(cfg(1, 64, 16, 2));
     EXPECT_TRUE(s.submit(1, prompt_of(4), 10));
