@@ -109,6 +109,22 @@ TEST(schema, max_completion_tokens_wins_over_max_tokens) {
     EXPECT_EQ(*r->max_tokens, 4);
 }
 
+TEST(schema, completions_validate_max_completion_tokens_too) {
+    // Completions read max_completion_tokens as max_tokens, so it is validated there as well (a
+    // fuzzer found a boolean reaching the conversion: an exception, not a 400).
+    for (const char *text :
+         {R"({"prompt":"x","max_completion_tokens":true})", R"({"prompt":"x","max_completion_tokens":0})"}) {
+        auto body = parse_json_body(text, 64);
+        auto r    = parse_request(api_kind::completion, *body, api_limits{});
+        ASSERT_FALSE(r.ok()) << text;
+        EXPECT_EQ(r.err().param, "max_completion_tokens") << text;
+    }
+    auto body = parse_json_body(R"({"prompt":"x","max_completion_tokens":7})", 64);
+    auto r    = parse_request(api_kind::completion, *body, api_limits{});
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(*r->max_tokens, 7);
+}
+
 TEST(schema, malformed_and_hostile_bodies) {
     EXPECT_EQ(parse_json_body("", 64).err().code, "invalid_json");
     EXPECT_NE(parse_json_body("{\"prompt\":", 64).err().message.find("not valid JSON"), std::string::npos);
