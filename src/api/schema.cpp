@@ -49,7 +49,7 @@ const std::vector<numeric_field> &numeric_fields() {
         {"repetition_penalty", 0.01, 10, false, true, true},
         {"max_tokens", 1, 1 << 24, true, true, true},
         {"max_completion_tokens", 1, 1 << 24, true, true, true}, // completions take it as max_tokens
-        {"n", 1, 128, true, true, true}, // further bounded by --max-n
+        {"n", 1, 128, true, true, true},                         // further bounded by --max-n
         {"seed", -9.2e18, 9.2e18, true, true, true},
         {"top_logprobs", 0, 20, true, true, false},
         {"logprobs", 0, 5, true, false, true},   // completions: an integer; chat: a boolean
