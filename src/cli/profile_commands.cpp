@@ -297,13 +297,15 @@ int run_profiles(const profiles_options &o) {
     const std::filesystem::path &file = found->file;
     const gguf_info *const       info = &found->info;
 
-    profile_options po;
+    profile_options           po;
+    std::optional<model_file> draft; // outlives list_profiles(), which reads po.draft
     if (!o.draft_model.empty()) {
-        auto draft = read_model_ref(o.draft_model);
-        if (!draft) {
-            return cli_fail("profiles", "--draft-model: " + draft.err().message);
+        auto read = read_model_ref(o.draft_model);
+        if (!read) {
+            return cli_fail("profiles", "--draft-model: " + read.err().message);
         }
-        po.draft = std::move(draft->info);
+        draft    = std::move(*read);
+        po.draft = &draft->info;
     }
     if (!o.memory_budget.empty()) {
         po.budget_bytes = parse_size(o.memory_budget);

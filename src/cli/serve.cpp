@@ -62,9 +62,7 @@ std::optional<error> choose_profile(const serve_options &opts, const gguf_info &
         hw.remote.push_back({d.name, d.endpoint, d.total_bytes, d.free_bytes});
     }
     profile_options po;
-    if (draft != nullptr) {
-        po.draft = *draft;
-    }
+    po.draft                                      = draft;
     const profile_set                 set         = list_profiles(info, hw, po);
     const std::optional<model_shape> &draft_shape = set.draft;
 

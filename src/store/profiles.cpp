@@ -207,6 +207,12 @@ uint64_t pad_to(uint64_t n, uint64_t step) {
     return (n + step - 1) / step * step;
 }
 
+// The context per slot that settings of 0 (or less) stand for: the model's trained context,
+// bounded to what an int32_t setting and llama.cpp's KV cells can hold.
+int32_t context_or_trained(int32_t n_ctx_slot, const model_shape &m) {
+    return n_ctx_slot > 0 ? n_ctx_slot : int32_t(std::clamp<uint64_t>(m.n_ctx_train, 1, 1u << 24));
+}
+
 uint64_t sat_add(uint64_t a, uint64_t b) {
     return a > std::numeric_limits<uint64_t>::max() - b ? std::numeric_limits<uint64_t>::max() : a + b;
 }
@@ -581,14 +587,12 @@ uint64_t kv_cache_bytes(const model_shape &m, int32_t n_ctx_slot, int32_t n_slot
 memory_estimate estimate_draft_memory(const model_shape &draft, const model_shape &target_model,
                                       const profile_settings &target) {
     profile_settings d = target;
-    if (d.n_ctx_slot <= 0) {
-        d.n_ctx_slot = int32_t(std::clamp<uint64_t>(target_model.n_ctx_train, 1, 1u << 24));
-    }
-    d.rpc          = false;
-    d.use_mlock    = false;
-    d.n_gpu_layers = target.gpu ? int32_t(std::min<uint64_t>(draft.n_layer + 1, 1u << 20)) : 0;
-    d.n_batch      = std::max(target.n_batch, target.n_slots);
-    d.n_ubatch     = std::min(d.n_batch, 512);
+    d.n_ctx_slot       = context_or_trained(target.n_ctx_slot, target_model);
+    d.rpc              = false;
+    d.use_mlock        = false;
+    d.n_gpu_layers     = target.gpu ? int32_t(std::min<uint64_t>(draft.n_layer + 1, 1u << 20)) : 0;
+    d.n_batch          = std::max(target.n_batch, target.n_slots);
+    d.n_ubatch         = std::min(d.n_batch, 512);
     if (d.kv_type == kv_cache_type::q8_0) {
         d.kv_type = kv_cache_type::f16; // as the engine configures it (engine.cpp)
     }
@@ -598,9 +602,7 @@ memory_estimate estimate_draft_memory(const model_shape &draft, const model_shap
 memory_estimate estimate_memory(const model_shape &m, const profile_settings &s_in) {
     profile_settings s = s_in;
     s.n_slots          = std::max(1, s.n_slots);
-    if (s.n_ctx_slot <= 0) {
-        s.n_ctx_slot = int32_t(std::clamp<uint64_t>(m.n_ctx_train, 1, 1u << 24));
-    }
+    s.n_ctx_slot       = context_or_trained(s.n_ctx_slot, m);
     memory_estimate e;
     e.weights    = m.weight_bytes;
     e.page_cache = s.use_mmap ? m.repacked_bytes : 0;
@@ -678,14 +680,12 @@ model_profile evaluate_profile(const model_shape &m, const hardware_info &hw, co
         return e;
     };
     model_profile p;
-    p.name     = std::move(name);
-    p.flavour  = flavour;
-    p.settings = s;
-    if (p.settings.n_ctx_slot <= 0) {
-        p.settings.n_ctx_slot = int32_t(std::clamp<uint64_t>(m.n_ctx_train, 1, 1u << 24));
-    }
-    p.settings.n_slots = std::max(1, p.settings.n_slots);
-    p.memory           = estimate(p.settings);
+    p.name                = std::move(name);
+    p.flavour             = flavour;
+    p.settings            = s;
+    p.settings.n_ctx_slot = context_or_trained(s.n_ctx_slot, m);
+    p.settings.n_slots    = std::max(1, p.settings.n_slots);
+    p.memory              = estimate(p.settings);
 
     const auto incompatible = [&](std::string why) {
         p.status = profile_status::incompatible;
@@ -812,7 +812,7 @@ profile_set list_profiles(const gguf_info &g, const hardware_info &hw, const pro
     profile_set set;
     set.model  = model_shape_of(g, hw.isa);
     set.budget = cpu_memory_budget(hw);
-    if (o.draft) {
+    if (o.draft != nullptr) {
         set.draft = model_shape_of(*o.draft, hw.isa);
     }
     const model_shape *draft = set.draft ? &*set.draft : nullptr;

@@ -187,8 +187,9 @@ model_profile evaluate_profile(const model_shape &m, const hardware_info &hw, co
 struct profile_options {
     // Replaces the budget computed from the hardware (available = bytes = this, margin = 0).
     std::optional<uint64_t> budget_bytes;
-    // A draft model for speculative decoding: every profile's estimate includes its part.
-    std::optional<gguf_info> draft;
+    // A draft model for speculative decoding: every profile's estimate includes its part. Not
+    // owned; read during list_profiles() only.
+    const gguf_info *draft = nullptr;
 };
 
 struct profile_set {

@@ -210,15 +210,14 @@ TEST(profiles, compute_estimate_matches_llama_cpp_buffers) {
     // The synthetic model of docs/profiles.md (896 wide, FFN 4864, 14 heads, 512-token vocabulary):
     // llama.cpp reports a 36.01 MiB compute buffer at ubatch 512, 512 cells, flash attention on,
     // and 129.26 MiB at 4096 cells without flash attention.
-    model_spec s;
-    s.n_embd            = 896;
-    s.n_head            = 14;
-    s.n_head_kv         = 2;
-    s.n_ff              = 4864;
-    s.n_vocab           = 512;
-    s.n_layer           = 24;
-    s.n_ctx             = 4096;
-    s.weight_bytes      = 236 * mib;
+    const model_spec  s{.n_ctx        = 4096,
+                        .n_embd       = 896,
+                        .n_layer      = 24,
+                        .n_head       = 14,
+                        .n_head_kv    = 2,
+                        .n_ff         = 4864,
+                        .n_vocab      = 512,
+                        .weight_bytes = 236 * mib};
     const model_shape m = model_shape_of(make_model(s), cpu_isa{});
     profile_settings  p;
     p.n_ctx_slot                = 512;
@@ -814,14 +813,14 @@ TEST(profiles, attention_options_fall_back_to_what_fits) {
 }
 
 TEST(profiles, draft_model_estimate_follows_the_target_settings) {
-    model_spec ds;
-    ds.n_ctx                 = 2048; // the draft's own trained context does not matter: the target's does
-    ds.n_embd                = 1024;
-    ds.n_layer               = 8;
-    ds.n_head                = 16;
-    ds.n_head_kv             = 4;
-    ds.n_ff                  = 4096;
-    ds.weight_bytes          = 256 * mib;
+    // The draft's own trained context (2048) does not matter: the target's does.
+    const model_spec  ds{.n_ctx        = 2048,
+                         .n_embd       = 1024,
+                         .n_layer      = 8,
+                         .n_head       = 16,
+                         .n_head_kv    = 4,
+                         .n_ff         = 4096,
+                         .weight_bytes = 256 * mib};
     const model_shape d      = model_shape_of(make_model(ds), cpu_isa{});
     const model_shape target = model_shape_of(make_model({}), cpu_isa{}); // trained context 8192
     profile_settings  t;
