@@ -1,5 +1,7 @@
 #include "api/embeddings_schema.h"
 
+#include "api/json_fields.h"
+
 #include "common/utf8.h"
 
 #include <nlohmann/json.hpp>
@@ -15,27 +17,8 @@ using json = nlohmann::json;
 
 namespace {
 
-const json *field(const json &body, const char *name) {
-    auto it = body.find(name);
-    if (it == body.end() || it->is_null()) {
-        return nullptr;
-    }
-    return &*it;
-}
-
-result<std::string> short_string(const json &body, const char *name, size_t max_bytes = 1024) {
-    const json *v = field(body, name);
-    if (v == nullptr) {
-        return std::string();
-    }
-    if (!v->is_string()) {
-        return error::invalid(std::string(name) + " must be a string, got " + v->type_name(), name);
-    }
-    const auto &s = v->get_ref<const std::string &>();
-    if (s.size() > max_bytes) {
-        return error::invalid(std::string(name) + " is longer than " + std::to_string(max_bytes) + " bytes", name);
-    }
-    return s;
+result<std::string> short_string(const json &body, const char *name) {
+    return string_field(body, name, 1024);
 }
 
 std::string upper(std::string s) {
@@ -48,7 +31,7 @@ std::string upper(std::string s) {
 }
 
 result<truncate_mode> parse_truncate(const json &body) {
-    const json *v = field(body, "truncate");
+    const json *v = json_field(body, "truncate");
     if (v == nullptr) {
         return truncate_mode::none;
     }
@@ -116,7 +99,7 @@ result<embedding_request> parse_embedding_request(const json &body, const embedd
     }
     r.user = *user;
 
-    if (const json *ef = field(body, "encoding_format")) {
+    if (const json *ef = json_field(body, "encoding_format")) {
         if (ef->is_string() && ef->get_ref<const std::string &>() == "float") {
             r.encoding = embedding_encoding::float32;
         } else if (ef->is_string() && ef->get_ref<const std::string &>() == "base64") {
@@ -129,7 +112,7 @@ result<embedding_request> parse_embedding_request(const json &body, const embedd
                                   "encoding_format");
         }
     }
-    if (const json *d = field(body, "dimensions")) {
+    if (const json *d = json_field(body, "dimensions")) {
         const bool   integral = d->is_number_integer() || (d->is_number_float() && std::isfinite(d->get<double>()) &&
                                                          std::floor(d->get<double>()) == d->get<double>());
         const double v        = d->is_number() ? d->get<double>() : 0.0;
@@ -145,7 +128,7 @@ result<embedding_request> parse_embedding_request(const json &body, const embedd
         return trunc.err();
     }
     r.truncate = *trunc;
-    if (const json *it = field(body, "input_type")) {
+    if (const json *it = json_field(body, "input_type")) {
         const std::string s = it->is_string() ? it->get<std::string>() : std::string();
         if (s != "query" && s != "passage") {
             return error::invalid(
@@ -156,7 +139,7 @@ result<embedding_request> parse_embedding_request(const json &body, const embedd
         r.input_type = s;
     }
 
-    const json *in = field(body, "input");
+    const json *in = json_field(body, "input");
     if (in == nullptr) {
         return error::invalid("input is required: a string, an array of strings, an array of token ids, or an array "
                               "of token-id arrays",
@@ -223,7 +206,7 @@ result<ranking_request> parse_ranking_request(const json &body, const embedding_
     }
     r.truncate = *trunc;
 
-    const json *q = field(body, "query");
+    const json *q = json_field(body, "query");
     if (q == nullptr || !q->is_object() || !q->contains("text") || !(*q)["text"].is_string()) {
         return error::invalid("query must be an object {\"text\": string}", "query");
     }
@@ -231,7 +214,7 @@ result<ranking_request> parse_ranking_request(const json &body, const embedding_
     if (r.query.empty()) {
         return error::invalid("query.text is an empty string", "query");
     }
-    const json *ps = field(body, "passages");
+    const json *ps = json_field(body, "passages");
     if (ps == nullptr || !ps->is_array() || ps->empty()) {
         return error::invalid("passages must be a non-empty array of {\"text\": string} objects", "passages");
     }

@@ -1,5 +1,7 @@
 #include "api/schema.h"
 
+#include "api/json_fields.h"
+
 #include "common/utf8.h"
 
 #include <nlohmann/json.hpp>
@@ -103,31 +105,12 @@ result<json> parse_json_body(const std::string &body, int32_t max_depth) {
 
 namespace {
 
-const json *field(const json &body, const char *name) {
-    auto it = body.find(name);
-    if (it == body.end() || it->is_null()) {
-        return nullptr;
-    }
-    return &*it;
-}
-
 result<std::string> get_string(const json &body, const char *name, size_t max_bytes = 1u << 20) {
-    const json *v = field(body, name);
-    if (v == nullptr) {
-        return std::string();
-    }
-    if (!v->is_string()) {
-        return error::invalid(std::string(name) + " must be a string, got " + type_name(*v), name);
-    }
-    const auto &s = v->get_ref<const std::string &>();
-    if (s.size() > max_bytes) {
-        return error::invalid(std::string(name) + " is longer than " + std::to_string(max_bytes) + " bytes", name);
-    }
-    return s;
+    return string_field(body, name, max_bytes);
 }
 
 result<bool> get_bool(const json &body, const char *name, bool def) {
-    const json *v = field(body, name);
+    const json *v = json_field(body, name);
     if (v == nullptr) {
         return def;
     }
@@ -143,7 +126,7 @@ std::optional<error> check_numbers(api_kind kind, const json &body, const api_li
         if (!(kind == api_kind::chat ? f.chat : f.completion)) {
             continue;
         }
-        const json *v = field(body, f.name);
+        const json *v = json_field(body, f.name);
         if (v == nullptr) {
             continue;
         }
@@ -170,7 +153,7 @@ std::optional<error> check_numbers(api_kind kind, const json &body, const api_li
 }
 
 template <typename T> T num(const json &body, const char *name, T def) {
-    const json *v = field(body, name);
+    const json *v = json_field(body, name);
     return v == nullptr ? def : static_cast<T>(v->get<double>());
 }
 
@@ -312,7 +295,7 @@ result<output_constraint> parse_response_format(const json &rf, const api_limits
     if (!rf.is_object()) {
         return error::invalid("response_format must be an object, got " + type_name(rf), "response_format");
     }
-    const json *type = field(rf, "type");
+    const json *type = json_field(rf, "type");
     if (type == nullptr || !type->is_string()) {
         return error::invalid("response_format.type must be one of \"text\", \"json_object\", \"json_schema\"",
                               "response_format.type");
@@ -330,21 +313,21 @@ result<output_constraint> parse_response_format(const json &rf, const api_limits
                                   utf8_sanitize(t.substr(0, 64)) + "\"",
                               "response_format.type");
     }
-    const json *js = field(rf, "json_schema");
+    const json *js = json_field(rf, "json_schema");
     if (js == nullptr || !js->is_object()) {
         return error::invalid("response_format.json_schema must be an object {name, schema, strict}",
                               "response_format.json_schema");
     }
-    if (const json *name = field(*js, "name");
+    if (const json *name = json_field(*js, "name");
         name != nullptr && (!name->is_string() || name->get_ref<const std::string &>().size() > 256)) {
         return error::invalid("response_format.json_schema.name must be a string of at most 256 bytes",
                               "response_format.json_schema.name");
     }
-    if (const json *strict = field(*js, "strict"); strict != nullptr && !strict->is_boolean()) {
+    if (const json *strict = json_field(*js, "strict"); strict != nullptr && !strict->is_boolean()) {
         return error::invalid("response_format.json_schema.strict must be a boolean",
                               "response_format.json_schema.strict");
     }
-    const json *schema = field(*js, "schema");
+    const json *schema = json_field(*js, "schema");
     if (schema == nullptr || !schema->is_object()) {
         return error::invalid("response_format.json_schema.schema must be a JSON Schema object",
                               "response_format.json_schema.schema");
@@ -430,7 +413,7 @@ bool valid_tool_name(const std::string &name) {
 
 // tools, tool_choice, parallel_tool_calls (chat).
 std::optional<error> parse_tools(const json &body, const api_limits &limits, api_request &r) {
-    if (const json *tools = field(body, "tools")) {
+    if (const json *tools = json_field(body, "tools")) {
         if (!tools->is_array()) {
             return error::invalid(
                 "tools must be an array of {type: \"function\", function: {...}}, got " + type_name(*tools), "tools");
@@ -443,17 +426,17 @@ std::optional<error> parse_tools(const json &body, const api_limits &limits, api
         for (size_t i = 0; i < tools->size(); ++i) {
             const auto       &t     = (*tools)[i];
             const std::string param = "tools[" + std::to_string(i) + "]";
-            const json       *type  = t.is_object() ? field(t, "type") : nullptr;
+            const json       *type  = t.is_object() ? json_field(t, "type") : nullptr;
             if (type == nullptr || !type->is_string() || type->get_ref<const std::string &>() != "function") {
                 return error::invalid(param + " must be an object with type \"function\"", param + ".type");
             }
-            const json *fn = field(t, "function");
+            const json *fn = json_field(t, "function");
             if (fn == nullptr || !fn->is_object()) {
                 return error::invalid(param + ".function must be an object {name, description, parameters}",
                                       param + ".function");
             }
             chat_tool   tool;
-            const json *name = field(*fn, "name");
+            const json *name = json_field(*fn, "name");
             if (name == nullptr || !name->is_string() || !valid_tool_name(name->get<std::string>())) {
                 return error::invalid(param + ".function.name must be 1 to 64 characters of a-z, A-Z, 0-9, _ and -",
                                       param + ".function.name");
@@ -465,17 +448,17 @@ std::optional<error> parse_tools(const json &body, const api_limits &limits, api
                                           param + ".function.name");
                 }
             }
-            if (const json *d = field(*fn, "description")) {
+            if (const json *d = json_field(*fn, "description")) {
                 if (!d->is_string()) {
                     return error::invalid(param + ".function.description must be a string",
                                           param + ".function.description");
                 }
                 tool.description = d->get<std::string>();
             }
-            if (const json *strict = field(*fn, "strict"); strict != nullptr && !strict->is_boolean()) {
+            if (const json *strict = json_field(*fn, "strict"); strict != nullptr && !strict->is_boolean()) {
                 return error::invalid(param + ".function.strict must be a boolean", param + ".function.strict");
             }
-            if (const json *params = field(*fn, "parameters")) {
+            if (const json *params = json_field(*fn, "parameters")) {
                 if (!params->is_object()) {
                     return error::invalid(param + ".function.parameters must be a JSON Schema object",
                                           param + ".function.parameters");
@@ -494,7 +477,7 @@ std::optional<error> parse_tools(const json &body, const api_limits &limits, api
         return parallel.err();
     }
     r.parallel_tool_calls = *parallel;
-    const json *tc        = field(body, "tool_choice");
+    const json *tc        = json_field(body, "tool_choice");
     if (tc == nullptr) {
         return std::nullopt;
     }
@@ -517,9 +500,9 @@ std::optional<error> parse_tools(const json &body, const api_limits &limits, api
         }
         return std::nullopt;
     }
-    const json *type = tc->is_object() ? field(*tc, "type") : nullptr;
-    const json *fn   = tc->is_object() ? field(*tc, "function") : nullptr;
-    const json *name = fn != nullptr && fn->is_object() ? field(*fn, "name") : nullptr;
+    const json *type = tc->is_object() ? json_field(*tc, "type") : nullptr;
+    const json *fn   = tc->is_object() ? json_field(*tc, "function") : nullptr;
+    const json *name = fn != nullptr && fn->is_object() ? json_field(*fn, "name") : nullptr;
     if (type == nullptr || !type->is_string() || type->get_ref<const std::string &>() != "function" ||
         name == nullptr || !name->is_string()) {
         return error::invalid("tool_choice must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", "
@@ -552,13 +535,13 @@ result<std::vector<chat_tool_call>> message_tool_calls(const json &v, const std:
     for (size_t k = 0; k < v.size(); ++k) {
         const auto       &c  = v[k];
         const std::string p  = param + "[" + std::to_string(k) + "]";
-        const json       *id = c.is_object() ? field(c, "id") : nullptr;
-        const json       *fn = c.is_object() ? field(c, "function") : nullptr;
+        const json       *id = c.is_object() ? json_field(c, "id") : nullptr;
+        const json       *fn = c.is_object() ? json_field(c, "function") : nullptr;
         if (id == nullptr || !id->is_string() || fn == nullptr || !fn->is_object()) {
             return error::invalid(p + " must be {id, type: \"function\", function: {name, arguments}}", p);
         }
-        const json *name = field(*fn, "name");
-        const json *args = field(*fn, "arguments");
+        const json *name = json_field(*fn, "name");
+        const json *args = json_field(*fn, "arguments");
         if (name == nullptr || !name->is_string() || (args != nullptr && !args->is_string())) {
             return error::invalid(p + ".function needs a string name and string arguments (JSON text)",
                                   p + ".function");
@@ -588,7 +571,7 @@ result<output_constraint> parse_constraint(const json &body, const api_limits &l
         chosen = std::move(c);
         return std::nullopt;
     };
-    if (const json *rf = field(body, "response_format")) {
+    if (const json *rf = json_field(body, "response_format")) {
         auto c = parse_response_format(*rf, limits);
         if (!c) {
             return c.err();
@@ -598,7 +581,7 @@ result<output_constraint> parse_constraint(const json &body, const api_limits &l
         }
     }
     static const char *const guided_names[] = {"guided_json", "guided_regex", "guided_choice", "guided_grammar"};
-    const json              *nvext          = field(body, "nvext");
+    const json              *nvext          = json_field(body, "nvext");
     if (nvext != nullptr && !nvext->is_object()) {
         return error::invalid("nvext must be an object, got " + type_name(*nvext), "nvext");
     }
@@ -607,7 +590,7 @@ result<output_constraint> parse_constraint(const json &body, const api_limits &l
             continue;
         }
         for (const char *name : guided_names) {
-            const json *v = field(*scope, name);
+            const json *v = json_field(*scope, name);
             if (v == nullptr) {
                 continue;
             }
@@ -647,7 +630,7 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
         return stream.err();
     }
     r.stream = *stream;
-    if (const json *so = field(body, "stream_options")) {
+    if (const json *so = json_field(body, "stream_options")) {
         if (!so->is_object()) {
             return error::invalid("stream_options must be an object, got " + type_name(*so), "stream_options");
         }
@@ -676,11 +659,11 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
     s.presence_penalty   = num<float>(body, "presence_penalty", 0.0f);
     s.frequency_penalty  = num<float>(body, "frequency_penalty", 0.0f);
     s.repetition_penalty = num<float>(body, "repetition_penalty", 1.0f);
-    if (const json *seed = field(body, "seed")) {
+    if (const json *seed = json_field(body, "seed")) {
         // Any 64-bit seed is accepted; the sampler uses its low 32 bits.
         s.seed = static_cast<uint32_t>(static_cast<uint64_t>(seed->get<int64_t>()) & 0xFFFFFFFFu);
     }
-    if (field(body, "lora_scale") != nullptr) {
+    if (json_field(body, "lora_scale") != nullptr) {
         r.lora_scale = num<float>(body, "lora_scale", 1.0f);
     }
     r.n = num<int32_t>(body, "n", 1);
@@ -688,14 +671,14 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
         return error::invalid(
             "n must be between 1 and " + std::to_string(limits.max_n) + ", got " + std::to_string(r.n), "n");
     }
-    if (const json *mt = field(body, "max_completion_tokens")) {
+    if (const json *mt = json_field(body, "max_completion_tokens")) {
         r.max_tokens       = static_cast<int32_t>(mt->get<double>());
         r.max_tokens_param = "max_completion_tokens";
-    } else if (const json *mt2 = field(body, "max_tokens")) {
+    } else if (const json *mt2 = json_field(body, "max_tokens")) {
         r.max_tokens = static_cast<int32_t>(mt2->get<double>());
     }
 
-    if (const json *lb = field(body, "logit_bias")) {
+    if (const json *lb = json_field(body, "logit_bias")) {
         if (!lb->is_object()) {
             return error::invalid("logit_bias must be an object mapping token ids to numbers, got " + type_name(*lb),
                                   "logit_bias");
@@ -719,7 +702,7 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
         }
     }
 
-    if (const json *stop = field(body, "stop")) {
+    if (const json *stop = json_field(body, "stop")) {
         std::vector<std::string> stops;
         if (stop->is_string()) {
             stops.push_back(stop->get<std::string>());
@@ -762,10 +745,10 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
         }
         if (*lp) {
             s.top_logprobs = num<int32_t>(body, "top_logprobs", 0);
-        } else if (field(body, "top_logprobs") != nullptr) {
+        } else if (json_field(body, "top_logprobs") != nullptr) {
             return error::invalid("top_logprobs requires logprobs to be true", "top_logprobs");
         }
-        const json *msgs = field(body, "messages");
+        const json *msgs = json_field(body, "messages");
         if (msgs == nullptr || !msgs->is_array() || msgs->empty()) {
             return error::invalid("messages must be a non-empty array of {role, content} objects", "messages");
         }
@@ -813,14 +796,14 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
             msg.role    = role == "developer" ? "system" : role;
             msg.content = std::move(*content);
             if (role == "tool") {
-                const json *id = field(m, "tool_call_id");
+                const json *id = json_field(m, "tool_call_id");
                 if (id == nullptr || !id->is_string()) {
                     return error::invalid(param + ".tool_call_id is required for a tool message (a string)",
                                           param + ".tool_call_id");
                 }
                 msg.tool_call_id = id->get<std::string>();
             }
-            if (const json *calls = field(m, "tool_calls")) {
+            if (const json *calls = json_field(m, "tool_calls")) {
                 if (role != "assistant") {
                     return error::invalid(param + ".tool_calls is only allowed on assistant messages",
                                           param + ".tool_calls");
@@ -834,7 +817,7 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
             r.messages.push_back(std::move(msg));
         }
     } else {
-        if (const json *lp = field(body, "logprobs")) {
+        if (const json *lp = json_field(body, "logprobs")) {
             s.top_logprobs = static_cast<int32_t>(lp->get<double>());
         }
         auto echo = get_bool(body, "echo", false);
@@ -842,7 +825,7 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
             return echo.err();
         }
         r.echo           = *echo;
-        const json *prmt = field(body, "prompt");
+        const json *prmt = json_field(body, "prompt");
         if (prmt == nullptr) {
             return error::invalid("prompt is required: a string, an array of strings, or token ids", "prompt");
         }

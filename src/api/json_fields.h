@@ -1,0 +1,23 @@
+#pragma once
+// Reading optional fields of a request body, shared by the request parsers (schema.cpp,
+// embeddings_schema.cpp) so that every endpoint treats absent and null fields, and reports a
+// field of the wrong type or size, the same way.
+
+#include "common/status.h"
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <cstddef>
+#include <string>
+
+namespace inferbox {
+
+// The field `name` of the object `body`, or nullptr when it is absent or JSON null (OpenAI's
+// clients send null for "not set").
+const nlohmann::json *json_field(const nlohmann::json &body, const char *name);
+
+// The string field `name`: "" when absent or null; a 400 naming the field when it is not a
+// string or holds more than `max_bytes` bytes.
+result<std::string> string_field(const nlohmann::json &body, const char *name, size_t max_bytes);
+
+} // namespace inferbox
