@@ -1,17 +1,22 @@
 # Shared by the benchmark scripts (sourced, not run): the standard synthetic model and the wait
 # for a server to become ready.
 
-# synthetic_model PATH [SEED]: makes the random-weight 24x896 Q4_K_M model of realistic shape
-# (llama architecture, 14 heads, 2 KV heads, FFN 4864, stories260K's tokenizer) at PATH unless it
-# is there. Needs $models (the test models) and $synth_tool (build/tools/make-synthetic-gguf).
+# synthetic_model PATH [SEED] [VOCAB]: makes the random-weight 24x896 Q4_K_M model of realistic
+# shape (llama architecture, 14 heads, 2 KV heads, FFN 4864, stories260K's tokenizer) at PATH
+# unless it is there. VOCAB 0 (default) keeps that tokenizer's 512 tokens (~359M parameters);
+# otherwise the vocabulary is padded to VOCAB unused tokens and the output tied to the embeddings,
+# as in Qwen2.5-0.5B (151936: ~494M parameters). Needs $models (the test models) and $synth_tool
+# (build/tools/make-synthetic-gguf).
 synthetic_model() {
-  local out=$1 seed=${2:-1}
+  local out=$1 seed=${2:-1} vocab=${3:-0}
   [ -f "$out" ] && return 0
   [ -x "$synth_tool" ] || { echo "make-synthetic-gguf not found at $synth_tool: build the project first" >&2; return 1; }
   mkdir -p "$(dirname "$out")"
-  echo "generating $out (24 layers x 896, Q4_K_M, random weights, seed $seed)" >&2
+  local extra=()
+  [ "$vocab" -gt 0 ] && extra=(--vocab-size "$vocab" --tie-embeddings)
+  echo "generating $out (24 layers x 896, Q4_K_M, random weights, seed $seed, vocab ${vocab/#0/512})" >&2
   "$synth_tool" --out "$out.tmp" --vocab-from "$models/stories260K.gguf" --layers 24 --embd 896 \
-    --heads 14 --kv-heads 2 --ffn 4864 --ctx 4096 --seed "$seed" --type q4_k_m >&2
+    --heads 14 --kv-heads 2 --ffn 4864 --ctx 4096 --seed "$seed" --type q4_k_m "${extra[@]}" >&2
   mv "$out.tmp" "$out"
 }
 

@@ -131,9 +131,11 @@ start_server() {
 }
 
 # --- the synthetic model --------------------------------------------------------------------
-synthetic=$work/models/synthetic-24x896-q4_k_m.gguf
+# The issue's ~0.5B model: Qwen2.5-0.5B's shape, its 151936-token vocabulary included (padded,
+# tied to the output), so every decode step also computes and samples 151936 logits per stream.
+synthetic=$work/models/synthetic-0.5b-v151936-q4_k_m.gguf
 need_synthetic() {
-  synthetic_model "$synthetic" 1 || die "cannot make the synthetic model"
+  synthetic_model "$synthetic" 1 151936 || die "cannot make the synthetic model"
 }
 
 # --- scenarios ------------------------------------------------------------------------------
@@ -145,11 +147,11 @@ need_synthetic() {
 scenario() {
   case $1 in
     a) echo "a|stories260K chat, 64-token prompts, 128 out|$models/stories260K-chatml.gguf|chat|64|128|0|1 4 16 64|512|64|0" ;;
-    b) echo "b|synthetic 24x896 Q4_K_M completions, 128-token prompts, 64 out|$synthetic|completions|128|64|0|1 4 8|512|16|0" ;;
+    b) echo "b|synthetic 0.5B (24x896, vocab 151936) Q4_K_M completions, 128-token prompts, 64 out|$synthetic|completions|128|64|0|1 4 8|512|16|0" ;;
     # 512 shared words + 64 unique words, 64 out: about 641 tokens per sequence.
-    c) echo "c|synthetic 24x896 Q4_K_M, 16 requests sharing a 512-token prefix|$synthetic|completions|576|64|512|4|1024|16|0" ;;
+    c) echo "c|synthetic 0.5B Q4_K_M, 16 requests sharing a 512-token prefix|$synthetic|completions|576|64|512|4|1024|16|0" ;;
     # (b)'s requests arriving at random: about 2/3 of what the 2 cores serve at 8 streams.
-    d) echo "d|synthetic 24x896 Q4_K_M completions as (b), Poisson arrivals at 0.5 req/s, at most 8 in flight|$synthetic|completions|128|64|0|8|512|40|0.5" ;;
+    d) echo "d|synthetic 0.5B Q4_K_M completions as (b), Poisson arrivals at 0.35 req/s, at most 8 in flight|$synthetic|completions|128|64|0|8|512|40|0.35" ;;
     *) die "unknown scenario '$1' (expected a, b, c, d)" ;;
   esac
 }

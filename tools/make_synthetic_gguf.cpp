@@ -15,6 +15,7 @@
 #include <cstring>
 #include <exception>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <unistd.h>
@@ -42,6 +43,11 @@ struct synth_options {
     int32_t     threads  = 0; // quantization threads, 0 = all cores
     float       stddev   = 0.02f;
     bool        verify   = false;
+    // 0: the tokenizer's own size. Larger: the vocabulary is padded to it with unused tokens
+    // (as real models pad theirs), so the embedding and output matrices have a real model's size.
+    int64_t vocab_size = 0;
+    // No output.weight: the logits come from token_embd (tied embeddings, as in Qwen2.5-0.5B).
+    bool tie_embeddings = false;
 };
 
 // Owns a FILE*; closes it on every path.
@@ -97,14 +103,24 @@ class rng {
 };
 
 // Copies every tokenizer.* key (vocab, scores, types, special ids, chat template...) from src.
-// Returns the vocab size, or -1 (with a message) when src has no tokenizer.
-int64_t copy_tokenizer(gguf_context *dst, const gguf_context *src, std::string &err) {
+// With `pad_to` above the tokenizer's size, the per-token arrays (tokens, scores, token types) are
+// extended to `pad_to` entries: tokens "<|synthetic_unused_N|>" of type UNUSED with the lowest
+// score, which no text tokenizes to. Returns the vocab size, or -1 (with a message) when src has
+// no tokenizer or is larger than `pad_to`.
+int64_t copy_tokenizer(gguf_context *dst, const gguf_context *src, int64_t pad_to, std::string &err) {
     const int64_t tokens = gguf_find_key(src, "tokenizer.ggml.tokens");
     if (tokens < 0 || gguf_get_kv_type(src, tokens) != GGUF_TYPE_ARRAY ||
         gguf_get_arr_type(src, tokens) != GGUF_TYPE_STRING || gguf_get_arr_n(src, tokens) == 0) {
         err = "has no tokenizer.ggml.tokens string array";
         return -1;
     }
+    const auto n_src = int64_t(gguf_get_arr_n(src, tokens));
+    if (pad_to > 0 && pad_to < n_src) {
+        err = "has " + std::to_string(n_src) + " tokens, more than --vocab-size " + std::to_string(pad_to) +
+              " (the vocabulary can be padded, not cut)";
+        return -1;
+    }
+    const int64_t n_out = std::max(n_src, pad_to);
     for (int64_t i = 0; i < gguf_get_n_kv(src); ++i) {
         const char *key = gguf_get_key(src, i);
         if (std::strncmp(key, "tokenizer.", 10) != 0) {
@@ -150,12 +166,45 @@ int64_t copy_tokenizer(gguf_context *dst, const gguf_context *src, std::string &
         case GGUF_TYPE_ARRAY: {
             const size_t n = gguf_get_arr_n(src, i);
             const auto   t = gguf_get_arr_type(src, i);
+            // The per-token arrays are padded; others (BPE merges...) are copied as they are.
+            const std::string_view k(key);
+            const bool pad = n_out > n_src && (k == "tokenizer.ggml.tokens" || k == "tokenizer.ggml.scores" ||
+                                               k == "tokenizer.ggml.token_type");
+            if (pad && int64_t(n) != n_src) {
+                err = std::string(key) + " has " + std::to_string(n) + " entries for " + std::to_string(n_src) +
+                      " tokens";
+                return -1;
+            }
             if (t == GGUF_TYPE_STRING) {
+                std::vector<std::string>  extra;
                 std::vector<const char *> strs(n);
                 for (size_t j = 0; j < n; ++j) {
                     strs[j] = gguf_get_arr_str(src, i, j);
                 }
-                gguf_set_arr_str(dst, key, strs.data(), n);
+                if (pad) {
+                    extra.reserve(size_t(n_out - n_src));
+                    for (int64_t j = n_src; j < n_out; ++j) {
+                        extra.push_back("<|synthetic_unused_" + std::to_string(j - n_src) + "|>");
+                    }
+                    for (const auto &e : extra) {
+                        strs.push_back(e.c_str());
+                    }
+                }
+                gguf_set_arr_str(dst, key, strs.data(), strs.size());
+            } else if (pad && t == GGUF_TYPE_FLOAT32) { // scores
+                const auto        *v = static_cast<const float *>(gguf_get_arr_data(src, i));
+                std::vector<float> out(v, v + n);
+                const float        low = out.empty() ? 0.0f : *std::min_element(out.begin(), out.end());
+                out.resize(size_t(n_out), low - 1.0f);
+                gguf_set_arr_data(dst, key, t, out.data(), out.size());
+            } else if (pad && t == GGUF_TYPE_INT32) { // token types
+                const auto          *v = static_cast<const int32_t *>(gguf_get_arr_data(src, i));
+                std::vector<int32_t> out(v, v + n);
+                out.resize(size_t(n_out), LLAMA_TOKEN_TYPE_UNUSED);
+                gguf_set_arr_data(dst, key, t, out.data(), out.size());
+            } else if (pad) {
+                err = std::string("cannot pad ") + key + ", a per-token array of an unexpected type";
+                return -1;
             } else if (t == GGUF_TYPE_ARRAY) {
                 err = std::string("nested array in ") + key + " is not supported";
                 return -1;
@@ -169,7 +218,7 @@ int64_t copy_tokenizer(gguf_context *dst, const gguf_context *src, std::string &
             return -1;
         }
     }
-    return int64_t(gguf_get_arr_n(src, tokens));
+    return n_out;
 }
 
 std::string validate(const synth_options &o) {
@@ -200,6 +249,9 @@ std::string validate(const synth_options &o) {
     }
     if (!(o.stddev > 0.0f && o.stddev < 1.0f)) {
         return "--stddev must be in (0, 1)";
+    }
+    if (o.vocab_size < 0 || o.vocab_size > (1 << 22)) {
+        return "--vocab-size must be in [0, " + std::to_string(1 << 22) + "], got " + std::to_string(o.vocab_size);
     }
     return {};
 }
@@ -254,21 +306,22 @@ std::string write_f16(const synth_options &o, const gguf_context *vocab, const s
     } g_guard{g};
 
     const int32_t head_dim = o.embd / o.heads;
-    const int64_t n_vocab  = copy_tokenizer(g, vocab, err);
+    const int64_t n_vocab  = copy_tokenizer(g, vocab, o.vocab_size, err);
     if (n_vocab < 0) {
         return o.vocab_from + " " + err;
     }
-    // Tokens that are not text (byte fallback, control, unknown) get all-zero output rows: their
-    // logit is exactly 0 while the text tokens' logits are spread around 0, so greedy decoding
+    // Tokens that are not text (byte fallback, control, unknown, the padding) get all-zero rows in
+    // the matrix the logits come from (output.weight, or token_embd when tied): their logit is
+    // exactly 0 while the text tokens' logits are spread around 0, so greedy decoding
     // (every benchmark) never picks one among hundreds of text tokens. A random model would
     // otherwise emit byte tokens about half the time, whose incomplete UTF-8 servers hold back:
     // stream chunks would then span several tokens and no longer time one token each.
     const std::vector<bool> none;
     std::vector<bool>       non_text;
-    if (const int64_t k = gguf_find_key(vocab, "tokenizer.ggml.token_type");
-        k >= 0 && gguf_get_kv_type(vocab, k) == GGUF_TYPE_ARRAY && gguf_get_arr_type(vocab, k) == GGUF_TYPE_INT32 &&
-        int64_t(gguf_get_arr_n(vocab, k)) == n_vocab) {
-        const auto *types = static_cast<const int32_t *>(gguf_get_arr_data(vocab, k));
+    if (const int64_t k = gguf_find_key(g, "tokenizer.ggml.token_type");
+        k >= 0 && gguf_get_kv_type(g, k) == GGUF_TYPE_ARRAY && gguf_get_arr_type(g, k) == GGUF_TYPE_INT32 &&
+        int64_t(gguf_get_arr_n(g, k)) == n_vocab) {
+        const auto *types = static_cast<const int32_t *>(gguf_get_arr_data(g, k));
         non_text.resize(size_t(n_vocab));
         for (int64_t t = 0; t < n_vocab; ++t) {
             non_text[size_t(t)] = types[t] != LLAMA_TOKEN_TYPE_NORMAL;
@@ -314,7 +367,10 @@ std::string write_f16(const synth_options &o, const gguf_context *vocab, const s
     // loader (src/models/llama.cpp) creates them.
     add("token_embd.weight", GGML_TYPE_F16, o.embd, n_vocab);
     add("output_norm.weight", GGML_TYPE_F32, o.embd, 1);
-    add("output.weight", GGML_TYPE_F16, o.embd, n_vocab);
+    if (!o.tie_embeddings) { // else llama.cpp computes the logits with token_embd
+        add("output.weight", GGML_TYPE_F16, o.embd, n_vocab);
+    }
+    const char *logits_from = o.tie_embeddings ? "token_embd.weight" : "output.weight";
     for (int32_t l = 0; l < o.layers; ++l) {
         const std::string p = "blk." + std::to_string(l) + ".";
         add(p + "attn_norm.weight", GGML_TYPE_F32, o.embd, 1);
@@ -347,7 +403,7 @@ std::string write_f16(const synth_options &o, const gguf_context *vocab, const s
             return std::string("internal error: ") + t->name + " is not at its declared offset";
         }
         rng r(uint64_t(o.seed) * 0x100000001b3ull + i);
-        if (!write_tensor_data(fh.f, t, r, o.stddev, std::strcmp(t->name, "output.weight") == 0 ? non_text : none)) {
+        if (!write_tensor_data(fh.f, t, r, o.stddev, std::strcmp(t->name, logits_from) == 0 ? non_text : none)) {
             return "writing " + path + " failed: " + std::strerror(errno);
         }
         const size_t nb  = ggml_nbytes(t);
@@ -470,12 +526,13 @@ int cli_main(int argc, char **argv) {
     inferbox::synth_options o;
     CLI::App app{"Writes a random-weight llama-architecture GGUF of a realistic shape for throughput benchmarks.\n"
                  "The tokenizer (every tokenizer.* key) is copied from --vocab-from, so the model tokenizes text,\n"
-                 "and the vocabulary size is that tokenizer's: with stories260K.gguf it is 512 tokens, which makes\n"
-                 "the embedding and output matrices far smaller than a real model's (the transformer blocks, which\n"
-                 "dominate the work per token, have the real shape). The weights are N(0, stddev), norms are 1:\n"
-                 "the text it generates is meaningless.\n"
-                 "Default shape: 24 layers x 896, 14 heads, 2 KV heads, FFN 4864 (a Qwen2.5-0.5B-like body,\n"
-                 "~359M parameters with the 512-token vocab). With q4_k_m, rows whose length is not a multiple\n"
+                 "and the vocabulary size is that tokenizer's (512 tokens with stories260K.gguf) unless\n"
+                 "--vocab-size pads it with unused tokens to a real model's size. The weights are N(0, stddev),\n"
+                 "norms are 1: the text it generates is meaningless; rows of the logit matrix for non-text\n"
+                 "tokens are zero, so greedy decoding emits only text tokens.\n"
+                 "Default shape: 24 layers x 896, 14 heads, 2 KV heads, FFN 4864 (Qwen2.5-0.5B's body: ~359M\n"
+                 "parameters with the 512-token vocab; --vocab-size 151936 --tie-embeddings gives its ~494M).\n"
+                 "With q4_k_m, rows whose length is not a multiple\n"
                  "of 256 (the 896-wide ones) fall back to q5_0/q8_0 in llama.cpp's quantizer, as they do for\n"
                  "the real Qwen2.5-0.5B.",
                  "make-synthetic-gguf"};
@@ -493,6 +550,9 @@ int cli_main(int argc, char **argv) {
         ->check(CLI::IsMember({"f16", "q4_k_m"}));
     app.add_option("--threads", o.threads, "quantization threads (0 = all cores)")->capture_default_str();
     app.add_option("--stddev", o.stddev, "standard deviation of the weights")->capture_default_str();
+    app.add_option("--vocab-size", o.vocab_size, "pad the vocabulary to this many tokens (0: the tokenizer's own)")
+        ->capture_default_str();
+    app.add_flag("--tie-embeddings", o.tie_embeddings, "no output.weight: the logits use token_embd");
     app.add_flag("--verify", o.verify, "load the result with llama.cpp and decode a short prompt");
     try {
         app.parse(argc, argv);
