@@ -134,9 +134,11 @@ int run_cli(int argc, char **argv) {
     serve->add_option("--max-n", so.api.max_n, "most choices (n × prompts) in one request")
         ->capture_default_str()
         ->check(CLI::Range(1, 128));
-    serve->add_option("--http-threads", so.http_threads, "I/O threads")
+    serve
+        ->add_option("--http-threads", so.http_threads,
+                     "I/O threads (0 = auto: a quarter of the CPUs this process may use, 1 to 4)")
         ->capture_default_str()
-        ->check(CLI::Range(1, 64));
+        ->check(CLI::Range(0, 64));
     serve->add_option("--shutdown-timeout", so.shutdown_timeout, "seconds in-flight requests get on SIGTERM")
         ->capture_default_str()
         ->check(CLI::Range(0, 3600));

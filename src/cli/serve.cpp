@@ -609,8 +609,10 @@ int run_serve(const serve_options &given) {
     spdlog::info("inferbox {} listening on {}://{}:{}{} (live; loading {})", cfg.version, scheme, opts.host, port,
                  opts.tls_client_ca.empty() ? "" : " with client certificates", plans.front().path);
 
+    const int32_t n_io = opts.http_threads > 0 ? opts.http_threads : http_threads_for(detect_hardware());
+    spdlog::debug("{} I/O thread{}", n_io, n_io == 1 ? "" : "s");
     std::vector<std::thread> io_threads;
-    for (int32_t i = 0; i < std::max(1, opts.http_threads); ++i) {
+    for (int32_t i = 0; i < n_io; ++i) {
         io_threads.emplace_back([&ioc] { ioc.run(); });
     }
 

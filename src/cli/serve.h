@@ -23,7 +23,7 @@ struct serve_options {
     std::string              chat_template;
     std::string              host             = "127.0.0.1";
     uint16_t                 port             = 8000;
-    int32_t                  http_threads     = 2;
+    int32_t                  http_threads     = 0;  // 0: auto (http_threads_for())
     int32_t                  shutdown_timeout = 30; // seconds to let in-flight requests finish
     int32_t                  gpu_layers       = 0;  // --gpu-layers: layers offloaded to a GPU backend
     bool                     no_mmap          = false;

@@ -907,6 +907,10 @@ profile_set list_profiles(const gguf_info &g, const hardware_info &hw, const pro
     return set;
 }
 
+int32_t http_threads_for(const hardware_info &hw) {
+    return int32_t(std::clamp<uint32_t>(hw.n_threads_effective / 4, 1, 4));
+}
+
 int32_t rpc_layer_split(const model_shape &m, const hardware_info &hw, const memory_budget &budget,
                         const profile_settings &s) {
     if (hw.remote.empty() || m.n_layer == 0) {

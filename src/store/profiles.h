@@ -215,6 +215,13 @@ struct profile_set {
 // no q8_0 KV). mmap on, mlock on for latency profiles when RLIMIT_MEMLOCK covers the weights.
 profile_set list_profiles(const gguf_info &g, const hardware_info &hw, const profile_options &o = {});
 
+// HTTP I/O threads for `serve --http-threads 0` (auto): a quarter of the logical CPUs this
+// process may use, at least 1, at most 4. They parse, render and tokenize requests and write the
+// streams, a small share of the work beside decoding, and every extra thread contends with the
+// compute threads for cores: on 2 cores, a second I/O thread cost about 10 % of single-stream
+// tokens/s (docs/benchmarks.md, 2026-12-06).
+int32_t http_threads_for(const hardware_info &hw);
+
 // Layers to put on the RPC workers for `s` (an rpc profile): in proportion to the memory the
 // workers can give (free less margin, summed) against the memory this machine's budget leaves
 // after its fixed parts, then moved so both sides fit when they can. 0 without remote devices.

@@ -878,3 +878,18 @@ TEST(profiles, draft_model_estimate_follows_the_target_settings) {
     t.n_ctx_slot = 0;
     EXPECT_EQ(estimate_draft_memory(d, target, t).kv_cache, e.kv_cache);
 }
+
+TEST(profiles, http_threads_are_a_quarter_of_the_usable_cpus_from_1_to_4) {
+    hardware_info hw = make_hardware();
+    const auto    at = [&](uint32_t cpus) {
+        hw.n_threads_effective = cpus;
+        return http_threads_for(hw);
+    };
+    EXPECT_EQ(at(1), 1); // the 2-core machines this project is measured on: one I/O thread
+    EXPECT_EQ(at(2), 1);
+    EXPECT_EQ(at(7), 1);
+    EXPECT_EQ(at(8), 2);
+    EXPECT_EQ(at(12), 3);
+    EXPECT_EQ(at(16), 4);
+    EXPECT_EQ(at(256), 4);
+}
