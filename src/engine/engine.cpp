@@ -441,6 +441,14 @@ void engine::accept_new(std::vector<pending> &incoming) {
             sp.penalty_last_n         = cfg_.n_ctx_slot;
             sp.seed                   = in.seed ? *in.seed + static_cast<uint32_t>(i) : LLAMA_DEFAULT_SEED;
             sp.no_perf                = true;
+            // Greedy (temperature 0) keeps only the best token, which top-k of 1 finds in one pass.
+            // Without it, every later sampler of the chain (top-p, min-p, temperature, the final
+            // draw's softmax) walks the whole vocabulary each token: with Qwen2.5's 151936
+            // tokens, about 0.4 ms a token per stream (docs/benchmarks.md, 2026-12-06). Logit bias
+            // and penalties come before top-k in the chain, so they still apply.
+            if (in.temperature <= 0.0f) {
+                sp.top_k = 1;
+            }
             for (const auto &[tok, bias] : in.logit_bias) {
                 sp.logit_bias.push_back({tok, bias});
             }
