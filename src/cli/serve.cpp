@@ -612,6 +612,7 @@ int run_serve(const serve_options &given) {
     const int32_t n_io = opts.http_threads > 0 ? opts.http_threads : http_threads_for(detect_hardware());
     spdlog::debug("{} I/O thread{}", n_io, n_io == 1 ? "" : "s");
     std::vector<std::thread> io_threads;
+    io_threads.reserve(size_t(n_io));
     for (int32_t i = 0; i < n_io; ++i) {
         io_threads.emplace_back([&ioc] { ioc.run(); });
     }
