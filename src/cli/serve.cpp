@@ -609,7 +609,12 @@ int run_serve(const serve_options &given) {
     spdlog::info("inferbox {} listening on {}://{}:{}{} (live; loading {})", cfg.version, scheme, opts.host, port,
                  opts.tls_client_ca.empty() ? "" : " with client certificates", plans.front().path);
 
-    const int32_t n_io = opts.http_threads > 0 ? opts.http_threads : http_threads_for(detect_hardware());
+    int32_t n_io = opts.http_threads;
+    if (n_io <= 0) { // auto: only the CPU facts matter, not the memory and ISA detect_hardware() reads
+        hardware_info cpus;
+        read_cpus("/", cpus);
+        n_io = http_threads_for(cpus);
+    }
     spdlog::debug("{} I/O thread{}", n_io, n_io == 1 ? "" : "s");
     std::vector<std::thread> io_threads;
     io_threads.reserve(size_t(n_io));

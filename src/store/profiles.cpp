@@ -669,16 +669,23 @@ memory_budget cpu_memory_budget(const hardware_info &hw) {
     return b;
 }
 
+namespace {
+
+// estimate_memory() of `s`, plus the draft model's part when there is one.
+memory_estimate estimate_with_draft(const model_shape &m, const profile_settings &s, const model_shape *draft) {
+    memory_estimate e = estimate_memory(m, s);
+    if (draft != nullptr) {
+        e.draft = estimate_draft_memory(*draft, m, s).total();
+    }
+    return e;
+}
+
+} // namespace
+
 model_profile evaluate_profile(const model_shape &m, const hardware_info &hw, const memory_budget &cpu_budget,
                                std::string name, profile_flavour flavour, const profile_settings &s,
                                const model_shape *draft) {
-    const auto estimate = [&](const profile_settings &t) {
-        memory_estimate e = estimate_memory(m, t);
-        if (draft != nullptr) {
-            e.draft = estimate_draft_memory(*draft, m, t).total();
-        }
-        return e;
-    };
+    const auto    estimate = [&](const profile_settings &t) { return estimate_with_draft(m, t, draft); };
     model_profile p;
     p.name                = std::move(name);
     p.flavour             = flavour;
@@ -1059,10 +1066,7 @@ result<profile_pick> pick_profile(const profile_set &set, pick_goal goal) {
     smallest.n_ctx_slot       = std::min(smallest.n_ctx_slot, min_fit_ctx);
     smallest.kv_type          = kv_cache_type::f16;
     smallest.flash_attn       = set.model.architecture != "grok"; // the smallest compute buffer, where it can
-    memory_estimate m         = estimate_memory(set.model, smallest);
-    if (set.draft) {
-        m.draft = estimate_draft_memory(*set.draft, set.model, smallest).total();
-    }
+    const memory_estimate m   = estimate_with_draft(set.model, smallest, set.draft ? &*set.draft : nullptr);
     e.message = "no profile fits in memory: even --parallel 1 --ctx-size " + std::to_string(smallest.n_ctx_slot) +
                 " needs " + mib_text(m.total()) + " (" + estimate_parts(m) + ") but the budget is " +
                 budget_text(set.budget);
