@@ -88,7 +88,7 @@ std::string count_error(const char *what, size_t n, int32_t limit) {
 
 result<embedding_request> parse_embedding_request(const json &body, const embedding_limits &limits) {
     embedding_request r;
-    auto              model = short_string(body, "model");
+    auto              model = model_field(body);
     if (!model) {
         return model.err();
     }
@@ -195,7 +195,7 @@ result<embedding_request> parse_embedding_request(const json &body, const embedd
 
 result<ranking_request> parse_ranking_request(const json &body, const embedding_limits &limits) {
     ranking_request r;
-    auto            model = short_string(body, "model");
+    auto            model = model_field(body);
     if (!model) {
         return model.err();
     }

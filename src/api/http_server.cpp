@@ -34,6 +34,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     protocol_error_fn                  on_error;
     http_limits                        limits;
     access_log_fn                      access_log;
+    body_limit_fn                      body_limit;
     std::shared_ptr<net::ssl::context> tls; // HTTPS when set
     // Exchanges whose request arrived and whose response is not fully written (or abandoned).
     std::atomic<size_t> open_exchanges{0};
@@ -179,7 +180,8 @@ class session final : public http_exchange, public std::enable_shared_from_this<
         log_fields_.clear();
         req_ = {}; // a protocol error on the next request must not log the previous one
         parser_.emplace();
-        parser_->body_limit(server_->limits.max_body_bytes);
+        // The body limit depends on the route: set in on_header, which also checks Content-Length.
+        parser_->body_limit(boost::none);
         parser_->header_limit(static_cast<uint32_t>(server_->limits.max_header_bytes));
         lowest().expires_never(); // reads are bounded by deadline_, writes by the stream's expiry
         // Idle until the first byte: --idle-timeout. From the first byte the whole request must
@@ -260,8 +262,40 @@ class session final : public http_exchange, public std::enable_shared_from_this<
                     server_->on_error(http::status::request_header_fields_too_large, msg), "application/json", {});
             return;
         }
+        const auto &h = parser_->get();
+        body_limit_   = server_->body_limit
+                            ? server_->body_limit(std::string_view(h.target().data(), h.target().size()), h.method())
+                            : server_->limits.max_body_bytes;
+        parser_->body_limit(body_limit_);
+        if (const auto length = parser_->content_length(); length && *length > body_limit_) {
+            on_read_error(http::error::body_limit);
+            return;
+        }
+        chunks_    = 0;
+        chunk_ext_ = 0;
+        chunk_refusal_.clear();
+        if (parser_->chunked()) {
+            parser_->on_chunk_header(on_chunk_);
+        }
         http::async_read(stream_, buffer_, *parser_,
                          [self = shared_from_this()](beast::error_code e, size_t) { self->on_read(e); });
+    }
+
+    // Counts a chunked body's chunks and extension bytes against their limits.
+    void count_chunk(std::string_view extensions, beast::error_code &ec) {
+        ++chunks_;
+        chunk_ext_ += extensions.size();
+        if (chunks_ > server_->limits.max_body_chunks) {
+            chunk_refusal_ = "the chunked request body has more than " +
+                             std::to_string(server_->limits.max_body_chunks) +
+                             " chunks (the limit); send larger chunks or a Content-Length";
+        } else if (chunk_ext_ > server_->limits.max_chunk_ext_bytes) {
+            chunk_refusal_ = "the chunked request body's chunk extensions exceed " +
+                             std::to_string(server_->limits.max_chunk_ext_bytes) + " bytes (the limit)";
+        }
+        if (!chunk_refusal_.empty()) {
+            ec = http::error::bad_chunk;
+        }
     }
 
     void on_read_error(beast::error_code ec) {
@@ -278,9 +312,12 @@ class session final : public http_exchange, public std::enable_shared_from_this<
         // Answer protocol-level failures, then close: the connection state is unknown.
         http::status status = http::status::bad_request;
         std::string  msg    = "malformed HTTP request: " + ec.message();
-        if (ec == http::error::body_limit) {
+        if (!chunk_refusal_.empty()) {
             status = http::status::payload_too_large;
-            msg    = "request body exceeds the limit of " + std::to_string(server_->limits.max_body_bytes) + " bytes";
+            msg    = chunk_refusal_;
+        } else if (ec == http::error::body_limit) {
+            status = http::status::payload_too_large;
+            msg    = "request body exceeds the limit of " + std::to_string(body_limit_) + " bytes";
         } else if (ec == http::error::header_limit) {
             status = http::status::request_header_fields_too_large;
             msg = "request headers exceed the limit of " + std::to_string(server_->limits.max_header_bytes) + " bytes";
@@ -492,6 +529,14 @@ class session final : public http_exchange, public std::enable_shared_from_this<
     bool                                                   linger_       = false;
     size_t                                                 drained_      = 0;
     std::array<char, 16384>                                scratch_{};
+    size_t      body_limit_ = 0; // this request's (set once its header is read)
+    size_t      chunks_     = 0; // chunks and extension bytes of a chunked body so far
+    size_t      chunk_ext_  = 0;
+    std::string chunk_refusal_; // why the chunked body was refused
+    std::function<void(std::uint64_t, beast::string_view, beast::error_code &)> on_chunk_ =
+        [this](std::uint64_t /*size*/, beast::string_view ext, beast::error_code &ec) {
+            count_chunk(std::string_view(ext.data(), ext.size()), ec);
+        };
 };
 
 } // namespace
@@ -527,6 +572,10 @@ http_server::http_server(net::io_context &ioc, handler_fn handler, protocol_erro
 
 void http_server::set_access_log(access_log_fn fn) {
     impl_->access_log = std::move(fn);
+}
+
+void http_server::set_body_limit(body_limit_fn fn) {
+    impl_->body_limit = std::move(fn);
 }
 
 std::optional<std::string> http_server::enable_tls(const tls_options &opts) {

@@ -32,7 +32,15 @@ struct http_limits {
     std::chrono::seconds idle_timeout{60};              // keep-alive connection with no request
     std::chrono::seconds write_timeout{60};             // one write to a client that stopped reading
     size_t               max_stream_backlog = 8u << 20; // queued SSE bytes before the stream is dropped
+    // A chunked body: at most this many chunks, and this many chunk-extension bytes in all. A body
+    // of a million one-byte chunks costs far more to read than its size says (Triton's CVEs).
+    size_t max_body_chunks     = 16384;
+    size_t max_chunk_ext_bytes = 4096;
 };
+
+// The body limit for a request, from its target and method (a route may have its own); called once
+// the header has arrived. Unset: max_body_bytes for every request.
+using body_limit_fn = std::function<size_t(std::string_view target, http::verb method)>;
 
 using header_list = std::vector<std::pair<std::string, std::string>>;
 
@@ -89,6 +97,8 @@ class http_server {
 
     // Called once per finished exchange, on its strand. Set before listen().
     void set_access_log(access_log_fn fn);
+    // Per-request body limits (before listen()).
+    void set_body_limit(body_limit_fn fn);
 
     // Serve HTTPS instead of HTTP (before listen()). With a client CA, clients must present a
     // certificate it signed (mutual TLS). Returns an error naming the file that failed.

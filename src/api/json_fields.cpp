@@ -27,4 +27,25 @@ result<std::string> string_field(const nlohmann::json &body, const char *name, s
     return s;
 }
 
+result<std::string> model_field(const nlohmann::json &body) {
+    auto id = string_field(body, "model", 1024);
+    if (!id || json_field(body, "model") == nullptr) {
+        return id;
+    }
+    if (id->empty()) {
+        return error::invalid("model is an empty string: name a model that GET /v1/models lists, or leave the field "
+                              "out for the default model",
+                              "model", "invalid_model");
+    }
+    for (size_t i = 0; i < id->size(); ++i) {
+        const auto c = static_cast<unsigned char>((*id)[i]);
+        if (c < 0x20 || c == 0x7f) {
+            return error::invalid("model holds a control character (code " + std::to_string(c) + ") at byte " +
+                                      std::to_string(i) + "; model ids are printable text",
+                                  "model", "invalid_model");
+        }
+    }
+    return id;
+}
+
 } // namespace inferbox

@@ -20,4 +20,9 @@ const nlohmann::json *json_field(const nlohmann::json &body, const char *name);
 // string or holds more than `max_bytes` bytes.
 result<std::string> string_field(const nlohmann::json &body, const char *name, size_t max_bytes);
 
+// The `model` field: "" when absent or null (the default model answers). A present but empty id
+// is a client bug, and an id holding a control character (NUL included) names no model: both are
+// a 400 ("invalid_model") rather than the default model or a 404.
+result<std::string> model_field(const nlohmann::json &body);
+
 } // namespace inferbox

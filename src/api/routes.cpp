@@ -180,28 +180,111 @@ void respond_json(http_exchange &ex, const json &j) {
 
 } // namespace
 
+const std::vector<route_entry> &api_router::routes() {
+    using v                                    = http::verb;
+    using a                                    = route_access;
+    using r                                    = api_router;
+    static const std::vector<route_entry> rows = {
+        // path                  verb     access     rate   probe  body  handler
+        {"/v1/chat/completions", v::post, a::key, true, false, 0, &r::handle_chat,
+         "OpenAI chat completions (streaming, tools, structured output)"},
+        {"/v1/completions", v::post, a::key, true, false, 0, &r::handle_completions,
+         "OpenAI legacy completions (text or token-id prompts)"},
+        {"/v1/embeddings", v::post, a::key, true, false, 0, &r::handle_embeddings_call, "OpenAI embeddings"},
+        {"/v1/ranking", v::post, a::key, true, false, 0, &r::handle_ranking_call, "NIM reranking (reranker models)"},
+        {"/v1/models", v::get, a::key, false, false, 0, &r::handle_models,
+         "the served models and LoRA adapters, with their state"},
+        {"/v1/models/{model}", v::get, a::key, false, false, 0, &r::handle_model,
+         "one model object as /v1/models lists it; 404 when not served"},
+        {"/v1/health/live", v::get, a::open, false, true, 0, &r::handle_live, "liveness: the process answers"},
+        {"/v1/health/ready", v::get, a::open, false, true, 0, &r::handle_ready,
+         "readiness: the default model is loaded and the engines are healthy"},
+        {"/health", v::get, a::open, false, true, 0, &r::handle_ready, "readiness (llama-server's path)"},
+        {"/v1/version", v::get, a::key, false, false, 0, &r::handle_version, "the server's version"},
+        {"/v1/metadata", v::get, a::key, false, false, 0, &r::handle_metadata,
+         "versions, models and the active profile (NIM)"},
+        {"/v1/manifest", v::get, a::key, false, false, 0, &r::handle_manifest,
+         "every model's profiles with their status (NIM)"},
+        {"/metrics", v::get, a::metrics, false, true, 0, &r::handle_metrics, "Prometheus metrics"},
+        {"/v1/metrics", v::get, a::metrics, false, true, 0, &r::handle_metrics, "Prometheus metrics (NIM's path)"},
+    };
+    return rows;
+}
+
 namespace {
 
-struct route {
-    const char *path;
-    http::verb  verb;
-    bool        open; // answered without an API key (probes)
+// Matches a request path against a table path. A trailing "{param}" matches one non-empty
+// segment (no '/'), which goes to `param`.
+bool path_matches(std::string_view pattern, std::string_view target, std::string &param) {
+    const auto brace = pattern.find('{');
+    if (brace == std::string_view::npos) {
+        return pattern == target;
+    }
+    const auto prefix = pattern.substr(0, brace);
+    if (target.size() <= prefix.size() || target.substr(0, prefix.size()) != prefix) {
+        return false;
+    }
+    const auto rest = target.substr(prefix.size());
+    if (rest.find('/') != std::string_view::npos) {
+        return false;
+    }
+    param = std::string(rest);
+    return true;
+}
+
+struct route_lookup {
+    const route_entry *found      = nullptr; // the row for this path and method
+    bool               path_known = false;
+    std::string        methods; // what the path allows ("GET, HEAD", "POST")
+    std::string        param;
 };
 
-const route routes[] = {
-    {"/v1/completions", http::verb::post, false}, {"/v1/chat/completions", http::verb::post, false},
-    {"/v1/models", http::verb::get, false},       {"/v1/health/live", http::verb::get, true},
-    {"/v1/health/ready", http::verb::get, true},  {"/health", http::verb::get, true},
-    {"/v1/version", http::verb::get, false},      {"/v1/metrics", http::verb::get, false},
-    {"/metrics", http::verb::get, false},         {"/v1/metadata", http::verb::get, false},
-    {"/v1/manifest", http::verb::get, false},     {"/v1/embeddings", http::verb::post, false},
-    {"/v1/ranking", http::verb::post, false},
-};
+route_lookup find_route(std::string_view target, http::verb method) {
+    route_lookup out;
+    for (const auto &r : api_router::routes()) {
+        std::string param;
+        if (!path_matches(r.path, target, param)) {
+            continue;
+        }
+        out.path_known = true;
+        out.methods += std::string(out.methods.empty() ? "" : ", ") +
+                       (r.verb == http::verb::get ? "GET, HEAD" : std::string(http::to_string(r.verb)));
+        if (method == r.verb || (method == http::verb::head && r.verb == http::verb::get)) {
+            out.found = &r;
+            out.param = std::move(param);
+        }
+    }
+    return out;
+}
 
-// The routes that take a POSTed JSON body (everything else is GET).
-bool is_post_route(const std::string &target) {
-    return target == "/v1/completions" || target == "/v1/chat/completions" || target == "/v1/embeddings" ||
-           target == "/v1/ranking";
+// Percent-decoding of a path segment ("%2F" -> "/"); nullopt when an escape is malformed.
+std::optional<std::string> percent_decoded(std::string_view s) {
+    std::string out;
+    out.reserve(s.size());
+    const auto hex = [](char c) -> int {
+        if (c >= '0' && c <= '9') {
+            return c - '0';
+        }
+        if (c >= 'a' && c <= 'f') {
+            return c - 'a' + 10;
+        }
+        if (c >= 'A' && c <= 'F') {
+            return c - 'A' + 10;
+        }
+        return -1;
+    };
+    for (size_t i = 0; i < s.size(); ++i) {
+        if (s[i] != '%') {
+            out += s[i];
+            continue;
+        }
+        if (i + 2 >= s.size() || hex(s[i + 1]) < 0 || hex(s[i + 2]) < 0) {
+            return std::nullopt;
+        }
+        out += static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
+        i += 2;
+    }
+    return out;
 }
 
 // The key a request presents: "Authorization: Bearer KEY" (what the OpenAI SDKs send), or
@@ -223,14 +306,29 @@ std::string_view presented_key(const http::request<http::string_body> &req) {
     return {};
 }
 
-bool is_probe(const std::string &target) {
-    return target.rfind("/v1/health/", 0) == 0 || target == "/health" || target == "/metrics" ||
-           target == "/v1/metrics";
-}
-
 } // namespace
 
-bool api_router::cors(const std::shared_ptr<http_exchange> &ex, const std::string &target) {
+std::string api_router::routes_markdown() {
+    std::string out = "| method | path | access | rate limit | what it does |\n|---|---|---|---|---|\n";
+    for (const auto &r : routes()) {
+        const char *access = r.access == route_access::open  ? "open"
+                             : r.access == route_access::key ? "key"
+                                                             : "key, or open with --metrics-public";
+        out += "| " + std::string(http::to_string(r.verb)) + " | `" + r.path + "` | " + access + " | " +
+               (r.rate_limited ? "per key" : "no") + " | " + r.summary + " |\n";
+    }
+    return out;
+}
+
+size_t api_router::body_limit_for(std::string_view target, http::verb verb, size_t fallback) {
+    if (auto q = target.find('?'); q != std::string_view::npos) {
+        target = target.substr(0, q);
+    }
+    const auto hit = find_route(target, verb);
+    return hit.found != nullptr && hit.found->max_body > 0 ? hit.found->max_body : fallback;
+}
+
+bool api_router::cors(const std::shared_ptr<http_exchange> &ex, const std::string &methods) {
     const auto &req    = ex->request();
     const auto  origin = req[http::field::origin];
     if (cfg_.cors_origins.empty() || origin.empty()) {
@@ -249,9 +347,8 @@ bool api_router::cors(const std::shared_ptr<http_exchange> &ex, const std::strin
         return false;
     }
     // Preflight: answered here, before authentication (browsers send no credentials on it).
-    const bool inference = is_post_route(target);
     ex->respond(http::status::no_content, "", "text/plain",
-                {{"Access-Control-Allow-Methods", inference ? "POST, OPTIONS" : "GET, HEAD, OPTIONS"},
+                {{"Access-Control-Allow-Methods", methods + ", OPTIONS"},
                  {"Access-Control-Allow-Headers", "Authorization, Content-Type, X-Request-Id, traceparent, api-key, "
                                                   "x-api-key, OpenAI-Organization, OpenAI-Project"},
                  {"Access-Control-Max-Age", "600"}});
@@ -277,40 +374,40 @@ void api_router::handle(const std::shared_ptr<http_exchange> &ex) {
         ex->log_field("parent_span_id", trace.parent_id);
     }
 
-    const route *found      = nullptr;
-    bool         path_known = false;
-    for (const auto &r : routes) {
-        if (target == r.path) {
-            path_known = true;
-            found      = &r;
-            if (method == r.verb || (method == http::verb::head && r.verb == http::verb::get)) {
-                break;
-            }
-        }
-    }
-    if (path_known && cors(ex, target)) {
+    auto hit = find_route(target, method);
+    if (hit.path_known && cors(ex, hit.methods)) {
         return;
     }
-    if (!path_known) {
+    if (!hit.path_known) {
         respond_error(*ex, error{error_kind::not_found,
                                  "no route for " + std::string(req.method_string()) + " " + target.substr(0, 200), "",
                                  "not_found"});
         return;
     }
-    const bool is_get       = method == http::verb::get || method == http::verb::head;
-    const bool is_inference = is_post_route(target);
-    if ((is_inference && method != http::verb::post) || (!is_inference && !is_get)) {
-        respond_error(*ex, error{error_kind::method_not_allowed,
-                                 "method " + std::string(req.method_string()) + " is not allowed on " + target +
-                                     " (use " + (is_inference ? "POST" : "GET") + ")",
-                                 "", "method_not_allowed"});
+    if (hit.found == nullptr) {
+        respond_error(*ex,
+                      error{error_kind::method_not_allowed,
+                            "method " + std::string(req.method_string()) + " is not allowed on " +
+                                target.substr(0, 200) + " (use " + hit.methods + ")",
+                            "", "method_not_allowed"},
+                      {{"Allow", hit.methods}});
+        return;
+    }
+    const route_entry &r = *hit.found;
+    route_call         call;
+    call.key = keys_.size(); // the anonymous bucket when keys are off
+    if (auto decoded = percent_decoded(hit.param)) {
+        call.param = std::move(*decoded);
+    } else {
+        respond_error(
+            *ex, error::invalid("the path segment '" + hit.param.substr(0, 200) + "' has a malformed percent-escape",
+                                "", "invalid_path"));
         return;
     }
 
     // Authentication: every route but the probes (and metrics, when configured public).
-    size_t     key        = keys_.size(); // the anonymous bucket when keys are off
-    const bool is_metrics = target == "/metrics" || target == "/v1/metrics";
-    if (keys_.enabled() && !found->open && !(is_metrics && cfg_.metrics_public)) {
+    const bool needs_key = r.access == route_access::key || (r.access == route_access::metrics && !cfg_.metrics_public);
+    if (keys_.enabled() && needs_key) {
         const auto presented = presented_key(req);
         const auto match     = presented.empty() ? std::nullopt : keys_.match(presented);
         if (!match) {
@@ -321,63 +418,85 @@ void api_router::handle(const std::shared_ptr<http_exchange> &ex) {
                                      "", "invalid_api_key"});
             return;
         }
-        key = *match;
+        call.key = *match;
         ex->log_field("key", std::to_string(*match));
     }
 
-    if (target == "/v1/health/live") {
-        respond_json(*ex, {{"object", "health.response"}, {"message", "live"}});
-    } else if (target == "/v1/health/ready" || target == "/health") {
-        auto host = current_host();
-        bool ready;
-        {
-            std::lock_guard lock(mu_);
-            ready = ready_;
-        }
-        bool healthy = true;
-        if (host) {
-            for (const auto &m : host->loaded()) {
-                healthy = healthy && m->healthy();
-            }
-        }
-        if (host && ready && healthy) {
-            respond_json(*ex, {{"object", "health.response"}, {"message", "ready"}});
-        } else {
-            const char *why = !host || !ready ? "not ready: the model is loading or the server is draining"
-                                              : "not ready: the engine failed";
-            respond_error(*ex, error{error_kind::unavailable, why, "", "not_ready"});
-        }
-    } else if (target == "/v1/version") {
-        respond_json(*ex, {{"version", cfg_.version}, {"release", cfg_.version}, {"api", "openai"}});
-    } else if (is_metrics) {
-        ex->respond(http::status::ok, cfg_.metrics_registry ? cfg_.metrics_registry->render() : std::string(),
-                    "text/plain; version=0.0.4; charset=utf-8");
-    } else if (target == "/v1/metadata" || target == "/v1/manifest") {
-        handle_documents(ex, target == "/v1/manifest");
-    } else if (target == "/v1/models") {
-        handle_models(ex);
-    } else {
-        if (limiter_.enabled()) {
-            if (const auto wait = limiter_.admit_request(key)) {
-                const auto secs = std::to_string(static_cast<int64_t>(*wait));
-                respond_error(*ex,
-                              error{error_kind::overloaded,
-                                    "rate limit reached for this API key (" +
-                                        std::to_string(static_cast<int64_t>(cfg_.rate.requests_per_minute)) +
-                                        " requests and " +
-                                        std::to_string(static_cast<int64_t>(cfg_.rate.tokens_per_minute)) +
-                                        " tokens per minute; 0 = unlimited); retry in " + secs + " s",
-                                    "", "rate_limit_exceeded"},
-                              {{"Retry-After", secs}});
-                return;
-            }
-        }
-        if (target == "/v1/embeddings" || target == "/v1/ranking") {
-            handle_embedding_route(ex, target == "/v1/ranking", key);
+    if (r.rate_limited && limiter_.enabled()) {
+        if (const auto wait = limiter_.admit_request(call.key)) {
+            const auto secs = std::to_string(static_cast<int64_t>(*wait));
+            respond_error(*ex,
+                          error{error_kind::overloaded,
+                                "rate limit reached for this API key (" +
+                                    std::to_string(static_cast<int64_t>(cfg_.rate.requests_per_minute)) +
+                                    " requests and " +
+                                    std::to_string(static_cast<int64_t>(cfg_.rate.tokens_per_minute)) +
+                                    " tokens per minute; 0 = unlimited); retry in " + secs + " s",
+                                "", "rate_limit_exceeded"},
+                          {{"Retry-After", secs}});
             return;
         }
-        handle_inference(ex, target == "/v1/chat/completions" ? api_kind::chat : api_kind::completion, key);
     }
+    (this->*r.handler)(ex, call);
+}
+
+void api_router::handle_completions(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
+    handle_inference(ex, api_kind::completion, call.key);
+}
+
+void api_router::handle_chat(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
+    handle_inference(ex, api_kind::chat, call.key);
+}
+
+void api_router::handle_embeddings_call(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
+    handle_embedding_route(ex, false, call.key);
+}
+
+void api_router::handle_ranking_call(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
+    handle_embedding_route(ex, true, call.key);
+}
+
+void api_router::handle_live(const std::shared_ptr<http_exchange> &ex, const route_call & /*call*/) {
+    respond_json(*ex, {{"object", "health.response"}, {"message", "live"}});
+}
+
+void api_router::handle_ready(const std::shared_ptr<http_exchange> &ex, const route_call & /*call*/) {
+    auto host = current_host();
+    bool ready;
+    {
+        std::lock_guard lock(mu_);
+        ready = ready_;
+    }
+    bool healthy = true;
+    if (host) {
+        for (const auto &m : host->loaded()) {
+            healthy = healthy && m->healthy();
+        }
+    }
+    if (host && ready && healthy) {
+        respond_json(*ex, {{"object", "health.response"}, {"message", "ready"}});
+        return;
+    }
+    const char *why =
+        !host || !ready ? "not ready: the model is loading or the server is draining" : "not ready: the engine failed";
+    respond_error(*ex, error{error_kind::unavailable, why, "", "not_ready"});
+}
+
+void api_router::handle_version(const std::shared_ptr<http_exchange> &ex, const route_call & /*call*/) {
+    respond_json(*ex, {{"version", cfg_.version}, {"release", cfg_.version}, {"api", "openai"}});
+}
+
+void api_router::handle_metrics(const std::shared_ptr<http_exchange> &ex, const route_call & /*call*/) {
+    ex->respond(http::status::ok, cfg_.metrics_registry ? cfg_.metrics_registry->render() : std::string(),
+                "text/plain; version=0.0.4; charset=utf-8");
+}
+
+void api_router::handle_metadata(const std::shared_ptr<http_exchange> &ex, const route_call & /*call*/) {
+    handle_documents(ex, false);
+}
+
+void api_router::handle_manifest(const std::shared_ptr<http_exchange> &ex, const route_call & /*call*/) {
+    handle_documents(ex, true);
 }
 
 void api_router::log_access(const access_record &r) {
@@ -397,54 +516,76 @@ void api_router::log_access(const access_record &r) {
     if (auto q = path.find('?'); q != std::string::npos) {
         path.resize(q);
     }
-    log_event(is_probe(path) ? spdlog::level::debug : spdlog::level::info, "request", f);
+    const auto hit   = find_route(path, http::verb::get);
+    const bool probe = hit.found != nullptr && hit.found->probe;
+    log_event(probe ? spdlog::level::debug : spdlog::level::info, "request", f);
 }
 
-void api_router::handle_models(const std::shared_ptr<http_exchange> &ex) {
+json api_router::model_objects() const {
     auto host = current_host();
     json data = json::array();
-    if (host) {
-        std::vector<hosted_model_info> info;
-        {
-            std::lock_guard lock(mu_);
-            info = info_;
+    if (!host) {
+        return data;
+    }
+    std::vector<hosted_model_info> info;
+    {
+        std::lock_guard lock(mu_);
+        info = info_;
+    }
+    const auto views = host->snapshot();
+    for (size_t i = 0; i < views.size(); ++i) {
+        const auto &v     = views[i];
+        json        model = {{"id", v.id},
+                             {"object", "model"},
+                             {"created", created_},
+                             {"owned_by", "inferbox"},
+                             {"root", v.id},
+                             {"parent", nullptr},
+                             {"ready", v.state == hosted_state::loaded},
+                             {"status", hosted_state_name(v.state)},
+                             {"memory_bytes", v.memory_bytes}};
+        int32_t     n_ctx = i < info.size() ? info[i].n_ctx_slot : 0;
+        if (auto inst = host->peek(i)) {
+            n_ctx = inst->eng->n_ctx_slot();
         }
-        const auto views = host->snapshot();
-        for (size_t i = 0; i < views.size(); ++i) {
-            const auto &v     = views[i];
-            json        model = {{"id", v.id},
-                                 {"object", "model"},
-                                 {"created", created_},
-                                 {"owned_by", "inferbox"},
-                                 {"root", v.id},
-                                 {"parent", nullptr},
-                                 {"ready", v.state == hosted_state::loaded},
-                                 {"status", hosted_state_name(v.state)},
-                                 {"memory_bytes", v.memory_bytes}};
-            int32_t     n_ctx = i < info.size() ? info[i].n_ctx_slot : 0;
-            if (auto inst = host->peek(i)) {
-                n_ctx = inst->eng->n_ctx_slot();
-            }
-            if (n_ctx > 0) {
-                model["max_model_len"] = n_ctx;
-            }
-            if (!v.error.empty()) {
-                model["error"] = v.error;
-            }
-            data.push_back(std::move(model));
-            if (i == 0 && cfg_.loras) {
-                for (const auto &l : cfg_.loras->list()) {
-                    json a      = data.back();
-                    a["id"]     = l.name;
-                    a["parent"] = v.id;
-                    a["lora"]   = {{"file_bytes", l.file_size}, {"parameters", l.n_params}};
-                    a.erase("memory_bytes");
-                    data.push_back(std::move(a));
-                }
+        if (n_ctx > 0) {
+            model["max_model_len"] = n_ctx;
+        }
+        if (!v.error.empty()) {
+            model["error"] = v.error;
+        }
+        data.push_back(std::move(model));
+        if (i == 0 && cfg_.loras) {
+            for (const auto &l : cfg_.loras->list()) {
+                json a      = data.back();
+                a["id"]     = l.name;
+                a["parent"] = v.id;
+                a["lora"]   = {{"file_bytes", l.file_size}, {"parameters", l.n_params}};
+                a.erase("memory_bytes");
+                data.push_back(std::move(a));
             }
         }
     }
-    respond_json(*ex, {{"object", "list"}, {"data", std::move(data)}});
+    return data;
+}
+
+void api_router::handle_models(const std::shared_ptr<http_exchange> &ex, const route_call & /*call*/) {
+    respond_json(*ex, {{"object", "list"}, {"data", model_objects()}});
+}
+
+void api_router::handle_model(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
+    for (auto &m : model_objects()) {
+        if (m["id"] == call.param) {
+            respond_json(*ex, m);
+            return;
+        }
+    }
+    // Model ids may hold '/' (ORG/NAME): a client sends them percent-encoded in the path.
+    respond_error(*ex, error{error_kind::not_found,
+                             "the model '" + call.param.substr(0, 200) +
+                                 "' does not exist; GET /v1/models lists what this server serves (an id with '/' "
+                                 "is sent percent-encoded, as %2F)",
+                             "model", "model_not_found"});
 }
 
 void api_router::handle_documents(const std::shared_ptr<http_exchange> &ex, bool manifest) {
@@ -536,12 +677,13 @@ void api_router::handle_embedding_route(const std::shared_ptr<http_exchange> &ex
 }
 
 void api_router::handle_inference(const std::shared_ptr<http_exchange> &ex, api_kind kind, size_t key) {
-    auto body = parse_json_body(ex->request().body(), cfg_.limits.max_json_depth);
+    key_order order;
+    auto      body = parse_json_body(ex->request().body(), cfg_.limits.max_json_depth, &order);
     if (!body) {
         respond_error(*ex, body.err());
         return;
     }
-    auto req = parse_request(kind, *body, cfg_.limits);
+    auto req = parse_request(kind, *body, cfg_.limits, &order);
     if (!req) {
         respond_error(*ex, req.err());
         return;

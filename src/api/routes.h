@@ -71,8 +71,40 @@ struct job_context {
     std::shared_ptr<void>            hold; // keeps the model loaded until the job ends (model_host)
 };
 
+class api_router;
+
+// Who may call a route: anyone (probes), holders of an API key when keys are on, or (metrics)
+// anyone when --metrics-public is set and key holders otherwise.
+enum class route_access { open, key, metrics };
+
+// What a handler receives besides the exchange.
+struct route_call {
+    std::string param;   // the value of the route's trailing {param} segment ("" when it has none)
+    size_t      key = 0; // the caller's API-key index (the anonymous bucket when keys are off)
+};
+
+// One row of the route table: the only place a route is described. The router, the 404/405
+// answers, CORS preflights, the access log's level and docs/api.md's endpoint list all read it.
+struct route_entry {
+    const char  *path;         // "/v1/models/{model}": a trailing {param} matches one non-empty segment
+    http::verb   verb;         // GET routes also answer HEAD
+    route_access access;       //
+    bool         rate_limited; // counts against the key's request rate (--rate-limit-rpm)
+    bool         probe;        // logged at debug level (health checks and scrapes are frequent)
+    size_t       max_body;     // request body limit in bytes; 0: the server's --max-body-bytes
+    void (api_router::*handler)(const std::shared_ptr<http_exchange> &, const route_call &);
+    const char *summary; // one line for the docs
+};
+
 class api_router {
   public:
+    // The route table, and a Markdown rendering of it (what docs/api.md lists).
+    static const std::vector<route_entry> &routes();
+    static std::string                     routes_markdown();
+    // The body limit for a request line: the route's own, else `fallback` (unknown routes and
+    // routes without a limit of their own).
+    static size_t body_limit_for(std::string_view target, http::verb verb, size_t fallback);
+
     explicit api_router(api_config cfg);
 
     // Thread-safe, once. The hosted models (entry 0 is the default model, cfg.model_id) and what
@@ -103,13 +135,28 @@ class api_router {
     // Runs `use` on the exchange's executor with a lease on model `index`, loading it first if
     // needed (bounded wait); answers the error instead when it cannot.
     void with_model(const std::shared_ptr<http_exchange> &ex, size_t index, use_fn use);
-    void handle_models(const std::shared_ptr<http_exchange> &ex);
-    void handle_documents(const std::shared_ptr<http_exchange> &ex, bool manifest);
-    void handle_inference(const std::shared_ptr<http_exchange> &ex, api_kind kind, size_t key);
-    void run_inference(const std::shared_ptr<http_exchange> &ex, const leased &model, api_request req,
-                       std::string served, size_t key);
-    void handle_embedding_route(const std::shared_ptr<http_exchange> &ex, bool ranking, size_t key);
-    bool cors(const std::shared_ptr<http_exchange> &ex, const std::string &target);
+    // Route handlers (the table's rows).
+    void handle_completions(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_chat(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_embeddings_call(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_ranking_call(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_models(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_model(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_live(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_ready(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_version(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_metrics(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_metadata(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_manifest(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+
+    // The model objects GET /v1/models lists (hosted models, then the default model's adapters).
+    nlohmann::json model_objects() const;
+    void           handle_documents(const std::shared_ptr<http_exchange> &ex, bool manifest);
+    void           handle_inference(const std::shared_ptr<http_exchange> &ex, api_kind kind, size_t key);
+    void           run_inference(const std::shared_ptr<http_exchange> &ex, const leased &model, api_request req,
+                                 std::string served, size_t key);
+    void           handle_embedding_route(const std::shared_ptr<http_exchange> &ex, bool ranking, size_t key);
+    bool           cors(const std::shared_ptr<http_exchange> &ex, const std::string &methods);
 
     api_config                     cfg_;
     api_keys                       keys_;

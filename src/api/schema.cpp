@@ -60,49 +60,6 @@ const std::vector<numeric_field> &numeric_fields() {
     return fields;
 }
 
-result<json> parse_json_body(const std::string &body, int32_t max_depth) {
-    if (body.empty()) {
-        return error::invalid("the request body is empty; expected a JSON object", "", "invalid_json");
-    }
-    // JSON never holds a raw NUL (strings escape it as \u0000); the parser would stop at one and
-    // ignore what follows, so a body with one is refused whole.
-    if (const auto nul = body.find('\0'); nul != std::string::npos) {
-        return error::invalid("the request body has a NUL byte at offset " + std::to_string(nul) +
-                                  ", which JSON does not allow",
-                              "", "invalid_json");
-    }
-    bool too_deep = false;
-    json j        = json::parse(
-               body,
-               [&](int depth, json::parse_event_t, json &) {
-            if (depth > max_depth) {
-                too_deep = true;
-                return false;
-            }
-            return true;
-        },
-               /*allow_exceptions=*/false);
-    if (too_deep) {
-        return error::invalid("the request body nests deeper than " + std::to_string(max_depth) + " levels", "",
-                              "invalid_json");
-    }
-    if (j.is_discarded()) {
-        std::string detail;
-        try {
-            const json again = json::parse(body);
-            (void)again;
-        } catch (const json::exception &e) {
-            // Not only parse_error: a number beyond double's range (1e400) is out_of_range.
-            detail = std::string(": ") + e.what();
-        }
-        return error::invalid("the request body is not valid JSON" + detail, "", "invalid_json");
-    }
-    if (!j.is_object()) {
-        return error::invalid("the request body must be a JSON object, got " + type_name(j), "", "invalid_json");
-    }
-    return j;
-}
-
 namespace {
 
 result<std::string> get_string(const json &body, const char *name, size_t max_bytes = 1u << 20) {
@@ -252,6 +209,13 @@ std::optional<error> check_schema_bounds(const json &schema, const std::string &
                     return too_big("the pattern repetition count", v);
                 }
             }
+            // Validated as guided_regex is: llama.cpp's converter drops a pattern it cannot read
+            // (the string then takes any value), which would ignore the client's constraint.
+            if (auto g = regex_to_gbnf(pat, limits); !g) {
+                return error::invalid(param + ": the pattern at " + path + "/pattern is not a usable regular " +
+                                          "expression: " + g.err().message,
+                                      param);
+            }
         }
         if (key == "enum" || key == "const" || key == "default" || key == "examples") {
             continue;
@@ -264,32 +228,44 @@ std::optional<error> check_schema_bounds(const json &schema, const std::string &
 }
 
 // A schema given as an object, or (guided_json) as JSON text.
-result<std::string> schema_text(const json &v, const std::string &param, const api_limits &limits) {
-    json parsed;
+// Written back with its keys in the order the client sent them (`order`: the body's key order),
+// since the grammar generates an object's properties in the schema's order. The size is checked
+// before the walk over the schema; both are linear in the schema.
+result<std::string> schema_text(const json &v, const std::string &param, const api_limits &limits,
+                                const key_order *order) {
+    json        from_text;
+    key_order   text_order;
+    const json *schema = &v;
     if (v.is_string()) {
-        auto p = parse_json_body(v.get<std::string>(), limits.max_json_depth);
+        const auto &s = v.get_ref<const std::string &>();
+        if (s.size() > limits.guided.max_schema_bytes) {
+            return error::invalid(param + " is " + std::to_string(s.size()) + " bytes; the limit is " +
+                                      std::to_string(limits.guided.max_schema_bytes),
+                                  param);
+        }
+        auto p = parse_json_body(s, limits.max_json_depth, &text_order);
         if (!p) {
             return error::invalid(param + " is a string but not a JSON object: " + p.err().message, param);
         }
-        parsed = std::move(*p);
-    } else if (v.is_object()) {
-        parsed = v;
-    } else {
+        from_text = std::move(*p);
+        schema    = &from_text;
+        order     = &text_order;
+    } else if (!v.is_object()) {
         return error::invalid(param + " must be a JSON Schema object, got " + type_name(v), param);
     }
-    if (auto e = check_schema_bounds(parsed, "", param, limits.guided)) {
-        return *e;
-    }
-    std::string text = parsed.dump(-1, ' ', false, json::error_handler_t::replace);
+    std::string text = dump_in_order(*schema, order);
     if (text.size() > limits.guided.max_schema_bytes) {
         return error::invalid(param + " is " + std::to_string(text.size()) + " bytes; the limit is " +
                                   std::to_string(limits.guided.max_schema_bytes),
                               param);
     }
+    if (auto e = check_schema_bounds(*schema, "", param, limits.guided)) {
+        return *e;
+    }
     return text;
 }
 
-result<output_constraint> parse_response_format(const json &rf, const api_limits &limits) {
+result<output_constraint> parse_response_format(const json &rf, const api_limits &limits, const key_order *order) {
     output_constraint c;
     c.param = "response_format";
     if (!rf.is_object()) {
@@ -332,7 +308,7 @@ result<output_constraint> parse_response_format(const json &rf, const api_limits
         return error::invalid("response_format.json_schema.schema must be a JSON Schema object",
                               "response_format.json_schema.schema");
     }
-    auto text = schema_text(*schema, "response_format.json_schema.schema", limits);
+    auto text = schema_text(*schema, "response_format.json_schema.schema", limits, order);
     if (!text) {
         return text.err();
     }
@@ -344,11 +320,11 @@ result<output_constraint> parse_response_format(const json &rf, const api_limits
 
 // One guided_* field (vLLM / NIM), value non-null.
 result<output_constraint> parse_guided(const std::string &name, const std::string &param, const json &v,
-                                       const api_limits &limits) {
+                                       const api_limits &limits, const key_order *order) {
     output_constraint c;
     c.param = param;
     if (name == "guided_json") {
-        auto text = schema_text(v, param, limits);
+        auto text = schema_text(v, param, limits, order);
         if (!text) {
             return text.err();
         }
@@ -412,7 +388,7 @@ bool valid_tool_name(const std::string &name) {
 }
 
 // tools, tool_choice, parallel_tool_calls (chat).
-std::optional<error> parse_tools(const json &body, const api_limits &limits, api_request &r) {
+std::optional<error> parse_tools(const json &body, const api_limits &limits, const key_order *order, api_request &r) {
     if (const json *tools = json_field(body, "tools")) {
         if (!tools->is_array()) {
             return error::invalid(
@@ -463,7 +439,7 @@ std::optional<error> parse_tools(const json &body, const api_limits &limits, api
                     return error::invalid(param + ".function.parameters must be a JSON Schema object",
                                           param + ".function.parameters");
                 }
-                auto text = schema_text(*params, param + ".function.parameters", limits);
+                auto text = schema_text(*params, param + ".function.parameters", limits, order);
                 if (!text) {
                     return text.err();
                 }
@@ -553,7 +529,7 @@ result<std::vector<chat_tool_call>> message_tool_calls(const json &v, const std:
 }
 
 // Collects every constraint the body carries and refuses more than one.
-result<output_constraint> parse_constraint(const json &body, const api_limits &limits) {
+result<output_constraint> parse_constraint(const json &body, const api_limits &limits, const key_order *order) {
     output_constraint chosen;
     const auto        take = [&](output_constraint c) -> std::optional<error> {
         if (c.kind == constraint_kind::none) {
@@ -572,7 +548,7 @@ result<output_constraint> parse_constraint(const json &body, const api_limits &l
         return std::nullopt;
     };
     if (const json *rf = json_field(body, "response_format")) {
-        auto c = parse_response_format(*rf, limits);
+        auto c = parse_response_format(*rf, limits, order);
         if (!c) {
             return c.err();
         }
@@ -595,7 +571,7 @@ result<output_constraint> parse_constraint(const json &body, const api_limits &l
                 continue;
             }
             const std::string param = scope == nvext ? std::string("nvext.") + name : std::string(name);
-            auto              c     = parse_guided(name, param, *v, limits);
+            auto              c     = parse_guided(name, param, *v, limits, order);
             if (!c) {
                 return c.err();
             }
@@ -609,13 +585,13 @@ result<output_constraint> parse_constraint(const json &body, const api_limits &l
 
 } // namespace
 
-result<api_request> parse_request(api_kind kind, const json &body, const api_limits &limits) {
+result<api_request> parse_request(api_kind kind, const json &body, const api_limits &limits, const key_order *order) {
     api_request r;
     r.kind = kind;
     if (auto e = check_numbers(kind, body, limits)) {
         return *e;
     }
-    auto model = get_string(body, "model", 1024);
+    auto model = model_field(body);
     if (!model) {
         return model.err();
     }
@@ -670,6 +646,18 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
     if (r.n > limits.max_n) {
         return error::invalid(
             "n must be between 1 and " + std::to_string(limits.max_n) + ", got " + std::to_string(r.n), "n");
+    }
+    // best_of (legacy completions; vLLM takes it on chat too) generates best_of candidates and
+    // returns the n most likely. inferbox does not rank candidates, so only best_of = n (what
+    // the client would get anyway) is accepted; anything else would silently change the answer.
+    if (const json *bo = json_field(body, "best_of")) {
+        if (!bo->is_number_integer() || bo->get<int64_t>() != r.n) {
+            return error::invalid("best_of " + (bo->is_number() ? fmt_num(bo->get<double>()) : type_name(*bo)) +
+                                      " is not supported: inferbox does not rank extra candidates; leave best_of "
+                                      "out or set it equal to n (" +
+                                      std::to_string(r.n) + ")",
+                                  "best_of", "unsupported_parameter");
+        }
     }
     if (const json *mt = json_field(body, "max_completion_tokens")) {
         r.max_tokens       = static_cast<int32_t>(mt->get<double>());
@@ -732,7 +720,7 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
         }
     }
 
-    auto constraint = parse_constraint(body, limits);
+    auto constraint = parse_constraint(body, limits, order);
     if (!constraint) {
         return constraint.err();
     }
@@ -752,7 +740,7 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
         if (msgs == nullptr || !msgs->is_array() || msgs->empty()) {
             return error::invalid("messages must be a non-empty array of {role, content} objects", "messages");
         }
-        if (auto e = parse_tools(body, limits, r)) {
+        if (auto e = parse_tools(body, limits, order, r)) {
             return *e;
         }
         if (r.tools_active() && r.constraint.kind != constraint_kind::none) {

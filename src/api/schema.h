@@ -5,6 +5,7 @@
 // this point looks at JSON.
 
 #include "api/guided.h"
+#include "api/json_body.h"
 #include "common/status.h"
 #include "engine/model.h"
 #include "engine/types.h"
@@ -74,9 +75,11 @@ struct api_request {
     bool                   tools_active() const { return !tools.empty() && choice != tool_choice::none; }
 };
 
-// Parses a request body. Errors are invalid_request naming the field ("param") and its limit.
-result<nlohmann::json> parse_json_body(const std::string &body, int32_t max_depth);
-result<api_request>    parse_request(api_kind kind, const nlohmann::json &body, const api_limits &limits);
+// Validates a parsed body (parse_json_body, api/json_body.h). Errors are invalid_request naming the
+// field ("param") and its limit. `order` (the body's key order) keeps every JSON Schema's
+// properties in the client's order; without it they are sorted.
+result<api_request> parse_request(api_kind kind, const nlohmann::json &body, const api_limits &limits,
+                                  const key_order *order = nullptr);
 
 // The declarative table, exposed for documentation and tests.
 struct numeric_field {

@@ -588,6 +588,9 @@ int run_serve(const serve_options &given) {
         },
             opts.http);
     server.set_access_log(&api_router::log_access);
+    server.set_body_limit([fallback = opts.http.max_body_bytes](std::string_view target, http::verb verb) {
+        return api_router::body_limit_for(target, verb, fallback);
+    });
     if (opts.tls_cert.empty() != opts.tls_key.empty() || (opts.tls_cert.empty() && !opts.tls_client_ca.empty())) {
         spdlog::error("TLS needs both --tls-cert and --tls-key (and --tls-client-ca only with them)");
         return 1;

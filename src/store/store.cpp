@@ -465,8 +465,9 @@ std::optional<error> validate_model_name(std::string_view name) {
             return invalid("model name " + shown(name) +
                            " may only contain letters, digits, '.', '_', '-' and one '/'");
         }
-        if (!alnum(p.front())) {
-            return invalid("model name " + shown(name) + ": each part must start with a letter or digit");
+        // Only '.' and '..' as a whole part traverse (refused above); a leading '-' reads as a flag.
+        if (p.front() == '-') {
+            return invalid("model name " + shown(name) + ": a part may not start with '-' (it reads as an option)");
         }
     }
     if (ends_with_gguf(name)) {

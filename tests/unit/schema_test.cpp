@@ -59,6 +59,33 @@ const case_t cases[] = {
      "top_logprobs", "between 0 and 20"},
     {api_kind::chat, R"({"messages":[{"role":"user","content":"x"}],"stream_options":[]})", "stream_options",
      "must be an object"},
+    // Issue 24: a parameter that changes the answer is implemented or refused, never ignored.
+    {api_kind::completion, R"({"prompt":"hi","best_of":1000})", "best_of",
+     "best_of 1000 is not supported: inferbox does not rank extra candidates"},
+    {api_kind::completion, R"({"prompt":"hi","n":2,"best_of":3})", "best_of", "set it equal to n (2)"},
+    {api_kind::completion, R"({"prompt":"hi","best_of":"3"})", "best_of", "best_of string is not supported"},
+    {api_kind::completion, R"({"prompt":"hi","n":2,"best_of":2})", nullptr, nullptr},
+    {api_kind::completion, R"({"prompt":"hi","best_of":null})", nullptr, nullptr},
+    // An empty model id is a client bug; a control character names no model.
+    {api_kind::completion, R"({"prompt":"hi","model":""})", "model", "model is an empty string"},
+    {api_kind::chat, R"({"messages":[{"role":"user","content":"x"}],"model":"a\u0000b"})", "model",
+     "control character (code 0) at byte 1"},
+    {api_kind::chat, R"({"messages":[{"role":"user","content":"x"}],"model":"tab\there"})", "model",
+     "control character (code 9) at byte 3"},
+    {api_kind::chat, R"({"messages":[{"role":"user","content":"x"}],"model":null})", nullptr, nullptr},
+    // Every regex is validated the same way, wherever it sits.
+    {api_kind::chat,
+     R"({"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"n","schema":{"type":"object","properties":{"a":{"type":"string","pattern":"(("}}}}}})",
+     "response_format.json_schema.schema", "the pattern at /properties/a/pattern is not a usable regular expression"},
+    {api_kind::chat,
+     R"({"messages":[{"role":"user","content":"x"}],"guided_json":{"type":"string","pattern":"[z-a]"}})", "guided_json",
+     "the pattern at /pattern is not a usable regular expression: class range out of order"},
+    {api_kind::completion, R"({"prompt":"x","guided_json":"{\"type\":\"string\",\"pattern\":\"a{2,1}\"}"})",
+     "guided_json", "has min > max"},
+    {api_kind::chat,
+     R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"q":{"type":"string","pattern":"(("}}}}}]})",
+     "tools[0].function.parameters", "not a usable regular expression"},
+    {api_kind::completion, R"({"prompt":"x","guided_regex":"(abc"})", "guided_regex", "unterminated group"},
 };
 
 } // namespace

@@ -213,7 +213,11 @@ TEST_F(Store, import_rejects_a_default_name_that_is_not_valid) {
 }
 
 TEST(StoreNames, validation) {
-    const std::vector<std::string> good = {"tiny", "org/tiny-1.5B_q8.v2", "A", "9", std::string(200, 'a')};
+    // Dots and underscores anywhere are fine, a leading one included: only '.' and '..' as a whole
+    // part would traverse (issue 24).
+    const std::vector<std::string> good = {
+        "tiny",  "org/tiny-1.5B_q8.v2", "A", "9", std::string(200, 'a'), "..my_model", "model..1", ".hidden", "org/_x",
+        "a./..b"};
     for (const auto &n : good) {
         EXPECT_FALSE(validate_model_name(n)) << n << ": " << validate_model_name(n)->message;
     }
@@ -240,9 +244,8 @@ TEST(StoreNames, validation) {
         {"tab\there", "may only contain"},
         {"ünïcode", "may only contain"},
         {"a+b", "may only contain"},
-        {".hidden", "must start with a letter or digit"},
-        {"-rf", "must start with a letter or digit"},
-        {"org/_x", "must start with a letter or digit"},
+        {"-rf", "may not start with '-'"},
+        {"org/-x", "may not start with '-'"},
         {"model.gguf", "may not end in '.gguf'"},
     };
     for (const auto &c : bad) {

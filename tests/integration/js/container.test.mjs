@@ -24,7 +24,7 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import {
-  GREEDY_64, MODELS, ONCE, freePort, modelPath, postJson, repoRoot, serverBinary, startServer,
+  GREEDY_64, MODELS, ONCE, buildMode, freePort, modelPath, postJson, repoRoot, serverBinary, startServer,
 } from './harness.mjs';
 
 const TOOLS = ['buildah', 'podman', 'runc'];
@@ -37,12 +37,6 @@ function onPath(tool) {
 }
 
 const missing = TOOLS.filter((t) => !onPath(t));
-
-// True when the binary under test is an ASan/UBSan/TSan build.
-function sanitized() {
-  const ldd = spawnSync('ldd', [serverBinary()], { encoding: 'utf8' });
-  return /lib(asan|ubsan|tsan)\.so/.test(ldd.stdout ?? '');
-}
 
 const CONTAINERFILES = ['Containerfile', 'Containerfile.cuda'];
 const ENTRYPOINT = ['/usr/local/bin/inferbox', 'serve', '--host', '0.0.0.0', '--port', '8000'];
@@ -296,7 +290,7 @@ function containerTests() {
       const cfg = info.Config;
       t.diagnostic(`image size ${(info.Size / 1e6).toFixed(1)} MB (${info.Size} bytes)`);
       // A sanitizer build (scripts/test.sh --sanitize) carries its runtime and instrumentation.
-      if (!sanitized()) {
+      if (buildMode() === 'plain') {
         assert.ok(info.Size < 64e6, `image is ${info.Size} bytes; expected a distroless-style image under 64 MB`);
       }
       assert.equal(cfg.User, '1000:1000');

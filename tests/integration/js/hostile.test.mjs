@@ -20,8 +20,10 @@ import {
   MODELS,
   ONCE,
   REQUEST_TIMEOUT_MS,
+  allocatorSlackKiB,
   assertErrorShape,
   assertHealthy,
+  buildMode,
   modelId,
   modelPath,
   parseSse,
@@ -29,6 +31,7 @@ import {
   repoRoot,
   serverBinary,
   startServer,
+  timeBound,
   useServer,
 } from './harness.mjs';
 
@@ -123,6 +126,19 @@ function rawExchange(port, parts, { interval = 0, wait = 10_000 } = {}) {
 }
 
 // The JSON body of a raw HTTP answer.
+// GET with its round-trip time: { status, ms }.
+async function getJsonQuick(url) {
+  const started = Date.now();
+  const res = await fetch(url, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+  await res.text();
+  return { status: res.status, ms: Date.now() - started };
+}
+
+// A diagnostic line in the test output (node:test prints console.log lines beside the results).
+function t_note(line) {
+  console.log(`# ${line}`);
+}
+
 function rawBody(text) {
   const at = text.indexOf('\r\n\r\n');
   assert.ok(at >= 0, `no complete HTTP answer: ${JSON.stringify(text)}`);
@@ -285,6 +301,50 @@ describe('hostile request bodies (stories260K-chatml.gguf, --ctx-size 512)', () 
     chat = `${ctx.server.url}/v1/chat/completions`;
   });
 
+  test('parameters that would be ignored, and model ids that name nothing: 400 naming the field', ctx.wrap(async () => {
+    const cases = [
+      [comp, { prompt: 'Once', best_of: 1000 }, 'best_of', /best_of 1000 is not supported/],
+      [comp, { prompt: 'Once', n: 2, best_of: 3 }, 'best_of', /equal to n \(2\)/],
+      [comp, { prompt: 'Once', model: '' }, 'model', /model is an empty string/],
+      [chat, { messages: [{ role: 'user', content: 'x' }], model: '' }, 'model', /model is an empty string/],
+      [comp, { prompt: 'Once', model: 'a\u0000b' }, 'model', /control character \(code 0\)/],
+      [`${ctx.server.url}/v1/embeddings`, { input: 'x', model: '' }, 'model', /model is an empty string/],
+    ];
+    for (const [url, body, param, message] of cases) {
+      const res = await postJson(url, { max_tokens: 4, ...body });
+      remember('ignored-parameter', body, res.status, res.text);
+      const err = assertErrorShape(res, 400);
+      assert.equal(err.param, param, res.text);
+      assert.match(err.message, message);
+    }
+    // best_of equal to n is what the client gets anyway: served.
+    const same = await postJson(comp, { model, prompt: 'Once', n: 2, best_of: 2, max_tokens: 4 });
+    assert.equal(same.status, 200, same.text);
+    assert.equal(same.body.choices.length, 2);
+  }));
+
+  test('a schema of 60,000 properties: refused by size at once, liveness answers meanwhile', ctx.wrap(async () => {
+    // Issue 24: the body parser's cost grew with the square of an object's members (10-15 s
+    // here, liveness dead meanwhile). Parsing is linear now; the size check names the limit.
+    const properties = {};
+    for (let i = 0; i < 60_000; i++) {
+      properties[`p${i}`] = { type: 'string' };
+    }
+    const body = { model, messages: [{ role: 'user', content: 'x' }], max_tokens: 4,
+      response_format: { type: 'json_schema', json_schema: { name: 'big', schema: { type: 'object', properties } } } };
+    const started = Date.now();
+    const pending = postJson(chat, body);
+    const live = await getJsonQuick(`${ctx.server.url}/v1/health/live`);
+    const res = await pending;
+    const ms = Date.now() - started;
+    t_note(`60,000-property schema: ${res.status} after ${ms} ms; liveness ${live.status} after ${live.ms} ms`);
+    const err = assertErrorShape(res, 400);
+    assert.match(err.message, /bytes; the limit is 65536/);
+    assert.equal(live.status, 200);
+    assert.ok(ms < timeBound(3000), `refused after ${ms} ms`);
+    assert.ok(live.ms < timeBound(3000), `liveness answered after ${live.ms} ms`);
+  }));
+
   test('malformed, truncated and non-object JSON: 400 invalid_json', ctx.wrap(async () => {
     const cases = [
       ['{', /not valid JSON/],
@@ -378,7 +438,7 @@ describe('hostile request bodies (stories260K-chatml.gguf, --ctx-size 512)', () 
         const err = assertErrorShape(res, 400);
         assert.equal(err.code, 'invalid_json', res.text);
         assert.match(err.message, /\b64\b/, `the message does not name the depth limit: ${err.message}`);
-        assert.ok(Date.now() - started < 5000, 'the nested body took over 5 s to refuse');
+        assert.ok(Date.now() - started < timeBound(5000), 'the nested body took too long to refuse');
       }
     }
     await assertHealthy(ctx.server);
@@ -849,7 +909,6 @@ describe('hostile request bodies (stories260K-chatml.gguf, --ctx-size 512)', () 
       `${model}/../../../etc/passwd`,
       `./${model}`,
       `${model}.gguf`,
-      `${model}\u0000`,
       '%2e%2e%2f%2e%2e%2fetc%2fpasswd',
       'file:///etc/passwd',
       '~/.ssh/id_rsa',
@@ -866,6 +925,13 @@ describe('hostile request bodies (stories260K-chatml.gguf, --ctx-size 512)', () 
         const dir = path.dirname(modelPath(MODELS.chatml));
         assert.ok(!err.message.includes(dir), `the message leaks the model folder: ${err.message}`);
       }
+    }
+    // A NUL (any control character) names no model: 400, not 404 (issue 24).
+    for (const [url, base] of [[comp, COMPLETION_FIELDS], [chat, CHAT_FIELDS]]) {
+      const res = await post(url, { ...base, model: `${model}\u0000` });
+      const err = assertErrorShape(res, 400);
+      assert.equal(err.param, 'model', res.text);
+      assert.equal(err.code, 'invalid_model', res.text);
     }
     // An over-long name is refused before it is echoed.
     const long = await post(comp, { ...COMPLETION_FIELDS, model: '../'.repeat(10_000) });
@@ -907,7 +973,7 @@ describe('protocol limits and slow clients (--request-timeout 2, --max-body-byte
     for (const length of ['10000000000', '18446744073709551615', '65537']) {
       const r = await rawExchange(port, [`${head()}Content-Length: ${length}\r\n\r\n{"prompt":"a"}`]);
       assert.equal(r.status, 413, `Content-Length ${length}: ${JSON.stringify(r.text)}`);
-      assert.ok(r.ms < 1000, `Content-Length ${length}: 413 after ${r.ms} ms`);
+      assert.ok(r.ms < timeBound(1000), `Content-Length ${length}: 413 after ${r.ms} ms`);
       const err = rawBody(r.text).error;
       assert.match(err.message, /\b65536\b/, err.message);
       assert.equal(err.type, 'invalid_request_error');
@@ -955,6 +1021,27 @@ describe('protocol limits and slow clients (--request-timeout 2, --max-body-byte
     });
     await assertHealthy(ctx.server);
     c.done();
+  }));
+
+  test('a chunked body of many tiny chunks: 413 naming the chunk limit; a few large chunks pass', ctx.wrap(async () => {
+    // Issue 24: a million one-byte chunks (6 MB on the wire for a 6-byte prompt) were read whole.
+    const body = JSON.stringify({ model, prompt: 'Once', max_tokens: 2 });
+    const tiny = [...body].map((ch) => `1\r\n${ch}\r\n`).join('') + '1\r\n \r\n'.repeat(20_000) + '0\r\n\r\n';
+    const r = await rawExchange(port, [`${head()}Transfer-Encoding: chunked\r\n\r\n${tiny}`]);
+    assert.equal(r.status, 413, JSON.stringify(r.text.slice(0, 400)));
+    assert.match(rawBody(r.text).error.message, /more than 16384 chunks/);
+    // Chunk extensions count too.
+    const ext = `${head()}Transfer-Encoding: chunked\r\n\r\n` +
+      `${body.length.toString(16)};${'x'.repeat(5000)}\r\n${body}\r\n0\r\n\r\n`;
+    const e = await rawExchange(port, [ext]);
+    assert.equal(e.status, 413, JSON.stringify(e.text.slice(0, 400)));
+    assert.match(rawBody(e.text).error.message, /chunk extensions exceed 4096 bytes/);
+    // The same body in a few chunks is served.
+    const ok = await rawExchange(port, [`${head()}Transfer-Encoding: chunked\r\n\r\n` +
+      `${body.slice(0, 10).length.toString(16)}\r\n${body.slice(0, 10)}\r\n` +
+      `${body.slice(10).length.toString(16)}\r\n${body.slice(10)}\r\n0\r\n\r\n`]);
+    assert.equal(ok.status, 200, JSON.stringify(ok.text.slice(0, 400)));
+    await assertHealthy(ctx.server);
   }));
 
   test('headers over --max-header-bytes, more fields than --max-header-count: 431 naming the limit', ctx.wrap(async () => {
@@ -1011,7 +1098,7 @@ describe('protocol limits and slow clients (--request-timeout 2, --max-body-byte
       const started = Date.now();
       const res = await post(`${ctx.server.url}/v1/completions`, { model, prompt: ONCE, max_tokens: 8, temperature: 0 });
       assert.equal(res.status, 200, res.text);
-      assert.ok(Date.now() - started < 2000, `a normal request took ${Date.now() - started} ms during slowloris`);
+      assert.ok(Date.now() - started < timeBound(2000), `a normal request took ${Date.now() - started} ms during slowloris`);
       await sleep(300);
     }
     const c = cases();
@@ -1044,7 +1131,7 @@ describe('protocol limits and slow clients (--request-timeout 2, --max-body-byte
         const started = Date.now();
         const res = await post(`${ctx.server.url}/v1/completions`, { model, prompt: ONCE, max_tokens: 16, temperature: 0 });
         assert.equal(res.status, 200, res.text);
-        assert.ok(Date.now() - started < 5000, `a request took ${Date.now() - started} ms beside the stalled readers`);
+        assert.ok(Date.now() - started < timeBound(5000), `a request took ${Date.now() - started} ms beside the stalled readers`);
       }
       // Generation finishes (or the stream is dropped) without the client reading: slots free.
       await waitIdle(ctx.server, 20_000);
@@ -1087,7 +1174,7 @@ describe('client disconnects (--parallel 1, --batch-size 4, --ctx-size 2048)', (
     const ms = Date.now() - started;
     assert.equal(res.status, 200, res.text);
     assert.equal(res.body.usage.completion_tokens, 16);
-    assert.ok(ms < 3000, `the request after the disconnects took ${ms} ms`);
+    assert.ok(ms < timeBound(3000), `the request after the disconnects took ${ms} ms`);
   };
 
   test('while queued: aborted waiting requests leave the queue; the running one is unaffected', ctx.wrap(async () => {
@@ -1141,7 +1228,7 @@ describe('client disconnects (--parallel 1, --batch-size 4, --ctx-size 2048)', (
       await done;
       const m = await waitIdle(ctx.server);
       const ms = Date.now() - abortedAt;
-      assert.ok(ms < 2000, `the slot was freed ${ms} ms after the abort (stream ${stream})`);
+      assert.ok(ms < timeBound(2000), `the slot was freed ${ms} ms after the abort (stream ${stream})`);
       assert.equal(m.generation_tokens_total, before0.generation_tokens_total, 'tokens were generated after the abort');
       assert.equal(m.inferbox_request_cancelled_total - before0.inferbox_request_cancelled_total, 1);
       assertReconciled(m);
@@ -1238,14 +1325,16 @@ describe('1,000 concurrent connections against 4 slots (--parallel 4 --max-queue
     // Refusals do not wait for the engine: measured by the client (connection set-up included, on
     // a 2-core machine shared with the server) and by the server's access log (from the request's
     // last byte to the answer's).
-    assert.ok(p(0.5) < 2500, `429 p50 ${p(0.5)} ms`);
-    assert.ok(refusedMs.at(-1) < 5000, `slowest 429 took ${refusedMs.at(-1)} ms`);
+    assert.ok(p(0.5) < timeBound(2500), `429 p50 ${p(0.5)} ms`);
+    assert.ok(refusedMs.at(-1) < timeBound(5000), `slowest 429 took ${refusedMs.at(-1)} ms`);
     const served = [...ctx.server.logSince(mark).matchAll(/status=429 .*?duration_ms=([\d.]+)/g)].map((m) => Number(m[1]));
     assert.equal(served.length, refused.length, 'access-log lines for the 429s');
     const slowest = Math.max(...served);
     t.diagnostic(`server-side 429 time: max ${slowest.toFixed(1)} ms`);
-    assert.ok(slowest < 1000, `the server took ${slowest} ms to answer a 429`);
-    assert.ok(rssAfter - rssBefore < 200 * 1024, `RSS grew by ${rssAfter - rssBefore} KiB`);
+    assert.ok(slowest < timeBound(1000), `the server took ${slowest} ms to answer a 429`);
+    // 200 MiB on the plain build; a sanitizer build adds what its allocator keeps on purpose.
+    const rssBound = 200 * 1024 + allocatorSlackKiB();
+    assert.ok(rssAfter - rssBefore < rssBound, `RSS grew by ${rssAfter - rssBefore} KiB (bound ${rssBound} KiB, ${buildMode()} build)`);
     const m = await waitIdle(ctx.server);
     assertReconciled(m);
     await assertHealthy(ctx.server);
@@ -1360,7 +1449,7 @@ describe('SIGTERM with streams that outlast --shutdown-timeout 1', () => {
       }
       const info = await Promise.race([server.exited, sleep(15_000).then(() => null)]);
       assert.deepEqual(info, { code: 0, signal: null }, `exit after SIGTERM\n${server.log().slice(-4000)}`);
-      assert.ok(Date.now() - signalled < 6000, `exit ${Date.now() - signalled} ms after SIGTERM`);
+      assert.ok(Date.now() - signalled < timeBound(6000), `exit ${Date.now() - signalled} ms after SIGTERM`);
     } finally {
       await server.stop();
     }

@@ -143,6 +143,15 @@ const HOSTILE = [
   ['guided_json', { guided_json: { $ref: '#/$defs/missing' } }, /JSON schema/i],
   ['guided_json', { guided_json: '{"type": "object"' }, /not a JSON object/],
   ['guided_json', { guided_json: 42 }, /must be a JSON Schema object/],
+  // Every regex is validated as guided_regex is, wherever it sits (issue 24).
+  ['response_format.json_schema.schema', { response_format: { type: 'json_schema', json_schema: { name: 'x',
+    schema: { type: 'object', properties: { a: { type: 'string', pattern: '((' } } } } } },
+  /the pattern at \/properties\/a\/pattern is not a usable regular expression/],
+  ['guided_json', { guided_json: { type: 'string', pattern: '[z-a]' } }, /class range out of order/],
+  ['guided_json', { guided_json: { type: 'string', pattern: 'a{2,1}' } }, /min > max/],
+  ['tools[0].function.parameters', { tools: [{ type: 'function', function: { name: 'f',
+    parameters: { type: 'object', properties: { q: { type: 'string', pattern: '((' } } } } }] },
+  /not a usable regular expression/],
   ['guided_choice', { guided_choice: [] }, /at least one choice/],
   ['guided_choice', { guided_choice: ['a', 7] }, /array of strings/],
   ['guided_choice', { guided_choice: Array.from({ length: 300 }, (_, i) => `c${i}`) }, /the limit is 256/],
@@ -180,6 +189,30 @@ describe('structured output on chat (stories260K-chatml.gguf)', () => {
     assert.deepEqual(validate(PERSON, choice.message.parsed), [], choice.message.content);
     assert.deepEqual(choice.message.parsed, JSON.parse(choice.message.content));
     assert.ok(res.usage.completion_tokens < 400);
+  }));
+
+  test('generated JSON follows the schema\'s property order, not the alphabet', ctx.wrap(async () => {
+    // Issue 20: "reasoning, answer, confidence" came back as answer, confidence, reasoning.
+    const schema = {
+      type: 'object',
+      properties: {
+        reasoning: { type: 'string', maxLength: 24 },
+        answer: { type: 'string', maxLength: 12 },
+        confidence: { type: 'integer', minimum: 0, maximum: 9 },
+      },
+      required: ['reasoning', 'answer', 'confidence'],
+      additionalProperties: false,
+    };
+    for (const [what, extra] of [
+      ['response_format', { response_format: { type: 'json_schema', json_schema: { name: 'ordered', schema, strict: true } } }],
+      ['guided_json', { guided_json: schema }],
+      ['nvext.guided_json as text', { nvext: { guided_json: JSON.stringify(schema) } }],
+    ]) {
+      const res = await postJson(url(), { model, messages, max_tokens: 200, temperature: 0, ...extra });
+      assert.equal(res.status, 200, res.text);
+      const text = res.body.choices[0].message.content;
+      assert.deepEqual(Object.keys(JSON.parse(text)), ['reasoning', 'answer', 'confidence'], `${what}: ${text}`);
+    }
   }));
 
   test('sampled outputs (several seeds, n=2) all match the schema', ctx.wrap(async () => {
