@@ -8,9 +8,11 @@
 
 #include <algorithm>
 #include <bit>
+#include <bitset>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <initializer_list>
 #include <new>
 #include <unordered_set>
 
@@ -192,6 +194,53 @@ bool known_type(uint32_t id) {
     return id <= uint32_t(gguf_type::float64);
 }
 
+// --- tokenizer facts ------------------------------------------------------------------------------
+// llama.cpp's vocabulary loader (src/llama-vocab.cpp) takes some damaged tokenizers without a
+// word, and the damage then kills the process on a request instead of failing the load. The
+// parser refuses those files; what it needs from the per-token arrays is gathered while they are
+// read (a few bits per token), never by keeping the vocabulary.
+
+constexpr std::string_view key_tokens     = "tokenizer.ggml.tokens";
+constexpr std::string_view key_scores     = "tokenizer.ggml.scores";
+constexpr std::string_view key_token_type = "tokenizer.ggml.token_type";
+constexpr std::string_view key_merges     = "tokenizer.ggml.merges";
+constexpr std::string_view key_model      = "tokenizer.ggml.model";
+
+constexpr int32_t  token_type_byte = 6;          // LLAMA_TOKEN_TYPE_BYTE
+constexpr uint64_t token_id_none   = 0xFFFFFFFF; // -1 as a u32: out of range, so llama.cpp ignores it
+
+int hex_digit(char c) {
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+// '<0xHH>', two hex digits of either case: the spelling llama.cpp decodes a BYTE token's byte from.
+bool spells_byte(std::string_view s) {
+    return s.size() == 6 && s.starts_with("<0x") && s[5] == '>' && hex_digit(s[3]) >= 0 && hex_digit(s[4]) >= 0;
+}
+
+// The byte whose lookup in a SentencePiece vocabulary finds the token `s`, if any. llama.cpp
+// looks byte b up as '<0xHH>' with upper-case digits, then as the one-byte text b; the latter
+// never finds byte 0, which it passes as an empty C string.
+std::optional<uint8_t> byte_found_by(std::string_view s) {
+    if (s.size() == 1 && s[0] != '\0') {
+        return uint8_t(s[0]);
+    }
+    const auto upper = [](char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F'); };
+    if (spells_byte(s) && upper(s[3]) && upper(s[4])) {
+        return uint8_t(hex_digit(s[3]) * 16 + hex_digit(s[4]));
+    }
+    return std::nullopt;
+}
+
 class parser {
   public:
     parser(byte_source &src, std::string label) : src_(src), label_(std::move(label)), size_(src.size()) {}
@@ -246,25 +295,25 @@ class parser {
         pos_ += n;
     }
 
-    // A length-prefixed string of at most `max` bytes.
-    std::string read_string(const std::string &what, uint64_t max) {
+    // The length prefix of a string of at most `max` bytes.
+    uint64_t read_string_length(const std::string &what, uint64_t max) {
         const uint64_t len = read_u64("length of " + what);
         if (len > max) {
             fail(what + " is " + std::to_string(len) + " bytes long, more than the limit of " + std::to_string(max));
         }
+        return len;
+    }
+
+    // A length-prefixed string of at most `max` bytes.
+    std::string read_string(const std::string &what, uint64_t max) {
+        const uint64_t len = read_string_length(what, max);
         need(len, what);
         std::string s(size_t(len), '\0');
         read_bytes(s.data(), size_t(len), what);
         return s;
     }
 
-    void skip_string(const std::string &what, uint64_t max) {
-        const uint64_t len = read_u64("length of " + what);
-        if (len > max) {
-            fail(what + " is " + std::to_string(len) + " bytes long, more than the limit of " + std::to_string(max));
-        }
-        skip(len, what);
-    }
+    void skip_string(const std::string &what, uint64_t max) { skip(read_string_length(what, max), what); }
 
     gguf_type read_type(const std::string &what) {
         const uint32_t id = read_u32(what);
@@ -364,6 +413,70 @@ class parser {
         return v;
     }
 
+    void read_metadata(uint64_t n_kv) {
+        for (uint64_t i = 0; i < n_kv; ++i) {
+            const std::string where = "metadata entry " + std::to_string(i);
+            std::string       key   = read_string("key of " + where, gguf_limits::max_key_bytes);
+            if (key.empty()) {
+                fail("the key of " + where + " is empty");
+            }
+            if (info_.metadata.contains(key)) {
+                fail("metadata key " + quote_name(key) + " appears twice");
+            }
+            const std::string what  = "metadata " + quote_name(key);
+            const gguf_type   type  = read_type("type of " + what);
+            gguf_value        value = read_metadata_value(key, type, what);
+            info_.metadata.emplace(std::move(key), std::move(value));
+        }
+    }
+
+    // A metadata value. The tokenizer's tokens and token types, when of the expected element
+    // types, are scanned for the facts the tokenizer checks need.
+    gguf_value read_metadata_value(std::string_view key, gguf_type type, const std::string &what) {
+        if (type != gguf_type::array || (key != key_tokens && key != key_token_type)) {
+            return read_value(type, what);
+        }
+        const gguf_array a = read_array_header(what);
+        if (key == key_tokens && a.element_type == gguf_type::string) {
+            scan_tokens(a, what);
+        } else if (key == key_token_type && a.element_type == gguf_type::int32) {
+            scan_token_types(a, what);
+        } else {
+            skip_array_body(a, what, 0); // check_tokenizer() names the wrong element type
+        }
+        return gguf_value{gguf_type::array, a};
+    }
+
+    // Only strings of 1 or 6 bytes can spell a byte; the others are skipped unread.
+    void scan_tokens(const gguf_array &a, const std::string &what) {
+        tokens_.body    = pos_;
+        tokens_.spelled = std::vector<bool>(size_t(a.length), false);
+        for (uint64_t i = 0; i < a.length; ++i) {
+            const std::string element = "element " + std::to_string(i) + " of " + what;
+            const uint64_t    len     = read_string_length(element, gguf_limits::max_string_bytes);
+            if (len != 1 && len != 6) {
+                skip(len, element);
+                continue;
+            }
+            char text[6];
+            read_bytes(text, size_t(len), element);
+            const std::string_view s(text, size_t(len));
+            tokens_.spelled[i] = spells_byte(s);
+            if (const auto b = byte_found_by(s)) {
+                tokens_.bytes_found.set(*b);
+            }
+        }
+    }
+
+    void scan_token_types(const gguf_array &a, const std::string &what) {
+        const std::string elements = "elements of " + what;
+        need(a.length * 4, elements);
+        tokens_.typed_byte = std::vector<bool>(size_t(a.length), false);
+        for (uint64_t i = 0; i < a.length; ++i) {
+            tokens_.typed_byte[i] = int32_t(uint32_t(read_le<4>(elements))) == token_type_byte;
+        }
+    }
+
     void parse() {
         info_.file_size = size_;
 
@@ -406,20 +519,7 @@ class parser {
                  std::to_string(size_) + " bytes");
         }
 
-        // Metadata.
-        for (uint64_t i = 0; i < n_kv; ++i) {
-            const std::string where = "metadata entry " + std::to_string(i);
-            std::string       key   = read_string("key of " + where, gguf_limits::max_key_bytes);
-            if (key.empty()) {
-                fail("the key of " + where + " is empty");
-            }
-            if (info_.metadata.contains(key)) {
-                fail("metadata key " + quote_name(key) + " appears twice");
-            }
-            const std::string what = "metadata " + quote_name(key);
-            const gguf_type   type = read_type("type of " + what);
-            info_.metadata.emplace(std::move(key), read_value(type, what));
-        }
+        read_metadata(n_kv);
 
         if (const gguf_value *a = info_.find("general.alignment")) {
             if (a->type != gguf_type::uint32) {
@@ -475,6 +575,7 @@ class parser {
             info_.n_params += t.n_elements;
         }
 
+        check_tokenizer();
         summarize();
     }
 
@@ -527,6 +628,117 @@ class parser {
         info_.tensors.push_back(std::move(t));
     }
 
+    // --- tokenizer checks (the keys may come in any order, so they run after the metadata) ---
+    // What llama.cpp's vocabulary loader (pinned in scripts/deps.env) would take and then die of,
+    // or refuse itself with a less clear message.
+
+    void check_tokenizer() {
+        const gguf_array *tokens = token_array(key_tokens, {gguf_type::string});
+        const gguf_array *scores = token_array(key_scores, {gguf_type::float32, gguf_type::int32});
+        const gguf_array *types  = token_array(key_token_type, {gguf_type::int32});
+        token_array(key_merges, {gguf_type::string});
+        if (!tokens) {
+            return; // llama.cpp refuses a model without one, unless it has no vocabulary at all
+        }
+        for (const auto &[key, a] : {std::pair{key_scores, scores}, std::pair{key_token_type, types}}) {
+            if (a && a->length != tokens->length) {
+                fail(std::string(key) + " has " + std::to_string(a->length) + " elements but " +
+                     std::string(key_tokens) + " has " + std::to_string(tokens->length) +
+                     "; there must be one per token");
+            }
+        }
+        check_special_token_ids(tokens->length);
+        const gguf_value *m     = info_.find(key_model);
+        const std::string model = m && m->as_string() ? *m->as_string() : std::string();
+        check_byte_tokens(model);
+    }
+
+    // The array at `key`, whose elements must be of one of `types`; nullptr when `key` is absent.
+    const gguf_array *token_array(std::string_view key, std::initializer_list<gguf_type> types) {
+        const gguf_value *v = info_.find(key);
+        if (!v) {
+            return nullptr;
+        }
+        const gguf_array *a = v->as_array();
+        if (a && std::find(types.begin(), types.end(), a->element_type) != types.end()) {
+            return a;
+        }
+        std::string expected;
+        for (const gguf_type t : types) {
+            expected += (expected.empty() ? "" : " or ") + std::string(gguf_type_name(t));
+        }
+        const std::string got = a ? "is an array of " + std::string(gguf_type_name(a->element_type))
+                                  : "has type " + std::string(gguf_type_name(v->type));
+        fail(std::string(key) + " " + got + ", expected an array of " + expected);
+    }
+
+    // llama.cpp reads each special token id as a u32 (another type fails the load) and ignores
+    // one out of range with a warning; a damaged id is refused here, -1 (as a u32) means none.
+    void check_special_token_ids(uint64_t n_tokens) {
+        for (const auto &[key, v] : info_.metadata) {
+            if (!key.starts_with("tokenizer.ggml.") || !key.ends_with("_token_id")) {
+                continue;
+            }
+            if (v.type != gguf_type::uint32) {
+                fail(key + " has type " + std::string(gguf_type_name(v.type)) + ", expected u32");
+            }
+            const uint64_t id = *v.as_uint();
+            if (id >= n_tokens && id != token_id_none) {
+                fail(key + " is " + std::to_string(id) + ", not a token id: the vocabulary has " +
+                     std::to_string(n_tokens) + " tokens (" + std::to_string(token_id_none) + " means none)");
+            }
+        }
+    }
+
+    void check_byte_tokens(const std::string &model) {
+        // A BYTE token's byte is decoded from its spelling; in a WordPiece vocabulary llama.cpp
+        // aborts instead (token_to_byte, while it loads). Both vectors are filled only when both
+        // arrays have the right element types, and then they have the same length.
+        if (tokens_.typed_byte.size() == tokens_.spelled.size()) {
+            for (size_t i = 0; i < tokens_.typed_byte.size(); ++i) {
+                if (!tokens_.typed_byte[i]) {
+                    continue;
+                }
+                if (model == "bert") {
+                    fail(std::string(key_token_type) + " element " + std::to_string(i) + " is BYTE (" +
+                         std::to_string(token_type_byte) +
+                         "), which a 'bert' (WordPiece) vocabulary cannot have: llama.cpp aborts decoding it");
+                }
+                if (!tokens_.spelled[i]) {
+                    fail(std::string(key_tokens) + " element " + std::to_string(i) + " " + quote_name(token_text(i)) +
+                         " has token type BYTE (" + std::to_string(token_type_byte) +
+                         ") but is not spelled <0xHH> with two hex digits");
+                }
+            }
+        }
+        // llama.cpp's SentencePiece tokenizer falls back to a token per byte for text that no
+        // token covers, and throws std::out_of_range (byte_to_token, from inside a request's
+        // tokenization) for a byte it finds no token for.
+        if (model == "llama") {
+            for (unsigned b = 0; b < 256; ++b) {
+                if (!tokens_.bytes_found[b]) {
+                    char hex[8];
+                    std::snprintf(hex, sizeof hex, "0x%02X", b);
+                    fail(std::string(key_tokens) + " has no token for byte " + hex + " (no '<" + hex +
+                         ">' and no one-byte token): llama.cpp's SentencePiece tokenizer (" + std::string(key_model) +
+                         " 'llama') aborts on text that falls back to that byte");
+                }
+            }
+        }
+    }
+
+    // The text of token `index`, read again (the scan kept only bits).
+    std::string token_text(uint64_t index) {
+        const uint64_t saved = pos_;
+        pos_                 = tokens_.body;
+        for (uint64_t i = 0; i < index; ++i) {
+            skip_string("token " + std::to_string(i), gguf_limits::max_string_bytes);
+        }
+        std::string s = read_string("token " + std::to_string(index), gguf_limits::max_string_bytes);
+        pos_          = saved;
+        return s;
+    }
+
     std::optional<uint64_t> uint_key(const std::string &key) const {
         const gguf_value *v = info_.find(key);
         return v ? v->as_uint() : std::nullopt;
@@ -577,11 +789,20 @@ class parser {
         }
     }
 
+    // What the tokenizer checks need from the per-token arrays.
+    struct token_facts {
+        uint64_t          body = 0;    // offset of the first element of tokenizer.ggml.tokens
+        std::vector<bool> spelled;     // token i is spelled '<0xHH>'
+        std::vector<bool> typed_byte;  // token i has token type BYTE
+        std::bitset<256>  bytes_found; // llama.cpp's byte lookup finds a token for byte b
+    };
+
     byte_source &src_;
     std::string  label_;
     uint64_t     size_;
     uint64_t     pos_ = 0;
     gguf_info    info_;
+    token_facts  tokens_;
 };
 
 std::string errno_text(int e) {

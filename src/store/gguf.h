@@ -8,6 +8,13 @@
 // data in order and aligned); what it does not check is whether the architecture's tensors are
 // all there, which only the loader knows.
 //
+// The tokenizer metadata is checked where llama.cpp would load damage and die of it later (or
+// refuse it with a vaguer message): the element types of the per-token arrays (tokens: string,
+// scores: f32 or i32, token_type: i32, merges: string) and one score and type per token; every
+// tokenizer.ggml.*_token_id a u32 below the vocabulary size (0xFFFFFFFF: none); every BYTE token
+// spelled <0xHH>, and none in a 'bert' vocabulary; and a SentencePiece ('llama') vocabulary with
+// a token for each of the 256 bytes. Only a few bits per token are kept for this.
+//
 // Errors are `error_kind::invalid_request` with code "invalid_gguf" (a file that cannot be
 // opened or read: `not_found` / `internal`), and their message starts with the label (the file
 // name the user gave) and names the problem, e.g.

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -663,6 +665,310 @@ TEST(Gguf, file_reader_matches_the_buffer_reader) {
     auto dir = read_gguf_file(std::filesystem::temp_directory_path());
     ASSERT_FALSE(dir.ok());
     EXPECT_NE(dir.err().message.find("not a regular file"), std::string::npos) << dir.err().message;
+}
+
+// --- tokenizer checks (issue 24): damage that llama.cpp loads and then dies of -------------------
+
+namespace {
+
+// An array of fixed-size elements: type id, element type, count, then `size` bytes per value.
+kv_entry kv_numbers(std::string key, uint32_t element_type, int size, const std::vector<uint64_t> &values) {
+    bytes b;
+    put_u32(b, 9);
+    put_u32(b, element_type);
+    put_u64(b, values.size());
+    for (const uint64_t v : values) {
+        for (int i = 0; i < size; ++i) {
+            b.push_back(uint8_t(v >> (8 * i)));
+        }
+    }
+    return {std::move(key), b};
+}
+kv_entry kv_i32s(std::string key, const std::vector<int32_t> &v) {
+    return kv_numbers(std::move(key), 5, 4, std::vector<uint64_t>(v.begin(), v.end()));
+}
+kv_entry kv_f32s(std::string key, size_t n, float value) {
+    uint32_t u;
+    std::memcpy(&u, &value, 4);
+    return kv_numbers(std::move(key), 6, 4, std::vector<uint64_t>(n, u));
+}
+kv_entry kv_scalar(std::string key, uint32_t type, int size, uint64_t v) {
+    bytes b;
+    put_u32(b, type);
+    for (int i = 0; i < size; ++i) {
+        b.push_back(uint8_t(v >> (8 * i)));
+    }
+    return {std::move(key), b};
+}
+
+constexpr int32_t normal = 1, control = 3, byte_type = 6;
+
+// A SentencePiece-style vocabulary as llama.cpp's converter writes it: <unk>, <s>, </s>, the 256
+// byte tokens <0x00>..<0xFF> (token type BYTE), then "a" and "b"; 261 tokens.
+struct vocab {
+    std::string              model = "llama";
+    std::vector<std::string> tokens;
+    std::vector<int32_t>     types;
+
+    vocab() {
+        tokens = {"<unk>", "<s>", "</s>"};
+        types  = {2, control, control};
+        for (int b = 0; b < 256; ++b) {
+            char t[8];
+            std::snprintf(t, sizeof t, "<0x%02X>", b);
+            tokens.emplace_back(t);
+            types.push_back(byte_type);
+        }
+        for (const char *t : {"a", "b"}) {
+            tokens.emplace_back(t);
+            types.push_back(normal);
+        }
+    }
+    // The index of token `text`.
+    size_t at(std::string_view text) const {
+        return size_t(std::find(tokens.begin(), tokens.end(), text) - tokens.begin());
+    }
+};
+
+// tiny_spec() with the vocabulary's tokenizer keys in place of its token list.
+gguf_spec tokenizer_spec(const vocab &v) {
+    gguf_spec s = tiny_spec();
+    s.kvs[10]   = kv_strings("tokenizer.ggml.tokens", v.tokens);
+    s.kvs.push_back(kv_string("tokenizer.ggml.model", v.model));
+    s.kvs.push_back(kv_f32s("tokenizer.ggml.scores", v.tokens.size(), -1.0f));
+    s.kvs.push_back(kv_i32s("tokenizer.ggml.token_type", v.types));
+    s.kvs.push_back(kv_strings("tokenizer.ggml.merges", {"a b"}));
+    s.kvs.push_back(kv_u32("tokenizer.ggml.unknown_token_id", 0));
+    s.kvs.push_back(kv_u32("tokenizer.ggml.bos_token_id", 1));
+    s.kvs.push_back(kv_u32("tokenizer.ggml.eos_token_id", 2));
+    return s;
+}
+
+// Replaces the entry `key` of `s` (which must be there).
+void replace_kv(gguf_spec &s, kv_entry e) {
+    for (auto &kv : s.kvs) {
+        if (kv.key == e.key) {
+            kv = std::move(e);
+            return;
+        }
+    }
+    FAIL() << e.key << " is not in the spec";
+}
+
+void expect_ok(const bytes &b) {
+    auto r = parse(b);
+    EXPECT_TRUE(r.ok()) << r.err().message;
+}
+
+} // namespace
+
+TEST(GgufTokenizer, a_good_vocabulary_is_accepted) {
+    const vocab v;
+    auto        r = parse(build(tokenizer_spec(v)));
+    ASSERT_TRUE(r.ok()) << r.err().message;
+    EXPECT_EQ(r->vocab_size, 261u);
+    EXPECT_EQ(v.tokens[v.at("<0x0A>")], "<0x0A>"); // the good byte token the damaged cases change
+
+    // The keys in the reverse order (the checks do not depend on it).
+    gguf_spec reversed = tokenizer_spec(v);
+    std::reverse(reversed.kvs.begin(), reversed.kvs.end());
+    expect_ok(build(reversed));
+
+    // A BYTE token with lower-case digits is decoded all the same; llama.cpp's byte lookup only
+    // tries upper case, and then the one-byte token, which this vocabulary has.
+    vocab lower                      = v;
+    lower.tokens[lower.at("<0x0A>")] = "<0x0a>";
+    lower.tokens.emplace_back("\n");
+    lower.types.push_back(normal);
+    expect_ok(build(tokenizer_spec(lower)));
+
+    // Integer scores: llama.cpp reads an i32 array as well as an f32 one.
+    gguf_spec ints = tokenizer_spec(v);
+    replace_kv(ints, kv_i32s("tokenizer.ggml.scores", std::vector<int32_t>(v.tokens.size(), -3)));
+    expect_ok(build(ints));
+
+    // Special ids: the last token, and 0xFFFFFFFF (-1: none).
+    gguf_spec ids = tokenizer_spec(v);
+    replace_kv(ids, kv_u32("tokenizer.ggml.eos_token_id", 260));
+    ids.kvs.push_back(kv_u32("tokenizer.ggml.padding_token_id", 0xFFFFFFFFu));
+    expect_ok(build(ids));
+
+    // A BPE vocabulary needs no byte tokens; no tokenizer at all (tiny_spec) is fine too.
+    vocab bpe;
+    bpe.model  = "gpt2";
+    bpe.tokens = {"a", "b", "ab"};
+    bpe.types  = {normal, normal, normal};
+    expect_ok(build(tokenizer_spec(bpe)));
+}
+
+TEST(GgufTokenizer, per_token_arrays_must_have_the_right_element_types) {
+    const vocab v;
+    const auto  with = [&](kv_entry e) {
+        gguf_spec s = tokenizer_spec(v);
+        replace_kv(s, std::move(e));
+        return build(s);
+    };
+    const std::vector<uint64_t> zeros(v.tokens.size(), 0);
+    expect_error(with(kv_numbers("tokenizer.ggml.scores", 12, 8, zeros)),
+                 "tokenizer.ggml.scores is an array of f64, expected an array of f32 or i32");
+    expect_error(with(kv_numbers("tokenizer.ggml.scores", 11, 8, zeros)),
+                 "tokenizer.ggml.scores is an array of i64, expected an array of f32 or i32");
+    expect_error(with(kv_f32("tokenizer.ggml.scores", 0.0f)),
+                 "tokenizer.ggml.scores has type f32, expected an array of f32 or i32");
+    expect_error(with(kv_numbers("tokenizer.ggml.token_type", 4, 4, zeros)),
+                 "tokenizer.ggml.token_type is an array of u32, expected an array of i32");
+    expect_error(with(kv_numbers("tokenizer.ggml.token_type", 1, 1, zeros)),
+                 "tokenizer.ggml.token_type is an array of i8, expected an array of i32");
+    expect_error(with(kv_numbers("tokenizer.ggml.tokens", 5, 4, zeros)),
+                 "tokenizer.ggml.tokens is an array of i32, expected an array of string");
+    expect_error(with(kv_string("tokenizer.ggml.tokens", "abc")),
+                 "tokenizer.ggml.tokens has type string, expected an array of string");
+    expect_error(with(kv_numbers("tokenizer.ggml.merges", 5, 4, {1, 2})),
+                 "tokenizer.ggml.merges is an array of i32, expected an array of string");
+}
+
+TEST(GgufTokenizer, scores_and_token_types_have_one_element_per_token) {
+    const vocab v;
+    gguf_spec   s = tokenizer_spec(v);
+    replace_kv(s, kv_f32s("tokenizer.ggml.scores", 260, 0.0f));
+    expect_error(build(s), "tokenizer.ggml.scores has 260 elements but tokenizer.ggml.tokens has 261; there must "
+                           "be one per token");
+
+    gguf_spec t     = tokenizer_spec(v);
+    auto      types = v.types;
+    types.push_back(normal);
+    replace_kv(t, kv_i32s("tokenizer.ggml.token_type", types));
+    expect_error(build(t), "tokenizer.ggml.token_type has 262 elements but tokenizer.ggml.tokens has 261");
+}
+
+TEST(GgufTokenizer, special_token_ids_must_be_u32_token_ids) {
+    const vocab v;
+    gguf_spec   big = tokenizer_spec(v);
+    replace_kv(big, kv_u32("tokenizer.ggml.bos_token_id", 0x80000000u));
+    expect_error(build(big), "tokenizer.ggml.bos_token_id is 2147483648, not a token id: the vocabulary has 261 "
+                             "tokens (4294967295 means none)");
+
+    for (const char *key : {"eos", "eot", "eom", "unknown", "seperator", "padding", "cls", "mask", "fim_pre", "fim_suf",
+                            "fim_mid", "fim_pad", "fim_rep", "fim_sep", "prefix", "suffix", "middle"}) {
+        SCOPED_TRACE(key);
+        const std::string name = std::string("tokenizer.ggml.") + key + "_token_id";
+        gguf_spec         s    = tokenizer_spec(v);
+        std::erase_if(s.kvs, [&](const kv_entry &e) { return e.key == name; });
+        s.kvs.push_back(kv_u32(name, 261));
+        expect_error(build(s), name + " is 261, not a token id: the vocabulary has 261 tokens");
+    }
+
+    // llama.cpp reads only a u32 (another type fails its load).
+    const std::vector<std::pair<kv_entry, std::string>> wrong = {
+        {kv_scalar("tokenizer.ggml.bos_token_id", 5, 4, 1), "i32"},
+        {kv_scalar("tokenizer.ggml.bos_token_id", 5, 4, 0xFFFFFFFFu), "i32"}, // -1
+        {kv_scalar("tokenizer.ggml.bos_token_id", 10, 8, 1), "u64"},
+        {kv_scalar("tokenizer.ggml.bos_token_id", 2, 2, 1), "u16"},
+        {kv_f32("tokenizer.ggml.bos_token_id", 1.0f), "f32"},
+        {kv_string("tokenizer.ggml.bos_token_id", "1"), "string"},
+    };
+    for (const auto &[entry, type] : wrong) {
+        gguf_spec s = tokenizer_spec(v);
+        replace_kv(s, entry);
+        expect_error(build(s), "tokenizer.ggml.bos_token_id has type " + type + ", expected u32");
+    }
+}
+
+TEST(GgufTokenizer, byte_tokens_must_be_spelled_0xHH) {
+    const vocab v;
+    const auto  respelled = [&](std::string_view from, const std::string &to, std::string model = "llama") {
+        vocab w              = v;
+        w.model              = std::move(model);
+        w.tokens[w.at(from)] = to;
+        return build(tokenizer_spec(w));
+    };
+    // The cases of issue 24, and more damage of the same kind.
+    expect_error(respelled("<0x0A>", "<0xZZ>"),
+                 "tokenizer.ggml.tokens element 13 '<0xZZ>' has token type BYTE (6) but is not spelled <0xHH> with "
+                 "two hex digits");
+    expect_error(respelled("<0x41>", "<0x-1>"), "tokenizer.ggml.tokens element 68 '<0x-1>' has token type BYTE");
+    expect_error(respelled("<0x41>", "<0x4>"), "element 68 '<0x4>' has token type BYTE");
+    expect_error(respelled("<0x41>", "<0x41"), "element 68 '<0x41' has token type BYTE");
+    expect_error(respelled("<0x41>", "<0x41>>"), "element 68 '<0x41>>' has token type BYTE");
+    expect_error(respelled("<0x41>", "A"), "element 68 'A' has token type BYTE");
+    expect_error(respelled("<0x41>", "[0x41]"), "element 68 '[0x41]' has token type BYTE");
+    // The spelling rule holds for every vocabulary type (llama.cpp decodes BYTE tokens the same way).
+    expect_error(respelled("<0x0A>", "<0xZZ>", "gpt2"), "element 13 '<0xZZ>' has token type BYTE (6)");
+    expect_error(respelled("<0x0A>", "<0xZZ>", "t5"), "element 13 '<0xZZ>' has token type BYTE (6)");
+
+    // The token types before the tokens in the file: the same error, with the text read back.
+    vocab w                  = v;
+    w.tokens[w.at("<0xFF>")] = "<0xZZ>";
+    gguf_spec reversed       = tokenizer_spec(w);
+    std::reverse(reversed.kvs.begin(), reversed.kvs.end());
+    expect_error(build(reversed), "tokenizer.ggml.tokens element 258 '<0xZZ>' has token type BYTE");
+
+    // WordPiece has no byte tokens: llama.cpp aborts when it decodes one.
+    vocab bert = v;
+    bert.model = "bert";
+    expect_error(build(tokenizer_spec(bert)),
+                 "tokenizer.ggml.token_type element 3 is BYTE (6), which a 'bert' (WordPiece) vocabulary cannot "
+                 "have");
+}
+
+TEST(GgufTokenizer, a_sentencepiece_vocabulary_needs_a_token_for_every_byte) {
+    // '<0xZZ>' as a NORMAL token: the spelling rule does not apply, but llama.cpp's byte lookup
+    // finds no token for 0x0A ('<0x0A>' or "\n"), and it throws out of the tokenizer.
+    vocab        v;
+    const size_t i = v.at("<0x0A>");
+    v.tokens[i]    = "<0xZZ>";
+    v.types[i]     = normal;
+    expect_error(build(tokenizer_spec(v)), "tokenizer.ggml.tokens has no token for byte 0x0A (no '<0x0A>' and no "
+                                           "one-byte token): llama.cpp's SentencePiece tokenizer "
+                                           "(tokenizer.ggml.model 'llama') aborts");
+    // The one-byte token is the other way llama.cpp finds the byte.
+    vocab with_newline = v;
+    with_newline.tokens.emplace_back("\n");
+    with_newline.types.push_back(normal);
+    expect_ok(build(tokenizer_spec(with_newline)));
+    // Only SentencePiece looks bytes up so; a BPE or Unigram vocabulary may lack them.
+    for (const char *model : {"gpt2", "t5", "bert"}) {
+        vocab other = v;
+        other.model = model;
+        std::replace(other.types.begin(), other.types.end(), byte_type, normal);
+        expect_ok(build(tokenizer_spec(other)));
+    }
+
+    // Lower-case digits are not what llama.cpp looks up.
+    vocab lower                      = vocab();
+    lower.tokens[lower.at("<0xAB>")] = "<0xab>";
+    expect_error(build(tokenizer_spec(lower)), "has no token for byte 0xAB");
+
+    // Byte 0: its one-byte token is never found (llama.cpp passes an empty C string).
+    vocab        zero = vocab();
+    const size_t z    = zero.at("<0x00>");
+    zero.tokens[z]    = std::string(1, '\0');
+    zero.types[z]     = normal;
+    expect_error(build(tokenizer_spec(zero)), "has no token for byte 0x00");
+
+    // No byte tokens at all.
+    vocab none;
+    none.tokens = {"<unk>", "<s>", "</s>", "a"};
+    none.types  = {2, control, control, normal};
+    expect_error(build(tokenizer_spec(none)), "has no token for byte 0x00");
+}
+
+TEST(GgufTokenizer, the_file_reader_names_the_damaged_byte_token) {
+    vocab v;
+    v.tokens[v.at("<0x0A>")]      = "<0x-1>";
+    const bytes                 b = build(tokenizer_spec(v));
+    const std::filesystem::path path =
+        std::filesystem::temp_directory_path() / ("inferbox-gguf-tok-test-" + std::to_string(::getpid()) + ".gguf");
+    {
+        std::ofstream f(path, std::ios::binary);
+        f.write(reinterpret_cast<const char *>(b.data()), std::streamsize(b.size()));
+    }
+    auto r = read_gguf_file(path, "bad.gguf");
+    std::filesystem::remove(path);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.err().code, "invalid_gguf");
+    EXPECT_EQ(r.err().message, "bad.gguf: tokenizer.ggml.tokens element 13 '<0x-1>' has token type BYTE (6) but is "
+                               "not spelled <0xHH> with two hex digits");
 }
 
 // --- the real test models -----------------------------------------------------------------------
