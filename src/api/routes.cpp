@@ -33,7 +33,8 @@ void respond_error(http_exchange &ex, const error &err, header_list headers) {
 }
 
 api_router::api_router(api_config cfg)
-    : cfg_(std::move(cfg)), keys_(cfg_.api_keys), limiter_(cfg_.rate, keys_.size()),
+    : cfg_(std::move(cfg)), prep_pool_(static_cast<size_t>(std::max(1, cfg_.prep_threads))), keys_(cfg_.api_keys),
+      limiter_(cfg_.rate, keys_.size()),
       created_(std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
                    .count()) {}
 
@@ -746,37 +747,41 @@ std::optional<error> check_vocabulary(const model &m, const api_request &req) {
 
 } // namespace
 
-void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, const leased &leased_model,
-                               api_request request, std::string served, size_t key) {
-    const api_kind kind = request.kind;
-    auto          *req  = &request;
-    auto           eng  = leased_model->eng;
-    const model   &m    = eng->get_model();
-    const auto     info = info_for(leased_model.index());
-
-    // An invalid request is a 400 whatever the load: the checks that need the model but no
-    // tokenization come before the capacity check.
-    if (auto err = check_vocabulary(m, *req)) {
-        respond_error(*ex, *err);
-        return;
-    }
-    // Full slots and queue refuse before tokenization and grammar compilation: under overload
-    // the excess costs as little as possible (submit still decides for the ones that pass).
-    const auto n_sequences =
-        static_cast<int32_t>(std::max<size_t>(1, kind == api_kind::chat ? 1 : req->prompts.size())) * req->n;
-    if (auto full = eng->over_capacity(n_sequences)) {
-        if (info.metrics) {
-            info.metrics->requests_started.inc();
-            info.metrics->failure(failure_reason::overloaded).inc();
-        }
-        ex->log_field("error", full->code);
-        respond_error(*ex, *full);
-        return;
-    }
-
+// What the preparation pool makes of a request: its prompts as tokens, the chat render when tool
+// calls are to be parsed, the compiled output grammar (in req.sampling) — or the error.
+struct prepared_request {
+    api_request                        req;
     std::vector<prepared_prompt>       prompts;
-    std::shared_ptr<const chat_render> tool_render; // set when tool calls are to be parsed
-    if (kind == api_kind::chat) {
+    std::shared_ptr<const chat_render> tool_render;
+    std::optional<error>               err;
+};
+
+namespace {
+
+// A prompt of `bytes` bytes tokenizes to at least bytes / max_token_bytes tokens (no token covers
+// more bytes than its text has); refused before tokenizing when even that exceeds the context.
+std::optional<error> check_prompt_bytes(const model &m, size_t bytes, int32_t n_ctx, const char *param) {
+    const int64_t per_token = m.max_token_bytes();
+    if (per_token <= 0) {
+        return std::nullopt; // a vocabulary whose normalization may merge input bytes: no bound
+    }
+    const int64_t at_least = (static_cast<int64_t>(bytes) + per_token - 1) / per_token;
+    if (at_least <= n_ctx) {
+        return std::nullopt;
+    }
+    return error::invalid("the prompt is " + std::to_string(bytes) + " bytes, so at least " + std::to_string(at_least) +
+                              " tokens (no token of this model covers more than " + std::to_string(per_token) +
+                              " bytes): more than this model's context of " + std::to_string(n_ctx) +
+                              " tokens per request; shorten the prompt",
+                          param, "context_length_exceeded");
+}
+
+// Renders the chat template (chat), tokenizes and compiles the output constraint. Runs on the
+// preparation pool: its cost grows with the prompt (and, for some inputs, faster), and an I/O
+// thread must stay free for health probes and other connections.
+void prepare(const model &m, const guided_limits &limits, int32_t n_ctx, prepared_request &p) {
+    auto *req = &p.req;
+    if (req->kind == api_kind::chat) {
         chat_inputs ci;
         ci.messages            = req->messages;
         ci.tools               = req->tools;
@@ -784,10 +789,13 @@ void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, const l
         ci.parallel_tool_calls = req->parallel_tool_calls;
         auto rendered          = m.render_chat(ci);
         if (!rendered) {
-            respond_error(*ex, rendered.err());
+            p.err = rendered.err();
             return;
         }
-        prompts.push_back({m.tokenize(rendered->prompt, true), ""});
+        if ((p.err = check_prompt_bytes(m, rendered->prompt.size(), n_ctx, "messages"))) {
+            return;
+        }
+        p.prompts.push_back({m.tokenize(rendered->prompt, true), ""});
         if (rendered->parse_tool_calls) {
             auto &s = req->sampling;
             if (!rendered->grammar.empty()) {
@@ -800,8 +808,7 @@ void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, const l
                 s.grammar_triggers  = rendered->grammar_triggers;
                 s.generation_prompt = rendered->generation_prompt;
                 s.preserved_tokens  = rendered->preserved_tokens;
-                if (auto err = check_grammar(m, s, "tools")) {
-                    respond_error(*ex, *err);
+                if ((p.err = check_grammar(m, s, "tools"))) {
                     return;
                 }
             }
@@ -810,37 +817,100 @@ void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, const l
                     req->stop.push_back(stop);
                 }
             }
-            tool_render = std::make_shared<const chat_render>(std::move(*rendered));
+            p.tool_render = std::make_shared<const chat_render>(std::move(*rendered));
         }
     } else {
-        for (auto &p : req->prompts) {
+        for (auto &prompt : req->prompts) {
             prepared_prompt pp;
-            if (const auto *s = std::get_if<std::string>(&p)) {
+            if (const auto *s = std::get_if<std::string>(&prompt)) {
+                if ((p.err = check_prompt_bytes(m, s->size(), n_ctx, "prompt"))) {
+                    return;
+                }
                 pp.tokens    = m.tokenize(*s, true);
                 pp.echo_text = *s;
             } else {
-                pp.tokens    = std::get<std::vector<token_id>>(p); // ids checked by check_vocabulary
+                pp.tokens    = std::get<std::vector<token_id>>(prompt); // ids checked by check_vocabulary
                 pp.echo_text = m.detokenize(pp.tokens);
             }
             if (pp.tokens.empty()) {
-                respond_error(*ex, error::invalid("the prompt is empty after tokenization", "prompt"));
+                p.err = error::invalid("the prompt is empty after tokenization", "prompt");
                 return;
             }
-            prompts.push_back(std::move(pp));
+            p.prompts.push_back(std::move(pp));
         }
     }
-    if (auto err = compile_constraint(m, cfg_.limits.guided, *req)) {
+    p.err = compile_constraint(m, limits, *req);
+}
+
+} // namespace
+
+void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, const leased &leased_model,
+                               api_request request, std::string served, size_t key) {
+    auto eng  = leased_model->eng;
+    auto info = info_for(leased_model.index());
+
+    // An invalid request is a 400 whatever the load: the checks that need the model but no
+    // tokenization come before the capacity check.
+    if (auto err = check_vocabulary(eng->get_model(), request)) {
         respond_error(*ex, *err);
         return;
     }
+    // Full slots and queue refuse before tokenization and grammar compilation: under overload
+    // the excess costs as little as possible (submit still decides for the ones that pass).
+    const auto n_sequences =
+        static_cast<int32_t>(std::max<size_t>(1, request.kind == api_kind::chat ? 1 : request.prompts.size())) *
+        request.n;
+    if (auto full = eng->over_capacity(n_sequences)) {
+        if (info.metrics) {
+            info.metrics->requests_started.inc();
+            info.metrics->failure(failure_reason::overloaded).inc();
+        }
+        ex->log_field("error", full->code);
+        respond_error(*ex, *full);
+        return;
+    }
 
+    auto p = std::make_shared<prepared_request>();
+    p->req = std::move(request);
+    job_context jc;
+    jc.metrics = info.metrics;
+    jc.limiter = limiter_.enabled() ? &limiter_ : nullptr;
+    jc.key     = key;
+    jc.hold    = leased_model.hold(); // keeps the model loaded while the pool works on it
+    preparing_.fetch_add(1);
+    boost::asio::post(prep_pool_, [this, ex, p, eng, jc = std::move(jc), served = std::move(served)]() mutable {
+        try {
+            prepare(eng->get_model(), cfg_.limits.guided, eng->n_ctx_slot(), *p);
+        } catch (const std::exception &e) {
+            // llama.cpp's chat and tokenizer code may throw on inputs (or models) it cannot handle.
+            p->err = error{error_kind::internal, std::string("preparing the request failed: ") + e.what(), "",
+                           "internal_error"};
+        }
+        preparing_.fetch_sub(1);
+        boost::asio::post(ex->executor(), [this, ex, p, eng = std::move(eng), jc = std::move(jc),
+                                           served = std::move(served)]() mutable {
+            if (!ex->disconnected()) {
+                start_generation(ex, std::move(eng), std::move(*p), std::move(served), std::move(jc));
+            }
+        });
+    });
+}
+
+void api_router::start_generation(const std::shared_ptr<http_exchange> &ex, std::shared_ptr<engine> eng,
+                                  prepared_request p, std::string served, job_context jc) {
+    if (p.err) {
+        respond_error(*ex, *p.err);
+        return;
+    }
+    auto *req = &p.req;
     // Context: prompt + max_tokens must fit one sequence's KV. Never truncate silently.
     const int32_t n_ctx     = eng->n_ctx_slot();
     size_t        n_longest = 0;
-    for (const auto &p : prompts) {
-        n_longest = std::max(n_longest, p.tokens.size());
+    for (const auto &pp : p.prompts) {
+        n_longest = std::max(n_longest, pp.tokens.size());
     }
     const auto        n_prompt   = static_cast<int64_t>(n_longest);
+    const auto        kind       = req->kind;
     const int64_t     max_tokens = req->max_tokens
                                        ? *req->max_tokens
                                        : (kind == api_kind::completion ? 16 : std::max<int64_t>(1, n_ctx - n_prompt));
@@ -855,14 +925,9 @@ void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, const l
                                           "context_length_exceeded"));
         return;
     }
-    job_context jc;
-    jc.metrics = info.metrics;
-    jc.limiter = limiter_.enabled() ? &limiter_ : nullptr;
-    jc.key     = key;
-    jc.hold    = leased_model.hold();
     ex->log_field("model", served);
-    run_completion(ex, std::move(eng), std::move(*req), std::move(prompts), static_cast<int32_t>(max_tokens), served,
-                   jc, std::move(tool_render));
+    run_completion(ex, std::move(eng), std::move(*req), std::move(p.prompts), static_cast<int32_t>(max_tokens), served,
+                   std::move(jc), std::move(p.tool_render));
 }
 
 } // namespace inferbox

@@ -15,6 +15,9 @@
 #include "metrics/serving_metrics.h"
 #include "store/lora_catalog.h"
 
+#include <boost/asio/thread_pool.hpp>
+
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -61,6 +64,9 @@ struct api_config {
     std::shared_ptr<lora_catalog> loras;
 
     embedding_limits embedding; // /v1/embeddings and /v1/ranking
+
+    // Threads that prepare requests (chat template, tokenizer, grammar) off the I/O threads.
+    int32_t prep_threads = 2;
 };
 
 // Everything a generation job needs besides the request: where to report, whom to charge.
@@ -72,6 +78,7 @@ struct job_context {
 };
 
 class api_router;
+struct prepared_request; // routes.cpp: a request the preparation pool has tokenized
 
 // Who may call a route: anyone (probes), holders of an API key when keys are on, or (metrics)
 // anyone when --metrics-public is set and key holders otherwise.
@@ -122,6 +129,8 @@ class api_router {
     static void log_access(const access_record &r);
 
     const api_config &config() const { return cfg_; }
+    // Requests being prepared now (their exchanges are open but no answer has started).
+    int64_t preparing() const { return preparing_.load(); }
 
   private:
     using leased = served_models::lease;
@@ -153,12 +162,20 @@ class api_router {
     nlohmann::json model_objects() const;
     void           handle_documents(const std::shared_ptr<http_exchange> &ex, bool manifest);
     void           handle_inference(const std::shared_ptr<http_exchange> &ex, api_kind kind, size_t key);
-    void           run_inference(const std::shared_ptr<http_exchange> &ex, const leased &model, api_request req,
-                                 std::string served, size_t key);
-    void           handle_embedding_route(const std::shared_ptr<http_exchange> &ex, bool ranking, size_t key);
-    bool           cors(const std::shared_ptr<http_exchange> &ex, const std::string &methods);
+    // Checks what needs the model but no tokenization, then hands the request to the preparation
+    // pool (template, tokenizer, grammar), which calls start_generation on the exchange's executor.
+    void run_inference(const std::shared_ptr<http_exchange> &ex, const leased &model, api_request req,
+                       std::string served, size_t key);
+    void start_generation(const std::shared_ptr<http_exchange> &ex, std::shared_ptr<engine> eng, prepared_request p,
+                          std::string served, job_context jc);
+    void handle_embedding_route(const std::shared_ptr<http_exchange> &ex, bool ranking, size_t key);
+    bool cors(const std::shared_ptr<http_exchange> &ex, const std::string &methods);
 
-    api_config                     cfg_;
+    api_config cfg_;
+    // Where requests are prepared (chat template, tokenizer, grammar compilation), off the I/O
+    // threads; preparing_ counts the ones in progress (a draining server does not wait for them).
+    boost::asio::thread_pool       prep_pool_;
+    std::atomic<int64_t>           preparing_{0};
     api_keys                       keys_;
     rate_limiter                   limiter_;
     mutable std::mutex             mu_;

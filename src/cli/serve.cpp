@@ -716,7 +716,7 @@ int run_serve(const serve_options &given) {
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(opts.shutdown_timeout);
         while (std::chrono::steady_clock::now() < deadline) {
             const auto loaded = host->loaded();
-            if (!host->loading() &&
+            if (!host->loading() && router.preparing() == 0 &&
                 std::all_of(loaded.begin(), loaded.end(), [](const auto &m) { return m->idle(); })) {
                 break;
             }
@@ -729,14 +729,28 @@ int run_serve(const serve_options &given) {
         // events on a busy machine.
         const auto flush_deadline =
             std::chrono::steady_clock::now() + opts.http.write_timeout + std::chrono::seconds(1);
-        while (server.open_exchanges() > 0 && std::chrono::steady_clock::now() < flush_deadline) {
+        // Requests still being prepared (a tokenizer on a pathological prompt) have nothing to
+        // flush; they are not waited for past the shutdown deadline.
+        const auto writing = [&] {
+            return static_cast<int64_t>(server.open_exchanges()) - std::max<int64_t>(0, router.preparing());
+        };
+        while (writing() > 0 && std::chrono::steady_clock::now() < flush_deadline) {
             std::this_thread::sleep_for(std::chrono::milliseconds(10));
         }
-        if (server.open_exchanges() > 0) {
-            spdlog::warn("{} responses were still being written at exit", server.open_exchanges());
+        if (writing() > 0) {
+            spdlog::warn("{} responses were still being written at exit", writing());
         }
         sig_ioc.stop();
         sig_thread.join();
+        if (router.preparing() > 0) {
+            // The preparation threads cannot be interrupted inside llama.cpp and would hold the
+            // exit (joining them) for as long as their input takes: SIGTERM's timeout wins.
+            spdlog::warn("{} requests were still being prepared at the shutdown deadline; exiting without them",
+                         router.preparing());
+            spdlog::info("stopped");
+            spdlog::shutdown();
+            std::_Exit(exit_code);
+        }
     }
     if (lost) { // the router and server the handler uses go away below; freeing remote buffers may still fail
         set_fatal_handler([](const std::string &msg) {

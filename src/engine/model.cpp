@@ -6,6 +6,7 @@
 #include "llama.h"
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <iterator>
 #include <regex>
@@ -41,6 +42,19 @@ result<std::shared_ptr<model>> model::load(const model_options &opts) {
     m->tmpl_        = std::make_unique<templates>();
     for (token_id t = 0; t < m->n_vocab_ && !m->has_eog_; ++t) {
         m->has_eog_ = llama_vocab_is_eog(m->vocab_, t);
+    }
+    // SPM and BPE never map several input bytes to fewer text bytes (SPM writes a space as the
+    // 3-byte U+2581, byte-level BPE a byte as 1-2 UTF-8 bytes, a byte token is "<0xHH>"), so the
+    // longest token text bounds the input bytes one token covers.
+    const auto type = llama_vocab_type(m->vocab_);
+    if (type == LLAMA_VOCAB_TYPE_SPM || type == LLAMA_VOCAB_TYPE_BPE) {
+        size_t longest = 1;
+        for (token_id t = 0; t < m->n_vocab_; ++t) {
+            if (const char *text = llama_vocab_get_text(m->vocab_, t)) {
+                longest = std::max(longest, std::strlen(text));
+            }
+        }
+        m->max_token_bytes_ = static_cast<int32_t>(std::min<size_t>(longest, 1u << 20));
     }
     m->has_template_ = !opts.chat_template.empty() || llama_model_chat_template(raw, nullptr) != nullptr;
     if (m->has_template_) {

@@ -93,8 +93,12 @@ class model {
     std::string detokenize(const std::vector<token_id> &tokens) const;
     int32_t     n_vocab() const { return n_vocab_; }
     int32_t     n_ctx_train() const { return n_ctx_train_; }
-    bool        is_eog(token_id tok) const;
-    bool        has_eog() const { return has_eog_; } // any end-of-generation token at all
+    // The most input bytes one token can stand for (the longest token text), so a text of B bytes
+    // tokenizes to at least B / max_token_bytes() tokens. 0 when no such bound holds: vocabularies
+    // whose normalization can merge input bytes (whitespace runs in UGM, accents in WPM).
+    int32_t max_token_bytes() const { return max_token_bytes_; }
+    bool    is_eog(token_id tok) const;
+    bool    has_eog() const { return has_eog_; } // any end-of-generation token at all
 
     bool has_chat_template() const { return has_template_; }
     // Renders the conversation with the model's chat template and the assistant prefix.
@@ -114,10 +118,11 @@ class model {
     llama_model               *model_ = nullptr;
     const llama_vocab         *vocab_ = nullptr;
     std::unique_ptr<templates> tmpl_;
-    bool                       has_template_ = false;
-    bool                       has_eog_      = false;
-    int32_t                    n_vocab_      = 0;
-    int32_t                    n_ctx_train_  = 0;
+    bool                       has_template_    = false;
+    bool                       has_eog_         = false;
+    int32_t                    n_vocab_         = 0;
+    int32_t                    n_ctx_train_     = 0;
+    int32_t                    max_token_bytes_ = 0;
     std::string                path_;
 };
 

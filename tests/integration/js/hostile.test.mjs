@@ -1456,6 +1456,52 @@ describe('SIGTERM with streams that outlast --shutdown-timeout 1', () => {
   });
 });
 
+// --- prompts whose tokenization is slow -------------------------------------------------------------
+
+describe('prompts that are slow to tokenize (--ctx-size 65536 --parallel 1 --shutdown-timeout 2)', () => {
+  // Issue 24: 4 million newlines (an 8 MB body) froze every connection, health probes included,
+  // and SIGTERM was not honoured: llama.cpp's tokenizer takes time that grows with the square of a
+  // run of byte-fallback characters, and it ran on the only I/O thread. Now a prompt that cannot
+  // fit the context by its size alone is refused before tokenization, and tokenization runs on the
+  // preparation pool, so probes and other requests never wait for it.
+  test('too large by its bytes: 400 at once; slow but possible: probes answer meanwhile; SIGTERM wins', async () => {
+    const server = await startServer({
+      model: MODELS.chatml, parallel: 1, args: ['--ctx-size', 65_536, '--shutdown-timeout', 2],
+    });
+    try {
+      const url = `${server.url}/v1/completions`;
+      const model = await modelId(server);
+      const huge = await postJson(url, { model, prompt: '\n'.repeat(4_000_000), max_tokens: 4 });
+      const err = assertErrorShape(huge, 400);
+      assert.equal(err.code, 'context_length_exceeded', huge.text);
+      assert.match(err.message, /the prompt is 4000000 bytes, so at least \d+ tokens .* context of 65536 tokens/);
+      // 500,000 newlines fit the bytes bound (each token here covers at most 9 bytes) and take
+      // llama.cpp's tokenizer several seconds on this machine.
+      const slow = postJson(url, { model, prompt: '\n'.repeat(500_000), max_tokens: 4 }).catch((e) => e);
+      await sleep(300);
+      for (let i = 0; i < 3; i++) {
+        const live = await getJsonQuick(`${server.url}/v1/health/live`);
+        assert.equal(live.status, 200);
+        assert.ok(live.ms < timeBound(1000), `liveness took ${live.ms} ms during the slow tokenization`);
+        const small = Date.now();
+        const other = await postJson(url, { model, prompt: 'Once', max_tokens: 2 });
+        assert.equal(other.status, 200, other.text);
+        assert.ok(Date.now() - small < timeBound(2000), `a small request took ${Date.now() - small} ms beside it`);
+      }
+      const signalled = Date.now();
+      process.kill(server.pid, 'SIGTERM');
+      const info = await Promise.race([server.exited, sleep(20_000).then(() => null)]);
+      assert.deepEqual(info, { code: 0, signal: null }, `exit after SIGTERM\n${server.log().slice(-3000)}`);
+      const took = Date.now() - signalled;
+      t_note(`exit ${took} ms after SIGTERM with a tokenization in progress (--shutdown-timeout 2)`);
+      assert.ok(took < timeBound(4000), `exit ${took} ms after SIGTERM (--shutdown-timeout 2)`);
+      await slow;
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
 // --- model files ---------------------------------------------------------------------------------
 
 describe('truncated and corrupt model files', () => {
