@@ -35,6 +35,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     http_limits                        limits;
     access_log_fn                      access_log;
     body_limit_fn                      body_limit;
+    http_server::unhandled_fn          on_unhandled;
     std::shared_ptr<net::ssl::context> tls; // HTTPS when set
     // Exchanges whose request arrived and whose response is not fully written (or abandoned).
     std::atomic<size_t> open_exchanges{0};
@@ -400,7 +401,30 @@ class session final : public http_exchange, public std::enable_shared_from_this<
         ++generation_;
         lowest().expires_never();
         watch_disconnect();
-        server_->handler(shared_from_this());
+        // The last line of defence: whatever a handler throws (std::bad_alloc, a library call)
+        // ends this request with a 500 (or ends its stream), is reported, and the server goes on.
+        try {
+            server_->handler(shared_from_this());
+        } catch (const std::exception &e) {
+            unhandled(e.what());
+        } catch (...) {
+            unhandled("an exception that is not a std::exception");
+        }
+    }
+
+    void unhandled(const std::string &what) {
+        if (server_->on_unhandled) {
+            server_->on_unhandled("handler", what);
+        }
+        if (streaming_) {
+            end_stream();
+        } else if (!complete_) {
+            keep_alive_ = false;
+            respond(http::status::internal_server_error,
+                    server_->on_error(http::status::internal_server_error,
+                                      "the server failed while handling this request; it has been logged"),
+                    "application/json", {});
+        }
     }
 
     // While a handler works, notice a client that goes away: the socket turns readable and a
@@ -576,6 +600,10 @@ void http_server::set_access_log(access_log_fn fn) {
 
 void http_server::set_body_limit(body_limit_fn fn) {
     impl_->body_limit = std::move(fn);
+}
+
+void http_server::set_on_unhandled(unhandled_fn fn) {
+    impl_->on_unhandled = std::move(fn);
 }
 
 std::optional<std::string> http_server::enable_tls(const tls_options &opts) {

@@ -99,6 +99,10 @@ class http_server {
     void set_access_log(access_log_fn fn);
     // Per-request body limits (before listen()).
     void set_body_limit(body_limit_fn fn);
+    // Told of every exception that reached the server from a handler (the request then gets a 500,
+    // or a stream ends): `where` is "handler". Set before listen().
+    using unhandled_fn = std::function<void(const char *where, const std::string &what)>;
+    void set_on_unhandled(unhandled_fn fn);
 
     // Serve HTTPS instead of HTTP (before listen()). With a client CA, clients must present a
     // certificate it signed (mutual TLS). Returns an error naming the file that failed.

@@ -1,5 +1,7 @@
 #include "engine/engine.h"
 
+#include "common/failpoint.h"
+
 #include "common/text_stream.h"
 #include "engine/context_params.h"
 #include "engine/draft_model.h"
@@ -367,12 +369,27 @@ void engine::loop() {
                 break;
             }
         }
-        accept_new(incoming);
-        drop_cancelled();
-        if (!st_->sched.idle()) {
-            step_started_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
-            step();
+        try {
+            accept_new(incoming);
+            drop_cancelled();
+            if (!st_->sched.idle()) {
+                step_started_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                                    std::memory_order_relaxed);
+                step();
+                step_started_.store(0, std::memory_order_relaxed);
+            }
+        } catch (const std::exception &e) {
+            // The last line of defence: an exception out of a step (std::bad_alloc, a throwing
+            // library call) leaves the scheduler's and the KV cache's state unknown. Every request
+            // in flight ends with an error, the engine reports itself unhealthy (readiness 503, and
+            // serve exits for the orchestrator to restart it), and nothing terminates the process.
             step_started_.store(0, std::memory_order_relaxed);
+            unexpected_.fetch_add(1);
+            spdlog::critical("the engine loop caught an unexpected exception: {}; failing in-flight requests",
+                             e.what());
+            healthy_.store(false);
+            abandon(error{error_kind::internal, "the engine failed unexpectedly and is restarting; retry shortly", "",
+                          "engine_failed"});
         }
     }
     // Shutdown: everything still known gets a clean error so no client hangs.
@@ -397,6 +414,9 @@ void engine::loop() {
         s->chan->push(std::move(ev));
     }
     st_->seqs.clear();
+    // Nothing runs or waits any more (a drain must not wait for counts a failed step left behind).
+    n_running_.store(0);
+    n_queued_.store(0);
 }
 
 void engine::accept_new(std::vector<pending> &incoming) {
@@ -549,41 +569,15 @@ void engine::propose_drafts() {
     }
 }
 
-// Test builds only (INFERBOX_FAILPOINTS): while the file named by INFERBOX_FAILPOINT_DECODE
-// exists, each decode fails as llama_decode failing would, without calling it; the file holds
-// how many to fail (default 1) and is counted down, then removed. The integration tests use it
-// to check what a decode error does to the requests in the step and to the server.
+// Test builds only (common/failpoint.h): each decode fails as llama_decode failing would.
 bool engine::decode_failpoint() {
-#ifdef INFERBOX_FAILPOINTS
-    static const char *path = std::getenv("INFERBOX_FAILPOINT_DECODE");
-    if (path == nullptr || *path == '\0') {
-        return false;
-    }
-    std::FILE *f = std::fopen(path, "r");
-    if (f == nullptr) {
-        return false;
-    }
-    long n = 1;
-    if (std::fscanf(f, "%ld", &n) != 1 || n < 1) {
-        n = 1;
-    }
-    std::fclose(f);
-    if (n > 1) {
-        if (std::FILE *w = std::fopen(path, "w"); w != nullptr) {
-            std::fprintf(w, "%ld\n", n - 1);
-            std::fclose(w);
-        }
-    } else {
-        std::remove(path);
-    }
-    spdlog::warn("failpoint: failing this decode ({} left)", n - 1);
-    return true;
-#else
-    return false;
-#endif
+    return failpoint("INFERBOX_FAILPOINT_DECODE");
 }
 
 void engine::step() {
+    if (failpoint("INFERBOX_FAILPOINT_STEP_THROW")) {
+        throw std::bad_alloc(); // test builds: what the engine loop's last line of defence catches
+    }
     auto &sched = st_->sched;
     if (speculating()) {
         propose_drafts();

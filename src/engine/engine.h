@@ -111,7 +111,9 @@ class engine {
     const engine_config &config() const { return cfg_; }
     const model         &get_model() const { return *model_; }
     bool                 healthy() const { return healthy_.load(); }
-    engine_stats         stats() const;
+    // Exceptions the engine loop caught (each one ends the engine's service: healthy() turns false).
+    uint64_t     unexpected_exceptions() const { return unexpected_.load(); }
+    engine_stats stats() const;
 
   private:
     // The overloaded error, naming the bound.
@@ -163,6 +165,7 @@ class engine {
     std::atomic<int64_t>  step_started_{0}; // steady_clock ticks when the running step began; 0 = idle
     std::atomic<int32_t>  n_queued_{0};     // sequences submitted and not yet in a slot
     std::atomic<bool>     healthy_{true};
+    std::atomic<uint64_t> unexpected_{0};
     std::atomic<int32_t>  n_running_{0};
     std::atomic<uint64_t> n_prompt_computed_{0}, n_prompt_cached_{0}, n_generated_{0}, n_steps_{0};
     // Prefill cost: moving average of microseconds per token over batches that computed at least

@@ -88,3 +88,45 @@ describe('engine faults: a failed decode (test-build failpoint)', () => {
     }
   });
 });
+
+// The last line of defence (issue 19): an exception nothing else caught ends its request, is
+// logged and counted, and never ends the process by itself.
+describe('unexpected exceptions (test-build failpoints)', () => {
+  test('a handler that throws: 500 in the OpenAI shape, counted; the server keeps serving', async () => {
+    const trigger = path.join(dir, 'handler-throw');
+    const server = await startServer({ model: MODELS.plain, env: { INFERBOX_FAILPOINT_HANDLER_THROW: trigger } });
+    try {
+      fs.writeFileSync(trigger, '2\n');
+      for (let i = 0; i < 2; i++) {
+        const res = await postJson(`${server.url}/v1/completions`, { prompt: ONCE, max_tokens: 4, temperature: 0 });
+        assert.equal(res.status, 500, res.text);
+        assert.equal(res.body.error.type, 'server_error');
+        assert.doesNotMatch(res.body.error.message, /failpoint/, 'the exception text stays in the log');
+      }
+      assert.match(server.log(), /unexpected exception in handler: failpoint: the handler throws/);
+      const ok = await postJson(`${server.url}/v1/completions`, { prompt: ONCE, max_tokens: 64, temperature: 0 });
+      assert.equal(ok.status, 200, ok.text);
+      assert.equal(ok.body.choices[0].text, GREEDY_64);
+      const metrics = await (await fetch(`${server.url}/metrics`)).text();
+      assert.match(metrics, /^inferbox_unhandled_exceptions_total\{where="handler"\} 2$/m);
+    } finally {
+      assert.equal((await server.stop()).code, 0, server.log());
+    }
+  });
+
+  test('an engine step that throws: its requests end with an error, the process exits 2 for a restart', async () => {
+    const trigger = path.join(dir, 'step-throw');
+    const server = await startServer({ model: MODELS.plain, env: { INFERBOX_FAILPOINT_STEP_THROW: trigger } });
+    try {
+      fs.writeFileSync(trigger, '1\n');
+      const res = await postJson(`${server.url}/v1/completions`, { prompt: ONCE, max_tokens: 8, temperature: 0 });
+      assert.equal(res.status, 500, res.text);
+      assert.equal(res.body.error.code, 'engine_failed');
+      const info = await Promise.race([server.exited, sleep(timeBound(15_000)).then(() => null)]);
+      assert.deepEqual(info, { code: 2, signal: null }, server.log().slice(-3000));
+      assert.match(server.log(), /the engine loop caught an unexpected exception: std::bad_alloc/);
+    } finally {
+      await server.stop();
+    }
+  });
+});
