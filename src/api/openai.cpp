@@ -14,9 +14,7 @@ namespace inferbox {
 
 using json = nlohmann::json;
 
-namespace {
-
-std::string dump(const json &j) {
+std::string dump_json(const json &j) {
     return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
@@ -26,6 +24,8 @@ std::string random_id(const char *prefix) {
     snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(rng()));
     return std::string(prefix) + buf;
 }
+
+namespace {
 
 const char *finish_str(finish_reason f) {
     switch (f) {
@@ -47,22 +47,214 @@ json bytes_of(const std::string &s) {
     return arr;
 }
 
+bool starts_with(const std::string &s, const std::string &prefix) {
+    return s.size() >= prefix.size() && s.compare(0, prefix.size(), prefix) == 0;
+}
+
+} // namespace
+
+usage_counts job_state::usage() const {
+    usage_counts u;
+    const auto   n = static_cast<size_t>(std::max(1, req.n));
+    for (size_t c = 0; c < choices.size(); ++c) {
+        if (c % n == 0) {
+            u.prompt += choices[c].n_prompt;
+            u.cached += choices[c].n_cached;
+        }
+        u.generated += choices[c].n_generated;
+    }
+    return u;
+}
+
+const char *job_state::finish_of(const choice_state &c) const {
+    if (c.finish == finish_reason::stop && !c.tool_calls.empty()) {
+        return "tool_calls";
+    }
+    return finish_str(c.finish);
+}
+
+namespace {
+
+// OpenAI's Chat Completions (chat.completion, chat.completion.chunk) and Completions
+// (text_completion) shapes.
+class openai_writer final : public answer_writer {
+  public:
+    explicit openai_writer(bool chat) : chat_(chat) {}
+
+    std::string new_id() const override { return random_id(chat_ ? "chatcmpl-" : "cmpl-"); }
+
+    void opened(http_exchange &ex, const job_state &s) override {
+        for (size_t c = 0; c < s.choices.size(); ++c) {
+            json        delta = chat_ ? json{{"role", "assistant"}, {"content", ""}} : json();
+            std::string text =
+                (!chat_ && s.req.echo) ? s.prompts[c / static_cast<size_t>(s.req.n)].echo_text : std::string();
+            if (chat_ || !text.empty()) {
+                send_chunk(ex, s, c, delta, text, json(nullptr), nullptr);
+            }
+        }
+    }
+
+    void text(http_exchange &ex, const job_state &s, size_t choice, const std::string &delta,
+              const json &logprobs) override {
+        if (!delta.empty() || !logprobs.is_null()) {
+            send_chunk(ex, s, choice, json(), delta, logprobs, nullptr);
+        }
+    }
+
+    void tool_call(http_exchange &ex, const job_state &s, size_t choice, size_t call, bool first,
+                   const std::string &args_delta) override {
+        // OpenAI's shape: the call's first chunk has its index, id, type and name (and no
+        // arguments yet); later chunks only the index and an arguments fragment.
+        const auto &tc = s.choices[choice].tool_calls[call];
+        json        d  = {{"index", call}, {"function", {{"arguments", args_delta}}}};
+        if (first) {
+            d["id"]               = tc.id;
+            d["type"]             = "function";
+            d["function"]["name"] = tc.name;
+        }
+        send_chunk(ex, s, choice, json{{"tool_calls", json::array({d})}}, "", json(nullptr), nullptr);
+    }
+
+    void choice_done(http_exchange &ex, const job_state &s, size_t choice) override {
+        send_chunk(ex, s, choice, json::object(), "", json(nullptr), s.finish_of(s.choices[choice]));
+    }
+
+    void completed(http_exchange &ex, const job_state &s) override {
+        if (s.req.stream) {
+            if (s.req.include_usage) {
+                json chunk = {{"id", s.id},
+                              {"object", chat_ ? "chat.completion.chunk" : "text_completion"},
+                              {"created", s.created},
+                              {"model", s.model_id},
+                              {"choices", json::array()},
+                              {"usage", usage_json(s)}};
+                ex.send("data: " + dump_json(chunk) + "\n\n");
+            }
+            ex.send("data: [DONE]\n\n");
+            ex.end_stream();
+            return;
+        }
+        json choices = json::array();
+        for (size_t i = 0; i < s.choices.size(); ++i) {
+            const auto &c = s.choices[i];
+            json        ch;
+            if (chat_) {
+                json message = {{"role", "assistant"}, {"content", s.tools ? c.content : c.text}};
+                if (!c.tool_calls.empty()) {
+                    message["tool_calls"] = tool_calls_json(c.tool_calls);
+                    if (c.content.empty()) {
+                        message["content"] = nullptr;
+                    }
+                }
+                ch = {{"index", i},
+                      {"message", std::move(message)},
+                      {"logprobs", logprobs_json(s, c)},
+                      {"finish_reason", s.finish_of(c)}};
+            } else {
+                const std::string echo = s.req.echo ? s.prompts[i / static_cast<size_t>(s.req.n)].echo_text : "";
+                ch                     = {{"index", i},
+                                          {"text", echo + c.text},
+                                          {"logprobs", logprobs_json(s, c)},
+                                          {"finish_reason", finish_str(c.finish)}};
+            }
+            choices.push_back(std::move(ch));
+        }
+        json body = {{"id", s.id},           {"object", chat_ ? "chat.completion" : "text_completion"},
+                     {"created", s.created}, {"model", s.model_id},
+                     {"choices", choices},   {"usage", usage_json(s)}};
+        if (chat_) {
+            body["system_fingerprint"] = nullptr;
+        }
+        ex.respond(http::status::ok, dump_json(body), "application/json");
+    }
+
+    void stream_error(http_exchange &ex, const job_state & /*s*/, const error &err) override {
+        ex.send("data: " + error_body(err) + "\n\n");
+        ex.send("data: [DONE]\n\n");
+        ex.end_stream();
+    }
+
+  private:
+    static json usage_json(const job_state &s) {
+        const auto u = s.usage();
+        return {{"prompt_tokens", u.prompt},
+                {"completion_tokens", u.generated},
+                {"total_tokens", u.prompt + u.generated},
+                {"prompt_tokens_details", {{"cached_tokens", u.cached}}}};
+    }
+
+    static json tool_calls_json(const std::vector<chat_tool_call> &calls) {
+        json arr = json::array();
+        for (const auto &tc : calls) {
+            arr.push_back(
+                {{"id", tc.id}, {"type", "function"}, {"function", {{"name", tc.name}, {"arguments", tc.arguments}}}});
+        }
+        return arr;
+    }
+
+    json logprobs_json(const job_state &s, const choice_state &c) const {
+        if (s.req.sampling.top_logprobs < 0) {
+            return nullptr;
+        }
+        if (chat_) {
+            return json{{"content", c.logprobs_content}};
+        }
+        return json{{"tokens", c.lp_tokens},
+                    {"token_logprobs", c.lp_values},
+                    {"top_logprobs", c.lp_top},
+                    {"text_offset", c.lp_offsets}};
+    }
+
+    void send_chunk(http_exchange &ex, const job_state &s, size_t index, const json &delta, const std::string &text,
+                    const json &logprobs, const char *finish) const {
+        json choice;
+        if (chat_) {
+            json d = delta.is_null() ? json::object() : delta;
+            if (!text.empty()) {
+                d["content"] = text;
+            }
+            choice = {{"index", index}, {"delta", d}, {"logprobs", logprobs}};
+        } else {
+            choice = {{"index", index}, {"text", text}, {"logprobs", logprobs}};
+        }
+        choice["finish_reason"] = finish == nullptr ? json(nullptr) : json(finish);
+        json chunk              = {{"id", s.id},
+                                   {"object", chat_ ? "chat.completion.chunk" : "text_completion"},
+                                   {"created", s.created},
+                                   {"model", s.model_id},
+                                   {"choices", json::array({choice})}};
+        if (s.req.include_usage) {
+            chunk["usage"] = nullptr;
+        }
+        ex.send("data: " + dump_json(chunk) + "\n\n");
+    }
+
+    bool chat_;
+};
+
+// One request in flight: submits its prompts to the engine, collects the events into job_state,
+// and has the writer answer. With tools, each choice's text is read as an assistant message as it
+// streams (llama.cpp's partial parser): content and tool calls go out as they become certain.
 class completion_job : public std::enable_shared_from_this<completion_job> {
   public:
     completion_job(std::shared_ptr<http_exchange> ex, std::shared_ptr<engine> eng, api_request req,
                    std::vector<prepared_prompt> prompts, int32_t max_tokens, std::string model_id, job_context ctx,
-                   std::shared_ptr<const chat_render> tools)
-        : ex_(std::move(ex)), eng_(std::move(eng)), req_(std::move(req)), prompts_(std::move(prompts)),
-          max_tokens_(max_tokens), model_id_(std::move(model_id)), ctx_(std::move(ctx)), tools_(std::move(tools)) {
-        chat_    = req_.kind == api_kind::chat;
-        id_      = random_id(chat_ ? "chatcmpl-" : "cmpl-");
-        created_ = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
-                       .count();
-        choices_.resize(prompts_.size() * static_cast<size_t>(req_.n));
-        if (!chat_ && req_.echo) {
+                   std::shared_ptr<const chat_render> tools, std::shared_ptr<answer_writer> writer)
+        : ex_(std::move(ex)), eng_(std::move(eng)), max_tokens_(max_tokens), ctx_(std::move(ctx)),
+          tools_(std::move(tools)), writer_(std::move(writer)) {
+        s_.req      = std::move(req);
+        s_.prompts  = std::move(prompts);
+        s_.model_id = std::move(model_id);
+        s_.tools    = tools_ != nullptr;
+        s_.id       = writer_->new_id();
+        s_.created =
+            std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+                .count();
+        s_.choices.resize(s_.prompts.size() * static_cast<size_t>(s_.req.n));
+        if (s_.req.kind == api_kind::completion && s_.req.echo) {
             // text_offset indexes the choice's whole text, which begins with the echoed prompt.
-            for (size_t c = 0; c < choices_.size(); ++c) {
-                choices_[c].text_offset = prompts_[c / static_cast<size_t>(req_.n)].echo_text.size();
+            for (size_t c = 0; c < s_.choices.size(); ++c) {
+                s_.choices[c].text_offset = s_.prompts[c / static_cast<size_t>(s_.req.n)].echo_text.size();
             }
         }
     }
@@ -75,7 +267,7 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
         }
         if (ctx_.limiter != nullptr) {
             int64_t n_prompt = 0;
-            for (const auto &p : prompts_) {
+            for (const auto &p : s_.prompts) {
                 n_prompt += static_cast<int64_t>(p.tokens.size());
             }
             ctx_.limiter->charge_tokens(ctx_.key, n_prompt);
@@ -91,7 +283,7 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
                 self->self_.reset();
             }
         });
-        for (size_t p = 0; p < prompts_.size(); ++p) {
+        for (size_t p = 0; p < s_.prompts.size(); ++p) {
             auto chan = std::make_shared<request_channel>();
             chan->set_notify([weak, exec = ex_->executor(), p] {
                 boost::asio::post(exec, [weak, p] {
@@ -102,82 +294,70 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
             });
             channels_.push_back(chan);
         }
-        for (size_t p = 0; p < prompts_.size(); ++p) {
+        for (size_t p = 0; p < s_.prompts.size(); ++p) {
             generation_request g;
-            g.prompt      = prompts_[p].tokens;
+            g.prompt      = s_.prompts[p].tokens;
             g.max_tokens  = max_tokens_;
-            g.n           = req_.n;
-            g.sampling    = req_.sampling;
-            g.stop        = req_.stop;
-            g.lora        = req_.lora;
-            g.speculative = req_.speculative;
+            g.n           = s_.req.n;
+            g.sampling    = s_.req.sampling;
+            g.stop        = s_.req.stop;
+            g.lora        = s_.req.lora;
+            g.speculative = s_.req.speculative;
             if (auto err = eng_->submit(std::move(g), channels_[p])) {
                 cancel_all();
                 fail(*err);
                 return;
             }
         }
-        if (req_.stream) {
+        if (s_.req.stream) {
             ex_->start_stream({});
-            stream_open_ = true; // from here on, errors are SSE events, never a second response
-            for (size_t c = 0; c < choices_.size(); ++c) {
-                json        delta = chat_ ? json{{"role", "assistant"}, {"content", ""}} : json();
-                std::string text  = (!chat_ && req_.echo) ? prompts_[c / static_cast<size_t>(req_.n)].echo_text : "";
-                if (chat_ || !text.empty()) {
-                    send_chunk(static_cast<int32_t>(c), delta, text, json(nullptr), nullptr);
-                }
-            }
+            stream_open_ = true; // from here on, errors are in-stream, never a second response
+            writer_->opened(*ex_, s_);
         }
     }
 
   private:
-    struct choice_state {
-        std::string text;
-        json        logprobs_content = json::array(); // chat form
-        json        lp_tokens = json::array(), lp_values = json::array(), lp_top = json::array(),
-             lp_offsets           = json::array(); // completions form
-        size_t        text_offset = 0;
-        finish_reason finish      = finish_reason::none;
-        bool          done        = false;
-        int32_t       n_prompt = 0, n_cached = 0, n_generated = 0;
-        int32_t       n_seen = 0; // events seen (a lower bound of tokens) before the final one
-        // With tools: the parsed message, filled when the choice finishes.
-        std::string                 content;
-        std::vector<chat_tool_call> tool_calls;
-    };
-
-    // "tool_calls" when a finished choice called tools, else the engine's reason.
-    static const char *finish_of(const choice_state &c) {
-        if (c.finish == finish_reason::stop && !c.tool_calls.empty()) {
-            return "tool_calls";
+    // Reads a choice's text as an assistant message: whole once it finished (calls without an id
+    // get one), else as far as it is certain. Ids given earlier stay.
+    void read_message(choice_state &c, bool whole) {
+        auto out = eng_->get_model().parse_chat_output(c.text, *tools_, /*partial=*/!whole);
+        if (!out) {
+            return; // not readable yet: nothing new is certain
         }
-        return finish_str(c.finish);
-    }
-
-    // Reads the tool calls out of a finished choice (tools_ set). Calls without an id get one.
-    void parse_tools(choice_state &c) {
-        auto out     = eng_->get_model().parse_chat_output(c.text, *tools_);
-        c.content    = std::move(out.content);
-        c.tool_calls = std::move(out.tool_calls);
-        for (auto &tc : c.tool_calls) {
+        for (size_t i = 0; i < out->tool_calls.size(); ++i) {
+            auto &tc = out->tool_calls[i];
             if (tc.id.empty()) {
-                tc.id = random_id("call_");
+                tc.id =
+                    i < c.tool_calls.size() && !c.tool_calls[i].id.empty() ? c.tool_calls[i].id : random_id("call_");
             }
         }
+        c.content    = std::move(out->content);
+        c.tool_calls = std::move(out->tool_calls);
     }
 
-    static json tool_calls_json(const std::vector<chat_tool_call> &calls, bool with_index) {
-        json arr = json::array();
-        for (size_t i = 0; i < calls.size(); ++i) {
-            json call = {{"id", calls[i].id},
-                         {"type", "function"},
-                         {"function", {{"name", calls[i].name}, {"arguments", calls[i].arguments}}}};
-            if (with_index) {
-                call["index"] = i;
-            }
-            arr.push_back(std::move(call));
+    // Streams what the message gained since the last call: content, new calls, argument fragments.
+    // What the parser revises (not an extension of what was sent) waits for the whole message.
+    void stream_message(size_t ci) {
+        auto &c = s_.choices[ci];
+        if (c.content.size() > c.sent_content.size() && starts_with(c.content, c.sent_content)) {
+            writer_->text(*ex_, s_, ci, c.content.substr(c.sent_content.size()), json(nullptr));
+            c.sent_content = c.content;
         }
-        return arr;
+        for (size_t i = 0; i < c.tool_calls.size(); ++i) {
+            const auto &tc = c.tool_calls[i];
+            if (i >= c.sent_args.size()) {
+                if (tc.name.empty() || i > c.sent_args.size()) {
+                    break;
+                }
+                c.sent_args.emplace_back();
+                writer_->tool_call(*ex_, s_, ci, i, /*first=*/true, "");
+            }
+            auto &sent = c.sent_args[i];
+            if (tc.arguments.size() > sent.size() && starts_with(tc.arguments, sent)) {
+                writer_->tool_call(*ex_, s_, ci, i, /*first=*/false, tc.arguments.substr(sent.size()));
+                sent = tc.arguments;
+            }
+        }
     }
 
     void cancel_all() {
@@ -193,7 +373,7 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
         }
         charged_      = true;
         int64_t n_gen = 0;
-        for (const auto &c : choices_) {
+        for (const auto &c : s_.choices) {
             n_gen += c.n_generated > 0 ? c.n_generated : c.n_seen;
         }
         ctx_.limiter->charge_tokens(ctx_.key, n_gen);
@@ -224,33 +404,19 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
         ex_->log_field("error", err.code.empty() ? std::string(map_error(err.kind).type) : err.code);
         auto keep = std::exchange(self_, nullptr);
         if (stream_open_) {
-            ex_->send("data: " + error_body(err) + "\n\n");
-            ex_->send("data: [DONE]\n\n");
-            ex_->end_stream();
+            writer_->stream_error(*ex_, s_, err);
             return;
         }
         respond_error(*ex_, err);
     }
 
-    json logprobs_json(const choice_state &c) const {
-        if (req_.sampling.top_logprobs < 0) {
-            return nullptr;
-        }
-        if (chat_) {
-            return json{{"content", c.logprobs_content}};
-        }
-        return json{{"tokens", c.lp_tokens},
-                    {"token_logprobs", c.lp_values},
-                    {"top_logprobs", c.lp_top},
-                    {"text_offset", c.lp_offsets}};
-    }
-
     void add_logprobs(choice_state &c, const std::vector<token_logprob> &lps, json *chunk_lp) {
-        json chunk_chat = json::array();
-        json ct = json::array(), cv = json::array(), ctop = json::array(), coff = json::array();
+        const bool chat       = s_.req.kind == api_kind::chat;
+        json       chunk_chat = json::array();
+        json       ct = json::array(), cv = json::array(), ctop = json::array(), coff = json::array();
         for (const auto &lp : lps) {
             const std::string tok = utf8_sanitize(lp.token);
-            if (chat_) {
+            if (chat) {
                 json top = json::array();
                 for (const auto &[t, v] : lp.top) {
                     top.push_back({{"token", utf8_sanitize(t)}, {"logprob", v}, {"bytes", bytes_of(t)}});
@@ -277,48 +443,9 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
         }
         if (chunk_lp != nullptr && !lps.empty()) {
             *chunk_lp =
-                chat_ ? json{{"content", chunk_chat}}
-                      : json{{"tokens", ct}, {"token_logprobs", cv}, {"top_logprobs", ctop}, {"text_offset", coff}};
+                chat ? json{{"content", chunk_chat}}
+                     : json{{"tokens", ct}, {"token_logprobs", cv}, {"top_logprobs", ctop}, {"text_offset", coff}};
         }
-    }
-
-    void send_chunk(int32_t index, const json &delta, const std::string &text, const json &logprobs,
-                    const char *finish) {
-        json choice;
-        if (chat_) {
-            json d = delta.is_null() ? json::object() : delta;
-            if (!text.empty()) {
-                d["content"] = text;
-            }
-            choice = {{"index", index}, {"delta", d}, {"logprobs", logprobs}};
-        } else {
-            choice = {{"index", index}, {"text", text}, {"logprobs", logprobs}};
-        }
-        choice["finish_reason"] = finish == nullptr ? json(nullptr) : json(finish);
-        json chunk              = {{"id", id_},
-                                   {"object", chat_ ? "chat.completion.chunk" : "text_completion"},
-                                   {"created", created_},
-                                   {"model", model_id_},
-                                   {"choices", json::array({choice})}};
-        if (req_.include_usage) {
-            chunk["usage"] = nullptr;
-        }
-        ex_->send("data: " + dump(chunk) + "\n\n");
-    }
-
-    json usage_json() const {
-        int32_t n_prompt = 0, n_cached = 0, n_generated = 0;
-        for (size_t c = 0; c < choices_.size(); ++c) {
-            if (c % static_cast<size_t>(req_.n) == 0) { // the prompt counts once, not once per choice
-                n_prompt += choices_[c].n_prompt;
-                n_cached += choices_[c].n_cached;
-            }
-            n_generated += choices_[c].n_generated;
-        }
-        return {{"prompt_tokens", n_prompt},
-                {"completion_tokens", n_generated},
-                {"total_tokens", n_prompt + n_generated},
-                {"prompt_tokens_details", {{"cached_tokens", n_cached}}}};
     }
 
     void drain(size_t p) {
@@ -331,8 +458,8 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
                 fail(*ev.err);
                 return;
             }
-            const size_t  ci = p * static_cast<size_t>(req_.n) + static_cast<size_t>(ev.index);
-            choice_state &c  = choices_[ci];
+            const size_t  ci = p * static_cast<size_t>(s_.req.n) + static_cast<size_t>(ev.index);
+            choice_state &c  = s_.choices[ci];
             ++c.n_seen;
             if (!first_token_seen_) {
                 first_token_seen_ = true;
@@ -342,7 +469,7 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
                 }
             }
             json chunk_lp(nullptr);
-            add_logprobs(c, ev.logprobs, req_.stream ? &chunk_lp : nullptr);
+            add_logprobs(c, ev.logprobs, s_.req.stream ? &chunk_lp : nullptr);
             c.text += ev.text;
             if (ev.finish != finish_reason::none) {
                 c.finish      = ev.finish;
@@ -351,32 +478,23 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
                 c.n_cached    = ev.n_cached;
                 c.n_generated = ev.n_generated;
                 ++n_done_;
-                if (tools_) {
-                    parse_tools(c);
-                }
             }
-            if (req_.stream) {
-                // With tools the text is held back until the choice ends: then its content,
-                // then its tool calls, each as one delta.
-                const std::string &text = tools_ ? std::string() : ev.text;
-                if (!text.empty() || !chunk_lp.is_null()) {
-                    send_chunk(static_cast<int32_t>(ci), json(), text, chunk_lp, nullptr);
-                }
-                if (c.done && tools_) {
-                    if (!c.content.empty()) {
-                        send_chunk(static_cast<int32_t>(ci), json(), c.content, json(nullptr), nullptr);
-                    }
-                    if (!c.tool_calls.empty()) {
-                        send_chunk(static_cast<int32_t>(ci), json{{"tool_calls", tool_calls_json(c.tool_calls, true)}},
-                                   "", json(nullptr), nullptr);
-                    }
-                }
-                if (c.done) {
-                    send_chunk(static_cast<int32_t>(ci), json::object(), "", json(nullptr), finish_of(c));
-                }
+            if (tools_ && (c.done || (s_.req.stream && !ev.text.empty()))) {
+                read_message(c, c.done);
+            }
+            if (!s_.req.stream) {
+                continue;
+            }
+            if (tools_) {
+                stream_message(ci);
+            } else {
+                writer_->text(*ex_, s_, ci, ev.text, chunk_lp);
+            }
+            if (c.done) {
+                writer_->choice_done(*ex_, s_, ci);
             }
         }
-        if (n_done_ == choices_.size()) {
+        if (n_done_ == s_.choices.size()) {
             complete();
         }
     }
@@ -385,67 +503,18 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
         finished_ = true;
         auto keep = std::exchange(self_, nullptr);
         record_success();
-        if (req_.stream) {
-            if (req_.include_usage) {
-                json chunk = {{"id", id_},
-                              {"object", chat_ ? "chat.completion.chunk" : "text_completion"},
-                              {"created", created_},
-                              {"model", model_id_},
-                              {"choices", json::array()},
-                              {"usage", usage_json()}};
-                ex_->send("data: " + dump(chunk) + "\n\n");
-            }
-            ex_->send("data: [DONE]\n\n");
-            ex_->end_stream();
-            return;
-        }
-        json choices = json::array();
-        for (size_t i = 0; i < choices_.size(); ++i) {
-            const auto &c = choices_[i];
-            json        ch;
-            if (chat_) {
-                json message = {{"role", "assistant"}, {"content", tools_ ? c.content : c.text}};
-                if (!c.tool_calls.empty()) {
-                    message["tool_calls"] = tool_calls_json(c.tool_calls, false);
-                    if (c.content.empty()) {
-                        message["content"] = nullptr;
-                    }
-                }
-                ch = {{"index", i},
-                      {"message", std::move(message)},
-                      {"logprobs", logprobs_json(c)},
-                      {"finish_reason", finish_of(c)}};
-            } else {
-                const std::string echo = req_.echo ? prompts_[i / static_cast<size_t>(req_.n)].echo_text : "";
-                ch                     = {{"index", i},
-                                          {"text", echo + c.text},
-                                          {"logprobs", logprobs_json(c)},
-                                          {"finish_reason", finish_str(c.finish)}};
-            }
-            choices.push_back(std::move(ch));
-        }
-        json body = {{"id", id_},           {"object", chat_ ? "chat.completion" : "text_completion"},
-                     {"created", created_}, {"model", model_id_},
-                     {"choices", choices},  {"usage", usage_json()}};
-        if (chat_) {
-            body["system_fingerprint"] = nullptr;
-        }
-        ex_->respond(http::status::ok, dump(body), "application/json");
+        writer_->completed(*ex_, s_);
     }
 
     void record_success() {
-        int64_t n_prompt = 0, n_gen = 0;
-        bool    length = false;
-        for (size_t c = 0; c < choices_.size(); ++c) {
-            if (c % static_cast<size_t>(req_.n) == 0) {
-                n_prompt += choices_[c].n_prompt;
-            }
-            n_gen += choices_[c].n_generated;
-            length = length || choices_[c].finish == finish_reason::length;
+        const auto u      = s_.usage();
+        bool       length = false;
+        for (const auto &c : s_.choices) {
+            length = length || c.finish == finish_reason::length;
         }
         charge_generated();
-        ex_->log_field("prompt_tokens", n_prompt);
-        ex_->log_field("completion_tokens", n_gen);
+        ex_->log_field("prompt_tokens", static_cast<int64_t>(u.prompt));
+        ex_->log_field("completion_tokens", static_cast<int64_t>(u.generated));
         ex_->log_field("ttft_ms", static_cast<int64_t>(ttft_.count() * 1000.0));
         ex_->log_field("finish_reason", std::string(length ? "length" : "stop"));
         if (!ctx_.metrics) {
@@ -455,39 +524,38 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
         (length ? m.success_length : m.success_stop).inc();
         m.e2e_latency.observe(
             std::chrono::duration<double>(std::chrono::steady_clock::now() - ex_->received()).count());
-        m.prompt_len.observe(static_cast<double>(n_prompt));
-        m.generation_len.observe(static_cast<double>(n_gen));
+        m.prompt_len.observe(static_cast<double>(u.prompt));
+        m.generation_len.observe(static_cast<double>(u.generated));
     }
 
     std::shared_ptr<completion_job>               self_;
     std::shared_ptr<http_exchange>                ex_;
     std::shared_ptr<engine>                       eng_;
-    api_request                                   req_;
-    std::vector<prepared_prompt>                  prompts_;
     int32_t                                       max_tokens_;
-    std::string                                   model_id_;
-    bool                                          chat_ = false;
-    std::string                                   id_;
-    int64_t                                       created_ = 0;
-    std::vector<std::shared_ptr<request_channel>> channels_;
-    std::vector<choice_state>                     choices_;
-    size_t                                        n_done_      = 0;
-    bool                                          finished_    = false;
-    bool                                          stream_open_ = false;
     job_context                                   ctx_;
+    std::shared_ptr<const chat_render>            tools_; // null: no tool calls to parse
+    std::shared_ptr<answer_writer>                writer_;
+    job_state                                     s_;
+    std::vector<std::shared_ptr<request_channel>> channels_;
+    size_t                                        n_done_           = 0;
+    bool                                          finished_         = false;
+    bool                                          stream_open_      = false;
     bool                                          first_token_seen_ = false;
     bool                                          charged_          = false;
     std::chrono::duration<double>                 ttft_{0};
-    std::shared_ptr<const chat_render>            tools_; // null: no tool calls to parse
 };
 
 } // namespace
 
 void run_completion(const std::shared_ptr<http_exchange> &ex, std::shared_ptr<engine> eng, api_request req,
                     std::vector<prepared_prompt> prompts, int32_t max_tokens, std::string model_id, job_context ctx,
-                    std::shared_ptr<const chat_render> tools) {
-    auto job = std::make_shared<completion_job>(ex, std::move(eng), std::move(req), std::move(prompts), max_tokens,
-                                                std::move(model_id), std::move(ctx), std::move(tools));
+                    std::shared_ptr<const chat_render> tools, std::shared_ptr<answer_writer> writer) {
+    if (!writer) {
+        writer = std::make_shared<openai_writer>(req.kind == api_kind::chat);
+    }
+    auto job =
+        std::make_shared<completion_job>(ex, std::move(eng), std::move(req), std::move(prompts), max_tokens,
+                                         std::move(model_id), std::move(ctx), std::move(tools), std::move(writer));
     job->start();
 }
 

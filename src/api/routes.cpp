@@ -4,6 +4,8 @@
 #include "api/errors.h"
 #include "api/openai.h"
 #include "api/request_context.h"
+#include "api/responses.h"
+#include "common/failpoint.h"
 #include "common/log.h"
 #include "engine/grammar.h"
 
@@ -191,6 +193,14 @@ const std::vector<route_entry> &api_router::routes() {
          "OpenAI chat completions (streaming, tools, structured output)"},
         {"/v1/completions", v::post, a::key, true, false, 0, &r::handle_completions,
          "OpenAI legacy completions (text or token-id prompts)"},
+        {"/v1/responses", v::post, a::key, true, false, 0, &r::handle_responses,
+         "OpenAI Responses (input items, function tools, text.format, typed event stream)"},
+        {"/v1/responses/{id}", v::get, a::key, false, false, 0, &r::handle_response_get,
+         "a stored Response (the caller's own)"},
+        {"/v1/responses/{id}", v::delete_, a::key, false, false, 0, &r::handle_response_delete,
+         "deletes a stored Response"},
+        {"/v1/responses/{id}/input_items", v::get, a::key, false, false, 0, &r::handle_response_input_items,
+         "the input items a stored Response answered"},
         {"/v1/embeddings", v::post, a::key, true, false, 0, &r::handle_embeddings_call, "OpenAI embeddings"},
         {"/v1/ranking", v::post, a::key, true, false, 0, &r::handle_ranking_call, "NIM reranking (reranker models)"},
         {"/v1/models", v::get, a::key, false, false, 0, &r::handle_models,
@@ -214,23 +224,34 @@ const std::vector<route_entry> &api_router::routes() {
 
 namespace {
 
-// Matches a request path against a table path. A trailing "{param}" matches one non-empty
-// segment (no '/'), which goes to `param`.
+// Matches a request path against a table path, segment by segment. A "{param}" segment matches
+// one non-empty segment, which goes to `param` (a table path has at most one).
 bool path_matches(std::string_view pattern, std::string_view target, std::string &param) {
-    const auto brace = pattern.find('{');
-    if (brace == std::string_view::npos) {
+    if (pattern.find('{') == std::string_view::npos) {
         return pattern == target;
     }
-    const auto prefix = pattern.substr(0, brace);
-    if (target.size() <= prefix.size() || target.substr(0, prefix.size()) != prefix) {
-        return false;
+    size_t p = 0;
+    size_t t = 0;
+    while (p < pattern.size() && t < target.size()) {
+        if (pattern[p] == '{') {
+            const auto close = pattern.find('}', p);
+            const auto slash = target.find('/', t);
+            const auto seg   = target.substr(t, slash == std::string_view::npos ? std::string_view::npos : slash - t);
+            if (seg.empty() || close == std::string_view::npos) {
+                return false;
+            }
+            param = std::string(seg);
+            p     = close + 1;
+            t += seg.size();
+            continue;
+        }
+        if (pattern[p] != target[t]) {
+            return false;
+        }
+        ++p;
+        ++t;
     }
-    const auto rest = target.substr(prefix.size());
-    if (rest.find('/') != std::string_view::npos) {
-        return false;
-    }
-    param = std::string(rest);
-    return true;
+    return p == pattern.size() && t == target.size();
 }
 
 struct route_lookup {
@@ -678,6 +699,9 @@ void api_router::handle_embedding_route(const std::shared_ptr<http_exchange> &ex
 }
 
 void api_router::handle_inference(const std::shared_ptr<http_exchange> &ex, api_kind kind, size_t key) {
+    if (failpoint("INFERBOX_FAILPOINT_HANDLER_THROW")) {
+        throw std::runtime_error("failpoint: the handler throws"); // test builds: the catch-all's test
+    }
     key_order order;
     auto      body = parse_json_body(ex->request().body(), cfg_.limits.max_json_depth, &order);
     if (!body) {
@@ -689,6 +713,106 @@ void api_router::handle_inference(const std::shared_ptr<http_exchange> &ex, api_
         respond_error(*ex, req.err());
         return;
     }
+    dispatch_inference(ex, std::move(*req), key, nullptr);
+}
+
+std::string api_router::owner_of(size_t key) const {
+    return keys_.enabled() && key < cfg_.api_keys.size() ? response_owner(cfg_.api_keys[key]) : std::string();
+}
+
+void api_router::handle_responses(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
+    key_order order;
+    auto      body = parse_json_body(ex->request().body(), cfg_.limits.max_json_depth, &order);
+    if (!body) {
+        respond_error(*ex, body.err());
+        return;
+    }
+    // previous_response_id: the stored run's input and output come before this input. Only
+    // "input" is replaced, so the order recorded for the schemas elsewhere in the body holds.
+    const std::string owner    = owner_of(call.key);
+    const json       *previous = body->contains("previous_response_id") && !(*body)["previous_response_id"].is_null()
+                                     ? &(*body)["previous_response_id"]
+                                     : nullptr;
+    std::string       previous_id;
+    if (previous != nullptr) {
+        if (!previous->is_string() || previous->get_ref<const std::string &>().size() > 256) {
+            respond_error(
+                *ex, error::invalid("previous_response_id must be a response id (a string)", "previous_response_id"));
+            return;
+        }
+        previous_id = previous->get<std::string>();
+        auto stored = cfg_.responses ? cfg_.responses->get(owner, previous_id) : std::nullopt;
+        if (!stored) {
+            respond_error(*ex, error{error_kind::not_found,
+                                     "no stored response '" + previous_id.substr(0, 64) + "'" +
+                                         (cfg_.responses ? "" : " (this server stores none: --store-max-bytes off)"),
+                                     "previous_response_id", "response_not_found"});
+            return;
+        }
+        (*body)["input"] = continued_input(*stored, body->contains("input") ? (*body)["input"] : json(nullptr));
+    }
+    auto req = parse_responses_request(*body, cfg_.limits, &order);
+    if (!req) {
+        respond_error(*ex, req.err());
+        return;
+    }
+    if (!previous_id.empty()) {
+        req->echo.previous_response_id = previous_id;
+    }
+    if (cfg_.responses && req->echo.store) {
+        // Kept before the answer goes out, so a client may continue from it at once.
+        req->echo.on_complete =
+            [store = cfg_.responses, owner,
+             items = input_items_of(body->contains("input") ? (*body)["input"] : json(nullptr))](const json &response) {
+                if (auto err = store->put(owner, response, items)) {
+                    spdlog::warn("response {} was not stored: {}", response.value("id", std::string()), err->message);
+                }
+            };
+    }
+    dispatch_inference(ex, std::move(req->chat), call.key, make_responses_writer(std::move(req->echo)));
+}
+
+void api_router::handle_response_get(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
+    auto stored = cfg_.responses ? cfg_.responses->get(owner_of(call.key), call.param) : std::nullopt;
+    if (!stored) {
+        respond_error(*ex, error{error_kind::not_found, "no stored response '" + call.param.substr(0, 64) + "'", "id",
+                                 "response_not_found"});
+        return;
+    }
+    respond_json(*ex, stored->response);
+}
+
+void api_router::handle_response_delete(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
+    if (!cfg_.responses || !cfg_.responses->remove(owner_of(call.key), call.param)) {
+        respond_error(*ex, error{error_kind::not_found, "no stored response '" + call.param.substr(0, 64) + "'", "id",
+                                 "response_not_found"});
+        return;
+    }
+    respond_json(*ex, {{"id", call.param}, {"object", "response"}, {"deleted", true}});
+}
+
+void api_router::handle_response_input_items(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
+    auto stored = cfg_.responses ? cfg_.responses->get(owner_of(call.key), call.param) : std::nullopt;
+    if (!stored) {
+        respond_error(*ex, error{error_kind::not_found, "no stored response '" + call.param.substr(0, 64) + "'", "id",
+                                 "response_not_found"});
+        return;
+    }
+    // OpenAI lists them newest first by default (order=desc); ?order=asc gives the input's order.
+    json       items = stored->input_items;
+    const auto query = ex->request().target();
+    if (query.find("order=asc") == boost::beast::string_view::npos) {
+        std::reverse(items.begin(), items.end());
+    }
+    json page        = {{"object", "list"}, {"data", items}, {"has_more", false}};
+    page["first_id"] = items.empty() ? json(nullptr) : items.front().value("id", json(nullptr));
+    page["last_id"]  = items.empty() ? json(nullptr) : items.back().value("id", json(nullptr));
+    respond_json(*ex, page);
+}
+
+void api_router::dispatch_inference(const std::shared_ptr<http_exchange> &ex, api_request request, size_t key,
+                                    std::shared_ptr<answer_writer> writer) {
+    auto *req = &request;
     // The model: a hosted model's id, a LoRA adapter of the default model, or none (the default).
     size_t      index  = 0;
     std::string served = cfg_.model_id; // the id the answer names: a hosted model or an adapter
@@ -713,9 +837,9 @@ void api_router::handle_inference(const std::shared_ptr<http_exchange> &ex, api_
                                 "lora_scale"));
         return;
     }
-    auto shared_req = std::make_shared<api_request>(std::move(*req));
-    with_model(ex, index, [this, ex, shared_req, served, key](const leased &m) {
-        run_inference(ex, m, std::move(*shared_req), served, key);
+    auto shared_req = std::make_shared<api_request>(std::move(request));
+    with_model(ex, index, [this, ex, shared_req, served, key, writer = std::move(writer)](const leased &m) {
+        run_inference(ex, m, std::move(*shared_req), served, key, writer);
     });
 }
 
@@ -754,6 +878,7 @@ struct prepared_request {
     std::vector<prepared_prompt>       prompts;
     std::shared_ptr<const chat_render> tool_render;
     std::optional<error>               err;
+    std::shared_ptr<answer_writer>     writer; // null: the request kind's OpenAI shape
 };
 
 namespace {
@@ -845,7 +970,8 @@ void prepare(const model &m, const guided_limits &limits, int32_t n_ctx, prepare
 } // namespace
 
 void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, const leased &leased_model,
-                               api_request request, std::string served, size_t key) {
+                               api_request request, std::string served, size_t key,
+                               std::shared_ptr<answer_writer> writer) {
     auto eng  = leased_model->eng;
     auto info = info_for(leased_model.index());
 
@@ -870,8 +996,9 @@ void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, const l
         return;
     }
 
-    auto p = std::make_shared<prepared_request>();
-    p->req = std::move(request);
+    auto p    = std::make_shared<prepared_request>();
+    p->req    = std::move(request);
+    p->writer = std::move(writer);
     job_context jc;
     jc.metrics = info.metrics;
     jc.limiter = limiter_.enabled() ? &limiter_ : nullptr;
@@ -927,7 +1054,7 @@ void api_router::start_generation(const std::shared_ptr<http_exchange> &ex, std:
     }
     ex->log_field("model", served);
     run_completion(ex, std::move(eng), std::move(*req), std::move(p.prompts), static_cast<int32_t>(max_tokens), served,
-                   std::move(jc), std::move(p.tool_render));
+                   std::move(jc), std::move(p.tool_render), std::move(p.writer));
 }
 
 } // namespace inferbox

@@ -6,6 +6,7 @@
 #include "api/auth.h"
 #include "api/embeddings_schema.h"
 #include "api/http_server.h"
+#include "api/response_store.h"
 #include "api/schema.h"
 #include "engine/embedder.h"
 #include "engine/engine.h"
@@ -67,6 +68,9 @@ struct api_config {
 
     // Threads that prepare requests (chat template, tokenizer, grammar) off the I/O threads.
     int32_t prep_threads = 2;
+
+    // Stored Responses (store, previous_response_id, GET/DELETE /v1/responses/{id}); null: off.
+    std::shared_ptr<response_store> responses;
 };
 
 // Everything a generation job needs besides the request: where to report, whom to charge.
@@ -78,6 +82,7 @@ struct job_context {
 };
 
 class api_router;
+class answer_writer;
 struct prepared_request; // routes.cpp: a request the preparation pool has tokenized
 
 // Who may call a route: anyone (probes), holders of an API key when keys are on, or (metrics)
@@ -147,16 +152,22 @@ class api_router {
     // Route handlers (the table's rows).
     void handle_completions(const std::shared_ptr<http_exchange> &ex, const route_call &call);
     void handle_chat(const std::shared_ptr<http_exchange> &ex, const route_call &call);
-    void handle_embeddings_call(const std::shared_ptr<http_exchange> &ex, const route_call &call);
-    void handle_ranking_call(const std::shared_ptr<http_exchange> &ex, const route_call &call);
-    void handle_models(const std::shared_ptr<http_exchange> &ex, const route_call &call);
-    void handle_model(const std::shared_ptr<http_exchange> &ex, const route_call &call);
-    void handle_live(const std::shared_ptr<http_exchange> &ex, const route_call &call);
-    void handle_ready(const std::shared_ptr<http_exchange> &ex, const route_call &call);
-    void handle_version(const std::shared_ptr<http_exchange> &ex, const route_call &call);
-    void handle_metrics(const std::shared_ptr<http_exchange> &ex, const route_call &call);
-    void handle_metadata(const std::shared_ptr<http_exchange> &ex, const route_call &call);
-    void handle_manifest(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_responses(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_response_get(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_response_delete(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_response_input_items(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    // The owner of stored responses for an API-key index ("" when keys are off).
+    std::string owner_of(size_t key) const;
+    void        handle_embeddings_call(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void        handle_ranking_call(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void        handle_models(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void        handle_model(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void        handle_live(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void        handle_ready(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void        handle_version(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void        handle_metrics(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void        handle_metadata(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void        handle_manifest(const std::shared_ptr<http_exchange> &ex, const route_call &call);
 
     // The model objects GET /v1/models lists (hosted models, then the default model's adapters).
     nlohmann::json model_objects() const;
@@ -165,7 +176,11 @@ class api_router {
     // Checks what needs the model but no tokenization, then hands the request to the preparation
     // pool (template, tokenizer, grammar), which calls start_generation on the exchange's executor.
     void run_inference(const std::shared_ptr<http_exchange> &ex, const leased &model, api_request req,
-                       std::string served, size_t key);
+                       std::string served, size_t key, std::shared_ptr<answer_writer> writer);
+    // Routes a validated generation request to its model (or adapter) and runs it; `writer` null:
+    // the request kind's OpenAI shape.
+    void dispatch_inference(const std::shared_ptr<http_exchange> &ex, api_request req, size_t key,
+                            std::shared_ptr<answer_writer> writer);
     void start_generation(const std::shared_ptr<http_exchange> &ex, std::shared_ptr<engine> eng, prepared_request p,
                           std::string served, job_context jc);
     void handle_embedding_route(const std::shared_ptr<http_exchange> &ex, bool ranking, size_t key);

@@ -142,6 +142,16 @@ int run_cli(int argc, char **argv) {
     serve->add_option("--shutdown-timeout", so.shutdown_timeout, "seconds in-flight requests get on SIGTERM")
         ->capture_default_str()
         ->check(CLI::Range(0, 3600));
+    serve->add_option("--data-dir", so.data_dir,
+                      "where the server keeps state: stored Responses (default $INFERBOX_DATA, else "
+                      "~/.local/share/inferbox)");
+    serve
+        ->add_option("--store-max-bytes", so.store_max_bytes,
+                     "stored Responses in all (256MiB, 1GiB, ...); the oldest go first; off: store nothing")
+        ->capture_default_str();
+    serve->add_option("--store-max-age-days", so.store_max_age_days, "days a stored Response is kept")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 3650));
 
     // Security and limits (docs/operations.md).
     serve->add_option("--api-key", so.api_keys, "an accepted API key (repeatable; also INFERBOX_API_KEYS=k1,k2)");

@@ -258,6 +258,42 @@ std::optional<uint64_t> parse_memory_size(const std::string &text) {
     return std::nullopt;
 }
 
+namespace {
+
+// The stored-Responses database under the data directory; null when --store-max-bytes is off.
+result<std::shared_ptr<response_store>> open_response_store(const serve_options &opts) {
+    const auto max = parse_memory_size(opts.store_max_bytes);
+    if (!max) {
+        return error::invalid("--store-max-bytes: '" + opts.store_max_bytes + "' is not a size (256MiB, 1GiB, off)");
+    }
+    if (*max == 0) {
+        return std::shared_ptr<response_store>();
+    }
+    std::filesystem::path dir = opts.data_dir;
+    if (dir.empty()) {
+        if (const char *d = std::getenv("INFERBOX_DATA"); d != nullptr && *d != '\0') {
+            dir = d;
+        } else if (const char *h = std::getenv("HOME"); h != nullptr && *h != '\0') {
+            dir = std::filesystem::path(h) / ".local" / "share" / "inferbox";
+        } else {
+            return error::invalid(
+                "no data directory: set --data-dir, INFERBOX_DATA or HOME (or --store-max-bytes off)");
+        }
+    }
+    response_store_limits limits;
+    limits.max_bytes = static_cast<int64_t>(*max);
+    limits.max_age   = std::chrono::hours(24) * opts.store_max_age_days;
+    const auto file  = dir / "responses.sqlite3";
+    auto       store = response_store::open(file, limits);
+    if (!store) {
+        return store.err();
+    }
+    spdlog::info("stored Responses: {} (up to {} bytes, {} days)", file.string(), *max, opts.store_max_age_days);
+    return std::shared_ptr<response_store>(std::move(*store));
+}
+
+} // namespace
+
 int run_serve(const serve_options &given) {
     // Each --model is a path, a cached name, or a reference to pull (hf://, https://) into the
     // cache, optionally as ID=REF.
@@ -413,6 +449,13 @@ int run_serve(const serve_options &given) {
     cfg.rate             = opts.rate;
     cfg.metrics_registry = std::make_shared<registry>();
     cfg.embedding        = opts.embedding;
+    if (auto store = open_response_store(opts); !store) {
+        // A read-only file system (a locked-down container) must not keep the server from serving:
+        // it runs without stored Responses, and says so.
+        spdlog::warn("{}; Responses are not stored (store and previous_response_id answer 404)", store.err().message);
+    } else {
+        cfg.responses = std::move(*store);
+    }
 
     // Settle every model before anything loads: validate its file ourselves (llama.cpp's loader
     // reports a bad file only as "failed to load", and aborts on some malformed ones), choose its
@@ -583,6 +626,8 @@ int run_serve(const serve_options &given) {
             error_kind kind = error_kind::invalid_request;
             if (status == http::status::payload_too_large) {
                 kind = error_kind::payload_too_large;
+            } else if (status == http::status::internal_server_error) {
+                kind = error_kind::internal;
             }
             return error_body(error{kind, msg, "", ""});
         },
@@ -591,6 +636,16 @@ int run_serve(const serve_options &given) {
     server.set_body_limit([fallback = opts.http.max_body_bytes](std::string_view target, http::verb verb) {
         return api_router::body_limit_for(target, verb, fallback);
     });
+    // Exceptions that reached the last line of defence (a handler, an I/O thread): logged and
+    // counted; the request gets a 500 and the server keeps serving.
+    const auto count_unhandled = [reg = cfg.metrics_registry](const char *where, const std::string &what) {
+        spdlog::error("unexpected exception in {}: {}", where, what);
+        reg->add_counter("inferbox_unhandled_exceptions_total",
+                         "exceptions caught by the last line of defence (handler, I/O thread, engine loop)",
+                         {{"where", where}})
+            .inc();
+    };
+    server.set_on_unhandled(count_unhandled);
     if (opts.tls_cert.empty() != opts.tls_key.empty() || (opts.tls_cert.empty() && !opts.tls_client_ca.empty())) {
         spdlog::error("TLS needs both --tls-cert and --tls-key (and --tls-client-ca only with them)");
         return 1;
@@ -622,7 +677,17 @@ int run_serve(const serve_options &given) {
     std::vector<std::thread> io_threads;
     io_threads.reserve(size_t(n_io));
     for (int32_t i = 0; i < n_io; ++i) {
-        io_threads.emplace_back([&ioc] { ioc.run(); });
+        io_threads.emplace_back([&ioc, &count_unhandled] {
+            // A completion handler that throws leaves run(); the thread reports it and goes on.
+            for (;;) {
+                try {
+                    ioc.run();
+                    return;
+                } catch (const std::exception &e) {
+                    count_unhandled("io_thread", e.what());
+                }
+            }
+        });
     }
 
     // The first model loads now: readiness waits for it, and a server whose default model cannot

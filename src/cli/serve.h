@@ -50,6 +50,12 @@ struct serve_options {
     rate_limits              rate;
     std::string              tls_cert, tls_key, tls_client_ca; // HTTPS when tls_cert is set
     std::string              profile;                          // "auto", a profile name, or empty: the flags as given
+
+    // Where the server keeps its state (stored Responses): --data-dir, else $INFERBOX_DATA, else
+    // ~/.local/share/inferbox.
+    std::string data_dir;
+    std::string store_max_bytes    = "256MiB"; // --store-max-bytes: stored Responses in all ("off": none)
+    int32_t     store_max_age_days = 30;       // --store-max-age-days
 };
 
 int run_serve(const serve_options &opts);

@@ -1,5 +1,8 @@
 #include "engine/model.h"
 
+#include "engine/generic_tools.h"
+#include "engine/grammar.h"
+
 #include "build-info.h"
 #include "chat.h"
 #include "common.h"
@@ -189,6 +192,11 @@ result<chat_render> model::render_chat(const chat_inputs &in) const {
         return error::invalid(std::string("the chat template could not render this request: ") + e.what(),
                               in.tools.empty() ? "messages" : "tools", "");
     }
+    if (!in.tools.empty() && in.choice != tool_choice::none && cp.grammar.empty()) {
+        // The template has no tool-call format: common would render the conversation without the
+        // tools and never produce a call. inferbox's generic format describes them instead.
+        return render_generic_tools(in);
+    }
     chat_render r;
     r.prompt              = std::move(cp.prompt);
     r.generation_prompt   = cp.generation_prompt;
@@ -230,10 +238,69 @@ result<chat_render> model::render_chat(const chat_inputs &in) const {
     return r;
 }
 
-chat_output model::parse_chat_output(const std::string &text, const chat_render &r) const {
+result<chat_render> model::render_generic_tools(const chat_inputs &in) const {
+    common_chat_templates_inputs ci;
+    ci.use_jinja             = true;
+    ci.add_generation_prompt = true;
+    for (const auto &m : generic_tools_messages(in)) {
+        common_chat_msg msg;
+        msg.role    = m.role;
+        msg.content = m.content;
+        ci.messages.push_back(std::move(msg));
+    }
+    common_chat_params cp;
+    try {
+        cp = common_chat_templates_apply(tmpl_->ptr.get(), ci);
+    } catch (const std::exception &e) {
+        return error::invalid(std::string("the chat template could not render this request: ") + e.what(), "tools", "");
+    }
+    auto grammar = json_schema_to_gbnf(generic_tools_schema(in), "tools");
+    if (!grammar) {
+        return grammar.err();
+    }
+    chat_render r;
+    r.prompt = std::move(cp.prompt);
+    // No generation prompt: llama.cpp would feed it to the grammar first (prefill), and the call
+    // object's grammar starts at the object itself.
+    r.format              = static_cast<int32_t>(cp.format);
+    r.parse_tool_calls    = true;
+    r.parallel_tool_calls = in.parallel_tool_calls;
+    r.generic_tools       = true;
+    r.grammar             = std::move(*grammar);
+    // "required" (or a named function): a call from the first token. "auto": prose unless the
+    // model starts the call object, which switches the grammar on.
+    r.grammar_lazy = in.choice != tool_choice::required;
+    if (r.grammar_lazy) {
+        grammar_trigger g;
+        g.type  = grammar_trigger::kind::word;
+        g.value = generic_tools_trigger;
+        r.grammar_triggers.push_back(std::move(g));
+    }
+    return r;
+}
+
+std::optional<chat_output> model::parse_chat_output(const std::string &text, const chat_render &r, bool partial) const {
     chat_output out;
     if (!r.parse_tool_calls) {
         out.content = text;
+        return out;
+    }
+    if (r.generic_tools) {
+        auto read = read_generic_tools(text, partial);
+        if (!read.valid && !partial) {
+            out.content = text; // not the call format after all: the text is the answer
+            return out;
+        }
+        out.content = std::move(read.content);
+        for (auto &call : read.calls) {
+            if (!partial && common_json::parse_no_throw(call.arguments).is_discarded()) {
+                continue; // cut off by max_tokens: dropped, never half-written
+            }
+            out.tool_calls.push_back(std::move(call));
+            if (!r.parallel_tool_calls) {
+                break;
+            }
+        }
         return out;
     }
     common_chat_parser_params pp;
@@ -244,12 +311,16 @@ chat_output model::parse_chat_output(const std::string &text, const chat_render 
         if (!r.parser.empty()) {
             pp.parser.load(r.parser);
         }
-        const auto msg = common_chat_parse(text, /*is_partial=*/false, pp);
+        const auto msg = common_chat_parse(text, partial, pp);
         out.content    = msg.content;
         for (const auto &tc : msg.tool_calls) {
-            // A call cut off by max_tokens has arguments that are not JSON yet: it is dropped
-            // (the choice then finishes with "length"), never returned half-written.
-            if (tc.name.empty() || common_json::parse_no_throw(tc.arguments).is_discarded()) {
+            // A finished call cut off by max_tokens has arguments that are not JSON yet: it is
+            // dropped (the choice then finishes with "length"), never returned half-written.
+            // While the text grows, a call is reported as soon as its name is known.
+            if (tc.name.empty() || (!partial && common_json::parse_no_throw(tc.arguments).is_discarded())) {
+                if (partial) {
+                    break;
+                }
                 continue;
             }
             out.tool_calls.push_back({tc.id, tc.name, tc.arguments});
@@ -258,6 +329,9 @@ chat_output model::parse_chat_output(const std::string &text, const chat_render 
             }
         }
     } catch (const std::exception &) {
+        if (partial) {
+            return std::nullopt; // not readable as the format yet
+        }
         // Text that is not in the format (a model answering in prose under tool_choice auto)
         // is the answer's content.
         out         = chat_output{};

@@ -7,6 +7,7 @@
 #include "engine/types.h"
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -67,6 +68,8 @@ struct chat_render {
     std::string                  parser;     // llama.cpp's serialized output parser
     bool                         parse_tool_calls    = false;
     bool                         parallel_tool_calls = true;
+    // The template has no tool-call format: inferbox's generic JSON format (generic_tools.h).
+    bool generic_tools = false;
 };
 
 struct chat_output {
@@ -106,14 +109,19 @@ class model {
     // The same with tools (llama.cpp common's chat machinery; a template without tool support
     // gets common's generic JSON format). Errors are invalid_request naming `messages` or `tools`.
     result<chat_render> render_chat(const chat_inputs &in) const;
-    // Reads the assistant message (content, tool calls) back from a whole generated text.
-    chat_output parse_chat_output(const std::string &text, const chat_render &r) const;
+    // Reads the assistant message (content, tool calls) back from a generated text. Whole
+    // (partial = false): always an answer (text not in the format is the content). Partial (the
+    // text is still growing): what is certain so far, calls as soon as their name is known (their
+    // arguments a prefix of the final ones), or nullopt when the text cannot be read yet.
+    std::optional<chat_output> parse_chat_output(const std::string &text, const chat_render &r,
+                                                 bool partial = false) const;
 
     const std::string &path() const { return path_; }
     std::string        description() const; // architecture and size, for logs and /v1/models
 
   private:
     model() = default;
+    result<chat_render> render_generic_tools(const chat_inputs &in) const;
     struct templates;
     llama_model               *model_ = nullptr;
     const llama_vocab         *vocab_ = nullptr;

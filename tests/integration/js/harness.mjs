@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { after, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -129,6 +130,13 @@ process.on('exit', () => {
 //   prefix:   a command that runs the server, e.g. ['ip', 'netns', 'exec', 'NS'] (it must exec it,
 //             so that signals reach the server itself)
 // Returns { url, port, log(), logSince(mark), mark(), exited, stop() }.
+const dataDirs = [];
+process.on('exit', () => {
+  for (const d of dataDirs) {
+    fs.rmSync(d, { recursive: true, force: true });
+  }
+});
+
 export async function startServer({ model = MODELS.plain, parallel, args = [], env = {}, host = '127.0.0.1', prefix = [] } = {}) {
   const bin = serverBinary();
   const port = await freePort();
@@ -139,8 +147,11 @@ export async function startServer({ model = MODELS.plain, parallel, args = [], e
   }
   argv.push(...args.map(String));
 
+  // Each server keeps its state (stored Responses) in a folder of its own unless the test names one.
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'inferbox-data-'));
+  dataDirs.push(dataDir);
   const child = spawn(prefix.length ? prefix[0] : bin, [...prefix.slice(1), ...(prefix.length ? [bin] : []), ...argv], {
-    env: { ...process.env, ...env },
+    env: { INFERBOX_DATA: dataDir, ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   running.add(child);

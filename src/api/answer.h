@@ -1,0 +1,89 @@
+#pragma once
+// One generation's state as the job collects it from the engine (openai.cpp's completion_job), and
+// the seam that turns it into an HTTP answer in one API's shape. The job owns the engine side
+// (submit, events, cancel, metrics, rate charges); an answer_writer owns the wire format: Chat
+// Completions and Completions (openai.cpp), Responses (responses.cpp). Every call happens on the
+// exchange's executor.
+
+#include "api/http_server.h"
+#include "api/schema.h"
+#include "engine/model.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace inferbox {
+
+struct prepared_prompt {
+    std::vector<token_id> tokens;
+    std::string           echo_text; // the prompt's text, for echo
+};
+
+struct choice_state {
+    std::string    text;                                       // everything generated so far
+    nlohmann::json logprobs_content = nlohmann::json::array(); // chat form
+    nlohmann::json lp_tokens = nlohmann::json::array(), lp_values = nlohmann::json::array(),
+                   lp_top = nlohmann::json::array(), lp_offsets = nlohmann::json::array(); // completions form
+    size_t        text_offset = 0;
+    finish_reason finish      = finish_reason::none;
+    bool          done        = false;
+    int32_t       n_prompt = 0, n_cached = 0, n_generated = 0;
+    int32_t       n_seen = 0; // events seen (a lower bound of tokens) before the final one
+    // With tools: the assistant message read from the text (partially while it streams, whole
+    // once the choice finished), and how much of it the writer has been given.
+    std::string                 content;
+    std::vector<chat_tool_call> tool_calls;
+    std::string                 sent_content; // what of `content` was streamed
+    std::vector<std::string>    sent_args;    // per streamed call: what of its arguments was streamed
+};
+
+struct usage_counts {
+    int32_t prompt = 0, cached = 0, generated = 0;
+};
+
+struct job_state {
+    api_request                  req;
+    std::vector<prepared_prompt> prompts;
+    std::string                  model_id;
+    std::string                  id;
+    int64_t                      created = 0;     // unix seconds
+    bool                         tools   = false; // tool calls are parsed out of the text
+    std::vector<choice_state>    choices;
+
+    // The prompt counts once per prompt, not once per choice.
+    usage_counts usage() const;
+    // "tool_calls" when a finished choice called tools, else the engine's reason ("stop", "length").
+    const char *finish_of(const choice_state &c) const;
+};
+
+class answer_writer {
+  public:
+    virtual ~answer_writer() = default;
+    // The id of the answer ("chatcmpl-...", "cmpl-...", "resp_...").
+    virtual std::string new_id() const = 0;
+
+    // Streaming only. The stream's headers are out; nothing generated yet.
+    virtual void opened(http_exchange &ex, const job_state &s) = 0;
+    // Streaming only. New text of a choice's message (its content, with tools: never a tool call's
+    // markup), and its logprobs in the request's form (null when none or not asked).
+    virtual void text(http_exchange &ex, const job_state &s, size_t choice, const std::string &delta,
+                      const nlohmann::json &logprobs) = 0;
+    // Streaming only. A tool call's progress: `first` when call `call` of the choice appears (its
+    // id and name are known), then fragments of its arguments as they are generated.
+    virtual void tool_call(http_exchange &ex, const job_state &s, size_t choice, size_t call, bool first,
+                           const std::string &args_delta) = 0;
+    // Streaming only. A choice finished: its content and tool calls are whole.
+    virtual void choice_done(http_exchange &ex, const job_state &s, size_t choice) = 0;
+    // Every choice finished: the whole answer (non-streaming) or the stream's end.
+    virtual void completed(http_exchange &ex, const job_state &s) = 0;
+    // The generation failed after the stream opened (before it, the job answers the error itself).
+    virtual void stream_error(http_exchange &ex, const job_state &s, const error &err) = 0;
+};
+
+std::string random_id(const char *prefix);
+std::string dump_json(const nlohmann::json &j); // invalid UTF-8 replaced
+
+} // namespace inferbox

@@ -1,0 +1,192 @@
+#include "api/response_store.h"
+
+#include <openssl/sha.h>
+#include <sqlite3.h>
+
+#include <system_error>
+
+namespace inferbox {
+
+using json = nlohmann::json;
+
+namespace {
+
+int64_t now_s() {
+    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+// One prepared statement, finalized when it goes out of scope.
+class statement {
+  public:
+    statement(sqlite3 *db, const char *sql) : db_(db) {
+        ok_ = sqlite3_prepare_v2(db, sql, -1, &st_, nullptr) == SQLITE_OK;
+    }
+    ~statement() { sqlite3_finalize(st_); }
+    statement(const statement &)            = delete;
+    statement &operator=(const statement &) = delete;
+
+    bool ok() const { return ok_; }
+    void bind(int i, const std::string &s) {
+        sqlite3_bind_text(st_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+    }
+    void        bind(int i, int64_t v) { sqlite3_bind_int64(st_, i, v); }
+    int         step() { return sqlite3_step(st_); }
+    std::string text(int col) const {
+        const auto *p = sqlite3_column_text(st_, col);
+        return p == nullptr ? std::string()
+                            : std::string(reinterpret_cast<const char *>(p), sqlite3_column_bytes(st_, col));
+    }
+    int64_t     integer(int col) const { return sqlite3_column_int64(st_, col); }
+    std::string error() const { return sqlite3_errmsg(db_); }
+
+  private:
+    sqlite3      *db_;
+    sqlite3_stmt *st_ = nullptr;
+    bool          ok_ = false;
+};
+
+bool exec(sqlite3 *db, const char *sql) {
+    return sqlite3_exec(db, sql, nullptr, nullptr, nullptr) == SQLITE_OK;
+}
+
+} // namespace
+
+std::string response_owner(std::string_view api_key) {
+    if (api_key.empty()) {
+        return {};
+    }
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    SHA256(reinterpret_cast<const unsigned char *>(api_key.data()), api_key.size(), digest);
+    static const char *hex = "0123456789abcdef";
+    std::string        out;
+    for (size_t i = 0; i < 16; ++i) {
+        out += hex[digest[i] >> 4];
+        out += hex[digest[i] & 15];
+    }
+    return out;
+}
+
+result<std::unique_ptr<response_store>> response_store::open(const std::filesystem::path &file,
+                                                             response_store_limits        limits) {
+    std::error_code ec;
+    std::filesystem::create_directories(file.parent_path(), ec);
+    if (ec) {
+        return error{error_kind::internal, "cannot create " + file.parent_path().string() + ": " + ec.message(), "",
+                     ""};
+    }
+    sqlite3 *db = nullptr;
+    if (sqlite3_open_v2(file.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                        nullptr) != SQLITE_OK) {
+        std::string why = db != nullptr ? sqlite3_errmsg(db) : "out of memory";
+        sqlite3_close(db);
+        return error{error_kind::internal, "cannot open the response store " + file.string() + ": " + why, "", ""};
+    }
+    sqlite3_busy_timeout(db, 2000);
+    if (!exec(db, "PRAGMA journal_mode=WAL") || !exec(db, "PRAGMA synchronous=NORMAL") ||
+        !exec(db, "CREATE TABLE IF NOT EXISTS responses (id TEXT PRIMARY KEY, owner TEXT NOT NULL, "
+                  "created INTEGER NOT NULL, bytes INTEGER NOT NULL, response TEXT NOT NULL, "
+                  "input_items TEXT NOT NULL)") ||
+        !exec(db, "CREATE INDEX IF NOT EXISTS responses_created ON responses (created)")) {
+        std::string why = sqlite3_errmsg(db);
+        sqlite3_close(db);
+        return error{error_kind::internal, "cannot set up the response store " + file.string() + ": " + why, "", ""};
+    }
+    auto store = std::unique_ptr<response_store>(new response_store(db, limits));
+    {
+        std::lock_guard lock(store->mu_);
+        store->prune();
+    }
+    return store;
+}
+
+response_store::~response_store() {
+    sqlite3_close(db_);
+}
+
+std::optional<error> response_store::put(const std::string &owner, const json &response, const json &input_items) {
+    const std::string r     = response.dump(-1, ' ', false, json::error_handler_t::replace);
+    const std::string items = input_items.dump(-1, ' ', false, json::error_handler_t::replace);
+    const auto        bytes = static_cast<int64_t>(r.size() + items.size());
+    if (bytes > limits_.max_bytes) {
+        return error{error_kind::payload_too_large,
+                     "the response and its input are " + std::to_string(bytes) +
+                         " bytes, more than the response store holds (" + std::to_string(limits_.max_bytes) +
+                         " bytes, --store-max-bytes)",
+                     "store", "store_full"};
+    }
+    std::lock_guard lock(mu_);
+    statement       st(db_, "INSERT OR REPLACE INTO responses (id, owner, created, bytes, response, input_items) "
+                                  "VALUES (?, ?, ?, ?, ?, ?)");
+    if (!st.ok()) {
+        return error{error_kind::internal, "the response store failed: " + st.error(), "", ""};
+    }
+    st.bind(1, response.value("id", std::string()));
+    st.bind(2, owner);
+    st.bind(3, now_s());
+    st.bind(4, bytes);
+    st.bind(5, r);
+    st.bind(6, items);
+    if (st.step() != SQLITE_DONE) {
+        return error{error_kind::internal, "the response store failed: " + st.error(), "", ""};
+    }
+    prune();
+    return std::nullopt;
+}
+
+std::optional<stored_response> response_store::get(const std::string &owner, const std::string &id) {
+    std::lock_guard lock(mu_);
+    statement       st(db_, "SELECT response, input_items FROM responses WHERE id = ? AND owner = ? AND created >= ?");
+    if (!st.ok()) {
+        return std::nullopt;
+    }
+    st.bind(1, id);
+    st.bind(2, owner);
+    st.bind(3, now_s() - limits_.max_age.count());
+    if (st.step() != SQLITE_ROW) {
+        return std::nullopt;
+    }
+    stored_response out;
+    out.response    = json::parse(st.text(0), nullptr, false);
+    out.input_items = json::parse(st.text(1), nullptr, false);
+    if (out.response.is_discarded() || out.input_items.is_discarded()) {
+        return std::nullopt;
+    }
+    return out;
+}
+
+bool response_store::remove(const std::string &owner, const std::string &id) {
+    std::lock_guard lock(mu_);
+    statement       st(db_, "DELETE FROM responses WHERE id = ? AND owner = ?");
+    if (!st.ok()) {
+        return false;
+    }
+    st.bind(1, id);
+    st.bind(2, owner);
+    return st.step() == SQLITE_DONE && sqlite3_changes(db_) > 0;
+}
+
+int64_t response_store::total_bytes() {
+    std::lock_guard lock(mu_);
+    statement       st(db_, "SELECT COALESCE(SUM(bytes), 0) FROM responses");
+    return st.ok() && st.step() == SQLITE_ROW ? st.integer(0) : 0;
+}
+
+void response_store::prune() {
+    {
+        statement old(db_, "DELETE FROM responses WHERE created < ?");
+        if (old.ok()) {
+            old.bind(1, now_s() - limits_.max_age.count());
+            old.step();
+        }
+    }
+    // Oldest first until the total fits: one statement, the running sum over newest-first rows.
+    statement over(db_, "DELETE FROM responses WHERE id IN (SELECT id FROM (SELECT id, SUM(bytes) OVER "
+                        "(ORDER BY created DESC, rowid DESC) AS running FROM responses) WHERE running > ?)");
+    if (over.ok()) {
+        over.bind(1, limits_.max_bytes);
+        over.step();
+    }
+}
+
+} // namespace inferbox

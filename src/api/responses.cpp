@@ -1,0 +1,603 @@
+#include "api/responses.h"
+
+#include "api/errors.h"
+#include "api/json_fields.h"
+
+#include <utility>
+
+namespace inferbox {
+
+using json = nlohmann::json;
+
+namespace {
+
+error bad(const std::string &message, const std::string &param) {
+    return error::invalid(message, param);
+}
+
+// Gives `to` (a copy of `from`) the key order `from` has in `order`.
+void copy_order(const json &from, const json &to, const key_order &order, key_order &out) {
+    if (from.is_array() && to.is_array() && from.size() == to.size()) {
+        for (size_t i = 0; i < from.size(); ++i) {
+            copy_order(from[i], to[i], order, out);
+        }
+        return;
+    }
+    if (!from.is_object() || !to.is_object()) {
+        return;
+    }
+    const auto &src = from.get_ref<const json::object_t &>();
+    const auto &dst = to.get_ref<const json::object_t &>();
+    if (auto it = order.find(&src); it != order.end()) {
+        auto &keys = out[&dst];
+        for (const std::string *k : it->second) {
+            if (auto d = dst.find(*k); d != dst.end()) {
+                keys.push_back(&d->first);
+            }
+        }
+    }
+    for (const auto &[k, v] : src) {
+        if (auto d = dst.find(k); d != dst.end()) {
+            copy_order(v, d->second, order, out);
+        }
+    }
+}
+
+// A message's content: a string, or parts of type input_text / output_text / text (their text
+// joined). Other part types (images, files) are refused by name.
+result<std::string> content_text(const json &content, const std::string &param) {
+    if (content.is_string()) {
+        return content.get<std::string>();
+    }
+    if (!content.is_array()) {
+        return bad(param + " must be a string or an array of input_text parts", param);
+    }
+    std::string text;
+    for (size_t k = 0; k < content.size(); ++k) {
+        const auto       &part = content[k];
+        const std::string p    = param + "[" + std::to_string(k) + "]";
+        const json       *type = part.is_object() ? json_field(part, "type") : nullptr;
+        const std::string t    = type != nullptr && type->is_string() ? type->get<std::string>() : "";
+        if (t != "input_text" && t != "output_text" && t != "text") {
+            return bad(p + ".type must be \"input_text\" (this server reads text only), got " +
+                           (t.empty() ? std::string("none") : "\"" + t.substr(0, 64) + "\""),
+                       p + ".type");
+        }
+        const json *s = json_field(part, "text");
+        if (s == nullptr || !s->is_string()) {
+            return bad(p + ".text must be a string", p + ".text");
+        }
+        text += s->get_ref<const std::string &>();
+    }
+    return text;
+}
+
+// input (a string or a list of items) -> chat messages, after the instructions.
+std::optional<error> convert_input(const json &body, json &messages) {
+    if (const json *ins = json_field(body, "instructions")) {
+        if (!ins->is_string()) {
+            return bad("instructions must be a string", "instructions");
+        }
+        messages.push_back({{"role", "system"}, {"content", *ins}});
+    }
+    const json *input = json_field(body, "input");
+    if (input == nullptr) {
+        return bad("input is required: a string or an array of input items", "input");
+    }
+    if (input->is_string()) {
+        messages.push_back({{"role", "user"}, {"content", *input}});
+        return std::nullopt;
+    }
+    if (!input->is_array() || input->empty()) {
+        return bad("input must be a string or a non-empty array of input items", "input");
+    }
+    for (size_t i = 0; i < input->size(); ++i) {
+        const auto       &item  = (*input)[i];
+        const std::string param = "input[" + std::to_string(i) + "]";
+        if (!item.is_object()) {
+            return bad(param + " must be an object", param);
+        }
+        const json       *type = json_field(item, "type");
+        const std::string t    = type != nullptr && type->is_string() ? type->get<std::string>() : "message";
+        if (t == "message") {
+            const json *role = json_field(item, "role");
+            if (role == nullptr || !role->is_string()) {
+                return bad(param + ".role must be \"user\", \"assistant\", \"system\" or \"developer\"",
+                           param + ".role");
+            }
+            const json *content = json_field(item, "content");
+            if (content == nullptr) {
+                return bad(param + ".content is required", param + ".content");
+            }
+            auto text = content_text(*content, param + ".content");
+            if (!text) {
+                return text.err();
+            }
+            messages.push_back({{"role", *role}, {"content", std::move(*text)}});
+        } else if (t == "function_call") {
+            const json *call_id = json_field(item, "call_id");
+            const json *name    = json_field(item, "name");
+            const json *args    = json_field(item, "arguments");
+            if (call_id == nullptr || !call_id->is_string() || name == nullptr || !name->is_string() ||
+                args == nullptr || !args->is_string()) {
+                return bad(param + " (function_call) needs string call_id, name and arguments", param);
+            }
+            json call = {{"id", *call_id}, {"type", "function"}, {"function", {{"name", *name}, {"arguments", *args}}}};
+            // Consecutive calls are one assistant turn.
+            if (!messages.empty() && messages.back()["role"] == "assistant" && messages.back().contains("tool_calls")) {
+                messages.back()["tool_calls"].push_back(std::move(call));
+            } else {
+                messages.push_back({{"role", "assistant"}, {"content", ""}, {"tool_calls", json::array({call})}});
+            }
+        } else if (t == "function_call_output") {
+            const json *call_id = json_field(item, "call_id");
+            const json *output  = json_field(item, "output");
+            if (call_id == nullptr || !call_id->is_string()) {
+                return bad(param + ".call_id must be a string", param + ".call_id");
+            }
+            if (output == nullptr) {
+                return bad(param + ".output is required", param + ".output");
+            }
+            auto text = content_text(*output, param + ".output");
+            if (!text) {
+                return text.err();
+            }
+            messages.push_back({{"role", "tool"}, {"tool_call_id", *call_id}, {"content", std::move(*text)}});
+        } else {
+            return bad(param + ".type \"" + t.substr(0, 64) +
+                           "\" is not supported; input items are messages, function_call and function_call_output",
+                       param + ".type");
+        }
+    }
+    return std::nullopt;
+}
+
+// Function tools, flattened in the Responses API ({type, name, parameters}), nested in chat's.
+std::optional<error> convert_tools(const json &body, json &chat) {
+    if (const json *tools = json_field(body, "tools")) {
+        if (!tools->is_array()) {
+            return bad("tools must be an array of function tools", "tools");
+        }
+        json out = json::array();
+        for (size_t i = 0; i < tools->size(); ++i) {
+            const auto       &t     = (*tools)[i];
+            const std::string param = "tools[" + std::to_string(i) + "]";
+            const json       *type  = t.is_object() ? json_field(t, "type") : nullptr;
+            if (type == nullptr || *type != "function") {
+                return bad(param + ".type must be \"function\" (built-in tools are not available on this server)",
+                           param + ".type");
+            }
+            json fn = json::object();
+            for (const char *k : {"name", "description", "parameters", "strict"}) {
+                if (const json *v = json_field(t, k)) {
+                    fn[k] = *v;
+                }
+            }
+            out.push_back({{"type", "function"}, {"function", std::move(fn)}});
+        }
+        chat["tools"] = std::move(out);
+    }
+    if (const json *tc = json_field(body, "tool_choice")) {
+        if (tc->is_object()) {
+            const json *name = json_field(*tc, "name");
+            if (json_field(*tc, "type") == nullptr || *json_field(*tc, "type") != "function" || name == nullptr) {
+                return bad("tool_choice must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"name\": "
+                           "...}",
+                           "tool_choice");
+            }
+            chat["tool_choice"] = {{"type", "function"}, {"function", {{"name", *name}}}};
+        } else {
+            chat["tool_choice"] = *tc;
+        }
+    }
+    return std::nullopt;
+}
+
+// text.format -> response_format.
+std::optional<error> convert_text(const json &body, json &chat) {
+    const json *text = json_field(body, "text");
+    if (text == nullptr) {
+        return std::nullopt;
+    }
+    const json *format = text->is_object() ? json_field(*text, "format") : nullptr;
+    if (!text->is_object()) {
+        return bad("text must be an object {format}", "text");
+    }
+    if (format == nullptr) {
+        return std::nullopt;
+    }
+    const json *type = format->is_object() ? json_field(*format, "type") : nullptr;
+    if (type == nullptr || !type->is_string()) {
+        return bad("text.format.type must be \"text\", \"json_object\" or \"json_schema\"", "text.format.type");
+    }
+    if (*type == "json_schema") {
+        json js = json::object();
+        for (const char *k : {"name", "schema", "strict", "description"}) {
+            if (const json *v = json_field(*format, k)) {
+                js[k] = *v;
+            }
+        }
+        if (!js.contains("name")) {
+            js["name"] = "response";
+        }
+        chat["response_format"] = {{"type", "json_schema"}, {"json_schema", std::move(js)}};
+    } else {
+        chat["response_format"] = {{"type", *type}};
+    }
+    return std::nullopt;
+}
+
+// A chat error's field, named as the Responses API names it.
+error renamed(error e) {
+    static const std::pair<const char *, const char *> names[] = {
+        {"response_format.json_schema.", "text.format."},
+        {"response_format", "text.format"},
+        {"max_tokens", "max_output_tokens"},
+        {"messages", "input"},
+    };
+    for (const auto &[from, to] : names) {
+        if (e.param.rfind(from, 0) == 0) {
+            e.param = to + e.param.substr(std::string(from).size());
+            break;
+        }
+    }
+    // tools[i].function.x -> tools[i].x
+    if (auto at = e.param.find("].function."); e.param.rfind("tools[", 0) == 0 && at != std::string::npos) {
+        e.param.erase(at + 1, std::string(".function").size());
+    }
+    return e;
+}
+
+} // namespace
+
+result<responses_request> parse_responses_request(const json &body, const api_limits &limits, const key_order *order) {
+    responses_request out;
+    json              chat     = json::object();
+    json              messages = json::array();
+    if (auto e = convert_input(body, messages)) {
+        return *e;
+    }
+    chat["messages"] = std::move(messages);
+    for (const char *k : {"model", "temperature", "top_p", "stream", "user", "parallel_tool_calls", "seed",
+                          "presence_penalty", "frequency_penalty", "top_k", "min_p", "stop", "speculative"}) {
+        if (const json *v = json_field(body, k)) {
+            chat[k] = *v;
+        }
+    }
+    if (const json *m = json_field(body, "max_output_tokens")) {
+        chat["max_tokens"]         = *m;
+        out.echo.max_output_tokens = *m;
+    }
+    if (const json *n = json_field(body, "n"); n != nullptr && *n != 1) {
+        return bad("n is not a Responses API parameter (one output per response)", "n");
+    }
+    if (const json *bg = json_field(body, "background"); bg != nullptr && *bg != false) {
+        return bad("background responses are not supported: send the request without background", "background");
+    }
+    if (auto e = convert_tools(body, chat)) {
+        return *e;
+    }
+    if (auto e = convert_text(body, chat)) {
+        return *e;
+    }
+    const json *store = json_field(body, "store");
+    if (store != nullptr && !store->is_boolean()) {
+        return bad("store must be a boolean", "store");
+    }
+    out.echo.store   = store == nullptr || store->get<bool>();
+    const json *meta = json_field(body, "metadata");
+    if (meta != nullptr) {
+        if (!meta->is_object() || meta->size() > 16) {
+            return bad("metadata must be an object of at most 16 string values", "metadata");
+        }
+        for (const auto &[k, v] : meta->items()) {
+            if (!v.is_string() || k.size() > 64 || v.get_ref<const std::string &>().size() > 512) {
+                return bad("metadata values must be strings of at most 512 characters (keys: 64)", "metadata");
+            }
+        }
+        out.echo.metadata = *meta;
+    }
+
+    // The schemas keep the client's property order in the chat body: text.format.schema is copied
+    // to response_format.json_schema.schema, a tool's parameters to tools[i].function.parameters.
+    key_order chat_order;
+    if (order != nullptr) {
+        if (const json *text = json_field(body, "text"); text != nullptr && text->is_object()) {
+            if (const json *format = json_field(*text, "format"); format != nullptr && format->is_object()) {
+                if (const json *schema = json_field(*format, "schema");
+                    schema != nullptr && chat.contains("response_format")) {
+                    copy_order(*schema, chat["response_format"]["json_schema"]["schema"], *order, chat_order);
+                }
+            }
+        }
+        if (const json *tools = json_field(body, "tools"); tools != nullptr && tools->is_array()) {
+            for (size_t i = 0; i < tools->size(); ++i) {
+                if (const json *p = json_field((*tools)[i], "parameters")) {
+                    copy_order(*p, chat["tools"][i]["function"]["parameters"], *order, chat_order);
+                }
+            }
+        }
+    }
+    auto req = parse_request(api_kind::chat, chat, limits, &chat_order);
+    if (!req) {
+        return renamed(req.err());
+    }
+    out.chat              = std::move(*req);
+    out.echo.instructions = body.value("instructions", json(nullptr));
+    out.echo.temperature =
+        body.contains("temperature") && !body["temperature"].is_null() ? body["temperature"] : json(1.0);
+    out.echo.top_p = body.contains("top_p") && !body["top_p"].is_null() ? body["top_p"] : json(1.0);
+    out.echo.tools = body.contains("tools") && body["tools"].is_array() ? body["tools"] : json::array();
+    out.echo.tool_choice =
+        body.contains("tool_choice") && !body["tool_choice"].is_null() ? body["tool_choice"] : json("auto");
+    out.echo.parallel_tool_calls = out.chat.parallel_tool_calls;
+    out.echo.user                = out.chat.user;
+    if (const json *text = json_field(body, "text"); text != nullptr && text->contains("format")) {
+        out.echo.text = {{"format", (*text)["format"]}};
+    }
+    return out;
+}
+
+json input_items_of(const json &input) {
+    json items = json::array();
+    if (input.is_string()) {
+        items.push_back({{"type", "message"},
+                         {"role", "user"},
+                         {"content", json::array({{{"type", "input_text"}, {"text", input}}})}});
+    } else if (input.is_array()) {
+        for (const auto &item : input) {
+            json copy = item;
+            if (copy.is_object() && !copy.contains("type")) {
+                copy["type"] = "message";
+            }
+            if (copy.is_object() && copy["type"] == "message" && copy.contains("content") &&
+                copy["content"].is_string()) {
+                copy["content"] = json::array({{{"type", "input_text"}, {"text", copy["content"]}}});
+            }
+            items.push_back(std::move(copy));
+        }
+    }
+    for (auto &item : items) {
+        if (item.is_object() && !item.contains("id")) {
+            item["id"] = random_id(item.value("type", std::string()) == "message" ? "msg_" : "item_");
+        }
+    }
+    return items;
+}
+
+json continued_input(const stored_response &previous, const json &input) {
+    json items = previous.input_items.is_array() ? previous.input_items : json::array();
+    if (previous.response.contains("output") && previous.response["output"].is_array()) {
+        for (const auto &o : previous.response["output"]) {
+            items.push_back(o);
+        }
+    }
+    for (auto &i : input_items_of(input)) {
+        items.push_back(std::move(i));
+    }
+    return items;
+}
+
+namespace {
+
+// The Response object and its event stream. Output items: the assistant message (when it has
+// text, or when nothing else was produced), then one function_call item per tool call.
+class responses_writer final : public answer_writer {
+  public:
+    explicit responses_writer(responses_echo echo) : echo_(std::move(echo)) {}
+
+    std::string new_id() const override { return random_id("resp_"); }
+
+    void opened(http_exchange &ex, const job_state &s) override {
+        msg_id_ = "msg_" + s.id.substr(5);
+        event(ex, "response.created", {{"response", response(s, "in_progress", /*with_output=*/false)}});
+        event(ex, "response.in_progress", {{"response", response(s, "in_progress", false)}});
+    }
+
+    void text(http_exchange &ex, const job_state & /*s*/, size_t /*choice*/, const std::string &delta,
+              const json & /*logprobs*/) override {
+        if (delta.empty()) {
+            return;
+        }
+        if (!msg_open_) {
+            close_call(ex);
+            msg_open_  = true;
+            msg_index_ = next_index_++;
+            event(ex, "response.output_item.added",
+                  {{"output_index", msg_index_},
+                   {"item",
+                    {{"type", "message"},
+                     {"id", msg_id_},
+                     {"status", "in_progress"},
+                     {"role", "assistant"},
+                     {"content", json::array()}}}});
+            event(ex, "response.content_part.added",
+                  {{"item_id", msg_id_}, {"output_index", msg_index_}, {"content_index", 0}, {"part", text_part("")}});
+        }
+        msg_text_ += delta;
+        event(ex, "response.output_text.delta",
+              {{"item_id", msg_id_},
+               {"output_index", msg_index_},
+               {"content_index", 0},
+               {"delta", delta},
+               {"logprobs", json::array()}});
+    }
+
+    void tool_call(http_exchange &ex, const job_state &s, size_t choice, size_t call, bool first,
+                   const std::string &args_delta) override {
+        const auto &tc = s.choices[choice].tool_calls[call];
+        if (first) {
+            close_message(ex);
+            close_call(ex);
+            call_open_  = call;
+            call_index_ = next_index_++;
+            last_call_  = tc;
+            event(ex, "response.output_item.added",
+                  {{"output_index", call_index_}, {"item", call_item(tc, "", "in_progress")}});
+            return;
+        }
+        event(ex, "response.function_call_arguments.delta",
+              {{"item_id", call_item_id(tc)}, {"output_index", call_index_}, {"delta", args_delta}});
+        last_call_ = tc;
+    }
+
+    void choice_done(http_exchange &ex, const job_state &s, size_t choice) override {
+        const auto &c = s.choices[choice];
+        if (call_open_ && *call_open_ < c.tool_calls.size()) {
+            last_call_ = c.tool_calls[*call_open_];
+        }
+        close_message(ex);
+        close_call(ex);
+    }
+
+    void completed(http_exchange &ex, const job_state &s) override {
+        const auto &c      = s.choices.front();
+        const char *status = c.finish == finish_reason::length ? "incomplete" : "completed";
+        json        r      = response(s, status, true);
+        if (echo_.on_complete) {
+            echo_.on_complete(r);
+        }
+        if (s.req.stream) {
+            event(ex, c.finish == finish_reason::length ? "response.incomplete" : "response.completed",
+                  {{"response", std::move(r)}});
+            ex.end_stream();
+            return;
+        }
+        ex.respond(http::status::ok, dump_json(r), "application/json");
+    }
+
+    void stream_error(http_exchange &ex, const job_state &s, const error &err) override {
+        json r     = response(s, "failed", false);
+        r["error"] = {{"code", err.code.empty() ? std::string(map_error(err.kind).type) : err.code},
+                      {"message", err.message}};
+        event(ex, "response.failed", {{"response", std::move(r)}});
+        ex.end_stream();
+    }
+
+  private:
+    static json text_part(const std::string &text) {
+        return {{"type", "output_text"}, {"text", text}, {"annotations", json::array()}, {"logprobs", json::array()}};
+    }
+    static std::string call_item_id(const chat_tool_call &tc) { return "fc_" + tc.id; }
+    static json        call_item(const chat_tool_call &tc, const std::string &args, const char *status) {
+               return {{"type", "function_call"}, {"id", call_item_id(tc)}, {"call_id", tc.id},
+                       {"name", tc.name},         {"arguments", args},      {"status", status}};
+    }
+
+    void event(http_exchange &ex, const char *type, json data) {
+        data["type"]            = type;
+        data["sequence_number"] = seq_++;
+        ex.send(std::string("event: ") + type + "\ndata: " + dump_json(data) + "\n\n");
+    }
+
+    void close_message(http_exchange &ex) {
+        if (!msg_open_) {
+            return;
+        }
+        msg_open_ = false;
+        event(ex, "response.output_text.done",
+              {{"item_id", msg_id_},
+               {"output_index", msg_index_},
+               {"content_index", 0},
+               {"text", msg_text_},
+               {"logprobs", json::array()}});
+        event(
+            ex, "response.content_part.done",
+            {{"item_id", msg_id_}, {"output_index", msg_index_}, {"content_index", 0}, {"part", text_part(msg_text_)}});
+        event(ex, "response.output_item.done", {{"output_index", msg_index_}, {"item", message_item(msg_text_)}});
+    }
+
+    void close_call(http_exchange &ex) {
+        if (!call_open_) {
+            return;
+        }
+        call_open_ = std::nullopt;
+        event(ex, "response.function_call_arguments.done",
+              {{"item_id", call_item_id(last_call_)},
+               {"output_index", call_index_},
+               {"name", last_call_.name},
+               {"arguments", last_call_.arguments}});
+        event(ex, "response.output_item.done",
+              {{"output_index", call_index_}, {"item", call_item(last_call_, last_call_.arguments, "completed")}});
+    }
+
+    json message_item(const std::string &text) const {
+        return {{"type", "message"},
+                {"id", msg_id_},
+                {"status", "completed"},
+                {"role", "assistant"},
+                {"content", json::array({text_part(text)})}};
+    }
+
+    json response(const job_state &s, const char *status, bool with_output) {
+        if (msg_id_.empty()) {
+            msg_id_ = "msg_" + s.id.substr(5);
+        }
+        json output = json::array();
+        if (with_output && !s.choices.empty()) {
+            const auto &c    = s.choices.front();
+            const auto &text = s.tools ? c.content : c.text;
+            if (!text.empty() || c.tool_calls.empty()) {
+                output.push_back(message_item(text));
+            }
+            for (const auto &tc : c.tool_calls) {
+                output.push_back(call_item(tc, tc.arguments, "completed"));
+            }
+        }
+        const auto u = s.usage();
+        json       r = {{"id", s.id},
+                        {"object", "response"},
+                        {"created_at", s.created},
+                        {"status", status},
+                        {"error", nullptr},
+                        {"incomplete_details", nullptr},
+                        {"instructions", echo_.instructions},
+                        {"max_output_tokens", echo_.max_output_tokens},
+                        {"model", s.model_id},
+                        {"output", std::move(output)},
+                        {"parallel_tool_calls", echo_.parallel_tool_calls},
+                        {"previous_response_id", echo_.previous_response_id},
+                        {"temperature", echo_.temperature},
+                        {"top_p", echo_.top_p},
+                        {"tool_choice", echo_.tool_choice},
+                        {"tools", echo_.tools},
+                        {"text", echo_.text},
+                        {"truncation", "disabled"},
+                        {"metadata", echo_.metadata},
+                        {"store", echo_.store},
+                        {"usage", nullptr}};
+        if (!echo_.user.empty()) {
+            r["user"] = echo_.user;
+        }
+        if (std::string(status) == "incomplete") {
+            r["incomplete_details"] = {{"reason", "max_output_tokens"}};
+        }
+        if (with_output) {
+            r["usage"] = {{"input_tokens", u.prompt},
+                          {"input_tokens_details", {{"cached_tokens", u.cached}}},
+                          {"output_tokens", u.generated},
+                          {"output_tokens_details", {{"reasoning_tokens", 0}}},
+                          {"total_tokens", u.prompt + u.generated}};
+        }
+        return r;
+    }
+
+    responses_echo        echo_;
+    std::string           msg_id_;
+    bool                  msg_open_  = false;
+    int64_t               msg_index_ = 0;
+    std::string           msg_text_;
+    std::optional<size_t> call_open_;
+    int64_t               call_index_ = 0;
+    chat_tool_call        last_call_;
+    int64_t               next_index_ = 0;
+    int64_t               seq_        = 0;
+};
+
+} // namespace
+
+std::shared_ptr<answer_writer> make_responses_writer(responses_echo echo) {
+    return std::make_shared<responses_writer>(std::move(echo));
+}
+
+} // namespace inferbox
