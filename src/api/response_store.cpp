@@ -38,6 +38,7 @@ class statement {
                             : std::string(reinterpret_cast<const char *>(p), sqlite3_column_bytes(st_, col));
     }
     int64_t     integer(int col) const { return sqlite3_column_int64(st_, col); }
+    void        reset() { sqlite3_reset(st_); }
     std::string error() const { return sqlite3_errmsg(db_); }
 
   private:
@@ -87,7 +88,10 @@ result<std::unique_ptr<response_store>> response_store::open(const std::filesyst
         !exec(db, "CREATE TABLE IF NOT EXISTS responses (id TEXT PRIMARY KEY, owner TEXT NOT NULL, "
                   "created INTEGER NOT NULL, bytes INTEGER NOT NULL, response TEXT NOT NULL, "
                   "input_items TEXT NOT NULL)") ||
-        !exec(db, "CREATE INDEX IF NOT EXISTS responses_created ON responses (created)")) {
+        !exec(db, "CREATE INDEX IF NOT EXISTS responses_created ON responses (created)") ||
+        !exec(db, "CREATE TABLE IF NOT EXISTS items (id TEXT NOT NULL, owner TEXT NOT NULL, response_id TEXT NOT "
+                  "NULL, item TEXT NOT NULL, PRIMARY KEY (owner, id))") ||
+        !exec(db, "CREATE INDEX IF NOT EXISTS items_response ON items (response_id)")) {
         std::string why = sqlite3_errmsg(db);
         sqlite3_close(db);
         return error{error_kind::internal, "cannot set up the response store " + file.string() + ": " + why, "", ""};
@@ -130,8 +134,43 @@ std::optional<error> response_store::put(const std::string &owner, const json &r
     if (st.step() != SQLITE_DONE) {
         return error{error_kind::internal, "the response store failed: " + st.error(), "", ""};
     }
+    // Every item with an id, input and output, so that an item_reference can name it.
+    statement it(db_, "INSERT OR REPLACE INTO items (id, owner, response_id, item) VALUES (?, ?, ?, ?)");
+    if (it.ok()) {
+        for (const json *list : {&input_items, response.contains("output") ? &response["output"] : nullptr}) {
+            if (list == nullptr || !list->is_array()) {
+                continue;
+            }
+            for (const auto &item : *list) {
+                if (!item.is_object() || !item.contains("id") || !item["id"].is_string()) {
+                    continue;
+                }
+                it.reset();
+                it.bind(1, item["id"].get<std::string>());
+                it.bind(2, owner);
+                it.bind(3, response.value("id", std::string()));
+                it.bind(4, item.dump(-1, ' ', false, json::error_handler_t::replace));
+                it.step();
+            }
+        }
+    }
     prune();
     return std::nullopt;
+}
+
+std::optional<json> response_store::item(const std::string &owner, const std::string &item_id) {
+    std::lock_guard lock(mu_);
+    statement       st(db_, "SELECT item FROM items WHERE owner = ? AND id = ?");
+    if (!st.ok()) {
+        return std::nullopt;
+    }
+    st.bind(1, owner);
+    st.bind(2, item_id);
+    if (st.step() != SQLITE_ROW) {
+        return std::nullopt;
+    }
+    auto v = json::parse(st.text(0), nullptr, false);
+    return v.is_discarded() ? std::nullopt : std::optional<json>(std::move(v));
 }
 
 std::optional<stored_response> response_store::get(const std::string &owner, const std::string &id) {
@@ -163,7 +202,9 @@ bool response_store::remove(const std::string &owner, const std::string &id) {
     }
     st.bind(1, id);
     st.bind(2, owner);
-    return st.step() == SQLITE_DONE && sqlite3_changes(db_) > 0;
+    const bool removed = st.step() == SQLITE_DONE && sqlite3_changes(db_) > 0;
+    exec(db_, "DELETE FROM items WHERE response_id NOT IN (SELECT id FROM responses)");
+    return removed;
 }
 
 int64_t response_store::total_bytes() {
@@ -187,6 +228,7 @@ void response_store::prune() {
         over.bind(1, limits_.max_bytes);
         over.step();
     }
+    exec(db_, "DELETE FROM items WHERE response_id NOT IN (SELECT id FROM responses)");
 }
 
 } // namespace inferbox

@@ -47,8 +47,11 @@ class response_store {
     std::optional<error>           put(const std::string &owner, const nlohmann::json &response,
                                        const nlohmann::json &input_items);
     std::optional<stored_response> get(const std::string &owner, const std::string &id);
-    bool                           remove(const std::string &owner, const std::string &id);
-    int64_t                        total_bytes();
+    // One item (an output or input item with an id) of the owner's stored responses: what an
+    // `item_reference` input item names.
+    std::optional<nlohmann::json> item(const std::string &owner, const std::string &item_id);
+    bool                          remove(const std::string &owner, const std::string &id);
+    int64_t                       total_bytes();
 
   private:
     response_store(sqlite3 *db, response_store_limits limits) : db_(db), limits_(limits) {}

@@ -751,6 +751,10 @@ void api_router::handle_responses(const std::shared_ptr<http_exchange> &ex, cons
         }
         (*body)["input"] = continued_input(*stored, body->contains("input") ? (*body)["input"] : json(nullptr));
     }
+    if (auto err = resolve_item_references(*body, owner)) {
+        respond_error(*ex, *err);
+        return;
+    }
     auto req = parse_responses_request(*body, cfg_.limits, &order);
     if (!req) {
         respond_error(*ex, req.err());
@@ -770,6 +774,32 @@ void api_router::handle_responses(const std::shared_ptr<http_exchange> &ex, cons
             };
     }
     dispatch_inference(ex, std::move(req->chat), call.key, make_responses_writer(std::move(req->echo)));
+}
+
+std::optional<error> api_router::resolve_item_references(json &body, const std::string &owner) const {
+    if (!body.contains("input") || !body["input"].is_array()) {
+        return std::nullopt;
+    }
+    auto &input = body["input"];
+    for (size_t i = 0; i < input.size(); ++i) {
+        auto &item = input[i];
+        if (!item.is_object() || item.value("type", std::string()) != "item_reference") {
+            continue;
+        }
+        const std::string param = "input[" + std::to_string(i) + "].id";
+        if (!item.contains("id") || !item["id"].is_string()) {
+            return error::invalid(param + " must be the id of a stored item", param);
+        }
+        auto stored = cfg_.responses ? cfg_.responses->item(owner, item["id"].get<std::string>()) : std::nullopt;
+        if (!stored) {
+            return error{error_kind::not_found,
+                         "no stored item '" + item["id"].get<std::string>().substr(0, 64) + "'" +
+                             (cfg_.responses ? "" : " (this server stores none: --store-max-bytes off)"),
+                         param, "item_not_found"};
+        }
+        item = std::move(*stored);
+    }
+    return std::nullopt;
 }
 
 void api_router::handle_response_get(const std::shared_ptr<http_exchange> &ex, const route_call &call) {

@@ -158,16 +158,18 @@ class api_router {
     void handle_response_input_items(const std::shared_ptr<http_exchange> &ex, const route_call &call);
     // The owner of stored responses for an API-key index ("" when keys are off).
     std::string owner_of(size_t key) const;
-    void        handle_embeddings_call(const std::shared_ptr<http_exchange> &ex, const route_call &call);
-    void        handle_ranking_call(const std::shared_ptr<http_exchange> &ex, const route_call &call);
-    void        handle_models(const std::shared_ptr<http_exchange> &ex, const route_call &call);
-    void        handle_model(const std::shared_ptr<http_exchange> &ex, const route_call &call);
-    void        handle_live(const std::shared_ptr<http_exchange> &ex, const route_call &call);
-    void        handle_ready(const std::shared_ptr<http_exchange> &ex, const route_call &call);
-    void        handle_version(const std::shared_ptr<http_exchange> &ex, const route_call &call);
-    void        handle_metrics(const std::shared_ptr<http_exchange> &ex, const route_call &call);
-    void        handle_metadata(const std::shared_ptr<http_exchange> &ex, const route_call &call);
-    void        handle_manifest(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    // Replaces each `item_reference` input item with the stored item it names (404 when none).
+    std::optional<error> resolve_item_references(nlohmann::json &body, const std::string &owner) const;
+    void                 handle_embeddings_call(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void                 handle_ranking_call(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void                 handle_models(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void                 handle_model(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void                 handle_live(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void                 handle_ready(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void                 handle_version(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void                 handle_metrics(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void                 handle_metadata(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void                 handle_manifest(const std::shared_ptr<http_exchange> &ex, const route_call &call);
 
     // The model objects GET /v1/models lists (hosted models, then the default model's adapters).
     nlohmann::json model_objects() const;

@@ -56,6 +56,19 @@ TEST_F(ResponseStore, round_trip_per_owner_and_across_reopening) {
     EXPECT_FALSE(again->remove("alice", "resp_1"));
 }
 
+TEST_F(ResponseStore, items_are_found_by_id_for_their_owner_until_their_response_goes) {
+    auto s = open();
+    json r = {{"id", "resp_9"}, {"output", json::array({{{"type", "function_call"}, {"id", "fc_1"}, {"name", "f"}}})}};
+    ASSERT_FALSE(s->put("alice", r, json::array({{{"type", "message"}, {"id", "msg_in"}}})));
+    auto item = s->item("alice", "fc_1");
+    ASSERT_TRUE(item);
+    EXPECT_EQ((*item)["name"], "f");
+    EXPECT_TRUE(s->item("alice", "msg_in"));
+    EXPECT_FALSE(s->item("bob", "fc_1"));
+    ASSERT_TRUE(s->remove("alice", "resp_9"));
+    EXPECT_FALSE(s->item("alice", "fc_1"));
+}
+
 TEST_F(ResponseStore, the_size_bound_drops_the_oldest_first) {
     response_store_limits limits;
     limits.max_bytes = 10000;
