@@ -7,6 +7,7 @@
 #include "api/responses.h"
 #include "common/failpoint.h"
 #include "common/log.h"
+#include "common/utf8.h"
 #include "engine/grammar.h"
 
 #include <nlohmann/json.hpp>
@@ -283,18 +284,7 @@ route_lookup find_route(std::string_view target, http::verb method) {
 std::optional<std::string> percent_decoded(std::string_view s) {
     std::string out;
     out.reserve(s.size());
-    const auto hex = [](char c) -> int {
-        if (c >= '0' && c <= '9') {
-            return c - '0';
-        }
-        if (c >= 'a' && c <= 'f') {
-            return c - 'a' + 10;
-        }
-        if (c >= 'A' && c <= 'F') {
-            return c - 'A' + 10;
-        }
-        return -1;
-    };
+    const auto hex = hex_value;
     for (size_t i = 0; i < s.size(); ++i) {
         if (s[i] != '%') {
             out += s[i];

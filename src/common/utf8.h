@@ -19,4 +19,7 @@ std::string utf8_sanitize(std::string_view s);
 // True when `s` is entirely valid UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF).
 bool utf8_valid(std::string_view s);
 
+// The value of a hexadecimal digit (either case), or -1.
+int hex_value(char c);
+
 } // namespace inferbox

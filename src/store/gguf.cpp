@@ -209,22 +209,9 @@ constexpr std::string_view key_model      = "tokenizer.ggml.model";
 constexpr int32_t  token_type_byte = 6;          // LLAMA_TOKEN_TYPE_BYTE
 constexpr uint64_t token_id_none   = 0xFFFFFFFF; // -1 as a u32: out of range, so llama.cpp ignores it
 
-int hex_digit(char c) {
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
 // '<0xHH>', two hex digits of either case: the spelling llama.cpp decodes a BYTE token's byte from.
 bool spells_byte(std::string_view s) {
-    return s.size() == 6 && s.starts_with("<0x") && s[5] == '>' && hex_digit(s[3]) >= 0 && hex_digit(s[4]) >= 0;
+    return s.size() == 6 && s.starts_with("<0x") && s[5] == '>' && hex_value(s[3]) >= 0 && hex_value(s[4]) >= 0;
 }
 
 // The byte whose lookup in a SentencePiece vocabulary finds the token `s`, if any. llama.cpp
@@ -236,7 +223,7 @@ std::optional<uint8_t> byte_found_by(std::string_view s) {
     }
     const auto upper = [](char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F'); };
     if (spells_byte(s) && upper(s[3]) && upper(s[4])) {
-        return uint8_t(hex_digit(s[3]) * 16 + hex_digit(s[4]));
+        return uint8_t(hex_value(s[3]) * 16 + hex_value(s[4]));
     }
     return std::nullopt;
 }
