@@ -927,6 +927,15 @@ std::optional<error> check_prompt_bytes(const model &m, size_t bytes, int32_t n_
 void prepare(const model &m, const guided_limits &limits, int32_t n_ctx, prepared_request &p) {
     auto *req = &p.req;
     if (req->kind == api_kind::chat) {
+        // The messages' text alone can be too long for the context: refused before the template
+        // copies it (a 100 MB message would otherwise be rendered whole first).
+        size_t content_bytes = 0;
+        for (const auto &msg : req->messages) {
+            content_bytes += msg.content.size();
+        }
+        if ((p.err = check_prompt_bytes(m, content_bytes, n_ctx, "messages"))) {
+            return;
+        }
         chat_inputs ci;
         ci.messages            = req->messages;
         ci.tools               = req->tools;

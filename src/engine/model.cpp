@@ -2,6 +2,7 @@
 
 #include "engine/generic_tools.h"
 #include "engine/grammar.h"
+#include "engine/template_probe.h"
 
 #include "build-info.h"
 #include "chat.h"
@@ -61,6 +62,10 @@ result<std::shared_ptr<model>> model::load(const model_options &opts) {
     }
     m->has_template_ = !opts.chat_template.empty() || llama_model_chat_template(raw, nullptr) != nullptr;
     if (m->has_template_) {
+        if (auto why = probe_chat_template(opts.path, opts.chat_template)) {
+            return error{error_kind::invalid_request, "refusing the chat template of " + opts.path + ": " + *why,
+                         "chat_template", "unsafe_chat_template"};
+        }
         try {
             m->tmpl_->ptr = common_chat_templates_init(raw, opts.chat_template);
         } catch (const std::exception &e) {

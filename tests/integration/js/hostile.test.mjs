@@ -1502,6 +1502,45 @@ describe('prompts that are slow to tokenize (--ctx-size 65536 --parallel 1 --shu
   });
 });
 
+// --- chat templates ------------------------------------------------------------------------------
+
+describe('hostile chat templates (--chat-template; a GGUF\'s template is read the same way)', () => {
+  // Issue 24: a template that recursed without end crashed the server while it loaded (SIGSEGV);
+  // one that looped 10^10 times never let it become ready. Templates are now rendered first in a
+  // child process with time, memory and output limits; the server refuses them and says why.
+  const cases = [
+    ['endless recursion', '{% macro f(x) %}{{ f(x) }}{% endmacro %}{{ f(1) }}', /crashed the renderer|ran out of memory/],
+    ['an endless loop', '{% for i in range(10000000000) %}{% for j in range(10000000000) %}x{% endfor %}{% endfor %}',
+      /did not finish rendering .* within 10 s|ran out of memory|renders a four-message conversation into more than/],
+    ['an enormous output', "{{ 'x' * 2000000 }}",
+      /renders a four-message conversation into more than 1048576 bytes|did not finish|ran out of memory/],
+  ];
+  for (const [what, template, why] of cases) {
+    test(`${what}: serve exits 1 naming the problem, no signal`, async () => {
+      const started = Date.now();
+      const res = spawnSync(serverBinary(), ['serve', '--model', modelPath(MODELS.chatml), '--port', '0',
+        '--chat-template', template], { encoding: 'utf8', timeout: 60_000, env: process.env });
+      const out = `${res.stdout}${res.stderr}`;
+      assert.equal(res.signal, null, out.slice(-2000));
+      assert.equal(res.status, 1, out.slice(-2000));
+      assert.match(out, /refusing the chat template of .*stories260K-chatml\.gguf/);
+      assert.match(out, why);
+      t_note(`${what}: refused after ${Date.now() - started} ms`);
+    });
+  }
+
+  test('a normal template still loads, and its requests render as before', async () => {
+    const server = await startServer({ model: MODELS.chatml });
+    try {
+      const res = await postJson(`${server.url}/v1/chat/completions`,
+        { messages: [{ role: 'user', content: 'Hi' }], max_tokens: 4, temperature: 0 });
+      assert.equal(res.status, 200, res.text);
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
 // --- model files ---------------------------------------------------------------------------------
 
 describe('truncated and corrupt model files', () => {
