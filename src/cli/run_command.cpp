@@ -2,6 +2,7 @@
 
 #include "cli/output.h"
 #include "cli/profile_commands.h"
+#include "common/micro_batch.h"
 #include "engine/engine.h"
 #include "engine/model.h"
 #include "fetch/pull.h"
@@ -172,7 +173,7 @@ void settle_attention(const std::string &path, engine_config &ec) {
     s.n_slots    = ec.n_slots;
     s.n_ctx_slot = ec.n_ctx_slot; // 0: the trained context, as the engine takes it
     s.n_batch    = ec.step_tokens;
-    s.n_ubatch   = std::min(ec.step_tokens, 512);
+    s.n_ubatch   = std::min(ec.step_tokens, micro_batch_tokens);
     const model_profile p =
         evaluate_attention_options(model_shape_of(*info, hw.isa), hw, cpu_memory_budget(hw), "run",
                                    profile_flavour::latency, s, attention_candidates(std::nullopt, std::nullopt, true));

@@ -1,6 +1,7 @@
 #include "engine/engine.h"
 
 #include "common/failpoint.h"
+#include "common/micro_batch.h"
 
 #include "common/text_stream.h"
 #include "engine/context_params.h"
@@ -94,7 +95,7 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m, en
     auto                    cp = llama_context_default_params();
     cp.n_ctx                   = static_cast<uint32_t>(cfg.n_ctx_slot) * static_cast<uint32_t>(cfg.n_slots);
     cp.n_batch                 = static_cast<uint32_t>(cfg.step_tokens);
-    cp.n_ubatch                = static_cast<uint32_t>(std::min(cfg.step_tokens, 512));
+    cp.n_ubatch                = static_cast<uint32_t>(std::min(cfg.step_tokens, micro_batch_tokens));
     cp.n_seq_max               = static_cast<uint32_t>(cfg.n_slots);
     cp.n_threads               = cfg.n_threads;
     cp.n_threads_batch         = cfg.n_threads;
