@@ -32,6 +32,7 @@ constexpr int exit_too_much  = 3;
 constexpr int exit_no_memory = 4;
 constexpr int exit_no_vocab  = 5;
 
+#if !defined(__SANITIZE_ADDRESS__)
 // The child's address space now (VmSize), so the limit is relative to what it starts with.
 size_t address_space_now() {
     std::ifstream in("/proc/self/statm");
@@ -39,6 +40,7 @@ size_t address_space_now() {
     in >> pages;
     return pages * static_cast<size_t>(sysconf(_SC_PAGESIZE));
 }
+#endif
 
 std::string self_exe() {
     std::vector<char> buf(4096);
