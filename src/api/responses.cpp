@@ -322,14 +322,17 @@ result<responses_request> parse_responses_request(const json &body, const api_li
     if (!req) {
         return renamed(req.err());
     }
-    out.chat              = std::move(*req);
-    out.echo.instructions = body.value("instructions", json(nullptr));
-    out.echo.temperature =
-        body.contains("temperature") && !body["temperature"].is_null() ? body["temperature"] : json(1.0);
-    out.echo.top_p = body.contains("top_p") && !body["top_p"].is_null() ? body["top_p"] : json(1.0);
-    out.echo.tools = body.contains("tools") && body["tools"].is_array() ? body["tools"] : json::array();
-    out.echo.tool_choice =
-        body.contains("tool_choice") && !body["tool_choice"].is_null() ? body["tool_choice"] : json("auto");
+    out.chat = std::move(*req);
+    // What the Response object repeats: the field as sent, or the API's default when absent or null.
+    const auto sent = [&](const char *name, const json &fallback) {
+        const json *v = json_field(body, name);
+        return v != nullptr ? *v : fallback;
+    };
+    out.echo.instructions        = sent("instructions", nullptr);
+    out.echo.temperature         = sent("temperature", 1.0);
+    out.echo.top_p               = sent("top_p", 1.0);
+    out.echo.tools               = sent("tools", json::array()); // an array: convert_tools checked it
+    out.echo.tool_choice         = sent("tool_choice", "auto");
     out.echo.parallel_tool_calls = out.chat.parallel_tool_calls;
     out.echo.user                = out.chat.user;
     if (const json *text = json_field(body, "text"); text != nullptr && text->contains("format")) {

@@ -706,6 +706,18 @@ void api_router::handle_inference(const std::shared_ptr<http_exchange> &ex, api_
     dispatch_inference(ex, std::move(*req), key, nullptr);
 }
 
+namespace {
+
+// The 404 for a response id this caller has not stored (or a server that stores none).
+error response_not_found(const std::string &id, const char *param, bool storing) {
+    return error{error_kind::not_found,
+                 "no stored response '" + id.substr(0, 64) + "'" +
+                     (storing ? "" : " (this server stores none: --store-max-bytes off)"),
+                 param, "response_not_found"};
+}
+
+} // namespace
+
 std::string api_router::owner_of(size_t key) const {
     return keys_.enabled() && key < cfg_.api_keys.size() ? response_owner(cfg_.api_keys[key]) : std::string();
 }
@@ -733,10 +745,7 @@ void api_router::handle_responses(const std::shared_ptr<http_exchange> &ex, cons
         previous_id = previous->get<std::string>();
         auto stored = cfg_.responses ? cfg_.responses->get(owner, previous_id) : std::nullopt;
         if (!stored) {
-            respond_error(*ex, error{error_kind::not_found,
-                                     "no stored response '" + previous_id.substr(0, 64) + "'" +
-                                         (cfg_.responses ? "" : " (this server stores none: --store-max-bytes off)"),
-                                     "previous_response_id", "response_not_found"});
+            respond_error(*ex, response_not_found(previous_id, "previous_response_id", cfg_.responses != nullptr));
             return;
         }
         (*body)["input"] = continued_input(*stored, body->contains("input") ? (*body)["input"] : json(nullptr));
@@ -795,8 +804,7 @@ std::optional<error> api_router::resolve_item_references(json &body, const std::
 void api_router::handle_response_get(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
     auto stored = cfg_.responses ? cfg_.responses->get(owner_of(call.key), call.param) : std::nullopt;
     if (!stored) {
-        respond_error(*ex, error{error_kind::not_found, "no stored response '" + call.param.substr(0, 64) + "'", "id",
-                                 "response_not_found"});
+        respond_error(*ex, response_not_found(call.param, "id", cfg_.responses != nullptr));
         return;
     }
     respond_json(*ex, stored->response);
@@ -804,8 +812,7 @@ void api_router::handle_response_get(const std::shared_ptr<http_exchange> &ex, c
 
 void api_router::handle_response_delete(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
     if (!cfg_.responses || !cfg_.responses->remove(owner_of(call.key), call.param)) {
-        respond_error(*ex, error{error_kind::not_found, "no stored response '" + call.param.substr(0, 64) + "'", "id",
-                                 "response_not_found"});
+        respond_error(*ex, response_not_found(call.param, "id", cfg_.responses != nullptr));
         return;
     }
     respond_json(*ex, {{"id", call.param}, {"object", "response"}, {"deleted", true}});
@@ -814,8 +821,7 @@ void api_router::handle_response_delete(const std::shared_ptr<http_exchange> &ex
 void api_router::handle_response_input_items(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
     auto stored = cfg_.responses ? cfg_.responses->get(owner_of(call.key), call.param) : std::nullopt;
     if (!stored) {
-        respond_error(*ex, error{error_kind::not_found, "no stored response '" + call.param.substr(0, 64) + "'", "id",
-                                 "response_not_found"});
+        respond_error(*ex, response_not_found(call.param, "id", cfg_.responses != nullptr));
         return;
     }
     // OpenAI lists them newest first by default (order=desc); ?order=asc gives the input's order.
