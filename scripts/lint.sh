@@ -23,6 +23,32 @@ if ! clang-format --dry-run -Werror "${sources[@]}"; then
   echo "[lint] clang-format: the files above are not formatted; run: clang-format -i <file>" >&2
   failed=1
 fi
+
+# Layer include rules (docs/architecture.md): each row is a folder of src/ and an extended regular
+# expression its files must not #include. The engine thread's layers see neither HTTP nor the API;
+# the API and the backends never reach llama.cpp directly (only through engine/ and model/ types).
+layer_rules=(
+  "common|nlohmann/|boost/beast|\"api/|\"engine/|llama\.h"
+  "kv|nlohmann/|boost/|\"api/|\"engine/|llama\.h"
+  "scheduler|nlohmann/|boost/|\"api/|\"engine/|llama\.h"
+  "store|nlohmann/|boost/beast|\"api/|\"engine/|llama\.h"
+  "host|nlohmann/|boost/beast|\"api/|\"engine/|llama\.h"
+  "metrics|nlohmann/|boost/beast|\"api/|\"engine/|llama\.h"
+  "engine|boost/beast|\"api/(http_server|routes|openai|responses)|\"backend/"
+  "backend|boost/beast|\"api/(http_server|routes|openai|responses|answer)|llama\.h|\"common\.h\"|\"chat\.h\""
+  "api|llama\.h|\"common\.h\"|\"chat\.h\"|\"sampling\.h\""
+)
+for rule in "${layer_rules[@]}"; do
+  dir=${rule%%|*}
+  forbidden=${rule#*|}
+  if hits=$(grep -nE "^#include [<\"]?($forbidden)" -r "src/$dir" 2>/dev/null); then
+    echo "[lint] src/$dir includes what its layer must not (forbidden: $forbidden):" >&2
+    echo "$hits" >&2
+    failed=1
+  fi
+done
+log "layer include rules: ${#layer_rules[@]} layers checked"
+
 [ "${1:-}" = "--format-only" ] && exit $failed
 
 llama_build=${INFERBOX_LLAMA_BUILD:-}

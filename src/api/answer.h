@@ -7,23 +7,22 @@
 
 #include "api/http_server.h"
 #include "api/schema.h"
+#include "backend/generation_backend.h"
 #include "engine/model.h"
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 namespace inferbox {
 
-struct prepared_prompt {
-    std::vector<token_id> tokens;
-    std::string           echo_text; // the prompt's text, for echo
-};
-
 struct choice_state {
-    std::string    text;                                       // everything generated so far
+    // The message's content so far: everything generated, or with tools what is not a tool call.
+    // Once the choice finished, the backend's whole reading of the message.
+    std::string    text;
     nlohmann::json logprobs_content = nlohmann::json::array(); // chat form
     nlohmann::json lp_tokens = nlohmann::json::array(), lp_values = nlohmann::json::array(),
                    lp_top = nlohmann::json::array(), lp_offsets = nlohmann::json::array(); // completions form
@@ -32,12 +31,8 @@ struct choice_state {
     bool          done        = false;
     int32_t       n_prompt = 0, n_cached = 0, n_generated = 0;
     int32_t       n_seen = 0; // events seen (a lower bound of tokens) before the final one
-    // With tools: the assistant message read from the text (partially while it streams, whole
-    // once the choice finished), and how much of it the writer has been given.
-    std::string                 content;
+    // With tools: the calls as far as streamed (id, name, arguments so far), whole once finished.
     std::vector<chat_tool_call> tool_calls;
-    std::string                 sent_content; // what of `content` was streamed
-    std::vector<std::string>    sent_args;    // per streamed call: what of its arguments was streamed
 };
 
 struct usage_counts {
@@ -45,13 +40,18 @@ struct usage_counts {
 };
 
 struct job_state {
-    api_request                  req;
-    std::vector<prepared_prompt> prompts;
-    std::string                  model_id;
-    std::string                  id;
-    int64_t                      created = 0;     // unix seconds
-    bool                         tools   = false; // tool calls are parsed out of the text
-    std::vector<choice_state>    choices;
+    std::shared_ptr<const backend_request> run; // the prepared request, shared with the backend
+    std::string                            model_id;
+    std::string                            id;
+    int64_t                                created = 0;     // unix seconds
+    bool                                   tools   = false; // choices are messages that may call tools
+    std::vector<choice_state>              choices;
+
+    const api_request &req() const { return run->req; }
+    // The prompt text choice `c` continues (echo).
+    const std::string &echo_text(size_t c) const {
+        return run->prompts[c / static_cast<size_t>(std::max(1, run->req.n))].echo_text;
+    }
 
     // The prompt counts once per prompt, not once per choice.
     usage_counts usage() const;

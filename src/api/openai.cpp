@@ -47,15 +47,11 @@ json bytes_of(const std::string &s) {
     return arr;
 }
 
-bool starts_with(const std::string &s, const std::string &prefix) {
-    return s.size() >= prefix.size() && s.compare(0, prefix.size(), prefix) == 0;
-}
-
 } // namespace
 
 usage_counts job_state::usage() const {
     usage_counts u;
-    const auto   n = static_cast<size_t>(std::max(1, req.n));
+    const auto   n = static_cast<size_t>(std::max(1, req().n));
     for (size_t c = 0; c < choices.size(); ++c) {
         if (c % n == 0) {
             u.prompt += choices[c].n_prompt;
@@ -86,8 +82,7 @@ class openai_writer final : public answer_writer {
     void opened(http_exchange &ex, const job_state &s) override {
         for (size_t c = 0; c < s.choices.size(); ++c) {
             json        delta = chat_ ? json{{"role", "assistant"}, {"content", ""}} : json();
-            std::string text =
-                (!chat_ && s.req.echo) ? s.prompts[c / static_cast<size_t>(s.req.n)].echo_text : std::string();
+            std::string text  = (!chat_ && s.req().echo) ? s.echo_text(c) : std::string();
             if (chat_ || !text.empty()) {
                 send_chunk(ex, s, c, delta, text, json(nullptr), nullptr);
             }
@@ -120,8 +115,8 @@ class openai_writer final : public answer_writer {
     }
 
     void completed(http_exchange &ex, const job_state &s) override {
-        if (s.req.stream) {
-            if (s.req.include_usage) {
+        if (s.req().stream) {
+            if (s.req().include_usage) {
                 json chunk = {{"id", s.id},
                               {"object", chat_ ? "chat.completion.chunk" : "text_completion"},
                               {"created", s.created},
@@ -139,10 +134,10 @@ class openai_writer final : public answer_writer {
             const auto &c = s.choices[i];
             json        ch;
             if (chat_) {
-                json message = {{"role", "assistant"}, {"content", s.tools ? c.content : c.text}};
+                json message = {{"role", "assistant"}, {"content", c.text}};
                 if (!c.tool_calls.empty()) {
                     message["tool_calls"] = tool_calls_json(c.tool_calls);
-                    if (c.content.empty()) {
+                    if (c.text.empty()) {
                         message["content"] = nullptr;
                     }
                 }
@@ -151,7 +146,7 @@ class openai_writer final : public answer_writer {
                       {"logprobs", logprobs_json(s, c)},
                       {"finish_reason", s.finish_of(c)}};
             } else {
-                const std::string echo = s.req.echo ? s.prompts[i / static_cast<size_t>(s.req.n)].echo_text : "";
+                const std::string echo = s.req().echo ? s.echo_text(i) : "";
                 ch                     = {{"index", i},
                                           {"text", echo + c.text},
                                           {"logprobs", logprobs_json(s, c)},
@@ -193,7 +188,7 @@ class openai_writer final : public answer_writer {
     }
 
     json logprobs_json(const job_state &s, const choice_state &c) const {
-        if (s.req.sampling.top_logprobs < 0) {
+        if (s.req().sampling.top_logprobs < 0) {
             return nullptr;
         }
         if (chat_) {
@@ -223,7 +218,7 @@ class openai_writer final : public answer_writer {
                                    {"created", s.created},
                                    {"model", s.model_id},
                                    {"choices", json::array({choice})}};
-        if (s.req.include_usage) {
+        if (s.req().include_usage) {
             chunk["usage"] = nullptr;
         }
         ex.send("data: " + dump_json(chunk) + "\n\n");
@@ -232,29 +227,26 @@ class openai_writer final : public answer_writer {
     bool chat_;
 };
 
-// One request in flight: submits its prompts to the engine, collects the events into job_state,
-// and has the writer answer. With tools, each choice's text is read as an assistant message as it
-// streams (llama.cpp's partial parser): content and tool calls go out as they become certain.
+// One request in flight: submits it to the backend, collects the backend's events into job_state
+// and has the writer answer. Backend-agnostic: tool calls arrive already read out of the text.
 class completion_job : public std::enable_shared_from_this<completion_job> {
   public:
-    completion_job(std::shared_ptr<http_exchange> ex, std::shared_ptr<engine> eng, api_request req,
-                   std::vector<prepared_prompt> prompts, int32_t max_tokens, std::string model_id, job_context ctx,
-                   std::shared_ptr<const chat_render> tools, std::shared_ptr<answer_writer> writer)
-        : ex_(std::move(ex)), eng_(std::move(eng)), max_tokens_(max_tokens), ctx_(std::move(ctx)),
-          tools_(std::move(tools)), writer_(std::move(writer)) {
-        s_.req      = std::move(req);
-        s_.prompts  = std::move(prompts);
+    completion_job(std::shared_ptr<http_exchange> ex, std::shared_ptr<generation_backend> backend,
+                   std::shared_ptr<const backend_request> req, std::string model_id, job_context ctx,
+                   std::shared_ptr<answer_writer> writer)
+        : ex_(std::move(ex)), backend_(std::move(backend)), ctx_(std::move(ctx)), writer_(std::move(writer)) {
+        s_.run      = std::move(req);
         s_.model_id = std::move(model_id);
-        s_.tools    = tools_ != nullptr;
+        s_.tools    = s_.run->tools;
         s_.id       = writer_->new_id();
         s_.created =
             std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
                 .count();
-        s_.choices.resize(s_.prompts.size() * static_cast<size_t>(s_.req.n));
-        if (s_.req.kind == api_kind::completion && s_.req.echo) {
+        s_.choices.resize(s_.run->n_choices());
+        if (s_.req().kind == api_kind::completion && s_.req().echo) {
             // text_offset indexes the choice's whole text, which begins with the echoed prompt.
             for (size_t c = 0; c < s_.choices.size(); ++c) {
-                s_.choices[c].text_offset = s_.prompts[c / static_cast<size_t>(s_.req.n)].echo_text.size();
+                s_.choices[c].text_offset = s_.echo_text(c).size();
             }
         }
     }
@@ -267,14 +259,14 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
         }
         if (ctx_.limiter != nullptr) {
             int64_t n_prompt = 0;
-            for (const auto &p : s_.prompts) {
+            for (const auto &p : s_.run->prompts) {
                 n_prompt += static_cast<int64_t>(p.tokens.size());
             }
             ctx_.limiter->charge_tokens(ctx_.key, n_prompt);
         }
         ex_->on_disconnect([weak] {
             if (auto self = weak.lock()) {
-                self->cancel_all();
+                self->cancel();
                 if (!self->finished_ && self->ctx_.metrics) {
                     self->ctx_.metrics->requests_cancelled.inc();
                 }
@@ -283,33 +275,19 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
                 self->self_.reset();
             }
         });
-        for (size_t p = 0; p < s_.prompts.size(); ++p) {
-            auto chan = std::make_shared<request_channel>();
-            chan->set_notify([weak, exec = ex_->executor(), p] {
-                boost::asio::post(exec, [weak, p] {
-                    if (auto self = weak.lock()) {
-                        self->drain(p);
-                    }
-                });
+        auto stream = backend_->submit(s_.run, [weak, exec = ex_->executor()] {
+            boost::asio::post(exec, [weak] {
+                if (auto self = weak.lock()) {
+                    self->drain();
+                }
             });
-            channels_.push_back(chan);
+        });
+        if (!stream) {
+            fail(stream.err());
+            return;
         }
-        for (size_t p = 0; p < s_.prompts.size(); ++p) {
-            generation_request g;
-            g.prompt      = s_.prompts[p].tokens;
-            g.max_tokens  = max_tokens_;
-            g.n           = s_.req.n;
-            g.sampling    = s_.req.sampling;
-            g.stop        = s_.req.stop;
-            g.lora        = s_.req.lora;
-            g.speculative = s_.req.speculative;
-            if (auto err = eng_->submit(std::move(g), channels_[p])) {
-                cancel_all();
-                fail(*err);
-                return;
-            }
-        }
-        if (s_.req.stream) {
+        stream_ = std::move(*stream);
+        if (s_.req().stream) {
             ex_->start_stream({});
             stream_open_ = true; // from here on, errors are in-stream, never a second response
             writer_->opened(*ex_, s_);
@@ -317,52 +295,9 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
     }
 
   private:
-    // Reads a choice's text as an assistant message: whole once it finished (calls without an id
-    // get one), else as far as it is certain. Ids given earlier stay.
-    void read_message(choice_state &c, bool whole) {
-        auto out = eng_->get_model().parse_chat_output(c.text, *tools_, /*partial=*/!whole);
-        if (!out) {
-            return; // not readable yet: nothing new is certain
-        }
-        for (size_t i = 0; i < out->tool_calls.size(); ++i) {
-            auto &tc = out->tool_calls[i];
-            if (tc.id.empty()) {
-                tc.id =
-                    i < c.tool_calls.size() && !c.tool_calls[i].id.empty() ? c.tool_calls[i].id : random_id("call_");
-            }
-        }
-        c.content    = std::move(out->content);
-        c.tool_calls = std::move(out->tool_calls);
-    }
-
-    // Streams what the message gained since the last call: content, new calls, argument fragments.
-    // What the parser revises (not an extension of what was sent) waits for the whole message.
-    void stream_message(size_t ci) {
-        auto &c = s_.choices[ci];
-        if (c.content.size() > c.sent_content.size() && starts_with(c.content, c.sent_content)) {
-            writer_->text(*ex_, s_, ci, c.content.substr(c.sent_content.size()), json(nullptr));
-            c.sent_content = c.content;
-        }
-        for (size_t i = 0; i < c.tool_calls.size(); ++i) {
-            const auto &tc = c.tool_calls[i];
-            if (i >= c.sent_args.size()) {
-                if (tc.name.empty() || i > c.sent_args.size()) {
-                    break;
-                }
-                c.sent_args.emplace_back();
-                writer_->tool_call(*ex_, s_, ci, i, /*first=*/true, "");
-            }
-            auto &sent = c.sent_args[i];
-            if (tc.arguments.size() > sent.size() && starts_with(tc.arguments, sent)) {
-                writer_->tool_call(*ex_, s_, ci, i, /*first=*/false, tc.arguments.substr(sent.size()));
-                sent = tc.arguments;
-            }
-        }
-    }
-
-    void cancel_all() {
-        for (auto &c : channels_) {
-            eng_->cancel(c);
+    void cancel() {
+        if (stream_) {
+            stream_->cancel();
         }
     }
 
@@ -411,7 +346,7 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
     }
 
     void add_logprobs(choice_state &c, const std::vector<token_logprob> &lps, json *chunk_lp) {
-        const bool chat       = s_.req.kind == api_kind::chat;
+        const bool chat       = s_.req().kind == api_kind::chat;
         json       chunk_chat = json::array();
         json       ct = json::array(), cv = json::array(), ctop = json::array(), coff = json::array();
         for (const auto &lp : lps) {
@@ -448,50 +383,79 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
         }
     }
 
-    void drain(size_t p) {
-        if (finished_) {
+    // Folds tool-call fragments into the choice's calls (the writer reads id and name there).
+    static void add_calls(choice_state &c, const std::vector<tool_call_delta> &calls) {
+        for (const auto &d : calls) {
+            if (d.first && d.call == c.tool_calls.size()) {
+                c.tool_calls.push_back({d.id, d.name, ""});
+            }
+            if (d.call < c.tool_calls.size()) {
+                c.tool_calls[d.call].arguments += d.arguments;
+            }
+        }
+    }
+
+    void note_first_token() {
+        if (first_token_seen_) {
             return;
         }
-        for (auto &ev : channels_[p]->take()) {
+        first_token_seen_ = true;
+        ttft_             = std::chrono::steady_clock::now() - ex_->received();
+        if (ctx_.metrics) {
+            ctx_.metrics->time_to_first_token.observe(ttft_.count());
+        }
+    }
+
+    void drain() {
+        if (finished_ || !stream_) {
+            return;
+        }
+        for (auto &ev : stream_->take()) {
             if (ev.err) {
-                cancel_all();
+                cancel();
                 fail(*ev.err);
                 return;
             }
-            const size_t  ci = p * static_cast<size_t>(s_.req.n) + static_cast<size_t>(ev.index);
-            choice_state &c  = s_.choices[ci];
-            ++c.n_seen;
-            if (!first_token_seen_) {
-                first_token_seen_ = true;
-                ttft_             = std::chrono::steady_clock::now() - ex_->received();
-                if (ctx_.metrics) {
-                    ctx_.metrics->time_to_first_token.observe(ttft_.count());
-                }
+            if (ev.choice >= s_.choices.size()) {
+                cancel();
+                fail(error{error_kind::internal,
+                           "the backend sent choice " + std::to_string(ev.choice) + " of a request with " +
+                               std::to_string(s_.choices.size()),
+                           "", "internal_error"});
+                return;
             }
+            choice_state &c = s_.choices[ev.choice];
+            if (c.done) {
+                continue; // a backend's stray event after the choice finished
+            }
+            ++c.n_seen;
+            note_first_token();
             json chunk_lp(nullptr);
-            add_logprobs(c, ev.logprobs, s_.req.stream ? &chunk_lp : nullptr);
-            c.text += ev.text;
+            add_logprobs(c, ev.logprobs, s_.req().stream && !s_.tools ? &chunk_lp : nullptr);
+            c.text += ev.content;
+            add_calls(c, ev.calls);
             if (ev.finish != finish_reason::none) {
                 c.finish      = ev.finish;
                 c.done        = true;
                 c.n_prompt    = ev.n_prompt;
                 c.n_cached    = ev.n_cached;
                 c.n_generated = ev.n_generated;
+                if (ev.message) {
+                    c.text       = std::move(ev.message->content);
+                    c.tool_calls = std::move(ev.message->tool_calls);
+                }
                 ++n_done_;
             }
-            if (tools_ && (c.done || (s_.req.stream && !ev.text.empty()))) {
-                read_message(c, c.done);
-            }
-            if (!s_.req.stream) {
-                continue;
-            }
-            if (tools_) {
-                stream_message(ci);
-            } else {
-                writer_->text(*ex_, s_, ci, ev.text, chunk_lp);
-            }
-            if (c.done) {
-                writer_->choice_done(*ex_, s_, ci);
+            if (s_.req().stream) {
+                if (!s_.tools || !ev.content.empty()) {
+                    writer_->text(*ex_, s_, ev.choice, ev.content, chunk_lp);
+                }
+                for (const auto &d : ev.calls) {
+                    writer_->tool_call(*ex_, s_, ev.choice, d.call, d.first, d.arguments);
+                }
+                if (c.done) {
+                    writer_->choice_done(*ex_, s_, ev.choice);
+                }
             }
         }
         if (n_done_ == s_.choices.size()) {
@@ -528,34 +492,31 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
         m.generation_len.observe(static_cast<double>(u.generated));
     }
 
-    std::shared_ptr<completion_job>               self_;
-    std::shared_ptr<http_exchange>                ex_;
-    std::shared_ptr<engine>                       eng_;
-    int32_t                                       max_tokens_;
-    job_context                                   ctx_;
-    std::shared_ptr<const chat_render>            tools_; // null: no tool calls to parse
-    std::shared_ptr<answer_writer>                writer_;
-    job_state                                     s_;
-    std::vector<std::shared_ptr<request_channel>> channels_;
-    size_t                                        n_done_           = 0;
-    bool                                          finished_         = false;
-    bool                                          stream_open_      = false;
-    bool                                          first_token_seen_ = false;
-    bool                                          charged_          = false;
-    std::chrono::duration<double>                 ttft_{0};
+    std::shared_ptr<completion_job>     self_;
+    std::shared_ptr<http_exchange>      ex_;
+    std::shared_ptr<generation_backend> backend_;
+    job_context                         ctx_;
+    std::shared_ptr<answer_writer>      writer_;
+    job_state                           s_;
+    std::shared_ptr<generation_stream>  stream_;
+    size_t                              n_done_           = 0;
+    bool                                finished_         = false;
+    bool                                stream_open_      = false;
+    bool                                first_token_seen_ = false;
+    bool                                charged_          = false;
+    std::chrono::duration<double>       ttft_{0};
 };
 
 } // namespace
 
-void run_completion(const std::shared_ptr<http_exchange> &ex, std::shared_ptr<engine> eng, api_request req,
-                    std::vector<prepared_prompt> prompts, int32_t max_tokens, std::string model_id, job_context ctx,
-                    std::shared_ptr<const chat_render> tools, std::shared_ptr<answer_writer> writer) {
+void run_completion(const std::shared_ptr<http_exchange> &ex, std::shared_ptr<generation_backend> backend,
+                    backend_request req, std::string model_id, job_context ctx, std::shared_ptr<answer_writer> writer) {
     if (!writer) {
-        writer = std::make_shared<openai_writer>(req.kind == api_kind::chat);
+        writer = std::make_shared<openai_writer>(req.req.kind == api_kind::chat);
     }
-    auto job =
-        std::make_shared<completion_job>(ex, std::move(eng), std::move(req), std::move(prompts), max_tokens,
-                                         std::move(model_id), std::move(ctx), std::move(tools), std::move(writer));
+    auto job = std::make_shared<completion_job>(ex, std::move(backend),
+                                                std::make_shared<const backend_request>(std::move(req)),
+                                                std::move(model_id), std::move(ctx), std::move(writer));
     job->start();
 }
 

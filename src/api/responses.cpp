@@ -460,7 +460,7 @@ class responses_writer final : public answer_writer {
         if (echo_.on_complete) {
             echo_.on_complete(r);
         }
-        if (s.req.stream) {
+        if (s.req().stream) {
             event(ex, c.finish == finish_reason::length ? "response.incomplete" : "response.completed",
                   {{"response", std::move(r)}});
             ex.end_stream();
@@ -539,7 +539,7 @@ class responses_writer final : public answer_writer {
         json output = json::array();
         if (with_output && !s.choices.empty()) {
             const auto &c    = s.choices.front();
-            const auto &text = s.tools ? c.content : c.text;
+            const auto &text = c.text;
             if (!text.empty() || c.tool_calls.empty()) {
                 output.push_back(message_item(text));
             }

@@ -5,6 +5,7 @@
 #include "api/openai.h"
 #include "api/request_context.h"
 #include "api/responses.h"
+#include "backend/local_backend.h"
 #include "common/failpoint.h"
 #include "common/log.h"
 #include "common/utf8.h"
@@ -143,40 +144,6 @@ void api_router::with_model(const std::shared_ptr<http_exchange> &ex, size_t ind
 }
 
 namespace {
-
-// Turns the request's output constraint into the GBNF the engine samples with and checks that
-// it builds a grammar sampler on this model. It runs here, on the I/O thread, before submit: the
-// engine thread never compiles, and never receives a grammar that fails.
-std::optional<error> compile_constraint(const model &m, const guided_limits &limits, api_request &req) {
-    const auto &c = req.constraint;
-    std::string gbnf;
-    switch (c.kind) {
-    case constraint_kind::none:
-        return std::nullopt;
-    case constraint_kind::json_object:
-    case constraint_kind::json_schema: {
-        auto g = c.kind == constraint_kind::json_object ? json_object_gbnf() : json_schema_to_gbnf(c.schema, c.param);
-        if (!g) {
-            return g.err();
-        }
-        gbnf = std::move(*g);
-        // The converter's output is bounded by the schema's size and repetition bounds; this
-        // holds it to the same shape limits as a grammar given by the client.
-        if (auto problem = gbnf_shape_error(gbnf, limits); !problem.empty()) {
-            return error::invalid(c.param + ": the grammar compiled from the schema is not usable: " + problem,
-                                  c.param);
-        }
-        break;
-    }
-    case constraint_kind::regex:
-    case constraint_kind::choice:
-    case constraint_kind::grammar:
-        gbnf = c.gbnf; // converted and shape-checked by parse_request
-        break;
-    }
-    req.sampling.grammar = std::move(gbnf);
-    return check_grammar(m, req.sampling, c.param);
-}
 
 void respond_json(http_exchange &ex, const json &j) {
     ex.respond(http::status::ok, j.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
@@ -869,150 +836,15 @@ void api_router::dispatch_inference(const std::shared_ptr<http_exchange> &ex, ap
     });
 }
 
-namespace {
-
-// Token ids a request names directly (token-id prompts, logit_bias) must be in the model's
-// vocabulary; checked before anything is queued or tokenized.
-std::optional<error> check_vocabulary(const model &m, const api_request &req) {
-    for (const auto &p : req.prompts) {
-        if (const auto *ids = std::get_if<std::vector<token_id>>(&p)) {
-            for (const token_id t : *ids) {
-                if (t >= m.n_vocab()) {
-                    return error::invalid("prompt token id " + std::to_string(t) + " is outside the vocabulary [0, " +
-                                              std::to_string(m.n_vocab()) + ")",
-                                          "prompt", "invalid_token");
-                }
-            }
-        }
-    }
-    for (const auto &lb : req.sampling.logit_bias) {
-        if (lb.first >= m.n_vocab()) {
-            return error::invalid("logit_bias names token id " + std::to_string(lb.first) +
-                                      ", outside the vocabulary [0, " + std::to_string(m.n_vocab()) + ")",
-                                  "logit_bias");
-        }
-    }
-    return std::nullopt;
-}
-
-} // namespace
-
-// What the preparation pool makes of a request: its prompts as tokens, the chat render when tool
-// calls are to be parsed, the compiled output grammar (in req.sampling) — or the error.
-struct prepared_request {
-    api_request                        req;
-    std::vector<prepared_prompt>       prompts;
-    std::shared_ptr<const chat_render> tool_render;
-    std::optional<error>               err;
-    std::shared_ptr<answer_writer>     writer; // null: the request kind's OpenAI shape
-};
-
-namespace {
-
-// A prompt of `bytes` bytes tokenizes to at least bytes / max_token_bytes tokens (no token covers
-// more bytes than its text has); refused before tokenizing when even that exceeds the context.
-std::optional<error> check_prompt_bytes(const model &m, size_t bytes, int32_t n_ctx, const char *param) {
-    const int64_t per_token = m.max_token_bytes();
-    if (per_token <= 0) {
-        return std::nullopt; // a vocabulary whose normalization may merge input bytes: no bound
-    }
-    const int64_t at_least = (static_cast<int64_t>(bytes) + per_token - 1) / per_token;
-    if (at_least <= n_ctx) {
-        return std::nullopt;
-    }
-    return error::invalid("the prompt is " + std::to_string(bytes) + " bytes, so at least " + std::to_string(at_least) +
-                              " tokens (no token of this model covers more than " + std::to_string(per_token) +
-                              " bytes): more than this model's context of " + std::to_string(n_ctx) +
-                              " tokens per request; shorten the prompt",
-                          param, "context_length_exceeded");
-}
-
-// Renders the chat template (chat), tokenizes and compiles the output constraint. Runs on the
-// preparation pool: its cost grows with the prompt (and, for some inputs, faster), and an I/O
-// thread must stay free for health probes and other connections.
-void prepare(const model &m, const guided_limits &limits, int32_t n_ctx, prepared_request &p) {
-    auto *req = &p.req;
-    if (req->kind == api_kind::chat) {
-        // The messages' text alone can be too long for the context: refused before the template
-        // copies it (a 100 MB message would otherwise be rendered whole first).
-        size_t content_bytes = 0;
-        for (const auto &msg : req->messages) {
-            content_bytes += msg.content.size();
-        }
-        if ((p.err = check_prompt_bytes(m, content_bytes, n_ctx, "messages"))) {
-            return;
-        }
-        chat_inputs ci;
-        ci.messages            = req->messages;
-        ci.tools               = req->tools;
-        ci.choice              = req->choice;
-        ci.parallel_tool_calls = req->parallel_tool_calls;
-        auto rendered          = m.render_chat(ci);
-        if (!rendered) {
-            p.err = rendered.err();
-            return;
-        }
-        if ((p.err = check_prompt_bytes(m, rendered->prompt.size(), n_ctx, "messages"))) {
-            return;
-        }
-        p.prompts.push_back({m.tokenize(rendered->prompt, true), ""});
-        if (rendered->parse_tool_calls) {
-            auto &s = req->sampling;
-            if (!rendered->grammar.empty()) {
-                // The call syntax is enforced by the grammar common's chat machinery built:
-                // from the first token under "required" or a named function, lazily from a
-                // trigger under "auto".
-                s.grammar           = rendered->grammar;
-                s.grammar_for_tools = true;
-                s.grammar_lazy      = rendered->grammar_lazy;
-                s.grammar_triggers  = rendered->grammar_triggers;
-                s.generation_prompt = rendered->generation_prompt;
-                s.preserved_tokens  = rendered->preserved_tokens;
-                if ((p.err = check_grammar(m, s, "tools"))) {
-                    return;
-                }
-            }
-            for (const auto &stop : rendered->additional_stops) {
-                if (!stop.empty() && std::find(req->stop.begin(), req->stop.end(), stop) == req->stop.end()) {
-                    req->stop.push_back(stop);
-                }
-            }
-            p.tool_render = std::make_shared<const chat_render>(std::move(*rendered));
-        }
-    } else {
-        for (auto &prompt : req->prompts) {
-            prepared_prompt pp;
-            if (const auto *s = std::get_if<std::string>(&prompt)) {
-                if ((p.err = check_prompt_bytes(m, s->size(), n_ctx, "prompt"))) {
-                    return;
-                }
-                pp.tokens    = m.tokenize(*s, true);
-                pp.echo_text = *s;
-            } else {
-                pp.tokens    = std::get<std::vector<token_id>>(prompt); // ids checked by check_vocabulary
-                pp.echo_text = m.detokenize(pp.tokens);
-            }
-            if (pp.tokens.empty()) {
-                p.err = error::invalid("the prompt is empty after tokenization", "prompt");
-                return;
-            }
-            p.prompts.push_back(std::move(pp));
-        }
-    }
-    p.err = compile_constraint(m, limits, *req);
-}
-
-} // namespace
-
 void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, const leased &leased_model,
                                api_request request, std::string served, size_t key,
                                std::shared_ptr<answer_writer> writer) {
-    auto eng  = leased_model->eng;
-    auto info = info_for(leased_model.index());
+    auto backend = std::make_shared<local_backend>(leased_model->eng, cfg_.limits.guided);
+    auto info    = info_for(leased_model.index());
 
-    // An invalid request is a 400 whatever the load: the checks that need the model but no
-    // tokenization come before the capacity check.
-    if (auto err = check_vocabulary(eng->get_model(), request)) {
+    // An invalid request is a 400 whatever the load: the checks that need the backend but no
+    // preparation come before the capacity check.
+    if (auto err = backend->check(request)) {
         respond_error(*ex, *err);
         return;
     }
@@ -1021,7 +853,7 @@ void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, const l
     const auto n_sequences =
         static_cast<int32_t>(std::max<size_t>(1, request.kind == api_kind::chat ? 1 : request.prompts.size())) *
         request.n;
-    if (auto full = eng->over_capacity(n_sequences)) {
+    if (auto full = backend->over_capacity(n_sequences)) {
         if (info.metrics) {
             info.metrics->requests_started.inc();
             info.metrics->failure(failure_reason::overloaded).inc();
@@ -1031,65 +863,41 @@ void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, const l
         return;
     }
 
-    auto p    = std::make_shared<prepared_request>();
-    p->req    = std::move(request);
-    p->writer = std::move(writer);
     job_context jc;
     jc.metrics = info.metrics;
     jc.limiter = limiter_.enabled() ? &limiter_ : nullptr;
     jc.key     = key;
     jc.hold    = leased_model.hold(); // keeps the model loaded while the pool works on it
     preparing_.fetch_add(1);
-    boost::asio::post(prep_pool_, [this, ex, p, eng, jc = std::move(jc), served = std::move(served)]() mutable {
+    // Preparation (template, tokenizer, grammar) runs on the pool: its cost grows with the prompt
+    // (and, for some inputs, faster), and an I/O thread must stay free for probes and other
+    // connections. The job then starts on the exchange's executor.
+    auto shared_req = std::make_shared<api_request>(std::move(request));
+    boost::asio::post(prep_pool_, [this, ex, shared_req, backend, jc = std::move(jc), served = std::move(served),
+                                   writer = std::move(writer)]() mutable {
+        std::optional<result<backend_request>> prepared;
         try {
-            prepare(eng->get_model(), cfg_.limits.guided, eng->n_ctx_slot(), *p);
+            prepared.emplace(backend->prepare(std::move(*shared_req)));
         } catch (const std::exception &e) {
             // llama.cpp's chat and tokenizer code may throw on inputs (or models) it cannot handle.
-            p->err = error{error_kind::internal, std::string("preparing the request failed: ") + e.what(), "",
-                           "internal_error"};
+            prepared.emplace(error{error_kind::internal, std::string("preparing the request failed: ") + e.what(), "",
+                                   "internal_error"});
         }
         preparing_.fetch_sub(1);
-        boost::asio::post(ex->executor(), [this, ex, p, eng = std::move(eng), jc = std::move(jc),
-                                           served = std::move(served)]() mutable {
-            if (!ex->disconnected()) {
-                start_generation(ex, std::move(eng), std::move(*p), std::move(served), std::move(jc));
+        boost::asio::post(ex->executor(), [ex, backend = std::move(backend), prepared = std::move(*prepared),
+                                           jc = std::move(jc), served = std::move(served),
+                                           writer = std::move(writer)]() mutable {
+            if (ex->disconnected()) {
+                return;
             }
+            if (!prepared) {
+                respond_error(*ex, prepared.err());
+                return;
+            }
+            ex->log_field("model", served);
+            run_completion(ex, std::move(backend), std::move(*prepared), served, std::move(jc), std::move(writer));
         });
     });
-}
-
-void api_router::start_generation(const std::shared_ptr<http_exchange> &ex, std::shared_ptr<engine> eng,
-                                  prepared_request p, std::string served, job_context jc) {
-    if (p.err) {
-        respond_error(*ex, *p.err);
-        return;
-    }
-    auto *req = &p.req;
-    // Context: prompt + max_tokens must fit one sequence's KV. Never truncate silently.
-    const int32_t n_ctx     = eng->n_ctx_slot();
-    size_t        n_longest = 0;
-    for (const auto &pp : p.prompts) {
-        n_longest = std::max(n_longest, pp.tokens.size());
-    }
-    const auto        n_prompt   = static_cast<int64_t>(n_longest);
-    const auto        kind       = req->kind;
-    const int64_t     max_tokens = req->max_tokens
-                                       ? *req->max_tokens
-                                       : (kind == api_kind::completion ? 16 : std::max<int64_t>(1, n_ctx - n_prompt));
-    const std::string mt_name    = req->max_tokens_param;
-    if (n_prompt + max_tokens > n_ctx) {
-        respond_error(*ex, error::invalid("this model's context is " + std::to_string(n_ctx) +
-                                              " tokens per request, but the prompt has " + std::to_string(n_prompt) +
-                                              " tokens and " + mt_name + " is " + std::to_string(max_tokens) + " (" +
-                                              std::to_string(n_prompt + max_tokens) + " > " + std::to_string(n_ctx) +
-                                              "); shorten the prompt or lower " + mt_name,
-                                          req->max_tokens ? mt_name : (kind == api_kind::chat ? "messages" : "prompt"),
-                                          "context_length_exceeded"));
-        return;
-    }
-    ex->log_field("model", served);
-    run_completion(ex, std::move(eng), std::move(*req), std::move(p.prompts), static_cast<int32_t>(max_tokens), served,
-                   std::move(jc), std::move(p.tool_render), std::move(p.writer));
 }
 
 } // namespace inferbox

@@ -83,7 +83,6 @@ struct job_context {
 
 class api_router;
 class answer_writer;
-struct prepared_request; // routes.cpp: a request the preparation pool has tokenized
 
 // Who may call a route: anyone (probes), holders of an API key when keys are on, or (metrics)
 // anyone when --metrics-public is set and key holders otherwise.
@@ -176,15 +175,13 @@ class api_router {
     void           handle_documents(const std::shared_ptr<http_exchange> &ex, bool manifest);
     void           handle_inference(const std::shared_ptr<http_exchange> &ex, api_kind kind, size_t key);
     // Checks what needs the model but no tokenization, then hands the request to the preparation
-    // pool (template, tokenizer, grammar), which calls start_generation on the exchange's executor.
+    // pool (template, tokenizer, grammar), after which the job runs on the exchange's executor.
     void run_inference(const std::shared_ptr<http_exchange> &ex, const leased &model, api_request req,
                        std::string served, size_t key, std::shared_ptr<answer_writer> writer);
     // Routes a validated generation request to its model (or adapter) and runs it; `writer` null:
     // the request kind's OpenAI shape.
     void dispatch_inference(const std::shared_ptr<http_exchange> &ex, api_request req, size_t key,
                             std::shared_ptr<answer_writer> writer);
-    void start_generation(const std::shared_ptr<http_exchange> &ex, std::shared_ptr<engine> eng, prepared_request p,
-                          std::string served, job_context jc);
     void handle_embedding_route(const std::shared_ptr<http_exchange> &ex, bool ranking, size_t key);
     bool cors(const std::shared_ptr<http_exchange> &ex, const std::string &methods);
 
