@@ -35,7 +35,7 @@ layer_rules=(
   "host|nlohmann/|boost/beast|\"api/|\"engine/|llama\.h"
   "metrics|nlohmann/|boost/beast|\"api/|\"engine/|llama\.h"
   "engine|boost/beast|\"api/(http_server|routes|openai|responses)|\"backend/"
-  "backend|boost/beast|\"api/(http_server|routes|openai|responses|answer)|llama\.h|\"common\.h\"|\"chat\.h\""
+  "backend|\"api/(http_server|routes|openai|responses|answer)|llama\.h|\"common\.h\"|\"chat\.h\""
   "api|llama\.h|\"common\.h\"|\"chat\.h\"|\"sampling\.h\""
 )
 for rule in "${layer_rules[@]}"; do

@@ -46,6 +46,7 @@ struct job_state {
     int64_t                                created = 0;     // unix seconds
     bool                                   tools   = false; // choices are messages that may call tools
     std::vector<choice_state>              choices;
+    route_info                             route; // where it ran and why (empty: no routing)
 
     const api_request &req() const { return run->req; }
     // The prompt text choice `c` continues (echo).

@@ -20,6 +20,10 @@ http_error_info map_error(error_kind kind) {
         return {429, "rate_limit_error"};
     case error_kind::unavailable:
         return {503, "service_unavailable_error"};
+    case error_kind::upstream:
+        return {502, "upstream_error"};
+    case error_kind::timeout:
+        return {504, "timeout_error"};
     case error_kind::internal:
         break;
     }

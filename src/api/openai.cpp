@@ -160,6 +160,9 @@ class openai_writer final : public answer_writer {
         if (chat_) {
             body["system_fingerprint"] = nullptr;
         }
+        if (!s.route.backend.empty()) {
+            body["nvext"] = route_json(s);
+        }
         ex.respond(http::status::ok, dump_json(body), "application/json");
     }
 
@@ -170,6 +173,8 @@ class openai_writer final : public answer_writer {
     }
 
   private:
+    static json route_json(const job_state &s) { return {{"backend", s.route.backend}, {"route", s.route.reason}}; }
+
     static json usage_json(const job_state &s) {
         const auto u = s.usage();
         return {{"prompt_tokens", u.prompt},
@@ -220,6 +225,9 @@ class openai_writer final : public answer_writer {
                                    {"choices", json::array({choice})}};
         if (s.req().include_usage) {
             chunk["usage"] = nullptr;
+        }
+        if (finish != nullptr && !s.route.backend.empty()) {
+            chunk["nvext"] = route_json(s); // on each choice's last chunk: where it ran
         }
         ex.send("data: " + dump_json(chunk) + "\n\n");
     }
@@ -287,14 +295,62 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
             return;
         }
         stream_ = std::move(*stream);
-        if (s_.req().stream) {
-            ex_->start_stream({});
-            stream_open_ = true; // from here on, errors are in-stream, never a second response
-            writer_->opened(*ex_, s_);
+        if (!stream_->open_at_first_event()) {
+            open_stream();
         }
     }
 
   private:
+    // Streaming only: the answer's head and the writer's opening; from here on errors are
+    // in-stream, never a second response.
+    void open_stream() {
+        if (!s_.req().stream || stream_open_) {
+            return;
+        }
+        note_route();
+        ex_->start_stream({});
+        stream_open_ = true;
+        writer_->opened(*ex_, s_);
+    }
+
+    // A stream that moved after the answer started (mid-stream failover): the rest of the answer
+    // (nvext), the access log and the routing counters say where it finished.
+    void follow_route() {
+        if (!route_noted_ || s_.route.backend.empty()) {
+            return;
+        }
+        auto r = stream_->route();
+        if (r.backend == s_.route.backend && r.reason == s_.route.reason) {
+            return;
+        }
+        ex_->log_field("finished_on", r.backend);
+        if (ctx_.on_route) {
+            ctx_.on_route(r);
+        }
+        s_.route = std::move(r);
+    }
+
+    // Where the request ran and why, once the answer is about to start: headers, the access log
+    // and (for the writer's nvext) the job state. Nothing when no routing took place.
+    void note_route() {
+        if (!stream_ || route_noted_) {
+            return;
+        }
+        route_noted_ = true;
+        auto r       = stream_->route();
+        if (r.backend.empty()) {
+            return;
+        }
+        ex_->add_response_header("X-Inferbox-Backend", r.backend);
+        ex_->add_response_header("X-Inferbox-Route", r.reason);
+        ex_->log_field("backend", r.backend);
+        ex_->log_field("route", r.reason);
+        if (ctx_.on_route) {
+            ctx_.on_route(r);
+        }
+        s_.route = std::move(r);
+    }
+
     void cancel() {
         if (stream_) {
             stream_->cancel();
@@ -342,6 +398,7 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
             writer_->stream_error(*ex_, s_, err);
             return;
         }
+        note_route();
         respond_error(*ex_, err);
     }
 
@@ -428,6 +485,7 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
             if (c.done) {
                 continue; // a backend's stray event after the choice finished
             }
+            open_stream();
             ++c.n_seen;
             note_first_token();
             json chunk_lp(nullptr);
@@ -445,6 +503,9 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
                     c.tool_calls = std::move(ev.message->tool_calls);
                 }
                 ++n_done_;
+            }
+            if (c.done) {
+                follow_route();
             }
             if (s_.req().stream) {
                 if (!s_.tools || !ev.content.empty()) {
@@ -467,6 +528,7 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
         finished_ = true;
         auto keep = std::exchange(self_, nullptr);
         record_success();
+        note_route();
         writer_->completed(*ex_, s_);
     }
 
@@ -504,6 +566,7 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
     bool                                stream_open_      = false;
     bool                                first_token_seen_ = false;
     bool                                charged_          = false;
+    bool                                route_noted_      = false;
     std::chrono::duration<double>       ttft_{0};
 };
 

@@ -5,6 +5,7 @@
 #include "api/openai.h"
 #include "api/request_context.h"
 #include "api/responses.h"
+#include "backend/failover.h"
 #include "backend/local_backend.h"
 #include "common/failpoint.h"
 #include "common/log.h"
@@ -545,7 +546,59 @@ json api_router::model_objects() const {
             }
         }
     }
+    add_remote_models(data);
     return data;
+}
+
+void api_router::add_remote_models(json &data) const {
+    // Where each model can run: "local" for what this server hosts, then each remote backend
+    // that serves it with its state; models only remote backends serve are listed too.
+    std::map<std::string, json> placements;
+    std::vector<std::string>    remote_only;
+    for (const auto &b : cfg_.backends) {
+        const auto  st    = b->status();
+        const char *state = !st.reachable                       ? "unreachable"
+                            : st.circuit == circuit_state::open ? "circuit_open"
+                            : st.cooldown_ms > 0                ? "cooling_down"
+                                                                : "available";
+        for (const auto &m : b->models()) {
+            auto &p = placements[m.id];
+            if (p.is_null()) {
+                p               = json::array();
+                const bool here = std::any_of(data.begin(), data.end(), [&](const json &d) { return d["id"] == m.id; });
+                if (!here) {
+                    remote_only.push_back(m.id);
+                }
+            }
+            p.push_back({{"backend", b->name()}, {"state", state}, {"in_flight", st.in_flight}});
+        }
+    }
+    if (placements.empty()) {
+        return;
+    }
+    for (auto &d : data) {
+        auto it = placements.find(d["id"].get<std::string>());
+        json p  = json::array({{{"backend", "local"}, {"state", d.value("status", "loaded")}}});
+        if (it != placements.end()) {
+            for (const auto &r : it->second) {
+                p.push_back(r);
+            }
+        }
+        d["placements"] = std::move(p);
+    }
+    for (const auto &id : remote_only) {
+        const auto &p     = placements[id];
+        const bool  ready = std::any_of(p.begin(), p.end(), [](const json &r) { return r["state"] == "available"; });
+        data.push_back({{"id", id},
+                        {"object", "model"},
+                        {"created", created_},
+                        {"owned_by", p.front()["backend"]},
+                        {"root", id},
+                        {"parent", nullptr},
+                        {"ready", ready},
+                        {"status", "remote"},
+                        {"placements", p}});
+    }
 }
 
 void api_router::handle_models(const std::shared_ptr<http_exchange> &ex, const route_call & /*call*/) {
@@ -806,9 +859,22 @@ void api_router::handle_response_input_items(const std::shared_ptr<http_exchange
 void api_router::dispatch_inference(const std::shared_ptr<http_exchange> &ex, api_request request, size_t key,
                                     std::shared_ptr<answer_writer> writer) {
     auto *req = &request;
-    // The model: a hosted model's id, a LoRA adapter of the default model, or none (the default).
-    size_t      index  = 0;
-    std::string served = cfg_.model_id; // the id the answer names: a hosted model or an adapter
+    // The placement pin: the header wins over nvext.placement.
+    if (auto h = ex->request().find("X-Inferbox-Placement"); h != ex->request().end()) {
+        auto pin = parse_placement(std::string(h->value()), "X-Inferbox-Placement");
+        if (!pin) {
+            respond_error(*ex, pin.err());
+            return;
+        }
+        req->placement = *pin;
+    }
+    // The model: a hosted model's id, a LoRA adapter of the default model, a model only remote
+    // backends serve, or none (the default).
+    const std::string wanted  = req->model.empty() ? cfg_.model_id : req->model;
+    auto              remotes = remotes_for(wanted);
+    size_t            index   = 0;
+    bool              local   = true;
+    std::string       served  = cfg_.model_id; // the id the answer names: a hosted model or an adapter
     if (!req->model.empty() && req->model != cfg_.model_id) {
         auto host    = current_host();
         auto hosted  = host ? host->find(req->model) : std::nullopt;
@@ -819,6 +885,10 @@ void api_router::dispatch_inference(const std::shared_ptr<http_exchange> &ex, ap
         } else if (adapter) {
             req->lora = lora_choice{adapter->name, adapter->path.string(), req->lora_scale.value_or(1.0f)};
             served    = adapter->name;
+            remotes.clear(); // an adapter of this server's model runs here
+        } else if (!remotes.empty()) {
+            local  = false;
+            served = req->model;
         } else {
             route_model(*ex, req->model, true); // answers 404 naming what is served
             return;
@@ -830,18 +900,170 @@ void api_router::dispatch_inference(const std::shared_ptr<http_exchange> &ex, ap
                                 "lora_scale"));
         return;
     }
+    if (remotes.empty()) {
+        if (req->placement == placement_pin::remote_only) {
+            respond_error(
+                *ex, error{error_kind::unavailable,
+                           "the request is pinned remote-only, but no remote backend serves the model '" + served + "'",
+                           "model", "no_backend"});
+            return;
+        }
+        // No routing: the local model answers, as a single backend.
+        auto shared_req = std::make_shared<api_request>(std::move(request));
+        with_model(ex, index, [this, ex, shared_req, served, key, writer = std::move(writer)](const leased &m) {
+            auto backend = std::make_shared<local_backend>(m->eng, cfg_.limits.guided);
+            run_inference(ex, std::move(backend), info_for(m.index()).metrics, m.hold(), std::move(*shared_req), served,
+                          key, writer);
+        });
+        return;
+    }
+    req->model           = wanted;
+    const auto policy_it = cfg_.routes.find(wanted);
+    const auto policy    = policy_it == cfg_.routes.end() ? route_policy::automatic : policy_it->second;
+    const bool local_excluded =
+        !local || req->placement == placement_pin::remote_only || policy == route_policy::remote_only;
+    auto host = current_host();
+    if (local_excluded || !host) {
+        route_request(ex, std::nullopt, remotes, std::move(request), served, key, std::move(writer));
+        return;
+    }
+    if (auto now = host->try_acquire(index)) {
+        // Loaded: a lease. A recent load failure: the remote backends only.
+        std::optional<leased> lease;
+        if (*now) {
+            lease = std::move(**now);
+        }
+        route_request(ex, std::move(lease), remotes, std::move(request), served, key, std::move(writer));
+        return;
+    }
+    // The local model is not loaded. Policies that put it first wait for it (a load that fails
+    // leaves the remote backends); the others go remote now.
+    const bool wait = policy == route_policy::automatic || policy == route_policy::local_first ||
+                      policy == route_policy::local_only || req->placement == placement_pin::local_only;
+    if (!wait) {
+        route_request(ex, std::nullopt, remotes, std::move(request), served, key, std::move(writer));
+        return;
+    }
+    ex->log_field("model_load_wait", true);
     auto shared_req = std::make_shared<api_request>(std::move(request));
-    with_model(ex, index, [this, ex, shared_req, served, key, writer = std::move(writer)](const leased &m) {
-        run_inference(ex, m, std::move(*shared_req), served, key, writer);
+    host->acquire_async(index, [this, ex, shared_req, remotes = std::move(remotes), served, key,
+                                writer = std::move(writer)](result<leased> r) mutable {
+        boost::asio::post(ex->executor(), [this, ex, shared_req, remotes = std::move(remotes), served, key,
+                                           writer = std::move(writer), r = std::move(r)]() mutable {
+            if (ex->disconnected()) {
+                return;
+            }
+            std::optional<leased> lease;
+            if (r) {
+                lease = std::move(*r);
+            }
+            route_request(ex, std::move(lease), remotes, std::move(*shared_req), served, key, std::move(writer));
+        });
     });
 }
 
-void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, const leased &leased_model,
-                               api_request request, std::string served, size_t key,
-                               std::shared_ptr<answer_writer> writer) {
-    auto backend = std::make_shared<local_backend>(leased_model->eng, cfg_.limits.guided);
-    auto info    = info_for(leased_model.index());
+std::shared_ptr<std::atomic<int32_t>> api_router::local_counter(size_t index) {
+    std::lock_guard lock(mu_);
+    auto           &c = local_routed_[index];
+    if (!c) {
+        c = std::make_shared<std::atomic<int32_t>>(0);
+    }
+    return c;
+}
 
+std::vector<std::shared_ptr<remote_backend>> api_router::remotes_for(const std::string &id) const {
+    std::vector<std::shared_ptr<remote_backend>> out;
+    for (const auto &b : cfg_.backends) {
+        if (b->serves(id)) {
+            out.push_back(b);
+        }
+    }
+    return out;
+}
+
+namespace {
+
+// The text a request's prompt begins with, for prefix affinity: the first messages (chat) or the
+// first prompt (completions).
+std::string prompt_head(const api_request &req) {
+    std::string head;
+    for (const auto &m : req.messages) {
+        head += m.role;
+        head += '\n';
+        head += m.content.substr(0, 512);
+        if (head.size() >= 512) {
+            break;
+        }
+    }
+    if (!req.prompts.empty()) {
+        if (const auto *s = std::get_if<std::string>(&req.prompts.front())) {
+            head += s->substr(0, 512);
+        }
+    }
+    return head;
+}
+
+} // namespace
+
+void api_router::route_request(const std::shared_ptr<http_exchange> &ex, std::optional<leased> local,
+                               const std::vector<std::shared_ptr<remote_backend>> &remotes, api_request req,
+                               std::string served, size_t key, std::shared_ptr<answer_writer> writer) {
+    const auto policy_it = cfg_.routes.find(req.model);
+    const auto policy    = policy_it == cfg_.routes.end() ? route_policy::automatic : policy_it->second;
+    const auto n_sequences =
+        static_cast<int32_t>(std::max<size_t>(1, req.kind == api_kind::chat ? 1 : req.prompts.size())) * req.n;
+    std::vector<candidate_load>           loads;
+    std::vector<route_candidate>          all;
+    std::shared_ptr<std::atomic<int32_t>> local_count;
+    std::shared_ptr<serving_metrics>      metrics;
+    std::shared_ptr<void>                 hold;
+    if (local) {
+        auto       lb    = std::make_shared<local_backend>((*local)->eng, cfg_.limits.guided);
+        const auto stats = (*local)->eng->stats();
+        // The engine's count misses requests routed here that are still being prepared: the
+        // router's own count of them covers a burst.
+        local_count     = local_counter(local->index());
+        const auto busy = std::max(stats.n_running + stats.n_waiting, local_count->load());
+        const auto cap  = (*local)->eng->config().n_slots + cfg_.overflow_after;
+        const bool room = !lb->over_capacity(n_sequences) && busy + n_sequences <= cap;
+        loads.push_back({"local", true, room, busy});
+        all.push_back({lb, "local"});
+        metrics = info_for(local->index()).metrics;
+        hold    = local->hold();
+    }
+    for (const auto &r : remotes) {
+        loads.push_back({r->name(), false, !r->over_capacity(1), r->status().in_flight});
+        all.push_back({r, r->name()});
+    }
+    const bool     balanced = policy == route_policy::balanced;
+    const uint64_t prefix   = balanced ? prefix_key(prompt_head(req)) : 0;
+    auto order = order_candidates(policy, req.placement, loads, balanced ? affinity_.find(prefix) : "", req.model);
+    if (order.err) {
+        respond_error(*ex, *order.err);
+        return;
+    }
+    std::vector<route_candidate> ordered;
+    for (const size_t i : order.order) {
+        ordered.push_back(all[i]);
+    }
+    if (balanced) {
+        affinity_.remember(prefix, ordered.front().name);
+    }
+    if (local_count && loads[order.order.front()].local) {
+        // Counted until the job ends (the hold lives as long as the job).
+        local_count->fetch_add(n_sequences);
+        auto lease = std::move(hold);
+        hold       = std::shared_ptr<void>(
+            nullptr, [lease = std::move(lease), n = local_count, n_sequences](void *) { n->fetch_sub(n_sequences); });
+    }
+    run_inference(ex, std::make_shared<failover_backend>(std::move(ordered), order.reason), std::move(metrics),
+                  std::move(hold), std::move(req), std::move(served), key, std::move(writer), /*routed=*/true);
+}
+
+void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, std::shared_ptr<generation_backend> backend,
+                               std::shared_ptr<serving_metrics> metrics, std::shared_ptr<void> hold,
+                               api_request request, std::string served, size_t key,
+                               std::shared_ptr<answer_writer> writer, bool routed) {
     // An invalid request is a 400 whatever the load: the checks that need the backend but no
     // preparation come before the capacity check.
     if (auto err = backend->check(request)) {
@@ -854,9 +1076,9 @@ void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, const l
         static_cast<int32_t>(std::max<size_t>(1, request.kind == api_kind::chat ? 1 : request.prompts.size())) *
         request.n;
     if (auto full = backend->over_capacity(n_sequences)) {
-        if (info.metrics) {
-            info.metrics->requests_started.inc();
-            info.metrics->failure(failure_reason::overloaded).inc();
+        if (metrics) {
+            metrics->requests_started.inc();
+            metrics->failure(failure_reason::overloaded).inc();
         }
         ex->log_field("error", full->code);
         respond_error(*ex, *full);
@@ -864,10 +1086,19 @@ void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, const l
     }
 
     job_context jc;
-    jc.metrics = info.metrics;
+    jc.metrics = std::move(metrics);
     jc.limiter = limiter_.enabled() ? &limiter_ : nullptr;
     jc.key     = key;
-    jc.hold    = leased_model.hold(); // keeps the model loaded while the pool works on it
+    jc.hold    = std::move(hold); // keeps the local model loaded while the pool works on it
+    if (routed && cfg_.metrics_registry) {
+        jc.on_route = [reg = cfg_.metrics_registry](const route_info &r) {
+            reg->add_counter("inferbox_routed_requests_total",
+                             "Routed requests by where they ran and why (local, remote, overflow, fallback, affinity, "
+                             "balanced, pinned).",
+                             {{"backend", r.backend}, {"route", r.reason}})
+                .inc();
+        };
+    }
     preparing_.fetch_add(1);
     // Preparation (template, tokenizer, grammar) runs on the pool: its cost grows with the prompt
     // (and, for some inputs, faster), and an I/O thread must stay free for probes and other

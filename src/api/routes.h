@@ -8,6 +8,8 @@
 #include "api/http_server.h"
 #include "api/response_store.h"
 #include "api/schema.h"
+#include "backend/remote_backend.h"
+#include "backend/routing.h"
 #include "engine/embedder.h"
 #include "engine/engine.h"
 #include "host/model_host.h"
@@ -19,6 +21,7 @@
 #include <boost/asio/thread_pool.hpp>
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -71,6 +74,14 @@ struct api_config {
 
     // Stored Responses (store, previous_response_id, GET/DELETE /v1/responses/{id}); null: off.
     std::shared_ptr<response_store> responses;
+
+    // Remote OpenAI-compatible backends (--backend), in configuration order, and the routing
+    // policy per model id (--route MODEL=POLICY; a model without one: auto, backend/routing.h).
+    std::vector<std::shared_ptr<remote_backend>> backends;
+    std::map<std::string, route_policy>          routes;
+    // local-first spills a request to a remote backend when this many already wait here for a
+    // slot (0: as soon as every slot is busy).
+    int32_t overflow_after = 0;
 };
 
 // Everything a generation job needs besides the request: where to report, whom to charge.
@@ -79,6 +90,8 @@ struct job_context {
     rate_limiter                    *limiter = nullptr; // may be null; outlives every job
     size_t                           key     = 0;
     std::shared_ptr<void>            hold; // keeps the model loaded until the job ends (model_host)
+    // Told where a routed request ran, once its answer starts (may be empty).
+    std::function<void(const route_info &)> on_route;
 };
 
 class api_router;
@@ -172,12 +185,25 @@ class api_router {
 
     // The model objects GET /v1/models lists (hosted models, then the default model's adapters).
     nlohmann::json model_objects() const;
+    void           add_remote_models(nlohmann::json &data) const; // the remote backends' models and placements
     void           handle_documents(const std::shared_ptr<http_exchange> &ex, bool manifest);
     void           handle_inference(const std::shared_ptr<http_exchange> &ex, api_kind kind, size_t key);
-    // Checks what needs the model but no tokenization, then hands the request to the preparation
-    // pool (template, tokenizer, grammar), after which the job runs on the exchange's executor.
-    void run_inference(const std::shared_ptr<http_exchange> &ex, const leased &model, api_request req,
-                       std::string served, size_t key, std::shared_ptr<answer_writer> writer);
+    // Checks what needs the backend but no preparation, then hands the request to the
+    // preparation pool (template, tokenizer, grammar), after which the job runs on the exchange's
+    // executor. `metrics` and `hold` come from the local model when it is a candidate.
+    void run_inference(const std::shared_ptr<http_exchange> &ex, std::shared_ptr<generation_backend> backend,
+                       std::shared_ptr<serving_metrics> metrics, std::shared_ptr<void> hold, api_request req,
+                       std::string served, size_t key, std::shared_ptr<answer_writer> writer, bool routed = false);
+    // Sequences routed to hosted model `index` by route_request whose jobs have not ended.
+    std::shared_ptr<std::atomic<int32_t>> local_counter(size_t index);
+    // The remote backends that serve model `id` now.
+    std::vector<std::shared_ptr<remote_backend>> remotes_for(const std::string &id) const;
+    // A request for a model some remote backend serves: orders the candidates (the local model
+    // when `local` holds a lease on it) by the model's policy and the request's placement, and
+    // runs it on the resulting failover_backend.
+    void route_request(const std::shared_ptr<http_exchange> &ex, std::optional<leased> local,
+                       const std::vector<std::shared_ptr<remote_backend>> &remotes, api_request req, std::string served,
+                       size_t key, std::shared_ptr<answer_writer> writer);
     // Routes a validated generation request to its model (or adapter) and runs it; `writer` null:
     // the request kind's OpenAI shape.
     void dispatch_inference(const std::shared_ptr<http_exchange> &ex, api_request req, size_t key,
@@ -185,19 +211,21 @@ class api_router {
     void handle_embedding_route(const std::shared_ptr<http_exchange> &ex, bool ranking, size_t key);
     bool cors(const std::shared_ptr<http_exchange> &ex, const std::string &methods);
 
-    api_config cfg_;
+    api_config     cfg_;
+    affinity_table affinity_; // balanced routing: prompt prefix -> the backend that served it
     // Where requests are prepared (chat template, tokenizer, grammar compilation), off the I/O
     // threads; preparing_ counts the ones in progress (a draining server does not wait for them).
-    boost::asio::thread_pool       prep_pool_;
-    std::atomic<int64_t>           preparing_{0};
-    api_keys                       keys_;
-    rate_limiter                   limiter_;
-    mutable std::mutex             mu_;
-    std::shared_ptr<served_models> host_;
-    std::vector<hosted_model_info> info_; // set once with host_
-    bool                           ready_    = false;
-    bool                           draining_ = false;
-    int64_t                        created_  = 0;
+    boost::asio::thread_pool                                prep_pool_;
+    std::atomic<int64_t>                                    preparing_{0};
+    api_keys                                                keys_;
+    rate_limiter                                            limiter_;
+    mutable std::mutex                                      mu_;
+    std::shared_ptr<served_models>                          host_;
+    std::vector<hosted_model_info>                          info_;         // set once with host_
+    std::map<size_t, std::shared_ptr<std::atomic<int32_t>>> local_routed_; // local_counter()
+    bool                                                    ready_    = false;
+    bool                                                    draining_ = false;
+    int64_t                                                 created_  = 0;
 };
 
 // Sends an error response (the one error-to-HTTP path for whole responses); `headers` are

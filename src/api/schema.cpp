@@ -625,6 +625,18 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
         return speculative.err();
     }
     r.speculative = *speculative;
+    if (const json *nvext = json_field(body, "nvext"); nvext != nullptr && nvext->is_object()) {
+        if (const json *pl = json_field(*nvext, "placement")) {
+            if (!pl->is_string()) {
+                return error::invalid("nvext.placement must be a string, got " + type_name(*pl), "nvext.placement");
+            }
+            auto pin = parse_placement(pl->get_ref<const std::string &>(), "nvext.placement");
+            if (!pin) {
+                return pin.err();
+            }
+            r.placement = *pin;
+        }
+    }
 
     auto &s              = r.sampling;
     s.ignore_eos         = *ignore_eos;
@@ -856,6 +868,144 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
         }
     }
     return r;
+}
+
+} // namespace inferbox
+
+namespace inferbox {
+
+std::string request_to_json(const api_request &r, const std::string &model) {
+    // ordered_json: a JSON Schema's property order is the order the remote model generates in.
+    using ojson = nlohmann::ordered_json;
+    ojson body  = {{"model", model}};
+    if (r.kind == api_kind::chat) {
+        ojson messages = ojson::array();
+        for (const auto &m : r.messages) {
+            ojson msg = {{"role", m.role}, {"content", m.content}};
+            if (!m.tool_calls.empty()) {
+                ojson calls = ojson::array();
+                for (const auto &tc : m.tool_calls) {
+                    calls.push_back({{"id", tc.id},
+                                     {"type", "function"},
+                                     {"function", {{"name", tc.name}, {"arguments", tc.arguments}}}});
+                }
+                msg["tool_calls"] = std::move(calls);
+            }
+            if (!m.tool_call_id.empty()) {
+                msg["tool_call_id"] = m.tool_call_id;
+            }
+            messages.push_back(std::move(msg));
+        }
+        body["messages"] = std::move(messages);
+        if (!r.tools.empty()) {
+            ojson tools = ojson::array();
+            for (const auto &t : r.tools) {
+                ojson fn = {{"name", t.name}};
+                if (!t.description.empty()) {
+                    fn["description"] = t.description;
+                }
+                if (!t.parameters.empty()) {
+                    fn["parameters"] = ojson::parse(t.parameters); // the schema's own serialization
+                }
+                tools.push_back({{"type", "function"}, {"function", std::move(fn)}});
+            }
+            body["tools"] = std::move(tools);
+            // A named tool_choice was narrowed to that one tool under "required": the same promise.
+            body["tool_choice"] = r.choice == tool_choice::none       ? "none"
+                                  : r.choice == tool_choice::required ? "required"
+                                                                      : "auto";
+            if (!r.parallel_tool_calls) {
+                body["parallel_tool_calls"] = false;
+            }
+        }
+    } else {
+        ojson prompts = ojson::array();
+        for (const auto &p : r.prompts) {
+            if (const auto *s = std::get_if<std::string>(&p)) {
+                prompts.push_back(*s);
+            } else {
+                prompts.push_back(std::get<std::vector<token_id>>(p));
+            }
+        }
+        body["prompt"] = prompts.size() == 1 ? prompts.front() : prompts;
+        if (r.echo) {
+            body["echo"] = true;
+        }
+    }
+    if (r.max_tokens) {
+        body["max_tokens"] = *r.max_tokens;
+    }
+    if (r.n != 1) {
+        body["n"] = r.n;
+    }
+    if (!r.stop.empty()) {
+        body["stop"] = r.stop;
+    }
+    if (!r.user.empty()) {
+        body["user"] = r.user;
+    }
+    const auto &s       = r.sampling;
+    body["temperature"] = s.temperature;
+    body["top_p"]       = s.top_p;
+    // Extensions (vLLM, llama-server, inferbox) only when set: OpenAI itself refuses unknown fields.
+    if (s.top_k != 0) {
+        body["top_k"] = s.top_k;
+    }
+    if (s.min_p != 0.0f) {
+        body["min_p"] = s.min_p;
+    }
+    if (s.repetition_penalty != 1.0f) {
+        body["repetition_penalty"] = s.repetition_penalty;
+    }
+    if (s.ignore_eos) {
+        body["ignore_eos"] = true;
+    }
+    if (s.presence_penalty != 0.0f) {
+        body["presence_penalty"] = s.presence_penalty;
+    }
+    if (s.frequency_penalty != 0.0f) {
+        body["frequency_penalty"] = s.frequency_penalty;
+    }
+    if (s.seed) {
+        body["seed"] = *s.seed;
+    }
+    if (!s.logit_bias.empty()) {
+        ojson lb = ojson::object();
+        for (const auto &[tok, bias] : s.logit_bias) {
+            lb[std::to_string(tok)] = bias;
+        }
+        body["logit_bias"] = std::move(lb);
+    }
+    if (s.top_logprobs >= 0) {
+        if (r.kind == api_kind::chat) {
+            body["logprobs"]     = true;
+            body["top_logprobs"] = s.top_logprobs;
+        } else {
+            body["logprobs"] = s.top_logprobs;
+        }
+    }
+    const auto &c = r.constraint;
+    switch (c.kind) {
+    case constraint_kind::none:
+        break;
+    case constraint_kind::json_object:
+        body["response_format"] = {{"type", "json_object"}};
+        break;
+    case constraint_kind::json_schema:
+        body["response_format"] = {
+            {"type", "json_schema"},
+            {"json_schema", {{"name", "response"}, {"schema", ojson::parse(c.schema)}, {"strict", true}}}};
+        break;
+    case constraint_kind::regex:
+    case constraint_kind::choice:
+    case constraint_kind::grammar:
+        // Already GBNF: NIM's and inferbox's guided_grammar take it as it is.
+        body["nvext"] = {{"guided_grammar", c.gbnf}};
+        break;
+    }
+    body["stream"]         = true;
+    body["stream_options"] = {{"include_usage", true}};
+    return body.dump(-1, ' ', false, ojson::error_handler_t::replace);
 }
 
 } // namespace inferbox

@@ -6,6 +6,7 @@
 
 #include "api/guided.h"
 #include "api/json_body.h"
+#include "backend/routing.h"
 #include "common/status.h"
 #include "engine/model.h"
 #include "engine/types.h"
@@ -72,7 +73,9 @@ struct api_request {
     std::vector<chat_tool> tools;
     tool_choice            choice              = tool_choice::automatic;
     bool                   parallel_tool_calls = true;
-    bool                   tools_active() const { return !tools.empty() && choice != tool_choice::none; }
+    // nvext.placement (or the X-Inferbox-Placement header): where the request may run.
+    placement_pin placement = placement_pin::automatic;
+    bool          tools_active() const { return !tools.empty() && choice != tool_choice::none; }
 };
 
 // Validates a parsed body (parse_json_body, api/json_body.h). Errors are invalid_request naming the
@@ -80,6 +83,11 @@ struct api_request {
 // properties in the client's order; without it they are sorted.
 result<api_request> parse_request(api_kind kind, const nlohmann::json &body, const api_limits &limits,
                                   const key_order *order = nullptr);
+
+// The request as an OpenAI body (serialized JSON) for `model` on another server (a remote backend): every field
+// the request set, extensions only when they differ from their defaults, always streamed with
+// usage. parse_request of the result gives back the same request (tests/unit/schema_test.cpp).
+std::string request_to_json(const api_request &r, const std::string &model);
 
 // The declarative table, exposed for documentation and tests.
 struct numeric_field {

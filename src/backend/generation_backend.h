@@ -76,11 +76,24 @@ struct backend_event {
 // A submitted request. Events accumulate until take(); `notify` (given to submit) says there
 // are some. After cancel() the backend frees what the request holds and may stop producing
 // events; take() stays callable.
+// Where a request runs and why: the backend's name ("local", or a remote's configured name) and
+// the routing reason (local, remote, overflow, fallback, affinity, balanced, pinned). Empty when
+// no routing took place (a server without remote backends).
+struct route_info {
+    std::string backend;
+    std::string reason;
+};
+
 class generation_stream {
   public:
     virtual ~generation_stream()                = default;
     virtual std::vector<backend_event> take()   = 0;
     virtual void                       cancel() = 0;
+    // Where the request runs now (it may change before the first event: a fallback).
+    virtual route_info route() const { return {}; }
+    // True when the answer's head should wait for the first event: until then the stream may
+    // still move to another backend, and an error is still a plain HTTP error.
+    virtual bool open_at_first_event() const { return false; }
 };
 
 class generation_backend {

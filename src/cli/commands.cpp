@@ -153,6 +153,20 @@ int run_cli(int argc, char **argv) {
         ->capture_default_str()
         ->check(CLI::Range(1, 3650));
 
+    // Remote backends and routing (docs/routing.md).
+    serve->add_option("--backend", so.backends,
+                      "a remote OpenAI-compatible server: NAME=URL[;models=a,b=remote-b][;api-key-env=VAR]"
+                      "[;ca-file=PEM][;max-in-flight=N]... (repeatable; docs/routing.md)");
+    serve->add_option("--route", so.routes,
+                      "MODEL=POLICY: local-first, remote-first, local-only, remote-only, balanced or auto "
+                      "(repeatable)");
+    serve
+        ->add_option("--overflow-after", so.overflow_after,
+                     "local-first spills a request to a remote backend once this many wait here for a slot "
+                     "(0: as soon as every slot is busy)")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 100000));
+
     // Security and limits (docs/operations.md).
     serve->add_option("--api-key", so.api_keys, "an accepted API key (repeatable; also INFERBOX_API_KEYS=k1,k2)");
     serve->add_option("--api-key-file", so.api_key_file, "file with one accepted API key per line")

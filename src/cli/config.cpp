@@ -55,12 +55,51 @@ std::string config_file_of(const CLI::App &app) {
     return c->get_default_str().empty() ? std::string("config file") : c->get_default_str();
 }
 
+// A backend written as a mapping (serve's `backend:` list) in the one-line form --backend takes:
+// name and url first, lists joined with ',', `labels:` as label.NAME keys (backend/backend_spec.h).
+std::string backend_entry(const YAML::Node &m, const std::string &where) {
+    if (!m["name"] || !m["url"] || !m["name"].IsScalar() || !m["url"].IsScalar()) {
+        throw CLI::ConfigError(where + ": a backend entry needs a name and a url");
+    }
+    std::string out = m["name"].Scalar() + "=" + m["url"].Scalar();
+    for (const auto &kv : m) {
+        const std::string key = normalise_key(kv.first.as<std::string>());
+        if (key == "name" || key == "url") {
+            continue;
+        }
+        if (kv.second.IsScalar()) {
+            out += ";" + key + "=" + kv.second.Scalar();
+        } else if (kv.second.IsSequence()) {
+            std::string joined;
+            for (const auto &v : kv.second) {
+                if (!v.IsScalar()) {
+                    throw CLI::ConfigError(where + "." + key + ": a list of plain values");
+                }
+                joined += (joined.empty() ? "" : ",") + v.Scalar();
+            }
+            out += ";" + key + "=" + joined;
+        } else if (kv.second.IsMap() && key == "labels") {
+            for (const auto &label : kv.second) {
+                out += ";label." + label.first.as<std::string>() + "=" + label.second.as<std::string>();
+            }
+        } else {
+            throw CLI::ConfigError(where + "." + key + ": expected a value or a list of values");
+        }
+    }
+    return out;
+}
+
 std::vector<std::string> inputs_of(const YAML::Node &value, const std::string &where) {
     std::vector<std::string> inputs;
+    const bool               backends = where.size() >= 7 && where.compare(where.size() - 7, 7, "backend") == 0;
     if (value.IsScalar()) {
         inputs.push_back(value.Scalar());
     } else if (value.IsSequence()) {
         for (const YAML::Node &v : value) {
+            if (backends && v.IsMap()) {
+                inputs.push_back(backend_entry(v, where));
+                continue;
+            }
             if (!v.IsScalar()) {
                 throw CLI::ConfigError(where + ": a list may only hold plain values");
             }

@@ -2,6 +2,8 @@
 
 #include "api/errors.h"
 #include "api/routes.h"
+#include "backend/backend_spec.h"
+#include "backend/remote_backend.h"
 #include "cli/output.h"
 #include "cli/profile_commands.h"
 #include "engine/model.h"
@@ -290,6 +292,82 @@ result<std::shared_ptr<response_store>> open_response_store(const serve_options 
     }
     spdlog::info("stored Responses: {} (up to {} bytes, {} days)", file.string(), *max, opts.store_max_age_days);
     return std::shared_ptr<response_store>(std::move(*store));
+}
+
+} // namespace
+
+namespace {
+
+// A remote backend's state on /metrics, read at each scrape.
+void register_backend_metrics(registry &reg, const std::shared_ptr<remote_backend> &b) {
+    const label_list                    labels = {{"backend", b->name()}};
+    const std::weak_ptr<remote_backend> weak   = b;
+    const auto                          read   = [weak](auto field) {
+        return [weak, field]() -> double {
+            auto self = weak.lock();
+            return self ? field(self->status()) : 0.0;
+        };
+    };
+    reg.add_counter_fn("inferbox_backend_requests_total", "Requests sent to a remote backend.", labels,
+                       read([](const remote_status &s) { return static_cast<double>(s.requests); }));
+    reg.add_counter_fn("inferbox_backend_failures_total",
+                       "Requests to a remote backend that failed (transport, timeout, 5xx, broken stream).", labels,
+                       read([](const remote_status &s) { return static_cast<double>(s.failures); }));
+    reg.add_gauge_fn("inferbox_backend_in_flight", "Requests open at a remote backend.", labels,
+                     read([](const remote_status &s) { return static_cast<double>(s.in_flight); }));
+    reg.add_gauge_fn("inferbox_backend_circuit_state", "A remote backend's circuit: 0 closed, 1 open, 2 half-open.",
+                     labels, read([](const remote_status &s) { return static_cast<double>(s.circuit); }));
+    reg.add_gauge_fn("inferbox_backend_up", "1 when the last probe or request reached the remote backend.", labels,
+                     read([](const remote_status &s) { return s.reachable ? 1.0 : 0.0; }));
+}
+
+// The remote backends (--backend) and routing policies (--route): every entry checked, its API key
+// read, its TLS set up; an error names the entry.
+std::optional<error> configure_routing(const serve_options &opts, const net::any_io_executor &exec, api_config &cfg) {
+    for (const auto &text : opts.backends) {
+        auto spec = parse_backend_spec(text);
+        if (!spec) {
+            return error::invalid("--backend: " + spec.err().message);
+        }
+        for (const auto &b : cfg.backends) {
+            if (b->name() == spec->name) {
+                return error::invalid("--backend: two backends are named '" + spec->name + "'");
+            }
+        }
+        if (spec->name == "local") {
+            return error::invalid("--backend: 'local' names this server; choose another backend name");
+        }
+        auto key = resolve_backend_key(*spec);
+        if (!key) {
+            return error::invalid("--backend: " + key.err().message);
+        }
+        auto backend = remote_backend::create(*spec, std::move(*key), exec);
+        if (!backend) {
+            return error::invalid("--backend: " + backend.err().message);
+        }
+        std::string models;
+        for (const auto &m : (*backend)->spec().models) {
+            models += (models.empty() ? "" : ", ") + m.id + (m.id == m.remote_id ? "" : " (as " + m.remote_id + ")");
+        }
+        spdlog::info("backend '{}': {} serving {}", spec->name,
+                     (*backend)->url().origin() + (*backend)->url().base_path,
+                     models.empty() ? std::string("the models its /models lists") : models);
+        register_backend_metrics(*cfg.metrics_registry, *backend);
+        cfg.backends.push_back(std::move(*backend));
+    }
+    for (const auto &text : opts.routes) {
+        const auto eq = text.rfind('=');
+        if (eq == std::string::npos || eq == 0) {
+            return error::invalid("--route: expected MODEL=POLICY, got '" + text + "'");
+        }
+        auto policy = parse_route_policy(text.substr(eq + 1));
+        if (!policy) {
+            return error::invalid("--route " + text + ": " + policy.err().message);
+        }
+        cfg.routes[text.substr(0, eq)] = *policy;
+    }
+    cfg.overflow_after = opts.overflow_after;
+    return std::nullopt;
 }
 
 } // namespace
@@ -612,6 +690,12 @@ int run_serve(const serve_options &given) {
                                              : std::to_string(hopts.budget_bytes >> 20) + " MiB");
     }
 
+    net::io_context ioc;
+    // Remote backends run their HTTP calls and probes on the I/O threads' io_context.
+    if (auto err = configure_routing(opts, ioc.get_executor(), cfg)) {
+        spdlog::error("{}", err->message);
+        return 1;
+    }
     api_router router(cfg);
     router.set_models(host, infos);
     if (!cfg.api_keys.empty()) {
@@ -619,10 +703,9 @@ int run_serve(const serve_options &given) {
                      cfg.metrics_public ? " and /metrics" : "");
     }
 
-    net::io_context ioc;
-    http_server     server(
-            ioc, [&router](const std::shared_ptr<http_exchange> &ex) { router.handle(ex); },
-            [](http::status status, const std::string &msg) {
+    http_server server(
+        ioc, [&router](const std::shared_ptr<http_exchange> &ex) { router.handle(ex); },
+        [](http::status status, const std::string &msg) {
             error_kind kind = error_kind::invalid_request;
             if (status == http::status::payload_too_large) {
                 kind = error_kind::payload_too_large;
@@ -631,7 +714,7 @@ int run_serve(const serve_options &given) {
             }
             return error_body(error{kind, msg, "", ""});
         },
-            opts.http);
+        opts.http);
     server.set_access_log(&api_router::log_access);
     server.set_body_limit([fallback = opts.http.max_body_bytes](std::string_view target, http::verb verb) {
         return api_router::body_limit_for(target, verb, fallback);
@@ -688,6 +771,10 @@ int run_serve(const serve_options &given) {
                 }
             }
         });
+    }
+
+    for (const auto &b : cfg.backends) {
+        b->start_probes();
     }
 
     // The first model loads now: readiness waits for it, and a server whose default model cannot
@@ -782,7 +869,9 @@ int run_serve(const serve_options &given) {
         while (std::chrono::steady_clock::now() < deadline) {
             const auto loaded = host->loaded();
             if (!host->loading() && router.preparing() == 0 &&
-                std::all_of(loaded.begin(), loaded.end(), [](const auto &m) { return m->idle(); })) {
+                std::all_of(loaded.begin(), loaded.end(), [](const auto &m) { return m->idle(); }) &&
+                std::all_of(cfg.backends.begin(), cfg.backends.end(),
+                            [](const auto &b) { return b->status().in_flight == 0; })) {
                 break;
             }
             std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -825,6 +914,9 @@ int run_serve(const serve_options &given) {
         });
     }
     host->shutdown();
+    for (const auto &b : cfg.backends) {
+        b->stop();
+    }
     ioc.stop();
     for (auto &t : io_threads) {
         t.join();

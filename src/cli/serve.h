@@ -56,6 +56,12 @@ struct serve_options {
     std::string data_dir;
     std::string store_max_bytes    = "256MiB"; // --store-max-bytes: stored Responses in all ("off": none)
     int32_t     store_max_age_days = 30;       // --store-max-age-days
+
+    // --backend NAME=URL;key=value;... (repeatable): remote OpenAI-compatible servers
+    // (backend/backend_spec.h); --route MODEL=POLICY (repeatable): a model's routing policy.
+    std::vector<std::string> backends;
+    std::vector<std::string> routes;
+    int32_t                  overflow_after = 0; // --overflow-after (api_config::overflow_after)
 };
 
 int run_serve(const serve_options &opts);

@@ -36,6 +36,15 @@ bool failpoint(const char *env) {
     spdlog::warn("failpoint {}: firing ({} left)", env, n - 1);
     return true;
 }
+
+int failpoint_ms(const char *env) {
+    const char *v = std::getenv(env);
+    if (v == nullptr || *v == '\0') {
+        return 0;
+    }
+    const long ms = std::strtol(v, nullptr, 10);
+    return ms > 0 && ms <= 10000 ? static_cast<int>(ms) : 0;
+}
 #endif
 
 } // namespace inferbox

@@ -7,14 +7,22 @@
 //   INFERBOX_FAILPOINT_DECODE        a decode fails as a failed llama_decode would (engine.cpp)
 //   INFERBOX_FAILPOINT_STEP_THROW    an engine step throws std::bad_alloc (engine.cpp)
 //   INFERBOX_FAILPOINT_HANDLER_THROW an inference handler throws (api/routes.cpp)
+//
+// failpoint_ms(env) reads a duration instead: the variable's value in milliseconds (0 when unset).
+//   INFERBOX_FAILPOINT_STEP_DELAY_MS each engine step waits this long first, so a test can act
+//                                    while a stream is still running (engine.cpp)
 
 namespace inferbox {
 
 #ifdef INFERBOX_FAILPOINTS
 bool failpoint(const char *env);
+int  failpoint_ms(const char *env);
 #else
 inline bool failpoint(const char * /*env*/) {
     return false;
+}
+inline int failpoint_ms(const char * /*env*/) {
+    return 0;
 }
 #endif
 

@@ -18,6 +18,8 @@ enum class error_kind {
     overloaded,         // the waiting queue is full, or a rate limit is reached: retry later
     unavailable,        // not ready (loading) or shutting down
     internal,           // a bug or an engine failure
+    upstream,           // a remote backend failed or answered something unusable (502)
+    timeout,            // a remote backend or the request's deadline ran out (504)
 };
 
 struct error {

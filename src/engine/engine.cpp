@@ -579,6 +579,10 @@ void engine::step() {
     if (failpoint("INFERBOX_FAILPOINT_STEP_THROW")) {
         throw std::bad_alloc(); // test builds: what the engine loop's last line of defence catches
     }
+    static const int delay_ms = failpoint_ms("INFERBOX_FAILPOINT_STEP_DELAY_MS");
+    if (delay_ms > 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms)); // test builds: slow streams
+    }
     auto &sched = st_->sched;
     if (speculating()) {
         propose_drafts();

@@ -177,6 +177,14 @@ void registry::add_gauge_fn(const std::string &name, const std::string &help, co
     s->fn = std::move(fn);
 }
 
+void registry::add_counter_fn(const std::string &name, const std::string &help, const label_list &labels,
+                              std::function<double()> fn) {
+    std::lock_guard lock(mu_);
+    series         *s = find(family_for(name, help, kind::counter, {}), labels);
+    s->c.reset();
+    s->fn = std::move(fn);
+}
+
 histogram &registry::add_histogram(const std::string &name, const std::string &help, std::vector<double> bounds,
                                    const label_list &labels, const std::vector<std::string> &aliases) {
     std::lock_guard lock(mu_);
@@ -200,8 +208,8 @@ std::string registry::render() const {
             out += "# TYPE " + name + " " + type + "\n";
             for (const auto &s : f.items) {
                 if (f.type == kind::counter) {
-                    out +=
-                        name + format_labels(s.labels) + " " + format_value(static_cast<double>(s.c->value())) + "\n";
+                    const double v = s.fn ? s.fn() : static_cast<double>(s.c->value());
+                    out += name + format_labels(s.labels) + " " + format_value(v) + "\n";
                 } else if (f.type == kind::gauge) {
                     const double v = s.fn ? s.fn() : s.g->value();
                     out += name + format_labels(s.labels) + " " + format_value(v) + "\n";

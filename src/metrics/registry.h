@@ -74,6 +74,10 @@ class registry {
     // must be thread-safe and cheap; it runs on the scraping thread.
     void add_gauge_fn(const std::string &name, const std::string &help, const label_list &labels,
                       std::function<double()> fn, const std::vector<std::string> &aliases = {});
+    // A counter whose value is read when scraped (a count another object keeps); `fn` must never
+    // decrease, be thread-safe and cheap.
+    void add_counter_fn(const std::string &name, const std::string &help, const label_list &labels,
+                        std::function<double()> fn);
 
     std::string render() const;
 

@@ -22,6 +22,7 @@ struct cli_fixture {
     int                      port           = 8000;
     bool                     metrics_public = false;
     std::vector<std::string> keys;
+    std::vector<std::string> backends;
 
     cli_fixture() {
         app.add_option("--log-format", log_format)->envname("INFERBOX_LOG_FORMAT")->capture_default_str();
@@ -32,6 +33,7 @@ struct cli_fixture {
         serve->add_option("--port", port)->capture_default_str();
         serve->add_flag("--metrics-public", metrics_public);
         serve->add_option("--api-key", keys);
+        serve->add_option("--backend", backends);
         enable_layered_config(app, *serve);
     }
     void parse(std::vector<std::string> args) {
@@ -81,6 +83,27 @@ TEST_F(config_file, file_values_apply_and_flags_win) {
     EXPECT_TRUE(f.metrics_public);
     EXPECT_EQ(f.keys, (std::vector<std::string>{"one", "two"}));
     EXPECT_EQ(f.host, "127.0.0.1"); // null: the default stays
+}
+
+TEST_F(config_file, backends_may_be_written_as_mappings) {
+    const std::string file = write("serve:\n  backend:\n"
+                                   "    - name: cloud\n      url: https://api.example.com/v1\n"
+                                   "      models: [big, small=vendor/small]\n      api_key_env: CLOUD_KEY\n"
+                                   "      labels: {tier: cloud}\n"
+                                   "    - edge=http://10.0.0.5:8000/v1;models=tiny\n");
+    cli_fixture       f;
+    f.parse({"--config", file, "serve"});
+    EXPECT_EQ(f.backends, (std::vector<std::string>{"cloud=https://api.example.com/v1;models=big,small=vendor/small;"
+                                                    "api-key-env=CLOUD_KEY;label.tier=cloud",
+                                                    "edge=http://10.0.0.5:8000/v1;models=tiny"}));
+    const std::string bad = write("serve:\n  backend:\n    - url: http://h\n");
+    cli_fixture       g;
+    try {
+        g.parse({"--config", bad, "serve"});
+        ADD_FAILURE() << "a backend without a name was accepted";
+    } catch (const CLI::ConfigError &e) {
+        EXPECT_NE(std::string(e.what()).find("a backend entry needs a name and a url"), std::string::npos) << e.what();
+    }
 }
 
 TEST_F(config_file, environment_outranks_the_file) {

@@ -1,0 +1,43 @@
+#pragma once
+// A request's route as a generation backend: an ordered list of candidate backends (the local
+// engine and remote servers) that serve the request's model. The first one with room takes it
+// (later ones: "overflow"); when the one that took it fails before anything reached the client —
+// refused at submit, or an error as its first event — the next candidate takes it over
+// ("fallback"). Client errors (400, 413) never move. Built per request by the API router, which
+// orders the candidates by the model's routing policy.
+
+#include "backend/generation_backend.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace inferbox {
+
+struct route_candidate {
+    std::shared_ptr<generation_backend> backend;
+    std::string                         name; // "local" or the remote backend's name
+};
+
+class failover_backend final : public generation_backend {
+  public:
+    // `reason`: why the first candidate is first (local, remote, pinned, affinity, balanced).
+    failover_backend(std::vector<route_candidate> candidates, std::string reason);
+
+    std::optional<error>                       check(const api_request &req) const override;
+    std::optional<error>                       over_capacity(int32_t n_sequences) const override;
+    result<backend_request>                    prepare(api_request req) const override;
+    result<std::shared_ptr<generation_stream>> submit(std::shared_ptr<const backend_request> req,
+                                                      std::function<void()>                  notify) override;
+    bool                                       healthy() const override;
+
+    // Errors that another backend may answer better: the backend's own trouble, not the request's.
+    static bool movable(const error &err);
+
+  private:
+    std::vector<route_candidate> candidates_;
+    std::string                  reason_;
+    mutable size_t               first_ = 0; // the candidate over_capacity found room on
+};
+
+} // namespace inferbox

@@ -1,0 +1,574 @@
+// Routing (AIM) without servers: the backend spec, URLs, the OpenAI stream reader, the request
+// serializer, the routing policy, prefix affinity and the failover backend over scripted backends.
+
+#include "api/schema.h"
+#include "backend/backend_spec.h"
+#include "backend/failover.h"
+#include "backend/http_client.h"
+#include "backend/routing.h"
+#include "backend/sse_reader.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdlib>
+#include <fstream>
+#include <mutex>
+
+namespace inferbox {
+namespace {
+
+using json = nlohmann::json;
+
+// --- backend_spec --------------------------------------------------------------------------------
+
+TEST(backend_spec, ParsesEveryKey) {
+    auto s = parse_backend_spec("cloud = https://api.example.com/v1/ ; models=big, small=vendor/small-v2 ;"
+                                "api-key-env=CLOUD_KEY;max-in-flight=16;connect-timeout-ms=250;"
+                                "first-byte-timeout-ms=9000;idle-timeout-ms=700;probe-interval-ms=0;"
+                                "failure-threshold=5;open-ms=1500;label.tier=cloud;label.region=eu");
+    ASSERT_TRUE(s) << s.err().message;
+    EXPECT_EQ(s->name, "cloud");
+    EXPECT_EQ(s->url, "https://api.example.com/v1/");
+    ASSERT_EQ(s->models.size(), 2U);
+    EXPECT_EQ(s->models[0].id, "big");
+    EXPECT_EQ(s->models[0].remote_id, "big");
+    EXPECT_EQ(s->models[1].id, "small");
+    EXPECT_EQ(s->models[1].remote_id, "vendor/small-v2");
+    EXPECT_EQ(s->api_key_env, "CLOUD_KEY");
+    EXPECT_EQ(s->max_in_flight, 16);
+    EXPECT_EQ(s->connect_timeout.count(), 250);
+    EXPECT_EQ(s->first_byte_timeout.count(), 9000);
+    EXPECT_EQ(s->idle_timeout.count(), 700);
+    EXPECT_EQ(s->probe_interval.count(), 0);
+    EXPECT_EQ(s->failure_threshold, 5);
+    EXPECT_EQ(s->open_time.count(), 1500);
+    EXPECT_EQ(s->labels.at("tier"), "cloud");
+    EXPECT_EQ(s->labels.at("region"), "eu");
+}
+
+TEST(backend_spec, RefusesWhatItCannotUseNamingTheEntry) {
+    const std::pair<const char *, const char *> cases[] = {
+        {"no-url-here", "expected NAME=URL first"},
+        {"bad name=http://h", "a backend name is 1 to 64"},
+        {"x=ftp://h", "must start with http:// or https://"},
+        {"x=http://h;colour=blue", "unknown setting 'colour'"},
+        {"x=http://h;max-in-flight=0", "max-in-flight must be an integer from 1"},
+        {"x=http://h;idle-timeout-ms=soon", "idle-timeout-ms must be an integer"},
+        {"x=http://h;models=a,=b", "needs an id"},
+        {"x=http://h;api-key-env=A;api-key-file=/k", "not both"},
+        {"x=http://h;justaword", "is not key=value"},
+    };
+    for (const auto &[text, expected] : cases) {
+        auto s = parse_backend_spec(text);
+        ASSERT_FALSE(s) << text;
+        EXPECT_NE(s.err().message.find(expected), std::string::npos) << text << ": " << s.err().message;
+        EXPECT_EQ(s.err().message.find("backend '"), 0U) << s.err().message;
+    }
+}
+
+TEST(backend_spec, KeysComeFromTheEnvironmentOrAFileAndNeverAppearInErrors) {
+    auto spec = parse_backend_spec("x=http://h;api-key-env=INFERBOX_UNIT_BACKEND_KEY");
+    ASSERT_TRUE(spec);
+    unsetenv("INFERBOX_UNIT_BACKEND_KEY");
+    auto missing = resolve_backend_key(*spec);
+    ASSERT_FALSE(missing);
+    EXPECT_NE(missing.err().message.find("INFERBOX_UNIT_BACKEND_KEY, which is not set"), std::string::npos);
+    setenv("INFERBOX_UNIT_BACKEND_KEY", "sk-secret", 1);
+    auto key = resolve_backend_key(*spec);
+    ASSERT_TRUE(key);
+    EXPECT_EQ(*key, "sk-secret");
+    unsetenv("INFERBOX_UNIT_BACKEND_KEY");
+
+    const std::string file = ::testing::TempDir() + "/backend.key";
+    std::ofstream(file) << "  sk-from-file \r\nsecond line\n";
+    auto from_file = resolve_backend_key(*parse_backend_spec("x=http://h;api-key-file=" + file));
+    ASSERT_TRUE(from_file);
+    EXPECT_EQ(*from_file, "sk-from-file");
+    std::ofstream(file) << "\n";
+    auto empty = resolve_backend_key(*parse_backend_spec("x=http://h;api-key-file=" + file));
+    ASSERT_FALSE(empty);
+    EXPECT_NE(empty.err().message.find("is empty"), std::string::npos);
+}
+
+TEST(http_url, SplitsBaseUrls) {
+    auto u = parse_http_url("https://api.example.com/v1/");
+    ASSERT_TRUE(u);
+    EXPECT_TRUE(u->tls);
+    EXPECT_EQ(u->host, "api.example.com");
+    EXPECT_EQ(u->port, "443");
+    EXPECT_EQ(u->base_path, "/v1");
+    auto v6 = parse_http_url("http://[::1]:8080");
+    ASSERT_TRUE(v6);
+    EXPECT_EQ(v6->host, "::1");
+    EXPECT_EQ(v6->port, "8080");
+    EXPECT_EQ(v6->base_path, "");
+    for (const char *bad : {"ftp://h", "http://", "http://h:0", "http://h:70000", "http://u:p@h/v1", "http://h/v1?x=1",
+                            "http://[::1", "http://h:12ab"}) {
+        EXPECT_FALSE(parse_http_url(bad)) << bad;
+    }
+}
+
+// --- sse_reader ----------------------------------------------------------------------------------
+
+std::vector<backend_event> read_all(sse_reader &r, const std::string &stream, size_t piece = 7) {
+    std::vector<backend_event> out;
+    for (size_t i = 0; i < stream.size(); i += piece) {
+        r.feed(std::string_view(stream).substr(i, piece), out); // events split across reads
+    }
+    r.end(out);
+    return out;
+}
+
+TEST(sse_reader, ReadsChatChunksAndHoldsTheFinishForTheUsage) {
+    const std::string stream =
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n"
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\r\n\r\n"
+        ": a comment line\n\n"
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"length\"}]}\n\n"
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":2,"
+        "\"prompt_tokens_details\":{\"cached_tokens\":3}}}\n\n"
+        "data: [DONE]\n\n";
+    sse_reader r("b", /*chat=*/true, /*tools=*/false, 1);
+    const auto evs = read_all(r, stream);
+    ASSERT_EQ(evs.size(), 3U) << "the role chunk carries nothing";
+    EXPECT_EQ(evs[0].content, "Hel");
+    EXPECT_EQ(evs[1].content, "lo");
+    EXPECT_EQ(evs[1].finish, finish_reason::none) << "the finish waits for the usage";
+    EXPECT_EQ(evs[2].finish, finish_reason::length);
+    EXPECT_EQ(evs[2].n_prompt, 7);
+    EXPECT_EQ(evs[2].n_generated, 2);
+    EXPECT_EQ(evs[2].n_cached, 3);
+    EXPECT_TRUE(r.done());
+    EXPECT_FALSE(r.failed());
+}
+
+TEST(sse_reader, ReadsToolCallsAndHandsOverTheWholeMessage) {
+    const std::string stream =
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_a\",\"type\":"
+        "\"function\",\"function\":{\"name\":\"get\",\"arguments\":\"{\\\"q\\\"\"}}]}}]}\n\n"
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":"
+        "\":1}\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\n"
+        "data: [DONE]\n\n";
+    sse_reader r("b", true, /*tools=*/true, 1);
+    const auto evs = read_all(r, stream, 5);
+    ASSERT_EQ(evs.size(), 3U);
+    ASSERT_EQ(evs[0].calls.size(), 2U) << "the call is announced, then its first arguments";
+    EXPECT_TRUE(evs[0].calls[0].first);
+    EXPECT_EQ(evs[0].calls[0].id, "call_a");
+    EXPECT_EQ(evs[0].calls[0].name, "get");
+    EXPECT_EQ(evs[0].calls[1].arguments, "{\"q\"");
+    EXPECT_EQ(evs[1].calls[0].arguments, ":1}");
+    EXPECT_EQ(evs[2].finish, finish_reason::stop);
+    ASSERT_TRUE(evs[2].message);
+    ASSERT_EQ(evs[2].message->tool_calls.size(), 1U);
+    EXPECT_EQ(evs[2].message->tool_calls[0].arguments, "{\"q\":1}");
+}
+
+TEST(sse_reader, ReadsCompletionsWithLogprobsForSeveralChoices) {
+    const std::string stream =
+        "data: {\"choices\":[{\"index\":1,\"text\":\"b\",\"logprobs\":{\"tokens\":[\"b\"],\"token_logprobs\":[-0.5],"
+        "\"top_logprobs\":[{\"b\":-0.5}]}}]}\n\n"
+        "data: {\"choices\":[{\"index\":0,\"text\":\"a\",\"finish_reason\":\"stop\"},"
+        "{\"index\":1,\"text\":\"\",\"finish_reason\":\"stop\"}]}\n\n"
+        "data: [DONE]\n\n";
+    sse_reader r("b", /*chat=*/false, false, 2);
+    const auto evs = read_all(r, stream);
+    ASSERT_EQ(evs.size(), 4U);
+    EXPECT_EQ(evs[0].choice, 1U);
+    ASSERT_EQ(evs[0].logprobs.size(), 1U);
+    EXPECT_FLOAT_EQ(evs[0].logprobs[0].logprob, -0.5f);
+    EXPECT_EQ(evs[0].logprobs[0].top[0].first, "b");
+    EXPECT_EQ(evs[1].content, "a");
+    EXPECT_EQ(evs[2].choice, 0U);
+    EXPECT_EQ(evs[3].choice, 1U);
+    EXPECT_EQ(evs[3].finish, finish_reason::stop);
+}
+
+TEST(sse_reader, BadStreamsAreErrorsNamingTheBackend) {
+    const std::pair<std::string, const char *> cases[] = {
+        {"data: {not json}\n\n", "not a JSON object"},
+        {"data: {\"error\":{\"message\":\"engine on fire\"}}\n\n", "engine on fire"},
+        {"data: {\"choices\":[{\"index\":5,\"text\":\"x\"}]}\n\n", "names choice 5 of a request for 1"},
+        {"data: {\"choices\":[{\"index\":0,\"text\":\"x\"}]}\n\n", "ended before choice 0 finished"},
+        {"data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":3}]}}]}\n\n", "skips to tool call 3"},
+    };
+    for (const auto &[stream, expected] : cases) {
+        sse_reader r("gpu-box", stream.find("delta") != std::string::npos, false, 1);
+        const auto evs = read_all(r, stream);
+        ASSERT_FALSE(evs.empty()) << stream;
+        ASSERT_TRUE(evs.back().err) << stream;
+        EXPECT_EQ(evs.back().err->kind, error_kind::upstream);
+        EXPECT_NE(evs.back().err->message.find("backend 'gpu-box'"), std::string::npos);
+        EXPECT_NE(evs.back().err->message.find(expected), std::string::npos) << evs.back().err->message;
+        EXPECT_TRUE(r.failed());
+    }
+    // An event that never ends is bounded.
+    sse_reader                 r("b", false, false, 1, /*max_event_bytes=*/64);
+    std::vector<backend_event> out;
+    r.feed(std::string(100, 'x'), out);
+    ASSERT_EQ(out.size(), 1U);
+    EXPECT_NE(out[0].err->message.find("exceeds 64 bytes"), std::string::npos);
+}
+
+// --- request_to_json ---------------------------------------------------------------------------
+
+TEST(request_to_json, ParsingItBackGivesTheSameRequest) {
+    const std::string text = R"({
+        "model": "local-name", "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": "", "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "description": "d",
+            "parameters": {"type": "object", "properties": {"zeta": {"type": "string"}, "alpha": {"type": "integer"}}}}}],
+        "tool_choice": "required", "parallel_tool_calls": false,
+        "max_tokens": 33, "n": 2, "stop": ["\n\n", "END"], "temperature": 0.25, "top_p": 0.5, "top_k": 7,
+        "min_p": 0.1, "repetition_penalty": 1.2, "presence_penalty": 0.5, "frequency_penalty": -0.5, "seed": 42,
+        "logit_bias": {"5": -100}, "logprobs": true, "top_logprobs": 3, "user": "u1"})";
+    api_limits        limits;
+    key_order         order;
+    auto              body = parse_json_body(text, 64, &order);
+    ASSERT_TRUE(body);
+    auto a = parse_request(api_kind::chat, *body, limits, &order);
+    ASSERT_TRUE(a) << a.err().message;
+    const std::string wire = request_to_json(*a, "remote-name");
+    const json        j    = json::parse(wire);
+    EXPECT_EQ(j["model"], "remote-name");
+    EXPECT_EQ(j["stream"], true);
+    EXPECT_EQ(j["stream_options"]["include_usage"], true);
+    // Property order of a schema survives (the remote's grammar follows it).
+    EXPECT_LT(wire.find("\"zeta\""), wire.find("\"alpha\""));
+    auto b = parse_request(api_kind::chat, j, limits);
+    ASSERT_TRUE(b) << b.err().message;
+    EXPECT_EQ(b->model, "remote-name");
+    ASSERT_EQ(b->messages.size(), 4U);
+    EXPECT_EQ(b->messages[2].tool_calls[0].arguments, "{\"city\":\"Oslo\"}");
+    EXPECT_EQ(b->messages[3].tool_call_id, "call_1");
+    ASSERT_EQ(b->tools.size(), 1U);
+    EXPECT_EQ(json::parse(b->tools[0].parameters), json::parse(a->tools[0].parameters));
+    EXPECT_EQ(b->choice, tool_choice::required);
+    EXPECT_FALSE(b->parallel_tool_calls);
+    EXPECT_EQ(b->max_tokens, 33);
+    EXPECT_EQ(b->n, 2);
+    EXPECT_EQ(b->stop, a->stop);
+    EXPECT_EQ(b->user, "u1");
+    const auto &x = a->sampling, &y = b->sampling;
+    EXPECT_FLOAT_EQ(y.temperature, x.temperature);
+    EXPECT_FLOAT_EQ(y.top_p, x.top_p);
+    EXPECT_EQ(y.top_k, x.top_k);
+    EXPECT_FLOAT_EQ(y.min_p, x.min_p);
+    EXPECT_FLOAT_EQ(y.repetition_penalty, x.repetition_penalty);
+    EXPECT_FLOAT_EQ(y.presence_penalty, x.presence_penalty);
+    EXPECT_FLOAT_EQ(y.frequency_penalty, x.frequency_penalty);
+    EXPECT_EQ(y.seed, x.seed);
+    EXPECT_EQ(y.logit_bias, x.logit_bias);
+    EXPECT_EQ(y.top_logprobs, 3);
+}
+
+TEST(request_to_json, CompletionsConstraintsAndDefaultsRoundTrip) {
+    api_limits limits;
+    auto       a =
+        parse_request(api_kind::completion, json::parse(R"({"prompt": ["Once", [1, 2, 3]], "echo": true, "logprobs": 2,
+                                     "response_format": {"type": "json_schema", "json_schema": {"name": "x",
+                                     "schema": {"type": "object", "properties": {"b": {"type": "string"}}}}}})"),
+                      limits);
+    ASSERT_TRUE(a) << a.err().message;
+    const json j = json::parse(request_to_json(*a, "m"));
+    EXPECT_FALSE(j.contains("top_k")) << "extensions at their defaults are left out (OpenAI refuses them)";
+    EXPECT_FALSE(j.contains("max_tokens")) << "unset stays unset: the remote applies its own default";
+    auto b = parse_request(api_kind::completion, j, limits);
+    ASSERT_TRUE(b) << b.err().message;
+    ASSERT_EQ(b->prompts.size(), 2U);
+    EXPECT_EQ(std::get<std::string>(b->prompts[0]), "Once");
+    EXPECT_EQ(std::get<std::vector<token_id>>(b->prompts[1]), (std::vector<token_id>{1, 2, 3}));
+    EXPECT_TRUE(b->echo);
+    EXPECT_EQ(b->sampling.top_logprobs, 2);
+    EXPECT_EQ(b->constraint.kind, constraint_kind::json_schema);
+    EXPECT_EQ(json::parse(b->constraint.schema), json::parse(a->constraint.schema));
+
+    auto g = parse_request(api_kind::completion, json::parse(R"({"prompt": "x", "guided_regex": "[0-9]+"})"), limits);
+    ASSERT_TRUE(g) << g.err().message;
+    auto g2 = parse_request(api_kind::completion, json::parse(request_to_json(*g, "m")), limits);
+    ASSERT_TRUE(g2) << g2.err().message;
+    EXPECT_EQ(g2->constraint.kind, constraint_kind::grammar);
+    EXPECT_EQ(g2->constraint.gbnf, g->constraint.gbnf) << "the regex's grammar travels as nvext.guided_grammar";
+}
+
+// --- routing policy ----------------------------------------------------------------------------
+
+std::vector<std::string> names(const route_order &o, const std::vector<candidate_load> &c) {
+    std::vector<std::string> out;
+    for (size_t i : o.order) {
+        out.push_back(c[i].name);
+    }
+    return out;
+}
+
+using strings = std::vector<std::string>;
+
+TEST(routing, LocalFirstSpillsOnlyWhenHereIsFullAndARemoteHasRoom) {
+    std::vector<candidate_load> c = {{"local", true, true, 0}, {"b1", false, true, 5}, {"b2", false, true, 1}};
+    auto                        o = order_candidates(route_policy::automatic, placement_pin::automatic, c, "", "m");
+    EXPECT_EQ(names(o, c), (strings{"local", "b2", "b1"})) << "remotes by load";
+    EXPECT_EQ(o.reason, "local");
+    c[0].admissible = false;
+    o               = order_candidates(route_policy::local_first, placement_pin::automatic, c, "", "m");
+    EXPECT_EQ(names(o, c), (strings{"b2", "b1", "local"})) << "local stays as the last resort";
+    EXPECT_EQ(o.reason, "overflow");
+    c[1].admissible = c[2].admissible = false;
+    o = order_candidates(route_policy::local_first, placement_pin::automatic, c, "", "m");
+    EXPECT_EQ(names(o, c).front(), "local") << "nobody has room: no point leaving";
+    EXPECT_EQ(o.reason, "local");
+}
+
+TEST(routing, PinsAndOnlyPoliciesNarrowTheCandidates) {
+    const std::vector<candidate_load> c = {{"local", true, false, 9}, {"b1", false, true, 0}};
+    auto o = order_candidates(route_policy::local_first, placement_pin::local_only, c, "", "m");
+    EXPECT_EQ(names(o, c), (strings{"local"})) << "local-only never leaves, even when full";
+    EXPECT_EQ(o.reason, "pinned");
+    o = order_candidates(route_policy::automatic, placement_pin::remote_only, c, "", "m");
+    EXPECT_EQ(names(o, c), (strings{"b1"}));
+    o = order_candidates(route_policy::remote_only, placement_pin::automatic, c, "", "m");
+    EXPECT_EQ(names(o, c), (strings{"b1"}));
+    o = order_candidates(route_policy::remote_first, placement_pin::automatic, c, "", "m");
+    EXPECT_EQ(names(o, c), (strings{"b1", "local"}));
+    EXPECT_EQ(o.reason, "remote");
+    // A pin the policy forbids leaves nothing: a clear error, not a silent widening.
+    o = order_candidates(route_policy::remote_only, placement_pin::local_only, c, "", "tiny");
+    EXPECT_TRUE(o.order.empty());
+    ASSERT_TRUE(o.err);
+    EXPECT_EQ(o.err->kind, error_kind::unavailable);
+    EXPECT_NE(o.err->message.find("'tiny'"), std::string::npos);
+    const std::vector<candidate_load> remote_only = {{"b1", false, true, 0}};
+    o = order_candidates(route_policy::automatic, placement_pin::local_only, remote_only, "", "far");
+    ASSERT_TRUE(o.err);
+    EXPECT_NE(o.err->message.find("pinned local-only and the model is not on this server"), std::string::npos);
+}
+
+TEST(routing, BalancedPrefersTheLeastLoadedAndKeepsPrefixAffinityWithinReason) {
+    std::vector<candidate_load> c = {{"b1", false, true, 3}, {"b2", false, true, 1}, {"b3", false, true, 2}};
+    auto                        o = order_candidates(route_policy::balanced, placement_pin::automatic, c, "", "m");
+    EXPECT_EQ(names(o, c), (strings{"b2", "b3", "b1"}));
+    EXPECT_EQ(o.reason, "balanced");
+    o = order_candidates(route_policy::balanced, placement_pin::automatic, c, "b1", "m");
+    EXPECT_EQ(names(o, c).front(), "b1") << "2 more in flight than the least loaded: affinity still wins";
+    EXPECT_EQ(o.reason, "affinity");
+    c[0].in_flight = 4;
+    o              = order_candidates(route_policy::balanced, placement_pin::automatic, c, "b1", "m");
+    EXPECT_EQ(names(o, c).front(), "b2") << "a cache hit is not worth queueing behind a crowd";
+    c[0].in_flight  = 1;
+    c[0].admissible = false;
+    o               = order_candidates(route_policy::balanced, placement_pin::automatic, c, "b1", "m");
+    EXPECT_EQ(names(o, c).back(), "b1") << "a refusing backend goes last, affinity or not";
+    const std::vector<candidate_load> two = {{"b1", false, true, 0}, {"b2", false, true, 0}};
+    EXPECT_EQ(order_candidates(route_policy::automatic, placement_pin::automatic, two, "", "m").reason, "balanced");
+}
+
+TEST(routing, PoliciesAndPlacementsParse) {
+    EXPECT_EQ(*parse_route_policy("remote-first"), route_policy::remote_first);
+    EXPECT_FALSE(parse_route_policy("sideways"));
+    EXPECT_EQ(*parse_placement("local-only", "p"), placement_pin::local_only);
+    auto bad = parse_placement("elsewhere", "X-Inferbox-Placement");
+    ASSERT_FALSE(bad);
+    EXPECT_EQ(bad.err().param, "X-Inferbox-Placement");
+}
+
+TEST(affinity_table, RemembersBoundedMostRecentlyUsedFirst) {
+    affinity_table t(2);
+    t.remember(prefix_key("system: you are helpful\nuser: hi"), "b1");
+    t.remember(prefix_key("other"), "b2");
+    EXPECT_EQ(t.find(prefix_key("system: you are helpful\nuser: hi")), "b1"); // now the most recent
+    t.remember(prefix_key("third"), "b3");                                    // evicts "other"
+    EXPECT_EQ(t.size(), 2U);
+    EXPECT_EQ(t.find(prefix_key("other")), "");
+    EXPECT_EQ(t.find(prefix_key("third")), "b3");
+    EXPECT_EQ(prefix_key(std::string(600, 'a') + "x"), prefix_key(std::string(600, 'a') + "y"))
+        << "only the first 512 bytes count";
+}
+
+// --- failover_backend over scripted backends ---------------------------------------------------
+
+class fake_stream final : public generation_stream {
+  public:
+    std::vector<backend_event> take() override {
+        std::lock_guard lock(mu);
+        return std::exchange(pending, {});
+    }
+    void cancel() override { cancelled = true; }
+    void push(backend_event ev) {
+        {
+            std::lock_guard lock(mu);
+            pending.push_back(std::move(ev));
+        }
+        notify();
+    }
+    std::mutex                 mu;
+    std::vector<backend_event> pending;
+    std::function<void()>      notify;
+    bool                       cancelled = false;
+};
+
+class fake_backend final : public generation_backend {
+  public:
+    explicit fake_backend(std::string name) : name(std::move(name)) {}
+    std::optional<error>    check(const api_request    &/*req*/) const override { return std::nullopt; }
+    std::optional<error>    over_capacity(int32_t /*n*/) const override { return full; }
+    result<backend_request> prepare(api_request req) const override {
+        if (prepare_error) {
+            return *prepare_error;
+        }
+        backend_request r;
+        r.req = std::move(req);
+        r.prompts.push_back({{}, name});
+        return r;
+    }
+    result<std::shared_ptr<generation_stream>> submit(std::shared_ptr<const backend_request> req,
+                                                      std::function<void()>                  notify) override {
+        ++submits;
+        EXPECT_EQ(req->prompts.at(0).echo_text, name) << "each candidate runs its own preparation";
+        if (refuse) {
+            return *refuse;
+        }
+        stream         = std::make_shared<fake_stream>();
+        stream->notify = std::move(notify);
+        return std::shared_ptr<generation_stream>(stream);
+    }
+    bool healthy() const override { return true; }
+
+    std::string                  name;
+    std::optional<error>         full, refuse, prepare_error;
+    std::shared_ptr<fake_stream> stream;
+    int                          submits = 0;
+};
+
+struct failover_fixture : ::testing::Test {
+    std::shared_ptr<fake_backend> a = std::make_shared<fake_backend>("a"), b = std::make_shared<fake_backend>("b");
+    int                           notified = 0;
+
+    std::shared_ptr<generation_stream> run(failover_backend &f, std::optional<error> *err = nullptr) {
+        EXPECT_FALSE(f.check(api_request{}));
+        if (auto full = f.over_capacity(1)) {
+            if (err != nullptr) {
+                *err = full;
+            }
+            return nullptr;
+        }
+        auto p = f.prepare(api_request{});
+        if (!p) {
+            if (err != nullptr) {
+                *err = p.err();
+            }
+            return nullptr;
+        }
+        auto s = f.submit(std::make_shared<const backend_request>(std::move(*p)), [this] { ++notified; });
+        if (!s) {
+            if (err != nullptr) {
+                *err = s.err();
+            }
+            return nullptr;
+        }
+        return *s;
+    }
+};
+
+backend_event failure(error_kind kind, const char *msg) {
+    backend_event ev;
+    ev.err = error{kind, msg, "", ""};
+    return ev;
+}
+
+backend_event token(const char *text) {
+    backend_event ev;
+    ev.content = text;
+    return ev;
+}
+
+TEST_F(failover_fixture, TheFirstWithRoomTakesItOthersAreOverflow) {
+    a->full = error{error_kind::overloaded, "a is full", "", ""};
+    failover_backend f({{a, "a"}, {b, "b"}}, "local");
+    auto             s = run(f);
+    ASSERT_TRUE(s);
+    EXPECT_EQ(a->submits, 0);
+    EXPECT_EQ(b->submits, 1);
+    EXPECT_EQ(s->route().backend, "b");
+    EXPECT_EQ(s->route().reason, "overflow");
+    EXPECT_TRUE(s->open_at_first_event());
+}
+
+TEST_F(failover_fixture, ARefusalAtSubmitOrAnErrorBeforeAnyOutputMovesToTheNext) {
+    a->refuse = error{error_kind::unavailable, "a refuses", "", ""};
+    failover_backend f({{a, "a"}, {b, "b"}}, "local");
+    auto             s = run(f);
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->route().backend, "b");
+    EXPECT_EQ(s->route().reason, "fallback");
+
+    a->refuse.reset();
+    b->stream.reset();
+    failover_backend g({{a, "a"}, {b, "b"}}, "local");
+    s = run(g);
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->route().backend, "a");
+    a->stream->push(failure(error_kind::internal, "decode failed"));
+    EXPECT_TRUE(s->take().empty()) << "the error is not the client's: b takes over";
+    EXPECT_TRUE(a->stream->cancelled);
+    ASSERT_TRUE(b->stream);
+    EXPECT_EQ(s->route().backend, "b");
+    EXPECT_EQ(s->route().reason, "fallback");
+    b->stream->push(token("hi"));
+    const auto evs = s->take();
+    ASSERT_EQ(evs.size(), 1U);
+    EXPECT_EQ(evs[0].content, "hi");
+}
+
+TEST_F(failover_fixture, NoMoveOnceOutputReachedTheClientOrForTheClientsOwnErrors) {
+    failover_backend f({{a, "a"}, {b, "b"}}, "local");
+    auto             s = run(f);
+    a->stream->push(token("partial"));
+    EXPECT_EQ(s->take().size(), 1U);
+    a->stream->push(failure(error_kind::upstream, "lost"));
+    auto evs = s->take();
+    ASSERT_EQ(evs.size(), 1U);
+    EXPECT_TRUE(evs[0].err);
+    EXPECT_EQ(b->submits, 0);
+
+    b->submits = 0;
+    failover_backend g({{a, "a"}, {b, "b"}}, "local");
+    s = run(g);
+    a->stream->push(failure(error_kind::invalid_request, "bad grammar"));
+    evs = s->take();
+    ASSERT_EQ(evs.size(), 1U);
+    EXPECT_EQ(evs[0].err->kind, error_kind::invalid_request);
+    EXPECT_EQ(b->submits, 0);
+}
+
+TEST_F(failover_fixture, WhenEveryoneRefusesTheFirstKindIsReportedWithEveryMessage) {
+    a->refuse = error{error_kind::overloaded, "a is full", "", ""};
+    b->refuse = error{error_kind::upstream, "b is down", "", ""};
+    failover_backend     f({{a, "a"}, {b, "b"}}, "local");
+    std::optional<error> err;
+    EXPECT_FALSE(run(f, &err));
+    ASSERT_TRUE(err);
+    EXPECT_EQ(err->kind, error_kind::overloaded);
+    EXPECT_EQ(err->message, "a is full; then b is down");
+}
+
+TEST_F(failover_fixture, APreparationTheRequestFailsIsTheAnswerOthersAreSkipped) {
+    a->prepare_error = error::invalid("the prompt is too long");
+    failover_backend     f({{a, "a"}, {b, "b"}}, "local");
+    std::optional<error> err;
+    EXPECT_FALSE(run(f, &err));
+    ASSERT_TRUE(err);
+    EXPECT_EQ(err->message, "the prompt is too long");
+
+    a->prepare_error = error{error_kind::internal, "template engine threw", "", ""};
+    failover_backend g({{a, "a"}, {b, "b"}}, "local");
+    auto             s = run(g);
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->route().backend, "b");
+}
+
+} // namespace
+} // namespace inferbox
