@@ -5,6 +5,7 @@
 #include "common/utf8.h"
 
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <nlohmann/json.hpp>
 
 #include <chrono>
@@ -298,9 +299,31 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
         if (!stream_->open_at_first_event()) {
             open_stream();
         }
+        arm_deadline();
     }
 
   private:
+    // The request's deadline (api_request::deadline): when it passes first, the generation is
+    // cancelled and the answer is a 504 (an error event once streaming).
+    void arm_deadline() {
+        const auto deadline = s_.req().deadline;
+        if (deadline == std::chrono::steady_clock::time_point{}) {
+            return;
+        }
+        deadline_ = std::make_unique<boost::asio::steady_timer>(ex_->executor(), deadline);
+        deadline_->async_wait([weak = weak_from_this()](const boost::system::error_code &ec) {
+            auto self = weak.lock();
+            if (ec || !self || self->finished_) {
+                return;
+            }
+            const auto ms = self->s_.req().timeout ? self->s_.req().timeout->count() : 0;
+            self->cancel();
+            self->fail(error{error_kind::timeout,
+                             "the request did not finish within its deadline of " + std::to_string(ms) + " ms", "",
+                             "deadline_exceeded"});
+        });
+    }
+
     // Streaming only: the answer's head and the writer's opening; from here on errors are
     // in-stream, never a second response.
     void open_stream() {
@@ -388,6 +411,9 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
             return;
         }
         finished_ = true;
+        if (deadline_) {
+            deadline_->cancel();
+        }
         if (ctx_.metrics) {
             ctx_.metrics->failure(reason_of(err.kind)).inc();
         }
@@ -526,6 +552,9 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
 
     void complete() {
         finished_ = true;
+        if (deadline_) {
+            deadline_->cancel();
+        }
         auto keep = std::exchange(self_, nullptr);
         record_success();
         note_route();
@@ -554,20 +583,21 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
         m.generation_len.observe(static_cast<double>(u.generated));
     }
 
-    std::shared_ptr<completion_job>     self_;
-    std::shared_ptr<http_exchange>      ex_;
-    std::shared_ptr<generation_backend> backend_;
-    job_context                         ctx_;
-    std::shared_ptr<answer_writer>      writer_;
-    job_state                           s_;
-    std::shared_ptr<generation_stream>  stream_;
-    size_t                              n_done_           = 0;
-    bool                                finished_         = false;
-    bool                                stream_open_      = false;
-    bool                                first_token_seen_ = false;
-    bool                                charged_          = false;
-    bool                                route_noted_      = false;
-    std::chrono::duration<double>       ttft_{0};
+    std::shared_ptr<completion_job>            self_;
+    std::shared_ptr<http_exchange>             ex_;
+    std::shared_ptr<generation_backend>        backend_;
+    job_context                                ctx_;
+    std::shared_ptr<answer_writer>             writer_;
+    job_state                                  s_;
+    std::shared_ptr<generation_stream>         stream_;
+    std::unique_ptr<boost::asio::steady_timer> deadline_;
+    size_t                                     n_done_           = 0;
+    bool                                       finished_         = false;
+    bool                                       stream_open_      = false;
+    bool                                       first_token_seen_ = false;
+    bool                                       charged_          = false;
+    bool                                       route_noted_      = false;
+    std::chrono::duration<double>              ttft_{0};
 };
 
 } // namespace

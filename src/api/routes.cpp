@@ -18,6 +18,7 @@
 #include <boost/asio/post.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 
 namespace inferbox {
@@ -690,6 +691,16 @@ void api_router::handle_embedding_route(const std::shared_ptr<http_exchange> &ex
     if (body->is_object() && body->contains("model") && (*body)["model"].is_string()) {
         requested = (*body)["model"].get<std::string>();
     }
+    // A model only remote backends serve: the body goes to one of them as it is.
+    if (!requested.empty()) {
+        auto host = current_host();
+        if (!(host && host->find(requested)) && requested != cfg_.model_id) {
+            if (auto remotes = remotes_for(requested); !remotes.empty()) {
+                relay_json(ex, remotes, ranking ? "/ranking" : "/embeddings", std::move(*body), requested);
+                return;
+            }
+        }
+    }
     auto       parsed = std::make_shared<const json>(std::move(*body));
     const auto index  = route_model(*ex, requested, false);
     if (!index) {
@@ -706,6 +717,43 @@ void api_router::handle_embedding_route(const std::shared_ptr<http_exchange> &ex
         ec.hold           = m.hold();
         (ranking ? handle_ranking : handle_embeddings)(ex, m->emb, ec, *parsed);
     });
+}
+
+void api_router::relay_json(const std::shared_ptr<http_exchange>               &ex,
+                            const std::vector<std::shared_ptr<remote_backend>> &remotes, const std::string &path,
+                            json body, const std::string &model) {
+    // The least loaded backend with room; the others when it refuses at once.
+    auto ordered = remotes;
+    std::stable_sort(ordered.begin(), ordered.end(),
+                     [](const auto &a, const auto &b) { return a->status().in_flight < b->status().in_flight; });
+    std::optional<error> first;
+    for (const auto &b : ordered) {
+        body["model"] = b->remote_id_of(model);
+        auto call     = b->relay(path, dump_json(body), [ex, name = b->name()](result<remote_backend::relayed> r) {
+            boost::asio::post(ex->executor(), [ex, name, r = std::move(r)]() mutable {
+                if (ex->disconnected()) {
+                    return;
+                }
+                ex->add_response_header("X-Inferbox-Backend", name);
+                ex->add_response_header("X-Inferbox-Route", "remote");
+                ex->log_field("backend", name);
+                if (!r) {
+                    respond_error(*ex, r.err());
+                    return;
+                }
+                ex->respond(static_cast<http::status>(r->status), std::move(r->body),
+                            r->content_type.empty() ? std::string("application/json") : r->content_type);
+            });
+        });
+        if (call) {
+            ex->on_disconnect([c = *call] { c->cancel(); });
+            return;
+        }
+        if (!first) {
+            first = call.err();
+        }
+    }
+    respond_error(*ex, *first);
 }
 
 void api_router::handle_inference(const std::shared_ptr<http_exchange> &ex, api_kind kind, size_t key) {
@@ -867,6 +915,25 @@ void api_router::dispatch_inference(const std::shared_ptr<http_exchange> &ex, ap
             return;
         }
         req->placement = *pin;
+    }
+    // The deadline: the header wins over nvext.timeout_ms, which wins over --request-timeout-ms.
+    if (auto h = ex->request().find("X-Inferbox-Timeout-Ms"); h != ex->request().end()) {
+        const std::string v(h->value());
+        int64_t           ms = 0;
+        const auto        rc = std::from_chars(v.data(), v.data() + v.size(), ms);
+        if (rc.ec != std::errc() || rc.ptr != v.data() + v.size() || ms < 1 || ms > 3'600'000) {
+            respond_error(*ex, error::invalid("X-Inferbox-Timeout-Ms must be an integer from 1 to 3600000, got '" +
+                                                  v.substr(0, 32) + "'",
+                                              "X-Inferbox-Timeout-Ms"));
+            return;
+        }
+        req->timeout = std::chrono::milliseconds(ms);
+    }
+    if (!req->timeout && cfg_.request_timeout.count() > 0) {
+        req->timeout = cfg_.request_timeout;
+    }
+    if (req->timeout) {
+        req->deadline = ex->received() + *req->timeout;
     }
     // The model: a hosted model's id, a LoRA adapter of the default model, a model only remote
     // backends serve, or none (the default).

@@ -82,6 +82,8 @@ struct api_config {
     // local-first spills a request to a remote backend when this many already wait here for a
     // slot (0: as soon as every slot is busy).
     int32_t overflow_after = 0;
+    // The deadline of a generation request that names none (0: none).
+    std::chrono::milliseconds request_timeout{0};
 };
 
 // Everything a generation job needs besides the request: where to report, whom to charge.
@@ -196,6 +198,11 @@ class api_router {
                        std::string served, size_t key, std::shared_ptr<answer_writer> writer, bool routed = false);
     // Sequences routed to hosted model `index` by route_request whose jobs have not ended.
     std::shared_ptr<std::atomic<int32_t>> local_counter(size_t index);
+    // Relays a JSON body (embeddings, ranking) for `model` to the least loaded remote backend
+    // that serves it, and its answer back as it is.
+    void relay_json(const std::shared_ptr<http_exchange>               &ex,
+                    const std::vector<std::shared_ptr<remote_backend>> &remotes, const std::string &path,
+                    nlohmann::json body, const std::string &model);
     // The remote backends that serve model `id` now.
     std::vector<std::shared_ptr<remote_backend>> remotes_for(const std::string &id) const;
     // A request for a model some remote backend serves: orders the candidates (the local model

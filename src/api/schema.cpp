@@ -636,6 +636,13 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
             }
             r.placement = *pin;
         }
+        if (const json *t = json_field(*nvext, "timeout_ms")) {
+            if (!t->is_number_integer() || t->get<int64_t>() < 1 || t->get<int64_t>() > 3'600'000) {
+                return error::invalid("nvext.timeout_ms must be an integer from 1 to 3600000 (milliseconds)",
+                                      "nvext.timeout_ms");
+            }
+            r.timeout = std::chrono::milliseconds(t->get<int64_t>());
+        }
     }
 
     auto &s              = r.sampling;

@@ -13,6 +13,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include <chrono>
 #include <optional>
 #include <string>
 #include <variant>
@@ -75,7 +76,12 @@ struct api_request {
     bool                   parallel_tool_calls = true;
     // nvext.placement (or the X-Inferbox-Placement header): where the request may run.
     placement_pin placement = placement_pin::automatic;
-    bool          tools_active() const { return !tools.empty() && choice != tool_choice::none; }
+    // nvext.timeout_ms (or the X-Inferbox-Timeout-Ms header, or --request-timeout-ms): the time the
+    // request may take from its arrival; the router sets `deadline` from it. Past the deadline the
+    // request ends with a 504 (an error event once streaming) and is never moved to another backend.
+    std::optional<std::chrono::milliseconds> timeout;
+    std::chrono::steady_clock::time_point    deadline{}; // epoch: none
+    bool tools_active() const { return !tools.empty() && choice != tool_choice::none; }
 };
 
 // Validates a parsed body (parse_json_body, api/json_body.h). Errors are invalid_request naming the

@@ -14,7 +14,8 @@ struct failover_detail {
     api_request                                         original;
     // One text prompt, one choice, no tools: a stream that breaks mid-way can continue elsewhere
     // from the prompt plus the text already sent.
-    bool resumable = false;
+    bool                                  resumable = false;
+    std::chrono::steady_clock::time_point deadline{};
 };
 
 class failover_stream final : public generation_stream, public std::enable_shared_from_this<failover_stream> {
@@ -67,7 +68,7 @@ class failover_stream final : public generation_stream, public std::enable_share
             return out;
         }
         for (auto &ev : inner->take()) {
-            if (ev.err && failover_backend::movable(*ev.err) &&
+            if (ev.err && failover_backend::movable(*ev.err) && !past_deadline() &&
                 (delivered_ ? detail_->resumable && resume() : move_on(*ev.err))) {
                 return out; // the next candidate's events follow on the same notify
             }
@@ -130,6 +131,12 @@ class failover_stream final : public generation_stream, public std::enable_share
             return false;
         }
         return true;
+    }
+
+    // A request past its deadline is not moved: the job ends it (504) anyway.
+    bool past_deadline() const {
+        const auto d = detail_->deadline;
+        return d != std::chrono::steady_clock::time_point{} && std::chrono::steady_clock::now() >= d;
     }
 
     // Mid-stream failover: the same request continues on another candidate from the prompt plus
@@ -238,6 +245,7 @@ result<backend_request> failover_backend::prepare(api_request req) const {
     if (detail->resumable) {
         detail->original = req;
     }
+    detail->deadline = req.deadline;
     std::optional<backend_request> lead;
     std::optional<error>           first_err;
     for (size_t i = first_; i < candidates_.size(); ++i) {

@@ -348,13 +348,90 @@ std::optional<error> remote_backend::over_capacity(int32_t /*n_sequences*/) cons
     return admission(1, /*claim=*/false, &trial); // one HTTP request, whatever its choices
 }
 
-result<backend_request> remote_backend::prepare(api_request req) const {
-    std::string remote_id;
+std::string remote_backend::remote_id_of(const std::string &id) const {
     for (const auto &m : models()) {
-        if (m.id == req.model) {
-            remote_id = m.remote_id;
+        if (m.id == id) {
+            return m.remote_id;
         }
     }
+    return "";
+}
+
+result<std::shared_ptr<http_call>> remote_backend::relay(const std::string &path, std::string body,
+                                                         std::function<void(result<relayed>)> done) {
+    bool trial = false;
+    {
+        std::lock_guard lock(mu_);
+        if (auto err = admission(1, /*claim=*/true, &trial)) {
+            return *err;
+        }
+        ++in_flight_;
+        ++requests_;
+    }
+    struct state {
+        relayed                                  answer;
+        std::optional<std::chrono::milliseconds> retry_after;
+        std::atomic<bool>                        settled{false}; // finished() told, by on_done or cancel
+    };
+    // Cancelling still settles the backend's in-flight count (on_done then never runs).
+    class relay_call final : public http_call {
+      public:
+        relay_call(std::shared_ptr<http_call> inner, std::shared_ptr<state> st, std::shared_ptr<remote_backend> owner,
+                   bool trial)
+            : inner_(std::move(inner)), st_(std::move(st)), owner_(std::move(owner)), trial_(trial) {}
+        void cancel() override {
+            inner_->cancel();
+            if (!st_->settled.exchange(true)) {
+                owner_->finished(outcome::neutral, trial_, std::nullopt);
+            }
+        }
+
+      private:
+        std::shared_ptr<http_call>      inner_;
+        std::shared_ptr<state>          st_;
+        std::shared_ptr<remote_backend> owner_;
+        bool                            trial_;
+    };
+    auto               st = std::make_shared<state>();
+    http_call_handlers h;
+    h.on_response = [st](int status, const http_headers &headers) {
+        st->answer.status = status;
+        st->retry_after   = retry_after_of(headers);
+        for (const auto &[k, v] : headers) {
+            if (k.size() == 12 && std::equal(k.begin(), k.end(), "content-type", [](char a, char b) {
+                    return std::tolower(static_cast<unsigned char>(a)) == b;
+                })) {
+                st->answer.content_type = v;
+            }
+        }
+    };
+    h.on_body = [st](std::string_view piece) { st->answer.body.append(piece); };
+    h.on_done = [self = shared_from_this(), st, trial, done = std::move(done)](std::optional<error> err) {
+        if (st->settled.exchange(true)) {
+            return;
+        }
+        const int  status = st->answer.status;
+        const bool busy   = status == 429 || status == 503;
+        if (err) {
+            self->finished(outcome::failure, trial, std::nullopt);
+            done(std::move(*err));
+            return;
+        }
+        self->finished(status >= 500 && !busy ? outcome::failure
+                       : busy                 ? outcome::neutral
+                                              : outcome::success,
+                       trial,
+                       busy ? std::optional(st->retry_after.value_or(std::chrono::milliseconds(1000))) : std::nullopt);
+        done(std::move(st->answer));
+    };
+    auto opts           = opts_;
+    opts.max_body_bytes = std::size_t{64} << 20;
+    auto call = start_http_call(exec_, url_, "POST", path, request_headers(), std::move(body), opts, std::move(h));
+    return std::shared_ptr<http_call>(std::make_shared<relay_call>(std::move(call), st, shared_from_this(), trial));
+}
+
+result<backend_request> remote_backend::prepare(api_request req) const {
+    const std::string remote_id = remote_id_of(req.model);
     if (remote_id.empty()) {
         return error{error_kind::not_found, "backend '" + spec_.name + "' does not serve the model '" + req.model + "'",
                      "model", "model_not_found"};

@@ -60,6 +60,19 @@ class remote_backend final : public generation_backend, public std::enable_share
                                                       std::function<void()>                  notify) override;
     bool                                       healthy() const override;
 
+    // A JSON request relayed as it is (embeddings, ranking): `body` already names the backend's
+    // model id. `done` runs once, on the call's strand, with the backend's answer (any status) or
+    // the error that kept it from answering; the returned call cancels it (then `done` never runs).
+    struct relayed {
+        int         status = 0;
+        std::string content_type;
+        std::string body;
+    };
+    result<std::shared_ptr<http_call>> relay(const std::string &path, std::string body,
+                                             std::function<void(result<relayed>)> done);
+    // The id this backend gives model `id` (its models' rename), or "" when it does not serve it.
+    std::string remote_id_of(const std::string &id) const;
+
     // How a request ended, for the breaker and the cooldown (remote_stream reports it).
     enum class outcome { success, failure, neutral };
     void finished(outcome o, bool trial, std::optional<std::chrono::milliseconds> cooldown);

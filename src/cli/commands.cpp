@@ -166,6 +166,12 @@ int run_cli(int argc, char **argv) {
                      "(0: as soon as every slot is busy)")
         ->capture_default_str()
         ->check(CLI::Range(0, 100000));
+    serve
+        ->add_option("--request-timeout-ms", so.request_timeout_ms,
+                     "deadline of a generation request that sets none (X-Inferbox-Timeout-Ms, nvext.timeout_ms); "
+                     "past it the answer is a 504 (0: none)")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 3'600'000));
 
     // Security and limits (docs/operations.md).
     serve->add_option("--api-key", so.api_keys, "an accepted API key (repeatable; also INFERBOX_API_KEYS=k1,k2)");

@@ -366,7 +366,8 @@ std::optional<error> configure_routing(const serve_options &opts, const net::any
         }
         cfg.routes[text.substr(0, eq)] = *policy;
     }
-    cfg.overflow_after = opts.overflow_after;
+    cfg.overflow_after  = opts.overflow_after;
+    cfg.request_timeout = std::chrono::milliseconds(opts.request_timeout_ms);
     return std::nullopt;
 }
 

@@ -61,7 +61,8 @@ struct serve_options {
     // (backend/backend_spec.h); --route MODEL=POLICY (repeatable): a model's routing policy.
     std::vector<std::string> backends;
     std::vector<std::string> routes;
-    int32_t                  overflow_after = 0; // --overflow-after (api_config::overflow_after)
+    int32_t                  overflow_after     = 0; // --overflow-after (api_config::overflow_after)
+    int32_t                  request_timeout_ms = 0; // --request-timeout-ms (api_config::request_timeout)
 };
 
 int run_serve(const serve_options &opts);

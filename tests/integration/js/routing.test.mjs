@@ -114,6 +114,25 @@ describe('a router in front of a remote inferbox', () => {
     assert.match(stream.message, /backend 'b' refused the request/);
   });
 
+  test('embeddings and the Responses API for a remote model pass through', async () => {
+    const { data, response } = await client().embeddings.create({ model: 'far', input: ['Once', 'upon a time'] })
+      .withResponse();
+    assert.equal(response.headers.get('x-inferbox-backend'), 'b');
+    const reference = await direct().embeddings.create({ model: 'far', input: ['Once', 'upon a time'] });
+    assert.deepEqual(data.data.map((d) => d.embedding), reference.data.map((d) => d.embedding));
+    assert.equal(data.model, reference.model);
+    // The remote's own error comes back as it is, with where it came from.
+    const bad = await postJson(`${router.url}/v1/embeddings`, { model: 'far', input: [] },
+      { headers: { authorization: `Bearer ${ROUTER_KEY}` } });
+    assert.equal(bad.status, 400, bad.text);
+    assert.equal(bad.headers.get('x-inferbox-backend'), 'b');
+
+    const resp = await client().responses.create({ model: 'tiny', input: 'Hi', max_output_tokens: 8, temperature: 0 },
+      { headers: { 'X-Inferbox-Placement': 'remote-only' } });
+    const ref = await direct().chat.completions.create({ model: 'tiny', messages: hi, max_tokens: 8, temperature: 0 });
+    assert.equal(resp.output_text, ref.choices[0].message.content);
+  });
+
   test('chat streams relay chunk by chunk with usage, and equal the remote answering directly', async () => {
     const pinned = client().chat.completions.create(
       { model: 'tiny', messages: hi, ...greedy, stream: true, stream_options: { include_usage: true } },
@@ -288,6 +307,50 @@ describe('failures: refused, silent and busy backends, circuit breaking, bad con
       assert.ok(Date.now() - started < timeBound(3000), `${Date.now() - started} ms`);
     } finally {
       await router.stop();
+      sockets.forEach((s) => s.destroy());
+      silent.close();
+    }
+  });
+
+  test('a request\'s deadline: a 504 before the answer starts, an error event after; never moved past it', async () => {
+    const sockets = [];
+    const silent = net.createServer((s) => sockets.push(s));
+    await new Promise((r) => silent.listen(0, '127.0.0.1', r));
+    const server = await startServer({
+      model: MODELS.plain, env: { INFERBOX_FAILPOINT_STEP_DELAY_MS: '5' },
+      args: ['--backend', `mute=http://127.0.0.1:${silent.address().port}/v1;models=ghost;probe-interval-ms=0`],
+    });
+    try {
+      const url = `${server.url}/v1/completions`;
+      const body = { prompt: ONCE, max_tokens: 400, temperature: 0, ignore_eos: true };
+      let started = Date.now();
+      const whole = assertErrorShape(await postJson(url, { ...body, nvext: { timeout_ms: 150 } }), 504);
+      assert.equal(whole.code, 'deadline_exceeded');
+      assert.match(whole.message, /deadline of 150 ms/);
+      assert.ok(Date.now() - started < timeBound(2000), `${Date.now() - started} ms`);
+
+      const streamed = await postJson(url, { ...body, stream: true }, { headers: { 'X-Inferbox-Timeout-Ms': '150' } });
+      assert.equal(streamed.status, 200);
+      const events = streamed.text.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6));
+      assert.equal(events.at(-1), '[DONE]');
+      assert.equal(JSON.parse(events.at(-2)).error.code, 'deadline_exceeded');
+
+      // A backend that never answers: the deadline, not its 60 s first-byte timeout, ends it.
+      started = Date.now();
+      const remote = assertErrorShape(await postJson(url, { model: 'ghost', prompt: ONCE, max_tokens: 4 },
+        { headers: { 'X-Inferbox-Timeout-Ms': '300' } }), 504);
+      assert.equal(remote.code, 'deadline_exceeded');
+      assert.ok(Date.now() - started < timeBound(2000), `${Date.now() - started} ms`);
+
+      const bad = await postJson(url, { prompt: ONCE }, { headers: { 'X-Inferbox-Timeout-Ms': 'soon' } });
+      assert.match(assertErrorShape(bad, 400).message, /X-Inferbox-Timeout-Ms must be an integer/);
+      const bad2 = await postJson(url, { prompt: ONCE, nvext: { timeout_ms: 0 } });
+      assert.equal(assertErrorShape(bad2, 400).param, 'nvext.timeout_ms');
+      // The engine is free again: nothing left running.
+      const ok = await postJson(url, { prompt: ONCE, max_tokens: 4 });
+      assert.equal(ok.status, 200, ok.text);
+    } finally {
+      await server.stop();
       sockets.forEach((s) => s.destroy());
       silent.close();
     }
