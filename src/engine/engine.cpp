@@ -810,17 +810,36 @@ void engine::publish_gauges() {
     }
     // KV usage counts the cells of sequences in a slot; a finished sequence's cached prefix is
     // reusable but evictable, so it counts as free (as vLLM counts cached free blocks).
-    int64_t used = 0;
+    int64_t                  used = 0;
+    std::vector<std::string> running, waiting; // adapter names, each once
+    const auto               add = [](std::vector<std::string> &v, const std::string &name) {
+        if (std::find(v.begin(), v.end(), name) == v.end()) {
+            v.push_back(name);
+        }
+    };
     for (const auto &[id, s] : st_->seqs) {
-        if (const auto info = st_->sched.info(id); info && info->phase != seq_phase::waiting) {
+        const auto info  = st_->sched.info(id);
+        const bool waits = !info || info->phase == seq_phase::waiting;
+        if (!waits) {
             used += info->n_past;
         }
+        if (s->req && s->req->lora) {
+            add(waits ? waiting : running, s->req->lora->name);
+        }
     }
+    const auto join = [](const std::vector<std::string> &v) {
+        std::string out;
+        for (const auto &n : v) {
+            out += (out.empty() ? "" : ",") + n;
+        }
+        return out;
+    };
     const double capacity = static_cast<double>(cfg_.n_ctx_slot) * cfg_.n_slots;
     auto        &m        = *cfg_.metrics;
     m.kv_cache_usage.set(capacity > 0 ? std::min(1.0, static_cast<double>(used) / capacity) : 0.0);
     m.requests_running.set(n_running_.load());
     m.requests_waiting.set(n_queued_.load());
+    m.set_lora_adapters(cfg_.max_loras, join(running), join(waiting));
 }
 
 namespace {

@@ -177,6 +177,12 @@ void registry::add_gauge_fn(const std::string &name, const std::string &help, co
     s->fn = std::move(fn);
 }
 
+void registry::add_gauge_set(const std::string &name, const std::string &help, std::function<series_list()> fn,
+                             const std::vector<std::string> &aliases) {
+    std::lock_guard lock(mu_);
+    family_for(name, help, kind::gauge, aliases).dynamic = std::move(fn);
+}
+
 void registry::add_counter_fn(const std::string &name, const std::string &help, const label_list &labels,
                               std::function<double()> fn) {
     std::lock_guard lock(mu_);
@@ -206,6 +212,11 @@ std::string registry::render() const {
             const char *type = f.type == kind::counter ? "counter" : f.type == kind::gauge ? "gauge" : "histogram";
             out += "# HELP " + name + " " + escape_help(f.help) + "\n";
             out += "# TYPE " + name + " " + type + "\n";
+            if (f.dynamic) {
+                for (const auto &[labels, v] : f.dynamic()) {
+                    out += name + format_labels(labels) + " " + format_value(v) + "\n";
+                }
+            }
             for (const auto &s : f.items) {
                 if (f.type == kind::counter) {
                     const double v = s.fn ? s.fn() : static_cast<double>(s.c->value());

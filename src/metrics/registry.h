@@ -74,6 +74,12 @@ class registry {
     // must be thread-safe and cheap; it runs on the scraping thread.
     void add_gauge_fn(const std::string &name, const std::string &help, const label_list &labels,
                       std::function<double()> fn, const std::vector<std::string> &aliases = {});
+    // A gauge family whose series (labels and values) are produced anew at each scrape, for
+    // info-style metrics whose label values change (vLLM's lora_requests_info). `fn` must be
+    // thread-safe and cheap.
+    using series_list = std::vector<std::pair<label_list, double>>;
+    void add_gauge_set(const std::string &name, const std::string &help, std::function<series_list()> fn,
+                       const std::vector<std::string> &aliases = {});
     // A counter whose value is read when scraped (a count another object keeps); `fn` must never
     // decrease, be thread-safe and cheap.
     void add_counter_fn(const std::string &name, const std::string &help, const label_list &labels,
@@ -91,11 +97,12 @@ class registry {
         std::function<double()>    fn;
     };
     struct family {
-        std::string              name;
-        std::string              help;
-        kind                     type;
-        std::vector<std::string> aliases;
-        std::deque<series>       items;
+        std::string                  name;
+        std::string                  help;
+        kind                         type;
+        std::vector<std::string>     aliases;
+        std::deque<series>           items;
+        std::function<series_list()> dynamic; // add_gauge_set: the series, read at each render
     };
     family &family_for(const std::string &name, const std::string &help, kind type,
                        const std::vector<std::string> &aliases);

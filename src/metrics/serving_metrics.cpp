@@ -1,5 +1,7 @@
 #include "metrics/serving_metrics.h"
 
+#include <chrono>
+
 namespace inferbox {
 
 namespace {
@@ -90,7 +92,35 @@ serving_metrics::serving_metrics(registry &reg, const std::string &model_name, b
                                    {{"model_name", model_name}}, vllm_alias(vllm_names, "request_prompt_tokens"))),
       generation_len(reg.add_histogram("request_generation_tokens", "Generated tokens per request.",
                                        token_count_buckets(), {{"model_name", model_name}},
-                                       vllm_alias(vllm_names, "request_generation_tokens"))) {}
+                                       vllm_alias(vllm_names, "request_generation_tokens"))),
+      lora_(std::make_shared<lora_info>()) {
+    lora_->model_name = model_name;
+    // One series per model, its labels rewritten at each change: an endpoint picker reads the
+    // newest (the value is the change's time, as vLLM does).
+    reg.add_gauge_set(
+        "lora_requests_info",
+        "LoRA adapters of running and waiting requests (labels); the value is when they last changed.",
+        [info = lora_]() {
+            std::lock_guard lock(info->mu);
+            return registry::series_list{{{{"model_name", info->model_name},
+                                           {"max_lora", std::to_string(info->max_lora)},
+                                           {"running_lora_adapters", info->running},
+                                           {"waiting_lora_adapters", info->waiting}},
+                                          info->updated}};
+        },
+        vllm_alias(vllm_names, "lora_requests_info"));
+}
+
+void serving_metrics::set_lora_adapters(int32_t max_lora, std::string running, std::string waiting) {
+    std::lock_guard lock(lora_->mu);
+    if (lora_->max_lora == max_lora && lora_->running == running && lora_->waiting == waiting && lora_->updated > 0) {
+        return;
+    }
+    lora_->max_lora = max_lora;
+    lora_->running  = std::move(running);
+    lora_->waiting  = std::move(waiting);
+    lora_->updated  = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
 
 counter &serving_metrics::failure(failure_reason r) {
     switch (r) {

@@ -14,6 +14,8 @@
 
 #include "metrics/registry.h"
 
+#include <memory>
+#include <mutex>
 #include <string>
 
 namespace inferbox {
@@ -58,6 +60,20 @@ struct serving_metrics {
     histogram &generation_len;
 
     counter &failure(failure_reason r);
+
+    // The LoRA adapters of running and waiting sequences (comma-separated names) and how many
+    // may be loaded at once: the Gateway API Inference Extension's lora_requests_info (vLLM's
+    // name), whose value is the time of the last change. Set by the engine thread.
+    void set_lora_adapters(int32_t max_lora, std::string running, std::string waiting);
+
+  private:
+    struct lora_info {
+        std::mutex  mu;
+        std::string model_name, running, waiting;
+        int32_t     max_lora = 0;
+        double      updated  = 0; // unix seconds
+    };
+    std::shared_ptr<lora_info> lora_;
 };
 
 } // namespace inferbox

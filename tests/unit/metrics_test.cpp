@@ -122,3 +122,35 @@ TEST(Metrics, ServingMetricsExposeNimNamesAndOptionallyVllmNames) {
     EXPECT_EQ(&m.failure(failure_reason::overloaded), &m.failure_overloaded);
     EXPECT_EQ(&m.failure(failure_reason::engine_error), &m.failure_engine);
 }
+
+namespace inferbox {
+namespace {
+
+TEST(registry_dynamic, GaugeSetsAndCounterFunctionsAreReadAtEachRender) {
+    registry    reg;
+    std::string running = "a";
+    double      when    = 1.5;
+    reg.add_gauge_set("lora_requests_info", "adapters",
+                      [&] {
+                          return registry::series_list{{{{"running_lora_adapters", running}}, when}};
+                      },
+                      {"vllm:lora_requests_info"});
+    uint64_t sent = 3;
+    reg.add_counter_fn("inferbox_backend_requests_total", "sent", {{"backend", "b"}},
+                       [&] { return static_cast<double>(sent); });
+    auto text = reg.render();
+    EXPECT_NE(text.find("lora_requests_info{running_lora_adapters=\"a\"} 1.5\n"), std::string::npos) << text;
+    EXPECT_NE(text.find("vllm:lora_requests_info{running_lora_adapters=\"a\"} 1.5\n"), std::string::npos) << text;
+    EXPECT_NE(text.find("# TYPE inferbox_backend_requests_total counter"), std::string::npos) << text;
+    EXPECT_NE(text.find("inferbox_backend_requests_total{backend=\"b\"} 3\n"), std::string::npos) << text;
+    running = "a,b";
+    when    = 2;
+    sent    = 4;
+    text    = reg.render();
+    EXPECT_EQ(text.find("running_lora_adapters=\"a\"}"), std::string::npos) << "the old labels are gone";
+    EXPECT_NE(text.find("lora_requests_info{running_lora_adapters=\"a,b\"} 2\n"), std::string::npos) << text;
+    EXPECT_NE(text.find("inferbox_backend_requests_total{backend=\"b\"} 4\n"), std::string::npos) << text;
+}
+
+} // namespace
+} // namespace inferbox

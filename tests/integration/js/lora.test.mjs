@@ -120,6 +120,34 @@ describe('LoRA adapters (--lora-dir, --parallel 4)', () => {
       assert.notEqual(sequential[0], sequential[1], 'base and adapter gave the same text: the adapter did nothing');
     }));
 
+  test('lora_requests_info tells an endpoint picker which adapters run (Gateway API Inference Extension)',
+    ctx.wrap(async () => {
+      const info = async () => {
+        const text = (await getJson(`${ctx.server.url}/metrics`)).text;
+        const m = text.match(/^lora_requests_info\{([^}]*)\} (\S+)$/m);
+        assert.ok(m, `no lora_requests_info series:\n${text.slice(0, 2000)}`);
+        return { labels: Object.fromEntries([...m[1].matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]])),
+          value: Number(m[2]) };
+      };
+      const url = `${ctx.server.url}/v1/completions`;
+      // While an adapter's stream runs, the adapter is listed as running.
+      let seen = null;
+      const during = postJson(url, { model: 'tom', prompt: 'Once upon a time', max_tokens: 300, ignore_eos: true });
+      for (let i = 0; i < 100 && !seen; i++) {
+        const x = await info();
+        if (x.labels.running_lora_adapters === 'tom') {
+          seen = x;
+        }
+      }
+      await during;
+      assert.ok(seen, 'the running adapter was never listed');
+      assert.match(seen.labels.max_lora, /^[1-9]\d*$/);
+      assert.equal(seen.labels.waiting_lora_adapters, '');
+      assert.ok(seen.value > 1.7e9, 'the value is the time of the last change (unix seconds)');
+      const after = await info();
+      assert.equal(after.labels.running_lora_adapters, '', 'finished: nothing running');
+    }));
+
   test('the official OpenAI SDK lists and uses an adapter unmodified', ctx.wrap(async () => {
     const client = openaiClient(ctx.server);
     const ids = [];
