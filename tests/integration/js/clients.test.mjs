@@ -1,7 +1,8 @@
 // Issue 20: the client libraries application developers use, each exactly as its documentation
 // shows, with nothing changed but the base URL: LangChain JS (@langchain/openai, on Chat
-// Completions and on the Responses API) and the Vercel AI SDK (`ai` with @ai-sdk/openai, whose
-// default model speaks the Responses API, and @ai-sdk/openai-compatible on Chat Completions).
+// Completions and on the Responses API), the Vercel AI SDK (`ai` with @ai-sdk/openai, whose
+// default model speaks the Responses API, and @ai-sdk/openai-compatible on Chat Completions) and
+// LlamaIndex TS (@llamaindex/openai; its packages are marked deprecated upstream, and still in use).
 // Each does chat, streaming, structured output, forced tool calls and a tool loop (call -> result
 // -> answer), and embeddings. The 260K-parameter model writes nonsense: tool calls are forced with
 // tool_choice, and the checks are on the protocol (types, names, schema conformance), never prose.
@@ -13,6 +14,8 @@ import { createOpenAI } from '@ai-sdk/openai';
 import { createOpenAICompatible } from '@ai-sdk/openai-compatible';
 import { HumanMessage, ToolMessage } from '@langchain/core/messages';
 import { ChatOpenAI, OpenAIEmbeddings } from '@langchain/openai';
+import { tool as llamaTool } from '@llamaindex/core/tools';
+import { OpenAI as LlamaOpenAI, OpenAIEmbedding } from '@llamaindex/openai';
 import { embed, generateObject, generateText, stepCountIs, streamText, tool } from 'ai';
 import { z } from 'zod';
 
@@ -174,6 +177,58 @@ describe('client libraries, base URL only (stories260K-chatml.gguf)', () => {
     test('embed', ctx.wrap(async () => {
       const { embedding } = await embed({ model: openai().textEmbeddingModel(model), value: 'hello' });
       assert.ok(Array.isArray(embedding) && embedding.length > 0);
+    }));
+  });
+
+  describe('LlamaIndex TS (@llamaindex/openai)', () => {
+    const llm = (extra = {}) => new LlamaOpenAI({ model, apiKey: KEY, baseURL, temperature: 0, maxTokens: 16, ...extra });
+    const hi = [{ role: 'user', content: 'Hi' }];
+
+    test('chat and streaming chat', ctx.wrap(async () => {
+      const res = await llm().chat({ messages: hi });
+      assert.equal(res.message.role, 'assistant');
+      assert.equal(typeof res.message.content, 'string');
+      assert.ok(res.message.content.length > 0);
+      const parts = [];
+      for await (const chunk of await llm().chat({ messages: hi, stream: true })) {
+        parts.push(chunk.delta);
+      }
+      assert.ok(parts.filter((p) => p).length >= 5, `${parts.length} chunks`);
+      assert.equal(parts.join(''), res.message.content);
+    }));
+
+    test('a forced tool call with a JSON Schema, and the tool loop back to an answer', ctx.wrap(async () => {
+      const weather = llamaTool({
+        name: 'get_weather',
+        description: 'Weather for a city',
+        parameters: WEATHER_JSON,
+        execute: ({ city, days }) => `sunny in ${city} for ${days} days`,
+      });
+      const forced = llm({ maxTokens: 160, additionalChatOptions: { tool_choice: 'required' } });
+      const res = await forced.chat({ messages: [{ role: 'user', content: 'Weather in Oslo?' }], tools: [weather] });
+      const calls = res.message.options?.toolCall;
+      assert.ok(Array.isArray(calls) && calls.length >= 1, JSON.stringify(res.message));
+      assert.equal(calls[0].name, 'get_weather');
+      const input = typeof calls[0].input === 'string' ? JSON.parse(calls[0].input) : calls[0].input;
+      assert.ok(typeof input.city === 'string' && input.city.length <= 8, JSON.stringify(input));
+      assert.ok(Number.isInteger(input.days) && input.days >= 1 && input.days <= 7, JSON.stringify(input));
+      // The call and its result go back as LlamaIndex writes them; the model answers in text.
+      const answer = await llm({ maxTokens: 16 }).chat({
+        messages: [
+          { role: 'user', content: 'Weather in Oslo?' },
+          res.message,
+          { role: 'user', content: await weather.call(input),
+            options: { toolResult: { id: calls[0].id, result: 'sunny', isError: false } } },
+        ],
+        tools: [weather],
+      });
+      assert.equal(typeof answer.message.content, 'string');
+    }));
+
+    test('embeddings', ctx.wrap(async () => {
+      const emb = new OpenAIEmbedding({ model, apiKey: KEY, baseURL });
+      const v = await emb.getTextEmbedding('hello');
+      assert.ok(Array.isArray(v) && v.length > 0 && v.every(Number.isFinite));
     }));
   });
 });
