@@ -164,6 +164,48 @@ std::string one_call(const std::string &grammar) {
 
 } // namespace
 
+result<tool_grammar_probe> probe_tool_grammar(const std::string &template_src, const chat_inputs &in) {
+    common_chat_templates_ptr tmpl;
+    try {
+        tmpl = common_chat_templates_init(nullptr, template_src, "<s>", "</s>");
+    } catch (const std::exception &e) {
+        return error::invalid(std::string("the chat template does not parse: ") + e.what());
+    }
+    common_chat_templates_inputs ci;
+    ci.use_jinja             = true;
+    ci.add_generation_prompt = true;
+    for (const auto &m : in.messages) {
+        common_chat_msg msg;
+        msg.role    = m.role;
+        msg.content = m.content;
+        ci.messages.push_back(std::move(msg));
+    }
+    for (const auto &t : in.tools) {
+        ci.tools.push_back({t.name, t.description, t.parameters.empty() ? std::string("{}") : t.parameters});
+    }
+    ci.tool_choice         = in.choice == tool_choice::required ? COMMON_CHAT_TOOL_CHOICE_REQUIRED
+                             : in.choice == tool_choice::none   ? COMMON_CHAT_TOOL_CHOICE_NONE
+                                                                : COMMON_CHAT_TOOL_CHOICE_AUTO;
+    ci.parallel_tool_calls = in.parallel_tool_calls;
+    common_chat_params cp;
+    try {
+        cp = common_chat_templates_apply(tmpl.get(), ci);
+    } catch (const std::exception &e) {
+        return error::invalid(std::string("the chat template could not render: ") + e.what());
+    }
+    tool_grammar_probe p;
+    p.format         = std::string(common_chat_format_name(cp.format));
+    p.common_grammar = cp.grammar;
+    p.grammar        = in.choice == tool_choice::required ? calls_first(cp.grammar) : cp.grammar;
+    p.calls_first    = p.grammar != cp.grammar;
+    if (!in.parallel_tool_calls) {
+        const auto before = p.grammar;
+        p.grammar         = one_call(p.grammar);
+        p.one_call        = p.grammar != before;
+    }
+    return p;
+}
+
 result<chat_render> model::render_chat(const chat_inputs &in) const {
     if (!has_template_) {
         return error::invalid("this model has no chat template: use /v1/completions, or start the server with "

@@ -77,6 +77,20 @@ struct chat_output {
     std::vector<chat_tool_call> tool_calls; // ids filled in when the format gave none
 };
 
+// What llama.cpp's chat machinery makes of a template's tool-call format (no model needed: default
+// BOS/EOS), and what inferbox's two rewrites of its grammar do: `calls_first` (tool_choice
+// "required" drops the optional free text before the calls) and `one_call` (parallel_tool_calls
+// false stops the grammar after one call). Both match the text shape of the grammar llama.cpp
+// writes; tests pin, per template family, that they still apply (a llama.cpp upgrade that changes
+// the shape then fails loudly instead of quietly losing the promise).
+struct tool_grammar_probe {
+    std::string format;                                // llama.cpp's name for the template's tool-call format
+    std::string common_grammar;                        // the grammar as llama.cpp built it
+    std::string grammar;                               // after inferbox's rewrites
+    bool        calls_first = false, one_call = false; // whether each rewrite changed the grammar
+};
+result<tool_grammar_probe> probe_tool_grammar(const std::string &template_src, const chat_inputs &in);
+
 // The linked llama.cpp's commit, e.g. "commit de3ff81".
 std::string llama_cpp_version();
 
