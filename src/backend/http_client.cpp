@@ -287,30 +287,33 @@ class call_impl final : public http_call, public std::enable_shared_from_this<ca
         parser_.get().body().data = body_buf_.data();
         parser_.get().body().size = body_buf_.size();
         beast::get_lowest_layer(stream_).expires_after(opts_.idle_timeout);
-        http::async_read(stream_, buf_, parser_, [this, self = this->shared_from_this()](beast::error_code ec, size_t) {
-            if (cancelled_.load()) {
-                return;
-            }
-            if (ec == http::error::need_buffer) {
-                ec = {}; // the piece buffer is full: deliver it and read on
-            }
-            const size_t got = body_buf_.size() - parser_.get().body().size;
-            if (got > 0 && h_.on_body) {
-                h_.on_body(std::string_view(body_buf_.data(), got));
-            }
-            if (ec) {
-                if (ec == http::error::body_limit) {
-                    finish(error{error_kind::upstream,
-                                 "the backend " + url_.origin() + " answered more than " +
-                                     std::to_string(opts_.max_body_bytes) + " bytes",
-                                 "", "backend_too_large"});
-                    return;
-                }
-                fail(ec, "finish its answer", opts_.idle_timeout);
-                return;
-            }
-            read_body();
-        });
+        // read_some: a piece goes out as soon as it arrives (an event stream is relayed as it is
+        // written, not when a buffer fills or the answer ends).
+        http::async_read_some(stream_, buf_, parser_,
+                              [this, self = this->shared_from_this()](beast::error_code ec, size_t) {
+                                  if (cancelled_.load()) {
+                                      return;
+                                  }
+                                  if (ec == http::error::need_buffer) {
+                                      ec = {}; // the piece buffer is full: deliver it and read on
+                                  }
+                                  const size_t got = body_buf_.size() - parser_.get().body().size;
+                                  if (got > 0 && h_.on_body) {
+                                      h_.on_body(std::string_view(body_buf_.data(), got));
+                                  }
+                                  if (ec) {
+                                      if (ec == http::error::body_limit) {
+                                          finish(error{error_kind::upstream,
+                                                       "the backend " + url_.origin() + " answered more than " +
+                                                           std::to_string(opts_.max_body_bytes) + " bytes",
+                                                       "", "backend_too_large"});
+                                          return;
+                                      }
+                                      fail(ec, "finish its answer", opts_.idle_timeout);
+                                      return;
+                                  }
+                                  read_body();
+                              });
     }
 
     net::strand<net::any_io_executor>        strand_;

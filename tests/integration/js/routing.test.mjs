@@ -517,6 +517,25 @@ describe('mid-stream failover', () => {
       const reference = await postJson(`${remotes[1].url}/v1/completions`, body);
       assert.equal(reference.status, 200, reference.text);
 
+      // Relayed as generated, not buffered: the events reach the client spread over the time
+      // the remote took (each of its steps waits 5 ms).
+      const arrivals = [];
+      const res = await fetch(`${router.url}/v1/completions`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ ...body, model: 'far', max_tokens: 40, stream: true }),
+      });
+      const decoder = new TextDecoder();
+      for await (const piece of res.body) {
+        const n = (decoder.decode(piece).match(/^data: \{/gm) ?? []).length;
+        for (let i = 0; i < n; i++) {
+          arrivals.push(Date.now());
+        }
+      }
+      assert.ok(arrivals.length >= 40, `${arrivals.length} events`);
+      const distinct = new Set(arrivals).size;
+      assert.ok(distinct >= 20 && arrivals.at(-1) - arrivals[0] >= 100,
+        `events arrived in bursts: ${distinct} distinct times over ${arrivals.at(-1) - arrivals[0]} ms`);
+
       let killedAt = 0;
       const got = await rawStream(`${router.url}/v1/completions`, { ...body, model: 'far', stream: true }, {},
         () => { killedAt = Date.now(); process.kill(remotes[0].pid, 'SIGKILL'); });
