@@ -7,7 +7,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <regex>
+#include <vector>
 
 #include <filesystem>
 #include <fstream>
@@ -103,6 +105,122 @@ INSTANTIATE_TEST_SUITE_P(
                       family{"meta-llama-Llama-3.1-8B-Instruct.jinja", true, false, false, false},
                       family{"mistralai-Mistral-Nemo-Instruct-2407.jinja", true, false, false, false},
                       family{"meetkai-functionary-medium-v3.2.jinja", false, false, true, true}));
+
+// Every template in the linked llama.cpp's source, as it renders today: its format, whether it
+// has a tool grammar (without one, inferbox's generic format takes over: generic_tools.h), which
+// rewrite applies, and what the final grammar allows (text before calls under "required", calls
+// repeated with parallel_tool_calls false) as far as these two shapes show it. A template added,
+// removed or rendered differently by an upgrade fails here and must be looked at.
+struct rendered_family {
+    const char *file;
+    const char *format;
+    bool        grammar, calls_first, one_call, text_before_calls, repeats_calls;
+};
+
+TEST(tool_grammar_table, EveryTemplateOfTheLinkedLlamaCppRendersAsRecorded) {
+    static const rendered_family expected[] = {
+        {"Apertus-8B-Instruct.jinja", "peg-native", true, true, false, false, false},
+        {"Apriel-1.6-15b-Thinker-fixed.jinja", "peg-native", true, true, false, false, false},
+        {"Bielik-11B-v3.0-Instruct.jinja", "peg-native", true, true, true, false, false},
+        {"ByteDance-Seed-OSS.jinja", "peg-native", true, true, false, false, false},
+        {"Cohere2MoE.jinja", "peg-native", true, false, false, false, false},
+        {"CohereForAI-c4ai-command-r-plus-tool_use.jinja", "peg-native", true, false, false, false, false},
+        {"CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja", "peg-native", true, false, false, false, false},
+        {"GLM-4.6.jinja", "peg-native", true, true, false, false, false},
+        {"GLM-4.7-Flash.jinja", "peg-native", true, true, false, false, false},
+        {"GigaChat3-10B-A1.8B.jinja", "peg-native", true, false, false, false, false},
+        {"GigaChat3.1-10B-A1.8B.jinja", "peg-native", true, true, false, false, false},
+        {"HuggingFaceTB-SmolLM3-3B.jinja", "peg-native", false, false, false, false, false},
+        {"Kimi-K2-Instruct.jinja", "peg-native", true, false, false, false, false},
+        {"Kimi-K2-Thinking.jinja", "peg-native", true, false, false, false, false},
+        {"Kimi-K3.jinja", "peg-native", true, false, false, false, false},
+        {"LFM2-8B-A1B.jinja", "peg-native", true, false, false, false, false},
+        {"LFM2.5-8B-A1B.jinja", "peg-native", true, false, false, false, false},
+        {"LFM2.5-Instruct.jinja", "peg-native", true, false, false, false, false},
+        {"MiMo-VL.jinja", "peg-native", true, true, true, false, false},
+        {"MiniMax-M1.jinja", "peg-native", true, true, false, false, false},
+        {"MiniMax-M2.jinja", "peg-native", true, true, false, false, false},
+        {"MiniMax-M3.jinja", "peg-minimax-m3", true, false, false, false, false},
+        {"Mistral-Small-3.2-24B-Instruct-2506.jinja", "peg-native", true, true, false, false, false},
+        {"NVIDIA-Nemotron-3-Nano-30B-A3B-BF16.jinja", "peg-native", true, false, false, false, false},
+        {"NVIDIA-Nemotron-Nano-v2.jinja", "peg-native", true, true, true, false, false},
+        {"NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use.jinja", "peg-native", true, true, true, false, false},
+        {"NousResearch-Hermes-3-Llama-3.1-8B-tool_use.jinja", "peg-native", true, true, true, false, false},
+        {"Qwen-QwQ-32B.jinja", "peg-native", true, true, true, false, false},
+        {"Qwen-Qwen2.5-7B-Instruct.jinja", "peg-native", true, true, true, false, false},
+        {"Qwen-Qwen3-0.6B.jinja", "peg-native", true, true, true, false, false},
+        {"Qwen3-Coder.jinja", "peg-native", true, false, false, false, false},
+        {"Qwen3.5-4B.jinja", "peg-native", true, false, false, false, false},
+        {"Reka-Edge.jinja", "peg-native", true, true, true, false, false},
+        {"Spark2.5.jinja", "peg-native", true, true, false, false, false},
+        {"StepFun3.5-Flash.jinja", "peg-native", true, false, false, false, false},
+        {"deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja", "peg-native", false, false, false, false, false},
+        {"deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", "peg-native", true, true, false, false, false},
+        {"deepseek-ai-DeepSeek-V3.1.jinja", "peg-native", true, true, false, false, false},
+        {"deepseek-ai-DeepSeek-V3.2.jinja", "peg-native", true, false, false, false, false},
+        {"deepseek-ai-DeepSeek-V4-Flash-0731.jinja", "peg-native", true, false, false, false, false},
+        {"deepseek-ai-DeepSeek-V4.jinja", "peg-native", true, false, false, false, false},
+        {"fireworks-ai-llama-3-firefunction-v2.jinja", "peg-native", true, true, false, false, false},
+        {"google-gemma-2-2b-it.jinja", "peg-native", false, false, false, false, false},
+        {"google-gemma-4-31B-it-interleaved.jinja", "peg-gemma4", true, false, false, false, false},
+        {"google-gemma-4-31B-it.jinja", "peg-gemma4", true, false, false, false, false},
+        {"ibm-granite-granite-3.3-2B-Instruct.jinja", "peg-native", false, false, false, false, false},
+        {"ibm-granite-granite-4.0.jinja", "peg-native", true, true, true, false, false},
+        {"ibm-granite-granite-4.1.jinja", "peg-native", true, true, true, false, false},
+        {"inclusionai-ling-3.0-flash.jinja", "peg-native", true, false, false, true, false},
+        {"llama-cpp-deepseek-r1.jinja", "peg-native", true, true, false, false, false},
+        {"llama-cpp-rwkv-world.jinja", "peg-native", false, false, false, false, false},
+        {"meetkai-functionary-medium-v3.1.jinja", "peg-native", true, true, false, false, false},
+        {"meetkai-functionary-medium-v3.2.jinja", "peg-native", true, false, false, true, true},
+        {"meta-llama-Llama-3.1-8B-Instruct.jinja", "peg-native", true, true, false, false, false},
+        {"meta-llama-Llama-3.2-3B-Instruct.jinja", "peg-native", true, true, false, false, false},
+        {"meta-llama-Llama-3.3-70B-Instruct.jinja", "peg-native", true, true, false, false, false},
+        {"microsoft-Phi-3.5-mini-instruct.jinja", "peg-native", false, false, false, false, false},
+        {"mistralai-Ministral-3-14B-Reasoning-2512.jinja", "peg-native", true, false, false, false, false},
+        {"mistralai-Mistral-Nemo-Instruct-2407.jinja", "peg-native", true, true, false, false, false},
+        {"moonshotai-Kimi-K2.jinja", "peg-native", true, false, false, false, false},
+        {"muse-glimmer.jinja", "peg-native", true, false, false, false, false},
+        {"openai-gpt-oss-120b.jinja", "peg-native", true, false, false, false, false},
+        {"openbmb-MiniCPM5-1B.jinja", "peg-native", true, false, false, false, false},
+        {"poolside-Laguna-S-2.1.jinja", "peg-native", true, true, false, false, false},
+        {"poolside-Laguna-XS-2.1.jinja", "peg-native", true, true, false, false, false},
+        {"poolside-Laguna-XS.2.jinja", "peg-native", true, true, false, false, false},
+        {"tencent-Hy3.jinja", "peg-native", true, true, false, false, false},
+        {"unsloth-Apriel-1.5.jinja", "peg-native", true, true, false, false, false},
+        {"unsloth-mistral-Devstral-Small-2507.jinja", "peg-native", true, false, false, false, false},
+        {"upstage-Solar-Open-100B.jinja", "peg-native", true, true, false, false, false},
+    };
+    std::vector<std::string> files;
+    for (const auto &e :
+         std::filesystem::directory_iterator(std::filesystem::path(INFERBOX_LLAMA_SOURCE) / "models" / "templates")) {
+        if (e.path().extension() == ".jinja") {
+            files.push_back(e.path().filename().string());
+        }
+    }
+    std::sort(files.begin(), files.end());
+    std::vector<std::string> listed;
+    for (const auto &f : expected) {
+        listed.emplace_back(f.file);
+    }
+    EXPECT_EQ(files, listed) << "llama.cpp's template set changed: update the table (and look at each new one)";
+    for (const auto &f : expected) {
+        auto r = probe_tool_grammar(read_template(f.file), weather_request(tool_choice::required, false));
+        ASSERT_TRUE(r) << f.file << ": " << r.err().message;
+        const auto was = [&] {
+            return std::string(f.file) + ": format " + r->format + ", grammar " +
+                   (r->common_grammar.empty() ? "no" : "yes") + ", calls_first " + std::to_string(r->calls_first) +
+                   ", one_call " + std::to_string(r->one_call) + ", text first " +
+                   std::to_string(allows_text_first(root_of(r->grammar))) + ", repeats " +
+                   std::to_string(repeats_calls(r->grammar));
+        };
+        EXPECT_EQ(r->format, f.format) << was();
+        EXPECT_EQ(!r->common_grammar.empty(), f.grammar) << was();
+        EXPECT_EQ(r->calls_first, f.calls_first) << was();
+        EXPECT_EQ(r->one_call, f.one_call) << was();
+        EXPECT_EQ(allows_text_first(root_of(r->grammar)), f.text_before_calls) << was();
+        EXPECT_EQ(repeats_calls(r->grammar), f.repeats_calls) << was();
+    }
+}
 
 TEST(tool_grammar_probe, ATemplateThatDoesNotParseIsAnError) {
     auto r = probe_tool_grammar("{% if %}", weather_request(tool_choice::required, true));
