@@ -24,7 +24,7 @@ import YAML from 'yaml';
 import { MODELS, freePort, getJson, modelPath, repoRoot, serverBinary, startServer } from './harness.mjs';
 
 const K8S = path.join(repoRoot, 'deploy', 'k8s');
-const OVERLAYS = ['base', 'overlays/cpu', 'overlays/gpu', 'overlays/multi-model', 'overlays/rpc'];
+const OVERLAYS = ['base', 'overlays/cpu', 'overlays/gpu', 'overlays/multi-model', 'overlays/rpc', 'overlays/inference-pool'];
 const ADAPTER = 'prometheus-adapter';
 const CACHE_ROOT = '/var/cache/inferbox'; // the image's INFERBOX_CACHE (deploy/container)
 const UID = 1000; // the image's user
@@ -567,6 +567,36 @@ function manifestTests() {
       assert.equal(multi.length, 2, 'overlays/multi-model must render two Deployments');
       assert.notEqual(multi[0].modelName, multi[1].modelName, 'overlays/multi-model serves one model twice');
     });
+
+    test('inference-pool: the pool selects the server pods on their port; the server shows what its EPP reads',
+      async () => {
+        const docs = rendered['overlays/inference-pool'] ?? render('overlays/inference-pool');
+        const pool = docs.find((d) => d.kind === 'InferencePool');
+        assert.ok(pool, 'overlays/inference-pool renders no InferencePool');
+        assert.equal(pool.apiVersion, 'inference.networking.k8s.io/v1');
+        const dep = docs.find((d) => d.kind === 'Deployment');
+        assert.ok(matches(pool.spec.selector.matchLabels, dep.spec.template.metadata.labels),
+          'the pool does not select the Deployment\'s pods');
+        const main = dep.spec.template.spec.containers.find((c) => (c.command ?? []).includes('serve'));
+        assert.ok(main.ports.some((p) => p.containerPort === pool.spec.targetPorts[0].number),
+          `targetPorts ${JSON.stringify(pool.spec.targetPorts)} is not the server's port`);
+        assert.ok(main.args.includes('--metrics-vllm-names'), 'the EPP reads vLLM\'s metric names');
+        assert.ok(pool.spec.endpointPickerRef?.name, 'no endpointPickerRef');
+        const route = docs.find((d) => d.kind === 'HTTPRoute');
+        assert.deepEqual(route?.spec.rules[0].backendRefs[0],
+          { group: 'inference.networking.k8s.io', kind: 'InferencePool', name: pool.metadata.name });
+        // The model-server protocol's series, under the names the reference EPP scrapes.
+        const server = await startServer({ model: MODELS.plain, args: ['--metrics-vllm-names'] });
+        try {
+          const text = (await getJson(`${server.url}/metrics`)).text;
+          for (const name of ['vllm:num_requests_waiting', 'vllm:gpu_cache_usage_perc', 'vllm:lora_requests_info']) {
+            assert.match(text, new RegExp(`^${name}\\{`, 'm'), `${name} is not on /metrics`);
+          }
+          assert.match(text, /^vllm:lora_requests_info\{[^}]*max_lora="\d+"[^}]*running_lora_adapters="[^"]*"/m);
+        } finally {
+          await server.stop();
+        }
+      });
 
     test('prometheus-adapter exposes the metric the HPAs scale on', () => {
       const docs = render(ADAPTER);
