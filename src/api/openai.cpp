@@ -284,6 +284,9 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
                 self->self_.reset();
             }
         });
+        if (ctx_.on_submit) {
+            ctx_.on_submit(std::chrono::duration<double>(std::chrono::steady_clock::now() - ex_->received()).count());
+        }
         auto stream = backend_->submit(s_.run, [weak, exec = ex_->executor()] {
             boost::asio::post(exec, [weak] {
                 if (auto self = weak.lock()) {
@@ -556,8 +559,8 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
             deadline_->cancel();
         }
         auto keep = std::exchange(self_, nullptr);
-        record_success();
         note_route();
+        record_success();
         writer_->completed(*ex_, s_);
     }
 
@@ -568,6 +571,10 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
             length = length || c.finish == finish_reason::length;
         }
         charge_generated();
+        if (ctx_.on_success && !s_.route.backend.empty()) {
+            ctx_.on_success(s_.route, ttft_.count(),
+                            std::chrono::duration<double>(std::chrono::steady_clock::now() - ex_->received()).count());
+        }
         ex_->log_field("prompt_tokens", static_cast<int64_t>(u.prompt));
         ex_->log_field("completion_tokens", static_cast<int64_t>(u.generated));
         ex_->log_field("ttft_ms", static_cast<int64_t>(ttft_.count() * 1000.0));

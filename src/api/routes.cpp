@@ -1165,6 +1165,25 @@ void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, std::sh
                              {{"backend", r.backend}, {"route", r.reason}})
                 .inc();
         };
+        static const std::vector<double> seconds = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                                    0.025,  0.05,    0.1,    0.25,  0.5,    1.0,   2.5,
+                                                    5.0,    10.0,    30.0,   60.0,  120.0,  300.0};
+        jc.on_success = [reg = cfg_.metrics_registry](const route_info &r, double ttft, double e2e) {
+            const label_list l = {{"backend", r.backend}};
+            reg->add_histogram("inferbox_backend_time_to_first_token_seconds",
+                               "Time to first token of routed requests, by the backend they finished on.", seconds, l)
+                .observe(ttft);
+            reg->add_histogram("inferbox_backend_e2e_request_latency_seconds",
+                               "End-to-end latency of routed requests, by the backend they finished on.", seconds, l)
+                .observe(e2e);
+        };
+        jc.on_submit = [reg = cfg_.metrics_registry](double s) {
+            reg->add_histogram("inferbox_router_overhead_seconds",
+                               "Time from a routed request's arrival until a backend has it (parsing, routing, "
+                               "preparation).",
+                               seconds)
+                .observe(s);
+        };
     }
     preparing_.fetch_add(1);
     // Preparation (template, tokenizer, grammar) runs on the pool: its cost grows with the prompt

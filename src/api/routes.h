@@ -92,8 +92,12 @@ struct job_context {
     rate_limiter                    *limiter = nullptr; // may be null; outlives every job
     size_t                           key     = 0;
     std::shared_ptr<void>            hold; // keeps the model loaded until the job ends (model_host)
-    // Told where a routed request ran, once its answer starts (may be empty).
-    std::function<void(const route_info &)> on_route;
+    // Routed requests only (all may be empty): where it ran, once its answer starts (and again
+    // when a stream moves); its time to first token and end to end, once it succeeded, by the
+    // backend it finished on; the router's own time before a backend had the request.
+    std::function<void(const route_info &)>                              on_route;
+    std::function<void(const route_info &, double ttft_s, double e2e_s)> on_success;
+    std::function<void(double seconds)>                                  on_submit;
 };
 
 class api_router;

@@ -226,6 +226,11 @@ describe('a router in front of a remote inferbox', () => {
     assert.ok(value('inferbox_routed_requests_total{backend="b",route="overflow"}') >= 1);
     assert.ok(value('inferbox_routed_requests_total{backend="local",route="pinned"}') >= 3);
     assert.match(text, /# TYPE inferbox_backend_requests_total counter/);
+    // Latency by the backend a routed request finished on, and the router's own share.
+    assert.ok(value('inferbox_backend_time_to_first_token_seconds_count{backend="b"}') >= 1);
+    assert.ok(value('inferbox_backend_e2e_request_latency_seconds_count{backend="b"}') >= 1);
+    assert.ok(value('inferbox_backend_time_to_first_token_seconds_count{backend="local"}') >= 1);
+    assert.ok(value('inferbox_router_overhead_seconds_count') >= 1);
   });
 
   test('the client\'s key is never forwarded: the remote only accepts the backend\'s own key', async () => {
