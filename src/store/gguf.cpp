@@ -434,23 +434,60 @@ class parser {
         return gguf_value{gguf_type::array, a};
     }
 
-    // Only strings of 1 or 6 bytes can spell a byte; the others are skipped unread.
+    // Every token's text is hashed (for the duplicate check); only strings of 1 or 6 bytes can
+    // spell a byte.
     void scan_tokens(const gguf_array &a, const std::string &what) {
         tokens_.body    = pos_;
         tokens_.spelled = std::vector<bool>(size_t(a.length), false);
+        tokens_.hashes.clear();
+        tokens_.hashes.reserve(size_t(a.length));
+        std::string text;
         for (uint64_t i = 0; i < a.length; ++i) {
             const std::string element = "element " + std::to_string(i) + " of " + what;
             const uint64_t    len     = read_string_length(element, gguf_limits::max_string_bytes);
+            text.resize(size_t(len));
+            read_bytes(text.data(), size_t(len), element);
+            tokens_.hashes.emplace_back(text_hash(loaded_text(text, i)), uint32_t(i));
             if (len != 1 && len != 6) {
-                skip(len, element);
                 continue;
             }
-            char text[6];
-            read_bytes(text, size_t(len), element);
-            const std::string_view s(text, size_t(len));
-            tokens_.spelled[i] = spells_byte(s);
-            if (const auto b = byte_found_by(s)) {
+            tokens_.spelled[i] = spells_byte(text);
+            if (const auto b = byte_found_by(text)) {
                 tokens_.bytes_found.set(*b);
+            }
+        }
+    }
+
+    // The text llama.cpp's loader files token `index` under: an empty one is renamed.
+    static std::string loaded_text(const std::string &text, uint64_t index) {
+        return text.empty() ? "[EMPTY_" + std::to_string(index) + "]" : text;
+    }
+
+    static uint64_t text_hash(std::string_view s) {
+        uint64_t h = 1469598103934665603ULL; // FNV-1a
+        for (const unsigned char c : s) {
+            h ^= c;
+            h *= 1099511628211ULL;
+        }
+        return h;
+    }
+
+    // llama.cpp's loader maps each text to one id and asserts that no two tokens share one: a
+    // vocabulary with a duplicate kills the process while loading. Equal hashes are confirmed by
+    // reading both texts again.
+    void check_duplicate_tokens() {
+        auto &h = tokens_.hashes;
+        std::sort(h.begin(), h.end());
+        for (size_t k = 1; k < h.size(); ++k) {
+            if (h[k].first != h[k - 1].first) {
+                continue;
+            }
+            const uint64_t    a = std::min(h[k - 1].second, h[k].second), b = std::max(h[k - 1].second, h[k].second);
+            const std::string ta = loaded_text(token_text(a), a), tb = loaded_text(token_text(b), b);
+            if (ta == tb) {
+                fail(std::string(key_tokens) + " has token " + std::to_string(a) + " and token " + std::to_string(b) +
+                     " with the same text '" + utf8_sanitize(ta.substr(0, 64)) +
+                     "': llama.cpp's vocabulary loader aborts on a duplicate token");
             }
         }
     }
@@ -635,6 +672,7 @@ class parser {
             }
         }
         check_special_token_ids(tokens->length);
+        check_duplicate_tokens();
         const gguf_value *m     = info_.find(key_model);
         const std::string model = m && m->as_string() ? *m->as_string() : std::string();
         check_byte_tokens(model);
@@ -778,10 +816,11 @@ class parser {
 
     // What the tokenizer checks need from the per-token arrays.
     struct token_facts {
-        uint64_t          body = 0;    // offset of the first element of tokenizer.ggml.tokens
-        std::vector<bool> spelled;     // token i is spelled '<0xHH>'
-        std::vector<bool> typed_byte;  // token i has token type BYTE
-        std::bitset<256>  bytes_found; // llama.cpp's byte lookup finds a token for byte b
+        uint64_t                                   body = 0;    // offset of the first element of tokenizer.ggml.tokens
+        std::vector<bool>                          spelled;     // token i is spelled '<0xHH>'
+        std::vector<bool>                          typed_byte;  // token i has token type BYTE
+        std::bitset<256>                           bytes_found; // llama.cpp's byte lookup finds a token for byte b
+        std::vector<std::pair<uint64_t, uint32_t>> hashes;      // (hash of the loaded text, token id)
     };
 
     byte_source &src_;

@@ -1034,3 +1034,20 @@ TEST(GgufModels, stories260k_q8_0) {
     EXPECT_EQ(r->n_params, f32->n_params);
     EXPECT_LT(r->tensor_bytes, f32->tensor_bytes);
 }
+
+TEST(GgufTokenizer, two_tokens_with_the_same_text_are_refused) {
+    // llama.cpp's loader asserts that no two tokens share a text (the process dies while loading).
+    vocab bpe;
+    bpe.model  = "gpt2";
+    bpe.tokens = {"a", "b", "ab", "b"};
+    bpe.types  = {normal, normal, normal, normal};
+    expect_error(build(tokenizer_spec(bpe)),
+                 "tokenizer.ggml.tokens has token 1 and token 3 with the same text 'b': llama.cpp's vocabulary loader "
+                 "aborts on a duplicate token");
+    // An empty token is loaded as "[EMPTY_<id>]": it collides with a token spelled that way.
+    bpe.tokens = {"a", "", "[EMPTY_1]", "c"};
+    expect_error(build(tokenizer_spec(bpe)), "token 1 and token 2 with the same text '[EMPTY_1]'");
+    // Two empty tokens get different names, and texts that differ only in case are different.
+    bpe.tokens = {"", "", "B", "b"};
+    expect_ok(build(tokenizer_spec(bpe)));
+}
