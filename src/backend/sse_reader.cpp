@@ -20,6 +20,17 @@ std::string string_or(const json &j, const char *key, std::string fallback = {})
     return fallback;
 }
 
+// j[key] when j is an object and that member is one too, else an empty object.
+json object_or_empty(const json &j, const char *key) {
+    if (j.is_object()) {
+        auto it = j.find(key);
+        if (it != j.end() && it->is_object()) {
+            return *it;
+        }
+    }
+    return json::object();
+}
+
 int32_t int_or(const json &j, const char *key) {
     if (j.is_object()) {
         auto it = j.find(key);
@@ -195,6 +206,10 @@ void sse_reader::on_data(std::string_view data, std::vector<backend_event> &out)
     }
     if (auto cs = j.find("choices"); cs != j.end() && cs->is_array()) {
         for (const auto &c : *cs) {
+            if (!c.is_object()) {
+                fail("its stream carried a choice that is not a JSON object", out);
+                return;
+            }
             const int32_t index = int_or(c, "index");
             if (index < 0 || static_cast<size_t>(index) >= choices_.size()) {
                 fail("its stream names choice " + std::to_string(index) + " of a request for " +
@@ -206,10 +221,14 @@ void sse_reader::on_data(std::string_view data, std::vector<backend_event> &out)
             backend_event ev;
             ev.choice = static_cast<size_t>(index);
             if (chat_) {
-                const json delta = c.value("delta", json::object());
+                const json delta = object_or_empty(c, "delta");
                 ev.content       = string_or(delta, "content");
                 if (auto tcs = delta.find("tool_calls"); tcs != delta.end() && tcs->is_array()) {
                     for (const auto &tc : *tcs) {
+                        if (!tc.is_object()) {
+                            fail("its stream carried a tool call that is not a JSON object", out);
+                            return;
+                        }
                         tool_call_delta d;
                         const int32_t   call = int_or(tc, "index");
                         if (call < 0 || static_cast<size_t>(call) > st.message.tool_calls.size() || call > 1024) {

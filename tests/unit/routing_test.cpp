@@ -192,6 +192,10 @@ TEST(sse_reader, BadStreamsAreErrorsNamingTheBackend) {
         {"data: {\"choices\":[{\"index\":5,\"text\":\"x\"}]}\n\n", "names choice 5 of a request for 1"},
         {"data: {\"choices\":[{\"index\":0,\"text\":\"x\"}]}\n\n", "ended before choice 0 finished"},
         {"data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":3}]}}]}\n\n", "skips to tool call 3"},
+        // Found by sse_fuzz: a choice, or a tool call, that is not an object threw out of the reader.
+        {"data: {\"choices\":[0],\"usage\":{\"prompt_tokens\":3}}\n\n", "a choice that is not a JSON object"},
+        {"data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[7]}}]}\n\n",
+         "a tool call that is not a JSON object"},
     };
     for (const auto &[stream, expected] : cases) {
         sse_reader r("gpu-box", stream.find("delta") != std::string::npos, false, 1);
