@@ -330,6 +330,17 @@ std::optional<error> remote_backend::admission(int32_t n, bool claim, bool *tria
     return std::nullopt;
 }
 
+result<bool> remote_backend::claim() {
+    std::lock_guard lock(mu_);
+    bool            trial = false;
+    if (auto err = admission(1, /*claim=*/true, &trial)) {
+        return *err;
+    }
+    ++in_flight_;
+    ++requests_;
+    return trial;
+}
+
 std::optional<error> remote_backend::check(const api_request &req) const {
     if (!req.model.empty() && !serves(req.model)) {
         return error{error_kind::not_found, "backend '" + spec_.name + "' does not serve the model '" + req.model + "'",
@@ -359,15 +370,11 @@ std::string remote_backend::remote_id_of(const std::string &id) const {
 
 result<std::shared_ptr<http_call>> remote_backend::relay(const std::string &path, std::string body,
                                                          std::function<void(result<relayed>)> done) {
-    bool trial = false;
-    {
-        std::lock_guard lock(mu_);
-        if (auto err = admission(1, /*claim=*/true, &trial)) {
-            return *err;
-        }
-        ++in_flight_;
-        ++requests_;
+    auto claimed = claim();
+    if (!claimed) {
+        return claimed.err();
     }
+    const bool trial = *claimed;
     struct state {
         relayed                                  answer;
         std::optional<std::chrono::milliseconds> retry_after;
@@ -457,16 +464,12 @@ result<backend_request> remote_backend::prepare(api_request req) const {
 
 result<std::shared_ptr<generation_stream>> remote_backend::submit(std::shared_ptr<const backend_request> req,
                                                                   std::function<void()>                  notify) {
-    bool trial = false;
-    {
-        std::lock_guard lock(mu_);
-        if (auto err = admission(1, /*claim=*/true, &trial)) {
-            return *err;
-        }
-        ++in_flight_;
-        ++requests_;
+    auto claimed = claim();
+    if (!claimed) {
+        return claimed.err();
     }
-    auto stream = std::make_shared<remote_stream>(shared_from_this(), *req, trial, std::move(notify));
+    const bool trial  = *claimed;
+    auto       stream = std::make_shared<remote_stream>(shared_from_this(), *req, trial, std::move(notify));
     stream->start(*req);
     return std::shared_ptr<generation_stream>(std::move(stream));
 }

@@ -88,8 +88,11 @@ class remote_backend final : public generation_backend, public std::enable_share
     // Admission under mu_: the error that refuses `n` more requests now, if any; with `claim`, a
     // half-open circuit's trial is taken by the caller (*trial set).
     std::optional<error> admission(int32_t n, bool claim, bool *trial) const;
-    void                 probe();
-    void                 schedule_probe();
+    // Admits one request and counts it in flight (finished() releases it): whether it is the
+    // half-open circuit's trial, or the refusal.
+    result<bool> claim();
+    void         probe();
+    void         schedule_probe();
 
     backend_spec                 spec_;
     std::string                  key_;

@@ -164,20 +164,22 @@ std::string one_call(const std::string &grammar) {
 
 } // namespace
 
-result<tool_grammar_probe> probe_tool_grammar(const std::string &template_src, const chat_inputs &in) {
-    common_chat_templates_ptr tmpl;
-    try {
-        tmpl = common_chat_templates_init(nullptr, template_src, "<s>", "</s>");
-    } catch (const std::exception &e) {
-        return error::invalid(std::string("the chat template does not parse: ") + e.what());
-    }
+namespace {
+
+// A request's chat inputs as llama.cpp's chat machinery takes them (jinja, with the generation
+// prompt); render_chat and probe_tool_grammar both render through it.
+common_chat_templates_inputs common_inputs_of(const chat_inputs &in) {
     common_chat_templates_inputs ci;
     ci.use_jinja             = true;
     ci.add_generation_prompt = true;
     for (const auto &m : in.messages) {
         common_chat_msg msg;
-        msg.role    = m.role;
-        msg.content = m.content;
+        msg.role         = m.role;
+        msg.content      = m.content;
+        msg.tool_call_id = m.tool_call_id;
+        for (const auto &tc : m.tool_calls) {
+            msg.tool_calls.push_back({tc.name, tc.arguments, tc.id});
+        }
         ci.messages.push_back(std::move(msg));
     }
     for (const auto &t : in.tools) {
@@ -187,9 +189,21 @@ result<tool_grammar_probe> probe_tool_grammar(const std::string &template_src, c
                              : in.choice == tool_choice::none   ? COMMON_CHAT_TOOL_CHOICE_NONE
                                                                 : COMMON_CHAT_TOOL_CHOICE_AUTO;
     ci.parallel_tool_calls = in.parallel_tool_calls;
+    return ci;
+}
+
+} // namespace
+
+result<tool_grammar_probe> probe_tool_grammar(const std::string &template_src, const chat_inputs &in) {
+    common_chat_templates_ptr tmpl;
+    try {
+        tmpl = common_chat_templates_init(nullptr, template_src, "<s>", "</s>");
+    } catch (const std::exception &e) {
+        return error::invalid(std::string("the chat template does not parse: ") + e.what());
+    }
     common_chat_params cp;
     try {
-        cp = common_chat_templates_apply(tmpl.get(), ci);
+        cp = common_chat_templates_apply(tmpl.get(), common_inputs_of(in));
     } catch (const std::exception &e) {
         return error::invalid(std::string("the chat template could not render: ") + e.what());
     }
@@ -212,29 +226,9 @@ result<chat_render> model::render_chat(const chat_inputs &in) const {
                               "--chat-template",
                               "messages", "no_chat_template");
     }
-    common_chat_templates_inputs ci;
-    ci.use_jinja             = true;
-    ci.add_generation_prompt = true;
-    for (const auto &m : in.messages) {
-        common_chat_msg msg;
-        msg.role         = m.role;
-        msg.content      = m.content;
-        msg.tool_call_id = m.tool_call_id;
-        for (const auto &tc : m.tool_calls) {
-            msg.tool_calls.push_back({tc.name, tc.arguments, tc.id});
-        }
-        ci.messages.push_back(std::move(msg));
-    }
-    for (const auto &t : in.tools) {
-        ci.tools.push_back({t.name, t.description, t.parameters.empty() ? std::string("{}") : t.parameters});
-    }
-    ci.tool_choice         = in.choice == tool_choice::required ? COMMON_CHAT_TOOL_CHOICE_REQUIRED
-                             : in.choice == tool_choice::none   ? COMMON_CHAT_TOOL_CHOICE_NONE
-                                                                : COMMON_CHAT_TOOL_CHOICE_AUTO;
-    ci.parallel_tool_calls = in.parallel_tool_calls;
     common_chat_params cp;
     try {
-        cp = common_chat_templates_apply(tmpl_->ptr.get(), ci);
+        cp = common_chat_templates_apply(tmpl_->ptr.get(), common_inputs_of(in));
     } catch (const std::exception &e) {
         return error::invalid(std::string("the chat template could not render this request: ") + e.what(),
                               in.tools.empty() ? "messages" : "tools", "");

@@ -379,7 +379,7 @@ export async function postStream(url, body) {
 // event, while the stream is certainly still running (a fetch abort goes through several turns
 // first, and on a fast machine a 200-token stream of the tiny model is over by then). Resolves
 // with every byte received when the socket closes.
-export function streamRaw(url, body, onFirstEvent) {
+export function streamRaw(url, body, onFirstEvent, headers = {}) {
   const u = new URL(url);
   const payload = JSON.stringify(body);
   return new Promise((resolve, reject) => {
@@ -391,7 +391,8 @@ export function streamRaw(url, body, onFirstEvent) {
       reject(new Error(`POST ${url}: no complete answer within ${REQUEST_TIMEOUT_MS} ms:\n${got.slice(-2000)}`));
     }, REQUEST_TIMEOUT_MS);
     sock.on('connect', () => {
-      sock.write(`POST ${u.pathname} HTTP/1.1\r\nHost: ${u.host}\r\nConnection: close\r\n` +
+      const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+      sock.write(`POST ${u.pathname} HTTP/1.1\r\nHost: ${u.host}\r\nConnection: close\r\n${extra}` +
         `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(payload)}\r\n\r\n${payload}`);
     });
     sock.on('data', (d) => {

@@ -23,6 +23,7 @@ import {
   postJson,
   serverBinary,
   startServer,
+  streamRaw,
   timeBound,
 } from './harness.mjs';
 
@@ -39,33 +40,6 @@ const hi = [{ role: 'user', content: 'Hi' }];
 // Requests the remote's access log recorded for a path.
 function remoteHits(server, pathName) {
   return server.log().split('\n').filter((l) => l.includes(`path=${pathName} `)).length;
-}
-
-// POSTs over a raw socket with extra headers and calls onFirstEvent(socket) in the turn that
-// brings the first streamed event; resolves with every byte received when the socket closes.
-function rawStream(url, body, headers, onFirstEvent) {
-  const u = new URL(url);
-  const payload = JSON.stringify(body);
-  return new Promise((resolve, reject) => {
-    const sock = net.connect(Number(u.port), u.hostname);
-    let got = '';
-    let fired = false;
-    sock.on('connect', () => {
-      const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
-      sock.write(`POST ${u.pathname} HTTP/1.1\r\nHost: ${u.host}\r\nConnection: close\r\n${extra}` +
-        `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(payload)}\r\n\r\n${payload}`);
-    });
-    sock.on('data', (d) => {
-      got += d;
-      if (!fired && got.includes('data: {')) {
-        fired = true;
-        onFirstEvent(sock);
-      }
-    });
-    sock.on('error', () => resolve(got));
-    sock.on('close', () => resolve(got));
-    setTimeout(() => { sock.destroy(); reject(new Error(`no answer from ${url}:\n${got}`)); }, 30_000).unref();
-  });
 }
 
 describe('a router in front of a remote inferbox', () => {
@@ -250,9 +224,9 @@ describe('a router in front of a remote inferbox', () => {
       return m ? Number(m[1]) : -1;
     };
     const cancelledBefore = await metric('inferbox_request_cancelled_total');
-    const got = await rawStream(`${router.url}/v1/completions`,
+    const got = await streamRaw(`${router.url}/v1/completions`,
       { model: 'far', prompt: ONCE, max_tokens: 400, temperature: 0, ignore_eos: true, stream: true },
-      { authorization: `Bearer ${ROUTER_KEY}` }, (sock) => sock.resetAndDestroy());
+      (sock) => sock.resetAndDestroy(), { authorization: `Bearer ${ROUTER_KEY}` });
     assert.match(got, /x-inferbox-backend: b/i);
     assert.match(got, /data: \{/, 'the stream had started');
     let running = await metric('num_requests_running');
@@ -542,7 +516,7 @@ describe('mid-stream failover', () => {
         `events arrived in bursts: ${distinct} distinct times over ${arrivals.at(-1) - arrivals[0]} ms`);
 
       let killedAt = 0;
-      const got = await rawStream(`${router.url}/v1/completions`, { ...body, model: 'far', stream: true }, {},
+      const got = await streamRaw(`${router.url}/v1/completions`, { ...body, model: 'far', stream: true },
         () => { killedAt = Date.now(); process.kill(remotes[0].pid, 'SIGKILL'); });
       assert.match(got, /x-inferbox-backend: b1/i, 'the stream started on b1');
       const events = got.split(/\r?\n/).filter((l) => l.startsWith('data: ')).map((l) => l.slice(6));
