@@ -84,6 +84,16 @@ else()
   endif()
   message(FATAL_ERROR "no llama.cpp: run scripts/setup.sh, or pass -DINFERBOX_LLAMA_DIR=<source> or -DINFERBOX_LLAMA_BUILD=<build>")
 endif()
+# inferbox needs its fixes to llama.cpp (patches/llama.cpp, applied by scripts/setup.sh): a source
+# tree without them builds an inferbox that cannot bound template rendering, so refuse it here with
+# the command that applies them rather than fail at link time.
+if(INFERBOX_LLAMA_SOURCE AND EXISTS ${INFERBOX_LLAMA_SOURCE}/common/jinja/runtime.h)
+  file(STRINGS ${INFERBOX_LLAMA_SOURCE}/common/jinja/runtime.h llama_render_limits REGEX "set_render_limits")
+  if(NOT llama_render_limits)
+    message(FATAL_ERROR "${INFERBOX_LLAMA_SOURCE} lacks inferbox's llama.cpp patches; apply them with\n"
+                        "  for p in ${CMAKE_SOURCE_DIR}/patches/llama.cpp/*.patch; do git -C ${INFERBOX_LLAMA_SOURCE} apply $p; done")
+  endif()
+endif()
 # INFERBOX_HAVE_RPC: ggml's RPC backend is linked, so `serve --rpc` works (ggml-rpc.h's API).
 if(INFERBOX_HAVE_RPC)
   target_compile_definitions(inferbox_llama INTERFACE INFERBOX_HAVE_RPC=1)

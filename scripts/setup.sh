@@ -59,6 +59,22 @@ if [ ! -f "$src/CMakeLists.txt" ]; then
   mv "$src.tmp" "$src"
 fi
 
+# Our fixes to llama.cpp (patches/llama.cpp, each one explained in its header), applied once: a
+# patch that already reverses cleanly is in place. A patch that neither applies nor reverses
+# means the source tree was edited by hand: stop rather than build something unknown.
+for patch in "$root"/patches/llama.cpp/*.patch; do
+  [ -f "$patch" ] || continue
+  if git -C "$src" apply --reverse --check "$patch" 2>/dev/null; then
+    continue
+  fi
+  if ! git -C "$src" apply --check "$patch" 2>/dev/null; then
+    echo "patch $(basename "$patch") neither applies to nor is applied in $src" >&2
+    exit 1
+  fi
+  log "applying $(basename "$patch") to llama.cpp"
+  git -C "$src" apply "$patch"
+done
+
 # AMX: GGML_NATIVE=ON compiles ggml's AMX kernels whenever the CPU advertises AMX, and ggml then
 # uses them for quantized weights without checking that the tile registers work. Some virtual
 # machines advertise AMX yet fault on the first tile instruction (seen here: a Firecracker guest

@@ -1,5 +1,7 @@
 #include "api/http_server.h"
 
+#include "common/failpoint.h"
+
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
@@ -15,6 +17,7 @@
 #include <deque>
 
 #include <sstream>
+#include <stdexcept>
 #include <sys/socket.h>
 
 namespace inferbox {
@@ -395,6 +398,10 @@ class session final : public http_exchange, public std::enable_shared_from_this<
             return;
         }
         disarm();
+        if (failpoint("INFERBOX_FAILPOINT_IO_THROW")) {
+            // Outside the handler's try: what the I/O thread's own catch-all is for.
+            throw std::runtime_error("failpoint: a completion handler throws");
+        }
         req_        = parser_->release();
         keep_alive_ = req_.keep_alive();
         open_exchange();

@@ -7,6 +7,8 @@
 //   INFERBOX_FAILPOINT_DECODE        a decode fails as a failed llama_decode would (engine.cpp)
 //   INFERBOX_FAILPOINT_STEP_THROW    an engine step throws std::bad_alloc (engine.cpp)
 //   INFERBOX_FAILPOINT_HANDLER_THROW an inference handler throws (api/routes.cpp)
+//   INFERBOX_FAILPOINT_IO_THROW      a read completion throws before the handler's catch-all, so
+//                                    only the I/O thread's own catch-all stands (api/http_server.cpp)
 //
 // failpoint_ms(env) reads a duration instead: the variable's value in milliseconds (0 when unset).
 //   INFERBOX_FAILPOINT_STEP_DELAY_MS each engine step waits this long first, so a test can act

@@ -7,6 +7,7 @@
 #include "build-info.h"
 #include "chat.h"
 #include "common.h"
+#include "jinja/runtime.h"
 #include "llama.h"
 
 #include <algorithm>
@@ -192,6 +193,42 @@ common_chat_templates_inputs common_inputs_of(const chat_inputs &in) {
     return ci;
 }
 
+// Bounds on rendering one request (patches/llama.cpp/0002-jinja-render-limits.patch). The load-time
+// probe (template_probe.cpp) renders a fixed conversation in a child process; a template whose cost
+// depends on its input (a loop over a message's characters, a macro recursing over a tool schema)
+// could still hold a preparation thread for minutes or overflow its stack on one request. The
+// stock templates render a long conversation with tools in a few thousand steps and nest a few
+// dozen deep, so these limits stop only templates that misbehave.
+constexpr jinja::render_limits request_render_limits{
+    .max_steps = 20'000'000,
+    .max_depth = 512,
+    .max_ms    = 5'000,
+};
+
+// common_chat_templates_apply under request_render_limits. A limit crossed is a 400 naming it
+// (however far up llama.cpp wrapped the exception); any other failure is the template's own error.
+result<common_chat_params> apply_bounded(const common_chat_templates *tmpl, const common_chat_templates_inputs &in,
+                                         const char *param) {
+    struct scoped_limits {
+        scoped_limits() { jinja::set_render_limits(request_render_limits); }
+        ~scoped_limits() { jinja::clear_render_limits(); }
+        scoped_limits(const scoped_limits &)            = delete;
+        scoped_limits &operator=(const scoped_limits &) = delete;
+    } limits;
+    try {
+        return common_chat_templates_apply(tmpl, in);
+    } catch (const std::exception &e) {
+        if (const auto &hit = jinja::render_limit_hit(); !hit.empty()) {
+            return error::invalid("the chat template stopped rendering this request at a limit: " + hit +
+                                      " (the limits are " + std::to_string(request_render_limits.max_steps) +
+                                      " steps, nesting " + std::to_string(request_render_limits.max_depth) +
+                                      " deep and " + std::to_string(request_render_limits.max_ms) + " ms)",
+                                  param, "template_limit_exceeded");
+        }
+        return error::invalid(std::string("the chat template could not render this request: ") + e.what(), param, "");
+    }
+}
+
 } // namespace
 
 result<tool_grammar_probe> probe_tool_grammar(const std::string &template_src, const chat_inputs &in) {
@@ -201,13 +238,12 @@ result<tool_grammar_probe> probe_tool_grammar(const std::string &template_src, c
     } catch (const std::exception &e) {
         return error::invalid(std::string("the chat template does not parse: ") + e.what());
     }
-    common_chat_params cp;
-    try {
-        cp = common_chat_templates_apply(tmpl.get(), common_inputs_of(in));
-    } catch (const std::exception &e) {
-        return error::invalid(std::string("the chat template could not render: ") + e.what());
+    auto rendered = apply_bounded(tmpl.get(), common_inputs_of(in), "tools");
+    if (!rendered) {
+        return rendered.err();
     }
-    tool_grammar_probe p;
+    const common_chat_params &cp = rendered.value();
+    tool_grammar_probe        p;
     p.format         = std::string(common_chat_format_name(cp.format));
     p.common_grammar = cp.grammar;
     p.grammar        = in.choice == tool_choice::required ? calls_first(cp.grammar) : cp.grammar;
@@ -226,13 +262,11 @@ result<chat_render> model::render_chat(const chat_inputs &in) const {
                               "--chat-template",
                               "messages", "no_chat_template");
     }
-    common_chat_params cp;
-    try {
-        cp = common_chat_templates_apply(tmpl_->ptr.get(), common_inputs_of(in));
-    } catch (const std::exception &e) {
-        return error::invalid(std::string("the chat template could not render this request: ") + e.what(),
-                              in.tools.empty() ? "messages" : "tools", "");
+    auto rendered = apply_bounded(tmpl_->ptr.get(), common_inputs_of(in), in.tools.empty() ? "messages" : "tools");
+    if (!rendered) {
+        return rendered.err();
     }
+    common_chat_params cp = std::move(rendered.value());
     if (!in.tools.empty() && in.choice != tool_choice::none && cp.grammar.empty()) {
         // The template has no tool-call format: common would render the conversation without the
         // tools and never produce a call. inferbox's generic format describes them instead.
@@ -289,13 +323,12 @@ result<chat_render> model::render_generic_tools(const chat_inputs &in) const {
         msg.content = m.content;
         ci.messages.push_back(std::move(msg));
     }
-    common_chat_params cp;
-    try {
-        cp = common_chat_templates_apply(tmpl_->ptr.get(), ci);
-    } catch (const std::exception &e) {
-        return error::invalid(std::string("the chat template could not render this request: ") + e.what(), "tools", "");
+    auto rendered = apply_bounded(tmpl_->ptr.get(), ci, "tools");
+    if (!rendered) {
+        return rendered.err();
     }
-    auto grammar = json_schema_to_gbnf(generic_tools_schema(in), "tools");
+    common_chat_params cp      = std::move(rendered.value());
+    auto               grammar = json_schema_to_gbnf(generic_tools_schema(in), "tools");
     if (!grammar) {
         return grammar.err();
     }

@@ -228,5 +228,23 @@ TEST(tool_grammar_probe, ATemplateThatDoesNotParseIsAnError) {
     EXPECT_EQ(r.err().kind, error_kind::invalid_request);
 }
 
+// Each rendering runs under limits (patches/llama.cpp/0002): a template whose recursion follows the
+// request's length stops at the nesting limit with a 400 naming it, where it used to overflow the
+// stack; the same thread then renders the next request normally (the limits start afresh).
+TEST(tool_grammar_probe, RecursionThatFollowsTheRequestStopsAtTheNestingLimit) {
+    const std::string tmpl   = "{%- macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{% endif %}{% endmacro -%}"
+                               "{%- for m in messages %}{{ f(m.content|length) }}<|im_start|>{{ m.role }}\n"
+                               "{{ m.content }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n";
+    auto              deep   = weather_request(tool_choice::automatic, true);
+    deep.messages[0].content = std::string(100000, 'x');
+    auto r                   = probe_tool_grammar(tmpl, deep);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.err().code, "template_limit_exceeded");
+    EXPECT_NE(r.err().message.find("nesting deeper than 512"), std::string::npos) << r.err().message;
+    auto shallow = weather_request(tool_choice::automatic, true);
+    auto ok      = probe_tool_grammar(tmpl, shallow);
+    EXPECT_TRUE(ok) << ok.err().message;
+}
+
 } // namespace
 } // namespace inferbox

@@ -114,6 +114,36 @@ describe('unexpected exceptions (test-build failpoints)', () => {
     }
   });
 
+  test('an I/O completion that throws: that connection ends, counted; the thread and the server go on', async () => {
+    // The throw happens in the read completion before the handler's own catch-all, so it leaves
+    // io_context::run() on the I/O thread. With --http-threads 1 there is no second thread to hide
+    // behind: the next requests are served only if that thread caught it and ran again.
+    const trigger = path.join(dir, 'io-throw');
+    const server = await startServer({
+      model: MODELS.plain, args: ['--http-threads', 1], env: { INFERBOX_FAILPOINT_IO_THROW: trigger },
+    });
+    try {
+      fs.writeFileSync(trigger, '1\n');
+      const lost = await fetch(`${server.url}/v1/completions`, {
+        method: 'POST', headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ prompt: ONCE, max_tokens: 4, temperature: 0 }),
+      }).then((r) => `answered ${r.status}`, (e) => `failed: ${e.cause?.code ?? e.message}`);
+      assert.match(lost, /^failed: /, 'the connection whose completion threw is closed without an answer');
+      assert.match(server.log(), /unexpected exception in io_thread: failpoint: a completion handler throws/);
+      for (let i = 0; i < 3; i++) {
+        const ok = await postJson(`${server.url}/v1/completions`, { prompt: ONCE, max_tokens: 64, temperature: 0 });
+        assert.equal(ok.status, 200, ok.text);
+        assert.equal(ok.body.choices[0].text, GREEDY_64);
+      }
+      const live = await fetch(`${server.url}/v1/health/live`);
+      assert.equal(live.status, 200);
+      const metrics = await (await fetch(`${server.url}/metrics`)).text();
+      assert.match(metrics, /^inferbox_unhandled_exceptions_total\{where="io_thread"\} 1$/m);
+    } finally {
+      assert.equal((await server.stop()).code, 0, server.log());
+    }
+  });
+
   test('an engine step that throws: its requests end with an error, the process exits 2 for a restart', async () => {
     const trigger = path.join(dir, 'step-throw');
     const server = await startServer({ model: MODELS.plain, env: { INFERBOX_FAILPOINT_STEP_THROW: trigger } });

@@ -1458,16 +1458,15 @@ describe('SIGTERM with streams that outlast --shutdown-timeout 1', () => {
 
 // --- prompts whose tokenization is slow -------------------------------------------------------------
 
-describe('prompts that are slow to tokenize (--ctx-size 65536 --parallel 1 --shutdown-timeout 2)', () => {
-  // Issue 24: 4 million newlines (an 8 MB body) froze every connection, health probes included,
-  // and SIGTERM was not honoured: llama.cpp's tokenizer takes time that grows with the square of a
-  // run of byte-fallback characters, and it ran on the only I/O thread. Now a prompt that cannot
-  // fit the context by its size alone is refused before tokenization, and tokenization runs on the
-  // preparation pool, so probes and other requests never wait for it.
-  test('too large by its bytes: 400 at once; slow but possible: probes answer meanwhile; SIGTERM wins', async () => {
-    const server = await startServer({
-      model: MODELS.chatml, parallel: 1, args: ['--ctx-size', 65_536, '--shutdown-timeout', 2],
-    });
+describe('prompts that used to be slow to tokenize (--ctx-size 65536 --parallel 1)', () => {
+  // Issue 24: 4 million newlines (an 8 MB body) froze every connection, health probes included.
+  // Two causes, two fixes: a prompt that cannot fit the context by its size alone is refused before
+  // tokenization; and llama.cpp's SentencePiece tokenizer took time that grew with the square of a
+  // run of byte-fallback characters (an exact-size reserve per symbol; fixed in
+  // patches/llama.cpp/0001). Tokenization runs on the preparation pool either way; the chat-template
+  // tests below show probes answering while a preparation is slow, and SIGTERM winning over it.
+  test('too large by its bytes: 400 at once; long byte-fallback runs tokenize in linear time', async () => {
+    const server = await startServer({ model: MODELS.chatml, parallel: 1, args: ['--ctx-size', 65_536] });
     try {
       const url = `${server.url}/v1/completions`;
       const model = await modelId(server);
@@ -1475,27 +1474,21 @@ describe('prompts that are slow to tokenize (--ctx-size 65536 --parallel 1 --shu
       const err = assertErrorShape(huge, 400);
       assert.equal(err.code, 'context_length_exceeded', huge.text);
       assert.match(err.message, /the prompt is 4000000 bytes, so at least \d+ tokens .* context of 65536 tokens/);
-      // 500,000 newlines fit the bytes bound (each token here covers at most 9 bytes) and take
-      // llama.cpp's tokenizer several seconds on this machine.
-      const slow = postJson(url, { model, prompt: '\n'.repeat(500_000), max_tokens: 4 }).catch((e) => e);
-      await sleep(300);
-      for (let i = 0; i < 3; i++) {
-        const live = await getJsonQuick(`${server.url}/v1/health/live`);
-        assert.equal(live.status, 200);
-        assert.ok(live.ms < timeBound(1000), `liveness took ${live.ms} ms during the slow tokenization`);
-        const small = Date.now();
-        const other = await postJson(url, { model, prompt: 'Once', max_tokens: 2 });
-        assert.equal(other.status, 200, other.text);
-        assert.ok(Date.now() - small < timeBound(2000), `a small request took ${Date.now() - small} ms beside it`);
+      // 500,000 newlines (or tabs) fit the bytes bound (each token here covers at most 9 bytes), so
+      // they are tokenized, one byte token each, and then refused by their token count. This took
+      // about 25 s with the quadratic tokenizer; it is now a fraction of a second.
+      for (const ch of ['\n', '\t']) {
+        const started = Date.now();
+        const res = await postJson(url, { model, prompt: ch.repeat(500_000), max_tokens: 4 });
+        const took = Date.now() - started;
+        const e = assertErrorShape(res, 400);
+        assert.equal(e.code, 'context_length_exceeded', res.text);
+        assert.match(e.message, /the prompt has 50000\d tokens/);
+        t_note(`500,000 × ${JSON.stringify(ch)}: tokenized and refused in ${took} ms`);
+        assert.ok(took < timeBound(4000), `500,000 byte-fallback characters took ${took} ms to tokenize`);
       }
-      const signalled = Date.now();
-      process.kill(server.pid, 'SIGTERM');
-      const info = await Promise.race([server.exited, sleep(20_000).then(() => null)]);
-      assert.deepEqual(info, { code: 0, signal: null }, `exit after SIGTERM\n${server.log().slice(-3000)}`);
-      const took = Date.now() - signalled;
-      t_note(`exit ${took} ms after SIGTERM with a tokenization in progress (--shutdown-timeout 2)`);
-      assert.ok(took < timeBound(4000), `exit ${took} ms after SIGTERM (--shutdown-timeout 2)`);
-      await slow;
+      const other = await postJson(url, { model, prompt: 'Once', max_tokens: 2 });
+      assert.equal(other.status, 200, other.text);
     } finally {
       await server.stop();
     }
@@ -1528,6 +1521,77 @@ describe('hostile chat templates (--chat-template; a GGUF\'s template is read th
       t_note(`${what}: refused after ${Date.now() - started} ms`);
     });
   }
+
+  // A template that passes the load-time probe can still cost what the request makes it cost: each
+  // request renders under limits on steps, nesting and time (patches/llama.cpp/0002), and one that
+  // crosses a limit is a 400 naming it, never a stack overflow or a thread held for minutes.
+  const recursive = '{%- macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{% endif %}{% endmacro -%}' +
+    "{%- for m in messages %}{{ f(m.content|length) }}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}" +
+    '<|im_start|>assistant\n';
+  const slowOnLong = '{%- for m in messages %}{% if m.content|length > 200 %}{% for i in range(1000) %}' +
+    '{% for j in range(1000) %}{% for k in range(1000) %}{% endfor %}{% endfor %}{% endfor %}{% endif %}' +
+    "<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n";
+  const chat = (server, content) => postJson(`${server.url}/v1/chat/completions`,
+    { messages: [{ role: 'user', content }], max_tokens: 4, temperature: 0 });
+
+  test('recursion as deep as the request is long: 400 at the nesting limit; the server goes on', async () => {
+    const server = await startServer({ model: MODELS.chatml, args: ['--chat-template', recursive] });
+    try {
+      assert.equal((await chat(server, 'x'.repeat(20))).status, 200);
+      for (const n of [1000, 4000]) {
+        const res = await chat(server, 'x'.repeat(n));
+        const err = assertErrorShape(res, 400);
+        assert.equal(err.code, 'template_limit_exceeded', res.text);
+        assert.match(err.message, /stopped rendering this request at a limit: nesting deeper than 512 .*5000 ms/);
+      }
+      assert.equal((await chat(server, 'Hi')).status, 200);
+    } finally {
+      assert.equal((await server.stop()).code, 0, server.log().slice(-2000));
+    }
+  });
+
+  test('work that grows with the request: 400 at the time limit, probes answer meanwhile', async () => {
+    const server = await startServer({ model: MODELS.chatml, args: ['--chat-template', slowOnLong] });
+    try {
+      assert.equal((await chat(server, 'Hi')).status, 200);
+      const started = Date.now();
+      const slow = chat(server, 'x'.repeat(300));
+      await sleep(500);
+      const live = await getJsonQuick(`${server.url}/v1/health/live`);
+      assert.equal(live.status, 200);
+      assert.ok(live.ms < timeBound(1000), `liveness took ${live.ms} ms during the slow rendering`);
+      const res = await slow;
+      const err = assertErrorShape(res, 400);
+      assert.equal(err.code, 'template_limit_exceeded', res.text);
+      assert.match(err.message, /at a limit: more than 5000 ms/);
+      const took = Date.now() - started;
+      t_note(`a render past its time limit answered 400 after ${took} ms`);
+      assert.ok(took < timeBound(9000), `the time limit answered after ${took} ms`);
+      assert.equal((await chat(server, 'Hi')).status, 200);
+    } finally {
+      assert.equal((await server.stop()).code, 0, server.log().slice(-2000));
+    }
+  });
+
+  test('SIGTERM during a slow preparation: exit within --shutdown-timeout, not after the render', async () => {
+    const server = await startServer({
+      model: MODELS.chatml, args: ['--chat-template', slowOnLong, '--shutdown-timeout', 2],
+    });
+    try {
+      const slow = chat(server, 'x'.repeat(300)).catch((e) => e);
+      await sleep(500);
+      const signalled = Date.now();
+      process.kill(server.pid, 'SIGTERM');
+      const info = await Promise.race([server.exited, sleep(20_000).then(() => null)]);
+      assert.deepEqual(info, { code: 0, signal: null }, `exit after SIGTERM\n${server.log().slice(-3000)}`);
+      const took = Date.now() - signalled;
+      t_note(`exit ${took} ms after SIGTERM with a render in progress (--shutdown-timeout 2)`);
+      assert.ok(took < timeBound(4000), `exit ${took} ms after SIGTERM (--shutdown-timeout 2)`);
+      await slow;
+    } finally {
+      await server.stop();
+    }
+  });
 
   test('a normal template still loads, and its requests render as before', async () => {
     const server = await startServer({ model: MODELS.chatml });
