@@ -37,6 +37,8 @@ layer_rules=(
   "engine|boost/beast|\"api/(http_server|routes|openai|responses)|\"backend/"
   "backend|\"api/(http_server|routes|openai|responses|answer)|llama\.h|\"common\.h\"|\"chat\.h\""
   "api|llama\.h|\"common\.h\"|\"chat\.h\"|\"sampling\.h\""
+  "tools|boost/|\"api/|\"engine/|\"backend/|llama\.h"
+  "agent|\"api/(http_server|routes|openai|responses|answer)|llama\.h|\"common\.h\"|\"chat\.h\""
 )
 for rule in "${layer_rules[@]}"; do
   dir=${rule%%|*}

@@ -33,6 +33,10 @@ struct choice_state {
     int32_t       n_seen = 0; // events seen (a lower bound of tokens) before the final one
     // With tools: the calls as far as streamed (id, name, arguments so far), whole once finished.
     std::vector<chat_tool_call> tool_calls;
+    // Built-in tools the server ran for this choice, in order (a tool loop), and the budget that
+    // ended the loop early, if one did.
+    std::vector<server_tool_call> server_calls;
+    std::string                   incomplete_reason;
 };
 
 struct usage_counts {
@@ -78,6 +82,9 @@ class answer_writer {
                            const std::string &args_delta) = 0;
     // Streaming only. A choice finished: its content and tool calls are whole.
     virtual void choice_done(http_exchange &ex, const job_state &s, size_t choice) = 0;
+    // Streaming only. The server ran a built-in tool for the choice (choice_state::server_calls'
+    // last entry). APIs without an item for it (Chat Completions) show nothing.
+    virtual void server_call(http_exchange & /*ex*/, const job_state & /*s*/, size_t /*choice*/) {}
     // Every choice finished: the whole answer (non-streaming) or the stream's end.
     virtual void completed(http_exchange &ex, const job_state &s) = 0;
     // The generation failed after the stream opened (before it, the job answers the error itself).

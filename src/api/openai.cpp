@@ -515,6 +515,15 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
                 continue; // a backend's stray event after the choice finished
             }
             open_stream();
+            for (auto &call : ev.server_calls) {
+                c.server_calls.push_back(std::move(call));
+                if (s_.req().stream) {
+                    writer_->server_call(*ex_, s_, ev.choice);
+                }
+            }
+            if (ev.content.empty() && ev.calls.empty() && ev.logprobs.empty() && ev.finish == finish_reason::none) {
+                continue; // only the server's own tool calls
+            }
             ++c.n_seen;
             note_first_token();
             json chunk_lp(nullptr);
@@ -522,11 +531,12 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
             c.text += ev.content;
             add_calls(c, ev.calls);
             if (ev.finish != finish_reason::none) {
-                c.finish      = ev.finish;
-                c.done        = true;
-                c.n_prompt    = ev.n_prompt;
-                c.n_cached    = ev.n_cached;
-                c.n_generated = ev.n_generated;
+                c.finish            = ev.finish;
+                c.done              = true;
+                c.n_prompt          = ev.n_prompt;
+                c.n_cached          = ev.n_cached;
+                c.n_generated       = ev.n_generated;
+                c.incomplete_reason = std::move(ev.incomplete_reason);
                 if (ev.message) {
                     c.text       = std::move(ev.message->content);
                     c.tool_calls = std::move(ev.message->tool_calls);

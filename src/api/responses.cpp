@@ -143,9 +143,29 @@ std::optional<error> convert_input(const json &body, json &messages) {
                 return text.err();
             }
             messages.push_back({{"role", "tool"}, {"tool_call_id", *call_id}, {"content", std::move(*text)}});
+        } else if (t == "sql_call") {
+            // A built-in call of an earlier run (previous_response_id, or sent back by the client):
+            // the model sees the call and what it returned, as the loop showed it then.
+            const json *id     = json_field(item, "id");
+            const json *name   = json_field(item, "name");
+            const json *args   = json_field(item, "arguments");
+            const json *output = json_field(item, "output");
+            const json *err    = json_field(item, "error");
+            if (id == nullptr || !id->is_string() || name == nullptr || !name->is_string() || args == nullptr ||
+                !args->is_string()) {
+                return bad(param + " (sql_call) needs string id, name and arguments", param);
+            }
+            json call = {{"id", *id}, {"type", "function"}, {"function", {{"name", *name}, {"arguments", *args}}}};
+            messages.push_back({{"role", "assistant"}, {"content", ""}, {"tool_calls", json::array({call})}});
+            const bool  failed = err != nullptr && err->is_string();
+            std::string result = failed                                     ? "error: " + err->get<std::string>()
+                                 : output != nullptr && output->is_string() ? output->get<std::string>()
+                                                                            : std::string();
+            messages.push_back({{"role", "tool"}, {"tool_call_id", *id}, {"content", std::move(result)}});
         } else {
             return bad(param + ".type \"" + t.substr(0, 64) +
-                           "\" is not supported; input items are messages, function_call and function_call_output",
+                           "\" is not supported; input items are messages, function_call, function_call_output "
+                           "and sql_call",
                        param + ".type");
         }
     }
@@ -153,7 +173,10 @@ std::optional<error> convert_input(const json &body, json &messages) {
 }
 
 // Function tools, flattened in the Responses API ({type, name, parameters}), nested in chat's.
-std::optional<error> convert_tools(const json &body, json &chat) {
+// Built-in tools ({type: "sql", database}) are collected apart: the server runs them (tool loop),
+// and with any of them tool_choice is kept for the loop instead of chat's own reading.
+std::optional<error> convert_tools(const json &body, json &chat, std::vector<builtin_tool> &builtin,
+                                   std::string &builtin_choice) {
     if (const json *tools = json_field(body, "tools")) {
         if (!tools->is_array()) {
             return bad("tools must be an array of function tools", "tools");
@@ -163,8 +186,21 @@ std::optional<error> convert_tools(const json &body, json &chat) {
             const auto       &t     = (*tools)[i];
             const std::string param = "tools[" + std::to_string(i) + "]";
             const json       *type  = t.is_object() ? json_field(t, "type") : nullptr;
+            if (type != nullptr && *type == "sql") {
+                const json *db = json_field(t, "database");
+                if (db == nullptr || !db->is_string() || db->get_ref<const std::string &>().empty() ||
+                    db->get_ref<const std::string &>().size() > 64) {
+                    return bad(param + ".database must name one of the server's SQL databases", param + ".database");
+                }
+                if (builtin.size() >= 8) {
+                    return bad("at most 8 built-in tools per request", param);
+                }
+                builtin.push_back({"sql", db->get<std::string>()});
+                continue;
+            }
             if (type == nullptr || *type != "function") {
-                return bad(param + ".type must be \"function\" (built-in tools are not available on this server)",
+                return bad(param + ".type must be \"function\" or \"sql\" (other built-in tools are not available "
+                                   "on this server)",
                            param + ".type");
             }
             json fn = json::object();
@@ -177,7 +213,26 @@ std::optional<error> convert_tools(const json &body, json &chat) {
         }
         chat["tools"] = std::move(out);
     }
-    if (const json *tc = json_field(body, "tool_choice")) {
+    const json *tc = json_field(body, "tool_choice");
+    if (!builtin.empty()) {
+        if (tc == nullptr || tc->is_null()) {
+            builtin_choice = "auto";
+        } else if (tc->is_string() && (*tc == "auto" || *tc == "none" || *tc == "required")) {
+            builtin_choice = tc->get<std::string>();
+        } else if (tc->is_object() && json_field(*tc, "type") != nullptr && *json_field(*tc, "type") == "sql") {
+            builtin_choice = "sql";
+        } else if (const json *name = tc->is_object() ? json_field(*tc, "name") : nullptr;
+                   name != nullptr && name->is_string() && json_field(*tc, "type") != nullptr &&
+                   *json_field(*tc, "type") == "function") {
+            builtin_choice = "function:" + name->get<std::string>();
+        } else {
+            return bad("tool_choice must be \"none\", \"auto\", \"required\", {\"type\": \"sql\"} or "
+                       "{\"type\": \"function\", \"name\": ...}",
+                       "tool_choice");
+        }
+        return std::nullopt;
+    }
+    if (tc != nullptr) {
         if (tc->is_object()) {
             const json *name = json_field(*tc, "name");
             if (json_field(*tc, "type") == nullptr || *json_field(*tc, "type") != "function" || name == nullptr) {
@@ -274,8 +329,18 @@ result<responses_request> parse_responses_request(const json &body, const api_li
     if (const json *bg = json_field(body, "background"); bg != nullptr && *bg != false) {
         return bad("background responses are not supported: send the request without background", "background");
     }
-    if (auto e = convert_tools(body, chat)) {
+    std::vector<builtin_tool> builtin;
+    std::string               builtin_choice = "auto";
+    if (auto e = convert_tools(body, chat, builtin, builtin_choice)) {
         return *e;
+    }
+    int32_t max_tool_calls = 8;
+    if (const json *m = json_field(body, "max_tool_calls"); m != nullptr && !m->is_null()) {
+        if (!m->is_number_integer() || m->get<int64_t>() < 1 || m->get<int64_t>() > max_tool_calls_limit) {
+            return bad("max_tool_calls must be an integer from 1 to " + std::to_string(max_tool_calls_limit),
+                       "max_tool_calls");
+        }
+        max_tool_calls = m->get<int32_t>();
     }
     if (auto e = convert_text(body, chat)) {
         return *e;
@@ -311,10 +376,16 @@ result<responses_request> parse_responses_request(const json &body, const api_li
             }
         }
         if (const json *tools = json_field(body, "tools"); tools != nullptr && tools->is_array()) {
+            size_t fn = 0; // chat's tools are the function tools only
             for (size_t i = 0; i < tools->size(); ++i) {
-                if (const json *p = json_field((*tools)[i], "parameters")) {
-                    copy_order(*p, chat["tools"][i]["function"]["parameters"], *order, chat_order);
+                const json *type = (*tools)[i].is_object() ? json_field((*tools)[i], "type") : nullptr;
+                if (type == nullptr || *type != "function") {
+                    continue;
                 }
+                if (const json *p = json_field((*tools)[i], "parameters")) {
+                    copy_order(*p, chat["tools"][fn]["function"]["parameters"], *order, chat_order);
+                }
+                ++fn;
             }
         }
     }
@@ -322,7 +393,10 @@ result<responses_request> parse_responses_request(const json &body, const api_li
     if (!req) {
         return renamed(req.err());
     }
-    out.chat = std::move(*req);
+    out.chat                = std::move(*req);
+    out.chat.builtin_tools  = std::move(builtin);
+    out.chat.builtin_choice = std::move(builtin_choice);
+    out.chat.max_tool_calls = max_tool_calls;
     // What the Response object repeats: the field as sent, or the API's default when absent or null.
     const auto sent = [&](const char *name, const json &fallback) {
         const json *v = json_field(body, name);
@@ -444,6 +518,20 @@ class responses_writer final : public answer_writer {
         last_call_ = tc;
     }
 
+    void server_call(http_exchange &ex, const job_state &s, size_t choice) override {
+        close_message(ex);
+        close_call(ex);
+        const auto   &call  = s.choices[choice].server_calls.back();
+        const int64_t index = next_index_++;
+        // The server ran it to completion before this event: added and done together.
+        json in_progress      = server_item(call);
+        in_progress["status"] = "in_progress";
+        in_progress["output"] = nullptr;
+        in_progress["error"]  = nullptr;
+        event(ex, "response.output_item.added", {{"output_index", index}, {"item", std::move(in_progress)}});
+        event(ex, "response.output_item.done", {{"output_index", index}, {"item", server_item(call)}});
+    }
+
     void choice_done(http_exchange &ex, const job_state &s, size_t choice) override {
         const auto &c = s.choices[choice];
         if (call_open_ && *call_open_ < c.tool_calls.size()) {
@@ -482,9 +570,20 @@ class responses_writer final : public answer_writer {
         return {{"type", "output_text"}, {"text", text}, {"annotations", json::array()}, {"logprobs", json::array()}};
     }
     static std::string call_item_id(const chat_tool_call &tc) { return "fc_" + tc.id; }
-    static json        call_item(const chat_tool_call &tc, const std::string &args, const char *status) {
-               return {{"type", "function_call"}, {"id", call_item_id(tc)}, {"call_id", tc.id},
-                       {"name", tc.name},         {"arguments", args},      {"status", status}};
+    // A built-in tool the server ran (agent/tool_loop.h), shaped like OpenAI's mcp_call items.
+    static json server_item(const server_tool_call &c) {
+        return {{"type", c.type},
+                {"id", c.id},
+                {"status", c.error.empty() ? "completed" : "failed"},
+                {"name", c.name},
+                {"database", c.server},
+                {"arguments", c.arguments},
+                {"output", c.error.empty() ? json(c.output) : json(nullptr)},
+                {"error", c.error.empty() ? json(nullptr) : json(c.error)}};
+    }
+    static json call_item(const chat_tool_call &tc, const std::string &args, const char *status) {
+        return {{"type", "function_call"}, {"id", call_item_id(tc)}, {"call_id", tc.id},
+                {"name", tc.name},         {"arguments", args},      {"status", status}};
     }
 
     void event(http_exchange &ex, const char *type, json data) {
@@ -540,6 +639,9 @@ class responses_writer final : public answer_writer {
         if (with_output && !s.choices.empty()) {
             const auto &c    = s.choices.front();
             const auto &text = c.text;
+            for (const auto &call : c.server_calls) {
+                output.push_back(server_item(call));
+            }
             if (!text.empty() || c.tool_calls.empty()) {
                 output.push_back(message_item(text));
             }
@@ -573,7 +675,8 @@ class responses_writer final : public answer_writer {
             r["user"] = echo_.user;
         }
         if (std::string(status) == "incomplete") {
-            r["incomplete_details"] = {{"reason", "max_output_tokens"}};
+            const auto &reason      = s.choices.empty() ? std::string() : s.choices.front().incomplete_reason;
+            r["incomplete_details"] = {{"reason", reason.empty() ? std::string("max_output_tokens") : reason}};
         }
         if (with_output) {
             r["usage"] = {{"input_tokens", u.prompt},

@@ -1,5 +1,6 @@
 #include "api/routes.h"
 
+#include "agent/tool_loop.h"
 #include "api/embeddings.h"
 #include "api/errors.h"
 #include "api/openai.h"
@@ -1131,6 +1132,39 @@ void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, std::sh
                                std::shared_ptr<serving_metrics> metrics, std::shared_ptr<void> hold,
                                api_request request, std::string served, size_t key,
                                std::shared_ptr<answer_writer> writer, bool routed) {
+    // Built-in tools (Responses): the tool loop runs them around whatever backend was chosen, each
+    // of its steps a generation there; its own work runs on the preparation pool.
+    if (!request.builtin_tools.empty()) {
+        builtin_toolbox box;
+        for (size_t i = 0; i < request.builtin_tools.size(); ++i) {
+            const auto &t  = request.builtin_tools[i];
+            auto        it = cfg_.sql_databases.find(t.database);
+            if (it == cfg_.sql_databases.end()) {
+                std::string known;
+                for (const auto &[name, db] : cfg_.sql_databases) {
+                    known += (known.empty() ? "" : ", ") + name;
+                }
+                respond_error(*ex, error::invalid("no SQL database '" + t.database + "' on this server" +
+                                                      (known.empty() ? std::string(" (it has none: --sql-database)")
+                                                                     : " (it has: " + known + ")"),
+                                                  "tools[" + std::to_string(i) + "].database", "unknown_database"));
+                return;
+            }
+            if (std::find(box.databases.begin(), box.databases.end(), it->second) == box.databases.end()) {
+                box.databases.push_back(it->second);
+            }
+        }
+        backend =
+            std::make_shared<tool_loop_backend>(std::move(backend), std::move(box), [this](std::function<void()> task) {
+                boost::asio::post(prep_pool_, [task = std::move(task)] {
+                    try {
+                        task();
+                    } catch (const std::exception &e) {
+                        spdlog::error("unexpected exception in a tool loop step: {}", e.what());
+                    }
+                });
+            });
+    }
     // An invalid request is a 400 whatever the load: the checks that need the backend but no
     // preparation come before the capacity check.
     if (auto err = backend->check(request)) {

@@ -17,6 +17,7 @@
 #include "metrics/registry.h"
 #include "metrics/serving_metrics.h"
 #include "store/lora_catalog.h"
+#include "tools/sql_database.h"
 
 #include <boost/asio/thread_pool.hpp>
 
@@ -84,6 +85,10 @@ struct api_config {
     int32_t overflow_after = 0;
     // The deadline of a generation request that names none (0: none).
     std::chrono::milliseconds request_timeout{0};
+
+    // The `sql` tool's databases (--sql-database NAME=PATH), by name: a Responses request enables
+    // one with {"type": "sql", "database": NAME} and the server runs the tool loop (agent/).
+    std::map<std::string, std::shared_ptr<sql_database>> sql_databases;
 };
 
 // Everything a generation job needs besides the request: where to report, whom to charge.

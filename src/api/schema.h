@@ -51,6 +51,13 @@ struct output_constraint {
 
 using prompt_input = std::variant<std::string, std::vector<token_id>>;
 
+// A built-in tool a Responses request enables: {"type": "sql", "database": NAME}.
+struct builtin_tool {
+    std::string type;
+    std::string database;
+};
+inline constexpr int32_t max_tool_calls_limit = 32;
+
 struct api_request {
     api_kind                   kind = api_kind::completion;
     std::string                model; // empty = the default model
@@ -81,7 +88,14 @@ struct api_request {
     // request ends with a 504 (an error event once streaming) and is never moved to another backend.
     std::optional<std::chrono::milliseconds> timeout;
     std::chrono::steady_clock::time_point    deadline{}; // epoch: none
-    bool tools_active() const { return !tools.empty() && choice != tool_choice::none; }
+    // Responses only: built-in tools the server runs itself in a tool loop (agent/tool_loop.h).
+    // With any, `builtin_choice` holds the request's tool_choice ("auto", "none", "required",
+    // "sql", or "function:NAME") and `tools`/`choice` hold the client's functions under "auto":
+    // the loop decides what each step offers.
+    std::vector<builtin_tool> builtin_tools;
+    std::string               builtin_choice = "auto";
+    int32_t                   max_tool_calls = 8; // built-in calls per response (OpenAI's max_tool_calls)
+    bool                      tools_active() const { return !tools.empty() && choice != tool_choice::none; }
 };
 
 // Validates a parsed body (parse_json_body, api/json_body.h). Errors are invalid_request naming the

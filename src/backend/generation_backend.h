@@ -55,6 +55,18 @@ struct tool_call_delta {
     std::string arguments; // JSON text fragment
 };
 
+// A built-in tool the server ran for the model between two of its steps (agent/tool_loop.h): the
+// client sees it as an output item of its own kind, never as a call it has to make.
+struct server_tool_call {
+    std::string id;        // "sql_..."
+    std::string type;      // the output item's type: "sql_call"
+    std::string name;      // the function the model called ("sql")
+    std::string server;    // what it ran on (the database's name)
+    std::string arguments; // the model's JSON arguments
+    std::string output;    // the tool's result as given back to the model
+    std::string error;     // non-empty when the tool failed (the model was shown this instead)
+};
+
 // One event of one choice. Without tools, `content` is generated text that is safe to show
 // (no partial stop string, no split character). With tools, `content` is the message's content
 // outside tool calls and `calls` the calls' fragments, each sent once it is certain. The last
@@ -69,6 +81,11 @@ struct backend_event {
     // have held back what the parser revised; this is authoritative), and the token counts.
     std::optional<chat_output> message;
     int32_t                    n_prompt = 0, n_cached = 0, n_generated = 0;
+    // Built-in tools the server ran since the previous event, in order.
+    std::vector<server_tool_call> server_calls;
+    // On a finishing event with finish == length: the budget that ended the run when it was not
+    // the token limit ("max_tool_calls", "max_steps", "max_time"); empty otherwise.
+    std::string incomplete_reason;
     // A failure of the whole request: no further events follow.
     std::optional<error> err;
 };

@@ -153,6 +153,11 @@ int run_cli(int argc, char **argv) {
         ->capture_default_str()
         ->check(CLI::Range(1, 3650));
 
+    // Built-in tools (docs/agents.md).
+    serve->add_option("--sql-database", so.sql_databases,
+                      "NAME=PATH: a SQLite file the `sql` tool of /v1/responses may read, opened read-only "
+                      "(repeatable)");
+
     // Remote backends and routing (docs/routing.md).
     serve->add_option("--backend", so.backends,
                       "a remote OpenAI-compatible server: NAME=URL[;models=a,b=remote-b][;api-key-env=VAR]"

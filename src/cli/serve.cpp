@@ -13,6 +13,7 @@
 #include "store/gguf.h"
 #include "store/hardware.h"
 #include "store/profiles.h"
+#include "tools/sql_database.h"
 
 #include <nlohmann/json.hpp>
 
@@ -534,6 +535,25 @@ int run_serve(const serve_options &given) {
         spdlog::warn("{}; Responses are not stored (store and previous_response_id answer 404)", store.err().message);
     } else {
         cfg.responses = std::move(*store);
+    }
+    for (const auto &text : opts.sql_databases) {
+        auto spec = parse_sql_database_spec(text);
+        if (!spec) {
+            spdlog::error("--sql-database: {}", spec.err().message);
+            return 1;
+        }
+        if (cfg.sql_databases.count(spec->name) != 0) {
+            spdlog::error("--sql-database: the name '{}' is given twice", spec->name);
+            return 1;
+        }
+        auto db = sql_database::open(spec->name, spec->path);
+        if (!db) {
+            spdlog::error("--sql-database: {}", db.err().message);
+            return 1;
+        }
+        spdlog::info("sql tool: database '{}' ({}, {} tables, read-only)", spec->name, spec->path,
+                     (*db)->schema().size());
+        cfg.sql_databases.emplace(spec->name, std::move(*db));
     }
 
     // Settle every model before anything loads: validate its file ourselves (llama.cpp's loader

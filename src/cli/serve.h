@@ -63,6 +63,9 @@ struct serve_options {
     std::vector<std::string> routes;
     int32_t                  overflow_after     = 0; // --overflow-after (api_config::overflow_after)
     int32_t                  request_timeout_ms = 0; // --request-timeout-ms (api_config::request_timeout)
+
+    // --sql-database NAME=PATH (repeatable): SQLite files the `sql` built-in tool reads (read-only).
+    std::vector<std::string> sql_databases;
 };
 
 int run_serve(const serve_options &opts);

@@ -1,0 +1,380 @@
+#include "agent/tool_loop.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+
+namespace inferbox {
+
+using json = nlohmann::json;
+
+chat_tool sql_function_tool(const sql_database &db, const std::string &function_name) {
+    json params = {
+        {"type", "object"},
+        {"properties",
+         {{"query",
+           {{"type", "string"},
+            {"description", "one SELECT statement over the tables listed"},
+            {"pattern", db.query_pattern()}}}}},
+        {"required", {"query"}},
+        {"additionalProperties", false},
+    };
+    return {function_name,
+            "Runs one read-only SQL SELECT on the database '" + db.name() +
+                "' and returns its columns and rows as JSON. Tables, as name(column type e.g. samples) and row "
+                "count:\n" +
+                db.describe(),
+            params.dump()};
+}
+
+namespace {
+
+// The request as a step offers it: the client's functions and the built-in ones, under the
+// first step's tool_choice or "auto".
+api_request step_request(api_request req, const std::vector<chat_tool> &all_tools,
+                         const std::vector<tool_loop_backend::builtin_function> &builtins, bool first) {
+    req.tools  = all_tools;
+    req.choice = tool_choice::automatic;
+    if (!first) {
+        return req;
+    }
+    const std::string &c = req.builtin_choice;
+    if (c == "none") {
+        req.choice = tool_choice::none;
+    } else if (c == "required") {
+        req.choice = tool_choice::required;
+    } else if (c == "sql" || c.rfind("function:", 0) == 0) {
+        std::vector<chat_tool> only;
+        for (const auto &t : all_tools) {
+            const bool builtin =
+                std::any_of(builtins.begin(), builtins.end(), [&](const auto &b) { return b.name == t.name; });
+            if (c == "sql" ? builtin : !builtin && "function:" + t.name == c) {
+                only.push_back(t);
+            }
+        }
+        req.tools  = std::move(only);
+        req.choice = tool_choice::required;
+        if (c == "sql") {
+            req.parallel_tool_calls = false; // one query, then its rows, then the next step decides
+        }
+    }
+    return req;
+}
+
+class tool_loop_stream final : public generation_stream, public std::enable_shared_from_this<tool_loop_stream> {
+  public:
+    tool_loop_stream(std::shared_ptr<generation_backend> inner, std::vector<tool_loop_backend::builtin_function> fns,
+                     std::vector<chat_tool> all_tools, task_poster post, tool_loop_limits limits,
+                     std::function<void()> notify, const backend_request &first)
+        : inner_(std::move(inner)), functions_(std::move(fns)), all_tools_(std::move(all_tools)),
+          post_(std::move(post)), limits_(limits), notify_(std::move(notify)), base_(first.req),
+          max_tokens_(first.req.max_tokens), max_tool_calls_(first.req.max_tool_calls),
+          started_(std::chrono::steady_clock::now()) {}
+
+    std::optional<error> start(std::shared_ptr<const backend_request> first) {
+        auto s = inner_->submit(std::move(first), notify_);
+        if (!s) {
+            return s.err();
+        }
+        std::lock_guard lock(mu_);
+        step_ = std::move(*s);
+        return std::nullopt;
+    }
+
+    std::vector<backend_event> take() override {
+        std::lock_guard            lock(mu_);
+        std::vector<backend_event> out = std::move(pending_);
+        pending_.clear();
+        if (done_ || between_steps_ || !step_) {
+            return out;
+        }
+        for (auto &ev : step_->take()) {
+            if (!done_ && !between_steps_) {
+                process(std::move(ev), out);
+            }
+        }
+        return out;
+    }
+
+    void cancel() override {
+        std::shared_ptr<generation_stream> s;
+        {
+            std::lock_guard lock(mu_);
+            cancelled_ = true;
+            s          = step_;
+        }
+        if (s) {
+            s->cancel();
+        }
+    }
+
+    route_info route() const override {
+        std::lock_guard lock(mu_);
+        return step_ ? step_->route() : route_info{};
+    }
+    bool open_at_first_event() const override {
+        std::lock_guard lock(mu_);
+        return steps_ == 1 && step_ && step_->open_at_first_event();
+    }
+
+  private:
+    const tool_loop_backend::builtin_function *builtin(const std::string &name) const {
+        for (const auto &f : functions_) {
+            if (f.name == name) {
+                return &f;
+            }
+        }
+        return nullptr;
+    }
+
+    // One event of the current step (under mu_).
+    void process(backend_event ev, std::vector<backend_event> &out) {
+        if (ev.err) {
+            done_ = true;
+            out.push_back(std::move(ev));
+            return;
+        }
+        backend_event fwd;
+        fwd.content  = ev.content;
+        fwd.logprobs = std::move(ev.logprobs);
+        for (auto &d : ev.calls) {
+            if (d.first) {
+                hidden_[d.call] = builtin(d.name) != nullptr;
+                if (!hidden_[d.call]) {
+                    shown_[d.call] = next_shown_++;
+                }
+            }
+            if (hidden_[d.call]) {
+                continue; // a built-in call: the server runs it, the client sees its item instead
+            }
+            d.call = shown_[d.call];
+            fwd.calls.push_back(std::move(d));
+        }
+        content_ += ev.content;
+        step_content_ += ev.content;
+        if (ev.finish == finish_reason::none) {
+            if (!fwd.content.empty() || !fwd.calls.empty() || !fwd.logprobs.empty()) {
+                out.push_back(std::move(fwd));
+            }
+            return;
+        }
+        n_prompt_ += ev.n_prompt;
+        n_cached_ += ev.n_cached;
+        n_generated_ += ev.n_generated;
+        chat_output                 msg = ev.message ? std::move(*ev.message) : chat_output{step_content_, {}};
+        std::vector<chat_tool_call> builtin_calls, client_calls;
+        for (auto &tc : msg.tool_calls) {
+            (builtin(tc.name) != nullptr ? builtin_calls : client_calls).push_back(std::move(tc));
+        }
+        // The message's final reading is authoritative for this step's content.
+        content_ = content_.substr(0, content_.size() - step_content_.size()) + msg.content;
+
+        std::string budget;
+        if (!builtin_calls.empty() && client_calls.empty() && ev.finish != finish_reason::length) {
+            const auto elapsed = std::chrono::steady_clock::now() - started_;
+            if (tool_calls_ + static_cast<int32_t>(builtin_calls.size()) > max_tool_calls_) {
+                budget = "max_tool_calls";
+            } else if (steps_ >= max_tool_calls_ + 1) {
+                budget = "max_steps";
+            } else if (elapsed >= limits_.max_time) {
+                budget = "max_time";
+            } else if (max_tokens_ && n_generated_ >= *max_tokens_) {
+                budget = "max_output_tokens";
+            } else {
+                if (!fwd.content.empty() || !fwd.calls.empty() || !fwd.logprobs.empty()) {
+                    out.push_back(std::move(fwd));
+                }
+                between_steps_ = true;
+                post_([self = shared_from_this(), calls = std::move(builtin_calls), content = msg.content]() mutable {
+                    self->next_step(std::move(calls), std::move(content));
+                });
+                return;
+            }
+        }
+        fwd.finish            = budget.empty() ? ev.finish : finish_reason::length;
+        fwd.incomplete_reason = budget;
+        fwd.message           = chat_output{content_, std::move(client_calls)};
+        fwd.n_prompt          = n_prompt_;
+        fwd.n_cached          = n_cached_;
+        fwd.n_generated       = n_generated_;
+        done_                 = true;
+        out.push_back(std::move(fwd));
+    }
+
+    server_tool_call run_call(const chat_tool_call &tc) const {
+        const auto      *f = builtin(tc.name);
+        server_tool_call c;
+        c.id            = tc.id.rfind("sql_", 0) == 0 ? tc.id : "sql_" + tc.id;
+        c.type          = "sql_call";
+        c.name          = tc.name;
+        c.server        = f->db->name();
+        c.arguments     = tc.arguments;
+        const json args = json::parse(tc.arguments, nullptr, /*allow_exceptions=*/false);
+        if (!args.is_object() || !args.contains("query") || !args["query"].is_string()) {
+            c.error = "the arguments must be {\"query\": \"SELECT ...\"}";
+            return c;
+        }
+        auto r = f->db->run(args["query"].get<std::string>());
+        if (r) {
+            c.output = std::move(*r);
+        } else {
+            c.error = r.err().message;
+        }
+        return c;
+    }
+
+    // On a worker: runs the calls, then prepares and submits the next step.
+    void next_step(std::vector<chat_tool_call> calls, std::string content) {
+        std::vector<server_tool_call> ran;
+        ran.reserve(calls.size());
+        for (const auto &tc : calls) {
+            if (is_cancelled()) {
+                return;
+            }
+            ran.push_back(run_call(tc));
+        }
+        api_request req = base_;
+        req.messages.push_back({"assistant", std::move(content), calls, ""});
+        for (size_t i = 0; i < ran.size(); ++i) {
+            req.messages.push_back(
+                {"tool", ran[i].error.empty() ? ran[i].output : "error: " + ran[i].error, {}, calls[i].id});
+        }
+        if (max_tokens_) {
+            std::lock_guard lock(mu_);
+            req.max_tokens = *max_tokens_ - n_generated_;
+        }
+        base_ = req; // the conversation so far, for the step after this one
+        {
+            std::lock_guard lock(mu_);
+            tool_calls_ += static_cast<int32_t>(ran.size());
+            backend_event items;
+            items.server_calls = ran;
+            pending_.push_back(std::move(items));
+        }
+        notify_();
+
+        std::optional<error> failed;
+        try {
+            auto prepared = inner_->prepare(step_request(std::move(req), all_tools_, functions_, false));
+            if (!prepared) {
+                failed = prepared.err();
+            } else if (!is_cancelled()) {
+                auto s = inner_->submit(std::make_shared<const backend_request>(std::move(*prepared)), notify_);
+                if (!s) {
+                    failed = s.err();
+                } else {
+                    std::lock_guard lock(mu_);
+                    step_ = std::move(*s);
+                    if (cancelled_) {
+                        step_->cancel();
+                    }
+                }
+            }
+        } catch (const std::exception &e) {
+            failed = error{error_kind::internal, std::string("preparing the next step failed: ") + e.what(), "",
+                           "internal_error"};
+        }
+        {
+            std::lock_guard lock(mu_);
+            ++steps_;
+            between_steps_ = false;
+            hidden_.clear();
+            shown_.clear();
+            step_content_.clear();
+            if (failed) {
+                backend_event err;
+                err.err = std::move(failed);
+                pending_.push_back(std::move(err));
+                done_ = true;
+            }
+        }
+        notify_();
+    }
+
+    bool is_cancelled() const {
+        std::lock_guard lock(mu_);
+        return cancelled_;
+    }
+
+    std::shared_ptr<generation_backend>              inner_;
+    std::vector<tool_loop_backend::builtin_function> functions_;
+    std::vector<chat_tool>                           all_tools_;
+    task_poster                                      post_;
+    tool_loop_limits                                 limits_;
+    std::function<void()>                            notify_;
+    api_request                  base_; // the conversation so far: read and extended by one step's worker at a time
+    const std::optional<int32_t> max_tokens_; // across all steps
+    const int32_t                max_tool_calls_;
+    const std::chrono::steady_clock::time_point started_;
+
+    mutable std::mutex                 mu_;
+    std::shared_ptr<generation_stream> step_;
+    std::vector<backend_event>         pending_;
+    bool                               between_steps_ = false, done_ = false, cancelled_ = false;
+    int32_t                            steps_ = 1, tool_calls_ = 0;
+    int32_t                            n_prompt_ = 0, n_cached_ = 0, n_generated_ = 0;
+    std::string                        content_, step_content_;
+    std::map<size_t, bool>             hidden_;
+    std::map<size_t, size_t>           shown_;
+    size_t                             next_shown_ = 0;
+};
+
+// The request's tools as every step offers them: the client's functions, then the built-in ones.
+std::vector<chat_tool> all_tools_of(const api_request                                      &req,
+                                    const std::vector<tool_loop_backend::builtin_function> &fns) {
+    std::vector<chat_tool> tools = req.tools;
+    for (const auto &f : fns) {
+        tools.push_back(sql_function_tool(*f.db, f.name));
+    }
+    return tools;
+}
+
+} // namespace
+
+tool_loop_backend::tool_loop_backend(std::shared_ptr<generation_backend> inner, builtin_toolbox tools, task_poster post,
+                                     tool_loop_limits limits)
+    : inner_(std::move(inner)), post_(std::move(post)), limits_(limits) {
+    const bool several = tools.databases.size() > 1;
+    for (auto &db : tools.databases) {
+        const std::string name = several ? "sql_" + db->name() : "sql";
+        functions_.push_back({name, std::move(db)});
+    }
+}
+
+result<backend_request> tool_loop_backend::prepare(api_request req) const {
+    for (const auto &f : functions_) {
+        if (std::any_of(req.tools.begin(), req.tools.end(), [&](const chat_tool &t) { return t.name == f.name; })) {
+            return error::invalid("a function tool is named '" + f.name + "', the name of a built-in tool", "tools");
+        }
+    }
+    if (req.builtin_choice.rfind("function:", 0) == 0 &&
+        std::none_of(req.tools.begin(), req.tools.end(),
+                     [&](const chat_tool &t) { return "function:" + t.name == req.builtin_choice; })) {
+        return error::invalid("tool_choice names a function that is not among the tools", "tool_choice");
+    }
+    auto tools = all_tools_of(req, functions_);
+    {
+        std::lock_guard lock(mu_);
+        all_tools_ = tools; // every step after the first offers them all
+    }
+    return inner_->prepare(step_request(std::move(req), tools, functions_, true));
+}
+
+result<std::shared_ptr<generation_stream>> tool_loop_backend::submit(std::shared_ptr<const backend_request> req,
+                                                                     std::function<void()>                  notify) {
+    std::vector<chat_tool> tools;
+    {
+        std::lock_guard lock(mu_);
+        tools = all_tools_;
+    }
+    auto stream = std::make_shared<tool_loop_stream>(inner_, functions_, std::move(tools), post_, limits_,
+                                                     std::move(notify), *req);
+    if (auto err = stream->start(std::move(req))) {
+        return *err;
+    }
+    return std::shared_ptr<generation_stream>(stream);
+}
+
+} // namespace inferbox

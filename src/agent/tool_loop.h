@@ -1,0 +1,81 @@
+#pragma once
+// The server-side tool loop: a generation backend that runs a request's built-in tools itself.
+//
+// It wraps whatever backend serves the model (the local engine, a remote server, failover): each
+// step is one ordinary generation on that backend, with the built-in tools offered to the model as
+// functions whose arguments the grammar constrains (the `sql` tool's query must match a SELECT
+// over the database's real tables and columns). When a step ends in built-in calls only, the loop
+// runs them (on the poster's threads, never an I/O thread), appends the assistant's calls and the
+// tools' results to the conversation, and starts the next step; the client sees one stream:
+// content deltas of every step, one `server_tool_call` event per call the server ran, and a last
+// event whose message is the whole answer and whose usage counts every step. A step that calls a
+// client function, answers without a call, or meets a budget ends the loop.
+//
+// Budgets, each named when it ends a run (backend_event::incomplete_reason, the Responses API's
+// incomplete_details.reason): the request's max_tool_calls (default 8, at most 32) built-in calls,
+// max_tool_calls + 1 steps, max_output_tokens across all steps, and tool_loop_limits::max_time of
+// wall time (the request's own deadline, if sooner, cancels the stream as for any request).
+//
+// tool_choice applies to the first step ("sql" forces the built-in tool, "function:NAME" a client
+// function, "required" any tool); later steps are "auto", so a model forced into a call can answer.
+
+#include "backend/generation_backend.h"
+#include "tools/sql_database.h"
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace inferbox {
+
+// What a request's built-in tools resolve to on this server, in the request's order.
+struct builtin_toolbox {
+    std::vector<std::shared_ptr<sql_database>> databases;
+};
+
+struct tool_loop_limits {
+    std::chrono::milliseconds max_time{120'000};
+};
+
+// Runs a task on a worker thread (the API's preparation pool).
+using task_poster = std::function<void(std::function<void()>)>;
+
+// The function a database is offered as: "sql" (or "sql_NAME" among several), described by its
+// schema, its one `query` argument constrained by sql_database::query_pattern().
+chat_tool sql_function_tool(const sql_database &db, const std::string &function_name);
+
+// One per request: it keeps the request's tools between prepare() and submit().
+class tool_loop_backend final : public generation_backend {
+  public:
+    tool_loop_backend(std::shared_ptr<generation_backend> inner, builtin_toolbox tools, task_poster post,
+                      tool_loop_limits limits = {});
+
+    std::optional<error> check(const api_request &req) const override { return inner_->check(req); }
+    std::optional<error> over_capacity(int32_t n_sequences) const override {
+        return inner_->over_capacity(n_sequences);
+    }
+    result<backend_request>                    prepare(api_request req) const override;
+    result<std::shared_ptr<generation_stream>> submit(std::shared_ptr<const backend_request> req,
+                                                      std::function<void()>                  notify) override;
+    bool                                       healthy() const override { return inner_->healthy(); }
+
+    // The built-in function names and what each runs on (exposed for tests).
+    struct builtin_function {
+        std::string                   name;
+        std::shared_ptr<sql_database> db;
+    };
+    const std::vector<builtin_function> &functions() const { return functions_; }
+
+  private:
+    std::shared_ptr<generation_backend> inner_;
+    task_poster                         post_;
+    tool_loop_limits                    limits_;
+    std::vector<builtin_function>       functions_;
+    mutable std::mutex                  mu_;
+    mutable std::vector<chat_tool>      all_tools_; // set by prepare(): the client's functions and ours
+};
+
+} // namespace inferbox

@@ -1,0 +1,163 @@
+// The server-side tool loop (issue 22): /v1/responses runs built-in tools itself. Here the `sql`
+// tool on a real SQLite file, with the real engine and the chat test model under forced tool
+// choice. The tiny model writes nonsense, so the tests check mechanics: the call is a SELECT the
+// grammar allowed, the rows it returned are exactly what SQLite returns for that query (an
+// exact-match probe with the sqlite3 shell), the rows go back to the model, which then answers,
+// and the database file is never changed.
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import {
+  MODELS, assertErrorShape, modelPath, openaiClient, postJson, serverBinary, useServer,
+} from './harness.mjs';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'inferbox-agents-'));
+const shop = path.join(dir, 'shop.db');
+execFileSync('sqlite3', [shop, `
+  CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT, price REAL);
+  INSERT INTO items(name, price) VALUES ('apple', 1.5), ('pear', 2.0), ('plum', 0.5), ('fig', 3.25);
+  CREATE TABLE orders(id INTEGER PRIMARY KEY, item_id INTEGER, qty INTEGER);
+  INSERT INTO orders(item_id, qty) VALUES (1, 2), (3, 7);
+`]);
+const digest = () => crypto.createHash('sha256').update(fs.readFileSync(shop)).digest('hex');
+const before = digest();
+after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+// What SQLite itself answers for a query, as rows of values (the exact-match probe).
+function sqliteRows(query) {
+  const out = execFileSync('sqlite3', ['-readonly', '-json', shop, query], { encoding: 'utf8' }).trim();
+  return out ? JSON.parse(out).map((row) => Object.values(row)) : [];
+}
+
+const SQL_TOOL = { type: 'sql', database: 'shop' };
+
+describe('the sql tool in /v1/responses (--sql-database shop=FILE, chat model, --ctx-size 4096)', () => {
+  // The tool's description and grammar carry the schema: more than the model's trained 512 tokens.
+  const ctx = useServer({ model: MODELS.chatml, args: ['--ctx-size', 4096, '--sql-database', `shop=${shop}`] });
+
+  const checkCall = (item) => {
+    assert.equal(item.type, 'sql_call', JSON.stringify(item));
+    assert.equal(item.status, 'completed', JSON.stringify(item));
+    assert.equal(item.database, 'shop');
+    assert.equal(item.name, 'sql');
+    assert.equal(item.error, null);
+    const { query } = JSON.parse(item.arguments);
+    assert.match(query, /^SELECT .+ FROM (items|orders)\b/, 'the grammar admits SELECTs over the real tables');
+    const result = JSON.parse(item.output);
+    assert.ok(Array.isArray(result.columns) && result.columns.length > 0, item.output);
+    assert.deepEqual(result.rows, sqliteRows(query).slice(0, result.rows.length), `rows of ${query}`);
+    if (!result.truncated) {
+      assert.equal(result.rows.length, sqliteRows(query).length);
+    }
+    return query;
+  };
+
+  test('a forced call runs on SQLite, its exact rows come back, then the model answers (OpenAI SDK)',
+    ctx.wrap(async () => {
+      const client = openaiClient(ctx.server);
+      const r = await client.responses.create({
+        input: 'How many items are there?', tools: [SQL_TOOL], tool_choice: { type: 'sql' },
+        max_output_tokens: 400, temperature: 0,
+      });
+      assert.ok(['completed', 'incomplete'].includes(r.status), r.status);
+      assert.ok(r.output.length >= 2, JSON.stringify(r.output));
+      checkCall(r.output[0]);
+      const message = r.output.find((o) => o.type === 'message');
+      assert.ok(message, 'the model answered after the rows');
+      assert.ok(!r.output.some((o) => o.type === 'function_call'), 'a built-in call is not the client\'s to make');
+      // Usage counts both steps: the second prompt holds the first, its call and the rows.
+      assert.ok(r.usage.input_tokens > 1000, JSON.stringify(r.usage));
+      assert.ok(r.usage.output_tokens <= 400);
+      assert.equal(digest(), before, 'the database file is unchanged');
+    }));
+
+  test('streamed: the sql_call item arrives between the steps, then the answer\'s text', ctx.wrap(async () => {
+    const client = openaiClient(ctx.server);
+    const stream = await client.responses.create({
+      input: 'List the items.', tools: [SQL_TOOL], tool_choice: { type: 'sql' }, max_output_tokens: 400,
+      temperature: 0, stream: true,
+    });
+    const types = [];
+    let added = null;
+    let done = null;
+    let final = null;
+    let text = '';
+    for await (const ev of stream) {
+      types.push(ev.type);
+      if (ev.type === 'response.output_item.added' && ev.item.type === 'sql_call') {
+        added = ev.item;
+      }
+      if (ev.type === 'response.output_item.done' && ev.item.type === 'sql_call') {
+        done = ev.item;
+      }
+      if (ev.type === 'response.output_text.delta') {
+        text += ev.delta;
+      }
+      if (ev.type === 'response.completed' || ev.type === 'response.incomplete') {
+        final = ev.response;
+      }
+    }
+    assert.ok(added && done && final, types.join(' '));
+    assert.equal(added.status, 'in_progress');
+    const query = checkCall(done);
+    assert.ok(!types.includes('response.function_call_arguments.delta'), 'no client call was streamed');
+    assert.ok(types.indexOf('response.output_item.done') < types.indexOf('response.output_text.delta'),
+      'the rows come before the answer');
+    assert.equal(JSON.parse(final.output[0].arguments).query, query);
+    assert.equal(final.output.find((o) => o.type === 'message').content[0].text, text);
+  }));
+
+  test('previous_response_id continues a run whose output holds a sql_call', ctx.wrap(async () => {
+    const client = openaiClient(ctx.server);
+    const first = await client.responses.create({
+      input: 'Prices?', tools: [SQL_TOOL], tool_choice: { type: 'sql' }, max_output_tokens: 300, temperature: 0,
+    });
+    checkCall(first.output[0]);
+    const next = await client.responses.create({
+      previous_response_id: first.id, input: 'And the cheapest?', max_output_tokens: 16, temperature: 0,
+    });
+    assert.equal(next.previous_response_id, first.id);
+    const bare = await client.responses.create({ input: 'And the cheapest?', max_output_tokens: 1, temperature: 0 });
+    const rows = JSON.parse(first.output[0].output);
+    // The earlier run (its call and rows included) is in the prompt.
+    assert.ok(next.usage.input_tokens > bare.usage.input_tokens + JSON.stringify(rows.rows).length / 9,
+      `${next.usage.input_tokens} vs ${bare.usage.input_tokens}`);
+  }));
+
+  test('bad requests: an unknown database, max_tool_calls out of range, a function named like the tool',
+    ctx.wrap(async () => {
+      const url = `${ctx.server.url}/v1/responses`;
+      const unknown = await postJson(url, { input: 'x', tools: [{ type: 'sql', database: 'nope' }] });
+      const e1 = assertErrorShape(unknown, 400);
+      assert.equal(e1.param, 'tools[0].database');
+      assert.match(e1.message, /no SQL database 'nope' on this server \(it has: shop\)/);
+      for (const bad of [0, 33, 'many']) {
+        const res = await postJson(url, { input: 'x', tools: [SQL_TOOL], max_tool_calls: bad });
+        assert.equal(assertErrorShape(res, 400).param, 'max_tool_calls', res.text);
+      }
+      const clash = await postJson(url, {
+        input: 'x', tools: [SQL_TOOL, { type: 'function', name: 'sql', parameters: { type: 'object' } }],
+      });
+      assert.match(assertErrorShape(clash, 400).message, /the name of a built-in tool/);
+      const other = await postJson(url, { input: 'x', tools: [{ type: 'web_search' }] });
+      assert.match(assertErrorShape(other, 400).message, /must be "function" or "sql"/);
+    }));
+});
+
+test('serve refuses an --sql-database it cannot open, naming it', () => {
+  for (const [spec, why] of [
+    [`bad name=${shop}`, /database name 'bad name'/],
+    [`x=${path.join(dir, 'missing.db')}`, /SQL database 'x' \(.*missing\.db\): cannot open it read-only/],
+    ['nofile', /expected NAME=PATH/],
+  ]) {
+    const res = spawnSync(serverBinary(), ['serve', '--model', modelPath(MODELS.chatml), '--port', '0',
+      '--sql-database', spec], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(res.status, 1, `${spec}: ${res.stderr}`);
+    assert.match(`${res.stdout}${res.stderr}`, why);
+  }
+});
