@@ -1,35 +1,21 @@
 #include "agent/tool_loop.h"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <map>
 #include <mutex>
 
 namespace inferbox {
 
-using json = nlohmann::json;
-
-chat_tool sql_function_tool(const sql_database &db, const std::string &function_name) {
-    json params = {
-        {"type", "object"},
-        {"properties",
-         {{"query",
-           {{"type", "string"},
-            {"description", "one SELECT statement over the tables listed"},
-            {"pattern", db.query_pattern()}}}}},
-        {"required", {"query"}},
-        {"additionalProperties", false},
-    };
-    return {function_name,
-            "Runs one read-only SQL SELECT on the database '" + db.name() +
-                "' and returns its columns and rows as JSON. Tables, as name(column type e.g. samples) and row "
-                "count:\n" +
-                db.describe(),
-            params.dump()};
-}
-
 namespace {
+
+// Whether tool_choice `c` ("sql", "mcp:LABEL", "mcp:LABEL:NAME") names this built-in function.
+bool forced_by(const builtin_tool &t, const std::string &function_name, const std::string &c) {
+    if (c == t.kind()) {
+        return true;
+    }
+    const std::string family = t.kind() + ":" + t.server();
+    return c == family || c == family + ":" + function_name;
+}
 
 // The request as a step offers it: the client's functions and the built-in ones, under the
 // first step's tool_choice or "auto".
@@ -45,19 +31,23 @@ api_request step_request(api_request req, const std::vector<chat_tool> &all_tool
         req.choice = tool_choice::none;
     } else if (c == "required") {
         req.choice = tool_choice::required;
-    } else if (c == "sql" || c.rfind("function:", 0) == 0) {
+    } else if (c != "auto") {
+        // A named family or function: only what it names is offered, and a call is required.
+        const bool             client = c.rfind("function:", 0) == 0;
         std::vector<chat_tool> only;
         for (const auto &t : all_tools) {
-            const bool builtin =
-                std::any_of(builtins.begin(), builtins.end(), [&](const auto &b) { return b.name == t.name; });
-            if (c == "sql" ? builtin : !builtin && "function:" + t.name == c) {
+            const auto b =
+                std::find_if(builtins.begin(), builtins.end(), [&](const auto &f) { return f.name == t.name; });
+            const bool take = client ? b == builtins.end() && "function:" + t.name == c
+                                     : b != builtins.end() && forced_by(*b->tool, b->name, c);
+            if (take) {
                 only.push_back(t);
             }
         }
         req.tools  = std::move(only);
         req.choice = tool_choice::required;
-        if (c == "sql") {
-            req.parallel_tool_calls = false; // one query, then its rows, then the next step decides
+        if (!client) {
+            req.parallel_tool_calls = false; // one call, then its result, then the next step decides
         }
     }
     return req;
@@ -69,7 +59,7 @@ class tool_loop_stream final : public generation_stream, public std::enable_shar
                      std::vector<chat_tool> all_tools, task_poster post, tool_loop_limits limits,
                      std::function<void()> notify, const backend_request &first)
         : inner_(std::move(inner)), functions_(std::move(fns)), all_tools_(std::move(all_tools)),
-          post_(std::move(post)), limits_(limits), notify_(std::move(notify)), base_(first.req),
+          post_(std::move(post)), limits_(std::move(limits)), notify_(std::move(notify)), base_(first.req),
           max_tokens_(first.req.max_tokens), max_tool_calls_(first.req.max_tool_calls),
           started_(std::chrono::steady_clock::now()) {}
 
@@ -78,8 +68,12 @@ class tool_loop_stream final : public generation_stream, public std::enable_shar
         if (!s) {
             return s.err();
         }
-        std::lock_guard lock(mu_);
-        step_ = std::move(*s);
+        {
+            std::lock_guard lock(mu_);
+            step_ = std::move(*s);
+        }
+        // Events that arrived before step_ was set found nothing to read them from: say so again.
+        notify_();
         return std::nullopt;
     }
 
@@ -206,21 +200,18 @@ class tool_loop_stream final : public generation_stream, public std::enable_shar
     server_tool_call run_call(const chat_tool_call &tc) const {
         const auto      *f = builtin(tc.name);
         server_tool_call c;
-        c.id            = tc.id.rfind("sql_", 0) == 0 ? tc.id : "sql_" + tc.id;
-        c.type          = "sql_call";
-        c.name          = tc.name;
-        c.server        = f->db->name();
-        c.arguments     = tc.arguments;
-        const json args = json::parse(tc.arguments, nullptr, /*allow_exceptions=*/false);
-        if (!args.is_object() || !args.contains("query") || !args["query"].is_string()) {
-            c.error = "the arguments must be {\"query\": \"SELECT ...\"}";
-            return c;
-        }
-        auto r = f->db->run(args["query"].get<std::string>());
-        if (r) {
-            c.output = std::move(*r);
-        } else {
-            c.error = r.err().message;
+        const auto       prefix = f->tool->kind() + "_";
+        c.id                    = tc.id.rfind(prefix, 0) == 0 ? tc.id : prefix + tc.id;
+        c.type                  = f->tool->item_type();
+        c.name                  = tc.name;
+        c.server                = f->tool->server();
+        c.arguments             = tc.arguments;
+        try {
+            auto outcome = f->tool->run(tc.arguments);
+            c.output     = std::move(outcome.output);
+            c.error      = std::move(outcome.error);
+        } catch (const std::exception &e) {
+            c.error = std::string("the tool failed: ") + e.what();
         }
         return c;
     }
@@ -233,7 +224,12 @@ class tool_loop_stream final : public generation_stream, public std::enable_shar
             if (is_cancelled()) {
                 return;
             }
+            const auto t0 = std::chrono::steady_clock::now();
             ran.push_back(run_call(tc));
+            if (limits_.on_call) {
+                limits_.on_call(ran.back(),
+                                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+            }
         }
         api_request req = base_;
         req.messages.push_back({"assistant", std::move(content), calls, ""});
@@ -326,7 +322,8 @@ std::vector<chat_tool> all_tools_of(const api_request                           
                                     const std::vector<tool_loop_backend::builtin_function> &fns) {
     std::vector<chat_tool> tools = req.tools;
     for (const auto &f : fns) {
-        tools.push_back(sql_function_tool(*f.db, f.name));
+        auto fn = f.tool->function();
+        tools.push_back({f.name, std::move(fn.description), std::move(fn.parameters)});
     }
     return tools;
 }
@@ -335,11 +332,10 @@ std::vector<chat_tool> all_tools_of(const api_request                           
 
 tool_loop_backend::tool_loop_backend(std::shared_ptr<generation_backend> inner, builtin_toolbox tools, task_poster post,
                                      tool_loop_limits limits)
-    : inner_(std::move(inner)), post_(std::move(post)), limits_(limits) {
-    const bool several = tools.databases.size() > 1;
-    for (auto &db : tools.databases) {
-        const std::string name = several ? "sql_" + db->name() : "sql";
-        functions_.push_back({name, std::move(db)});
+    : inner_(std::move(inner)), post_(std::move(post)), limits_(std::move(limits)) {
+    for (auto &t : tools.tools) {
+        auto name = t->function().name;
+        functions_.push_back({std::move(name), std::move(t)});
     }
 }
 

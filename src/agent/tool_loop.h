@@ -16,11 +16,12 @@
 // max_tool_calls + 1 steps, max_output_tokens across all steps, and tool_loop_limits::max_time of
 // wall time (the request's own deadline, if sooner, cancels the stream as for any request).
 //
-// tool_choice applies to the first step ("sql" forces the built-in tool, "function:NAME" a client
-// function, "required" any tool); later steps are "auto", so a model forced into a call can answer.
+// tool_choice applies to the first step ("sql" forces the sql tool, "mcp:LABEL" or "mcp:LABEL:NAME"
+// an MCP server's tools, "function:NAME" a client function, "required" any tool); later steps are
+// "auto", so a model forced into a call can answer.
 
 #include "backend/generation_backend.h"
-#include "tools/sql_database.h"
+#include "tools/builtin_tool.h"
 
 #include <chrono>
 #include <functional>
@@ -31,21 +32,20 @@
 
 namespace inferbox {
 
-// What a request's built-in tools resolve to on this server, in the request's order.
+// What a request's built-in tools resolve to on this server, in the request's order; their
+// function names are distinct (the router checks).
 struct builtin_toolbox {
-    std::vector<std::shared_ptr<sql_database>> databases;
+    std::vector<std::shared_ptr<builtin_tool>> tools;
 };
 
 struct tool_loop_limits {
     std::chrono::milliseconds max_time{120'000};
+    // Called after each built-in call (on the worker): the call and how long it took (metrics).
+    std::function<void(const server_tool_call &, double seconds)> on_call;
 };
 
 // Runs a task on a worker thread (the API's preparation pool).
 using task_poster = std::function<void(std::function<void()>)>;
-
-// The function a database is offered as: "sql" (or "sql_NAME" among several), described by its
-// schema, its one `query` argument constrained by sql_database::query_pattern().
-chat_tool sql_function_tool(const sql_database &db, const std::string &function_name);
 
 // One per request: it keeps the request's tools between prepare() and submit().
 class tool_loop_backend final : public generation_backend {
@@ -62,12 +62,11 @@ class tool_loop_backend final : public generation_backend {
                                                       std::function<void()>                  notify) override;
     bool                                       healthy() const override { return inner_->healthy(); }
 
-    // The built-in function names and what each runs on (exposed for tests).
+    // A built-in tool under the function name the model calls.
     struct builtin_function {
         std::string                   name;
-        std::shared_ptr<sql_database> db;
+        std::shared_ptr<builtin_tool> tool;
     };
-    const std::vector<builtin_function> &functions() const { return functions_; }
 
   private:
     std::shared_ptr<generation_backend> inner_;

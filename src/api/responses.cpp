@@ -143,7 +143,7 @@ std::optional<error> convert_input(const json &body, json &messages) {
                 return text.err();
             }
             messages.push_back({{"role", "tool"}, {"tool_call_id", *call_id}, {"content", std::move(*text)}});
-        } else if (t == "sql_call") {
+        } else if (t == "sql_call" || t == "mcp_call") {
             // A built-in call of an earlier run (previous_response_id, or sent back by the client):
             // the model sees the call and what it returned, as the loop showed it then.
             const json *id     = json_field(item, "id");
@@ -153,7 +153,7 @@ std::optional<error> convert_input(const json &body, json &messages) {
             const json *err    = json_field(item, "error");
             if (id == nullptr || !id->is_string() || name == nullptr || !name->is_string() || args == nullptr ||
                 !args->is_string()) {
-                return bad(param + " (sql_call) needs string id, name and arguments", param);
+                return bad(param + " (" + t + ") needs string id, name and arguments", param);
             }
             json call = {{"id", *id}, {"type", "function"}, {"function", {{"name", *name}, {"arguments", *args}}}};
             messages.push_back({{"role", "assistant"}, {"content", ""}, {"tool_calls", json::array({call})}});
@@ -164,8 +164,8 @@ std::optional<error> convert_input(const json &body, json &messages) {
             messages.push_back({{"role", "tool"}, {"tool_call_id", *id}, {"content", std::move(result)}});
         } else {
             return bad(param + ".type \"" + t.substr(0, 64) +
-                           "\" is not supported; input items are messages, function_call, function_call_output "
-                           "and sql_call",
+                           "\" is not supported; input items are messages, function_call, function_call_output, "
+                           "sql_call and mcp_call",
                        param + ".type");
         }
     }
@@ -175,7 +175,7 @@ std::optional<error> convert_input(const json &body, json &messages) {
 // Function tools, flattened in the Responses API ({type, name, parameters}), nested in chat's.
 // Built-in tools ({type: "sql", database}) are collected apart: the server runs them (tool loop),
 // and with any of them tool_choice is kept for the loop instead of chat's own reading.
-std::optional<error> convert_tools(const json &body, json &chat, std::vector<builtin_tool> &builtin,
+std::optional<error> convert_tools(const json &body, json &chat, std::vector<builtin_tool_use> &builtin,
                                    std::string &builtin_choice) {
     if (const json *tools = json_field(body, "tools")) {
         if (!tools->is_array()) {
@@ -195,12 +195,54 @@ std::optional<error> convert_tools(const json &body, json &chat, std::vector<bui
                 if (builtin.size() >= 8) {
                     return bad("at most 8 built-in tools per request", param);
                 }
-                builtin.push_back({"sql", db->get<std::string>()});
+                builtin.push_back({"sql", db->get<std::string>(), {}});
+                continue;
+            }
+            if (type != nullptr && *type == "mcp") {
+                // Only servers the operator configured: a request names one, never a URL or a command.
+                const json *label = json_field(t, "server_label");
+                if (label == nullptr || !label->is_string() || label->get_ref<const std::string &>().empty() ||
+                    label->get_ref<const std::string &>().size() > 64) {
+                    return bad(param + ".server_label must name one of the server's MCP servers",
+                               param + ".server_label");
+                }
+                for (const char *k : {"server_url", "connector_id", "headers", "authorization"}) {
+                    if (const json *v = json_field(t, k); v != nullptr && !v->is_null()) {
+                        return bad(param + "." + k +
+                                       " is not accepted: MCP servers and their credentials are configured on the "
+                                       "server (--mcp-server); name one by server_label",
+                                   param + "." + k);
+                    }
+                }
+                if (const json *ra = json_field(t, "require_approval");
+                    ra != nullptr && !ra->is_null() && *ra != "never") {
+                    return bad(param + ".require_approval: only \"never\" is supported (the server runs the "
+                                       "operator's allowed tools without asking)",
+                               param + ".require_approval");
+                }
+                std::vector<std::string> allowed;
+                if (const json *at = json_field(t, "allowed_tools"); at != nullptr && !at->is_null()) {
+                    const json *names = at->is_object() ? json_field(*at, "tool_names") : at;
+                    if (names == nullptr || !names->is_array() || names->size() > 64) {
+                        return bad(param + ".allowed_tools must be an array of tool names (or {tool_names: [...]})",
+                                   param + ".allowed_tools");
+                    }
+                    for (const auto &n : *names) {
+                        if (!n.is_string() || n.get_ref<const std::string &>().size() > 128) {
+                            return bad(param + ".allowed_tools must hold tool names", param + ".allowed_tools");
+                        }
+                        allowed.push_back(n.get<std::string>());
+                    }
+                }
+                if (builtin.size() >= 8) {
+                    return bad("at most 8 built-in tools per request", param);
+                }
+                builtin.push_back({"mcp", label->get<std::string>(), std::move(allowed)});
                 continue;
             }
             if (type == nullptr || *type != "function") {
-                return bad(param + ".type must be \"function\" or \"sql\" (other built-in tools are not available "
-                                   "on this server)",
+                return bad(param + ".type must be \"function\", \"sql\" or \"mcp\" (other built-in tools are not "
+                                   "available on this server)",
                            param + ".type");
             }
             json fn = json::object();
@@ -221,13 +263,20 @@ std::optional<error> convert_tools(const json &body, json &chat, std::vector<bui
             builtin_choice = tc->get<std::string>();
         } else if (tc->is_object() && json_field(*tc, "type") != nullptr && *json_field(*tc, "type") == "sql") {
             builtin_choice = "sql";
+        } else if (tc->is_object() && json_field(*tc, "type") != nullptr && *json_field(*tc, "type") == "mcp" &&
+                   json_field(*tc, "server_label") != nullptr && json_field(*tc, "server_label")->is_string()) {
+            // {type: mcp, server_label, name?}: that server's tools, or the one named.
+            builtin_choice = "mcp:" + json_field(*tc, "server_label")->get<std::string>();
+            if (const json *name = json_field(*tc, "name"); name != nullptr && name->is_string()) {
+                builtin_choice += ":" + name->get<std::string>();
+            }
         } else if (const json *name = tc->is_object() ? json_field(*tc, "name") : nullptr;
                    name != nullptr && name->is_string() && json_field(*tc, "type") != nullptr &&
                    *json_field(*tc, "type") == "function") {
             builtin_choice = "function:" + name->get<std::string>();
         } else {
-            return bad("tool_choice must be \"none\", \"auto\", \"required\", {\"type\": \"sql\"} or "
-                       "{\"type\": \"function\", \"name\": ...}",
+            return bad("tool_choice must be \"none\", \"auto\", \"required\", {\"type\": \"sql\"}, {\"type\": "
+                       "\"mcp\", \"server_label\": ..., \"name\": ...} or {\"type\": \"function\", \"name\": ...}",
                        "tool_choice");
         }
         return std::nullopt;
@@ -329,8 +378,8 @@ result<responses_request> parse_responses_request(const json &body, const api_li
     if (const json *bg = json_field(body, "background"); bg != nullptr && *bg != false) {
         return bad("background responses are not supported: send the request without background", "background");
     }
-    std::vector<builtin_tool> builtin;
-    std::string               builtin_choice = "auto";
+    std::vector<builtin_tool_use> builtin;
+    std::string                   builtin_choice = "auto";
     if (auto e = convert_tools(body, chat, builtin, builtin_choice)) {
         return *e;
     }
@@ -576,7 +625,7 @@ class responses_writer final : public answer_writer {
                 {"id", c.id},
                 {"status", c.error.empty() ? "completed" : "failed"},
                 {"name", c.name},
-                {"database", c.server},
+                {c.type == "mcp_call" ? "server_label" : "database", c.server},
                 {"arguments", c.arguments},
                 {"output", c.error.empty() ? json(c.output) : json(nullptr)},
                 {"error", c.error.empty() ? json(nullptr) : json(c.error)}};

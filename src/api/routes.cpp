@@ -1128,6 +1128,87 @@ void api_router::route_request(const std::shared_ptr<http_exchange> &ex, std::op
                   std::move(hold), std::move(req), std::move(served), key, std::move(writer), /*routed=*/true);
 }
 
+std::function<void(const server_tool_call &, double)> api_router::tool_call_metrics() const {
+    if (!cfg_.metrics_registry) {
+        return {};
+    }
+    return [reg = cfg_.metrics_registry](const server_tool_call &c, double seconds) {
+        static const std::vector<double> buckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                    0.5,   1.0,    2.5,   5.0,  10.0,  30.0, 60.0};
+        const label_list                 l       = {{"type", c.type}, {"server", c.server}, {"tool", c.name}};
+        auto                             with    = l;
+        with.emplace_back("outcome", c.error.empty() ? "ok" : "error");
+        reg->add_counter("inferbox_tool_calls_total", "Built-in tool calls the server ran (tool loop), by outcome.",
+                         with)
+            .inc();
+        reg->add_histogram("inferbox_tool_call_seconds", "Time of built-in tool calls the server ran.", buckets, l)
+            .observe(seconds);
+    };
+}
+
+result<builtin_toolbox> api_router::resolve_builtin_tools(const api_request &request) const {
+    builtin_toolbox                            box;
+    std::vector<std::shared_ptr<sql_database>> dbs;
+    const auto                                 known = [](const auto &map) {
+        std::string names;
+        for (const auto &[name, v] : map) {
+            names += (names.empty() ? "" : ", ") + name;
+        }
+        return names;
+    };
+    for (size_t i = 0; i < request.builtin_tools.size(); ++i) {
+        const auto       &t     = request.builtin_tools[i];
+        const std::string param = "tools[" + std::to_string(i) + "]";
+        if (t.type == "sql") {
+            auto it = cfg_.sql_databases.find(t.server);
+            if (it == cfg_.sql_databases.end()) {
+                const auto names = known(cfg_.sql_databases);
+                return error::invalid(
+                    "no SQL database '" + t.server + "' on this server" +
+                        (names.empty() ? std::string(" (it has none: --sql-database)") : " (it has: " + names + ")"),
+                    param + ".database", "unknown_database");
+            }
+            if (std::find(dbs.begin(), dbs.end(), it->second) == dbs.end()) {
+                dbs.push_back(it->second);
+            }
+            continue;
+        }
+        auto it = cfg_.mcp_servers.find(t.server);
+        if (it == cfg_.mcp_servers.end()) {
+            const auto names = known(cfg_.mcp_servers);
+            return error::invalid(
+                "no MCP server '" + t.server + "' on this server" +
+                    (names.empty() ? std::string(" (it has none: --mcp-server)") : " (it has: " + names + ")"),
+                param + ".server_label", "unknown_mcp_server");
+        }
+        const auto tools = it->second->tools();
+        for (const auto &name : t.allowed) {
+            if (std::none_of(tools.begin(), tools.end(), [&](const auto &x) { return x.name == name; })) {
+                return error::invalid("the MCP server '" + t.server + "' offers no tool '" + name + "' here",
+                                      param + ".allowed_tools", "unknown_tool");
+            }
+        }
+        for (const auto &tool : tools) {
+            if (t.allowed.empty() || std::find(t.allowed.begin(), t.allowed.end(), tool.name) != t.allowed.end()) {
+                box.tools.push_back(make_mcp_tool(it->second, tool));
+            }
+        }
+    }
+    for (const auto &db : dbs) {
+        box.tools.push_back(make_sql_tool(db, dbs.size() > 1 ? "sql_" + db->name() : "sql"));
+    }
+    for (size_t a = 0; a < box.tools.size(); ++a) {
+        for (size_t b = a + 1; b < box.tools.size(); ++b) {
+            if (box.tools[a]->function().name == box.tools[b]->function().name) {
+                return error::invalid("two enabled tools are named '" + box.tools[a]->function().name +
+                                          "' (narrow them with allowed_tools)",
+                                      "tools", "duplicate_tool");
+            }
+        }
+    }
+    return box;
+}
+
 void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, std::shared_ptr<generation_backend> backend,
                                std::shared_ptr<serving_metrics> metrics, std::shared_ptr<void> hold,
                                api_request request, std::string served, size_t key,
@@ -1135,27 +1216,14 @@ void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, std::sh
     // Built-in tools (Responses): the tool loop runs them around whatever backend was chosen, each
     // of its steps a generation there; its own work runs on the preparation pool.
     if (!request.builtin_tools.empty()) {
-        builtin_toolbox box;
-        for (size_t i = 0; i < request.builtin_tools.size(); ++i) {
-            const auto &t  = request.builtin_tools[i];
-            auto        it = cfg_.sql_databases.find(t.database);
-            if (it == cfg_.sql_databases.end()) {
-                std::string known;
-                for (const auto &[name, db] : cfg_.sql_databases) {
-                    known += (known.empty() ? "" : ", ") + name;
-                }
-                respond_error(*ex, error::invalid("no SQL database '" + t.database + "' on this server" +
-                                                      (known.empty() ? std::string(" (it has none: --sql-database)")
-                                                                     : " (it has: " + known + ")"),
-                                                  "tools[" + std::to_string(i) + "].database", "unknown_database"));
-                return;
-            }
-            if (std::find(box.databases.begin(), box.databases.end(), it->second) == box.databases.end()) {
-                box.databases.push_back(it->second);
-            }
+        auto box = resolve_builtin_tools(request);
+        if (!box) {
+            respond_error(*ex, box.err());
+            return;
         }
-        backend =
-            std::make_shared<tool_loop_backend>(std::move(backend), std::move(box), [this](std::function<void()> task) {
+        backend = std::make_shared<tool_loop_backend>(
+            std::move(backend), std::move(*box),
+            [this](std::function<void()> task) {
                 boost::asio::post(prep_pool_, [task = std::move(task)] {
                     try {
                         task();
@@ -1163,7 +1231,8 @@ void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, std::sh
                         spdlog::error("unexpected exception in a tool loop step: {}", e.what());
                     }
                 });
-            });
+            },
+            tool_loop_limits{std::chrono::milliseconds(120'000), tool_call_metrics()});
     }
     // An invalid request is a 400 whatever the load: the checks that need the backend but no
     // preparation come before the capacity check.

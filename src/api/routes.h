@@ -3,6 +3,7 @@
 // and version endpoints. Requests are validated (schema.h), tokenized here on the I/O thread,
 // and handed to the engine as generation_requests.
 
+#include "agent/tool_loop.h"
 #include "api/auth.h"
 #include "api/embeddings_schema.h"
 #include "api/http_server.h"
@@ -17,6 +18,7 @@
 #include "metrics/registry.h"
 #include "metrics/serving_metrics.h"
 #include "store/lora_catalog.h"
+#include "tools/mcp_client.h"
 #include "tools/sql_database.h"
 
 #include <boost/asio/thread_pool.hpp>
@@ -89,6 +91,8 @@ struct api_config {
     // The `sql` tool's databases (--sql-database NAME=PATH), by name: a Responses request enables
     // one with {"type": "sql", "database": NAME} and the server runs the tool loop (agent/).
     std::map<std::string, std::shared_ptr<sql_database>> sql_databases;
+    // MCP servers (--mcp-server NAME=stdio:COMMAND), by label: {"type": "mcp", "server_label": NAME}.
+    std::map<std::string, std::shared_ptr<mcp_client>> mcp_servers;
 };
 
 // Everything a generation job needs besides the request: where to report, whom to charge.
@@ -202,6 +206,11 @@ class api_router {
     // Checks what needs the backend but no preparation, then hands the request to the
     // preparation pool (template, tokenizer, grammar), after which the job runs on the exchange's
     // executor. `metrics` and `hold` come from the local model when it is a candidate.
+    // A request's built-in tools as this server has them (a 400 naming an unknown database, MCP
+    // server or tool, or two tools with one name).
+    result<builtin_toolbox> resolve_builtin_tools(const api_request &request) const;
+    // Counts and times each built-in call (inferbox_tool_calls_total, inferbox_tool_call_seconds).
+    std::function<void(const server_tool_call &, double)> tool_call_metrics() const;
     void run_inference(const std::shared_ptr<http_exchange> &ex, std::shared_ptr<generation_backend> backend,
                        std::shared_ptr<serving_metrics> metrics, std::shared_ptr<void> hold, api_request req,
                        std::string served, size_t key, std::shared_ptr<answer_writer> writer, bool routed = false);

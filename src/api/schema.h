@@ -51,10 +51,13 @@ struct output_constraint {
 
 using prompt_input = std::variant<std::string, std::vector<token_id>>;
 
-// A built-in tool a Responses request enables: {"type": "sql", "database": NAME}.
-struct builtin_tool {
-    std::string type;
-    std::string database;
+// A built-in tool a Responses request enables: {"type": "sql", "database": NAME} (server: the
+// database), or {"type": "mcp", "server_label": LABEL, "allowed_tools": [...]} (server: the label;
+// allowed: empty for all the server's allowed tools).
+struct builtin_tool_use {
+    std::string              type;
+    std::string              server;
+    std::vector<std::string> allowed;
 };
 inline constexpr int32_t max_tool_calls_limit = 32;
 
@@ -92,10 +95,10 @@ struct api_request {
     // With any, `builtin_choice` holds the request's tool_choice ("auto", "none", "required",
     // "sql", or "function:NAME") and `tools`/`choice` hold the client's functions under "auto":
     // the loop decides what each step offers.
-    std::vector<builtin_tool> builtin_tools;
-    std::string               builtin_choice = "auto";
-    int32_t                   max_tool_calls = 8; // built-in calls per response (OpenAI's max_tool_calls)
-    bool                      tools_active() const { return !tools.empty() && choice != tool_choice::none; }
+    std::vector<builtin_tool_use> builtin_tools;
+    std::string                   builtin_choice = "auto";
+    int32_t                       max_tool_calls = 8; // built-in calls per response (OpenAI's max_tool_calls)
+    bool                          tools_active() const { return !tools.empty() && choice != tool_choice::none; }
 };
 
 // Validates a parsed body (parse_json_body, api/json_body.h). Errors are invalid_request naming the

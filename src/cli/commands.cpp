@@ -157,6 +157,9 @@ int run_cli(int argc, char **argv) {
     serve->add_option("--sql-database", so.sql_databases,
                       "NAME=PATH: a SQLite file the `sql` tool of /v1/responses may read, opened read-only "
                       "(repeatable)");
+    serve->add_option("--mcp-server", so.mcp_servers,
+                      "NAME=stdio:COMMAND ARGS...[;allowed-tools=a,b][;timeout-ms=N]: an MCP server, started by "
+                      "inferbox, whose tools /v1/responses may call (repeatable; docs/agents.md)");
 
     // Remote backends and routing (docs/routing.md).
     serve->add_option("--backend", so.backends,

@@ -13,6 +13,7 @@
 #include "store/gguf.h"
 #include "store/hardware.h"
 #include "store/profiles.h"
+#include "tools/mcp_client.h"
 #include "tools/sql_database.h"
 
 #include <nlohmann/json.hpp>
@@ -554,6 +555,29 @@ int run_serve(const serve_options &given) {
         spdlog::info("sql tool: database '{}' ({}, {} tables, read-only)", spec->name, spec->path,
                      (*db)->schema().size());
         cfg.sql_databases.emplace(spec->name, std::move(*db));
+    }
+    for (const auto &text : opts.mcp_servers) {
+        auto spec = parse_mcp_server_spec(text);
+        if (!spec) {
+            spdlog::error("--mcp-server: {}", spec.err().message);
+            return 1;
+        }
+        if (cfg.mcp_servers.count(spec->name) != 0) {
+            spdlog::error("--mcp-server: the name '{}' is given twice", spec->name);
+            return 1;
+        }
+        const auto name   = spec->name;
+        auto       client = mcp_client::start(std::move(*spec));
+        if (!client) {
+            spdlog::error("--mcp-server '{}': {}", name, client.err().message);
+            return 1;
+        }
+        std::string tools;
+        for (const auto &t : (*client)->tools()) {
+            tools += (tools.empty() ? "" : ", ") + t.name;
+        }
+        spdlog::info("MCP server '{}': {} tool(s): {}", name, (*client)->tools().size(), tools);
+        cfg.mcp_servers.emplace(name, std::move(*client));
     }
 
     // Settle every model before anything loads: validate its file ourselves (llama.cpp's loader

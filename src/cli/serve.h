@@ -66,6 +66,9 @@ struct serve_options {
 
     // --sql-database NAME=PATH (repeatable): SQLite files the `sql` built-in tool reads (read-only).
     std::vector<std::string> sql_databases;
+    // --mcp-server NAME=stdio:COMMAND ARGS...[;allowed-tools=a,b][;timeout-ms=N] (repeatable): MCP
+    // servers whose tools /v1/responses may call (tools/mcp_client.h).
+    std::vector<std::string> mcp_servers;
 };
 
 int run_serve(const serve_options &opts);

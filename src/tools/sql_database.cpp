@@ -303,6 +303,54 @@ result<std::string> sql_database::run(const std::string &sql) const {
     return out.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
+namespace {
+
+class sql_tool final : public builtin_tool {
+  public:
+    sql_tool(std::shared_ptr<sql_database> db, std::string name) : db_(std::move(db)), name_(std::move(name)) {}
+
+    tool_function function() const override {
+        const json params = {
+            {"type", "object"},
+            {"properties",
+             {{"query",
+               {{"type", "string"},
+                {"description", "one SELECT statement over the tables listed"},
+                {"pattern", db_->query_pattern()}}}}},
+            {"required", {"query"}},
+            {"additionalProperties", false},
+        };
+        return {name_,
+                "Runs one read-only SQL SELECT on the database '" + db_->name() +
+                    "' and returns its columns and rows as JSON. Tables, as name(column type e.g. samples) and "
+                    "row count:\n" +
+                    db_->describe(),
+                params.dump()};
+    }
+    std::string kind() const override { return "sql"; }
+    std::string server() const override { return db_->name(); }
+    std::string item_type() const override { return "sql_call"; }
+
+    tool_outcome run(const std::string &arguments_json) const override {
+        const json args = json::parse(arguments_json, nullptr, /*allow_exceptions=*/false);
+        if (!args.is_object() || !args.contains("query") || !args["query"].is_string()) {
+            return {"", "the arguments must be {\"query\": \"SELECT ...\"}"};
+        }
+        auto r = db_->run(args["query"].get<std::string>());
+        return r ? tool_outcome{std::move(*r), ""} : tool_outcome{"", r.err().message};
+    }
+
+  private:
+    std::shared_ptr<sql_database> db_;
+    std::string                   name_;
+};
+
+} // namespace
+
+std::shared_ptr<builtin_tool> make_sql_tool(std::shared_ptr<sql_database> db, std::string function_name) {
+    return std::make_shared<sql_tool>(std::move(db), std::move(function_name));
+}
+
 result<sql_database_spec> parse_sql_database_spec(const std::string &text) {
     const auto eq = text.find('=');
     if (eq == std::string::npos || eq == 0 || eq + 1 == text.size()) {

@@ -17,6 +17,7 @@
 // joined by AND/OR, ORDER BY, LIMIT).
 
 #include "common/status.h"
+#include "tools/builtin_tool.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -27,9 +28,9 @@
 namespace inferbox {
 
 struct sql_limits {
-    int32_t max_rows   = 100;       // rows returned; more are cut and the result says so
+    int32_t max_rows   = 100;               // rows returned; more are cut and the result says so
     size_t  max_bytes  = size_t{16} * 1024; // bytes of the JSON result given to the model
-    int32_t timeout_ms = 2000;      // a query running longer is interrupted
+    int32_t timeout_ms = 2000;              // a query running longer is interrupted
 };
 
 struct sql_column {
@@ -72,6 +73,11 @@ class sql_database {
     sql_limits             limits_;
     std::vector<sql_table> schema_;
 };
+
+// The database as a built-in tool: the function `function_name` ("sql", or "sql_NAME" among
+// several), described by the schema, its one `query` argument held to query_pattern(); a call's
+// output is run()'s JSON, its error run()'s message.
+std::shared_ptr<builtin_tool> make_sql_tool(std::shared_ptr<sql_database> db, std::string function_name);
 
 // Parses `NAME=PATH` (--sql-database). NAME: letters, digits, '_' and '-', at most 64.
 struct sql_database_spec {

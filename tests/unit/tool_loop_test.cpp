@@ -2,6 +2,7 @@
 // model: each step's events are scripted, the `sql` tool runs on a real SQLite file, and the test
 // runs the loop's posted work itself, so every interleaving it checks is deterministic.
 #include "agent/tool_loop.h"
+#include "tools/sql_database.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -111,7 +112,7 @@ struct tool_loop_fixture : ::testing::Test {
 
     std::shared_ptr<tool_loop_backend> loop() {
         builtin_toolbox box;
-        box.databases.push_back(shop);
+        box.tools.push_back(make_sql_tool(shop, "sql"));
         return std::make_shared<tool_loop_backend>(model, box,
                                                    [this](std::function<void()> t) { tasks.push_back(std::move(t)); });
     }
@@ -119,7 +120,7 @@ struct tool_loop_fixture : ::testing::Test {
         api_request r;
         r.kind           = api_kind::chat;
         r.messages       = {{"user", "How many items?", {}, ""}};
-        r.builtin_tools  = {{"sql", "shop"}};
+        r.builtin_tools  = {{"sql", "shop", {}}};
         r.builtin_choice = choice;
         return r;
     }

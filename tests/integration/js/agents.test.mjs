@@ -12,9 +12,17 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
+import { fileURLToPath } from 'node:url';
+
 import {
   MODELS, assertErrorShape, modelPath, openaiClient, postJson, serverBinary, useServer,
 } from './harness.mjs';
+
+// The reference MCP server from npm (package.json), run by inferbox over stdio.
+const everything = path.join(path.dirname(fileURLToPath(import.meta.url)),
+  'node_modules', '@modelcontextprotocol', 'server-everything', 'dist', 'index.js');
+const EVERYTHING = `everything=stdio:${process.execPath} ${everything} stdio` +
+  ';allowed-tools=echo,get-sum,trigger-long-running-operation;timeout-ms=1500';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'inferbox-agents-'));
 const shop = path.join(dir, 'shop.db');
@@ -145,7 +153,7 @@ describe('the sql tool in /v1/responses (--sql-database shop=FILE, chat model, -
       });
       assert.match(assertErrorShape(clash, 400).message, /the name of a built-in tool/);
       const other = await postJson(url, { input: 'x', tools: [{ type: 'web_search' }] });
-      assert.match(assertErrorShape(other, 400).message, /must be "function" or "sql"/);
+      assert.match(assertErrorShape(other, 400).message, /must be "function", "sql" or "mcp"/);
     }));
 });
 
@@ -157,6 +165,91 @@ test('serve refuses an --sql-database it cannot open, naming it', () => {
   ]) {
     const res = spawnSync(serverBinary(), ['serve', '--model', modelPath(MODELS.chatml), '--port', '0',
       '--sql-database', spec], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(res.status, 1, `${spec}: ${res.stderr}`);
+    assert.match(`${res.stdout}${res.stderr}`, why);
+  }
+});
+
+describe('MCP tools in /v1/responses (--mcp-server everything=stdio:node server-everything, real MCP server)', () => {
+  const ctx = useServer({ model: MODELS.chatml, args: ['--ctx-size', 4096, '--mcp-server', EVERYTHING] });
+  const MCP = { type: 'mcp', server_label: 'everything', require_approval: 'never' };
+
+  const forced = async (name, extra = {}) => {
+    const client = openaiClient(ctx.server);
+    return client.responses.create({
+      input: 'Use the tool.', tools: [{ ...MCP, allowed_tools: [name] }],
+      tool_choice: { type: 'mcp', server_label: 'everything', name }, max_output_tokens: 300, temperature: 0,
+      ...extra,
+    });
+  };
+
+  test('echo: the call runs on the real server and its answer is exactly the server\'s', ctx.wrap(async () => {
+    const r = await forced('echo');
+    const call = r.output[0];
+    assert.equal(call.type, 'mcp_call', JSON.stringify(r.output));
+    assert.equal(call.server_label, 'everything');
+    assert.equal(call.name, 'echo');
+    assert.equal(call.status, 'completed', JSON.stringify(call));
+    const args = JSON.parse(call.arguments);
+    assert.equal(typeof args.message, 'string', 'the grammar held the arguments to the tool\'s schema');
+    assert.equal(call.output, `Echo: ${args.message}`);
+    assert.ok(r.output.some((o) => o.type === 'message'), 'the model answered after the result');
+    const metrics = await (await fetch(`${ctx.server.url}/metrics`)).text();
+    assert.match(metrics, /^inferbox_tool_calls_total\{type="mcp_call",server="everything",tool="echo",outcome="ok"\} [1-9]/m);
+    assert.match(metrics, /^inferbox_tool_call_seconds_count\{type="mcp_call",server="everything",tool="echo"\} [1-9]/m);
+  }));
+
+  test('get-sum: numbers under the schema, the server\'s sum comes back (streamed)', ctx.wrap(async () => {
+    const client = openaiClient(ctx.server);
+    const stream = await client.responses.create({
+      input: 'Add two numbers.', tools: [{ ...MCP, allowed_tools: ['get-sum'] }],
+      tool_choice: { type: 'mcp', server_label: 'everything' }, max_output_tokens: 300, temperature: 0, stream: true,
+    });
+    let call = null;
+    let final = null;
+    for await (const ev of stream) {
+      if (ev.type === 'response.output_item.done' && ev.item.type === 'mcp_call') {
+        call = ev.item;
+      }
+      if (ev.type === 'response.completed' || ev.type === 'response.incomplete') {
+        final = ev.response;
+      }
+    }
+    assert.ok(call && final);
+    const { a, b } = JSON.parse(call.arguments);
+    assert.equal(typeof a, 'number');
+    assert.equal(typeof b, 'number');
+    assert.equal(call.output, `The sum of ${a} and ${b} is ${a + b}.`);
+    assert.equal(final.output[0].id, call.id);
+  }));
+
+  test('bad requests: a URL, an unknown server or tool, a tool the operator did not allow, approvals',
+    ctx.wrap(async () => {
+      const url = `${ctx.server.url}/v1/responses`;
+      const cases = [
+        [{ ...MCP, server_url: 'http://evil.example/mcp' }, 'tools[0].server_url', /configured on the server/],
+        [{ ...MCP, server_label: 'other' }, 'tools[0].server_label', /no MCP server 'other' on this server \(it has: everything\)/],
+        [{ ...MCP, allowed_tools: ['get-env'] }, 'tools[0].allowed_tools', /offers no tool 'get-env'/],
+        [{ ...MCP, require_approval: 'always' }, 'tools[0].require_approval', /only "never"/],
+      ];
+      for (const [tool, param, why] of cases) {
+        const res = await postJson(url, { input: 'x', tools: [tool] });
+        const err = assertErrorShape(res, 400);
+        assert.equal(err.param, param, res.text);
+        assert.match(err.message, why);
+      }
+    }));
+});
+
+test('serve refuses an --mcp-server it cannot start, naming it', () => {
+  for (const [spec, why] of [
+    [`x=stdio:${path.join(dir, 'no-such-program')}`, /--mcp-server 'x': cannot start/],
+    ['x=http://127.0.0.1:1/mcp', /the transport must be stdio:COMMAND/],
+    [`x=stdio:${process.execPath} ${everything} stdio;allowed-tools=nope`, /has no tool 'nope'/],
+    [`x=stdio:${process.execPath} ${everything};colour=red`, /unknown option 'colour'/],
+  ]) {
+    const res = spawnSync(serverBinary(), ['serve', '--model', modelPath(MODELS.chatml), '--port', '0',
+      '--mcp-server', spec], { encoding: 'utf8', timeout: 30_000 });
     assert.equal(res.status, 1, `${spec}: ${res.stderr}`);
     assert.match(`${res.stdout}${res.stderr}`, why);
   }
