@@ -17,7 +17,8 @@ log() { printf '[setup] %s\n' "$*"; }
 packages=(build-essential cmake ninja-build git ca-certificates openssl
   libboost1.81-dev nlohmann-json3-dev libspdlog-dev libcli11-dev libgtest-dev libgmock-dev
   clang-format clang-tidy clang libclang-rt-14-dev libssl-dev libcurl4-openssl-dev libyaml-cpp-dev libsqlite3-dev prometheus
-  sqlite3 # the sql tool's tests build their databases and check its rows with the sqlite3 shell
+  libpq-dev pkg-config # the sql tool's PostgreSQL client
+  sqlite3 postgresql # the sql tool's tests: databases built and rows checked with the real shells and server
   buildah podman runc) # the container image: deploy/container/build-image.sh and its test
 # Node.js (for the OpenAI SDK tests) only when absent: a machine may carry its own Node.
 command -v node >/dev/null 2>&1 || packages+=(nodejs)

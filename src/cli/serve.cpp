@@ -552,7 +552,7 @@ int run_serve(const serve_options &given) {
             spdlog::error("--sql-database: {}", db.err().message);
             return 1;
         }
-        spdlog::info("sql tool: database '{}' ({}, {} tables, read-only)", spec->name, spec->path,
+        spdlog::info("sql tool: database '{}' ({}, {} tables, read-only)", spec->name, (*db)->display(),
                      (*db)->schema().size());
         cfg.sql_databases.emplace(spec->name, std::move(*db));
     }

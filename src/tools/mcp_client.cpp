@@ -153,12 +153,14 @@ struct mcp_client::impl {
         posix_spawnattr_setpgroup(&attr, 0); // its own group: stop() ends its children too
         posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
         std::vector<char *> argv;
+        argv.reserve(spec.command.size() + 1);
         for (auto &a : spec.command) {
             argv.push_back(a.data());
         }
         argv.push_back(nullptr);
         auto                env = child_environment();
         std::vector<char *> envp;
+        envp.reserve(env.size() + 1);
         for (auto &e : env) {
             envp.push_back(e.data());
         }

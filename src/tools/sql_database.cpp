@@ -1,5 +1,7 @@
 #include "tools/sql_database.h"
 
+#include "tools/sql_postgres.h"
+
 #include <nlohmann/json.hpp>
 #include <sqlite3.h>
 
@@ -108,6 +110,24 @@ bool plain_identifier(const std::string &s) {
                        [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_'; });
 }
 
+enum class column_kind { number, text, other };
+
+// A declared type as SQLite's affinity rules read it (which PostgreSQL's type names also fit):
+// INT, REAL, FLOA, DOUB, NUMERIC, DECIMAL are numbers; CHAR, CLOB, TEXT are text.
+column_kind column_kind_of(std::string type) {
+    for (auto &ch : type) {
+        ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    }
+    const auto has = [&](const char *w) { return type.find(w) != std::string::npos; };
+    if (has("INT") || has("REAL") || has("FLOA") || has("DOUB") || has("NUMERIC") || has("DECIMAL")) {
+        return column_kind::number;
+    }
+    if (has("CHAR") || has("CLOB") || has("TEXT")) {
+        return column_kind::text;
+    }
+    return column_kind::other;
+}
+
 std::string alternation(const std::vector<std::string> &words) {
     std::string out = "(";
     for (size_t i = 0; i < words.size(); ++i) {
@@ -118,7 +138,30 @@ std::string alternation(const std::vector<std::string> &words) {
 
 } // namespace
 
+bool sql_database::is_postgres_target(const std::string &target) {
+    return target.rfind("postgresql://", 0) == 0 || target.rfind("postgres://", 0) == 0;
+}
+
+std::string sql_database::display() const {
+    return postgres_ ? pg::redact(path_) : path_;
+}
+
 result<std::shared_ptr<sql_database>> sql_database::open(std::string name, std::string path, sql_limits limits) {
+    if (is_postgres_target(path)) {
+        std::shared_ptr<sql_database> out(new sql_database(std::move(name), std::move(path), limits));
+        out->postgres_ = true;
+        auto schema    = pg::read_schema(out->path_);
+        if (!schema) {
+            return error{error_kind::unavailable,
+                         "SQL database '" + out->name_ + "' (" + out->display() + "): " + schema.err().message};
+        }
+        if (schema->empty()) {
+            return error{error_kind::unavailable,
+                         "SQL database '" + out->name_ + "' (" + out->display() + "): its role can read no tables"};
+        }
+        out->schema_ = std::move(*schema);
+        return out;
+    }
     auto db = open_read_only(path);
     if (!db) {
         return error{error_kind::unavailable, "SQL database '" + name + "' (" + path + "): " + db.err().message};
@@ -207,24 +250,49 @@ std::string sql_database::describe() const {
 }
 
 std::string sql_database::query_pattern() const {
-    // No double quotes or backslashes anywhere: the query travels inside a JSON string.
-    const std::string literal = "('[^'\"\\\\]{0,32}'|-?[0-9]{1,12}(\\.[0-9]{1,6})?)";
-    const std::string ops     = "(=|!=|<|>|<=|>=| LIKE )";
+    // No double quotes or backslashes anywhere: the query travels inside a JSON string. Each
+    // column is compared only in ways its type takes in both dialects (PostgreSQL has no LIKE on
+    // numbers and no AVG of text): numbers with numbers, text with strings (LIKE too), columns of
+    // other types by equality with either.
+    const std::string text_literal = "'[^'\"\\\\]{0,32}'";
+    const std::string number       = "-?[0-9]{1,12}(\\.[0-9]{1,6})?";
     std::string       tables;
     for (const auto &t : schema_) {
-        std::vector<std::string> cols;
+        std::vector<std::string> cols, numeric, text, other;
         for (const auto &c : t.columns) {
-            if (plain_identifier(c.name)) {
-                cols.push_back(c.name);
+            if (!plain_identifier(c.name)) {
+                continue;
+            }
+            cols.push_back(c.name);
+            switch (column_kind_of(c.type)) {
+            case column_kind::number:
+                numeric.push_back(c.name);
+                break;
+            case column_kind::text:
+                text.push_back(c.name);
+                break;
+            case column_kind::other:
+                other.push_back(c.name);
+                break;
             }
         }
         if (!plain_identifier(t.name) || cols.empty()) {
             continue;
         }
-        const std::string col       = alternation(cols);
-        const std::string aggregate = "((COUNT|SUM|AVG|MIN|MAX)\\(" + col + "\\)|COUNT\\(\\*\\))";
-        const std::string item      = "(" + col + "|" + aggregate + ")";
-        const std::string cond      = col + " ?" + ops + " ?" + literal;
+        const std::string        col = alternation(cols);
+        std::vector<std::string> conds, aggregates = {"(COUNT|MIN|MAX)\\(" + col + "\\)", "COUNT\\(\\*\\)"};
+        if (!numeric.empty()) {
+            conds.push_back(alternation(numeric) + " ?(=|!=|<|>|<=|>=) ?" + number);
+            aggregates.push_back("(SUM|AVG)\\(" + alternation(numeric) + "\\)");
+        }
+        if (!text.empty()) {
+            conds.push_back(alternation(text) + " ?(=|!=|<|>|<=|>=| LIKE ) ?" + text_literal);
+        }
+        if (!other.empty()) {
+            conds.push_back(alternation(other) + " ?(=|!=) ?(" + text_literal + "|" + number + ")");
+        }
+        const std::string item = "(" + col + "|" + alternation(aggregates) + ")";
+        const std::string cond = alternation(conds);
         tables += std::string(tables.empty() ? "" : "|") + "(SELECT (\\*|" + item + "(, " + item + "){0,5}) FROM " +
                   t.name + "( WHERE " + cond + "( (AND|OR) " + cond + "){0,2})?( GROUP BY " + col + ")?( ORDER BY " +
                   col + "( ASC| DESC)?)?)";
@@ -237,6 +305,9 @@ result<std::string> sql_database::run(const std::string &sql) const {
     if (keyword != "SELECT" && keyword != "WITH") {
         return db_error("only a SELECT (or WITH ... SELECT) statement may run; this one begins with '" +
                         (keyword.empty() ? std::string("?") : keyword) + "'");
+    }
+    if (postgres_) {
+        return pg::run(path_, sql, limits_);
     }
     auto db = open_read_only(path_);
     if (!db) {

@@ -1,6 +1,7 @@
 #pragma once
-// The `sql` built-in tool's database: a SQLite file the operator named (`--sql-database NAME=PATH`),
-// queried on behalf of a model. Read-only by construction, not by prompt:
+// The `sql` built-in tool's database: a SQLite file or a PostgreSQL database the operator named
+// (`--sql-database NAME=PATH|postgresql://...`), queried on behalf of a model. Read-only by
+// construction, not by prompt (PostgreSQL: see tools/sql_postgres.h). SQLite:
 //   - the file is opened read-only (SQLITE_OPEN_READONLY), with extension loading off and SQLite's
 //     defensive mode on;
 //   - one statement per call, which must begin with SELECT or WITH and which SQLite itself must
@@ -50,7 +51,14 @@ class sql_database {
     // Opens `path` read-only and reads its schema; an error names the database and the problem.
     static result<std::shared_ptr<sql_database>> open(std::string name, std::string path, sql_limits limits = {});
 
-    const std::string            &name() const { return name_; }
+    // A postgresql:// or postgres:// target is a PostgreSQL database (tools/sql_postgres.h), read
+    // through the role its connection string names (never a superuser); anything else is a SQLite
+    // file.
+    static bool is_postgres_target(const std::string &target);
+
+    const std::string &name() const { return name_; }
+    // The target as logs may show it (a PostgreSQL password replaced).
+    std::string                   display() const;
     const std::vector<sql_table> &schema() const { return schema_; }
     const sql_limits             &limits() const { return limits_; }
 
@@ -70,6 +78,7 @@ class sql_database {
         : name_(std::move(name)), path_(std::move(path)), limits_(limits) {}
 
     std::string            name_, path_;
+    bool                   postgres_ = false;
     sql_limits             limits_;
     std::vector<sql_table> schema_;
 };

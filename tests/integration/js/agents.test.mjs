@@ -241,6 +241,48 @@ describe('MCP tools in /v1/responses (--mcp-server everything=stdio:node server-
     }));
 });
 
+describe('MCP: the real filesystem server, read-only by the operator\'s allow-list', () => {
+  const root = fs.realpathSync(fs.mkdtempSync(path.join(dir, 'files-')));
+  fs.writeFileSync(path.join(root, 'note.txt'), 'hello from a file\n');
+  const filesystem = path.join(path.dirname(everything), '..', '..', 'server-filesystem', 'dist', 'index.js');
+  const ctx = useServer({
+    model: MODELS.chatml,
+    args: ['--ctx-size', 4096, '--mcp-server',
+      `files=stdio:${process.execPath} ${filesystem} ${root};allowed-tools=list_allowed_directories,read_text_file`],
+  });
+  const FILES = { type: 'mcp', server_label: 'files' };
+  const forced = (name) => openaiClient(ctx.server).responses.create({
+    input: 'Look at the files.', tools: [FILES], tool_choice: { type: 'mcp', server_label: 'files', name },
+    max_output_tokens: 300, temperature: 0,
+  });
+
+  test('list_allowed_directories answers exactly what the server was given', ctx.wrap(async () => {
+    const r = await forced('list_allowed_directories');
+    assert.equal(r.output[0].type, 'mcp_call');
+    assert.equal(r.output[0].status, 'completed', JSON.stringify(r.output[0]));
+    assert.equal(r.output[0].output, `Allowed directories:\n${root}`);
+  }));
+
+  test('a path the server refuses comes back as the call\'s error, and the model goes on', ctx.wrap(async () => {
+    const r = await forced('read_text_file');
+    const call = r.output[0];
+    assert.equal(call.type, 'mcp_call');
+    assert.equal(typeof JSON.parse(call.arguments).path, 'string');
+    // The model's path is nonsense: the server refuses it (outside the root, or no such file).
+    assert.equal(call.status, 'failed', JSON.stringify(call));
+    assert.ok(call.error.length > 0);
+    assert.equal(call.output, null);
+    assert.ok(r.output.some((o) => o.type === 'message'), 'the model answered after the error');
+  }));
+
+  test('tools the operator did not allow are not there: write_file is a 400', ctx.wrap(async () => {
+    const res = await postJson(`${ctx.server.url}/v1/responses`,
+      { input: 'x', tools: [{ ...FILES, allowed_tools: ['write_file'] }] });
+    assert.match(assertErrorShape(res, 400).message, /offers no tool 'write_file'/);
+    assert.deepEqual(fs.readdirSync(root), ['note.txt']);
+  }));
+});
+
 test('serve refuses an --mcp-server it cannot start, naming it', () => {
   for (const [spec, why] of [
     [`x=stdio:${path.join(dir, 'no-such-program')}`, /--mcp-server 'x': cannot start/],

@@ -137,6 +137,12 @@ const encode = {
     }
     return Buffer.concat(parts);
   },
+  string(s) {
+    const bytes = Buffer.from(s, 'utf8');
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(bytes.length));
+    return Buffer.concat([len, bytes]);
+  },
   // An array of fixed-size elements: `write(buffer, value, offset)` writes one.
   fixedArray(elementType, list, write) {
     const size = FIXED_SIZE[elementType];
@@ -264,6 +270,9 @@ describe('a tokenizer that would crash llama.cpp is refused at load', () => {
     }
     // The rewriter itself changes nothing else: an unchanged copy loads and answers.
     fs.writeFileSync(path.join(dir, 'copy.gguf'), variant(() => {}));
+    // A chat template that recurses without end (issue 24, item 3), embedded as a GGUF carries it.
+    fs.writeFileSync(path.join(dir, 'template-recursion.gguf'), variant(({ set }) => set('tokenizer.chat_template',
+      TYPE.string, encode.string('{% macro f(x) %}{{ f(x) }}{% endmacro %}{{ f(1) }}'))));
   });
   after(() => {
     fs.rmSync(dir, { recursive: true, force: true });
@@ -296,6 +305,7 @@ describe('a tokenizer that would crash llama.cpp is refused at load', () => {
           '--model', `bad=${path.join(dir, 'byte-zz.gguf')}`,
           '--model', `normal=${path.join(dir, 'byte-zz-normal.gguf')}`,
           '--model', `copy=${path.join(dir, 'copy.gguf')}`,
+          '--model', `tmpl=${path.join(dir, 'template-recursion.gguf')}`,
         ],
       });
     });
@@ -321,6 +331,20 @@ describe('a tokenizer that would crash llama.cpp is refused at load', () => {
       }
       assert.equal(server.exitInfo, null, 'the server is still running');
       assert.equal((await getJson(`${server.url}/v1/health/ready`)).status, 200);
+      assert.equal(await greedy(server, 'good'), GREEDY_64);
+    });
+
+    test('a model whose embedded chat template recurses forever: 503 for it alone, no crash', async () => {
+      for (const kind of ['chat/completions', 'completions']) {
+        const body = kind === 'completions' ? { model: 'tmpl', prompt: ONCE, max_tokens: 4 }
+          : { model: 'tmpl', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 4 };
+        const res = await postJson(`${server.url}/v1/${kind}`, body);
+        const err = assertErrorShape(res, 503);
+        assert.equal(err.code, 'model_load_failed', res.text);
+        assert.match(err.message, /template-recursion\.gguf/);
+        assert.match(err.message, /chat template/);
+      }
+      assert.equal(server.exitInfo, null, 'the server is still running');
       assert.equal(await greedy(server, 'good'), GREEDY_64);
     });
 
