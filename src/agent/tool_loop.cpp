@@ -181,8 +181,9 @@ class tool_loop_stream final : public generation_stream, public std::enable_shar
                     out.push_back(std::move(fwd));
                 }
                 between_steps_ = true;
-                post_([self = shared_from_this(), calls = std::move(builtin_calls), content = msg.content]() mutable {
-                    self->next_step(std::move(calls), std::move(content));
+                post_([self = shared_from_this(), calls = std::move(builtin_calls), content = msg.content,
+                       finished = std::chrono::steady_clock::now()]() mutable {
+                    self->next_step(std::move(calls), std::move(content), finished);
                 });
                 return;
             }
@@ -216,19 +217,23 @@ class tool_loop_stream final : public generation_stream, public std::enable_shar
         return c;
     }
 
-    // On a worker: runs the calls, then prepares and submits the next step.
-    void next_step(std::vector<chat_tool_call> calls, std::string content) {
+    // On a worker: runs the calls, then prepares and submits the next step. `finished`: when the
+    // step's last event was read (the loop's own time per step is measured from there).
+    void next_step(std::vector<chat_tool_call> calls, std::string content,
+                   std::chrono::steady_clock::time_point finished) {
         std::vector<server_tool_call> ran;
         ran.reserve(calls.size());
+        std::chrono::steady_clock::duration in_tools{};
         for (const auto &tc : calls) {
             if (is_cancelled()) {
                 return;
             }
             const auto t0 = std::chrono::steady_clock::now();
             ran.push_back(run_call(tc));
+            const auto took = std::chrono::steady_clock::now() - t0;
+            in_tools += took;
             if (limits_.on_call) {
-                limits_.on_call(ran.back(),
-                                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+                limits_.on_call(ran.back(), std::chrono::duration<double>(took).count());
             }
         }
         api_request req = base_;
@@ -261,10 +266,16 @@ class tool_loop_stream final : public generation_stream, public std::enable_shar
                 if (!s) {
                     failed = s.err();
                 } else {
-                    std::lock_guard lock(mu_);
-                    step_ = std::move(*s);
-                    if (cancelled_) {
-                        step_->cancel();
+                    {
+                        std::lock_guard lock(mu_);
+                        step_ = std::move(*s);
+                        if (cancelled_) {
+                            step_->cancel();
+                        }
+                    }
+                    if (limits_.on_step) {
+                        const auto own = std::chrono::steady_clock::now() - finished - in_tools;
+                        limits_.on_step(std::chrono::duration<double>(own).count());
                     }
                 }
             }

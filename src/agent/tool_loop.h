@@ -42,6 +42,10 @@ struct tool_loop_limits {
     std::chrono::milliseconds max_time{120'000};
     // Called after each built-in call (on the worker): the call and how long it took (metrics).
     std::function<void(const server_tool_call &, double seconds)> on_call;
+    // Called when a next step was submitted: the loop's own time for the step change, from the
+    // previous step's last event to the next step's submission, less the tools' time (queueing,
+    // building the conversation, preparing the step: template, tokenizer, grammar).
+    std::function<void(double seconds)> on_step;
 };
 
 // Runs a task on a worker thread (the API's preparation pool).

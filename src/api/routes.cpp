@@ -1146,6 +1146,21 @@ std::function<void(const server_tool_call &, double)> api_router::tool_call_metr
     };
 }
 
+std::function<void(double)> api_router::tool_step_metrics() const {
+    if (!cfg_.metrics_registry) {
+        return {};
+    }
+    return [reg = cfg_.metrics_registry](double seconds) {
+        static const std::vector<double> buckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                    0.05,   0.1,   0.25,   0.5,   1.0,  2.5};
+        reg->add_histogram("inferbox_tool_loop_overhead_seconds",
+                           "The tool loop's own time per step change: from a step's last event to the next step's "
+                           "submission, less the tools' time.",
+                           buckets)
+            .observe(seconds);
+    };
+}
+
 result<builtin_toolbox> api_router::resolve_builtin_tools(const api_request &request) const {
     builtin_toolbox                            box;
     std::vector<std::shared_ptr<sql_database>> dbs;
@@ -1232,7 +1247,7 @@ void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, std::sh
                     }
                 });
             },
-            tool_loop_limits{std::chrono::milliseconds(120'000), tool_call_metrics()});
+            tool_loop_limits{std::chrono::milliseconds(120'000), tool_call_metrics(), tool_step_metrics()});
     }
     // An invalid request is a 400 whatever the load: the checks that need the backend but no
     // preparation come before the capacity check.

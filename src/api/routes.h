@@ -211,6 +211,8 @@ class api_router {
     result<builtin_toolbox> resolve_builtin_tools(const api_request &request) const;
     // Counts and times each built-in call (inferbox_tool_calls_total, inferbox_tool_call_seconds).
     std::function<void(const server_tool_call &, double)> tool_call_metrics() const;
+    // Times the loop's own work per step change (inferbox_tool_loop_overhead_seconds).
+    std::function<void(double)> tool_step_metrics() const;
     void run_inference(const std::shared_ptr<http_exchange> &ex, std::shared_ptr<generation_backend> backend,
                        std::shared_ptr<serving_metrics> metrics, std::shared_ptr<void> hold, api_request req,
                        std::string served, size_t key, std::shared_ptr<answer_writer> writer, bool routed = false);

@@ -113,8 +113,14 @@ struct tool_loop_fixture : ::testing::Test {
     std::shared_ptr<tool_loop_backend> loop() {
         builtin_toolbox box;
         box.tools.push_back(make_sql_tool(shop, "sql"));
-        return std::make_shared<tool_loop_backend>(model, box,
-                                                   [this](std::function<void()> t) { tasks.push_back(std::move(t)); });
+        tool_loop_limits limits;
+        limits.on_step = [this](double s) { step_overheads.push_back(s); };
+        limits.on_call = [this](const server_tool_call &c, double s) {
+            EXPECT_GE(s, 0.0);
+            timed_calls.push_back(c.name);
+        };
+        return std::make_shared<tool_loop_backend>(
+            model, box, [this](std::function<void()> t) { tasks.push_back(std::move(t)); }, limits);
     }
     api_request request(const std::string &choice = "sql") const {
         api_request r;
@@ -162,6 +168,8 @@ struct tool_loop_fixture : ::testing::Test {
     std::shared_ptr<scripted_model>   model = std::make_shared<scripted_model>();
     std::deque<std::function<void()>> tasks;
     int                               notified = 0;
+    std::vector<double>               step_overheads;
+    std::vector<std::string>          timed_calls;
 };
 
 TEST_F(tool_loop_fixture, TheFirstStepOffersTheToolUnderItsGrammarAndTheChoice) {
@@ -221,6 +229,10 @@ TEST_F(tool_loop_fixture, ACallRunsOnTheServerAndItsRowsFeedTheNextStep) {
     EXPECT_EQ(second.messages[2].tool_call_id, "c1");
     EXPECT_EQ(second.messages[2].content, ran[0].output);
     EXPECT_EQ(second.choice, tool_choice::automatic);
+    // One step change, timed without the tool's time; one call, timed.
+    ASSERT_EQ(step_overheads.size(), 1u);
+    EXPECT_GE(step_overheads[0], 0.0);
+    EXPECT_EQ(timed_calls, std::vector<std::string>{"sql"});
 }
 
 TEST_F(tool_loop_fixture, AToolErrorGoesBackToTheModelToCorrect) {

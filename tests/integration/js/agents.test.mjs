@@ -82,6 +82,9 @@ describe('the sql tool in /v1/responses (--sql-database shop=FILE, chat model, -
       assert.ok(r.usage.input_tokens > 1000, JSON.stringify(r.usage));
       assert.ok(r.usage.output_tokens <= 400);
       assert.equal(digest(), before, 'the database file is unchanged');
+      const metrics = await (await fetch(`${ctx.server.url}/metrics`)).text();
+      assert.match(metrics, /^inferbox_tool_loop_overhead_seconds_count [1-9]/m);
+      assert.match(metrics, /^inferbox_tool_calls_total\{type="sql_call",server="shop",tool="sql",outcome="ok"\} [1-9]/m);
     }));
 
   test('streamed: the sql_call item arrives between the steps, then the answer\'s text', ctx.wrap(async () => {
