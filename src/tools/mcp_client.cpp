@@ -306,10 +306,19 @@ struct mcp_client::impl {
         if (fd < 0) {
             return false;
         }
+        // Never blocks for long: a server that stops reading its input (while we answer one of
+        // its requests on the reader thread, say) must not hang the reader, or stop() behind it.
         size_t off = 0;
         while (off < line.size()) {
-            const ssize_t n = ::send(fd, line.data() + off, line.size() - off, MSG_NOSIGNAL);
+            const ssize_t n = ::send(fd, line.data() + off, line.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (n < 0 && errno == EINTR) {
+                continue;
+            }
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                pollfd p{fd, POLLOUT, 0};
+                if (poll(&p, 1, 2000) <= 0) {
+                    return false; // its input stayed full for 2 s
+                }
                 continue;
             }
             if (n <= 0) {
