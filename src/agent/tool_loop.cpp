@@ -290,7 +290,19 @@ class tool_loop_stream final : public generation_stream, public std::enable_shar
             hidden_.clear();
             shown_.clear();
             step_content_.clear();
-            if (failed) {
+            if (failed && failed->code == "context_length_exceeded") {
+                // The conversation (its tool results above all) outgrew the context: the run ends
+                // with what it has, as incomplete, rather than losing it to an error.
+                backend_event fin;
+                fin.finish            = finish_reason::length;
+                fin.incomplete_reason = "max_context";
+                fin.message           = chat_output{content_, {}};
+                fin.n_prompt          = n_prompt_;
+                fin.n_cached          = n_cached_;
+                fin.n_generated       = n_generated_;
+                pending_.push_back(std::move(fin));
+                done_ = true;
+            } else if (failed) {
                 backend_event err;
                 err.err = std::move(failed);
                 pending_.push_back(std::move(err));

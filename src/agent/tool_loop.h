@@ -13,8 +13,9 @@
 //
 // Budgets, each named when it ends a run (backend_event::incomplete_reason, the Responses API's
 // incomplete_details.reason): the request's max_tool_calls (default 8, at most 32) built-in calls,
-// max_tool_calls + 1 steps, max_output_tokens across all steps, and tool_loop_limits::max_time of
-// wall time (the request's own deadline, if sooner, cancels the stream as for any request).
+// max_tool_calls + 1 steps, max_output_tokens across all steps, tool_loop_limits::max_time of
+// wall time (the request's own deadline, if sooner, cancels the stream as for any request), and
+// the context: a next step that no longer fits it ends the run ("max_context") with what it has.
 //
 // tool_choice applies to the first step ("sql" forces the sql tool, "mcp:LABEL" or "mcp:LABEL:NAME"
 // an MCP server's tools, "function:NAME" a client function, "required" any tool); later steps are

@@ -40,6 +40,9 @@ class scripted_model final : public generation_backend {
     std::optional<error>    over_capacity(int32_t /*n*/) const override { return std::nullopt; }
     result<backend_request> prepare(api_request req) const override {
         prepared.push_back(req);
+        if (prepared.size() == refuse_prepare_at) {
+            return error::invalid("the prompt has 5000 tokens", "max_tokens", "context_length_exceeded");
+        }
         backend_request r;
         r.req = std::move(req);
         r.prompts.push_back({{1, 2, 3}, ""});
@@ -60,6 +63,7 @@ class scripted_model final : public generation_backend {
     bool healthy() const override { return true; }
 
     std::deque<std::vector<backend_event>>    steps;
+    size_t                                    refuse_prepare_at = 0; // the Nth prepare() fails (1-based)
     mutable std::vector<api_request>          prepared;
     std::vector<std::shared_ptr<step_stream>> streams;
 };
@@ -288,6 +292,23 @@ TEST_F(tool_loop_fixture, MaxOutputTokensCountsEveryStep) {
     ASSERT_EQ(model->prepared.size(), 3u);
     EXPECT_EQ(model->prepared[1].max_tokens, 7); // what is left for the second step
     EXPECT_EQ(model->prepared[2].max_tokens, 2);
+}
+
+TEST_F(tool_loop_fixture, ANextStepThatOutgrowsTheContextEndsTheRunKeepingItsTrace) {
+    auto l = loop();
+    model->steps.push_back(call_step("c1", "sql", R"({"query": "SELECT * FROM items"})"));
+    model->refuse_prepare_at          = 2;
+    auto                          s   = start(*l, request("sql"));
+    auto                          evs = drain(*s);
+    std::vector<server_tool_call> ran;
+    for (const auto &ev : evs) {
+        ran.insert(ran.end(), ev.server_calls.begin(), ev.server_calls.end());
+        EXPECT_FALSE(ev.err) << ev.err->message;
+    }
+    ASSERT_EQ(ran.size(), 1u);
+    EXPECT_EQ(evs.back().finish, finish_reason::length);
+    EXPECT_EQ(evs.back().incomplete_reason, "max_context");
+    EXPECT_EQ(evs.back().n_generated, 5);
 }
 
 TEST_F(tool_loop_fixture, AClientFunctionCallEndsTheLoopAndReachesTheClientRenumbered) {
