@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <set>
 
 namespace inferbox {
 
@@ -1212,13 +1213,11 @@ result<builtin_toolbox> api_router::resolve_builtin_tools(const api_request &req
     for (const auto &db : dbs) {
         box.tools.push_back(make_sql_tool(db, dbs.size() > 1 ? "sql_" + db->name() : "sql"));
     }
-    for (size_t a = 0; a < box.tools.size(); ++a) {
-        for (size_t b = a + 1; b < box.tools.size(); ++b) {
-            if (box.tools[a]->function().name == box.tools[b]->function().name) {
-                return error::invalid("two enabled tools are named '" + box.tools[a]->function().name +
-                                          "' (narrow them with allowed_tools)",
-                                      "tools", "duplicate_tool");
-            }
+    std::set<std::string> names;
+    for (const auto &t : box.tools) {
+        if (auto name = t->function().name; !names.insert(name).second) {
+            return error::invalid("two enabled tools are named '" + name + "' (narrow them with allowed_tools)",
+                                  "tools", "duplicate_tool");
         }
     }
     return box;

@@ -160,6 +160,7 @@ result<std::shared_ptr<sql_database>> sql_database::open(std::string name, std::
                          "SQL database '" + out->name_ + "' (" + out->display() + "): its role can read no tables"};
         }
         out->schema_ = std::move(*schema);
+        out->derive();
         return out;
     }
     auto db = open_read_only(path);
@@ -227,10 +228,16 @@ result<std::shared_ptr<sql_database>> sql_database::open(std::string name, std::
     if (out->schema_.empty()) {
         return fail("it has no tables");
     }
+    out->derive();
     return out;
 }
 
-std::string sql_database::describe() const {
+void sql_database::derive() {
+    description_ = build_description();
+    pattern_     = build_pattern();
+}
+
+std::string sql_database::build_description() const {
     std::string out;
     for (const auto &t : schema_) {
         out += t.name + "(";
@@ -249,7 +256,7 @@ std::string sql_database::describe() const {
     return out;
 }
 
-std::string sql_database::query_pattern() const {
+std::string sql_database::build_pattern() const {
     // No double quotes or backslashes anywhere: the query travels inside a JSON string. Each
     // column is compared only in ways its type takes in both dialects (PostgreSQL has no LIKE on
     // numbers and no AVG of text): numbers with numbers, text with strings (LIKE too), columns of

@@ -62,10 +62,11 @@ class sql_database {
     const std::vector<sql_table> &schema() const { return schema_; }
     const sql_limits             &limits() const { return limits_; }
 
-    // The schema as the model reads it, one table per line.
-    std::string describe() const;
-    // An ECMAScript regular expression, anchored, matching the SELECTs the grammar allows.
-    std::string query_pattern() const;
+    // The schema as the model reads it, one table per line (built once, at open).
+    const std::string &describe() const { return description_; }
+    // An ECMAScript regular expression, anchored, matching the SELECTs the grammar allows (built
+    // once, at open: every request offering the tool reads it).
+    const std::string &query_pattern() const { return pattern_; }
 
     // Runs one read-only statement. The result is JSON text:
     //   {"columns":[...],"rows":[[...],...],"row_count":N,"truncated":bool}
@@ -81,6 +82,11 @@ class sql_database {
     bool                   postgres_ = false;
     sql_limits             limits_;
     std::vector<sql_table> schema_;
+    std::string            description_, pattern_; // derived from schema_ by derive(), at open
+
+    void        derive();
+    std::string build_description() const;
+    std::string build_pattern() const;
 };
 
 // The database as a built-in tool: the function `function_name` ("sql", or "sql_NAME" among
