@@ -39,6 +39,7 @@ layer_rules=(
   "api|llama\.h|\"common\.h\"|\"chat\.h\"|\"sampling\.h\""
   "tools|boost/|\"api/|\"engine/|\"backend/|llama\.h"
   "agent|\"api/(http_server|routes|openai|responses|answer)|llama\.h|\"common\.h\"|\"chat\.h\""
+  "console|boost/|\"api/|\"engine/|\"backend/|llama\.h"
 )
 for rule in "${layer_rules[@]}"; do
   dir=${rule%%|*}

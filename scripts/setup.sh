@@ -19,7 +19,8 @@ packages=(build-essential cmake ninja-build git ca-certificates openssl
   clang-format clang-tidy clang libclang-rt-14-dev libssl-dev libcurl4-openssl-dev libyaml-cpp-dev libsqlite3-dev prometheus
   libpq-dev pkg-config # the sql tool's PostgreSQL client
   sqlite3 postgresql # the sql tool's tests: databases built and rows checked with the real shells and server
-  buildah podman runc) # the container image: deploy/container/build-image.sh and its test
+  buildah podman runc # the container image: deploy/container/build-image.sh and its test
+  chromium) # the web console's tests run it headless
 # Node.js (for the OpenAI SDK tests) only when absent: a machine may carry its own Node.
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
@@ -141,6 +142,11 @@ if [ -f "$root/tests/integration/js/package-lock.json" ]; then
   log "installing the JavaScript test client"
   (cd "$root/tests/integration/js" && npm ci --silent --no-audit --no-fund)
 fi
+
+# The web console's framework and bundler (console/), pinned by its lockfile: the build embeds
+# the bundle it makes.
+log "installing the web console's build tools"
+(cd "$root/console" && npm ci --silent --no-audit --no-fund)
 
 log "configuring and building inferbox in $build"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE="${INFERBOX_BUILD_TYPE:-RelWithDebInfo}" \

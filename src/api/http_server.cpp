@@ -121,6 +121,9 @@ class session final : public http_exchange, public std::enable_shared_from_this<
         res.keep_alive(keep_alive_);
         res.body() = std::move(body);
         res.prepare_payload();
+        if (req_.method() == http::verb::head) {
+            res.body().clear(); // the headers (Content-Length included) of the GET answer, no body
+        }
         std::ostringstream os;
         os << res;
         complete_ = true;

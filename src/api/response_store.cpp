@@ -1,5 +1,7 @@
 #include "api/response_store.h"
 
+#include "common/sqlite_statement.h"
+
 #include <openssl/sha.h>
 #include <sqlite3.h>
 
@@ -16,40 +18,8 @@ int64_t now_s() {
         .count();
 }
 
-// One prepared statement, finalized when it goes out of scope.
-class statement {
-  public:
-    statement(sqlite3 *db, const char *sql) : db_(db) {
-        ok_ = sqlite3_prepare_v2(db, sql, -1, &st_, nullptr) == SQLITE_OK;
-    }
-    ~statement() { sqlite3_finalize(st_); }
-    statement(const statement &)            = delete;
-    statement &operator=(const statement &) = delete;
-
-    bool ok() const { return ok_; }
-    void bind(int i, const std::string &s) {
-        sqlite3_bind_text(st_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
-    }
-    void        bind(int i, int64_t v) { sqlite3_bind_int64(st_, i, v); }
-    int         step() { return sqlite3_step(st_); }
-    std::string text(int col) const {
-        const auto *p = sqlite3_column_text(st_, col);
-        return p == nullptr ? std::string()
-                            : std::string(reinterpret_cast<const char *>(p), sqlite3_column_bytes(st_, col));
-    }
-    int64_t     integer(int col) const { return sqlite3_column_int64(st_, col); }
-    void        reset() { sqlite3_reset(st_); }
-    std::string error() const { return sqlite3_errmsg(db_); }
-
-  private:
-    sqlite3      *db_;
-    sqlite3_stmt *st_ = nullptr;
-    bool          ok_ = false;
-};
-
-bool exec(sqlite3 *db, const char *sql) {
-    return sqlite3_exec(db, sql, nullptr, nullptr, nullptr) == SQLITE_OK;
-}
+using sqlite::exec;
+using sqlite::statement;
 
 } // namespace
 

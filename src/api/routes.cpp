@@ -1,5 +1,7 @@
 #include "api/routes.h"
 
+#include "api/query_string.h"
+
 #include "agent/tool_loop.h"
 #include "api/embeddings.h"
 #include "api/errors.h"
@@ -63,9 +65,18 @@ void served_model::stop() {
 }
 
 void api_router::set_models(std::shared_ptr<served_models> host, std::vector<hosted_model_info> info) {
-    std::lock_guard lock(mu_);
-    host_ = std::move(host);
-    info_ = std::move(info);
+    std::vector<std::shared_ptr<serving_metrics>> sources;
+    for (const auto &i : info) {
+        if (i.metrics) {
+            sources.push_back(i.metrics);
+        }
+    }
+    {
+        std::lock_guard lock(mu_);
+        host_ = std::move(host);
+        info_ = std::move(info);
+    }
+    timeline_.start([sources] { return sources; }, std::chrono::seconds(1));
 }
 
 void api_router::set_ready() {
@@ -188,6 +199,22 @@ const std::vector<route_entry> &api_router::routes() {
          "versions, models and the active profile (NIM)"},
         {"/v1/manifest", v::get, a::key, false, false, 0, &r::handle_manifest,
          "every model's profiles with their status (NIM)"},
+        {"/", v::get, a::open, false, false, 0, &r::handle_console_page,
+         "the web console (playground and dashboard; --no-console turns it off)"},
+        {"/assets/{file}", v::get, a::open, false, false, 0, &r::handle_console_asset,
+         "the console's files (content-hashed, cached forever)"},
+        {"/v1/console/conversations", v::get, a::key, false, false, 0, &r::handle_conversation_list,
+         "the caller's console conversations, newest first (`q` searches, `limit`)"},
+        {"/v1/console/conversations", v::post, a::key, false, false, 0, &r::handle_conversation_create,
+         "stores a new console conversation"},
+        {"/v1/console/conversations/{id}", v::get, a::key, false, false, 0, &r::handle_conversation_get,
+         "one console conversation with its messages (the JSON export)"},
+        {"/v1/console/conversations/{id}", v::post, a::key, false, false, 0, &r::handle_conversation_update,
+         "renames a console conversation or replaces its messages or settings"},
+        {"/v1/console/conversations/{id}", v::delete_, a::key, false, false, 0, &r::handle_conversation_delete,
+         "deletes a console conversation"},
+        {"/v1/console/stats", v::get, a::key, false, true, 0, &r::handle_console_stats,
+         "the last minutes of throughput, queue, KV-cache use and latency, once a second (`since`)"},
         {"/metrics", v::get, a::metrics, false, true, 0, &r::handle_metrics, "Prometheus metrics"},
         {"/v1/metrics", v::get, a::metrics, false, true, 0, &r::handle_metrics, "Prometheus metrics (NIM's path)"},
     };
@@ -247,25 +274,6 @@ route_lookup find_route(std::string_view target, http::verb method) {
             out.found = &r;
             out.param = std::move(param);
         }
-    }
-    return out;
-}
-
-// Percent-decoding of a path segment ("%2F" -> "/"); nullopt when an escape is malformed.
-std::optional<std::string> percent_decoded(std::string_view s) {
-    std::string out;
-    out.reserve(s.size());
-    const auto hex = hex_value;
-    for (size_t i = 0; i < s.size(); ++i) {
-        if (s[i] != '%') {
-            out += s[i];
-            continue;
-        }
-        if (i + 2 >= s.size() || hex(s[i + 1]) < 0 || hex(s[i + 2]) < 0) {
-            return std::nullopt;
-        }
-        out += static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
-        i += 2;
     }
     return out;
 }
@@ -677,9 +685,32 @@ void api_router::handle_documents(const std::shared_ptr<http_exchange> &ex, bool
                // What the engine takes from the profile (with --profile; otherwise the flags).
                {"applied_settings",
                 {"threads", "parallel", "ctx_size", "batch_size", "kv_cache_type", "flash_attn", "mmap", "mlock",
-                 "gpu_layers"}}};
+                 "gpu_layers"}},
+               {"builtin_tools", builtin_tools_json()}};
     }
     respond_json(*ex, doc);
+}
+
+json api_router::builtin_tools_json() const {
+    json sql = json::array();
+    for (const auto &[name, db] : cfg_.sql_databases) {
+        json tables = json::array();
+        for (const auto &t : db->schema()) {
+            tables.push_back(t.name);
+        }
+        sql.push_back({{"database", name},
+                       {"engine", sql_database::is_postgres_target(db->display()) ? "postgresql" : "sqlite"},
+                       {"tables", std::move(tables)}});
+    }
+    json mcp = json::array();
+    for (const auto &[label, client] : cfg_.mcp_servers) {
+        json tools = json::array();
+        for (const auto &t : client->tools()) {
+            tools.push_back({{"name", t.name}, {"description", t.description}});
+        }
+        mcp.push_back({{"server_label", label}, {"tools", std::move(tools)}});
+    }
+    return {{"sql", std::move(sql)}, {"mcp", std::move(mcp)}};
 }
 
 void api_router::handle_embedding_route(const std::shared_ptr<http_exchange> &ex, bool ranking, size_t key) {

@@ -11,12 +11,14 @@
 #include "api/schema.h"
 #include "backend/remote_backend.h"
 #include "backend/routing.h"
+#include "console/conversation_store.h"
 #include "engine/embedder.h"
 #include "engine/engine.h"
 #include "host/model_host.h"
 #include "metrics/embedding_metrics.h"
 #include "metrics/registry.h"
 #include "metrics/serving_metrics.h"
+#include "metrics/timeline.h"
 #include "store/lora_catalog.h"
 #include "tools/mcp_client.h"
 #include "tools/sql_database.h"
@@ -93,6 +95,13 @@ struct api_config {
     std::map<std::string, std::shared_ptr<sql_database>> sql_databases;
     // MCP servers (--mcp-server NAME=stdio:COMMAND), by label: {"type": "mcp", "server_label": NAME}.
     std::map<std::string, std::shared_ptr<mcp_client>> mcp_servers;
+
+    // The web console at "/" (--no-console: off), the conversations it keeps (null: storage off,
+    // --conversations-max-bytes off or no data directory) and the hardware facts its dashboard
+    // shows (a JSON object; may be empty).
+    bool                                console = true;
+    std::shared_ptr<conversation_store> conversations;
+    std::string                         hardware_json;
 };
 
 // Everything a generation job needs besides the request: where to report, whom to charge.
@@ -197,11 +206,25 @@ class api_router {
     void                 handle_metrics(const std::shared_ptr<http_exchange> &ex, const route_call &call);
     void                 handle_metadata(const std::shared_ptr<http_exchange> &ex, const route_call &call);
     void                 handle_manifest(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    // The console (console_routes.cpp): its page and files, its conversations, its dashboard's series.
+    void handle_console_page(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_console_asset(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_conversation_list(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_conversation_create(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_conversation_get(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_conversation_update(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_conversation_delete(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_console_stats(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    // The conversation store, or null after answering 404 (storage is off).
+    conversation_store *conversations_or_404(http_exchange &ex) const;
 
     // The model objects GET /v1/models lists (hosted models, then the default model's adapters).
     nlohmann::json model_objects() const;
     void           add_remote_models(nlohmann::json &data) const; // the remote backends' models and placements
     void           handle_documents(const std::shared_ptr<http_exchange> &ex, bool manifest);
+    // The built-in tools this server runs (/v1/metadata's builtin_tools): each `sql` database with
+    // its tables, each MCP server with its allowed tools.
+    nlohmann::json builtin_tools_json() const;
     void           handle_inference(const std::shared_ptr<http_exchange> &ex, api_kind kind, size_t key);
     // Checks what needs the backend but no preparation, then hands the request to the
     // preparation pool (template, tokenizer, grammar), after which the job runs on the exchange's
@@ -253,6 +276,9 @@ class api_router {
     bool                                                    ready_    = false;
     bool                                                    draining_ = false;
     int64_t                                                 created_  = 0;
+    // The dashboard's series (GET /v1/console/stats): sampled from the hosted models' metrics
+    // once set_models() names them. Last, so that its thread stops before the rest goes.
+    metrics_timeline timeline_;
 };
 
 // Sends an error response (the one error-to-HTTP path for whole responses); `headers` are

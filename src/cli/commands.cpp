@@ -143,9 +143,10 @@ int run_cli(int argc, char **argv) {
     serve->add_option("--shutdown-timeout", so.shutdown_timeout, "seconds in-flight requests get on SIGTERM")
         ->capture_default_str()
         ->check(CLI::Range(0, 3600));
-    serve->add_option("--data-dir", so.data_dir,
-                      "where the server keeps state: stored Responses (default $INFERBOX_DATA, else "
-                      "~/.local/share/inferbox)");
+    serve->add_option(
+        "--data-dir", so.data_dir,
+        "where the server keeps state: stored Responses, console conversations (default $INFERBOX_DATA, else "
+        "~/.local/share/inferbox)");
     serve
         ->add_option("--store-max-bytes", so.store_max_bytes,
                      "stored Responses in all (256MiB, 1GiB, ...); the oldest go first; off: store nothing")
@@ -153,6 +154,11 @@ int run_cli(int argc, char **argv) {
     serve->add_option("--store-max-age-days", so.store_max_age_days, "days a stored Response is kept")
         ->capture_default_str()
         ->check(CLI::Range(1, 3650));
+    serve->add_flag("--no-console", so.no_console, "do not serve the web console at / (the API is unchanged)");
+    serve
+        ->add_option("--conversations-max-bytes", so.conversations_max_bytes,
+                     "the console's conversations kept per API key under the data directory (64MiB, ...); off: none")
+        ->capture_default_str();
 
     // Built-in tools (docs/agents.md).
     serve->add_option("--sql-database", so.sql_databases,

@@ -41,6 +41,8 @@ std::string opt_bytes(const std::optional<uint64_t> &v) {
     return v ? format_memory_size(*v) : "-";
 }
 
+} // namespace
+
 // --- hardware ---------------------------------------------------------------------------------
 
 json hardware_json(const hardware_info &hw) {
@@ -78,6 +80,8 @@ json hardware_json(const hardware_info &hw) {
         {"gpus", std::move(gpus)},
     };
 }
+
+namespace {
 
 int run_hardware(bool as_json) {
     const hardware_info hw = detect_hardware();

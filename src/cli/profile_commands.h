@@ -27,6 +27,8 @@ void add_profile_commands(CLI::App &app, std::function<int()> &action);
 nlohmann::json profile_to_json(const model_profile &p);
 nlohmann::json settings_to_json(const profile_settings &s);
 nlohmann::json memory_to_json(const memory_estimate &m);
+// What `inferbox hardware --json` prints; also the console dashboard's hardware panel.
+nlohmann::json hardware_json(const hardware_info &hw);
 
 // Between the engine's and the estimator's names for a KV type (`automatic` reads as f16).
 kv_cache_type to_cache_type(kv_precision p);

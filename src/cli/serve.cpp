@@ -264,6 +264,22 @@ std::optional<uint64_t> parse_memory_size(const std::string &text) {
 
 namespace {
 
+// Where the server keeps its state: --data-dir, else $INFERBOX_DATA, else ~/.local/share/inferbox;
+// an error naming `off_flag` (the flag that turns the state off) when none can be found.
+result<std::filesystem::path> data_directory(const serve_options &opts, const char *off_flag) {
+    if (!opts.data_dir.empty()) {
+        return std::filesystem::path(opts.data_dir);
+    }
+    if (const char *d = std::getenv("INFERBOX_DATA"); d != nullptr && *d != '\0') {
+        return std::filesystem::path(d);
+    }
+    if (const char *h = std::getenv("HOME"); h != nullptr && *h != '\0') {
+        return std::filesystem::path(h) / ".local" / "share" / "inferbox";
+    }
+    return error::invalid(std::string("no data directory: set --data-dir, INFERBOX_DATA or HOME (or ") + off_flag +
+                          " off)");
+}
+
 // The stored-Responses database under the data directory; null when --store-max-bytes is off.
 result<std::shared_ptr<response_store>> open_response_store(const serve_options &opts) {
     const auto max = parse_memory_size(opts.store_max_bytes);
@@ -273,18 +289,12 @@ result<std::shared_ptr<response_store>> open_response_store(const serve_options 
     if (*max == 0) {
         return std::shared_ptr<response_store>();
     }
-    std::filesystem::path dir = opts.data_dir;
-    if (dir.empty()) {
-        if (const char *d = std::getenv("INFERBOX_DATA"); d != nullptr && *d != '\0') {
-            dir = d;
-        } else if (const char *h = std::getenv("HOME"); h != nullptr && *h != '\0') {
-            dir = std::filesystem::path(h) / ".local" / "share" / "inferbox";
-        } else {
-            return error::invalid(
-                "no data directory: set --data-dir, INFERBOX_DATA or HOME (or --store-max-bytes off)");
-        }
+    auto found = data_directory(opts, "--store-max-bytes");
+    if (!found) {
+        return found.err();
     }
-    response_store_limits limits;
+    const std::filesystem::path &dir = *found;
+    response_store_limits        limits;
     limits.max_bytes = static_cast<int64_t>(*max);
     limits.max_age   = std::chrono::hours(24) * opts.store_max_age_days;
     const auto file  = dir / "responses.sqlite3";
@@ -294,6 +304,32 @@ result<std::shared_ptr<response_store>> open_response_store(const serve_options 
     }
     spdlog::info("stored Responses: {} (up to {} bytes, {} days)", file.string(), *max, opts.store_max_age_days);
     return std::shared_ptr<response_store>(std::move(*store));
+}
+
+// The console's conversations under the data directory; null when --conversations-max-bytes is off.
+result<std::shared_ptr<conversation_store>> open_conversation_store(const serve_options &opts) {
+    const auto max = parse_memory_size(opts.conversations_max_bytes);
+    if (!max) {
+        return error::invalid("--conversations-max-bytes: '" + opts.conversations_max_bytes +
+                              "' is not a size (64MiB, 1GiB, off)");
+    }
+    if (*max == 0) {
+        return std::shared_ptr<conversation_store>();
+    }
+    auto dir = data_directory(opts, "--conversations-max-bytes");
+    if (!dir) {
+        return dir.err();
+    }
+    conversation_limits limits;
+    limits.max_bytes_per_owner = static_cast<int64_t>(*max);
+    limits.max_bytes           = std::min<int64_t>(limits.max_bytes, limits.max_bytes_per_owner);
+    const auto file            = *dir / "console.sqlite3";
+    auto       store           = conversation_store::open(file, limits);
+    if (!store) {
+        return store.err();
+    }
+    spdlog::info("console conversations: {} (up to {} bytes per API key)", file.string(), *max);
+    return std::shared_ptr<conversation_store>(std::move(*store));
 }
 
 } // namespace
@@ -537,6 +573,13 @@ int run_serve(const serve_options &given) {
     } else {
         cfg.responses = std::move(*store);
     }
+    cfg.console = !opts.no_console;
+    if (auto store = open_conversation_store(opts); !store) {
+        spdlog::warn("{}; the console's conversations are not kept on the server", store.err().message);
+    } else {
+        cfg.conversations = std::move(*store);
+    }
+    cfg.hardware_json = hardware_json(detect_hardware()).dump();
     for (const auto &text : opts.sql_databases) {
         auto spec = parse_sql_database_spec(text);
         if (!spec) {

@@ -56,6 +56,10 @@ struct serve_options {
     std::string data_dir;
     std::string store_max_bytes    = "256MiB"; // --store-max-bytes: stored Responses in all ("off": none)
     int32_t     store_max_age_days = 30;       // --store-max-age-days
+    // The web console: --no-console turns the page off; --conversations-max-bytes bounds each API
+    // key's stored conversations ("off": none kept).
+    bool        no_console              = false;
+    std::string conversations_max_bytes = "64MiB";
 
     // --backend NAME=URL;key=value;... (repeatable): remote OpenAI-compatible servers
     // (backend/backend_spec.h); --route MODEL=POLICY (repeatable): a model's routing policy.

@@ -48,6 +48,17 @@ describe('the sql tool in /v1/responses (--sql-database shop=FILE, chat model, -
   // The tool's description and grammar carry the schema: more than the model's trained 512 tokens.
   const ctx = useServer({ model: MODELS.chatml, args: ['--ctx-size', 4096, '--sql-database', `shop=${shop}`] });
 
+  test('/v1/metadata lists the database with the tables sqlite3 lists', ctx.wrap(async () => {
+    const meta = await (await fetch(`${ctx.server.url}/v1/metadata`)).json();
+    const tables = execFileSync('sqlite3', ['-readonly', shop, 'SELECT name FROM sqlite_schema WHERE type = \'table\' ORDER BY name'],
+      { encoding: 'utf8' }).trim().split('\n');
+    assert.equal(meta.builtin_tools.sql.length, 1);
+    assert.equal(meta.builtin_tools.sql[0].database, 'shop');
+    assert.equal(meta.builtin_tools.sql[0].engine, 'sqlite');
+    assert.deepEqual([...meta.builtin_tools.sql[0].tables].sort(), tables);
+    assert.deepEqual(meta.builtin_tools.mcp, []);
+  }));
+
   const checkCall = (item) => {
     assert.equal(item.type, 'sql_call', JSON.stringify(item));
     assert.equal(item.status, 'completed', JSON.stringify(item));
@@ -185,6 +196,15 @@ describe('MCP tools in /v1/responses (--mcp-server everything=stdio:node server-
       ...extra,
     });
   };
+
+  test('/v1/metadata lists the server and the tools its allowed-tools kept', ctx.wrap(async () => {
+    const meta = await (await fetch(`${ctx.server.url}/v1/metadata`)).json();
+    assert.deepEqual(meta.builtin_tools.sql, []);
+    assert.equal(meta.builtin_tools.mcp.length, 1);
+    assert.equal(meta.builtin_tools.mcp[0].server_label, 'everything');
+    assert.deepEqual(meta.builtin_tools.mcp[0].tools.map((t) => t.name).sort(),
+      ['echo', 'get-sum', 'trigger-long-running-operation']);
+  }));
 
   test('echo: the call runs on the real server and its answer is exactly the server\'s', ctx.wrap(async () => {
     const r = await forced('echo');

@@ -98,6 +98,13 @@ describe('Containerfiles agree with the project', () => {
       for (const m of cmake.matchAll(/add_executable\(inferbox ([^/)\s]+)\//g)) {
         needed.add(m[1]);
       }
+      // Folders the layers' CMake files and llama.cmake read (the console's sources, our llama.cpp
+      // patches).
+      const layered = ['src/CMakeLists.txt', 'cmake/llama.cmake']
+        .map((f) => fs.readFileSync(path.join(repoRoot, f), 'utf8')).join('\n');
+      for (const m of layered.matchAll(/\$\{(?:PROJECT|CMAKE)_SOURCE_DIR\}\/([A-Za-z_.-]+)/g)) {
+        needed.add(m[1]);
+      }
       for (const dir of needed) {
         if (dir === 'tests' && /-DINFERBOX_BUILD_TESTS=OFF/.test(text)) {
           continue;

@@ -1,0 +1,577 @@
+// The Agents view (#/agents): run /v1/responses with the tools the server runs itself (sql
+// databases, MCP servers) and watch the run as a live trace: the response, then each output item
+// (tool calls with their arguments, status, time and output; messages as Markdown), then usage.
+import { useEffect, useRef, useState } from 'preact/hooks';
+import { auth } from './api.js';
+import { useStore } from './store.js';
+import { Markdown } from './markdown.jsx';
+import { highlight } from './highlight.js';
+import { ModelPicker } from './chat.jsx';
+import { chat, loadModels } from './state.js';
+import {
+  MAX_TOOL_CALLS_LIMIT,
+  agent,
+  choiceOptions,
+  loadBuiltinTools,
+  mcpTools,
+  runAgent,
+  stopAgent,
+  toolKey,
+  updateSelection,
+} from './agent.js';
+
+// ---- formatting -----------------------------------------------------------------------------
+
+function inlineJson(v) {
+  if (Array.isArray(v)) return `[${v.map(inlineJson).join(', ')}]`;
+  if (v && typeof v === 'object') return `{${Object.entries(v).map(([k, x]) => `${JSON.stringify(k)}: ${inlineJson(x)}`).join(', ')}}`;
+  const s = JSON.stringify(v);
+  return s === undefined ? 'null' : s;
+}
+
+// JSON with short arrays and objects (a row of values) kept on one line.
+export function prettyJson(v, indent = '') {
+  const one = inlineJson(v);
+  if (v === null || typeof v !== 'object' || one.length + indent.length <= 88) return one;
+  const inner = `${indent}  `;
+  if (Array.isArray(v)) return `[\n${v.map((x) => inner + prettyJson(x, inner)).join(',\n')}\n${indent}]`;
+  return `{\n${Object.entries(v).map(([k, x]) => `${inner}${JSON.stringify(k)}: ${prettyJson(x, inner)}`).join(',\n')}\n${indent}}`;
+}
+
+function parseJson(text) {
+  if (typeof text !== 'string') return { ok: false };
+  try {
+    return { ok: true, value: JSON.parse(text) };
+  } catch {
+    return { ok: false };
+  }
+}
+
+function formatMs(ms) {
+  if (ms == null || !Number.isFinite(ms)) return '';
+  if (ms < 1000) return `${Math.max(0, Math.round(ms))} ms`;
+  if (ms < 60000) return `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
+  const m = Math.floor(ms / 60000);
+  return `${m} min ${Math.round((ms - m * 60000) / 1000)} s`;
+}
+
+// A clock that ticks while `active`, for the times of what is still running.
+function useNow(active) {
+  const [now, setNow] = useState(() => performance.now());
+  useEffect(() => {
+    if (!active) return undefined;
+    setNow(performance.now());
+    const t = setInterval(() => setNow(performance.now()), 200);
+    return () => clearInterval(t);
+  }, [active]);
+  return now;
+}
+
+const STATUS_LABEL = {
+  in_progress: 'running',
+  completed: 'completed',
+  incomplete: 'incomplete',
+  failed: 'failed',
+  cancelled: 'stopped',
+};
+
+function Status({ status }) {
+  return (
+    <span class={`trace-status st-${String(status).replace(/[^\w-]/g, '')}`}>
+      {status === 'in_progress' ? <span class="spinner" aria-hidden="true" /> : null}
+      {STATUS_LABEL[status] || status}
+    </span>
+  );
+}
+
+// ---- the form -------------------------------------------------------------------------------
+
+function NoTools({ error }) {
+  return (
+    <div class="notice" data-no-builtin-tools="true">
+      <p>
+        {error ? `Could not read this server's built-in tools (${error}).` : 'This server has no built-in tools.'} Start it with{' '}
+        <code>--sql-database NAME=FILE</code> or <code>--mcp-server NAME=stdio:PROGRAM ARG...</code> to give agents a database or an
+        MCP server's tools.
+      </p>
+      <p class="muted small">A run without tools is still a plain Responses call.</p>
+    </div>
+  );
+}
+
+function Databases({ s, disabled }) {
+  if (!s.tools.sql.length) return null;
+  return (
+    <fieldset class="agent-group">
+      <legend>Databases (sql tool, read-only)</legend>
+      {s.tools.sql.map((d, i) => {
+        const tables = Array.isArray(d.tables) ? d.tables : [];
+        return (
+          <div class="tool-option" key={d.database}>
+            <label class="check" for={`agent-sql-${i}`}>
+              <input
+                id={`agent-sql-${i}`}
+                type="checkbox"
+                data-sql-database={d.database}
+                checked={!!s.databases[d.database]}
+                disabled={disabled}
+                onChange={(e) => updateSelection({ databases: { ...agent.get().databases, [d.database]: e.currentTarget.checked } })}
+              />
+              <strong>{d.database}</strong>
+              {d.engine ? <span class="tag">{d.engine}</span> : null}
+            </label>
+            <p class="muted small tool-detail">{tables.length ? `tables: ${tables.join(', ')}` : 'no tables listed'}</p>
+          </div>
+        );
+      })}
+    </fieldset>
+  );
+}
+
+function McpServers({ s, disabled }) {
+  if (!s.tools.mcp.length) return null;
+  return (
+    <fieldset class="agent-group">
+      <legend>MCP servers</legend>
+      {s.tools.mcp.map((m, i) => {
+        const on = !!s.servers[m.server_label];
+        const tools = mcpTools(m);
+        return (
+          <div class="tool-option" key={m.server_label}>
+            <label class="check" for={`agent-mcp-${i}`}>
+              <input
+                id={`agent-mcp-${i}`}
+                type="checkbox"
+                data-mcp-server={m.server_label}
+                checked={on}
+                disabled={disabled}
+                onChange={(e) => updateSelection({ servers: { ...agent.get().servers, [m.server_label]: e.currentTarget.checked } })}
+              />
+              <strong>{m.server_label}</strong>
+              <span class="muted small">
+                {tools.length} tool{tools.length === 1 ? '' : 's'}
+              </span>
+            </label>
+            {tools.length ? (
+              <ul class="mcp-tools" aria-label={`Tools of ${m.server_label}`}>
+                {tools.map((t, j) => {
+                  const key = toolKey(m.server_label, t.name);
+                  return (
+                    <li key={t.name}>
+                      <label class="check" for={`agent-mcp-${i}-${j}`}>
+                        <input
+                          id={`agent-mcp-${i}-${j}`}
+                          type="checkbox"
+                          data-mcp-tool={t.name}
+                          checked={!s.toolOff[key]}
+                          disabled={disabled || !on}
+                          onChange={(e) => {
+                            const off = { ...agent.get().toolOff };
+                            if (e.currentTarget.checked) delete off[key];
+                            else off[key] = true;
+                            updateSelection({ toolOff: off });
+                          }}
+                        />
+                        <span class="mono">{t.name}</span>
+                      </label>
+                      {t.description ? <p class="muted small tool-detail">{t.description}</p> : null}
+                    </li>
+                  );
+                })}
+              </ul>
+            ) : null}
+          </div>
+        );
+      })}
+    </fieldset>
+  );
+}
+
+function Field({ id, label, children }) {
+  return (
+    <div class="param">
+      <label for={id}>{label}</label>
+      {children}
+    </div>
+  );
+}
+
+function AgentForm() {
+  const s = useStore(agent);
+  const c = useStore(chat);
+  const input = useRef(null);
+  const set = (patch) => agent.set(patch);
+  const anyTools = s.tools.sql.length > 0 || s.tools.mcp.length > 0;
+  const enabled = s.tools.sql.some((d) => s.databases[d.database]) || s.tools.mcp.some((m) => s.servers[m.server_label]);
+  const options = choiceOptions(s);
+  const submit = (e) => {
+    if (e) e.preventDefault();
+    if (!agent.get().running) runAgent();
+  };
+  return (
+    <form class="agent-form" onSubmit={submit} aria-label="Agent run">
+      <div class="page-head">
+        <h1>Agents</h1>
+      </div>
+      <p class="muted small">
+        The server runs these tools itself inside one <code>/v1/responses</code> call and streams every step.
+      </p>
+      <ModelPicker id="agent-model" value={s.model || c.model} onSelect={(v) => set({ model: v })} disabled={s.running} />
+      {!s.tools.loaded ? <p class="muted">Reading the server's tools…</p> : null}
+      {s.tools.loaded && (!anyTools || s.tools.error) ? <NoTools error={s.tools.error} /> : null}
+      <Databases s={s} disabled={s.running} />
+      <McpServers s={s} disabled={s.running} />
+      <div class="params agent-params">
+        <Field id="agent-tool-choice" label="tool_choice">
+          <select id="agent-tool-choice" value={s.choice} disabled={s.running || !enabled} onChange={(e) => set({ choice: e.currentTarget.value })}>
+            {options.map(([v, label]) => (
+              <option key={v} value={v}>
+                {label}
+              </option>
+            ))}
+          </select>
+        </Field>
+        <Field id="agent-max-tool-calls" label={`max_tool_calls (1–${MAX_TOOL_CALLS_LIMIT})`}>
+          <input
+            id="agent-max-tool-calls"
+            type="number"
+            inputMode="numeric"
+            min="1"
+            max={MAX_TOOL_CALLS_LIMIT}
+            step="1"
+            value={s.maxToolCalls}
+            disabled={s.running || !enabled}
+            onInput={(e) => set({ maxToolCalls: e.currentTarget.value })}
+          />
+        </Field>
+        <Field id="agent-max-output-tokens" label="max_output_tokens">
+          <input
+            id="agent-max-output-tokens"
+            type="number"
+            inputMode="numeric"
+            min="1"
+            step="1"
+            placeholder="default"
+            value={s.maxOutputTokens}
+            disabled={s.running}
+            onInput={(e) => set({ maxOutputTokens: e.currentTarget.value })}
+          />
+        </Field>
+        <Field id="agent-temperature" label="temperature">
+          <input
+            id="agent-temperature"
+            type="number"
+            inputMode="decimal"
+            min="0"
+            max="2"
+            step="0.05"
+            placeholder="default"
+            value={s.temperature}
+            disabled={s.running}
+            onInput={(e) => set({ temperature: e.currentTarget.value })}
+          />
+        </Field>
+      </div>
+      <label for="agent-instructions">Instructions (system)</label>
+      <textarea id="agent-instructions" rows={3} placeholder="Optional" value={s.instructions} disabled={s.running} onInput={(e) => set({ instructions: e.currentTarget.value })} />
+      <label for="agent-input">Input</label>
+      <textarea
+        id="agent-input"
+        ref={input}
+        rows={4}
+        placeholder="What should the agent do? (Enter runs, Shift+Enter new line, Esc stops)"
+        value={s.input}
+        onInput={(e) => set({ input: e.currentTarget.value })}
+        onKeyDown={(e) => {
+          if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+            e.preventDefault();
+            submit();
+          }
+        }}
+      />
+      {s.formError ? (
+        <p class="error-text" role="alert">
+          {s.formError}
+        </p>
+      ) : null}
+      <div class="row agent-buttons">
+        <button type="submit" id="agent-run" class="primary" disabled={s.running}>
+          Run
+        </button>
+        {s.running ? (
+          <button type="button" id="agent-stop" class="danger" onClick={stopAgent}>
+            Stop
+          </button>
+        ) : null}
+      </div>
+    </form>
+  );
+}
+
+// ---- the trace ------------------------------------------------------------------------------
+
+function toolTitle(n) {
+  const it = n.item || {};
+  if (n.type === 'sql_call') return `${it.database || '?'} · ${it.name || 'sql'}`;
+  if (n.type === 'mcp_call') return `${it.server_label || '?'} · ${it.name || '?'}`;
+  return it.name || '(unnamed)';
+}
+
+const TYPE_LABEL = { sql_call: 'SQL', mcp_call: 'MCP', function_call: 'function', message: 'message' };
+
+function Args({ n }) {
+  const raw = typeof n.item.arguments === 'string' ? n.item.arguments : '';
+  const parsed = parseJson(raw);
+  const query = n.type === 'sql_call' && parsed.ok && parsed.value && typeof parsed.value.query === 'string' ? parsed.value.query : null;
+  let rest = null;
+  if (query !== null) {
+    const { query: _q, ...others } = parsed.value;
+    if (Object.keys(others).length) rest = prettyJson(others);
+  }
+  return (
+    <div class="trace-args" data-arguments={raw}>
+      {query !== null ? (
+        <pre class="trace-code trace-sql">
+          <code class="language-sql">{highlight(query, 'sql')}</code>
+        </pre>
+      ) : raw ? (
+        <pre class="trace-code">
+          <code class="language-json">{parsed.ok ? highlight(prettyJson(parsed.value), 'json') : raw}</code>
+        </pre>
+      ) : (
+        <p class="muted small">no arguments</p>
+      )}
+      {rest ? (
+        <pre class="trace-code">
+          <code class="language-json">{highlight(rest, 'json')}</code>
+        </pre>
+      ) : null}
+    </div>
+  );
+}
+
+const LONG_LINES = 16;
+
+function Output({ n }) {
+  const text = n.item.output;
+  const parsed = parseJson(text);
+  const shown = parsed.ok && parsed.value !== null && typeof parsed.value === 'object' ? prettyJson(parsed.value) : String(text);
+  const lines = shown.split('\n').length;
+  const v = parsed.ok ? parsed.value : null;
+  let summary = '';
+  if (n.type === 'sql_call' && v && Array.isArray(v.rows)) {
+    const count = typeof v.row_count === 'number' ? v.row_count : v.rows.length;
+    const cols = Array.isArray(v.columns) ? v.columns.length : 0;
+    summary = `${count} row${count === 1 ? '' : 's'} × ${cols} column${cols === 1 ? '' : 's'}${v.truncated ? ' (truncated)' : ''}`;
+  } else {
+    summary = `${shown.length} characters`;
+  }
+  const body = (
+    <pre class="trace-code trace-output">
+      {parsed.ok ? <code class="language-json">{highlight(shown, 'json')}</code> : <code>{shown}</code>}
+    </pre>
+  );
+  if (lines <= LONG_LINES && shown.length <= 2000) {
+    return (
+      <div class="trace-result">
+        <p class="trace-label small">
+          Output <span class="muted">· {summary}</span>
+        </p>
+        {body}
+      </div>
+    );
+  }
+  return (
+    <details class="trace-result">
+      <summary class="trace-label small">
+        Output <span class="muted">· {summary} · {lines} lines</span>
+      </summary>
+      {body}
+    </details>
+  );
+}
+
+function TraceNode({ n, now }) {
+  const it = n.item || {};
+  const isTool = n.type !== 'message';
+  const end = n.tDone != null ? n.tDone : now;
+  const ran = end - n.tAdded;
+  const step = end - n.tStart;
+  return (
+    <li
+      class={`trace-node trace-${String(n.type).replace(/[^\w-]/g, '')}`}
+      data-item-type={n.type}
+      data-item-status={n.status}
+      data-item-id={it.id || ''}
+      data-output-index={n.index}
+    >
+      <div class="trace-node-head">
+        <span class="tool-badge">{TYPE_LABEL[n.type] || n.type}</span>
+        <strong class="trace-title">{isTool ? toolTitle(n) : 'assistant'}</strong>
+        <Status status={n.status} />
+        <span class="trace-time muted" title="Client-measured: from the item's start event to its end event; the step also counts the model's time since the previous item ended">
+          {formatMs(ran)}
+          {isTool ? ` · step ${formatMs(step)}` : ''}
+        </span>
+      </div>
+      {isTool ? (
+        <div class="trace-node-body">
+          <Args n={n} />
+          {it.error ? (
+            <pre class="trace-code trace-error" role="status">
+              {String(it.error)}
+            </pre>
+          ) : it.output != null ? (
+            <Output n={n} />
+          ) : null}
+        </div>
+      ) : (
+        <div class="trace-node-body">
+          <div class="message-body">{n.text ? <Markdown text={n.text} /> : null}</div>
+          {n.status === 'in_progress' ? <span class="typing" aria-label="generating">▍</span> : null}
+          {!n.text && n.status !== 'in_progress' ? <p class="muted small">(no text)</p> : null}
+        </div>
+      )}
+    </li>
+  );
+}
+
+function Usage({ run }) {
+  const u = run.usage;
+  const items = [];
+  if (u) {
+    if (u.input_tokens != null) items.push(['input_tokens', 'input tokens', String(u.input_tokens)]);
+    const cached = u.input_tokens_details && u.input_tokens_details.cached_tokens;
+    if (cached != null) items.push(['cached_tokens', 'cached', String(cached)]);
+    if (u.output_tokens != null) items.push(['output_tokens', 'output tokens', String(u.output_tokens)]);
+    if (u.total_tokens != null) items.push(['total_tokens', 'total', String(u.total_tokens)]);
+  }
+  const calls = run.items.filter((n) => n.type !== 'message').length;
+  items.push(['tool_calls', 'tool calls', String(calls)]);
+  if (run.incomplete) items.push(['incomplete_reason', 'incomplete', run.incomplete]);
+  return (
+    <dl class="stats trace-usage">
+      {items.map(([k, label, value]) => (
+        <div key={k} class="stat" data-stat={k}>
+          <dt>{label}</dt>
+          <dd>{value}</dd>
+        </div>
+      ))}
+    </dl>
+  );
+}
+
+function describeTools(req) {
+  const parts = req.tools.map((t) => {
+    if (t.type === 'sql') return `sql: ${t.database}`;
+    if (t.type === 'mcp') return `mcp: ${t.server_label}${t.allowed_tools ? ` (${t.allowed_tools.join(', ')})` : ''}`;
+    return t.type;
+  });
+  return parts.length ? parts.join(' · ') : 'no tools';
+}
+
+function Trace() {
+  const s = useStore(agent);
+  const run = s.run;
+  const now = useNow(s.running);
+  const box = useRef(null);
+  const stick = useRef(true);
+  useEffect(() => {
+    const el = box.current;
+    if (el && stick.current) el.scrollTop = el.scrollHeight;
+  }, [run]);
+  if (!run) {
+    return (
+      <div class="trace-col" ref={box}>
+        <p class="empty muted trace-empty">Run an agent to see its trace here: each tool call with its arguments, result and time, then the answer.</p>
+      </div>
+    );
+  }
+  const total = (run.tEnd != null ? run.tEnd : now) - run.t0;
+  const choice = typeof run.request.tool_choice === 'string' ? run.request.tool_choice : JSON.stringify(run.request.tool_choice);
+  return (
+    <div
+      class="trace-col"
+      ref={box}
+      onScroll={() => {
+        const el = box.current;
+        if (el) stick.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
+      }}
+    >
+      <section id="agent-trace" class="trace" data-status={run.status} data-response-id={run.id} aria-label="Agent trace" aria-busy={s.running ? 'true' : 'false'}>
+        <header class="trace-head">
+          <div class="trace-node-head">
+            <span class="tool-badge">response</span>
+            <strong class="trace-title mono">{run.id || '…'}</strong>
+            <Status status={run.status} />
+            <span class="trace-time muted" data-total-ms={run.tEnd != null ? Math.round(total) : undefined}>
+              total {formatMs(total)}
+            </span>
+          </div>
+          <p class="muted small trace-request">
+            {run.model}
+            {run.backend ? ` (on ${run.backend})` : ''} · {describeTools(run.request)} · tool_choice {choice}
+            {run.request.max_tool_calls != null ? ` · max_tool_calls ${run.request.max_tool_calls}` : ''}
+            {run.request.max_output_tokens != null ? ` · max_output_tokens ${run.request.max_output_tokens}` : ''}
+          </p>
+        </header>
+        <ol class="trace-items">
+          {run.items.map((n) => (
+            <TraceNode key={n.index} n={n} now={now} />
+          ))}
+          {s.running && !run.items.some((n) => n.status === 'in_progress') ? (
+            <li class="trace-node trace-waiting" aria-label="waiting">
+              <div class="trace-node-head">
+                <Status status="in_progress" />
+                <span class="muted small">{run.items.length ? 'the model is working on the next step…' : 'the model is working…'}</span>
+              </div>
+            </li>
+          ) : null}
+        </ol>
+        {!s.running ? (
+          <footer class="trace-foot">
+            <Usage run={run} />
+            {run.status === 'incomplete' ? (
+              <p class="trace-incomplete small" data-incomplete-reason={run.incomplete}>
+                Ended early: the <code>{run.incomplete || 'unknown'}</code> budget ran out.
+              </p>
+            ) : null}
+            {run.status === 'cancelled' ? <p class="muted small">Stopped: the request was cancelled on the server.</p> : null}
+            {run.error ? (
+              <p class="error-text" role="alert">
+                {run.error}
+              </p>
+            ) : null}
+          </footer>
+        ) : null}
+      </section>
+    </div>
+  );
+}
+
+export function AgentsPage() {
+  const a = useStore(auth);
+  useEffect(() => {
+    loadModels();
+    loadBuiltinTools();
+  }, [a.version]);
+  useEffect(() => {
+    const onKey = (e) => {
+      if (e.key === 'Escape' && agent.get().running) {
+        e.preventDefault();
+        stopAgent();
+      }
+    };
+    document.addEventListener('keydown', onKey);
+    return () => document.removeEventListener('keydown', onKey);
+  }, []);
+  const s = useStore(agent);
+  return (
+    <div id="agents" class="agents-page" data-running={s.running ? 'true' : 'false'}>
+      <div class="agent-form-col">
+        <AgentForm />
+      </div>
+      <Trace />
+    </div>
+  );
+}
