@@ -184,7 +184,9 @@ export async function runAgent() {
   const schedule = () => {
     if (!timer) timer = setTimeout(flush, 40);
   };
-  const nodeFor = (index, item) => {
+  const nodeFor = (at, item) => {
+    // inferbox always numbers items; without a number, an event belongs to the last item.
+    const index = Number.isInteger(at) ? at : run.items.length ? run.items[run.items.length - 1].index : 0;
     let n = byIndex.get(index);
     if (!n) {
       const now = performance.now();

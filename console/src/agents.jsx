@@ -391,10 +391,10 @@ function Output({ n }) {
   );
 }
 
-function TraceNode({ n, now }) {
+function TraceNode({ n, now, tEnd }) {
   const it = n.item || {};
   const isTool = n.type !== 'message';
-  const end = n.tDone != null ? n.tDone : now;
+  const end = n.tDone != null ? n.tDone : tEnd != null ? tEnd : now;
   const ran = end - n.tAdded;
   const step = end - n.tStart;
   return (
@@ -409,9 +409,12 @@ function TraceNode({ n, now }) {
         <span class="tool-badge">{TYPE_LABEL[n.type] || n.type}</span>
         <strong class="trace-title">{isTool ? toolTitle(n) : 'assistant'}</strong>
         <Status status={n.status} />
-        <span class="trace-time muted" title="Client-measured: from the item's start event to its end event; the step also counts the model's time since the previous item ended">
-          {formatMs(ran)}
-          {isTool ? ` · step ${formatMs(step)}` : ''}
+        <span
+          class="trace-time muted"
+          data-duration-ms={n.tDone != null ? Math.round(ran) : undefined}
+          title="Measured here: from the item's added event to its done event. A tool's step also counts the model writing the call, since the previous item ended."
+        >
+          {isTool ? `added→done ${formatMs(ran)} · step ${formatMs(step)}` : formatMs(ran)}
         </span>
       </div>
       {isTool ? (
@@ -480,6 +483,13 @@ function Trace() {
     const el = box.current;
     if (el && stick.current) el.scrollTop = el.scrollHeight;
   }, [run]);
+  // On a phone the trace is under the form: bring a new run's trace into view.
+  const seq = run ? run.seq : 0;
+  useEffect(() => {
+    if (!seq || !window.matchMedia || !window.matchMedia('(max-width: 700px)').matches) return;
+    const el = document.getElementById('agent-trace');
+    if (el) el.scrollIntoView({ block: 'start' });
+  }, [seq]);
   if (!run) {
     return (
       <div class="trace-col" ref={box}>
@@ -517,7 +527,7 @@ function Trace() {
         </header>
         <ol class="trace-items">
           {run.items.map((n) => (
-            <TraceNode key={n.index} n={n} now={now} />
+            <TraceNode key={n.index} n={n} now={now} tEnd={run.tEnd} />
           ))}
           {s.running && !run.items.some((n) => n.status === 'in_progress') ? (
             <li class="trace-node trace-waiting" aria-label="waiting">

@@ -108,7 +108,7 @@ export async function api(path, opts) {
 }
 
 // Reads a text/event-stream body: onData(obj) for each JSON `data:` payload (a multi-line data
-// field joined with newlines). Stops at `[DONE]` (then cancels the rest of the body) or at the end
+// field joined with newlines). Stops at `[DONE]` (reading the body to its end) or at the end
 // of the body. An {"error": ...} payload without a `type` (an error sent mid-stream) and an
 // OpenAI `error` event ({"type": "error", "message"}) reject with ApiError.
 async function readEvents(res, onData) {
@@ -163,8 +163,14 @@ async function readEvents(res, onData) {
       feed(decoder.decode() + '\n');
       dispatch();
     }
-  } finally {
-    if (done) reader.cancel().catch(() => {});
+    // After [DONE] the server ends the body at once: read it to its end rather than cancel it, so
+    // that a finished stream never shows as an aborted request.
+    while (done && !(await reader.read()).done) {
+      // nothing comes after [DONE]; anything that does is ignored
+    }
+  } catch (err) {
+    reader.cancel().catch(() => {});
+    throw err;
   }
 }
 

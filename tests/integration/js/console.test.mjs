@@ -2,22 +2,27 @@
 // budget) and driven in headless Chromium (Debian's `chromium`, through puppeteer-core) against
 // the real server and test model: no console errors, a streamed chat, stop freeing the slot,
 // hostile model output rendered inert, conversations kept on the server per API key across a
-// restart, a dashboard that moves under load, and phone and desktop screenshots.
+// restart, a dashboard that moves under load, and phone and desktop screenshots. A reload keeps
+// the open conversation (its id is in the address). The Agents view runs /v1/responses with the
+// server's own tools (a SQLite database, a real MCP server) and shows the run as a live trace
+// whose rows are checked against the sqlite3 shell.
 //
 // The screenshots go to a temporary folder; INFERBOX_UPDATE_SCREENSHOTS=1 writes them to
 // docs/images/ instead (what the README shows).
 
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import zlib from 'node:zlib';
 
 import puppeteer from 'puppeteer-core';
 
-import { MODELS, postJson, repoRoot, startServer, timeBound } from './harness.mjs';
+import { MODELS, modelPath, postJson, repoRoot, startServer, timeBound } from './harness.mjs';
 
 const CHROMIUM = process.env.INFERBOX_CHROMIUM || '/usr/bin/chromium';
 const KEY_A = 'console-key-alpha';
@@ -173,7 +178,8 @@ describe('the console in a browser', () => {
 
   // A page with `key` in its session storage (as the key form leaves it), recording every
   // console message, page error and failed request.
-  async function open(key, hash = '#/chat', viewport = { width: 1280, height: 800 }) {
+  // `stopping`: the test stops a chat stream on purpose, so an aborted chat request is expected.
+  async function open(key, hash = '#/chat', viewport = { width: 1280, height: 800 }, { stopping = false } = {}) {
     const page = await browser.newPage();
     await page.setViewport(viewport);
     const problems = [];
@@ -189,8 +195,9 @@ describe('the console in a browser', () => {
       }
     });
     page.on('requestfailed', (r) => {
-      // A stream the page stopped on purpose is aborted; nothing else may fail.
-      if (!/chat\/completions/.test(r.url())) {
+      // A stream the page stopped on purpose is aborted; nothing else may fail (a finished stream
+      // is read to its end, never cancelled).
+      if (!(stopping && /chat\/completions/.test(r.url()))) {
         problems.push(`requestfailed: ${r.url()} ${r.failure()?.errorText}`);
       }
     });
@@ -250,7 +257,7 @@ describe('the console in a browser', () => {
   });
 
   test('stop mid-stream cancels the request and frees its slot', async () => {
-    const { page, problems } = await open(KEY_A);
+    const { page, problems } = await open(KEY_A, '#/chat', undefined, { stopping: true });
     await page.waitForFunction(() => document.querySelectorAll('#model option').length > 0);
     await send(page, 'Tell me a long story');
     await page.waitForSelector('#chat[data-streaming="true"]');
@@ -384,5 +391,327 @@ describe('the console in a browser', () => {
       assert.equal(png.readUInt32BE(16), viewport.width); // IHDR width
       await page.close();
     }
+  });
+
+  test('a reload reopens the open conversation from the address (#/chat/ID)', async () => {
+    const { page, problems } = await open(KEY_A);
+    await page.waitForFunction(() => document.querySelectorAll('#model option').length > 0);
+    await send(page, 'Keep me open');
+    await page.waitForSelector('#chat[data-streaming="false"] [data-role="assistant"]', { timeout: timeBound(30_000) });
+    await page.waitForSelector('[data-save="saved"]');
+    const hash = await until('the conversation in the address',
+      () => page.evaluate(() => (/^#\/chat\/conv_/.test(location.hash) ? location.hash : null)));
+    const shown = () => page.$$eval('.messages [data-role]', (els) => els.map((e) => ({
+      role: e.dataset.role,
+      text: (e.querySelector('.message-body, .message-text') || e).textContent,
+    })));
+    const before = await shown();
+    assert.deepEqual(before.map((m) => m.role), ['user', 'assistant']);
+    assert.equal(before[0].text, 'Keep me open');
+    const conv = await getAuthed(`${server.url}/v1/console/conversations/${hash.slice('#/chat/'.length)}`, KEY_A);
+    assert.equal(conv.status, 200);
+    assert.equal(conv.body.messages[0].content, 'Keep me open');
+
+    await page.reload({ waitUntil: 'networkidle0' });
+    await page.waitForFunction((n) => document.querySelectorAll('.messages [data-role]').length === n,
+      { timeout: timeBound(15_000) }, before.length);
+    assert.deepEqual(await shown(), before);
+    assert.equal(await page.evaluate(() => location.hash), hash);
+    assert.equal(await page.$eval('.chat-title h1', (e) => e.textContent), 'Keep me open');
+    assert.deepEqual(problems, []);
+    await page.close();
+
+    // An address naming a conversation that is not there: a new chat, with no 404 and no error.
+    const stale = await open(KEY_A, '#/chat/conv_0123456789abcdef01234567');
+    await stale.page.waitForFunction(() => location.hash === '#/chat', { timeout: timeBound(15_000) });
+    assert.equal(await stale.page.$$eval('.messages [data-role]', (els) => els.length), 0);
+    assert.deepEqual(stale.problems, []);
+    await stale.page.close();
+  });
+
+  test('the agents view on a server without built-in tools says how to add them', async () => {
+    const { page, problems } = await open(KEY_A, '#/agents');
+    const notice = await page.waitForSelector('[data-no-builtin-tools]');
+    const text = await notice.evaluate((e) => e.textContent);
+    assert.match(text, /no built-in tools/);
+    assert.match(text, /--sql-database NAME=FILE/);
+    assert.match(text, /--mcp-server NAME=stdio:/);
+    assert.deepEqual(problems, []);
+    await page.close();
+  });
+});
+
+// The reference MCP server from npm, run by inferbox over stdio (as in agents.test.mjs).
+const everything = path.join(path.dirname(fileURLToPath(import.meta.url)),
+  'node_modules', '@modelcontextprotocol', 'server-everything', 'dist', 'index.js');
+
+// What the sqlite3 shell answers for a query, as rows of values. Its -json rows are objects, and
+// the model may name a column twice (`SELECT AVG(id), AVG(id) ...`), which JSON.parse would fold
+// into one key: so the objects are read as arrays of their values, in order, duplicates kept.
+function sqliteRows(file, query) {
+  const out = execFileSync('sqlite3', ['-readonly', '-json', file, query], { encoding: 'utf8' }).trim();
+  if (!out) {
+    return [];
+  }
+  let text = '';
+  for (let i = 0; i < out.length; i++) {
+    const ch = out[i];
+    if (ch === '"') {
+      let j = i + 1;
+      while (out[j] !== '"') {
+        j += out[j] === '\\' ? 2 : 1;
+      }
+      let k = j + 1;
+      while (/\s/.test(out[k] ?? '')) {
+        k++;
+      }
+      if (out[k] === ':') {
+        i = k; // a column name: dropped
+      } else {
+        text += out.slice(i, j + 1);
+        i = j;
+      }
+    } else {
+      text += ch === '{' ? '[' : ch === '}' ? ']' : ch;
+    }
+  }
+  return JSON.parse(text);
+}
+
+describe('the agents view in a browser', () => {
+  let server;
+  let browser;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'inferbox-console-agents-'));
+  const shop = path.join(dir, 'shop.db');
+  execFileSync('sqlite3', [shop, `
+    CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT, price REAL);
+    INSERT INTO items(name, price) VALUES ('apple', 1.5), ('pear', 2.0), ('plum', 0.5), ('fig', 3.25);
+    CREATE TABLE orders(id INTEGER PRIMARY KEY, item_id INTEGER, qty INTEGER);
+    INSERT INTO orders(item_id, qty) VALUES (1, 2), (3, 7);
+  `]);
+  const mcp = `everything=stdio:${process.execPath} ${everything} stdio;allowed-tools=echo,get-sum;timeout-ms=1500`;
+
+  before(async () => {
+    // The tool's schema and grammar need more than the model's trained 512 tokens of context; each
+    // engine step waits a little, so that a run lasts long enough to watch it live and stop it.
+    server = await startServer({
+      model: MODELS.chatml,
+      args: ['--ctx-size', 4096, '--sql-database', `shop=${shop}`, '--mcp-server', mcp],
+      env: { INFERBOX_FAILPOINT_STEP_DELAY_MS: '10' },
+    });
+    browser = await puppeteer.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+    });
+  });
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  // The Agents view, recording console messages, page errors, failed requests and the bodies
+  // of the /v1/responses requests it sends. Only a run the test stops may be aborted.
+  async function openAgents({ stopping = false } = {}) {
+    const page = await browser.newPage();
+    await page.setViewport({ width: 1280, height: 900 });
+    const problems = [];
+    const sent = [];
+    page.on('console', (m) => {
+      if (m.type() === 'error' || m.type() === 'warn' || m.type() === 'warning') {
+        problems.push(`console.${m.type()}: ${m.text()}`);
+      }
+    });
+    page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
+    page.on('request', (r) => {
+      if (r.url().endsWith('/v1/responses') && r.method() === 'POST') {
+        sent.push(JSON.parse(r.postData()));
+      }
+    });
+    page.on('response', async (r) => {
+      if (r.status() >= 400) {
+        problems.push(`HTTP ${r.status()} ${r.request().method()} ${r.url()}: ${(await r.text().catch(() => '')).slice(0, 300)}`);
+      }
+    });
+    page.on('requestfailed', (r) => {
+      if (!(stopping && r.url().endsWith('/v1/responses'))) {
+        problems.push(`requestfailed: ${r.url()} ${r.failure()?.errorText}`);
+      }
+    });
+    await page.goto(`${server.url}/#/agents`, { waitUntil: 'networkidle0' });
+    await page.waitForFunction(() => document.querySelectorAll('#agent-model option').length > 0);
+    return { page, problems, sent };
+  }
+
+  async function fill(page, selector, value) {
+    await page.$eval(selector, (e) => {
+      e.value = '';
+      e.dispatchEvent(new Event('input', { bubbles: true }));
+    });
+    await page.type(selector, String(value));
+  }
+
+  // Every node of the trace as the page shows it.
+  const traceOf = (page) => page.$eval('#agent-trace', (t) => ({
+    status: t.dataset.status,
+    id: t.dataset.responseId,
+    incomplete: t.querySelector('[data-incomplete-reason]')?.dataset.incompleteReason ?? null,
+    inputTokens: t.querySelector('[data-stat="input_tokens"] dd')?.textContent ?? null,
+    nodes: [...t.querySelectorAll('[data-item-type]')].map((n) => ({
+      type: n.dataset.itemType,
+      status: n.dataset.itemStatus,
+      args: n.querySelector('.trace-args')?.dataset.arguments ?? null,
+      output: n.querySelector('.trace-output')?.textContent ?? null,
+      error: n.querySelector('.trace-error')?.textContent ?? null,
+      text: n.querySelector('.message-body')?.textContent ?? null,
+    })),
+  }));
+
+  test('a forced sql run: live trace, the call\'s rows exactly as sqlite3 returns them, then the answer', async () => {
+    const { page, problems, sent } = await openAgents();
+    await page.click('[data-sql-database="shop"]');
+    await page.select('#agent-tool-choice', 'sql');
+    await fill(page, '#agent-max-tool-calls', 1);
+    await fill(page, '#agent-max-output-tokens', 400);
+    await fill(page, '#agent-temperature', 0);
+    await page.type('#agent-input', 'How many items are there?');
+    await page.click('#agent-run');
+
+    // Live: the call is in the trace, done, while the response is still running.
+    await page.waitForSelector('#agent-trace[data-status="in_progress"] [data-item-type="sql_call"][data-item-status="completed"]',
+      { timeout: timeBound(60_000) });
+    await page.waitForSelector('#agent-stop');
+    await page.waitForSelector('#agent-trace:not([data-status="in_progress"])', { timeout: timeBound(90_000) });
+    const trace = await traceOf(page);
+    assert.ok(['completed', 'incomplete'].includes(trace.status), JSON.stringify(trace));
+
+    assert.equal(sent.length, 1);
+    assert.deepEqual(sent[0].tools, [{ type: 'sql', database: 'shop' }]);
+    assert.deepEqual(sent[0].tool_choice, { type: 'sql' });
+    assert.equal(sent[0].max_tool_calls, 1);
+    assert.equal(sent[0].max_output_tokens, 400);
+    assert.equal(sent[0].stream, true);
+    assert.equal(sent[0].store, true);
+
+    const [call, ...rest] = trace.nodes;
+    assert.equal(call.type, 'sql_call', JSON.stringify(trace.nodes));
+    assert.equal(call.status, 'completed');
+    assert.equal(call.error, null);
+    const { query } = JSON.parse(call.args);
+    assert.match(query, /^SELECT .+ FROM (items|orders)\b/);
+    const result = JSON.parse(call.output);
+    assert.deepEqual(result.rows, sqliteRows(shop, query).slice(0, result.rows.length), `rows of ${query}`);
+    if (!result.truncated) {
+      assert.equal(result.rows.length, sqliteRows(shop, query).length);
+    }
+    assert.ok(rest.some((n) => n.type === 'message'), `no answer after the call: ${JSON.stringify(trace.nodes)}`);
+
+    // The trace is the stored Response: the same call and rows, the same end and usage.
+    const stored = await (await fetch(`${server.url}/v1/responses/${trace.id}`)).json();
+    assert.equal(stored.status, trace.status);
+    assert.equal(JSON.parse(stored.output[0].arguments).query, query);
+    assert.deepEqual(JSON.parse(stored.output[0].output), result);
+    assert.equal(trace.incomplete, stored.incomplete_details?.reason ?? null);
+    assert.equal(Number(trace.inputTokens), stored.usage.input_tokens);
+    assert.equal(await page.$('#agent-stop'), null);
+    assert.deepEqual(problems, []);
+    await page.close();
+  });
+
+  test('an MCP tool picked by its checkbox: only it is offered, its output is the server\'s', async () => {
+    const { page, problems, sent } = await openAgents();
+    await page.click('[data-mcp-server="everything"]');
+    await page.click('[data-mcp-tool="get-sum"]');
+    await page.select('#agent-tool-choice', 'mcp:everything:echo');
+    await fill(page, '#agent-max-tool-calls', 1);
+    await fill(page, '#agent-max-output-tokens', 300);
+    await fill(page, '#agent-temperature', 0);
+    await page.type('#agent-input', 'Say something.');
+    await page.click('#agent-run');
+    await page.waitForSelector('#agent-trace:not([data-status="in_progress"])', { timeout: timeBound(90_000) });
+    const trace = await traceOf(page);
+    assert.ok(['completed', 'incomplete'].includes(trace.status), JSON.stringify(trace));
+    assert.deepEqual(sent[0].tools, [{ type: 'mcp', server_label: 'everything', require_approval: 'never', allowed_tools: ['echo'] }]);
+    assert.deepEqual(sent[0].tool_choice, { type: 'mcp', server_label: 'everything', name: 'echo' });
+    const call = trace.nodes[0];
+    assert.equal(call.type, 'mcp_call', JSON.stringify(trace.nodes));
+    assert.equal(call.status, 'completed');
+    const args = JSON.parse(call.args);
+    assert.equal(call.output, `Echo: ${args.message}`);
+    assert.deepEqual(problems, []);
+    await page.close();
+  });
+
+  test('stop ends the run: the trace says cancelled and the server frees the request', async () => {
+    const { page, problems } = await openAgents({ stopping: true });
+    await page.click('[data-sql-database="shop"]');
+    await page.select('#agent-tool-choice', 'required');
+    await page.type('#agent-input', 'Tell me about the items.');
+    await page.click('#agent-run');
+    await page.waitForSelector('#agent-trace[data-status="in_progress"]');
+    await until('the run on the server', async () => {
+      const text = await (await fetch(`${server.url}/metrics`)).text();
+      return Number(text.match(/^num_requests_running\{[^}]*\} (\S+)$/m)?.[1]) >= 1;
+    });
+    await page.click('#agent-stop');
+    await page.waitForSelector('#agent-trace[data-status="cancelled"]');
+    assert.equal(await page.$('#agent-trace [data-item-status="in_progress"]'), null);
+    await until('the running gauge back to 0', async () => {
+      const text = await (await fetch(`${server.url}/metrics`)).text();
+      return Number(text.match(/^num_requests_running\{[^}]*\} (\S+)$/m)?.[1]) === 0;
+    });
+    assert.deepEqual(problems, []);
+    await page.close();
+  });
+});
+
+describe('routed models in the console (a second inferbox as a remote backend)', () => {
+  let remote;
+  let router;
+  let browser;
+  before(async () => {
+    // The remote serves the chat model as "far"; the router serves it as "near" and knows "far"
+    // only through its backend.
+    remote = await startServer({ model: null, args: ['--model', `far=${modelPath(MODELS.chatml)}`] });
+    router = await startServer({
+      model: null,
+      args: ['--model', `near=${modelPath(MODELS.chatml)}`,
+        '--backend', `edge=${remote.url}/v1;models=far;probe-interval-ms=200`],
+    });
+    browser = await puppeteer.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
+  });
+  after(async () => {
+    await browser?.close();
+    await router?.stop();
+    await remote?.stop();
+  });
+
+  test('the picker lists the remote model, the answer says where it ran, the dashboard shows the backend', async () => {
+    const page = await browser.newPage();
+    const problems = [];
+    page.on('console', (m) => ['error', 'warn', 'warning'].includes(m.type()) && problems.push(m.text()));
+    page.on('pageerror', (e) => problems.push(e.message));
+    await page.goto(`${router.url}/#/chat`, { waitUntil: 'networkidle0' });
+    await page.waitForFunction(() => [...document.querySelectorAll('#model option')].some((o) => o.value === 'far'));
+    await page.select('#model', 'far');
+    await page.click('#composer');
+    await page.keyboard.type('Hi');
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('#chat[data-streaming="false"] [data-role="assistant"] [data-stat="where"]', {
+      timeout: timeBound(30_000),
+    });
+    const where = await page.$eval('[data-role="assistant"] [data-stat="where"]', (e) => e.textContent);
+    assert.match(where, /edge: remote/);
+    // The remote's access log has the request: it really ran there.
+    assert.ok(remote.log().includes('path=/v1/chat/completions '), 'the remote never saw the request');
+
+    await page.goto(`${router.url}/#/dashboard`, { waitUntil: 'networkidle0' });
+    const backend = await page.waitForSelector('[data-backend="edge"]');
+    const text = await backend.evaluate((e) => e.textContent);
+    assert.match(text, /closed/); // its circuit: healthy
+    assert.ok(text.includes(remote.url), text);
+    assert.deepEqual(problems, []);
+    await page.close();
   });
 });
