@@ -1,18 +1,23 @@
 #include "cli/profile_commands.h"
 
 #include "cli/output.h"
+#include "engine/kernel_probe.h"
 
 #include "store/gguf.h"
 #include "store/hardware.h"
 #include "store/profiles.h"
+#include "store/roofline.h"
 #include "store/store.h"
 
+#include "llama.h"
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
+#include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
@@ -83,10 +88,135 @@ json hardware_json(const hardware_info &hw) {
 
 namespace {
 
-int run_hardware(bool as_json) {
-    const hardware_info hw = detect_hardware();
+// --- the roofline: measured limits, cached per machine ------------------------------------------
+
+// What a measurement belongs to: the same CPU, ISA and thread count measure the same.
+std::string machine_key(const hardware_info &hw) {
+    std::string isa;
+    for (auto name : isa_feature_names(hw.isa)) {
+        isa += std::string(name) + " ";
+    }
+    return hw.arch + "|" + hw.cpu_model + "|" + isa + "|" + std::to_string(hw.n_threads_effective);
+}
+
+std::optional<std::filesystem::path> roofline_file() {
+    auto root = model_store::default_root();
+    if (!root) {
+        return std::nullopt;
+    }
+    return *root / "roofline.json";
+}
+
+json roofline_json(const machine_roofline &r) {
+    json kernels = json::object();
+    for (const auto &[type, bps] : r.kernel_bytes_per_s) {
+        kernels[type] = bps;
+    }
+    return {{"threads", r.threads}, {"read_bytes_per_s", r.read_bytes_per_s}, {"kernel_bytes_per_s", kernels}};
+}
+
+// The cached measurement of this machine; nullopt when there is none or it is another machine's
+// (or unreadable: a damaged cache is measured again, never trusted).
+std::optional<std::pair<machine_roofline, std::string>> cached_roofline(const hardware_info &hw) {
+    const auto file = roofline_file();
+    if (!file) {
+        return std::nullopt;
+    }
+    std::ifstream in(*file);
+    if (!in) {
+        return std::nullopt;
+    }
+    const json j = json::parse(in, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || j.value("machine", "") != machine_key(hw) ||
+        !j.contains("read_bytes_per_s") || !j["read_bytes_per_s"].is_number()) {
+        return std::nullopt;
+    }
+    machine_roofline r;
+    r.threads          = j.value("threads", 0U);
+    r.read_bytes_per_s = j["read_bytes_per_s"].get<double>();
+    if (j.contains("kernel_bytes_per_s") && j["kernel_bytes_per_s"].is_object()) {
+        for (const auto &[type, v] : j["kernel_bytes_per_s"].items()) {
+            if (v.is_number()) {
+                r.kernel_bytes_per_s[type] = v.get<double>();
+            }
+        }
+    }
+    return std::make_pair(r, j.value("measured_at", std::string()));
+}
+
+// Measures this machine at its effective thread count (a few seconds) and caches the result.
+machine_roofline measure_roofline(const hardware_info &hw) {
+    machine_roofline r;
+    r.threads          = hw.n_threads_effective;
+    r.read_bytes_per_s = measure_read_bandwidth(r.threads).bytes_per_s;
+    // ggml reports each repacked tensor on stderr; the table below says it better.
+    llama_log_set([](ggml_log_level, const char *, void *) {}, nullptr);
+    // The types llama.cpp's quantizer writes for the common file types (Q4_K_M and Q5_K_M fall
+    // back to q5_0/q8_0 for rows not a multiple of 256, and keep f32 norms).
+    static const std::vector<std::string> types = {"f32",  "f16",  "bf16", "q8_0", "q6_k", "q5_k",
+                                                   "q5_0", "q4_k", "q4_0", "q3_k", "q2_k"};
+    for (const auto &k : measure_kernels(static_cast<int>(r.threads), types)) {
+        r.kernel_bytes_per_s[k.type] = k.bytes_per_s;
+    }
+    if (const auto file = roofline_file()) {
+        std::error_code ec;
+        std::filesystem::create_directories(file->parent_path(), ec);
+        const std::time_t now = std::time(nullptr);
+        char              when[32];
+        std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+        json j             = roofline_json(r);
+        j["machine"]       = machine_key(hw);
+        j["measured_at"]   = when;
+        const auto partial = file->string() + ".partial";
+        std::ofstream(partial) << j.dump(2) << "\n";
+        std::filesystem::rename(partial, *file, ec);
+    }
+    return r;
+}
+
+std::string rate_text(double bytes_per_s) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f GB/s", bytes_per_s / 1e9);
+    return buf;
+}
+
+std::string tps_text(double tps) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, tps >= 100 ? "%.0f" : "%.1f", tps);
+    return buf;
+}
+
+json prediction_json(const decode_prediction &p) {
+    return {{"tokens_per_s", p.tokens_per_s},
+            {"bandwidth_limit_tokens_per_s", p.bandwidth_tps},
+            {"kernel_limit_tokens_per_s", p.kernel_tps > 0 ? json(p.kernel_tps) : json(nullptr)},
+            {"bytes_per_token", p.bytes_per_token},
+            {"bound", p.bound},
+            {"unmeasured_types", p.unmeasured}};
+}
+
+int run_hardware(bool as_json, bool measure) {
+    const hardware_info             hw = detect_hardware();
+    std::optional<machine_roofline> roof;
+    std::string                     measured_at;
+    if (measure) {
+        roof = measure_roofline(hw);
+        if (auto c = cached_roofline(hw)) {
+            measured_at = c->second;
+        }
+    } else if (auto c = cached_roofline(hw)) {
+        roof        = c->first;
+        measured_at = c->second;
+    }
     if (as_json) {
-        print_json(hardware_json(hw));
+        json j = hardware_json(hw);
+        if (roof) {
+            j["roofline"]                = roofline_json(*roof);
+            j["roofline"]["measured_at"] = measured_at;
+        } else {
+            j["roofline"] = nullptr;
+        }
+        print_json(j);
         return 0;
     }
     const auto line = [](const char *key, const std::string &value) { std::printf("%-18s%s\n", key, value.c_str()); };
@@ -124,6 +254,17 @@ int run_hardware(bool as_json) {
     for (const auto &g : hw.gpus) {
         line("gpu:", display(g.name) + " (" + g.backend + ", " + format_memory_size(g.free_bytes) + " free of " +
                          format_memory_size(g.total_bytes) + ")");
+    }
+    if (!roof) {
+        line("memory read:", "not measured (inferbox hardware --measure)");
+        return 0;
+    }
+    line("memory read:", rate_text(roof->read_bytes_per_s) + " on " + std::to_string(roof->threads) + " threads" +
+                             (measured_at.empty() ? "" : " (measured " + measured_at + ")"));
+    for (const auto &[type, bps] : roof->kernel_bytes_per_s) {
+        line(("kernel " + type + ":").c_str(),
+             rate_text(bps) + " of weights through the matrix-vector product" +
+                 (bps < roof->read_bytes_per_s ? " (below the memory limit: the kernel binds)" : ""));
     }
     return 0;
 }
@@ -337,6 +478,11 @@ int run_profiles(const profiles_options &o) {
     }
     const pick_goal goal   = o.goal == "throughput" ? pick_goal::throughput : pick_goal::latency;
     auto            picked = pick_profile(set, goal);
+    // The single-stream decode rate the measured roofline predicts (none before a measurement).
+    std::optional<decode_prediction> predicted;
+    if (const auto roof = cached_roofline(hw)) {
+        predicted = predict_decode(*info, roof->first);
+    }
 
     if (o.json) {
         json profiles = json::array();
@@ -360,7 +506,8 @@ int run_profiles(const profiles_options &o) {
                  {"goal", o.goal},
                  {"profiles", std::move(profiles)},
                  {"pick", std::move(pick)},
-                 {"pick_error", picked ? json(nullptr) : json(picked.err().message)}});
+                 {"pick_error", picked ? json(nullptr) : json(picked.err().message)},
+                 {"decode_prediction", predicted ? prediction_json(*predicted) : json(nullptr)}});
         return 0;
     }
 
@@ -387,6 +534,15 @@ int run_profiles(const profiles_options &o) {
                          std::to_string(s.n_gpu_layers), format_memory_size(p.memory.total()), status_text(p)});
     }
     print_table(table);
+    if (predicted) {
+        std::printf("decode, 1 stream, short context (predicted from `inferbox hardware --measure`): %s tokens/s "
+                    "(memory limit %s, kernel limit %s; %s bound; %s of weights a token)\n",
+                    tps_text(predicted->tokens_per_s).c_str(), tps_text(predicted->bandwidth_tps).c_str(),
+                    predicted->kernel_tps > 0 ? tps_text(predicted->kernel_tps).c_str() : "-", predicted->bound.c_str(),
+                    format_memory_size(predicted->bytes_per_token).c_str());
+    } else {
+        std::printf("decode prediction: run `inferbox hardware --measure` once to measure this machine's limits\n");
+    }
     for (const auto &n : m.notes) {
         std::printf("note: %s\n", n.c_str());
     }
@@ -436,9 +592,14 @@ void add_profile_commands(CLI::App &app, std::function<int()> &action) {
     cmd->callback([&action, po] { action = [po] { return run_profiles(*po); }; });
 
     auto as_json = std::make_shared<bool>(false);
+    auto measure = std::make_shared<bool>(false);
     auto hw      = app.add_subcommand("hardware", "print the detected hardware (CPU, cores, caches, memory, limits)");
     hw->add_flag("--json", *as_json, "print JSON");
-    hw->callback([&action, as_json] { action = [as_json] { return run_hardware(*as_json); }; });
+    hw->add_flag("--measure", *measure,
+                 "measure memory read bandwidth and each weight type's kernel throughput (seconds) and cache them; "
+                 "`profiles` predicts decode speed from them");
+    hw->callback(
+        [&action, as_json, measure] { action = [as_json, measure] { return run_hardware(*as_json, *measure); }; });
 }
 
 kv_cache_type to_cache_type(kv_precision p) {

@@ -303,8 +303,11 @@ describe('a burst of costly prompts, one prompt per step (stories260K.gguf, --pa
       .map((m) => m[2].split(' ').map((e) => Number(e.split(':')[1])));
     const whole = batches.filter((b) => b.some((n) => n >= 40));
     assert.equal(whole.length, prompts.length, `expected one prompt batch per prompt, got ${JSON.stringify(batches)}`);
+    // A step may also finish the short tail of a prompt that an earlier step chunked (when a
+    // stream was already decoding, --prefill-chunk cuts prompts at 256): that tail is under the
+    // 1 ms mark. What must never happen is two costly prompt pieces in one step.
     for (const b of whole) {
-      assert.equal(b.length, 1, `a prompt batch held several prompts: ${JSON.stringify(b)}`);
+      assert.equal(b.filter((n) => n >= 40).length, 1, `a prompt batch held several prompts: ${JSON.stringify(b)}`);
     }
     for (let i = 0; i < prompts.length; i++) {
       const alone = await complete(req(prompts[i]));

@@ -96,6 +96,49 @@ describe('inferbox hardware', () => {
   });
 });
 
+describe('inferbox hardware --measure and the decode prediction', () => {
+  test('measures the roofline, caches it for this machine only, and profiles predicts from it', () => {
+    const model = modelPath(MODELS.plain);
+    assert.equal(JSON.parse(ok(['hardware', '--json'])).roofline, null, 'a fresh cache has no measurement');
+    assert.match(ok(['hardware']), /^memory read:\s+not measured \(inferbox hardware --measure\)$/m);
+    assert.match(ok(['profiles', '--model', model]), /^decode prediction: run `inferbox hardware --measure` once/m);
+
+    const measured = JSON.parse(ok(['hardware', '--measure', '--json']));
+    const r = measured.roofline;
+    assert.equal(r.threads, measured.effective_threads);
+    assert.ok(r.read_bytes_per_s > 1e8, `read ${r.read_bytes_per_s} B/s`);
+    for (const t of ['f32', 'f16', 'q8_0', 'q6_k', 'q5_0', 'q4_k', 'q4_0']) {
+      assert.ok(r.kernel_bytes_per_s[t] > 1e7, `kernel ${t}: ${r.kernel_bytes_per_s[t]}`);
+    }
+    assert.match(r.measured_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+    // Cached: the same figures without measuring again.
+    assert.deepEqual(JSON.parse(ok(['hardware', '--json'])).roofline, r);
+    assert.match(ok(['hardware']), /^memory read:\s+\d+\.\d GB\/s on \d+ threads \(measured /m);
+
+    // The prediction is the roofline's arithmetic over the model's weights.
+    const p = JSON.parse(ok(['profiles', '--model', model, '--json'])).decode_prediction;
+    assert.ok(p, 'no decode_prediction after a measurement');
+    assert.ok(p.bytes_per_token > 0 && p.bytes_per_token <= fs.statSync(model).size, `${p.bytes_per_token} bytes`);
+    const close = (a, b) => Math.abs(a - b) <= 1e-9 * Math.max(Math.abs(a), Math.abs(b));
+    assert.ok(close(p.bandwidth_limit_tokens_per_s, r.read_bytes_per_s / p.bytes_per_token),
+      `${p.bandwidth_limit_tokens_per_s} vs ${r.read_bytes_per_s / p.bytes_per_token}`);
+    assert.deepEqual(p.unmeasured_types, []); // the tiny model is f32 (and f32 was measured)
+    assert.ok(p.kernel_limit_tokens_per_s > 0);
+    assert.ok(p.tokens_per_s <= Math.min(p.bandwidth_limit_tokens_per_s, p.kernel_limit_tokens_per_s) * (1 + 1e-9));
+    assert.ok(['bandwidth', 'kernel', 'mixed'].includes(p.bound));
+    assert.match(ok(['profiles', '--model', model]), /^decode, 1 stream, short context \(predicted from `inferbox hardware --measure`\): [\d.]+ tokens\/s/m);
+
+    // Another machine's measurement (another CPU, or another thread count) is never used.
+    const file = path.join(cache, 'roofline.json');
+    const saved = JSON.parse(fs.readFileSync(file, 'utf8'));
+    fs.writeFileSync(file, JSON.stringify({ ...saved, machine: `${saved.machine}-elsewhere` }));
+    assert.equal(JSON.parse(ok(['hardware', '--json'])).roofline, null);
+    assert.equal(JSON.parse(ok(['profiles', '--model', model, '--json'])).decode_prediction, null);
+    fs.writeFileSync(file, '{ damaged');
+    assert.equal(JSON.parse(ok(['hardware', '--json'])).roofline, null);
+  });
+});
+
 describe('inferbox profiles', () => {
   test('--json on stories260K: shapes, a runnable profile, a pick', () => {
     const file = modelPath(MODELS.plain);

@@ -1,0 +1,144 @@
+#include "store/roofline.h"
+
+#include <algorithm>
+#include <atomic>
+#include <barrier>
+#include <memory>
+#include <thread>
+#include <vector>
+
+namespace inferbox {
+
+namespace {
+
+std::string lower(std::string_view s) {
+    std::string out(s);
+    for (auto &c : out) {
+        if (c >= 'A' && c <= 'Z') {
+            c = static_cast<char>(c - 'A' + 'a');
+        }
+    }
+    return out;
+}
+
+// Sums a slice with four independent accumulators (so the adds never wait on each other and the
+// loop stays bound by the loads). The result is kept so the compiler cannot drop the reads.
+uint64_t sum_slice(const uint64_t *p, size_t n) {
+    uint64_t a = 0;
+    uint64_t b = 0;
+    uint64_t c = 0;
+    uint64_t d = 0;
+    size_t   i = 0;
+    for (; i + 4 <= n; i += 4) {
+        a += p[i];
+        b += p[i + 1];
+        c += p[i + 2];
+        d += p[i + 3];
+    }
+    for (; i < n; ++i) {
+        a += p[i];
+    }
+    return a ^ b ^ c ^ d;
+}
+
+} // namespace
+
+bandwidth_measurement measure_read_bandwidth(uint32_t threads, uint64_t buffer_bytes,
+                                             std::chrono::milliseconds window) {
+    threads            = std::max<uint32_t>(1, std::min<uint32_t>(threads, 1024));
+    buffer_bytes       = std::max<uint64_t>(buffer_bytes, uint64_t{1} << 20);
+    const size_t words = buffer_bytes / sizeof(uint64_t);
+    const size_t slice = words / threads;
+    auto         buf   = std::make_unique<uint64_t[]>(words); // zeroed here; each thread rewrites its slice
+
+    std::atomic<bool>        stop{false};
+    std::atomic<uint64_t>    passes{0};
+    std::atomic<uint64_t>    sink{0};
+    std::barrier             ready(static_cast<std::ptrdiff_t>(threads) + 1);
+    std::vector<std::thread> pool;
+    pool.reserve(threads);
+    for (uint32_t t = 0; t < threads; ++t) {
+        pool.emplace_back([&, t] {
+            uint64_t *p = buf.get() + t * slice;
+            for (size_t i = 0; i < slice; ++i) {
+                p[i] = i * 0x9E3779B97F4A7C15ULL + t; // first touch by its reader
+            }
+            uint64_t acc = sum_slice(p, slice); // warm-up pass
+            ready.arrive_and_wait();
+            uint64_t mine = 0;
+            while (!stop.load(std::memory_order_relaxed)) {
+                acc += sum_slice(p, slice);
+                ++mine;
+            }
+            passes.fetch_add(mine);
+            sink.fetch_xor(acc);
+        });
+    }
+    ready.arrive_and_wait();
+    const auto start = std::chrono::steady_clock::now();
+    std::this_thread::sleep_for(window);
+    stop.store(true);
+    for (auto &th : pool) {
+        th.join();
+    }
+    // The last pass of each thread finished after the stop: the window ends when the last one does.
+    const double          seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    bandwidth_measurement out;
+    out.threads      = threads;
+    out.buffer_bytes = static_cast<uint64_t>(slice) * threads * sizeof(uint64_t);
+    out.seconds      = seconds;
+    out.bytes_per_s =
+        seconds > 0 ? static_cast<double>(passes.load()) * static_cast<double>(slice) * sizeof(uint64_t) / seconds : 0;
+    return out;
+}
+
+std::optional<decode_prediction> predict_decode(const gguf_info &model, const machine_roofline &m) {
+    if (m.read_bytes_per_s <= 0) {
+        return std::nullopt;
+    }
+    // With a separate output matrix the token-embedding table is only looked up (one row a token);
+    // with tied embeddings it is also the output matrix, read whole.
+    const bool                      has_output = std::any_of(model.tensors.begin(), model.tensors.end(),
+                                                             [](const gguf_tensor_info &t) { return t.name == "output.weight"; });
+    std::map<std::string, uint64_t> bytes_by_type;
+    for (const auto &t : model.tensors) {
+        if (t.name == "token_embd.weight" && has_output) {
+            continue;
+        }
+        const auto traits = ggml_type_traits_of(t.type);
+        bytes_by_type[traits ? lower(traits->name) : "type" + std::to_string(t.type)] += t.n_bytes;
+    }
+    decode_prediction p;
+    double            t_roof             = 0;
+    double            t_bw               = 0;
+    double            t_kern             = 0;
+    bool              all_measured       = true;
+    uint64_t          kernel_bound_bytes = 0;
+    for (const auto &[type, bytes] : bytes_by_type) {
+        p.bytes_per_token += bytes;
+        const double b = static_cast<double>(bytes);
+        t_bw += b / m.read_bytes_per_s;
+        const auto k = m.kernel_bytes_per_s.find(type);
+        if (k == m.kernel_bytes_per_s.end() || k->second <= 0) {
+            all_measured = false;
+            p.unmeasured.push_back(type);
+            t_roof += b / m.read_bytes_per_s;
+            continue;
+        }
+        t_kern += b / k->second;
+        t_roof += b / std::min(m.read_bytes_per_s, k->second);
+        if (k->second < m.read_bytes_per_s) {
+            kernel_bound_bytes += bytes;
+        }
+    }
+    if (p.bytes_per_token == 0) {
+        return std::nullopt;
+    }
+    p.tokens_per_s  = 1.0 / t_roof;
+    p.bandwidth_tps = 1.0 / t_bw;
+    p.kernel_tps    = all_measured && t_kern > 0 ? 1.0 / t_kern : 0;
+    p.bound = kernel_bound_bytes == 0 ? "bandwidth" : kernel_bound_bytes == p.bytes_per_token ? "kernel" : "mixed";
+    return p;
+}
+
+} // namespace inferbox
