@@ -9,6 +9,7 @@
 #include "console/assets.h"
 
 #include <charconv>
+#include <optional>
 
 namespace inferbox {
 
@@ -23,34 +24,65 @@ constexpr const char *console_csp = "default-src 'self'; script-src 'self'; styl
                                     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
                                     "frame-ancestors 'none'; form-action 'self'";
 
-// Whether an Accept-Encoding header allows gzip (a "gzip;q=0" refuses it).
+// Whether an Accept-Encoding header allows gzip: an explicit "gzip" entry decides (q=0 refuses
+// it), else "*" does; none of them: no. Parameter names and codings are case-insensitive.
 bool accepts_gzip(std::string_view accept) {
-    size_t pos = 0;
+    std::optional<bool> gzip;
+    std::optional<bool> any;
+    size_t              pos = 0;
     while (pos < accept.size()) {
-        auto end  = accept.find(',', pos);
-        auto item = accept.substr(pos, end == std::string_view::npos ? std::string_view::npos : end - pos);
-        pos       = end == std::string_view::npos ? accept.size() : end + 1;
+        const auto end  = accept.find(',', pos);
+        auto       item = accept.substr(pos, end == std::string_view::npos ? std::string_view::npos : end - pos);
+        pos             = end == std::string_view::npos ? accept.size() : end + 1;
+        const auto trim = [](std::string_view v) {
+            while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) {
+                v.remove_prefix(1);
+            }
+            while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) {
+                v.remove_suffix(1);
+            }
+            return v;
+        };
+        const auto semi   = item.find(';');
+        const auto coding = trim(item.substr(0, semi));
+        bool       wanted = true;
+        for (auto rest = semi == std::string_view::npos ? std::string_view() : item.substr(semi + 1); !rest.empty();) {
+            const auto next  = rest.find(';');
+            const auto param = trim(rest.substr(0, next));
+            rest             = next == std::string_view::npos ? std::string_view() : rest.substr(next + 1);
+            if (param.size() >= 2 && (param[0] == 'q' || param[0] == 'Q') && param[1] == '=') {
+                // q=0, q=0.0, q=0.000: refused; any other weight accepts.
+                wanted = param.substr(2).find_first_not_of("0.") != std::string_view::npos;
+            }
+        }
+        if (boost::beast::iequals(coding, "gzip")) {
+            gzip = wanted;
+        } else if (coding == "*") {
+            any = wanted;
+        }
+    }
+    return gzip.value_or(any.value_or(false));
+}
+
+// Whether an If-None-Match list holds `etag` (weak comparison: a W/ prefix is ignored).
+bool if_none_match_lists(std::string_view list, std::string_view etag) {
+    size_t pos = 0;
+    while (pos < list.size()) {
+        const auto end  = list.find(',', pos);
+        auto       item = list.substr(pos, end == std::string_view::npos ? std::string_view::npos : end - pos);
+        pos             = end == std::string_view::npos ? list.size() : end + 1;
         while (!item.empty() && item.front() == ' ') {
             item.remove_prefix(1);
         }
-        const auto semi  = item.find(';');
-        auto       token = item.substr(0, semi);
-        while (!token.empty() && token.back() == ' ') {
-            token.remove_suffix(1);
+        while (!item.empty() && item.back() == ' ') {
+            item.remove_suffix(1);
         }
-        if (!boost::beast::iequals(token, "gzip") && token != "*") {
-            continue;
+        if (item.substr(0, 2) == "W/") {
+            item.remove_prefix(2);
         }
-        if (semi == std::string_view::npos) {
+        if (item == etag) {
             return true;
         }
-        const auto q = item.find("q=", semi);
-        if (q == std::string_view::npos) {
-            return true;
-        }
-        auto qv = item.substr(q + 2);
-        // q=0, q=0.0, q=0.000: refused; anything else accepted.
-        return qv.find_first_not_of("0. ") != std::string_view::npos && qv.front() != ' ';
     }
     return false;
 }
@@ -73,9 +105,16 @@ void serve_asset(http_exchange &ex, std::string_view path, bool enabled) {
                                 "", "not_found"});
         return;
     }
+    // The encoding is chosen first: each encoding is a representation of its own, with its own
+    // strong validator (a cache must never revalidate the gzip bytes for a client without gzip).
+    const bool  gz   = !found->gzip.empty() && accepts_gzip(ex.request()[http::field::accept_encoding]);
+    std::string etag = std::string(found->etag);
+    if (gz && etag.size() >= 2 && etag.back() == '"') {
+        etag.insert(etag.size() - 1, "-gzip");
+    }
     header_list headers = {
         {"Cache-Control", found->immutable ? "public, max-age=31536000, immutable" : "no-cache"},
-        {"ETag", std::string(found->etag)},
+        {"ETag", etag},
         {"Vary", "Accept-Encoding"},
         {"X-Content-Type-Options", "nosniff"},
         {"Referrer-Policy", "no-referrer"},
@@ -83,11 +122,10 @@ void serve_asset(http_exchange &ex, std::string_view path, bool enabled) {
         {"X-Frame-Options", "DENY"},
     };
     const auto inm = ex.request()[http::field::if_none_match];
-    if (!inm.empty() && inm.find(found->etag) != std::string_view::npos) {
+    if (!inm.empty() && (inm == "*" || if_none_match_lists(inm, etag))) {
         ex.respond(http::status::not_modified, "", std::string(found->content_type), headers);
         return;
     }
-    const bool gz = !found->gzip.empty() && accepts_gzip(ex.request()[http::field::accept_encoding]);
     if (gz) {
         headers.emplace_back("Content-Encoding", "gzip");
     }

@@ -115,12 +115,20 @@ class session final : public http_exchange, public std::enable_shared_from_this<
             res.set(k, v);
         }
         for (const auto &[k, v] : headers) {
-            res.set(k, v);
+            // Vary lists accumulate (CORS adds Origin, a handler Accept-Encoding); others replace.
+            if (boost::beast::iequals(k, "Vary") && res.find(http::field::vary) != res.end()) {
+                res.set(http::field::vary, std::string(res[http::field::vary]) + ", " + v);
+            } else {
+                res.set(k, v);
+            }
         }
         status_ = static_cast<unsigned>(status);
         res.keep_alive(keep_alive_);
         res.body() = std::move(body);
         res.prepare_payload();
+        if (status == http::status::not_modified || status == http::status::no_content) {
+            res.erase(http::field::content_length); // neither has a body nor a length (RFC 9110 8.6)
+        }
         if (req_.method() == http::verb::head) {
             res.body().clear(); // the headers (Content-Length included) of the GET answer, no body
         }

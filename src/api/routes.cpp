@@ -76,7 +76,11 @@ void api_router::set_models(std::shared_ptr<served_models> host, std::vector<hos
         host_ = std::move(host);
         info_ = std::move(info);
     }
-    timeline_.start([sources] { return sources; }, std::chrono::seconds(1));
+    if (sources.empty()) {
+        timeline_.stop(); // no models (shutdown): nothing to sample
+    } else {
+        timeline_.start([sources] { return sources; }, std::chrono::seconds(1));
+    }
 }
 
 void api_router::set_ready() {

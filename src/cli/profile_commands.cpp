@@ -23,6 +23,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 namespace inferbox {
 
 namespace {
@@ -127,25 +129,29 @@ std::optional<std::pair<machine_roofline, std::string>> cached_roofline(const ha
         return std::nullopt;
     }
     const json j = json::parse(in, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || j.value("machine", "") != machine_key(hw) ||
-        !j.contains("read_bytes_per_s") || !j["read_bytes_per_s"].is_number()) {
+    // Every field is checked for its type before it is read: a damaged file is ignored.
+    const auto field = [&j](const char *key) { return j.is_object() && j.contains(key) ? j[key] : json(); };
+    if (!field("machine").is_string() || field("machine").get<std::string>() != machine_key(hw) ||
+        !field("read_bytes_per_s").is_number() || !field("threads").is_number_unsigned()) {
         return std::nullopt;
     }
     machine_roofline r;
-    r.threads          = j.value("threads", 0U);
-    r.read_bytes_per_s = j["read_bytes_per_s"].get<double>();
-    if (j.contains("kernel_bytes_per_s") && j["kernel_bytes_per_s"].is_object()) {
-        for (const auto &[type, v] : j["kernel_bytes_per_s"].items()) {
+    r.threads          = field("threads").get<uint32_t>();
+    r.read_bytes_per_s = field("read_bytes_per_s").get<double>();
+    if (const json kernels = field("kernel_bytes_per_s"); kernels.is_object()) {
+        for (const auto &[type, v] : kernels.items()) {
             if (v.is_number()) {
                 r.kernel_bytes_per_s[type] = v.get<double>();
             }
         }
     }
-    return std::make_pair(r, j.value("measured_at", std::string()));
+    const json when = field("measured_at");
+    return std::make_pair(r, when.is_string() ? when.get<std::string>() : std::string());
 }
 
-// Measures this machine at its effective thread count (a few seconds) and caches the result.
-machine_roofline measure_roofline(const hardware_info &hw) {
+// Measures this machine at its effective thread count (a few seconds) and caches the result;
+// `measured_at` gets the time. A cache that cannot be written is reported, not fatal.
+machine_roofline measure_roofline(const hardware_info &hw, std::string &measured_at) {
     machine_roofline r;
     r.threads          = hw.n_threads_effective;
     r.read_bytes_per_s = measure_read_bandwidth(r.threads).bytes_per_s;
@@ -158,18 +164,36 @@ machine_roofline measure_roofline(const hardware_info &hw) {
     for (const auto &k : measure_kernels(static_cast<int>(r.threads), types)) {
         r.kernel_bytes_per_s[k.type] = k.bytes_per_s;
     }
-    if (const auto file = roofline_file()) {
-        std::error_code ec;
-        std::filesystem::create_directories(file->parent_path(), ec);
-        const std::time_t now = std::time(nullptr);
-        char              when[32];
-        std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-        json j             = roofline_json(r);
-        j["machine"]       = machine_key(hw);
-        j["measured_at"]   = when;
-        const auto partial = file->string() + ".partial";
-        std::ofstream(partial) << j.dump(2) << "\n";
+    const std::time_t now = std::time(nullptr);
+    char              when[32];
+    std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+    measured_at     = when;
+    const auto file = roofline_file();
+    if (!file) {
+        std::fprintf(stderr, "inferbox hardware: no cache folder (set INFERBOX_CACHE or HOME): not saved\n");
+        return r;
+    }
+    json j           = roofline_json(r);
+    j["machine"]     = machine_key(hw);
+    j["measured_at"] = measured_at;
+    // Written whole beside the cache, then renamed over it: a reader never sees half a file, and a
+    // failed write leaves the previous measurement in place.
+    std::error_code ec;
+    std::filesystem::create_directories(file->parent_path(), ec);
+    const auto partial = file->string() + ".partial." + std::to_string(::getpid());
+    bool       written = false;
+    {
+        std::ofstream out(partial);
+        out << j.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
+        out.close();
+        written = !out.fail();
+    }
+    if (written) {
         std::filesystem::rename(partial, *file, ec);
+    }
+    if (!written || ec) {
+        std::filesystem::remove(partial, ec);
+        std::fprintf(stderr, "inferbox hardware: could not save the measurement in %s\n", file->string().c_str());
     }
     return r;
 }
@@ -200,10 +224,7 @@ int run_hardware(bool as_json, bool measure) {
     std::optional<machine_roofline> roof;
     std::string                     measured_at;
     if (measure) {
-        roof = measure_roofline(hw);
-        if (auto c = cached_roofline(hw)) {
-            measured_at = c->second;
-        }
+        roof = measure_roofline(hw, measured_at);
     } else if (auto c = cached_roofline(hw)) {
         roof        = c->first;
         measured_at = c->second;

@@ -321,7 +321,7 @@ result<std::shared_ptr<conversation_store>> open_conversation_store(const serve_
         return dir.err();
     }
     conversation_limits limits;
-    limits.max_bytes_per_owner = static_cast<int64_t>(*max);
+    limits.max_bytes_per_owner = static_cast<int64_t>(std::min<uint64_t>(*max, uint64_t{1} << 50));
     limits.max_bytes           = std::min<int64_t>(limits.max_bytes, limits.max_bytes_per_owner);
     const auto file            = *dir / "console.sqlite3";
     auto       store           = conversation_store::open(file, limits);
@@ -579,7 +579,7 @@ int run_serve(const serve_options &given) {
     } else {
         cfg.conversations = std::move(*store);
     }
-    cfg.hardware_json = hardware_json(detect_hardware()).dump();
+    cfg.hardware_json = hardware_json(detect_hardware()).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     for (const auto &text : opts.sql_databases) {
         auto spec = parse_sql_database_spec(text);
         if (!spec) {

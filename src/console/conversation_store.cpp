@@ -230,35 +230,19 @@ result<json> conversation_store::update(const std::string &owner, const std::str
     if (!body.is_object()) {
         return error::invalid("the body must be a JSON object");
     }
-    auto current = get(owner, id);
-    if (!current) {
-        return error{error_kind::not_found, "no conversation '" + id + "'", "id", "conversation_not_found"};
-    }
-    json doc = json::object();
-    for (const char *k : {"title", "model", "settings", "messages"}) {
-        doc[k] = (*current)[k];
-    }
+    // Checked here against an empty document; merged into the stored one inside write()'s
+    // transaction, so that two partial updates (a rename, a save) never undo each other.
+    json checked = json::object();
     for (const auto &[key, value] : body.items()) {
-        if (auto err = take_field(key, value, doc, limits_)) {
+        if (auto err = take_field(key, value, checked, limits_)) {
             return *err;
         }
     }
-    if (doc.value("title", std::string()).empty()) {
-        doc["title"] = default_title(doc);
-    }
-    return write(owner, id, (*current)["created_at"].get<int64_t>(), std::move(doc), false);
+    return write(owner, id, 0, std::move(checked), false);
 }
 
 result<json> conversation_store::write(const std::string &owner, const std::string &id, int64_t created, json doc,
                                        bool is_new) {
-    const std::string text  = doc.dump(-1, ' ', false, json::error_handler_t::replace);
-    const auto        bytes = static_cast<int64_t>(text.size());
-    if (bytes > limits_.max_bytes) {
-        return error{error_kind::payload_too_large,
-                     "the conversation is " + std::to_string(bytes) + " bytes; one conversation holds at most " +
-                         std::to_string(limits_.max_bytes) + " bytes",
-                     "messages", "conversation_too_large"};
-    }
     std::lock_guard lock(mu_);
     if (!exec(db_, "BEGIN IMMEDIATE")) {
         return internal(sqlite3_errmsg(db_));
@@ -267,17 +251,43 @@ result<json> conversation_store::write(const std::string &owner, const std::stri
         exec(db_, "ROLLBACK");
         return e;
     };
-    if (!is_new) { // deleted since update() read it: it stays deleted
-        statement st(db_, "SELECT 1 FROM conversations WHERE owner = ? AND id = ?");
+    if (!is_new) { // an update: `doc` holds the changed fields; the rest comes from the stored row
+        statement st(db_, "SELECT created, doc FROM conversations WHERE owner = ? AND id = ?");
         st.bind(1, owner);
         st.bind(2, id);
         if (!st.ok() || st.step() != SQLITE_ROW) {
-            return rollback(
-                error{error_kind::not_found, "no conversation '" + id + "'", "id", "conversation_not_found"});
+            return rollback(error{error_kind::not_found, "no conversation '" + id.substr(0, 200) + "'", "id",
+                                  "conversation_not_found"});
+        }
+        created     = st.integer(0);
+        json stored = json::parse(st.text(1), nullptr, false);
+        if (!stored.is_object()) {
+            stored = json::object();
+        }
+        for (auto &[key, value] : doc.items()) {
+            stored[key] = std::move(value);
+        }
+        doc = std::move(stored);
+        if (!doc.contains("messages") || !doc["messages"].is_array()) {
+            doc["messages"] = json::array();
+        }
+        if (doc.value("title", std::string()).empty()) {
+            doc["title"] = default_title(doc);
         }
     }
-    int64_t count = 0;
-    int64_t total = 0;
+    const std::string text   = doc.dump(-1, ' ', false, json::error_handler_t::replace);
+    const std::string search = search_text(doc);
+    if (static_cast<int64_t>(text.size()) > limits_.max_bytes) {
+        return rollback(error{error_kind::payload_too_large,
+                              "the conversation is " + std::to_string(text.size()) +
+                                  " bytes; one conversation holds at most " + std::to_string(limits_.max_bytes) +
+                                  " bytes",
+                              "messages", "conversation_too_large"});
+    }
+    // What the row holds on disk: the document and its search text.
+    const auto bytes = static_cast<int64_t>(text.size() + search.size());
+    int64_t    count = 0;
+    int64_t    total = 0;
     {
         statement st(db_, "SELECT count(*), coalesce(sum(bytes), 0) FROM conversations WHERE owner = ? AND id <> ?");
         st.bind(1, owner);
@@ -315,7 +325,7 @@ result<json> conversation_store::write(const std::string &owner, const std::stri
     st.bind(7, static_cast<int64_t>(doc["messages"].size()));
     st.bind(8, bytes);
     st.bind(9, text);
-    st.bind(10, search_text(doc));
+    st.bind(10, search);
     if (st.step() != SQLITE_DONE || !exec(db_, "COMMIT")) {
         return rollback(internal(sqlite3_errmsg(db_)));
     }

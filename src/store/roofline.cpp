@@ -4,6 +4,7 @@
 #include <atomic>
 #include <barrier>
 #include <memory>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -49,7 +50,8 @@ bandwidth_measurement measure_read_bandwidth(uint32_t threads, uint64_t buffer_b
     buffer_bytes       = std::max<uint64_t>(buffer_bytes, uint64_t{1} << 20);
     const size_t words = buffer_bytes / sizeof(uint64_t);
     const size_t slice = words / threads;
-    auto         buf   = std::make_unique<uint64_t[]>(words); // zeroed here; each thread rewrites its slice
+    // Not zeroed here: each thread writes its own slice first, so its pages are placed near it.
+    auto buf = std::make_unique_for_overwrite<uint64_t[]>(words);
 
     std::atomic<bool>        stop{false};
     std::atomic<uint64_t>    passes{0};
@@ -57,22 +59,39 @@ bandwidth_measurement measure_read_bandwidth(uint32_t threads, uint64_t buffer_b
     std::barrier             ready(static_cast<std::ptrdiff_t>(threads) + 1);
     std::vector<std::thread> pool;
     pool.reserve(threads);
+    uint32_t started = 0;
     for (uint32_t t = 0; t < threads; ++t) {
-        pool.emplace_back([&, t] {
-            uint64_t *p = buf.get() + t * slice;
-            for (size_t i = 0; i < slice; ++i) {
-                p[i] = i * 0x9E3779B97F4A7C15ULL + t; // first touch by its reader
-            }
-            uint64_t acc = sum_slice(p, slice); // warm-up pass
-            ready.arrive_and_wait();
-            uint64_t mine = 0;
-            while (!stop.load(std::memory_order_relaxed)) {
-                acc += sum_slice(p, slice);
-                ++mine;
-            }
-            passes.fetch_add(mine);
-            sink.fetch_xor(acc);
-        });
+        try {
+            pool.emplace_back([&, t] {
+                uint64_t *p = buf.get() + t * slice;
+                for (size_t i = 0; i < slice; ++i) {
+                    p[i] = i * 0x9E3779B97F4A7C15ULL + t; // first touch by its reader
+                }
+                uint64_t acc = sum_slice(p, slice); // warm-up pass
+                ready.arrive_and_wait();
+                uint64_t mine = 0;
+                while (!stop.load(std::memory_order_relaxed)) {
+                    acc += sum_slice(p, slice);
+                    ++mine;
+                }
+                passes.fetch_add(mine);
+                sink.fetch_xor(acc);
+            });
+            ++started;
+        } catch (const std::system_error &) {
+            break; // no thread for this slice (a pids limit): the ones started finish, then it fails
+        }
+    }
+    if (started < threads) {
+        stop.store(true);
+        for (uint32_t t = started; t < threads; ++t) {
+            ready.arrive_and_drop(); // stand in for the threads that never started
+        }
+        ready.arrive_and_wait();
+        for (auto &th : pool) {
+            th.join();
+        }
+        return {0, started, 0, 0};
     }
     ready.arrive_and_wait();
     const auto start = std::chrono::steady_clock::now();

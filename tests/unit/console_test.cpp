@@ -87,6 +87,24 @@ TEST_F(Conversations, list_searches_titles_and_messages_newest_first) {
     EXPECT_FALSE(store->list("alice", std::string(201, 'q'), 10).ok());
 }
 
+TEST_F(Conversations, partial_updates_merge_with_the_stored_row_not_a_stale_copy) {
+    auto store = open();
+    auto made  = store->create("alice", {{"title", "first"}, {"messages", chat("a", "b")}});
+    ASSERT_TRUE(made.ok());
+    const auto id = (*made)["id"].get<std::string>();
+    // A rename and a save from two tabs, one after the other: each keeps the other's change.
+    ASSERT_TRUE(store->update("alice", id, {{"title", "renamed"}}).ok());
+    ASSERT_TRUE(store->update("alice", id, {{"messages", chat("c", "d")}}).ok());
+    auto got = store->get("alice", id);
+    ASSERT_TRUE(got.has_value());
+    EXPECT_EQ((*got)["title"], "renamed");
+    EXPECT_EQ((*got)["messages"][0]["content"], "c");
+    EXPECT_EQ((*got)["created_at"], (*made)["created_at"]);
+    // Bad fields are refused before anything is read or written.
+    EXPECT_EQ(store->update("alice", id, {{"title", 7}}).err().param, "title");
+    EXPECT_EQ(store->update("alice", "conv_missing", {{"title", "x"}}).err().kind, error_kind::not_found);
+}
+
 TEST_F(Conversations, bad_documents_are_refused_naming_the_field) {
     auto       store   = open();
     const auto refused = [&](const json &body, const std::string &param) {
@@ -113,7 +131,7 @@ TEST_F(Conversations, size_and_count_bounds_refuse_with_their_limit) {
     lim.max_bytes           = 2000;
     lim.max_messages        = 3;
     lim.max_per_owner       = 2;
-    lim.max_bytes_per_owner = 3000;
+    lim.max_bytes_per_owner = 6000; // a row counts its document and its search text (~2x the text)
     auto store              = open(lim);
     auto big                = store->create("alice", {{"messages", chat(std::string(2100, 'x'), "y")}});
     ASSERT_FALSE(big.ok());
@@ -129,7 +147,7 @@ TEST_F(Conversations, size_and_count_bounds_refuse_with_their_limit) {
     auto first = store->create("alice", {{"messages", chat(std::string(1500, 'a'), "y")}});
     ASSERT_TRUE(first.ok());
     auto second = store->create("alice", {{"messages", chat(std::string(1600, 'b'), "y")}});
-    ASSERT_FALSE(second.ok()); // 1.5k + 1.6k over the owner's 3k
+    ASSERT_FALSE(second.ok()); // ~3.2k + ~3.4k over the owner's 6k
     EXPECT_EQ(second.err().code, "conversation_storage_full");
     ASSERT_TRUE(store->create("alice", {{"title", "small"}}).ok());
     EXPECT_EQ(store->create("alice", {{"title", "third"}}).err().code, "too_many_conversations");

@@ -101,10 +101,19 @@ describe('the console is served by the binary', () => {
     }
     assert.doesNotMatch(html, /<style\b|\sstyle=|\son[a-z]+=/i, 'inline style or event handler in index.html');
 
-    // Revalidation: the ETag answers 304 with no body; HEAD gives the headers only.
+    // Revalidation: the ETag answers 304 with no body and no length; HEAD gives the headers only.
     const again = await rawGet(`${server.url}/`, { 'if-none-match': page.headers.etag });
     assert.equal(again.status, 304);
     assert.equal(again.body.length, 0);
+    assert.equal(again.headers['content-length'], undefined);
+    // Each encoding is its own representation with its own validator: the identity ETag does not
+    // revalidate the gzip bytes, nor the other way round.
+    const zipped = await rawGet(`${server.url}/`, { 'accept-encoding': 'gzip' });
+    assert.equal(zipped.headers['content-encoding'], 'gzip');
+    assert.notEqual(zipped.headers.etag, page.headers.etag);
+    assert.equal((await rawGet(`${server.url}/`, { 'accept-encoding': 'gzip', 'if-none-match': page.headers.etag })).status, 200);
+    assert.equal((await rawGet(`${server.url}/`, { 'if-none-match': zipped.headers.etag })).status, 200);
+    assert.equal((await rawGet(`${server.url}/`, { 'accept-encoding': 'gzip', 'if-none-match': `"x", ${zipped.headers.etag}` })).status, 304);
     const head = await rawGet(`${server.url}/`, {}, 'HEAD');
     assert.equal(head.status, 200);
     assert.equal(head.body.length, 0);
@@ -122,8 +131,14 @@ describe('the console is served by the binary', () => {
       assert.equal(gz.headers['content-encoding'], 'gzip', a);
       assert.ok(gz.body.length < plain.body.length, `${a}: gzip is not smaller`);
       assert.deepEqual(zlib.gunzipSync(gz.body), plain.body, `${a}: gzip differs from the file`);
-      const refused = await rawGet(`${server.url}${a}`, { 'accept-encoding': 'gzip;q=0' });
-      assert.equal(refused.headers['content-encoding'], undefined);
+      for (const accept of ['gzip;q=0', '*, gzip;q=0', 'GZIP; Q=0', 'br', '']) {
+        const refused = await rawGet(`${server.url}${a}`, { 'accept-encoding': accept });
+        assert.equal(refused.headers['content-encoding'], undefined, `Accept-Encoding: ${accept}`);
+      }
+      for (const accept of ['*', 'br;q=1, GZIP;q=0.5', 'identity;q=0.1, gzip']) {
+        const taken = await rawGet(`${server.url}${a}`, { 'accept-encoding': accept });
+        assert.equal(taken.headers['content-encoding'], 'gzip', `Accept-Encoding: ${accept}`);
+      }
     }
     const missing = await rawGet(`${server.url}/assets/nope.js`);
     assert.equal(missing.status, 404);

@@ -134,8 +134,17 @@ describe('inferbox hardware --measure and the decode prediction', () => {
     fs.writeFileSync(file, JSON.stringify({ ...saved, machine: `${saved.machine}-elsewhere` }));
     assert.equal(JSON.parse(ok(['hardware', '--json'])).roofline, null);
     assert.equal(JSON.parse(ok(['profiles', '--model', model, '--json'])).decode_prediction, null);
-    fs.writeFileSync(file, '{ damaged');
-    assert.equal(JSON.parse(ok(['hardware', '--json'])).roofline, null);
+    for (const damaged of ['{ damaged', JSON.stringify({ ...saved, machine: null }),
+      JSON.stringify({ ...saved, threads: 'two' }), JSON.stringify({ ...saved, measured_at: 5, kernel_bytes_per_s: [] })]) {
+      fs.writeFileSync(file, damaged);
+      const hw = JSON.parse(ok(['hardware', '--json']));
+      if (damaged.includes('"measured_at":5')) {
+        assert.equal(hw.roofline.measured_at, ''); // usable figures, an unreadable date
+        assert.deepEqual(hw.roofline.kernel_bytes_per_s, {});
+      } else {
+        assert.equal(hw.roofline, null, damaged);
+      }
+    }
   });
 });
 
