@@ -1,5 +1,7 @@
 #include "api/http_server.h"
 
+#include "common/utf8.h"
+
 #include "common/failpoint.h"
 
 #include <boost/asio/dispatch.hpp>
@@ -116,7 +118,7 @@ class session final : public http_exchange, public std::enable_shared_from_this<
         }
         for (const auto &[k, v] : headers) {
             // Vary lists accumulate (CORS adds Origin, a handler Accept-Encoding); others replace.
-            if (boost::beast::iequals(k, "Vary") && res.find(http::field::vary) != res.end()) {
+            if (ascii_iequals(k, "Vary") && res.find(http::field::vary) != res.end()) {
                 res.set(http::field::vary, std::string(res[http::field::vary]) + ", " + v);
             } else {
                 res.set(k, v);

@@ -1,5 +1,7 @@
 #pragma once
-// Request targets: percent-decoding of a path segment, and the query string's parameters.
+// Request targets and header lists: percent-decoding of a path segment, the query string's
+// parameters, and the two header lists the console's files are negotiated by (Accept-Encoding,
+// If-None-Match). Untrusted bytes, all of them: tests/fuzz/query_fuzz.cpp fuzzes every function.
 
 #include "common/status.h"
 
@@ -17,5 +19,12 @@ std::optional<std::string> percent_decoded(std::string_view s);
 // percent-decoded with '+' read as a space. A name given twice keeps its last value. An error
 // (invalid_request) for a malformed escape or more than 32 parameters.
 result<std::map<std::string, std::string>> query_params(std::string_view target);
+
+// Whether an Accept-Encoding header allows gzip: an explicit "gzip" entry decides (q=0 refuses
+// it), else "*" does; neither: no. Codings and parameter names are case-insensitive.
+bool accepts_gzip(std::string_view accept_encoding);
+
+// Whether an If-None-Match list holds `etag` (weak comparison: a W/ prefix is ignored).
+bool if_none_match_lists(std::string_view list, std::string_view etag);
 
 } // namespace inferbox

@@ -32,7 +32,7 @@ using json = nlohmann::json;
 void respond_error(http_exchange &ex, const error &err, header_list headers) {
     const auto info      = map_error(err.kind);
     const bool has_retry = std::any_of(headers.begin(), headers.end(),
-                                       [](const auto &h) { return boost::beast::iequals(h.first, "Retry-After"); });
+                                       [](const auto &h) { return ascii_iequals(h.first, "Retry-After"); });
     if (err.kind == error_kind::overloaded && !has_retry) {
         headers.emplace_back("Retry-After", "1");
     }
@@ -286,7 +286,7 @@ route_lookup find_route(std::string_view target, http::verb method) {
 // "api-key: KEY" / "x-api-key: KEY" for clients of other APIs.
 std::string_view presented_key(const http::request<http::string_body> &req) {
     const auto auth = req[http::field::authorization];
-    if (auth.size() > 7 && boost::beast::iequals(auth.substr(0, 7), "Bearer ")) {
+    if (auth.size() > 7 && ascii_iequals(std::string_view(auth.data(), 7), "Bearer ")) {
         auto k = auth.substr(7);
         while (!k.empty() && k.front() == ' ') {
             k.remove_prefix(1);

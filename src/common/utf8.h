@@ -22,4 +22,10 @@ bool utf8_valid(std::string_view s);
 // The value of a hexadecimal digit (either case), or -1.
 int hex_value(char c);
 
+// Whether two strings are equal ignoring ASCII case (HTTP field names, codings, auth schemes).
+// Boost.Beast 1.81's iequals reads one byte past its arguments after a case difference, which
+// ASan reports on a view that ends at its buffer (tests/fuzz/query_fuzz.cpp found it); this one
+// reads only inside them.
+bool ascii_iequals(std::string_view a, std::string_view b);
+
 } // namespace inferbox

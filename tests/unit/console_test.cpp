@@ -228,3 +228,24 @@ TEST(QueryString, parameters_are_decoded_and_bounded) {
     EXPECT_FALSE(query_params(many).ok());
     EXPECT_EQ(percent_decoded("a%2Fb+c").value(), "a/b+c"); // paths keep '+'
 }
+
+TEST(HeaderLists, accept_encoding_explicit_gzip_beats_any_and_q_zero_refuses) {
+    EXPECT_TRUE(accepts_gzip("gzip"));
+    EXPECT_TRUE(accepts_gzip("br, GZIP;q=0.5"));
+    EXPECT_TRUE(accepts_gzip("*"));
+    EXPECT_TRUE(accepts_gzip("*;q=0, gzip"));
+    EXPECT_FALSE(accepts_gzip(""));
+    EXPECT_FALSE(accepts_gzip("br, deflate"));
+    EXPECT_FALSE(accepts_gzip("gzip;q=0"));
+    EXPECT_FALSE(accepts_gzip("gzip; Q=0.000"));
+    EXPECT_FALSE(accepts_gzip("*, gzip;q=0"));
+    EXPECT_FALSE(accepts_gzip("*;q=0"));
+}
+
+TEST(HeaderLists, if_none_match_finds_the_tag_in_a_list_weakly) {
+    EXPECT_TRUE(if_none_match_lists("\"a\"", "\"a\""));
+    EXPECT_TRUE(if_none_match_lists("\"x\", W/\"a\" ,\"y\"", "\"a\""));
+    EXPECT_FALSE(if_none_match_lists("\"ab\"", "\"a\""));
+    EXPECT_FALSE(if_none_match_lists("", "\"a\""));
+    EXPECT_FALSE(if_none_match_lists("\"a-gzip\"", "\"a\""));
+}

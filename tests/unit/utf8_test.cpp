@@ -25,3 +25,14 @@ TEST(utf8, sanitize_replaces_invalid_sequences) {
     EXPECT_TRUE(utf8_valid("\xF0\x9F\x98\x80"));
     EXPECT_FALSE(utf8_valid("\xF0\x9F\x98"));
 }
+
+TEST(ascii_iequals, equal_ignoring_ascii_case_only) {
+    EXPECT_TRUE(ascii_iequals("Bearer ", "bEARER "));
+    EXPECT_TRUE(ascii_iequals("", ""));
+    EXPECT_FALSE(ascii_iequals("gzip", "gzi"));
+    EXPECT_FALSE(ascii_iequals("gzip", "gzjp"));
+    EXPECT_FALSE(ascii_iequals("\xc3\x89", "\xc3\xa9")); // no Unicode folding: É is not é here
+    // Only the views' own bytes are read: a view cut out of a longer buffer compares as itself.
+    const std::string buf = "gzIpXYZ";
+    EXPECT_TRUE(ascii_iequals(std::string_view(buf.data(), 4), "gzip"));
+}
