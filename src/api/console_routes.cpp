@@ -164,8 +164,7 @@ void api_router::handle_conversation_get(const std::shared_ptr<http_exchange> &e
     }
     auto found = store->get(owner_of(call.key), call.param);
     if (!found) {
-        respond_error(*ex, error{error_kind::not_found, "no conversation '" + call.param.substr(0, 200) + "'", "id",
-                                 "conversation_not_found"});
+        respond_error(*ex, conversation_not_found(call.param));
         return;
     }
     respond_object(*ex, *found);
@@ -195,8 +194,7 @@ void api_router::handle_conversation_delete(const std::shared_ptr<http_exchange>
         return;
     }
     if (!store->remove(owner_of(call.key), call.param)) {
-        respond_error(*ex, error{error_kind::not_found, "no conversation '" + call.param.substr(0, 200) + "'", "id",
-                                 "conversation_not_found"});
+        respond_error(*ex, conversation_not_found(call.param));
         return;
     }
     respond_object(*ex, {{"id", call.param}, {"object", "console.conversation.deleted"}, {"deleted", true}});

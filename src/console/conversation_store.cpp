@@ -164,6 +164,10 @@ json conversation_json(const std::string &id, int64_t created, int64_t updated, 
 
 } // namespace
 
+error conversation_not_found(const std::string &id) {
+    return error{error_kind::not_found, "no conversation '" + id.substr(0, 200) + "'", "id", "conversation_not_found"};
+}
+
 json to_json(const conversation_summary &s) {
     return json{{"id", s.id},
                 {"object", "console.conversation"},
@@ -256,8 +260,7 @@ result<json> conversation_store::write(const std::string &owner, const std::stri
         st.bind(1, owner);
         st.bind(2, id);
         if (!st.ok() || st.step() != SQLITE_ROW) {
-            return rollback(error{error_kind::not_found, "no conversation '" + id.substr(0, 200) + "'", "id",
-                                  "conversation_not_found"});
+            return rollback(conversation_not_found(id));
         }
         created     = st.integer(0);
         json stored = json::parse(st.text(1), nullptr, false);

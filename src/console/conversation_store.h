@@ -77,6 +77,10 @@ class conversation_store {
     conversation_limits limits_;
 };
 
+// The one answer for a conversation the caller does not have (missing, or another key's: the
+// two are indistinguishable on purpose).
+error conversation_not_found(const std::string &id);
+
 // The JSON object a listing row becomes.
 nlohmann::json to_json(const conversation_summary &s);
 
