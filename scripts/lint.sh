@@ -27,19 +27,21 @@ fi
 # Layer include rules (docs/architecture.md): each row is a folder of src/ and an extended regular
 # expression its files must not #include. The engine thread's layers see neither HTTP nor the API;
 # the API and the backends never reach llama.cpp directly (only through engine/ and model/ types).
+# Only the CLI includes server/ (serve's wiring), and server/ never includes the CLI.
 layer_rules=(
-  "common|nlohmann/|boost/beast|\"api/|\"engine/|llama\.h"
-  "kv|nlohmann/|boost/|\"api/|\"engine/|llama\.h"
-  "scheduler|nlohmann/|boost/|\"api/|\"engine/|llama\.h"
-  "store|nlohmann/|boost/beast|\"api/|\"engine/|llama\.h"
-  "host|nlohmann/|boost/beast|\"api/|\"engine/|llama\.h"
-  "metrics|nlohmann/|boost/beast|\"api/|\"engine/|llama\.h"
-  "engine|boost/beast|\"api/(http_server|routes|openai|responses)|\"backend/"
-  "backend|\"api/(http_server|routes|openai|responses|answer)|llama\.h|\"common\.h\"|\"chat\.h\""
-  "api|llama\.h|\"common\.h\"|\"chat\.h\"|\"sampling\.h\""
-  "tools|boost/|\"api/|\"engine/|\"backend/|llama\.h"
-  "agent|\"api/(http_server|routes|openai|responses|answer)|llama\.h|\"common\.h\"|\"chat\.h\""
-  "console|boost/|\"api/|\"engine/|\"backend/|llama\.h"
+  "common|nlohmann/|boost/beast|\"api/|\"engine/|llama\.h|\"server/"
+  "kv|nlohmann/|boost/|\"api/|\"engine/|llama\.h|\"server/"
+  "scheduler|nlohmann/|boost/|\"api/|\"engine/|llama\.h|\"server/"
+  "store|nlohmann/|boost/beast|\"api/|\"engine/|llama\.h|\"server/"
+  "host|nlohmann/|boost/beast|\"api/|\"engine/|llama\.h|\"server/"
+  "metrics|nlohmann/|boost/beast|\"api/|\"engine/|llama\.h|\"server/"
+  "engine|boost/beast|\"api/(http_server|routes|openai|responses)|\"backend/|\"server/"
+  "backend|\"api/(http_server|routes|openai|responses|answer)|llama\.h|\"common\.h\"|\"chat\.h\"|\"server/"
+  "api|llama\.h|\"common\.h\"|\"chat\.h\"|\"sampling\.h\"|\"server/"
+  "tools|boost/|\"api/|\"engine/|\"backend/|llama\.h|\"server/"
+  "agent|\"api/(http_server|routes|openai|responses|answer)|llama\.h|\"common\.h\"|\"chat\.h\"|\"server/"
+  "console|boost/|\"api/|\"engine/|\"backend/|llama\.h|\"server/"
+  "server|\"cli/"
 )
 for rule in "${layer_rules[@]}"; do
   dir=${rule%%|*}

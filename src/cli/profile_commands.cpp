@@ -2,6 +2,7 @@
 
 #include "cli/output.h"
 #include "engine/kernel_probe.h"
+#include "server/profile_json.h"
 
 #include "store/gguf.h"
 #include "store/hardware.h"
@@ -36,10 +37,6 @@ std::string display(const std::string &s, size_t max_chars = 60) {
     return display_text(s, max_chars);
 }
 
-template <typename T> json opt_json(const std::optional<T> &v) {
-    return v ? json(*v) : json(nullptr);
-}
-
 template <typename T> std::string opt_text(const std::optional<T> &v) {
     return v ? std::to_string(*v) : "-";
 }
@@ -49,44 +46,6 @@ std::string opt_bytes(const std::optional<uint64_t> &v) {
 }
 
 } // namespace
-
-// --- hardware ---------------------------------------------------------------------------------
-
-json hardware_json(const hardware_info &hw) {
-    json isa = json::array();
-    for (auto name : isa_feature_names(hw.isa)) {
-        isa.push_back(std::string(name));
-    }
-    json gpus = json::array();
-    for (const auto &g : hw.gpus) {
-        gpus.push_back(
-            {{"name", g.name}, {"backend", g.backend}, {"total_bytes", g.total_bytes}, {"free_bytes", g.free_bytes}});
-    }
-    const bool unlimited = hw.memlock_limit && *hw.memlock_limit == UINT64_MAX;
-    return json{
-        {"arch", hw.arch},
-        {"cpu_model", hw.cpu_model.empty() ? json(nullptr) : json(hw.cpu_model)},
-        {"isa", std::move(isa)},
-        {"logical_cpus", opt_json(hw.n_logical_cpus)},
-        {"physical_cores", opt_json(hw.n_physical_cores)},
-        {"cpus_allowed", opt_json(hw.n_cpus_allowed)},
-        {"cgroup_cpu_quota", opt_json(hw.cgroup_cpu_quota)},
-        {"effective_cores", hw.n_cores_effective},
-        {"effective_threads", hw.n_threads_effective},
-        {"cache",
-         {{"l1d_bytes", opt_json(hw.l1d_bytes)},
-          {"l2_bytes", opt_json(hw.l2_bytes)},
-          {"l3_bytes", opt_json(hw.l3_bytes)}}},
-        {"ram_total_bytes", opt_json(hw.ram_total)},
-        {"ram_available_bytes", opt_json(hw.ram_available)},
-        {"cgroup_memory_limit_bytes", opt_json(hw.cgroup_mem_limit)},
-        {"cgroup_memory_usage_bytes", opt_json(hw.cgroup_mem_usage)},
-        {"effective_ram_total_bytes", hw.ram_total_effective},
-        {"effective_ram_available_bytes", hw.ram_available_effective},
-        {"memlock_limit_bytes", unlimited ? json("unlimited") : opt_json(hw.memlock_limit)},
-        {"gpus", std::move(gpus)},
-    };
-}
 
 namespace {
 
@@ -353,41 +312,6 @@ std::optional<uint64_t> parse_size(std::string text) {
     return uint64_t(v);
 }
 
-json memory_json(const memory_estimate &m) {
-    return json{{"weights", m.weights},     {"kv_cache", m.kv_cache}, {"compute", m.compute},
-                {"overhead", m.overhead},   {"total", m.total()},     {"page_cache", m.page_cache},
-                {"peak_rss", m.peak_rss()}, {"remote", m.remote},     {"draft", m.draft}};
-}
-
-json settings_json(const profile_settings &s) {
-    return json{{"device", s.gpu ? "gpu" : (s.rpc ? "rpc" : "cpu")},
-                {"threads", s.n_threads},
-                {"parallel", s.n_slots},
-                {"ctx_size", s.n_ctx_slot},
-                {"batch_size", s.n_batch},
-                {"ubatch_size", s.n_ubatch},
-                {"kv_cache_type", std::string(kv_cache_type_name(s.kv_type))},
-                {"flash_attn", s.flash_attn},
-                {"mmap", s.use_mmap},
-                {"mlock", s.use_mlock},
-                {"gpu_layers", s.n_gpu_layers}};
-}
-
-json profile_json(const model_profile &p) {
-    json j = {{"name", p.name}, {"flavour", std::string(profile_flavour_name(p.flavour))}};
-    j.update(settings_json(p.settings));
-    j["memory"] = memory_json(p.memory);
-    j["status"] = std::string(profile_status_name(p.status));
-    j["detail"] = p.detail.empty() ? json(nullptr) : json(p.detail);
-    if (p.fit && p.fit_memory) {
-        j["fit"]           = settings_json(*p.fit);
-        j["fit"]["memory"] = memory_json(*p.fit_memory);
-    } else {
-        j["fit"] = nullptr;
-    }
-    return j;
-}
-
 json shape_json(const model_shape &m) {
     json notes = json::array();
     for (const auto &n : m.notes) {
@@ -508,14 +432,14 @@ int run_profiles(const profiles_options &o) {
     if (o.json) {
         json profiles = json::array();
         for (const auto &p : set.profiles) {
-            profiles.push_back(profile_json(p));
+            profiles.push_back(profile_to_json(p));
         }
         json pick = nullptr;
         if (picked) {
             pick = {{"name", set.profiles[picked->index].name},
                     {"adjusted", picked->adjusted},
-                    {"settings", settings_json(picked->settings)},
-                    {"memory", memory_json(picked->memory)},
+                    {"settings", settings_to_json(picked->settings)},
+                    {"memory", memory_to_json(picked->memory)},
                     {"reason", picked->reason}};
         }
         print_json(
@@ -577,16 +501,6 @@ int run_profiles(const profiles_options &o) {
 
 } // namespace
 
-nlohmann::json profile_to_json(const model_profile &p) {
-    return profile_json(p);
-}
-nlohmann::json settings_to_json(const profile_settings &s) {
-    return settings_json(s);
-}
-nlohmann::json memory_to_json(const memory_estimate &m) {
-    return memory_json(m);
-}
-
 void add_profile_commands(CLI::App &app, std::function<int()> &action) {
     auto po = std::make_shared<profiles_options>();
     auto cmd =
@@ -621,31 +535,6 @@ void add_profile_commands(CLI::App &app, std::function<int()> &action) {
                  "`profiles` predicts decode speed from them");
     hw->callback(
         [&action, as_json, measure] { action = [as_json, measure] { return run_hardware(*as_json, *measure); }; });
-}
-
-kv_cache_type to_cache_type(kv_precision p) {
-    switch (p) {
-    case kv_precision::q8_0:
-        return kv_cache_type::q8_0;
-    case kv_precision::f32:
-        return kv_cache_type::f32;
-    case kv_precision::f16:
-    case kv_precision::automatic:
-        break;
-    }
-    return kv_cache_type::f16;
-}
-
-kv_precision to_precision(kv_cache_type t) {
-    switch (t) {
-    case kv_cache_type::q8_0:
-        return kv_precision::q8_0;
-    case kv_cache_type::f32:
-        return kv_precision::f32;
-    case kv_cache_type::f16:
-        break;
-    }
-    return kv_precision::f16;
 }
 
 } // namespace inferbox

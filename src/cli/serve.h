@@ -1,83 +1,12 @@
 #pragma once
 
-#include "api/auth.h"
-#include "api/embeddings_schema.h"
-#include "api/http_server.h"
-#include "api/schema.h"
-#include "engine/embedder.h"
-#include "engine/engine.h"
-
-#include <optional>
-#include <string>
-#include <vector>
+#include "server/serve_options.h"
 
 namespace inferbox {
 
-struct serve_options {
-    // --model (repeatable; the first is the default model): a path, a cached name or a reference
-    // to pull, each optionally as ID=REF.
-    std::vector<std::string> models;
-    std::string              model_name; // the first model's id (default: the cached name or file stem)
-    std::string              memory_budget      = "auto"; // --memory-budget: auto (the profile's), off, or a size
-    int32_t                  model_load_timeout = 120;    // seconds a request waits for its model to load
-    std::string              chat_template;
-    std::string              host             = "127.0.0.1";
-    uint16_t                 port             = 8000;
-    int32_t                  http_threads     = 0;  // 0: auto (http_threads_for())
-    int32_t                  shutdown_timeout = 30; // seconds to let in-flight requests finish
-    int32_t                  gpu_layers       = 0;  // --gpu-layers: layers offloaded to a GPU backend
-    bool                     no_mmap          = false;
-    bool                     mlock            = false;
-    std::string              lora_dir;    // --lora-dir: the LoRA adapter folder (store/lora_catalog.h)
-    std::string              draft_model; // --draft-model: speculative decoding's draft (a path or cached name)
-    // --rpc HOST:PORT,...: ggml-rpc-server workers that hold some of the layers (engine/rpc.h).
-    std::string rpc;
-    // --rpc-timeout: seconds a worker may take to answer the start-up handshake, and an engine
-    // step may wait on the workers before the server declares them lost and exits.
-    int32_t       rpc_timeout = 60;
-    engine_config engine;
-    http_limits   http;
-    api_limits    api;
-
-    embedder_config  embedder;  // --pooling, --embedding-* (the embedder's batches and queue)
-    embedding_limits embedding; // --embedding-max-inputs
-
-    std::vector<std::string> api_keys;     // --api-key (repeatable)
-    std::string              api_key_file; // --api-key-file
-    bool                     metrics_public     = false;
-    bool                     metrics_vllm_names = false; // also expose "vllm:"-prefixed names
-    std::vector<std::string> cors_origins;
-    rate_limits              rate;
-    std::string              tls_cert, tls_key, tls_client_ca; // HTTPS when tls_cert is set
-    std::string              profile;                          // "auto", a profile name, or empty: the flags as given
-
-    // Where the server keeps its state (stored Responses): --data-dir, else $INFERBOX_DATA, else
-    // ~/.local/share/inferbox.
-    std::string data_dir;
-    std::string store_max_bytes    = "256MiB"; // --store-max-bytes: stored Responses in all ("off": none)
-    int32_t     store_max_age_days = 30;       // --store-max-age-days
-    // The web console: --no-console turns the page off; --conversations-max-bytes bounds each API
-    // key's stored conversations ("off": none kept).
-    bool        no_console              = false;
-    std::string conversations_max_bytes = "64MiB";
-
-    // --backend NAME=URL;key=value;... (repeatable): remote OpenAI-compatible servers
-    // (backend/backend_spec.h); --route MODEL=POLICY (repeatable): a model's routing policy.
-    std::vector<std::string> backends;
-    std::vector<std::string> routes;
-    int32_t                  overflow_after     = 0; // --overflow-after (api_config::overflow_after)
-    int32_t                  request_timeout_ms = 0; // --request-timeout-ms (api_config::request_timeout)
-
-    // --sql-database NAME=PATH (repeatable): SQLite files the `sql` built-in tool reads (read-only).
-    std::vector<std::string> sql_databases;
-    // --mcp-server NAME=stdio:COMMAND ARGS...[;allowed-tools=a,b][;timeout-ms=N] (repeatable): MCP
-    // servers whose tools /v1/responses may call (tools/mcp_client.h).
-    std::vector<std::string> mcp_servers;
-};
-
+// `inferbox serve`: checks the options, resolves (and pulls) the models, listens, loads the first
+// model, serves until SIGTERM/SIGINT or an engine that cannot go on, drains, and returns the exit
+// code (0 after a requested stop, 1 for a configuration or start-up failure, 2 for a lost engine).
 int run_serve(const serve_options &opts);
-
-// "512MiB", "8GiB", "16GB", "2G" → bytes; "off" and "0" → 0 (no budget); nullopt when not a size.
-std::optional<uint64_t> parse_memory_size(const std::string &text);
 
 } // namespace inferbox

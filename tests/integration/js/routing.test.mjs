@@ -528,8 +528,13 @@ describe('mid-stream failover', () => {
         `events arrived in bursts: ${distinct} distinct times over ${arrivals.at(-1) - arrivals[0]} ms`);
 
       let killedAt = 0;
+      // A stream that stalls fails with the router's and the surviving remote's logs, which say
+      // where the continuation stopped.
       const got = await streamRaw(`${router.url}/v1/completions`, { ...body, model: 'far', stream: true },
-        () => { killedAt = Date.now(); process.kill(remotes[0].pid, 'SIGKILL'); });
+        () => { killedAt = Date.now(); process.kill(remotes[0].pid, 'SIGKILL'); }).catch((e) => {
+        throw new Error(`${e.message}\n--- router log:\n${router.log().slice(-4000)}\n--- b2 log:\n` +
+          `${remotes[1].log().slice(-3000)}`);
+      });
       assert.match(got, /x-inferbox-backend: b1/i, 'the stream started on b1');
       const events = got.split(/\r?\n/).filter((l) => l.startsWith('data: ')).map((l) => l.slice(6));
       assert.equal(events.at(-1), '[DONE]', got.slice(-2000));

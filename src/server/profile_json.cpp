@@ -1,0 +1,117 @@
+#include "server/profile_json.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace inferbox {
+
+using json = nlohmann::json;
+
+namespace {
+
+template <typename T> json opt_json(const std::optional<T> &v) {
+    return v ? json(*v) : json(nullptr);
+}
+
+} // namespace
+
+json hardware_json(const hardware_info &hw) {
+    json isa = json::array();
+    for (auto name : isa_feature_names(hw.isa)) {
+        isa.push_back(std::string(name));
+    }
+    json gpus = json::array();
+    for (const auto &g : hw.gpus) {
+        gpus.push_back(
+            {{"name", g.name}, {"backend", g.backend}, {"total_bytes", g.total_bytes}, {"free_bytes", g.free_bytes}});
+    }
+    const bool unlimited = hw.memlock_limit && *hw.memlock_limit == UINT64_MAX;
+    return json{
+        {"arch", hw.arch},
+        {"cpu_model", hw.cpu_model.empty() ? json(nullptr) : json(hw.cpu_model)},
+        {"isa", std::move(isa)},
+        {"logical_cpus", opt_json(hw.n_logical_cpus)},
+        {"physical_cores", opt_json(hw.n_physical_cores)},
+        {"cpus_allowed", opt_json(hw.n_cpus_allowed)},
+        {"cgroup_cpu_quota", opt_json(hw.cgroup_cpu_quota)},
+        {"effective_cores", hw.n_cores_effective},
+        {"effective_threads", hw.n_threads_effective},
+        {"cache",
+         {{"l1d_bytes", opt_json(hw.l1d_bytes)},
+          {"l2_bytes", opt_json(hw.l2_bytes)},
+          {"l3_bytes", opt_json(hw.l3_bytes)}}},
+        {"ram_total_bytes", opt_json(hw.ram_total)},
+        {"ram_available_bytes", opt_json(hw.ram_available)},
+        {"cgroup_memory_limit_bytes", opt_json(hw.cgroup_mem_limit)},
+        {"cgroup_memory_usage_bytes", opt_json(hw.cgroup_mem_usage)},
+        {"effective_ram_total_bytes", hw.ram_total_effective},
+        {"effective_ram_available_bytes", hw.ram_available_effective},
+        {"memlock_limit_bytes", unlimited ? json("unlimited") : opt_json(hw.memlock_limit)},
+        {"gpus", std::move(gpus)},
+    };
+}
+
+json memory_to_json(const memory_estimate &m) {
+    return json{{"weights", m.weights},     {"kv_cache", m.kv_cache}, {"compute", m.compute},
+                {"overhead", m.overhead},   {"total", m.total()},     {"page_cache", m.page_cache},
+                {"peak_rss", m.peak_rss()}, {"remote", m.remote},     {"draft", m.draft}};
+}
+
+json settings_to_json(const profile_settings &s) {
+    return json{{"device", s.gpu ? "gpu" : (s.rpc ? "rpc" : "cpu")},
+                {"threads", s.n_threads},
+                {"parallel", s.n_slots},
+                {"ctx_size", s.n_ctx_slot},
+                {"batch_size", s.n_batch},
+                {"ubatch_size", s.n_ubatch},
+                {"kv_cache_type", std::string(kv_cache_type_name(s.kv_type))},
+                {"flash_attn", s.flash_attn},
+                {"mmap", s.use_mmap},
+                {"mlock", s.use_mlock},
+                {"gpu_layers", s.n_gpu_layers}};
+}
+
+json profile_to_json(const model_profile &p) {
+    json j = {{"name", p.name}, {"flavour", std::string(profile_flavour_name(p.flavour))}};
+    j.update(settings_to_json(p.settings));
+    j["memory"] = memory_to_json(p.memory);
+    j["status"] = std::string(profile_status_name(p.status));
+    j["detail"] = p.detail.empty() ? json(nullptr) : json(p.detail);
+    if (p.fit && p.fit_memory) {
+        j["fit"]           = settings_to_json(*p.fit);
+        j["fit"]["memory"] = memory_to_json(*p.fit_memory);
+    } else {
+        j["fit"] = nullptr;
+    }
+    return j;
+}
+
+kv_cache_type to_cache_type(kv_precision p) {
+    switch (p) {
+    case kv_precision::q8_0:
+        return kv_cache_type::q8_0;
+    case kv_precision::f32:
+        return kv_cache_type::f32;
+    case kv_precision::f16:
+    case kv_precision::automatic:
+        break;
+    }
+    return kv_cache_type::f16;
+}
+
+kv_precision to_precision(kv_cache_type t) {
+    switch (t) {
+    case kv_cache_type::q8_0:
+        return kv_precision::q8_0;
+    case kv_cache_type::f32:
+        return kv_precision::f32;
+    case kv_cache_type::f16:
+        break;
+    }
+    return kv_precision::f16;
+}
+
+} // namespace inferbox
