@@ -17,257 +17,289 @@
 
 namespace inferbox {
 
-int run_cli(int argc, char **argv) {
-    CLI::App app{"inferbox: a self-hosted, OpenAI-compatible LLM inference server on llama.cpp"};
-    app.require_subcommand(1);
-    app.fallthrough(); // global options (--log-format) may follow the subcommand
+namespace {
 
+// serve's flags as CLI11 fills them: serve_options, plus the flags whose type or unit differs
+// from the field they settle (settle_serve_flags() converts them after parsing).
+struct serve_flags {
     serve_options so;
-    auto         *serve = app.add_subcommand("serve", "serve a GGUF model over the OpenAI API");
-    serve->add_option("-m,--model", so.models,
+    std::string   positional_model;
+    std::string   kv_type = "auto", flash_attn = "auto", pooling = "auto";
+    bool          no_prefix_reuse  = false;
+    size_t        max_body         = so.http.max_body_bytes;
+    size_t        max_header_bytes = so.http.max_header_bytes, max_header_count = so.http.max_header_count;
+    int64_t       request_timeout = so.http.header_timeout.count(), idle_timeout = so.http.idle_timeout.count(),
+            write_timeout = so.http.write_timeout.count();
+};
+
+// Which model(s) to serve.
+void add_serve_model_options(CLI::App *serve, serve_flags &f) {
+    serve->add_option("-m,--model", f.so.models,
                       "a model to serve: a GGUF file, a cached name, or hf://ORG/REPO/FILE.gguf or a URL to pull "
                       "first; repeat it to host several (ID=REF names one; the first is the default)");
-    std::string positional_model;
-    serve->add_option("MODEL", positional_model, "serve this one model (replaces --model and the configured ones)")
+    serve->add_option("MODEL", f.positional_model, "serve this one model (replaces --model and the configured ones)")
         ->configurable(false);
-    serve->add_option("--model-name", so.model_name, "the first model's id (default: its cached name or file name)");
+    serve->add_option("--model-name", f.so.model_name, "the first model's id (default: its cached name or file name)");
     serve
-        ->add_option("--memory-budget", so.memory_budget,
+        ->add_option("--memory-budget", f.so.memory_budget,
                      "memory the hosted models may hold together: auto (what the profile says this machine can "
                      "hold), off, or a size (8GiB); the least recently used idle model unloads to make room")
         ->capture_default_str();
     serve
-        ->add_option("--model-load-timeout", so.model_load_timeout,
+        ->add_option("--model-load-timeout", f.so.model_load_timeout,
                      "seconds a request waits for its model to load (or for room to load it)")
         ->capture_default_str()
         ->check(CLI::Range(1, 3600));
-    serve->add_option("--host", so.host, "address to listen on")->capture_default_str();
-    serve->add_option("--port", so.port, "port to listen on (0 = any free port)")->capture_default_str();
-    serve->add_option("--chat-template", so.chat_template, "Jinja chat template overriding the model's");
-    serve->add_option("--parallel", so.engine.n_slots, "sequences decoded together (KV slots)")
+    serve->add_option("--host", f.so.host, "address to listen on")->capture_default_str();
+    serve->add_option("--port", f.so.port, "port to listen on (0 = any free port)")->capture_default_str();
+    serve->add_option("--chat-template", f.so.chat_template, "Jinja chat template overriding the model's");
+}
+
+// The engine: slots, context, threads, batching, KV cache, weights, LoRA, speculative decoding.
+void add_serve_engine_options(CLI::App *serve, serve_flags &f) {
+    serve->add_option("--parallel", f.so.engine.n_slots, "sequences decoded together (KV slots)")
         ->capture_default_str()
         ->check(CLI::Range(1, 256));
     serve
-        ->add_option("-c,--ctx-size", so.engine.n_ctx_slot,
+        ->add_option("-c,--ctx-size", f.so.engine.n_ctx_slot,
                      "context per sequence in tokens (0 = the model's trained context)")
         ->capture_default_str()
         ->check(CLI::Range(0, 1 << 20));
-    serve->add_option("-t,--threads", so.engine.n_threads, "compute threads (0 = all cores)")
+    serve->add_option("-t,--threads", f.so.engine.n_threads, "compute threads (0 = all cores)")
         ->capture_default_str()
         ->check(CLI::Range(0, 1024));
-    serve->add_option("-b,--batch-size", so.engine.step_tokens, "tokens per engine step")
+    serve->add_option("-b,--batch-size", f.so.engine.step_tokens, "tokens per engine step")
         ->capture_default_str()
         ->check(CLI::Range(2, 1 << 16));
     serve
-        ->add_option("--prefill-chunk", so.engine.prefill_while_decode,
+        ->add_option("--prefill-chunk", f.so.engine.prefill_while_decode,
                      "prompt tokens per step while streams run (bounds their inter-token latency; lifted while more "
                      "prompts wait than streams run)")
         ->capture_default_str()
         ->check(CLI::Range(1, 1 << 16));
     serve
-        ->add_option("--prefill-step-ms", so.engine.prefill_step_ms,
+        ->add_option("--prefill-step-ms", f.so.engine.prefill_step_ms,
                      "once a step holds this much estimated prefill, other prompts wait for the next step, so the "
                      "first of a burst of requests gets its first token sooner (0 = a burst is prefilled together)")
         ->capture_default_str()
         ->check(CLI::Range(0, 3600000));
-    serve->add_option("--max-queue", so.engine.max_waiting, "waiting sequences beyond which requests get 429")
+    serve->add_option("--max-queue", f.so.engine.max_waiting, "waiting sequences beyond which requests get 429")
         ->capture_default_str()
         ->check(CLI::Range(1, 1 << 20));
     serve->add_flag(
-        "--kv-unified", so.engine.kv_unified,
+        "--kv-unified", f.so.engine.kv_unified,
         "one KV buffer shared by all sequences (default: one stream per sequence; see docs/architecture.md)");
     serve
-        ->add_option("--gpu-layers", so.gpu_layers,
+        ->add_option("--gpu-layers", f.so.gpu_layers,
                      "layers offloaded to the GPU (0 = CPU only; a number past the model's layers offloads all)")
         ->capture_default_str()
         ->check(CLI::Range(0, 100000));
-    std::string kv_type = "auto", flash_attn = "auto";
     serve
-        ->add_option("--kv-type", kv_type,
+        ->add_option("--kv-type", f.kv_type,
                      "KV cache precision: auto (f32 on the CPU when it fits the memory budget, else f16), f32, f16, "
                      "or q8_0 (half of f16's memory; needs flash attention)")
         ->capture_default_str()
         ->check(CLI::IsMember({"auto", "f32", "f16", "q8_0"}));
     serve
-        ->add_option("--flash-attn", flash_attn,
+        ->add_option("--flash-attn", f.flash_attn,
                      "flash attention: auto (off on the CPU, where llama.cpp's kernel is the slower one for decode, "
                      "unless only it fits the memory budget; elsewhere where the model and backend support it), on, "
                      "off")
         ->capture_default_str()
         ->check(CLI::IsMember({"auto", "on", "off"}));
-    serve->add_flag("--no-mmap", so.no_mmap, "read the weights into memory instead of mapping the file");
-    serve->add_flag("--mlock", so.mlock, "pin the weights in RAM (RLIMIT_MEMLOCK must cover them)");
-    serve->add_option("--lora-dir", so.lora_dir,
+    serve->add_flag("--no-mmap", f.so.no_mmap, "read the weights into memory instead of mapping the file");
+    serve->add_flag("--mlock", f.so.mlock, "pin the weights in RAM (RLIMIT_MEMLOCK must cover them)");
+    serve->add_option("--lora-dir", f.so.lora_dir,
                       "folder of LoRA adapters (NAME.gguf or NAME/x.gguf), each served as model id NAME");
-    serve->add_option("--max-loras", so.engine.max_loras, "LoRA adapters loaded at once (least recently used unloads)")
+    serve
+        ->add_option("--max-loras", f.so.engine.max_loras, "LoRA adapters loaded at once (least recently used unloads)")
         ->capture_default_str()
         ->check(CLI::Range(1, 256));
-    serve->add_option("--draft-model", so.draft_model,
+    serve->add_option("--draft-model", f.so.draft_model,
                       "speculative decoding with this small model (same tokenizer): a GGUF file or cached name");
-    serve->add_option("--rpc", so.rpc,
+    serve->add_option("--rpc", f.so.rpc,
                       "ggml-rpc-server workers HOST:PORT[,HOST:PORT...] that hold some of the layers "
                       "(the profile splits them; --gpu-layers N puts the last N there)");
     serve
-        ->add_option("--rpc-timeout", so.rpc_timeout,
+        ->add_option("--rpc-timeout", f.so.rpc_timeout,
                      "seconds a worker may take to answer at start-up, and an engine step may wait on the "
                      "workers, before they count as lost (the server then exits 2)")
         ->capture_default_str()
         ->check(CLI::Range(1, 3600));
-    serve->add_flag("--draft-ngram", so.engine.draft_ngram,
+    serve->add_flag("--draft-ngram", f.so.engine.draft_ngram,
                     "speculative decoding from prompt lookup: guess that repeated text continues as before");
-    serve->add_option("--draft-max", so.engine.draft_max, "most draft tokens per sequence and step")
+    serve->add_option("--draft-max", f.so.engine.draft_max, "most draft tokens per sequence and step")
         ->capture_default_str()
         ->check(CLI::Range(1, 64));
     serve
-        ->add_option("--draft-max-batch", so.engine.draft_max_batch,
+        ->add_option("--draft-max-batch", f.so.engine.draft_max_batch,
                      "draft only while at most this many sequences decode (a fuller batch gains nothing)")
         ->capture_default_str()
         ->check(CLI::Range(1, 256));
     serve
-        ->add_option("--draft-p-min", so.engine.draft_p_min,
+        ->add_option("--draft-p-min", f.so.engine.draft_p_min,
                      "the draft model stops guessing when it is less sure than this")
         ->capture_default_str()
         ->check(CLI::Range(0.0, 1.0));
-    bool no_prefix_reuse = false;
-    serve->add_flag("--no-prefix-reuse", no_prefix_reuse, "never reuse cached prompt prefixes");
-    size_t max_body = so.http.max_body_bytes;
-    serve->add_option("--max-body-bytes", max_body, "largest request body accepted")->capture_default_str();
-    serve->add_option("--max-n", so.api.max_n, "most choices (n × prompts) in one request")
+}
+
+// HTTP, the state the server keeps, and the limits on what clients send.
+void add_serve_http_options(CLI::App *serve, serve_flags &f) {
+    serve->add_flag("--no-prefix-reuse", f.no_prefix_reuse, "never reuse cached prompt prefixes");
+    serve->add_option("--max-body-bytes", f.max_body, "largest request body accepted")->capture_default_str();
+    serve->add_option("--max-n", f.so.api.max_n, "most choices (n × prompts) in one request")
         ->capture_default_str()
         ->check(CLI::Range(1, 128));
     serve
-        ->add_option("--http-threads", so.http_threads,
+        ->add_option("--http-threads", f.so.http_threads,
                      "I/O threads (0 = auto: a quarter of the CPUs this process may use, 1 to 4)")
         ->capture_default_str()
         ->check(CLI::Range(0, 64));
-    serve->add_option("--shutdown-timeout", so.shutdown_timeout, "seconds in-flight requests get on SIGTERM")
+    serve->add_option("--shutdown-timeout", f.so.shutdown_timeout, "seconds in-flight requests get on SIGTERM")
         ->capture_default_str()
         ->check(CLI::Range(0, 3600));
     serve->add_option(
-        "--data-dir", so.data_dir,
+        "--data-dir", f.so.data_dir,
         "where the server keeps state: stored Responses, console conversations (default $INFERBOX_DATA, else "
         "~/.local/share/inferbox)");
     serve
-        ->add_option("--store-max-bytes", so.store_max_bytes,
+        ->add_option("--store-max-bytes", f.so.store_max_bytes,
                      "stored Responses in all (256MiB, 1GiB, ...); the oldest go first; off: store nothing")
         ->capture_default_str();
-    serve->add_option("--store-max-age-days", so.store_max_age_days, "days a stored Response is kept")
+    serve->add_option("--store-max-age-days", f.so.store_max_age_days, "days a stored Response is kept")
         ->capture_default_str()
         ->check(CLI::Range(1, 3650));
-    serve->add_flag("--no-console", so.no_console, "do not serve the web console at / (the API is unchanged)");
+    serve->add_flag("--no-console", f.so.no_console, "do not serve the web console at / (the API is unchanged)");
     serve
-        ->add_option("--conversations-max-bytes", so.conversations_max_bytes,
+        ->add_option("--conversations-max-bytes", f.so.conversations_max_bytes,
                      "the console's conversations kept per API key under the data directory (64MiB, ...); off: none")
         ->capture_default_str();
+    // Security and limits (docs/operations.md).
+    serve->add_option("--api-key", f.so.api_keys, "an accepted API key (repeatable; also INFERBOX_API_KEYS=k1,k2)");
+    serve->add_option("--api-key-file", f.so.api_key_file, "file with one accepted API key per line")
+        ->check(CLI::ExistingFile);
+    serve->add_option("--profile", f.so.profile,
+                      "auto (the best profile for this machine) or a name from `inferbox profiles`; "
+                      "overrides --threads, --parallel, --ctx-size and --batch-size");
+    serve->add_option("--tls-cert", f.so.tls_cert, "PEM certificate chain: serve HTTPS")->check(CLI::ExistingFile);
+    serve->add_option("--tls-key", f.so.tls_key, "PEM private key of --tls-cert")->check(CLI::ExistingFile);
+    serve->add_option("--tls-client-ca", f.so.tls_client_ca, "PEM CA bundle: require client certificates (mTLS)")
+        ->check(CLI::ExistingFile);
+    serve->add_flag("--metrics-public", f.so.metrics_public, "serve /metrics without an API key");
+    serve->add_flag("--metrics-vllm-names", f.so.metrics_vllm_names,
+                    "also expose every metric under vLLM's \"vllm:\" name (for vLLM dashboards)");
+    serve->add_option("--cors-origin", f.so.cors_origins,
+                      "allowed browser origin (repeatable; * for any; default: none)");
+    serve->add_option("--rate-limit-rpm", f.so.rate.requests_per_minute, "requests per minute per API key (0 = off)")
+        ->capture_default_str()
+        ->check(CLI::Range(0.0, 1e9));
+    serve->add_option("--rate-limit-tpm", f.so.rate.tokens_per_minute, "tokens per minute per API key (0 = off)")
+        ->capture_default_str()
+        ->check(CLI::Range(0.0, 1e12));
+    serve->add_option("--max-header-bytes", f.max_header_bytes, "largest request header block")
+        ->capture_default_str()
+        ->check(CLI::Range(1024, 1 << 20));
+    serve->add_option("--max-header-count", f.max_header_count, "most header fields in a request")
+        ->capture_default_str()
+        ->check(CLI::Range(8, 10000));
+    serve->add_option("--request-timeout", f.request_timeout, "seconds a client has to send a whole request")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 3600));
+    serve->add_option("--idle-timeout", f.idle_timeout, "seconds an idle keep-alive connection stays open")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 3600));
+    serve
+        ->add_option("--write-timeout", f.write_timeout, "seconds one write may wait for a client that stopped reading")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 3600));
+    serve->add_option("--max-stop", f.so.api.max_stop, "most stop strings per request")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 1024));
+    serve->add_option("--max-messages", f.so.api.max_messages, "most chat messages per request")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1 << 20));
+    serve->add_option("--max-json-depth", f.so.api.max_json_depth, "deepest nesting of a request body")
+        ->capture_default_str()
+        ->check(CLI::Range(4, 1024));
+}
 
+// Built-in tools, remote backends and routing, embeddings.
+void add_serve_feature_options(CLI::App *serve, serve_flags &f) {
     // Built-in tools (docs/agents.md).
-    serve->add_option("--sql-database", so.sql_databases,
+    serve->add_option("--sql-database", f.so.sql_databases,
                       "NAME=PATH: a SQLite file the `sql` tool of /v1/responses may read, opened read-only "
                       "(repeatable)");
-    serve->add_option("--mcp-server", so.mcp_servers,
+    serve->add_option("--mcp-server", f.so.mcp_servers,
                       "NAME=stdio:COMMAND ARGS...[;allowed-tools=a,b][;timeout-ms=N]: an MCP server, started by "
                       "inferbox, whose tools /v1/responses may call (repeatable; docs/agents.md)");
 
     // Remote backends and routing (docs/routing.md).
-    serve->add_option("--backend", so.backends,
+    serve->add_option("--backend", f.so.backends,
                       "a remote OpenAI-compatible server: NAME=URL[;models=a,b=remote-b][;api-key-env=VAR]"
                       "[;ca-file=PEM][;max-in-flight=N]... (repeatable; docs/routing.md)");
-    serve->add_option("--route", so.routes,
+    serve->add_option("--route", f.so.routes,
                       "MODEL=POLICY: local-first, remote-first, local-only, remote-only, balanced or auto "
                       "(repeatable)");
     serve
-        ->add_option("--overflow-after", so.overflow_after,
+        ->add_option("--overflow-after", f.so.overflow_after,
                      "local-first spills a request to a remote backend once this many wait here for a slot "
                      "(0: as soon as every slot is busy)")
         ->capture_default_str()
         ->check(CLI::Range(0, 100000));
     serve
-        ->add_option("--request-timeout-ms", so.request_timeout_ms,
+        ->add_option("--request-timeout-ms", f.so.request_timeout_ms,
                      "deadline of a generation request that sets none (X-Inferbox-Timeout-Ms, nvext.timeout_ms); "
                      "past it the answer is a 504 (0: none)")
         ->capture_default_str()
         ->check(CLI::Range(0, 3'600'000));
-
-    // Security and limits (docs/operations.md).
-    serve->add_option("--api-key", so.api_keys, "an accepted API key (repeatable; also INFERBOX_API_KEYS=k1,k2)");
-    serve->add_option("--api-key-file", so.api_key_file, "file with one accepted API key per line")
-        ->check(CLI::ExistingFile);
-    serve->add_option("--profile", so.profile,
-                      "auto (the best profile for this machine) or a name from `inferbox profiles`; "
-                      "overrides --threads, --parallel, --ctx-size and --batch-size");
-    serve->add_option("--tls-cert", so.tls_cert, "PEM certificate chain: serve HTTPS")->check(CLI::ExistingFile);
-    serve->add_option("--tls-key", so.tls_key, "PEM private key of --tls-cert")->check(CLI::ExistingFile);
-    serve->add_option("--tls-client-ca", so.tls_client_ca, "PEM CA bundle: require client certificates (mTLS)")
-        ->check(CLI::ExistingFile);
-    serve->add_flag("--metrics-public", so.metrics_public, "serve /metrics without an API key");
-    serve->add_flag("--metrics-vllm-names", so.metrics_vllm_names,
-                    "also expose every metric under vLLM's \"vllm:\" name (for vLLM dashboards)");
-    serve->add_option("--cors-origin", so.cors_origins,
-                      "allowed browser origin (repeatable; * for any; default: none)");
-    serve->add_option("--rate-limit-rpm", so.rate.requests_per_minute, "requests per minute per API key (0 = off)")
-        ->capture_default_str()
-        ->check(CLI::Range(0.0, 1e9));
-    serve->add_option("--rate-limit-tpm", so.rate.tokens_per_minute, "tokens per minute per API key (0 = off)")
-        ->capture_default_str()
-        ->check(CLI::Range(0.0, 1e12));
-    size_t max_header_bytes = so.http.max_header_bytes, max_header_count = so.http.max_header_count;
-    serve->add_option("--max-header-bytes", max_header_bytes, "largest request header block")
-        ->capture_default_str()
-        ->check(CLI::Range(1024, 1 << 20));
-    serve->add_option("--max-header-count", max_header_count, "most header fields in a request")
-        ->capture_default_str()
-        ->check(CLI::Range(8, 10000));
-    int64_t request_timeout = so.http.header_timeout.count(), idle_timeout = so.http.idle_timeout.count(),
-            write_timeout = so.http.write_timeout.count();
-    serve->add_option("--request-timeout", request_timeout, "seconds a client has to send a whole request")
-        ->capture_default_str()
-        ->check(CLI::Range(1, 3600));
-    serve->add_option("--idle-timeout", idle_timeout, "seconds an idle keep-alive connection stays open")
-        ->capture_default_str()
-        ->check(CLI::Range(1, 3600));
-    serve->add_option("--write-timeout", write_timeout, "seconds one write may wait for a client that stopped reading")
-        ->capture_default_str()
-        ->check(CLI::Range(1, 3600));
-    serve->add_option("--max-stop", so.api.max_stop, "most stop strings per request")
-        ->capture_default_str()
-        ->check(CLI::Range(0, 1024));
-    serve->add_option("--max-messages", so.api.max_messages, "most chat messages per request")
-        ->capture_default_str()
-        ->check(CLI::Range(1, 1 << 20));
-    serve->add_option("--max-json-depth", so.api.max_json_depth, "deepest nesting of a request body")
-        ->capture_default_str()
-        ->check(CLI::Range(4, 1024));
-
     // Embeddings and ranking (docs/operations.md).
-    std::string pooling = "auto";
     serve
-        ->add_option("--pooling", pooling,
+        ->add_option("--pooling", f.pooling,
                      "pooling of /v1/embeddings: auto (the model's metadata; mean for a generative model), mean, cls, "
                      "last, or none (embeddings off)")
         ->capture_default_str()
         ->check(CLI::IsMember({"auto", "mean", "cls", "last", "none"}));
     serve
-        ->add_option("--embedding-batch-tokens", so.embedder.n_batch_tokens,
+        ->add_option("--embedding-batch-tokens", f.so.embedder.n_batch_tokens,
                      "tokens the embedder encodes in one batch (its context size; also bounds one input)")
         ->capture_default_str()
         ->check(CLI::Range(8, 1 << 20));
     serve
-        ->add_option("--embedding-batch-inputs", so.embedder.n_batch_inputs, "inputs the embedder encodes in one batch")
+        ->add_option("--embedding-batch-inputs", f.so.embedder.n_batch_inputs,
+                     "inputs the embedder encodes in one batch")
         ->capture_default_str()
         ->check(CLI::Range(1, 256));
     serve
-        ->add_option("--embedding-max-queue", so.embedder.max_queue_inputs,
+        ->add_option("--embedding-max-queue", f.so.embedder.max_queue_inputs,
                      "queued embedding inputs beyond which requests get 429")
         ->capture_default_str()
         ->check(CLI::Range(1, 1 << 20));
     serve
-        ->add_option("--embedding-max-inputs", so.embedding.max_inputs,
+        ->add_option("--embedding-max-inputs", f.so.embedding.max_inputs,
                      "most inputs in one /v1/embeddings request (passages in one /v1/ranking request)")
         ->capture_default_str()
         ->check(CLI::Range(1, 1 << 16));
+}
 
-    bench_options bo;
-    auto         *bench = app.add_subcommand("bench", "load-test any OpenAI-compatible server");
+// The flags CLI11 cannot put straight into serve_options, converted once parsing is done.
+void settle_serve_flags(serve_flags &f) {
+    f.so.http.max_body_bytes   = f.max_body;
+    f.so.http.max_header_bytes = f.max_header_bytes;
+    f.so.http.max_header_count = f.max_header_count;
+    f.so.http.header_timeout   = std::chrono::seconds(f.request_timeout);
+    f.so.http.idle_timeout     = std::chrono::seconds(f.idle_timeout);
+    f.so.http.write_timeout    = std::chrono::seconds(f.write_timeout);
+    f.so.engine.prefix_reuse   = !f.no_prefix_reuse;
+    const auto kv_asked        = parse_kv_cache_type(f.kv_type); // nullopt: "auto"
+    f.so.engine.kv_type        = kv_asked ? to_precision(*kv_asked) : kv_precision::automatic;
+    f.so.engine.flash_attn     = f.flash_attn == "on"    ? flash_attention::on
+                                 : f.flash_attn == "off" ? flash_attention::off
+                                                         : flash_attention::automatic;
+    f.so.embedder.pooling      = parse_pooling_choice(f.pooling).value_or(pooling_choice::model);
+}
+
+CLI::App *add_bench_command(CLI::App &app, bench_options &bo) {
+    auto *bench = app.add_subcommand("bench", "load-test any OpenAI-compatible server");
     bench->add_option("--url", bo.url, "base URL of the server")->capture_default_str();
     bench->add_option("--endpoint", bo.endpoint, "completions | chat")
         ->capture_default_str()
@@ -296,11 +328,13 @@ int run_cli(int argc, char **argv) {
         ->check(CLI::Range(0.0, 1e6));
     bench->add_option("--json-out", bo.json_out, "also write the results as JSON here");
     bench->add_option("--label", bo.label, "label for the report");
+    return bench;
+}
 
-    rpc_worker_options wo;
-    auto              *worker = app.add_subcommand(
-                     "rpc-worker", "serve this machine's devices to a leader's `serve --rpc` (ggml's RPC server; no authentication: "
-                                                "private networks only)");
+CLI::App *add_worker_command(CLI::App &app, rpc_worker_options &wo) {
+    auto *worker = app.add_subcommand(
+        "rpc-worker", "serve this machine's devices to a leader's `serve --rpc` (ggml's RPC server; no authentication: "
+                      "private networks only)");
     worker->add_option("--host", wo.host, "address to listen on")->capture_default_str();
     worker->add_option("--port", wo.port, "port to listen on")->capture_default_str()->check(CLI::Range(1, 65535));
     worker->add_option("-t,--threads", wo.n_threads, "CPU threads (0: half the logical CPUs)")
@@ -308,6 +342,48 @@ int run_cli(int argc, char **argv) {
         ->check(CLI::Range(0, 1024));
     worker->add_option("--cache-dir", wo.cache_dir, "cache tensors a leader sent here, so a restart sends less");
     worker->add_option("--device", wo.devices, "devices to serve, e.g. CUDA0,CUDA1 (default: the GPUs, else the CPU)");
+    return worker;
+}
+
+// `inferbox serve` once parsed: MODEL replaces the configured models; the rest is run_serve's.
+int start_serve(serve_flags &f) {
+    if (!f.positional_model.empty()) {
+        // `inferbox serve NAME` serves NAME: it replaces the models of the config file, the
+        // environment and --model.
+        if (!f.so.models.empty()) {
+            spdlog::info("serving {} only: MODEL replaces the {} model(s) --model, INFERBOX_MODEL or the config "
+                         "file named",
+                         f.positional_model, f.so.models.size());
+        }
+        f.so.models = {f.positional_model};
+    }
+    if (f.so.models.empty()) {
+        spdlog::error("no model to serve: run inferbox serve NAME|PATH|hf://ORG/REPO/FILE.gguf, or set serve.model in "
+                      "the config file or INFERBOX_MODEL (inferbox models lists the cached ones; inferbox pull "
+                      "adds one)");
+        return 1;
+    }
+    settle_serve_flags(f);
+    return run_serve(f.so);
+}
+
+} // namespace
+
+int run_cli(int argc, char **argv) {
+    CLI::App app{"inferbox: a self-hosted, OpenAI-compatible LLM inference server on llama.cpp"};
+    app.require_subcommand(1);
+    app.fallthrough(); // global options (--log-format) may follow the subcommand
+
+    serve_flags sf;
+    auto       *serve = app.add_subcommand("serve", "serve a GGUF model over the OpenAI API");
+    add_serve_model_options(serve, sf);
+    add_serve_engine_options(serve, sf);
+    add_serve_http_options(serve, sf);
+    add_serve_feature_options(serve, sf);
+    bench_options      bo;
+    auto              *bench = add_bench_command(app, bo);
+    rpc_worker_options wo;
+    auto              *worker = add_worker_command(app, wo);
 
     app.add_subcommand("version", "print the version");
     std::function<int()> store_action; // import | models | show | rm (cli/store_commands.h)
@@ -346,48 +422,7 @@ int run_cli(int argc, char **argv) {
         return run_rpc_worker(wo);
     }
     if (serve->parsed()) {
-        if (!positional_model.empty()) {
-            // `inferbox serve NAME` serves NAME: it replaces the models of the config file, the
-            // environment and --model.
-            if (!so.models.empty()) {
-                spdlog::info("serving {} only: MODEL replaces the {} model(s) --model, INFERBOX_MODEL or the config "
-                             "file named",
-                             positional_model, so.models.size());
-            }
-            so.models = {positional_model};
-        }
-        if (so.models.empty()) {
-            spdlog::error(
-                "no model to serve: run inferbox serve NAME|PATH|hf://ORG/REPO/FILE.gguf, or set serve.model in "
-                "the config file or INFERBOX_MODEL (inferbox models lists the cached ones; inferbox pull "
-                "adds one)");
-            return 1;
-        }
-        so.http.max_body_bytes   = max_body;
-        so.http.max_header_bytes = max_header_bytes;
-        so.http.max_header_count = max_header_count;
-        so.http.header_timeout   = std::chrono::seconds(request_timeout);
-        so.http.idle_timeout     = std::chrono::seconds(idle_timeout);
-        so.http.write_timeout    = std::chrono::seconds(write_timeout);
-        so.engine.prefix_reuse   = !no_prefix_reuse;
-        const auto kv_asked      = parse_kv_cache_type(kv_type); // nullopt: "auto"
-        so.engine.kv_type        = kv_asked ? to_precision(*kv_asked) : kv_precision::automatic;
-        so.engine.flash_attn     = flash_attn == "on"    ? flash_attention::on
-                                   : flash_attn == "off" ? flash_attention::off
-                                                         : flash_attention::automatic;
-        if (so.engine.kv_type == kv_precision::q8_0 && so.engine.flash_attn == flash_attention::off) {
-            spdlog::error("--kv-type q8_0 needs flash attention: llama.cpp cannot quantize the V cache without it "
-                          "(use --flash-attn auto or on)");
-            return 1;
-        }
-        so.embedder.pooling = parse_pooling_choice(pooling).value_or(pooling_choice::model);
-        if (so.embedding.max_inputs > so.embedder.max_queue_inputs) {
-            spdlog::error("--embedding-max-inputs ({}) must not exceed --embedding-max-queue ({}): such a request "
-                          "could never be queued",
-                          so.embedding.max_inputs, so.embedder.max_queue_inputs);
-            return 1;
-        }
-        return run_serve(so);
+        return start_serve(sf);
     }
     if (bench->parsed()) {
         return run_bench(bo);

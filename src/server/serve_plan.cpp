@@ -104,6 +104,16 @@ result<serve_settings> check_serve_options(const serve_options &opts, const char
                                   "' is not a size: use auto, off, or a number with a unit (512MiB, 8GiB, 16GB)");
         }
     }
+    if (opts.engine.kv_type == kv_precision::q8_0 && opts.engine.flash_attn == flash_attention::off) {
+        return error::invalid("--kv-type q8_0 needs flash attention: llama.cpp cannot quantize the V cache without "
+                              "it (use --flash-attn auto or on)");
+    }
+    if (opts.embedding.max_inputs > opts.embedder.max_queue_inputs) {
+        return error::invalid("--embedding-max-inputs (" + std::to_string(opts.embedding.max_inputs) +
+                              ") must not exceed --embedding-max-queue (" +
+                              std::to_string(opts.embedder.max_queue_inputs) +
+                              "): such a request could never be queued");
+    }
     if (!opts.rpc.empty()) {
         auto eps = parse_rpc_endpoints(opts.rpc);
         if (!eps) {

@@ -65,6 +65,17 @@ TEST(serve_plan, options_refused_with_the_flag_and_its_rule) {
     o.rpc = "host-without-port";
     EXPECT_NE(refusal(o).find("host-without-port"), std::string::npos) << refusal(o);
 
+    o                   = with_model();
+    o.engine.kv_type    = kv_precision::q8_0;
+    o.engine.flash_attn = flash_attention::off;
+    EXPECT_EQ(refusal(o), "--kv-type q8_0 needs flash attention: llama.cpp cannot quantize the V cache without it "
+                          "(use --flash-attn auto or on)");
+    o                           = with_model();
+    o.embedding.max_inputs      = 100;
+    o.embedder.max_queue_inputs = 50;
+    EXPECT_EQ(refusal(o), "--embedding-max-inputs (100) must not exceed --embedding-max-queue (50): such a request "
+                          "could never be queued");
+
     o          = with_model();
     o.lora_dir = "/nonexistent/adapters";
     EXPECT_EQ(refusal(o), "--lora-dir /nonexistent/adapters is not a folder");
