@@ -77,6 +77,23 @@ result<bool> get_bool(const json &body, const char *name, bool def) {
     return v->get<bool>();
 }
 
+// Reads the boolean `name` of `obj` into `out`, or `def` when it is absent.
+std::optional<error> read_bool(const json &obj, const char *name, bool def, bool &out) {
+    auto v = get_bool(obj, name, def);
+    if (!v) {
+        return v.err();
+    }
+    out = *v;
+    return std::nullopt;
+}
+
+// What a field the body leaves out defaults to: the structs' member initializers (schema.h,
+// engine/types.h), so a default is written in one place.
+const api_request &request_defaults() {
+    static const api_request defaults;
+    return defaults;
+}
+
 // Validates every numeric field of the table that the body carries.
 std::optional<error> check_numbers(api_kind kind, const json &body, const api_limits &limits) {
     for (const auto &f : numeric_fields()) {
@@ -448,12 +465,11 @@ std::optional<error> parse_tools(const json &body, const api_limits &limits, con
             r.tools.push_back(std::move(tool));
         }
     }
-    auto parallel = get_bool(body, "parallel_tool_calls", true);
-    if (!parallel) {
-        return parallel.err();
+    if (auto e =
+            read_bool(body, "parallel_tool_calls", request_defaults().parallel_tool_calls, r.parallel_tool_calls)) {
+        return e;
     }
-    r.parallel_tool_calls = *parallel;
-    const json *tc        = json_field(body, "tool_choice");
+    const json *tc = json_field(body, "tool_choice");
     if (tc == nullptr) {
         return std::nullopt;
     }
@@ -528,6 +544,12 @@ result<std::vector<chat_tool_call>> message_tool_calls(const json &v, const std:
     return calls;
 }
 
+// The field a constraint's param belongs to, as errors name it: "response_format" for any of
+// its parts, else the param itself ("guided_regex", "nvext.guided_json", ...).
+std::string constraint_field(const std::string &param) {
+    return param.rfind("response_format", 0) == 0 ? std::string("response_format") : param;
+}
+
 // Collects every constraint the body carries and refuses more than one.
 result<output_constraint> parse_constraint(const json &body, const api_limits &limits, const key_order *order) {
     output_constraint chosen;
@@ -536,9 +558,8 @@ result<output_constraint> parse_constraint(const json &body, const api_limits &l
             return std::nullopt;
         }
         if (chosen.kind != constraint_kind::none) {
-            const auto first =
-                chosen.param.rfind("response_format", 0) == 0 ? std::string("response_format") : chosen.param;
-            const auto second = c.param.rfind("response_format", 0) == 0 ? std::string("response_format") : c.param;
+            const std::string first  = constraint_field(chosen.param);
+            const std::string second = constraint_field(c.param);
             return error::invalid(first + " and " + second +
                                              " both constrain the output; send at most one of response_format, guided_json, "
                                                     "guided_regex, guided_choice, guided_grammar (top level or under nvext)",
@@ -583,15 +604,10 @@ result<output_constraint> parse_constraint(const json &body, const api_limits &l
     return chosen;
 }
 
-} // namespace
-
-result<api_request> parse_request(api_kind kind, const json &body, const api_limits &limits, const key_order *order) {
-    api_request r;
-    r.kind = kind;
-    if (auto e = check_numbers(kind, body, limits)) {
-        return *e;
-    }
-    auto model = model_field(body);
+// model, user, stream, stream_options, ignore_eos and speculative, checked in that order.
+std::optional<error> parse_options(const json &body, api_request &r) {
+    const api_request &d     = request_defaults();
+    auto               model = model_field(body);
     if (!model) {
         return model.err();
     }
@@ -600,68 +616,87 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
     if (!user) {
         return user.err();
     }
-    r.user      = *user;
-    auto stream = get_bool(body, "stream", false);
-    if (!stream) {
-        return stream.err();
+    r.user = *user;
+    if (auto e = read_bool(body, "stream", d.stream, r.stream)) {
+        return e;
     }
-    r.stream = *stream;
     if (const json *so = json_field(body, "stream_options")) {
         if (!so->is_object()) {
             return error::invalid("stream_options must be an object, got " + type_name(*so), "stream_options");
         }
-        auto iu = get_bool(*so, "include_usage", false);
+        auto iu = get_bool(*so, "include_usage", d.include_usage);
         if (!iu) {
             return error::invalid("stream_options.include_usage must be a boolean", "stream_options.include_usage");
         }
         r.include_usage = *iu;
     }
-    auto ignore_eos = get_bool(body, "ignore_eos", false);
-    if (!ignore_eos) {
-        return ignore_eos.err();
+    if (auto e = read_bool(body, "ignore_eos", d.sampling.ignore_eos, r.sampling.ignore_eos)) {
+        return e;
     }
-    auto speculative = get_bool(body, "speculative", true);
-    if (!speculative) {
-        return speculative.err();
-    }
-    r.speculative = *speculative;
-    if (const json *nvext = json_field(body, "nvext"); nvext != nullptr && nvext->is_object()) {
-        if (const json *pl = json_field(*nvext, "placement")) {
-            if (!pl->is_string()) {
-                return error::invalid("nvext.placement must be a string, got " + type_name(*pl), "nvext.placement");
-            }
-            auto pin = parse_placement(pl->get_ref<const std::string &>(), "nvext.placement");
-            if (!pin) {
-                return pin.err();
-            }
-            r.placement = *pin;
-        }
-        if (const json *t = json_field(*nvext, "timeout_ms")) {
-            if (!t->is_number_integer() || t->get<int64_t>() < 1 || t->get<int64_t>() > 3'600'000) {
-                return error::invalid("nvext.timeout_ms must be an integer from 1 to 3600000 (milliseconds)",
-                                      "nvext.timeout_ms");
-            }
-            r.timeout = std::chrono::milliseconds(t->get<int64_t>());
-        }
-    }
+    return read_bool(body, "speculative", d.speculative, r.speculative);
+}
 
-    auto &s              = r.sampling;
-    s.ignore_eos         = *ignore_eos;
-    s.temperature        = num<float>(body, "temperature", 1.0f);
-    s.top_p              = num<float>(body, "top_p", 1.0f);
-    s.top_k              = num<int32_t>(body, "top_k", 0);
-    s.min_p              = num<float>(body, "min_p", 0.0f);
-    s.presence_penalty   = num<float>(body, "presence_penalty", 0.0f);
-    s.frequency_penalty  = num<float>(body, "frequency_penalty", 0.0f);
-    s.repetition_penalty = num<float>(body, "repetition_penalty", 1.0f);
+// nvext.placement and nvext.timeout_ms. An nvext that is not an object is refused later, by
+// parse_constraint.
+std::optional<error> parse_nvext_routing(const json &body, api_request &r) {
+    const json *nvext = json_field(body, "nvext");
+    if (nvext == nullptr || !nvext->is_object()) {
+        return std::nullopt;
+    }
+    if (const json *pl = json_field(*nvext, "placement")) {
+        if (!pl->is_string()) {
+            return error::invalid("nvext.placement must be a string, got " + type_name(*pl), "nvext.placement");
+        }
+        auto pin = parse_placement(pl->get_ref<const std::string &>(), "nvext.placement");
+        if (!pin) {
+            return pin.err();
+        }
+        r.placement = *pin;
+    }
+    if (const json *t = json_field(*nvext, "timeout_ms")) {
+        if (!t->is_number_integer() || t->get<int64_t>() < 1 || t->get<int64_t>() > 3'600'000) {
+            return error::invalid("nvext.timeout_ms must be an integer from 1 to 3600000 (milliseconds)",
+                                  "nvext.timeout_ms");
+        }
+        r.timeout = std::chrono::milliseconds(t->get<int64_t>());
+    }
+    return std::nullopt;
+}
+
+struct float_sampling_field {
+    const char *name;
+    float sampling_params::*member;
+};
+
+// The float sampling fields, taken as they are (check_numbers has bounded them).
+constexpr float_sampling_field float_sampling_fields[] = {
+    {"temperature", &sampling_params::temperature},
+    {"top_p", &sampling_params::top_p},
+    {"min_p", &sampling_params::min_p},
+    {"presence_penalty", &sampling_params::presence_penalty},
+    {"frequency_penalty", &sampling_params::frequency_penalty},
+    {"repetition_penalty", &sampling_params::repetition_penalty},
+};
+
+// The numeric sampling fields and seed; absent ones keep sampling_params' defaults. Never fails.
+void parse_sampling(const json &body, sampling_params &s) {
+    const sampling_params &d = request_defaults().sampling;
+    for (const auto &f : float_sampling_fields) {
+        s.*f.member = num<float>(body, f.name, d.*f.member);
+    }
+    s.top_k = num<int32_t>(body, "top_k", d.top_k);
     if (const json *seed = json_field(body, "seed")) {
         // Any 64-bit seed is accepted; the sampler uses its low 32 bits.
         s.seed = static_cast<uint32_t>(static_cast<uint64_t>(seed->get<int64_t>()) & 0xFFFFFFFFu);
     }
-    if (json_field(body, "lora_scale") != nullptr) {
-        r.lora_scale = num<float>(body, "lora_scale", 1.0f);
+}
+
+// lora_scale, n (bounded by --max-n), best_of, and max_completion_tokens or max_tokens.
+std::optional<error> parse_counts(const json &body, const api_limits &limits, api_request &r) {
+    if (const json *ls = json_field(body, "lora_scale")) {
+        r.lora_scale = static_cast<float>(ls->get<double>());
     }
-    r.n = num<int32_t>(body, "n", 1);
+    r.n = num<int32_t>(body, "n", request_defaults().n);
     if (r.n > limits.max_n) {
         return error::invalid(
             "n must be between 1 and " + std::to_string(limits.max_n) + ", got " + std::to_string(r.n), "n");
@@ -684,195 +719,255 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
     } else if (const json *mt2 = json_field(body, "max_tokens")) {
         r.max_tokens = static_cast<int32_t>(mt2->get<double>());
     }
+    return std::nullopt;
+}
 
-    if (const json *lb = json_field(body, "logit_bias")) {
-        if (!lb->is_object()) {
-            return error::invalid("logit_bias must be an object mapping token ids to numbers, got " + type_name(*lb),
-                                  "logit_bias");
+std::optional<error> parse_logit_bias(const json &body, const api_limits &limits, sampling_params &s) {
+    const json *lb = json_field(body, "logit_bias");
+    if (lb == nullptr) {
+        return std::nullopt;
+    }
+    if (!lb->is_object()) {
+        return error::invalid("logit_bias must be an object mapping token ids to numbers, got " + type_name(*lb),
+                              "logit_bias");
+    }
+    if (lb->size() > static_cast<size_t>(limits.max_logit_bias)) {
+        return error::invalid("logit_bias has " + std::to_string(lb->size()) + " entries; the limit is " +
+                                  std::to_string(limits.max_logit_bias),
+                              "logit_bias");
+    }
+    for (const auto &[k, v] : lb->items()) {
+        char      *end = nullptr;
+        const long id  = std::strtol(k.c_str(), &end, 10);
+        if (k.empty() || end == nullptr || *end != '\0' || id < 0 || id > INT32_MAX) {
+            return error::invalid("logit_bias keys must be token ids, got \"" + utf8_sanitize(k) + "\"", "logit_bias");
         }
-        if (lb->size() > static_cast<size_t>(limits.max_logit_bias)) {
-            return error::invalid("logit_bias has " + std::to_string(lb->size()) + " entries; the limit is " +
-                                      std::to_string(limits.max_logit_bias),
-                                  "logit_bias");
+        if (!v.is_number() || v.get<double>() < -100 || v.get<double>() > 100) {
+            return error::invalid("logit_bias values must be numbers between -100 and 100", "logit_bias");
         }
-        for (const auto &[k, v] : lb->items()) {
-            char      *end = nullptr;
-            const long id  = std::strtol(k.c_str(), &end, 10);
-            if (k.empty() || end == nullptr || *end != '\0' || id < 0 || id > INT32_MAX) {
-                return error::invalid("logit_bias keys must be token ids, got \"" + utf8_sanitize(k) + "\"",
-                                      "logit_bias");
+        s.logit_bias.emplace_back(static_cast<token_id>(id), v.get<float>());
+    }
+    return std::nullopt;
+}
+
+// stop: a string or an array of strings, within the count and size limits; empty ones are dropped.
+std::optional<error> parse_stop(const json &body, const api_limits &limits, std::vector<std::string> &out) {
+    const json *stop = json_field(body, "stop");
+    if (stop == nullptr) {
+        return std::nullopt;
+    }
+    std::vector<std::string> stops;
+    if (stop->is_string()) {
+        stops.push_back(stop->get<std::string>());
+    } else if (stop->is_array()) {
+        for (const auto &x : *stop) {
+            if (!x.is_string()) {
+                return error::invalid("stop must be a string or an array of strings", "stop");
             }
-            if (!v.is_number() || v.get<double>() < -100 || v.get<double>() > 100) {
-                return error::invalid("logit_bias values must be numbers between -100 and 100", "logit_bias");
-            }
-            s.logit_bias.emplace_back(static_cast<token_id>(id), v.get<float>());
+            stops.push_back(x.get<std::string>());
+        }
+    } else {
+        return error::invalid("stop must be a string or an array of strings, got " + type_name(*stop), "stop");
+    }
+    if (stops.size() > static_cast<size_t>(limits.max_stop)) {
+        return error::invalid("stop has " + std::to_string(stops.size()) + " strings; the limit is " +
+                                  std::to_string(limits.max_stop),
+                              "stop");
+    }
+    for (const auto &x : stops) {
+        if (x.size() > static_cast<size_t>(limits.max_stop_bytes)) {
+            return error::invalid(
+                "each stop string must be at most " + std::to_string(limits.max_stop_bytes) + " bytes", "stop");
+        }
+        if (!x.empty()) {
+            out.push_back(x);
         }
     }
+    return std::nullopt;
+}
 
-    if (const json *stop = json_field(body, "stop")) {
-        std::vector<std::string> stops;
-        if (stop->is_string()) {
-            stops.push_back(stop->get<std::string>());
-        } else if (stop->is_array()) {
-            for (const auto &x : *stop) {
-                if (!x.is_string()) {
-                    return error::invalid("stop must be a string or an array of strings", "stop");
+// messages[i]: {role, content}, with tool_call_id on a tool message and tool_calls only on an
+// assistant one. "developer" is taken as "system".
+result<chat_message> parse_message(const json &m, size_t i) {
+    const std::string param = "messages[" + std::to_string(i) + "]";
+    if (!m.is_object()) {
+        return error::invalid(param + " must be an object, got " + type_name(m), param);
+    }
+    auto role_it = m.find("role");
+    if (role_it == m.end() || !role_it->is_string()) {
+        return error::invalid(param + ".role must be a string", param + ".role");
+    }
+    const auto &role = role_it->get_ref<const std::string &>();
+    if (role != "system" && role != "user" && role != "assistant" && role != "developer" && role != "tool") {
+        return error::invalid(param + ".role must be one of system, developer, user, assistant, tool; got \"" +
+                                  utf8_sanitize(role) + "\"",
+                              param + ".role");
+    }
+    const auto c_it = m.find("content");
+    if (role != "assistant" && (c_it == m.end() || c_it->is_null())) {
+        return error::invalid(param + ".content is required for a " + role + " message", param + ".content");
+    }
+    auto content = message_content(m, i);
+    if (!content) {
+        return content.err();
+    }
+    chat_message msg;
+    msg.role    = role == "developer" ? "system" : role;
+    msg.content = std::move(*content);
+    if (role == "tool") {
+        const json *id = json_field(m, "tool_call_id");
+        if (id == nullptr || !id->is_string()) {
+            return error::invalid(param + ".tool_call_id is required for a tool message (a string)",
+                                  param + ".tool_call_id");
+        }
+        msg.tool_call_id = id->get<std::string>();
+    }
+    if (const json *calls = json_field(m, "tool_calls")) {
+        if (role != "assistant") {
+            return error::invalid(param + ".tool_calls is only allowed on assistant messages", param + ".tool_calls");
+        }
+        auto parsed = message_tool_calls(*calls, param + ".tool_calls");
+        if (!parsed) {
+            return parsed.err();
+        }
+        msg.tool_calls = std::move(*parsed);
+    }
+    return msg;
+}
+
+// The chat-only fields: logprobs (a boolean here), messages and tools. Runs after the output
+// constraint is parsed, since active tools exclude one.
+std::optional<error> parse_chat(const json &body, const api_limits &limits, const key_order *order, api_request &r) {
+    auto lp = get_bool(body, "logprobs", false);
+    if (!lp) {
+        return lp.err();
+    }
+    if (*lp) {
+        r.sampling.top_logprobs = num<int32_t>(body, "top_logprobs", 0);
+    } else if (json_field(body, "top_logprobs") != nullptr) {
+        return error::invalid("top_logprobs requires logprobs to be true", "top_logprobs");
+    }
+    const json *msgs = json_field(body, "messages");
+    if (msgs == nullptr || !msgs->is_array() || msgs->empty()) {
+        return error::invalid("messages must be a non-empty array of {role, content} objects", "messages");
+    }
+    if (auto e = parse_tools(body, limits, order, r)) {
+        return e;
+    }
+    if (r.tools_active() && r.constraint.kind != constraint_kind::none) {
+        const std::string field = constraint_field(r.constraint.param);
+        return error::invalid(field + " cannot be combined with tools; set tool_choice to \"none\" or drop one", field);
+    }
+    if (msgs->size() > static_cast<size_t>(limits.max_messages)) {
+        return error::invalid("messages has " + std::to_string(msgs->size()) + " entries; the limit is " +
+                                  std::to_string(limits.max_messages),
+                              "messages");
+    }
+    for (size_t i = 0; i < msgs->size(); ++i) {
+        auto msg = parse_message((*msgs)[i], i);
+        if (!msg) {
+            return msg.err();
+        }
+        r.messages.push_back(std::move(*msg));
+    }
+    return std::nullopt;
+}
+
+// prompt: a string, an array of token ids, or an array (at most max_prompts) of either.
+result<std::vector<prompt_input>> parse_prompts(const json &body, const api_limits &limits) {
+    std::vector<prompt_input> prompts;
+    const json               *prmt = json_field(body, "prompt");
+    if (prmt == nullptr) {
+        return error::invalid("prompt is required: a string, an array of strings, or token ids", "prompt");
+    }
+    if (prmt->is_string()) {
+        prompts.emplace_back(prmt->get<std::string>());
+    } else if (prmt->is_array() && !prmt->empty() && (*prmt)[0].is_number()) {
+        auto toks = token_array(*prmt, "prompt");
+        if (!toks) {
+            return toks.err();
+        }
+        prompts.emplace_back(std::move(*toks));
+    } else if (prmt->is_array() && !prmt->empty()) {
+        if (prmt->size() > static_cast<size_t>(limits.max_prompts)) {
+            return error::invalid("prompt has " + std::to_string(prmt->size()) + " entries; the limit is " +
+                                      std::to_string(limits.max_prompts),
+                                  "prompt");
+        }
+        for (const auto &p : *prmt) {
+            if (p.is_string()) {
+                prompts.emplace_back(p.get<std::string>());
+            } else if (p.is_array()) {
+                auto toks = token_array(p, "prompt");
+                if (!toks) {
+                    return toks.err();
                 }
-                stops.push_back(x.get<std::string>());
-            }
-        } else {
-            return error::invalid("stop must be a string or an array of strings, got " + type_name(*stop), "stop");
-        }
-        if (stops.size() > static_cast<size_t>(limits.max_stop)) {
-            return error::invalid("stop has " + std::to_string(stops.size()) + " strings; the limit is " +
-                                      std::to_string(limits.max_stop),
-                                  "stop");
-        }
-        for (const auto &x : stops) {
-            if (x.size() > static_cast<size_t>(limits.max_stop_bytes)) {
-                return error::invalid(
-                    "each stop string must be at most " + std::to_string(limits.max_stop_bytes) + " bytes", "stop");
-            }
-            if (!x.empty()) {
-                r.stop.push_back(x);
+                prompts.emplace_back(std::move(*toks));
+            } else {
+                return error::invalid("prompt arrays must hold strings or token-id arrays, got " + type_name(p),
+                                      "prompt");
             }
         }
+    } else {
+        return error::invalid(
+            "prompt must be a non-empty string, array of strings, or token ids; got " + type_name(*prmt), "prompt");
     }
+    return prompts;
+}
 
+// The completions-only fields: logprobs (an integer here), echo and prompt; prompts × n choices
+// are bounded by --max-n.
+std::optional<error> parse_completion(const json &body, const api_limits &limits, api_request &r) {
+    if (const json *lp = json_field(body, "logprobs")) {
+        r.sampling.top_logprobs = static_cast<int32_t>(lp->get<double>());
+    }
+    if (auto e = read_bool(body, "echo", request_defaults().echo, r.echo)) {
+        return e;
+    }
+    auto prompts = parse_prompts(body, limits);
+    if (!prompts) {
+        return prompts.err();
+    }
+    r.prompts = std::move(*prompts);
+    if (static_cast<int64_t>(r.prompts.size()) * r.n > limits.max_n) {
+        return error::invalid("prompts × n = " + std::to_string(r.prompts.size() * r.n) + " choices; the limit is " +
+                                  std::to_string(limits.max_n),
+                              "n");
+    }
+    return std::nullopt;
+}
+
+} // namespace
+
+result<api_request> parse_request(api_kind kind, const json &body, const api_limits &limits, const key_order *order) {
+    api_request r;
+    r.kind = kind;
+    if (auto e = check_numbers(kind, body, limits)) {
+        return *e;
+    }
+    if (auto e = parse_options(body, r)) {
+        return *e;
+    }
+    if (auto e = parse_nvext_routing(body, r)) {
+        return *e;
+    }
+    parse_sampling(body, r.sampling);
+    if (auto e = parse_counts(body, limits, r)) {
+        return *e;
+    }
+    if (auto e = parse_logit_bias(body, limits, r.sampling)) {
+        return *e;
+    }
+    if (auto e = parse_stop(body, limits, r.stop)) {
+        return *e;
+    }
     auto constraint = parse_constraint(body, limits, order);
     if (!constraint) {
         return constraint.err();
     }
     r.constraint = std::move(*constraint);
-
-    if (kind == api_kind::chat) {
-        auto lp = get_bool(body, "logprobs", false);
-        if (!lp) {
-            return lp.err();
-        }
-        if (*lp) {
-            s.top_logprobs = num<int32_t>(body, "top_logprobs", 0);
-        } else if (json_field(body, "top_logprobs") != nullptr) {
-            return error::invalid("top_logprobs requires logprobs to be true", "top_logprobs");
-        }
-        const json *msgs = json_field(body, "messages");
-        if (msgs == nullptr || !msgs->is_array() || msgs->empty()) {
-            return error::invalid("messages must be a non-empty array of {role, content} objects", "messages");
-        }
-        if (auto e = parse_tools(body, limits, order, r)) {
-            return *e;
-        }
-        if (r.tools_active() && r.constraint.kind != constraint_kind::none) {
-            return error::invalid(
-                r.constraint.param.rfind("response_format", 0) == 0
-                    ? "response_format cannot be combined with tools; set tool_choice to \"none\" "
-                      "or drop one"
-                    : r.constraint.param + " cannot be combined with tools; set tool_choice to \"none\" or drop one",
-                r.constraint.param.rfind("response_format", 0) == 0 ? "response_format" : r.constraint.param);
-        }
-        if (msgs->size() > static_cast<size_t>(limits.max_messages)) {
-            return error::invalid("messages has " + std::to_string(msgs->size()) + " entries; the limit is " +
-                                      std::to_string(limits.max_messages),
-                                  "messages");
-        }
-        for (size_t i = 0; i < msgs->size(); ++i) {
-            const auto       &m     = (*msgs)[i];
-            const std::string param = "messages[" + std::to_string(i) + "]";
-            if (!m.is_object()) {
-                return error::invalid(param + " must be an object, got " + type_name(m), param);
-            }
-            auto role_it = m.find("role");
-            if (role_it == m.end() || !role_it->is_string()) {
-                return error::invalid(param + ".role must be a string", param + ".role");
-            }
-            const auto &role = role_it->get_ref<const std::string &>();
-            if (role != "system" && role != "user" && role != "assistant" && role != "developer" && role != "tool") {
-                return error::invalid(param + ".role must be one of system, developer, user, assistant, tool; got \"" +
-                                          utf8_sanitize(role) + "\"",
-                                      param + ".role");
-            }
-            const auto c_it = m.find("content");
-            if (role != "assistant" && (c_it == m.end() || c_it->is_null())) {
-                return error::invalid(param + ".content is required for a " + role + " message", param + ".content");
-            }
-            auto content = message_content(m, i);
-            if (!content) {
-                return content.err();
-            }
-            chat_message msg;
-            msg.role    = role == "developer" ? "system" : role;
-            msg.content = std::move(*content);
-            if (role == "tool") {
-                const json *id = json_field(m, "tool_call_id");
-                if (id == nullptr || !id->is_string()) {
-                    return error::invalid(param + ".tool_call_id is required for a tool message (a string)",
-                                          param + ".tool_call_id");
-                }
-                msg.tool_call_id = id->get<std::string>();
-            }
-            if (const json *calls = json_field(m, "tool_calls")) {
-                if (role != "assistant") {
-                    return error::invalid(param + ".tool_calls is only allowed on assistant messages",
-                                          param + ".tool_calls");
-                }
-                auto parsed = message_tool_calls(*calls, param + ".tool_calls");
-                if (!parsed) {
-                    return parsed.err();
-                }
-                msg.tool_calls = std::move(*parsed);
-            }
-            r.messages.push_back(std::move(msg));
-        }
-    } else {
-        if (const json *lp = json_field(body, "logprobs")) {
-            s.top_logprobs = static_cast<int32_t>(lp->get<double>());
-        }
-        auto echo = get_bool(body, "echo", false);
-        if (!echo) {
-            return echo.err();
-        }
-        r.echo           = *echo;
-        const json *prmt = json_field(body, "prompt");
-        if (prmt == nullptr) {
-            return error::invalid("prompt is required: a string, an array of strings, or token ids", "prompt");
-        }
-        if (prmt->is_string()) {
-            r.prompts.emplace_back(prmt->get<std::string>());
-        } else if (prmt->is_array() && !prmt->empty() && (*prmt)[0].is_number()) {
-            auto toks = token_array(*prmt, "prompt");
-            if (!toks) {
-                return toks.err();
-            }
-            r.prompts.emplace_back(std::move(*toks));
-        } else if (prmt->is_array() && !prmt->empty()) {
-            if (prmt->size() > static_cast<size_t>(limits.max_prompts)) {
-                return error::invalid("prompt has " + std::to_string(prmt->size()) + " entries; the limit is " +
-                                          std::to_string(limits.max_prompts),
-                                      "prompt");
-            }
-            for (const auto &p : *prmt) {
-                if (p.is_string()) {
-                    r.prompts.emplace_back(p.get<std::string>());
-                } else if (p.is_array()) {
-                    auto toks = token_array(p, "prompt");
-                    if (!toks) {
-                        return toks.err();
-                    }
-                    r.prompts.emplace_back(std::move(*toks));
-                } else {
-                    return error::invalid("prompt arrays must hold strings or token-id arrays, got " + type_name(p),
-                                          "prompt");
-                }
-            }
-        } else {
-            return error::invalid(
-                "prompt must be a non-empty string, array of strings, or token ids; got " + type_name(*prmt), "prompt");
-        }
-        if (static_cast<int64_t>(r.prompts.size()) * r.n > limits.max_n) {
-            return error::invalid("prompts × n = " + std::to_string(r.prompts.size() * r.n) +
-                                      " choices; the limit is " + std::to_string(limits.max_n),
-                                  "n");
-        }
+    if (auto e = kind == api_kind::chat ? parse_chat(body, limits, order, r) : parse_completion(body, limits, r)) {
+        return *e;
     }
     return r;
 }
@@ -881,80 +976,81 @@ result<api_request> parse_request(api_kind kind, const json &body, const api_lim
 
 namespace inferbox {
 
-std::string request_to_json(const api_request &r, const std::string &model) {
-    // ordered_json: a JSON Schema's property order is the order the remote model generates in.
-    using ojson = nlohmann::ordered_json;
-    ojson body  = {{"model", model}};
-    if (r.kind == api_kind::chat) {
-        ojson messages = ojson::array();
-        for (const auto &m : r.messages) {
-            ojson msg = {{"role", m.role}, {"content", m.content}};
-            if (!m.tool_calls.empty()) {
-                ojson calls = ojson::array();
-                for (const auto &tc : m.tool_calls) {
-                    calls.push_back({{"id", tc.id},
-                                     {"type", "function"},
-                                     {"function", {{"name", tc.name}, {"arguments", tc.arguments}}}});
-                }
-                msg["tool_calls"] = std::move(calls);
+namespace {
+
+// ordered_json: a JSON Schema's property order is the order the remote model generates in.
+using ojson = nlohmann::ordered_json;
+
+ojson messages_json(const std::vector<chat_message> &messages) {
+    ojson out = ojson::array();
+    for (const auto &m : messages) {
+        ojson msg = {{"role", m.role}, {"content", m.content}};
+        if (!m.tool_calls.empty()) {
+            ojson calls = ojson::array();
+            for (const auto &tc : m.tool_calls) {
+                calls.push_back({{"id", tc.id},
+                                 {"type", "function"},
+                                 {"function", {{"name", tc.name}, {"arguments", tc.arguments}}}});
             }
-            if (!m.tool_call_id.empty()) {
-                msg["tool_call_id"] = m.tool_call_id;
-            }
-            messages.push_back(std::move(msg));
+            msg["tool_calls"] = std::move(calls);
         }
-        body["messages"] = std::move(messages);
-        if (!r.tools.empty()) {
-            ojson tools = ojson::array();
-            for (const auto &t : r.tools) {
-                ojson fn = {{"name", t.name}};
-                if (!t.description.empty()) {
-                    fn["description"] = t.description;
-                }
-                if (!t.parameters.empty()) {
-                    fn["parameters"] = ojson::parse(t.parameters); // the schema's own serialization
-                }
-                tools.push_back({{"type", "function"}, {"function", std::move(fn)}});
-            }
-            body["tools"] = std::move(tools);
-            // A named tool_choice was narrowed to that one tool under "required": the same promise.
-            body["tool_choice"] = r.choice == tool_choice::none       ? "none"
-                                  : r.choice == tool_choice::required ? "required"
-                                                                      : "auto";
-            if (!r.parallel_tool_calls) {
-                body["parallel_tool_calls"] = false;
-            }
+        if (!m.tool_call_id.empty()) {
+            msg["tool_call_id"] = m.tool_call_id;
         }
-    } else {
-        ojson prompts = ojson::array();
-        for (const auto &p : r.prompts) {
-            if (const auto *s = std::get_if<std::string>(&p)) {
-                prompts.push_back(*s);
-            } else {
-                prompts.push_back(std::get<std::vector<token_id>>(p));
-            }
+        out.push_back(std::move(msg));
+    }
+    return out;
+}
+
+// messages, then tools, tool_choice and parallel_tool_calls when tools are offered.
+void add_chat_fields(const api_request &r, ojson &body) {
+    body["messages"] = messages_json(r.messages);
+    if (r.tools.empty()) {
+        return;
+    }
+    ojson tools = ojson::array();
+    for (const auto &t : r.tools) {
+        ojson fn = {{"name", t.name}};
+        if (!t.description.empty()) {
+            fn["description"] = t.description;
         }
-        body["prompt"] = prompts.size() == 1 ? prompts.front() : prompts;
-        if (r.echo) {
-            body["echo"] = true;
+        if (!t.parameters.empty()) {
+            fn["parameters"] = ojson::parse(t.parameters); // the schema's own serialization
+        }
+        tools.push_back({{"type", "function"}, {"function", std::move(fn)}});
+    }
+    body["tools"] = std::move(tools);
+    // A named tool_choice was narrowed to that one tool under "required": the same promise.
+    body["tool_choice"] = r.choice == tool_choice::none       ? "none"
+                          : r.choice == tool_choice::required ? "required"
+                                                              : "auto";
+    if (!r.parallel_tool_calls) {
+        body["parallel_tool_calls"] = false;
+    }
+}
+
+// prompt (one prompt as itself, several as an array), then echo when set.
+void add_completion_fields(const api_request &r, ojson &body) {
+    ojson prompts = ojson::array();
+    for (const auto &p : r.prompts) {
+        if (const auto *s = std::get_if<std::string>(&p)) {
+            prompts.push_back(*s);
+        } else {
+            prompts.push_back(std::get<std::vector<token_id>>(p));
         }
     }
-    if (r.max_tokens) {
-        body["max_tokens"] = *r.max_tokens;
+    body["prompt"] = prompts.size() == 1 ? prompts.front() : prompts;
+    if (r.echo) {
+        body["echo"] = true;
     }
-    if (r.n != 1) {
-        body["n"] = r.n;
-    }
-    if (!r.stop.empty()) {
-        body["stop"] = r.stop;
-    }
-    if (!r.user.empty()) {
-        body["user"] = r.user;
-    }
+}
+
+// temperature and top_p always; extensions (vLLM, llama-server, inferbox) only when set, since
+// OpenAI itself refuses unknown fields; then logit_bias and logprobs in the endpoint's form.
+void add_sampling_fields(const api_request &r, ojson &body) {
     const auto &s       = r.sampling;
     body["temperature"] = s.temperature;
     body["top_p"]       = s.top_p;
-    // Extensions (vLLM, llama-server, inferbox) only when set: OpenAI itself refuses unknown fields.
     if (s.top_k != 0) {
         body["top_k"] = s.top_k;
     }
@@ -991,7 +1087,9 @@ std::string request_to_json(const api_request &r, const std::string &model) {
             body["logprobs"] = s.top_logprobs;
         }
     }
-    const auto &c = r.constraint;
+}
+
+void add_constraint(const output_constraint &c, ojson &body) {
     switch (c.kind) {
     case constraint_kind::none:
         break;
@@ -1010,6 +1108,31 @@ std::string request_to_json(const api_request &r, const std::string &model) {
         body["nvext"] = {{"guided_grammar", c.gbnf}};
         break;
     }
+}
+
+} // namespace
+
+std::string request_to_json(const api_request &r, const std::string &model) {
+    ojson body = {{"model", model}};
+    if (r.kind == api_kind::chat) {
+        add_chat_fields(r, body);
+    } else {
+        add_completion_fields(r, body);
+    }
+    if (r.max_tokens) {
+        body["max_tokens"] = *r.max_tokens;
+    }
+    if (r.n != 1) {
+        body["n"] = r.n;
+    }
+    if (!r.stop.empty()) {
+        body["stop"] = r.stop;
+    }
+    if (!r.user.empty()) {
+        body["user"] = r.user;
+    }
+    add_sampling_fields(r, body);
+    add_constraint(r.constraint, body);
     body["stream"]         = true;
     body["stream_options"] = {{"include_usage", true}};
     return body.dump(-1, ' ', false, ojson::error_handler_t::replace);

@@ -599,22 +599,9 @@ void print_row(const char *name, const summary &s, const char *note) {
                 note);
 }
 
-} // namespace
-
-int run_bench(const bench_options &opts) {
-    if (std::string e = validate(opts); !e.empty()) {
-        std::fprintf(stderr, "bench: %s\n", e.c_str());
-        return 2;
-    }
-    std::string err;
-    auto        tgt = parse_url(opts.url, err);
-    if (!tgt) {
-        std::fprintf(stderr, "bench: %s\n", err.c_str());
-        return 2;
-    }
-
-    asio::io_context ioc(1);
-    run_state        st{opts, *tgt, {}, opts.model, {}, {}, {}, {}, 0, {}};
+// Resolves the host and probes the server, which also takes the model from GET /v1/models when
+// none was given. Returns the exit code to stop with, after printing why.
+std::optional<int> reach_server(asio::io_context &ioc, run_state &st) {
     {
         tcp::resolver     resolver(ioc);
         beast::error_code ec;
@@ -624,6 +611,7 @@ int run_bench(const bench_options &opts) {
             return 1;
         }
     }
+    std::string err;
     asio::co_spawn(ioc, probe(st, err), [&](const std::exception_ptr &e) {
         if (e) {
             err = "probe failed with an exception";
@@ -631,10 +619,15 @@ int run_bench(const bench_options &opts) {
     });
     ioc.run();
     if (!err.empty()) {
-        std::fprintf(stderr, "bench: server not reachable at %s: %s\n", opts.url.c_str(), err.c_str());
+        std::fprintf(stderr, "bench: server not reachable at %s: %s\n", st.opts.url.c_str(), err.c_str());
         return 1;
     }
+    return std::nullopt;
+}
 
+// The run's prompts, empty records and, with --request-rate, each request's arrival time.
+void plan_requests(run_state &st) {
+    const bench_options &opts = st.opts;
     st.prompts.reserve(size_t(opts.requests));
     for (int32_t i = 0; i < opts.requests; ++i) {
         st.prompts.push_back(make_prompt(opts, i));
@@ -650,8 +643,17 @@ int run_bench(const bench_options &opts) {
             t += -std::log(u) / opts.request_rate;
         }
     }
+}
 
-    const int32_t n_workers = std::min(opts.concurrency, opts.requests);
+struct run_times {
+    double wall_s = 0.0;
+    double cpu_s  = 0.0; // this process's CPU time over the run
+};
+
+// Runs every request on min(concurrency, requests) workers; an exception that escapes a worker
+// is kept in st.fatal.
+run_times run_workers(asio::io_context &ioc, run_state &st) {
+    const int32_t n_workers = std::min(st.opts.concurrency, st.opts.requests);
     ioc.restart();
     const double             cpu0 = cpu_seconds();
     const steady::time_point t0   = steady::now();
@@ -670,31 +672,48 @@ int run_bench(const bench_options &opts) {
         });
     }
     ioc.run();
-    const double wall_s = std::chrono::duration<double>(steady::now() - t0).count();
-    const double cpu_s  = cpu_seconds() - cpu0;
+    run_times t;
+    t.wall_s = std::chrono::duration<double>(steady::now() - t0).count();
+    t.cpu_s  = cpu_seconds() - cpu0;
+    return t;
+}
 
-    // Aggregate over successful requests.
-    std::vector<double>      ttft, itl, gaps, e2e;
-    int64_t                  out_total = 0, prompt_total = 0, prompt_n = 0;
-    int32_t                  n_ok = 0, n_failed = 0, n_no_usage = 0;
-    std::vector<std::string> error_kinds;
+// What a run measured: counts over all requests, latencies and tokens over the successful ones.
+struct run_totals {
+    run_times                time;
+    int32_t                  n_ok        = 0;
+    int32_t                  n_failed    = 0;
+    int32_t                  n_no_usage  = 0;
+    int64_t                  out_total   = 0;
+    double                   prompt_mean = -1.0; // -1: no response reported its prompt tokens
+    double                   out_tps     = 0.0;
+    double                   req_ps      = 0.0;
+    std::vector<std::string> error_kinds; // distinct failure messages, at most k_max_error_kinds (+ a fatal one)
+    summary                  ttft, itl, gap, e2e;
+};
+
+run_totals aggregate(const run_state &st, const run_times &time) {
+    run_totals          t;
+    std::vector<double> ttft, itl, gaps, e2e;
+    int64_t             prompt_total = 0, prompt_n = 0;
+    t.time = time;
     for (const request_record &r : st.records) {
         if (!r.ok) {
-            ++n_failed;
+            ++t.n_failed;
             const std::string msg = r.error.empty() ? "not run (worker aborted)" : r.error;
-            if (error_kinds.size() < k_max_error_kinds &&
-                std::find(error_kinds.begin(), error_kinds.end(), msg) == error_kinds.end()) {
-                error_kinds.push_back(msg);
+            if (t.error_kinds.size() < k_max_error_kinds &&
+                std::find(t.error_kinds.begin(), t.error_kinds.end(), msg) == t.error_kinds.end()) {
+                t.error_kinds.push_back(msg);
             }
             continue;
         }
-        ++n_ok;
-        out_total += r.output_tokens;
+        ++t.n_ok;
+        t.out_total += r.output_tokens;
         if (r.prompt_tokens >= 0) {
             prompt_total += r.prompt_tokens;
             ++prompt_n;
         }
-        n_no_usage += r.usage_seen ? 0 : 1;
+        t.n_no_usage += r.usage_seen ? 0 : 1;
         ttft.push_back(r.ttft_s);
         e2e.push_back(r.e2e_s);
         if (r.output_tokens > 1) {
@@ -703,14 +722,22 @@ int run_bench(const bench_options &opts) {
         gaps.insert(gaps.end(), r.gaps_s.begin(), r.gaps_s.end());
     }
     if (!st.fatal.empty()) {
-        error_kinds.push_back("internal: " + st.fatal);
+        t.error_kinds.push_back("internal: " + st.fatal);
     }
-    const summary s_ttft = summarize(ttft), s_itl = summarize(itl), s_gap = summarize(gaps), s_e2e = summarize(e2e);
-    const double  out_tps     = wall_s > 0 ? double(out_total) / wall_s : 0.0;
-    const double  req_ps      = wall_s > 0 ? double(n_ok) / wall_s : 0.0;
-    const double  prompt_mean = prompt_n > 0 ? double(prompt_total) / double(prompt_n) : -1.0;
-    const char   *path        = opts.endpoint == "chat" ? "/v1/chat/completions" : "/v1/completions";
+    t.ttft        = summarize(ttft);
+    t.itl         = summarize(itl);
+    t.gap         = summarize(gaps);
+    t.e2e         = summarize(e2e);
+    t.out_tps     = time.wall_s > 0 ? double(t.out_total) / time.wall_s : 0.0;
+    t.req_ps      = time.wall_s > 0 ? double(t.n_ok) / time.wall_s : 0.0;
+    t.prompt_mean = prompt_n > 0 ? double(prompt_total) / double(prompt_n) : -1.0;
+    return t;
+}
 
+void print_report(const run_state &st, const run_totals &t) {
+    const bench_options &opts   = st.opts;
+    const double         wall_s = t.time.wall_s;
+    const char          *path   = opts.endpoint == "chat" ? "/v1/chat/completions" : "/v1/completions";
     std::printf("inferbox bench%s%s\n", opts.label.empty() ? "" : ": ", opts.label.c_str());
     std::printf("  server       http://%s:%s%s%s  model %s\n", st.tgt.host.c_str(), st.tgt.port.c_str(),
                 st.tgt.base_path.c_str(), path, st.model.c_str());
@@ -727,84 +754,120 @@ int run_bench(const bench_options &opts) {
         std::printf(", Poisson arrivals at %.3g req/s", opts.request_rate);
     }
     std::printf("\n");
-    std::printf("  completed    %d ok, %d failed in %.3f s\n", n_ok, n_failed, wall_s);
-    if (prompt_mean >= 0) {
-        std::printf("  tokens       %" PRId64 " output, mean prompt %.1f (server usage)\n", out_total, prompt_mean);
+    std::printf("  completed    %d ok, %d failed in %.3f s\n", t.n_ok, t.n_failed, wall_s);
+    if (t.prompt_mean >= 0) {
+        std::printf("  tokens       %" PRId64 " output, mean prompt %.1f (server usage)\n", t.out_total, t.prompt_mean);
     } else {
-        std::printf("  tokens       %" PRId64 " output\n", out_total);
+        std::printf("  tokens       %" PRId64 " output\n", t.out_total);
     }
-    if (n_no_usage > 0) {
+    if (t.n_no_usage > 0) {
         std::printf("  note         %d responses had no usage chunk: their output tokens are content chunks\n",
-                    n_no_usage);
+                    t.n_no_usage);
     }
-    std::printf("  throughput   %.2f output tok/s, %.3f req/s\n", out_tps, req_ps);
+    std::printf("  throughput   %.2f output tok/s, %.3f req/s\n", t.out_tps, t.req_ps);
     std::printf("  %-12s %9s %9s %9s %9s   (ms)\n", "", "mean", "p50", "p90", "p99");
-    print_row("TTFT", s_ttft, "send -> first content");
-    print_row("ITL", s_itl, "per request (e2e - ttft) / (tokens - 1)");
-    print_row("chunk gap", s_gap, "between content chunks, all requests");
-    print_row("E2E", s_e2e, "send -> end of stream");
-    std::printf("  client CPU   %.3f s (%.1f%% of one core over the run)\n", cpu_s,
-                wall_s > 0 ? 100.0 * cpu_s / wall_s : 0.0);
-    for (const std::string &e : error_kinds) {
+    print_row("TTFT", t.ttft, "send -> first content");
+    print_row("ITL", t.itl, "per request (e2e - ttft) / (tokens - 1)");
+    print_row("chunk gap", t.gap, "between content chunks, all requests");
+    print_row("E2E", t.e2e, "send -> end of stream");
+    std::printf("  client CPU   %.3f s (%.1f%% of one core over the run)\n", t.time.cpu_s,
+                wall_s > 0 ? 100.0 * t.time.cpu_s / wall_s : 0.0);
+    for (const std::string &e : t.error_kinds) {
         std::printf("  error        %s\n", e.c_str());
     }
+}
 
-    int rc = (n_failed > 0 || !st.fatal.empty()) ? 1 : 0;
-    if (!opts.json_out.empty()) {
-        json per_request = json::array();
-        for (const request_record &r : st.records) {
-            json j = {{"ok", r.ok}, {"output_tokens", r.output_tokens}, {"prompt_tokens", r.prompt_tokens}};
-            if (r.ok) {
-                j["ttft_ms"] = r.ttft_s * 1e3;
-                j["e2e_ms"]  = r.e2e_s * 1e3;
-                // Where the request's longest stall was: the gap after content chunk `at` (0 =
-                // between the first and second chunk), so a stall tied to a stream's start or end shows.
-                if (!r.gaps_s.empty()) {
-                    const auto longest = std::max_element(r.gaps_s.begin(), r.gaps_s.end());
-                    j["max_gap_ms"]    = *longest * 1e3;
-                    j["max_gap_at"]    = std::distance(r.gaps_s.begin(), longest);
-                }
-            } else {
-                j["error"] = r.error;
+json per_request_json(const std::vector<request_record> &records) {
+    json out = json::array();
+    for (const request_record &r : records) {
+        json j = {{"ok", r.ok}, {"output_tokens", r.output_tokens}, {"prompt_tokens", r.prompt_tokens}};
+        if (r.ok) {
+            j["ttft_ms"] = r.ttft_s * 1e3;
+            j["e2e_ms"]  = r.e2e_s * 1e3;
+            // Where the request's longest stall was: the gap after content chunk `at` (0 =
+            // between the first and second chunk), so a stall tied to a stream's start or end shows.
+            if (!r.gaps_s.empty()) {
+                const auto longest = std::max_element(r.gaps_s.begin(), r.gaps_s.end());
+                j["max_gap_ms"]    = *longest * 1e3;
+                j["max_gap_at"]    = std::distance(r.gaps_s.begin(), longest);
             }
-            per_request.push_back(std::move(j));
+        } else {
+            j["error"] = r.error;
         }
-        json out = {
-            {"label", opts.label},
-            {"url", opts.url},
-            {"endpoint", opts.endpoint},
-            {"model", st.model},
-            {"concurrency", opts.concurrency},
-            {"requests", opts.requests},
-            {"prompt_tokens", opts.prompt_tokens},
-            {"max_tokens", opts.max_tokens},
-            {"shared_prefix_tokens", opts.shared_prefix_tokens},
-            {"seed", opts.seed},
-            {"request_rate", opts.request_rate},
-            {"ignore_eos", opts.ignore_eos},
-            {"completed", n_ok},
-            {"failed", n_failed},
-            {"errors", error_kinds},
-            {"duration_s", wall_s},
-            {"output_tokens_total", out_total},
-            {"prompt_tokens_mean", prompt_mean},
-            {"output_throughput_tok_s", out_tps},
-            {"request_throughput_req_s", req_ps},
-            {"ttft_ms", to_json_ms(s_ttft)},
-            {"itl_ms", to_json_ms(s_itl)},
-            {"chunk_gap_ms", to_json_ms(s_gap)},
-            {"e2e_ms", to_json_ms(s_e2e)},
-            {"client_cpu_s", cpu_s},
-            {"client_cpu_fraction", wall_s > 0 ? cpu_s / wall_s : 0.0},
-            {"per_request", std::move(per_request)},
-        };
-        std::ofstream f(opts.json_out, std::ios::trunc);
-        f << out.dump(2) << '\n';
-        f.close();
-        if (!f) {
-            std::fprintf(stderr, "bench: cannot write %s\n", opts.json_out.c_str());
-            rc = 1;
-        }
+        out.push_back(std::move(j));
+    }
+    return out;
+}
+
+// Writes the --json report; false when the file cannot be written (after saying so).
+bool write_json_report(const run_state &st, const run_totals &t) {
+    const bench_options &opts   = st.opts;
+    const double         wall_s = t.time.wall_s;
+    json                 out    = {
+                           {"label", opts.label},
+                           {"url", opts.url},
+                           {"endpoint", opts.endpoint},
+                           {"model", st.model},
+                           {"concurrency", opts.concurrency},
+                           {"requests", opts.requests},
+                           {"prompt_tokens", opts.prompt_tokens},
+                           {"max_tokens", opts.max_tokens},
+                           {"shared_prefix_tokens", opts.shared_prefix_tokens},
+                           {"seed", opts.seed},
+                           {"request_rate", opts.request_rate},
+                           {"ignore_eos", opts.ignore_eos},
+                           {"completed", t.n_ok},
+                           {"failed", t.n_failed},
+                           {"errors", t.error_kinds},
+                           {"duration_s", wall_s},
+                           {"output_tokens_total", t.out_total},
+                           {"prompt_tokens_mean", t.prompt_mean},
+                           {"output_throughput_tok_s", t.out_tps},
+                           {"request_throughput_req_s", t.req_ps},
+                           {"ttft_ms", to_json_ms(t.ttft)},
+                           {"itl_ms", to_json_ms(t.itl)},
+                           {"chunk_gap_ms", to_json_ms(t.gap)},
+                           {"e2e_ms", to_json_ms(t.e2e)},
+                           {"client_cpu_s", t.time.cpu_s},
+                           {"client_cpu_fraction", wall_s > 0 ? t.time.cpu_s / wall_s : 0.0},
+                           {"per_request", per_request_json(st.records)},
+    };
+    std::ofstream f(opts.json_out, std::ios::trunc);
+    f << out.dump(2) << '\n';
+    f.close();
+    if (!f) {
+        std::fprintf(stderr, "bench: cannot write %s\n", opts.json_out.c_str());
+        return false;
+    }
+    return true;
+}
+
+} // namespace
+
+int run_bench(const bench_options &opts) {
+    if (std::string e = validate(opts); !e.empty()) {
+        std::fprintf(stderr, "bench: %s\n", e.c_str());
+        return 2;
+    }
+    std::string err;
+    auto        tgt = parse_url(opts.url, err);
+    if (!tgt) {
+        std::fprintf(stderr, "bench: %s\n", err.c_str());
+        return 2;
+    }
+
+    asio::io_context ioc(1);
+    run_state        st{opts, *tgt, {}, opts.model, {}, {}, {}, {}, 0, {}};
+    if (auto rc = reach_server(ioc, st)) {
+        return *rc;
+    }
+    plan_requests(st);
+    const run_totals t = aggregate(st, run_workers(ioc, st));
+    print_report(st, t);
+
+    int rc = (t.n_failed > 0 || !st.fatal.empty()) ? 1 : 0;
+    if (!opts.json_out.empty() && !write_json_report(st, t)) {
+        rc = 1;
     }
     return rc;
 }

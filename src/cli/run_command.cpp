@@ -184,6 +184,104 @@ void settle_attention(const std::string &path, engine_config &ec) {
     ec.flash_attn = p.settings.flash_attn ? flash_attention::automatic : flash_attention::off;
 }
 
+// One terminal conversation with a started engine. `messages` is the chat so far (chat models).
+struct chat_session {
+    engine                   &eng;
+    const model              &mdl;
+    const run_options        &o;
+    int32_t                   n_ctx;
+    bool                      chat;    // the model has a chat template; else the prompt is raw text
+    int32_t                   reserve; // tokens of the context kept for the reply
+    std::vector<chat_message> messages;
+};
+
+// One turn: generates the reply to `user`. Returns false when the prompt cannot run at all.
+bool run_turn(chat_session &s, const std::string &user) {
+    std::vector<token_id> prompt;
+    if (s.chat) {
+        s.messages.push_back({"user", user});
+        auto p = chat_prompt(s.mdl, s.messages, s.n_ctx, s.reserve);
+        if (!p) {
+            s.messages.pop_back();
+            std::fprintf(stderr, "inferbox run: %s\n", p.err().message.c_str());
+            return false;
+        }
+        prompt = std::move(*p);
+    } else {
+        prompt = s.mdl.tokenize(user, true);
+        if (int32_t(prompt.size()) + 1 > s.n_ctx) {
+            std::fprintf(stderr, "inferbox run: the prompt is %zu tokens; the context holds %d (--ctx-size)\n",
+                         prompt.size(), s.n_ctx);
+            return false;
+        }
+    }
+    reply r = generate(s.eng, prompt, s.o);
+    if (r.err) {
+        std::fprintf(stderr, "\ninferbox run: %s\n", r.err->message.c_str());
+        if (s.chat) {
+            s.messages.pop_back();
+        }
+        return false;
+    }
+    std::fputs("\n", stdout);
+    if (r.cancelled) {
+        std::fprintf(stderr, "(stopped)\n");
+    }
+    if (s.chat) {
+        s.messages.push_back({"assistant", r.text});
+    }
+    return true;
+}
+
+// The prompt words given after the model, else all of stdin without its trailing line ends.
+std::string one_shot_prompt(const run_options &o) {
+    std::string text;
+    for (const std::string &w : o.prompt) {
+        text += (text.empty() ? "" : " ") + w;
+    }
+    if (text.empty()) {
+        text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+        while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) {
+            text.pop_back();
+        }
+    }
+    return text;
+}
+
+// The interactive loop: one turn per line until Ctrl-D, /bye or /exit.
+int converse(chat_session &s, const std::string &name) {
+    std::fprintf(stderr, "%s: %s. Ctrl-C stops a reply, Ctrl-D or /bye quits, /clear starts over.\n", name.c_str(),
+                 s.chat ? "chat" : "this model has no chat template, so it continues your text");
+    for (;;) {
+        std::fputs(">>> ", stdout);
+        std::fflush(stdout);
+        std::string line;
+        interrupted.store(false);
+        if (!std::getline(std::cin, line)) {
+            if (interrupted.exchange(false)) { // Ctrl-C at the prompt: a fresh line
+                std::cin.clear();
+                std::fputs("\n", stdout);
+                continue;
+            }
+            std::fputs("\n", stdout);
+            return 0; // Ctrl-D
+        }
+        if (line == "/bye" || line == "/exit") {
+            return 0;
+        }
+        if (line == "/clear") {
+            auto &m = s.messages;
+            m.erase(m.begin() + ((!m.empty() && m.front().role == "system") ? 1 : 0), m.end());
+            std::fprintf(stderr, "(conversation cleared)\n");
+            continue;
+        }
+        if (line.empty()) {
+            continue;
+        }
+        run_turn(s, line);
+    }
+}
+
 int run(const run_options &o) {
     pull_options po;
     report_pull_on_stderr(po, "run");
@@ -208,102 +306,23 @@ int run(const run_options &o) {
     if (!eng) {
         return cli_fail("run", eng.err().message);
     }
-    const model  &mdl     = **m;
-    const int32_t n_ctx   = (*eng)->n_ctx_slot();
-    const bool    chat    = mdl.has_chat_template();
-    const int32_t reserve = std::min(o.max_tokens, n_ctx / 2);
+    const model  &mdl   = **m;
+    const int32_t n_ctx = (*eng)->n_ctx_slot();
+    chat_session  s{**eng, mdl, o, n_ctx, mdl.has_chat_template(), std::min(o.max_tokens, n_ctx / 2), {}};
     sigint_guard  sig;
-
-    std::vector<chat_message> messages;
     if (!o.system.empty()) {
-        messages.push_back({"system", o.system});
+        s.messages.push_back({"system", o.system});
     }
-    // One turn: returns false when the prompt cannot run at all.
-    const auto turn = [&](const std::string &user) -> bool {
-        std::vector<token_id> prompt;
-        if (chat) {
-            messages.push_back({"user", user});
-            auto p = chat_prompt(mdl, messages, n_ctx, reserve);
-            if (!p) {
-                messages.pop_back();
-                std::fprintf(stderr, "inferbox run: %s\n", p.err().message.c_str());
-                return false;
-            }
-            prompt = std::move(*p);
-        } else {
-            prompt = mdl.tokenize(user, true);
-            if (int32_t(prompt.size()) + 1 > n_ctx) {
-                std::fprintf(stderr, "inferbox run: the prompt is %zu tokens; the context holds %d (--ctx-size)\n",
-                             prompt.size(), n_ctx);
-                return false;
-            }
-        }
-        reply r = generate(**eng, prompt, o);
-        if (r.err) {
-            std::fprintf(stderr, "\ninferbox run: %s\n", r.err->message.c_str());
-            if (chat) {
-                messages.pop_back();
-            }
-            return false;
-        }
-        std::fputs("\n", stdout);
-        if (r.cancelled) {
-            std::fprintf(stderr, "(stopped)\n");
-        }
-        if (chat) {
-            messages.push_back({"assistant", r.text});
-        }
-        return true;
-    };
 
     const bool tty_in = ::isatty(STDIN_FILENO) == 1;
     if (!o.prompt.empty() || !tty_in) {
-        std::string text;
-        for (const std::string &w : o.prompt) {
-            text += (text.empty() ? "" : " ") + w;
-        }
-        if (text.empty()) {
-            text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
-            while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) {
-                text.pop_back();
-            }
-        }
+        const std::string text = one_shot_prompt(o);
         if (text.empty()) {
             return cli_fail("run", "no prompt: give one after the model, or on stdin");
         }
-        return turn(text) ? 0 : 1;
+        return run_turn(s, text) ? 0 : 1;
     }
-
-    std::fprintf(stderr, "%s: %s. Ctrl-C stops a reply, Ctrl-D or /bye quits, /clear starts over.\n",
-                 found->name.c_str(), chat ? "chat" : "this model has no chat template, so it continues your text");
-    for (;;) {
-        std::fputs(">>> ", stdout);
-        std::fflush(stdout);
-        std::string line;
-        interrupted.store(false);
-        if (!std::getline(std::cin, line)) {
-            if (interrupted.exchange(false)) { // Ctrl-C at the prompt: a fresh line
-                std::cin.clear();
-                std::fputs("\n", stdout);
-                continue;
-            }
-            std::fputs("\n", stdout);
-            return 0; // Ctrl-D
-        }
-        if (line == "/bye" || line == "/exit") {
-            return 0;
-        }
-        if (line == "/clear") {
-            messages.erase(messages.begin() + ((!messages.empty() && messages.front().role == "system") ? 1 : 0),
-                           messages.end());
-            std::fprintf(stderr, "(conversation cleared)\n");
-            continue;
-        }
-        if (line.empty()) {
-            continue;
-        }
-        turn(line);
-    }
+    return converse(s, found->name);
 }
 
 } // namespace

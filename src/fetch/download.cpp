@@ -365,6 +365,236 @@ bool retryable_status(long status) {
 
 namespace {
 
+// Closes the part file when the download ends, however it ends.
+struct fd_closer {
+    int fd;
+    ~fd_closer() { ::close(fd); }
+};
+
+// One download_into call, across its attempts.
+struct download_run {
+    download_run(const download_options &o, int part_fd) : opts(o), fd(part_fd), delay(o.retry_delay) {}
+
+    const download_options   &opts;
+    int                       fd;
+    sha256_stream             hash;
+    uint64_t                  hashed = 0; // bytes of the part file the hash covers
+    download_result           out;
+    clock_type::time_point    began = clock_type::now();
+    std::chrono::milliseconds delay;            // before the next retry
+    bool                      restarts = false; // one 416 restart per call
+};
+
+// The offset the next attempt resumes at (the part file's size), with the hash brought to cover
+// exactly those bytes.
+result<uint64_t> resume_offset(download_run &d) {
+    const fs::path &part = d.opts.part_file;
+    const off_t     end  = ::lseek(d.fd, 0, SEEK_END);
+    if (end < 0) {
+        return failure(error_kind::internal, "cannot seek " + part.string() + ": " + std::strerror(errno));
+    }
+    const auto offset = uint64_t(end);
+    if (d.hashed != offset) {
+        d.hash.reset();
+        if (auto e = d.hash.update_from_file(part, offset)) {
+            return *e;
+        }
+        d.hashed = offset;
+    }
+    return offset;
+}
+
+// Empties the part file and forgets its validator: the next attempt starts from byte 0.
+std::optional<error> drop_part(const download_run &d) {
+    if (::ftruncate(d.fd, 0) != 0) {
+        return failure(error_kind::internal,
+                       "cannot truncate " + d.opts.part_file.string() + ": " + std::strerror(errno));
+    }
+    write_validator(d.opts.part_file, {});
+    return std::nullopt;
+}
+
+// Sets up `c` for one attempt that resumes at `offset` (0: the whole file). `headers` must
+// outlive the transfer.
+void configure_attempt(CURL *c, const download_options &opts, attempt_state &st, uint64_t offset, curl_slist *headers) {
+    curl_easy_setopt(c, CURLOPT_URL, opts.url.c_str());
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(c, CURLOPT_MAXREDIRS, 10L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, opts.user_agent.c_str());
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, long(opts.connect_timeout.count()));
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, long(opts.stall_timeout.count()));
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &st);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &st);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_xfer);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, &st);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    if (offset > 0) {
+        // CURLOPT_RANGE rather than RESUME_FROM: a 200 answer (the file changed, or the
+        // server ignores ranges) must restart the file, not fail the transfer. libcurl copies
+        // the string.
+        const std::string range = std::to_string(offset) + "-";
+        curl_easy_setopt(c, CURLOPT_RANGE, range.c_str());
+    }
+    if (headers != nullptr) {
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    }
+    if (!opts.bearer_token.empty()) {
+        // Bearer auth, not a raw header: libcurl sends credentials only to the original
+        // host, so a redirect to a CDN never sees the token.
+        curl_easy_setopt(c, CURLOPT_HTTPAUTH, long(CURLAUTH_BEARER));
+        curl_easy_setopt(c, CURLOPT_XOAUTH2_BEARER, opts.bearer_token.c_str());
+    }
+}
+
+// The whole file is on disk: flushes it, fills d.out and reports the final progress.
+std::optional<error> complete(download_run &d, const attempt_state &st, int attempt) {
+    if (::fsync(d.fd) != 0) {
+        return failure(error_kind::internal, "cannot flush " + d.opts.part_file.string() + ": " + std::strerror(errno));
+    }
+    d.out.size   = st.on_disk;
+    d.out.sha256 = d.hash.hex_digest();
+    if (d.opts.on_progress) {
+        download_progress p;
+        p.received     = st.on_disk;
+        p.total        = st.on_disk;
+        p.resumed_from = d.out.resumed_from;
+        p.seconds      = std::chrono::duration<double>(clock_type::now() - d.began).count();
+        p.attempt      = attempt;
+        d.opts.on_progress(p);
+    }
+    write_validator(d.opts.part_file, {});
+    return std::nullopt;
+}
+
+// A completed transfer that got an HTTP error status: the error that ends the download, or the
+// problem to retry after (waiting at least the server's Retry-After).
+result<std::string> http_status_problem(download_run &d, const attempt_state &st) {
+    const download_options &opts  = d.opts;
+    const std::string       where = host_of(d.out.final_url);
+    const std::string       body  = printable(st.error_body);
+    const std::string       detail =
+        "HTTP " + std::to_string(st.status) + " from " + where + (body.empty() ? "" : ": " + body);
+    if (st.status == 401 || st.status == 403) {
+        return failure(error_kind::unauthorized,
+                       detail + (opts.bearer_token.empty() ? " (no token was sent)" : " (the token was refused)"));
+    }
+    if (st.status == 404 || st.status == 410) {
+        return failure(error_kind::not_found, "not found: " + opts.url + " (" + detail + ")");
+    }
+    if (!retryable_status(st.status)) {
+        return failure(error_kind::invalid_request, "cannot download " + opts.url + ": " + detail);
+    }
+    if (auto delay = retry_after_delay(st.retry_after)) {
+        d.delay = std::max(d.delay, *delay);
+    }
+    return detail;
+}
+
+// How an attempt ended: the file is complete, another attempt may help (`problem` says why), or
+// the part was dropped to start over, which does not count as an attempt.
+enum class attempt_end { complete, retry, restart };
+
+result<attempt_end> settle_attempt(download_run &d, const attempt_state &st, CURLcode rc, uint64_t offset, int attempt,
+                                   std::string &problem) {
+    const download_options &opts = d.opts;
+    if (rc == CURLE_OK && (st.status == 200 || st.status == 206)) {
+        if (st.total && st.on_disk != *st.total) {
+            problem = "the connection ended at byte " + std::to_string(st.on_disk) + " of " + std::to_string(*st.total);
+            return attempt_end::retry;
+        }
+        if (auto e = complete(d, st, attempt)) {
+            return *e;
+        }
+        return attempt_end::complete;
+    }
+    if (st.abort_reason) {
+        if (st.abort_reason->kind != error_kind::unavailable) {
+            return *st.abort_reason;
+        }
+        // A range we did not ask for: drop what is on disk and start over.
+        if (auto e = drop_part(d)) {
+            return *e;
+        }
+        problem = st.abort_reason->message;
+        return attempt_end::retry;
+    }
+    if (rc == CURLE_OK && st.status == 416 && offset > 0 && !d.restarts) {
+        // The range starts at or past the end: the part is complete, longer than the file,
+        // or belongs to another version. Only a full download settles which.
+        d.restarts = true;
+        if (auto e = drop_part(d)) {
+            return *e;
+        }
+        if (opts.on_notice) {
+            opts.on_notice("the server cannot resume at byte " + std::to_string(offset) + "; starting over");
+        }
+        return attempt_end::restart; // not a failure of the network
+    }
+    if (rc == CURLE_OK) {
+        auto p = http_status_problem(d, st);
+        if (!p) {
+            return p.err();
+        }
+        problem = std::move(*p);
+        return attempt_end::retry;
+    }
+    if (retryable_curl_code(rc)) {
+        problem = curl_easy_strerror(rc);
+        return attempt_end::retry;
+    }
+    return failure(rc == CURLE_URL_MALFORMAT || rc == CURLE_UNSUPPORTED_PROTOCOL || rc == CURLE_TOO_MANY_REDIRECTS
+                       ? error_kind::invalid_request
+                       : error_kind::unavailable,
+                   "cannot download " + opts.url + ": " + curl_easy_strerror(rc));
+}
+
+// One transfer that resumes at `offset`, and what it means (settle_attempt).
+result<attempt_end> run_attempt(download_run &d, uint64_t offset, int attempt, std::string &problem) {
+    const download_options             &opts = d.opts;
+    std::unique_ptr<CURL, curl_deleter> curl(curl_easy_init());
+    if (!curl) {
+        return failure(error_kind::internal, "cannot initialise libcurl");
+    }
+    attempt_state st;
+    st.opts          = &opts;
+    st.curl          = curl.get();
+    st.fd            = d.fd;
+    st.hash          = &d.hash;
+    st.offset        = offset;
+    st.on_disk       = offset;
+    st.resumed_from  = d.out.resumed_from;
+    st.began         = d.began;
+    st.last_progress = clock_type::now() - std::chrono::seconds(1);
+    st.attempt       = attempt;
+
+    std::unique_ptr<curl_slist, slist_deleter> headers;
+    const std::string                          validator = offset > 0 ? read_validator(opts.part_file) : std::string();
+    if (!validator.empty()) {
+        headers.reset(curl_slist_append(nullptr, ("If-Range: " + validator).c_str()));
+    }
+    CURL *c = curl.get();
+    configure_attempt(c, opts, st, offset, headers.get());
+
+    const CURLcode rc = curl_easy_perform(c);
+    d.hashed          = st.on_disk;
+    if (!st.body_started) {
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &st.status);
+    }
+    if (d.out.published_sha256.empty()) {
+        d.out.published_sha256 = sha256_from_linked_etag(st.linked_etag);
+    }
+    char *final_url = nullptr;
+    curl_easy_getinfo(c, CURLINFO_EFFECTIVE_URL, &final_url);
+    d.out.final_url = final_url != nullptr ? final_url : opts.url;
+    return settle_attempt(d, st, rc, offset, attempt, problem);
+}
+
 result<download_result> download_into(const download_options &opts) {
     global_init();
     if (opts.url.rfind("https://", 0) != 0 && opts.url.rfind("http://", 0) != 0) {
@@ -375,183 +605,34 @@ result<download_result> download_into(const download_options &opts) {
     if (fd < 0) {
         return failure(error_kind::internal, "cannot open " + part.string() + ": " + std::strerror(errno));
     }
-    struct fd_closer {
-        int fd;
-        ~fd_closer() { ::close(fd); }
-    } closer{fd};
-
-    sha256_stream   hash;
-    uint64_t        hashed = 0; // bytes of the part file the hash covers
-    download_result out;
-    const auto      began    = clock_type::now();
-    auto            delay    = opts.retry_delay;
-    bool            restarts = false; // one 416 restart per call
+    const fd_closer closer{fd};
+    download_run    d(opts, fd);
 
     for (int attempt = 1;; ++attempt) {
-        out.attempts = attempt;
-        // Resume from whatever is on disk; the hash must cover exactly those bytes.
-        const off_t end = ::lseek(fd, 0, SEEK_END);
-        if (end < 0) {
-            return failure(error_kind::internal, "cannot seek " + part.string() + ": " + std::strerror(errno));
-        }
-        const auto offset = uint64_t(end);
-        if (hashed != offset) {
-            hash.reset();
-            if (auto e = hash.update_from_file(part, offset)) {
-                return *e;
-            }
-            hashed = offset;
+        d.out.attempts = attempt;
+        // Resume from whatever is on disk.
+        auto offset = resume_offset(d);
+        if (!offset) {
+            return offset.err();
         }
         if (attempt == 1) {
-            out.resumed_from = offset;
-            if (offset > 0 && opts.on_notice) {
-                opts.on_notice("resuming a partial download at byte " + std::to_string(offset));
+            d.out.resumed_from = *offset;
+            if (*offset > 0 && opts.on_notice) {
+                opts.on_notice("resuming a partial download at byte " + std::to_string(*offset));
             }
         }
-
-        std::unique_ptr<CURL, curl_deleter> curl(curl_easy_init());
-        if (!curl) {
-            return failure(error_kind::internal, "cannot initialise libcurl");
-        }
-        attempt_state st;
-        st.opts          = &opts;
-        st.curl          = curl.get();
-        st.fd            = fd;
-        st.hash          = &hash;
-        st.offset        = offset;
-        st.on_disk       = offset;
-        st.resumed_from  = out.resumed_from;
-        st.began         = began;
-        st.last_progress = clock_type::now() - std::chrono::seconds(1);
-        st.attempt       = attempt;
-
-        std::unique_ptr<curl_slist, slist_deleter> headers;
-        const std::string                          validator = offset > 0 ? read_validator(part) : std::string();
-        if (!validator.empty()) {
-            headers.reset(curl_slist_append(nullptr, ("If-Range: " + validator).c_str()));
-        }
-        CURL *c = curl.get();
-        curl_easy_setopt(c, CURLOPT_URL, opts.url.c_str());
-        curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-        curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-        curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
-        curl_easy_setopt(c, CURLOPT_MAXREDIRS, 10L);
-        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(c, CURLOPT_USERAGENT, opts.user_agent.c_str());
-        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, long(opts.connect_timeout.count()));
-        curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
-        curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, long(opts.stall_timeout.count()));
-        curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-        curl_easy_setopt(c, CURLOPT_HEADERDATA, &st);
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-        curl_easy_setopt(c, CURLOPT_WRITEDATA, &st);
-        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_xfer);
-        curl_easy_setopt(c, CURLOPT_XFERINFODATA, &st);
-        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-        const std::string range = std::to_string(offset) + "-";
-        if (offset > 0) {
-            // CURLOPT_RANGE rather than RESUME_FROM: a 200 answer (the file changed, or the
-            // server ignores ranges) must restart the file, not fail the transfer.
-            curl_easy_setopt(c, CURLOPT_RANGE, range.c_str());
-        }
-        if (headers) {
-            curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers.get());
-        }
-        if (!opts.bearer_token.empty()) {
-            // Bearer auth, not a raw header: libcurl sends credentials only to the original
-            // host, so a redirect to a CDN never sees the token.
-            curl_easy_setopt(c, CURLOPT_HTTPAUTH, long(CURLAUTH_BEARER));
-            curl_easy_setopt(c, CURLOPT_XOAUTH2_BEARER, opts.bearer_token.c_str());
-        }
-
-        const CURLcode rc = curl_easy_perform(c);
-        hashed            = st.on_disk;
-        if (!st.body_started) {
-            curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &st.status);
-        }
-        if (out.published_sha256.empty()) {
-            out.published_sha256 = sha256_from_linked_etag(st.linked_etag);
-        }
-        char *final_url = nullptr;
-        curl_easy_getinfo(c, CURLINFO_EFFECTIVE_URL, &final_url);
-        out.final_url = final_url != nullptr ? final_url : opts.url;
-
         std::string problem; // set when this attempt failed in a way worth retrying
-        if (rc == CURLE_OK && (st.status == 200 || st.status == 206)) {
-            if (st.total && st.on_disk != *st.total) {
-                problem =
-                    "the connection ended at byte " + std::to_string(st.on_disk) + " of " + std::to_string(*st.total);
-            } else {
-                if (::fsync(fd) != 0) {
-                    return failure(error_kind::internal, "cannot flush " + part.string() + ": " + std::strerror(errno));
-                }
-                out.size   = st.on_disk;
-                out.sha256 = hash.hex_digest();
-                if (opts.on_progress) {
-                    download_progress p;
-                    p.received     = st.on_disk;
-                    p.total        = st.on_disk;
-                    p.resumed_from = out.resumed_from;
-                    p.seconds      = std::chrono::duration<double>(clock_type::now() - began).count();
-                    p.attempt      = attempt;
-                    opts.on_progress(p);
-                }
-                write_validator(part, {});
-                return out;
-            }
-        } else if (st.abort_reason) {
-            if (st.abort_reason->kind != error_kind::unavailable) {
-                return *st.abort_reason;
-            }
-            // A range we did not ask for: drop what is on disk and start over.
-            if (::ftruncate(fd, 0) != 0) {
-                return failure(error_kind::internal, "cannot truncate " + part.string() + ": " + std::strerror(errno));
-            }
-            write_validator(part, {});
-            problem = st.abort_reason->message;
-        } else if (rc == CURLE_OK && st.status == 416 && offset > 0 && !restarts) {
-            // The range starts at or past the end: the part is complete, longer than the file,
-            // or belongs to another version. Only a full download settles which.
-            restarts = true;
-            if (::ftruncate(fd, 0) != 0) {
-                return failure(error_kind::internal, "cannot truncate " + part.string() + ": " + std::strerror(errno));
-            }
-            write_validator(part, {});
-            if (opts.on_notice) {
-                opts.on_notice("the server cannot resume at byte " + std::to_string(offset) + "; starting over");
-            }
-            --attempt; // not a failure of the network
-            continue;
-        } else if (rc == CURLE_OK) {
-            const std::string where = host_of(out.final_url);
-            const std::string body  = printable(st.error_body);
-            const std::string detail =
-                "HTTP " + std::to_string(st.status) + " from " + where + (body.empty() ? "" : ": " + body);
-            if (st.status == 401 || st.status == 403) {
-                return failure(error_kind::unauthorized,
-                               detail +
-                                   (opts.bearer_token.empty() ? " (no token was sent)" : " (the token was refused)"));
-            }
-            if (st.status == 404 || st.status == 410) {
-                return failure(error_kind::not_found, "not found: " + opts.url + " (" + detail + ")");
-            }
-            if (!retryable_status(st.status)) {
-                return failure(error_kind::invalid_request, "cannot download " + opts.url + ": " + detail);
-            }
-            problem = detail;
-            if (auto d = retry_after_delay(st.retry_after)) {
-                delay = std::max(delay, *d);
-            }
-        } else if (retryable_curl_code(rc)) {
-            problem = curl_easy_strerror(rc);
-        } else {
-            return failure(rc == CURLE_URL_MALFORMAT || rc == CURLE_UNSUPPORTED_PROTOCOL ||
-                                   rc == CURLE_TOO_MANY_REDIRECTS
-                               ? error_kind::invalid_request
-                               : error_kind::unavailable,
-                           "cannot download " + opts.url + ": " + curl_easy_strerror(rc));
+        auto        end = run_attempt(d, *offset, attempt, problem);
+        if (!end) {
+            return end.err();
         }
-
+        if (*end == attempt_end::complete) {
+            return d.out;
+        }
+        if (*end == attempt_end::restart) {
+            --attempt;
+            continue;
+        }
         if (attempt >= opts.max_attempts) {
             return failure(error_kind::unavailable, "cannot download " + opts.url + " after " +
                                                         std::to_string(attempt) + " attempts: " + problem +
@@ -559,10 +640,10 @@ result<download_result> download_into(const download_options &opts) {
         }
         if (opts.on_notice) {
             opts.on_notice("attempt " + std::to_string(attempt) + " failed (" + problem + "); retrying in " +
-                           std::to_string(delay.count()) + " ms");
+                           std::to_string(d.delay.count()) + " ms");
         }
-        std::this_thread::sleep_for(delay);
-        delay = std::min<std::chrono::milliseconds>(delay * 2, std::chrono::seconds(30));
+        std::this_thread::sleep_for(d.delay);
+        d.delay = std::min<std::chrono::milliseconds>(d.delay * 2, std::chrono::seconds(30));
     }
 }
 

@@ -192,6 +192,110 @@ result<std::string> default_model_name(const model_ref &ref) {
     return name;
 }
 
+namespace {
+
+// The cache name: --name (validated), else the reference's default.
+result<std::string> pull_name(const model_ref &ref, const pull_options &opts) {
+    if (opts.name.empty()) {
+        return default_model_name(ref);
+    }
+    if (auto problem = validate_model_name(opts.name)) {
+        return *problem;
+    }
+    return opts.name;
+}
+
+// --sha256, lower-cased; empty when not given.
+result<std::string> expected_sha256(const pull_options &opts) {
+    if (!opts.expected_sha256.empty() && !looks_like_sha256(opts.expected_sha256)) {
+        return error::invalid("--sha256 must be 64 hexadecimal digits, not '" + opts.expected_sha256 + "'");
+    }
+    std::string expected = opts.expected_sha256;
+    std::transform(expected.begin(), expected.end(), expected.begin(),
+                   [](unsigned char c) { return char(std::tolower(c)); });
+    return expected;
+}
+
+// Sets out.entry and returns true when the cache already holds `name` from `label` (cached()).
+result<bool> take_cached(const model_store &store, const std::string &name, const std::string &label,
+                         pull_outcome &out) {
+    auto have = cached(store, name, label);
+    if (!have) {
+        return have.err();
+    }
+    if (!*have) {
+        return false;
+    }
+    out.entry = std::move(**have);
+    return true;
+}
+
+// Takes the exclusive lock on `fd` (the file `lock`), waiting for another pull of `url` that holds
+// it. Returns whether it waited: the other pull may have finished the job.
+result<bool> lock_download(int fd, const fs::path &lock, const pull_options &opts, const std::string &url) {
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+        return false;
+    }
+    if (opts.on_notice) {
+        opts.on_notice("another pull of " + url + " is running; waiting for it");
+    }
+    while (::flock(fd, LOCK_EX) != 0) {
+        if (errno != EINTR) {
+            return failure(error_kind::internal, "cannot lock " + lock.string() + ": " + std::strerror(errno));
+        }
+    }
+    return true;
+}
+
+// Downloads `url` into `part`; an unauthorized answer from Hugging Face says what to do about the
+// token.
+result<download_result> download_part(const model_ref &ref, const pull_options &opts, const std::string &url,
+                                      const fs::path &part) {
+    download_options d;
+    d.url          = url;
+    d.part_file    = part;
+    d.max_bytes    = opts.max_bytes;
+    d.max_attempts = opts.max_attempts;
+    d.retry_delay  = opts.retry_delay;
+    d.on_progress  = opts.on_progress;
+    d.on_notice    = opts.on_notice;
+    d.user_agent   = std::string("inferbox/") + INFERBOX_VERSION;
+    // The Hugging Face token goes to the Hugging Face endpoint only.
+    if (url.rfind(opts.hf_endpoint + "/", 0) == 0) {
+        d.bearer_token = opts.hf_token;
+    }
+    auto got = download_file(d);
+    if (!got) {
+        error e = got.err();
+        if (e.kind == error_kind::unauthorized && ref.kind == model_ref_kind::hugging_face) {
+            e.message += d.bearer_token.empty() ? "; for a gated or private repository set HF_TOKEN"
+                                                : "; check that HF_TOKEN has access to " + ref.org + "/" + ref.repo;
+        }
+        return e;
+    }
+    return got;
+}
+
+// Checks the download against the hash the source publishes and the one --sha256 gives (each
+// when known), discarding `part` on a mismatch; sets out.verified when one matched.
+std::optional<error> verify_download(const download_result &got, const std::string &expected, const fs::path &part,
+                                     pull_outcome &out) {
+    for (const auto &[want, what] : {std::pair{got.published_sha256, std::string("the source publishes")},
+                                     std::pair{expected, std::string("--sha256 expects")}}) {
+        if (!want.empty() && want != got.sha256) {
+            std::error_code ec;
+            fs::remove(part, ec);
+            return failure(error_kind::invalid_request, "SHA-256 mismatch for " + out.url + ": " + what + " " + want +
+                                                            ", the download has " + got.sha256 +
+                                                            "; the file was discarded");
+        }
+        out.verified = out.verified || !want.empty();
+    }
+    return std::nullopt;
+}
+
+} // namespace
+
 result<pull_outcome> pull_model(const model_store &store, const model_ref &ref, pull_options opts) {
     if (ref.kind != model_ref_kind::hugging_face && ref.kind != model_ref_kind::url) {
         return error::invalid("pull downloads hf://ORG/REPO/FILE.gguf or an http(s):// URL; '" + ref.text +
@@ -199,43 +303,31 @@ result<pull_outcome> pull_model(const model_store &store, const model_ref &ref, 
     }
     apply_pull_environment(opts);
     pull_outcome out;
-    out.url = source_url(ref, opts.hf_endpoint);
-    std::string name;
-    if (opts.name.empty()) {
-        auto n = default_model_name(ref);
-        if (!n) {
-            return n.err();
-        }
-        name = *n;
-    } else {
-        if (auto problem = validate_model_name(opts.name)) {
-            return *problem;
-        }
-        name = opts.name;
+    out.url   = source_url(ref, opts.hf_endpoint);
+    auto name = pull_name(ref, opts);
+    if (!name) {
+        return name.err();
     }
-    if (!opts.expected_sha256.empty() && !looks_like_sha256(opts.expected_sha256)) {
-        return error::invalid("--sha256 must be 64 hexadecimal digits, not '" + opts.expected_sha256 + "'");
+    auto expected = expected_sha256(opts);
+    if (!expected) {
+        return expected.err();
     }
-    std::string expected = opts.expected_sha256;
-    std::transform(expected.begin(), expected.end(), expected.begin(),
-                   [](unsigned char c) { return char(std::tolower(c)); });
     const std::string label = source_label(ref);
 
-    auto have = cached(store, name, label);
+    auto have = take_cached(store, *name, label, out);
     if (!have) {
         return have.err();
     }
     if (*have) {
-        out.entry = std::move(**have);
         return out;
     }
     if (opts.offline) {
-        return failure(error_kind::unavailable, "offline (--offline or INFERBOX_OFFLINE=1): model '" + name +
+        return failure(error_kind::unavailable, "offline (--offline or INFERBOX_OFFLINE=1): model '" + *name +
                                                     "' is not in the cache at " + store.root().string() +
                                                     " and would be downloaded from " + out.url +
                                                     "; pull it where the network is reachable and copy the cache, "
                                                     "or add a local copy with inferbox import FILE --name " +
-                                                    name);
+                                                    *name);
     }
 
     auto dir = store.downloads_dir();
@@ -252,61 +344,29 @@ result<pull_outcome> pull_model(const model_store &store, const model_ref &ref, 
         return failure(error_kind::internal, "cannot open " + lock.string() + ": " + std::strerror(errno));
     }
     file_lock held(fd);
-    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        if (opts.on_notice) {
-            opts.on_notice("another pull of " + out.url + " is running; waiting for it");
-        }
-        while (::flock(fd, LOCK_EX) != 0) {
-            if (errno != EINTR) {
-                return failure(error_kind::internal, "cannot lock " + lock.string() + ": " + std::strerror(errno));
-            }
-        }
-        // The other pull may have finished the job.
-        have = cached(store, name, label);
+    auto      waited = lock_download(fd, lock, opts, out.url);
+    if (!waited) {
+        return waited.err();
+    }
+    if (*waited) {
+        have = take_cached(store, *name, label, out);
         if (!have) {
             return have.err();
         }
         if (*have) {
-            out.entry = std::move(**have);
             return out;
         }
     }
 
-    download_options d;
-    d.url          = out.url;
-    d.part_file    = part;
-    d.max_bytes    = opts.max_bytes;
-    d.max_attempts = opts.max_attempts;
-    d.retry_delay  = opts.retry_delay;
-    d.on_progress  = opts.on_progress;
-    d.on_notice    = opts.on_notice;
-    d.user_agent   = std::string("inferbox/") + INFERBOX_VERSION;
-    // The Hugging Face token goes to the Hugging Face endpoint only.
-    if (out.url.rfind(opts.hf_endpoint + "/", 0) == 0) {
-        d.bearer_token = opts.hf_token;
-    }
-    auto got = download_file(d);
+    auto got = download_part(ref, opts, out.url, part);
     if (!got) {
-        error e = got.err();
-        if (e.kind == error_kind::unauthorized && ref.kind == model_ref_kind::hugging_face) {
-            e.message += d.bearer_token.empty() ? "; for a gated or private repository set HF_TOKEN"
-                                                : "; check that HF_TOKEN has access to " + ref.org + "/" + ref.repo;
-        }
-        return e;
+        return got.err();
     }
     out.resumed_from = got->resumed_from;
-    for (const auto &[want, what] : {std::pair{got->published_sha256, std::string("the source publishes")},
-                                     std::pair{expected, std::string("--sha256 expects")}}) {
-        if (!want.empty() && want != got->sha256) {
-            std::error_code ec;
-            fs::remove(part, ec);
-            return failure(error_kind::invalid_request, "SHA-256 mismatch for " + out.url + ": " + what + " " + want +
-                                                            ", the download has " + got->sha256 +
-                                                            "; the file was discarded");
-        }
-        out.verified = out.verified || !want.empty();
+    if (auto e = verify_download(*got, *expected, part, out)) {
+        return *e;
     }
-    auto entry = store.adopt(part, name, label, got->sha256, got->size);
+    auto entry = store.adopt(part, *name, label, got->sha256, got->size);
     if (!entry) {
         error e   = entry.err();
         e.message = "the file downloaded from " + out.url + " was not added: " + e.message;

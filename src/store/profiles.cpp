@@ -682,40 +682,37 @@ memory_estimate estimate_with_draft(const model_shape &m, const profile_settings
     return e;
 }
 
-} // namespace
+// One slot and the shortest context `s` can fit: what the smallest configuration needs.
+profile_settings smallest_of(profile_settings s) {
+    s.n_slots    = 1;
+    s.n_ctx_slot = std::min(s.n_ctx_slot, min_fit_ctx);
+    return s;
+}
 
-model_profile evaluate_profile(const model_shape &m, const hardware_info &hw, const memory_budget &cpu_budget,
-                               std::string name, profile_flavour flavour, const profile_settings &s,
-                               const model_shape *draft) {
-    const auto    estimate = [&](const profile_settings &t) { return estimate_with_draft(m, t, draft); };
-    model_profile p;
-    p.name                = std::move(name);
-    p.flavour             = flavour;
-    p.settings            = s;
-    p.settings.n_ctx_slot = context_or_trained(s.n_ctx_slot, m);
-    p.settings.n_slots    = std::max(1, p.settings.n_slots);
-    p.memory              = estimate(p.settings);
+// "even --parallel 1 --ctx-size N needs X (parts)", for `e` the estimate of `smallest`.
+std::string smallest_needs(const profile_settings &smallest, const memory_estimate &e) {
+    return "even --parallel 1 --ctx-size " + std::to_string(smallest.n_ctx_slot) + " needs " + mib_text(e.total()) +
+           " (" + estimate_parts(e) + ")";
+}
 
-    const auto incompatible = [&](std::string why) {
-        p.status = profile_status::incompatible;
-        p.detail = std::move(why);
-        return p;
-    };
+// Why `s` cannot run `m` on `hw` at all, in the order evaluate_profile reports it; empty when it
+// can. A GPU profile's budget becomes the roomiest GPU's.
+std::string incompatibility(const model_shape &m, const hardware_info &hw, const profile_settings &s,
+                            const memory_estimate &memory, memory_budget &budget) {
     if (!m.problem.empty()) {
-        return incompatible(m.problem);
+        return m.problem;
     }
-    memory_budget budget = cpu_budget;
     if (s.rpc) {
         if (hw.remote.empty()) {
-            return incompatible("no RPC workers: serve --rpc HOST:PORT[,...] attaches them");
+            return "no RPC workers: serve --rpc HOST:PORT[,...] attaches them";
         }
-        if (auto why = remote_misfit(hw, p.memory); !why.empty()) {
-            return incompatible(why);
+        if (auto why = remote_misfit(hw, memory); !why.empty()) {
+            return why;
         }
     }
     if (s.gpu) {
         if (hw.gpus.empty()) {
-            return incompatible("no GPU device (this build has no GPU backend, or it found none)");
+            return "no GPU device (this build has no GPU backend, or it found none)";
         }
         const gpu_device &best = *std::max_element(
             hw.gpus.begin(), hw.gpus.end(), [](const auto &a, const auto &b) { return a.free_bytes < b.free_bytes; });
@@ -725,13 +722,110 @@ model_profile evaluate_profile(const model_shape &m, const hardware_info &hw, co
     }
     if (s.kv_type == kv_cache_type::q8_0) {
         if (!s.flash_attn) {
-            return incompatible("a q8_0 V cache needs flash attention, which this architecture cannot use");
+            return "a q8_0 V cache needs flash attention, which this architecture cannot use";
         }
         if (m.n_embd_head_k % 32 != 0 || m.n_embd_head_v % 32 != 0) {
-            return incompatible("q8_0 KV needs head sizes divisible by 32; this model's are " +
-                                std::to_string(m.n_embd_head_k) + " (K) and " + std::to_string(m.n_embd_head_v) +
-                                " (V)");
+            return "q8_0 KV needs head sizes divisible by 32; this model's are " + std::to_string(m.n_embd_head_k) +
+                   " (K) and " + std::to_string(m.n_embd_head_v) + " (V)";
         }
+    }
+    return {};
+}
+
+// The search for settings that fit a low_memory profile's budget.
+struct fit_search {
+    const model_shape &m;
+    const model_shape *draft;
+    uint64_t           budget_bytes;
+
+    bool fits(const profile_settings &t) const { return estimate_with_draft(m, t, draft).total() <= budget_bytes; }
+};
+
+// The try_* functions set p.fit and p.detail and return true when their change makes p fit.
+// Fewer slots, the context kept.
+bool try_slots(const fit_search &f, model_profile &p) {
+    if (p.settings.n_slots <= 1) {
+        return false;
+    }
+    auto n = largest_fitting(1, p.settings.n_slots - 1, 1, [&](int32_t v) {
+        profile_settings t = p.settings;
+        t.n_slots          = v;
+        return f.fits(t);
+    });
+    if (!n) {
+        return false;
+    }
+    p.fit          = p.settings;
+    p.fit->n_slots = *n;
+    p.detail       = "--parallel " + std::to_string(*n);
+    return true;
+}
+
+// A shorter context, the slots kept.
+bool try_ctx(const fit_search &f, model_profile &p) {
+    if (p.settings.n_ctx_slot <= min_fit_ctx) {
+        return false;
+    }
+    auto n = largest_fitting(min_fit_ctx, p.settings.n_ctx_slot - 1, int32_t(ctx_pad), [&](int32_t v) {
+        profile_settings t = p.settings;
+        t.n_ctx_slot       = v;
+        return f.fits(t);
+    });
+    if (!n) {
+        return false;
+    }
+    p.fit             = p.settings;
+    p.fit->n_ctx_slot = *n;
+    p.detail          = "--ctx-size " + std::to_string(*n);
+    return true;
+}
+
+// Both: the most slots that fit at the smallest context, then the longest context for them.
+bool try_both(const fit_search &f, model_profile &p) {
+    profile_settings t = p.settings;
+    t.n_ctx_slot       = std::min(t.n_ctx_slot, min_fit_ctx);
+    auto n             = largest_fitting(1, p.settings.n_slots, 1, [&](int32_t v) {
+        profile_settings u = t;
+        u.n_slots          = v;
+        return f.fits(u);
+    });
+    if (!n) {
+        return false;
+    }
+    t.n_slots    = *n;
+    auto c       = largest_fitting(t.n_ctx_slot, std::max(t.n_ctx_slot, p.settings.n_ctx_slot - 1), int32_t(ctx_pad),
+                                   [&](int32_t v) {
+                                 profile_settings u = t;
+                                 u.n_ctx_slot       = v;
+                                 return f.fits(u);
+                             });
+    t.n_ctx_slot = c.value_or(t.n_ctx_slot);
+    p.fit        = t;
+    p.detail     = "--parallel " + std::to_string(t.n_slots) + " --ctx-size " + std::to_string(t.n_ctx_slot);
+    return true;
+}
+
+} // namespace
+
+model_profile evaluate_profile(const model_shape &m, const hardware_info &hw, const memory_budget &cpu_budget,
+                               std::string name, profile_flavour flavour, const profile_settings &s,
+                               const model_shape *draft) {
+    model_profile p;
+    p.name                = std::move(name);
+    p.flavour             = flavour;
+    p.settings            = s;
+    p.settings.n_ctx_slot = context_or_trained(s.n_ctx_slot, m);
+    p.settings.n_slots    = std::max(1, p.settings.n_slots);
+    p.memory              = estimate_with_draft(m, p.settings, draft);
+
+    const auto incompatible = [&](std::string why) {
+        p.status = profile_status::incompatible;
+        p.detail = std::move(why);
+        return p;
+    };
+    memory_budget budget = cpu_budget;
+    if (auto why = incompatibility(m, hw, s, p.memory, budget); !why.empty()) {
+        return incompatible(std::move(why));
     }
     if (p.memory.total() <= budget.bytes) {
         p.status = profile_status::runnable;
@@ -744,73 +838,14 @@ model_profile evaluate_profile(const model_shape &m, const hardware_info &hw, co
 
     // low_memory: find the change that makes it fit. Latency keeps its single slot and shortens
     // the context; throughput first gives up slots (keeping the context it promises), then context.
-    const auto try_slots = [&]() -> bool {
-        if (p.settings.n_slots <= 1) {
-            return false;
-        }
-        auto n = largest_fitting(1, p.settings.n_slots - 1, 1, [&](int32_t v) {
-            profile_settings t = p.settings;
-            t.n_slots          = v;
-            return estimate(t).total() <= budget.bytes;
-        });
-        if (!n) {
-            return false;
-        }
-        p.fit          = p.settings;
-        p.fit->n_slots = *n;
-        p.detail       = "--parallel " + std::to_string(*n);
-        return true;
-    };
-    const auto try_ctx = [&]() -> bool {
-        if (p.settings.n_ctx_slot <= min_fit_ctx) {
-            return false;
-        }
-        auto n = largest_fitting(min_fit_ctx, p.settings.n_ctx_slot - 1, int32_t(ctx_pad), [&](int32_t v) {
-            profile_settings t = p.settings;
-            t.n_ctx_slot       = v;
-            return estimate(t).total() <= budget.bytes;
-        });
-        if (!n) {
-            return false;
-        }
-        p.fit             = p.settings;
-        p.fit->n_ctx_slot = *n;
-        p.detail          = "--ctx-size " + std::to_string(*n);
-        return true;
-    };
-    // Both: the most slots that fit at the smallest context, then the longest context for them.
-    const auto try_both = [&]() -> bool {
-        profile_settings t = p.settings;
-        t.n_ctx_slot       = std::min(t.n_ctx_slot, min_fit_ctx);
-        auto n             = largest_fitting(1, p.settings.n_slots, 1, [&](int32_t v) {
-            profile_settings u = t;
-            u.n_slots          = v;
-            return estimate(u).total() <= budget.bytes;
-        });
-        if (!n) {
-            return false;
-        }
-        t.n_slots = *n;
-        auto c    = largest_fitting(t.n_ctx_slot, std::max(t.n_ctx_slot, p.settings.n_ctx_slot - 1), int32_t(ctx_pad),
-                                    [&](int32_t v) {
-                                     profile_settings u = t;
-                                     u.n_ctx_slot       = v;
-                                     return estimate(u).total() <= budget.bytes;
-                                 });
-        t.n_ctx_slot = c.value_or(t.n_ctx_slot);
-        p.fit        = t;
-        p.detail     = "--parallel " + std::to_string(t.n_slots) + " --ctx-size " + std::to_string(t.n_ctx_slot);
-        return true;
-    };
-    const bool found =
-        flavour == profile_flavour::throughput ? (try_slots() || try_ctx() || try_both()) : (try_ctx() || try_both());
+    const fit_search search{m, draft, budget.bytes};
+    const bool       found = flavour == profile_flavour::throughput
+                                 ? (try_slots(search, p) || try_ctx(search, p) || try_both(search, p))
+                                 : (try_ctx(search, p) || try_both(search, p));
     if (!found) {
-        profile_settings smallest = p.settings;
-        smallest.n_ctx_slot       = std::min(smallest.n_ctx_slot, min_fit_ctx);
-        smallest.n_slots          = 1;
-        const memory_estimate e   = estimate(smallest);
-        return incompatible("even --parallel 1 --ctx-size " + std::to_string(smallest.n_ctx_slot) + " needs " +
-                            mib_text(e.total()) + " (" + estimate_parts(e) + "), budget " + budget_text(budget));
+        const profile_settings smallest = smallest_of(p.settings);
+        return incompatible(smallest_needs(smallest, estimate_with_draft(m, smallest, draft)) + ", budget " +
+                            budget_text(budget));
     }
     p.status     = profile_status::low_memory;
     p.fit_memory = estimate_memory(m, *p.fit);
@@ -947,91 +982,97 @@ int32_t rpc_layer_split(const model_shape &m, const hardware_info &hw, const mem
     return int32_t(std::max(1.0, g)); // an RPC profile offloads something
 }
 
-result<profile_pick> pick_profile(const profile_set &set, pick_goal goal) {
-    const auto &ps = set.profiles;
-    // A KV cache kept in floating point (f16, or f32 as CPU profiles settle it) over a quantized one.
-    const auto exact_kv = [](const profile_settings &a) { return a.kv_type != kv_cache_type::q8_0; };
-    // Orders: true when a is better than b.
-    const auto latency_better = [&](const profile_settings &a, const profile_settings &b) {
-        if (a.n_ctx_slot != b.n_ctx_slot) {
-            return a.n_ctx_slot > b.n_ctx_slot;
-        }
-        if (exact_kv(a) != exact_kv(b)) {
-            return exact_kv(a);
-        }
-        return a.n_slots < b.n_slots;
-    };
-    const auto throughput_better = [&](const profile_settings &a, const profile_settings &b) {
-        if (a.n_slots != b.n_slots) {
-            return a.n_slots > b.n_slots;
-        }
-        if (a.n_ctx_slot != b.n_ctx_slot) {
-            return a.n_ctx_slot > b.n_ctx_slot;
-        }
-        return exact_kv(a) && !exact_kv(b);
-    };
-    const auto best_of = [&](auto &&keep, auto &&better) -> std::optional<size_t> {
-        std::optional<size_t> best;
-        for (size_t i = 0; i < ps.size(); ++i) {
-            if (keep(ps[i]) && (!best || better(ps[i].settings, ps[*best].settings))) {
-                best = i;
-            }
-        }
-        return best;
-    };
-    const auto runnable_cpu = [](profile_flavour f) {
-        return [f](const model_profile &p) {
-            return p.status == profile_status::runnable && !p.settings.gpu && !p.settings.rpc && p.flavour == f;
-        };
-    };
-    const auto make = [&](size_t i, const std::string &why) {
-        profile_pick pick;
-        pick.index    = i;
-        pick.settings = ps[i].settings;
-        pick.memory   = ps[i].memory;
-        pick.reason   = ps[i].name + ": " + why + "; est. " + mib_text(pick.memory.total()) + " of a " +
-                      mib_text(set.budget.bytes) + " budget";
-        return pick;
-    };
+namespace {
 
-    if (auto i = best_of([](const model_profile &p) { return p.status == profile_status::runnable && p.settings.gpu; },
-                         latency_better)) {
-        return make(*i, "a GPU is available and the model fits in its memory");
+// A KV cache kept in floating point (f16, or f32 as CPU profiles settle it) over a quantized one.
+bool exact_kv(const profile_settings &a) {
+    return a.kv_type != kv_cache_type::q8_0;
+}
+
+// The orders pick_profile ranks by: true when a is better than b.
+bool latency_better(const profile_settings &a, const profile_settings &b) {
+    if (a.n_ctx_slot != b.n_ctx_slot) {
+        return a.n_ctx_slot > b.n_ctx_slot;
     }
-    if (auto i = best_of([](const model_profile &p) { return p.status == profile_status::runnable && p.settings.rpc; },
-                         latency_better)) {
-        return make(*i, "RPC workers are attached: " + std::to_string(ps[*i].settings.n_gpu_layers) +
-                            " layers on them, the longest context that fits");
+    if (exact_kv(a) != exact_kv(b)) {
+        return exact_kv(a);
     }
+    return a.n_slots < b.n_slots;
+}
+
+bool throughput_better(const profile_settings &a, const profile_settings &b) {
+    if (a.n_slots != b.n_slots) {
+        return a.n_slots > b.n_slots;
+    }
+    if (a.n_ctx_slot != b.n_ctx_slot) {
+        return a.n_ctx_slot > b.n_ctx_slot;
+    }
+    return exact_kv(a) && !exact_kv(b);
+}
+
+// For a low_memory profile's fit: the longest context, then unquantized KV, then the most slots.
+bool fit_better(const profile_settings &a, const profile_settings &b) {
+    if (a.n_ctx_slot != b.n_ctx_slot) {
+        return a.n_ctx_slot > b.n_ctx_slot;
+    }
+    if (exact_kv(a) != exact_kv(b)) {
+        return exact_kv(a);
+    }
+    return a.n_slots > b.n_slots;
+}
+
+// The first of the best profiles `keep` accepts, ranked on their listed settings by `better`.
+template <typename Keep, typename Better>
+std::optional<size_t> best_profile(const std::vector<model_profile> &ps, Keep &&keep, Better &&better) {
+    std::optional<size_t> best;
+    for (size_t i = 0; i < ps.size(); ++i) {
+        if (keep(ps[i]) && (!best || better(ps[i].settings, ps[*best].settings))) {
+            best = i;
+        }
+    }
+    return best;
+}
+
+profile_pick make_pick(const profile_set &set, size_t i, const std::string &why) {
+    const model_profile &p = set.profiles[i];
+    profile_pick         pick;
+    pick.index    = i;
+    pick.settings = p.settings;
+    pick.memory   = p.memory;
+    pick.reason   = p.name + ": " + why + "; est. " + mib_text(pick.memory.total()) + " of a " +
+                  mib_text(set.budget.bytes) + " budget";
+    return pick;
+}
+
+// The best CPU profile runnable as listed: of the goal's flavour, else of the other.
+std::optional<profile_pick> pick_cpu(const profile_set &set, pick_goal goal) {
     const profile_flavour first = goal == pick_goal::latency ? profile_flavour::latency : profile_flavour::throughput;
     const profile_flavour second =
         first == profile_flavour::latency ? profile_flavour::throughput : profile_flavour::latency;
-    const auto rule = [](profile_flavour f) {
-        return f == profile_flavour::latency ? "the longest context that fits, unquantized KV preferred"
-                                             : "the most parallel slots that fit, then the longest context";
-    };
     for (profile_flavour f : {first, second}) {
-        const auto i = f == profile_flavour::latency ? best_of(runnable_cpu(f), latency_better)
-                                                     : best_of(runnable_cpu(f), throughput_better);
+        const auto runnable_cpu = [f](const model_profile &p) {
+            return p.status == profile_status::runnable && !p.settings.gpu && !p.settings.rpc && p.flavour == f;
+        };
+        const bool latency = f == profile_flavour::latency;
+        const auto i       = latency ? best_profile(set.profiles, runnable_cpu, latency_better)
+                                     : best_profile(set.profiles, runnable_cpu, throughput_better);
         if (i) {
-            std::string why = std::string(profile_flavour_name(f)) + " profile with " + rule(f);
+            std::string why = std::string(profile_flavour_name(f)) + " profile with " +
+                              (latency ? "the longest context that fits, unquantized KV preferred"
+                                       : "the most parallel slots that fit, then the longest context");
             if (f != first) {
                 why += " (no " + std::string(profile_flavour_name(first)) + " profile fits)";
             }
-            return make(*i, why);
+            return make_pick(set, *i, why);
         }
     }
-    // Nothing runnable as listed: the low_memory profile whose fit keeps the longest context, then
-    // unquantized KV, then the most slots.
-    const auto fit_better = [&](const profile_settings &a, const profile_settings &b) {
-        if (a.n_ctx_slot != b.n_ctx_slot) {
-            return a.n_ctx_slot > b.n_ctx_slot;
-        }
-        if (exact_kv(a) != exact_kv(b)) {
-            return exact_kv(a);
-        }
-        return a.n_slots > b.n_slots;
-    };
+    return std::nullopt;
+}
+
+// Nothing runnable as listed: the non-GPU low_memory profile with the best fit (fit_better),
+// its fit applied.
+std::optional<profile_pick> pick_fitted(const profile_set &set) {
+    const auto           &ps = set.profiles;
     std::optional<size_t> best;
     for (size_t i = 0; i < ps.size(); ++i) {
         if (ps[i].status != profile_status::low_memory || !ps[i].fit || ps[i].settings.gpu) {
@@ -1041,38 +1082,66 @@ result<profile_pick> pick_profile(const profile_set &set, pick_goal goal) {
             best = i;
         }
     }
-    if (best) {
-        profile_pick pick = make(*best, "no profile fits as listed; applied " + ps[*best].detail);
-        pick.settings     = *ps[*best].fit;
-        pick.memory       = *ps[*best].fit_memory;
-        pick.adjusted     = true;
-        pick.reason       = ps[*best].name + " with " + ps[*best].detail + ": no profile fits as listed; est. " +
-                      mib_text(pick.memory.total()) + " of a " + mib_text(set.budget.bytes) + " budget";
-        return pick;
+    if (!best) {
+        return std::nullopt;
     }
+    const model_profile &p    = ps[*best];
+    profile_pick         pick = make_pick(set, *best, "no profile fits as listed; applied " + p.detail);
+    pick.settings             = *p.fit;
+    pick.memory               = *p.fit_memory;
+    pick.adjusted             = true;
+    pick.reason = p.name + " with " + p.detail + ": no profile fits as listed; est. " + mib_text(pick.memory.total()) +
+                  " of a " + mib_text(set.budget.bytes) + " budget";
+    return pick;
+}
 
-    error e = error::invalid("", "model", "no_profile_fits");
+// Why no profile can be picked: the model's problem, or what the smallest CPU configuration (one
+// slot, the shortest context, f16 KV) needs against the budget.
+error no_profile_error(const profile_set &set) {
+    const auto &ps = set.profiles;
+    error       e  = error::invalid("", "model", "no_profile_fits");
     if (!set.model.problem.empty()) {
         e.message = "no profile can run this model: " + set.model.problem;
         return e;
     }
-    // The numbers: what the smallest configuration (one slot, the shortest context, f16 KV) needs.
     const auto cpu =
         std::find_if(ps.begin(), ps.end(), [](const model_profile &p) { return !p.settings.gpu && !p.settings.rpc; });
     if (cpu == ps.end()) {
         e.message = "no profile fits in memory";
         return e;
     }
-    profile_settings smallest = cpu->settings;
-    smallest.n_slots          = 1;
-    smallest.n_ctx_slot       = std::min(smallest.n_ctx_slot, min_fit_ctx);
+    profile_settings smallest = smallest_of(cpu->settings);
     smallest.kv_type          = kv_cache_type::f16;
     smallest.flash_attn       = set.model.architecture != "grok"; // the smallest compute buffer, where it can
     const memory_estimate m   = estimate_with_draft(set.model, smallest, set.draft ? &*set.draft : nullptr);
-    e.message = "no profile fits in memory: even --parallel 1 --ctx-size " + std::to_string(smallest.n_ctx_slot) +
-                " needs " + mib_text(m.total()) + " (" + estimate_parts(m) + ") but the budget is " +
-                budget_text(set.budget);
+    e.message =
+        "no profile fits in memory: " + smallest_needs(smallest, m) + " but the budget is " + budget_text(set.budget);
     return e;
+}
+
+} // namespace
+
+result<profile_pick> pick_profile(const profile_set &set, pick_goal goal) {
+    const auto &ps = set.profiles;
+    if (auto i = best_profile(
+            ps, [](const model_profile &p) { return p.status == profile_status::runnable && p.settings.gpu; },
+            latency_better)) {
+        return make_pick(set, *i, "a GPU is available and the model fits in its memory");
+    }
+    if (auto i = best_profile(
+            ps, [](const model_profile &p) { return p.status == profile_status::runnable && p.settings.rpc; },
+            latency_better)) {
+        return make_pick(set, *i,
+                         "RPC workers are attached: " + std::to_string(ps[*i].settings.n_gpu_layers) +
+                             " layers on them, the longest context that fits");
+    }
+    if (auto pick = pick_cpu(set, goal)) {
+        return *pick;
+    }
+    if (auto pick = pick_fitted(set)) {
+        return *pick;
+    }
+    return no_profile_error(set);
 }
 
 std::optional<size_t> find_profile(const profile_set &set, std::string_view name) {

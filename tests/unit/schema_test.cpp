@@ -128,6 +128,39 @@ TEST(schema, values_reach_the_typed_request) {
     EXPECT_EQ(r->sampling.logit_bias[0].first, 5);
 }
 
+// A field the body leaves out takes the default written in the request structs (schema.h,
+// engine/types.h), not a second copy of it in the parser.
+TEST(schema, omitted_fields_take_the_struct_defaults) {
+    const api_request                       want;
+    const sampling_params                  &ws       = want.sampling;
+    const std::pair<api_kind, const char *> bodies[] = {
+        {api_kind::completion, R"({"prompt":"x","stream_options":{}})"},
+        {api_kind::chat, R"({"messages":[{"role":"user","content":"x"}],"stream_options":{}})"},
+    };
+    for (const auto &[kind, text] : bodies) {
+        auto body = parse_json_body(text, 64);
+        ASSERT_TRUE(body.ok()) << text;
+        auto r = parse_request(kind, *body, api_limits{});
+        ASSERT_TRUE(r.ok()) << text << " -> " << r.err().message;
+        EXPECT_EQ(r->stream, want.stream) << text;
+        EXPECT_EQ(r->include_usage, want.include_usage) << text;
+        EXPECT_EQ(r->speculative, want.speculative) << text;
+        EXPECT_EQ(r->n, want.n) << text;
+        EXPECT_EQ(r->echo, want.echo) << text;
+        EXPECT_EQ(r->parallel_tool_calls, want.parallel_tool_calls) << text;
+        EXPECT_FALSE(r->lora_scale.has_value()) << text;
+        const sampling_params &s = r->sampling;
+        EXPECT_EQ(s.ignore_eos, ws.ignore_eos) << text;
+        EXPECT_EQ(s.temperature, ws.temperature) << text;
+        EXPECT_EQ(s.top_p, ws.top_p) << text;
+        EXPECT_EQ(s.top_k, ws.top_k) << text;
+        EXPECT_EQ(s.min_p, ws.min_p) << text;
+        EXPECT_EQ(s.presence_penalty, ws.presence_penalty) << text;
+        EXPECT_EQ(s.frequency_penalty, ws.frequency_penalty) << text;
+        EXPECT_EQ(s.repetition_penalty, ws.repetition_penalty) << text;
+    }
+}
+
 TEST(schema, max_completion_tokens_wins_over_max_tokens) {
     auto body =
         parse_json_body(R"({"messages":[{"role":"user","content":"x"}],"max_tokens":9,"max_completion_tokens":4})", 64);
