@@ -296,28 +296,14 @@ bool write_tensor_data(FILE *f, const ggml_tensor *t, rng &r, float stddev, cons
     return true;
 }
 
-// Writes the F16 GGUF to `path`. Returns an empty string on success, else the reason.
-std::string write_f16(const synth_options &o, const gguf_context *vocab, const std::string &path) {
-    std::string   err;
-    gguf_context *g = gguf_init_empty();
-    struct gguf_deleter {
-        gguf_context *g;
-        ~gguf_deleter() { gguf_free(g); }
-    } g_guard{g};
-
-    const int32_t head_dim = o.embd / o.heads;
-    const int64_t n_vocab  = copy_tokenizer(g, vocab, o.vocab_size, err);
-    if (n_vocab < 0) {
-        return o.vocab_from + " " + err;
-    }
-    // Tokens that are not text (byte fallback, control, unknown, the padding) get all-zero rows in
-    // the matrix the logits come from (output.weight, or token_embd when tied): their logit is
-    // exactly 0 while the text tokens' logits are spread around 0, so greedy decoding
-    // (every benchmark) never picks one among hundreds of text tokens. A random model would
-    // otherwise emit byte tokens about half the time, whose incomplete UTF-8 servers hold back:
-    // stream chunks would then span several tokens and no longer time one token each.
-    const std::vector<bool> none;
-    std::vector<bool>       non_text;
+// Tokens that are not text (byte fallback, control, unknown, the padding) get all-zero rows in the
+// matrix the logits come from (output.weight, or token_embd when tied): their logit is exactly 0
+// while the text tokens' logits are spread around 0, so greedy decoding (every benchmark) never
+// picks one among hundreds of text tokens. A random model would otherwise emit byte tokens about
+// half the time, whose incomplete UTF-8 servers hold back: stream chunks would then span several
+// tokens and no longer time one token each. Empty when the vocabulary has no token types.
+std::vector<bool> non_text_tokens(const gguf_context *g, int64_t n_vocab) {
+    std::vector<bool> non_text;
     if (const int64_t k = gguf_find_key(g, "tokenizer.ggml.token_type");
         k >= 0 && gguf_get_kv_type(g, k) == GGUF_TYPE_ARRAY && gguf_get_arr_type(g, k) == GGUF_TYPE_INT32 &&
         int64_t(gguf_get_arr_n(g, k)) == n_vocab) {
@@ -327,7 +313,13 @@ std::string write_f16(const synth_options &o, const gguf_context *vocab, const s
             non_text[size_t(t)] = types[t] != LLAMA_TOKEN_TYPE_NORMAL;
         }
     }
-    const std::string name = "inferbox synthetic llama " + std::to_string(o.layers) + "x" + std::to_string(o.embd);
+    return non_text;
+}
+
+// The llama architecture's metadata for a model of these options.
+void set_llama_metadata(gguf_context *g, const synth_options &o, int64_t n_vocab) {
+    const int32_t     head_dim = o.embd / o.heads;
+    const std::string name     = "inferbox synthetic llama " + std::to_string(o.layers) + "x" + std::to_string(o.embd);
     gguf_set_val_str(g, "general.architecture", "llama");
     gguf_set_val_str(g, "general.name", name.c_str());
     gguf_set_val_u32(g, "general.file_type", LLAMA_FTYPE_MOSTLY_F16);
@@ -341,21 +333,15 @@ std::string write_f16(const synth_options &o, const gguf_context *vocab, const s
     gguf_set_val_u32(g, "llama.rope.dimension_count", uint32_t(head_dim));
     gguf_set_val_f32(g, "llama.rope.freq_base", 10000.0f);
     gguf_set_val_f32(g, "llama.attention.layer_norm_rms_epsilon", 1e-6f);
+}
 
-    // Tensor descriptors only (no_alloc): the data is generated while writing.
-    const size_t     n_tensors = 3 + size_t(o.layers) * 9;
-    ggml_init_params ip{ggml_tensor_overhead() * (n_tensors + 1), nullptr, /*no_alloc=*/true};
-    ggml_context    *ctx = ggml_init(ip);
-    if (!ctx) {
-        return "ggml_init failed";
-    }
-    struct ggml_deleter {
-        ggml_context *c;
-        ~ggml_deleter() { ggml_free(c); }
-    } ctx_guard{ctx};
-
-    const int64_t              n_q  = int64_t(head_dim) * o.heads;
-    const int64_t              n_kv = int64_t(head_dim) * o.kv_heads;
+// The tensor descriptors (no data), in file order. Shapes are ggml order {ne0 = input features,
+// ne1 = output features}, as llama.cpp's llama loader (src/models/llama.cpp) creates them.
+std::vector<ggml_tensor *> describe_tensors(ggml_context *ctx, gguf_context *g, const synth_options &o,
+                                            int64_t n_vocab) {
+    const int32_t              head_dim = o.embd / o.heads;
+    const int64_t              n_q      = int64_t(head_dim) * o.heads;
+    const int64_t              n_kv     = int64_t(head_dim) * o.kv_heads;
     std::vector<ggml_tensor *> tensors;
     auto                       add = [&](const std::string &tname, ggml_type type, int64_t ne0, int64_t ne1) {
         ggml_tensor *t = ne1 == 1 ? ggml_new_tensor_1d(ctx, type, ne0) : ggml_new_tensor_2d(ctx, type, ne0, ne1);
@@ -363,14 +349,11 @@ std::string write_f16(const synth_options &o, const gguf_context *vocab, const s
         gguf_add_tensor(g, t);
         tensors.push_back(t);
     };
-    // Shapes are ggml order {ne0 = input features, ne1 = output features}, as llama.cpp's llama
-    // loader (src/models/llama.cpp) creates them.
     add("token_embd.weight", GGML_TYPE_F16, o.embd, n_vocab);
     add("output_norm.weight", GGML_TYPE_F32, o.embd, 1);
     if (!o.tie_embeddings) { // else llama.cpp computes the logits with token_embd
         add("output.weight", GGML_TYPE_F16, o.embd, n_vocab);
     }
-    const char *logits_from = o.tie_embeddings ? "token_embd.weight" : "output.weight";
     for (int32_t l = 0; l < o.layers; ++l) {
         const std::string p = "blk." + std::to_string(l) + ".";
         add(p + "attn_norm.weight", GGML_TYPE_F32, o.embd, 1);
@@ -383,6 +366,71 @@ std::string write_f16(const synth_options &o, const gguf_context *vocab, const s
         add(p + "ffn_up.weight", GGML_TYPE_F16, o.embd, o.ffn);
         add(p + "ffn_down.weight", GGML_TYPE_F16, o.ffn, o.embd);
     }
+    return tensors;
+}
+
+// Writes each tensor's generated data at the offset the header promised, padded to the alignment;
+// `non_text` zeroes those rows of the matrix the logits come from. Empty on success, else why.
+std::string write_tensors(std::FILE *f, const gguf_context *g, const std::vector<ggml_tensor *> &tensors,
+                          const synth_options &o, const std::vector<bool> &non_text, const std::string &path) {
+    const std::vector<bool> none;
+    const char             *logits_from = o.tie_embeddings ? "token_embd.weight" : "output.weight";
+    const size_t            alignment   = gguf_get_alignment(g);
+    const size_t            data_offset = gguf_get_meta_size(g); // header + KV + tensor infos, padded
+    const std::vector<char> zeros(alignment, 0);
+    const bool              progress = isatty(fileno(stderr)) != 0; // no carriage returns in logs
+    for (size_t i = 0; i < tensors.size(); ++i) {
+        const ggml_tensor *t = tensors[i];
+        // The header promised this offset; a mismatch would make a file llama.cpp rejects.
+        const long pos = std::ftell(f);
+        if (pos < 0 || size_t(pos) != data_offset + gguf_get_tensor_offset(g, int64_t(i))) {
+            return std::string("internal error: ") + t->name + " is not at its declared offset";
+        }
+        rng r(uint64_t(o.seed) * 0x100000001b3ull + i);
+        if (!write_tensor_data(f, t, r, o.stddev, std::strcmp(t->name, logits_from) == 0 ? non_text : none)) {
+            return "writing " + path + " failed: " + std::strerror(errno);
+        }
+        const size_t nb  = ggml_nbytes(t);
+        const size_t pad = GGML_PAD(nb, alignment) - nb;
+        if (pad > 0 && std::fwrite(zeros.data(), 1, pad, f) != pad) {
+            return "writing " + path + " failed: " + std::strerror(errno);
+        }
+        if (progress) {
+            std::fprintf(stderr, "\rwrote %zu/%zu tensors", i + 1, tensors.size());
+        }
+    }
+    std::fprintf(stderr, "%swrote %zu tensors to %s\n", progress ? "\r" : "", tensors.size(), path.c_str());
+    return {};
+}
+
+// Writes the F16 GGUF to `path`. Returns an empty string on success, else the reason.
+std::string write_f16(const synth_options &o, const gguf_context *vocab, const std::string &path) {
+    std::string   err;
+    gguf_context *g = gguf_init_empty();
+    struct gguf_deleter {
+        gguf_context *g;
+        ~gguf_deleter() { gguf_free(g); }
+    } g_guard{g};
+
+    const int64_t n_vocab = copy_tokenizer(g, vocab, o.vocab_size, err);
+    if (n_vocab < 0) {
+        return o.vocab_from + " " + err;
+    }
+    const std::vector<bool> non_text = non_text_tokens(g, n_vocab);
+    set_llama_metadata(g, o, n_vocab);
+
+    // Tensor descriptors only (no_alloc): the data is generated while writing.
+    const size_t     n_tensors = 3 + size_t(o.layers) * 9;
+    ggml_init_params ip{ggml_tensor_overhead() * (n_tensors + 1), nullptr, /*no_alloc=*/true};
+    ggml_context    *ctx = ggml_init(ip);
+    if (!ctx) {
+        return "ggml_init failed";
+    }
+    struct ggml_deleter {
+        ggml_context *c;
+        ~ggml_deleter() { ggml_free(c); }
+    } ctx_guard{ctx};
+    const auto tensors = describe_tensors(ctx, g, o, n_vocab);
 
     file_handle fh(std::fopen(path.c_str(), "wb"));
     if (!fh.f) {
@@ -391,31 +439,9 @@ std::string write_f16(const synth_options &o, const gguf_context *vocab, const s
     if (!gguf_write_to_file_ptr(g, fh.f, /*only_meta=*/true)) {
         return "writing the GGUF header to " + path + " failed";
     }
-    const size_t            alignment   = gguf_get_alignment(g);
-    const size_t            data_offset = gguf_get_meta_size(g); // header + KV + tensor infos, padded
-    const std::vector<char> zeros(alignment, 0);
-    const bool              progress = isatty(fileno(stderr)) != 0; // no carriage returns in logs
-    for (size_t i = 0; i < tensors.size(); ++i) {
-        const ggml_tensor *t = tensors[i];
-        // The header promised this offset; a mismatch would make a file llama.cpp rejects.
-        const long pos = std::ftell(fh.f);
-        if (pos < 0 || size_t(pos) != data_offset + gguf_get_tensor_offset(g, int64_t(i))) {
-            return std::string("internal error: ") + t->name + " is not at its declared offset";
-        }
-        rng r(uint64_t(o.seed) * 0x100000001b3ull + i);
-        if (!write_tensor_data(fh.f, t, r, o.stddev, std::strcmp(t->name, logits_from) == 0 ? non_text : none)) {
-            return "writing " + path + " failed: " + std::strerror(errno);
-        }
-        const size_t nb  = ggml_nbytes(t);
-        const size_t pad = GGML_PAD(nb, alignment) - nb;
-        if (pad > 0 && std::fwrite(zeros.data(), 1, pad, fh.f) != pad) {
-            return "writing " + path + " failed: " + std::strerror(errno);
-        }
-        if (progress) {
-            std::fprintf(stderr, "\rwrote %zu/%zu tensors", i + 1, tensors.size());
-        }
+    if (auto failed = write_tensors(fh.f, g, tensors, o, non_text, path); !failed.empty()) {
+        return failed;
     }
-    std::fprintf(stderr, "%swrote %zu tensors to %s\n", progress ? "\r" : "", tensors.size(), path.c_str());
     if (std::fflush(fh.f) != 0) {
         return "writing " + path + " failed: " + std::strerror(errno);
     }

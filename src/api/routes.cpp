@@ -941,117 +941,136 @@ void api_router::handle_response_input_items(const std::shared_ptr<http_exchange
     respond_json(*ex, page);
 }
 
-void api_router::dispatch_inference(const std::shared_ptr<http_exchange> &ex, api_request request, size_t key,
-                                    std::shared_ptr<answer_writer> writer) {
-    auto *req = &request;
+std::optional<error> api_router::apply_request_headers(const http_exchange &ex, api_request &req) const {
     // The placement pin: the header wins over nvext.placement.
-    if (auto h = ex->request().find("X-Inferbox-Placement"); h != ex->request().end()) {
+    if (auto h = ex.request().find("X-Inferbox-Placement"); h != ex.request().end()) {
         auto pin = parse_placement(std::string(h->value()), "X-Inferbox-Placement");
         if (!pin) {
-            respond_error(*ex, pin.err());
-            return;
+            return pin.err();
         }
-        req->placement = *pin;
+        req.placement = *pin;
     }
     // The deadline: the header wins over nvext.timeout_ms, which wins over --request-timeout-ms.
-    if (auto h = ex->request().find("X-Inferbox-Timeout-Ms"); h != ex->request().end()) {
+    if (auto h = ex.request().find("X-Inferbox-Timeout-Ms"); h != ex.request().end()) {
         const std::string v(h->value());
         int64_t           ms = 0;
         const auto        rc = std::from_chars(v.data(), v.data() + v.size(), ms);
         if (rc.ec != std::errc() || rc.ptr != v.data() + v.size() || ms < 1 || ms > 3'600'000) {
-            respond_error(*ex, error::invalid("X-Inferbox-Timeout-Ms must be an integer from 1 to 3600000, got '" +
-                                                  v.substr(0, 32) + "'",
-                                              "X-Inferbox-Timeout-Ms"));
-            return;
+            return error::invalid("X-Inferbox-Timeout-Ms must be an integer from 1 to 3600000, got '" +
+                                      v.substr(0, 32) + "'",
+                                  "X-Inferbox-Timeout-Ms");
         }
-        req->timeout = std::chrono::milliseconds(ms);
+        req.timeout = std::chrono::milliseconds(ms);
     }
-    if (!req->timeout && cfg_.request_timeout.count() > 0) {
-        req->timeout = cfg_.request_timeout;
+    if (!req.timeout && cfg_.request_timeout.count() > 0) {
+        req.timeout = cfg_.request_timeout;
     }
-    if (req->timeout) {
-        req->deadline = ex->received() + *req->timeout;
+    if (req.timeout) {
+        req.deadline = ex.received() + *req.timeout;
     }
-    // The model: a hosted model's id, a LoRA adapter of the default model, a model only remote
-    // backends serve, or none (the default).
-    const std::string wanted  = req->model.empty() ? cfg_.model_id : req->model;
-    auto              remotes = remotes_for(wanted);
-    size_t            index   = 0;
-    bool              local   = true;
-    std::string       served  = cfg_.model_id; // the id the answer names: a hosted model or an adapter
-    if (!req->model.empty() && req->model != cfg_.model_id) {
+    return std::nullopt;
+}
+
+std::optional<api_router::model_target> api_router::find_target(http_exchange &ex, api_request &req) {
+    // A hosted model's id, a LoRA adapter of the default model, a model only remote backends
+    // serve, or none (the default).
+    model_target t;
+    t.wanted  = req.model.empty() ? cfg_.model_id : req.model;
+    t.remotes = remotes_for(t.wanted);
+    t.served  = cfg_.model_id;
+    if (!req.model.empty() && req.model != cfg_.model_id) {
         auto host    = current_host();
-        auto hosted  = host ? host->find(req->model) : std::nullopt;
-        auto adapter = !hosted && cfg_.loras ? cfg_.loras->find(req->model) : std::nullopt;
+        auto hosted  = host ? host->find(req.model) : std::nullopt;
+        auto adapter = !hosted && cfg_.loras ? cfg_.loras->find(req.model) : std::nullopt;
         if (hosted) {
-            index  = *hosted;
-            served = req->model;
+            t.index  = *hosted;
+            t.served = req.model;
         } else if (adapter) {
-            req->lora = lora_choice{adapter->name, adapter->path.string(), req->lora_scale.value_or(1.0f)};
-            served    = adapter->name;
-            remotes.clear(); // an adapter of this server's model runs here
-        } else if (!remotes.empty()) {
-            local  = false;
-            served = req->model;
+            req.lora = lora_choice{adapter->name, adapter->path.string(), req.lora_scale.value_or(1.0f)};
+            t.served = adapter->name;
+            t.remotes.clear(); // an adapter of this server's model runs here
+        } else if (!t.remotes.empty()) {
+            t.local  = false;
+            t.served = req.model;
         } else {
-            route_model(*ex, req->model, true); // answers 404 naming what is served
-            return;
+            route_model(ex, req.model, true); // answers 404 naming what is served
+            return std::nullopt;
         }
     }
-    if (req->lora_scale && !req->lora) {
+    if (req.lora_scale && !req.lora) {
         respond_error(
-            *ex, error::invalid("lora_scale applies to a LoRA adapter's model id; '" + served + "' is a base model",
-                                "lora_scale"));
+            ex, error::invalid("lora_scale applies to a LoRA adapter's model id; '" + t.served + "' is a base model",
+                               "lora_scale"));
+        return std::nullopt;
+    }
+    return t;
+}
+
+void api_router::dispatch_inference(const std::shared_ptr<http_exchange> &ex, api_request request, size_t key,
+                                    std::shared_ptr<answer_writer> writer) {
+    if (auto err = apply_request_headers(*ex, request)) {
+        respond_error(*ex, *err);
         return;
     }
-    if (remotes.empty()) {
-        if (req->placement == placement_pin::remote_only) {
-            respond_error(
-                *ex, error{error_kind::unavailable,
-                           "the request is pinned remote-only, but no remote backend serves the model '" + served + "'",
-                           "model", "no_backend"});
-            return;
-        }
-        // No routing: the local model answers, as a single backend.
-        auto shared_req = std::make_shared<api_request>(std::move(request));
-        with_model(ex, index, [this, ex, shared_req, served, key, writer = std::move(writer)](const leased &m) {
-            auto backend = std::make_shared<local_backend>(m->eng, cfg_.limits.guided);
-            run_inference(ex, std::move(backend), info_for(m.index()).metrics, m.hold(), std::move(*shared_req), served,
-                          key, writer);
-        });
+    auto target = find_target(*ex, request);
+    if (!target) {
         return;
     }
-    req->model           = wanted;
-    const auto policy_it = cfg_.routes.find(wanted);
+    if (!target->remotes.empty()) {
+        dispatch_routed(ex, std::move(request), std::move(*target), key, std::move(writer));
+        return;
+    }
+    if (request.placement == placement_pin::remote_only) {
+        respond_error(*ex, error{error_kind::unavailable,
+                                 "the request is pinned remote-only, but no remote backend serves the model '" +
+                                     target->served + "'",
+                                 "model", "no_backend"});
+        return;
+    }
+    // No routing: the local model answers, as a single backend.
+    auto shared_req = std::make_shared<api_request>(std::move(request));
+    with_model(ex, target->index,
+               [this, ex, shared_req, served = target->served, key, writer = std::move(writer)](const leased &m) {
+                   auto backend = std::make_shared<local_backend>(m->eng, cfg_.limits.guided);
+                   run_inference(ex, std::move(backend), info_for(m.index()).metrics, m.hold(), std::move(*shared_req),
+                                 served, key, writer);
+               });
+}
+
+void api_router::dispatch_routed(const std::shared_ptr<http_exchange> &ex, api_request request, model_target target,
+                                 size_t key, std::shared_ptr<answer_writer> writer) {
+    request.model        = target.wanted;
+    const auto policy_it = cfg_.routes.find(target.wanted);
     const auto policy    = policy_it == cfg_.routes.end() ? route_policy::automatic : policy_it->second;
     const bool local_excluded =
-        !local || req->placement == placement_pin::remote_only || policy == route_policy::remote_only;
+        !target.local || request.placement == placement_pin::remote_only || policy == route_policy::remote_only;
     auto host = current_host();
     if (local_excluded || !host) {
-        route_request(ex, std::nullopt, remotes, std::move(request), served, key, std::move(writer));
+        route_request(ex, std::nullopt, target.remotes, std::move(request), target.served, key, std::move(writer));
         return;
     }
-    if (auto now = host->try_acquire(index)) {
+    if (auto now = host->try_acquire(target.index)) {
         // Loaded: a lease. A recent load failure: the remote backends only.
         std::optional<leased> lease;
         if (*now) {
             lease = std::move(**now);
         }
-        route_request(ex, std::move(lease), remotes, std::move(request), served, key, std::move(writer));
+        route_request(ex, std::move(lease), target.remotes, std::move(request), target.served, key, std::move(writer));
         return;
     }
     // The local model is not loaded. Policies that put it first wait for it (a load that fails
     // leaves the remote backends); the others go remote now.
     const bool wait = policy == route_policy::automatic || policy == route_policy::local_first ||
-                      policy == route_policy::local_only || req->placement == placement_pin::local_only;
+                      policy == route_policy::local_only || request.placement == placement_pin::local_only;
     if (!wait) {
-        route_request(ex, std::nullopt, remotes, std::move(request), served, key, std::move(writer));
+        route_request(ex, std::nullopt, target.remotes, std::move(request), target.served, key, std::move(writer));
         return;
     }
     ex->log_field("model_load_wait", true);
     auto shared_req = std::make_shared<api_request>(std::move(request));
-    host->acquire_async(index, [this, ex, shared_req, remotes = std::move(remotes), served, key,
-                                writer = std::move(writer)](result<leased> r) mutable {
+    host->acquire_async(target.index, [this, ex, shared_req, remotes = std::move(target.remotes),
+                                       served = std::move(target.served), key,
+                                       writer = std::move(writer)](result<leased> r) mutable {
         boost::asio::post(ex->executor(), [this, ex, shared_req, remotes = std::move(remotes), served, key,
                                            writer = std::move(writer), r = std::move(r)]() mutable {
             if (ex->disconnected()) {

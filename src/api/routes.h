@@ -258,6 +258,25 @@ class api_router {
     // the request kind's OpenAI shape.
     void dispatch_inference(const std::shared_ptr<http_exchange> &ex, api_request req, size_t key,
                             std::shared_ptr<answer_writer> writer);
+    // The placement pin and the deadline from the request's headers (X-Inferbox-Placement,
+    // X-Inferbox-Timeout-Ms) and --request-timeout-ms; an error names the header.
+    std::optional<error> apply_request_headers(const http_exchange &ex, api_request &req) const;
+    // Where a request's model runs: a hosted model, an adapter of the default model (run here), or
+    // remote backends only.
+    struct model_target {
+        std::string                                  wanted;    // the model id asked for (the default's when none)
+        std::string                                  served;    // the id the answer names: a hosted model or an adapter
+        std::vector<std::shared_ptr<remote_backend>> remotes;   // empty: this server answers alone
+        size_t                                       index = 0; // the hosted model's entry
+        bool                                         local = true; // false: only remote backends serve it
+    };
+    // The request's target; nullopt once an error (404 naming what is served, lora_scale on a
+    // base model) has been answered. Sets req.lora for an adapter.
+    std::optional<model_target> find_target(http_exchange &ex, api_request &req);
+    // A request some remote backend could serve: by the model's policy and the placement, the
+    // local model (waiting for its load when the policy puts it first) or the remotes.
+    void dispatch_routed(const std::shared_ptr<http_exchange> &ex, api_request request, model_target target, size_t key,
+                         std::shared_ptr<answer_writer> writer);
     void handle_embedding_route(const std::shared_ptr<http_exchange> &ex, bool ranking, size_t key);
     bool cors(const std::shared_ptr<http_exchange> &ex, const std::string &methods);
 
