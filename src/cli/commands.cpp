@@ -290,8 +290,7 @@ void settle_serve_flags(serve_flags &f) {
     f.so.http.idle_timeout     = std::chrono::seconds(f.idle_timeout);
     f.so.http.write_timeout    = std::chrono::seconds(f.write_timeout);
     f.so.engine.prefix_reuse   = !f.no_prefix_reuse;
-    const auto kv_asked        = parse_kv_cache_type(f.kv_type); // nullopt: "auto"
-    f.so.engine.kv_type        = kv_asked ? to_precision(*kv_asked) : kv_precision::automatic;
+    f.so.engine.kv_type        = parse_kv_cache_type(f.kv_type); // nullopt: "auto"
     f.so.engine.flash_attn     = f.flash_attn == "on"    ? flash_attention::on
                                  : f.flash_attn == "off" ? flash_attention::off
                                                          : flash_attention::automatic;

@@ -180,7 +180,7 @@ void settle_attention(const std::string &path, engine_config &ec) {
     if (p.status != profile_status::runnable) {
         return;
     }
-    ec.kv_type    = to_precision(p.settings.kv_type);
+    ec.kv_type    = p.settings.kv_type;
     ec.flash_attn = p.settings.flash_attn ? flash_attention::automatic : flash_attention::off;
 }
 

@@ -11,6 +11,6 @@ namespace inferbox {
 // draft decodes with what serve settled for the CPU or GPU and the memory estimate
 // (store/profiles.h, estimate_draft_memory()) counts what runs. `automatic` KV is f16;
 // `automatic` flash attention is llama.cpp's own auto (on where the model and device support it).
-void set_attention_params(llama_context_params &cp, kv_precision kv, flash_attention fa);
+void set_attention_params(llama_context_params &cp, std::optional<kv_cache_type> kv, flash_attention fa);
 
 } // namespace inferbox

@@ -7,7 +7,7 @@
 // Engine thread only.
 
 #include "common/status.h"
-#include "engine/engine.h" // kv_precision, flash_attention
+#include "engine/engine.h" // kv_cache_type, flash_attention
 #include "engine/model.h"
 #include "kv/slot_table.h"
 
@@ -28,8 +28,8 @@ struct draft_config {
     float   p_min      = 0.5f; // a guess the draft model is less sure of than this ends the draft
     // The served model's attention settings (engine/context_params.h), as serve settled them
     // (q8_0 KV excepted: the engine passes f16 then).
-    kv_precision    kv_type    = kv_precision::automatic;
-    flash_attention flash_attn = flash_attention::automatic;
+    std::optional<kv_cache_type> kv_type;
+    flash_attention              flash_attn = flash_attention::automatic;
 };
 
 class draft_model {

@@ -144,7 +144,7 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m, en
         dc.p_min      = e->cfg_.draft_p_min;
         // q8_0 needs head sizes that hold its 32-value blocks, which a draft model may not have;
         // its KV is small, so it keeps f16 (store/profiles.h, estimate_draft_memory()).
-        dc.kv_type    = e->cfg_.kv_type == kv_precision::q8_0 ? kv_precision::f16 : e->cfg_.kv_type;
+        dc.kv_type    = e->cfg_.kv_type == kv_cache_type::q8_0 ? kv_cache_type::f16 : e->cfg_.kv_type;
         dc.flash_attn = e->cfg_.flash_attn;
         auto d        = draft_model::create(e->cfg_.draft_model, *e->model_, dc);
         if (!d) {

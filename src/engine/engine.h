@@ -3,6 +3,7 @@
 // llama_decode for all running sequences plus prompt chunks), samples each sequence with its
 // own sampler chain, and publishes events to the requests' channels. It never does network I/O.
 
+#include "common/kv_cache_type.h"
 #include "common/status.h"
 #include "engine/model.h"
 #include "engine/types.h"
@@ -14,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -26,11 +28,6 @@ struct step_plan;
 
 namespace inferbox {
 
-// Precision of the KV cache (K and V alike). q8_0 halves f16's memory; llama.cpp needs flash
-// attention for a quantized V cache. f32 doubles it and, without flash attention, spares the
-// conversions in the attention products on a CPU (store/profiles.h, attention_candidates()).
-// `automatic` is serve's choice before it settles one (cli/serve.cpp); the engine reads it as f16.
-enum class kv_precision { automatic, f16, q8_0, f32 };
 enum class flash_attention { automatic, on, off };
 
 struct engine_config {
@@ -44,8 +41,10 @@ struct engine_config {
     bool    prefix_reuse         = true;
     bool    kv_unified           = false;
     int32_t max_loras            = 8; // LoRA adapters loaded at once; the least recently used idle one goes
-    kv_precision    kv_type      = kv_precision::f16;
-    flash_attention flash_attn   = flash_attention::automatic;
+    // The KV cache's type (common/kv_cache_type.h); nullopt ("auto", before serve settles it)
+    // reads as f16.
+    std::optional<kv_cache_type> kv_type    = kv_cache_type::f16;
+    flash_attention              flash_attn = flash_attention::automatic;
     // Speculative decoding: each step, a decoding sequence that allows it (generation_request::
     // speculative) gets up to draft_max guessed tokens, verified in the same decode. Guesses come
     // from prompt lookup when draft_ngram is on and the sequence's last tokens repeat, else from

@@ -89,29 +89,4 @@ json profile_to_json(const model_profile &p) {
     return j;
 }
 
-kv_cache_type to_cache_type(kv_precision p) {
-    switch (p) {
-    case kv_precision::q8_0:
-        return kv_cache_type::q8_0;
-    case kv_precision::f32:
-        return kv_cache_type::f32;
-    case kv_precision::f16:
-    case kv_precision::automatic:
-        break;
-    }
-    return kv_cache_type::f16;
-}
-
-kv_precision to_precision(kv_cache_type t) {
-    switch (t) {
-    case kv_cache_type::q8_0:
-        return kv_precision::q8_0;
-    case kv_cache_type::f32:
-        return kv_precision::f32;
-    case kv_cache_type::f16:
-        break;
-    }
-    return kv_precision::f16;
-}
-
 } // namespace inferbox

@@ -104,7 +104,7 @@ result<serve_settings> check_serve_options(const serve_options &opts, const char
                                   "' is not a size: use auto, off, or a number with a unit (512MiB, 8GiB, 16GB)");
         }
     }
-    if (opts.engine.kv_type == kv_precision::q8_0 && opts.engine.flash_attn == flash_attention::off) {
+    if (opts.engine.kv_type == kv_cache_type::q8_0 && opts.engine.flash_attn == flash_attention::off) {
         return error::invalid("--kv-type q8_0 needs flash attention: llama.cpp cannot quantize the V cache without "
                               "it (use --flash-attn auto or on)");
     }
@@ -228,14 +228,13 @@ result<model_profile> custom_profile(const profile_set &set, const hardware_info
     s.rpc          = !hw.remote.empty();
     s.gpu          = mo.n_gpu_layers > 0 && !s.rpc;
     // "auto" KV type and flash attention: the first option that fits (attention_candidates()).
-    const std::optional<kv_cache_type> kv_asked =
-        ecfg.kv_type == kv_precision::automatic ? std::nullopt : std::optional(to_cache_type(ecfg.kv_type));
-    const std::optional<bool> flash_asked = ecfg.flash_attn == flash_attention::automatic
-                                                ? std::nullopt
-                                                : std::optional(ecfg.flash_attn == flash_attention::on);
-    const auto                options     = attention_candidates(kv_asked, flash_asked, !s.gpu && !s.rpc);
-    s.kv_type                             = options.front().kv_type;
-    s.flash_attn                          = options.front().flash_attn;
+    const std::optional<kv_cache_type> kv_asked    = ecfg.kv_type;
+    const std::optional<bool>          flash_asked = ecfg.flash_attn == flash_attention::automatic
+                                                         ? std::nullopt
+                                                         : std::optional(ecfg.flash_attn == flash_attention::on);
+    const auto                         options     = attention_candidates(kv_asked, flash_asked, !s.gpu && !s.rpc);
+    s.kv_type                                      = options.front().kv_type;
+    s.flash_attn                                   = options.front().flash_attn;
     if (s.rpc && s.n_gpu_layers == 0) { // --rpc without --gpu-layers: the profile's split
         s.n_gpu_layers  = rpc_layer_split(set.model, hw, set.budget, s);
         mo.n_gpu_layers = s.n_gpu_layers;
@@ -251,7 +250,7 @@ result<model_profile> custom_profile(const profile_set &set, const hardware_info
             !settled.gpu && !settled.rpc ? "; on the CPU, decode is fastest without flash attention and with f32 KV"
                                          : "");
     }
-    ecfg.kv_type = to_precision(settled.kv_type);
+    ecfg.kv_type = settled.kv_type;
     if (!settled.flash_attn) { // with it, `on` as asked, or `automatic`: llama.cpp enables it where the model can
         ecfg.flash_attn = flash_attention::off;
     }
@@ -284,7 +283,7 @@ void apply_profile(const serve_options &opts, const profile_set &set, const mode
         ecfg.n_slots     = active.settings.n_slots;
         ecfg.n_ctx_slot  = active.settings.n_ctx_slot;
         ecfg.step_tokens = active.settings.n_batch;
-        ecfg.kv_type     = to_precision(active.settings.kv_type);
+        ecfg.kv_type     = active.settings.kv_type;
         // A profile's "flash attention" means "where supported": llama.cpp decides per model.
         ecfg.flash_attn = active.settings.flash_attn ? flash_attention::automatic : flash_attention::off;
         mo.use_mmap     = active.settings.use_mmap;

@@ -21,6 +21,7 @@
 //
 // Thread safety: the functions are reentrant; the results are plain values.
 
+#include "common/kv_cache_type.h"
 #include "common/status.h"
 #include "store/gguf.h"
 #include "store/hardware.h"
@@ -37,8 +38,6 @@ enum class profile_flavour {
     latency,    // one sequence at a time: the longest context, one thread per physical core
     throughput, // several sequences decoded together: more slots, shorter context each
 };
-
-enum class kv_cache_type { f16, q8_0, f32 };
 
 enum class profile_status {
     runnable,     // fits the memory budget as listed

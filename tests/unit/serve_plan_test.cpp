@@ -66,7 +66,7 @@ TEST(serve_plan, options_refused_with_the_flag_and_its_rule) {
     EXPECT_NE(refusal(o).find("host-without-port"), std::string::npos) << refusal(o);
 
     o                   = with_model();
-    o.engine.kv_type    = kv_precision::q8_0;
+    o.engine.kv_type    = kv_cache_type::q8_0;
     o.engine.flash_attn = flash_attention::off;
     EXPECT_EQ(refusal(o), "--kv-type q8_0 needs flash attention: llama.cpp cannot quantize the V cache without it "
                           "(use --flash-attn auto or on)");
