@@ -40,33 +40,18 @@ std::string response_owner(std::string_view api_key) {
 
 result<std::unique_ptr<response_store>> response_store::open(const std::filesystem::path &file,
                                                              response_store_limits        limits) {
-    std::error_code ec;
-    std::filesystem::create_directories(file.parent_path(), ec);
-    if (ec) {
-        return error{error_kind::internal, "cannot create " + file.parent_path().string() + ": " + ec.message(), "",
-                     ""};
+    auto db = sqlite::open_store(
+        file, "the response store",
+        {"CREATE TABLE IF NOT EXISTS responses (id TEXT PRIMARY KEY, owner TEXT NOT NULL, created INTEGER NOT NULL, "
+         "bytes INTEGER NOT NULL, response TEXT NOT NULL, input_items TEXT NOT NULL)",
+         "CREATE INDEX IF NOT EXISTS responses_created ON responses (created)",
+         "CREATE TABLE IF NOT EXISTS items (id TEXT NOT NULL, owner TEXT NOT NULL, response_id TEXT NOT NULL, "
+         "item TEXT NOT NULL, PRIMARY KEY (owner, id))",
+         "CREATE INDEX IF NOT EXISTS items_response ON items (response_id)"});
+    if (!db) {
+        return db.err();
     }
-    sqlite3 *db = nullptr;
-    if (sqlite3_open_v2(file.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                        nullptr) != SQLITE_OK) {
-        std::string why = db != nullptr ? sqlite3_errmsg(db) : "out of memory";
-        sqlite3_close(db);
-        return error{error_kind::internal, "cannot open the response store " + file.string() + ": " + why, "", ""};
-    }
-    sqlite3_busy_timeout(db, 2000);
-    if (!exec(db, "PRAGMA journal_mode=WAL") || !exec(db, "PRAGMA synchronous=NORMAL") ||
-        !exec(db, "CREATE TABLE IF NOT EXISTS responses (id TEXT PRIMARY KEY, owner TEXT NOT NULL, "
-                  "created INTEGER NOT NULL, bytes INTEGER NOT NULL, response TEXT NOT NULL, "
-                  "input_items TEXT NOT NULL)") ||
-        !exec(db, "CREATE INDEX IF NOT EXISTS responses_created ON responses (created)") ||
-        !exec(db, "CREATE TABLE IF NOT EXISTS items (id TEXT NOT NULL, owner TEXT NOT NULL, response_id TEXT NOT "
-                  "NULL, item TEXT NOT NULL, PRIMARY KEY (owner, id))") ||
-        !exec(db, "CREATE INDEX IF NOT EXISTS items_response ON items (response_id)")) {
-        std::string why = sqlite3_errmsg(db);
-        sqlite3_close(db);
-        return error{error_kind::internal, "cannot set up the response store " + file.string() + ": " + why, "", ""};
-    }
-    auto store = std::unique_ptr<response_store>(new response_store(db, limits));
+    auto store = std::unique_ptr<response_store>(new response_store(*db, limits));
     {
         std::lock_guard lock(store->mu_);
         store->prune();

@@ -1,11 +1,15 @@
 #pragma once
-// A prepared SQLite statement that is finalized when it goes out of scope, and the one-line
-// `exec` for schema statements: what the stores that keep state in SQLite (stored Responses, the
-// console's conversations) share. Header-only; the including library links SQLite.
+// A prepared SQLite statement that is finalized when it goes out of scope, the one-line `exec`
+// for schema statements, and `open_store`: what the stores that keep state in SQLite (stored
+// Responses, the console's conversations) share. Header-only; the including library links SQLite.
+
+#include "common/status.h"
 
 #include <sqlite3.h>
 
 #include <cstdint>
+#include <filesystem>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 
@@ -43,6 +47,37 @@ class statement {
 
 inline bool exec(sqlite3 *db, const char *sql) {
     return sqlite3_exec(db, sql, nullptr, nullptr, nullptr) == SQLITE_OK;
+}
+
+// Opens a store's database at `file`, creating it and its folder: serialized connection, WAL,
+// synchronous=NORMAL, a 2 s busy timeout, then each `schema` statement in order. An error names
+// the store (`what`, e.g. "the response store") and the file; the caller owns the handle.
+inline result<sqlite3 *> open_store(const std::filesystem::path &file, const std::string &what,
+                                    std::initializer_list<const char *> schema) {
+    std::error_code ec;
+    std::filesystem::create_directories(file.parent_path(), ec);
+    if (ec) {
+        return error{error_kind::internal, "cannot create " + file.parent_path().string() + ": " + ec.message(), "",
+                     ""};
+    }
+    sqlite3 *db = nullptr;
+    if (sqlite3_open_v2(file.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                        nullptr) != SQLITE_OK) {
+        std::string why = db != nullptr ? sqlite3_errmsg(db) : "out of memory";
+        sqlite3_close(db);
+        return error{error_kind::internal, "cannot open " + what + " " + file.string() + ": " + why, "", ""};
+    }
+    sqlite3_busy_timeout(db, 2000);
+    bool ok = exec(db, "PRAGMA journal_mode=WAL") && exec(db, "PRAGMA synchronous=NORMAL");
+    for (const char *sql : schema) {
+        ok = ok && exec(db, sql);
+    }
+    if (!ok) {
+        std::string why = sqlite3_errmsg(db);
+        sqlite3_close(db);
+        return error{error_kind::internal, "cannot set up " + what + " " + file.string() + ": " + why, "", ""};
+    }
+    return db;
 }
 
 } // namespace inferbox::sqlite

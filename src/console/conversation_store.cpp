@@ -181,32 +181,16 @@ json to_json(const conversation_summary &s) {
 
 result<std::unique_ptr<conversation_store>> conversation_store::open(const std::filesystem::path &file,
                                                                      conversation_limits          limits) {
-    std::error_code ec;
-    std::filesystem::create_directories(file.parent_path(), ec);
-    if (ec) {
-        return error{error_kind::internal, "cannot create " + file.parent_path().string() + ": " + ec.message(), "",
-                     ""};
+    auto db = sqlite::open_store(
+        file, "the conversation store",
+        {"CREATE TABLE IF NOT EXISTS conversations (id TEXT PRIMARY KEY, owner TEXT NOT NULL, title TEXT NOT NULL, "
+         "model TEXT NOT NULL, created INTEGER NOT NULL, updated INTEGER NOT NULL, message_count INTEGER NOT NULL, "
+         "bytes INTEGER NOT NULL, doc TEXT NOT NULL, search TEXT NOT NULL)",
+         "CREATE INDEX IF NOT EXISTS conversations_owner ON conversations (owner, updated)"});
+    if (!db) {
+        return db.err();
     }
-    sqlite3 *db = nullptr;
-    if (sqlite3_open_v2(file.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                        nullptr) != SQLITE_OK) {
-        std::string why = db != nullptr ? sqlite3_errmsg(db) : "out of memory";
-        sqlite3_close(db);
-        return error{error_kind::internal, "cannot open the conversation store " + file.string() + ": " + why, "", ""};
-    }
-    sqlite3_busy_timeout(db, 2000);
-    if (!exec(db, "PRAGMA journal_mode=WAL") || !exec(db, "PRAGMA synchronous=NORMAL") ||
-        !exec(db, "CREATE TABLE IF NOT EXISTS conversations (id TEXT PRIMARY KEY, owner TEXT NOT NULL, "
-                  "title TEXT NOT NULL, model TEXT NOT NULL, created INTEGER NOT NULL, updated INTEGER NOT NULL, "
-                  "message_count INTEGER NOT NULL, bytes INTEGER NOT NULL, doc TEXT NOT NULL, "
-                  "search TEXT NOT NULL)") ||
-        !exec(db, "CREATE INDEX IF NOT EXISTS conversations_owner ON conversations (owner, updated)")) {
-        std::string why = sqlite3_errmsg(db);
-        sqlite3_close(db);
-        return error{error_kind::internal, "cannot set up the conversation store " + file.string() + ": " + why, "",
-                     ""};
-    }
-    return std::unique_ptr<conversation_store>(new conversation_store(db, limits));
+    return std::unique_ptr<conversation_store>(new conversation_store(*db, limits));
 }
 
 conversation_store::~conversation_store() {
