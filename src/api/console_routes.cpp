@@ -74,6 +74,15 @@ void respond_object(http_exchange &ex, const json &j, http::status status = http
     ex.respond(status, j.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
 }
 
+// A store call's outcome: its object, or its error.
+void respond_outcome(http_exchange &ex, const result<json> &r) {
+    if (!r) {
+        respond_error(ex, r.err());
+        return;
+    }
+    respond_object(ex, *r);
+}
+
 json sample_json(const timeline_sample &s) {
     const auto opt = [](const std::optional<double> &v) { return v ? json(*v) : json(nullptr); };
     return json{{"t", s.t_ms},
@@ -149,12 +158,7 @@ void api_router::handle_conversation_create(const std::shared_ptr<http_exchange>
         respond_error(*ex, body.err());
         return;
     }
-    auto made = store->create(owner_of(call.key), *body);
-    if (!made) {
-        respond_error(*ex, made.err());
-        return;
-    }
-    respond_object(*ex, *made);
+    respond_outcome(*ex, store->create(owner_of(call.key), *body));
 }
 
 void api_router::handle_conversation_get(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
@@ -180,12 +184,7 @@ void api_router::handle_conversation_update(const std::shared_ptr<http_exchange>
         respond_error(*ex, body.err());
         return;
     }
-    auto updated = store->update(owner_of(call.key), call.param, *body);
-    if (!updated) {
-        respond_error(*ex, updated.err());
-        return;
-    }
-    respond_object(*ex, *updated);
+    respond_outcome(*ex, store->update(owner_of(call.key), call.param, *body));
 }
 
 void api_router::handle_conversation_delete(const std::shared_ptr<http_exchange> &ex, const route_call &call) {

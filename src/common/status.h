@@ -45,6 +45,7 @@ template <typename T> class result {
     T           *operator->() { return &value(); }
     const T     *operator->() const { return &value(); }
     T           &operator*() { return value(); }
+    const T     &operator*() const { return value(); }
     const error &err() const { return std::get<1>(v_); }
 
   private:
