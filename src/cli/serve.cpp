@@ -144,12 +144,20 @@ result<std::vector<rpc_device>> attach_workers(const std::vector<rpc_endpoint> &
     return attached;
 }
 
-// Every model planned and a host that loads them; the LoRA catalogue (adapters must match the
-// first model's architecture) into `cfg`.
-result<std::shared_ptr<served_models>> host_models(const serve_options &opts, const serve_settings &settings,
-                                                   const resolved_models &models, const std::vector<rpc_device> &remote,
-                                                   api_config &cfg, std::vector<hosted_model_info> &infos,
-                                                   std::shared_ptr<const std::vector<hosted_plan>> &plans_out) {
+// What host_models settles: the host, what the router shows of each entry, and the plans the
+// host's loader reads.
+struct hosted_models {
+    std::shared_ptr<served_models>                  host;
+    std::vector<hosted_model_info>                  infos;
+    std::shared_ptr<const std::vector<hosted_plan>> plans;
+};
+
+// Every model planned on `machine` (this host's hardware, detected once; the RPC workers are added
+// here) and a host that loads them; the LoRA catalogue (adapters must match the first model's
+// architecture) into `cfg`.
+result<hosted_models> host_models(const serve_options &opts, const serve_settings &settings,
+                                  const resolved_models &models, const hardware_info &machine,
+                                  const std::vector<rpc_device> &remote, api_config &cfg) {
     std::optional<gguf_info> draft_info; // read once here: its shape counts in the first model's estimate
     if (!models.draft_path.empty()) {
         auto read = read_gguf_file(models.draft_path, models.draft_path);
@@ -158,7 +166,7 @@ result<std::shared_ptr<served_models>> host_models(const serve_options &opts, co
         }
         draft_info = std::move(*read);
     }
-    hardware_info hw = detect_hardware();
+    hardware_info hw = machine;
     for (const auto &d : remote) {
         hw.remote.push_back({d.name, d.endpoint, d.total_bytes, d.free_bytes});
     }
@@ -182,11 +190,13 @@ result<std::shared_ptr<served_models>> host_models(const serve_options &opts, co
                      hopts.budget_bytes == 0 ? std::string("(none)")
                                              : std::to_string(hopts.budget_bytes >> 20) + " MiB");
     }
+    hosted_models out;
     for (const auto &p : planned.plans) {
-        infos.push_back(p.info);
+        out.infos.push_back(p.info);
     }
-    plans_out = std::make_shared<const std::vector<hosted_plan>>(std::move(planned.plans));
-    return make_model_host(plans_out, hopts, models.draft_path, !remote.empty());
+    out.plans = std::make_shared<const std::vector<hosted_plan>>(std::move(planned.plans));
+    out.host  = make_model_host(out.plans, hopts, models.draft_path, !remote.empty());
+    return out;
 }
 
 // The error body the HTTP server writes for what it refuses before any handler runs.
@@ -432,22 +442,22 @@ int run_serve(const serve_options &opts) {
         }
         remote = std::move(*attached);
     }
-    auto cfg = make_api_config(opts, *settings);
+    const hardware_info machine = detect_hardware();
+    auto                cfg     = make_api_config(opts, *settings, machine);
     if (!cfg) {
         spdlog::error("{}", cfg.err().message);
         return 1;
     }
     cfg->model_id          = models->refs.front().id;
     cfg->llama_cpp_version = llama_cpp_version();
-    std::vector<hosted_model_info>                  infos;
-    std::shared_ptr<const std::vector<hosted_plan>> plans;
-    auto host = host_models(opts, *settings, *models, remote, *cfg, infos, plans);
-    if (!host) {
-        spdlog::error("{}", host.err().message);
+    auto hosted            = host_models(opts, *settings, *models, machine, remote, *cfg);
+    if (!hosted) {
+        spdlog::error("{}", hosted.err().message);
         return 1;
     }
-    const int exit_code = listen_and_serve(opts, *cfg, *host, std::move(infos), plans->front(), rpc_list);
-    host->reset();
+    const int exit_code =
+        listen_and_serve(opts, *cfg, hosted->host, std::move(hosted->infos), hosted->plans->front(), rpc_list);
+    hosted->host.reset();
     llama_backend_free();
     spdlog::info("stopped");
     return exit_code;

@@ -151,7 +151,8 @@ void register_backend_metrics(registry &reg, const std::shared_ptr<remote_backen
 
 } // namespace
 
-result<api_config> make_api_config(const serve_options &opts, const serve_settings &settings) {
+result<api_config> make_api_config(const serve_options &opts, const serve_settings &settings,
+                                   const hardware_info &machine) {
     api_config cfg;
     cfg.version          = INFERBOX_VERSION;
     cfg.limits           = opts.api;
@@ -174,7 +175,7 @@ result<api_config> make_api_config(const serve_options &opts, const serve_settin
     } else {
         cfg.conversations = std::move(*store);
     }
-    cfg.hardware_json = hardware_json(detect_hardware()).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    cfg.hardware_json = hardware_json(machine).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     if (auto err = open_sql_databases(settings, cfg)) {
         return *err;
     }

@@ -7,6 +7,7 @@
 #include "api/routes.h"
 #include "common/status.h"
 #include "server/serve_plan.h"
+#include "store/hardware.h"
 
 #include <boost/asio/any_io_executor.hpp>
 
@@ -14,10 +15,11 @@
 
 namespace inferbox {
 
-// Everything but the models and the backends. Opens the SQL databases and starts the MCP servers
-// (an error names the flag); a store that cannot be opened (a read-only file system) only turns
-// its feature off, with a warning.
-result<api_config> make_api_config(const serve_options &opts, const serve_settings &settings);
+// Everything but the models and the backends; `machine` is what the dashboard shows of this host.
+// Opens the SQL databases and starts the MCP servers (an error names the flag); a store that
+// cannot be opened (a read-only file system) only turns its feature off, with a warning.
+result<api_config> make_api_config(const serve_options &opts, const serve_settings &settings,
+                                   const hardware_info &machine);
 
 // The remote backends (--backend) and routing policies (--route): every entry checked, its API key
 // read, its TLS set up, its state on /metrics; an error names the entry. The backends run their
