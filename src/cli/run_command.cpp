@@ -4,6 +4,7 @@
 #include "cli/profile_commands.h"
 #include "common/micro_batch.h"
 #include "engine/engine.h"
+#include "engine/llama_decoder.h"
 #include "engine/model.h"
 #include "fetch/pull.h"
 #include "store/gguf.h"
@@ -302,7 +303,7 @@ int run(const run_options &o) {
     ec.n_threads  = o.threads;
     ec.n_ctx_slot = o.ctx_size;
     settle_attention(mo.path, ec);
-    auto eng = engine::start(*m, ec);
+    auto eng = start_engine(*m, ec);
     if (!eng) {
         return cli_fail("run", eng.err().message);
     }

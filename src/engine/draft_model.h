@@ -7,6 +7,7 @@
 // Engine thread only.
 
 #include "common/status.h"
+#include "engine/decoder.h"
 #include "engine/engine.h" // kv_cache_type, flash_attention
 #include "engine/model.h"
 #include "kv/slot_table.h"
@@ -32,25 +33,20 @@ struct draft_config {
     flash_attention              flash_attn = flash_attention::automatic;
 };
 
-class draft_model {
+class draft_model final : public token_drafter {
   public:
     // Fails when the vocabularies differ: drafts are token ids, so they must mean the same text.
     static result<std::unique_ptr<draft_model>> create(std::shared_ptr<const model> draft, const model &target,
                                                        draft_config cfg);
-    ~draft_model();
+    ~draft_model() override;
     draft_model(const draft_model &)            = delete;
     draft_model &operator=(const draft_model &) = delete;
 
-    struct job {
-        int32_t                   slot = 0;
-        std::span<const token_id> history;        // every token of the sequence, the unverified next one last
-        int32_t                   max_tokens = 0; // most tokens to guess
-        std::vector<token_id>     out;            // the guesses
-    };
+    using job = draft_job;
     // Fills each job's `out`. One decode catches every slot up with its history, then one decode
     // per drafted position serves all jobs still drafting. A failed decode leaves the jobs it
     // served without guesses (speculation is an optimisation: the target then decodes normally).
-    void run(std::vector<job> &jobs);
+    void run(std::vector<job> &jobs) override;
 
     const model &get_model() const { return *model_; }
 

@@ -1,18 +1,9 @@
 #include "engine/engine.h"
 
 #include "common/failpoint.h"
-#include "common/micro_batch.h"
-
 #include "common/text_stream.h"
-#include "engine/context_params.h"
-#include "engine/draft_model.h"
-#include "engine/sampler_setup.h"
 #include "scheduler/ngram_draft.h"
 #include "scheduler/scheduler.h"
-
-#include "common.h"
-#include "llama.h"
-#include "sampling.h"
 
 #include <spdlog/spdlog.h>
 
@@ -27,38 +18,23 @@
 
 namespace inferbox {
 
-namespace {
-
-// The end-of-generation logit penalty for ignore_eos under a grammar; see accept_new.
-constexpr float grammar_eog_penalty = -1e9f;
-
-} // namespace
-
 struct engine::sequence {
     std::shared_ptr<request_channel>          chan;
     std::shared_ptr<const generation_request> req;
     int32_t                                   index = 0;
-    common_sampler                           *smpl  = nullptr;
+    std::unique_ptr<sequence_sampler>         smpl;
     std::unique_ptr<text_stream>              text;
-    int32_t                                   n_generated = 0;
     std::chrono::steady_clock::time_point     submitted;
     std::chrono::steady_clock::time_point     last_token;
     kv_key                                    key = 0; // 0 = the base model; else a LoRA at one scale
-    std::vector<token_id>                     history; // prompt and sampled tokens, kept while speculating()
-
-    ~sequence() {
-        if (smpl != nullptr) {
-            common_sampler_free(smpl);
-        }
-    }
 };
 
 // A loaded LoRA adapter. Its kv_key is (id << 32) | scale in thousandths, so KV computed under
 // one adapter and scale is never reused under another, and a reloaded adapter gets a new id.
 struct loaded_lora {
-    llama_adapter_lora *ptr       = nullptr;
-    uint32_t            id        = 0;
-    uint64_t            last_used = 0;
+    adapter_handle handle    = 0; // the decoder's
+    uint32_t       id        = 0;
+    uint64_t       last_used = 0;
 };
 
 struct engine::state {
@@ -66,54 +42,44 @@ struct engine::state {
     scheduler                                     sched;
     std::map<uint64_t, std::unique_ptr<sequence>> seqs;
     uint64_t                                      next_id = 1;
-    llama_batch                                   batch{};
-    std::vector<llama_logit_bias>                 eog_bias; // -inf on every end-of-generation token
+    std::vector<batch_token>                      batch; // the step's batch being built, reused
     int32_t                                       consecutive_failures = 0;
     std::map<std::string, loaded_lora>            loras; // by file path
     uint32_t                                      next_lora_id = 1;
     uint64_t                                      lora_clock   = 0;
-    kv_key                                        ctx_key      = 0; // what the context's adapters are set to
-    std::unique_ptr<draft_model>                  drafter;          // speculative decoding's draft model, if any
+    kv_key                                        ctx_key      = 0; // what the decoder's adapter is set to
 };
 
-engine::engine(std::shared_ptr<const model> m, engine_config cfg) : model_(std::move(m)), cfg_(std::move(cfg)) {}
+engine::engine(std::unique_ptr<decoder> dec, engine_config cfg, std::shared_ptr<const model> m)
+    : model_(std::move(m)), cfg_(std::move(cfg)), dec_(std::move(dec)) {}
 
-result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m, engine_config cfg) {
+result<engine_config> engine::settle(engine_config cfg, int32_t n_ctx_train) {
     if (cfg.n_slots < 1 || cfg.n_slots > 256) {
         return error::invalid("--parallel must be between 1 and 256, got " + std::to_string(cfg.n_slots), "parallel");
     }
     if (cfg.n_ctx_slot <= 0) {
-        cfg.n_ctx_slot = m->n_ctx_train();
+        cfg.n_ctx_slot = n_ctx_train;
     }
     if (cfg.n_threads <= 0) {
         cfg.n_threads = static_cast<int32_t>(std::max(1U, std::thread::hardware_concurrency()));
     }
     cfg.step_tokens          = std::max(cfg.step_tokens, cfg.n_slots + 1);
     cfg.prefill_while_decode = std::clamp(cfg.prefill_while_decode, 1, cfg.step_tokens);
+    cfg.draft_max            = std::clamp(cfg.draft_max, 1, 64);
+    return cfg;
+}
 
-    std::unique_ptr<engine> e(new engine(std::move(m), cfg));
-    auto                    cp = llama_context_default_params();
-    cp.n_ctx                   = static_cast<uint32_t>(cfg.n_ctx_slot) * static_cast<uint32_t>(cfg.n_slots);
-    cp.n_batch                 = static_cast<uint32_t>(cfg.step_tokens);
-    cp.n_ubatch                = static_cast<uint32_t>(std::min(cfg.step_tokens, micro_batch_tokens));
-    cp.n_seq_max               = static_cast<uint32_t>(cfg.n_slots);
-    cp.n_threads               = cfg.n_threads;
-    cp.n_threads_batch         = cfg.n_threads;
-    cp.kv_unified              = cfg.kv_unified;
-    set_attention_params(cp, cfg.kv_type, cfg.flash_attn);
-    cp.no_perf = true;
-    e->ctx_    = llama_init_from_model(e->model_->raw(), cp);
-    if (e->ctx_ == nullptr) {
-        return error{error_kind::internal,
-                     "failed to create the llama.cpp context (" + std::to_string(cp.n_ctx) +
-                         " KV tokens): reduce --ctx-size or --parallel",
-                     "", ""};
+result<std::unique_ptr<engine>> engine::start(std::unique_ptr<decoder> dec, engine_config cfg,
+                                              std::shared_ptr<const model> m) {
+    auto settled = settle(std::move(cfg), dec->n_ctx_slot());
+    if (!settled) {
+        return settled.err();
     }
-    // llama.cpp may round the context; each slot gets an equal share in non-unified mode. It
-    // also caps n_batch at the whole context, and a step must never exceed what it accepts.
-    const auto n_ctx_seq         = static_cast<int32_t>(llama_n_ctx_seq(e->ctx_));
-    e->cfg_.n_ctx_slot           = std::min(e->cfg_.n_ctx_slot, n_ctx_seq);
-    e->cfg_.step_tokens          = std::min(e->cfg_.step_tokens, static_cast<int32_t>(llama_n_batch(e->ctx_)));
+    std::unique_ptr<engine> e(new engine(std::move(dec), std::move(*settled), std::move(m)));
+    // The decoder may have settled on less than asked (llama.cpp rounds the context and caps a
+    // batch at it): a slot never holds more, and a step never exceeds, what it accepts.
+    e->cfg_.n_ctx_slot           = std::min(e->cfg_.n_ctx_slot, e->dec_->n_ctx_slot());
+    e->cfg_.step_tokens          = std::min(e->cfg_.step_tokens, e->dec_->max_batch());
     e->cfg_.prefill_while_decode = std::min(e->cfg_.prefill_while_decode, e->cfg_.step_tokens);
 
     // max_waiting: submit() admits up to slots + queue sequences in flight, and all of them may
@@ -127,33 +93,8 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m, en
     sc.prefill_step_us      = 1000.0 * std::max(e->cfg_.prefill_step_ms, 0);
     sc.prefix_reuse         = e->cfg_.prefix_reuse;
     e->st_                  = std::make_unique<state>(sc);
-    e->st_->batch           = llama_batch_init(e->cfg_.step_tokens, 0, 1);
-    for (token_id t = 0; t < e->model_->n_vocab(); ++t) {
-        if (e->model_->is_eog(t)) {
-            e->st_->eog_bias.push_back({t, -INFINITY});
-        }
-    }
-
-    e->cfg_.draft_max = std::clamp(e->cfg_.draft_max, 1, 64);
-    if (e->cfg_.draft_model) {
-        draft_config dc;
-        dc.n_slots    = e->cfg_.n_slots;
-        dc.n_ctx_slot = e->cfg_.n_ctx_slot;
-        dc.n_batch    = e->cfg_.step_tokens;
-        dc.n_threads  = e->cfg_.n_threads;
-        dc.p_min      = e->cfg_.draft_p_min;
-        // q8_0 needs head sizes that hold its 32-value blocks, which a draft model may not have;
-        // its KV is small, so it keeps f16 (store/profiles.h, estimate_draft_memory()).
-        dc.kv_type    = e->cfg_.kv_type == kv_cache_type::q8_0 ? kv_cache_type::f16 : e->cfg_.kv_type;
-        dc.flash_attn = e->cfg_.flash_attn;
-        auto d        = draft_model::create(e->cfg_.draft_model, *e->model_, dc);
-        if (!d) {
-            return d.err();
-        }
-        e->st_->drafter = std::move(*d);
-        spdlog::info("speculative decoding: up to {} draft tokens per step from {}{}", e->cfg_.draft_max,
-                     e->cfg_.draft_model->description(), e->cfg_.draft_ngram ? ", prompt lookup first" : "");
-    } else if (e->cfg_.draft_ngram) {
+    e->st_->batch.reserve(static_cast<size_t>(e->cfg_.step_tokens));
+    if (e->cfg_.draft_ngram && e->dec_->drafter() == nullptr) { // a draft model's decoder says so itself
         spdlog::info("speculative decoding: up to {} draft tokens per step from prompt lookup", e->cfg_.draft_max);
     }
 
@@ -165,7 +106,7 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m, en
     std::promise<bool> warmed;
     auto               warmed_up = warmed.get_future();
     e->thread_                   = std::thread([p = e.get(), &warmed] {
-        const bool ok = p->warm_up();
+        const bool ok = p->dec_->warm_up();
         warmed.set_value(ok);
         if (ok) {
             p->loop();
@@ -178,36 +119,10 @@ result<std::unique_ptr<engine>> engine::start(std::shared_ptr<const model> m, en
     return e;
 }
 
-bool engine::warm_up() {
-    const llama_vocab *vocab = model_->vocab();
-    token_id           tok   = llama_vocab_bos(vocab);
-    if (tok == LLAMA_TOKEN_NULL) {
-        tok = 0;
-    }
-    common_batch_clear(st_->batch);
-    common_batch_add(st_->batch, tok, 0, {0}, true);
-    if (llama_decode(ctx_, st_->batch) != 0) {
-        return false;
-    }
-    llama_memory_clear(llama_get_memory(ctx_), true);
-    llama_synchronize(ctx_);
-    return true;
-}
-
 engine::~engine() {
     stop();
-    if (st_) {
-        llama_batch_free(st_->batch);
-    }
-    if (ctx_ != nullptr) {
-        llama_free(ctx_);
-    }
-    if (st_) {
-        for (auto &[path, l] : st_->loras) {
-            llama_adapter_lora_free(l.ptr);
-        }
-    }
-    st_.reset();
+    st_.reset(); // the sequences' samplers go before the decoder that made them
+    dec_.reset();
 }
 
 // Called with mu_ held, by the engine thread, when it wakes from idle with inbox_ non-empty.
@@ -226,6 +141,7 @@ void engine::stop() {
             return;
         }
         stopping_ = true;
+        closed_.store(true);
     }
     cv_.notify_all();
     if (thread_.joinable()) {
@@ -271,6 +187,11 @@ std::optional<error> engine::submit(generation_request req, std::shared_ptr<requ
                                   std::to_string(cfg_.max_waiting) + " sequences at once (--max-queue)",
                               "n", "n_over_queue_limit");
     }
+    if (closed_.load()) {
+        // Before the capacity check: a stopping server answers "unavailable" (go elsewhere), not
+        // "retry shortly", however full it is.
+        return error{error_kind::unavailable, "the server is shutting down", "", ""};
+    }
     // Admission bound: reserve n places among slots + queue or refuse at once. The CAS on
     // n_queued_ serializes submitters; the engine thread only lowers it.
     int32_t cur = n_queued_.load();
@@ -305,6 +226,7 @@ void engine::abandon(const error &err) {
     {
         std::lock_guard lock(mu_);
         stopping_ = true;
+        closed_.store(true);
         for (const auto &w : live_) {
             if (auto c = w.lock(); c && !c->cancelled()) {
                 chans.push_back(std::move(c));
@@ -334,14 +256,11 @@ void engine::cancel(const std::shared_ptr<request_channel> &chan) {
 
 engine_stats engine::stats() const {
     engine_stats s;
-    s.n_running                = n_running_.load();
-    s.n_waiting                = n_queued_.load();
-    s.n_prompt_tokens_computed = n_prompt_computed_.load();
-    s.n_prompt_tokens_cached   = n_prompt_cached_.load();
-    s.n_generated_tokens       = n_generated_.load();
-    s.n_steps                  = n_steps_.load();
-    s.n_draft_tokens           = n_draft_.load();
-    s.n_draft_accepted         = n_draft_accepted_.load();
+    s.n_running          = n_running_.load();
+    s.n_waiting          = n_queued_.load();
+    s.n_generated_tokens = n_generated_.load();
+    s.n_draft_tokens     = n_draft_.load();
+    s.n_draft_accepted   = n_draft_accepted_.load();
     return s;
 }
 
@@ -365,10 +284,12 @@ void engine::loop() {
                                  [&] { return stopping_ || static_cast<int32_t>(inbox_.size()) >= cfg_.n_slots; });
                 }
             }
-            incoming.swap(inbox_);
+            // Stopping first: requests still in the inbox then get their error at shutdown below
+            // (swapped out first, they would be dropped without one and their clients would hang).
             if (stopping_) {
                 break;
             }
+            incoming.swap(inbox_);
         }
         try {
             accept_new(incoming);
@@ -446,57 +367,20 @@ void engine::accept_new(std::vector<pending> &incoming) {
             s->text      = std::make_unique<text_stream>(req->stop);
             s->submitted = p.submitted;
             s->key       = key;
-            if (speculating()) {
-                s->history = req->prompt;
-            }
 
-            common_params_sampling sp;
-            const auto            &in = req->sampling;
-            sp.temp                   = in.temperature;
-            sp.top_p                  = in.top_p;
-            sp.top_k                  = in.top_k;
-            sp.min_p                  = in.min_p;
-            sp.penalty_present        = in.presence_penalty;
-            sp.penalty_freq           = in.frequency_penalty;
-            sp.penalty_repeat         = in.repetition_penalty;
-            sp.penalty_last_n         = cfg_.n_ctx_slot;
-            sp.seed                   = in.seed ? *in.seed + static_cast<uint32_t>(i) : LLAMA_DEFAULT_SEED;
-            sp.no_perf                = true;
-            // Greedy (temperature 0) keeps only the best token, which top-k of 1 finds in one pass.
-            // Without it, every later sampler of the chain (top-p, min-p, temperature, the final
-            // draw's softmax) walks the whole vocabulary each token: with Qwen2.5's 151936
-            // tokens, about 0.4 ms a token per stream (docs/benchmarks.md, 2026-12-06). Logit bias
-            // and penalties come before top-k in the chain, so they still apply.
-            if (in.temperature <= 0.0f) {
-                sp.top_k = 1;
+            auto smpl = dec_->make_sampler(req->sampling, i);
+            if (smpl) {
+                s->smpl = std::move(*smpl);
             }
-            for (const auto &[tok, bias] : in.logit_bias) {
-                sp.logit_bias.push_back({tok, bias});
-            }
-            if (in.ignore_eos) {
-                // Without a grammar, end-of-generation is impossible (-inf). With one, it gets a
-                // huge but finite penalty instead: it is never sampled while the grammar allows
-                // anything else, and still sampled when the grammar is complete and allows
-                // nothing else (a -inf there would leave no token to sample at all).
-                for (const auto &b : st_->eog_bias) {
-                    sp.logit_bias.push_back({b.token, in.grammar.empty() ? b.bias : grammar_eog_penalty});
-                }
-            }
-            apply_grammar(sp, in);
-            try {
-                s->smpl = common_sampler_init(model_->raw(), sp);
-            } catch (const std::exception &e) {
-                // The API layer checked the grammar on this model; this is a safety net only.
-                spdlog::error("common_sampler_init failed: {}", e.what());
-                s->smpl = nullptr;
-            }
-
             const uint64_t id = st_->next_id++;
-            if (s->smpl == nullptr || !st_->sched.submit(id, req->prompt, req->max_tokens, key)) {
+            // The scheduler shares the request's prompt (an aliasing pointer: no copy).
+            if (!smpl || !st_->sched.submit_shared(id, std::shared_ptr<const std::vector<token_id>>(req, &req->prompt),
+                                                   req->max_tokens, key)) {
                 --n_queued_;
                 generation_event ev;
                 ev.index = i;
-                ev.err   = error{error_kind::internal, "the engine could not queue this request", "", ""};
+                ev.err =
+                    smpl ? error{error_kind::internal, "the engine could not queue this request", "", ""} : smpl.err();
                 p.chan->push(std::move(ev));
                 continue;
             }
@@ -527,7 +411,7 @@ void engine::drop_cancelled() {
 }
 
 bool engine::speculating() const {
-    return cfg_.draft_ngram || st_->drafter != nullptr;
+    return cfg_.draft_ngram || dec_->drafter() != nullptr;
 }
 
 void engine::propose_drafts() {
@@ -540,29 +424,32 @@ void engine::propose_drafts() {
     if (static_cast<int32_t>(decoding.size()) > cfg_.draft_max_batch) {
         return;
     }
-    std::vector<draft_model::job> jobs;
-    std::vector<uint64_t>         job_ids;
+    std::vector<draft_job>             jobs;
+    std::vector<uint64_t>              job_ids;
+    std::vector<std::vector<token_id>> histories; // what the jobs' spans point into: no reallocation
+    histories.reserve(decoding.size());
     for (uint64_t id : decoding) {
         const sequence &s    = *st_->seqs.at(id);
         const int32_t   room = std::min(cfg_.draft_max, st_->sched.draft_room(id));
         if (!s.req->speculative || room < 1) {
             continue;
         }
+        const auto &history = histories.emplace_back(st_->sched.history(id));
         if (cfg_.draft_ngram) {
-            if (auto d = ngram_draft(s.history, room); !d.empty()) {
+            if (auto d = ngram_draft(history, room); !d.empty()) {
                 st_->sched.set_draft(id, std::move(d));
                 continue;
             }
         }
-        if (st_->drafter) {
-            jobs.push_back({st_->sched.info(id)->slot, s.history, room, {}});
+        if (dec_->drafter() != nullptr) {
+            jobs.push_back({st_->sched.info(id)->slot, history, room, {}});
             job_ids.push_back(id);
         }
     }
     if (jobs.empty()) {
         return;
     }
-    st_->drafter->run(jobs);
+    dec_->drafter()->run(jobs);
     for (size_t j = 0; j < jobs.size(); ++j) {
         if (!jobs[j].out.empty()) {
             st_->sched.set_draft(job_ids[j], std::move(jobs[j].out));
@@ -614,15 +501,14 @@ void engine::step() {
         return;
     }
 
-    llama_memory_t mem = llama_get_memory(ctx_);
     for (const auto &op : plan.kv_ops) {
         if (op.src_slot >= 0) {
-            llama_memory_seq_cp(mem, op.src_slot, op.dst_slot, -1, -1);
+            dec_->kv_copy(op.src_slot, op.dst_slot);
         }
-        llama_memory_seq_rm(mem, op.dst_slot, op.keep, -1);
+        dec_->kv_trim(op.dst_slot, op.keep);
     }
 
-    // Decode tokens and prompt chunks go to llama.cpp as two batches. With one KV stream per
+    // Decode tokens and prompt chunks go to the decoder as two batches. With one KV stream per
     // slot, llama.cpp cuts a batch into ubatches of sequences that have consecutive ids (in
     // batch order) and equal token counts, so a decode token next to a prompt on the adjacent
     // slot splits both into extra small ubatches, each a pass over all the weights (measured on
@@ -631,12 +517,10 @@ void engine::step() {
     std::vector<const plan_item *> decodes;
     std::vector<const plan_item *> prompts;
     for (const auto &it : plan.items) {
-        const auto info = sched.info(it.id);
-        (info && info->n_generated > 0 ? decodes : prompts).push_back(&it);
+        (it.work == plan_work::decode ? decodes : prompts).push_back(&it);
     }
     if (!plan.items.empty()) {
         apply_key(plan.key);
-        ++n_steps_;
     }
     if (!decodes.empty()) {
         run_batch(plan, std::move(decodes), false);
@@ -656,27 +540,28 @@ void engine::run_batch(const step_plan &plan, std::vector<const plan_item *> ite
     auto &sched = st_->sched;
     std::sort(items.begin(), items.end(), [](const plan_item *a, const plan_item *b) { return a->slot < b->slot; });
     auto &batch = st_->batch;
-    common_batch_clear(batch);
+    batch.clear();
     std::vector<std::pair<const plan_item *, int32_t>> to_sample; // item, batch index of its first sampled token
     for (const plan_item *item : items) {
         const plan_item &it    = *item;
-        const int32_t    first = batch.n_tokens;
+        const auto       first = static_cast<int32_t>(batch.size());
         for (size_t j = 0; j < it.tokens.size(); ++j) {
             const bool last = j + 1 == it.tokens.size();
-            common_batch_add(batch, it.tokens[j], it.pos + static_cast<llama_pos>(j), {it.slot},
-                             it.sample && (last || it.n_draft > 0));
+            batch.push_back(
+                {it.tokens[j], it.pos + static_cast<int32_t>(j), it.slot, it.sample && (last || it.n_draft > 0)});
         }
         if (it.sample) {
-            to_sample.emplace_back(&it, it.n_draft > 0 ? first : batch.n_tokens - 1);
+            to_sample.emplace_back(&it, it.n_draft > 0 ? first : static_cast<int32_t>(batch.size()) - 1);
         }
     }
-    const uint64_t n_prefill = prompts ? static_cast<uint64_t>(batch.n_tokens) : 0;
+    const auto     n_tokens  = static_cast<int32_t>(batch.size());
+    const uint64_t n_prefill = prompts ? static_cast<uint64_t>(n_tokens) : 0;
 
     const auto    started = std::chrono::steady_clock::now();
-    const int32_t rc      = decode_failpoint() ? -1 : llama_decode(ctx_, batch);
+    const int32_t rc      = decode_failpoint() ? -1 : dec_->decode(batch);
     if (rc == 0 && n_prefill >= k_prefill_sample_tokens) {
         const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - started).count();
-        const double per_token = us / static_cast<double>(batch.n_tokens);
+        const double per_token = us / static_cast<double>(n_tokens);
         prefill_us_per_token_  = prefill_us_per_token_ > 0 ? 0.8 * prefill_us_per_token_ + 0.2 * per_token : per_token;
     }
     if (spdlog::should_log(spdlog::level::debug)) {
@@ -687,12 +572,12 @@ void engine::run_batch(const step_plan &plan, std::vector<const plan_item *> ite
             shape += fmt::format("{}{}:{}", shape.empty() ? "" : " ", it->slot, it->tokens.size());
         }
         spdlog::debug("{} batch of {} tokens [slot:tokens {}] decoded in {:.1f} ms", prompts ? "prompt" : "decode",
-                      batch.n_tokens, shape,
+                      n_tokens, shape,
                       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count());
     }
     if (rc != 0) {
-        spdlog::error("llama_decode failed (code {}) for a batch of {} tokens; failing {} sequences", rc,
-                      batch.n_tokens, items.size());
+        spdlog::error("decode failed (code {}) for a batch of {} tokens; failing {} sequences", rc, n_tokens,
+                      items.size());
         step_plan failed;
         failed.key = plan.key;
         for (const plan_item *it : items) {
@@ -703,13 +588,17 @@ void engine::run_batch(const step_plan &plan, std::vector<const plan_item *> ite
                 failed.kv_ops.push_back(op);
             }
         }
-        llama_memory_t mem     = llama_get_memory(ctx_);
-        const auto     removed = sched.fail_step(failed);
+        // Health first: a client that reads its error and then probes readiness sees the engine
+        // as the error left it.
+        if (++st_->consecutive_failures >= 3) {
+            healthy_.store(false);
+        }
+        const auto removed = sched.fail_step(failed);
         for (const auto &op : failed.kv_ops) {
-            llama_memory_seq_rm(mem, op.dst_slot, -1, -1);
+            dec_->kv_trim(op.dst_slot, 0);
         }
         for (const auto &it : failed.items) {
-            llama_memory_seq_rm(mem, it.slot, -1, -1);
+            dec_->kv_trim(it.slot, 0);
         }
         for (uint64_t id : removed) {
             auto s = st_->seqs.find(id);
@@ -718,20 +607,15 @@ void engine::run_batch(const step_plan &plan, std::vector<const plan_item *> ite
             }
             generation_event ev;
             ev.index = s->second->index;
-            ev.err =
-                error{error_kind::internal,
-                      "the engine failed to decode this request (llama_decode returned " + std::to_string(rc) + ")", "",
-                      "decode_failed"};
+            ev.err   = error{error_kind::internal,
+                           "the engine failed to decode this request (the decoder returned " + std::to_string(rc) + ")",
+                           "", "decode_failed"};
             s->second->chan->push(std::move(ev));
             st_->seqs.erase(s);
-        }
-        if (++st_->consecutive_failures >= 3) {
-            healthy_.store(false);
         }
         return;
     }
     st_->consecutive_failures = 0;
-    n_prompt_computed_ += n_prefill;
     for (const auto &[item, idx] : to_sample) {
         sample_item(*item, idx);
     }
@@ -758,23 +642,23 @@ result<uint64_t> engine::lora_key(const lora_choice &lora) {
                              "model", "adapters_busy"};
             }
             if ((st_->ctx_key >> 32) == victim->second.id) {
-                llama_set_adapters_lora(ctx_, nullptr, 0, nullptr);
+                dec_->use_adapter(std::nullopt, 0.0f);
                 st_->ctx_key = 0;
             }
             spdlog::info("unloading LoRA adapter {} (least recently used; --max-loras {})", victim->first,
                          cfg_.max_loras);
-            llama_adapter_lora_free(victim->second.ptr);
+            dec_->free_adapter(victim->second.handle);
             loras.erase(victim);
         }
-        llama_adapter_lora *ptr = llama_adapter_lora_init(model_->raw(), lora.path.c_str());
-        if (ptr == nullptr) {
+        const auto handle = dec_->load_adapter(lora.path);
+        if (!handle) {
             return error{error_kind::internal,
                          "the LoRA adapter '" + lora.name +
                              "' could not be loaded (not a LoRA adapter for this base model?); the server log says why",
                          "model", "adapter_load_failed"};
         }
         spdlog::info("loaded LoRA adapter '{}' ({})", lora.name, lora.path);
-        it = loras.emplace(lora.path, loaded_lora{ptr, st_->next_lora_id++, 0}).first;
+        it = loras.emplace(lora.path, loaded_lora{*handle, st_->next_lora_id++, 0}).first;
     }
     it->second.last_used = ++st_->lora_clock;
     const auto milli     = static_cast<uint64_t>(std::lround(std::clamp(lora.scale, 0.0f, 1000.0f) * 1000.0f));
@@ -786,20 +670,18 @@ void engine::apply_key(uint64_t key) {
         return;
     }
     if (key == 0) {
-        llama_set_adapters_lora(ctx_, nullptr, 0, nullptr);
+        dec_->use_adapter(std::nullopt, 0.0f);
     } else {
         const auto id = static_cast<uint32_t>(key >> 32);
         auto it = std::find_if(st_->loras.begin(), st_->loras.end(), [&](const auto &l) { return l.second.id == id; });
         // A key's adapter stays loaded while a sequence runs under it (lora_key never evicts it).
         if (it == st_->loras.end()) {
             spdlog::error("no loaded LoRA adapter has id {}; computing this step without adapters", id);
-            llama_set_adapters_lora(ctx_, nullptr, 0, nullptr);
+            dec_->use_adapter(std::nullopt, 0.0f);
             st_->ctx_key = 0;
             return;
         }
-        llama_adapter_lora *ptr   = it->second.ptr;
-        float               scale = static_cast<float>(key & 0xFFFFFFFFu) / 1000.0f;
-        llama_set_adapters_lora(ctx_, &ptr, 1, &scale);
+        dec_->use_adapter(it->second.handle, static_cast<float>(key & 0xFFFFFFFFu) / 1000.0f);
     }
     st_->ctx_key = key;
 }
@@ -846,7 +728,7 @@ namespace {
 
 // Log-probabilities of the raw model distribution at one position: the sampled token's and
 // the `n_top` most likely alternatives.
-void fill_logprobs(const float *logits, int32_t n_vocab, token_id chosen, int32_t n_top, const model &m,
+void fill_logprobs(const float *logits, int32_t n_vocab, token_id chosen, int32_t n_top, const decoder &d,
                    token_logprob &out) {
     float max_l = -INFINITY;
     for (int32_t i = 0; i < n_vocab; ++i) {
@@ -865,7 +747,7 @@ void fill_logprobs(const float *logits, int32_t n_vocab, token_id chosen, int32_
         std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), ids.end(),
                           [&](token_id a, token_id b) { return logits[a] > logits[b]; });
         for (size_t i = 0; i < k; ++i) {
-            out.top.emplace_back(m.token_piece(ids[i]), logits[ids[i]] - log_z);
+            out.top.emplace_back(d.piece(ids[i], false), logits[ids[i]] - log_z);
         }
     }
 }
@@ -893,44 +775,43 @@ void engine::sample_item(const plan_item &item, int32_t first_index) {
     if (it == st_->seqs.end()) {
         return;
     }
-    sequence             &s   = *it->second;
-    const auto           &req = *s.req;
+    const auto info = st_->sched.info(id);
+    if (!info) {
+        return;
+    }
+    sequence   &s   = *it->second;
+    const auto &req = *s.req;
+    // The scheduler owns the counts and the bound: it finishes the sequence at max_new too.
+    int32_t               generated = info->n_generated;
     std::vector<token_id> accepted; // sampled tokens; all but the last matched a draft
     int32_t               n_matched = 0;
     generation_event      last; // the final event, sent once the scheduler and gauges know
     bool                  finished = false;
     for (int32_t i = 0; i <= item.n_draft && !finished; ++i) {
-        const int32_t  batch_index = first_index + i;
-        const token_id tok         = common_sampler_sample(s.smpl, ctx_, batch_index);
-        if (!req.sampling.grammar.empty()) {
-            // When the grammar allows no token of this vocabulary (a user grammar that needs a
-            // character no token can produce), every candidate is -inf and the sampler returns
-            // one anyway; accepting it would make llama.cpp throw or abort. End the choice instead.
-            const auto *cands = common_sampler_get_candidates(s.smpl, false);
-            if (cands->selected < 0 || !std::isfinite(cands->data[cands->selected].logit)) {
-                fail_sequence(id, error::invalid("the grammar allows no token of this model's vocabulary after " +
-                                                     std::to_string(s.n_generated) + " generated tokens",
-                                                 "", "grammar_dead_end"));
-                return;
-            }
+        const int32_t       batch_index = first_index + i;
+        const sampled_token sampled     = s.smpl->sample(batch_index);
+        const token_id      tok         = sampled.token;
+        if (sampled.dead_end) {
+            // Accepting the token would make the grammar throw or abort: end the choice instead.
+            fail_sequence(id, error::invalid("the grammar allows no token of this model's vocabulary after " +
+                                                 std::to_string(generated) + " generated tokens",
+                                             "", "grammar_dead_end"));
+            return;
         }
         try {
-            common_sampler_accept(s.smpl, tok, true);
+            s.smpl->accept(tok);
         } catch (const std::exception &e) {
             fail_sequence(id, error{error_kind::internal, std::string("the grammar sampler failed: ") + e.what(), "",
                                     "grammar_failed"});
             return;
         }
         accepted.push_back(tok);
-        if (speculating()) {
-            s.history.push_back(tok);
-        }
-        s.n_generated += 1;
+        ++generated;
         ++n_generated_;
         if (cfg_.metrics) {
             const auto now = std::chrono::steady_clock::now();
             cfg_.metrics->generation_tokens.inc();
-            if (s.n_generated > 1) {
+            if (generated > 1) {
                 cfg_.metrics->time_per_output_token.observe(std::chrono::duration<double>(now - s.last_token).count());
             }
             s.last_token = now;
@@ -940,23 +821,22 @@ void engine::sample_item(const plan_item &item, int32_t first_index) {
         ev.index = s.index;
         if (req.sampling.top_logprobs >= 0) {
             token_logprob lp;
-            lp.token = model_->token_piece(tok);
-            fill_logprobs(llama_get_logits_ith(ctx_, batch_index), model_->n_vocab(), tok, req.sampling.top_logprobs,
-                          *model_, lp);
+            lp.token = dec_->piece(tok, false);
+            fill_logprobs(dec_->logits(batch_index), dec_->n_vocab(), tok, req.sampling.top_logprobs, *dec_, lp);
             ev.logprobs.push_back(std::move(lp));
         }
         // Under a grammar an end-of-generation token is only sampled when the grammar allows it,
         // and with ignore_eos only when it allows nothing else (see accept_new): then the output
         // is complete, and stopping is the only way on.
-        const bool eog = model_->is_eog(tok) && (!req.sampling.ignore_eos || !req.sampling.grammar.empty());
+        const bool eog = dec_->is_eog(tok) && (!req.sampling.ignore_eos || !req.sampling.grammar.empty());
         if (eog) {
             ev.finish = finish_reason::stop;
         } else {
             const auto &keep = req.sampling.preserved_tokens;
-            ev.text = s.text->push(model_->token_piece(tok, std::find(keep.begin(), keep.end(), tok) != keep.end()));
+            ev.text          = s.text->push(dec_->piece(tok, std::find(keep.begin(), keep.end(), tok) != keep.end()));
             if (s.text->stopped()) {
                 ev.finish = finish_reason::stop;
-            } else if (s.n_generated >= req.max_tokens) {
+            } else if (generated >= info->max_new) {
                 ev.finish = finish_reason::length;
             }
         }
@@ -966,7 +846,7 @@ void engine::sample_item(const plan_item &item, int32_t first_index) {
         n_matched += more ? 1 : 0;
         if (finished) {
             last = std::move(ev);
-        } else if (!ev.text.empty() || !ev.logprobs.empty() || s.n_generated == 1) {
+        } else if (!ev.text.empty() || !ev.logprobs.empty() || generated == 1) {
             s.chan->push(std::move(ev));
         }
         if (!more) {
@@ -983,8 +863,7 @@ void engine::sample_item(const plan_item &item, int32_t first_index) {
         }
         // The KV of the drafts after the first mismatch holds a future that did not happen.
         if (static_cast<int32_t>(accepted.size()) - 1 < item.n_draft) {
-            llama_memory_seq_rm(llama_get_memory(ctx_), item.slot, item.pos + static_cast<int32_t>(accepted.size()),
-                                -1);
+            dec_->kv_trim(item.slot, item.pos + static_cast<int32_t>(accepted.size()));
         }
     }
     if (finished) {
@@ -992,11 +871,9 @@ void engine::sample_item(const plan_item &item, int32_t first_index) {
         if (s.text->stopped()) {
             last.finish = finish_reason::stop; // the last, cut-off character completed a stop string
         }
-        const auto info  = st_->sched.info(id);
-        last.n_prompt    = static_cast<int32_t>(req.prompt.size());
-        last.n_cached    = info ? info->n_cached : 0;
-        last.n_generated = s.n_generated;
-        n_prompt_cached_ += static_cast<uint64_t>(last.n_cached);
+        last.n_prompt    = info->n_prompt;
+        last.n_cached    = info->n_cached;
+        last.n_generated = generated;
     }
     st_->sched.on_sampled(id, accepted, finished);
     if (finished) {

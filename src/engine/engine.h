@@ -1,10 +1,13 @@
 #pragma once
-// The engine: one thread that owns the llama_context, runs the scheduler's plan each step (one
-// llama_decode for all running sequences plus prompt chunks), samples each sequence with its
-// own sampler chain, and publishes events to the requests' channels. It never does network I/O.
+// The engine core: one thread that owns a decoder (engine/decoder.h; llama.cpp in production,
+// engine/llama_decoder.h), runs the scheduler's plan each step (one decode for all running
+// sequences plus one for prompt chunks), samples each sequence with its own sampler chain, and
+// publishes events to the requests' channels. It never does network I/O and never calls
+// llama.cpp itself: its library does not link it.
 
 #include "common/kv_cache_type.h"
 #include "common/status.h"
+#include "engine/decoder.h"
 #include "engine/model.h"
 #include "engine/types.h"
 #include "metrics/serving_metrics.h"
@@ -18,8 +21,6 @@
 #include <optional>
 #include <thread>
 #include <vector>
-
-struct llama_context;
 
 namespace inferbox {
 struct plan_item;
@@ -61,20 +62,23 @@ struct engine_config {
 };
 
 struct engine_stats {
-    int32_t  n_running                = 0;
-    int32_t  n_waiting                = 0;
-    uint64_t n_prompt_tokens_computed = 0;
-    uint64_t n_prompt_tokens_cached   = 0;
-    uint64_t n_generated_tokens       = 0;
-    uint64_t n_steps                  = 0;
-    uint64_t n_draft_tokens           = 0; // guessed tokens verified
-    uint64_t n_draft_accepted         = 0; // of those, tokens the served model agreed with
+    int32_t  n_running          = 0;
+    int32_t  n_waiting          = 0;
+    uint64_t n_generated_tokens = 0;
+    uint64_t n_draft_tokens     = 0; // guessed tokens verified
+    uint64_t n_draft_accepted   = 0; // of those, tokens the served model agreed with
 };
 
 class engine {
   public:
-    // Creates the context, runs a warm-up decode and starts the engine thread.
-    static result<std::unique_ptr<engine>> start(std::shared_ptr<const model> m, engine_config cfg);
+    // `cfg` with its defaults filled in (a model trained for `n_ctx_train` tokens) and its
+    // bounds applied, or an error naming the setting out of range. What a decoder is made for.
+    static result<engine_config> settle(engine_config cfg, int32_t n_ctx_train);
+    // Starts the engine thread over `dec` (made for settle(cfg)) after a warm-up decode on it.
+    // `m` is the model `dec` runs, for get_model(); null where the decoder is not llama.cpp's
+    // (engine/llama_decoder.h's start_engine starts the production one).
+    static result<std::unique_ptr<engine>> start(std::unique_ptr<decoder> dec, engine_config cfg,
+                                                 std::shared_ptr<const model> m = nullptr);
     ~engine(); // stops the thread; pending requests get an `unavailable` error event
     engine(const engine &)            = delete;
     engine &operator=(const engine &) = delete;
@@ -108,8 +112,9 @@ class engine {
 
     int32_t              n_ctx_slot() const { return cfg_.n_ctx_slot; }
     const engine_config &config() const { return cfg_; }
-    const model         &get_model() const { return *model_; }
-    bool                 healthy() const { return healthy_.load(); }
+    // The model the API tokenizes and renders with; only for an engine start_engine started.
+    const model &get_model() const { return *model_; }
+    bool         healthy() const { return healthy_.load(); }
     // Exceptions the engine loop caught (each one ends the engine's service: healthy() turns false).
     uint64_t     unexpected_exceptions() const { return unexpected_.load(); }
     engine_stats stats() const;
@@ -119,7 +124,6 @@ class engine {
     error capacity_error(int32_t waiting, int32_t running) const;
     // The admission bound: n more sequences do not fit beside `waiting` + `running` in slots + queue.
     bool exceeds_capacity(int32_t waiting, int32_t running, int32_t n) const;
-    bool warm_up();          // on the engine thread, before loop()
     bool decode_failpoint(); // test builds: fail this step's decode (INFERBOX_FAILPOINT_DECODE)
     struct sequence;
     struct pending {
@@ -128,7 +132,7 @@ class engine {
         std::chrono::steady_clock::time_point submitted;
     };
 
-    engine(std::shared_ptr<const model> m, engine_config cfg);
+    engine(std::unique_ptr<decoder> dec, engine_config cfg, std::shared_ptr<const model> m);
     void loop();
     void step();
     void accept_new(std::vector<pending> &incoming);
@@ -139,7 +143,7 @@ class engine {
     // Decodes some of a step's items as one llama.cpp batch and samples them (engine.cpp).
     void run_batch(const step_plan &plan, std::vector<const plan_item *> items, bool prompts);
     void propose_drafts();                      // speculative decoding: set_draft() for the sequences that take one
-    bool speculating() const;                   // drafting is configured; sequences then keep their history
+    bool speculating() const;                   // drafting is configured
     void fail_sequence(uint64_t id, error err); // error event, slot freed, sequence gone
     void publish_gauges();
     // Loads `lora` if needed (evicting the least recently used adapter no sequence uses) and
@@ -147,9 +151,9 @@ class engine {
     result<uint64_t> lora_key(const lora_choice &lora);
     void             apply_key(uint64_t key); // sets the context's adapters for a step under `key`
 
-    std::shared_ptr<const model> model_;
+    std::shared_ptr<const model> model_; // may be null (see start)
     engine_config                cfg_;
-    llama_context               *ctx_ = nullptr;
+    std::unique_ptr<decoder>     dec_;
 
     struct state; // engine-thread-only state (scheduler, sequences, batch)
     std::unique_ptr<state> st_;
@@ -158,6 +162,7 @@ class engine {
     std::condition_variable cv_;
     std::vector<pending>    inbox_;
     bool                    stopping_ = false;
+    std::atomic<bool>       closed_{false}; // stopping_, readable without mu_ (submit's first check)
     // Every channel submitted (under mu_), for abandon(); expired entries are pruned as it grows.
     std::vector<std::weak_ptr<request_channel>> live_;
     size_t                                      live_prune_at_ = 64;
@@ -166,7 +171,7 @@ class engine {
     std::atomic<bool>     healthy_{true};
     std::atomic<uint64_t> unexpected_{0};
     std::atomic<int32_t>  n_running_{0};
-    std::atomic<uint64_t> n_prompt_computed_{0}, n_prompt_cached_{0}, n_generated_{0}, n_steps_{0};
+    std::atomic<uint64_t> n_generated_{0};
     // Prefill cost: moving average of microseconds per token over batches that computed at least
     // k_prefill_sample_tokens prompt tokens; 0 until one has. Drives coalesce_window() (scheduler.h's arrival_window).
     double                    prefill_us_per_token_   = 0; // engine thread only

@@ -22,16 +22,17 @@ scheduler::scheduler(scheduler_config cfg) : cfg_(cfg), slots_(cfg.n_slots, cfg.
     cfg_.prefill_while_decode = std::max(cfg_.prefill_while_decode, 1);
 }
 
-bool scheduler::submit(uint64_t id, std::vector<token_id> prompt, int32_t max_new_tokens, kv_key key) {
-    if (static_cast<int32_t>(waiting_.size()) >= cfg_.max_waiting || prompt.empty() || max_new_tokens < 1 ||
-        static_cast<int64_t>(prompt.size()) + max_new_tokens > cfg_.n_ctx_slot || seqs_.count(id) != 0) {
+bool scheduler::submit_shared(uint64_t id, std::shared_ptr<const std::vector<token_id>> prompt, int32_t max_new_tokens,
+                              kv_key key) {
+    if (static_cast<int32_t>(waiting_.size()) >= cfg_.max_waiting || !prompt || prompt->empty() || max_new_tokens < 1 ||
+        static_cast<int64_t>(prompt->size()) + max_new_tokens > cfg_.n_ctx_slot || seqs_.count(id) != 0) {
         return false;
     }
     seq s;
     s.id          = id;
-    s.st.n_prompt = static_cast<int32_t>(prompt.size());
+    s.st.n_prompt = static_cast<int32_t>(prompt->size());
     s.prompt      = std::move(prompt);
-    s.max_new     = max_new_tokens;
+    s.st.max_new  = max_new_tokens;
     s.key         = key;
     seqs_.emplace(id, std::move(s));
     waiting_.push_back(id);
@@ -68,9 +69,9 @@ void scheduler::resolve_waiting_prefix(step_plan &plan) {
         // The leader computed the prefix, or left: take the longest prefix any slot holds now.
         const int32_t max_reuse = s.st.n_prompt - 1;
         int32_t       src       = -1;
-        int32_t       len       = slots_.common_prefix(s.st.slot, s.prompt, s.key);
+        int32_t       len       = slots_.common_prefix(s.st.slot, *s.prompt, s.key);
         for (int32_t k = 0; k < slots_.n_slots(); ++k) {
-            const int32_t l = std::min(slots_.common_prefix(k, s.prompt, s.key), max_reuse);
+            const int32_t l = std::min(slots_.common_prefix(k, *s.prompt, s.key), max_reuse);
             if (k != s.st.slot && l > len) {
                 src = k;
                 len = l;
@@ -96,7 +97,7 @@ void scheduler::admit(step_plan &plan) {
         const uint64_t id = waiting_.front();
         waiting_.pop_front();
         seq &s        = seqs_.at(id);
-        auto grant    = slots_.acquire(s.prompt, cfg_.prefix_reuse, s.key);
+        auto grant    = slots_.acquire(*s.prompt, cfg_.prefix_reuse, s.key);
         s.st.slot     = grant->slot;
         s.st.n_past   = grant->n_reused;
         s.st.n_cached = grant->n_reused;
@@ -117,7 +118,7 @@ void scheduler::admit(step_plan &plan) {
             if (oid == id || o.st.phase != seq_phase::prefilling || o.key != s.key) {
                 continue;
             }
-            const int32_t l = std::min(common_prefix_len(o.prompt, s.prompt), max_reuse);
+            const int32_t l = std::min(common_prefix_len(*o.prompt, *s.prompt), max_reuse);
             if (l > best && o.st.n_past < l) {
                 best   = l;
                 leader = oid;
@@ -167,7 +168,7 @@ step_plan scheduler::schedule() {
         }
         const int32_t room    = std::min(draft_room(s), draft_budget);
         const int32_t n_draft = std::clamp(static_cast<int32_t>(s.draft.size()), 0, std::max(room, 0));
-        plan_item     item{id, s.st.slot, s.st.n_past, {s.next_token}, true, n_draft};
+        plan_item     item{id, s.st.slot, s.st.n_past, {s.next_token}, true, n_draft, plan_work::decode};
         item.tokens.insert(item.tokens.end(), s.draft.begin(), s.draft.begin() + n_draft);
         s.draft.clear();
         auto &held = slots_.tokens(s.st.slot);
@@ -223,8 +224,8 @@ step_plan scheduler::schedule() {
         }
         const int32_t left  = s->st.n_prompt - s->st.n_past;
         const int32_t chunk = std::min({left, budget, chunk_cap});
-        plan_item     item{s->id, s->st.slot, s->st.n_past, {}, chunk == left};
-        item.tokens.assign(s->prompt.begin() + s->st.n_past, s->prompt.begin() + s->st.n_past + chunk);
+        plan_item     item{s->id, s->st.slot, s->st.n_past, {}, chunk == left, 0, plan_work::prompt};
+        item.tokens.assign(s->prompt->begin() + s->st.n_past, s->prompt->begin() + s->st.n_past + chunk);
         auto &held = slots_.tokens(s->st.slot);
         held.insert(held.end(), item.tokens.begin(), item.tokens.end());
         s->st.n_past += chunk;
@@ -245,7 +246,7 @@ int32_t scheduler::draft_room(const seq &s) const {
     if (s.st.phase != seq_phase::decoding) {
         return 0;
     }
-    return std::max(0, std::min(cfg_.n_ctx_slot - s.st.n_past - 1, s.max_new - s.st.n_generated - 1));
+    return std::max(0, std::min(cfg_.n_ctx_slot - s.st.n_past - 1, s.st.max_new - s.st.n_generated - 1));
 }
 
 int32_t scheduler::draft_room(uint64_t id) const {
@@ -274,7 +275,7 @@ void scheduler::on_sampled(uint64_t id, std::span<const token_id> tokens, bool f
     }
     s.n_draft_planned = 0;
     s.st.n_generated += n;
-    if (finished || s.st.n_generated >= s.max_new) {
+    if (finished || s.st.n_generated >= s.st.max_new) {
         remove(id);
         return;
     }
@@ -311,6 +312,16 @@ std::optional<seq_info> scheduler::info(uint64_t id) const {
         return std::nullopt;
     }
     return it->second.st;
+}
+
+std::vector<token_id> scheduler::history(uint64_t id) const {
+    auto it = seqs_.find(id);
+    if (it == seqs_.end() || it->second.st.phase != seq_phase::decoding) {
+        return {};
+    }
+    std::vector<token_id> out = slots_.tokens(it->second.st.slot);
+    out.push_back(it->second.next_token);
+    return out;
 }
 
 } // namespace inferbox

@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <optional>
 #include <span>
 #include <vector>
@@ -67,6 +68,9 @@ struct kv_op {
     int32_t keep     = 0; // then drop everything in dst from this position on
 };
 
+// What a plan item computes: a chunk of a sequence's prompt, or its next token (with drafts).
+enum class plan_work { prompt, decode };
+
 struct plan_item {
     uint64_t              id   = 0;
     int32_t               slot = -1;
@@ -74,6 +78,7 @@ struct plan_item {
     std::vector<token_id> tokens;          // a prompt chunk, or the one token to decode
     bool                  sample  = false; // logits of the last token are sampled
     int32_t               n_draft = 0;     // tokens[1..n_draft] are drafts: every token's logits are sampled
+    plan_work             work    = plan_work::prompt;
 };
 
 struct step_plan {
@@ -92,6 +97,7 @@ struct seq_info {
     int32_t   n_cached    = 0; // prompt tokens reused from the cache, not computed
     int32_t   n_past      = 0; // tokens of this sequence whose KV is computed
     int32_t   n_generated = 0;
+    int32_t   max_new     = 0; // most tokens it may generate: reaching it finishes it by length
 };
 
 class scheduler {
@@ -101,7 +107,12 @@ class scheduler {
     // Queues a sequence. False when the waiting queue is at max_waiting (the caller answers
     // 429), or when prompt + max_new_tokens does not fit a slot (the API layer rejects that
     // earlier with a 400; this is the last line of defence). Ids must be unique.
-    bool submit(uint64_t id, std::vector<token_id> prompt, int32_t max_new_tokens, kv_key key = 0);
+    // The prompt is shared with the caller (the engine's request), never copied.
+    bool submit_shared(uint64_t id, std::shared_ptr<const std::vector<token_id>> prompt, int32_t max_new_tokens,
+                       kv_key key = 0);
+    bool submit(uint64_t id, std::vector<token_id> prompt, int32_t max_new_tokens, kv_key key = 0) {
+        return submit_shared(id, std::make_shared<const std::vector<token_id>>(std::move(prompt)), max_new_tokens, key);
+    }
 
     // Removes a sequence at any stage and frees its slot; unknown ids are ignored. Its KV stays
     // in the slot as a reusable prefix.
@@ -135,6 +146,9 @@ class scheduler {
     std::vector<uint64_t> fail_step(const step_plan &plan);
 
     std::optional<seq_info> info(uint64_t id) const;
+    // Every token of decoding sequence `id`: those in its KV, then the sampled one not yet
+    // decoded (what prompt-lookup drafting reads). Empty when it is not decoding.
+    std::vector<token_id>   history(uint64_t id) const;
     int32_t                 n_waiting() const { return static_cast<int32_t>(waiting_.size()); }
     int32_t                 n_running() const { return static_cast<int32_t>(seqs_.size()) - n_waiting(); }
     bool                    idle() const { return seqs_.empty(); }
@@ -143,17 +157,16 @@ class scheduler {
 
   private:
     struct seq {
-        uint64_t              id = 0;
-        std::vector<token_id> prompt;
-        int32_t               max_new = 0;
-        seq_info              st;
-        token_id              next_token = 0; // sampled, not yet in the KV
-        uint64_t              leader     = 0; // waiting_prefix: whose prefill we wait for
-        int32_t               wait_len   = 0;
-        uint64_t              order      = 0; // admission order, for FIFO prefill
-        kv_key                key        = 0;
-        std::vector<token_id> draft;               // set_draft(), for the next schedule()
-        int32_t               n_draft_planned = 0; // drafts in the KV awaiting on_sampled()
+        uint64_t                                     id = 0;
+        std::shared_ptr<const std::vector<token_id>> prompt;
+        seq_info                                     st;
+        token_id                                     next_token = 0; // sampled, not yet in the KV
+        uint64_t                                     leader     = 0; // waiting_prefix: whose prefill we wait for
+        int32_t                                      wait_len   = 0;
+        uint64_t                                     order      = 0; // admission order, for FIFO prefill
+        kv_key                                       key        = 0;
+        std::vector<token_id>                        draft;               // set_draft(), for the next schedule()
+        int32_t                                      n_draft_planned = 0; // drafts in the KV awaiting on_sampled()
     };
 
     void    admit(step_plan &plan);

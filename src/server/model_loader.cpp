@@ -2,6 +2,7 @@
 
 #include "engine/embedder.h"
 #include "engine/engine.h"
+#include "engine/llama_decoder.h"
 #include "engine/model.h"
 #include "store/gguf.h"
 
@@ -45,7 +46,7 @@ result<std::shared_ptr<served_model>> load_hosted_model(const hosted_plan &p, co
         }
         ecfg.draft_model = *draft;
     }
-    auto e = engine::start(*m, ecfg);
+    auto e = start_engine(*m, ecfg);
     if (!e) {
         return failed(e.err());
     }

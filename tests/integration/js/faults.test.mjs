@@ -39,7 +39,7 @@ describe('engine faults: a failed decode (test-build failpoint)', () => {
       assert.match(text, /"code":"decode_failed"/, text.slice(-1500));
       assert.match(text, /data: \[DONE\]/);
       assert.ok(!fs.existsSync(trigger), 'the failpoint fired once and was consumed');
-      assert.match(server.log(), /llama_decode failed \(code -1\) for a batch of \d+ tokens; failing 1 sequences/);
+      assert.match(server.log(), /decode failed \(code -1\) for a batch of \d+ tokens; failing 1 sequences/);
 
       // A request whose first decode fails: 500 in OpenAI's error shape, naming the cause.
       fs.writeFileSync(trigger, '1\n');
