@@ -835,6 +835,49 @@ result<chat_message> parse_message(const json &m, size_t i) {
     return msg;
 }
 
+// continue_final_message and add_generation_prompt (vLLM's names). Either the model starts a new
+// assistant turn after the messages (the default: add_generation_prompt true), or it continues
+// the final assistant message (continue_final_message true, add_generation_prompt false or left
+// out). add_generation_prompt false alone would render the conversation with no assistant turn
+// to write into, which inferbox does not do: refused rather than ignored.
+std::optional<error> parse_continuation(const json &body, api_request &r) {
+    bool add_generation_prompt = true;
+    if (auto e = read_bool(body, "continue_final_message", request_defaults().continue_final_message,
+                           r.continue_final_message)) {
+        return e;
+    }
+    const bool given = json_field(body, "add_generation_prompt") != nullptr;
+    if (auto e = read_bool(body, "add_generation_prompt", true, add_generation_prompt)) {
+        return e;
+    }
+    if (!r.continue_final_message) {
+        if (!add_generation_prompt) {
+            return error::invalid("add_generation_prompt false is supported only with continue_final_message true "
+                                  "(the final assistant message is continued); leave it out otherwise",
+                                  "add_generation_prompt", "unsupported_parameter");
+        }
+        return std::nullopt;
+    }
+    if (given && add_generation_prompt) {
+        return error::invalid("continue_final_message and add_generation_prompt cannot both be true: the model "
+                              "either continues the final message or starts a new one",
+                              "add_generation_prompt");
+    }
+    const chat_message &last  = r.messages.back(); // parse_chat refuses an empty list first
+    const std::string   param = "messages[" + std::to_string(r.messages.size() - 1) + "]";
+    if (last.role != "assistant") {
+        return error::invalid("continue_final_message needs an assistant message last; " + param + " is a " +
+                                  last.role + " message",
+                              param + ".role");
+    }
+    if (!last.tool_calls.empty()) {
+        return error::invalid("continue_final_message continues the final message's text; " + param +
+                                  " has tool_calls, which cannot be continued",
+                              param + ".tool_calls");
+    }
+    return std::nullopt;
+}
+
 // The chat-only fields: logprobs (a boolean here), messages and tools. Runs after the output
 // constraint is parsed, since active tools exclude one.
 std::optional<error> parse_chat(const json &body, const api_limits &limits, const key_order *order, api_request &r) {
@@ -870,7 +913,7 @@ std::optional<error> parse_chat(const json &body, const api_limits &limits, cons
         }
         r.messages.push_back(std::move(*msg));
     }
-    return std::nullopt;
+    return parse_continuation(body, r);
 }
 
 // prompt: a string, an array of token ids, or an array (at most max_prompts) of either.
@@ -1005,6 +1048,12 @@ ojson messages_json(const std::vector<chat_message> &messages) {
 // messages, then tools, tool_choice and parallel_tool_calls when tools are offered.
 void add_chat_fields(const api_request &r, ojson &body) {
     body["messages"] = messages_json(r.messages);
+    if (r.continue_final_message) {
+        // Both fields, as vLLM wants them (it refuses continue_final_message with its default
+        // add_generation_prompt true); servers without them (llama-server) ignore both.
+        body["continue_final_message"] = true;
+        body["add_generation_prompt"]  = false;
+    }
     if (r.tools.empty()) {
         return;
     }

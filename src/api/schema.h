@@ -84,6 +84,11 @@ struct api_request {
     std::vector<chat_tool> tools;
     tool_choice            choice              = tool_choice::automatic;
     bool                   parallel_tool_calls = true;
+    // Chat only (vLLM's continue_final_message with add_generation_prompt false): the last
+    // message is an assistant message the model continues, instead of starting a new turn after
+    // it. parse_request guarantees the last message is then an assistant one without tool_calls.
+    // Mid-stream failover (backend/failover.h) sends such a request to the next backend.
+    bool continue_final_message = false;
     // nvext.placement (or the X-Inferbox-Placement header): where the request may run.
     placement_pin placement = placement_pin::automatic;
     // nvext.timeout_ms (or the X-Inferbox-Timeout-Ms header, or --request-timeout-ms): the time the

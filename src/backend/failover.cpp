@@ -12,11 +12,51 @@ namespace {
 struct failover_detail {
     std::vector<std::shared_ptr<const backend_request>> prepared;
     api_request                                         original;
-    // One text prompt, one choice, no tools: a stream that breaks mid-way can continue elsewhere
-    // from the prompt plus the text already sent.
+    // A stream that breaks mid-way can continue elsewhere (resumable_request).
     bool                                  resumable = false;
     std::chrono::steady_clock::time_point deadline{};
 };
+
+// Whether a stream of `req` can continue on another backend from the text already sent: one
+// choice, and output that a continuation can extend. A completion needs one text prompt (the
+// continuation's prompt is that prompt plus the text); a chat request continues its answer as
+// the final assistant message (continue_final_message). An output constraint is never resumed:
+// the next backend's grammar would start over from its root in the middle of the output.
+bool resumable_request(const api_request &req) {
+    if (req.n != 1 || req.constraint.kind != constraint_kind::none) {
+        return false;
+    }
+    if (req.kind == api_kind::chat) {
+        return !req.messages.empty();
+    }
+    return req.prompts.size() == 1 && std::holds_alternative<std::string>(req.prompts.front());
+}
+
+// The request that continues `original` on another backend after `sent` (the text the client
+// has) was generated in `n_sent` events. Each event is counted as one token (backends stream a
+// token per event; text a stop string held back may merge a few, so the remainder is an upper
+// bound).
+api_request continuation_of(const api_request &original, const std::string &sent, int32_t n_sent) {
+    api_request cont = original;
+    if (cont.max_tokens) {
+        cont.max_tokens = std::max(1, *cont.max_tokens - n_sent);
+    }
+    if (cont.kind == api_kind::completion) {
+        cont.prompts = {std::get<std::string>(cont.prompts.front()) + sent};
+        cont.echo    = false;
+        return cont;
+    }
+    if (cont.continue_final_message) {
+        cont.messages.back().content += sent; // the client's own prefix, then what was generated
+    } else if (!sent.empty()) {
+        chat_message prefix;
+        prefix.role    = "assistant";
+        prefix.content = sent;
+        cont.messages.push_back(std::move(prefix));
+        cont.continue_final_message = true;
+    }
+    return cont;
+}
 
 class failover_stream final : public generation_stream, public std::enable_shared_from_this<failover_stream> {
   public:
@@ -68,8 +108,11 @@ class failover_stream final : public generation_stream, public std::enable_share
             return out;
         }
         for (auto &ev : inner->take()) {
+            // Once a tool call's delta reached the client the stream is not resumed: a
+            // continuation cannot be asked to go on inside a call (continue_final_message
+            // continues text), so the error ends the stream.
             if (ev.err && failover_backend::movable(*ev.err) && !past_deadline() &&
-                (delivered_ ? detail_->resumable && resume() : move_on(*ev.err))) {
+                (delivered_ ? detail_->resumable && !sent_calls_ && resume() : move_on(*ev.err))) {
                 return out; // the next candidate's events follow on the same notify
             }
             delivered_ = true;
@@ -77,10 +120,9 @@ class failover_stream final : public generation_stream, public std::enable_share
                 sent_text_ += ev.content;
                 ++sent_events_;
             }
+            sent_calls_ = sent_calls_ || !ev.calls.empty();
             if (resumed_ && ev.finish != finish_reason::none) {
-                // The backend counted the streamed text as prompt: it was generated.
-                ev.n_generated += sent_events_at_resume_;
-                ev.n_prompt = std::max(0, ev.n_prompt - sent_events_at_resume_);
+                finish_resumed(ev);
             }
             out.push_back(std::move(ev));
             if (out.back().err) {
@@ -133,16 +175,27 @@ class failover_stream final : public generation_stream, public std::enable_share
         return true;
     }
 
+    // The finishing event of a continuation, as the client's one answer: the backend counted the
+    // streamed text as prompt, but it was generated; and a whole message (with tools) holds only
+    // what the continuation generated, after the text already sent.
+    void finish_resumed(backend_event &ev) const {
+        ev.n_generated += sent_events_at_resume_;
+        ev.n_prompt = std::max(0, ev.n_prompt - sent_events_at_resume_);
+        ev.n_cached = std::min(ev.n_cached, ev.n_prompt);
+        if (ev.message) {
+            ev.message->content.insert(0, sent_text_at_resume_);
+        }
+    }
+
     // A request past its deadline is not moved: the job ends it (504) anyway.
     bool past_deadline() const {
         const auto d = detail_->deadline;
         return d != std::chrono::steady_clock::time_point{} && std::chrono::steady_clock::now() >= d;
     }
 
-    // Mid-stream failover: the same request continues on another candidate from the prompt plus
-    // the text already sent, for the tokens that remain. Each token streamed so far is counted
-    // as one event (backends stream a token per event; text held back by a stop string may merge
-    // a few, so the remainder is an upper bound).
+    // Mid-stream failover: the same request continues on another candidate from the text
+    // already sent (continuation_of), for the tokens that remain. Candidates are tried in order
+    // after the one that failed, wrapping around to those before it; never the one that failed.
     bool resume() {
         std::shared_ptr<generation_stream> old;
         size_t                             failed = 0;
@@ -155,12 +208,7 @@ class failover_stream final : public generation_stream, public std::enable_share
             failed = current_;
         }
         old->cancel();
-        api_request cont = detail_->original;
-        cont.prompts     = {std::get<std::string>(cont.prompts.front()) + sent_text_};
-        cont.echo        = false;
-        if (cont.max_tokens) {
-            cont.max_tokens = std::max(1, *cont.max_tokens - sent_events_);
-        }
+        const api_request cont = continuation_of(detail_->original, sent_text_, sent_events_);
         for (size_t k = 1; k < candidates_.size(); ++k) {
             const size_t i = (failed + k) % candidates_.size();
             auto         p = candidates_[i].backend->prepare(cont);
@@ -177,6 +225,7 @@ class failover_stream final : public generation_stream, public std::enable_share
             route_                 = {candidates_[i].name, "failover"};
             resumed_               = true;
             sent_events_at_resume_ = sent_events_;
+            sent_text_at_resume_   = sent_text_;
             return true;
         }
         return false;
@@ -191,10 +240,14 @@ class failover_stream final : public generation_stream, public std::enable_share
     route_info                             route_;
     bool                                   cancelled_ = false;
     bool                                   delivered_ = false; // consumer's executor only (and below)
-    std::string                            sent_text_;
-    int32_t                                sent_events_           = 0;
-    int32_t                                sent_events_at_resume_ = 0;
-    bool                                   resumed_               = false;
+    // What reached the client, and what had reached it when the last continuation started;
+    // consumer's executor only (take() and what it calls).
+    std::string sent_text_;
+    int32_t     sent_events_ = 0;
+    bool        sent_calls_  = false; // a tool call's delta was sent: no continuation
+    std::string sent_text_at_resume_;
+    int32_t     sent_events_at_resume_ = 0;
+    bool        resumed_               = false;
 };
 
 } // namespace
@@ -240,8 +293,7 @@ std::optional<error> failover_backend::over_capacity(int32_t n_sequences) const 
 result<backend_request> failover_backend::prepare(api_request req) const {
     auto detail = std::make_shared<failover_detail>();
     detail->prepared.resize(candidates_.size());
-    detail->resumable = candidates_.size() > 1 && req.kind == api_kind::completion && req.prompts.size() == 1 &&
-                        std::holds_alternative<std::string>(req.prompts.front()) && req.n == 1;
+    detail->resumable = candidates_.size() > 1 && resumable_request(req);
     if (detail->resumable) {
         detail->original = req;
     }

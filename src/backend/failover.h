@@ -3,8 +3,13 @@
 // engine and remote servers) that serve the request's model. The first one with room takes it
 // (later ones: "overflow"); when the one that took it fails before anything reached the client —
 // refused at submit, or an error as its first event — the next candidate takes it over
-// ("fallback"). Client errors (400, 413) never move. Built per request by the API router, which
-// orders the candidates by the model's routing policy.
+// ("fallback"). When it fails after output reached the client, a stream that can be resumed
+// (one choice, no output constraint, no tool call sent yet) continues on another candidate from
+// the text already sent: a completion's prompt plus that text, or a chat request with that text
+// as the final assistant message to continue (continue_final_message) — "failover"
+// (docs/routing.md says when the result equals an unbroken run). Client errors (400, 413) never
+// move. Built per request by the API router, which orders the candidates by the model's routing
+// policy.
 
 #include "backend/generation_backend.h"
 

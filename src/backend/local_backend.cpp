@@ -105,10 +105,26 @@ std::optional<error> prepare_chat(const model &m, int32_t n_ctx, backend_request
     ci.tools               = req.tools;
     ci.choice              = req.choice;
     ci.parallel_tool_calls = req.parallel_tool_calls;
-    auto rendered          = m.render_chat(ci);
+    // continue_final_message: the template renders the conversation before the final assistant
+    // message, with the generation prompt, and that message's text follows as it is — what
+    // llama.cpp's own continuation (common_chat_templates_apply, llama-server's assistant
+    // prefill) renders. The model then sees the very text an earlier generation had after the
+    // same generation prompt, whatever the template does to a finished assistant message (trims
+    // it, closes the turn), which is what makes a mid-stream failover continue exactly.
+    std::string prefix;
+    if (req.continue_final_message) {
+        if (ci.messages.empty() || ci.messages.back().role != "assistant" || !ci.messages.back().tool_calls.empty()) {
+            return error::invalid("continue_final_message needs an assistant message without tool_calls last",
+                                  "messages");
+        }
+        prefix = std::move(ci.messages.back().content);
+        ci.messages.pop_back();
+    }
+    auto rendered = m.render_chat(ci);
     if (!rendered) {
         return rendered.err();
     }
+    rendered->prompt += prefix;
     if (auto err = check_prompt_bytes(m, rendered->prompt.size(), n_ctx, "messages")) {
         return err;
     }

@@ -271,6 +271,27 @@ TEST(request_to_json, ParsingItBackGivesTheSameRequest) {
     EXPECT_EQ(y.top_logprobs, 3);
 }
 
+TEST(request_to_json, AContinuationAsksForTheFinalMessageToBeContinued) {
+    api_limits limits;
+    auto       a = parse_request(api_kind::chat, json::parse(R"({"messages": [{"role": "user", "content": "Hi"},
+                      {"role": "assistant", "content": "Once upon"}], "continue_final_message": true})"),
+                                 limits);
+    ASSERT_TRUE(a) << a.err().message;
+    EXPECT_TRUE(a->continue_final_message);
+    const json j = json::parse(request_to_json(*a, "m"));
+    EXPECT_EQ(j["continue_final_message"], true);
+    EXPECT_EQ(j["add_generation_prompt"], false) << "vLLM refuses continue_final_message with its default true";
+    auto b = parse_request(api_kind::chat, j, limits);
+    ASSERT_TRUE(b) << b.err().message;
+    EXPECT_TRUE(b->continue_final_message);
+    EXPECT_EQ(b->messages.back().content, "Once upon");
+
+    a->continue_final_message = false;
+    const json plain          = json::parse(request_to_json(*a, "m"));
+    EXPECT_FALSE(plain.contains("continue_final_message")) << "OpenAI refuses fields it does not know";
+    EXPECT_FALSE(plain.contains("add_generation_prompt"));
+}
+
 TEST(request_to_json, CompletionsConstraintsAndDefaultsRoundTrip) {
     api_limits limits;
     auto       a =
@@ -423,6 +444,7 @@ class fake_backend final : public generation_backend {
         if (prepare_error) {
             return *prepare_error;
         }
+        last_prepared = req;
         backend_request r;
         r.req = std::move(req);
         r.prompts.push_back({{}, name});
@@ -445,21 +467,23 @@ class fake_backend final : public generation_backend {
     std::optional<error>         full, refuse, prepare_error;
     std::shared_ptr<fake_stream> stream;
     int                          submits = 0;
+    mutable api_request          last_prepared; // what prepare() was last asked to run
 };
 
 struct failover_fixture : ::testing::Test {
     std::shared_ptr<fake_backend> a = std::make_shared<fake_backend>("a"), b = std::make_shared<fake_backend>("b");
     int                           notified = 0;
 
-    std::shared_ptr<generation_stream> run(failover_backend &f, std::optional<error> *err = nullptr) {
-        EXPECT_FALSE(f.check(api_request{}));
+    std::shared_ptr<generation_stream> run(failover_backend &f, std::optional<error> *err = nullptr,
+                                           const api_request &req = {}) {
+        EXPECT_FALSE(f.check(req));
         if (auto full = f.over_capacity(1)) {
             if (err != nullptr) {
                 *err = full;
             }
             return nullptr;
         }
-        auto p = f.prepare(api_request{});
+        auto p = f.prepare(req);
         if (!p) {
             if (err != nullptr) {
                 *err = p.err();
@@ -572,6 +596,165 @@ TEST_F(failover_fixture, APreparationTheRequestFailsIsTheAnswerOthersAreSkipped)
     auto             s = run(g);
     ASSERT_TRUE(s);
     EXPECT_EQ(s->route().backend, "b");
+}
+
+// --- mid-stream failover -------------------------------------------------------------------------
+
+api_request chat_request(int32_t max_tokens) {
+    api_request r;
+    r.kind       = api_kind::chat;
+    r.stream     = true;
+    r.max_tokens = max_tokens;
+    r.messages   = {{"user", "Hi", {}, ""}};
+    return r;
+}
+
+backend_event finished(int32_t n_prompt, int32_t n_cached, int32_t n_generated) {
+    backend_event ev;
+    ev.finish      = finish_reason::length;
+    ev.n_prompt    = n_prompt;
+    ev.n_cached    = n_cached;
+    ev.n_generated = n_generated;
+    return ev;
+}
+
+TEST_F(failover_fixture, AChatStreamThatBreaksContinuesElsewhereAsTheFinalAssistantMessage) {
+    failover_backend f({{a, "a"}, {b, "b"}}, "local");
+    auto             s = run(f, nullptr, chat_request(10));
+    ASSERT_TRUE(s);
+    a->stream->push(token("Once"));
+    a->stream->push(token(" upon"));
+    EXPECT_EQ(s->take().size(), 2U);
+    a->stream->push(failure(error_kind::upstream, "connection reset"));
+    EXPECT_TRUE(s->take().empty()) << "the client sees no error: b continues";
+    EXPECT_TRUE(a->stream->cancelled);
+    ASSERT_TRUE(b->stream);
+    EXPECT_EQ(s->route().backend, "b");
+    EXPECT_EQ(s->route().reason, "failover");
+    const api_request &cont = b->last_prepared;
+    EXPECT_EQ(cont.kind, api_kind::chat);
+    ASSERT_EQ(cont.messages.size(), 2U);
+    EXPECT_EQ(cont.messages[0].content, "Hi");
+    EXPECT_EQ(cont.messages[1].role, "assistant");
+    EXPECT_EQ(cont.messages[1].content, "Once upon") << "exactly the text the client has";
+    EXPECT_TRUE(cont.continue_final_message);
+    EXPECT_EQ(cont.max_tokens, 8) << "two tokens were generated already";
+
+    // b breaks too: a takes over again from everything sent, one assistant message (not two).
+    b->stream->push(token(" a"));
+    EXPECT_EQ(s->take().size(), 1U);
+    b->stream->push(failure(error_kind::internal, "decode failed"));
+    EXPECT_TRUE(s->take().empty());
+    EXPECT_EQ(s->route().backend, "a");
+    ASSERT_EQ(a->last_prepared.messages.size(), 2U);
+    EXPECT_EQ(a->last_prepared.messages[1].content, "Once upon a");
+    EXPECT_EQ(a->last_prepared.max_tokens, 7);
+
+    // The continuation counted the three sent tokens as its prompt: they were generated.
+    a->stream->push(token(" time"));
+    a->stream->push(finished(45, 44, 7));
+    const auto evs = s->take();
+    ASSERT_EQ(evs.size(), 2U);
+    EXPECT_EQ(evs[0].content, " time");
+    EXPECT_EQ(evs[1].finish, finish_reason::length);
+    EXPECT_EQ(evs[1].n_generated, 10);
+    EXPECT_EQ(evs[1].n_prompt, 42);
+    EXPECT_EQ(evs[1].n_cached, 42) << "the cache hit is bounded by the prompt it counts";
+}
+
+TEST_F(failover_fixture, AChatThatAlreadyContinuesItsOwnAssistantMessageGrowsThatMessage) {
+    api_request req = chat_request(6);
+    req.messages.push_back({"assistant", "The cat", {}, ""});
+    req.continue_final_message = true;
+    failover_backend f({{a, "a"}, {b, "b"}}, "local");
+    auto             s = run(f, nullptr, req);
+    ASSERT_TRUE(s);
+    a->stream->push(token(" sat"));
+    EXPECT_EQ(s->take().size(), 1U);
+    a->stream->push(failure(error_kind::upstream, "lost"));
+    EXPECT_TRUE(s->take().empty());
+    ASSERT_EQ(b->last_prepared.messages.size(), 2U);
+    EXPECT_EQ(b->last_prepared.messages[1].content, "The cat sat");
+    EXPECT_TRUE(b->last_prepared.continue_final_message);
+    EXPECT_EQ(b->last_prepared.max_tokens, 5);
+}
+
+TEST_F(failover_fixture, WithToolsOfferedTheWholeMessageAtTheEndFollowsTheTextAlreadySent) {
+    api_request req = chat_request(20);
+    req.tools       = {{"get_weather", "", ""}};
+    failover_backend f({{a, "a"}, {b, "b"}}, "local");
+    auto             s = run(f, nullptr, req);
+    ASSERT_TRUE(s);
+    a->stream->push(token("Let me check. "));
+    EXPECT_EQ(s->take().size(), 1U);
+    a->stream->push(failure(error_kind::upstream, "lost"));
+    EXPECT_TRUE(s->take().empty()) << "content only so far: resumed";
+    ASSERT_TRUE(b->stream);
+    EXPECT_EQ(b->last_prepared.tools.size(), 1U) << "the continuation may still call the tools";
+    backend_event call;
+    call.calls.push_back({0, true, "call_1", "get_weather", ""});
+    b->stream->push(call);
+    backend_event done = finished(30, 0, 9);
+    done.finish        = finish_reason::stop;
+    done.message       = chat_output{"", {{"call_1", "get_weather", "{}"}}};
+    b->stream->push(done);
+    const auto evs = s->take();
+    ASSERT_EQ(evs.size(), 2U);
+    ASSERT_TRUE(evs[1].message);
+    EXPECT_EQ(evs[1].message->content, "Let me check. ") << "the answer's content is what the client was sent";
+    ASSERT_EQ(evs[1].message->tool_calls.size(), 1U);
+    EXPECT_EQ(evs[1].message->tool_calls[0].name, "get_weather");
+}
+
+TEST_F(failover_fixture, NoResumptionOnceAToolCallWasSentNorUnderAnOutputConstraint) {
+    api_request req = chat_request(20);
+    req.tools       = {{"get_weather", "", ""}};
+    failover_backend f({{a, "a"}, {b, "b"}}, "local");
+    auto             s = run(f, nullptr, req);
+    ASSERT_TRUE(s);
+    backend_event call;
+    call.calls.push_back({0, true, "call_1", "get_weather", ""});
+    a->stream->push(call);
+    EXPECT_EQ(s->take().size(), 1U);
+    a->stream->push(failure(error_kind::upstream, "lost"));
+    auto evs = s->take();
+    ASSERT_EQ(evs.size(), 1U);
+    ASSERT_TRUE(evs[0].err) << "a call cannot be continued: the stream ends with the error";
+    EXPECT_EQ(b->submits, 0);
+
+    // A grammar would start over from its root in the middle of the output: not resumed, for
+    // chat or completions; the same completion without a constraint is.
+    for (const api_kind kind : {api_kind::chat, api_kind::completion}) {
+        for (const bool constrained : {true, false}) {
+            api_request r = chat_request(20);
+            r.kind        = kind;
+            r.prompts     = {std::string("Once upon a time")};
+            if (constrained) {
+                r.constraint.kind = constraint_kind::json_object;
+            }
+            b->submits = 0;
+            failover_backend g({{a, "a"}, {b, "b"}}, "local");
+            s = run(g, nullptr, r);
+            ASSERT_TRUE(s);
+            a->stream->push(token(","));
+            EXPECT_EQ(s->take().size(), 1U);
+            a->stream->push(failure(error_kind::upstream, "lost"));
+            evs = s->take();
+            if (constrained) {
+                ASSERT_EQ(evs.size(), 1U);
+                EXPECT_TRUE(evs[0].err);
+                EXPECT_EQ(b->submits, 0);
+            } else {
+                EXPECT_TRUE(evs.empty());
+                EXPECT_EQ(b->submits, 1);
+                if (kind == api_kind::completion) {
+                    EXPECT_EQ(std::get<std::string>(b->last_prepared.prompts.at(0)), "Once upon a time,");
+                } else {
+                    EXPECT_EQ(b->last_prepared.messages.back().content, ",");
+                }
+            }
+        }
+    }
 }
 
 } // namespace

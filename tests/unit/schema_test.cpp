@@ -86,6 +86,26 @@ const case_t cases[] = {
      R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"q":{"type":"string","pattern":"(("}}}}}]})",
      "tools[0].function.parameters", "not a usable regular expression"},
     {api_kind::completion, R"({"prompt":"x","guided_regex":"(abc"})", "guided_regex", "unterminated group"},
+    // Continuing the final assistant message (vLLM's fields; mid-stream failover sends them).
+    {api_kind::chat,
+     R"({"messages":[{"role":"user","content":"x"},{"role":"assistant","content":"Once"}],"continue_final_message":true})",
+     nullptr, nullptr},
+    {api_kind::chat,
+     R"({"messages":[{"role":"user","content":"x"},{"role":"assistant","content":"Once"}],"continue_final_message":true,"add_generation_prompt":false})",
+     nullptr, nullptr},
+    {api_kind::chat, R"({"messages":[{"role":"user","content":"x"}],"add_generation_prompt":true})", nullptr, nullptr},
+    {api_kind::chat,
+     R"({"messages":[{"role":"user","content":"x"},{"role":"assistant","content":"Once"}],"continue_final_message":true,"add_generation_prompt":true})",
+     "add_generation_prompt", "cannot both be true"},
+    {api_kind::chat, R"({"messages":[{"role":"user","content":"x"}],"add_generation_prompt":false})",
+     "add_generation_prompt", "add_generation_prompt false is supported only with continue_final_message true"},
+    {api_kind::chat, R"({"messages":[{"role":"user","content":"x"}],"continue_final_message":true})",
+     "messages[0].role", "needs an assistant message last; messages[0] is a user message"},
+    {api_kind::chat,
+     R"({"messages":[{"role":"user","content":"x"},{"role":"assistant","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]}],"continue_final_message":true})",
+     "messages[1].tool_calls", "cannot be continued"},
+    {api_kind::chat, R"({"messages":[{"role":"user","content":"x"}],"continue_final_message":"yes"})",
+     "continue_final_message", "continue_final_message must be a boolean"},
 };
 
 } // namespace
@@ -148,6 +168,7 @@ TEST(schema, omitted_fields_take_the_struct_defaults) {
         EXPECT_EQ(r->n, want.n) << text;
         EXPECT_EQ(r->echo, want.echo) << text;
         EXPECT_EQ(r->parallel_tool_calls, want.parallel_tool_calls) << text;
+        EXPECT_EQ(r->continue_final_message, want.continue_final_message) << text;
         EXPECT_FALSE(r->lora_scale.has_value()) << text;
         const sampling_params &s = r->sampling;
         EXPECT_EQ(s.ignore_eos, ws.ignore_eos) << text;

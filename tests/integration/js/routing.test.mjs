@@ -1,6 +1,7 @@
 // AIM routing: one inferbox answers for its own model and for remote OpenAI-compatible backends
 // (other inferbox processes on loopback ports), with overflow, fallback, placement pins, circuit
-// breaking, cooldowns, timeouts, TLS, and cancellation reaching the remote. Driven by the
+// breaking, cooldowns, timeouts, TLS, cancellation reaching the remote, and streams that continue
+// on another backend when theirs dies mid-way (completions and chat). Driven by the
 // official OpenAI SDK where a client would use it.
 
 import { after, before, describe, test } from 'node:test';
@@ -227,6 +228,40 @@ describe('a router in front of a remote inferbox', () => {
     const ok = await client().completions.create({ model: 'far', prompt: ONCE, max_tokens: 2 });
     assert.equal(ok.choices.length, 1);
     assert.ok(!router.log().includes(REMOTE_KEY), 'the backend key appears in no log line');
+  });
+
+  test('a chat request can continue its final assistant message, as mid-stream failover asks of a backend', async () => {
+    // The first 8 streamed tokens of a greedy answer, sent back as the assistant's message to
+    // continue: the rest of the answer follows, and the prefix counts as exactly those 8 tokens
+    // of prompt (the template did not touch it, and it re-tokenized the same).
+    const stream = await direct().chat.completions.create({ model: 'tiny', messages: hi, ...greedy, stream: true });
+    const pieces = [];
+    for await (const chunk of stream) {
+      const piece = chunk.choices[0]?.delta?.content;
+      if (piece) pieces.push(piece);
+    }
+    assert.equal(pieces.length, greedy.max_tokens, 'one streamed event per token');
+    const whole = await direct().chat.completions.create({ model: 'tiny', messages: hi, ...greedy });
+    assert.equal(pieces.join(''), whole.choices[0].message.content);
+    const prefix = pieces.slice(0, 8).join('');
+    const rest = await direct().chat.completions.create({
+      model: 'tiny', messages: [...hi, { role: 'assistant', content: prefix }], temperature: 0,
+      max_tokens: greedy.max_tokens - 8, continue_final_message: true, add_generation_prompt: false,
+    });
+    assert.equal(rest.choices[0].message.content, pieces.slice(8).join(''), 'the same answer, continued');
+    assert.equal(rest.usage.prompt_tokens, whole.usage.prompt_tokens + 8);
+    assert.equal(rest.usage.completion_tokens, greedy.max_tokens - 8);
+
+    // Continuing needs an assistant message last; a prompt without an assistant turn is refused.
+    const auth = { headers: { authorization: `Bearer ${REMOTE_KEY}` } };
+    const noAssistant = await postJson(`${remote.url}/v1/chat/completions`,
+      { model: 'tiny', messages: hi, continue_final_message: true }, auth);
+    assertErrorShape(noAssistant, 400);
+    assert.equal(noAssistant.body.error.param, 'messages[0].role');
+    const noTurn = await postJson(`${remote.url}/v1/chat/completions`,
+      { model: 'tiny', messages: hi, add_generation_prompt: false }, auth);
+    assertErrorShape(noTurn, 400);
+    assert.equal(noTurn.body.error.param, 'add_generation_prompt');
   });
 
   test('a client that disconnects cancels the upstream request', async () => {
@@ -545,6 +580,62 @@ describe('mid-stream failover', () => {
       const last = chunks.findLast((c) => c.nvext);
       assert.deepEqual(last.nvext, { backend: 'b2', route: 'failover' });
       assert.ok(killedAt > 0);
+    } finally {
+      await router.stop();
+      await Promise.all(remotes.map((r) => r.stop()));
+    }
+  });
+
+  test('a backend killed during a greedy chat stream: the answer continues on another as the same assistant message', async () => {
+    // As above, with the chat model: the continuation is the conversation plus the text sent as
+    // an assistant message to continue (continue_final_message), which b2 (an inferbox) renders
+    // after the generation prompt as it is.
+    const slow = { model: MODELS.chatml, env: { INFERBOX_FAILPOINT_STEP_DELAY_MS: '5' } };
+    const remotes = await Promise.all([startServer(slow), startServer(slow)]);
+    const router = await startServer({
+      model: null,
+      args: ['--model', `mine=${modelPath(MODELS.plain)}`, '--route', 'far=remote-first',
+        '--backend', `b1=${remotes[0].url}/v1;models=far=stories260K-chatml;probe-interval-ms=0`,
+        '--backend', `b2=${remotes[1].url}/v1;models=far=stories260K-chatml;probe-interval-ms=0`],
+    });
+    try {
+      const body = { messages: hi, max_tokens: 200, temperature: 0, ignore_eos: true };
+      const reference = await postJson(`${remotes[1].url}/v1/chat/completions`, body);
+      assert.equal(reference.status, 200, reference.text);
+      const want = reference.body.choices[0].message.content;
+      assert.ok(want.length > 200, `a long answer: ${JSON.stringify(want)}`);
+
+      let killedAt = 0;
+      const got = await streamRaw(`${router.url}/v1/chat/completions`,
+        { ...body, model: 'far', stream: true, stream_options: { include_usage: true } },
+        () => { killedAt = Date.now(); process.kill(remotes[0].pid, 'SIGKILL'); }).catch((e) => {
+        throw new Error(`${e.message}\n--- router log:\n${router.log().slice(-4000)}\n--- b2 log:\n` +
+          `${remotes[1].log().slice(-3000)}`);
+      });
+      assert.match(got, /x-inferbox-backend: b1/i, 'the stream started on b1');
+      const events = got.split(/\r?\n/).filter((l) => l.startsWith('data: ')).map((l) => l.slice(6));
+      assert.equal(events.at(-1), '[DONE]', got.slice(-2000));
+      const chunks = events.slice(0, -1).map((e) => JSON.parse(e));
+      assert.ok(!chunks.some((c) => c.error), `no error reached the client: ${got.slice(-1500)}`);
+      const text = chunks.map((c) => c.choices[0]?.delta?.content ?? '').join('');
+      assert.equal(text, want, 'no duplicate and no gap');
+      const roles = chunks.filter((c) => c.choices[0]?.delta?.role);
+      assert.equal(roles.length, 1, 'one assistant message, not a second turn');
+      const finishes = chunks.filter((c) => c.choices[0]?.finish_reason);
+      assert.deepEqual(finishes.map((c) => c.choices[0].finish_reason), ['length'], 'one finish');
+      const usages = chunks.filter((c) => c.usage);
+      assert.equal(usages.length, 1, 'one usage');
+      assert.equal(usages[0].usage.completion_tokens, reference.body.usage.completion_tokens,
+        'the tokens b1 streamed count as generated, not as b2\'s prompt');
+      // b2's prompt was the conversation plus the text sent, which re-tokenized to exactly the
+      // tokens b1 had streamed (their count is taken off b2's prompt count here).
+      assert.equal(usages[0].usage.prompt_tokens, reference.body.usage.prompt_tokens);
+      const last = chunks.findLast((c) => c.nvext);
+      assert.deepEqual(last.nvext, { backend: 'b2', route: 'failover' });
+      assert.ok(killedAt > 0);
+      // Route "failover" (above) is only given to a stream that moved after text reached the
+      // client; the access log says where it finished.
+      assert.match(router.log(), /finished_on=b2/);
     } finally {
       await router.stop();
       await Promise.all(remotes.map((r) => r.stop()));
