@@ -48,22 +48,6 @@ api_router::api_router(api_config cfg)
       created_(std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
                    .count()) {}
 
-bool served_model::idle() const {
-    const auto s = eng->stats();
-    return s.n_running == 0 && s.n_waiting == 0 && (!emb || emb->idle());
-}
-
-bool served_model::healthy() const {
-    return eng->healthy();
-}
-
-void served_model::stop() {
-    eng->stop();
-    if (emb) {
-        emb->stop();
-    }
-}
-
 void api_router::set_models(std::shared_ptr<served_models> host, std::vector<hosted_model_info> info) {
     std::vector<std::shared_ptr<serving_metrics>> sources;
     for (const auto &i : info) {
@@ -1147,7 +1131,7 @@ void api_router::route_request(const std::shared_ptr<http_exchange> &ex, std::op
         // router's own count of them covers a burst.
         local_count     = local_counter(local->index());
         const auto busy = std::max(stats.n_running + stats.n_waiting, local_count->load());
-        const auto cap  = (*local)->eng->config().n_slots + cfg_.overflow_after;
+        const auto cap  = (*local)->eng->config().parallel + cfg_.overflow_after;
         const bool room = !lb->over_capacity(n_sequences) && busy + n_sequences <= cap;
         loads.push_back({"local", true, room, busy});
         all.push_back({lb, "local"});

@@ -11,6 +11,7 @@
 #include "api/schema.h"
 #include "backend/remote_backend.h"
 #include "backend/routing.h"
+#include "backend/served_model.h"
 #include "console/conversation_store.h"
 #include "engine/embedder.h"
 #include "engine/engine.h"
@@ -32,18 +33,6 @@
 #include <string>
 
 namespace inferbox {
-
-// One loaded model: the engine that generates and the embedder that embeds (they share the
-// weights). What the model host loads and unloads.
-struct served_model {
-    std::shared_ptr<engine>   eng;
-    std::shared_ptr<embedder> emb; // null when the model has no embedder
-
-    bool idle() const; // nothing queued or running in either
-    bool healthy() const;
-    void stop();
-};
-using served_models = model_host<served_model>;
 
 // What the router knows of a hosted model whether or not it is loaded: its documents and the
 // metrics series labelled with its id. Index i describes the host's entry i.

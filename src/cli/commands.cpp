@@ -57,7 +57,7 @@ void add_serve_model_options(CLI::App *serve, serve_flags &f) {
 
 // The engine: slots, context, threads, batching, KV cache, weights, LoRA, speculative decoding.
 void add_serve_engine_options(CLI::App *serve, serve_flags &f) {
-    serve->add_option("--parallel", f.so.engine.n_slots, "sequences decoded together (KV slots)")
+    serve->add_option("--parallel", f.so.engine.parallel, "sequences decoded together (KV slots)")
         ->capture_default_str()
         ->check(CLI::Range(1, 256));
     serve
@@ -83,7 +83,7 @@ void add_serve_engine_options(CLI::App *serve, serve_flags &f) {
                      "first of a burst of requests gets its first token sooner (0 = a burst is prefilled together)")
         ->capture_default_str()
         ->check(CLI::Range(0, 3600000));
-    serve->add_option("--max-queue", f.so.engine.max_waiting, "waiting sequences beyond which requests get 429")
+    serve->add_option("--max-queue", f.so.engine.max_queue, "waiting sequences beyond which requests get 429")
         ->capture_default_str()
         ->check(CLI::Range(1, 1 << 20));
     serve->add_flag(

@@ -408,7 +408,7 @@ int run_profiles(const profiles_options &o) {
     profile_set         set = list_profiles(*info, hw, po);
     if (o.ctx_size > 0 || o.parallel > 0 || o.batch_size > 0 || o.threads > 0 || !o.kv_type.empty()) {
         profile_settings s;
-        s.n_slots    = o.parallel > 0 ? o.parallel : 1;
+        s.parallel   = o.parallel > 0 ? o.parallel : 1;
         s.n_ctx_slot = o.ctx_size; // 0: trained
         s.n_batch    = o.batch_size > 0 ? o.batch_size : 2048;
         s.n_ubatch   = std::min(s.n_batch, 512); // as the engine configures llama.cpp
@@ -417,9 +417,10 @@ int run_profiles(const profiles_options &o) {
         const std::optional<kv_cache_type> kv = parse_kv_cache_type(o.kv_type); // "" or "auto": nullopt
         // llama.cpp runs grok without flash attention.
         const std::optional<bool> flash = set.model.architecture == "grok" ? std::optional(false) : std::nullopt;
-        set.profiles.push_back(evaluate_attention_options(
-            set.model, hw, set.budget, "custom", s.n_slots > 1 ? profile_flavour::throughput : profile_flavour::latency,
-            s, attention_candidates(kv, flash, true), set.draft ? &*set.draft : nullptr));
+        set.profiles.push_back(
+            evaluate_attention_options(set.model, hw, set.budget, "custom",
+                                       s.parallel > 1 ? profile_flavour::throughput : profile_flavour::latency, s,
+                                       attention_candidates(kv, flash, true), set.draft ? &*set.draft : nullptr));
     }
     const pick_goal goal   = o.goal == "throughput" ? pick_goal::throughput : pick_goal::latency;
     auto            picked = pick_profile(set, goal);
@@ -473,7 +474,7 @@ int run_profiles(const profiles_options &o) {
     for (const auto &p : set.profiles) {
         const profile_settings &s = p.settings;
         table.push_back({p.name, std::string(profile_flavour_name(p.flavour)), std::to_string(s.n_threads),
-                         std::to_string(s.n_slots), std::to_string(s.n_ctx_slot),
+                         std::to_string(s.parallel), std::to_string(s.n_ctx_slot),
                          std::to_string(s.n_batch) + "/" + std::to_string(s.n_ubatch),
                          std::string(kv_cache_type_name(s.kv_type)), s.flash_attn ? "on" : "off",
                          std::to_string(s.n_gpu_layers), format_memory_size(p.memory.total()), status_text(p)});

@@ -171,7 +171,7 @@ void settle_attention(const std::string &path, engine_config &ec) {
     const hardware_info hw = detect_hardware();
     profile_settings    s;
     s.n_threads  = ec.n_threads > 0 ? ec.n_threads : 1;
-    s.n_slots    = ec.n_slots;
+    s.parallel   = ec.parallel;
     s.n_ctx_slot = ec.n_ctx_slot; // 0: the trained context, as the engine takes it
     s.n_batch    = ec.step_tokens;
     s.n_ubatch   = std::min(ec.step_tokens, micro_batch_tokens);
@@ -299,7 +299,7 @@ int run(const run_options &o) {
         return cli_fail("run", m.err().message);
     }
     engine_config ec;
-    ec.n_slots    = 1;
+    ec.parallel   = 1;
     ec.n_threads  = o.threads;
     ec.n_ctx_slot = o.ctx_size;
     settle_attention(mo.path, ec);

@@ -54,8 +54,8 @@ engine::engine(std::unique_ptr<decoder> dec, engine_config cfg, std::shared_ptr<
     : model_(std::move(m)), cfg_(std::move(cfg)), dec_(std::move(dec)) {}
 
 result<engine_config> engine::settle(engine_config cfg, int32_t n_ctx_train) {
-    if (cfg.n_slots < 1 || cfg.n_slots > 256) {
-        return error::invalid("--parallel must be between 1 and 256, got " + std::to_string(cfg.n_slots), "parallel");
+    if (cfg.parallel < 1 || cfg.parallel > 256) {
+        return error::invalid("--parallel must be between 1 and 256, got " + std::to_string(cfg.parallel), "parallel");
     }
     if (cfg.n_ctx_slot <= 0) {
         cfg.n_ctx_slot = n_ctx_train;
@@ -63,7 +63,7 @@ result<engine_config> engine::settle(engine_config cfg, int32_t n_ctx_train) {
     if (cfg.n_threads <= 0) {
         cfg.n_threads = static_cast<int32_t>(std::max(1U, std::thread::hardware_concurrency()));
     }
-    cfg.step_tokens          = std::max(cfg.step_tokens, cfg.n_slots + 1);
+    cfg.step_tokens          = std::max(cfg.step_tokens, cfg.parallel + 1);
     cfg.prefill_while_decode = std::clamp(cfg.prefill_while_decode, 1, cfg.step_tokens);
     cfg.draft_max            = std::clamp(cfg.draft_max, 1, 64);
     return cfg;
@@ -82,12 +82,12 @@ result<std::unique_ptr<engine>> engine::start(std::unique_ptr<decoder> dec, engi
     e->cfg_.step_tokens          = std::min(e->cfg_.step_tokens, e->dec_->max_batch());
     e->cfg_.prefill_while_decode = std::min(e->cfg_.prefill_while_decode, e->cfg_.step_tokens);
 
-    // max_waiting: submit() admits up to slots + queue sequences in flight, and all of them may
+    // The scheduler's waiting bound: submit() admits up to slots + queue sequences in flight, and all of them may
     // reach the scheduler's waiting queue before its next step moves some into slots.
     scheduler_config sc;
-    sc.n_slots              = e->cfg_.n_slots;
+    sc.n_slots              = e->cfg_.parallel;
     sc.n_ctx_slot           = e->cfg_.n_ctx_slot;
-    sc.max_waiting          = e->cfg_.max_waiting + e->cfg_.n_slots;
+    sc.max_waiting          = e->cfg_.max_queue + e->cfg_.parallel;
     sc.step_tokens          = e->cfg_.step_tokens;
     sc.prefill_while_decode = e->cfg_.prefill_while_decode;
     sc.prefill_step_us      = 1000.0 * std::max(e->cfg_.prefill_step_ms, 0);
@@ -131,7 +131,7 @@ std::chrono::microseconds engine::coalesce_window() const {
         return std::chrono::microseconds(0);
     }
     return arrival_window(prefill_us_per_token_, static_cast<int32_t>(inbox_.front().req.prompt.size()),
-                          static_cast<int32_t>(inbox_.size()), cfg_.n_slots);
+                          static_cast<int32_t>(inbox_.size()), cfg_.parallel);
 }
 
 void engine::stop() {
@@ -152,8 +152,8 @@ void engine::stop() {
 error engine::capacity_error(int32_t waiting, int32_t running) const {
     return error{error_kind::overloaded,
                  "the server is at capacity: " + std::to_string(running) + " sequences running and " +
-                     std::to_string(waiting) + " waiting (limit " + std::to_string(cfg_.n_slots) + " slots + " +
-                     std::to_string(cfg_.max_waiting) + " queued: --parallel, --max-queue); retry shortly",
+                     std::to_string(waiting) + " waiting (limit " + std::to_string(cfg_.parallel) + " slots + " +
+                     std::to_string(cfg_.max_queue) + " queued: --parallel, --max-queue); retry shortly",
                  "", "queue_full"};
 }
 
@@ -166,14 +166,14 @@ error engine::capacity_error(int32_t waiting, int32_t running) const {
 // off n_queued_, and readers load n_queued_ before n_running_, so a reader may count a sequence
 // twice (a spurious refusal at the very edge of capacity) but never zero times.
 bool engine::exceeds_capacity(int32_t waiting, int32_t running, int32_t n) const {
-    return waiting + running + n > cfg_.n_slots + cfg_.max_waiting;
+    return waiting + running + n > cfg_.parallel + cfg_.max_queue;
 }
 
 std::optional<error> engine::over_capacity(int32_t n) const {
     n                     = std::max(n, 1);
     const int32_t waiting = n_queued_.load();
     const int32_t running = n_running_.load();
-    if (n <= cfg_.max_waiting && exceeds_capacity(waiting, running, n)) {
+    if (n <= cfg_.max_queue && exceeds_capacity(waiting, running, n)) {
         return capacity_error(waiting, running);
     }
     return std::nullopt;
@@ -181,10 +181,10 @@ std::optional<error> engine::over_capacity(int32_t n) const {
 
 std::optional<error> engine::submit(generation_request req, std::shared_ptr<request_channel> chan) {
     const int32_t n = std::max(req.n, 1);
-    if (n > cfg_.max_waiting) {
+    if (n > cfg_.max_queue) {
         // No amount of waiting makes room: a client error, not a retryable 429.
         return error::invalid("n is " + std::to_string(n) + " but the server queues at most " +
-                                  std::to_string(cfg_.max_waiting) + " sequences at once (--max-queue)",
+                                  std::to_string(cfg_.max_queue) + " sequences at once (--max-queue)",
                               "n", "n_over_queue_limit");
     }
     if (closed_.load()) {
@@ -281,7 +281,7 @@ void engine::loop() {
                 const auto window = coalesce_window();
                 if (window.count() > 0) {
                     cv_.wait_for(lock, window,
-                                 [&] { return stopping_ || static_cast<int32_t>(inbox_.size()) >= cfg_.n_slots; });
+                                 [&] { return stopping_ || static_cast<int32_t>(inbox_.size()) >= cfg_.parallel; });
                 }
             }
             // Stopping first: requests still in the inbox then get their error at shutdown below
@@ -716,7 +716,7 @@ void engine::publish_gauges() {
         }
         return out;
     };
-    const double capacity = static_cast<double>(cfg_.n_ctx_slot) * cfg_.n_slots;
+    const double capacity = static_cast<double>(cfg_.n_ctx_slot) * cfg_.parallel;
     auto        &m        = *cfg_.metrics;
     m.kv_cache_usage.set(capacity > 0 ? std::min(1.0, static_cast<double>(used) / capacity) : 0.0);
     m.requests_running.set(n_running_.load());

@@ -33,12 +33,12 @@ enum class flash_attention { automatic, on, off };
 
 struct engine_config {
     int32_t n_threads            = 0;    // 0 = all hardware threads
-    int32_t n_slots              = 4;    // concurrent sequences (KV streams)
+    int32_t parallel             = 4;    // --parallel: sequences decoded together, one KV slot each
     int32_t n_ctx_slot           = 0;    // tokens per sequence; 0 = the model's trained context
     int32_t step_tokens          = 2048; // tokens per decode step (llama.cpp's n_batch)
     int32_t prefill_while_decode = 256;  // prompt tokens per step for arrivals while others decode (docs/benchmarks.md)
     int32_t prefill_step_ms      = 50;   // prompt work after which a step's other prompts wait (scheduler.cpp); 0 = off
-    int32_t max_waiting          = 64;   // queued sequences beyond which submit() answers overloaded
+    int32_t max_queue            = 64;   // --max-queue: queued sequences beyond which submit() answers overloaded
     bool    prefix_reuse         = true;
     bool    kv_unified           = false;
     int32_t max_loras            = 8; // LoRA adapters loaded at once; the least recently used idle one goes
@@ -90,7 +90,7 @@ class engine {
     // Thread-safe. The `overloaded` error submit() would give `n` more sequences now, if any: the
     // API sheds load with it before it tokenizes and compiles grammars. Advisory (sequences come
     // and go); submit() decides. Both count every sequence in flight, running or waiting, against
-    // n_slots + max_waiting.
+    // parallel + max_queue.
     std::optional<error> over_capacity(int32_t n) const;
 
     // Thread-safe. The request stops within one engine step and its slot is freed; no further

@@ -156,10 +156,10 @@ class llama_decoder final : public decoder {
 
 std::optional<error> llama_decoder::init() {
     auto cp            = llama_context_default_params();
-    cp.n_ctx           = static_cast<uint32_t>(cfg_.n_ctx_slot) * static_cast<uint32_t>(cfg_.n_slots);
+    cp.n_ctx           = static_cast<uint32_t>(cfg_.n_ctx_slot) * static_cast<uint32_t>(cfg_.parallel);
     cp.n_batch         = static_cast<uint32_t>(cfg_.step_tokens);
     cp.n_ubatch        = static_cast<uint32_t>(std::min(cfg_.step_tokens, micro_batch_tokens));
-    cp.n_seq_max       = static_cast<uint32_t>(cfg_.n_slots);
+    cp.n_seq_max       = static_cast<uint32_t>(cfg_.parallel);
     cp.n_threads       = cfg_.n_threads;
     cp.n_threads_batch = cfg_.n_threads;
     cp.kv_unified      = cfg_.kv_unified;
@@ -181,7 +181,7 @@ std::optional<error> llama_decoder::init() {
         return std::nullopt;
     }
     draft_config dc;
-    dc.n_slots    = cfg_.n_slots;
+    dc.n_slots    = cfg_.parallel;
     dc.n_ctx_slot = n_ctx_slot_;
     dc.n_batch    = n_batch_;
     dc.n_threads  = cfg_.n_threads;

@@ -65,8 +65,8 @@ result<std::shared_ptr<served_model>> load_hosted_model(const hosted_plan &p, co
     spdlog::info("model '{}' ({}) ready in {:.1f} s: {} slots × {} tokens, {} threads, {} tokens per step, queue "
                  "{}, chat template: {}",
                  p.id, (*m)->description(),
-                 std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at).count(), c.n_slots,
-                 c.n_ctx_slot, c.n_threads, c.step_tokens, c.max_waiting, (*m)->has_chat_template() ? "yes" : "no");
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at).count(), c.parallel,
+                 c.n_ctx_slot, c.n_threads, c.step_tokens, c.max_queue, (*m)->has_chat_template() ? "yes" : "no");
     return sm;
 }
 

@@ -4,7 +4,7 @@
 // its first request (and unloads the least recently used under the memory budget), and the load
 // itself (weights, draft model, engine, embedder). Runs on the host's loader thread.
 
-#include "api/routes.h"
+#include "backend/served_model.h"
 #include "common/status.h"
 #include "host/model_host.h"
 #include "server/serve_plan.h"

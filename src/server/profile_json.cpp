@@ -63,7 +63,7 @@ json memory_to_json(const memory_estimate &m) {
 json settings_to_json(const profile_settings &s) {
     return json{{"device", s.gpu ? "gpu" : (s.rpc ? "rpc" : "cpu")},
                 {"threads", s.n_threads},
-                {"parallel", s.n_slots},
+                {"parallel", s.parallel},
                 {"ctx_size", s.n_ctx_slot},
                 {"batch_size", s.n_batch},
                 {"ubatch_size", s.n_ubatch},

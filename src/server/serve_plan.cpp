@@ -218,7 +218,7 @@ result<model_profile> custom_profile(const profile_set &set, const hardware_info
     profile_settings                  s;
     s.n_threads =
         ecfg.n_threads > 0 ? ecfg.n_threads : static_cast<int32_t>(std::max(1U, std::thread::hardware_concurrency()));
-    s.n_slots      = ecfg.n_slots;
+    s.parallel     = ecfg.parallel;
     s.n_ctx_slot   = ecfg.n_ctx_slot;
     s.n_batch      = ecfg.step_tokens;
     s.n_ubatch     = std::min(ecfg.step_tokens, micro_batch_tokens);
@@ -280,7 +280,7 @@ void apply_profile(const serve_options &opts, const profile_set &set, const mode
     }
     if (!opts.profile.empty()) { // explicit flags (or their defaults) otherwise stay as given
         ecfg.n_threads   = active.settings.n_threads;
-        ecfg.n_slots     = active.settings.n_slots;
+        ecfg.parallel    = active.settings.parallel;
         ecfg.n_ctx_slot  = active.settings.n_ctx_slot;
         ecfg.step_tokens = active.settings.n_batch;
         ecfg.kv_type     = active.settings.kv_type;

@@ -367,7 +367,7 @@ std::string profile_name(profile_flavour f, const profile_settings &s) {
     std::string name = s.gpu ? "gpu-" : (s.rpc ? "rpc-" : "cpu-");
     name += f == profile_flavour::latency ? "latency" : "throughput";
     if (f == profile_flavour::throughput) {
-        name += "-p" + std::to_string(s.n_slots);
+        name += "-p" + std::to_string(s.parallel);
     }
     name += "-ctx" + std::to_string(s.n_ctx_slot);
     if (s.kv_type == kv_cache_type::q8_0) {
@@ -593,7 +593,7 @@ memory_estimate estimate_draft_memory(const model_shape &draft, const model_shap
     d.rpc              = false;
     d.use_mlock        = false;
     d.n_gpu_layers     = target.gpu ? int32_t(std::min<uint64_t>(draft.n_layer + 1, 1u << 20)) : 0;
-    d.n_batch          = std::max(target.n_batch, target.n_slots);
+    d.n_batch          = std::max(target.n_batch, target.parallel);
     d.n_ubatch         = std::min(d.n_batch, micro_batch_tokens);
     if (d.kv_type == kv_cache_type::q8_0) {
         d.kv_type = kv_cache_type::f16; // as the engine configures it (engine.cpp)
@@ -603,7 +603,7 @@ memory_estimate estimate_draft_memory(const model_shape &draft, const model_shap
 
 memory_estimate estimate_memory(const model_shape &m, const profile_settings &s_in) {
     profile_settings s = s_in;
-    s.n_slots          = std::max(1, s.n_slots);
+    s.parallel         = std::max(1, s.parallel);
     s.n_ctx_slot       = context_or_trained(s.n_ctx_slot, m);
     memory_estimate e;
     e.weights    = m.weight_bytes;
@@ -612,7 +612,7 @@ memory_estimate estimate_memory(const model_shape &m, const profile_settings &s_
         e.weights    = sat_add(e.weights, e.page_cache); // pinned: no longer reclaimable
         e.page_cache = 0;
     }
-    e.kv_cache = kv_cache_bytes(m, s.n_ctx_slot, s.n_slots, s.kv_type);
+    e.kv_cache = kv_cache_bytes(m, s.n_ctx_slot, s.parallel, s.kv_type);
 
     // Compute: the part of llama.cpp's compute buffer that is ever written, plus the KQ mask,
     // the CPU backend's work buffer and the logits buffer. The graph allocator reuses memory
@@ -628,11 +628,11 @@ memory_estimate estimate_memory(const model_shape &m, const profile_settings &s_
     // KQ mask: n_kv × u, f16 with flash attention, f32 without. Work buffer: the activations
     // converted for the dot products, at most 2 bytes × u × max(n_ff, n_embd). Logits buffer:
     // n_vocab × slots floats.
-    const uint64_t cells     = kv_cells(s.n_ctx_slot, s.n_slots);
-    const uint64_t n_kv      = cells / uint64_t(s.n_slots); // one stream per slot
+    const uint64_t cells     = kv_cells(s.n_ctx_slot, s.parallel);
+    const uint64_t n_kv      = cells / uint64_t(s.parallel); // one stream per slot
     const uint64_t batch     = std::min<uint64_t>(uint64_t(std::max(1, s.n_batch)), cells);
     const uint64_t ubatch    = std::min<uint64_t>(uint64_t(std::max(1, s.n_ubatch)), batch);
-    const uint64_t n_outputs = std::min<uint64_t>(uint64_t(s.n_slots), ubatch);
+    const uint64_t n_outputs = std::min<uint64_t>(uint64_t(s.parallel), ubatch);
     const uint64_t ffn       = sat_mul(sat_mul(ubatch, 4), 3 * m.n_ff + 4 * m.n_embd);
     const uint64_t output    = sat_mul(4, sat_add(sat_mul(ubatch, 2 * m.n_embd), sat_mul(n_outputs, m.n_vocab)));
     const uint64_t attn =
@@ -640,10 +640,10 @@ memory_estimate estimate_memory(const model_shape &m, const profile_settings &s_
     const uint64_t graph  = std::max({ffn, output, attn});
     const uint64_t mask   = sat_mul(sat_mul(ubatch, n_kv), s.flash_attn ? 2 : 4);
     const uint64_t work   = sat_mul(ubatch, 2 * std::max(m.n_ff, m.n_embd));
-    const uint64_t logits = sat_mul(m.n_vocab, 4 * uint64_t(s.n_slots));
+    const uint64_t logits = sat_mul(m.n_vocab, 4 * uint64_t(s.parallel));
     e.compute             = sat_add(sat_add(graph, mask), sat_add(work, logits));
     e.overhead            = sat_add(sat_add(base_overhead_bytes, sat_mul(m.n_vocab, vocab_bytes_per_token)),
-                                    sat_mul(sat_mul(m.n_vocab, sampler_bytes_per_token), uint64_t(s.n_slots)));
+                                    sat_mul(sat_mul(m.n_vocab, sampler_bytes_per_token), uint64_t(s.parallel)));
     if (s.rpc && s.n_gpu_layers > 0 && m.n_layer > 0) {
         // The last g blocks (llama.cpp offloads from the end; the output layer stays here while
         // g ≤ n_layer) and their KV live on the workers. With mmap, their file pages were read
@@ -684,7 +684,7 @@ memory_estimate estimate_with_draft(const model_shape &m, const profile_settings
 
 // One slot and the shortest context `s` can fit: what the smallest configuration needs.
 profile_settings smallest_of(profile_settings s) {
-    s.n_slots    = 1;
+    s.parallel   = 1;
     s.n_ctx_slot = std::min(s.n_ctx_slot, min_fit_ctx);
     return s;
 }
@@ -744,20 +744,20 @@ struct fit_search {
 // The try_* functions set p.fit and p.detail and return true when their change makes p fit.
 // Fewer slots, the context kept.
 bool try_slots(const fit_search &f, model_profile &p) {
-    if (p.settings.n_slots <= 1) {
+    if (p.settings.parallel <= 1) {
         return false;
     }
-    auto n = largest_fitting(1, p.settings.n_slots - 1, 1, [&](int32_t v) {
+    auto n = largest_fitting(1, p.settings.parallel - 1, 1, [&](int32_t v) {
         profile_settings t = p.settings;
-        t.n_slots          = v;
+        t.parallel         = v;
         return f.fits(t);
     });
     if (!n) {
         return false;
     }
-    p.fit          = p.settings;
-    p.fit->n_slots = *n;
-    p.detail       = "--parallel " + std::to_string(*n);
+    p.fit           = p.settings;
+    p.fit->parallel = *n;
+    p.detail        = "--parallel " + std::to_string(*n);
     return true;
 }
 
@@ -784,15 +784,15 @@ bool try_ctx(const fit_search &f, model_profile &p) {
 bool try_both(const fit_search &f, model_profile &p) {
     profile_settings t = p.settings;
     t.n_ctx_slot       = std::min(t.n_ctx_slot, min_fit_ctx);
-    auto n             = largest_fitting(1, p.settings.n_slots, 1, [&](int32_t v) {
+    auto n             = largest_fitting(1, p.settings.parallel, 1, [&](int32_t v) {
         profile_settings u = t;
-        u.n_slots          = v;
+        u.parallel         = v;
         return f.fits(u);
     });
     if (!n) {
         return false;
     }
-    t.n_slots    = *n;
+    t.parallel   = *n;
     auto c       = largest_fitting(t.n_ctx_slot, std::max(t.n_ctx_slot, p.settings.n_ctx_slot - 1), int32_t(ctx_pad),
                                    [&](int32_t v) {
                                  profile_settings u = t;
@@ -801,7 +801,7 @@ bool try_both(const fit_search &f, model_profile &p) {
                              });
     t.n_ctx_slot = c.value_or(t.n_ctx_slot);
     p.fit        = t;
-    p.detail     = "--parallel " + std::to_string(t.n_slots) + " --ctx-size " + std::to_string(t.n_ctx_slot);
+    p.detail     = "--parallel " + std::to_string(t.parallel) + " --ctx-size " + std::to_string(t.n_ctx_slot);
     return true;
 }
 
@@ -815,7 +815,7 @@ model_profile evaluate_profile(const model_shape &m, const hardware_info &hw, co
     p.flavour             = flavour;
     p.settings            = s;
     p.settings.n_ctx_slot = context_or_trained(s.n_ctx_slot, m);
-    p.settings.n_slots    = std::max(1, p.settings.n_slots);
+    p.settings.parallel   = std::max(1, p.settings.parallel);
     p.memory              = estimate_with_draft(m, p.settings, draft);
 
     const auto incompatible = [&](std::string why) {
@@ -906,7 +906,7 @@ profile_set list_profiles(const gguf_info &g, const hardware_info &hw, const pro
             }
             profile_settings s;
             s.n_threads  = int32_t(hw.n_cores_effective);
-            s.n_slots    = 1;
+            s.parallel   = 1;
             s.n_ctx_slot = ctx;
             s.n_batch    = 2048;
             s.n_ubatch   = micro_batch_tokens;
@@ -920,7 +920,7 @@ profile_set list_profiles(const gguf_info &g, const hardware_info &hw, const pro
         for (int32_t ctx : throughput_ctx) {
             profile_settings s;
             s.n_threads  = int32_t(hw.n_threads_effective);
-            s.n_slots    = slots;
+            s.parallel   = slots;
             s.n_ctx_slot = ctx;
             s.n_batch    = 2048;
             s.n_ubatch   = micro_batch_tokens;
@@ -997,12 +997,12 @@ bool latency_better(const profile_settings &a, const profile_settings &b) {
     if (exact_kv(a) != exact_kv(b)) {
         return exact_kv(a);
     }
-    return a.n_slots < b.n_slots;
+    return a.parallel < b.parallel;
 }
 
 bool throughput_better(const profile_settings &a, const profile_settings &b) {
-    if (a.n_slots != b.n_slots) {
-        return a.n_slots > b.n_slots;
+    if (a.parallel != b.parallel) {
+        return a.parallel > b.parallel;
     }
     if (a.n_ctx_slot != b.n_ctx_slot) {
         return a.n_ctx_slot > b.n_ctx_slot;
@@ -1018,7 +1018,7 @@ bool fit_better(const profile_settings &a, const profile_settings &b) {
     if (exact_kv(a) != exact_kv(b)) {
         return exact_kv(a);
     }
-    return a.n_slots > b.n_slots;
+    return a.parallel > b.parallel;
 }
 
 // The first of the best profiles `keep` accepts, ranked on their listed settings by `better`.

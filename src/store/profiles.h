@@ -100,7 +100,7 @@ struct profile_settings {
     bool          gpu          = false;              // all layers on the largest GPU
     bool          rpc          = false;              // n_gpu_layers layers on the RPC workers' devices
     int32_t       n_threads    = 1;                  // --threads
-    int32_t       n_slots      = 1;                  // --parallel
+    int32_t       parallel     = 1;                  // --parallel (KV slots)
     int32_t       n_ctx_slot   = 0;                  // --ctx-size (tokens per sequence)
     int32_t       n_batch      = 2048;               // --batch-size (tokens per engine step)
     int32_t       n_ubatch     = 512;                // tokens per llama_decode micro-batch

@@ -108,7 +108,7 @@ class engine_core : public ::testing::Test {
   protected:
     // Starts an engine over a fresh fake with `cfg`'s slots, context and step size.
     void start(const engine_config &cfg) {
-        auto d = std::make_unique<fake_decoder>(cfg.n_slots, cfg.n_ctx_slot, cfg.step_tokens);
+        auto d = std::make_unique<fake_decoder>(cfg.parallel, cfg.n_ctx_slot, cfg.step_tokens);
         fake   = d.get();
         auto e = engine::start(std::move(d), cfg);
         ASSERT_TRUE(e) << e.err().message;
@@ -116,8 +116,8 @@ class engine_core : public ::testing::Test {
     }
     static engine_config config(int32_t slots, int32_t queue) {
         engine_config c;
-        c.n_slots         = slots;
-        c.max_waiting     = queue;
+        c.parallel        = slots;
+        c.max_queue       = queue;
         c.n_ctx_slot      = 64;
         c.step_tokens     = 64;
         c.prefill_step_ms = 0;
@@ -497,7 +497,7 @@ TEST_F(engine_core, stopping_ends_every_request_with_an_error) {
 
 TEST(engine_core_start, a_failed_warm_up_is_an_error_and_bad_slots_are_named) {
     engine_config cfg;
-    cfg.n_slots    = 1;
+    cfg.parallel   = 1;
     cfg.n_ctx_slot = 16;
     auto d         = std::make_unique<fake_decoder>(1, 16, 16);
     d->fail_warm_up();
@@ -505,11 +505,11 @@ TEST(engine_core_start, a_failed_warm_up_is_an_error_and_bad_slots_are_named) {
     ASSERT_FALSE(e);
     EXPECT_NE(e.err().message.find("warm-up"), std::string::npos);
 
-    cfg.n_slots = 0;
-    auto bad    = engine::settle(cfg, 16);
+    cfg.parallel = 0;
+    auto bad     = engine::settle(cfg, 16);
     ASSERT_FALSE(bad);
     EXPECT_NE(bad.err().message.find("--parallel"), std::string::npos);
-    cfg.n_slots    = 2;
+    cfg.parallel   = 2;
     cfg.n_ctx_slot = 0;
     auto fine      = engine::settle(cfg, 128);
     ASSERT_TRUE(fine);
@@ -518,7 +518,7 @@ TEST(engine_core_start, a_failed_warm_up_is_an_error_and_bad_slots_are_named) {
 
 TEST(engine_core_start, the_decoders_limits_bound_the_configuration) {
     engine_config cfg;
-    cfg.n_slots     = 2;
+    cfg.parallel    = 2;
     cfg.n_ctx_slot  = 100;
     cfg.step_tokens = 512;
     auto e          = engine::start(std::make_unique<fake_decoder>(2, 40, 32), cfg);

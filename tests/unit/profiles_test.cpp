@@ -170,7 +170,7 @@ TEST(profiles, estimate_is_monotone_and_adds_up) {
     s.n_ctx_slot            = 4096;
     const memory_estimate b = estimate_memory(m, s);
     EXPECT_GT(b.total(), a.total());
-    s.n_slots               = 4;
+    s.parallel              = 4;
     const memory_estimate c = estimate_memory(m, s);
     EXPECT_GT(c.total(), b.total());
     s.kv_type = kv_cache_type::q8_0;
@@ -236,10 +236,10 @@ TEST(profiles, all_runnable_with_plenty_of_memory) {
     EXPECT_FALSE(find_profile(set, "cpu-latency-ctx32768")); // above the trained context
     const model_profile &lat = get(set, "cpu-latency-ctx8192");
     EXPECT_EQ(lat.settings.n_threads, 8); // physical cores
-    EXPECT_EQ(lat.settings.n_slots, 1);
+    EXPECT_EQ(lat.settings.parallel, 1);
     const model_profile &thr = get(set, "cpu-throughput-p8-ctx2048");
     EXPECT_EQ(thr.settings.n_threads, 16);
-    EXPECT_EQ(thr.settings.n_slots, 8);
+    EXPECT_EQ(thr.settings.parallel, 8);
     EXPECT_EQ(thr.flavour, profile_flavour::throughput);
 
     const model_profile &gpu = get(set, "gpu-latency-ctx8192");
@@ -280,7 +280,7 @@ TEST(profiles, low_memory_change_fits_when_applied) {
     ASSERT_TRUE(p.fit);
     ASSERT_TRUE(p.fit_memory);
     EXPECT_EQ(p.detail, "--ctx-size " + std::to_string(p.fit->n_ctx_slot));
-    EXPECT_EQ(p.fit->n_slots, 1);
+    EXPECT_EQ(p.fit->parallel, 1);
     // The change fits when applied, and it is the largest (multiple of 256) that does.
     EXPECT_LE(estimate_memory(m, *p.fit).total(), budget);
     EXPECT_EQ(p.fit_memory->total(), estimate_memory(m, *p.fit).total());
@@ -295,11 +295,11 @@ TEST(profiles, low_memory_change_fits_when_applied) {
     const model_profile &t = get(set, "cpu-throughput-p8-ctx4096");
     ASSERT_EQ(t.status, profile_status::low_memory) << t.detail;
     ASSERT_TRUE(t.fit);
-    EXPECT_EQ(t.detail, "--parallel " + std::to_string(t.fit->n_slots));
+    EXPECT_EQ(t.detail, "--parallel " + std::to_string(t.fit->parallel));
     EXPECT_EQ(t.fit->n_ctx_slot, 4096);
     EXPECT_LE(estimate_memory(m, *t.fit).total(), budget);
     profile_settings more = *t.fit;
-    more.n_slots += 1;
+    more.parallel += 1;
     EXPECT_GT(estimate_memory(m, more).total(), budget);
 }
 
@@ -315,7 +315,7 @@ TEST(profiles, throughput_falls_back_to_context_when_one_slot_is_too_many) {
     const model_profile &t   = get(set, "cpu-throughput-p4-ctx4096");
     ASSERT_EQ(t.status, profile_status::low_memory) << t.detail;
     ASSERT_TRUE(t.fit);
-    EXPECT_EQ(t.fit->n_slots, 4);
+    EXPECT_EQ(t.fit->parallel, 4);
     EXPECT_EQ(t.detail, "--ctx-size " + std::to_string(t.fit->n_ctx_slot));
     EXPECT_LE(estimate_memory(m, *t.fit).total(), *o.budget_bytes);
 }
@@ -330,7 +330,7 @@ TEST(profiles, throughput_can_need_both_changes) {
     one.n_ctx_slot        = 256;
     one.n_batch           = 1024;
     profile_settings four = one;
-    four.n_slots          = 4;
+    four.parallel         = 4;
     const uint64_t lo     = estimate_memory(m, one).total();
     const uint64_t hi     = estimate_memory(m, four).total();
     ASSERT_LT(lo, hi);
@@ -340,7 +340,7 @@ TEST(profiles, throughput_can_need_both_changes) {
     const model_profile &t = get(s, "cpu-throughput-p4-ctx4096");
     ASSERT_EQ(t.status, profile_status::low_memory) << t.detail;
     ASSERT_TRUE(t.fit);
-    EXPECT_EQ(t.fit->n_slots, 1);
+    EXPECT_EQ(t.fit->parallel, 1);
     EXPECT_EQ(t.fit->n_ctx_slot, 256);
     EXPECT_EQ(t.detail, "--parallel 1 --ctx-size 256");
     EXPECT_LE(estimate_memory(m, *t.fit).total(), lo);
@@ -687,7 +687,7 @@ TEST(profiles, attention_options_fall_back_to_what_fits) {
     const model_shape m = model_shape_of(make_model({}), cpu_isa{});
     profile_settings  s;
     s.n_threads   = 8;
-    s.n_slots     = 1;
+    s.parallel    = 1;
     s.n_ctx_slot  = 8192;
     const auto o  = attention_candidates(std::nullopt, std::nullopt, true);
     const auto at = [&](kv_cache_type kv, bool fa) {
@@ -745,7 +745,7 @@ TEST(profiles, draft_model_estimate_follows_the_target_settings) {
     const model_shape target = model_shape_of(make_model({}), cpu_isa{}); // trained context 8192
     profile_settings  t;
     t.n_threads             = 4;
-    t.n_slots               = 8;
+    t.parallel              = 8;
     t.n_ctx_slot            = 8192;
     t.n_batch               = 4; // fewer than the slots: the draft still takes one token per slot
     t.n_ubatch              = 4;

@@ -149,7 +149,7 @@ TEST(serve_plan, profile_auto_settles_the_engine_from_the_machine) {
     EXPECT_LE(out.memory_bytes, out.budget_bytes);
     EXPECT_NE(out.profile_json.find("\"status\":\"runnable\""), std::string::npos) << out.profile_json;
     EXPECT_EQ(out.profiles_json.front(), '[');
-    EXPECT_GT(ecfg.n_slots, 0);
+    EXPECT_GT(ecfg.parallel, 0);
     EXPECT_GT(ecfg.n_ctx_slot, 0);
 }
 
@@ -175,7 +175,7 @@ TEST(serve_plan, profile_named_or_custom_is_refused_with_its_reason) {
     EXPECT_NE(err->message.find("this configuration cannot run here: the weights alone (4.0 GiB) exceed"),
               std::string::npos)
         << err->message;
-    ecfg.n_slots    = 16;
+    ecfg.parallel   = 16;
     ecfg.n_ctx_slot = 8192; // 1 GiB of f16 KV per slot
     err             = choose_profile(o, model, nullptr, make_hardware(8 * gib, 16 * gib), ecfg, mo, out);
     ASSERT_TRUE(err);
