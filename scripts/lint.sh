@@ -36,6 +36,7 @@ layer_rules=(
   "host|nlohmann/|boost/beast|\"api/|\"engine/|llama\.h|\"server/"
   "metrics|nlohmann/|boost/beast|\"api/|\"engine/|llama\.h|\"server/"
   "engine|boost/beast|\"api/(http_server|routes|openai|responses)|\"backend/|\"server/"
+  "model|boost/|\"api/|\"backend/|\"server/|\"engine/(engine|decoder|llama_decoder|draft_model|embedder)\.h"
   "backend|\"api/(http_server|routes|openai|responses|answer)|llama\.h|\"common\.h\"|\"chat\.h\"|\"server/"
   "api|llama\.h|\"common\.h\"|\"chat\.h\"|\"sampling\.h\"|\"server/"
   "tools|boost/|\"api/|\"engine/|\"backend/|llama\.h|\"server/"
@@ -52,6 +53,14 @@ for rule in "${layer_rules[@]}"; do
     failed=1
   fi
 done
+# The engine core sees llama.cpp only through the decoder seam (engine/decoder.h); its library
+# does not link llama.cpp either.
+core_files=(src/engine/engine.h src/engine/engine.cpp src/engine/decoder.h)
+if hits=$(grep -nE '^#include [<"]?(llama\.h|ggml|common\.h"|sampling\.h"|chat\.h"|"engine/llama_decoder)' "${core_files[@]}"); then
+  echo "[lint] the engine core includes llama.cpp or its decoder:" >&2
+  echo "$hits" >&2
+  failed=1
+fi
 log "layer include rules: ${#layer_rules[@]} layers checked"
 
 [ "${1:-}" = "--format-only" ] && exit $failed

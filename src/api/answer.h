@@ -8,7 +8,7 @@
 #include "api/http_server.h"
 #include "api/schema.h"
 #include "backend/generation_backend.h"
-#include "engine/model.h"
+#include "model/model.h"
 
 #include <nlohmann/json.hpp>
 

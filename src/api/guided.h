@@ -5,7 +5,7 @@
 // untrusted input: every error is an invalid_request whose message says what is wrong and
 // where, every input size and repetition is bounded, and nothing throws.
 //
-// JSON Schema compilation needs llama.cpp's converter and lives in engine/grammar.h.
+// JSON Schema compilation needs llama.cpp's converter and lives in model/grammar.h.
 
 #include "common/status.h"
 

@@ -13,7 +13,7 @@
 #include "common/failpoint.h"
 #include "common/log.h"
 #include "common/utf8.h"
-#include "engine/grammar.h"
+#include "model/grammar.h"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>

@@ -8,8 +8,8 @@
 #include "api/json_body.h"
 #include "backend/routing.h"
 #include "common/status.h"
-#include "engine/model.h"
 #include "engine/types.h"
+#include "model/model.h"
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -38,7 +38,7 @@ struct api_limits {
 // How the output is constrained: response_format (json_object, json_schema), or guided_json,
 // guided_regex, guided_choice, guided_grammar at the top level (vLLM) or under nvext (NIM). At
 // most one per request. Regex, choice and grammar are GBNF here already (converted and
-// shape-checked); a JSON Schema needs llama.cpp's converter (engine/grammar.h), so it stays JSON
+// shape-checked); a JSON Schema needs llama.cpp's converter (model/grammar.h), so it stays JSON
 // text until the API handler compiles it.
 enum class constraint_kind { none, json_object, json_schema, regex, choice, grammar };
 

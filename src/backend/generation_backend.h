@@ -13,8 +13,8 @@
 
 #include "api/schema.h"
 #include "common/status.h"
-#include "engine/model.h"
 #include "engine/types.h"
+#include "model/model.h"
 
 #include <cstdint>
 #include <functional>

@@ -1,7 +1,7 @@
 #include "backend/local_backend.h"
 
 #include "backend/message_stream.h"
-#include "engine/grammar.h"
+#include "model/grammar.h"
 
 #include <algorithm>
 #include <mutex>

@@ -9,8 +9,8 @@
 #include "common/status.h"
 #include "engine/decoder.h"
 #include "engine/engine.h" // kv_cache_type, flash_attention
-#include "engine/model.h"
 #include "kv/slot_table.h"
+#include "model/model.h"
 
 #include <cstdint>
 #include <memory>

@@ -12,8 +12,8 @@
 
 #include "common/status.h"
 #include "engine/embedding.h"
-#include "engine/model.h"
 #include "metrics/embedding_metrics.h"
+#include "model/model.h"
 
 #include <atomic>
 #include <memory>

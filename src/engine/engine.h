@@ -8,9 +8,9 @@
 #include "common/kv_cache_type.h"
 #include "common/status.h"
 #include "engine/decoder.h"
-#include "engine/model.h"
 #include "engine/types.h"
 #include "metrics/serving_metrics.h"
+#include "model/model.h"
 
 #include <atomic>
 #include <chrono>

@@ -3,7 +3,7 @@
 #include "common/micro_batch.h"
 #include "engine/context_params.h"
 #include "engine/draft_model.h"
-#include "engine/sampler_setup.h"
+#include "model/sampler_setup.h"
 
 #include "common.h"
 #include "llama.h"

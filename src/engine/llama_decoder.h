@@ -6,7 +6,7 @@
 #include "common/status.h"
 #include "engine/decoder.h"
 #include "engine/engine.h"
-#include "engine/model.h"
+#include "model/model.h"
 
 #include <memory>
 

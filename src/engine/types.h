@@ -41,7 +41,7 @@ struct sampling_params {
     bool                                    ignore_eos   = false;
     int32_t                                 top_logprobs = -1; // -1 = no logprobs; 0..N = logprobs with N alternatives
     // GBNF the output must match, empty = unconstrained. The API layer checked it with
-    // check_grammar() (engine/grammar.h) on this model, so the engine never meets one that fails
+    // check_grammar() (model/grammar.h) on this model, so the engine never meets one that fails
     // to parse. Each choice samples with its own grammar state; when the grammar allows nothing
     // but end-of-generation the choice finishes with `stop`, even with ignore_eos.
     std::string grammar;

@@ -3,7 +3,7 @@
 #include "engine/embedder.h"
 #include "engine/engine.h"
 #include "engine/llama_decoder.h"
-#include "engine/model.h"
+#include "model/model.h"
 #include "store/gguf.h"
 
 #include <spdlog/spdlog.h>

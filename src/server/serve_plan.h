@@ -7,8 +7,8 @@
 
 #include "api/routes.h"
 #include "common/status.h"
-#include "engine/model.h"
 #include "engine/rpc.h"
+#include "model/model.h"
 #include "server/serve_options.h"
 #include "store/gguf.h"
 #include "store/hardware.h"

@@ -1,6 +1,6 @@
 // inferbox's generic tool-call format (templates without one): the schema the grammar comes
 // from, the conversation the template renders, and the reader, whole and while text streams in.
-#include "engine/generic_tools.h"
+#include "model/generic_tools.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>

@@ -1,9 +1,9 @@
-// The two rewrites of llama.cpp's tool-call grammar (engine/model.h, probe_tool_grammar), per
+// The two rewrites of llama.cpp's tool-call grammar (model/model.h, probe_tool_grammar), per
 // template family, on the chat templates that ship with the linked llama.cpp's source: what
 // `tool_choice: "required"` and `parallel_tool_calls: false` promise depends on llama.cpp writing
 // its grammar in the shape the rewrites match. When an upgrade changes that shape, these fail.
 
-#include "engine/model.h"
+#include "model/model.h"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
-#include "engine/grammar.h"
+#include "model/grammar.h"
 
-#include "engine/sampler_setup.h"
+#include "model/sampler_setup.h"
 
 #include "json-schema-to-grammar.h"
 #include "llama.h"

@@ -1,4 +1,4 @@
-#include "engine/generic_tools.h"
+#include "model/generic_tools.h"
 
 #include <nlohmann/json.hpp>
 

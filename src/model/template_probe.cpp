@@ -1,4 +1,4 @@
-#include "engine/template_probe.h"
+#include "model/template_probe.h"
 
 #include "chat.h"
 #include "common.h"

@@ -10,7 +10,7 @@
 // reader below reads that object back, whole or while it is being generated (name first, then the
 // arguments as raw text, so what it reports only ever grows). No llama.cpp here: unit-testable.
 
-#include "engine/model.h"
+#include "model/model.h"
 
 #include <string>
 #include <vector>

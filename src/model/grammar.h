@@ -6,8 +6,8 @@
 // (schema size and repetition counts, grammar size and nesting: api/guided.h).
 
 #include "common/status.h"
-#include "engine/model.h"
 #include "engine/types.h"
+#include "model/model.h"
 
 #include <optional>
 #include <string>

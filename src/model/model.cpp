@@ -1,8 +1,8 @@
-#include "engine/model.h"
+#include "model/model.h"
 
-#include "engine/generic_tools.h"
-#include "engine/grammar.h"
-#include "engine/template_probe.h"
+#include "model/generic_tools.h"
+#include "model/grammar.h"
+#include "model/template_probe.h"
 
 #include "build-info.h"
 #include "chat.h"
