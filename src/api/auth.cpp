@@ -108,9 +108,9 @@ void rate_limiter::refill(bucket &b, clock::time_point now) const {
     b.tokens   = std::min(limits_.tokens_per_minute, b.tokens + minutes * limits_.tokens_per_minute);
 }
 
-std::optional<double> rate_limiter::admit_request(size_t key, clock::time_point now) {
+std::optional<double> rate_limiter::admit_request(size_t key_index, clock::time_point now) {
     std::lock_guard lock(mu_);
-    bucket         &b = buckets_[std::min(key, buckets_.size() - 1)];
+    bucket         &b = buckets_[std::min(key_index, buckets_.size() - 1)];
     refill(b, now);
     double wait = 0;
     if (limits_.requests_per_minute > 0 && b.requests < 1.0) {
@@ -128,12 +128,12 @@ std::optional<double> rate_limiter::admit_request(size_t key, clock::time_point 
     return std::nullopt;
 }
 
-void rate_limiter::charge_tokens(size_t key, int64_t n, clock::time_point now) {
+void rate_limiter::charge_tokens(size_t key_index, int64_t n, clock::time_point now) {
     if (limits_.tokens_per_minute <= 0 || n <= 0) {
         return;
     }
     std::lock_guard lock(mu_);
-    bucket         &b = buckets_[std::min(key, buckets_.size() - 1)];
+    bucket         &b = buckets_[std::min(key_index, buckets_.size() - 1)];
     refill(b, now);
     b.tokens -= static_cast<double>(n);
 }

@@ -56,9 +56,9 @@ class rate_limiter {
     bool enabled() const { return limits_.requests_per_minute > 0 || limits_.tokens_per_minute > 0; }
     // Takes one request from `key`'s bucket, or says after how many seconds to retry. Also
     // refuses while the key's token bucket is in debt.
-    std::optional<double> admit_request(size_t key, clock::time_point now = clock::now());
+    std::optional<double> admit_request(size_t key_index, clock::time_point now = clock::now());
     // Charges generated or prompt tokens; the bucket may go negative.
-    void charge_tokens(size_t key, int64_t n, clock::time_point now = clock::now());
+    void charge_tokens(size_t key_index, int64_t n, clock::time_point now = clock::now());
 
   private:
     struct bucket {

@@ -136,7 +136,7 @@ void api_router::handle_conversation_list(const std::shared_ptr<http_exchange> &
         }
     }
     const auto q    = params->count("q") != 0 ? params->at("q") : std::string();
-    auto       rows = store->list(owner_of(call.key), q, limit);
+    auto       rows = store->list(owner_of(call.key_index), q, limit);
     if (!rows) {
         respond_error(*ex, rows.err());
         return;
@@ -158,7 +158,7 @@ void api_router::handle_conversation_create(const std::shared_ptr<http_exchange>
         respond_error(*ex, body.err());
         return;
     }
-    respond_outcome(*ex, store->create(owner_of(call.key), *body));
+    respond_outcome(*ex, store->create(owner_of(call.key_index), *body));
 }
 
 void api_router::handle_conversation_get(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
@@ -166,7 +166,7 @@ void api_router::handle_conversation_get(const std::shared_ptr<http_exchange> &e
     if (store == nullptr) {
         return;
     }
-    auto found = store->get(owner_of(call.key), call.param);
+    auto found = store->get(owner_of(call.key_index), call.param);
     if (!found) {
         respond_error(*ex, conversation_not_found(call.param));
         return;
@@ -184,7 +184,7 @@ void api_router::handle_conversation_update(const std::shared_ptr<http_exchange>
         respond_error(*ex, body.err());
         return;
     }
-    respond_outcome(*ex, store->update(owner_of(call.key), call.param, *body));
+    respond_outcome(*ex, store->update(owner_of(call.key_index), call.param, *body));
 }
 
 void api_router::handle_conversation_delete(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
@@ -192,7 +192,7 @@ void api_router::handle_conversation_delete(const std::shared_ptr<http_exchange>
     if (store == nullptr) {
         return;
     }
-    if (!store->remove(owner_of(call.key), call.param)) {
+    if (!store->remove(owner_of(call.key_index), call.param)) {
         respond_error(*ex, conversation_not_found(call.param));
         return;
     }

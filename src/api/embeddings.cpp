@@ -145,7 +145,7 @@ bool check_model(http_exchange &ex, const std::string &requested, const embeddin
 
 void charge(const embedding_route_context &ctx, int64_t n_tokens) {
     if (ctx.limiter != nullptr) {
-        ctx.limiter->charge_tokens(ctx.key, n_tokens);
+        ctx.limiter->charge_tokens(ctx.key_index, n_tokens);
     }
 }
 

@@ -23,9 +23,9 @@ struct embedding_route_context {
     std::string                        model_id;
     embedding_limits                   limits;
     int32_t                            max_json_depth = 64;
-    std::shared_ptr<embedding_metrics> metrics;           // may be null
-    rate_limiter                      *limiter = nullptr; // may be null; outlives every request
-    size_t                             key     = 0;
+    std::shared_ptr<embedding_metrics> metrics;             // may be null
+    rate_limiter                      *limiter   = nullptr; // may be null; outlives every request
+    size_t                             key_index = 0;
     std::shared_ptr<void>              hold; // keeps the model loaded until the answer (model_host)
 };
 

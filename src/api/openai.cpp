@@ -271,7 +271,7 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
             for (const auto &p : s_.run->prompts) {
                 n_prompt += static_cast<int64_t>(p.tokens.size());
             }
-            ctx_.limiter->charge_tokens(ctx_.key, n_prompt);
+            ctx_.limiter->charge_tokens(ctx_.key_index, n_prompt);
         }
         ex_->on_disconnect([weak] {
             if (auto self = weak.lock()) {
@@ -393,7 +393,7 @@ class completion_job : public std::enable_shared_from_this<completion_job> {
         for (const auto &c : s_.choices) {
             n_gen += c.n_generated > 0 ? c.n_generated : c.n_seen;
         }
-        ctx_.limiter->charge_tokens(ctx_.key, n_gen);
+        ctx_.limiter->charge_tokens(ctx_.key_index, n_gen);
     }
 
     static failure_reason reason_of(error_kind k) {

@@ -374,7 +374,7 @@ void api_router::handle(const std::shared_ptr<http_exchange> &ex) {
     }
     const route_entry &r = *hit.found;
     route_call         call;
-    call.key = keys_.size(); // the anonymous bucket when keys are off
+    call.key_index = keys_.size(); // the anonymous bucket when keys are off
     if (auto decoded = percent_decoded(hit.param)) {
         call.param = std::move(*decoded);
     } else {
@@ -397,12 +397,12 @@ void api_router::handle(const std::shared_ptr<http_exchange> &ex) {
                                      "", "invalid_api_key"});
             return;
         }
-        call.key = *match;
+        call.key_index = *match;
         ex->log_field("key", std::to_string(*match));
     }
 
     if (r.rate_limited && limiter_.enabled()) {
-        if (const auto wait = limiter_.admit_request(call.key)) {
+        if (const auto wait = limiter_.admit_request(call.key_index)) {
             const auto secs = std::to_string(static_cast<int64_t>(*wait));
             respond_error(*ex,
                           error{error_kind::overloaded,
@@ -420,19 +420,19 @@ void api_router::handle(const std::shared_ptr<http_exchange> &ex) {
 }
 
 void api_router::handle_completions(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
-    handle_inference(ex, api_kind::completion, call.key);
+    handle_inference(ex, api_kind::completion, call.key_index);
 }
 
 void api_router::handle_chat(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
-    handle_inference(ex, api_kind::chat, call.key);
+    handle_inference(ex, api_kind::chat, call.key_index);
 }
 
 void api_router::handle_embeddings_call(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
-    handle_embedding_route(ex, false, call.key);
+    handle_embedding_route(ex, false, call.key_index);
 }
 
 void api_router::handle_ranking_call(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
-    handle_embedding_route(ex, true, call.key);
+    handle_embedding_route(ex, true, call.key_index);
 }
 
 void api_router::handle_live(const std::shared_ptr<http_exchange> &ex, const route_call & /*call*/) {
@@ -701,7 +701,7 @@ json api_router::builtin_tools_json() const {
     return {{"sql", std::move(sql)}, {"mcp", std::move(mcp)}};
 }
 
-void api_router::handle_embedding_route(const std::shared_ptr<http_exchange> &ex, bool ranking, size_t key) {
+void api_router::handle_embedding_route(const std::shared_ptr<http_exchange> &ex, bool ranking, size_t key_index) {
     // Parsed once here: the body's model decides which embedder answers.
     auto body = parse_json_body(ex->request().body(), cfg_.limits.max_json_depth);
     if (!body) {
@@ -727,14 +727,14 @@ void api_router::handle_embedding_route(const std::shared_ptr<http_exchange> &ex
     if (!index) {
         return;
     }
-    with_model(ex, *index, [this, ex, ranking, key, parsed](const leased &m) {
+    with_model(ex, *index, [this, ex, ranking, key_index, parsed](const leased &m) {
         embedding_route_context ec;
         ec.model_id       = model_id(m.index());
         ec.limits         = cfg_.embedding;
         ec.max_json_depth = cfg_.limits.max_json_depth;
         ec.metrics        = info_for(m.index()).embed_metrics;
         ec.limiter        = limiter_.enabled() ? &limiter_ : nullptr;
-        ec.key            = key;
+        ec.key_index      = key_index;
         ec.hold           = m.hold();
         (ranking ? handle_ranking : handle_embeddings)(ex, m->emb, ec, *parsed);
     });
@@ -777,7 +777,7 @@ void api_router::relay_json(const std::shared_ptr<http_exchange>               &
     respond_error(*ex, *first);
 }
 
-void api_router::handle_inference(const std::shared_ptr<http_exchange> &ex, api_kind kind, size_t key) {
+void api_router::handle_inference(const std::shared_ptr<http_exchange> &ex, api_kind kind, size_t key_index) {
     if (failpoint("INFERBOX_FAILPOINT_HANDLER_THROW")) {
         throw std::runtime_error("failpoint: the handler throws"); // test builds: the catch-all's test
     }
@@ -792,7 +792,7 @@ void api_router::handle_inference(const std::shared_ptr<http_exchange> &ex, api_
         respond_error(*ex, req.err());
         return;
     }
-    dispatch_inference(ex, std::move(*req), key, nullptr);
+    dispatch_inference(ex, std::move(*req), key_index, nullptr);
 }
 
 namespace {
@@ -807,8 +807,9 @@ error response_not_found(const std::string &id, const char *param, bool storing)
 
 } // namespace
 
-std::string api_router::owner_of(size_t key) const {
-    return keys_.enabled() && key < cfg_.api_keys.size() ? response_owner(cfg_.api_keys[key]) : std::string();
+std::string api_router::owner_of(size_t key_index) const {
+    return keys_.enabled() && key_index < cfg_.api_keys.size() ? response_owner(cfg_.api_keys[key_index])
+                                                               : std::string();
 }
 
 void api_router::handle_responses(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
@@ -820,7 +821,7 @@ void api_router::handle_responses(const std::shared_ptr<http_exchange> &ex, cons
     }
     // previous_response_id: the stored run's input and output come before this input. Only
     // "input" is replaced, so the order recorded for the schemas elsewhere in the body holds.
-    const std::string owner    = owner_of(call.key);
+    const std::string owner    = owner_of(call.key_index);
     const json       *previous = body->contains("previous_response_id") && !(*body)["previous_response_id"].is_null()
                                      ? &(*body)["previous_response_id"]
                                      : nullptr;
@@ -861,7 +862,7 @@ void api_router::handle_responses(const std::shared_ptr<http_exchange> &ex, cons
                 }
             };
     }
-    dispatch_inference(ex, std::move(req->chat), call.key, make_responses_writer(std::move(req->echo)));
+    dispatch_inference(ex, std::move(req->chat), call.key_index, make_responses_writer(std::move(req->echo)));
 }
 
 std::optional<error> api_router::resolve_item_references(json &body, const std::string &owner) const {
@@ -891,7 +892,7 @@ std::optional<error> api_router::resolve_item_references(json &body, const std::
 }
 
 void api_router::handle_response_get(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
-    auto stored = cfg_.responses ? cfg_.responses->get(owner_of(call.key), call.param) : std::nullopt;
+    auto stored = cfg_.responses ? cfg_.responses->get(owner_of(call.key_index), call.param) : std::nullopt;
     if (!stored) {
         respond_error(*ex, response_not_found(call.param, "id", cfg_.responses != nullptr));
         return;
@@ -900,7 +901,7 @@ void api_router::handle_response_get(const std::shared_ptr<http_exchange> &ex, c
 }
 
 void api_router::handle_response_delete(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
-    if (!cfg_.responses || !cfg_.responses->remove(owner_of(call.key), call.param)) {
+    if (!cfg_.responses || !cfg_.responses->remove(owner_of(call.key_index), call.param)) {
         respond_error(*ex, response_not_found(call.param, "id", cfg_.responses != nullptr));
         return;
     }
@@ -908,7 +909,7 @@ void api_router::handle_response_delete(const std::shared_ptr<http_exchange> &ex
 }
 
 void api_router::handle_response_input_items(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
-    auto stored = cfg_.responses ? cfg_.responses->get(owner_of(call.key), call.param) : std::nullopt;
+    auto stored = cfg_.responses ? cfg_.responses->get(owner_of(call.key_index), call.param) : std::nullopt;
     if (!stored) {
         respond_error(*ex, response_not_found(call.param, "id", cfg_.responses != nullptr));
         return;
@@ -990,7 +991,7 @@ std::optional<api_router::model_target> api_router::find_target(http_exchange &e
     return t;
 }
 
-void api_router::dispatch_inference(const std::shared_ptr<http_exchange> &ex, api_request request, size_t key,
+void api_router::dispatch_inference(const std::shared_ptr<http_exchange> &ex, api_request request, size_t key_index,
                                     std::shared_ptr<answer_writer> writer) {
     if (auto err = apply_request_headers(*ex, request)) {
         respond_error(*ex, *err);
@@ -1001,7 +1002,7 @@ void api_router::dispatch_inference(const std::shared_ptr<http_exchange> &ex, ap
         return;
     }
     if (!target->remotes.empty()) {
-        dispatch_routed(ex, std::move(request), std::move(*target), key, std::move(writer));
+        dispatch_routed(ex, std::move(request), std::move(*target), key_index, std::move(writer));
         return;
     }
     if (request.placement == placement_pin::remote_only) {
@@ -1014,15 +1015,15 @@ void api_router::dispatch_inference(const std::shared_ptr<http_exchange> &ex, ap
     // No routing: the local model answers, as a single backend.
     auto shared_req = std::make_shared<api_request>(std::move(request));
     with_model(ex, target->index,
-               [this, ex, shared_req, served = target->served, key, writer = std::move(writer)](const leased &m) {
+               [this, ex, shared_req, served = target->served, key_index, writer = std::move(writer)](const leased &m) {
                    auto backend = std::make_shared<local_backend>(m->eng, cfg_.limits.guided);
                    run_inference(ex, std::move(backend), info_for(m.index()).metrics, m.hold(), std::move(*shared_req),
-                                 served, key, writer);
+                                 served, key_index, writer);
                });
 }
 
 void api_router::dispatch_routed(const std::shared_ptr<http_exchange> &ex, api_request request, model_target target,
-                                 size_t key, std::shared_ptr<answer_writer> writer) {
+                                 size_t key_index, std::shared_ptr<answer_writer> writer) {
     request.model        = target.wanted;
     const auto policy_it = cfg_.routes.find(target.wanted);
     const auto policy    = policy_it == cfg_.routes.end() ? route_policy::automatic : policy_it->second;
@@ -1030,7 +1031,8 @@ void api_router::dispatch_routed(const std::shared_ptr<http_exchange> &ex, api_r
         !target.local || request.placement == placement_pin::remote_only || policy == route_policy::remote_only;
     auto host = current_host();
     if (local_excluded || !host) {
-        route_request(ex, std::nullopt, target.remotes, std::move(request), target.served, key, std::move(writer));
+        route_request(ex, std::nullopt, target.remotes, std::move(request), target.served, key_index,
+                      std::move(writer));
         return;
     }
     if (auto now = host->try_acquire(target.index)) {
@@ -1039,7 +1041,8 @@ void api_router::dispatch_routed(const std::shared_ptr<http_exchange> &ex, api_r
         if (*now) {
             lease = std::move(**now);
         }
-        route_request(ex, std::move(lease), target.remotes, std::move(request), target.served, key, std::move(writer));
+        route_request(ex, std::move(lease), target.remotes, std::move(request), target.served, key_index,
+                      std::move(writer));
         return;
     }
     // The local model is not loaded. Policies that put it first wait for it (a load that fails
@@ -1047,15 +1050,16 @@ void api_router::dispatch_routed(const std::shared_ptr<http_exchange> &ex, api_r
     const bool wait = policy == route_policy::automatic || policy == route_policy::local_first ||
                       policy == route_policy::local_only || request.placement == placement_pin::local_only;
     if (!wait) {
-        route_request(ex, std::nullopt, target.remotes, std::move(request), target.served, key, std::move(writer));
+        route_request(ex, std::nullopt, target.remotes, std::move(request), target.served, key_index,
+                      std::move(writer));
         return;
     }
     ex->log_field("model_load_wait", true);
     auto shared_req = std::make_shared<api_request>(std::move(request));
     host->acquire_async(target.index, [this, ex, shared_req, remotes = std::move(target.remotes),
-                                       served = std::move(target.served), key,
+                                       served = std::move(target.served), key_index,
                                        writer = std::move(writer)](result<leased> r) mutable {
-        boost::asio::post(ex->executor(), [this, ex, shared_req, remotes = std::move(remotes), served, key,
+        boost::asio::post(ex->executor(), [this, ex, shared_req, remotes = std::move(remotes), served, key_index,
                                            writer = std::move(writer), r = std::move(r)]() mutable {
             if (ex->disconnected()) {
                 return;
@@ -1064,7 +1068,7 @@ void api_router::dispatch_routed(const std::shared_ptr<http_exchange> &ex, api_r
             if (r) {
                 lease = std::move(*r);
             }
-            route_request(ex, std::move(lease), remotes, std::move(*shared_req), served, key, std::move(writer));
+            route_request(ex, std::move(lease), remotes, std::move(*shared_req), served, key_index, std::move(writer));
         });
     });
 }
@@ -1114,7 +1118,7 @@ std::string prompt_head(const api_request &req) {
 
 void api_router::route_request(const std::shared_ptr<http_exchange> &ex, std::optional<leased> local,
                                const std::vector<std::shared_ptr<remote_backend>> &remotes, api_request req,
-                               std::string served, size_t key, std::shared_ptr<answer_writer> writer) {
+                               std::string served, size_t key_index, std::shared_ptr<answer_writer> writer) {
     const auto policy_it = cfg_.routes.find(req.model);
     const auto policy    = policy_it == cfg_.routes.end() ? route_policy::automatic : policy_it->second;
     const auto n_sequences =
@@ -1164,7 +1168,7 @@ void api_router::route_request(const std::shared_ptr<http_exchange> &ex, std::op
             nullptr, [lease = std::move(lease), n = local_count, n_sequences](void *) { n->fetch_sub(n_sequences); });
     }
     run_inference(ex, std::make_shared<failover_backend>(std::move(ordered), order.reason), std::move(metrics),
-                  std::move(hold), std::move(req), std::move(served), key, std::move(writer), /*routed=*/true);
+                  std::move(hold), std::move(req), std::move(served), key_index, std::move(writer), /*routed=*/true);
 }
 
 std::function<void(const server_tool_call &, double)> api_router::tool_call_metrics() const {
@@ -1263,7 +1267,7 @@ result<builtin_toolbox> api_router::resolve_builtin_tools(const api_request &req
 
 void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, std::shared_ptr<generation_backend> backend,
                                std::shared_ptr<serving_metrics> metrics, std::shared_ptr<void> hold,
-                               api_request request, std::string served, size_t key,
+                               api_request request, std::string served, size_t key_index,
                                std::shared_ptr<answer_writer> writer, bool routed) {
     // Built-in tools (Responses): the tool loop runs them around whatever backend was chosen, each
     // of its steps a generation there; its own work runs on the preparation pool.
@@ -1308,10 +1312,10 @@ void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, std::sh
     }
 
     job_context jc;
-    jc.metrics = std::move(metrics);
-    jc.limiter = limiter_.enabled() ? &limiter_ : nullptr;
-    jc.key     = key;
-    jc.hold    = std::move(hold); // keeps the local model loaded while the pool works on it
+    jc.metrics   = std::move(metrics);
+    jc.limiter   = limiter_.enabled() ? &limiter_ : nullptr;
+    jc.key_index = key_index;
+    jc.hold      = std::move(hold); // keeps the local model loaded while the pool works on it
     if (routed && cfg_.metrics_registry) {
         jc.on_route = [reg = cfg_.metrics_registry](const route_info &r) {
             reg->add_counter("inferbox_routed_requests_total",

@@ -95,9 +95,9 @@ struct api_config {
 
 // Everything a generation job needs besides the request: where to report, whom to charge.
 struct job_context {
-    std::shared_ptr<serving_metrics> metrics;           // may be null
-    rate_limiter                    *limiter = nullptr; // may be null; outlives every job
-    size_t                           key     = 0;
+    std::shared_ptr<serving_metrics> metrics;             // may be null
+    rate_limiter                    *limiter   = nullptr; // may be null; outlives every job
+    size_t                           key_index = 0;
     std::shared_ptr<void>            hold; // keeps the model loaded until the job ends (model_host)
     // Routed requests only (all may be empty): where it ran, once its answer starts (and again
     // when a stream moves); its time to first token and end to end, once it succeeded, by the
@@ -116,8 +116,8 @@ enum class route_access { open, key, metrics };
 
 // What a handler receives besides the exchange.
 struct route_call {
-    std::string param;   // the value of the route's trailing {param} segment ("" when it has none)
-    size_t      key = 0; // the caller's API-key index (the anonymous bucket when keys are off)
+    std::string param;         // the value of the route's trailing {param} segment ("" when it has none)
+    size_t      key_index = 0; // the caller's API-key index (the anonymous bucket when keys are off)
 };
 
 // One row of the route table: the only place a route is described. The router, the 404/405
@@ -182,7 +182,7 @@ class api_router {
     void handle_response_delete(const std::shared_ptr<http_exchange> &ex, const route_call &call);
     void handle_response_input_items(const std::shared_ptr<http_exchange> &ex, const route_call &call);
     // The owner of stored responses for an API-key index ("" when keys are off).
-    std::string owner_of(size_t key) const;
+    std::string owner_of(size_t key_index) const;
     // Replaces each `item_reference` input item with the stored item it names (404 when none).
     std::optional<error> resolve_item_references(nlohmann::json &body, const std::string &owner) const;
     void                 handle_embeddings_call(const std::shared_ptr<http_exchange> &ex, const route_call &call);
@@ -214,7 +214,7 @@ class api_router {
     // The built-in tools this server runs (/v1/metadata's builtin_tools): each `sql` database with
     // its tables, each MCP server with its allowed tools.
     nlohmann::json builtin_tools_json() const;
-    void           handle_inference(const std::shared_ptr<http_exchange> &ex, api_kind kind, size_t key);
+    void           handle_inference(const std::shared_ptr<http_exchange> &ex, api_kind kind, size_t key_index);
     // Checks what needs the backend but no preparation, then hands the request to the
     // preparation pool (template, tokenizer, grammar), after which the job runs on the exchange's
     // executor. `metrics` and `hold` come from the local model when it is a candidate.
@@ -227,7 +227,8 @@ class api_router {
     std::function<void(double)> tool_step_metrics() const;
     void run_inference(const std::shared_ptr<http_exchange> &ex, std::shared_ptr<generation_backend> backend,
                        std::shared_ptr<serving_metrics> metrics, std::shared_ptr<void> hold, api_request req,
-                       std::string served, size_t key, std::shared_ptr<answer_writer> writer, bool routed = false);
+                       std::string served, size_t key_index, std::shared_ptr<answer_writer> writer,
+                       bool routed = false);
     // Sequences routed to hosted model `index` by route_request whose jobs have not ended.
     std::shared_ptr<std::atomic<int32_t>> local_counter(size_t index);
     // Relays a JSON body (embeddings, ranking) for `model` to the least loaded remote backend
@@ -242,10 +243,10 @@ class api_router {
     // runs it on the resulting failover_backend.
     void route_request(const std::shared_ptr<http_exchange> &ex, std::optional<leased> local,
                        const std::vector<std::shared_ptr<remote_backend>> &remotes, api_request req, std::string served,
-                       size_t key, std::shared_ptr<answer_writer> writer);
+                       size_t key_index, std::shared_ptr<answer_writer> writer);
     // Routes a validated generation request to its model (or adapter) and runs it; `writer` null:
     // the request kind's OpenAI shape.
-    void dispatch_inference(const std::shared_ptr<http_exchange> &ex, api_request req, size_t key,
+    void dispatch_inference(const std::shared_ptr<http_exchange> &ex, api_request req, size_t key_index,
                             std::shared_ptr<answer_writer> writer);
     // The placement pin and the deadline from the request's headers (X-Inferbox-Placement,
     // X-Inferbox-Timeout-Ms) and --request-timeout-ms; an error names the header.
@@ -264,9 +265,9 @@ class api_router {
     std::optional<model_target> find_target(http_exchange &ex, api_request &req);
     // A request some remote backend could serve: by the model's policy and the placement, the
     // local model (waiting for its load when the policy puts it first) or the remotes.
-    void dispatch_routed(const std::shared_ptr<http_exchange> &ex, api_request request, model_target target, size_t key,
-                         std::shared_ptr<answer_writer> writer);
-    void handle_embedding_route(const std::shared_ptr<http_exchange> &ex, bool ranking, size_t key);
+    void dispatch_routed(const std::shared_ptr<http_exchange> &ex, api_request request, model_target target,
+                         size_t key_index, std::shared_ptr<answer_writer> writer);
+    void handle_embedding_route(const std::shared_ptr<http_exchange> &ex, bool ranking, size_t key_index);
     bool cors(const std::shared_ptr<http_exchange> &ex, const std::string &methods);
 
     api_config     cfg_;
