@@ -7,6 +7,7 @@ import { useStore } from './store.js';
 import { Markdown } from './markdown.jsx';
 import { highlight } from './highlight.js';
 import { ModelPicker } from './chat.jsx';
+import { ErrorAlert, Field, NumberField, StatList, enterSubmits, useEscape, useFollow } from './widgets.jsx';
 import { chat, loadModels } from './state.js';
 import {
   MAX_TOOL_CALLS_LIMIT,
@@ -99,6 +100,24 @@ function NoTools({ error }) {
   );
 }
 
+// A checkbox that turns one database or MCP server on or off for the run: `group` names their map
+// in the agent's state (databases, servers). The other props (data-*) go to the input.
+function GroupCheck({ id, s, group, name, disabled, children, ...data }) {
+  return (
+    <label class="check" for={id}>
+      <input
+        id={id}
+        type="checkbox"
+        {...data}
+        checked={!!s[group][name]}
+        disabled={disabled}
+        onChange={(e) => updateSelection({ [group]: { ...agent.get()[group], [name]: e.currentTarget.checked } })}
+      />
+      {children}
+    </label>
+  );
+}
+
 function Databases({ s, disabled }) {
   if (!s.tools.sql.length) return null;
   return (
@@ -108,18 +127,10 @@ function Databases({ s, disabled }) {
         const tables = Array.isArray(d.tables) ? d.tables : [];
         return (
           <div class="tool-option" key={d.database}>
-            <label class="check" for={`agent-sql-${i}`}>
-              <input
-                id={`agent-sql-${i}`}
-                type="checkbox"
-                data-sql-database={d.database}
-                checked={!!s.databases[d.database]}
-                disabled={disabled}
-                onChange={(e) => updateSelection({ databases: { ...agent.get().databases, [d.database]: e.currentTarget.checked } })}
-              />
+            <GroupCheck id={`agent-sql-${i}`} s={s} group="databases" name={d.database} data-sql-database={d.database} disabled={disabled}>
               <strong>{d.database}</strong>
               {d.engine ? <span class="tag">{d.engine}</span> : null}
-            </label>
+            </GroupCheck>
             <p class="muted small tool-detail">{tables.length ? `tables: ${tables.join(', ')}` : 'no tables listed'}</p>
           </div>
         );
@@ -138,20 +149,12 @@ function McpServers({ s, disabled }) {
         const tools = mcpTools(m);
         return (
           <div class="tool-option" key={m.server_label}>
-            <label class="check" for={`agent-mcp-${i}`}>
-              <input
-                id={`agent-mcp-${i}`}
-                type="checkbox"
-                data-mcp-server={m.server_label}
-                checked={on}
-                disabled={disabled}
-                onChange={(e) => updateSelection({ servers: { ...agent.get().servers, [m.server_label]: e.currentTarget.checked } })}
-              />
+            <GroupCheck id={`agent-mcp-${i}`} s={s} group="servers" name={m.server_label} data-mcp-server={m.server_label} disabled={disabled}>
               <strong>{m.server_label}</strong>
               <span class="muted small">
                 {tools.length} tool{tools.length === 1 ? '' : 's'}
               </span>
-            </label>
+            </GroupCheck>
             {tools.length ? (
               <ul class="mcp-tools" aria-label={`Tools of ${m.server_label}`}>
                 {tools.map((t, j) => {
@@ -184,15 +187,6 @@ function McpServers({ s, disabled }) {
         );
       })}
     </fieldset>
-  );
-}
-
-function Field({ id, label, children }) {
-  return (
-    <div class="param">
-      <label for={id}>{label}</label>
-      {children}
-    </div>
   );
 }
 
@@ -231,46 +225,19 @@ function AgentForm() {
             ))}
           </select>
         </Field>
-        <Field id="agent-max-tool-calls" label={`max_tool_calls (1–${MAX_TOOL_CALLS_LIMIT})`}>
-          <input
-            id="agent-max-tool-calls"
-            type="number"
-            inputMode="numeric"
-            min="1"
-            max={MAX_TOOL_CALLS_LIMIT}
-            step="1"
-            value={s.maxToolCalls}
-            disabled={s.running || !enabled}
-            onInput={(e) => set({ maxToolCalls: e.currentTarget.value })}
-          />
-        </Field>
-        <Field id="agent-max-output-tokens" label="max_output_tokens">
-          <input
-            id="agent-max-output-tokens"
-            type="number"
-            inputMode="numeric"
-            min="1"
-            step="1"
-            placeholder="default"
-            value={s.maxOutputTokens}
-            disabled={s.running}
-            onInput={(e) => set({ maxOutputTokens: e.currentTarget.value })}
-          />
-        </Field>
-        <Field id="agent-temperature" label="temperature">
-          <input
-            id="agent-temperature"
-            type="number"
-            inputMode="decimal"
-            min="0"
-            max="2"
-            step="0.05"
-            placeholder="default"
-            value={s.temperature}
-            disabled={s.running}
-            onInput={(e) => set({ temperature: e.currentTarget.value })}
-          />
-        </Field>
+        <NumberField
+          id="agent-max-tool-calls"
+          label={`max_tool_calls (1–${MAX_TOOL_CALLS_LIMIT})`}
+          inputMode="numeric"
+          min="1"
+          max={MAX_TOOL_CALLS_LIMIT}
+          step="1"
+          value={s.maxToolCalls}
+          disabled={s.running || !enabled}
+          onValue={(v) => set({ maxToolCalls: v })}
+        />
+        <NumberField id="agent-max-output-tokens" label="max_output_tokens" inputMode="numeric" min="1" step="1" placeholder="default" value={s.maxOutputTokens} disabled={s.running} onValue={(v) => set({ maxOutputTokens: v })} />
+        <NumberField id="agent-temperature" label="temperature" min="0" max="2" step="0.05" placeholder="default" value={s.temperature} disabled={s.running} onValue={(v) => set({ temperature: v })} />
       </div>
       <label for="agent-instructions">Instructions (system)</label>
       <textarea id="agent-instructions" rows={3} placeholder="Optional" value={s.instructions} disabled={s.running} onInput={(e) => set({ instructions: e.currentTarget.value })} />
@@ -282,18 +249,9 @@ function AgentForm() {
         placeholder="What should the agent do? (Enter runs, Shift+Enter new line, Esc stops)"
         value={s.input}
         onInput={(e) => set({ input: e.currentTarget.value })}
-        onKeyDown={(e) => {
-          if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
-            e.preventDefault();
-            submit();
-          }
-        }}
+        onKeyDown={enterSubmits(submit)}
       />
-      {s.formError ? (
-        <p class="error-text" role="alert">
-          {s.formError}
-        </p>
-      ) : null}
+      <ErrorAlert error={s.formError} />
       <div class="row agent-buttons">
         <button type="submit" id="agent-run" class="primary" disabled={s.running}>
           Run
@@ -452,16 +410,7 @@ function Usage({ run }) {
   const calls = run.items.filter((n) => n.type !== 'message').length;
   items.push(['tool_calls', 'tool calls', String(calls)]);
   if (run.incomplete) items.push(['incomplete_reason', 'incomplete', run.incomplete]);
-  return (
-    <dl class="stats trace-usage">
-      {items.map(([k, label, value]) => (
-        <div key={k} class="stat" data-stat={k}>
-          <dt>{label}</dt>
-          <dd>{value}</dd>
-        </div>
-      ))}
-    </dl>
-  );
+  return <StatList class="trace-usage" items={items} />;
 }
 
 function describeTools(req) {
@@ -477,12 +426,7 @@ function Trace() {
   const s = useStore(agent);
   const run = s.run;
   const now = useNow(s.running);
-  const box = useRef(null);
-  const stick = useRef(true);
-  useEffect(() => {
-    const el = box.current;
-    if (el && stick.current) el.scrollTop = el.scrollHeight;
-  }, [run]);
+  const [box, onScroll] = useFollow(run);
   // On a phone the trace is under the form: bring a new run's trace into view.
   const seq = run ? run.seq : 0;
   useEffect(() => {
@@ -500,14 +444,7 @@ function Trace() {
   const total = (run.tEnd != null ? run.tEnd : now) - run.t0;
   const choice = typeof run.request.tool_choice === 'string' ? run.request.tool_choice : JSON.stringify(run.request.tool_choice);
   return (
-    <div
-      class="trace-col"
-      ref={box}
-      onScroll={() => {
-        const el = box.current;
-        if (el) stick.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
-      }}
-    >
+    <div class="trace-col" ref={box} onScroll={onScroll}>
       <section id="agent-trace" class="trace" data-status={run.status} data-response-id={run.id} aria-label="Agent trace" aria-busy={s.running ? 'true' : 'false'}>
         <header class="trace-head">
           <div class="trace-node-head">
@@ -547,11 +484,7 @@ function Trace() {
               </p>
             ) : null}
             {run.status === 'cancelled' ? <p class="muted small">Stopped: the request was cancelled on the server.</p> : null}
-            {run.error ? (
-              <p class="error-text" role="alert">
-                {run.error}
-              </p>
-            ) : null}
+            <ErrorAlert error={run.error} />
           </footer>
         ) : null}
       </section>
@@ -565,16 +498,12 @@ export function AgentsPage() {
     loadModels();
     loadBuiltinTools();
   }, [a.version]);
-  useEffect(() => {
-    const onKey = (e) => {
-      if (e.key === 'Escape' && agent.get().running) {
-        e.preventDefault();
-        stopAgent();
-      }
-    };
-    document.addEventListener('keydown', onKey);
-    return () => document.removeEventListener('keydown', onKey);
-  }, []);
+  useEscape((e) => {
+    if (agent.get().running) {
+      e.preventDefault();
+      stopAgent();
+    }
+  });
   const s = useStore(agent);
   return (
     <div id="agents" class="agents-page" data-running={s.running ? 'true' : 'false'}>

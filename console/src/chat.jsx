@@ -17,6 +17,7 @@ import {
   restoreFromHash,
 } from './state.js';
 import { ConversationList } from './conversations.jsx';
+import { ErrorAlert, NumberField, StatList, enterSubmits, useEscape, useFollow } from './widgets.jsx';
 
 // ---- model picker --------------------------------------------------------------------------
 
@@ -72,102 +73,79 @@ export function ModelPicker({ id = 'model', value, onSelect, disabled }) {
 
 // ---- settings panels -----------------------------------------------------------------------
 
-function Param({ id, name, label, step, min, max, hint }) {
+function Param({ name, hint, ...field }) {
   const s = useStore(chat);
-  return (
-    <div class="param">
-      <label for={id}>{label}</label>
-      <input
-        id={id}
-        type="number"
-        inputMode="decimal"
-        step={step}
-        min={min}
-        max={max}
-        placeholder={hint}
-        value={s.params[name]}
-        onInput={(e) => {
-          const v = e.currentTarget.value;
-          chat.set((st) => ({ params: { ...st.params, [name]: v } }));
-        }}
-      />
-    </div>
-  );
+  return <NumberField {...field} placeholder={hint} value={s.params[name]} onValue={(v) => chat.set((st) => ({ params: { ...st.params, [name]: v } }))} />;
 }
 
-function PanelHead({ title, open, onToggle, bodyId, children }) {
+// The state of one of the chat's optional parts (`structured`, `tools`: { open, enabled, ... })
+// and its setter, which merges a patch into it.
+function usePart(part) {
+  const s = useStore(chat);
+  return [s[part], (patch) => chat.set((c) => ({ [part]: { ...c[part], ...patch } }))];
+}
+
+// A settings section that folds open and closed, with a "use" checkbox that turns its part of the
+// request on (and opens it). The body is there only while it is open.
+function PartPanel({ title, st, set, toggleId, bodyId, children }) {
   return (
-    <div class="panel-head">
-      <button type="button" class="panel-toggle" aria-expanded={open ? 'true' : 'false'} aria-controls={bodyId} onClick={onToggle}>
-        <span class="caret" aria-hidden="true">{open ? '\u25be' : '\u25b8'}</span> {title}
-      </button>
-      {children}
-    </div>
+    <section class="panel" aria-label={title}>
+      <div class="panel-head">
+        <button type="button" class="panel-toggle" aria-expanded={st.open ? 'true' : 'false'} aria-controls={bodyId} onClick={() => set({ open: !st.open })}>
+          <span class="caret" aria-hidden="true">{st.open ? '\u25be' : '\u25b8'}</span> {title}
+        </button>
+        <label class="check">
+          <input id={toggleId} type="checkbox" checked={st.enabled} onChange={(e) => set({ enabled: e.currentTarget.checked, open: e.currentTarget.checked || st.open })} />
+          use
+        </label>
+      </div>
+      {st.open ? (
+        <div id={bodyId} class="panel-body">
+          {children}
+        </div>
+      ) : null}
+    </section>
   );
 }
 
 function StructuredPanel() {
-  const s = useStore(chat);
-  const st = s.structured;
+  const [st, set] = usePart('structured');
   const parsed = useMemo(() => parseSchema(st.schema), [st.schema]);
-  const set = (patch) => chat.set((c) => ({ structured: { ...c.structured, ...patch } }));
   return (
-    <section class="panel" aria-label="Structured output">
-      <PanelHead title="Structured output" open={st.open} bodyId="structured-body" onToggle={() => set({ open: !st.open })}>
-        <label class="check">
-          <input id="structured-toggle" type="checkbox" checked={st.enabled} onChange={(e) => set({ enabled: e.currentTarget.checked, open: e.currentTarget.checked || st.open })} />
-          use
-        </label>
-      </PanelHead>
-      {st.open ? (
-        <div id="structured-body" class="panel-body">
-          <label for="schema">JSON schema (sent as response_format json_schema, strict)</label>
-          <textarea id="schema" class="code-input" rows={10} spellcheck={false} value={st.schema} onInput={(e) => set({ schema: e.currentTarget.value })} aria-describedby="schema-status" aria-invalid={parsed.error ? 'true' : 'false'} />
-          <p id="schema-status" class={parsed.error ? 'error-text' : 'ok-text'} data-schema-valid={parsed.error ? 'false' : 'true'}>
-            {parsed.error ? `Not valid JSON: ${parsed.error}` : 'Schema parses as JSON.'}
-          </p>
-        </div>
-      ) : null}
-    </section>
+    <PartPanel title="Structured output" st={st} set={set} toggleId="structured-toggle" bodyId="structured-body">
+      <label for="schema">JSON schema (sent as response_format json_schema, strict)</label>
+      <textarea id="schema" class="code-input" rows={10} spellcheck={false} value={st.schema} onInput={(e) => set({ schema: e.currentTarget.value })} aria-describedby="schema-status" aria-invalid={parsed.error ? 'true' : 'false'} />
+      <p id="schema-status" class={parsed.error ? 'error-text' : 'ok-text'} data-schema-valid={parsed.error ? 'false' : 'true'}>
+        {parsed.error ? `Not valid JSON: ${parsed.error}` : 'Schema parses as JSON.'}
+      </p>
+    </PartPanel>
   );
 }
 
 function ToolsPanel() {
-  const s = useStore(chat);
-  const t = s.tools;
+  const [t, set] = usePart('tools');
   const parsed = useMemo(() => parseTools(t.text), [t.text]);
-  const set = (patch) => chat.set((c) => ({ tools: { ...c.tools, ...patch } }));
   const names = parsed.names || [];
   return (
-    <section class="panel" aria-label="Tools">
-      <PanelHead title="Tools" open={t.open} bodyId="tools-body" onToggle={() => set({ open: !t.open })}>
-        <label class="check">
-          <input id="tools-toggle" type="checkbox" checked={t.enabled} onChange={(e) => set({ enabled: e.currentTarget.checked, open: e.currentTarget.checked || t.open })} />
-          use
-        </label>
-      </PanelHead>
-      {t.open ? (
-        <div id="tools-body" class="panel-body">
-          <label for="tools">Function tools (JSON array)</label>
-          <textarea id="tools" class="code-input" rows={10} spellcheck={false} value={t.text} onInput={(e) => set({ text: e.currentTarget.value })} aria-describedby="tools-status" aria-invalid={parsed.error ? 'true' : 'false'} />
-          <p id="tools-status" class={parsed.error ? 'error-text' : 'ok-text'}>
-            {parsed.error ? `Invalid: ${parsed.error}` : `${names.length} function${names.length === 1 ? '' : 's'}.`}
-          </p>
-          <label for="tool-choice">tool_choice</label>
-          <select id="tool-choice" value={t.choice} onChange={(e) => set({ choice: e.currentTarget.value })}>
-            <option value="auto">auto</option>
-            <option value="none">none</option>
-            <option value="required">required</option>
-            {names.map((n) => (
-              <option key={n} value={`fn:${n}`}>
-                function: {n}
-              </option>
-            ))}
-            {t.choice.startsWith('fn:') && !names.includes(t.choice.slice(3)) ? <option value={t.choice}>function: {t.choice.slice(3)} (not defined)</option> : null}
-          </select>
-        </div>
-      ) : null}
-    </section>
+    <PartPanel title="Tools" st={t} set={set} toggleId="tools-toggle" bodyId="tools-body">
+      <label for="tools">Function tools (JSON array)</label>
+      <textarea id="tools" class="code-input" rows={10} spellcheck={false} value={t.text} onInput={(e) => set({ text: e.currentTarget.value })} aria-describedby="tools-status" aria-invalid={parsed.error ? 'true' : 'false'} />
+      <p id="tools-status" class={parsed.error ? 'error-text' : 'ok-text'}>
+        {parsed.error ? `Invalid: ${parsed.error}` : `${names.length} function${names.length === 1 ? '' : 's'}.`}
+      </p>
+      <label for="tool-choice">tool_choice</label>
+      <select id="tool-choice" value={t.choice} onChange={(e) => set({ choice: e.currentTarget.value })}>
+        <option value="auto">auto</option>
+        <option value="none">none</option>
+        <option value="required">required</option>
+        {names.map((n) => (
+          <option key={n} value={`fn:${n}`}>
+            function: {n}
+          </option>
+        ))}
+        {t.choice.startsWith('fn:') && !names.includes(t.choice.slice(3)) ? <option value={t.choice}>function: {t.choice.slice(3)} (not defined)</option> : null}
+      </select>
+    </PartPanel>
   );
 }
 
@@ -218,16 +196,7 @@ function Stats({ st, pending }) {
   if (st.stopped) items.push(['stopped', 'status', 'stopped']);
   else if (st.finish_reason && st.finish_reason !== 'stop') items.push(['finish_reason', 'finish', st.finish_reason]);
   if (!items.length || pending) return null;
-  return (
-    <dl class="stats">
-      {items.map(([k, label, value]) => (
-        <div key={k} class="stat" data-stat={k}>
-          <dt>{label}</dt>
-          <dd>{value}</dd>
-        </div>
-      ))}
-    </dl>
-  );
+  return <StatList items={items} />;
 }
 
 function EditForm({ id, initial, onCancel, onSubmit }) {
@@ -337,11 +306,7 @@ function Message({ m, index, last, streaming }) {
           {m.validation.ok ? 'Structured output: valid' : `Structured output invalid: ${m.validation.message}`}
         </p>
       ) : null}
-      {m.error ? (
-        <p class="error-text message-error" role="alert">
-          {m.error}
-        </p>
-      ) : null}
+      <ErrorAlert class="message-error" error={m.error} />
       <Stats st={m.stats} pending={m.pending} />
     </article>
   );
@@ -363,11 +328,7 @@ function Composer() {
   };
   return (
     <form class="composer" onSubmit={submit}>
-      {s.formError ? (
-        <p class="error-text" role="alert">
-          {s.formError}
-        </p>
-      ) : null}
+      <ErrorAlert error={s.formError} />
       <div class="composer-row">
         <label for="composer" class="visually-hidden">
           Message
@@ -379,12 +340,7 @@ function Composer() {
           value={text}
           placeholder="Message (Enter sends, Shift+Enter new line, Esc stops)"
           onInput={(e) => setText(e.currentTarget.value)}
-          onKeyDown={(e) => {
-            if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
-              e.preventDefault();
-              submit();
-            }
-          }}
+          onKeyDown={enterSubmits(submit)}
         />
         <div class="composer-buttons">
           {s.streaming ? (
@@ -421,8 +377,6 @@ export function ChatPage() {
   const a = useStore(auth);
   const [sidebar, setSidebar] = useState(false);
   const [settings, setSettings] = useState(false);
-  const list = useRef(null);
-  const stick = useRef(true);
 
   useEffect(() => {
     loadModels();
@@ -436,30 +390,18 @@ export function ChatPage() {
     return () => window.removeEventListener('hashchange', onHash);
   }, [a.version]);
 
-  useEffect(() => {
-    const onKey = (e) => {
-      if (e.key === 'Escape' && chat.get().streaming) {
-        e.preventDefault();
-        stop();
-      } else if (e.key === 'Escape') {
-        setSidebar(false);
-        setSettings(false);
-      }
-    };
-    document.addEventListener('keydown', onKey);
-    return () => document.removeEventListener('keydown', onKey);
-  }, []);
+  useEscape((e) => {
+    if (chat.get().streaming) {
+      e.preventDefault();
+      stop();
+    } else {
+      setSidebar(false);
+      setSettings(false);
+    }
+  });
 
   // Follow the stream while the view is at the bottom.
-  useEffect(() => {
-    const el = list.current;
-    if (el && stick.current) el.scrollTop = el.scrollHeight;
-  }, [s.messages]);
-
-  const onScroll = () => {
-    const el = list.current;
-    if (el) stick.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
-  };
+  const [list, onScroll] = useFollow(s.messages);
 
   const lastIndex = s.messages.length - 1;
   return (

@@ -2,6 +2,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { auth } from './api.js';
 import { useStore } from './store.js';
 import { formatBytes, formatTime } from './format.js';
+import { ErrorAlert } from './widgets.jsx';
 import {
   chat,
   convs,
@@ -124,11 +125,7 @@ function Item({ conv, compact, active, onOpened }) {
           </button>
         </div>
       ) : null}
-      {error ? (
-        <p class="error-text" role="alert">
-          {error}
-        </p>
-      ) : null}
+      <ErrorAlert error={error} />
     </li>
   );
 }
@@ -144,11 +141,7 @@ export function ConversationList({ compact, onOpened }) {
   return (
     <div class={`conv-list${compact ? ' compact' : ''}`}>
       <SearchBox id={searchId} />
-      {c.error ? (
-        <p class="error-text" role="alert">
-          Conversations: {c.error}
-        </p>
-      ) : null}
+      <ErrorAlert what="Conversations" error={c.error} />
       {c.loaded && !c.items.length && !c.error ? <p class="muted empty">{c.q ? 'Nothing matches.' : 'No saved conversations yet.'}</p> : null}
       <ul>
         {c.items.map((conv) => (

@@ -4,6 +4,7 @@ import { useStore } from './store.js';
 import { LineChart } from './chart.jsx';
 import { flatten, formatNumber, showValue } from './format.js';
 import { ModelsTable, ServerSummary, useModelInfo } from './models.jsx';
+import { ErrorAlert } from './widgets.jsx';
 
 // Polls /v1/console/stats?since=<last t> and keeps the server's window of samples client-side.
 function useStats() {
@@ -98,6 +99,20 @@ function Card({ title, children, chart }) {
   );
 }
 
+// Name/value rows (<dl class="kv">) from [name, value] pairs, as flatten() gives them.
+function KvList({ rows }) {
+  return (
+    <dl class="kv">
+      {rows.map(([k, v]) => (
+        <div key={k}>
+          <dt>{k}</dt>
+          <dd>{showValue(k, v)}</dd>
+        </div>
+      ))}
+    </dl>
+  );
+}
+
 function BackendList({ backends }) {
   if (!backends) return <p class="muted">Loading…</p>;
   if (!backends.length) return <p class="muted" data-backends="none">no remote backends</p>;
@@ -114,16 +129,7 @@ function BackendList({ backends }) {
               {b.in_flight != null ? <span class="muted">in flight: {String(b.in_flight)}</span> : null}
             </div>
             {b.url ? <div class="muted mono">{String(b.url)}</div> : null}
-            {rows.length ? (
-              <dl class="kv">
-                {rows.map(([k, v]) => (
-                  <div key={k}>
-                    <dt>{k}</dt>
-                    <dd>{showValue(k, v)}</dd>
-                  </div>
-                ))}
-              </dl>
-            ) : null}
+            {rows.length ? <KvList rows={rows} /> : null}
           </li>
         );
       })}
@@ -146,11 +152,7 @@ export function DashboardPage() {
           {st.samples.length ? `${st.samples.length} samples · last ${Math.round(st.windowS / 60)} min · every second` : st.loaded ? 'no samples yet' : 'loading…'}
         </span>
       </div>
-      {st.error ? (
-        <p class="error-text" role="alert">
-          Stats: {st.error}
-        </p>
-      ) : null}
+      <ErrorAlert what="Stats" error={st.error} />
       <div class="cards">
         <Card title="Output tokens/s" chart={<LineChart title="Output tokens per second" samples={st.samples} windowMs={windowMs} unit="tok/s" series={[{ key: 'output_tokens_per_s', cls: 's1' }]} />}>
           <Metric name="output_tokens_per_s" label="now" value={last.output_tokens_per_s} digits={1} unit="tok/s" />
@@ -203,14 +205,7 @@ export function DashboardPage() {
         <section class="card" aria-label="Hardware">
           <h2 class="card-title">Hardware</h2>
           {hw.length ? (
-            <dl class="kv">
-              {hw.map(([k, v]) => (
-                <div key={k}>
-                  <dt>{k}</dt>
-                  <dd>{showValue(k, v)}</dd>
-                </div>
-              ))}
-            </dl>
+            <KvList rows={hw} />
           ) : (
             <p class="muted">{st.loaded ? 'not reported' : 'loading…'}</p>
           )}

@@ -2,6 +2,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { api, auth } from './api.js';
 import { useStore } from './store.js';
 import { formatBytes, groupModels, modelStatus } from './format.js';
+import { ErrorAlert } from './widgets.jsx';
 
 // /v1/models and /v1/metadata together, refreshed every `everyMs`.
 export function useModelInfo(everyMs) {
@@ -150,16 +151,8 @@ export function ModelsPage() {
       <div class="page-head">
         <h1>Models</h1>
       </div>
-      {info.error ? (
-        <p class="error-text" role="alert">
-          Models: {info.error}
-        </p>
-      ) : null}
-      {info.metaError ? (
-        <p class="error-text" role="alert">
-          Metadata: {info.metaError}
-        </p>
-      ) : null}
+      <ErrorAlert what="Models" error={info.error} />
+      <ErrorAlert what="Metadata" error={info.metaError} />
       <ServerSummary meta={info.meta} />
       <ModelsTable info={info} />
     </div>

@@ -12,34 +12,23 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import { fileURLToPath } from 'node:url';
-
+import { EVERYTHING_JS, makeShop, sqliteRows as rowsOf } from './agent-fixtures.mjs';
 import {
   MODELS, assertErrorShape, modelPath, openaiClient, postJson, serverBinary, useServer,
 } from './harness.mjs';
 
-// The reference MCP server from npm (package.json), run by inferbox over stdio.
-const everything = path.join(path.dirname(fileURLToPath(import.meta.url)),
-  'node_modules', '@modelcontextprotocol', 'server-everything', 'dist', 'index.js');
-const EVERYTHING = `everything=stdio:${process.execPath} ${everything} stdio` +
+const EVERYTHING = `everything=stdio:${process.execPath} ${EVERYTHING_JS} stdio` +
   ';allowed-tools=echo,get-sum,trigger-long-running-operation;timeout-ms=1500';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'inferbox-agents-'));
-const shop = path.join(dir, 'shop.db');
-execFileSync('sqlite3', [shop, `
-  CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT, price REAL);
-  INSERT INTO items(name, price) VALUES ('apple', 1.5), ('pear', 2.0), ('plum', 0.5), ('fig', 3.25);
-  CREATE TABLE orders(id INTEGER PRIMARY KEY, item_id INTEGER, qty INTEGER);
-  INSERT INTO orders(item_id, qty) VALUES (1, 2), (3, 7);
-`]);
+const shop = makeShop(dir);
 const digest = () => crypto.createHash('sha256').update(fs.readFileSync(shop)).digest('hex');
 const before = digest();
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 // What SQLite itself answers for a query, as rows of values (the exact-match probe).
 function sqliteRows(query) {
-  const out = execFileSync('sqlite3', ['-readonly', '-json', shop, query], { encoding: 'utf8' }).trim();
-  return out ? JSON.parse(out).map((row) => Object.values(row)) : [];
+  return rowsOf(shop, query);
 }
 
 const SQL_TOOL = { type: 'sql', database: 'shop' };
@@ -267,7 +256,7 @@ describe('MCP tools in /v1/responses (--mcp-server everything=stdio:node server-
 describe('MCP: the real filesystem server, read-only by the operator\'s allow-list', () => {
   const root = fs.realpathSync(fs.mkdtempSync(path.join(dir, 'files-')));
   fs.writeFileSync(path.join(root, 'note.txt'), 'hello from a file\n');
-  const filesystem = path.join(path.dirname(everything), '..', '..', 'server-filesystem', 'dist', 'index.js');
+  const filesystem = path.join(path.dirname(EVERYTHING_JS), '..', '..', 'server-filesystem', 'dist', 'index.js');
   const ctx = useServer({
     model: MODELS.chatml,
     args: ['--ctx-size', 4096, '--mcp-server',
@@ -310,8 +299,8 @@ test('serve refuses an --mcp-server it cannot start, naming it', () => {
   for (const [spec, why] of [
     [`x=stdio:${path.join(dir, 'no-such-program')}`, /--mcp-server 'x': cannot start/],
     ['x=http://127.0.0.1:1/mcp', /the transport must be stdio:COMMAND/],
-    [`x=stdio:${process.execPath} ${everything} stdio;allowed-tools=nope`, /has no tool 'nope'/],
-    [`x=stdio:${process.execPath} ${everything};colour=red`, /unknown option 'colour'/],
+    [`x=stdio:${process.execPath} ${EVERYTHING_JS} stdio;allowed-tools=nope`, /has no tool 'nope'/],
+    [`x=stdio:${process.execPath} ${EVERYTHING_JS};colour=red`, /unknown option 'colour'/],
   ]) {
     const res = spawnSync(serverBinary(), ['serve', '--model', modelPath(MODELS.chatml), '--port', '0',
       '--mcp-server', spec], { encoding: 'utf8', timeout: 30_000 });

@@ -11,17 +11,16 @@
 // docs/images/ instead (what the README shows).
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import zlib from 'node:zlib';
 
 import puppeteer from 'puppeteer-core';
 
+import { EVERYTHING_JS, makeShop, sqliteRows } from './agent-fixtures.mjs';
 import { MODELS, modelPath, postJson, repoRoot, startServer, timeBound } from './harness.mjs';
 
 const CHROMIUM = process.env.INFERBOX_CHROMIUM || '/usr/bin/chromium';
@@ -65,10 +64,61 @@ async function until(what, fn, ms = timeBound(15_000)) {
   assert.fail(`timed out waiting for ${what} (last: ${JSON.stringify(last)})`);
 }
 
-async function runningNow(server) {
-  const text = await (await fetch(`${server.url}/metrics`, { headers: authed(KEY_A) })).text();
+async function runningNow(server, headers = authed(KEY_A)) {
+  const text = await (await fetch(`${server.url}/metrics`, { headers })).text();
   const m = text.match(/^num_requests_running\{[^}]*\} (\S+)$/m);
   return m ? Number(m[1]) : NaN;
+}
+
+function launchBrowser() {
+  return puppeteer.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+  });
+}
+
+// What goes wrong on `page`, as lines in the returned array (a test expects it empty): every
+// console error or warning and page error and, with `network`, every HTTP error answer and every
+// failed request but those that `aborted(url)` says the test cancels on purpose.
+function watchProblems(page, { network = true, aborted = () => false } = {}) {
+  const problems = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error' || m.type() === 'warn' || m.type() === 'warning') {
+      problems.push(`console.${m.type()}: ${m.text()}`);
+    }
+  });
+  page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
+  if (network) {
+    page.on('response', async (r) => {
+      if (r.status() >= 400) {
+        problems.push(`HTTP ${r.status()} ${r.request().method()} ${r.url()}: ${(await r.text().catch(() => '')).slice(0, 300)}`);
+      }
+    });
+    page.on('requestfailed', (r) => {
+      if (!aborted(r.url())) {
+        problems.push(`requestfailed: ${r.url()} ${r.failure()?.errorText}`);
+      }
+    });
+  }
+  return problems;
+}
+
+// A new page of `browser` at `url`, loaded until the network is idle, with its problems watched
+// (`watch`: watchProblems' options). `key` goes into its session storage first (as the key form
+// leaves it); `prepare(page)` runs before it loads.
+async function openPage(browser, url, { viewport = { width: 1280, height: 800 }, key = null, prepare = null, ...watch } = {}) {
+  const page = await browser.newPage();
+  await page.setViewport(viewport);
+  const problems = watchProblems(page, watch);
+  if (prepare) {
+    await prepare(page);
+  }
+  if (key) {
+    await page.evaluateOnNewDocument((k) => sessionStorage.setItem('inferbox.apiKey', k), key);
+  }
+  await page.goto(url, { waitUntil: 'networkidle0' });
+  return { page, problems };
 }
 
 describe('the console is served by the binary', () => {
@@ -179,11 +229,7 @@ describe('the console in a browser', () => {
 
   before(async () => {
     server = await startServer({ model: MODELS.chatml, args: serverArgs, env: slow });
-    browser = await puppeteer.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
-    });
+    browser = await launchBrowser();
   });
   after(async () => {
     await browser?.close();
@@ -193,34 +239,10 @@ describe('the console in a browser', () => {
 
   // A page with `key` in its session storage (as the key form leaves it), recording every
   // console message, page error and failed request.
-  // `stopping`: the test stops a chat stream on purpose, so an aborted chat request is expected.
-  async function open(key, hash = '#/chat', viewport = { width: 1280, height: 800 }, { stopping = false } = {}) {
-    const page = await browser.newPage();
-    await page.setViewport(viewport);
-    const problems = [];
-    page.on('console', (m) => {
-      if (m.type() === 'error' || m.type() === 'warn' || m.type() === 'warning') {
-        problems.push(`console.${m.type()}: ${m.text()}`);
-      }
-    });
-    page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
-    page.on('response', async (r) => {
-      if (r.status() >= 400) {
-        problems.push(`HTTP ${r.status()} ${r.request().method()} ${r.url()}: ${(await r.text().catch(() => '')).slice(0, 300)}`);
-      }
-    });
-    page.on('requestfailed', (r) => {
-      // A stream the page stopped on purpose is aborted; nothing else may fail (a finished stream
-      // is read to its end, never cancelled).
-      if (!(stopping && /chat\/completions/.test(r.url()))) {
-        problems.push(`requestfailed: ${r.url()} ${r.failure()?.errorText}`);
-      }
-    });
-    if (key) {
-      await page.evaluateOnNewDocument((k) => sessionStorage.setItem('inferbox.apiKey', k), key);
-    }
-    await page.goto(`${server.url}/${hash}`, { waitUntil: 'networkidle0' });
-    return { page, problems };
+  // `stopping`: the test stops a chat stream on purpose, so an aborted chat request is expected;
+  // nothing else may fail (a finished stream is read to its end, never cancelled).
+  function open(key, hash = '#/chat', viewport = { width: 1280, height: 800 }, { stopping = false } = {}) {
+    return openPage(browser, `${server.url}/${hash}`, { key, viewport, aborted: (url) => stopping && /chat\/completions/.test(url) });
   }
 
   async function send(page, text) {
@@ -456,55 +478,12 @@ describe('the console in a browser', () => {
   });
 });
 
-// The reference MCP server from npm, run by inferbox over stdio (as in agents.test.mjs).
-const everything = path.join(path.dirname(fileURLToPath(import.meta.url)),
-  'node_modules', '@modelcontextprotocol', 'server-everything', 'dist', 'index.js');
-
-// What the sqlite3 shell answers for a query, as rows of values. Its -json rows are objects, and
-// the model may name a column twice (`SELECT AVG(id), AVG(id) ...`), which JSON.parse would fold
-// into one key: so the objects are read as arrays of their values, in order, duplicates kept.
-function sqliteRows(file, query) {
-  const out = execFileSync('sqlite3', ['-readonly', '-json', file, query], { encoding: 'utf8' }).trim();
-  if (!out) {
-    return [];
-  }
-  let text = '';
-  for (let i = 0; i < out.length; i++) {
-    const ch = out[i];
-    if (ch === '"') {
-      let j = i + 1;
-      while (out[j] !== '"') {
-        j += out[j] === '\\' ? 2 : 1;
-      }
-      let k = j + 1;
-      while (/\s/.test(out[k] ?? '')) {
-        k++;
-      }
-      if (out[k] === ':') {
-        i = k; // a column name: dropped
-      } else {
-        text += out.slice(i, j + 1);
-        i = j;
-      }
-    } else {
-      text += ch === '{' ? '[' : ch === '}' ? ']' : ch;
-    }
-  }
-  return JSON.parse(text);
-}
-
 describe('the agents view in a browser', () => {
   let server;
   let browser;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'inferbox-console-agents-'));
-  const shop = path.join(dir, 'shop.db');
-  execFileSync('sqlite3', [shop, `
-    CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT, price REAL);
-    INSERT INTO items(name, price) VALUES ('apple', 1.5), ('pear', 2.0), ('plum', 0.5), ('fig', 3.25);
-    CREATE TABLE orders(id INTEGER PRIMARY KEY, item_id INTEGER, qty INTEGER);
-    INSERT INTO orders(item_id, qty) VALUES (1, 2), (3, 7);
-  `]);
-  const mcp = `everything=stdio:${process.execPath} ${everything} stdio;allowed-tools=echo,get-sum;timeout-ms=1500`;
+  const shop = makeShop(dir);
+  const mcp = `everything=stdio:${process.execPath} ${EVERYTHING_JS} stdio;allowed-tools=echo,get-sum;timeout-ms=1500`;
 
   before(async () => {
     // The tool's schema and grammar need more than the model's trained 512 tokens of context; each
@@ -514,11 +493,7 @@ describe('the agents view in a browser', () => {
       args: ['--ctx-size', 4096, '--sql-database', `shop=${shop}`, '--mcp-server', mcp],
       env: { INFERBOX_FAILPOINT_STEP_DELAY_MS: '10' },
     });
-    browser = await puppeteer.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
-    });
+    browser = await launchBrowser();
   });
   after(async () => {
     await browser?.close();
@@ -529,32 +504,18 @@ describe('the agents view in a browser', () => {
   // The Agents view, recording console messages, page errors, failed requests and the bodies
   // of the /v1/responses requests it sends. Only a run the test stops may be aborted.
   async function openAgents({ stopping = false } = {}) {
-    const page = await browser.newPage();
-    await page.setViewport({ width: 1280, height: 900 });
-    const problems = [];
     const sent = [];
-    page.on('console', (m) => {
-      if (m.type() === 'error' || m.type() === 'warn' || m.type() === 'warning') {
-        problems.push(`console.${m.type()}: ${m.text()}`);
-      }
+    const { page, problems } = await openPage(browser, `${server.url}/#/agents`, {
+      viewport: { width: 1280, height: 900 },
+      aborted: (url) => stopping && url.endsWith('/v1/responses'),
+      prepare: (p) => {
+        p.on('request', (r) => {
+          if (r.url().endsWith('/v1/responses') && r.method() === 'POST') {
+            sent.push(JSON.parse(r.postData()));
+          }
+        });
+      },
     });
-    page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
-    page.on('request', (r) => {
-      if (r.url().endsWith('/v1/responses') && r.method() === 'POST') {
-        sent.push(JSON.parse(r.postData()));
-      }
-    });
-    page.on('response', async (r) => {
-      if (r.status() >= 400) {
-        problems.push(`HTTP ${r.status()} ${r.request().method()} ${r.url()}: ${(await r.text().catch(() => '')).slice(0, 300)}`);
-      }
-    });
-    page.on('requestfailed', (r) => {
-      if (!(stopping && r.url().endsWith('/v1/responses'))) {
-        problems.push(`requestfailed: ${r.url()} ${r.failure()?.errorText}`);
-      }
-    });
-    await page.goto(`${server.url}/#/agents`, { waitUntil: 'networkidle0' });
     await page.waitForFunction(() => document.querySelectorAll('#agent-model option').length > 0);
     return { page, problems, sent };
   }
@@ -565,6 +526,17 @@ describe('the agents view in a browser', () => {
       e.dispatchEvent(new Event('input', { bubbles: true }));
     });
     await page.type(selector, String(value));
+  }
+
+  // Picks tool_choice, types the number fields given (`fields`: '#agent-...' → value) and the
+  // input, and presses Run.
+  async function run(page, choice, fields, input) {
+    await page.select('#agent-tool-choice', choice);
+    for (const [selector, value] of Object.entries(fields)) {
+      await fill(page, selector, value);
+    }
+    await page.type('#agent-input', input);
+    await page.click('#agent-run');
   }
 
   // Every node of the trace as the page shows it.
@@ -586,12 +558,7 @@ describe('the agents view in a browser', () => {
   test('a forced sql run: live trace, the call\'s rows exactly as sqlite3 returns them, then the answer', async () => {
     const { page, problems, sent } = await openAgents();
     await page.click('[data-sql-database="shop"]');
-    await page.select('#agent-tool-choice', 'sql');
-    await fill(page, '#agent-max-tool-calls', 1);
-    await fill(page, '#agent-max-output-tokens', 400);
-    await fill(page, '#agent-temperature', 0);
-    await page.type('#agent-input', 'How many items are there?');
-    await page.click('#agent-run');
+    await run(page, 'sql', { '#agent-max-tool-calls': 1, '#agent-max-output-tokens': 400, '#agent-temperature': 0 }, 'How many items are there?');
 
     // Live: the call is in the trace, done, while the response is still running.
     await page.waitForSelector('#agent-trace[data-status="in_progress"] [data-item-type="sql_call"][data-item-status="completed"]',
@@ -638,12 +605,7 @@ describe('the agents view in a browser', () => {
     const { page, problems, sent } = await openAgents();
     await page.click('[data-mcp-server="everything"]');
     await page.click('[data-mcp-tool="get-sum"]');
-    await page.select('#agent-tool-choice', 'mcp:everything:echo');
-    await fill(page, '#agent-max-tool-calls', 1);
-    await fill(page, '#agent-max-output-tokens', 300);
-    await fill(page, '#agent-temperature', 0);
-    await page.type('#agent-input', 'Say something.');
-    await page.click('#agent-run');
+    await run(page, 'mcp:everything:echo', { '#agent-max-tool-calls': 1, '#agent-max-output-tokens': 300, '#agent-temperature': 0 }, 'Say something.');
     await page.waitForSelector('#agent-trace:not([data-status="in_progress"])', { timeout: timeBound(90_000) });
     const trace = await traceOf(page);
     assert.ok(['completed', 'incomplete'].includes(trace.status), JSON.stringify(trace));
@@ -661,21 +623,13 @@ describe('the agents view in a browser', () => {
   test('stop ends the run: the trace says cancelled and the server frees the request', async () => {
     const { page, problems } = await openAgents({ stopping: true });
     await page.click('[data-sql-database="shop"]');
-    await page.select('#agent-tool-choice', 'required');
-    await page.type('#agent-input', 'Tell me about the items.');
-    await page.click('#agent-run');
+    await run(page, 'required', {}, 'Tell me about the items.');
     await page.waitForSelector('#agent-trace[data-status="in_progress"]');
-    await until('the run on the server', async () => {
-      const text = await (await fetch(`${server.url}/metrics`)).text();
-      return Number(text.match(/^num_requests_running\{[^}]*\} (\S+)$/m)?.[1]) >= 1;
-    });
+    await until('the run on the server', async () => (await runningNow(server, {})) >= 1);
     await page.click('#agent-stop');
     await page.waitForSelector('#agent-trace[data-status="cancelled"]');
     assert.equal(await page.$('#agent-trace [data-item-status="in_progress"]'), null);
-    await until('the running gauge back to 0', async () => {
-      const text = await (await fetch(`${server.url}/metrics`)).text();
-      return Number(text.match(/^num_requests_running\{[^}]*\} (\S+)$/m)?.[1]) === 0;
-    });
+    await until('the running gauge back to 0', async () => (await runningNow(server, {})) === 0);
     assert.deepEqual(problems, []);
     await page.close();
   });
@@ -694,7 +648,7 @@ describe('routed models in the console (a second inferbox as a remote backend)',
       args: ['--model', `near=${modelPath(MODELS.chatml)}`,
         '--backend', `edge=${remote.url}/v1;models=far;probe-interval-ms=200`],
     });
-    browser = await puppeteer.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
+    browser = await launchBrowser();
   });
   after(async () => {
     await browser?.close();
@@ -704,9 +658,9 @@ describe('routed models in the console (a second inferbox as a remote backend)',
 
   test('the picker lists the remote model, the answer says where it ran, the dashboard shows the backend', async () => {
     const page = await browser.newPage();
-    const problems = [];
-    page.on('console', (m) => ['error', 'warn', 'warning'].includes(m.type()) && problems.push(m.text()));
-    page.on('pageerror', (e) => problems.push(e.message));
+    // Console and page errors only: the test leaves the chat for the dashboard without waiting for
+    // the chat's requests to end.
+    const problems = watchProblems(page, { network: false });
     await page.goto(`${router.url}/#/chat`, { waitUntil: 'networkidle0' });
     await page.waitForFunction(() => [...document.querySelectorAll('#model option')].some((o) => o.value === 'far'));
     await page.select('#model', 'far');
