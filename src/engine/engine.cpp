@@ -141,7 +141,6 @@ void engine::stop() {
             return;
         }
         stopping_ = true;
-        closed_.store(true);
     }
     cv_.notify_all();
     if (thread_.joinable()) {
@@ -187,7 +186,7 @@ std::optional<error> engine::submit(generation_request req, std::shared_ptr<requ
                                   std::to_string(cfg_.max_queue) + " sequences at once (--max-queue)",
                               "n", "n_over_queue_limit");
     }
-    if (closed_.load()) {
+    if (stopping_.load()) {
         // Before the capacity check: a stopping server answers "unavailable" (go elsewhere), not
         // "retry shortly", however full it is.
         return error{error_kind::unavailable, "the server is shutting down", "", ""};
@@ -226,7 +225,6 @@ void engine::abandon(const error &err) {
     {
         std::lock_guard lock(mu_);
         stopping_ = true;
-        closed_.store(true);
         for (const auto &w : live_) {
             if (auto c = w.lock(); c && !c->cancelled()) {
                 chans.push_back(std::move(c));

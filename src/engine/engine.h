@@ -161,8 +161,9 @@ class engine {
     std::mutex              mu_;
     std::condition_variable cv_;
     std::vector<pending>    inbox_;
-    bool                    stopping_ = false;
-    std::atomic<bool>       closed_{false}; // stopping_, readable without mu_ (submit's first check)
+    // Set under mu_ (so the condition variable's waiters see it); atomic so that submit() can
+    // refuse a stopping server before its capacity check, without the lock.
+    std::atomic<bool> stopping_{false};
     // Every channel submitted (under mu_), for abandon(); expired entries are pruned as it grows.
     std::vector<std::weak_ptr<request_channel>> live_;
     size_t                                      live_prune_at_ = 64;

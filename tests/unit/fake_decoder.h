@@ -78,7 +78,6 @@ class fake_decoder final : public decoder {
         if (fail || fail_next_ > 0) {
             fail_next_ -= fail ? 0 : 1;
             fail_times_ -= fail ? 1 : 0;
-            ++n_failed_;
             // A failed decode leaves the slots' KV unknown: here, half-written garbage.
             for (const auto &t : batch) {
                 kv_.at(static_cast<size_t>(t.slot)).push_back(-1);
@@ -117,7 +116,6 @@ class fake_decoder final : public decoder {
     void kv_copy(int32_t src_slot, int32_t dst_slot) override {
         std::lock_guard lock(mu_);
         kv_.at(static_cast<size_t>(dst_slot)) = kv_.at(static_cast<size_t>(src_slot));
-        ++n_copies_;
     }
     void kv_trim(int32_t slot, int32_t from_pos) override {
         std::lock_guard lock(mu_);
@@ -226,10 +224,6 @@ class fake_decoder final : public decoder {
         std::lock_guard lock(mu_);
         return n_decodes_;
     }
-    int32_t n_copies() const {
-        std::lock_guard lock(mu_);
-        return n_copies_;
-    }
 
   private:
     class greedy_sampler final : public sequence_sampler {
@@ -270,8 +264,6 @@ class fake_decoder final : public decoder {
     int32_t                                       allowance_    = 0;
     int32_t                                       arrived_      = 0;
     int32_t                                       n_decodes_    = 0;
-    int32_t                                       n_failed_     = 0;
-    int32_t                                       n_copies_     = 0;
     int32_t                                       fail_next_    = 0;
     token_id                                      fail_token_   = -1;
     int32_t                                       fail_times_   = 0;

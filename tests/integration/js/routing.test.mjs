@@ -527,17 +527,47 @@ describe('fallback when the local engine fails, and TLS to a backend', () => {
 });
 
 describe('mid-stream failover', () => {
-  test('a backend killed during a greedy stream: the stream continues on another and equals an unbroken run', async () => {
-    // Each step of the remotes waits 5 ms (a test-build failpoint): the stream is still running when
-    // its backend is killed.
-    const slow = { model: MODELS.plain, env: { INFERBOX_FAILPOINT_STEP_DELAY_MS: '5' } };
+  // Two remotes serving `model` as "far" behind a router that prefers b1. Each remote step waits
+  // 5 ms (a test-build failpoint), so a stream is still running when its backend is killed.
+  async function failoverPair(model, remoteId) {
+    const slow = { model, env: { INFERBOX_FAILPOINT_STEP_DELAY_MS: '5' } };
     const remotes = await Promise.all([startServer(slow), startServer(slow)]);
     const router = await startServer({
       model: null,
       args: ['--model', `mine=${modelPath(MODELS.plain)}`, '--route', 'far=remote-first',
-        '--backend', `b1=${remotes[0].url}/v1;models=far=stories260K;probe-interval-ms=0`,
-        '--backend', `b2=${remotes[1].url}/v1;models=far=stories260K;probe-interval-ms=0`],
+        '--backend', `b1=${remotes[0].url}/v1;models=far=${remoteId};probe-interval-ms=0`,
+        '--backend', `b2=${remotes[1].url}/v1;models=far=${remoteId};probe-interval-ms=0`],
     });
+    const stop = async () => {
+      await router.stop();
+      await Promise.all(remotes.map((r) => r.stop()));
+    };
+    return { remotes, router, stop };
+  }
+
+  // Streams `body` through the router, SIGKILLs b1 at the first event, and returns the parsed
+  // chunks once the stream started on b1, ended with [DONE] and carried no error. A stream that
+  // stalls fails with the router's and the surviving remote's logs, which say where the
+  // continuation stopped.
+  async function streamKillingB1({ remotes, router }, path, body) {
+    let killed = false;
+    const got = await streamRaw(`${router.url}${path}`, body,
+      () => { killed = true; process.kill(remotes[0].pid, 'SIGKILL'); }).catch((e) => {
+      throw new Error(`${e.message}\n--- router log:\n${router.log().slice(-4000)}\n--- b2 log:\n` +
+        `${remotes[1].log().slice(-3000)}`);
+    });
+    assert.ok(killed, 'b1 was killed during the stream');
+    assert.match(got, /x-inferbox-backend: b1/i, 'the stream started on b1');
+    const events = got.split(/\r?\n/).filter((l) => l.startsWith('data: ')).map((l) => l.slice(6));
+    assert.equal(events.at(-1), '[DONE]', got.slice(-2000));
+    const chunks = events.slice(0, -1).map((e) => JSON.parse(e));
+    assert.ok(!chunks.some((c) => c.error), `no error reached the client: ${got.slice(-1500)}`);
+    return chunks;
+  }
+
+  test('a backend killed during a greedy stream: the stream continues on another and equals an unbroken run', async () => {
+    const pair = await failoverPair(MODELS.plain, 'stories260K');
+    const { remotes, router } = pair;
     try {
       const body = { prompt: ONCE, max_tokens: 200, temperature: 0, ignore_eos: true };
       const reference = await postJson(`${remotes[1].url}/v1/completions`, body);
@@ -562,27 +592,13 @@ describe('mid-stream failover', () => {
       assert.ok(distinct >= 20 && arrivals.at(-1) - arrivals[0] >= 100,
         `events arrived in bursts: ${distinct} distinct times over ${arrivals.at(-1) - arrivals[0]} ms`);
 
-      let killedAt = 0;
-      // A stream that stalls fails with the router's and the surviving remote's logs, which say
-      // where the continuation stopped.
-      const got = await streamRaw(`${router.url}/v1/completions`, { ...body, model: 'far', stream: true },
-        () => { killedAt = Date.now(); process.kill(remotes[0].pid, 'SIGKILL'); }).catch((e) => {
-        throw new Error(`${e.message}\n--- router log:\n${router.log().slice(-4000)}\n--- b2 log:\n` +
-          `${remotes[1].log().slice(-3000)}`);
-      });
-      assert.match(got, /x-inferbox-backend: b1/i, 'the stream started on b1');
-      const events = got.split(/\r?\n/).filter((l) => l.startsWith('data: ')).map((l) => l.slice(6));
-      assert.equal(events.at(-1), '[DONE]', got.slice(-2000));
-      const chunks = events.slice(0, -1).map((e) => JSON.parse(e));
-      assert.ok(!chunks.some((c) => c.error), `no error reached the client: ${got.slice(-1500)}`);
+      const chunks = await streamKillingB1(pair, '/v1/completions', { ...body, model: 'far', stream: true });
       const text = chunks.map((c) => c.choices[0]?.text ?? '').join('');
       assert.equal(text, reference.body.choices[0].text, 'no duplicate and no gap');
       const last = chunks.findLast((c) => c.nvext);
       assert.deepEqual(last.nvext, { backend: 'b2', route: 'failover' });
-      assert.ok(killedAt > 0);
     } finally {
-      await router.stop();
-      await Promise.all(remotes.map((r) => r.stop()));
+      await pair.stop();
     }
   });
 
@@ -590,14 +606,8 @@ describe('mid-stream failover', () => {
     // As above, with the chat model: the continuation is the conversation plus the text sent as
     // an assistant message to continue (continue_final_message), which b2 (an inferbox) renders
     // after the generation prompt as it is.
-    const slow = { model: MODELS.chatml, env: { INFERBOX_FAILPOINT_STEP_DELAY_MS: '5' } };
-    const remotes = await Promise.all([startServer(slow), startServer(slow)]);
-    const router = await startServer({
-      model: null,
-      args: ['--model', `mine=${modelPath(MODELS.plain)}`, '--route', 'far=remote-first',
-        '--backend', `b1=${remotes[0].url}/v1;models=far=stories260K-chatml;probe-interval-ms=0`,
-        '--backend', `b2=${remotes[1].url}/v1;models=far=stories260K-chatml;probe-interval-ms=0`],
-    });
+    const pair = await failoverPair(MODELS.chatml, 'stories260K-chatml');
+    const { remotes, router } = pair;
     try {
       const body = { messages: hi, max_tokens: 200, temperature: 0, ignore_eos: true };
       const reference = await postJson(`${remotes[1].url}/v1/chat/completions`, body);
@@ -605,18 +615,8 @@ describe('mid-stream failover', () => {
       const want = reference.body.choices[0].message.content;
       assert.ok(want.length > 200, `a long answer: ${JSON.stringify(want)}`);
 
-      let killedAt = 0;
-      const got = await streamRaw(`${router.url}/v1/chat/completions`,
-        { ...body, model: 'far', stream: true, stream_options: { include_usage: true } },
-        () => { killedAt = Date.now(); process.kill(remotes[0].pid, 'SIGKILL'); }).catch((e) => {
-        throw new Error(`${e.message}\n--- router log:\n${router.log().slice(-4000)}\n--- b2 log:\n` +
-          `${remotes[1].log().slice(-3000)}`);
-      });
-      assert.match(got, /x-inferbox-backend: b1/i, 'the stream started on b1');
-      const events = got.split(/\r?\n/).filter((l) => l.startsWith('data: ')).map((l) => l.slice(6));
-      assert.equal(events.at(-1), '[DONE]', got.slice(-2000));
-      const chunks = events.slice(0, -1).map((e) => JSON.parse(e));
-      assert.ok(!chunks.some((c) => c.error), `no error reached the client: ${got.slice(-1500)}`);
+      const chunks = await streamKillingB1(pair, '/v1/chat/completions',
+        { ...body, model: 'far', stream: true, stream_options: { include_usage: true } });
       const text = chunks.map((c) => c.choices[0]?.delta?.content ?? '').join('');
       assert.equal(text, want, 'no duplicate and no gap');
       const roles = chunks.filter((c) => c.choices[0]?.delta?.role);
@@ -632,13 +632,11 @@ describe('mid-stream failover', () => {
       assert.equal(usages[0].usage.prompt_tokens, reference.body.usage.prompt_tokens);
       const last = chunks.findLast((c) => c.nvext);
       assert.deepEqual(last.nvext, { backend: 'b2', route: 'failover' });
-      assert.ok(killedAt > 0);
       // Route "failover" (above) is only given to a stream that moved after text reached the
       // client; the access log says where it finished.
       assert.match(router.log(), /finished_on=b2/);
     } finally {
-      await router.stop();
-      await Promise.all(remotes.map((r) => r.stop()));
+      await pair.stop();
     }
   });
 });
