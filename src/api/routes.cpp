@@ -49,21 +49,35 @@ api_router::api_router(api_config cfg)
                    .count()) {}
 
 void api_router::set_models(std::shared_ptr<served_models> host, std::vector<hosted_model_info> info) {
-    std::vector<std::shared_ptr<serving_metrics>> sources;
-    for (const auto &i : info) {
-        if (i.metrics) {
-            sources.push_back(i.metrics);
-        }
-    }
+    const bool none = info.empty();
     {
         std::lock_guard lock(mu_);
         host_ = std::move(host);
         info_ = std::move(info);
     }
-    if (sources.empty()) {
+    if (none) {
         timeline_.stop(); // no models (shutdown): nothing to sample
-    } else {
-        timeline_.start([sources] { return sources; }, std::chrono::seconds(1));
+        return;
+    }
+    // Read at each sample: a pulled model's metrics join once its plan is known.
+    timeline_.start(
+        [this] {
+            std::vector<std::shared_ptr<serving_metrics>> sources;
+            std::lock_guard                               lock(mu_);
+            for (const auto &i : info_) {
+                if (i.metrics) {
+                    sources.push_back(i.metrics);
+                }
+            }
+            return sources;
+        },
+        std::chrono::seconds(1));
+}
+
+void api_router::set_model_info(size_t index, hosted_model_info info) {
+    std::lock_guard lock(mu_);
+    if (index < info_.size()) {
+        info_[index] = std::move(info);
     }
 }
 
@@ -530,8 +544,15 @@ json api_router::model_objects() const {
         if (n_ctx > 0) {
             model["max_model_len"] = n_ctx;
         }
+        if (v.state == hosted_state::pulling) {
+            // Start remote, move home: the download's progress; `error` says what it is doing.
+            model["pull"] = {{"received_bytes", v.pull_received}};
+            if (v.pull_total > 0) {
+                model["pull"]["total_bytes"] = v.pull_total;
+            }
+        }
         if (!v.error.empty()) {
-            model["error"] = v.error;
+            model[v.state == hosted_state::pulling ? "status_detail" : "error"] = v.error;
         }
         data.push_back(std::move(model));
         if (i == 0 && cfg_.loras) {
@@ -582,6 +603,11 @@ void api_router::add_remote_models(json &data) const {
             for (const auto &r : it->second) {
                 p.push_back(r);
             }
+        }
+        if (d.value("status", "") == "pulling") {
+            p.front()["pull"] = d["pull"];
+            // Servable now, remotely, while it downloads.
+            d["ready"] = std::any_of(p.begin(), p.end(), [](const json &r) { return r["state"] == "available"; });
         }
         d["placements"] = std::move(p);
     }
@@ -1036,7 +1062,12 @@ void api_router::dispatch_routed(const std::shared_ptr<http_exchange> &ex, api_r
         return;
     }
     if (auto now = host->try_acquire(target.index)) {
-        // Loaded: a lease. A recent load failure: the remote backends only.
+        // Loaded: a lease. A recent load failure, or a pull in progress: the remote backends
+        // only, unless the request may not leave this box: then why it cannot run here.
+        if (!*now && (request.placement == placement_pin::local_only || policy == route_policy::local_only)) {
+            respond_error(*ex, now->err());
+            return;
+        }
         std::optional<leased> lease;
         if (*now) {
             lease = std::move(**now);

@@ -147,6 +147,8 @@ class api_router {
     // Thread-safe, once. The hosted models (entry 0 is the default model, cfg.model_id) and what
     // is known of each. Until then, readiness, inference, /v1/metadata and /v1/manifest answer 503.
     void set_models(std::shared_ptr<served_models> host, std::vector<hosted_model_info> info);
+    // Thread-safe. What is known of entry `index` once it changes (a pulled model's plan).
+    void set_model_info(size_t index, hosted_model_info info);
     // Thread-safe. Readiness answers 200 once set: the default model has loaded (its weights may
     // later be unloaded for another model; the server stays ready to route).
     void set_ready();

@@ -1,6 +1,7 @@
 #include "backend/routing.h"
 
 #include <algorithm>
+#include <cctype>
 
 namespace inferbox {
 
@@ -31,6 +32,55 @@ result<route_policy> parse_route_policy(std::string_view s) {
     }
     return error::invalid("unknown routing policy '" + std::string(s) +
                           "' (local-first, remote-first, local-only, remote-only, balanced or auto)");
+}
+
+result<route_arg> parse_route_arg(std::string_view text) {
+    const auto bad = [&](const std::string &why) {
+        return error::invalid("--route " + std::string(text.substr(0, 200)) + ": " + why, "route");
+    };
+    const auto semi = text.find(';');
+    const auto head = text.substr(0, semi);
+    const auto eq   = head.find('=');
+    if (eq == std::string_view::npos || eq == 0 || eq + 1 == head.size()) {
+        return bad("expected MODEL=POLICY[;pull=REF][;sha256=HEX]");
+    }
+    route_arg out;
+    out.model   = std::string(head.substr(0, eq));
+    auto policy = parse_route_policy(head.substr(eq + 1));
+    if (!policy) {
+        return bad(policy.err().message);
+    }
+    out.policy = *policy;
+    for (auto rest = semi == std::string_view::npos ? std::string_view() : text.substr(semi + 1); !rest.empty();) {
+        const auto next = rest.find(';');
+        const auto item = rest.substr(0, next);
+        rest            = next == std::string_view::npos ? std::string_view() : rest.substr(next + 1);
+        const auto kv   = item.find('=');
+        const auto key  = item.substr(0, kv);
+        const auto val  = kv == std::string_view::npos ? std::string_view() : item.substr(kv + 1);
+        if (val.empty()) {
+            return bad("'" + std::string(key) + "' needs a value (KEY=VALUE)");
+        }
+        if (key == "pull") {
+            out.pull = std::string(val);
+        } else if (key == "sha256") {
+            if (val.size() != 64 || !std::all_of(val.begin(), val.end(), [](char c) { return std::isxdigit(c); })) {
+                return bad("sha256 must be 64 hexadecimal digits");
+            }
+            out.sha256 = std::string(val);
+            std::transform(out.sha256.begin(), out.sha256.end(), out.sha256.begin(),
+                           [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+        } else {
+            return bad("unknown setting '" + std::string(key) + "' (pull, sha256)");
+        }
+    }
+    if (!out.pull.empty() && out.policy != route_policy::local_first && out.policy != route_policy::automatic) {
+        return bad("pull= needs a local-first (or auto) route: the model's requests go remote only while it downloads");
+    }
+    if (!out.sha256.empty() && out.pull.empty()) {
+        return bad("sha256= checks a pulled file: add pull=REF");
+    }
+    return out;
 }
 
 result<placement_pin> parse_placement(std::string_view s, const std::string &param) {

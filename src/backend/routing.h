@@ -33,6 +33,19 @@ const char           *route_policy_name(route_policy p);
 result<route_policy>  parse_route_policy(std::string_view s);
 result<placement_pin> parse_placement(std::string_view s, const std::string &param);
 
+// One --route argument: MODEL=POLICY[;pull=REF][;sha256=HEX]. `pull` (local-first or auto only)
+// names where to download the model when this server does not have it: until the download is
+// verified and loaded, the model's requests go to the remote backends (start remote, move home).
+struct route_arg {
+    std::string  model;
+    route_policy policy = route_policy::automatic;
+    std::string  pull;   // a download reference (hf://… or http(s)://…); empty: none
+    std::string  sha256; // the pulled file's expected SHA-256 (lower-case hex); empty: none
+};
+
+// An error names the argument and what is wrong with it.
+result<route_arg> parse_route_arg(std::string_view text);
+
 // One backend that serves the request's model, as the router sees it now.
 struct candidate_load {
     std::string name; // "local" or the remote's name

@@ -89,15 +89,44 @@ std::string backend_entry(const YAML::Node &m, const std::string &where) {
     return out;
 }
 
+// A route written as a mapping (serve's `route:` list) in the one-line form --route takes:
+// MODEL=POLICY then ;KEY=VALUE for the rest (pull, sha256; backend/routing.h).
+std::string route_entry(const YAML::Node &m, const std::string &where) {
+    if (!m["model"] || !m["model"].IsScalar()) {
+        throw CLI::ConfigError(where + ": a route entry needs a model");
+    }
+    std::string out = m["model"].Scalar() + "=" + (m["policy"] ? m["policy"].as<std::string>() : std::string("auto"));
+    for (const auto &kv : m) {
+        const std::string key = normalise_key(kv.first.as<std::string>());
+        if (key == "model" || key == "policy") {
+            continue;
+        }
+        if (!kv.second.IsScalar()) {
+            throw CLI::ConfigError(where + "." + key + ": expected a value");
+        }
+        out += ";" + key + "=" + kv.second.Scalar();
+    }
+    return out;
+}
+
+bool ends_with(const std::string &s, std::string_view tail) {
+    return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
 std::vector<std::string> inputs_of(const YAML::Node &value, const std::string &where) {
     std::vector<std::string> inputs;
-    const bool               backends = where.size() >= 7 && where.compare(where.size() - 7, 7, "backend") == 0;
+    const bool               backends = ends_with(where, "backend");
+    const bool               routes   = ends_with(where, "route");
     if (value.IsScalar()) {
         inputs.push_back(value.Scalar());
     } else if (value.IsSequence()) {
         for (const YAML::Node &v : value) {
             if (backends && v.IsMap()) {
                 inputs.push_back(backend_entry(v, where));
+                continue;
+            }
+            if (routes && v.IsMap()) {
+                inputs.push_back(route_entry(v, where));
                 continue;
             }
             if (!v.IsScalar()) {

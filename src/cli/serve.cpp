@@ -9,6 +9,7 @@
 #include "host/model_host.h"
 #include "model/model.h"
 #include "server/model_loader.h"
+#include "server/model_puller.h"
 #include "server/serve_plan.h"
 #include "server/server_runtime.h"
 #include "server/service_config.h"
@@ -40,24 +41,67 @@ namespace net = boost::asio;
 namespace {
 
 struct resolved_models {
-    std::vector<hosted_ref> refs;       // (id, file) per --model, in order
+    std::vector<hosted_ref> refs;       // (id, file) per --model, in order, then the pulled models
     std::string             draft_path; // --draft-model's file; empty without one
+    // Routes' pull= models not in the cache: each has a refs entry with an empty file, and is
+    // downloaded after the server listens while its requests go remote (start remote, move home).
+    std::vector<pull_job> pulls;
 };
 
-// Each --model as a file: a path, a cached name, or a reference pulled (hf://, https://) into the
-// cache with its progress in the log, optionally as ID=REF. Ids must differ.
-result<resolved_models> resolve_models(const serve_options &opts) {
-    pull_options po;
-    auto         last = std::make_shared<std::chrono::steady_clock::time_point>();
-    po.on_progress    = [last](const download_progress &p) {
+// The log line a download's progress gets, at most every 5 s and at the end.
+std::function<void(const download_progress &)> progress_logger(std::string what) {
+    auto last = std::make_shared<std::chrono::steady_clock::time_point>();
+    return [last, what = std::move(what)](const download_progress &p) {
         const auto now  = std::chrono::steady_clock::now();
         const bool done = p.total && p.received >= *p.total;
         if (done || now - *last >= std::chrono::seconds(5)) {
             *last = now;
-            spdlog::info("{}{}", done ? "downloaded " : "downloading: ", format_progress(p, false));
+            spdlog::info("{}{}{}", what, done ? "downloaded " : "downloading: ", format_progress(p, false));
         }
     };
-    po.on_notice = [](const std::string &msg) { spdlog::info("download: {}", msg); };
+}
+
+// Each route's pull= model: found in the cache, it is hosted like a --model; otherwise it is
+// pulled later. Its id must not be one --model already hosts.
+std::optional<error> add_route_pulls(const serve_settings &settings, const pull_options &po, resolved_models &out) {
+    std::vector<const route_arg *> later; // hosted after every model that is here, in order
+    for (const auto &r : settings.routes) {
+        if (r.pull.empty()) {
+            continue;
+        }
+        for (const auto &h : out.refs) {
+            if (h.id == r.model) {
+                return error::invalid("--route " + r.model +
+                                      ": pull= names a model this server already hosts "
+                                      "(--model); drop one of them");
+            }
+        }
+        pull_options offline    = po;
+        offline.offline         = true;
+        offline.expected_sha256 = r.sha256;
+        auto cached             = resolve_model(r.pull, offline);
+        if (cached) {
+            spdlog::info("model '{}' ({}) is in the cache: it is served here", r.model, r.pull);
+            out.refs.push_back({r.model, cached->file.string()});
+        } else if (cached.err().kind == error_kind::unavailable) { // offline: it would be downloaded
+            later.push_back(&r);
+        } else {
+            return error::invalid("--route " + r.model + ": " + cached.err().message);
+        }
+    }
+    for (const auto *r : later) {
+        out.pulls.push_back({out.refs.size(), r->model, r->pull, r->sha256});
+        out.refs.push_back({r->model, ""});
+    }
+    return std::nullopt;
+}
+
+// Each --model as a file: a path, a cached name, or a reference pulled (hf://, https://) into the
+// cache with its progress in the log, optionally as ID=REF. Ids must differ.
+result<resolved_models> resolve_models(const serve_options &opts, const serve_settings &settings) {
+    pull_options po;
+    po.on_progress = progress_logger("");
+    po.on_notice   = [](const std::string &msg) { spdlog::info("download: {}", msg); };
     resolved_models out;
     for (size_t i = 0; i < opts.models.size(); ++i) {
         auto [id, ref] = split_model_arg(opts.models[i]);
@@ -85,6 +129,9 @@ result<resolved_models> resolve_models(const serve_options &opts) {
             return error::invalid("--draft-model: " + draft.err().message);
         }
         out.draft_path = draft->file.string();
+    }
+    if (auto err = add_route_pulls(settings, po, out)) {
+        return *err;
     }
     return out;
 }
@@ -144,12 +191,28 @@ result<std::vector<rpc_device>> attach_workers(const std::vector<rpc_endpoint> &
     return attached;
 }
 
+// What a request for a model being pulled is told (503 with the reason; a request that may leave
+// the box goes to a remote backend instead) and what /v1/models shows as its status.
+error pulling_status(const pull_job &p, const std::string &doing, uint64_t received, uint64_t total) {
+    std::string what = doing;
+    if (total > 0) {
+        what += ": " + std::to_string(received * 100 / total) + " % of " + std::to_string(total >> 20) + " MiB";
+    } else if (received > 0) {
+        what += ": " + std::to_string(received >> 20) + " MiB";
+    }
+    return error{error_kind::unavailable,
+                 "the model '" + p.id + "' is not on this server yet (" + what + " from " + p.ref +
+                     "); until it is loaded, requests that may leave the box run on the remote backends that serve it",
+                 "model", "model_pulling"};
+}
+
 // What host_models settles: the host, what the router shows of each entry, and the plans the
 // host's loader reads.
 struct hosted_models {
-    std::shared_ptr<served_models>                  host;
-    std::vector<hosted_model_info>                  infos;
-    std::shared_ptr<const std::vector<hosted_plan>> plans;
+    std::shared_ptr<served_models>            host;
+    std::vector<hosted_model_info>            infos;
+    std::shared_ptr<std::vector<hosted_plan>> plans; // a pulled model's entry is written once, when it is here
+    hardware_info                             hw;    // this host's, with the RPC workers
 };
 
 // Every model planned on `machine` (this host's hardware, detected once; the RPC workers are added
@@ -170,7 +233,14 @@ result<hosted_models> host_models(const serve_options &opts, const serve_setting
     for (const auto &d : remote) {
         hw.remote.push_back({d.name, d.endpoint, d.total_bytes, d.free_bytes});
     }
-    auto planned = plan_models(opts, models.refs, draft_info ? &*draft_info : nullptr, hw, *cfg.metrics_registry);
+    // Models still to be pulled are planned once their file is here (serve_pulls).
+    const std::vector<hosted_ref> here(models.refs.begin(), models.refs.end() - models.pulls.size());
+    auto planned = plan_models(opts, here, draft_info ? &*draft_info : nullptr, hw, *cfg.metrics_registry);
+    for (const auto &p : models.pulls) {
+        hosted_plan placeholder;
+        placeholder.id = p.id;
+        planned.plans.push_back(std::move(placeholder));
+    }
     const hosted_plan &first = planned.plans.front();
     if (!opts.lora_dir.empty()) {
         cfg.loras = std::make_shared<lora_catalog>(opts.lora_dir, first.info.architecture);
@@ -194,9 +264,103 @@ result<hosted_models> host_models(const serve_options &opts, const serve_setting
     for (const auto &p : planned.plans) {
         out.infos.push_back(p.info);
     }
-    out.plans = std::make_shared<const std::vector<hosted_plan>>(std::move(planned.plans));
+    out.plans = std::make_shared<std::vector<hosted_plan>>(std::move(planned.plans));
     out.host  = make_model_host(out.plans, hopts, models.draft_path, !remote.empty());
+    out.hw    = std::move(hw);
+    for (const auto &p : models.pulls) {
+        out.host->mark_pulling(p.index, pulling_status(p, "downloading", 0, 0));
+    }
     return out;
+}
+
+// Start remote, move home: pulls `jobs` one after another; each model comes home (is planned,
+// loaded and routed here by its local-first route) once its file is verified. Progress goes to the
+// log, the host's entry (/v1/models) and the metrics.
+std::unique_ptr<model_puller> start_pulls(const serve_options &opts, const std::vector<pull_job> &jobs,
+                                          const hosted_models &hosted, api_router &router, registry &metrics) {
+    if (jobs.empty()) {
+        return nullptr;
+    }
+    const auto gauge = [&metrics](const char *name, const char *help, const std::string &id) {
+        return &metrics.add_gauge(name, help, {{"model", id}});
+    };
+    pull_hooks hooks;
+    hooks.fetch = [](const pull_job &j, const pull_hooks::progress_fn &progress,
+                     const std::function<bool()> &cancelled) -> result<std::string> {
+        pull_options po;
+        po.expected_sha256 = j.sha256;
+        po.cancelled       = cancelled;
+        po.on_progress     = [log = progress_logger("model '" + j.id + "': "), progress](const download_progress &p) {
+            log(p);
+            progress(p.received, p.total.value_or(0));
+        };
+        po.on_notice = [id = j.id](const std::string &msg) { spdlog::info("model '{}': download: {}", id, msg); };
+        auto got     = resolve_model(j.ref, po);
+        if (!got) {
+            return got.err();
+        }
+        return got->file.string();
+    };
+    hooks.on_progress = [host = hosted.host, gauge](const pull_job &j, uint64_t received, uint64_t total) {
+        host->mark_pulling(j.index, pulling_status(j, "downloading", received, total), received, total);
+        gauge("inferbox_model_pull_received_bytes", "Bytes downloaded so far of a model being pulled.", j.id)
+            ->set(static_cast<double>(received));
+        gauge("inferbox_model_pull_size_bytes", "The size of a model being pulled, when the source says (else 0).",
+              j.id)
+            ->set(static_cast<double>(total));
+    };
+    const auto count = [&metrics](const pull_job &j, const char *outcome) {
+        metrics
+            .add_counter("inferbox_model_pulls_total",
+                         "Background model pulls (routes' pull=), by outcome: pulled, retry or failed.",
+                         {{"model", j.id}, {"outcome", outcome}})
+            .inc();
+    };
+    hooks.on_failed = [host = hosted.host, count](const pull_job &j, const error &e, std::chrono::milliseconds again) {
+        count(j, again.count() > 0 ? "retry" : "failed");
+        if (again.count() > 0) {
+            spdlog::warn("model '{}': pulling {} failed: {}; trying again in {} s (its requests stay remote)", j.id,
+                         j.ref, e.message, again.count() / 1000);
+            host->mark_pulling(j.index, pulling_status(j, "the download failed and is retried: " + e.message, 0, 0));
+            return;
+        }
+        spdlog::error("model '{}': pulling {} failed for good: {} (its requests stay remote)", j.id, j.ref, e.message);
+        host->mark_failed(j.index, error{error_kind::unavailable,
+                                         "the model '" + j.id + "' could not be pulled to this server: " + e.message,
+                                         "model", "model_pull_failed"});
+    };
+    hooks.on_pulled = [&opts, &hosted, &router, &metrics, count](const pull_job &j, const std::string &file) {
+        count(j, "pulled");
+        auto  planned = plan_models(opts, {{j.id, file}}, nullptr, hosted.hw, metrics, j.index);
+        auto &plan    = planned.plans.front();
+        if (plan.refused) {
+            spdlog::error("model '{}' was pulled but cannot be served: {}", j.id, plan.refused->message);
+            hosted.host->mark_failed(j.index, error{error_kind::unavailable,
+                                                    "the model '" + j.id + "' cannot be served: " +
+                                                        without_paths(plan.refused->message, {file}),
+                                                    "model", "model_load_failed"});
+            return;
+        }
+        (*hosted.plans)[j.index] = plan; // before pulled(): see make_model_host
+        router.set_model_info(j.index, plan.info);
+        hosted.host->pulled(j.index, plan.memory_bytes);
+        const auto began = std::chrono::steady_clock::now();
+        hosted.host->acquire_async(j.index, [id = j.id, began](result<served_models::lease> r) {
+            if (r) {
+                spdlog::info("model '{}' pulled and loaded in {:.1f} s: its requests run here now", id,
+                             std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
+            } else {
+                spdlog::error("model '{}' was pulled but did not load: {} (its requests stay remote)", id,
+                              r.err().message);
+            }
+        });
+    };
+    for (const auto &j : jobs) {
+        spdlog::info("model '{}' is not here: pulling it from {} while its requests run remotely", j.id, j.ref);
+    }
+    auto puller = std::make_unique<model_puller>(jobs, std::move(hooks));
+    puller->start();
+    return puller;
 }
 
 // The error body the HTTP server writes for what it refuses before any handler runs.
@@ -331,16 +495,18 @@ int run_until_stopped(const serve_options &opts, api_router &router, http_server
 
 // Listens, loads the first model (readiness waits for it; a server whose default model cannot load
 // exits 1), serves until stopped, and tears down. Returns the exit code.
-int listen_and_serve(const serve_options &opts, api_config &cfg, const std::shared_ptr<served_models> &host,
-                     std::vector<hosted_model_info> infos, const hosted_plan &first, const std::string &rpc_list) {
-    net::io_context ioc;
+int listen_and_serve(const serve_options &opts, api_config &cfg, hosted_models &hosted,
+                     const std::vector<pull_job> &pulls, const std::string &rpc_list) {
+    const auto       &host  = hosted.host;
+    const hosted_plan first = hosted.plans->front();
+    net::io_context   ioc;
     // Remote backends run their HTTP calls and probes on the I/O threads' io_context.
     if (auto err = configure_routing(opts, ioc.get_executor(), cfg)) {
         spdlog::error("{}", err->message);
         return 1;
     }
     api_router router(cfg);
-    router.set_models(host, std::move(infos));
+    router.set_models(host, hosted.infos);
     if (!cfg.api_keys.empty()) {
         spdlog::info("API keys: {} configured; every route except /v1/health/*{} requires one", cfg.api_keys.size(),
                      cfg.metrics_public ? " and /metrics" : "");
@@ -383,6 +549,7 @@ int listen_and_serve(const serve_options &opts, api_config &cfg, const std::shar
     for (const auto &b : cfg.backends) {
         b->start_probes();
     }
+    auto puller = start_pulls(opts, pulls, hosted, router, *cfg.metrics_registry);
 
     int exit_code = 0;
     if (first.refused) {
@@ -409,6 +576,9 @@ int listen_and_serve(const serve_options &opts, api_config &cfg, const std::shar
             std::_Exit(2);
         });
     }
+    if (puller) {
+        puller->stop(); // cancels a download in progress; its part file is resumed next time
+    }
     host->shutdown();
     for (const auto &b : cfg.backends) {
         b->stop();
@@ -426,7 +596,7 @@ int run_serve(const serve_options &opts) {
         spdlog::error("{}", settings.err().message);
         return 1;
     }
-    auto models = resolve_models(opts);
+    auto models = resolve_models(opts, *settings);
     if (!models) {
         spdlog::error("{}", models.err().message);
         return 1;
@@ -455,8 +625,7 @@ int run_serve(const serve_options &opts) {
         spdlog::error("{}", hosted.err().message);
         return 1;
     }
-    const int exit_code =
-        listen_and_serve(opts, *cfg, hosted->host, std::move(hosted->infos), hosted->plans->front(), rpc_list);
+    const int exit_code = listen_and_serve(opts, *cfg, *hosted, models->pulls, rpc_list);
     hosted->host.reset();
     llama_backend_free();
     spdlog::info("stopped");

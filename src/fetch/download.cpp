@@ -269,9 +269,17 @@ size_t on_body(char *data, size_t size, size_t n, void *user) {
     return len;
 }
 
+error cancelled_error() {
+    return error{error_kind::unavailable, "the download was cancelled", "", "cancelled"};
+}
+
 int on_xfer(void *user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
     auto      *st  = static_cast<attempt_state *>(user);
     const auto now = clock_type::now();
+    if (st->opts->cancelled && st->opts->cancelled()) {
+        st->abort_reason = cancelled_error();
+        return 1; // curl ends the transfer with CURLE_ABORTED_BY_CALLBACK
+    }
     if (st->opts->on_progress && st->body_started && now - st->last_progress >= std::chrono::milliseconds(100)) {
         st->last_progress = now;
         download_progress p;
@@ -514,7 +522,7 @@ result<attempt_end> settle_attempt(download_run &d, const attempt_state &st, CUR
         return attempt_end::complete;
     }
     if (st.abort_reason) {
-        if (st.abort_reason->kind != error_kind::unavailable) {
+        if (st.abort_reason->kind != error_kind::unavailable || st.abort_reason->code == "cancelled") {
             return *st.abort_reason;
         }
         // A range we did not ask for: drop what is on disk and start over.
@@ -642,7 +650,12 @@ result<download_result> download_into(const download_options &opts) {
             opts.on_notice("attempt " + std::to_string(attempt) + " failed (" + problem + "); retrying in " +
                            std::to_string(d.delay.count()) + " ms");
         }
-        std::this_thread::sleep_for(d.delay);
+        for (auto waited = std::chrono::milliseconds(0); waited < d.delay; waited += std::chrono::milliseconds(100)) {
+            if (opts.cancelled && opts.cancelled()) {
+                return cancelled_error();
+            }
+            std::this_thread::sleep_for(std::min<std::chrono::milliseconds>(std::chrono::milliseconds(100), d.delay));
+        }
         d.delay = std::min<std::chrono::milliseconds>(d.delay * 2, std::chrono::seconds(30));
     }
 }

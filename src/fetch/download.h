@@ -48,6 +48,9 @@ struct download_options {
     std::function<void(const download_progress &)> on_progress;
     // Messages about retries and resumption, for the user ("retrying in 2 s: ...").
     std::function<void(const std::string &)> on_notice;
+    // Asked ~10 times a second during a transfer and between attempts: true ends the download
+    // with an error coded "cancelled" (the part file stays for a later resume).
+    std::function<bool()> cancelled;
 };
 
 struct download_result {

@@ -259,6 +259,7 @@ result<download_result> download_part(const model_ref &ref, const pull_options &
     d.retry_delay  = opts.retry_delay;
     d.on_progress  = opts.on_progress;
     d.on_notice    = opts.on_notice;
+    d.cancelled    = opts.cancelled;
     d.user_agent   = std::string("inferbox/") + INFERBOX_VERSION;
     // The Hugging Face token goes to the Hugging Face endpoint only.
     if (url.rfind(opts.hf_endpoint + "/", 0) == 0) {

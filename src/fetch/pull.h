@@ -33,6 +33,7 @@ struct pull_options {
     std::chrono::milliseconds retry_delay{1000};
     std::function<void(const download_progress &)> on_progress;
     std::function<void(const std::string &)>       on_notice;
+    std::function<bool()>                          cancelled; // download_options::cancelled
 };
 
 // Fills the defaults of `opts` from the environment: INFERBOX_OFFLINE, HF_ENDPOINT, HF_TOKEN

@@ -44,6 +44,8 @@ const char *hosted_state_name(hosted_state s) {
         return "loaded";
     case hosted_state::failed:
         return "failed";
+    case hosted_state::pulling:
+        return "pulling";
     }
     return "unknown";
 }

@@ -43,7 +43,9 @@ struct resident_model {
 // unloading a busy model (the caller waits for one to go idle) — or at all.
 std::optional<std::vector<size_t>> choose_evictions(std::vector<resident_model> loaded, uint64_t need, uint64_t budget);
 
-enum class hosted_state { unloaded, loading, loaded, failed };
+// `pulling`: the model's file is being downloaded (start remote, move home); requests for it get
+// the pull's status at once and never wait for it. pulled() makes it an unloaded entry.
+enum class hosted_state { unloaded, loading, loaded, failed, pulling };
 const char *hosted_state_name(hosted_state s);
 
 struct hosted_model_spec {
@@ -62,8 +64,10 @@ struct hosted_model_view {
     std::string  id;
     hosted_state state        = hosted_state::unloaded;
     uint64_t     memory_bytes = 0;
-    std::string  error; // the last load failure, when state is failed
+    std::string  error; // the last load failure (failed), or what the pull is doing (pulling)
     int64_t      loads = 0, unloads = 0;
+    uint64_t     pull_received = 0; // pulling: bytes on disk so far
+    uint64_t     pull_total    = 0; // pulling: the file's size, when known (else 0)
 };
 
 template <class Instance> class model_host {
@@ -123,6 +127,29 @@ template <class Instance> class model_host {
         e.failed_at       = std::chrono::steady_clock::now();
     }
 
+    // Marks an entry as being pulled: requests for it get `status` (say what is happening and
+    // when to retry) at once, until pulled() or mark_failed().
+    void mark_pulling(size_t index, const error &status, uint64_t received = 0, uint64_t total = 0) {
+        std::lock_guard lock(state_->mu);
+        auto           &e = state_->entries[index];
+        e.state           = hosted_state::pulling;
+        e.failure         = status;
+        e.pull_received   = received;
+        e.pull_total      = total;
+    }
+
+    // The pull is done: the entry becomes an ordinary unloaded model charged `memory_bytes`
+    // against the budget (its estimate is known only once the file is here).
+    void pulled(size_t index, uint64_t memory_bytes) {
+        std::lock_guard lock(state_->mu);
+        auto           &e   = state_->entries[index];
+        e.state             = hosted_state::unloaded;
+        e.failure           = error{};
+        e.spec.memory_bytes = memory_bytes;
+        e.pull_received     = 0;
+        e.pull_total        = 0;
+    }
+
     // The answer now, when there is one without waiting: a lease on a loaded model, or its
     // recent load failure. nullopt: call acquire_async.
     std::optional<result<lease>> try_acquire(size_t index) {
@@ -168,8 +195,9 @@ template <class Instance> class model_host {
         std::lock_guard                lock(state_->mu);
         std::vector<hosted_model_view> out;
         for (const auto &e : state_->entries) {
-            out.push_back({e.spec.id, e.state, e.spec.memory_bytes,
-                           e.state == hosted_state::failed ? e.failure.message : std::string(), e.loads, e.unloads});
+            const bool said = e.state == hosted_state::failed || e.state == hosted_state::pulling;
+            out.push_back({e.spec.id, e.state, e.spec.memory_bytes, said ? e.failure.message : std::string(), e.loads,
+                           e.unloads, e.pull_received, e.pull_total});
         }
         return out;
     }
@@ -265,6 +293,7 @@ template <class Instance> class model_host {
         std::chrono::steady_clock::time_point failed_at;
         std::vector<waiter>                   waiters;
         int64_t                               loads = 0, unloads = 0;
+        uint64_t                              pull_received = 0, pull_total = 0;
     };
     // Outlives the host for as long as a lease does (a lease's release touches it).
     struct shared {
@@ -282,6 +311,9 @@ template <class Instance> class model_host {
         }
         if (stopping_) {
             return result<lease>(error{error_kind::unavailable, "the server is shutting down", "", "not_ready"});
+        }
+        if (e.state == hosted_state::pulling) {
+            return result<lease>(e.failure);
         }
         if (e.state == hosted_state::failed && std::chrono::steady_clock::now() - e.failed_at < opts_.retry_after) {
             return result<lease>(e.failure);

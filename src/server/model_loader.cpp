@@ -70,7 +70,7 @@ result<std::shared_ptr<served_model>> load_hosted_model(const hosted_plan &p, co
     return sm;
 }
 
-std::shared_ptr<served_models> make_model_host(const std::shared_ptr<const std::vector<hosted_plan>> &plans,
+std::shared_ptr<served_models> make_model_host(const std::shared_ptr<std::vector<hosted_plan>> &plans,
                                                const host_options &opts, const std::string &draft_path, bool with_rpc) {
     std::vector<hosted_model_spec> specs;
     for (const auto &p : *plans) {

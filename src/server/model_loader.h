@@ -23,8 +23,10 @@ result<std::shared_ptr<served_model>> load_hosted_model(const hosted_plan &p, co
 
 // The host over `plans` (entry i is plans[i]; the first gets `draft_path`). A refused model other
 // than the first is marked failed, so its requests get its reason; the first model's refusal is
-// the caller's to report, since the server does not start without it.
-std::shared_ptr<served_models> make_model_host(const std::shared_ptr<const std::vector<hosted_plan>> &plans,
+// the caller's to report, since the server does not start without it. A model being pulled has a
+// placeholder plan until its file is here: its puller writes plans[i] once, before it tells the
+// host (model_host::pulled), which orders that write before the loader's read.
+std::shared_ptr<served_models> make_model_host(const std::shared_ptr<std::vector<hosted_plan>> &plans,
                                                const host_options &opts, const std::string &draft_path, bool with_rpc);
 
 } // namespace inferbox

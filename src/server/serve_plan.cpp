@@ -6,6 +6,7 @@
 #include "metrics/serving_metrics.h"
 #include "server/profile_json.h"
 #include "store/profiles.h"
+#include "store/store.h"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -139,6 +140,27 @@ result<serve_settings> check_serve_options(const serve_options &opts, const char
         return mcp.err();
     }
     s.mcp_servers = std::move(*mcp);
+    for (const auto &text : opts.routes) {
+        auto r = parse_route_arg(text);
+        if (!r) {
+            return r.err();
+        }
+        if (!r->pull.empty()) {
+            auto ref = parse_model_ref(r->pull);
+            if (!ref || (ref->kind != model_ref_kind::hugging_face && ref->kind != model_ref_kind::url)) {
+                return error::invalid("--route " + r->model +
+                                      ": pull= takes a download reference (hf://ORG/REPO/"
+                                      "FILE.gguf or an http(s):// URL), got '" +
+                                      r->pull.substr(0, 200) + "'");
+            }
+        }
+        for (const auto &earlier : s.routes) {
+            if (earlier.model == r->model) {
+                return error::invalid("--route: the model '" + r->model + "' has two routes");
+            }
+        }
+        s.routes.push_back(std::move(*r));
+    }
     if (!opts.lora_dir.empty()) {
         std::error_code ec;
         if (!std::filesystem::is_directory(opts.lora_dir, ec)) {
@@ -339,12 +361,13 @@ std::optional<error> choose_profile(const serve_options &opts, const gguf_info &
 }
 
 model_plans plan_models(const serve_options &opts, const std::vector<hosted_ref> &refs, const gguf_info *draft,
-                        const hardware_info &hw, registry &metrics) {
+                        const hardware_info &hw, registry &metrics, size_t first_index) {
     model_plans out;
-    for (size_t i = 0; i < refs.size(); ++i) {
-        hosted_plan p;
-        p.id                 = refs[i].id;
-        p.path               = refs[i].file;
+    for (size_t k = 0; k < refs.size(); ++k) {
+        const size_t i = first_index + k; // the host's entry
+        hosted_plan  p;
+        p.id                 = refs[k].id;
+        p.path               = refs[k].file;
         p.ecfg               = opts.engine;
         p.mo.path            = p.path;
         p.mo.chat_template   = i == 0 ? opts.chat_template : std::string();

@@ -34,6 +34,7 @@ struct serve_settings {
     std::vector<rpc_endpoint>      rpc;          // --rpc; empty without it
     std::vector<sql_database_spec> sql_databases;
     std::vector<mcp_server_spec>   mcp_servers;
+    std::vector<route_arg>         routes; // --route, parsed; pull= only with a download reference
 };
 
 // `env_api_keys` is INFERBOX_API_KEYS (null when unset). An error names the flag and its rule.
@@ -88,8 +89,9 @@ struct model_plans {
 // Settles every model: validates its file (llama.cpp's loader reports a bad file only as "failed
 // to load", and aborts on some malformed ones), chooses its profile and registers its metrics in
 // `metrics`. A model that cannot be served is planned with `refused` set; the caller decides what
-// that means (the first model's stops the server). `draft` belongs to the first model.
+// that means (the first model's stops the server). `draft` and --chat-template belong to the first
+// model; `first_index` is refs[0]'s entry in the host (a model pulled later is planned alone).
 model_plans plan_models(const serve_options &opts, const std::vector<hosted_ref> &refs, const gguf_info *draft,
-                        const hardware_info &hw, registry &metrics);
+                        const hardware_info &hw, registry &metrics, size_t first_index = 0);
 
 } // namespace inferbox

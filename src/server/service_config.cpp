@@ -219,15 +219,11 @@ std::optional<error> configure_routing(const serve_options &opts, const boost::a
         cfg.backends.push_back(std::move(*backend));
     }
     for (const auto &text : opts.routes) {
-        const auto eq = text.rfind('=');
-        if (eq == std::string::npos || eq == 0) {
-            return error::invalid("--route: expected MODEL=POLICY, got '" + text + "'");
+        auto route = parse_route_arg(text); // checked before (check_serve_options): pull= is serve's
+        if (!route) {
+            return route.err();
         }
-        auto policy = parse_route_policy(text.substr(eq + 1));
-        if (!policy) {
-            return error::invalid("--route " + text + ": " + policy.err().message);
-        }
-        cfg.routes[text.substr(0, eq)] = *policy;
+        cfg.routes[route->model] = route->policy;
     }
     cfg.overflow_after  = opts.overflow_after;
     cfg.request_timeout = std::chrono::milliseconds(opts.request_timeout_ms);

@@ -23,6 +23,7 @@ struct cli_fixture {
     bool                     metrics_public = false;
     std::vector<std::string> keys;
     std::vector<std::string> backends;
+    std::vector<std::string> routes;
 
     cli_fixture() {
         app.add_option("--log-format", log_format)->envname("INFERBOX_LOG_FORMAT")->capture_default_str();
@@ -34,6 +35,7 @@ struct cli_fixture {
         serve->add_flag("--metrics-public", metrics_public);
         serve->add_option("--api-key", keys);
         serve->add_option("--backend", backends);
+        serve->add_option("--route", routes);
         enable_layered_config(app, *serve);
     }
     void parse(std::vector<std::string> args) {
@@ -103,6 +105,25 @@ TEST_F(config_file, backends_may_be_written_as_mappings) {
         ADD_FAILURE() << "a backend without a name was accepted";
     } catch (const CLI::ConfigError &e) {
         EXPECT_NE(std::string(e.what()).find("a backend entry needs a name and a url"), std::string::npos) << e.what();
+    }
+}
+
+TEST_F(config_file, routes_may_be_written_as_mappings) {
+    const std::string file = write("serve:\n  route:\n"
+                                   "    - model: tiny\n      policy: local-first\n      pull: hf://org/repo/tiny.gguf\n"
+                                   "    - {model: big}\n"
+                                   "    - far=remote-only\n");
+    cli_fixture       f;
+    f.parse({"--config", file, "serve"});
+    EXPECT_EQ(f.routes, (std::vector<std::string>{"tiny=local-first;pull=hf://org/repo/tiny.gguf", "big=auto",
+                                                  "far=remote-only"}));
+    const std::string bad = write("serve:\n  route:\n    - policy: balanced\n");
+    cli_fixture       g;
+    try {
+        g.parse({"--config", bad, "serve"});
+        ADD_FAILURE() << "a route without a model was accepted";
+    } catch (const CLI::ConfigError &e) {
+        EXPECT_NE(std::string(e.what()).find("a route entry needs a model"), std::string::npos) << e.what();
     }
 }
 

@@ -265,5 +265,47 @@ TEST(ModelHost, MarkFailedAnswersWithoutLoading) {
     EXPECT_FALSE(h.find("zz"));
 }
 
+TEST(ModelHost, APullingModelAnswersAtOnceThenLoadsOncePulled) {
+    fixture fx;
+    host    h(specs({100, 0}), {}, fx.loader());
+    h.mark_pulling(1, error{error_kind::unavailable, "downloading: 40 %", "model", "model_pulling"}, 40, 100);
+    auto r = acquire(h, 1);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.err().code, "model_pulling");
+    auto now = h.try_acquire(1); // an answer now: never waits for a pull
+    ASSERT_TRUE(now.has_value());
+    EXPECT_FALSE(*now);
+    auto view = h.snapshot()[1];
+    EXPECT_EQ(view.state, hosted_state::pulling);
+    EXPECT_STREQ(hosted_state_name(view.state), "pulling");
+    EXPECT_EQ(view.pull_received, 40U);
+    EXPECT_EQ(view.pull_total, 100U);
+    EXPECT_EQ(view.error, "downloading: 40 %");
+    EXPECT_EQ(fx.loads.load(), 0);
+
+    h.pulled(1, 250);
+    view = h.snapshot()[1];
+    EXPECT_EQ(view.state, hosted_state::unloaded);
+    EXPECT_EQ(view.memory_bytes, 250U); // the estimate known once the file is here
+    EXPECT_TRUE(view.error.empty());
+    auto loaded = acquire(h, 1);
+    ASSERT_TRUE(loaded);
+    EXPECT_EQ(loaded->instance()->index, 1U);
+    EXPECT_EQ(h.resident_bytes(), 250U);
+}
+
+TEST(ModelHost, APulledModelIsChargedItsEstimateAgainstTheBudget) {
+    fixture      fx;
+    host_options o;
+    o.budget_bytes = 300;
+    host h(specs({200, 0}), o, fx.loader());
+    h.mark_pulling(1, error{error_kind::unavailable, "downloading", "", "model_pulling"});
+    ASSERT_TRUE(acquire(h, 0));
+    h.pulled(1, 200); // 200 + 200 > 300: the idle first model makes room
+    ASSERT_TRUE(acquire(h, 1));
+    EXPECT_EQ(h.snapshot()[0].state, hosted_state::unloaded);
+    EXPECT_EQ(h.resident_bytes(), 200U);
+}
+
 } // namespace
 } // namespace inferbox

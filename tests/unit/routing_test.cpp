@@ -400,6 +400,36 @@ TEST(routing, PoliciesAndPlacementsParse) {
     EXPECT_EQ(bad.err().param, "X-Inferbox-Placement");
 }
 
+TEST(routing, RouteArgumentsParseWithAPullSource) {
+    auto r = parse_route_arg("m=balanced");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->model, "m");
+    EXPECT_EQ(r->policy, route_policy::balanced);
+    EXPECT_TRUE(r->pull.empty());
+    const std::string hash(64, 'A');
+    r = parse_route_arg("tiny=local-first;pull=https://h/x.gguf?a=b;sha256=" + hash);
+    ASSERT_TRUE(r) << r.err().message;
+    EXPECT_EQ(r->pull, "https://h/x.gguf?a=b"); // a URL may hold '='
+    EXPECT_EQ(r->sha256, std::string(64, 'a'));
+    EXPECT_EQ(parse_route_arg("tiny=auto;pull=hf://o/r/f.gguf")->pull, "hf://o/r/f.gguf");
+
+    const auto refused = [](const std::string &text, const std::string &says) {
+        auto bad = parse_route_arg(text);
+        ASSERT_FALSE(bad) << text;
+        EXPECT_NE(bad.err().message.find(says), std::string::npos) << bad.err().message;
+        EXPECT_NE(bad.err().message.find("--route"), std::string::npos) << bad.err().message;
+    };
+    refused("m", "expected MODEL=POLICY");
+    refused("=local-first", "expected MODEL=POLICY");
+    refused("m=", "expected MODEL=POLICY");
+    refused("m=sideways", "unknown routing policy");
+    refused("m=remote-only;pull=hf://o/r/f.gguf", "needs a local-first");
+    refused("m=local-first;pull=", "'pull' needs a value");
+    refused("m=local-first;pull=hf://o/r/f.gguf;sha256=abc", "64 hexadecimal digits");
+    refused("m=local-first;sha256=" + hash, "add pull=REF");
+    refused("m=local-first;mirror=x", "unknown setting 'mirror'");
+}
+
 TEST(affinity_table, RemembersBoundedMostRecentlyUsedFirst) {
     affinity_table t(2);
     t.remember(prefix_key("system: you are helpful\nuser: hi"), "b1");

@@ -28,6 +28,24 @@ std::string refusal(const serve_options &o, const char *env = nullptr) {
 
 } // namespace
 
+TEST(serve_plan, routes_checked_before_anything_loads) {
+    auto o   = with_model();
+    o.routes = {"tiny=local-first;pull=https://models.example/tiny.gguf", "big=remote-first"};
+    auto s   = check_serve_options(o, nullptr);
+    ASSERT_TRUE(s) << s.err().message;
+    ASSERT_EQ(s->routes.size(), 2U);
+    EXPECT_EQ(s->routes[0].pull, "https://models.example/tiny.gguf");
+    EXPECT_EQ(s->routes[1].policy, route_policy::remote_first);
+
+    o.routes = {"tiny=local-first;pull=tiny.gguf"};
+    EXPECT_EQ(refusal(o), "--route tiny: pull= takes a download reference (hf://ORG/REPO/FILE.gguf or an http(s):// "
+                          "URL), got 'tiny.gguf'");
+    o.routes = {"tiny=local-first", "tiny=balanced"};
+    EXPECT_EQ(refusal(o), "--route: the model 'tiny' has two routes");
+    o.routes = {"tiny=nowhere"};
+    EXPECT_NE(refusal(o).find("unknown routing policy 'nowhere'"), std::string::npos);
+}
+
 TEST(serve_plan, options_refused_with_the_flag_and_its_rule) {
     EXPECT_EQ(refusal(serve_options{}), "no model to serve");
 

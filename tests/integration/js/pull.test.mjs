@@ -15,7 +15,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
 
-import { MODELS, ONCE, README_REFERENCE, modelPath, postJson, serverBinary, startServer } from './harness.mjs';
+import {
+  MODELS, ONCE, README_REFERENCE, assertErrorShape, getJson, modelPath, openaiClient, postJson, serverBinary, startServer,
+} from './harness.mjs';
 
 const MODEL_BYTES = fs.readFileSync(modelPath(MODELS.plain));
 const MODEL_SHA = crypto.createHash('sha256').update(MODEL_BYTES).digest('hex');
@@ -129,6 +131,9 @@ const cdnServer = http.createServer(async (req, res) => {
       await new Promise((r) => res.once('drain', r));
     }
     sent += piece.length;
+    if (b.gate) {
+      await b.gate; // holds the rest of the file until the test opens it
+    }
     if (b.bytesPerSecond) {
       await sleep((piece.length / b.bytesPerSecond) * 1000);
     }
@@ -469,6 +474,119 @@ describe('serve --model with a cached name or a reference', () => {
       assert.match(err, pattern);
     }
     assert.equal(hub.requests.length, 0);
+  });
+});
+
+// Start remote, move home (docs/routing.md): a local-first route names a source for a model this
+// server does not have; while it downloads (throttled here), its requests run on a remote backend;
+// once it is verified and loaded, they run here. A restart finds it in the cache.
+describe('serve --route MODEL=local-first;pull=REF', () => {
+  const greedy = { prompt: ONCE, max_tokens: 24, temperature: 0 };
+
+  async function modelEntry(server, id) {
+    const r = await getJson(`${server.url}/v1/models`);
+    return r.body.data.find((m) => m.id === id);
+  }
+
+  async function until(what, fn, limitMs = 30_000) {
+    const end = Date.now() + limitMs;
+    for (;;) {
+      const v = await fn();
+      if (v) {
+        return v;
+      }
+      assert.ok(Date.now() < end, `timed out waiting for ${what}`);
+      await sleep(100);
+    }
+  }
+
+  test('requests run remotely while the model downloads, and here once it is loaded', async () => {
+    const remote = await startServer({ model: null, args: ['--model', `tiny=${modelPath(MODELS.plain)}`] });
+    let open;
+    hub.behaviour.gate = new Promise((resolve) => { open = resolve; }); // the first 16 KiB, then a pause
+    const env = { INFERBOX_CACHE: cache, HF_ENDPOINT: hub.hubUrl };
+    const route = ['--backend', `b1=${remote.url}/v1;models=tiny`, '--route', `tiny=local-first;pull=${REF}`];
+    let router = await startServer({ model: MODELS.chatml, args: route, env });
+    try {
+      const client = openaiClient(router);
+      const reference = (await openaiClient(remote).completions.create({ model: 'tiny', ...greedy })).choices[0].text;
+
+      const pulling = await until('the pull to start', async () => {
+        const m = await modelEntry(router, 'tiny');
+        return m?.status === 'pulling' && m.pull.received_bytes > 0 ? m : null;
+      });
+      assert.equal(pulling.ready, true, 'servable remotely while it downloads');
+      assert.equal(pulling.placements[0].backend, 'local');
+      assert.equal(pulling.placements[0].state, 'pulling');
+      assert.equal(pulling.pull.total_bytes, MODEL_BYTES.length);
+      assert.ok(pulling.pull.received_bytes < MODEL_BYTES.length);
+      assert.match(pulling.status_detail, /not on this server yet \(downloading: \d+ % of 1 MiB from hf:\/\//);
+      assert.deepEqual(pulling.placements.slice(1).map((p) => p.backend), ['b1']);
+
+      const during = await client.completions.create({ model: 'tiny', ...greedy }).withResponse();
+      assert.equal(during.response.headers.get('x-inferbox-backend'), 'b1');
+      assert.equal(during.data.choices[0].text, reference);
+
+      // A request that may not leave the box is told why it cannot run here yet.
+      const pinned = await postJson(`${router.url}/v1/completions`, { model: 'tiny', ...greedy },
+        { headers: { 'X-Inferbox-Placement': 'local-only' } });
+      assert.equal(assertErrorShape(pinned, 503).code, 'model_pulling');
+      assert.match(pinned.body.error.message, /the model 'tiny' is not on this server yet/);
+
+      const metrics = await (await fetch(`${router.url}/metrics`)).text();
+      assert.match(metrics, /^inferbox_model_pull_received_bytes\{model="tiny"\} [1-9]/m);
+      assert.match(metrics, new RegExp(`^inferbox_model_pull_size_bytes\\{model="tiny"\\} ${MODEL_BYTES.length}$`, 'm'));
+
+      open();
+      await until('the model to come home', async () => (await modelEntry(router, 'tiny'))?.status === 'loaded');
+      const home = await client.completions.create({ model: 'tiny', ...greedy }).withResponse();
+      assert.equal(home.response.headers.get('x-inferbox-backend'), 'local');
+      assert.equal(home.response.headers.get('x-inferbox-route'), 'local');
+      assert.equal(home.data.choices[0].text, reference, 'the same model gives the same greedy text here');
+      assert.match(router.log(), /model 'tiny' pulled and loaded in [\d.]+ s: its requests run here now/);
+      assert.match(await (await fetch(`${router.url}/metrics`)).text(),
+        /^inferbox_model_pulls_total\{model="tiny",outcome="pulled"\} 1$/m);
+      assert.equal((await models())[0].name, NAME, 'the pull landed in the cache');
+      assert.equal((await models())[0].sha256, MODEL_SHA);
+
+      // Restarted, it finds the model in the cache: no download, served here at once.
+      await router.stop();
+      hub.requests = [];
+      router = await startServer({ model: MODELS.chatml, args: route, env });
+      assert.match(router.log(), /model 'tiny' \(hf:\/\/[^)]+\) is in the cache: it is served here/);
+      const again = await openaiClient(router).completions.create({ model: 'tiny', ...greedy }).withResponse();
+      assert.equal(again.response.headers.get('x-inferbox-backend'), 'local');
+      assert.equal(hub.requests.length, 0);
+    } finally {
+      open();
+      await router.stop();
+      await remote.stop();
+    }
+  });
+
+  test('a pull that cannot succeed leaves the model remote and says why; a bad route is refused at start', async () => {
+    const remote = await startServer({ model: null, args: ['--model', `tiny=${modelPath(MODELS.plain)}`] });
+    const env = { INFERBOX_CACHE: cache, HF_ENDPOINT: hub.hubUrl };
+    const missing = 'hf://TheOrg/tiny-stories/missing.gguf';
+    const router = await startServer({
+      model: MODELS.chatml, env, args: ['--backend', `b1=${remote.url}/v1;models=tiny`, '--route', `tiny=local-first;pull=${missing}`],
+    });
+    try {
+      const failed = await until('the pull to fail', async () => {
+        const m = await modelEntry(router, 'tiny');
+        return m?.status === 'failed' ? m : null;
+      });
+      assert.match(failed.error, /the model 'tiny' could not be pulled to this server: .*404/);
+      const r = await openaiClient(router).completions.create({ model: 'tiny', ...greedy }).withResponse();
+      assert.equal(r.response.headers.get('x-inferbox-backend'), 'b1');
+      assert.match(router.log(), /pulling hf:\/\/TheOrg\/tiny-stories\/missing\.gguf failed for good/);
+    } finally {
+      await router.stop();
+      await remote.stop();
+    }
+    const bad = await run(['serve', '--model', modelPath(MODELS.plain), '--port', '0', '--route', 'tiny=remote-only;pull=' + REF]);
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /--route tiny=remote-only;pull=hf:.*: pull= needs a local-first \(or auto\) route/);
   });
 });
 
