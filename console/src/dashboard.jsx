@@ -3,7 +3,7 @@ import { api, auth } from './api.js';
 import { useStore } from './store.js';
 import { LineChart } from './chart.jsx';
 import { flatten, formatNumber, showValue } from './format.js';
-import { ModelsTable, ServerSummary, useModelInfo } from './models.jsx';
+import { ModelsTable, PullList, ServerSummary, useModelInfo } from './models.jsx';
 import { ErrorAlert } from './widgets.jsx';
 
 // Polls /v1/console/stats?since=<last t> and keeps the server's window of samples client-side.
@@ -200,6 +200,12 @@ export function DashboardPage() {
           {info.error ? <p class="error-text">Models: {info.error}</p> : null}
           {info.metaError ? <p class="error-text">Metadata: {info.metaError}</p> : null}
           <ServerSummary meta={info.meta} />
+          {info.models.some((m) => m.status === 'pulling') ? (
+            <>
+              <h3 class="card-subtitle">Pulls in progress</h3>
+              <PullList models={info.models} />
+            </>
+          ) : null}
           <ModelsTable info={info} />
         </section>
         <section class="card" aria-label="Hardware">

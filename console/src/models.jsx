@@ -4,7 +4,8 @@ import { useStore } from './store.js';
 import { formatBytes, groupModels, modelStatus } from './format.js';
 import { ErrorAlert } from './widgets.jsx';
 
-// /v1/models and /v1/metadata together, refreshed every `everyMs`.
+// /v1/models and /v1/metadata together, refreshed every `everyMs` (every second while a model
+// is being pulled or loaded, so that its progress bar and state move).
 export function useModelInfo(everyMs) {
   const a = useStore(auth);
   const [info, setInfo] = useState({ models: [], meta: null, error: '', metaError: '', loaded: false });
@@ -14,14 +15,16 @@ export function useModelInfo(everyMs) {
     const load = async () => {
       const [m, md] = await Promise.allSettled([api('/v1/models'), api('/v1/metadata')]);
       if (!alive) return;
+      const models = m.status === 'fulfilled' && Array.isArray(m.value && m.value.data) ? m.value.data : null;
       setInfo((prev) => ({
-        models: m.status === 'fulfilled' && Array.isArray(m.value && m.value.data) ? m.value.data : prev.models,
+        models: models || prev.models,
         meta: md.status === 'fulfilled' ? md.value : prev.meta,
         error: m.status === 'rejected' ? m.reason.message : '',
         metaError: md.status === 'rejected' ? md.reason.message : '',
         loaded: true,
       }));
-      if (everyMs && !auth.get().needed) timer = setTimeout(load, everyMs);
+      const moving = (models || []).some((x) => x.status === 'pulling' || x.status === 'loading');
+      if (everyMs && !auth.get().needed) timer = setTimeout(load, moving ? Math.min(everyMs, 1000) : everyMs);
     };
     load();
     return () => {
@@ -46,6 +49,38 @@ function profileText(p) {
   return parts.join(' · ');
 }
 
+// A model being downloaded here (a route's pull=): its progress as a bar and in words.
+export function PullProgress({ m }) {
+  const p = m.pull || {};
+  const got = Number(p.received_bytes) || 0;
+  const total = Number(p.total_bytes) || 0;
+  const pct = total ? Math.min(100, Math.floor((got * 100) / total)) : null;
+  return (
+    <span class="pull" data-pull={m.id} data-received={String(got)} data-total={String(total)} title={m.status_detail || ''}>
+      <progress max={total || undefined} value={total ? got : undefined} aria-label={`Download of ${m.id}`} />
+      <span class="muted small">
+        {pct != null ? `${pct} % of ${formatBytes(total)}` : `${formatBytes(got)} so far`}
+      </span>
+    </span>
+  );
+}
+
+// The models being pulled now, each with its progress bar; nothing when there are none.
+export function PullList({ models }) {
+  const pulls = models.filter((m) => m.status === 'pulling');
+  if (!pulls.length) return null;
+  return (
+    <ul class="pulls" aria-label="Pulls in progress">
+      {pulls.map((m) => (
+        <li key={m.id}>
+          <strong>{m.id}</strong> <PullProgress m={m} />
+          {m.status_detail ? <div class="muted small">{m.status_detail}</div> : null}
+        </li>
+      ))}
+    </ul>
+  );
+}
+
 function Row({ m, meta, adapter }) {
   const md = meta && Array.isArray(meta.models) ? meta.models.find((x) => x.id === m.id) : null;
   const mem = m.memory_bytes ?? (md && md.memory_bytes);
@@ -62,6 +97,7 @@ function Row({ m, meta, adapter }) {
       <td>
         <span class={`dot status-${String(m.status || (m.ready ? 'loaded' : 'unknown')).replace(/[^\w-]/g, '')}`} aria-hidden="true" /> {status || '—'}
         {m.ready === false ? <span class="muted"> (not ready)</span> : null}
+        {m.status === 'pulling' ? <PullProgress m={m} /> : null}
       </td>
       <td>{m.max_model_len ?? '—'}</td>
       <td>{mem != null ? formatBytes(mem) : '—'}</td>

@@ -639,21 +639,41 @@ describe('routed models in the console (a second inferbox as a remote backend)',
   let remote;
   let router;
   let browser;
+  // The router also pulls "tiny" (route pull=) from a local file server that sends the first
+  // 64 KiB, then holds the rest until the test opens `gate`.
+  const modelBytes = fs.readFileSync(modelPath(MODELS.plain));
+  let openGate;
+  const gate = new Promise((resolve) => { openGate = resolve; });
+  const files = http.createServer(async (req, res) => {
+    res.writeHead(200, { 'content-length': String(modelBytes.length) });
+    res.write(modelBytes.subarray(0, 64 * 1024));
+    await gate;
+    res.end(modelBytes.subarray(64 * 1024));
+  });
+  let cache;
   before(async () => {
+    await new Promise((resolve) => files.listen(0, '127.0.0.1', resolve));
+    cache = fs.mkdtempSync(path.join(os.tmpdir(), 'inferbox-console-cache-'));
     // The remote serves the chat model as "far"; the router serves it as "near" and knows "far"
     // only through its backend.
     remote = await startServer({ model: null, args: ['--model', `far=${modelPath(MODELS.chatml)}`] });
     router = await startServer({
       model: null,
+      env: { INFERBOX_CACHE: cache },
       args: ['--model', `near=${modelPath(MODELS.chatml)}`,
-        '--backend', `edge=${remote.url}/v1;models=far;probe-interval-ms=200`],
+        '--backend', `edge=${remote.url}/v1;models=far;probe-interval-ms=200`,
+        '--route', `tiny=local-first;pull=http://127.0.0.1:${files.address().port}/tiny.gguf`],
     });
     browser = await launchBrowser();
   });
   after(async () => {
+    openGate();
     await browser?.close();
     await router?.stop();
     await remote?.stop();
+    files.closeAllConnections();
+    files.close();
+    fs.rmSync(cache, { recursive: true, force: true });
   });
 
   test('the picker lists the remote model, the answer says where it ran, the dashboard shows the backend', async () => {
@@ -680,6 +700,31 @@ describe('routed models in the console (a second inferbox as a remote backend)',
     const text = await backend.evaluate((e) => e.textContent);
     assert.match(text, /closed/); // its circuit: healthy
     assert.ok(text.includes(remote.url), text);
+    assert.deepEqual(problems, []);
+    await page.close();
+  });
+
+  test('the dashboard shows a pull in progress with its progress bar, then the model loaded', async () => {
+    const page = await browser.newPage();
+    const problems = watchProblems(page, { network: false });
+    await page.goto(`${router.url}/#/dashboard`, { waitUntil: 'networkidle0' });
+    const pull = await page.waitForSelector('[aria-label="Pulls in progress"] [data-pull="tiny"]');
+    const shown = await pull.evaluate((e) => ({
+      received: Number(e.dataset.received),
+      total: Number(e.dataset.total),
+      bar: e.querySelector('progress') && { value: e.querySelector('progress').value, max: e.querySelector('progress').max },
+      text: e.textContent,
+    }));
+    assert.equal(shown.total, modelBytes.length);
+    assert.equal(shown.received, 64 * 1024, 'the bytes the file server has sent so far');
+    assert.deepEqual(shown.bar, { value: 64 * 1024, max: modelBytes.length });
+    assert.match(shown.text, new RegExp(`${Math.floor((64 * 1024 * 100) / modelBytes.length)} % of 1\\.1 MiB`));
+    // The models table says so too.
+    assert.match(await page.$eval('tr[data-model-id="tiny"]', (e) => e.textContent), /pulling/);
+
+    openGate();
+    await page.waitForSelector('tr[data-model-id="tiny"] .status-loaded', { timeout: timeBound(30_000) });
+    assert.equal(await page.$('[aria-label="Pulls in progress"]'), null, 'no pulls are left');
     assert.deepEqual(problems, []);
     await page.close();
   });
