@@ -19,6 +19,7 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <algorithm>
 #include <charconv>
@@ -1198,8 +1199,21 @@ void api_router::route_request(const std::shared_ptr<http_exchange> &ex, std::op
         hold       = std::shared_ptr<void>(
             nullptr, [lease = std::move(lease), n = local_count, n_sequences](void *) { n->fetch_sub(n_sequences); });
     }
-    run_inference(ex, std::make_shared<failover_backend>(std::move(ordered), order.reason), std::move(metrics),
-                  std::move(hold), std::move(req), std::move(served), key_index, std::move(writer), /*routed=*/true);
+    retry_policy retry;
+    retry.max_retries = cfg_.route_retries;
+    retry.backoff     = cfg_.route_retry_backoff;
+    retry.max_backoff = cfg_.route_retry_backoff * 8;
+    retry.schedule    = [exec = ex->executor()](std::chrono::milliseconds delay, std::function<void()> fn) {
+        auto timer = std::make_shared<boost::asio::steady_timer>(exec, delay);
+        timer->async_wait([timer, fn = std::move(fn)](const boost::system::error_code &ec) {
+            if (!ec) { // aborted only when the server stops: the host's shutdown ends the request
+                fn();
+            }
+        });
+    };
+    run_inference(ex, std::make_shared<failover_backend>(std::move(ordered), order.reason, std::move(retry)),
+                  std::move(metrics), std::move(hold), std::move(req), std::move(served), key_index, std::move(writer),
+                  /*routed=*/true);
 }
 
 std::function<void(const server_tool_call &, double)> api_router::tool_call_metrics() const {

@@ -78,6 +78,10 @@ struct api_config {
     int32_t overflow_after = 0;
     // The deadline of a generation request that names none (0: none).
     std::chrono::milliseconds request_timeout{0};
+    // A routed request that failed on every backend before any output is tried again this many
+    // times, after route_retry_backoff, then twice that, ... (at most 8×; backend/failover.h).
+    int32_t                   route_retries = 2;
+    std::chrono::milliseconds route_retry_backoff{250};
 
     // The `sql` tool's databases (--sql-database NAME=PATH), by name: a Responses request enables
     // one with {"type": "sql", "database": NAME} and the server runs the tool loop (agent/).

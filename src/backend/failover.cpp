@@ -61,8 +61,44 @@ api_request continuation_of(const api_request &original, const std::string &sent
 class failover_stream final : public generation_stream, public std::enable_shared_from_this<failover_stream> {
   public:
     failover_stream(std::vector<route_candidate> candidates, std::shared_ptr<const failover_detail> detail,
-                    std::function<void()> notify)
-        : candidates_(std::move(candidates)), detail_(std::move(detail)), notify_(std::move(notify)) {}
+                    std::function<void()> notify, retry_policy retry)
+        : candidates_(std::move(candidates)), detail_(std::move(detail)), notify_(std::move(notify)),
+          retry_(std::move(retry)), backoff_(retry_.backoff) {}
+
+    // Every candidate failed with `err` before anything reached the client: schedules another
+    // round when the policy, the request's deadline and the error allow one (a remote backend
+    // must be among the candidates: a box alone gets its answer at once). True when scheduled.
+    bool schedule_retry(const error &err) {
+        const bool remote = std::any_of(candidates_.begin(), candidates_.end(),
+                                        [](const route_candidate &c) { return c.name != "local"; });
+        if (!retry_.schedule || !remote || !failover_backend::retryable(err)) {
+            return false;
+        }
+        std::chrono::milliseconds delay{0};
+        {
+            std::lock_guard lock(mu_);
+            const auto      d = detail_->deadline;
+            if (cancelled_ || retries_ >= retry_.max_retries ||
+                (d != std::chrono::steady_clock::time_point{} && std::chrono::steady_clock::now() + backoff_ >= d)) {
+                return false;
+            }
+            if (!first_err_) {
+                first_err_  = err;
+                first_fail_ = std::chrono::steady_clock::now();
+            }
+            ++retries_;
+            delay    = backoff_;
+            backoff_ = std::min(backoff_ * 2, retry_.max_backoff);
+            inner_.reset(); // take() has nothing to give until the retry starts a stream
+        }
+        std::weak_ptr<failover_stream> weak = shared_from_this();
+        retry_.schedule(delay, [weak] {
+            if (auto self = weak.lock()) {
+                self->retry_now();
+            }
+        });
+        return true;
+    }
 
     // Submits to candidate `from` or, when it refuses, the next ones. The first refusal is the
     // one reported when every candidate refuses (its kind; every message, in order).
@@ -99,11 +135,17 @@ class failover_stream final : public generation_stream, public std::enable_share
 
     std::vector<backend_event> take() override {
         std::shared_ptr<generation_stream> inner;
+        std::vector<backend_event>         out;
         {
             std::lock_guard lock(mu_);
             inner = inner_;
+            if (!inner && final_err_) { // the last retry failed too
+                backend_event ev;
+                ev.err = std::move(final_err_);
+                final_err_.reset();
+                out.push_back(std::move(ev));
+            }
         }
-        std::vector<backend_event> out;
         if (!inner) {
             return out;
         }
@@ -114,6 +156,9 @@ class failover_stream final : public generation_stream, public std::enable_share
             if (ev.err && failover_backend::movable(*ev.err) && !past_deadline() &&
                 (delivered_ ? detail_->resumable && !sent_calls_ && resume() : move_on(*ev.err))) {
                 return out; // the next candidate's events follow on the same notify
+            }
+            if (ev.err && !delivered_ && failover_backend::movable(*ev.err)) {
+                ev.err = after_retries(*ev.err); // the answer's error, after any retries
             }
             delivered_ = true;
             if (!ev.err && !ev.content.empty()) {
@@ -166,13 +211,45 @@ class failover_stream final : public generation_stream, public std::enable_share
         }
         old->cancel();
         if (next >= candidates_.size()) {
-            return false;
+            return schedule_retry(err);
         }
         if (auto e = start(next, "fallback")) {
-            (void)err;
-            return false;
+            return schedule_retry(*e);
         }
         return true;
+    }
+
+    // A retry's round over every candidate, on the scheduler's thread; the consumer hears of the
+    // outcome through notify (a stream's events, or the last error).
+    void retry_now() {
+        {
+            std::lock_guard lock(mu_);
+            if (cancelled_) {
+                return;
+            }
+        }
+        if (auto err = start(0, "retry"); err && !schedule_retry(*err)) {
+            auto            last = after_retries(*err);
+            std::lock_guard lock(mu_);
+            final_err_ = std::move(last);
+        }
+        notify_();
+    }
+
+    // The error a request that failed after retries ends with: the first round's (the one that
+    // says what went wrong; later rounds may only meet the circuit it opened), with what the
+    // retries added. `last` itself when there were none.
+    error after_retries(const error &last) const {
+        std::lock_guard lock(mu_);
+        if (!first_err_) {
+            return last;
+        }
+        error      out = *first_err_;
+        const auto ms =
+            std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - first_fail_);
+        out.message += " (tried " + std::to_string(retries_) + " more time" + (retries_ == 1 ? "" : "s") + " over " +
+                       std::to_string(ms.count()) + " ms; last: " + last.message + ")";
+        return out;
     }
 
     // The finishing event of a continuation, as the client's one answer: the backend counted the
@@ -234,7 +311,13 @@ class failover_stream final : public generation_stream, public std::enable_share
     std::vector<route_candidate>           candidates_;
     std::shared_ptr<const failover_detail> detail_;
     std::function<void()>                  notify_;
+    retry_policy                           retry_;
     mutable std::mutex                     mu_;
+    int32_t                                retries_ = 0; // under mu_, as the two below
+    std::chrono::milliseconds              backoff_;
+    std::optional<error>                   final_err_;
+    std::optional<error>                   first_err_; // what made the first retry
+    std::chrono::steady_clock::time_point  first_fail_;
     size_t                                 current_ = 0;
     std::shared_ptr<generation_stream>     inner_;
     route_info                             route_;
@@ -252,8 +335,19 @@ class failover_stream final : public generation_stream, public std::enable_share
 
 } // namespace
 
-failover_backend::failover_backend(std::vector<route_candidate> candidates, std::string reason)
-    : candidates_(std::move(candidates)), reason_(std::move(reason)) {}
+failover_backend::failover_backend(std::vector<route_candidate> candidates, std::string reason, retry_policy retry)
+    : candidates_(std::move(candidates)), reason_(std::move(reason)), retry_(std::move(retry)) {}
+
+bool failover_backend::retryable(const error &err) {
+    switch (err.kind) {
+    case error_kind::unavailable: // a 503, a backend cooling down or with its circuit open
+    case error_kind::upstream:    // a connection refused or reset, a 5xx
+    case error_kind::internal:    // this box's engine failed
+        return true;
+    default: // a 429 is the client's to pace; a timeout already spent its time
+        return false;
+    }
+}
 
 bool failover_backend::movable(const error &err) {
     switch (err.kind) {
@@ -326,9 +420,11 @@ result<backend_request> failover_backend::prepare(api_request req) const {
 result<std::shared_ptr<generation_stream>> failover_backend::submit(std::shared_ptr<const backend_request> req,
                                                                     std::function<void()>                  notify) {
     auto detail = std::static_pointer_cast<const failover_detail>(req->detail);
-    auto stream = std::make_shared<failover_stream>(candidates_, detail, std::move(notify));
+    auto stream = std::make_shared<failover_stream>(candidates_, detail, std::move(notify), retry_);
     if (auto err = stream->start(first_, first_ == 0 ? reason_ : "overflow")) {
-        return *err;
+        if (!stream->schedule_retry(*err)) {
+            return *err;
+        }
     }
     return std::shared_ptr<generation_stream>(std::move(stream));
 }

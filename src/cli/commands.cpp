@@ -252,6 +252,17 @@ void add_serve_feature_options(CLI::App *serve, serve_flags &f) {
                      "past it the answer is a 504 (0: none)")
         ->capture_default_str()
         ->check(CLI::Range(0, 3'600'000));
+    serve
+        ->add_option("--route-retries", f.so.route_retries,
+                     "rounds over a routed request's backends after all of them failed before any output, each "
+                     "after a backoff, never past the request's deadline (0: none)")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 10));
+    serve
+        ->add_option("--route-retry-backoff-ms", f.so.route_retry_backoff_ms,
+                     "the pause before the first retry; it doubles for each next one, up to 8 times this")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 60'000));
     // Embeddings and ranking (docs/operations.md).
     serve
         ->add_option("--pooling", f.pooling,

@@ -71,6 +71,8 @@ struct serve_options {
     std::vector<std::string> routes;
     int32_t                  overflow_after     = 0; // --overflow-after (api_config::overflow_after)
     int32_t                  request_timeout_ms = 0; // --request-timeout-ms (api_config::request_timeout)
+    int32_t                  route_retries          = 2;   // --route-retries (api_config::route_retries)
+    int32_t                  route_retry_backoff_ms = 250; // --route-retry-backoff-ms
 
     // --sql-database NAME=PATH (repeatable): SQLite files the `sql` built-in tool reads (read-only).
     std::vector<std::string> sql_databases;

@@ -227,6 +227,8 @@ std::optional<error> configure_routing(const serve_options &opts, const boost::a
     }
     cfg.overflow_after  = opts.overflow_after;
     cfg.request_timeout = std::chrono::milliseconds(opts.request_timeout_ms);
+    cfg.route_retries       = opts.route_retries;
+    cfg.route_retry_backoff = std::chrono::milliseconds(opts.route_retry_backoff_ms);
     return std::nullopt;
 }
 

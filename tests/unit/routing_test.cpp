@@ -628,6 +628,146 @@ TEST_F(failover_fixture, APreparationTheRequestFailsIsTheAnswerOthersAreSkipped)
     EXPECT_EQ(s->route().backend, "b");
 }
 
+// --- retries with backoff -----------------------------------------------------------------------
+
+// A scheduler that keeps what it is asked to run, for the test to run when it chooses.
+struct manual_clock {
+    std::vector<std::pair<std::chrono::milliseconds, std::function<void()>>> due;
+    retry_policy                                                             policy(int32_t retries) {
+                                                                    retry_policy p;
+                                                                    p.max_retries = retries;
+                                                                    p.backoff     = std::chrono::milliseconds(100);
+                                                                    p.max_backoff = std::chrono::milliseconds(150);
+                                                                    p.schedule = [this](std::chrono::milliseconds d, std::function<void()> fn) {
+            due.emplace_back(d, std::move(fn));
+        };
+                                                                    return p;
+    }
+    void run_next() {
+        ASSERT_FALSE(due.empty());
+        auto fn = std::move(due.front().second);
+        due.erase(due.begin());
+        fn();
+    }
+};
+
+TEST_F(failover_fixture, ARequestEveryoneRefusedIsRetriedAfterABackoffThenRunsWhereRoomIs) {
+    manual_clock clock;
+    a->refuse = error{error_kind::upstream, "a: connection refused", "", ""};
+    b->refuse = error{error_kind::unavailable, "b: cooling down", "", ""};
+    failover_backend f({{a, "local"}, {b, "b"}}, "local", clock.policy(2));
+    auto             s = run(f);
+    ASSERT_TRUE(s) << "a retry is pending: the stream exists";
+    EXPECT_TRUE(s->take().empty());
+    ASSERT_EQ(clock.due.size(), 1U);
+    EXPECT_EQ(clock.due[0].first.count(), 100);
+
+    b->refuse.reset(); // b has come back
+    clock.run_next();
+    EXPECT_EQ(notified, 1) << "the consumer is told to take()";
+    EXPECT_EQ(s->route().backend, "b");
+    EXPECT_EQ(s->route().reason, "fallback"); // the retry's round moved past a again
+    b->stream->push(token("hi"));
+    const auto evs = s->take();
+    ASSERT_EQ(evs.size(), 1U);
+    EXPECT_EQ(evs[0].content, "hi");
+    EXPECT_EQ(a->submits, 2);
+}
+
+TEST_F(failover_fixture, RetriesDoubleTheirBackoffAndEndWithTheLastErrorAsAnEvent) {
+    manual_clock clock;
+    b->refuse = error{error_kind::upstream, "b: connection refused", "", ""};
+    failover_backend f({{b, "b"}}, "remote", clock.policy(2));
+    auto             s = run(f);
+    ASSERT_TRUE(s);
+    clock.run_next();
+    ASSERT_EQ(clock.due.size(), 1U);
+    EXPECT_EQ(clock.due[0].first.count(), 150) << "doubled, at most max_backoff";
+    EXPECT_TRUE(s->take().empty());
+    clock.run_next();
+    EXPECT_TRUE(clock.due.empty()) << "two retries, no more";
+    const auto evs = s->take();
+    ASSERT_EQ(evs.size(), 1U);
+    ASSERT_TRUE(evs[0].err);
+    EXPECT_EQ(evs[0].err->kind, error_kind::upstream);
+    EXPECT_EQ(evs[0].err->message.rfind("b: connection refused (tried 2 more times over ", 0), 0U)
+        << evs[0].err->message;
+    EXPECT_NE(evs[0].err->message.find(" ms; last: b: connection refused)"), std::string::npos);
+    EXPECT_EQ(b->submits, 3);
+    EXPECT_TRUE(s->take().empty()) << "the error is given once";
+}
+
+TEST_F(failover_fixture, AnErrorBeforeOutputIsRetriedOnTheSameBackendAndWithoutOutputOnly) {
+    manual_clock     clock;
+    failover_backend f({{b, "b"}}, "remote", clock.policy(1));
+    auto             s = run(f);
+    b->stream->push(failure(error_kind::upstream, "b: connection reset"));
+    EXPECT_TRUE(s->take().empty());
+    ASSERT_EQ(clock.due.size(), 1U);
+    clock.run_next();
+    EXPECT_EQ(s->route().reason, "retry");
+    b->stream->push(token("ok"));
+    EXPECT_EQ(s->take().at(0).content, "ok");
+    b->stream->push(failure(error_kind::upstream, "b: lost"));
+    const auto evs = s->take();
+    ASSERT_EQ(evs.size(), 1U);
+    EXPECT_TRUE(evs[0].err) << "output reached the client: no retry";
+    EXPECT_TRUE(clock.due.empty());
+}
+
+TEST_F(failover_fixture, AStreamThatFailsAgainAfterItsRetriesEndsWithTheFirstErrorAndWhatFollowed) {
+    manual_clock     clock;
+    failover_backend f({{b, "b"}}, "remote", clock.policy(1));
+    auto             s = run(f);
+    b->stream->push(failure(error_kind::upstream, "b: connection refused"));
+    EXPECT_TRUE(s->take().empty());
+    clock.run_next();
+    b->stream->push(failure(error_kind::unavailable, "b: circuit open"));
+    const auto evs = s->take();
+    ASSERT_EQ(evs.size(), 1U);
+    ASSERT_TRUE(evs[0].err);
+    EXPECT_EQ(evs[0].err->kind, error_kind::upstream);
+    EXPECT_NE(evs[0].err->message.find("b: connection refused (tried 1 more time over "), std::string::npos);
+    EXPECT_NE(evs[0].err->message.find("; last: b: circuit open)"), std::string::npos);
+}
+
+TEST_F(failover_fixture, NoRetryForTheClientsErrorsABoxAloneAPassedDeadlineOrACancelledStream) {
+    manual_clock         clock;
+    std::optional<error> err;
+    b->refuse = error::invalid("bad request");
+    failover_backend client_error({{b, "b"}}, "remote", clock.policy(3));
+    EXPECT_FALSE(run(client_error, &err));
+    EXPECT_TRUE(clock.due.empty());
+
+    a->refuse = error{error_kind::internal, "decode failed", "", ""};
+    failover_backend alone({{a, "local"}}, "local", clock.policy(3));
+    EXPECT_FALSE(run(alone, &err));
+    EXPECT_EQ(err->message, "decode failed") << "a box without remotes answers at once";
+
+    for (const auto kind : {error_kind::overloaded, error_kind::timeout}) {
+        b->refuse = error{kind, "busy or slow", "", ""};
+        failover_backend paced({{b, "b"}}, "remote", clock.policy(3));
+        EXPECT_FALSE(run(paced, &err)) << "a 429 is the client's to pace; a timeout spent its time";
+    }
+    EXPECT_TRUE(clock.due.empty());
+
+    b->refuse = error{error_kind::upstream, "down", "", ""};
+    api_request late;
+    late.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(50);
+    failover_backend deadline({{b, "b"}}, "remote", clock.policy(3));
+    EXPECT_FALSE(run(deadline, &err, late)) << "the backoff would pass the deadline";
+    EXPECT_TRUE(clock.due.empty());
+
+    failover_backend cancelled({{b, "b"}}, "remote", clock.policy(3));
+    auto             s = run(cancelled);
+    ASSERT_TRUE(s);
+    s->cancel();
+    b->refuse.reset();
+    clock.run_next();
+    EXPECT_EQ(b->submits, 5) << "a cancelled stream's retry submits nothing (5 refusals before)";
+    EXPECT_EQ(notified, 0);
+}
+
 // --- mid-stream failover -------------------------------------------------------------------------
 
 api_request chat_request(int32_t max_tokens) {

@@ -27,11 +27,20 @@ import {
   streamRaw,
   timeBound,
 } from './harness.mjs';
+import { SKIP_NETNS, addNamespaces, removeNamespaces, requireNetns, sh, vethLink } from './netns.mjs';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'inferbox-routing-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// Waits (up to 1 s) for `re` in a server's log: the access log's line follows the last byte.
+async function logged(server, re) {
+  for (let i = 0; i < 50 && !re.test(server.log()); i++) {
+    await sleep(20);
+  }
+  assert.match(server.log(), re);
+}
 
 const REMOTE_KEY = 'remote-secret-key-123';
 const ROUTER_KEY = 'router-client-key-456';
@@ -292,8 +301,9 @@ describe('failures: refused, silent and busy backends, circuit breaking, bad con
     const closed = await freePort(); // nothing listens there
     const router = await startServer({
       model: MODELS.plain,
-      args: ['--backend', `gone=http://127.0.0.1:${closed}/v1;models=ghost;failure-threshold=2;open-ms=400;` +
-        'probe-interval-ms=0'],
+      // No retries: each request is one attempt, so the circuit's count is the requests'.
+      args: ['--route-retries', '0', '--backend', `gone=http://127.0.0.1:${closed}/v1;models=ghost;failure-threshold=2;` +
+        'open-ms=400;probe-interval-ms=0'],
     });
     try {
       const ask = () => postJson(`${router.url}/v1/completions`, { model: 'ghost', prompt: ONCE, max_tokens: 4 });
@@ -312,6 +322,52 @@ describe('failures: refused, silent and busy backends, circuit breaking, bad con
       assert.equal(assertErrorShape(await ask(), 503).code, 'backend_circuit_open');
     } finally {
       await router.stop();
+    }
+  });
+
+  test('a backend that refuses for a moment is retried with backoff, within the deadline, before any output', async () => {
+    // The backend's port refuses connections until a proxy to a real inferbox opens on it
+    // ~400 ms after the request; the retries (250 ms, then 500 ms later) find it.
+    const remote = await startServer({ model: null, args: ['--model', `tiny=${modelPath(MODELS.plain)}`] });
+    const port = await freePort();
+    const piped = [];
+    const proxy = net.createServer((client) => {
+      const upstream = net.connect(Number(new URL(remote.url).port), '127.0.0.1');
+      piped.push(client, upstream);
+      client.pipe(upstream).pipe(client);
+      client.on('error', () => upstream.destroy());
+      upstream.on('error', () => client.destroy());
+    });
+    const router = await startServer({
+      model: MODELS.plain,
+      args: ['--backend', `later=http://127.0.0.1:${port}/v1;models=tiny;probe-interval-ms=0;failure-threshold=5`],
+    });
+    try {
+      const sent = Date.now();
+      setTimeout(() => proxy.listen(port, '127.0.0.1'), 400);
+      const { data, response } = await openaiClient(router).completions
+        .create({ model: 'tiny', prompt: ONCE, max_tokens: 8, temperature: 0 }).withResponse();
+      const took = Date.now() - sent;
+      assert.equal(response.headers.get('x-inferbox-backend'), 'later');
+      assert.equal(response.headers.get('x-inferbox-route'), 'retry');
+      assert.ok(data.choices[0].text.length > 0);
+      assert.ok(took >= 400, `answered after ${took} ms: before the backend could listen`);
+      await logged(router, /route=retry/);
+
+      // A deadline shorter than the next backoff ends the retries: the first error, saying so.
+      proxy.close();
+      piped.forEach((sock) => sock.destroy()); // no kept-alive connection gets through either
+      await new Promise((r) => setTimeout(r, 50));
+      const started = Date.now();
+      const err = assertErrorShape(await postJson(`${router.url}/v1/completions`,
+        { model: 'tiny', prompt: ONCE, max_tokens: 4 }, { headers: { 'X-Inferbox-Timeout-Ms': '600' } }), 502);
+      assert.equal(err.code, 'backend_unreachable');
+      assert.match(err.message, /\(tried 1 more time over \d+ ms; last: /);
+      assert.ok(Date.now() - started < timeBound(2000));
+    } finally {
+      proxy.close();
+      await router.stop();
+      await remote.stop();
     }
   });
 
@@ -637,6 +693,78 @@ describe('mid-stream failover', () => {
       assert.match(router.log(), /finished_on=b2/);
     } finally {
       await pair.stop();
+    }
+  });
+});
+
+// A backend on a host of its own (a network namespace joined by a veth pair): a network
+// partition is silence, not the reset a killed process gives, so only the idle timeout between
+// chunks can notice it.
+describe('a backend on another host, partitioned mid-stream', { skip: SKIP_NETNS && 'INFERBOX_SKIP_NETNS=1' }, () => {
+  const tag = `ir${process.pid % 100000}`;
+  const ns = `${tag}-h`;
+  const ADDR = { root: '10.214.0.1', host: '10.214.0.2' };
+  before(() => {
+    requireNetns('this test');
+    removeNamespaces([ns], [`${tag}r`]);
+    addNamespaces([ns]);
+    vethLink(`${tag}r`, null, ADDR.root, ns, ADDR.host);
+  });
+  after(() => removeNamespaces([ns], [`${tag}r`]));
+
+  test('the idle timeout notices, the stream continues on another backend and equals an unbroken run', async () => {
+    const slow = { INFERBOX_FAILPOINT_STEP_DELAY_MS: '5' };
+    const far = await startServer({ model: MODELS.plain, host: ADDR.host, prefix: ['ip', 'netns', 'exec', ns], env: slow });
+    const near = await startServer({ model: MODELS.plain, env: slow });
+    const router = await startServer({
+      model: null,
+      args: ['--model', `mine=${modelPath(MODELS.plain)}`, '--route', 'far=remote-first',
+        '--backend', `b1=${far.url}/v1;models=far=stories260K;idle-timeout-ms=1500;probe-interval-ms=0`,
+        '--backend', `b2=${near.url}/v1;models=far=stories260K;probe-interval-ms=0`],
+    });
+    try {
+      const body = { prompt: ONCE, max_tokens: 200, temperature: 0, ignore_eos: true };
+      const reference = await postJson(`${near.url}/v1/completions`, body);
+      assert.equal(reference.status, 200, reference.text);
+
+      const res = await fetch(`${router.url}/v1/completions`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ ...body, model: 'far', stream: true }),
+      });
+      assert.equal(res.headers.get('x-inferbox-backend'), 'b1', `the stream started on the other host\n${router.log()}`);
+      const decoder = new TextDecoder();
+      let raw = '';
+      const arrivals = [];
+      let cutAt = 0;
+      for await (const piece of res.body) {
+        raw += decoder.decode(piece, { stream: true });
+        const n = (raw.match(/^data: \{/gm) ?? []).length;
+        while (arrivals.length < n) {
+          arrivals.push(Date.now());
+        }
+        if (!cutAt && n >= 5) {
+          sh(`ip link set ${tag}r down`); // the partition: b1's bytes stop, and no reset comes
+          cutAt = arrivals.length;
+        }
+      }
+      const events = raw.split(/\r?\n/).filter((l) => l.startsWith('data: ')).map((l) => l.slice(6));
+      assert.equal(events.at(-1), '[DONE]', raw.slice(-2000));
+      const chunks = events.slice(0, -1).map((e) => JSON.parse(e));
+      assert.ok(!chunks.some((c) => c.error), raw.slice(-1500));
+      const text = chunks.map((c) => c.choices[0]?.text ?? '').join('');
+      assert.equal(text, reference.body.choices[0].text, 'no duplicate and no gap');
+      assert.deepEqual(chunks.findLast((c) => c.nvext).nvext, { backend: 'b2', route: 'failover' });
+      // The client saw one pause: the idle timeout (1.5 s: long enough that a loaded machine's
+      // own stalls never trip it) and the move, not a hang.
+      const gaps = arrivals.slice(1).map((t, i) => t - arrivals[i]);
+      const longest = Math.max(...gaps);
+      assert.ok(longest >= 1400 && longest < timeBound(4000), `longest gap ${longest} ms`);
+      await logged(router, /finished_on=b2/);
+    } finally {
+      sh(`ip link set ${tag}r up`, { check: false });
+      await router.stop();
+      await near.stop();
+      await far.stop();
     }
   });
 });

@@ -16,7 +16,7 @@
 // it instead. Every namespace it creates is deleted afterwards.
 
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -30,52 +30,15 @@ import {
   startServer,
   timeBound,
 } from './harness.mjs';
+import { SKIP_NETNS, addNamespaces, removeNamespaces, requireNetns, sh, vethLink } from './netns.mjs';
 
-const SKIP = process.env.INFERBOX_SKIP_NETNS === '1';
 const tag = `ib${process.pid % 100000}`;
 const NS = { leader: `${tag}-l`, a: `${tag}-a`, b: `${tag}-b` };
 const WORKER_PORT = 50052;
 const ADDR = { root: '10.213.0.1', leader: '10.213.0.2', a: '10.213.1.1', b: '10.213.2.1' };
 
-function sh(cmd, { check = true } = {}) {
-  const r = spawnSync('sh', ['-c', cmd], { encoding: 'utf8' });
-  if (check && r.status !== 0) {
-    throw new Error(`${cmd}: exit ${r.status}\n${r.stderr}`);
-  }
-  return r;
-}
-
-function problem() {
-  if (process.getuid?.() !== 0) {
-    return 'network namespaces need root';
-  }
-  if (sh('command -v ip', { check: false }).status !== 0) {
-    return 'ip (iproute2) is not installed';
-  }
-  return null;
-}
-
 function teardown() {
-  for (const ns of Object.values(NS)) {
-    sh(`ip netns pids ${ns} 2>/dev/null | xargs -r kill -9`, { check: false });
-    sh(`ip netns del ${ns} 2>/dev/null`, { check: false });
-  }
-  sh(`ip link del ${tag}r 2>/dev/null`, { check: false });
-}
-
-// A veth pair `name` (this end) / `name`p (the peer), the ends moved into namespaces (null: root).
-function link(name, nsHere, addrHere, nsThere, addrThere) {
-  const peer = `${name}p`;
-  sh(`ip link add ${name} type veth peer name ${peer}`);
-  const inNs = (ns, cmd) => (ns ? `ip -n ${ns} ${cmd}` : `ip ${cmd}`);
-  if (nsHere) {
-    sh(`ip link set ${name} netns ${nsHere}`);
-  }
-  sh(`ip link set ${peer} netns ${nsThere}`);
-  sh(inNs(nsHere, `addr add ${addrHere}/24 dev ${name}`));
-  sh(inNs(nsHere, `link set ${name} up`));
-  sh(inNs(nsThere, `addr add ${addrThere}/24 dev ${peer}`));
-  sh(inNs(nsThere, `link set ${peer} up`));
+  removeNamespaces(Object.values(NS), [`${tag}r`]);
 }
 
 function rxBytes(ns, dev) {
@@ -131,23 +94,17 @@ async function failedStart(args) {
   }
 }
 
-describe('ggml RPC across network namespaces', { skip: SKIP && 'INFERBOX_SKIP_NETNS=1' }, () => {
+describe('ggml RPC across network namespaces', { skip: SKIP_NETNS && 'INFERBOX_SKIP_NETNS=1' }, () => {
   let reference;
 
   before(async () => {
-    const why = problem();
-    if (why) {
-      throw new Error(`${why}: this test builds hosts from network namespaces (set INFERBOX_SKIP_NETNS=1 to skip it)`);
-    }
+    requireNetns('this test');
     modelPath(MODELS.plain);
     teardown();
-    for (const ns of Object.values(NS)) {
-      sh(`ip netns add ${ns}`);
-      sh(`ip -n ${ns} link set lo up`);
-    }
-    link(`${tag}r`, null, ADDR.root, NS.leader, ADDR.leader);
-    link(`${tag}a`, NS.leader, '10.213.1.2', NS.a, ADDR.a);
-    link(`${tag}b`, NS.leader, '10.213.2.2', NS.b, ADDR.b);
+    addNamespaces(Object.values(NS));
+    vethLink(`${tag}r`, null, ADDR.root, NS.leader, ADDR.leader);
+    vethLink(`${tag}a`, NS.leader, '10.213.1.2', NS.a, ADDR.a);
+    vethLink(`${tag}b`, NS.leader, '10.213.2.2', NS.b, ADDR.b);
 
     // The single-host reference, from the same binary without workers.
     const single = await startServer({ model: MODELS.plain });
