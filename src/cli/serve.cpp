@@ -233,8 +233,10 @@ result<hosted_models> host_models(const serve_options &opts, const serve_setting
     for (const auto &d : remote) {
         hw.remote.push_back({d.name, d.endpoint, d.total_bytes, d.free_bytes});
     }
-    // Models still to be pulled are planned once their file is here (serve_pulls).
-    const std::vector<hosted_ref> here(models.refs.begin(), models.refs.end() - models.pulls.size());
+    // Models still to be pulled (the last refs) are planned once their file is here (start_pulls).
+    const std::vector<hosted_ref> here(models.refs.begin(),
+                                       models.refs.begin() +
+                                           static_cast<std::ptrdiff_t>(models.refs.size() - models.pulls.size()));
     auto planned = plan_models(opts, here, draft_info ? &*draft_info : nullptr, hw, *cfg.metrics_registry);
     for (const auto &p : models.pulls) {
         hosted_plan placeholder;
@@ -345,7 +347,7 @@ std::unique_ptr<model_puller> start_pulls(const serve_options &opts, const std::
         router.set_model_info(j.index, plan.info);
         hosted.host->pulled(j.index, plan.memory_bytes);
         const auto began = std::chrono::steady_clock::now();
-        hosted.host->acquire_async(j.index, [id = j.id, began](result<served_models::lease> r) {
+        hosted.host->acquire_async(j.index, [id = j.id, began](const result<served_models::lease> &r) {
             if (r) {
                 spdlog::info("model '{}' pulled and loaded in {:.1f} s: its requests run here now", id,
                              std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
