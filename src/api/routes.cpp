@@ -1127,20 +1127,20 @@ std::vector<std::shared_ptr<remote_backend>> api_router::remotes_for(const std::
 namespace {
 
 // The text a request's prompt begins with, for prefix affinity: the first messages (chat) or the
-// first prompt (completions).
-std::string prompt_head(const api_request &req) {
+// first prompt (completions), at least `bytes` of it when the prompt is that long.
+std::string prompt_head(const api_request &req, size_t bytes) {
     std::string head;
     for (const auto &m : req.messages) {
         head += m.role;
         head += '\n';
-        head += m.content.substr(0, 512);
-        if (head.size() >= 512) {
+        head += m.content.substr(0, bytes);
+        if (head.size() >= bytes) {
             break;
         }
     }
     if (!req.prompts.empty()) {
         if (const auto *s = std::get_if<std::string>(&req.prompts.front())) {
-            head += s->substr(0, 512);
+            head += s->substr(0, bytes);
         }
     }
     return head;
@@ -1178,9 +1178,11 @@ void api_router::route_request(const std::shared_ptr<http_exchange> &ex, std::op
         loads.push_back({r->name(), false, !r->over_capacity(1), r->status().in_flight});
         all.push_back({r, r->name()});
     }
-    const bool     balanced = policy == route_policy::balanced;
-    const uint64_t prefix   = balanced ? prefix_key(prompt_head(req)) : 0;
-    auto order = order_candidates(policy, req.placement, loads, balanced ? affinity_.find(prefix) : "", req.model);
+    // Prefix affinity (balanced only; --route-affinity-bytes 0 turns it off).
+    const auto     affinity_bytes = static_cast<size_t>(std::max(0, cfg_.affinity_bytes));
+    const bool     affine         = policy == route_policy::balanced && affinity_bytes > 0;
+    const uint64_t prefix         = affine ? prefix_key(prompt_head(req, affinity_bytes), affinity_bytes) : 0;
+    auto order = order_candidates(policy, req.placement, loads, affine ? affinity_.find(prefix) : "", req.model);
     if (order.err) {
         respond_error(*ex, *order.err);
         return;
@@ -1189,7 +1191,7 @@ void api_router::route_request(const std::shared_ptr<http_exchange> &ex, std::op
     for (const size_t i : order.order) {
         ordered.push_back(all[i]);
     }
-    if (balanced) {
+    if (affine) {
         affinity_.remember(prefix, ordered.front().name);
     }
     if (local_count && loads[order.order.front()].local) {

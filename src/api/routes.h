@@ -76,6 +76,9 @@ struct api_config {
     // local-first spills a request to a remote backend when this many already wait here for a
     // slot (0: as soon as every slot is busy).
     int32_t overflow_after = 0;
+    // balanced routing's prefix affinity: how many leading bytes of a prompt name its prefix
+    // (backend/routing.h prefix_key); 0 turns affinity off (fewest in flight only).
+    int32_t affinity_bytes = 512;
     // The deadline of a generation request that names none (0: none).
     std::chrono::milliseconds request_timeout{0};
     // A routed request that failed on every backend before any output is tried again this many

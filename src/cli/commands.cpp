@@ -247,6 +247,12 @@ void add_serve_feature_options(CLI::App *serve, serve_flags &f) {
         ->capture_default_str()
         ->check(CLI::Range(0, 100000));
     serve
+        ->add_option("--route-affinity-bytes", f.so.route_affinity_bytes,
+                     "balanced routing sends a prompt whose first N bytes match an earlier one's to the backend "
+                     "that served it (prefix affinity; 0: off, fewest in flight only)")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 1 << 20));
+    serve
         ->add_option("--request-timeout-ms", f.so.request_timeout_ms,
                      "deadline of a generation request that sets none (X-Inferbox-Timeout-Ms, nvext.timeout_ms); "
                      "past it the answer is a 504 (0: none)")

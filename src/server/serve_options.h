@@ -73,6 +73,8 @@ struct serve_options {
     int32_t                  request_timeout_ms = 0; // --request-timeout-ms (api_config::request_timeout)
     int32_t                  route_retries          = 2;   // --route-retries (api_config::route_retries)
     int32_t                  route_retry_backoff_ms = 250; // --route-retry-backoff-ms
+    // --route-affinity-bytes: leading prompt bytes that balanced routing's prefix affinity hashes (0: off).
+    int32_t route_affinity_bytes = 512;
 
     // --sql-database NAME=PATH (repeatable): SQLite files the `sql` built-in tool reads (read-only).
     std::vector<std::string> sql_databases;

@@ -226,6 +226,7 @@ std::optional<error> configure_routing(const serve_options &opts, const boost::a
         cfg.routes[route->model] = route->policy;
     }
     cfg.overflow_after  = opts.overflow_after;
+    cfg.affinity_bytes  = opts.route_affinity_bytes;
     cfg.request_timeout = std::chrono::milliseconds(opts.request_timeout_ms);
     cfg.route_retries       = opts.route_retries;
     cfg.route_retry_backoff = std::chrono::milliseconds(opts.route_retry_backoff_ms);

@@ -6,7 +6,8 @@
 // and --model, the HPA's metric against the real /metrics exposition and the prometheus-adapter
 // rule, selectors that pick exactly their own pods, and the hardening: no container runs as root,
 // read-only root filesystems, no privilege escalation, all capabilities dropped, seccomp, limits
-// on every container, a grace period longer than preStop + --shutdown-timeout.
+// on every container, a grace period longer than preStop + --shutdown-timeout. The router overlay's
+// rendered arguments run for real: replicas and a router on loopback, chat through the OpenAI SDK.
 //
 // Needs kubectl >= 1.27 (its built-in kustomize v5; Debian 12's kubernetes-client is 1.20, too old,
 // so scripts/setup.sh cannot install it) and the npm package `yaml` (a devDependency here).
@@ -21,10 +22,11 @@ import { before, describe, test } from 'node:test';
 
 import YAML from 'yaml';
 
-import { MODELS, freePort, getJson, modelPath, repoRoot, serverBinary, startServer } from './harness.mjs';
+import { MODELS, freePort, getJson, modelPath, openaiClient, repoRoot, serverBinary, startServer } from './harness.mjs';
 
 const K8S = path.join(repoRoot, 'deploy', 'k8s');
-const OVERLAYS = ['base', 'overlays/cpu', 'overlays/gpu', 'overlays/multi-model', 'overlays/rpc', 'overlays/inference-pool'];
+const OVERLAYS = ['base', 'overlays/cpu', 'overlays/gpu', 'overlays/multi-model', 'overlays/rpc', 'overlays/inference-pool',
+  'overlays/router'];
 const ADAPTER = 'prometheus-adapter';
 const CACHE_ROOT = '/var/cache/inferbox'; // the image's INFERBOX_CACHE (deploy/container)
 const UID = 1000; // the image's user
@@ -71,21 +73,31 @@ function serveFlags(command = 'serve') {
   return flags;
 }
 
-function parseArgs(args, flags, command = 'serve') {
-  const out = new Map();
+// The arguments as [flag, value] pairs in order (value true for a switch); repeated flags
+// (--backend, --route) stay separate pairs.
+function argPairs(args, flags, command = 'serve') {
+  const out = [];
   for (let i = 0; i < args.length; i++) {
     const flag = args[i];
     assert.ok(flag.startsWith('--'), `unexpected positional argument ${JSON.stringify(flag)} in ${JSON.stringify(args)}`);
     assert.ok(flags.has(flag), `${flag} is not a flag of \`inferbox ${command}\` (it would refuse to start; in a pod, a crash loop)`);
     if (flags.get(flag)) {
       assert.ok(i + 1 < args.length, `${flag} needs a value`);
-      out.set(flag, args[++i]);
+      out.push([flag, args[++i]]);
     } else {
-      out.set(flag, true);
+      out.push([flag, true]);
     }
   }
   return out;
 }
+
+// flag -> value (the last one of a repeated flag).
+function parseArgs(args, flags, command = 'serve') {
+  return new Map(argPairs(args, flags, command));
+}
+
+// The values of a repeated flag, in order.
+const allOf = (pairs, flag) => pairs.filter(([f]) => f === flag).map(([, v]) => v);
 
 function cpuCores(q) {
   const s = String(q);
@@ -184,19 +196,10 @@ function checkHardening(docs, pod, where) {
 
 }
 
-// Everything about one Deployment that can be checked without a cluster; returns what the
-// server-side checks need.
-function checkDeployment(docs, dep, flags, overlay) {
-  const where = `${overlay}: Deployment ${dep.metadata.name}`;
-  const pod = dep.spec.template.spec;
-  const podLabels = dep.spec.template.metadata.labels;
-  assert.ok(matches(dep.spec.selector.matchLabels, podLabels), `${where}: selector does not match its pods`);
-  const deployments = docs.filter((d) => d.kind === 'Deployment');
-  for (const other of deployments.filter((d) => d !== dep)) {
-    assert.ok(!matches(dep.spec.selector.matchLabels, other.spec.template.metadata.labels),
-      `${where}: selector also matches ${other.metadata.name}'s pods`);
-  }
-
+// The server pod of a Deployment (or of the router overlay's replica StatefulSet): hardening, the
+// server container's flags, port, probes, paths, sizing and shutdown, the cache and the init
+// container that fills it, the image. Returns what the later checks need.
+function checkServerPod(docs, pod, flags, where) {
   checkHardening(docs, pod, where);
   const volumes = new Map((pod.volumes ?? []).map((v) => [v.name, v]));
 
@@ -206,16 +209,8 @@ function checkDeployment(docs, dep, flags, overlay) {
   assert.deepEqual(main.command, ['/usr/local/bin/inferbox', 'serve'], `${where}: command`);
   const env = environment(docs, main);
   const args = (main.args ?? []).map((a) => expand(a, env, `${where}: args`));
-  const opts = parseArgs(args, flags);
-  const rpc = opts.has('--rpc');
-  if (rpc) {
-    // The workers serve one leader at a time: a surge pod could never connect.
-    assert.equal(dep.spec.strategy?.type, 'Recreate', `${where}: a leader with --rpc must be replaced, not surged`);
-    assert.equal(dep.spec.replicas, 1, `${where}: one leader per worker group`);
-  } else {
-    assert.equal(dep.spec.strategy?.rollingUpdate?.maxUnavailable, 0,
-      `${where}: a rolling update must not remove a pod before its replacement is ready`);
-  }
+  const pairs = argPairs(args, flags);
+  const opts = new Map(pairs);
   assert.equal(opts.get('--host'), '0.0.0.0', `${where}: --host must be 0.0.0.0 to be reachable in the pod`);
   const port = Number(opts.get('--port') ?? 8000);
   assert.ok(Number.isInteger(port) && port > 0, `${where}: --port ${opts.get('--port')}`);
@@ -294,6 +289,34 @@ function checkDeployment(docs, dep, flags, overlay) {
   const tag = main.image.split(':').pop();
   assert.match(tag, new RegExp(`^${projectVersion().replace(/\./g, '\\.')}(-cuda)?$`),
     `${where}: image ${main.image} is not tagged with CMakeLists.txt's version`);
+  return { main, args, pairs, opts, port, paths, modelName: name };
+}
+
+// Everything about one Deployment that can be checked without a cluster; returns what the
+// server-side checks need.
+function checkDeployment(docs, dep, flags, overlay) {
+  const where = `${overlay}: Deployment ${dep.metadata.name}`;
+  const pod = dep.spec.template.spec;
+  const podLabels = dep.spec.template.metadata.labels;
+  assert.ok(matches(dep.spec.selector.matchLabels, podLabels), `${where}: selector does not match its pods`);
+  const deployments = docs.filter((d) => d.kind === 'Deployment');
+  for (const other of deployments.filter((d) => d !== dep)) {
+    assert.ok(!matches(dep.spec.selector.matchLabels, other.spec.template.metadata.labels),
+      `${where}: selector also matches ${other.metadata.name}'s pods`);
+  }
+
+  const server = checkServerPod(docs, pod, flags, where);
+  const { main, opts, port } = server;
+  const rpc = opts.has('--rpc');
+  const router = opts.has('--backend');
+  if (rpc) {
+    // The workers serve one leader at a time: a surge pod could never connect.
+    assert.equal(dep.spec.strategy?.type, 'Recreate', `${where}: a leader with --rpc must be replaced, not surged`);
+    assert.equal(dep.spec.replicas, 1, `${where}: one leader per worker group`);
+  } else {
+    assert.equal(dep.spec.strategy?.rollingUpdate?.maxUnavailable, 0,
+      `${where}: a rolling update must not remove a pod before its replacement is ready`);
+  }
 
   // Service, ServiceMonitor, PDB and HPA belong to exactly this Deployment.
   const services = docs.filter((d) => d.kind === 'Service' && matches(d.spec.selector, podLabels));
@@ -306,22 +329,15 @@ function checkDeployment(docs, dep, flags, overlay) {
   for (const p of svc.spec.ports) {
     assert.equal(portNumber(p.targetPort ?? p.port, main), port, `${where}: Service port ${p.name} misses --port`);
   }
-  const monitors = docs.filter((d) => d.kind === 'ServiceMonitor' && matches(d.spec.selector.matchLabels, svc.metadata.labels));
-  assert.equal(monitors.length, 1, `${where}: ${monitors.length} ServiceMonitors select Service ${svc.metadata.name}`);
-  const monitor = monitors[0];
-  const scraped = docs.filter((d) => d.kind === 'Service' && matches(monitor.spec.selector.matchLabels, d.metadata.labels));
-  assert.deepEqual(scraped.map((s) => s.metadata.name), [svc.metadata.name],
-    `${where}: ServiceMonitor ${monitor.metadata.name} must select only its Service`);
-  for (const e of monitor.spec.endpoints) {
-    assert.ok(svc.spec.ports.some((p) => p.name === e.port), `${where}: ServiceMonitor port ${e.port} is not a Service port name`);
-  }
+  const monitor = checkMonitor(docs, svc, where);
   const pdbs = docs.filter((d) => d.kind === 'PodDisruptionBudget' && matches(d.spec.selector?.matchLabels, podLabels));
   assert.equal(pdbs.length, 1, `${where}: ${pdbs.length} PodDisruptionBudgets cover its pods`);
   assert.ok(Object.keys(pdbs[0].spec.selector.matchLabels).length > 0, `${where}: PDB with an empty selector`);
   const hpas = docs.filter((d) => d.kind === 'HorizontalPodAutoscaler' && d.spec.scaleTargetRef.name === dep.metadata.name);
   let hpaMetrics = [];
-  if (rpc) {
-    assert.equal(hpas.length, 0, `${where}: a leader with --rpc cannot be scaled (its workers serve one leader)`);
+  if (rpc || router) {
+    // A leader's workers serve one leader; a router's own queue stays empty (it relays).
+    assert.equal(hpas.length, 0, `${where}: an RPC leader or a router is not scaled on its queue`);
   } else {
     assert.equal(hpas.length, 1, `${where}: ${hpas.length} HPAs scale it`);
     const hpa = hpas[0];
@@ -332,21 +348,84 @@ function checkDeployment(docs, dep, flags, overlay) {
       return m.pods.metric.name;
     });
   }
-  const workers = rpc ? checkWorkers(docs, opts.get('--rpc'), podLabels, [svc, monitor, pdbs[0]], where) : [];
+  const ownObjects = [svc, monitor, pdbs[0]];
+  const workers = rpc ? checkWorkers(docs, opts.get('--rpc'), podLabels, ownObjects, where) : [];
+  const replicas = router ? checkReplicas(docs, flags, server, podLabels, ownObjects, where) : [];
 
   return {
+    ...server,
     where,
-    args,
-    opts,
-    port,
-    paths,
     metricsPaths: monitor.spec.endpoints.map((e) => e.path ?? '/metrics'),
     hpaMetrics,
-    modelName: name,
-    main,
     pod,
     workers,
+    replicas,
   };
+}
+
+// The one ServiceMonitor that scrapes `svc`, and only it, on one of its ports.
+function checkMonitor(docs, svc, where) {
+  const monitors = docs.filter((d) => d.kind === 'ServiceMonitor' && matches(d.spec.selector.matchLabels, svc.metadata.labels));
+  assert.equal(monitors.length, 1, `${where}: ${monitors.length} ServiceMonitors select Service ${svc.metadata.name}`);
+  const monitor = monitors[0];
+  const scraped = docs.filter((d) => d.kind === 'Service' && matches(monitor.spec.selector.matchLabels, d.metadata.labels));
+  assert.deepEqual(scraped.map((s) => s.metadata.name), [svc.metadata.name],
+    `${where}: ServiceMonitor ${monitor.metadata.name} must select only its Service`);
+  for (const e of monitor.spec.endpoints) {
+    assert.ok(svc.spec.ports.some((p) => p.name === e.port), `${where}: ServiceMonitor port ${e.port} is not a Service port name`);
+  }
+  return monitor;
+}
+
+// A router's replicas (overlays/router): a StatefulSet of model servers, each checked as a server
+// pod, behind a headless Service whose stable pod names are exactly the router's --backend URLs
+// (one per ordinal, on the replicas' port), serving the model the router routes `balanced`; a PDB
+// and a ServiceMonitor of their own, none of the router's objects selecting them. Returns, per
+// ordinal, the backend's name, its URL and the replica's server arguments.
+function checkReplicas(docs, flags, router, routerLabels, routerObjects, where) {
+  const sets = docs.filter((d) => d.kind === 'StatefulSet' &&
+    (d.spec.template.spec.containers ?? []).some((c) => (c.command ?? []).includes('serve')));
+  assert.equal(sets.length, 1, `${where}: ${sets.length} StatefulSets of model servers behind the router`);
+  const sts = sets[0];
+  const w = `${where}: StatefulSet ${sts.metadata.name}`;
+  const labels = sts.spec.template.metadata.labels;
+  assert.ok(matches(sts.spec.selector.matchLabels, labels), `${w}: selector does not match its pods`);
+  assert.ok(!matches(sts.spec.selector.matchLabels, routerLabels), `${w}: its selector matches the router's pods`);
+  for (const o of routerObjects) {
+    assert.ok(!matches(o.spec.selector?.matchLabels ?? o.spec.selector, labels),
+      `${where}: ${o.kind} ${o.metadata.name} also selects the replicas`);
+  }
+  const replica = checkServerPod(docs, sts.spec.template.spec, flags, w);
+
+  const svc = docs.find((d) => d.kind === 'Service' && d.metadata.name === sts.spec.serviceName);
+  assert.ok(svc, `${w}: serviceName ${sts.spec.serviceName} is not a Service of the overlay`);
+  assert.equal(svc.spec.clusterIP, 'None', `${w}: the replicas' Service must be headless (one DNS name per pod)`);
+  assert.ok(matches(svc.spec.selector, labels), `${w}: Service ${svc.metadata.name} does not select the replicas`);
+  assert.ok(svc.spec.ports.every((p) => portNumber(p.targetPort ?? p.port, replica.main) === replica.port &&
+    p.port === replica.port), `${w}: Service ${svc.metadata.name} must expose --port ${replica.port} as it is`);
+  checkMonitor(docs, svc, w);
+  const pdbs = docs.filter((d) => d.kind === 'PodDisruptionBudget' && matches(d.spec.selector?.matchLabels, labels));
+  assert.equal(pdbs.length, 1, `${w}: ${pdbs.length} PodDisruptionBudgets cover the replicas`);
+
+  // The router: `balanced` for the replicas' model, which it does not serve itself, and one
+  // --backend per ordinal naming that pod on the replicas' port.
+  const model = replica.modelName;
+  assert.notEqual(router.modelName, model, `${where}: the router's own model must not be the routed model`);
+  assert.ok(allOf(router.pairs, '--route').includes(`${model}=balanced`),
+    `${where}: no --route ${model}=balanced (${allOf(router.pairs, '--route')})`);
+  const backends = allOf(router.pairs, '--backend').map((spec) => {
+    const m = spec.match(/^([^=;]+)=([^;]+)(.*)$/);
+    assert.ok(m, `${where}: unparsable --backend ${spec}`);
+    const models = (m[3].match(/;models=([^;]*)/)?.[1] ?? '').split(',');
+    assert.ok(models.some((x) => x === model || x === `${model}=${model}`),
+      `${where}: --backend ${m[1]} does not serve ${model} (${spec})`);
+    return { name: m[1], url: m[2] };
+  });
+  const expected = Array.from({ length: sts.spec.replicas },
+    (_, i) => `http://${sts.metadata.name}-${i}.${svc.metadata.name}:${replica.port}/v1`);
+  assert.deepEqual(backends.map((b) => b.url), expected, `${where}: one --backend per replica, in ordinal order`);
+  assert.equal(new Set(backends.map((b) => b.name)).size, backends.length, `${where}: backend names repeat`);
+  return backends.map((b) => ({ ...b, pairs: replica.pairs, modelName: model }));
 }
 
 // The RPC workers a leader's --rpc names: a StatefulSet running `inferbox rpc-worker` behind a
@@ -531,10 +610,14 @@ function manifestTests() {
         const docs = render(overlay);
         rendered[overlay] = docs;
         const kinds = new Set(docs.map((d) => d.kind));
-        // The RPC overlay's leader cannot scale (its workers serve one leader): no HPA there.
-        const rpc = overlay === 'overlays/rpc';
-        for (const k of ['Deployment', 'Service', 'PersistentVolumeClaim', 'PodDisruptionBudget',
-          ...(rpc ? ['StatefulSet', 'NetworkPolicy'] : ['HorizontalPodAutoscaler']), 'ServiceMonitor', 'ConfigMap']) {
+        // The RPC overlay's leader cannot scale (its workers serve one leader), nor is the router
+        // scaled on its queue (it relays to its replicas): no HPA there.
+        const extra = {
+          'overlays/rpc': ['StatefulSet', 'NetworkPolicy'],
+          'overlays/router': ['StatefulSet'],
+        }[overlay] ?? ['HorizontalPodAutoscaler'];
+        for (const k of ['Deployment', 'Service', 'PersistentVolumeClaim', 'PodDisruptionBudget', ...extra,
+          'ServiceMonitor', 'ConfigMap']) {
           assert.ok(kinds.has(k), `${overlay} renders no ${k}`);
         }
         const deps = docs.filter((d) => d.kind === 'Deployment');
@@ -628,64 +711,30 @@ function manifestTests() {
       // One server per distinct argument list (the multi-model pair differs only in names).
       const seen = new Set();
       for (const d of deployments) {
-        // The pod's --model path exists only in the cluster: serve the test model instead; host and
-        // port are the harness's (loopback, a free port).
-        const rest = [];
-        // A leader's workers: real `inferbox rpc-worker`s with the StatefulSet's own arguments,
-        // on loopback ports instead of the pods' names.
-        const workers = [];
-        for (const wargs of d.workers) {
-          const wport = await freePort();
-          const argv = [];
-          for (let i = 0; i < wargs.length; i++) {
-            const flag = wargs[i];
-            argv.push(flag);
-            if (flag === '--host' || flag === '--port') {
-              argv.push(flag === '--host' ? '127.0.0.1' : String(wport));
-              i++;
-            }
-          }
-          const child = spawn(serverBinary(), ['rpc-worker', ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
-          let log = '';
-          child.stdout.on('data', (x) => { log += x; });
-          child.stderr.on('data', (x) => { log += x; });
-          workers.push({ child, endpoint: `127.0.0.1:${wport}`, log: () => log });
-        }
-        for (const w of workers) {
-          const deadline = Date.now() + 20_000;
-          while (!/listening on/.test(w.log())) {
-            assert.ok(Date.now() < deadline && w.child.exitCode === null, `${d.where}: rpc-worker did not start:\n${w.log()}`);
-            await new Promise((r) => setTimeout(r, 50));
-          }
-        }
-        for (const [flag, value] of d.opts) {
-          if (['--model', '--host', '--port'].includes(flag)) {
-            continue;
-          }
-          if (flag === '--rpc') {
-            rest.push(flag, workers.map((w) => w.endpoint).join(','));
-            continue;
-          }
-          rest.push(flag);
-          if (flag === '--gpu-layers' && value !== '0') {
-            // No GPU here: serve refuses GPU offload without a device (profiles.test.mjs checks
-            // that refusal), so the GPU overlay's arguments run on the CPU.
-            rest.push('0');
-          } else if (value !== true) {
-            rest.push(value);
-          }
-        }
-        const key = rest.join(' ').replace(/--rpc \S+/, '--rpc');
+        const key = runnableArgs(d.pairs).join(' ');
         if (seen.has(key)) {
-          workers.forEach((w) => w.child.kill('SIGKILL'));
           continue;
         }
         seen.add(key);
+        const workers = await startWorkers(d);
+        let replicas = [];
         let server;
         try {
-          server = await startServer({ model: modelPath(MODELS.plain), args: rest });
+          replicas = await startReplicas(d);
+          // What names other pods (the workers, the replicas) points at where they run here.
+          server = await startServer({
+            model: modelPath(MODELS.plain),
+            args: runnableArgs(d.pairs, (flag, value) => {
+              if (flag === '--rpc') {
+                return workers.map((w) => w.endpoint).join(',');
+              }
+              const r = flag === '--backend' && replicas.find((x) => value.includes(`=${x.url};`));
+              return r ? value.replace(r.url, `${r.server.url}/v1`) : value;
+            }),
+          });
         } catch (err) {
           workers.forEach((w) => w.child.kill('SIGKILL'));
+          await Promise.all(replicas.map((r) => r.server.stop()));
           throw err;
         }
         try {
@@ -715,12 +764,130 @@ function manifestTests() {
               assert.ok(series.has(name), `the adapter rule reads ${name}, which /metrics does not expose`);
             }
           }
+          if (replicas.length) {
+            await checkRoutedChat(server, d, replicas);
+          }
+        } catch (err) {
+          process.stderr.write(`\n--- ${d.where}: server log ---\n${server.log().slice(-6000)}\n` +
+            replicas.map((r) => `--- replica ${r.name} log ---\n${r.server.log().slice(-3000)}\n`).join(''));
+          throw err;
         } finally {
           const exit = await server.stop();
           workers.forEach((w) => w.child.kill('SIGKILL'));
+          await Promise.all(replicas.map((r) => r.server.stop()));
           assert.equal(exit.code, 0, `${d.where}: the server exited ${exit.code} on SIGTERM\n${server.log().slice(-4000)}`);
         }
       }
     });
   });
+}
+
+// A Deployment's server arguments as they can run here: the pod's --model path exists only in the
+// cluster (the caller serves a test model instead), host and port are the harness's (loopback, a
+// free port), and GPU offload becomes 0 (no GPU here: serve refuses offload without a device,
+// which profiles.test.mjs checks, so the GPU overlay's arguments run on the CPU). `endpoint`
+// rewrites a value that names other pods (--rpc's workers, --backend's replicas).
+function runnableArgs(pairs, endpoint = (flag, value) => value) {
+  const rest = [];
+  for (const [flag, value] of pairs) {
+    if (['--model', '--host', '--port'].includes(flag)) {
+      continue;
+    }
+    rest.push(flag);
+    if (flag === '--gpu-layers' && value !== '0') {
+      rest.push('0');
+    } else if (value !== true) {
+      rest.push(endpoint(flag, value));
+    }
+  }
+  return rest;
+}
+
+// A leader's workers: real `inferbox rpc-worker`s with the StatefulSet's own arguments, on
+// loopback ports instead of the pods' names, once each listens.
+async function startWorkers(d) {
+  const workers = [];
+  for (const wargs of d.workers) {
+    const wport = await freePort();
+    const argv = [];
+    for (let i = 0; i < wargs.length; i++) {
+      const flag = wargs[i];
+      argv.push(flag);
+      if (flag === '--host' || flag === '--port') {
+        argv.push(flag === '--host' ? '127.0.0.1' : String(wport));
+        i++;
+      }
+    }
+    const child = spawn(serverBinary(), ['rpc-worker', ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let log = '';
+    child.stdout.on('data', (x) => { log += x; });
+    child.stderr.on('data', (x) => { log += x; });
+    workers.push({ child, endpoint: `127.0.0.1:${wport}`, log: () => log });
+  }
+  try {
+    for (const w of workers) {
+      const deadline = Date.now() + 20_000;
+      while (!/listening on/.test(w.log())) {
+        assert.ok(Date.now() < deadline && w.child.exitCode === null, `${d.where}: rpc-worker did not start:\n${w.log()}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  } catch (err) {
+    workers.forEach((w) => w.child.kill('SIGKILL'));
+    throw err;
+  }
+  return workers;
+}
+
+// A router's replicas: real `inferbox serve`s with the StatefulSet's own arguments, on loopback
+// ports instead of the pods' names. They serve the ChatML test model under the replicas'
+// --model-name (the base's stories260K has no chat template, and the id is all the router sees),
+// each engine step 5 ms slower (a test-build failpoint) so that a stream is still running while
+// the next request is routed.
+async function startReplicas(d) {
+  const started = await Promise.allSettled(d.replicas.map((r) => startServer({
+    model: MODELS.chatml, args: runnableArgs(r.pairs), env: { INFERBOX_FAILPOINT_STEP_DELAY_MS: '5' },
+  })));
+  const failed = started.find((s) => s.status === 'rejected');
+  if (failed) {
+    await Promise.all(started.filter((s) => s.status === 'fulfilled').map((s) => s.value.stop()));
+    throw failed.reason;
+  }
+  return d.replicas.map((r, i) => ({ ...r, server: started[i].value }));
+}
+
+// The router's rendered --route/--backend at work, through the OpenAI SDK: answers come from the
+// replicas and say which (X-Inferbox-Backend); a request that arrives while one replica streams
+// goes to an idle one (fewest in flight); each conversation's next turn goes back to the replica
+// that served it (X-Inferbox-Route: affinity).
+async function checkRoutedChat(router, d, replicas) {
+  const client = openaiClient(router);
+  const model = d.replicas[0].modelName;
+  const names = replicas.map((r) => r.name);
+  // Two conversations whose first messages differ and fill the 512 bytes affinity hashes.
+  const opening = (n) => `Story ${n}. ${'Lily had a big red ball and she loved to play with it in the park. '.repeat(8)}`;
+  const ask = async (messages, stream = false) => {
+    const { data, response } = await client.chat.completions
+      .create({ model, messages, max_tokens: stream ? 48 : 16, temperature: 0, stream })
+      .withResponse();
+    const backend = response.headers.get('x-inferbox-backend');
+    assert.ok(names.includes(backend), `${d.where}: X-Inferbox-Backend ${backend} is not a replica (${names})`);
+    return { data, backend, route: response.headers.get('x-inferbox-route') };
+  };
+  const first = await ask([{ role: 'user', content: opening(1) }], true);
+  let text = '';
+  let second;
+  for await (const chunk of first.data) {
+    text += chunk.choices[0]?.delta?.content ?? '';
+    second ??= await ask([{ role: 'user', content: opening(2) }]);
+  }
+  assert.ok(text.length > 0, `${d.where}: the stream through the router brought no text`);
+  assert.ok(second.data.choices[0].message.content.length > 0, `${d.where}: an empty answer`);
+  assert.notEqual(second.backend, first.backend, `${d.where}: a request during a stream went to the busy replica`);
+  for (const [n, was, reply] of [[1, first, text], [2, second, second.data.choices[0].message.content]]) {
+    const next = await ask([{ role: 'user', content: opening(n) }, { role: 'assistant', content: reply },
+      { role: 'user', content: 'And then?' }]);
+    assert.deepEqual([next.backend, next.route], [was.backend, 'affinity'],
+      `${d.where}: conversation ${n}'s next turn did not return to its replica`);
+  }
 }
