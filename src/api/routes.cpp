@@ -1114,6 +1114,15 @@ std::shared_ptr<std::atomic<int32_t>> api_router::local_counter(size_t index) {
     return c;
 }
 
+std::shared_ptr<std::atomic<int32_t>> api_router::remote_counter(const std::string &name) {
+    std::lock_guard lock(mu_);
+    auto           &c = remote_routed_[name];
+    if (!c) {
+        c = std::make_shared<std::atomic<int32_t>>(0);
+    }
+    return c;
+}
+
 std::vector<std::shared_ptr<remote_backend>> api_router::remotes_for(const std::string &id) const {
     std::vector<std::shared_ptr<remote_backend>> out;
     for (const auto &b : cfg_.backends) {
@@ -1155,18 +1164,19 @@ void api_router::route_request(const std::shared_ptr<http_exchange> &ex, std::op
     const auto policy    = policy_it == cfg_.routes.end() ? route_policy::automatic : policy_it->second;
     const auto n_sequences =
         static_cast<int32_t>(std::max<size_t>(1, req.kind == api_kind::chat ? 1 : req.prompts.size())) * req.n;
-    std::vector<candidate_load>           loads;
-    std::vector<route_candidate>          all;
-    std::shared_ptr<std::atomic<int32_t>> local_count;
-    std::shared_ptr<serving_metrics>      metrics;
-    std::shared_ptr<void>                 hold;
+    std::vector<candidate_load>  loads;
+    std::vector<route_candidate> all;
+    // Per candidate, the router's own count of what it routed there whose jobs have not ended:
+    // the engine's and a remote's counts miss requests still being prepared, so a burst would
+    // otherwise see the same loads for all of its requests and send them all to one place.
+    std::vector<std::shared_ptr<std::atomic<int32_t>>> routed;
+    std::shared_ptr<serving_metrics>                   metrics;
+    std::shared_ptr<void>                              hold;
     if (local) {
         auto       lb    = std::make_shared<local_backend>((*local)->eng, cfg_.limits.guided);
         const auto stats = (*local)->eng->stats();
-        // The engine's count misses requests routed here that are still being prepared: the
-        // router's own count of them covers a burst.
-        local_count     = local_counter(local->index());
-        const auto busy = std::max(stats.n_running + stats.n_waiting, local_count->load());
+        routed.push_back(local_counter(local->index())); // sequences
+        const auto busy = std::max(stats.n_running + stats.n_waiting, routed.back()->load());
         const auto cap  = (*local)->eng->config().parallel + cfg_.overflow_after;
         const bool room = !lb->over_capacity(n_sequences) && busy + n_sequences <= cap;
         loads.push_back({"local", true, room, busy});
@@ -1175,7 +1185,9 @@ void api_router::route_request(const std::shared_ptr<http_exchange> &ex, std::op
         hold    = local->hold();
     }
     for (const auto &r : remotes) {
-        loads.push_back({r->name(), false, !r->over_capacity(1), r->status().in_flight});
+        routed.push_back(remote_counter(r->name())); // requests
+        loads.push_back(
+            {r->name(), false, !r->over_capacity(1), std::max(r->status().in_flight, routed.back()->load())});
         all.push_back({r, r->name()});
     }
     // Prefix affinity (balanced only; --route-affinity-bytes 0 turns it off).
@@ -1194,12 +1206,13 @@ void api_router::route_request(const std::shared_ptr<http_exchange> &ex, std::op
     if (affine) {
         affinity_.remember(prefix, ordered.front().name);
     }
-    if (local_count && loads[order.order.front()].local) {
+    {
         // Counted until the job ends (the hold lives as long as the job).
-        local_count->fetch_add(n_sequences);
-        auto lease = std::move(hold);
-        hold       = std::shared_ptr<void>(
-            nullptr, [lease = std::move(lease), n = local_count, n_sequences](void *) { n->fetch_sub(n_sequences); });
+        const size_t  first = order.order.front();
+        const int32_t n     = loads[first].local ? n_sequences : 1;
+        routed[first]->fetch_add(n);
+        hold = std::shared_ptr<void>(nullptr,
+                                     [lease = std::move(hold), c = routed[first], n](void *) { c->fetch_sub(n); });
     }
     retry_policy retry;
     retry.max_retries = cfg_.route_retries;

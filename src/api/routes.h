@@ -240,6 +240,8 @@ class api_router {
                        bool routed = false);
     // Sequences routed to hosted model `index` by route_request whose jobs have not ended.
     std::shared_ptr<std::atomic<int32_t>> local_counter(size_t index);
+    // Requests route_request sent to remote backend `name` whose jobs have not ended.
+    std::shared_ptr<std::atomic<int32_t>> remote_counter(const std::string &name);
     // Relays a JSON body (embeddings, ranking) for `model` to the least loaded remote backend
     // that serves it, and its answer back as it is.
     void relay_json(const std::shared_ptr<http_exchange>               &ex,
@@ -290,7 +292,8 @@ class api_router {
     mutable std::mutex                                      mu_;
     std::shared_ptr<served_models>                          host_;
     std::vector<hosted_model_info>                          info_;         // set once with host_
-    std::map<size_t, std::shared_ptr<std::atomic<int32_t>>> local_routed_; // local_counter()
+    std::map<size_t, std::shared_ptr<std::atomic<int32_t>>>      local_routed_;  // local_counter()
+    std::map<std::string, std::shared_ptr<std::atomic<int32_t>>> remote_routed_; // remote_counter()
     bool                                                    ready_    = false;
     bool                                                    draining_ = false;
     int64_t                                                 created_  = 0;

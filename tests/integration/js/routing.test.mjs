@@ -582,6 +582,31 @@ describe('fallback when the local engine fails, and TLS to a backend', () => {
   });
 });
 
+describe('balanced routing', () => {
+  test('a burst of simultaneous requests is spread over the backends, not sent to one', async () => {
+    // The router counts what it routed to each backend from the routing decision on; the
+    // backends' own in-flight counts only move once a request has been prepared and sent.
+    const slow = { model: MODELS.plain, env: { INFERBOX_FAILPOINT_STEP_DELAY_MS: '5' } };
+    const remotes = await Promise.all([startServer(slow), startServer(slow)]);
+    const router = await startServer({
+      model: null,
+      args: ['--model', `mine=${modelPath(MODELS.plain)}`, '--route', 'far=balanced',
+        '--backend', `b1=${remotes[0].url}/v1;models=far=stories260K;probe-interval-ms=0`,
+        '--backend', `b2=${remotes[1].url}/v1;models=far=stories260K;probe-interval-ms=0`],
+    });
+    try {
+      const client = openaiClient(router);
+      const answers = await Promise.all([0, 1, 2, 3].map((i) => client.completions
+        .create({ model: 'far', prompt: `${ONCE} number ${i}`, max_tokens: 32, temperature: 0 }).withResponse()));
+      const where = answers.map((a) => a.response.headers.get('x-inferbox-backend')).sort();
+      assert.deepEqual(where, ['b1', 'b1', 'b2', 'b2']);
+    } finally {
+      await router.stop();
+      await Promise.all(remotes.map((r) => r.stop()));
+    }
+  });
+});
+
 describe('mid-stream failover', () => {
   // Two remotes serving `model` as "far" behind a router that prefers b1. Each remote step waits
   // 5 ms (a test-build failpoint), so a stream is still running when its backend is killed.
