@@ -102,6 +102,7 @@ class tool_loop_stream final : public generation_stream, public std::enable_shar
         if (s) {
             s->cancel();
         }
+        signal_->cancel(); // the calls running now (team members' generations)
     }
 
     route_info route() const override {
@@ -170,7 +171,7 @@ class tool_loop_stream final : public generation_stream, public std::enable_shar
             const auto elapsed = std::chrono::steady_clock::now() - started_;
             if (tool_calls_ + static_cast<int32_t>(builtin_calls.size()) > max_tool_calls_) {
                 budget = "max_tool_calls";
-            } else if (steps_ >= max_tool_calls_ + 1) {
+            } else if (steps_ >= limits_.max_steps.value_or(max_tool_calls_ + 1)) {
                 budget = "max_steps";
             } else if (elapsed >= limits_.max_time) {
                 budget = "max_time";
@@ -183,7 +184,7 @@ class tool_loop_stream final : public generation_stream, public std::enable_shar
                 between_steps_ = true;
                 post_([self = shared_from_this(), calls = std::move(builtin_calls), content = msg.content,
                        finished = std::chrono::steady_clock::now()]() mutable {
-                    self->next_step(std::move(calls), std::move(content), finished);
+                    self->run_calls(std::move(calls), std::move(content), finished);
                 });
                 return;
             }
@@ -198,7 +199,7 @@ class tool_loop_stream final : public generation_stream, public std::enable_shar
         out.push_back(std::move(fwd));
     }
 
-    server_tool_call run_call(const chat_tool_call &tc) const {
+    server_tool_call run_call(const chat_tool_call &tc) {
         const auto      *f = builtin(tc.name);
         server_tool_call c;
         const auto       prefix = f->tool->kind() + "_";
@@ -208,34 +209,121 @@ class tool_loop_stream final : public generation_stream, public std::enable_shar
         c.server                = f->tool->server();
         c.arguments             = tc.arguments;
         try {
-            auto outcome = f->tool->run(tc.arguments);
-            c.output     = std::move(outcome.output);
-            c.error      = std::move(outcome.error);
+            if (const auto *sup = dynamic_cast<const supervised_tool *>(f->tool.get())) {
+                tool_call_context ctx{c.id, signal_, [weak = weak_from_this()](server_tool_call ev) {
+                                          if (auto self = weak.lock()) {
+                                              self->emit(std::move(ev));
+                                          }
+                                      }};
+                auto              outcome = sup->run_supervised(tc.arguments, ctx);
+                c.output                  = std::move(outcome.result.output);
+                c.error                   = std::move(outcome.result.error);
+                if (!outcome.item_server.empty()) {
+                    c.server = std::move(outcome.item_server);
+                }
+            } else {
+                auto outcome = f->tool->run(tc.arguments);
+                c.output     = std::move(outcome.output);
+                c.error      = std::move(outcome.error);
+            }
         } catch (const std::exception &e) {
             c.error = std::string("the tool failed: ") + e.what();
         }
         return c;
     }
 
-    // On a worker: runs the calls, then prepares and submits the next step. `finished`: when the
-    // step's last event was read (the loop's own time per step is measured from there).
-    void next_step(std::vector<chat_tool_call> calls, std::string content,
-                   std::chrono::steady_clock::time_point finished) {
-        std::vector<server_tool_call> ran;
-        ran.reserve(calls.size());
-        std::chrono::steady_clock::duration in_tools{};
-        for (const auto &tc : calls) {
-            if (is_cancelled()) {
+    // An event a call sends while it runs (supervised_tool), to the client at once.
+    void emit(server_tool_call ev) {
+        {
+            std::lock_guard lock(mu_);
+            if (done_) {
                 return;
             }
-            const auto t0 = std::chrono::steady_clock::now();
-            ran.push_back(run_call(tc));
+            backend_event items;
+            items.server_calls.push_back(std::move(ev));
+            pending_.push_back(std::move(items));
+        }
+        notify_();
+    }
+
+    // One step's built-in calls as they run: up to limits_.max_parallel at once, each worker
+    // taking the next call until none is left; the last worker to finish goes on to the next step.
+    struct fan_out {
+        std::vector<chat_tool_call>           calls;
+        std::vector<server_tool_call>         ran;
+        std::string                           content;
+        std::chrono::steady_clock::time_point finished;
+        std::mutex                            mu;
+        size_t                                next = 0, workers = 0;
+        std::chrono::steady_clock::duration   in_tools{};
+    };
+
+    // On a worker: starts the step's calls (runs them here when only one may run at a time).
+    void run_calls(std::vector<chat_tool_call> calls, std::string content,
+                   std::chrono::steady_clock::time_point finished) {
+        auto fan       = std::make_shared<fan_out>();
+        fan->ran       = std::vector<server_tool_call>(calls.size());
+        fan->calls     = std::move(calls);
+        fan->content   = std::move(content);
+        fan->finished  = finished;
+        const size_t n = std::max<size_t>(
+            1, std::min<size_t>(fan->calls.size(), static_cast<size_t>(std::max(1, limits_.max_parallel))));
+        fan->workers = n;
+        if (n == 1 && !limits_.run_calls) {
+            work(fan);
+            return;
+        }
+        const task_poster &post = limits_.run_calls ? limits_.run_calls : post_;
+        for (size_t i = 0; i < n; ++i) {
+            post([self = shared_from_this(), fan] { self->work(fan); });
+        }
+    }
+
+    void work(const std::shared_ptr<fan_out> &fan) {
+        for (;;) {
+            size_t i = 0;
+            {
+                std::lock_guard lock(fan->mu);
+                i = fan->next++;
+            }
+            if (i >= fan->calls.size()) {
+                break;
+            }
+            if (is_cancelled()) {
+                continue; // nothing more starts; the last worker still ends the fan-out
+            }
+            const auto t0   = std::chrono::steady_clock::now();
+            auto       call = run_call(fan->calls[i]);
             const auto took = std::chrono::steady_clock::now() - t0;
-            in_tools += took;
             if (limits_.on_call) {
-                limits_.on_call(ran.back(), std::chrono::duration<double>(took).count());
+                limits_.on_call(call, std::chrono::duration<double>(took).count());
+            }
+            {
+                std::lock_guard lock(fan->mu);
+                fan->in_tools += took;
+                fan->ran[i] = call;
+            }
+            emit(std::move(call)); // its item, as soon as it is done
+        }
+        {
+            std::lock_guard lock(fan->mu);
+            if (--fan->workers > 0) {
+                return;
             }
         }
+        if (is_cancelled()) {
+            return;
+        }
+        // Calls that ran at once overlap: the loop's own time excludes the wall time they took.
+        next_step(std::move(fan->calls), std::move(fan->ran), std::move(fan->content), fan->finished,
+                  std::min(fan->in_tools, std::chrono::steady_clock::now() - fan->finished));
+    }
+
+    // On a worker, once the step's calls ran: prepares and submits the next step. `finished`: when
+    // the step's last event was read (the loop's own time per step is measured from there, less
+    // `in_tools`).
+    void next_step(std::vector<chat_tool_call> calls, std::vector<server_tool_call> ran, std::string content,
+                   std::chrono::steady_clock::time_point finished, std::chrono::steady_clock::duration in_tools) {
         api_request req = base_;
         req.messages.push_back({"assistant", std::move(content), calls, ""});
         for (size_t i = 0; i < ran.size(); ++i) {
@@ -250,11 +338,7 @@ class tool_loop_stream final : public generation_stream, public std::enable_shar
         {
             std::lock_guard lock(mu_);
             tool_calls_ += static_cast<int32_t>(ran.size());
-            backend_event items;
-            items.server_calls = ran;
-            pending_.push_back(std::move(items));
         }
-        notify_();
 
         std::optional<error> failed;
         try {
@@ -328,16 +412,17 @@ class tool_loop_stream final : public generation_stream, public std::enable_shar
     const int32_t                max_tool_calls_;
     const std::chrono::steady_clock::time_point started_;
 
-    mutable std::mutex                 mu_;
-    std::shared_ptr<generation_stream> step_;
-    std::vector<backend_event>         pending_;
-    bool                               between_steps_ = false, done_ = false, cancelled_ = false;
-    int32_t                            steps_ = 1, tool_calls_ = 0;
-    int32_t                            n_prompt_ = 0, n_cached_ = 0, n_generated_ = 0;
-    std::string                        content_, step_content_;
-    std::map<size_t, bool>             hidden_;
-    std::map<size_t, size_t>           shown_;
-    size_t                             next_shown_ = 0;
+    mutable std::mutex                   mu_;
+    std::shared_ptr<generation_stream>   step_;
+    std::vector<backend_event>           pending_;
+    bool                                 between_steps_ = false, done_ = false, cancelled_ = false;
+    int32_t                              steps_ = 1, tool_calls_ = 0;
+    int32_t                              n_prompt_ = 0, n_cached_ = 0, n_generated_ = 0;
+    std::string                          content_, step_content_;
+    std::map<size_t, bool>               hidden_;
+    std::map<size_t, size_t>             shown_;
+    size_t                               next_shown_ = 0;
+    const std::shared_ptr<cancel_signal> signal_     = std::make_shared<cancel_signal>();
 };
 
 // The request's tools as every step offers them: the client's functions, then the built-in ones.
@@ -352,6 +437,45 @@ std::vector<chat_tool> all_tools_of(const api_request                           
 }
 
 } // namespace
+
+void cancel_signal::cancel() {
+    std::vector<std::pair<size_t, std::function<void()>>> hooks;
+    {
+        std::lock_guard lock(mu_);
+        if (cancelled_) {
+            return;
+        }
+        cancelled_ = true;
+        hooks      = std::move(hooks_);
+        hooks_.clear();
+    }
+    for (auto &[id, hook] : hooks) {
+        hook();
+    }
+}
+
+bool cancel_signal::cancelled() const {
+    std::lock_guard lock(mu_);
+    return cancelled_;
+}
+
+size_t cancel_signal::subscribe(std::function<void()> hook) {
+    std::unique_lock lock(mu_);
+    const size_t     id = next_++;
+    if (cancelled_) {
+        lock.unlock();
+        hook();
+        return id;
+    }
+    hooks_.emplace_back(id, std::move(hook));
+    return id;
+}
+
+void cancel_signal::unsubscribe(size_t id) {
+    std::lock_guard lock(mu_);
+    hooks_.erase(std::remove_if(hooks_.begin(), hooks_.end(), [id](const auto &h) { return h.first == id; }),
+                 hooks_.end());
+}
 
 tool_loop_backend::tool_loop_backend(std::shared_ptr<generation_backend> inner, builtin_toolbox tools, task_poster post,
                                      tool_loop_limits limits)

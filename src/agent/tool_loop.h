@@ -5,8 +5,9 @@
 // step is one ordinary generation on that backend, with the built-in tools offered to the model as
 // functions whose arguments the grammar constrains (the `sql` tool's query must match a SELECT
 // over the database's real tables and columns). When a step ends in built-in calls only, the loop
-// runs them (on the poster's threads, never an I/O thread), appends the assistant's calls and the
-// tools' results to the conversation, and starts the next step; the client sees one stream:
+// runs them (on the poster's threads, never an I/O thread; up to tool_loop_limits::max_parallel
+// at once), appends the assistant's calls and the tools' results to the conversation in the step's
+// order, and starts the next step; the client sees one stream:
 // content deltas of every step, one `server_tool_call` event per call the server ran, and a last
 // event whose message is the whole answer and whose usage counts every step. A step that calls a
 // client function, answers without a call, or meets a budget ends the loop.
@@ -18,8 +19,11 @@
 // the context: a next step that no longer fits it ends the run ("max_context") with what it has.
 //
 // tool_choice applies to the first step ("sql" forces the sql tool, "mcp:LABEL" or "mcp:LABEL:NAME"
-// an MCP server's tools, "function:NAME" a client function, "required" any tool); later steps are
-// "auto", so a model forced into a call can answer.
+// an MCP server's tools, "team:NAME:MEMBER" a team's member, "function:NAME" a client function,
+// "required" any tool); later steps are "auto", so a model forced into a call can answer.
+//
+// A supervised_tool's call (a team member, agent/team.h) sees the run's cancel_signal, which the
+// stream's cancel() fires, and may send items of its own while it runs (streamed at once).
 
 #include "backend/generation_backend.h"
 #include "tools/builtin_tool.h"
@@ -28,7 +32,9 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace inferbox {
@@ -39,6 +45,50 @@ struct builtin_toolbox {
     std::vector<std::shared_ptr<builtin_tool>> tools;
 };
 
+// Runs a task on a worker thread (the API's preparation pool).
+using task_poster = std::function<void(std::function<void()>)>;
+
+// A run's cancellation, shared with the calls it runs: cancel() (the client went away, the
+// request's deadline passed) runs every hook once, on the cancelling thread; a hook added after
+// that runs at once. Hooks must not block.
+class cancel_signal {
+  public:
+    void   cancel();
+    bool   cancelled() const;
+    size_t subscribe(std::function<void()> hook); // an id for unsubscribe()
+    void   unsubscribe(size_t id);
+
+  private:
+    mutable std::mutex                                    mu_;
+    bool                                                  cancelled_ = false;
+    size_t                                                next_      = 0;
+    std::vector<std::pair<size_t, std::function<void()>>> hooks_;
+};
+
+// What a supervised call sees while it runs: its item id (the server_tool_call id the loop gives
+// its result), the run's cancellation, and a way to send the client events of its own while it
+// runs (a team member's start and its own tool calls: streamed at once, agent/team.h).
+struct tool_call_context {
+    std::string                           call_id;
+    std::shared_ptr<cancel_signal>        cancel; // never null
+    std::function<void(server_tool_call)> emit;   // thread-safe; never blocks
+};
+
+// A built-in tool whose calls are long and watched (a team member, agent/team.h): the loop runs
+// them with a context instead of plain run(), and takes the item's `server` field from the
+// outcome (a team member's trace record).
+class supervised_tool : public builtin_tool {
+  public:
+    struct outcome {
+        tool_outcome result;
+        std::string  item_server; // the output item's `server` field
+    };
+    virtual outcome run_supervised(const std::string &arguments_json, const tool_call_context &ctx) const = 0;
+    tool_outcome    run(const std::string &arguments_json) const override {
+        return run_supervised(arguments_json, {"", std::make_shared<cancel_signal>(), [](server_tool_call) {}}).result;
+    }
+};
+
 struct tool_loop_limits {
     std::chrono::milliseconds max_time{120'000};
     // Called after each built-in call (on the worker): the call and how long it took (metrics).
@@ -47,10 +97,15 @@ struct tool_loop_limits {
     // previous step's last event to the next step's submission, less the tools' time (queueing,
     // building the conversation, preparing the step: template, tokenizer, grammar).
     std::function<void(double seconds)> on_step;
+    // Steps in all (nullopt: max_tool_calls + 1).
+    std::optional<int32_t> max_steps;
+    // The calls of one step run at once, up to this many (each on its own task of `run_calls`;
+    // their results reach the model in the step's order whatever order they finish in).
+    int32_t max_parallel = 1;
+    // Where calls run (empty: the loop's own poster). A team's captain runs its members on a pool
+    // of their own, because a member's call waits for a whole generation (agent/team.h).
+    task_poster run_calls;
 };
-
-// Runs a task on a worker thread (the API's preparation pool).
-using task_poster = std::function<void(std::function<void()>)>;
 
 // One per request: it keeps the request's tools between prepare() and submit().
 class tool_loop_backend final : public generation_backend {

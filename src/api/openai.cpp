@@ -1,5 +1,6 @@
 #include "api/openai.h"
 
+#include "agent/team.h"
 #include "api/errors.h"
 #include "api/routes.h"
 #include "common/utf8.h"
@@ -115,6 +116,21 @@ class openai_writer final : public answer_writer {
         send_chunk(ex, s, choice, json::object(), "", json(nullptr), s.finish_of(s.choices[choice]));
     }
 
+    // A call the server ran (a team member's start or end, a member's own tool call), live: a chunk
+    // without choices whose nvext.trace_event is the call's item (the whole tree comes at the end).
+    void server_call(http_exchange &ex, const job_state &s, size_t choice) override {
+        if (!chat_) {
+            return;
+        }
+        const auto &call  = s.choices[choice].server_calls.back();
+        auto        team  = read_team_event(call);
+        json        item  = team ? std::move(team->item) : builtin_call_item(call);
+        json        chunk = {
+                   {"id", s.id},          {"object", "chat.completion.chunk"}, {"created", s.created},
+                   {"model", s.model_id}, {"choices", json::array()},          {"nvext", {{"trace_event", std::move(item)}}}};
+        ex.send("data: " + dump_json(chunk) + "\n\n");
+    }
+
     void completed(http_exchange &ex, const job_state &s) override {
         if (s.req().stream) {
             if (s.req().include_usage) {
@@ -163,6 +179,10 @@ class openai_writer final : public answer_writer {
         }
         if (!s.route.backend.empty()) {
             body["nvext"] = route_json(s);
+        }
+        if (chat_ && !s.choices.empty() && !s.choices.front().server_calls.empty()) {
+            // The server's own calls (a team's members and their tools): agent/team.h.
+            body["nvext"]["trace"] = trace_tree(s.choices.front().server_calls);
         }
         ex.respond(http::status::ok, dump_json(body), "application/json");
     }
@@ -229,6 +249,9 @@ class openai_writer final : public answer_writer {
         }
         if (finish != nullptr && !s.route.backend.empty()) {
             chunk["nvext"] = route_json(s); // on each choice's last chunk: where it ran
+        }
+        if (finish != nullptr && chat_ && !s.choices[index].server_calls.empty()) {
+            chunk["nvext"]["trace"] = trace_tree(s.choices[index].server_calls); // the whole trace, at the end
         }
         ex.send("data: " + dump_json(chunk) + "\n\n");
     }

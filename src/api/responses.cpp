@@ -1,8 +1,10 @@
 #include "api/responses.h"
 
+#include "agent/team.h"
 #include "api/errors.h"
 #include "api/json_fields.h"
 
+#include <map>
 #include <utility>
 
 namespace inferbox {
@@ -143,9 +145,13 @@ std::optional<error> convert_input(const json &body, json &messages) {
                 return text.err();
             }
             messages.push_back({{"role", "tool"}, {"tool_call_id", *call_id}, {"content", std::move(*text)}});
-        } else if (t == "sql_call" || t == "mcp_call") {
+        } else if (t == "sql_call" || t == "mcp_call" || t == "team_member_call") {
             // A built-in call of an earlier run (previous_response_id, or sent back by the client):
-            // the model sees the call and what it returned, as the loop showed it then.
+            // the model sees the call and what it returned, as the loop showed it then. A team
+            // member's own calls (parent_id) were the member's, never the captain's.
+            if (const json *parent = json_field(item, "parent_id"); parent != nullptr && !parent->is_null()) {
+                continue;
+            }
             const json *id     = json_field(item, "id");
             const json *name   = json_field(item, "name");
             const json *args   = json_field(item, "arguments");
@@ -165,7 +171,7 @@ std::optional<error> convert_input(const json &body, json &messages) {
         } else {
             return bad(param + ".type \"" + t.substr(0, 64) +
                            "\" is not supported; input items are messages, function_call, function_call_output, "
-                           "sql_call and mcp_call",
+                           "sql_call, mcp_call and team_member_call",
                        param + ".type");
         }
     }
@@ -570,7 +576,11 @@ class responses_writer final : public answer_writer {
     void server_call(http_exchange &ex, const job_state &s, size_t choice) override {
         close_message(ex);
         close_call(ex);
-        const auto   &call  = s.choices[choice].server_calls.back();
+        const auto &call = s.choices[choice].server_calls.back();
+        if (auto team = read_team_event(call)) {
+            team_event(ex, std::move(*team));
+            return;
+        }
         const int64_t index = next_index_++;
         // The server ran it to completion before this event: added and done together.
         json in_progress      = server_item(call);
@@ -630,6 +640,51 @@ class responses_writer final : public answer_writer {
                 {"output", c.error.empty() ? json(c.output) : json(nullptr)},
                 {"error", c.error.empty() ? json(nullptr) : json(c.error)}};
     }
+    // A team's trace record (agent/team.h): a member call's item is added when it starts and done
+    // when it ends, at its own index; a member's own tool call is an item of its own, added and done.
+    void team_event(http_exchange &ex, team_trace_event ev) {
+        if (ev.what == team_trace_event::kind::finished) {
+            if (auto it = open_members_.find(ev.member_call_id); it != open_members_.end()) {
+                event(ex, "response.output_item.done", {{"output_index", it->second}, {"item", std::move(ev.item)}});
+                open_members_.erase(it);
+                return;
+            }
+        }
+        const int64_t index = next_index_++;
+        json          added = ev.item;
+        added["status"]     = "in_progress";
+        added["output"]     = nullptr;
+        added["error"]      = nullptr;
+        event(ex, "response.output_item.added", {{"output_index", index}, {"item", std::move(added)}});
+        if (ev.what == team_trace_event::kind::started) {
+            open_members_[ev.member_call_id] = index;
+            return;
+        }
+        event(ex, "response.output_item.done", {{"output_index", index}, {"item", std::move(ev.item)}});
+    }
+
+    // The server's calls as output items, in the order the stream added them: a team member call
+    // where it started, in its last state.
+    static void add_server_items(json &output, const std::vector<server_tool_call> &calls) {
+        std::map<std::string, size_t> member_at;
+        for (const auto &call : calls) {
+            auto team = read_team_event(call);
+            if (!team) {
+                output.push_back(server_item(call));
+                continue;
+            }
+            auto it = member_at.find(team->member_call_id);
+            if (team->what == team_trace_event::kind::finished && it != member_at.end()) {
+                output[it->second] = std::move(team->item);
+                continue;
+            }
+            if (team->what == team_trace_event::kind::started) {
+                member_at[team->member_call_id] = output.size();
+            }
+            output.push_back(std::move(team->item));
+        }
+    }
+
     static json call_item(const chat_tool_call &tc, const std::string &args, const char *status) {
         return {{"type", "function_call"}, {"id", call_item_id(tc)}, {"call_id", tc.id},
                 {"name", tc.name},         {"arguments", args},      {"status", status}};
@@ -688,9 +743,7 @@ class responses_writer final : public answer_writer {
         if (with_output && !s.choices.empty()) {
             const auto &c    = s.choices.front();
             const auto &text = c.text;
-            for (const auto &call : c.server_calls) {
-                output.push_back(server_item(call));
-            }
+            add_server_items(output, c.server_calls);
             if (!text.empty() || c.tool_calls.empty()) {
                 output.push_back(message_item(text));
             }
@@ -737,16 +790,17 @@ class responses_writer final : public answer_writer {
         return r;
     }
 
-    responses_echo        echo_;
-    std::string           msg_id_;
-    bool                  msg_open_  = false;
-    int64_t               msg_index_ = 0;
-    std::string           msg_text_;
-    std::optional<size_t> call_open_;
-    int64_t               call_index_ = 0;
-    chat_tool_call        last_call_;
-    int64_t               next_index_ = 0;
-    int64_t               seq_        = 0;
+    responses_echo                 echo_;
+    std::string                    msg_id_;
+    bool                           msg_open_  = false;
+    int64_t                        msg_index_ = 0;
+    std::string                    msg_text_;
+    std::optional<size_t>          call_open_;
+    int64_t                        call_index_ = 0;
+    chat_tool_call                 last_call_;
+    int64_t                        next_index_ = 0;
+    int64_t                        seq_        = 0;
+    std::map<std::string, int64_t> open_members_; // team member calls added, not done: their index
 };
 
 } // namespace

@@ -47,7 +47,11 @@ api_router::api_router(api_config cfg)
     : cfg_(std::move(cfg)), prep_pool_(static_cast<size_t>(std::max(1, cfg_.prep_threads))), keys_(cfg_.api_keys),
       limiter_(cfg_.rate, keys_.size()),
       created_(std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
-                   .count()) {}
+                   .count()) {
+    if (!cfg_.teams.empty()) {
+        team_pool_ = std::make_shared<boost::asio::thread_pool>(static_cast<size_t>(std::max(1, cfg_.team_threads)));
+    }
+}
 
 void api_router::set_models(std::shared_ptr<served_models> host, std::vector<hosted_model_info> info) {
     const bool none = info.empty();
@@ -568,6 +572,22 @@ json api_router::model_objects() const {
         }
     }
     add_remote_models(data);
+    // Teams (--team): a model id each, answered by the captain and its members.
+    for (const auto &[name, t] : cfg_.teams) {
+        json members = json::array();
+        for (const auto &m : t.members) {
+            members.push_back({{"name", m.name}, {"model", m.model}, {"tools", m.tools}});
+        }
+        data.push_back({{"id", "team/" + name},
+                        {"object", "model"},
+                        {"created", created_},
+                        {"owned_by", "inferbox"},
+                        {"root", "team/" + name},
+                        {"parent", nullptr},
+                        {"ready", true},
+                        {"status", "team"},
+                        {"team", {{"captain", {{"model", t.captain_model}}}, {"members", std::move(members)}}}});
+    }
     return data;
 }
 
@@ -804,6 +824,54 @@ void api_router::relay_json(const std::shared_ptr<http_exchange>               &
     respond_error(*ex, *first);
 }
 
+namespace {
+
+// A team request's tool_choice (the body's "model" is "team/NAME" of a configured team), taken out
+// of the body for the captain's loop (api_request::builtin_choice): "auto", "none", "required",
+// a member by name ({"type": "function", "name": MEMBER}, Responses' shape, or chat's
+// {"type": "function", "function": {"name": MEMBER}}) as "team:NAME:MEMBER", or a client
+// function as "function:NAME". Nothing for other requests.
+std::optional<error> take_team_choice(json &body, const std::map<std::string, team_spec> &teams,
+                                      std::optional<std::string> &choice) {
+    if (!body.is_object() || !body.contains("model") || !body["model"].is_string()) {
+        return std::nullopt;
+    }
+    const auto model = body["model"].get<std::string>();
+    const auto it    = model.rfind("team/", 0) == 0 ? teams.find(model.substr(5)) : teams.end();
+    if (it == teams.end() || !body.contains("tool_choice") || body["tool_choice"].is_null()) {
+        return std::nullopt;
+    }
+    const json tc = body["tool_choice"];
+    if (tc.is_object() && tc.value("type", std::string()) != "function") {
+        return std::nullopt; // {"type": "sql"}, {"type": "mcp", ...}: the request's own built-in tools
+    }
+    body.erase("tool_choice");
+    if (tc.is_string() && (tc == "auto" || tc == "none" || tc == "required")) {
+        choice = tc.get<std::string>();
+        return std::nullopt;
+    }
+    const json *name = nullptr;
+    if (tc.is_object()) {
+        if (tc.contains("name")) {
+            name = &tc["name"];
+        } else if (tc.contains("function") && tc["function"].is_object() && tc["function"].contains("name")) {
+            name = &tc["function"]["name"];
+        }
+    }
+    if (name == nullptr || !name->is_string()) {
+        return error::invalid("tool_choice for a team must be \"auto\", \"none\", \"required\" or {\"type\": "
+                              "\"function\", \"name\": MEMBER}",
+                              "tool_choice");
+    }
+    const auto &n       = name->get_ref<const std::string &>();
+    const auto &members = it->second.members;
+    const bool  member  = std::any_of(members.begin(), members.end(), [&](const auto &m) { return m.name == n; });
+    choice              = member ? "team:" + it->first + ":" + n : "function:" + n;
+    return std::nullopt;
+}
+
+} // namespace
+
 void api_router::handle_inference(const std::shared_ptr<http_exchange> &ex, api_kind kind, size_t key_index) {
     if (failpoint("INFERBOX_FAILPOINT_HANDLER_THROW")) {
         throw std::runtime_error("failpoint: the handler throws"); // test builds: the catch-all's test
@@ -814,10 +882,18 @@ void api_router::handle_inference(const std::shared_ptr<http_exchange> &ex, api_
         respond_error(*ex, body.err());
         return;
     }
+    std::optional<std::string> team_choice;
+    if (auto err = take_team_choice(*body, cfg_.teams, team_choice)) {
+        respond_error(*ex, *err);
+        return;
+    }
     auto req = parse_request(kind, *body, cfg_.limits, &order);
     if (!req) {
         respond_error(*ex, req.err());
         return;
+    }
+    if (team_choice) {
+        req->builtin_choice = *team_choice;
     }
     dispatch_inference(ex, std::move(*req), key_index, nullptr);
 }
@@ -871,10 +947,20 @@ void api_router::handle_responses(const std::shared_ptr<http_exchange> &ex, cons
         respond_error(*ex, *err);
         return;
     }
+    const json                 sent_choice = body->value("tool_choice", json("auto"));
+    std::optional<std::string> team_choice;
+    if (auto err = take_team_choice(*body, cfg_.teams, team_choice)) {
+        respond_error(*ex, *err);
+        return;
+    }
     auto req = parse_responses_request(*body, cfg_.limits, &order);
     if (!req) {
         respond_error(*ex, req.err());
         return;
+    }
+    if (team_choice) {
+        req->chat.builtin_choice = *team_choice;
+        req->echo.tool_choice    = sent_choice;
     }
     if (!previous_id.empty()) {
         req->echo.previous_response_id = previous_id;
@@ -1024,9 +1110,16 @@ void api_router::dispatch_inference(const std::shared_ptr<http_exchange> &ex, ap
         respond_error(*ex, *err);
         return;
     }
+    if (auto err = apply_team(request)) {
+        respond_error(*ex, *err);
+        return;
+    }
     auto target = find_target(*ex, request);
     if (!target) {
         return;
+    }
+    if (!request.team.empty()) {
+        target->served = "team/" + request.team; // what the answer names; the captain's model runs it
     }
     if (!target->remotes.empty()) {
         dispatch_routed(ex, std::move(request), std::move(*target), key_index, std::move(writer));
@@ -1236,6 +1329,9 @@ std::function<void(const server_tool_call &, double)> api_router::tool_call_metr
         return {};
     }
     return [reg = cfg_.metrics_registry](const server_tool_call &c, double seconds) {
+        if (c.type == "team_member_call") {
+            return; // a team's member calls have metrics of their own (add_team_tools)
+        }
         static const std::vector<double> buckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                                     0.5,   1.0,    2.5,   5.0,  10.0,  30.0, 60.0};
         const label_list                 l       = {{"type", c.type}, {"server", c.server}, {"tool", c.name}};
@@ -1325,30 +1421,164 @@ result<builtin_toolbox> api_router::resolve_builtin_tools(const api_request &req
     return box;
 }
 
+task_poster api_router::prep_poster() {
+    return [this](std::function<void()> task) {
+        boost::asio::post(prep_pool_, [task = std::move(task)] {
+            try {
+                task();
+            } catch (const std::exception &e) {
+                spdlog::error("unexpected exception in a tool loop step: {}", e.what());
+            }
+        });
+    };
+}
+
+task_poster api_router::team_poster() {
+    return [pool = std::weak_ptr<boost::asio::thread_pool>(team_pool_)](std::function<void()> task) {
+        if (auto p = pool.lock()) {
+            boost::asio::post(*p, [task = std::move(task)] {
+                try {
+                    task();
+                } catch (const std::exception &e) {
+                    spdlog::error("unexpected exception in a team member's call: {}", e.what());
+                }
+            });
+        }
+    };
+}
+
+std::optional<error> api_router::apply_team(api_request &req) const {
+    const auto it = req.model.rfind("team/", 0) == 0 ? cfg_.teams.find(req.model.substr(5)) : cfg_.teams.end();
+    if (it == cfg_.teams.end()) {
+        return std::nullopt; // not a team of this server: the model's lookup answers
+    }
+    if (req.kind != api_kind::chat) {
+        return error::invalid("the team '" + req.model +
+                                  "' answers chat requests (/v1/chat/completions, /v1/responses), not completions",
+                              "model");
+    }
+    if (req.n != 1) {
+        return error::invalid("a team answers with one choice (n must be 1)", "n");
+    }
+    const auto &team = it->second;
+    req.team         = team.name;
+    req.model        = team.captain_model;
+    if (!team.captain_instructions.empty()) {
+        if (!req.messages.empty() && req.messages.front().role == "system") {
+            req.messages.front().content = team.captain_instructions + "\n\n" + req.messages.front().content;
+        } else {
+            req.messages.insert(req.messages.begin(), chat_message{"system", team.captain_instructions, {}, ""});
+        }
+    }
+    return std::nullopt;
+}
+
+std::optional<error> api_router::add_team_tools(const team_spec &team, builtin_toolbox &box) {
+    team_runtime rt;
+    rt.resolve      = [this](const std::string &model) { return member_backend_for(model); };
+    rt.post         = prep_poster();
+    rt.on_tool_call = tool_call_metrics();
+    if (cfg_.metrics_registry) {
+        rt.on_member_call = [reg = cfg_.metrics_registry, name = team.name](const std::string &member,
+                                                                            const std::string &outcome, double s) {
+            static const std::vector<double> buckets = {0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0};
+            reg->add_counter("inferbox_team_member_calls_total",
+                             "Team member calls (a captain's call to a member), by outcome (ok, error, budget, "
+                             "timeout, cancelled).",
+                             {{"team", name}, {"member", member}, {"outcome", outcome}})
+                .inc();
+            reg->add_histogram("inferbox_team_member_call_seconds", "Time of team member calls, start to answer.",
+                               buckets, {{"team", name}, {"member", member}})
+                .observe(s);
+        };
+    }
+    for (const auto &m : team.members) {
+        builtin_toolbox                            own;
+        std::vector<std::shared_ptr<sql_database>> dbs;
+        for (const auto &t : m.tools) {
+            const auto name = t.substr(t.find(':') + 1);
+            if (t.rfind("sql:", 0) == 0) {
+                if (auto db = cfg_.sql_databases.find(name); db != cfg_.sql_databases.end()) {
+                    dbs.push_back(db->second);
+                }
+            } else if (auto mcp = cfg_.mcp_servers.find(name); mcp != cfg_.mcp_servers.end()) {
+                for (const auto &tool : mcp->second->tools()) {
+                    own.tools.push_back(make_mcp_tool(mcp->second, tool));
+                }
+            }
+        }
+        for (const auto &db : dbs) {
+            own.tools.push_back(make_sql_tool(db, dbs.size() > 1 ? "sql_" + db->name() : "sql"));
+        }
+        std::set<std::string> names;
+        own.tools.erase(std::remove_if(own.tools.begin(), own.tools.end(),
+                                       [&](const auto &t) { return !names.insert(t->function().name).second; }),
+                        own.tools.end());
+        for (const auto &t : box.tools) {
+            if (t->function().name == m.name) {
+                return error::invalid("a built-in tool of the request is named '" + m.name +
+                                          "', the name of a member of the team '" + team.name + "'",
+                                      "tools", "duplicate_tool");
+            }
+        }
+        box.tools.push_back(make_team_member_tool(team.name, m, std::move(own), rt));
+    }
+    return std::nullopt;
+}
+
+result<member_backend> api_router::member_backend_for(const std::string &model) const {
+    auto                         host    = current_host();
+    const auto                   index   = host ? host->find(model) : std::nullopt;
+    const auto                   remotes = remotes_for(model);
+    std::vector<route_candidate> candidates;
+    member_backend               out;
+    if (index) {
+        auto lease = host->acquire_blocking(*index); // bounded: the host's load wait
+        if (lease) {
+            candidates.push_back({std::make_shared<local_backend>((*lease)->eng, cfg_.limits.guided), "local"});
+            out.hold = lease->hold();
+        } else if (remotes.empty()) {
+            return lease.err();
+        }
+    }
+    for (const auto &r : remotes) {
+        candidates.push_back({r, r->name()});
+    }
+    if (candidates.empty()) {
+        return error{error_kind::not_found, "the model '" + model + "' is not served here", "model", "model_not_found"};
+    }
+    out.where = candidates.front().name;
+    if (candidates.size() == 1 && index) {
+        out.backend = candidates.front().backend;
+        return out;
+    }
+    out.backend = std::make_shared<failover_backend>(std::move(candidates), index ? "local" : "remote");
+    return out;
+}
+
 void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, std::shared_ptr<generation_backend> backend,
                                std::shared_ptr<serving_metrics> metrics, std::shared_ptr<void> hold,
                                api_request request, std::string served, size_t key_index,
                                std::shared_ptr<answer_writer> writer, bool routed) {
     // Built-in tools (Responses): the tool loop runs them around whatever backend was chosen, each
     // of its steps a generation there; its own work runs on the preparation pool.
-    if (!request.builtin_tools.empty()) {
+    if (!request.builtin_tools.empty() || !request.team.empty()) {
         auto box = resolve_builtin_tools(request);
         if (!box) {
             respond_error(*ex, box.err());
             return;
         }
-        backend = std::make_shared<tool_loop_backend>(
-            std::move(backend), std::move(*box),
-            [this](std::function<void()> task) {
-                boost::asio::post(prep_pool_, [task = std::move(task)] {
-                    try {
-                        task();
-                    } catch (const std::exception &e) {
-                        spdlog::error("unexpected exception in a tool loop step: {}", e.what());
-                    }
-                });
-            },
-            tool_loop_limits{std::chrono::milliseconds(120'000), tool_call_metrics(), tool_step_metrics()});
+        tool_loop_limits limits{std::chrono::milliseconds(120'000), tool_call_metrics(), tool_step_metrics()};
+        if (auto team = cfg_.teams.find(request.team); team != cfg_.teams.end()) {
+            // A team's captain: its members are its tools, and they run on the team pool.
+            if (auto err = add_team_tools(team->second, *box)) {
+                respond_error(*ex, *err);
+                return;
+            }
+            limits.max_parallel = std::max(1, cfg_.team_threads);
+            limits.run_calls    = team_poster();
+        }
+        backend = std::make_shared<tool_loop_backend>(std::move(backend), std::move(*box), prep_poster(), limits);
     }
     // An invalid request is a 400 whatever the load: the checks that need the backend but no
     // preparation come before the capacity check.

@@ -3,6 +3,7 @@
 // and version endpoints. Requests are validated (schema.h), tokenized here on the I/O thread,
 // and handed to the engine as generation_requests.
 
+#include "agent/team.h"
 #include "agent/tool_loop.h"
 #include "api/auth.h"
 #include "api/embeddings_schema.h"
@@ -91,6 +92,12 @@ struct api_config {
     std::map<std::string, std::shared_ptr<sql_database>> sql_databases;
     // MCP servers (--mcp-server NAME=stdio:COMMAND), by label: {"type": "mcp", "server_label": NAME}.
     std::map<std::string, std::shared_ptr<mcp_client>> mcp_servers;
+    // Teams (--team), by name: each is the model id "team/NAME" on /v1/chat/completions and
+    // /v1/responses (agent/team.h), checked at start against the models, databases and MCP servers.
+    std::map<std::string, team_spec> teams;
+    // Threads that run team members' calls (each waits for a member's whole generation): the most
+    // members that run at once on this server, and the most calls of one captain step that do.
+    int32_t team_threads = 8;
 
     // The web console at "/" (--no-console: off), the conversations it keeps (null: storage off,
     // --conversations-max-bytes off or no data directory) and the hardware facts its dashboard
@@ -230,6 +237,17 @@ class api_router {
     // A request's built-in tools as this server has them (a 400 naming an unknown database, MCP
     // server or tool, or two tools with one name).
     result<builtin_toolbox> resolve_builtin_tools(const api_request &request) const;
+    // A request for "team/NAME" (a configured team): the captain's model and instructions in its
+    // place, and req.team set; an error when the team cannot answer it (not a chat request).
+    std::optional<error> apply_team(api_request &req) const;
+    // Adds a team's members to a request's tools as the captain's tools, each with its own built-in
+    // tools (a 400 when a tool of the request has a member's name).
+    std::optional<error> add_team_tools(const team_spec &team, builtin_toolbox &box);
+    // Runs tasks of the tool loops on prep_pool_, and team members' calls on team_pool_.
+    task_poster prep_poster();
+    task_poster team_poster();
+    // Where a team member's model runs (waits for a hosted model to load; called on the team pool).
+    result<member_backend> member_backend_for(const std::string &model) const;
     // Counts and times each built-in call (inferbox_tool_calls_total, inferbox_tool_call_seconds).
     std::function<void(const server_tool_call &, double)> tool_call_metrics() const;
     // Times the loop's own work per step change (inferbox_tool_loop_overhead_seconds).
@@ -285,18 +303,21 @@ class api_router {
     affinity_table affinity_; // balanced routing: prompt prefix -> the backend that served it
     // Where requests are prepared (chat template, tokenizer, grammar compilation), off the I/O
     // threads; preparing_ counts the ones in progress (a draining server does not wait for them).
-    boost::asio::thread_pool                                prep_pool_;
-    std::atomic<int64_t>                                    preparing_{0};
-    api_keys                                                keys_;
-    rate_limiter                                            limiter_;
-    mutable std::mutex                                      mu_;
-    std::shared_ptr<served_models>                          host_;
-    std::vector<hosted_model_info>                          info_;         // set once with host_
+    boost::asio::thread_pool prep_pool_;
+    // Where team members' calls run (agent/team.h: they wait for generations, so never on
+    // prep_pool_); null without teams.
+    std::shared_ptr<boost::asio::thread_pool>                    team_pool_;
+    std::atomic<int64_t>                                         preparing_{0};
+    api_keys                                                     keys_;
+    rate_limiter                                                 limiter_;
+    mutable std::mutex                                           mu_;
+    std::shared_ptr<served_models>                               host_;
+    std::vector<hosted_model_info>                               info_;          // set once with host_
     std::map<size_t, std::shared_ptr<std::atomic<int32_t>>>      local_routed_;  // local_counter()
     std::map<std::string, std::shared_ptr<std::atomic<int32_t>>> remote_routed_; // remote_counter()
-    bool                                                    ready_    = false;
-    bool                                                    draining_ = false;
-    int64_t                                                 created_  = 0;
+    bool                                                         ready_    = false;
+    bool                                                         draining_ = false;
+    int64_t                                                      created_  = 0;
     // The dashboard's series (GET /v1/console/stats): sampled from the hosted models' metrics
     // once set_models() names them. Last, so that its thread stops before the rest goes.
     metrics_timeline timeline_;

@@ -103,7 +103,10 @@ struct api_request {
     std::vector<builtin_tool_use> builtin_tools;
     std::string                   builtin_choice = "auto";
     int32_t                       max_tool_calls = 8; // built-in calls per response (OpenAI's max_tool_calls)
-    bool                          tools_active() const { return !tools.empty() && choice != tool_choice::none; }
+    // Set by the router, never parsed: the team (--team) whose captain this request runs as, when
+    // `model` named "team/NAME" (agent/team.h); `model` is then the captain's.
+    std::string team;
+    bool        tools_active() const { return !tools.empty() && choice != tool_choice::none; }
 };
 
 // Validates a parsed body (parse_json_body, api/json_body.h). Errors are invalid_request naming the

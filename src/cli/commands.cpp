@@ -232,6 +232,10 @@ void add_serve_feature_options(CLI::App *serve, serve_flags &f) {
     serve->add_option("--mcp-server", f.so.mcp_servers,
                       "NAME=stdio:COMMAND ARGS...[;allowed-tools=a,b][;timeout-ms=N]: an MCP server, started by "
                       "inferbox, whose tools /v1/responses may call (repeatable; docs/agents.md)");
+    serve->add_option("--team", f.so.teams,
+                      "NAME=CAPTAIN_MODEL;instructions=...;member.M=MODEL;member.M.instructions=...;"
+                      "member.M.tools=sql:DB,mcp:LABEL: a team served as the model team/NAME, whose captain calls "
+                      "its members as tools (repeatable; docs/agents.md)");
 
     // Remote backends and routing (docs/routing.md).
     serve->add_option("--backend", f.so.backends,

@@ -109,6 +109,66 @@ std::string route_entry(const YAML::Node &m, const std::string &where) {
     return out;
 }
 
+// A value of a --team entry: ';' and '\' escaped (agent/team.h).
+std::string team_value(const YAML::Node &v, const std::string &where) {
+    if (!v.IsScalar()) {
+        throw CLI::ConfigError(where + ": expected a value");
+    }
+    std::string out;
+    for (char c : v.Scalar()) {
+        if (c == ';' || c == '\\') {
+            out += '\\';
+        }
+        out += c;
+    }
+    return out;
+}
+
+// A team written as a mapping (serve's `team:` list) in the one-line form --team takes:
+//   - name: crew
+//     captain: {model: M, instructions: TEXT}   (or `captain: M` with `instructions:` beside it)
+//     members:
+//       - {name: analyst, model: M, instructions: TEXT, tools: [sql:shop], max-tool-calls: 4}
+std::string team_entry(const YAML::Node &m, const std::string &where) {
+    const YAML::Node captain = m["captain"];
+    if (!m["name"] || !m["name"].IsScalar() || !captain || !m["members"] || !m["members"].IsSequence()) {
+        throw CLI::ConfigError(where + ": a team entry needs a name, a captain and a list of members");
+    }
+    const YAML::Node model = captain.IsMap() ? captain["model"] : captain;
+    if (!model || !model.IsScalar()) {
+        throw CLI::ConfigError(where + "." + m["name"].Scalar() + ".captain: the captain's model");
+    }
+    std::string      out = m["name"].Scalar() + "=" + team_value(model, where);
+    const YAML::Node instructions =
+        captain.IsMap() && captain["instructions"] ? captain["instructions"] : m["instructions"];
+    if (instructions) {
+        out += ";instructions=" + team_value(instructions, where + ".instructions");
+    }
+    for (const auto &member : m["members"]) {
+        if (!member.IsMap() || !member["name"] || !member["model"] || !member["name"].IsScalar()) {
+            throw CLI::ConfigError(where + ".members: each member needs a name and a model");
+        }
+        const std::string k = ";member." + member["name"].Scalar();
+        out += k + "=" + team_value(member["model"], where + ".members.model");
+        for (const auto &kv : member) {
+            const std::string key = normalise_key(kv.first.as<std::string>());
+            if (key == "name" || key == "model") {
+                continue;
+            }
+            std::string value;
+            if (kv.second.IsSequence()) {
+                for (const auto &v : kv.second) {
+                    value += (value.empty() ? "" : ",") + team_value(v, where + ".members." + key);
+                }
+            } else {
+                value = team_value(kv.second, where + ".members." + key);
+            }
+            out += k + "." + key + "=" + value;
+        }
+    }
+    return out;
+}
+
 bool ends_with(const std::string &s, std::string_view tail) {
     return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
 }
@@ -117,6 +177,7 @@ std::vector<std::string> inputs_of(const YAML::Node &value, const std::string &w
     std::vector<std::string> inputs;
     const bool               backends = ends_with(where, "backend");
     const bool               routes   = ends_with(where, "route");
+    const bool               teams    = ends_with(where, "team");
     if (value.IsScalar()) {
         inputs.push_back(value.Scalar());
     } else if (value.IsSequence()) {
@@ -127,6 +188,10 @@ std::vector<std::string> inputs_of(const YAML::Node &value, const std::string &w
             }
             if (routes && v.IsMap()) {
                 inputs.push_back(route_entry(v, where));
+                continue;
+            }
+            if (teams && v.IsMap()) {
+                inputs.push_back(team_entry(v, where));
                 continue;
             }
             if (!v.IsScalar()) {

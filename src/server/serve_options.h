@@ -69,8 +69,8 @@ struct serve_options {
     // (backend/backend_spec.h); --route MODEL=POLICY (repeatable): a model's routing policy.
     std::vector<std::string> backends;
     std::vector<std::string> routes;
-    int32_t                  overflow_after     = 0; // --overflow-after (api_config::overflow_after)
-    int32_t                  request_timeout_ms = 0; // --request-timeout-ms (api_config::request_timeout)
+    int32_t                  overflow_after         = 0;   // --overflow-after (api_config::overflow_after)
+    int32_t                  request_timeout_ms     = 0;   // --request-timeout-ms (api_config::request_timeout)
     int32_t                  route_retries          = 2;   // --route-retries (api_config::route_retries)
     int32_t                  route_retry_backoff_ms = 250; // --route-retry-backoff-ms
     // --route-affinity-bytes: leading prompt bytes that balanced routing's prefix affinity hashes (0: off).
@@ -81,6 +81,9 @@ struct serve_options {
     // --mcp-server NAME=stdio:COMMAND ARGS...[;allowed-tools=a,b][;timeout-ms=N] (repeatable): MCP
     // servers whose tools /v1/responses may call (tools/mcp_client.h).
     std::vector<std::string> mcp_servers;
+    // --team NAME=CAPTAIN_MODEL;member.M=MODEL;... (repeatable): teams served as "team/NAME"
+    // (agent/team.h, docs/agents.md).
+    std::vector<std::string> teams;
 };
 
 // "512MiB", "8GiB", "16GB", "2G" → bytes; "off" and "0" → 0 (no budget); nullopt when not a size.

@@ -140,6 +140,23 @@ result<serve_settings> check_serve_options(const serve_options &opts, const char
         return mcp.err();
     }
     s.mcp_servers = std::move(*mcp);
+    auto teams    = parse_named_specs<team_spec>(opts.teams, "--team", parse_team_spec);
+    if (!teams) {
+        return teams.err();
+    }
+    std::vector<std::string> sql_names, mcp_names;
+    for (const auto &d : s.sql_databases) {
+        sql_names.push_back(d.name);
+    }
+    for (const auto &m : s.mcp_servers) {
+        mcp_names.push_back(m.name);
+    }
+    for (const auto &t : *teams) {
+        if (auto err = check_team_tools(t, sql_names, mcp_names)) {
+            return error::invalid("--team: " + err->message);
+        }
+    }
+    s.teams = std::move(*teams);
     for (const auto &text : opts.routes) {
         auto r = parse_route_arg(text);
         if (!r) {

@@ -5,6 +5,7 @@
 // API-key file and the model files' headers, no threads, no llama.cpp calls: unit-tested with
 // synthetic model headers and hardware (tests/unit/serve_plan_test.cpp).
 
+#include "agent/team.h"
 #include "api/routes.h"
 #include "common/status.h"
 #include "engine/rpc.h"
@@ -35,6 +36,9 @@ struct serve_settings {
     std::vector<sql_database_spec> sql_databases;
     std::vector<mcp_server_spec>   mcp_servers;
     std::vector<route_arg>         routes; // --route, parsed; pull= only with a download reference
+    // --team, parsed, their tools checked against the databases and MCP servers (their models are
+    // checked once the served models are known: check_team_models in configure_routing).
+    std::vector<team_spec> teams;
 };
 
 // `env_api_keys` is INFERBOX_API_KEYS (null when unset). An error names the flag and its rule.

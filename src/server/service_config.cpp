@@ -1,5 +1,6 @@
 #include "server/service_config.h"
 
+#include "agent/team.h"
 #include "api/response_store.h"
 #include "backend/backend_spec.h"
 #include "backend/remote_backend.h"
@@ -149,6 +150,85 @@ void register_backend_metrics(registry &reg, const std::shared_ptr<remote_backen
                      read([](const remote_status &s) { return s.reachable ? 1.0 : 0.0; }));
 }
 
+// The model ids a team may name, as far as the flags settle them before the models are resolved:
+// the default model's id, each --model's (ID=REF; a path's file stem; a cached name), each
+// --route's model and each remote backend's configured models. `certain`: false when some id is
+// only known later (a download reference without ID=, a backend that lists its models itself).
+struct known_models {
+    std::vector<std::string> ids;
+    bool                     certain = true;
+};
+
+known_models served_model_ids(const serve_options &opts, const api_config &cfg) {
+    known_models k;
+    k.ids.push_back(cfg.model_id);
+    for (size_t i = 0; i < opts.models.size(); ++i) {
+        auto [id, ref] = split_model_arg(opts.models[i]);
+        std::error_code ec;
+        if (!id.empty() || (i == 0 && !opts.model_name.empty())) {
+            k.ids.push_back(id.empty() ? opts.model_name : id);
+        } else if (std::filesystem::exists(ref, ec)) {
+            k.ids.push_back(std::filesystem::path(ref).stem().string());
+        } else if (ref.find("://") != std::string::npos) {
+            k.certain = false; // named by its download reference: known once resolved
+        } else {
+            k.ids.push_back(ref); // a cached model's name
+        }
+    }
+    for (const auto &[model, policy] : cfg.routes) {
+        k.ids.push_back(model);
+    }
+    for (const auto &b : cfg.backends) {
+        k.certain = k.certain && !b->spec().models.empty();
+        for (const auto &m : b->spec().models) {
+            k.ids.push_back(m.id);
+        }
+    }
+    std::vector<std::string> once;
+    for (auto &id : k.ids) {
+        if (std::find(once.begin(), once.end(), id) == once.end()) {
+            once.push_back(std::move(id));
+        }
+    }
+    k.ids = std::move(once);
+    return k;
+}
+
+// The teams (--team, parsed and their tools checked by check_serve_options) into `cfg`, each of
+// their models checked against what the server serves.
+std::optional<error> configure_teams(const serve_options &opts, api_config &cfg) {
+    const auto  known = served_model_ids(opts, cfg);
+    std::string served;
+    for (const auto &id : known.ids) {
+        served += (served.empty() ? "" : ", ") + id;
+    }
+    for (const auto &text : opts.teams) {
+        auto team = parse_team_spec(text);
+        if (!team) {
+            return error::invalid("--team: " + team.err().message);
+        }
+        const auto serves = [&](const std::string &m) {
+            return std::find(known.ids.begin(), known.ids.end(), m) != known.ids.end();
+        };
+        if (auto err = check_team_models(*team, serves, served)) {
+            if (known.certain || err->message.find("is a team") != std::string::npos) {
+                return error::invalid("--team: " + err->message);
+            }
+            spdlog::warn("--team: {} (a model may still be found once the models are resolved; a member whose model "
+                         "is not served fails when called)",
+                         err->message);
+        }
+        std::string members;
+        for (const auto &m : team->members) {
+            members += (members.empty() ? "" : ", ") + m.name + " (" + m.model + ")";
+        }
+        spdlog::info("team '{}': served as team/{}; captain {}; members {}", team->name, team->name,
+                     team->captain_model, members);
+        cfg.teams.emplace(team->name, std::move(*team));
+    }
+    return std::nullopt;
+}
+
 } // namespace
 
 result<api_config> make_api_config(const serve_options &opts, const serve_settings &settings,
@@ -225,12 +305,12 @@ std::optional<error> configure_routing(const serve_options &opts, const boost::a
         }
         cfg.routes[route->model] = route->policy;
     }
-    cfg.overflow_after  = opts.overflow_after;
-    cfg.affinity_bytes  = opts.route_affinity_bytes;
-    cfg.request_timeout = std::chrono::milliseconds(opts.request_timeout_ms);
+    cfg.overflow_after      = opts.overflow_after;
+    cfg.affinity_bytes      = opts.route_affinity_bytes;
+    cfg.request_timeout     = std::chrono::milliseconds(opts.request_timeout_ms);
     cfg.route_retries       = opts.route_retries;
     cfg.route_retry_backoff = std::chrono::milliseconds(opts.route_retry_backoff_ms);
-    return std::nullopt;
+    return configure_teams(opts, cfg);
 }
 
 } // namespace inferbox
