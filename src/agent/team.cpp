@@ -381,7 +381,7 @@ class team_member_tool final : public supervised_tool {
         return args["task"].get<std::string>();
     }
 
-    void send(const tool_call_context &ctx, json rec, const std::string &id = "") const {
+    void send(const tool_call_context &ctx, const json &rec, const std::string &id = "") const {
         server_tool_call ev;
         ev.id     = id.empty() ? ctx.call_id : id;
         ev.type   = item_type();
@@ -476,7 +476,7 @@ class team_member_tool final : public supervised_tool {
                                 {"member", spec_.name},
                                 {"parent_id", ctx.call_id},
                                 {"call", builtin_call_item(c)}};
-                    send(ctx, std::move(rec), ctx.call_id + "_" + std::to_string(nested++));
+                    send(ctx, rec, ctx.call_id + "_" + std::to_string(nested++));
                 }
                 if (ev.err) {
                     run.error   = ev.err->message;

@@ -116,7 +116,7 @@ std::shared_ptr<builtin_tool> make_team_member_tool(std::string team, team_membe
 // it. started: a member call began (its item, in progress); tool_call: one of the member's own
 // calls ran (its item, with "team", "member" and "parent_id"); finished: the member call's item,
 // done. `member_call_id`: the team_member_call item the record belongs to.
-struct team_trace_event {
+struct team_trace_event { // NOLINT(bugprone-exception-escape): a document; copying may throw bad_alloc only
     enum class kind { started, tool_call, finished };
     kind           what = kind::finished;
     std::string    member_call_id;

@@ -85,7 +85,8 @@ class supervised_tool : public builtin_tool {
     };
     virtual outcome run_supervised(const std::string &arguments_json, const tool_call_context &ctx) const = 0;
     tool_outcome    run(const std::string &arguments_json) const override {
-        return run_supervised(arguments_json, {"", std::make_shared<cancel_signal>(), [](server_tool_call) {}}).result;
+        return run_supervised(arguments_json, {"", std::make_shared<cancel_signal>(), [](const server_tool_call &) {}})
+            .result;
     }
 };
 
