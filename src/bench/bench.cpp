@@ -1,5 +1,7 @@
 #include "bench/bench.h"
 
+#include "bench/slo.h"
+
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -46,8 +48,11 @@ constexpr size_t   k_max_line          = 1u << 20;    // one SSE line
 constexpr int32_t  k_max_concurrency   = 4096;
 constexpr int32_t  k_max_requests      = 1000000;
 constexpr int32_t  k_max_prompt_tokens = 1 << 20;
-constexpr int32_t  k_min_unique_tail   = 8;  // words after a shared prefix, so prompts differ
-constexpr size_t   k_max_error_kinds   = 10; // distinct failure messages kept for the report
+constexpr int32_t  k_min_unique_tail   = 8;   // words after a shared prefix, so prompts differ
+constexpr size_t   k_max_error_kinds   = 10;  // distinct failure messages kept for the report
+constexpr size_t   k_max_rates         = 64;  // runs in one sweep
+constexpr double   k_max_rate          = 1e6; // requests per second
+constexpr double   k_max_slo_ms        = 3.6e6;
 
 // Words that are a single token in the 512-token TinyStories SentencePiece vocab (as "▁word") and
 // in the vocabularies of the common large models, so N words give about N prompt tokens.
@@ -153,7 +158,8 @@ struct request_record {
     int32_t             prompt_tokens  = -1; // from usage, -1 when the server sent none
     int32_t             content_chunks = 0;
     bool                usage_seen     = false;
-    std::vector<double> gaps_s; // between successive content chunks
+    std::vector<double> gaps_s;         // between successive content chunks
+    double              due_wait_s = 0; // open loop: from when it was due to when it was sent
 };
 
 // Incremental parser of one SSE stream of OpenAI chunks. Not thread-safe; one per request.
@@ -286,7 +292,8 @@ struct run_state {
     std::vector<double>         arrivals; // --request-rate: seconds after the start at which request i is due
     steady::time_point          t0;
     int32_t                     next = 0;
-    std::string                 fatal; // an exception escaped a worker: a bug, reported as a failure
+    std::string                 fatal;             // an exception escaped a worker: a bug, reported as a failure
+    int32_t                     prompt_offset = 0; // run k of a sweep sends prompts k * requests .. onwards
 };
 
 // One worker's keep-alive connection.
@@ -457,8 +464,9 @@ asio::awaitable<void> worker(run_state &st) {
     connection         conn(co_await asio::this_coro::executor);
     asio::steady_timer timer(co_await asio::this_coro::executor);
     while (st.next < st.opts.requests) {
-        const int32_t   i   = st.next++;
-        request_record &rec = st.records[size_t(i)];
+        const int32_t   i        = st.next++;
+        request_record &rec      = st.records[size_t(i)];
+        double          due_wait = 0;
         if (!st.arrivals.empty()) {
             const auto due = st.t0 + std::chrono::duration_cast<steady::duration>(
                                          std::chrono::duration<double>(st.arrivals[size_t(i)]));
@@ -467,11 +475,14 @@ asio::awaitable<void> worker(run_state &st) {
                 beast::error_code ignored;
                 co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
             }
+            // Waiting for a free connection (all `concurrency` busy) counts against the TTFT target.
+            due_wait = std::max(0.0, std::chrono::duration<double>(steady::now() - due).count());
         }
         // A keep-alive connection the server closed while idle is retried once on a fresh one.
         if (co_await attempt(st, conn, i, rec) == attempt_result::stale) {
             co_await attempt(st, conn, i, rec);
         }
+        rec.due_wait_s = due_wait;
     }
     conn.close();
 }
@@ -532,12 +543,7 @@ summary summarize(std::vector<double> v) {
         return s;
     }
     std::sort(v.begin(), v.end());
-    auto pct = [&](double p) {
-        const double rank = p / 100.0 * double(v.size() - 1);
-        const size_t lo   = size_t(std::floor(rank));
-        const size_t hi   = std::min(lo + 1, v.size() - 1);
-        return v[lo] + (v[hi] - v[lo]) * (rank - double(lo));
-    };
+    auto   pct = [&](double p) { return percentile_of_sorted(v, p); };
     double sum = 0;
     for (double x : v) {
         sum += x;
@@ -563,6 +569,36 @@ double cpu_seconds() {
     return sec(ru.ru_utime) + sec(ru.ru_stime);
 }
 
+// The sweep and the latency targets; named as their flags, since the CLI cannot range-check
+// them all (a list, and a bound that excludes 0).
+std::string validate_slo(const bench_options &o) {
+    auto num = [](double v) {
+        char buf[64];
+        std::snprintf(buf, sizeof(buf), "%g", v);
+        return std::string(buf);
+    };
+    if (o.rates.size() > k_max_rates) {
+        return "--rates takes at most " + std::to_string(k_max_rates) + " rates, got " + std::to_string(o.rates.size());
+    }
+    for (double r : o.rates) {
+        if (!(r > 0 && r <= k_max_rate)) {
+            return "--rates: every rate must be > 0 and <= " + num(k_max_rate) + " requests per second, got " + num(r);
+        }
+    }
+    if (!o.rates.empty() && o.request_rate > 0) {
+        return "--rates and --request-rate exclude each other (a sweep sets each run's rate)";
+    }
+    for (const auto &[name, v] : {std::pair{"--slo-ttft-ms", o.slo_ttft_ms}, std::pair{"--slo-itl-ms", o.slo_itl_ms}}) {
+        if (!(v >= 0 && v <= k_max_slo_ms)) {
+            return std::string(name) + " must be in [0, " + num(k_max_slo_ms) + "] ms (0 = no target), got " + num(v);
+        }
+    }
+    if (!(o.slo_attainment > 0 && o.slo_attainment <= 1)) {
+        return "--slo-attainment must be in (0, 1], got " + num(o.slo_attainment);
+    }
+    return {};
+}
+
 std::string validate(const bench_options &o) {
     auto range = [](const char *name, int64_t v, int64_t lo, int64_t hi) -> std::string {
         if (v < lo || v > hi) {
@@ -574,6 +610,9 @@ std::string validate(const bench_options &o) {
     if (!(o.request_rate >= 0 && o.request_rate <= 1e6)) {
         return "request_rate must be in [0, 1e6] requests per second (0 = closed loop), got " +
                std::to_string(o.request_rate);
+    }
+    if (std::string e = validate_slo(o); !e.empty()) {
+        return e;
     }
     if (o.endpoint != "completions" && o.endpoint != "chat") {
         return "endpoint must be 'completions' or 'chat', got '" + o.endpoint + "'";
@@ -630,7 +669,7 @@ void plan_requests(run_state &st) {
     const bench_options &opts = st.opts;
     st.prompts.reserve(size_t(opts.requests));
     for (int32_t i = 0; i < opts.requests; ++i) {
-        st.prompts.push_back(make_prompt(opts, i));
+        st.prompts.push_back(make_prompt(opts, st.prompt_offset + i));
     }
     st.records.resize(size_t(opts.requests));
     if (opts.request_rate > 0) {
@@ -690,7 +729,24 @@ struct run_totals {
     double                   req_ps      = 0.0;
     std::vector<std::string> error_kinds; // distinct failure messages, at most k_max_error_kinds (+ a fatal one)
     summary                  ttft, itl, gap, e2e;
+    slo_report               slo;
 };
+
+slo_targets targets_of(const bench_options &o) {
+    return {o.slo_ttft_ms, o.slo_itl_ms};
+}
+
+// What the latency targets see of a request: TTFT from when it was due, gaps in milliseconds.
+request_outcome outcome_of(const request_record &r) {
+    request_outcome o;
+    o.ok      = r.ok;
+    o.ttft_ms = (r.due_wait_s + r.ttft_s) * 1e3;
+    o.gaps_ms.reserve(r.gaps_s.size());
+    for (double g : r.gaps_s) {
+        o.gaps_ms.push_back(g * 1e3);
+    }
+    return o;
+}
 
 run_totals aggregate(const run_state &st, const run_times &time) {
     run_totals          t;
@@ -731,7 +787,31 @@ run_totals aggregate(const run_state &st, const run_times &time) {
     t.out_tps     = time.wall_s > 0 ? double(t.out_total) / time.wall_s : 0.0;
     t.req_ps      = time.wall_s > 0 ? double(t.n_ok) / time.wall_s : 0.0;
     t.prompt_mean = prompt_n > 0 ? double(prompt_total) / double(prompt_n) : -1.0;
+    std::vector<request_outcome> outcomes;
+    outcomes.reserve(st.records.size());
+    for (const request_record &r : st.records) {
+        outcomes.push_back(outcome_of(r));
+    }
+    t.slo = attainment(outcomes, targets_of(st.opts), time.wall_s, st.opts.request_rate);
     return t;
+}
+
+std::string target_text(double ms) {
+    char buf[48];
+    if (ms > 0) {
+        std::snprintf(buf, sizeof(buf), "<= %g ms", ms);
+    } else {
+        std::snprintf(buf, sizeof(buf), "(no target)");
+    }
+    return buf;
+}
+
+void print_slo(const bench_options &opts, const slo_report &r) {
+    std::printf("  SLO          TTFT %s: %.1f%%, ITL p99 %s: %.1f%%, both: %.1f%% (%d of %d)\n",
+                target_text(opts.slo_ttft_ms).c_str(), 100.0 * r.share_ttft, target_text(opts.slo_itl_ms).c_str(),
+                100.0 * r.share_itl, 100.0 * r.share_both, r.met_both, r.requests);
+    std::printf("  goodput      %.4f req/s meeting both (offered %.4g req/s, achieved %.4f req/s)\n", r.goodput,
+                r.offered_rate, r.achieved_rate);
 }
 
 void print_report(const run_state &st, const run_totals &t) {
@@ -772,18 +852,26 @@ void print_report(const run_state &st, const run_totals &t) {
     print_row("E2E", t.e2e, "send -> end of stream");
     std::printf("  client CPU   %.3f s (%.1f%% of one core over the run)\n", t.time.cpu_s,
                 wall_s > 0 ? 100.0 * t.time.cpu_s / wall_s : 0.0);
+    if (opts.slo_ttft_ms > 0 || opts.slo_itl_ms > 0 || !opts.rates.empty()) {
+        print_slo(opts, t.slo);
+    }
     for (const std::string &e : t.error_kinds) {
         std::printf("  error        %s\n", e.c_str());
     }
 }
 
-json per_request_json(const std::vector<request_record> &records) {
+json per_request_json(const std::vector<request_record> &records, const slo_targets &targets) {
     json out = json::array();
     for (const request_record &r : records) {
-        json j = {{"ok", r.ok}, {"output_tokens", r.output_tokens}, {"prompt_tokens", r.prompt_tokens}};
+        json              j = {{"ok", r.ok}, {"output_tokens", r.output_tokens}, {"prompt_tokens", r.prompt_tokens}};
+        const slo_verdict v = judge(outcome_of(r), targets);
+        j["slo_ttft_met"]   = v.ttft;
+        j["slo_itl_met"]    = v.itl;
         if (r.ok) {
-            j["ttft_ms"] = r.ttft_s * 1e3;
-            j["e2e_ms"]  = r.e2e_s * 1e3;
+            j["due_wait_ms"] = r.due_wait_s * 1e3; // open loop: sent this long after it was due
+            j["itl_p99_ms"]  = v.itl_p99_ms;       // of this request's own gaps
+            j["ttft_ms"]     = r.ttft_s * 1e3;
+            j["e2e_ms"]      = r.e2e_s * 1e3;
             // Where the request's longest stall was: the gap after content chunk `at` (0 =
             // between the first and second chunk), so a stall tied to a stream's start or end shows.
             if (!r.gaps_s.empty()) {
@@ -799,8 +887,25 @@ json per_request_json(const std::vector<request_record> &records) {
     return out;
 }
 
-// Writes the --json report; false when the file cannot be written (after saying so).
-bool write_json_report(const run_state &st, const run_totals &t) {
+json slo_json(const bench_options &opts, const slo_report &r) {
+    return {
+        {"ttft_target_ms", opts.slo_ttft_ms},
+        {"itl_target_ms", opts.slo_itl_ms},
+        {"offered_rate_req_s", r.offered_rate},
+        {"achieved_rate_req_s", r.achieved_rate},
+        {"requests", r.requests},
+        {"met_ttft", r.met_ttft},
+        {"met_itl", r.met_itl},
+        {"met_both", r.met_both},
+        {"share_ttft", r.share_ttft},
+        {"share_itl", r.share_itl},
+        {"share_both", r.share_both},
+        {"goodput_req_s", r.goodput},
+    };
+}
+
+// One run's results as the --json-out report holds them.
+json run_json(const run_state &st, const run_totals &t) {
     const bench_options &opts   = st.opts;
     const double         wall_s = t.time.wall_s;
     json                 out    = {
@@ -830,16 +935,102 @@ bool write_json_report(const run_state &st, const run_totals &t) {
                            {"e2e_ms", to_json_ms(t.e2e)},
                            {"client_cpu_s", t.time.cpu_s},
                            {"client_cpu_fraction", wall_s > 0 ? t.time.cpu_s / wall_s : 0.0},
-                           {"per_request", per_request_json(st.records)},
+                           {"slo", slo_json(opts, t.slo)},
+                           {"per_request", per_request_json(st.records, targets_of(opts))},
     };
-    std::ofstream f(opts.json_out, std::ios::trunc);
+    return out;
+}
+
+// Writes the --json-out report; false when the file cannot be written (after saying so).
+bool write_json_file(const std::string &path, const json &out) {
+    std::ofstream f(path, std::ios::trunc);
     f << out.dump(2) << '\n';
     f.close();
     if (!f) {
-        std::fprintf(stderr, "bench: cannot write %s\n", opts.json_out.c_str());
+        std::fprintf(stderr, "bench: cannot write %s\n", path.c_str());
         return false;
     }
     return true;
+}
+
+void print_sweep(const bench_options &opts, const std::vector<slo_report> &reports, std::optional<double> best) {
+    std::printf("goodput sweep%s%s: TTFT %s, per-request ITL p99 %s, %d requests a rate\n",
+                opts.label.empty() ? "" : ": ", opts.label.c_str(), target_text(opts.slo_ttft_ms).c_str(),
+                target_text(opts.slo_itl_ms).c_str(), opts.requests);
+    std::printf("  %10s %10s %8s %8s %8s %10s\n", "rate req/s", "achieved", "TTFT ok", "ITL ok", "both", "goodput");
+    for (const slo_report &r : reports) {
+        std::printf("  %10.4g %10.4f %7.1f%% %7.1f%% %7.1f%% %10.4f\n", r.offered_rate, r.achieved_rate,
+                    100.0 * r.share_ttft, 100.0 * r.share_itl, 100.0 * r.share_both, r.goodput);
+    }
+    if (best) {
+        std::printf("  highest rate with >= %.1f%% meeting both: %.4g req/s\n", 100.0 * opts.slo_attainment, *best);
+    } else {
+        std::printf("  highest rate with >= %.1f%% meeting both: none (the lowest rate, %.4g req/s, misses)\n",
+                    100.0 * opts.slo_attainment, reports.empty() ? 0.0 : reports.front().offered_rate);
+    }
+}
+
+json sweep_json(const bench_options &opts, const run_state &probed, const std::vector<slo_report> &reports,
+                std::optional<double> best, json runs) {
+    json table = json::array();
+    for (const slo_report &r : reports) {
+        table.push_back({{"rate_req_s", r.offered_rate},
+                         {"achieved_rate_req_s", r.achieved_rate},
+                         {"share_ttft", r.share_ttft},
+                         {"share_itl", r.share_itl},
+                         {"share_both", r.share_both},
+                         {"goodput_req_s", r.goodput}});
+    }
+    return {
+        {"label", opts.label},
+        {"url", opts.url},
+        {"endpoint", opts.endpoint},
+        {"model", probed.model},
+        {"concurrency", opts.concurrency},
+        {"requests", opts.requests},
+        {"prompt_tokens", opts.prompt_tokens},
+        {"max_tokens", opts.max_tokens},
+        {"seed", opts.seed},
+        {"slo_ttft_ms", opts.slo_ttft_ms},
+        {"slo_itl_ms", opts.slo_itl_ms},
+        {"slo_attainment", opts.slo_attainment},
+        {"highest_rate_meeting_slo", best ? json(*best) : json(nullptr)},
+        {"sweep", std::move(table)},
+        {"runs", std::move(runs)},
+    };
+}
+
+// --rates: one open-loop run per rate, ascending, each with its own prompts; then the table and
+// the highest rate meeting the attainment target.
+int run_sweep(asio::io_context &ioc, const run_state &probed) {
+    const bench_options &opts  = probed.opts;
+    std::vector<double>  rates = opts.rates;
+    std::sort(rates.begin(), rates.end());
+    rates.erase(std::unique(rates.begin(), rates.end()), rates.end());
+    json                    runs = json::array();
+    std::vector<rate_point> points;
+    std::vector<slo_report> reports;
+    int                     rc = 0;
+    for (size_t k = 0; k < rates.size(); ++k) {
+        bench_options o = opts;
+        o.request_rate  = rates[k];
+        run_state st{o, probed.tgt, probed.endpoints, probed.model, {}, {}, {}, {}, 0, {}, 0};
+        st.prompt_offset = static_cast<int32_t>(k) * opts.requests;
+        plan_requests(st);
+        const run_totals t = aggregate(st, run_workers(ioc, st));
+        print_report(st, t);
+        std::printf("\n");
+        rc = (t.n_failed > 0 || !st.fatal.empty()) ? 1 : rc;
+        runs.push_back(run_json(st, t));
+        points.push_back({rates[k], t.slo.share_both});
+        reports.push_back(t.slo);
+    }
+    const std::optional<double> best = highest_rate_meeting(points, opts.slo_attainment);
+    print_sweep(opts, reports, best);
+    if (!opts.json_out.empty() && !write_json_file(opts.json_out, sweep_json(opts, probed, reports, best, runs))) {
+        rc = 1;
+    }
+    return rc;
 }
 
 } // namespace
@@ -857,16 +1048,19 @@ int run_bench(const bench_options &opts) {
     }
 
     asio::io_context ioc(1);
-    run_state        st{opts, *tgt, {}, opts.model, {}, {}, {}, {}, 0, {}};
+    run_state        st{opts, *tgt, {}, opts.model, {}, {}, {}, {}, 0, {}, 0};
     if (auto rc = reach_server(ioc, st)) {
         return *rc;
+    }
+    if (!opts.rates.empty()) {
+        return run_sweep(ioc, st);
     }
     plan_requests(st);
     const run_totals t = aggregate(st, run_workers(ioc, st));
     print_report(st, t);
 
     int rc = (t.n_failed > 0 || !st.fatal.empty()) ? 1 : 0;
-    if (!opts.json_out.empty() && !write_json_report(st, t)) {
+    if (!opts.json_out.empty() && !write_json_file(opts.json_out, run_json(st, t))) {
         rc = 1;
     }
     return rc;

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace inferbox {
 
@@ -25,10 +26,20 @@ struct bench_options {
     // Poisson process of this many requests per second (seeded by `seed`), still at most
     // `concurrency` in flight (an arrival waits for a free connection, and its TTFT counts from
     // when it is sent). 0: closed loop, a new request as soon as one finishes.
-    double      request_rate = 0;
-    bool        ignore_eos   = true; // send "ignore_eos": true so every request generates max_tokens
-    std::string json_out;            // if set, write the results as JSON to this file
-    std::string label;               // free text copied into the report
+    double request_rate = 0;
+    // A sweep (--rates): one open-loop run per rate, ascending, each with its own prompts (so no
+    // server reuses a prompt cached in an earlier run) and the same arrival pattern scaled to the
+    // rate. Excludes request_rate. Empty: one run.
+    std::vector<double> rates;
+    // Latency targets (bench/slo.h): each run reports the share of requests meeting each and
+    // both, and goodput (requests/s meeting both); a sweep also the highest rate at which at least
+    // slo_attainment of the requests met both. 0 = no target.
+    double      slo_ttft_ms    = 0;
+    double      slo_itl_ms     = 0; // per request: the p99 of its own inter-token gaps
+    double      slo_attainment = 0.9;
+    bool        ignore_eos     = true; // send "ignore_eos": true so every request generates max_tokens
+    std::string json_out;              // if set, write the results as JSON to this file
+    std::string label;                 // free text copied into the report
 };
 
 // Runs the benchmark, prints a human-readable report to stdout, returns 0 on success, non-zero if

@@ -83,6 +83,19 @@ void add_serve_engine_options(CLI::App *serve, serve_flags &f) {
                      "first of a burst of requests gets its first token sooner (0 = a burst is prefilled together)")
         ->capture_default_str()
         ->check(CLI::Range(0, 3600000));
+    serve
+        ->add_option("--slo-ttft-ms", f.so.engine.slo_ttft_ms,
+                     "time-to-first-token target: waiting prompts are admitted and computed earliest deadline "
+                     "(arrival + target) first (0 = none: first come, first served)")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 3600000));
+    serve
+        ->add_option("--slo-itl-ms", f.so.engine.slo_itl_ms,
+                     "inter-token target: while streams decode, each step takes only the prompt tokens its measured "
+                     "costs fit beside the decode in this time (0 = none: --prefill-chunk and --prefill-step-ms as "
+                     "they are)")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 3600000));
     serve->add_option("--max-queue", f.so.engine.max_queue, "waiting sequences beyond which requests get 429")
         ->capture_default_str()
         ->check(CLI::Range(1, 1 << 20));
@@ -346,6 +359,27 @@ CLI::App *add_bench_command(CLI::App &app, bench_options &bo) {
                      "loop)")
         ->capture_default_str()
         ->check(CLI::Range(0.0, 1e6));
+    bench
+        ->add_option("--rates", bo.rates,
+                     "a sweep: one open-loop run of --requests per rate R1,R2,... (requests/s, each > 0), and the "
+                     "highest rate at which --slo-attainment of the requests meet both latency targets")
+        ->delimiter(',');
+    bench
+        ->add_option("--slo-ttft-ms", bo.slo_ttft_ms,
+                     "time-to-first-token target, from when a request is due (0 = none); reports the share meeting it "
+                     "and goodput")
+        ->capture_default_str()
+        ->check(CLI::Range(0.0, 3.6e6));
+    bench
+        ->add_option("--slo-itl-ms", bo.slo_itl_ms,
+                     "inter-token target: each request's own p99 gap between tokens (0 = none)")
+        ->capture_default_str()
+        ->check(CLI::Range(0.0, 3.6e6));
+    bench
+        ->add_option("--slo-attainment", bo.slo_attainment,
+                     "share of requests that must meet both targets at a rate of the sweep (0 < share <= 1)")
+        ->capture_default_str()
+        ->check(CLI::Range(0.0, 1.0));
     bench->add_option("--json-out", bo.json_out, "also write the results as JSON here");
     bench->add_option("--label", bo.label, "label for the report");
     return bench;

@@ -63,9 +63,17 @@ result<engine_config> engine::settle(engine_config cfg, int32_t n_ctx_train) {
     if (cfg.n_threads <= 0) {
         cfg.n_threads = static_cast<int32_t>(std::max(1U, std::thread::hardware_concurrency()));
     }
-    cfg.step_tokens          = std::max(cfg.step_tokens, cfg.parallel + 1);
-    cfg.prefill_while_decode = std::clamp(cfg.prefill_while_decode, 1, cfg.step_tokens);
-    cfg.draft_max            = std::clamp(cfg.draft_max, 1, 64);
+    cfg.step_tokens                = std::max(cfg.step_tokens, cfg.parallel + 1);
+    cfg.prefill_while_decode       = std::clamp(cfg.prefill_while_decode, 1, cfg.step_tokens);
+    cfg.draft_max                  = std::clamp(cfg.draft_max, 1, 64);
+    constexpr int32_t k_max_slo_ms = 3'600'000;
+    for (const auto &[flag, v] : {std::pair{"slo-ttft-ms", cfg.slo_ttft_ms}, std::pair{"slo-itl-ms", cfg.slo_itl_ms}}) {
+        if (v < 0 || v > k_max_slo_ms) {
+            return error::invalid(std::string("--") + flag + " must be between 0 (no target) and " +
+                                      std::to_string(k_max_slo_ms) + " ms, got " + std::to_string(v),
+                                  flag);
+        }
+    }
     return cfg;
 }
 
@@ -92,8 +100,11 @@ result<std::unique_ptr<engine>> engine::start(std::unique_ptr<decoder> dec, engi
     sc.prefill_while_decode = e->cfg_.prefill_while_decode;
     sc.prefill_step_us      = 1000.0 * std::max(e->cfg_.prefill_step_ms, 0);
     sc.prefix_reuse         = e->cfg_.prefix_reuse;
+    sc.slo_ttft_us          = 1000.0 * e->cfg_.slo_ttft_ms;
+    sc.slo_itl_us           = 1000.0 * e->cfg_.slo_itl_ms;
     e->st_                  = std::make_unique<state>(sc);
     e->st_->batch.reserve(static_cast<size_t>(e->cfg_.step_tokens));
+    e->decode_step_us_.assign(static_cast<size_t>(e->cfg_.parallel) + 1, 0.0);
     if (e->cfg_.draft_ngram && e->dec_->drafter() == nullptr) { // a draft model's decoder says so itself
         spdlog::info("speculative decoding: up to {} draft tokens per step from prompt lookup", e->cfg_.draft_max);
     }
@@ -373,7 +384,7 @@ void engine::accept_new(std::vector<pending> &incoming) {
             const uint64_t id = st_->next_id++;
             // The scheduler shares the request's prompt (an aliasing pointer: no copy).
             if (!smpl || !st_->sched.submit_shared(id, std::shared_ptr<const std::vector<token_id>>(req, &req->prompt),
-                                                   req->max_tokens, key)) {
+                                                   req->max_tokens, key, req->arrival)) {
                 --n_queued_;
                 generation_event ev;
                 ev.index = i;
@@ -455,12 +466,20 @@ void engine::propose_drafts() {
     }
 }
 
+// Folds the time since `since`, divided by `n`, into the moving average `avg` (0 = none yet).
+void engine::measure(double &avg, std::chrono::steady_clock::time_point since, int32_t n) {
+    const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - since).count() /
+                      static_cast<double>(std::max(n, 1));
+    avg = avg > 0 ? 0.8 * avg + 0.2 * us : us;
+}
+
 // Test builds only (common/failpoint.h): each decode fails as llama_decode failing would.
 bool engine::decode_failpoint() {
     return failpoint("INFERBOX_FAILPOINT_DECODE");
 }
 
 void engine::step() {
+    const auto step_start = std::chrono::steady_clock::now();
     if (failpoint("INFERBOX_FAILPOINT_STEP_THROW")) {
         throw std::bad_alloc(); // test builds: what the engine loop's last line of defence catches
     }
@@ -473,6 +492,9 @@ void engine::step() {
         propose_drafts();
     }
     sched.set_prefill_cost(prefill_us_per_token_);
+    if (cfg_.slo_itl_ms > 0) {
+        sched.set_step_costs(decode_step_us_, itl_prompt_us_per_token_);
+    }
     auto plan = sched.schedule();
     // Running first, then queued: see over_capacity() for why this order.
     n_running_.store(sched.n_running());
@@ -520,11 +542,24 @@ void engine::step() {
     if (!plan.items.empty()) {
         apply_key(plan.key);
     }
-    if (!decodes.empty()) {
+    const bool decoded = !decodes.empty();
+    if (decoded && !decode_step_us_.empty()) {
+        const size_t n_seqs = std::min(decodes.size(), decode_step_us_.size() - 1);
+        run_batch(plan, std::move(decodes), false);
+        measure(decode_step_us_[n_seqs], step_start, 1);
+    } else if (decoded) {
         run_batch(plan, std::move(decodes), false);
     }
     if (!prompts.empty()) {
+        const auto started  = std::chrono::steady_clock::now();
+        int32_t    n_prompt = 0;
+        for (const plan_item *it : prompts) {
+            n_prompt += static_cast<int32_t>(it->tokens.size());
+        }
         run_batch(plan, std::move(prompts), true);
+        if (decoded && n_prompt >= k_itl_min_prompt_tokens) {
+            measure(itl_prompt_us_per_token_, started, n_prompt);
+        }
     }
     n_running_.store(sched.n_running());
     publish_gauges();

@@ -39,9 +39,14 @@ struct engine_config {
     int32_t prefill_while_decode = 256;  // prompt tokens per step for arrivals while others decode (docs/benchmarks.md)
     int32_t prefill_step_ms      = 50;   // prompt work after which a step's other prompts wait (scheduler.cpp); 0 = off
     int32_t max_queue            = 64;   // --max-queue: queued sequences beyond which submit() answers overloaded
-    bool    prefix_reuse         = true;
-    bool    kv_unified           = false;
-    int32_t max_loras            = 8; // LoRA adapters loaded at once; the least recently used idle one goes
+    // Latency targets (--slo-ttft-ms, --slo-itl-ms; 0 = none): scheduler_config's slo_ttft_us and
+    // slo_itl_us. The ITL target bounds each step's prompt work beside decodes by the measured
+    // costs; the TTFT target admits and prefills the earliest deadline first.
+    int32_t slo_ttft_ms  = 0;
+    int32_t slo_itl_ms   = 0;
+    bool    prefix_reuse = true;
+    bool    kv_unified   = false;
+    int32_t max_loras    = 8; // LoRA adapters loaded at once; the least recently used idle one goes
     // The KV cache's type (common/kv_cache_type.h); nullopt ("auto", before serve settles it)
     // reads as f16.
     std::optional<kv_cache_type> kv_type    = kv_cache_type::f16;
@@ -177,6 +182,13 @@ class engine {
     // k_prefill_sample_tokens prompt tokens; 0 until one has. Drives coalesce_window() (scheduler.h's arrival_window).
     double                    prefill_us_per_token_   = 0; // engine thread only
     static constexpr uint64_t k_prefill_sample_tokens = 16;
+    // For the ITL target (scheduler::set_step_costs), engine thread only, moving averages like the
+    // above: a step's decode part (from its start through the decode batch and its sampling), by
+    // the number of sequences it decoded (index; parallel + 1 entries), and per token, the prompt
+    // batches of steps that also decoded (at least k_itl_min_prompt_tokens).
+    std::vector<double>       decode_step_us_;
+    double                    itl_prompt_us_per_token_ = 0;
+    static void               measure(double &avg, std::chrono::steady_clock::time_point since, int32_t n);
     std::chrono::microseconds coalesce_window() const;
     std::atomic<uint64_t>     n_draft_{0}, n_draft_accepted_{0};
     std::thread               thread_;

@@ -1,9 +1,39 @@
 #include "scheduler/scheduler.h"
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 
 namespace inferbox {
+
+double expected_decode_us(std::span<const double> by_seqs, int32_t n) {
+    const auto size = static_cast<int32_t>(by_seqs.size());
+    if (n <= 0 || size == 0) {
+        return 0.0;
+    }
+    const int32_t at = std::min(n, size - 1);
+    for (int32_t m = at; m >= 1; --m) {
+        if (by_seqs[static_cast<size_t>(m)] > 0) {
+            return by_seqs[static_cast<size_t>(m)] * static_cast<double>(n) / static_cast<double>(m);
+        }
+    }
+    for (int32_t m = at + 1; m < size; ++m) {
+        if (by_seqs[static_cast<size_t>(m)] > 0) {
+            return by_seqs[static_cast<size_t>(m)];
+        }
+    }
+    return 0.0;
+}
+
+std::optional<int32_t> itl_prompt_tokens(double itl_us, double decode_us, double prompt_us_per_token,
+                                         int32_t min_tokens) {
+    if (!(itl_us > 0) || !(prompt_us_per_token > 0)) {
+        return std::nullopt;
+    }
+    const double room   = std::max(itl_us * k_itl_headroom - std::max(decode_us, 0.0), 0.0);
+    const double tokens = std::min(std::floor(room / prompt_us_per_token), double(1 << 30));
+    return std::max(static_cast<int32_t>(tokens), std::max(min_tokens, 1));
+}
 
 std::chrono::microseconds arrival_window(double prefill_us_per_token, int32_t first_prompt_tokens, int32_t queued,
                                          int32_t n_slots) {
@@ -23,7 +53,7 @@ scheduler::scheduler(scheduler_config cfg) : cfg_(cfg), slots_(cfg.n_slots, cfg.
 }
 
 bool scheduler::submit_shared(uint64_t id, std::shared_ptr<const std::vector<token_id>> prompt, int32_t max_new_tokens,
-                              kv_key key) {
+                              kv_key key, std::chrono::steady_clock::time_point arrival) {
     if (static_cast<int32_t>(waiting_.size()) >= cfg_.max_waiting || !prompt || prompt->empty() || max_new_tokens < 1 ||
         static_cast<int64_t>(prompt->size()) + max_new_tokens > cfg_.n_ctx_slot || seqs_.count(id) != 0) {
         return false;
@@ -34,6 +64,8 @@ bool scheduler::submit_shared(uint64_t id, std::shared_ptr<const std::vector<tok
     s.prompt      = std::move(prompt);
     s.st.max_new  = max_new_tokens;
     s.key         = key;
+    s.arrival     = arrival;
+    s.submitted   = ++submitted_;
     seqs_.emplace(id, std::move(s));
     waiting_.push_back(id);
     return true;
@@ -92,17 +124,41 @@ void scheduler::resolve_waiting_prefix(step_plan &plan) {
     }
 }
 
+// With a first-token target every sequence's deadline is its arrival plus the same target, so
+// earliest deadline first is earliest arrival first: the order requests reached the server, which
+// may differ from the order they reached the engine (a long prompt takes longer to render and
+// tokenize). Ties (a request's n choices) keep submission order.
+bool scheduler::prompt_first(const seq &a, const seq &b) const {
+    if (cfg_.slo_ttft_us > 0 && a.arrival != b.arrival) {
+        return a.arrival < b.arrival;
+    }
+    return a.order < b.order;
+}
+
+uint64_t scheduler::pop_waiting() {
+    auto next = waiting_.begin();
+    if (cfg_.slo_ttft_us > 0) {
+        next = std::min_element(waiting_.begin(), waiting_.end(), [&](uint64_t a, uint64_t b) {
+            const seq &x = seqs_.at(a);
+            const seq &y = seqs_.at(b);
+            return x.arrival != y.arrival ? x.arrival < y.arrival : x.submitted < y.submitted;
+        });
+    }
+    const uint64_t id = *next;
+    waiting_.erase(next);
+    return id;
+}
+
 void scheduler::admit(step_plan &plan) {
     while (!waiting_.empty() && slots_.n_idle() > 0) {
-        const uint64_t id = waiting_.front();
-        waiting_.pop_front();
-        seq &s        = seqs_.at(id);
-        auto grant    = slots_.acquire(*s.prompt, cfg_.prefix_reuse, s.key);
-        s.st.slot     = grant->slot;
-        s.st.n_past   = grant->n_reused;
-        s.st.n_cached = grant->n_reused;
-        s.st.phase    = seq_phase::prefilling;
-        s.order       = ++order_;
+        const uint64_t id    = pop_waiting();
+        seq           &s     = seqs_.at(id);
+        auto           grant = slots_.acquire(*s.prompt, cfg_.prefix_reuse, s.key);
+        s.st.slot            = grant->slot;
+        s.st.n_past          = grant->n_reused;
+        s.st.n_cached        = grant->n_reused;
+        s.st.phase           = seq_phase::prefilling;
+        s.order              = ++order_;
         plan.kv_ops.push_back({grant->copy_from, grant->slot, grant->n_reused});
         plan.admitted.push_back(id);
 
@@ -152,8 +208,27 @@ step_plan scheduler::schedule() {
     step_plan plan;
     resolve_waiting_prefix(plan);
     admit(plan);
-    plan.key = pick_key();
+    plan.key               = pick_key();
+    const int32_t n_decode = plan_decodes(plan);
+    plan_prompts(plan, n_decode);
+    for (const auto &it : plan.items) {
+        plan.n_tokens += static_cast<int32_t>(it.tokens.size());
+    }
+    return plan;
+}
 
+std::optional<int32_t> scheduler::itl_prompt_budget(int32_t n_decoding) const {
+    if (n_decoding <= 0 || !(cfg_.slo_itl_us > 0)) {
+        return std::nullopt;
+    }
+    const double cost = itl_prompt_us_per_token_ > 0 ? itl_prompt_us_per_token_ : prefill_us_per_token_;
+    return itl_prompt_tokens(cfg_.slo_itl_us, expected_decode_us(decode_us_by_seqs_, n_decoding), cost,
+                             k_itl_min_prompt_tokens);
+}
+
+// One item per decoding sequence of the step's key: its next token, then its draft trimmed to
+// what the step and the sequence have room for. Returns the tokens planned.
+int32_t scheduler::plan_decodes(step_plan &plan) {
     int32_t n_decode = 0;
     for (const auto &[id, s] : seqs_) {
         n_decode += s.st.phase == seq_phase::decoding && s.key == plan.key ? 1 : 0;
@@ -179,14 +254,18 @@ step_plan scheduler::schedule() {
         n_decode += 1 + n_draft;
         plan.items.push_back(std::move(item));
     }
+    return n_decode;
+}
 
+void scheduler::plan_prompts(step_plan &plan, int32_t n_decode) {
     // Prompt budget: what the step has left after the decode tokens, capped at
     // prefill_while_decode while streams are running, so a new prompt never stalls them for
     // long; unless more prompts wait for their first token than streams run (a cluster of
     // arrivals beside a few streams): then holding those first tokens back costs more than the
     // running streams' stall gains, and the prompts take the whole step.
     //
-    // Prompts are taken first come, first served, and once the step holds prefill_step_us of
+    // Prompts are taken first come, first served (earliest deadline first under a first-token
+    // target, prompt_first()), and once the step holds prefill_step_us of
     // prompt work (at the measured cost per token), the rest wait for the next step. Where
     // prefill is compute-bound (a CPU), a burst of prompts computed together costs about what
     // they cost one after another, but every first token then comes when the last prompt is
@@ -209,11 +288,22 @@ step_plan scheduler::schedule() {
     // taking one cap's worth of tokens a step between decode steps (64 streams of stories260K:
     // the last first token of a burst came 10 % sooner, docs/benchmarks.md). Without a time
     // budget the cap bounds the step's prompt tokens.
-    const int32_t chunk_cap = capped && cfg_.prefill_step_us > 0 ? cfg_.prefill_while_decode : budget;
+    int32_t chunk_cap = capped && cfg_.prefill_step_us > 0 ? cfg_.prefill_while_decode : budget;
     if (capped && cfg_.prefill_step_us <= 0) {
         budget = std::min(budget, cfg_.prefill_while_decode);
     }
-    std::sort(prefilling.begin(), prefilling.end(), [](const seq *a, const seq *b) { return a->order < b->order; });
+    // An inter-token target replaces both, whenever sequences decode: the step takes the prompt
+    // tokens the measured costs say fit in the target beside the decode (at least a few, so
+    // prompts progress), however many prompts wait, and --prefill-chunk still caps each chunk.
+    // A long prompt then takes several steps, each a short stall, and its first token waits
+    // for them (Sarathi-Serve's stall-free batching, with a budget in time rather than tokens).
+    const auto n_decoding = static_cast<int32_t>(plan.items.size()); // so far, only decode items
+    if (const auto itl_tokens = itl_prompt_budget(n_decoding)) {
+        budget    = std::min(cfg_.step_tokens - n_decode, *itl_tokens);
+        chunk_cap = std::min(budget, cfg_.prefill_while_decode);
+    }
+    std::sort(prefilling.begin(), prefilling.end(),
+              [this](const seq *a, const seq *b) { return prompt_first(*a, *b); });
     double prompt_us = 0;
     for (seq *s : prefilling) {
         if (budget <= 0) {
@@ -236,10 +326,6 @@ step_plan scheduler::schedule() {
             break; // a chunk short of its prompt ends the step's prompt list
         }
     }
-    for (const auto &it : plan.items) {
-        plan.n_tokens += static_cast<int32_t>(it.tokens.size());
-    }
-    return plan;
 }
 
 int32_t scheduler::draft_room(const seq &s) const {

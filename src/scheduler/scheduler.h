@@ -52,7 +52,40 @@ struct scheduler_config {
     int32_t min_copy_gain        = 16; // tokens a cross-slot KV copy must save
     int32_t min_shared_wait      = 32; // shared prefix worth waiting for another prefill
     double  prefill_step_us      = 0;  // prompt work that ends a step's prompt list (see schedule()); 0 = off
+    // Latency targets (serve's --slo-ttft-ms, --slo-itl-ms; 0 = none, and with neither the plan is
+    // exactly what it is without these fields). With an inter-token target, a step that decodes
+    // takes only the prompt tokens its measured costs say fit in the target beside the decode
+    // (set_step_costs(); see schedule()). With a first-token target, waiting sequences are
+    // admitted and prompts computed earliest deadline (arrival + target) first.
+    double slo_ttft_us = 0;
+    double slo_itl_us  = 0;
 };
+
+// The most prompt tokens a step that decodes may add and still end within an inter-token target
+// of `itl_us`, given what its decode part costs (`decode_us`, measured) and what a prompt token
+// costs beside it (`prompt_us_per_token`, measured). Only k_itl_headroom of the target is planned:
+// the rest is for what the measurements miss (their spread, streaming the token, the next step's
+// planning), since a request's inter-token p99 is close to its longest gap. At least
+// `min_tokens`, so prompts still progress when the decode alone nearly fills the target; nullopt
+// while the prompt cost is unknown (0) or there is no target.
+std::optional<int32_t> itl_prompt_tokens(double itl_us, double decode_us, double prompt_us_per_token,
+                                         int32_t min_tokens);
+constexpr double       k_itl_headroom = 0.85;
+
+// What the decode part of a step of `n` decoding sequences is expected to take, from measurements
+// by sequence count (`by_seqs[m]`, microseconds, 0 = not measured): by_seqs[n] when measured; else
+// the nearest measured smaller count scaled up in proportion (on a CPU, more streams cost nearly
+// proportionally more: ~20 ms for one stream of the ~0.5B model, ~45 for two, ~85 for six), which
+// errs long, as a new stream's first steps should; else the nearest measured larger count; else 0.
+double expected_decode_us(std::span<const double> by_seqs, int32_t n);
+// The fewest prompt tokens the scheduler lets a step beside decodes take under an inter-token
+// target. A prompt batch has a fixed cost besides its tokens (on the 2-core test machine, ~25 ms
+// beside ~4.5 ms a token for the ~0.5B model), so fewer tokens would barely shorten the stall
+// while the prompt's first token waited many more steps. The engine measures the cost per token
+// of prompt batches of at least this many tokens beside decodes, so the measurement that sizes the
+// chunks follows them: a chunk's cost per token includes its share of the fixed cost, and the
+// budget settles where fixed cost plus tokens fill the room.
+constexpr int32_t k_itl_min_prompt_tokens = 8;
 
 enum class seq_phase {
     waiting,        // in the queue, no slot
@@ -108,10 +141,14 @@ class scheduler {
     // 429), or when prompt + max_new_tokens does not fit a slot (the API layer rejects that
     // earlier with a 400; this is the last line of defence). Ids must be unique.
     // The prompt is shared with the caller (the engine's request), never copied.
+    // `arrival` (when the request reached the server) sets its first-token deadline under
+    // slo_ttft_us; otherwise it is not read.
     bool submit_shared(uint64_t id, std::shared_ptr<const std::vector<token_id>> prompt, int32_t max_new_tokens,
-                       kv_key key = 0);
-    bool submit(uint64_t id, std::vector<token_id> prompt, int32_t max_new_tokens, kv_key key = 0) {
-        return submit_shared(id, std::make_shared<const std::vector<token_id>>(std::move(prompt)), max_new_tokens, key);
+                       kv_key key = 0, std::chrono::steady_clock::time_point arrival = {});
+    bool submit(uint64_t id, std::vector<token_id> prompt, int32_t max_new_tokens, kv_key key = 0,
+                std::chrono::steady_clock::time_point arrival = {}) {
+        return submit_shared(id, std::make_shared<const std::vector<token_id>>(std::move(prompt)), max_new_tokens, key,
+                             arrival);
     }
 
     // Removes a sequence at any stage and frees its slot; unknown ids are ignored. Its KV stays
@@ -133,6 +170,17 @@ class scheduler {
     // The measured cost of one prompt token (microseconds; 0 = unknown), for prefill_step_us.
     void set_prefill_cost(double us_per_token) { prefill_us_per_token_ = us_per_token; }
 
+    // Measured costs for slo_itl_us (microseconds; 0 = unknown): decode_us_by_seqs[n], a step's
+    // decode part (its decode batch and sampling) when n sequences decode (expected_decode_us()
+    // fills the gaps), and a prompt token computed in a step beside decodes (that is, at the
+    // chunk sizes the target leads to). Without the latter, the prefill cost stands in.
+    void set_step_costs(std::vector<double> decode_us_by_seqs, double prompt_us_per_token) {
+        decode_us_by_seqs_       = std::move(decode_us_by_seqs);
+        itl_prompt_us_per_token_ = prompt_us_per_token;
+    }
+    // The prompt tokens a step beside `n_decoding` decoding sequences may take under slo_itl_us
+    // (itl_prompt_tokens() with the measured costs); nullopt when no bound applies.
+    std::optional<int32_t> itl_prompt_budget(int32_t n_decoding) const;
     // The engine sampled `tokens` for `id` from one item: one token, or for an item with drafts
     // the drafts it accepted and the token after them (1..n_draft+1 tokens). The KV of rejected
     // drafts is forgotten: the engine drops positions from item.pos + tokens.size() on. When
@@ -164,24 +212,33 @@ class scheduler {
         uint64_t                                     leader     = 0; // waiting_prefix: whose prefill we wait for
         int32_t                                      wait_len   = 0;
         uint64_t                                     order      = 0; // admission order, for FIFO prefill
-        kv_key                                       key        = 0;
+        uint64_t                                     submitted  = 0; // submission order (ties of deadlines)
+        std::chrono::steady_clock::time_point        arrival{};      // for the first-token deadline
+        kv_key                                       key = 0;
         std::vector<token_id>                        draft;               // set_draft(), for the next schedule()
         int32_t                                      n_draft_planned = 0; // drafts in the KV awaiting on_sampled()
     };
 
-    void    admit(step_plan &plan);
-    void    resolve_waiting_prefix(step_plan &plan);
-    void    remove(uint64_t id);
-    kv_key  pick_key(); // the key this step computes under
-    int32_t draft_room(const seq &s) const;
+    void     admit(step_plan &plan);
+    uint64_t pop_waiting();                                  // the next sequence to admit
+    bool     prompt_first(const seq &a, const seq &b) const; // which prompt a step computes first
+    int32_t  plan_decodes(step_plan &plan);                  // decode items; returns their tokens
+    void     plan_prompts(step_plan &plan, int32_t n_decode);
+    void     resolve_waiting_prefix(step_plan &plan);
+    void     remove(uint64_t id);
+    kv_key   pick_key(); // the key this step computes under
+    int32_t  draft_room(const seq &s) const;
 
     scheduler_config        cfg_;
     slot_table              slots_;
     std::map<uint64_t, seq> seqs_;
     std::deque<uint64_t>    waiting_;
     uint64_t                order_                = 0;
+    uint64_t                submitted_            = 0;
     kv_key                  last_key_             = 0;
     double                  prefill_us_per_token_ = 0;
+    std::vector<double>     decode_us_by_seqs_; // set_step_costs()
+    double                  itl_prompt_us_per_token_ = 0;
 };
 
 } // namespace inferbox

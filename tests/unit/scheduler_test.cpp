@@ -478,3 +478,209 @@ TEST(arrival_window, one_percent_of_the_expected_prefill_within_bounds) {
     EXPECT_EQ(arrival_window(4700.0, 129, 8, 8), us(0));    // the queued requests fill the slots
     EXPECT_EQ(arrival_window(4700.0, 0, 1, 8), us(0));
 }
+
+// Latency targets (scheduler_config::slo_itl_us, slo_ttft_us).
+
+TEST(itl_prompt_tokens, what_fits_beside_the_decode_in_the_planned_share_of_the_target) {
+    ASSERT_EQ(k_itl_headroom, 0.85); // the figures below are 0.85 of 200 ms
+    // 200 ms target, 50 ms decode part, 5 ms a prompt token: (170 - 50) / 5 = 24 tokens.
+    EXPECT_EQ(itl_prompt_tokens(200'000, 50'000, 5'000, 8), 24);
+    EXPECT_EQ(itl_prompt_tokens(200'000, 0, 5'000, 8), 34); // decode cost not measured yet
+    // A costlier token, or a decode that fills the target: the floor, so prompts still progress.
+    EXPECT_EQ(itl_prompt_tokens(200'000, 50'000, 20'000, 8), 8);
+    EXPECT_EQ(itl_prompt_tokens(200'000, 400'000, 5'000, 8), 8);
+    EXPECT_EQ(itl_prompt_tokens(200'000, 50'000, 5'000, 0), 24);
+    EXPECT_EQ(itl_prompt_tokens(200'000, 400'000, 5'000, 0), 1);
+    // No target, or the prompt cost unknown: no bound.
+    EXPECT_EQ(itl_prompt_tokens(0, 50'000, 5'000, 8), std::nullopt);
+    EXPECT_EQ(itl_prompt_tokens(200'000, 50'000, 0, 8), std::nullopt);
+}
+
+TEST(expected_decode_us, measured_counts_then_the_nearest_smaller_scaled_then_a_larger) {
+    const std::vector<double> by_seqs = {0, 20'000, 45'000, 0, 0, 0, 85'000, 0};
+    EXPECT_EQ(expected_decode_us(by_seqs, 1), 20'000);
+    EXPECT_EQ(expected_decode_us(by_seqs, 2), 45'000);
+    EXPECT_EQ(expected_decode_us(by_seqs, 4), 90'000); // 2 measured: 45 ms x 4 / 2
+    EXPECT_EQ(expected_decode_us(by_seqs, 6), 85'000); // measured
+    EXPECT_EQ(expected_decode_us(by_seqs, 7), 85'000 * 7.0 / 6.0);
+    EXPECT_EQ(expected_decode_us(by_seqs, 12), 85'000 * 12.0 / 6.0);                // past the table: its last measured
+    EXPECT_EQ(expected_decode_us(std::vector<double>{0, 0, 0, 60'000}, 1), 60'000); // only a larger count measured
+    EXPECT_EQ(expected_decode_us(std::vector<double>{0, 0, 0}, 2), 0.0);
+    EXPECT_EQ(expected_decode_us({}, 2), 0.0);
+    EXPECT_EQ(expected_decode_us(by_seqs, 0), 0.0);
+}
+
+namespace {
+// One stream decoding (seq 1), then `n_prompts` 128-token prompts arrive (ids 2..); returns the
+// plan of the step that takes them, as the fake engine ran it.
+step_plan prompt_step_beside_a_stream(scheduler &s, double prefill_us, double decode_us, int n_prompts = 1) {
+    fake_engine e(s);
+    s.set_prefill_cost(prefill_us);
+    s.set_step_costs({0, decode_us}, prefill_us); // one stream decodes: decode_us
+    EXPECT_TRUE(s.submit(1, prompt_of(4), 500));
+    e.step();
+    for (int i = 0; i < n_prompts; ++i) {
+        EXPECT_TRUE(s.submit(static_cast<uint64_t>(2 + i), prompt_of(128, 1000 * (i + 1)), 10));
+    }
+    return e.step();
+}
+
+int32_t prompt_tokens_of(const step_plan &plan) {
+    int32_t n = 0;
+    for (const auto &it : plan.items) {
+        n += it.work == plan_work::prompt ? static_cast<int32_t>(it.tokens.size()) : 0;
+    }
+    return n;
+}
+} // namespace
+
+TEST(scheduler, an_itl_target_shrinks_the_prompt_budget_beside_decoding_streams) {
+    auto c            = cfg(4, 2048, 256);
+    c.prefill_step_us = 50'000;
+    c.slo_itl_us      = 200'000;
+    {
+        scheduler s(c); // 5 ms a prompt token, 50 ms of decode: (170 - 50) / 5 = 24 tokens
+        EXPECT_EQ(prompt_tokens_of(prompt_step_beside_a_stream(s, 5'000, 50'000)), 24);
+    }
+    {
+        scheduler s(c); // twice the cost: 12
+        EXPECT_EQ(prompt_tokens_of(prompt_step_beside_a_stream(s, 10'000, 50'000)), 12);
+    }
+    {
+        scheduler s(c); // four times: 6 fit, the floor of 8 holds
+        EXPECT_EQ(prompt_tokens_of(prompt_step_beside_a_stream(s, 20'000, 50'000)), k_itl_min_prompt_tokens);
+    }
+    {
+        scheduler s(c); // cheap prompt tokens: the whole prompt fits
+        EXPECT_EQ(prompt_tokens_of(prompt_step_beside_a_stream(s, 100, 50'000)), 128);
+    }
+    {
+        scheduler s(c); // three prompts beside one stream: the bound still holds (no lift)
+        EXPECT_EQ(prompt_tokens_of(prompt_step_beside_a_stream(s, 5'000, 50'000, 3)), 24);
+    }
+    auto c0       = c; // the same costs without the target: the whole prompt (one chunk of the 256 cap)
+    c0.slo_itl_us = 0;
+    {
+        scheduler s(c0);
+        EXPECT_EQ(prompt_tokens_of(prompt_step_beside_a_stream(s, 5'000, 50'000)), 128);
+    }
+    { // with nothing decoding, the target does not bound the prompt
+        scheduler   s(c);
+        fake_engine e(s);
+        s.set_prefill_cost(5'000);
+        s.set_step_costs({0, 50'000}, 5'000);
+        ASSERT_TRUE(s.submit(1, prompt_of(128), 10));
+        EXPECT_EQ(prompt_tokens_of(e.step()), 128);
+    }
+}
+
+TEST(scheduler, under_an_itl_target_a_long_prompt_is_spread_over_steps_and_the_stream_never_stalls) {
+    auto c            = cfg(4, 2048, 256);
+    c.slo_itl_us      = 200'000;
+    c.prefill_step_us = 50'000;
+    scheduler   s(c);
+    fake_engine e(s);
+    s.set_prefill_cost(5'000);
+    s.set_step_costs({0, 50'000}, 5'000);
+    ASSERT_TRUE(s.submit(1, prompt_of(4), 500));
+    e.step();
+    ASSERT_TRUE(s.submit(2, prompt_of(128, 1000), 10));
+    int steps = 0;
+    while (s.info(2)->n_generated == 0) {
+        const step_plan plan = e.step();
+        ++steps;
+        EXPECT_EQ(plan.items.front().id, 1u) << "step " << steps;
+        EXPECT_LE(prompt_tokens_of(plan), 24) << "step " << steps;
+        ASSERT_LT(steps, 20);
+    }
+    EXPECT_EQ(steps, 6); // ceil(128 / 24)
+}
+
+TEST(scheduler, a_ttft_target_admits_and_prefills_the_earliest_deadline_first) {
+    using clock   = std::chrono::steady_clock;
+    const auto t0 = clock::now();
+    // One slot: seq 2 arrived first but reached the scheduler second; it is admitted first.
+    auto c        = cfg(1, 512, 256);
+    c.slo_ttft_us = 2e6;
+    {
+        scheduler   s(c);
+        fake_engine e(s);
+        ASSERT_TRUE(s.submit(1, prompt_of(8), 2, 0, t0 + std::chrono::milliseconds(10)));
+        ASSERT_TRUE(s.submit(2, prompt_of(8, 100), 2, 0, t0));
+        const auto plan = e.step();
+        EXPECT_EQ(plan.admitted, std::vector<uint64_t>{2});
+        ASSERT_EQ(plan.items.size(), 1u);
+        EXPECT_EQ(plan.items[0].id, 2u);
+    }
+    // Four slots, costly prompts one a step: both admitted, the earlier deadline computed first.
+    auto c4            = cfg(4, 512, 256);
+    c4.prefill_step_us = 50'000;
+    c4.slo_ttft_us     = 2e6;
+    for (const bool with_target : {true, false}) {
+        c4.slo_ttft_us = with_target ? 2e6 : 0;
+        scheduler   s(c4);
+        fake_engine e(s);
+        s.set_prefill_cost(1'000);
+        ASSERT_TRUE(s.submit(1, prompt_of(100), 2, 0, t0 + std::chrono::milliseconds(10)));
+        ASSERT_TRUE(s.submit(2, prompt_of(100, 1000), 2, 0, t0));
+        const auto plan = e.step();
+        EXPECT_EQ(plan.admitted.size(), 2u);
+        ASSERT_EQ(plan.items.size(), 1u);
+        EXPECT_EQ(plan.items[0].id, with_target ? 2u : 1u) << "target " << with_target;
+    }
+}
+
+TEST(scheduler, without_targets_costs_and_arrivals_change_no_plan) {
+    // The same workload twice: once as before the targets existed, once with step costs and
+    // out-of-order arrivals handed in but no target set. Every step's plan must be identical.
+    const auto  t0 = std::chrono::steady_clock::now();
+    auto        c  = cfg(3, 64, 16);
+    scheduler   plain(c);
+    scheduler   fed(c);
+    fake_engine ep(plain);
+    fake_engine ef(fed);
+    for (scheduler *s : {&plain, &fed}) {
+        s->set_prefill_cost(5'000);
+    }
+    fed.set_step_costs({0, 50'000, 90'000}, 5'000);
+    auto submit_both = [&](uint64_t id, int n, int base, int ms) {
+        ASSERT_TRUE(plain.submit(id, prompt_of(n, base), 6));
+        ASSERT_TRUE(fed.submit(id, prompt_of(n, base), 6, 0, t0 - std::chrono::milliseconds(ms)));
+    };
+    submit_both(1, 10, 1, 0);
+    submit_both(2, 40, 100, 5); // "arrived" earlier than 1
+    for (int step = 0; step < 30 && !(plain.idle() && fed.idle()); ++step) {
+        if (step == 2) {
+            submit_both(3, 70, 200, 50);
+            submit_both(4, 5, 300, 100);
+            submit_both(5, 30, 400, 200);
+        }
+        const step_plan a = ep.step();
+        const step_plan b = ef.step();
+        EXPECT_EQ(a.admitted, b.admitted) << "step " << step;
+        ASSERT_EQ(a.items.size(), b.items.size()) << "step " << step;
+        for (size_t i = 0; i < a.items.size(); ++i) {
+            EXPECT_EQ(a.items[i].id, b.items[i].id) << "step " << step;
+            EXPECT_EQ(a.items[i].pos, b.items[i].pos) << "step " << step;
+            EXPECT_EQ(a.items[i].tokens, b.items[i].tokens) << "step " << step;
+        }
+    }
+    EXPECT_TRUE(plain.idle());
+    EXPECT_TRUE(fed.idle());
+}
+
+TEST(scheduler, the_itl_budget_uses_the_decode_cost_of_the_streams_running_now) {
+    // Two streams decode; their measured 90 ms leaves (170 - 90) / 5 = 16 tokens of a 200 ms
+    // target (one stream's 20 ms would leave 30).
+    auto c       = cfg(4, 2048, 256);
+    c.slo_itl_us = 200'000;
+    scheduler   s(c);
+    fake_engine e(s);
+    s.set_prefill_cost(5'000);
+    s.set_step_costs({0, 20'000, 90'000}, 5'000);
+    ASSERT_TRUE(s.submit(1, prompt_of(4), 500));
+    ASSERT_TRUE(s.submit(2, prompt_of(4, 50), 500));
+    e.step();
+    ASSERT_TRUE(s.submit(3, prompt_of(128, 1000), 10));
+    EXPECT_EQ(prompt_tokens_of(e.step()), 16);
+}

@@ -90,6 +90,74 @@ describe('inferbox bench against the real server', () => {
       }
     }));
 
+  test('a goodput sweep (--rates, --slo-*): one run per rate, shares in [0, 1], goodput = achieved rate x share',
+    completions.wrap(async () => {
+      const file = path.join(tmp, 'sweep.json');
+      const requests = 4;
+      const maxTokens = 6;
+      const r = bench(['--url', completions.server.url, '--requests', String(requests), '--max-tokens',
+        String(maxTokens), '--prompt-tokens', '16', '--concurrency', '4', '--rates', '20,5', '--slo-ttft-ms', '5000',
+        '--slo-itl-ms', '0.001', '--slo-attainment', '0.75', '--json-out', file]);
+      assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
+      const out = JSON.parse(fs.readFileSync(file, 'utf8'));
+      assert.equal(out.slo_ttft_ms, 5000);
+      assert.equal(out.slo_itl_ms, 0.001);
+      assert.equal(out.slo_attainment, 0.75);
+      // Ascending, one run and one table row per rate.
+      assert.deepEqual(out.sweep.map((row) => row.rate_req_s), [5, 20]);
+      assert.equal(out.runs.length, 2);
+      for (const [k, run] of out.runs.entries()) {
+        const row = out.sweep[k];
+        assert.equal(run.request_rate, row.rate_req_s);
+        assert.equal(run.completed, requests, JSON.stringify(run.errors));
+        assert.equal(run.output_tokens_total, requests * maxTokens);
+        const slo = run.slo;
+        assert.equal(slo.offered_rate_req_s, row.rate_req_s);
+        assert.equal(slo.requests, requests);
+        for (const key of ['share_ttft', 'share_itl', 'share_both']) {
+          assert.ok(slo[key] >= 0 && slo[key] <= 1, `${key} ${slo[key]}`);
+          assert.equal(slo[key], row[key]);
+        }
+        assert.ok(slo.share_both <= Math.min(slo.share_ttft, slo.share_itl));
+        assert.equal(slo.met_both, Math.round(slo.share_both * requests));
+        // Requests answered per second of the run, and goodput its share meeting both targets.
+        assert.ok(Math.abs(slo.achieved_rate_req_s - requests / run.duration_s) < 1e-9 * requests);
+        assert.ok(Math.abs(slo.goodput_req_s - slo.achieved_rate_req_s * slo.share_both) < 1e-9,
+          `goodput ${slo.goodput_req_s} vs ${slo.achieved_rate_req_s} x ${slo.share_both}`);
+        assert.equal(row.goodput_req_s, slo.goodput_req_s);
+        // The per-request verdicts add up to the counts. 6 tokens, 5 gaps: no stream's p99 gap is
+        // under a microsecond, so nothing meets the ITL target, and both shares are 0.
+        assert.equal(run.per_request.filter((q) => q.slo_ttft_met).length, slo.met_ttft);
+        assert.equal(run.per_request.filter((q) => q.slo_itl_met).length, slo.met_itl);
+        assert.equal(slo.met_itl, 0);
+        assert.equal(slo.share_both, 0);
+        for (const q of run.per_request) {
+          assert.ok(q.itl_p99_ms > 0 && q.itl_p99_ms <= q.max_gap_ms + 1e-9, `itl p99 ${q.itl_p99_ms}`);
+          assert.ok(q.due_wait_ms >= 0);
+        }
+      }
+      // No rate met both targets for 75 % of its requests.
+      assert.equal(out.highest_rate_meeting_slo, null);
+      assert.match(r.stdout, /goodput sweep: TTFT <= 5000 ms, per-request ITL p99 <= 0\.001 ms/);
+      assert.match(r.stdout, /highest rate with >= 75\.0% meeting both: none/);
+    }));
+
+  test('a generous ITL target: the sweep finds the highest rate, shares of 1, goodput = achieved rate',
+    completions.wrap(async () => {
+      const file = path.join(tmp, 'sweep-met.json');
+      const r = bench(['--url', completions.server.url, '--requests', '3', '--max-tokens', '4', '--prompt-tokens',
+        '16', '--concurrency', '3', '--rates', '10,30', '--slo-ttft-ms', '60000', '--slo-itl-ms', '60000',
+        '--json-out', file]);
+      assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
+      const out = JSON.parse(fs.readFileSync(file, 'utf8'));
+      assert.equal(out.highest_rate_meeting_slo, 30);
+      for (const row of out.sweep) {
+        assert.equal(row.share_both, 1);
+        assert.ok(Math.abs(row.goodput_req_s - row.achieved_rate_req_s) < 1e-9);
+      }
+      assert.match(r.stdout, /highest rate with >= 90\.0% meeting both: 30 req\/s/);
+    }));
+
   test('a model id the server does not serve: every request fails, named in the report, exit 1',
     completions.wrap(async () => {
       const file = path.join(tmp, 'unknown-model.json');
@@ -123,11 +191,23 @@ describe('inferbox bench refuses what it cannot run', () => {
       ['--requests', '0', /--requests: Value 0 not in range 1 to 1000000/],
       ['--endpoint', 'embeddings', /--endpoint: embeddings not in \{completions,chat\}/],
       ['--request-rate', '-1', /--request-rate: Value -1 not in range/],
+      ['--slo-itl-ms', '-5', /--slo-itl-ms: Value -5 not in range 0(\.0+)? to 3600000(\.0+)?$/m],
+      ['--slo-attainment', '1.5', /--slo-attainment: Value 1\.5 not in range 0(\.0+)? to 1(\.0+)?$/m],
+      ['--rates', '0.5,0', /--rates: every rate must be > 0 and <= 1e\+06 requests per second, got 0/],
     ]) {
       const r = bench(['--url', 'http://127.0.0.1:1', flag, value]);
       assert.notEqual(r.status, 0, `${flag} ${value} accepted`);
       assert.match(r.stderr, re);
     }
+  });
+
+  test('--rates with --request-rate, and an attainment of 0: refused before any request', () => {
+    let r = bench(['--url', 'http://127.0.0.1:1', '--rates', '0.5', '--request-rate', '1']);
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /--rates and --request-rate exclude each other/);
+    r = bench(['--url', 'http://127.0.0.1:1', '--slo-attainment', '0']);
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /--slo-attainment must be in \(0, 1\], got 0/);
   });
 
   test('a server that is not there: one line naming the URL and the reason, exit 1', () => {
