@@ -587,6 +587,9 @@ int listen_and_serve(const serve_options &opts, api_config &cfg, hosted_models &
     }
     io.stop();
     router.set_models(nullptr, {});
+    // The backends' probe timers and pooled connections belong to `ioc`: they must go before it
+    // does (the router's copies go with the router, which is destroyed before `ioc` too).
+    cfg.backends.clear();
     return exit_code;
 }
 
