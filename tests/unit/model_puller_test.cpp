@@ -19,7 +19,7 @@ struct recorder {
     std::mutex                                        mu;
     std::vector<std::string>                          events;
     std::vector<std::function<result<std::string>()>> script;
-    size_t                                            calls = 0;
+    std::atomic<size_t>                               calls{0}; // written under mu, read by the tests too
 
     void note(std::string e) {
         std::lock_guard lock(mu);
