@@ -10,9 +10,9 @@
 #   scripts/bench-goodput.sh [OUT_DIR]       default build/bench/goodput; the report also goes to stdout
 #
 # Environment (all optional):
-#   GOODPUT_RATES        arrival rates, requests/s (default 0.1,0.2,0.3,0.4)
+#   GOODPUT_RATES        arrival rates, requests/s (default 0.1,0.2,0.3,0.45,0.6)
 #   GOODPUT_REQUESTS     requests per rate (default 10); a run lasts about REQUESTS / RATE seconds, so the
-#                        defaults take about 8 minutes for both servers
+#                        defaults take about 9 minutes for both servers
 #   GOODPUT_TTFT_MS      first-token target (default 2000)
 #   GOODPUT_ITL_MS       per-request inter-token p99 target (default 150)
 #   GOODPUT_ATTAINMENT   share of requests that must meet both (default 0.9)
@@ -43,7 +43,7 @@ peer=${LLAMA_SERVER:-$cache/node-llama-cpp-$NODE_LLAMA_CPP_VERSION/build-cpu/bin
 # shellcheck disable=SC2034
 synth_tool=${MAKE_SYNTHETIC_GGUF:-$build/tools/make-synthetic-gguf}
 chromium=${INFERBOX_CHROMIUM:-/usr/bin/chromium}
-rates=${GOODPUT_RATES:-0.1,0.2,0.3,0.4}
+rates=${GOODPUT_RATES:-0.1,0.2,0.3,0.45,0.6}
 requests=${GOODPUT_REQUESTS:-10}
 ttft_ms=${GOODPUT_TTFT_MS:-2000}
 itl_ms=${GOODPUT_ITL_MS:-150}
