@@ -21,6 +21,7 @@
 #   GOODPUT_MODEL        the model (default: the ~0.5B synthetic model of scripts/bench.sh)
 #   GOODPUT_PNG          also copy the plot here (e.g. docs/img/goodput.png)
 #   GOODPUT_SERVERS      which servers, in order (default "inferbox peer")
+#   GOODPUT_REPORT_ONLY  1: run nothing, redraw the report and plot from the JSON already in OUT_DIR
 #   BENCH_THREADS        compute threads of both servers (default 2)
 #   INFERBOX_BUILD_DIR, INFERBOX_BIN, LLAMA_SERVER, INFERBOX_DEPS_CACHE, INFERBOX_TEST_MODELS,
 #   MAKE_SYNTHETIC_GGUF  as in scripts/bench.sh
@@ -147,12 +148,13 @@ start_server() {
 }
 
 # --- the sweeps -----------------------------------------------------------------------------
+failures=0
+if [ "${GOODPUT_REPORT_ONLY:-0}" != 1 ]; then
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$(date -u '+%Y-%m-%d %H:%M UTC')
 : >"$out/load.log"
 (while :; do printf '%s %s\n' "$(date -u +%T)" "$(cut -d' ' -f1 /proc/loadavg)" >>"$out/load.log"; sleep 5; done) &
 sampler_pid=$!
-failures=0
 for s in $servers; do
   log "$s: serving $(basename "$model") with $slots slots, $threads threads"
   start_server "$s" "$out/$s.server.log"
@@ -181,7 +183,10 @@ load_max=$(awk 'BEGIN { m = 0 } $2 > m { m = $2 } END { print m }' "$out/load.lo
 
 # --- report and plot ------------------------------------------------------------------------
 cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || true)
-GOODPUT_META="date: $started | host: ${cpu:-unknown CPU}, $(nproc) cores | threads: $threads | slots: $slots | load average before: $load_before, after: $load_after, highest 1-min during the sweeps: $load_max | llama.cpp: node-llama-cpp $NODE_LLAMA_CPP_VERSION${INFERBOX_EXTRA_ARGS:+ | inferbox flags: $INFERBOX_EXTRA_ARGS}${PEER_EXTRA_ARGS:+ | llama-server flags: $PEER_EXTRA_ARGS}"
+echo "date: $started | host: ${cpu:-unknown CPU}, $(nproc) cores | threads: $threads | slots: $slots | load average before: $load_before, after: $load_after, highest 1-min during the sweeps: $load_max | llama.cpp: node-llama-cpp $NODE_LLAMA_CPP_VERSION${INFERBOX_EXTRA_ARGS:+ | inferbox flags: $INFERBOX_EXTRA_ARGS}${PEER_EXTRA_ARGS:+ | llama-server flags: $PEER_EXTRA_ARGS}" >"$out/meta.txt"
+fi
+[ -f "$out/meta.txt" ] || die "no $out/meta.txt: GOODPUT_REPORT_ONLY needs an earlier sweep's folder"
+GOODPUT_META=$(cat "$out/meta.txt")
 export GOODPUT_META
 node - "$out" "$(basename "$model")" <<'EOF'
 const fs = require('fs');
@@ -255,7 +260,7 @@ for (const r of rates) {
   svg.push(`<text x="${x(r)}" y="${H - B + 20}" font-size="13" text-anchor="middle">${r}</text>`);
 }
 svg.push(`<line x1="${L}" x2="${W - R}" y1="${y(any.slo_attainment)}" y2="${y(any.slo_attainment)}" stroke="#555" stroke-dasharray="2,3"/>`);
-svg.push(`<text x="${W - R - 4}" y="${y(any.slo_attainment) - 6}" font-size="12" text-anchor="end" fill="#555">${100 * any.slo_attainment}% target</text>`);
+svg.push(`<text x="${L + 6}" y="${y(any.slo_attainment) - 6}" font-size="12" fill="#555">${100 * any.slo_attainment}% target</text>`);
 svg.push(`<rect x="${L}" y="${T}" width="${W - L - R}" height="${H - T - B}" fill="none" stroke="#888"/>`);
 svg.push(`<text x="${(L + W - R) / 2}" y="${H - 20}" font-size="14" text-anchor="middle">Poisson arrival rate (requests/s)</text>`);
 svg.push(`<text x="22" y="${(T + H - B) / 2}" font-size="14" text-anchor="middle" transform="rotate(-90 22 ${(T + H - B) / 2})">share of requests</text>`);

@@ -119,18 +119,18 @@ class pushed_stream final : public generation_stream {
     }
     void cancel() override {
         std::lock_guard lock(mu_);
-        ++cancels;
+        ++cancels_;
     }
     int cancelled() const {
         std::lock_guard lock(mu_);
-        return cancels;
+        return cancels_;
     }
 
   private:
     std::function<void()>      notify_;
     mutable std::mutex         mu_;
     std::vector<backend_event> pending_;
-    int                        cancels = 0;
+    int                        cancels_ = 0;
 };
 
 // A model whose every submit() hands its stream and request to `on_submit` (which answers now,
@@ -321,7 +321,7 @@ struct team_fixture : ::testing::Test {
 };
 
 // The captain's script: first step calls `calls`, every later step answers.
-void script_captain(pushed_model &captain, std::vector<chat_tool_call> calls) {
+void script_captain(pushed_model &captain, const std::vector<chat_tool_call> &calls) {
     captain.on_submit = [calls, n = std::make_shared<int>(0)](const std::shared_ptr<pushed_stream> &s,
                                                               const backend_request & /*req*/) {
         s->push((*n)++ == 0 ? calls_step(calls) : answer_step("composed"));
