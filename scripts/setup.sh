@@ -18,6 +18,7 @@ packages=(build-essential cmake ninja-build git ca-certificates openssl
   libboost1.81-dev nlohmann-json3-dev libspdlog-dev libcli11-dev libgtest-dev libgmock-dev
   clang-format clang-tidy clang libclang-rt-14-dev libssl-dev libcurl4-openssl-dev libyaml-cpp-dev libsqlite3-dev prometheus
   libpq-dev pkg-config # the sql tool's PostgreSQL client
+  libhnswlib-dev libpoppler-cpp-dev # file_search: the vector index, and PDF text
   sqlite3 postgresql # the sql tool's tests: databases built and rows checked with the real shells and server
   buildah podman runc # the container image: deploy/container/build-image.sh and its test
   chromium) # the web console's tests run it headless
