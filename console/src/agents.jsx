@@ -1,14 +1,17 @@
 // The Agents view (#/agents): run /v1/responses with the tools the server runs itself (sql
 // databases, MCP servers) and watch the run as a live trace: the response, then each output item
 // (tool calls with their arguments, status, time and output; messages as Markdown), then usage.
-import { useEffect, useRef, useState } from 'preact/hooks';
+import { useEffect, useRef } from 'preact/hooks';
 import { auth } from './api.js';
 import { useStore } from './store.js';
 import { Markdown } from './markdown.jsx';
 import { highlight } from './highlight.js';
 import { ModelPicker } from './chat.jsx';
-import { ErrorAlert, Field, NumberField, StatList, enterSubmits, useEscape, useFollow } from './widgets.jsx';
-import { chat, loadModels } from './state.js';
+import { ErrorAlert, Field, NumberField, StatList, enterSubmits, useEscape, useFollow, useNow } from './widgets.jsx';
+import { formatMs, parseJson, prettyJson } from './format.js';
+import { chat, loadModels, models } from './state.js';
+import { captainModel, teamEntry } from './team.js';
+import { TeamTrace } from './team_trace.jsx';
 import {
   MAX_TOOL_CALLS_LIMIT,
   agent,
@@ -22,51 +25,6 @@ import {
 } from './agent.js';
 
 // ---- formatting -----------------------------------------------------------------------------
-
-function inlineJson(v) {
-  if (Array.isArray(v)) return `[${v.map(inlineJson).join(', ')}]`;
-  if (v && typeof v === 'object') return `{${Object.entries(v).map(([k, x]) => `${JSON.stringify(k)}: ${inlineJson(x)}`).join(', ')}}`;
-  const s = JSON.stringify(v);
-  return s === undefined ? 'null' : s;
-}
-
-// JSON with short arrays and objects (a row of values) kept on one line.
-export function prettyJson(v, indent = '') {
-  const one = inlineJson(v);
-  if (v === null || typeof v !== 'object' || one.length + indent.length <= 88) return one;
-  const inner = `${indent}  `;
-  if (Array.isArray(v)) return `[\n${v.map((x) => inner + prettyJson(x, inner)).join(',\n')}\n${indent}]`;
-  return `{\n${Object.entries(v).map(([k, x]) => `${inner}${JSON.stringify(k)}: ${prettyJson(x, inner)}`).join(',\n')}\n${indent}}`;
-}
-
-function parseJson(text) {
-  if (typeof text !== 'string') return { ok: false };
-  try {
-    return { ok: true, value: JSON.parse(text) };
-  } catch {
-    return { ok: false };
-  }
-}
-
-function formatMs(ms) {
-  if (ms == null || !Number.isFinite(ms)) return '';
-  if (ms < 1000) return `${Math.max(0, Math.round(ms))} ms`;
-  if (ms < 60000) return `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
-  const m = Math.floor(ms / 60000);
-  return `${m} min ${Math.round((ms - m * 60000) / 1000)} s`;
-}
-
-// A clock that ticks while `active`, for the times of what is still running.
-function useNow(active) {
-  const [now, setNow] = useState(() => performance.now());
-  useEffect(() => {
-    if (!active) return undefined;
-    setNow(performance.now());
-    const t = setInterval(() => setNow(performance.now()), 200);
-    return () => clearInterval(t);
-  }, [active]);
-  return now;
-}
 
 const STATUS_LABEL = {
   in_progress: 'running',
@@ -424,6 +382,7 @@ function describeTools(req) {
 
 function Trace() {
   const s = useStore(agent);
+  const ms = useStore(models);
   const run = s.run;
   const now = useNow(s.running);
   const [box, onScroll] = useFollow(run);
@@ -442,6 +401,8 @@ function Trace() {
     );
   }
   const total = (run.tEnd != null ? run.tEnd : now) - run.t0;
+  // A team's run is drawn as its tree (the captain, its steps, the members and their calls).
+  const team = teamEntry(ms.list, run.model) || (run.items.some((n) => n.type === 'team_member_call') ? { id: run.model } : null);
   const choice = typeof run.request.tool_choice === 'string' ? run.request.tool_choice : JSON.stringify(run.request.tool_choice);
   return (
     <div class="trace-col" ref={box} onScroll={onScroll}>
@@ -462,6 +423,13 @@ function Trace() {
             {run.request.max_output_tokens != null ? ` · max_output_tokens ${run.request.max_output_tokens}` : ''}
           </p>
         </header>
+        {team ? (
+          <TeamTrace
+            run={{ model: run.model, captain: captainModel(team), status: run.status, nodes: run.items, usage: run.usage, id: run.id, backend: run.backend, t0: 0, totalMs: run.tEnd != null ? run.tEnd - run.t0 : null }}
+            idPrefix="agent"
+            showAnswer
+          />
+        ) : (
         <ol class="trace-items">
           {run.items.map((n) => (
             <TraceNode key={n.index} n={n} now={now} tEnd={run.tEnd} />
@@ -475,6 +443,7 @@ function Trace() {
             </li>
           ) : null}
         </ol>
+        )}
         {!s.running ? (
           <footer class="trace-foot">
             <Usage run={run} />

@@ -15,9 +15,12 @@ import {
   parseSchema,
   parseTools,
   restoreFromHash,
+  MAX_TEAM_CALLS,
 } from './state.js';
 import { ConversationList } from './conversations.jsx';
-import { ErrorAlert, NumberField, StatList, enterSubmits, useEscape, useFollow } from './widgets.jsx';
+import { ErrorAlert, Field, NumberField, StatList, enterSubmits, useEscape, useFollow } from './widgets.jsx';
+import { TEAM_PREFIX, captainModel, teamEntry, teamMembers } from './team.js';
+import { TeamTrace } from './team_trace.jsx';
 
 // ---- model picker --------------------------------------------------------------------------
 
@@ -31,7 +34,8 @@ export function ModelPicker({ id = 'model', value, onSelect, disabled }) {
   const s = useStore(chat);
   const ms = useStore(models);
   const model = value !== undefined ? value : s.model;
-  const groups = useMemo(() => groupModels(ms.list), [ms.list]);
+  const groups = useMemo(() => groupModels(ms.list.filter((m) => !teamEntry(ms.list, m.id))), [ms.list]);
+  const teams = ms.list.filter((m) => teamEntry(ms.list, m.id));
   const known = ms.list.some((m) => m.id === model);
   const current = ms.list.find((m) => m.id === model);
   const select = onSelect || ((v) => chat.set({ model: v }));
@@ -57,8 +61,22 @@ export function ModelPicker({ id = 'model', value, onSelect, disabled }) {
             </option>
           ),
         )}
+        {teams.length ? (
+          <optgroup label="Teams (captain and members)">
+            {teams.map((t) => (
+              <option key={t.id} value={t.id} data-team={t.id}>
+                {`${t.id} \u2014 team of ${teamMembers(t).length} (captain ${captainModel(t) || '?'})`}
+              </option>
+            ))}
+          </optgroup>
+        ) : null}
       </select>
-      {current ? (
+      {current && teamEntry(ms.list, current.id) ? (
+        <span class="model-meta" data-model-status="team">
+          <span class="dot status-team" aria-hidden="true" />
+          team: captain {captainModel(current) || '?'} · members {teamMembers(current).map((x) => x.name).join(', ') || 'none'}
+        </span>
+      ) : current ? (
         <span class="model-meta" data-model-status={current.status || ''}>
           <span class={`dot status-${String(current.status || (current.ready ? 'loaded' : 'unknown')).replace(/[^\w-]/g, '')}`} aria-hidden="true" />
           {modelStatus(current) || 'unknown'}
@@ -146,6 +164,60 @@ function ToolsPanel() {
         {t.choice.startsWith('fn:') && !names.includes(t.choice.slice(3)) ? <option value={t.choice}>function: {t.choice.slice(3)} (not defined)</option> : null}
       </select>
     </PartPanel>
+  );
+}
+
+// Shown while a team is the chat's model: its members, which one the captain's first step calls
+// (tool_choice), and how many member calls the run may make (max_tool_calls).
+function TeamPanel() {
+  const s = useStore(chat);
+  const ms = useStore(models);
+  const entry = teamEntry(ms.list, s.model);
+  if (!s.model.startsWith(TEAM_PREFIX)) return null;
+  const members = teamMembers(entry);
+  const set = (patch) => chat.set((c) => ({ team: { ...c.team, ...patch } }));
+  const known = s.team.choice === 'auto' || s.team.choice === 'required' || s.team.choice === 'none' || members.some((m) => `member:${m.name}` === s.team.choice);
+  return (
+    <section class="team-panel" aria-label="Team run">
+      <p class="muted small team-members">
+        {members.length
+          ? members.map((m, i) => (
+              <span key={m.name} data-team-member={m.name}>
+                {i ? ' · ' : ''}
+                <strong>{m.name}</strong> on <span class="mono">{m.model}</span>
+                {m.tools.length ? ` (${m.tools.join(', ')})` : ''}
+              </span>
+            ))
+          : 'The members are not listed.'}
+      </p>
+      <div class="params team-params">
+        <Field id="team-choice" label="Captain's first step">
+          <select id="team-choice" value={s.team.choice} disabled={s.streaming} onChange={(e) => set({ choice: e.currentTarget.value })}>
+            <option value="auto">the captain decides</option>
+            <option value="required">call a member</option>
+            <option value="none">answer alone</option>
+            {members.map((m) => (
+              <option key={m.name} value={`member:${m.name}`}>
+                call {m.name}
+              </option>
+            ))}
+            {!known ? <option value={s.team.choice}>{s.team.choice} (not a member)</option> : null}
+          </select>
+        </Field>
+        <NumberField
+          id="team-max-calls"
+          label={`Member calls (max_tool_calls, 1–${MAX_TEAM_CALLS})`}
+          inputMode="numeric"
+          min="1"
+          max={MAX_TEAM_CALLS}
+          step="1"
+          placeholder="default"
+          value={s.team.maxCalls}
+          disabled={s.streaming}
+          onValue={(v) => set({ maxCalls: v })}
+        />
+      </div>
+    </section>
   );
 }
 
@@ -281,10 +353,13 @@ function Message({ m, index, last, streaming }) {
           <div class="message-text">{m.content}</div>
         )
       ) : m.role === 'assistant' ? (
+        <>
+        {m.team ? <TeamTrace run={m.team} idPrefix={`m${index}`} /> : null}
         <div class="message-body">
           {m.content ? <Markdown text={m.content} /> : null}
           {m.pending ? <span class="typing" aria-label="generating">▍</span> : null}
         </div>
+        </>
       ) : (
         <div class="message-text">{m.content}</div>
       )}
@@ -429,6 +504,7 @@ export function ChatPage() {
             Settings
           </button>
         </div>
+        <TeamPanel />
         <div class="chat-title">
           <h1>{s.title || 'New chat'}</h1>
           <SaveStatus />

@@ -66,3 +66,38 @@ export function showValue(key, v) {
   if (typeof v === 'number' && /bytes$/i.test(key)) return `${formatBytes(v)} (${v})`;
   return String(v);
 }
+
+// ---- what the traces show (the Agents view, a team run) ----
+
+function inlineJson(v) {
+  if (Array.isArray(v)) return `[${v.map(inlineJson).join(', ')}]`;
+  if (v && typeof v === 'object') return `{${Object.entries(v).map(([k, x]) => `${JSON.stringify(k)}: ${inlineJson(x)}`).join(', ')}}`;
+  const s = JSON.stringify(v);
+  return s === undefined ? 'null' : s;
+}
+
+// JSON with short arrays and objects (a row of values) kept on one line.
+export function prettyJson(v, indent = '') {
+  const one = inlineJson(v);
+  if (v === null || typeof v !== 'object' || one.length + indent.length <= 88) return one;
+  const inner = `${indent}  `;
+  if (Array.isArray(v)) return `[\n${v.map((x) => inner + prettyJson(x, inner)).join(',\n')}\n${indent}]`;
+  return `{\n${Object.entries(v).map(([k, x]) => `${inner}${JSON.stringify(k)}: ${prettyJson(x, inner)}`).join(',\n')}\n${indent}}`;
+}
+
+export function parseJson(text) {
+  if (typeof text !== 'string') return { ok: false };
+  try {
+    return { ok: true, value: JSON.parse(text) };
+  } catch {
+    return { ok: false };
+  }
+}
+
+export function formatMs(ms) {
+  if (ms == null || !Number.isFinite(ms)) return '';
+  if (ms < 1000) return `${Math.max(0, Math.round(ms))} ms`;
+  if (ms < 60000) return `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
+  const m = Math.floor(ms / 60000);
+  return `${m} min ${Math.round((ms - m * 60000) / 1000)} s`;
+}

@@ -1,8 +1,9 @@
 // Shared application state: the chat in progress, the model list and the saved conversations.
 // Kept outside components so a stream keeps running while the user looks at another page.
-import { api, streamChat, ApiError } from './api.js';
+import { api, streamChat, streamResponse, ApiError } from './api.js';
 import { createStore } from './store.js';
 import { validateAnswer } from './schema.js';
+import { TEAM_PREFIX, answerText, captainModel, isTerminal, teamEntry, teamToolChoice, traceRecorder } from './team.js';
 
 export const DEFAULT_SCHEMA = JSON.stringify(
   {
@@ -48,6 +49,7 @@ export const chat = createStore({
   params: { ...emptyParams },
   structured: { enabled: false, schema: DEFAULT_SCHEMA, open: false },
   tools: { enabled: false, text: DEFAULT_TOOLS, choice: 'auto', open: false },
+  team: { choice: 'auto', maxCalls: '' }, // a team's first step (auto | required | none | member:NAME), its max_tool_calls
   messages: [],
   streaming: false,
   formError: '',
@@ -66,7 +68,7 @@ export async function loadModels() {
     models.set({ list, error: '', loaded: true });
     const s = chat.get();
     if (!s.model) {
-      const pick = list.find((m) => !m.parent && m.ready !== false) || list[0];
+      const pick = list.find((m) => !m.parent && m.ready !== false && !String(m.id).startsWith(TEAM_PREFIX)) || list[0];
       if (pick) chat.set({ model: pick.id });
     }
   } catch (e) {
@@ -183,6 +185,7 @@ async function runTurn(history) {
     chat.set({ formError: prepared.error });
     return false;
   }
+  if (s.model.startsWith(TEAM_PREFIX)) return runTeamTurn(s, history, prepared);
   const body = {
     model: s.model,
     messages: wireMessages(s.system, history),
@@ -292,6 +295,152 @@ async function runTurn(history) {
   return true;
 }
 
+// ---- a turn with a team (team/NAME): /v1/responses, its trace kept in the message ---------
+
+export const MAX_TEAM_CALLS = 32;
+
+// The Responses body of a team turn: the chat's settings in the Responses API's names, and the
+// team panel's first-step choice (which wins over the tools panel's) and member-call budget.
+function teamBody(s, history, extra) {
+  const body = { model: s.model, input: wireMessages('', history), stream: true, store: true };
+  if (s.system.trim()) body.instructions = s.system;
+  for (const k of ['temperature', 'top_p', 'seed']) if (extra[k] !== undefined) body[k] = extra[k];
+  if (extra.max_tokens !== undefined) body.max_output_tokens = extra.max_tokens;
+  if (extra.response_format) {
+    const js = extra.response_format.json_schema;
+    body.text = { format: { type: 'json_schema', name: js.name, schema: js.schema, strict: js.strict } };
+  }
+  if (extra.tools) {
+    body.tools = extra.tools.map((t) => ({ type: 'function', name: t.function.name, description: t.function.description, parameters: t.function.parameters }));
+  }
+  if (extra.tool_choice) {
+    body.tool_choice = typeof extra.tool_choice === 'string' ? extra.tool_choice : { type: 'function', name: extra.tool_choice.function.name };
+  }
+  const choice = teamToolChoice(s.team.choice);
+  if (choice !== undefined) body.tool_choice = choice;
+  const max = String(s.team.maxCalls ?? '').trim();
+  if (max) {
+    const v = Number(max);
+    if (!Number.isInteger(v) || v < 1 || v > MAX_TEAM_CALLS) return { error: `Member calls must be a whole number from 1 to ${MAX_TEAM_CALLS}.` };
+    body.max_tool_calls = v;
+  }
+  return { body };
+}
+
+async function runTeamTurn(s, history, prepared) {
+  const built = teamBody(s, history, prepared.extra);
+  if (built.error) {
+    chat.set({ formError: built.error });
+    return false;
+  }
+  const body = built.body;
+  const session = s.session;
+  const model = s.model;
+  const t0 = performance.now();
+  const team = {
+    id: '',
+    model,
+    captain: captainModel(teamEntry(models.get().list, model)),
+    status: 'in_progress',
+    nodes: [],
+    usage: null,
+    backend: '',
+    t0,
+    totalMs: null,
+  };
+  const rec = traceRecorder(t0);
+  const calls = () =>
+    rec.nodes
+      .filter((n) => n.type === 'function_call' && !(n.item && n.item.parent_id))
+      .map((n) => ({ id: n.item.call_id || n.item.id || '', type: 'function', function: { name: n.item.name || '', arguments: n.item.arguments || '' } }));
+  const snapshot = (extra) => {
+    const msg = { role: 'assistant', content: answerText(rec.nodes), model, team: { ...team, nodes: rec.snapshot() }, ...extra };
+    const tc = calls();
+    if (tc.length) msg.tool_calls = tc;
+    return msg;
+  };
+  chat.set({ messages: [...history, { role: 'assistant', content: '', pending: true, model, team: { ...team } }], streaming: true, formError: '' });
+
+  const ctrl = new AbortController();
+  controller = ctrl;
+  let timer = 0;
+  let tFirst = null;
+  let error = null;
+  let stopped = false;
+  let incomplete = '';
+  const flush = () => {
+    timer = 0;
+    if (chat.get().session !== session) return;
+    chat.set((st) => ({ messages: replaceLast(st.messages, snapshot({ pending: true })) }));
+  };
+  const finish = (r, fallback) => {
+    if (r && typeof r === 'object') {
+      if (r.id) team.id = r.id;
+      if (r.usage) team.usage = r.usage;
+      if (r.incomplete_details && r.incomplete_details.reason) incomplete = String(r.incomplete_details.reason);
+      if (r.error && typeof r.error === 'object' && !error) error = new ApiError(0, r.error.message || r.error.code || 'the response failed');
+      rec.finish(r);
+    }
+    team.status = r && isTerminal(r.status) ? r.status : fallback;
+  };
+  try {
+    await streamResponse(body, {
+      signal: ctrl.signal,
+      onOpen(res) {
+        team.backend = res.headers.get('X-Inferbox-Backend') || '';
+      },
+      onEvent(ev) {
+        if (ev.type === 'response.created' && ev.response && ev.response.id) team.id = ev.response.id;
+        else if (ev.type === 'response.completed') finish(ev.response, 'completed');
+        else if (ev.type === 'response.incomplete') finish(ev.response, 'incomplete');
+        else if (ev.type === 'response.failed') {
+          finish(ev.response, 'failed');
+          if (!error) error = new ApiError(0, 'The response failed.');
+        } else if (rec.event(ev) && tFirst === null) tFirst = performance.now();
+        if (!timer) timer = setTimeout(flush, 40);
+      },
+    });
+    if (!isTerminal(team.status)) {
+      team.status = 'failed';
+      error = new ApiError(0, 'The stream ended before the response did.');
+    }
+  } catch (e) {
+    if (e && e.name === 'AbortError') {
+      stopped = true;
+      team.status = 'cancelled';
+    } else {
+      team.status = 'failed';
+      error = e instanceof ApiError ? e : new ApiError(0, (e && e.message) || String(e));
+    }
+  } finally {
+    if (controller === ctrl) controller = null;
+    clearTimeout(timer);
+  }
+  const tEnd = performance.now();
+  rec.end(team.status);
+  team.totalMs = Math.round(tEnd - t0);
+  const stats = { ttft_ms: tFirst === null ? null : Math.round(tFirst - t0), total_ms: team.totalMs };
+  if (team.usage) {
+    stats.completion_tokens = team.usage.output_tokens;
+    stats.prompt_tokens = team.usage.input_tokens;
+    const details = team.usage.input_tokens_details;
+    if (details && typeof details.cached_tokens === 'number') stats.cached_tokens = details.cached_tokens;
+  }
+  if (team.backend) stats.backend = team.backend;
+  if (incomplete) stats.finish_reason = incomplete;
+  if (stopped) stats.stopped = true;
+  const extra = { stats };
+  if (error) extra.error = `${error.message}${error.code ? ` (${error.code})` : ''}`;
+  const msg = snapshot(extra);
+  if (prepared.schema !== undefined && !error && (msg.content || !calls().length)) {
+    msg.validation = validateAnswer(prepared.schema, msg.content);
+  }
+  if (chat.get().session !== session) return true;
+  chat.set((st) => ({ messages: replaceLast(st.messages, msg), streaming: false }));
+  if (!error) save();
+  return true;
+}
+
 export function send(text) {
   if (!text.trim() || chat.get().streaming) return Promise.resolve(false);
   return runTurn([...chat.get().messages, { role: 'user', content: text }]);
@@ -324,6 +473,7 @@ function settingsOf(s) {
     params: { ...s.params },
     structured: { enabled: s.structured.enabled, schema: s.structured.schema },
     tools: { enabled: s.tools.enabled, text: s.tools.text, choice: s.tools.choice },
+    team: { choice: s.team.choice, maxCalls: s.team.maxCalls },
   };
 }
 
@@ -332,6 +482,10 @@ function storedMessages(s) {
   if (s.system.trim()) out.push({ role: 'system', content: s.system });
   for (const m of s.messages) {
     const { pending, ...rest } = m;
+    if (rest.team) {
+      const { t0, ...team } = rest.team; // a clock of this page only
+      rest.team = team;
+    }
     out.push(rest);
   }
   return out;
@@ -430,6 +584,12 @@ function applyConversation(conv) {
         enabled: !!st.tools.enabled,
         text: typeof st.tools.text === 'string' ? st.tools.text : s.tools.text,
         choice: typeof st.tools.choice === 'string' ? st.tools.choice : 'auto',
+      };
+    }
+    if (st.team && typeof st.team === 'object') {
+      next.team = {
+        choice: typeof st.team.choice === 'string' ? st.team.choice : 'auto',
+        maxCalls: typeof st.team.maxCalls === 'string' ? st.team.maxCalls : '',
       };
     }
     return next;

@@ -1,5 +1,5 @@
 // Small pieces that the console's views share.
-import { useEffect, useRef } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 
 // An error the reader must see (role="alert"), after the name of `what` failed if given
 // ("Models: ..."); nothing while `error` is empty.
@@ -84,4 +84,16 @@ export function useFollow(content) {
     if (el) stick.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
   };
   return [box, onScroll];
+}
+
+// A clock that ticks while `active`, for the times of what is still running.
+export function useNow(active) {
+  const [now, setNow] = useState(() => performance.now());
+  useEffect(() => {
+    if (!active) return undefined;
+    setNow(performance.now());
+    const t = setInterval(() => setNow(performance.now()), 200);
+    return () => clearInterval(t);
+  }, [active]);
+  return now;
 }

@@ -5,7 +5,8 @@
 // restart, a dashboard that moves under load, and phone and desktop screenshots. A reload keeps
 // the open conversation (its id is in the address). The Agents view runs /v1/responses with the
 // server's own tools (a SQLite database, a real MCP server) and shows the run as a live trace
-// whose rows are checked against the sqlite3 shell.
+// whose rows are checked against the sqlite3 shell. A team (--team) picked in the chat runs as a
+// live trace tree (captain, steps, members, their tool calls), checked against the stored Response.
 //
 // The screenshots go to a temporary folder; INFERBOX_UPDATE_SCREENSHOTS=1 writes them to
 // docs/images/ instead (what the README shows).
@@ -478,19 +479,66 @@ describe('the console in a browser', () => {
   });
 });
 
+// A small MCP server (stdio, JSON-RPC lines) whose one tool, `lookup`, answers HOSTILE after
+// 600 ms whatever it is asked: a team member's tool output the test knows in advance, and a member
+// that runs long enough to be watched while it runs.
+const HOSTILE = '<img src=x onerror="window.__pwned=1">';
+const NOTES_MCP = `import readline from 'node:readline';
+const send = (m) => process.stdout.write(JSON.stringify(m) + '\\n');
+readline.createInterface({ input: process.stdin }).on('line', (line) => {
+  let msg;
+  try { msg = JSON.parse(line); } catch { return; }
+  if (msg.id === undefined || typeof msg.method !== 'string') return;
+  const ok = (result) => send({ jsonrpc: '2.0', id: msg.id, result });
+  if (msg.method === 'initialize') {
+    ok({ protocolVersion: msg.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: 'notes', version: '1.0.0' } });
+  } else if (msg.method === 'tools/list') {
+    ok({ tools: [{ name: 'lookup', description: 'Looks up a note.',
+      inputSchema: { type: 'object', properties: { topic: { type: 'string', maxLength: 12 } }, required: ['topic'] } }] });
+  } else if (msg.method === 'tools/call') {
+    setTimeout(() => ok({ content: [{ type: 'text', text: ${JSON.stringify(HOSTILE)} }] }), 600);
+  } else if (msg.method === 'ping') {
+    ok({});
+  } else {
+    send({ jsonrpc: '2.0', id: msg.id, error: { code: -32601, message: 'method not found' } });
+  }
+});
+`;
+
 describe('the agents view in a browser', () => {
   let server;
   let browser;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'inferbox-console-agents-'));
   const shop = makeShop(dir);
   const mcp = `everything=stdio:${process.execPath} ${EVERYTHING_JS} stdio;allowed-tools=echo,get-sum;timeout-ms=1500`;
+  const notes = path.join(dir, 'notes-mcp.mjs');
+  fs.writeFileSync(notes, NOTES_MCP);
+  // A team of the chat model (as team.test.mjs declares one): `scout` must call the notes tool
+  // first and may call it once; `writer` has no tools. The chat model never ends a turn by itself,
+  // so a member's run ends at its token budget, which the server reports as `incomplete`.
+  const MODEL = 'stories260K-chatml';
+  const team = [
+    `crew=${MODEL}`,
+    'instructions=You lead a small team.',
+    `member.scout=${MODEL}`,
+    'member.scout.instructions=You look things up in the notes.',
+    'member.scout.tools=mcp:notes',
+    'member.scout.tool-choice=required',
+    'member.scout.temperature=0',
+    'member.scout.max-tool-calls=1',
+    'member.scout.max-tokens=110',
+    `member.writer=${MODEL}`,
+    'member.writer.temperature=0',
+    'member.writer.max-tokens=32',
+  ].join(';');
 
   before(async () => {
     // The tool's schema and grammar need more than the model's trained 512 tokens of context; each
     // engine step waits a little, so that a run lasts long enough to watch it live and stop it.
     server = await startServer({
       model: MODELS.chatml,
-      args: ['--ctx-size', 4096, '--sql-database', `shop=${shop}`, '--mcp-server', mcp],
+      args: ['--ctx-size', 4096, '--sql-database', `shop=${shop}`, '--mcp-server', mcp,
+        '--mcp-server', `notes=stdio:${process.execPath} ${notes}`, '--team', team],
       env: { INFERBOX_FAILPOINT_STEP_DELAY_MS: '10' },
     });
     browser = await launchBrowser();
@@ -616,6 +664,140 @@ describe('the agents view in a browser', () => {
     assert.equal(call.status, 'completed');
     const args = JSON.parse(call.args);
     assert.equal(call.output, `Echo: ${args.message}`);
+    assert.deepEqual(problems, []);
+    await page.close();
+  });
+
+  test('a team picked in the chat: a live trace tree, folded with the keyboard, a tool\'s hostile output inert', async () => {
+    const sent = [];
+    const { page, problems } = await openPage(browser, `${server.url}/#/chat`, {
+      viewport: { width: 1280, height: 900 },
+      prepare: (p) => p.on('request', (r) => {
+        if (r.url().endsWith('/v1/responses') && r.method() === 'POST') {
+          sent.push(JSON.parse(r.postData()));
+        }
+      }),
+    });
+    // The picker lists the team (from /v1/models), and the team panel its members.
+    await page.waitForSelector('#model option[value="team/crew"]');
+    await page.select('#model', 'team/crew');
+    await page.waitForSelector('#team-choice');
+    assert.deepEqual(await page.$$eval('#team-choice option', (os) => os.map((o) => o.value)),
+      ['auto', 'required', 'none', 'member:scout', 'member:writer']);
+    assert.deepEqual(await page.$$eval('[data-team-member]', (es) => es.map((e) => e.dataset.teamMember)), ['scout', 'writer']);
+    await page.select('#team-choice', 'member:scout');
+    await fill(page, '#team-max-calls', 1);
+    await fill(page, '#max-tokens', 120);
+    await fill(page, '#temperature', 0);
+    await page.click('#composer');
+    await page.keyboard.type('What do the notes say?');
+    await page.keyboard.press('Enter');
+
+    // Live: the member is running, and its tool call (done) is already under it; seen before the
+    // turn ends (the tool answers after 600 ms, then the member writes on for a step of its own).
+    const tree = '.team-trace';
+    const live = `${tree}[data-status="running"] [data-node="member"][data-member="scout"][data-status="running"] [data-node="tool"][data-status="done"]`;
+    const first = await page.waitForFunction((sel) => {
+      if (document.querySelector(sel)) return 'live';
+      return document.querySelector('#chat[data-streaming="false"] .team-trace') ? 'ended' : false;
+    }, { polling: 'mutation', timeout: timeBound(120_000) }, live);
+    assert.equal(await first.jsonValue(), 'live',
+      await page.$eval(tree, (t) => [...t.querySelectorAll('[data-node]')].map((n) => `${n.dataset.node}:${n.dataset.status}`).join(' ')));
+    await page.waitForSelector('#chat[data-streaming="false"]', { timeout: timeBound(120_000) });
+
+    assert.equal(sent.length, 1);
+    assert.equal(sent[0].model, 'team/crew');
+    assert.equal(sent[0].stream, true);
+    assert.deepEqual(sent[0].tool_choice, { type: 'function', name: 'scout' });
+    assert.equal(sent[0].max_tool_calls, 1);
+    assert.equal(sent[0].max_output_tokens, 120);
+    assert.deepEqual(sent[0].input, [{ role: 'user', content: 'What do the notes say?' }]);
+
+    const seen = await page.$eval(tree, (t) => {
+      const head = (n) => n.querySelector(':scope > .tt-head');
+      return {
+        status: t.dataset.status,
+        id: t.dataset.responseId,
+        captain: [...t.querySelectorAll('[data-node="captain"]')].map((n) => n.dataset.status),
+        steps: t.querySelectorAll('[data-node="step"]').length,
+        members: [...t.querySelectorAll('[data-node="member"]')].map((n) => ({
+          name: n.dataset.member,
+          status: n.dataset.status,
+          id: n.dataset.itemId,
+          task: n.querySelector('.tt-task .tt-text').textContent,
+          tokens: [head(n).querySelector('.tt-tokens')?.dataset.inputTokens, head(n).querySelector('.tt-tokens')?.dataset.outputTokens],
+          where: head(n).querySelector('.tt-where')?.dataset.backend ?? null,
+          tools: [...n.querySelectorAll('[data-node="tool"]')].map((c) => ({
+            type: c.dataset.toolType,
+            status: c.dataset.status,
+            id: c.dataset.itemId,
+            expanded: head(c).querySelector('.tt-toggle').getAttribute('aria-expanded'),
+            body: !!c.querySelector('.tt-body'),
+          })),
+        })),
+      };
+    });
+    // The tree is the stored Response: the captain's end, each member call it made, and under it
+    // the member's own calls.
+    const stored = await (await fetch(`${server.url}/v1/responses/${seen.id}`)).json();
+    const label = { completed: 'done', incomplete: 'incomplete', failed: 'failed' };
+    assert.ok(['completed', 'incomplete'].includes(stored.status), JSON.stringify(stored));
+    assert.equal(seen.status, label[stored.status]);
+    assert.deepEqual(seen.captain, [label[stored.status]]);
+    assert.ok(seen.steps >= 1, JSON.stringify(seen));
+    const calls = stored.output.filter((o) => o.type === 'team_member_call');
+    assert.deepEqual(calls.map((c) => c.member), ['scout'], JSON.stringify(stored.output));
+    assert.equal(seen.members.length, calls.length, JSON.stringify(seen));
+    const [scout] = seen.members;
+    assert.equal(scout.name, 'scout');
+    assert.equal(scout.id, calls[0].id);
+    assert.notEqual(scout.status, 'running');
+    assert.equal(scout.status, label[calls[0].status], JSON.stringify(calls[0]));
+    assert.equal(scout.task, calls[0].task);
+    assert.deepEqual(scout.tokens, [String(calls[0].usage.input_tokens), String(calls[0].usage.output_tokens)]);
+    assert.equal(scout.where, 'local');
+    const tools = stored.output.filter((o) => o.type === 'mcp_call' && o.parent_id === calls[0].id);
+    assert.equal(tools.length, 1, JSON.stringify(stored.output));
+    assert.equal(tools[0].output, HOSTILE);
+    // The member's tool call: done, folded until asked for.
+    assert.deepEqual(scout.tools, [{ type: 'mcp_call', status: 'done', id: tools[0].id, expanded: 'false', body: false }]);
+
+    // The keyboard unfolds it (Enter) and folds the member (Space); its output is the text HOSTILE.
+    const toolToggle = `${tree} [data-node="tool"] > .tt-head > .tt-toggle`;
+    await page.focus(toolToggle);
+    await page.keyboard.press('Enter');
+    await page.waitForSelector(`${toolToggle}[aria-expanded="true"]`);
+    const inert = await page.$eval(tree, (t) => ({
+      output: t.querySelector('[data-node="tool"] .tt-tool-output').textContent,
+      input: t.querySelector('[data-node="tool"] .tt-input').dataset.arguments,
+      imgs: t.querySelectorAll('img').length,
+      handlers: [...t.querySelectorAll('*')].filter((e) => [...e.attributes].some((a) => a.name.startsWith('on'))).length,
+      pwned: window.__pwned ?? null,
+    }));
+    assert.equal(inert.output, HOSTILE);
+    assert.equal(typeof JSON.parse(inert.input).topic, 'string');
+    assert.equal(inert.imgs, 0);
+    assert.equal(inert.handlers, 0);
+    assert.equal(inert.pwned, null);
+    const memberToggle = `${tree} [data-node="member"] > .tt-head > .tt-toggle`;
+    assert.equal(await page.$eval(memberToggle, (b) => b.getAttribute('aria-expanded')), 'true');
+    await page.focus(memberToggle);
+    await page.keyboard.press('Space');
+    await page.waitForSelector(`${memberToggle}[aria-expanded="false"]`);
+    assert.equal(await page.$(`${tree} [data-node="member"] [data-node="tool"]`), null);
+    // Give an injected handler time to fire, had there been one.
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(await page.evaluate(() => window.__pwned ?? null), null);
+
+    // The trace is kept with the answer in the saved conversation.
+    const saved = await until('the saved conversation', async () => {
+      const list = await (await fetch(`${server.url}/v1/console/conversations`)).json();
+      const conv = list.data?.find((c) => c.model === 'team/crew');
+      return conv ? (await fetch(`${server.url}/v1/console/conversations/${conv.id}`)).json() : null;
+    });
+    const answer = saved.messages.at(-1);
+    assert.equal(answer.team.id, seen.id);
+    assert.ok(answer.team.nodes.some((n) => n.type === 'team_member_call' && n.item.id === calls[0].id));
     assert.deepEqual(problems, []);
     await page.close();
   });
