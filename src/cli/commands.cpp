@@ -6,6 +6,7 @@
 #include "cli/run_command.h"
 #include "cli/serve.h"
 #include "cli/store_commands.h"
+#include "cli/team_command.h"
 #include "cli/tool_commands.h"
 #include "common/log.h"
 #include "engine/rpc.h"
@@ -446,6 +447,7 @@ int run_cli(int argc, char **argv) {
     add_config_command(app, *serve, store_action); // config (cli/config.h)
     add_run_command(app, store_action);            // run (cli/run_command.h)
     add_tool_commands(app, store_action);          // sql (cli/tool_commands.h)
+    add_team_commands(app, store_action);          // team run (cli/team_command.h)
 
     std::string log_format_name = "text";
     app.add_option("--log-format", log_format_name, "text | json (one JSON object per line)")

@@ -169,6 +169,69 @@ std::string team_entry(const YAML::Node &m, const std::string &where) {
     return out;
 }
 
+// A value of an --mcp-server entry: ';' separates its options, so it cannot be in one.
+std::string mcp_value(const YAML::Node &v, const std::string &where) {
+    if (!v.IsScalar()) {
+        throw CLI::ConfigError(where + ": expected a value");
+    }
+    if (v.Scalar().find(';') != std::string::npos) {
+        throw CLI::ConfigError(where + ": a value cannot hold ';' (it separates the options of --mcp-server)");
+    }
+    return v.Scalar();
+}
+
+// An MCP server written as a mapping (serve's `mcp-server:` list) in the one-line form
+// --mcp-server takes (tools/mcp_client.h): `url:` for streamable HTTP or `command:` (one string,
+// or a list of words) for stdio; lists joined with ','; `headers:` as header.NAME keys:
+//   - {name: tools, url: "https://mcp.example.com/mcp", allowed-tools: [echo], headers: {Authorization: ENV:MCP_TOKEN}}
+//   - {name: files, command: [mcp-server-filesystem, /srv/data], timeout-ms: 5000}
+std::string mcp_server_entry(const YAML::Node &m, const std::string &where) {
+    const bool has_url = m["url"].IsDefined(), has_command = m["command"].IsDefined();
+    if (!m["name"] || !m["name"].IsScalar() || has_url == has_command) {
+        throw CLI::ConfigError(where + ": an MCP server entry needs a name and either a url or a command");
+    }
+    std::string out = mcp_value(m["name"], where + ".name") + "=";
+    if (has_url) {
+        out += mcp_value(m["url"], where + ".url");
+    } else if (m["command"].IsSequence()) {
+        std::string words;
+        for (const auto &w : m["command"]) {
+            const std::string word = mcp_value(w, where + ".command");
+            if (word.empty() || word.find_first_of(" \t") != std::string::npos) {
+                throw CLI::ConfigError(where + ".command: '" + word +
+                                       "': each word must be non-empty and hold no blank (no shell, no quoting)");
+            }
+            words += (words.empty() ? "" : " ") + word;
+        }
+        out += "stdio:" + words;
+    } else {
+        out += "stdio:" + mcp_value(m["command"], where + ".command");
+    }
+    for (const auto &kv : m) {
+        const std::string key = normalise_key(kv.first.as<std::string>());
+        if (key == "name" || key == "url" || key == "command") {
+            continue;
+        }
+        if (key == "headers") {
+            if (!kv.second.IsMap()) {
+                throw CLI::ConfigError(where + ".headers: a mapping of header names to ENV:VARIABLE");
+            }
+            for (const auto &h : kv.second) {
+                out += ";header." + h.first.as<std::string>() + "=" + mcp_value(h.second, where + ".headers");
+            }
+        } else if (kv.second.IsSequence()) {
+            std::string joined;
+            for (const auto &v : kv.second) {
+                joined += (joined.empty() ? "" : ",") + mcp_value(v, where + "." + key);
+            }
+            out += ";" + key + "=" + joined;
+        } else {
+            out += ";" + key + "=" + mcp_value(kv.second, where + "." + key);
+        }
+    }
+    return out;
+}
+
 bool ends_with(const std::string &s, std::string_view tail) {
     return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
 }
@@ -178,6 +241,7 @@ std::vector<std::string> inputs_of(const YAML::Node &value, const std::string &w
     const bool               backends = ends_with(where, "backend");
     const bool               routes   = ends_with(where, "route");
     const bool               teams    = ends_with(where, "team");
+    const bool               mcp      = ends_with(where, "mcp-server");
     if (value.IsScalar()) {
         inputs.push_back(value.Scalar());
     } else if (value.IsSequence()) {
@@ -192,6 +256,10 @@ std::vector<std::string> inputs_of(const YAML::Node &value, const std::string &w
             }
             if (teams && v.IsMap()) {
                 inputs.push_back(team_entry(v, where));
+                continue;
+            }
+            if (mcp && v.IsMap()) {
+                inputs.push_back(mcp_server_entry(v, where));
                 continue;
             }
             if (!v.IsScalar()) {

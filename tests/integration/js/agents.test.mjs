@@ -4,9 +4,9 @@
 // grammar allowed, the rows it returned are exactly what SQLite returns for that query (an
 // exact-match probe with the sqlite3 shell), the rows go back to the model, which then answers,
 // and the database file is never changed.
-import { after, describe, test } from 'node:test';
+import { after, before as beforeAll, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -14,7 +14,7 @@ import path from 'node:path';
 
 import { EVERYTHING_JS, makeShop, sqliteRows as rowsOf } from './agent-fixtures.mjs';
 import {
-  MODELS, assertErrorShape, modelPath, openaiClient, postJson, serverBinary, useServer,
+  MODELS, assertErrorShape, freePort, modelPath, openaiClient, postJson, serverBinary, useServer,
 } from './harness.mjs';
 
 const EVERYTHING = `everything=stdio:${process.execPath} ${EVERYTHING_JS} stdio` +
@@ -298,7 +298,10 @@ describe('MCP: the real filesystem server, read-only by the operator\'s allow-li
 test('serve refuses an --mcp-server it cannot start, naming it', () => {
   for (const [spec, why] of [
     [`x=stdio:${path.join(dir, 'no-such-program')}`, /--mcp-server 'x': cannot start/],
-    ['x=http://127.0.0.1:1/mcp', /the transport must be stdio:COMMAND/],
+    ['x=http://127.0.0.1:1/mcp', /--mcp-server 'x': the MCP server 'x' failed during initialize: cannot reach http:\/\/127\.0\.0\.1:1\/mcp/],
+    ['x=ftp://127.0.0.1/mcp', /the transport must be stdio:COMMAND or an http:\/\/ or https:\/\/ URL/],
+    ['x=http://user:pw@127.0.0.1:1/mcp', /the URL holds credentials: send them in a header/],
+    ['x=http://127.0.0.1:1/mcp;header.Authorization=ENV:INFERBOX_TEST_NO_SUCH_VAR', /the environment variable INFERBOX_TEST_NO_SUCH_VAR is not set/],
     [`x=stdio:${process.execPath} ${EVERYTHING_JS} stdio;allowed-tools=nope`, /has no tool 'nope'/],
     [`x=stdio:${process.execPath} ${EVERYTHING_JS};colour=red`, /unknown option 'colour'/],
   ]) {
@@ -307,4 +310,104 @@ test('serve refuses an --mcp-server it cannot start, naming it', () => {
     assert.equal(res.status, 1, `${spec}: ${res.stderr}`);
     assert.match(`${res.stdout}${res.stderr}`, why);
   }
+});
+
+// server-everything in its streamable HTTP mode (`index.js streamableHttp`, PORT from the
+// environment) on a free loopback port; resolves once it listens. Killed when this process exits.
+async function startEverythingHttp(port) {
+  const child = spawn(process.execPath, [EVERYTHING_JS, 'streamableHttp'], {
+    env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  process.on('exit', () => {
+    try {
+      child.kill('SIGKILL');
+    } catch {
+      // already gone
+    }
+  });
+  let log = '';
+  child.stdout.on('data', (d) => { log += d; });
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server-everything did not listen within 20 s:\n${log}`)), 20_000);
+    child.stderr.on('data', (d) => {
+      log += d;
+      if (/listening on port/.test(log)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server-everything exited (${code}) before it listened:\n${log}`));
+    });
+  });
+  return { child, log: () => log };
+}
+
+describe('MCP over streamable HTTP (--mcp-server everything=http://127.0.0.1:PORT/mcp, the real server-everything)', () => {
+  let mcp = null;
+  // The MCP server starts first (its port goes into inferbox's arguments, read when it starts).
+  const args = ['--ctx-size', 4096];
+  beforeAll(async () => {
+    const port = await freePort();
+    mcp = await startEverythingHttp(port);
+    args.push('--mcp-server', `everything=http://127.0.0.1:${port}/mcp;allowed-tools=echo,get-sum;timeout-ms=5000`);
+  });
+  const ctx = useServer({ model: MODELS.chatml, args });
+  after(() => mcp?.child.kill('SIGKILL'));
+
+  test('/v1/metadata lists the HTTP server and its allowed tools', ctx.wrap(async () => {
+    const meta = await (await fetch(`${ctx.server.url}/v1/metadata`)).json();
+    assert.equal(meta.builtin_tools.mcp.length, 1);
+    assert.equal(meta.builtin_tools.mcp[0].server_label, 'everything');
+    assert.deepEqual(meta.builtin_tools.mcp[0].tools.map((t) => t.name).sort(), ['echo', 'get-sum']);
+  }));
+
+  test('echo over HTTP: the call runs on the real server and its answer is exactly the server\'s', ctx.wrap(async () => {
+    const r = await openaiClient(ctx.server).responses.create({
+      input: 'Use the tool.', tools: [{ type: 'mcp', server_label: 'everything', allowed_tools: ['echo'] }],
+      tool_choice: { type: 'mcp', server_label: 'everything', name: 'echo' }, max_output_tokens: 300, temperature: 0,
+    });
+    const call = r.output[0];
+    assert.equal(call.type, 'mcp_call', JSON.stringify(r.output));
+    assert.equal(call.server_label, 'everything');
+    assert.equal(call.name, 'echo');
+    assert.equal(call.status, 'completed', JSON.stringify(call));
+    const args = JSON.parse(call.arguments);
+    assert.equal(typeof args.message, 'string', 'the grammar held the arguments to the tool\'s schema');
+    assert.equal(call.output, `Echo: ${args.message}`);
+    assert.ok(r.output.some((o) => o.type === 'message'), 'the model answered after the result');
+    assert.match(mcp.log(), /Session initialized with ID/);
+  }));
+
+  test('stopping inferbox ends its MCP session (DELETE)', ctx.wrap(async () => {
+    const info = await ctx.server.stop();
+    assert.equal(info.code, 0, ctx.server.log());
+    // inferbox waited for the answer to its DELETE before it exited; the log may come a moment later.
+    for (let i = 0; i < 50 && !/Received session termination request/.test(mcp.log()); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 40));
+    }
+    assert.match(mcp.log(), /Received session termination request for session/);
+  }));
+});
+
+test('a config file\'s mcp-server mappings become the one-line --mcp-server entries', () => {
+  const file = path.join(dir, 'mcp.yaml');
+  fs.writeFileSync(file, [
+    'serve:',
+    '  mcp-server:',
+    '    - name: remote',
+    '      url: https://mcp.example.com/mcp',
+    '      allowed-tools: [echo, get-sum]',
+    '      timeout-ms: 1500',
+    '      headers: {Authorization: ENV:MCP_TOKEN}',
+    '    - {name: files, command: [mcp-server-filesystem, /srv/data]}',
+    '    - local=stdio:node server.js',
+    '',
+  ].join('\n'));
+  const res = spawnSync(serverBinary(), ['--config', file, 'config', '--json'], { encoding: 'utf8', timeout: 30_000 });
+  assert.equal(res.status, 0, res.stderr);
+  const mcpSetting = JSON.parse(res.stdout).settings.find((s) => s.name === 'serve.mcp-server');
+  assert.equal(mcpSetting.value, 'remote=https://mcp.example.com/mcp;allowed-tools=echo,get-sum;timeout-ms=1500;'
+    + 'header.Authorization=ENV:MCP_TOKEN,files=stdio:mcp-server-filesystem /srv/data,local=stdio:node server.js');
 });

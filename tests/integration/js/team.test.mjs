@@ -205,6 +205,63 @@ describe('a team served as team/crew (--team, chat model as captain and members,
     assert.ok(trace[0].usage.output_tokens <= 64, 'the member\'s own token budget');
   }));
 
+  test('inferbox team run: the trace live (captain, member, its sql call), then the answer the server stored',
+    ctx.wrap(async () => {
+      const res = spawnSync(serverBinary(), ['team', 'run', 'crew', 'How many items does the shop have?',
+        '--url', ctx.server.url, '--member', 'analyst', '--temperature', '0', '--max-output-tokens', '400'],
+      { encoding: 'utf8', timeout: 200_000, env: { ...process.env, INFERBOX_API_KEY: '' } });
+      assert.equal(res.status, 0, `${res.stdout}${res.stderr}`);
+      const out = res.stdout;
+      const lines = out.split('\n');
+      // The head: the team, its captain and every member, from /v1/models.
+      assert.equal(lines[0], `team/crew at ${ctx.server.url}`);
+      assert.equal(lines[1], `  captain: ${MODEL}`);
+      assert.equal(lines[2], `  members: analyst (${MODEL}; tools sql:shop), writer (${MODEL})`);
+      assert.equal(lines[3], 'task: How many items does the shop have?');
+      assert.equal(lines[4], 'captain, step 1:');
+      assert.match(lines[5], /^  -> analyst: /);
+      // The member's own tool call, then the member's end: where it ran, tokens, time.
+      const sqlAt = lines.findIndex((l) => l.startsWith('     analyst used sql (shop) '));
+      const doneAt = lines.findIndex((l) => l.startsWith('  <- analyst '));
+      assert.ok(sqlAt > 5 && doneAt > sqlAt, out);
+      assert.match(lines[sqlAt], /^     analyst used sql \(shop\) \{\s*"query"\s*:\s*"SELECT .* => \{"columns":/);
+      const done = lines[doneAt].match(
+        /^  <- analyst (completed|incomplete|failed)[^:]*: model (\S+) on local(?: \(route [^)]*\))?, (\d+) in \+ (\d+) out tokens, (\d+) ms$/);
+      assert.ok(done, lines[doneAt]);
+      assert.equal(done[2], MODEL);
+      // The summary names the stored response: the trace must be what the server kept.
+      const summary = lines.findLast((l) => /^(completed|incomplete)/.test(l));
+      const m = summary?.match(/^(completed|incomplete)[^:]*: response (\S+), captain (\d+) in \+ (\d+) out tokens, 1 member call, [\d.]+ s$/);
+      assert.ok(m, out);
+      const stored = await (await fetch(`${ctx.server.url}/v1/responses/${m[2]}`)).json();
+      assert.equal(stored.status, m[1]);
+      assert.equal(stored.usage.input_tokens, Number(m[3]));
+      assert.equal(stored.usage.output_tokens, Number(m[4]));
+      const member = stored.output.find((o) => o.type === 'team_member_call');
+      assert.equal(member.status, done[1]);
+      assert.equal(member.usage.input_tokens, Number(done[3]));
+      assert.equal(member.usage.output_tokens, Number(done[4]));
+      assert.equal(member.duration_ms, Number(done[5]));
+      const message = stored.output.filter((o) => o.type === 'message').at(-1);
+      const answer = message ? message.content.map((c) => c.text).join('') : null;
+      const answerAt = out.lastIndexOf('\nanswer: ');
+      assert.ok(answerAt > 0, out);
+      const printed = out.slice(answerAt + '\nanswer: '.length, out.lastIndexOf(`\n${summary}`));
+      if (answer) {
+        assert.equal(printed, answer.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, '?'));
+        assert.ok(out.includes(`captain: ${printed}`), 'the captain\'s text was shown as it came');
+      } else {
+        assert.equal(printed, '(none: the run ended before the captain answered)');
+      }
+    }));
+
+  test('inferbox team run: an unknown team exits 1 with the server\'s message', ctx.wrap(async () => {
+    const res = spawnSync(serverBinary(), ['team', 'run', 'nosuch', 'x', '--url', ctx.server.url],
+      { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(res.status, 1, `${res.stdout}${res.stderr}`);
+    assert.match(res.stderr, /^inferbox team: the server answered HTTP 404: .*team\/nosuch/m);
+  }));
+
   test('refused: completions on a team, a tool_choice naming nobody, n > 1', ctx.wrap(async () => {
     const base = ctx.server.url;
     let res = await postJson(`${base}/v1/completions`, { model: 'team/crew', prompt: 'x', max_tokens: 4 });
@@ -263,4 +320,17 @@ test('a config file\'s team mapping becomes the one-line --team entry', () => {
   const team = JSON.parse(res.stdout).settings.find((s) => s.name === 'serve.team');
   assert.equal(team.value, 'crew=big;instructions=Lead\\; then answer.;member.analyst=small;'
     + 'member.analyst.tools=sql:shop,mcp:fs;member.analyst.max-tool-calls=2;member.writer=small');
+});
+
+test('inferbox team run: a server that is not there, a bad name, a missing task', () => {
+  for (const [args, why] of [
+    [['crew', 'x', '--url', 'http://127.0.0.1:1'], /^inferbox team: cannot reach http:\/\/127\.0\.0\.1:1\/v1\/models/m],
+    [['bad name', 'x'], /^inferbox team: 'bad name' is not a team name/m],
+    [['crew', '', '--url', 'http://127.0.0.1:1'], /^inferbox team: the task must be 1 to 262144 bytes/m],
+    [['crew', 'x', '--url', 'ftp://h'], /^inferbox team: --url 'ftp:\/\/h' is not an http:\/\/ or https:\/\/ URL/m],
+  ]) {
+    const res = spawnSync(serverBinary(), ['team', 'run', ...args], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(res.status, 1, `${args}: ${res.stdout}${res.stderr}`);
+    assert.match(res.stderr, why);
+  }
 });
