@@ -42,6 +42,8 @@ layer_rules=(
   "tools|boost/|\"api/|\"engine/|\"backend/|llama\.h|\"server/"
   "agent|\"api/(http_server|routes|openai|responses|answer)|llama\.h|\"common\.h\"|\"chat\.h\"|\"server/"
   "console|boost/|\"api/|\"engine/|\"backend/|llama\.h|\"server/"
+  "files|nlohmann/|boost/|\"api/|\"engine/|\"backend/|llama\.h|\"server/"
+  "retrieval|boost/|\"api/|\"engine/|\"backend/|llama\.h|\"server/"
   "server|\"cli/"
 )
 for rule in "${layer_rules[@]}"; do

@@ -33,7 +33,14 @@ if [ "${1:-}" = "--tsan" ]; then
     -DINFERBOX_LLAMA_BUILD="$llama_build" >/dev/null
   export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
   ninja -C "$build" unit_tests
-  exec ctest --test-dir "$build" -L unit --output-on-failure
+  # The vector index's tests (retrieval/hnsw_index.cpp) run with TSan's deadlock detector off, and
+  # still with its race detector: hnswlib keeps a mutex per element and locks a new element and
+  # its neighbours in orders that differ between inserts, which the detector reports although
+  # inserts never overlap (document_index's writer lock); past a few thousand mutexes it also loses
+  # the reports' stacks, so no suppression can name them.
+  ctest --test-dir "$build" -L unit -E '^RetrievalIndex\.' --output-on-failure
+  TSAN_OPTIONS="$TSAN_OPTIONS:detect_deadlocks=0" exec ctest --test-dir "$build" -L unit -R '^RetrievalIndex\.' \
+    --output-on-failure
 fi
 if [ "${1:-}" = "--sanitize" ]; then
   llama_build=$(sed -n 's/^INFERBOX_LLAMA_BUILD:PATH=//p' "$build/CMakeCache.txt")

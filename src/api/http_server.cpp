@@ -473,7 +473,10 @@ class session final : public http_exchange, public std::enable_shared_from_this<
         }
         backlog_ += data.size();
         outq_.push_back(std::move(data));
-        if (backlog_ > server_->limits.max_stream_backlog) {
+        // The bound is on a stream's queued events (http_limits::max_stream_backlog); a whole
+        // response is one write of the size its handler chose (a file's content may be larger),
+        // bounded by the write timeout.
+        if (streaming_ && backlog_ > server_->limits.max_stream_backlog) {
             spdlog::warn("dropping a client that stopped reading ({} bytes queued)", backlog_);
             fail();
             return;

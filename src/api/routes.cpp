@@ -222,6 +222,14 @@ const std::vector<route_entry> &api_router::routes() {
          "deletes a console conversation"},
         {"/v1/console/stats", v::get, a::key, false, true, 0, &r::handle_console_stats,
          "the last minutes of throughput, queue, KV-cache use and latency, once a second (`since`)"},
+        {"/v1/files", v::post, a::key, true, false, r::upload_body, &r::handle_file_upload,
+         "uploads a file (multipart/form-data: file, purpose); up to --files-max-bytes"},
+        {"/v1/files", v::get, a::key, false, false, 0, &r::handle_file_list,
+         "the caller's files (`purpose`, `limit`, `order`, `after`)"},
+        {"/v1/files/{file_id}", v::get, a::key, false, false, 0, &r::handle_file_get, "one file object"},
+        {"/v1/files/{file_id}", v::delete_, a::key, false, false, 0, &r::handle_file_delete, "deletes a file"},
+        {"/v1/files/{file_id}/content", v::get, a::key, false, false, 0, &r::handle_file_content,
+         "a file's bytes as uploaded"},
         {"/metrics", v::get, a::metrics, false, true, 0, &r::handle_metrics, "Prometheus metrics"},
         {"/v1/metrics", v::get, a::metrics, false, true, 0, &r::handle_metrics, "Prometheus metrics (NIM's path)"},
     };
@@ -318,12 +326,24 @@ std::string api_router::routes_markdown() {
     return out;
 }
 
-size_t api_router::body_limit_for(std::string_view target, http::verb verb, size_t fallback) {
+size_t api_router::body_limit_for(std::string_view target, http::verb verb, size_t fallback, size_t upload) {
     if (auto q = target.find('?'); q != std::string_view::npos) {
         target = target.substr(0, q);
     }
     const auto hit = find_route(target, verb);
-    return hit.found != nullptr && hit.found->max_body > 0 ? hit.found->max_body : fallback;
+    if (hit.found == nullptr || hit.found->max_body == 0) {
+        return fallback;
+    }
+    if (hit.found->max_body == upload_body) {
+        return upload > 0 ? upload : fallback;
+    }
+    return hit.found->max_body;
+}
+
+size_t api_router::body_limit(std::string_view target, http::verb verb, size_t fallback) const {
+    const size_t upload =
+        cfg_.files ? static_cast<size_t>(cfg_.files->limits().max_file_bytes + file_upload_overhead_bytes) : 0;
+    return body_limit_for(target, verb, fallback, upload);
 }
 
 bool api_router::cors(const std::shared_ptr<http_exchange> &ex, const std::string &methods) {

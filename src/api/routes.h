@@ -16,6 +16,7 @@
 #include "console/conversation_store.h"
 #include "engine/embedder.h"
 #include "engine/engine.h"
+#include "files/file_store.h"
 #include "host/model_host.h"
 #include "metrics/embedding_metrics.h"
 #include "metrics/registry.h"
@@ -28,6 +29,7 @@
 #include <boost/asio/thread_pool.hpp>
 
 #include <atomic>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -105,6 +107,10 @@ struct api_config {
     bool                                console = true;
     std::shared_ptr<conversation_store> conversations;
     std::string                         hardware_json;
+
+    // The Files API's storage (/v1/files; files/file_store.h); null: the routes answer 404
+    // (--files-max-total-bytes off, or no data directory).
+    std::shared_ptr<file_store> files;
 };
 
 // Everything a generation job needs besides the request: where to report, whom to charge.
@@ -142,7 +148,8 @@ struct route_entry {
     route_access access;       //
     bool         rate_limited; // counts against the key's request rate (--rate-limit-rpm)
     bool         probe;        // logged at debug level (health checks and scrapes are frequent)
-    size_t       max_body;     // request body limit in bytes; 0: the server's --max-body-bytes
+    size_t       max_body;     // request body limit in bytes; 0: the server's --max-body-bytes;
+                               // upload_body: the file store's (--files-max-bytes plus the form)
     void (api_router::*handler)(const std::shared_ptr<http_exchange> &, const route_call &);
     const char *summary; // one line for the docs
 };
@@ -152,9 +159,14 @@ class api_router {
     // The route table, and a Markdown rendering of it (what docs/api.md lists).
     static const std::vector<route_entry> &routes();
     static std::string                     routes_markdown();
+    // route_entry::max_body of a file upload route: its limit is the file store's.
+    static constexpr size_t upload_body = SIZE_MAX;
     // The body limit for a request line: the route's own, else `fallback` (unknown routes and
-    // routes without a limit of their own).
-    static size_t body_limit_for(std::string_view target, http::verb verb, size_t fallback);
+    // routes without a limit of their own); an upload route's is `upload`, or `fallback` when 0.
+    static size_t body_limit_for(std::string_view target, http::verb verb, size_t fallback, size_t upload = 0);
+    // body_limit_for with this router's upload limit (the file store's --files-max-bytes plus
+    // the form's framing; none without a file store). Thread-safe.
+    size_t body_limit(std::string_view target, http::verb verb, size_t fallback) const;
 
     explicit api_router(api_config cfg);
 
@@ -222,6 +234,14 @@ class api_router {
     void handle_console_stats(const std::shared_ptr<http_exchange> &ex, const route_call &call);
     // The conversation store, or null after answering 404 (storage is off).
     conversation_store *conversations_or_404(http_exchange &ex) const;
+    // The Files API (files.cpp): upload, list, retrieve, content, delete.
+    void handle_file_upload(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_file_list(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_file_get(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_file_content(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_file_delete(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    // The file store, or null after answering 404 (the Files API is off).
+    file_store *files_or_404(http_exchange &ex) const;
 
     // The model objects GET /v1/models lists (hosted models, then the default model's adapters).
     nlohmann::json model_objects() const;

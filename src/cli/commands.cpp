@@ -174,7 +174,7 @@ void add_serve_http_options(CLI::App *serve, serve_flags &f) {
         ->check(CLI::Range(0, 3600));
     serve->add_option(
         "--data-dir", f.so.data_dir,
-        "where the server keeps state: stored Responses, console conversations (default $INFERBOX_DATA, else "
+        "where the server keeps state: stored Responses, console conversations, files (default $INFERBOX_DATA, else "
         "~/.local/share/inferbox)");
     serve
         ->add_option("--store-max-bytes", f.so.store_max_bytes,
@@ -187,6 +187,17 @@ void add_serve_http_options(CLI::App *serve, serve_flags &f) {
     serve
         ->add_option("--conversations-max-bytes", f.so.conversations_max_bytes,
                      "the console's conversations kept per API key under the data directory (64MiB, ...); off: none")
+        ->capture_default_str();
+    serve
+        ->add_option("--files-max-bytes", f.so.files_max_bytes,
+                     "largest file POST /v1/files accepts (32MiB, ...; at most 1GiB): the upload is held in memory")
+        ->capture_default_str();
+    serve->add_option("--files-max-count", f.so.files_max_count, "files each API key may keep (/v1/files)")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1000000));
+    serve
+        ->add_option("--files-max-total-bytes", f.so.files_max_total_bytes,
+                     "all files of /v1/files together, under the data directory (4GiB, ...); off: no Files API")
         ->capture_default_str();
     // Security and limits (docs/operations.md).
     serve->add_option("--api-key", f.so.api_keys, "an accepted API key (repeatable; also INFERBOX_API_KEYS=k1,k2)");

@@ -516,8 +516,9 @@ int listen_and_serve(const serve_options &opts, api_config &cfg, hosted_models &
     http_server server(
         ioc, [&router](const std::shared_ptr<http_exchange> &ex) { router.handle(ex); }, refusal_body, opts.http);
     server.set_access_log(&api_router::log_access);
-    server.set_body_limit([fallback = opts.http.max_body_bytes](std::string_view target, http::verb verb) {
-        return api_router::body_limit_for(target, verb, fallback);
+    // The router outlives the server (declared first); its upload route admits the file store's limit.
+    server.set_body_limit([&router, fallback = opts.http.max_body_bytes](std::string_view target, http::verb verb) {
+        return router.body_limit(target, verb, fallback);
     });
     // Exceptions that reached the last line of defence (a handler, an I/O thread): logged and
     // counted; the request gets a 500 and the server keeps serving.

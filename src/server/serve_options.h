@@ -64,6 +64,12 @@ struct serve_options {
     // key's stored conversations ("off": none kept).
     bool        no_console              = false;
     std::string conversations_max_bytes = "64MiB";
+    // The Files API (/v1/files) under the data directory: --files-max-bytes bounds one file (its
+    // whole upload is held in memory while it arrives, so at most 1GiB), --files-max-count each API
+    // key's files, --files-max-total-bytes all files together ("off": no Files API).
+    std::string files_max_bytes       = "32MiB";
+    int32_t     files_max_count       = 1000;
+    std::string files_max_total_bytes = "4GiB";
 
     // --backend NAME=URL;key=value;... (repeatable): remote OpenAI-compatible servers
     // (backend/backend_spec.h); --route MODEL=POLICY (repeatable): a model's routing policy.

@@ -5,6 +5,7 @@
 #include "backend/backend_spec.h"
 #include "backend/remote_backend.h"
 #include "console/conversation_store.h"
+#include "files/file_store.h"
 #include "metrics/registry.h"
 #include "server/profile_json.h"
 #include "store/hardware.h"
@@ -94,6 +95,43 @@ result<std::shared_ptr<conversation_store>> open_conversation_store(const serve_
     }
     spdlog::info("console conversations: {} (up to {} bytes per API key)", file.string(), *max);
     return std::shared_ptr<conversation_store>(std::move(*store));
+}
+
+// The Files API's store under the data directory (<data>/files). A malformed flag is an error;
+// --files-max-total-bytes off, or a store that cannot be opened (no data directory, a read-only
+// file system), leaves the Files API off (the latter with a warning).
+std::optional<error> open_file_store(const serve_options &opts, api_config &cfg) {
+    const auto per_file = parse_memory_size(opts.files_max_bytes);
+    if (!per_file || *per_file == 0 || *per_file > (uint64_t{1} << 30)) {
+        return error::invalid("--files-max-bytes: '" + opts.files_max_bytes +
+                              "' is not a size from 1 byte to 1GiB (32MiB, 100MiB, ...)");
+    }
+    const auto total = parse_memory_size(opts.files_max_total_bytes);
+    if (!total) {
+        return error::invalid("--files-max-total-bytes: '" + opts.files_max_total_bytes +
+                              "' is not a size (4GiB, 100GiB, off)");
+    }
+    if (*total == 0) {
+        return std::nullopt;
+    }
+    auto dir = data_directory(opts, "--files-max-total-bytes");
+    if (!dir) {
+        spdlog::warn("{}; the Files API (/v1/files) is off", dir.err().message);
+        return std::nullopt;
+    }
+    file_limits limits;
+    limits.max_file_bytes      = static_cast<int64_t>(*per_file);
+    limits.max_files_per_owner = opts.files_max_count;
+    limits.max_total_bytes     = static_cast<int64_t>(std::min<uint64_t>(*total, uint64_t{1} << 60));
+    auto store                 = file_store::open(*dir / "files", limits);
+    if (!store) {
+        spdlog::warn("{}; the Files API (/v1/files) is off", store.err().message);
+        return std::nullopt;
+    }
+    spdlog::info("files: {} (up to {} bytes each, {} per API key, {} bytes in all)", (*dir / "files").string(),
+                 limits.max_file_bytes, limits.max_files_per_owner, limits.max_total_bytes);
+    cfg.files = std::move(*store);
+    return std::nullopt;
 }
 
 // The `sql` tool's databases, each opened read-only.
@@ -254,6 +292,9 @@ result<api_config> make_api_config(const serve_options &opts, const serve_settin
         spdlog::warn("{}; the console's conversations are not kept on the server", store.err().message);
     } else {
         cfg.conversations = std::move(*store);
+    }
+    if (auto err = open_file_store(opts, cfg)) {
+        return *err;
     }
     cfg.hardware_json = hardware_json(machine).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     if (auto err = open_sql_databases(settings, cfg)) {

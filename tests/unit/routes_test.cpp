@@ -49,7 +49,7 @@ TEST(routes, docs_api_md_lists_the_table) {
 }
 
 TEST(routes, body_limits_come_from_the_table) {
-    // No route has its own limit today: every request gets the server's.
+    // Routes without a limit of their own get the server's (the upload route: files_api_test.cpp).
     EXPECT_EQ(api_router::body_limit_for("/v1/chat/completions", http::verb::post, 1234), 1234u);
     EXPECT_EQ(api_router::body_limit_for("/v1/models/x?y=1", http::verb::get, 99), 99u);
     EXPECT_EQ(api_router::body_limit_for("/nowhere", http::verb::post, 7), 7u);
