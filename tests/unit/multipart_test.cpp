@@ -144,7 +144,9 @@ TEST(Multipart, bounds_parts_headers_and_body_naming_the_limit) {
 }
 
 TEST(FileUpload, reads_the_file_and_its_purpose) {
-    auto up = parse_file_upload(ctype, upload_body("hello"), 1024);
+    // The upload's fields view the body: it must outlive them.
+    const std::string body = upload_body("hello");
+    auto              up   = parse_file_upload(ctype, body, 1024);
     ASSERT_TRUE(up.ok()) << up.err().message;
     EXPECT_EQ(up->filename, "notes.txt");
     EXPECT_EQ(up->purpose, "assistants");
