@@ -1,8 +1,8 @@
 #include "console/conversation_store.h"
 
+#include "common/random_id.h"
 #include "common/sqlite_statement.h"
 
-#include <openssl/rand.h>
 #include <sqlite3.h>
 
 #include <algorithm>
@@ -21,24 +21,6 @@ namespace {
 int64_t now_s() {
     return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
         .count();
-}
-
-std::string new_id() {
-    std::array<unsigned char, 12> bytes{};
-    if (RAND_bytes(bytes.data(), static_cast<int>(bytes.size())) != 1) {
-        // OpenSSL's generator failed (it never does once seeded); the clock keeps ids unique.
-        const auto t = std::chrono::steady_clock::now().time_since_epoch().count();
-        for (size_t i = 0; i < bytes.size(); ++i) {
-            bytes[i] = static_cast<unsigned char>(static_cast<uint64_t>(t) >> ((i % 8) * 8));
-        }
-    }
-    static const char *hex = "0123456789abcdef";
-    std::string        out = "conv_";
-    for (auto b : bytes) {
-        out += hex[b >> 4];
-        out += hex[b & 15];
-    }
-    return out;
 }
 
 size_t code_points(const std::string &s) {
@@ -211,7 +193,7 @@ result<json> conversation_store::create(const std::string &owner, const json &bo
     if (doc.value("title", std::string()).empty()) {
         doc["title"] = default_title(doc);
     }
-    return write(owner, new_id(), now_s(), std::move(doc), true);
+    return write(owner, random_id("conv_"), now_s(), std::move(doc), true);
 }
 
 result<json> conversation_store::update(const std::string &owner, const std::string &id, const json &body) {

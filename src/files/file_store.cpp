@@ -1,10 +1,10 @@
 #include "files/file_store.h"
 
+#include "common/random_id.h"
 #include "common/sqlite_statement.h"
 #include "common/utf8.h"
 #include "files/multipart.h"
 
-#include <openssl/rand.h>
 #include <spdlog/spdlog.h>
 #include <sqlite3.h>
 
@@ -31,24 +31,6 @@ constexpr const char *tmp_prefix = ".tmp-";
 int64_t now_s() {
     return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
         .count();
-}
-
-std::string new_file_id() {
-    std::array<unsigned char, 12> bytes{};
-    if (RAND_bytes(bytes.data(), static_cast<int>(bytes.size())) != 1) {
-        // OpenSSL's generator failed (it never does once seeded); the clock keeps ids unique.
-        const auto t = std::chrono::steady_clock::now().time_since_epoch().count();
-        for (size_t i = 0; i < bytes.size(); ++i) {
-            bytes[i] = static_cast<unsigned char>(static_cast<uint64_t>(t) >> ((i % 8) * 8));
-        }
-    }
-    static const char *hex = "0123456789abcdef";
-    std::string        out = "file-";
-    for (auto b : bytes) {
-        out += hex[b >> 4];
-        out += hex[b & 15];
-    }
-    return out;
 }
 
 error internal(const std::string &what) {
@@ -241,7 +223,7 @@ result<file_record> file_store::put(const std::string &owner, const std::string 
             return *err;
         }
     }
-    file_record rec{new_file_id(), filename, purpose, n, now_s()};
+    file_record rec{random_id("file-"), filename, purpose, n, now_s()};
     const auto  tmp = blobs_ / (tmp_prefix + rec.id);
     if (auto err = write_new_file(tmp, bytes)) {
         std::error_code rm;
