@@ -51,9 +51,7 @@ void respond_file_json(http_exchange &ex, const json &j) {
 // default desc), after (a file id).
 struct list_query {
     std::string purpose;
-    int32_t     limit     = 10000;
-    bool        ascending = false;
-    std::string after;
+    page_query  page{10000, false, {}};
 };
 
 result<list_query> read_list_query(std::string_view target) {
@@ -63,28 +61,19 @@ result<list_query> read_list_query(std::string_view target) {
     }
     list_query q;
     for (const auto &[name, value] : *params) {
+        auto paging = read_page_param(name, value, 10000, q.page);
+        if (!paging) {
+            return paging.err();
+        }
+        if (*paging) {
+            continue;
+        }
         if (name == "purpose") {
             if (!valid_file_purpose(value)) {
                 return error::invalid("purpose must be one of assistants, batch, fine-tune, vision, user_data, evals",
                                       "purpose");
             }
             q.purpose = value;
-        } else if (name == "limit") {
-            auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), q.limit);
-            if (ec != std::errc() || end != value.data() + value.size() || q.limit < 1 || q.limit > 10000) {
-                return error::invalid("limit must be an integer from 1 to 10000, got '" + value.substr(0, 50) + "'",
-                                      "limit");
-            }
-        } else if (name == "order") {
-            if (value != "asc" && value != "desc") {
-                return error::invalid("order must be asc or desc", "order");
-            }
-            q.ascending = value == "asc";
-        } else if (name == "after") {
-            if (value.size() > 256) {
-                return error::invalid("after must be a file id", "after");
-            }
-            q.after = value;
         } else {
             return error::invalid("unknown query parameter '" + name.substr(0, 100) +
                                       "' (GET /v1/files takes purpose, limit, order, after)",
@@ -146,7 +135,7 @@ void api_router::handle_file_list(const std::shared_ptr<http_exchange> &ex, cons
         respond_error(*ex, q.err());
         return;
     }
-    auto page = store->list(owner_of(call.key_index), q->purpose, q->limit, q->ascending, q->after);
+    auto page = store->list(owner_of(call.key_index), q->purpose, q->page.limit, q->page.ascending, q->page.after);
     if (!page) {
         respond_error(*ex, page.err());
         return;

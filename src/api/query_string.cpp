@@ -2,6 +2,7 @@
 
 #include "common/utf8.h"
 
+#include <charconv>
 #include <optional>
 
 namespace inferbox {
@@ -119,6 +120,34 @@ bool if_none_match_lists(std::string_view list, std::string_view etag) {
         if (item == etag) {
             return true;
         }
+    }
+    return false;
+}
+
+result<bool> read_page_param(const std::string &name, const std::string &value, int32_t max_limit,
+                             page_query &page) {
+    if (name == "limit") {
+        auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), page.limit);
+        if (ec != std::errc() || end != value.data() + value.size() || page.limit < 1 || page.limit > max_limit) {
+            return error::invalid("limit must be an integer from 1 to " + std::to_string(max_limit) + ", got '" +
+                                      value.substr(0, 50) + "'",
+                                  "limit");
+        }
+        return true;
+    }
+    if (name == "order") {
+        if (value != "asc" && value != "desc") {
+            return error::invalid("order must be asc or desc", "order");
+        }
+        page.ascending = value == "asc";
+        return true;
+    }
+    if (name == "after") {
+        if (value.size() > 256) {
+            return error::invalid("after must be an id (at most 256 bytes)", "after");
+        }
+        page.after = value;
+        return true;
     }
     return false;
 }

@@ -5,6 +5,7 @@
 
 #include "common/status.h"
 
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -19,6 +20,19 @@ std::optional<std::string> percent_decoded(std::string_view s);
 // percent-decoded with '+' read as a space. A name given twice keeps its last value. An error
 // (invalid_request) for a malformed escape or more than 32 parameters.
 result<std::map<std::string, std::string>> query_params(std::string_view target);
+
+// A list's paging, as OpenAI's list endpoints take it: limit (1..a list's own maximum), order
+// (asc|desc, newest first by default) and after (the last id of the previous page).
+struct page_query {
+    int32_t     limit     = 20;
+    bool        ascending = false;
+    std::string after;
+};
+
+// Reads one query parameter into `page` when it is limit, order or after: true when it was one
+// of them, false when it is another list's own parameter, an error (naming the parameter and its
+// limit) when its value is bad.
+result<bool> read_page_param(const std::string &name, const std::string &value, int32_t max_limit, page_query &page);
 
 // Whether an Accept-Encoding header allows gzip: an explicit "gzip" entry decides (q=0 refuses
 // it), else "*" does; neither: no. Codings and parameter names are case-insensitive.

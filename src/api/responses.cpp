@@ -4,6 +4,7 @@
 #include "api/errors.h"
 #include "api/json_fields.h"
 
+#include <algorithm>
 #include <map>
 #include <utility>
 
@@ -145,6 +146,10 @@ std::optional<error> convert_input(const json &body, json &messages) {
                 return text.err();
             }
             messages.push_back({{"role", "tool"}, {"tool_call_id", *call_id}, {"content", std::move(*text)}});
+        } else if (t == "file_search_call") {
+            // An earlier run's search: its results were the model's then, and are not replayed
+            // (OpenAI's item holds them only when `include` asked for them).
+            continue;
         } else if (t == "sql_call" || t == "mcp_call" || t == "team_member_call") {
             // A built-in call of an earlier run (previous_response_id, or sent back by the client):
             // the model sees the call and what it returned, as the loop showed it then. A team
@@ -171,9 +176,79 @@ std::optional<error> convert_input(const json &body, json &messages) {
         } else {
             return bad(param + ".type \"" + t.substr(0, 64) +
                            "\" is not supported; input items are messages, function_call, function_call_output, "
-                           "sql_call, mcp_call and team_member_call",
+                           "sql_call, mcp_call, team_member_call and file_search_call",
                        param + ".type");
         }
+    }
+    return std::nullopt;
+}
+
+// A {type: "file_search", vector_store_ids, max_num_results} tool: the ids are checked to be
+// the caller's stores when the tools are resolved (api/routes.cpp).
+std::optional<error> read_file_search_tool(const json &t, const std::string &param,
+                                           std::vector<builtin_tool_use> &builtin) {
+    const json *ids = json_field(t, "vector_store_ids");
+    if (ids == nullptr || !ids->is_array() || ids->empty() || ids->size() > 2) {
+        return bad(param + ".vector_store_ids must be an array of 1 or 2 vector store ids",
+                   param + ".vector_store_ids");
+    }
+    // `allowed` carries the store ids; a file_search has no server.
+    builtin_tool_use use{"file_search", "", {}, 10};
+    for (const auto &id : *ids) {
+        if (!id.is_string() || id.get_ref<const std::string &>().empty() ||
+            id.get_ref<const std::string &>().size() > 64) {
+            return bad(param + ".vector_store_ids must hold vector store ids", param + ".vector_store_ids");
+        }
+        use.allowed.push_back(id.get<std::string>());
+    }
+    if (const json *k = json_field(t, "max_num_results"); k != nullptr && !k->is_null()) {
+        if (!k->is_number_integer() || k->get<int64_t>() < 1 || k->get<int64_t>() > 50) {
+            return bad(param + ".max_num_results must be an integer from 1 to 50", param + ".max_num_results");
+        }
+        use.max_results = static_cast<size_t>(k->get<int64_t>());
+    }
+    for (const char *k : {"filters", "ranking_options"}) {
+        if (const json *v = json_field(t, k); v != nullptr && !v->is_null()) {
+            return bad(param + "." + k + " is not supported by this server's file_search", param + "." + k);
+        }
+    }
+    if (std::any_of(builtin.begin(), builtin.end(), [](const auto &b) { return b.type == "file_search"; })) {
+        return bad("at most one file_search tool per request (name both stores in it)", param);
+    }
+    if (builtin.size() >= 8) {
+        return bad("at most 8 built-in tools per request", param);
+    }
+    builtin.push_back(std::move(use));
+    return std::nullopt;
+}
+
+// tool_choice when built-in tools are on: kept for the tool loop ("auto", "none", "required",
+// "sql", "file_search", "mcp:LABEL[:NAME]", "function:NAME").
+std::optional<error> read_builtin_choice(const json *tc, std::string &builtin_choice) {
+    if (tc == nullptr || tc->is_null()) {
+        builtin_choice = "auto";
+    } else if (tc->is_string() && (*tc == "auto" || *tc == "none" || *tc == "required")) {
+        builtin_choice = tc->get<std::string>();
+    } else if (tc->is_object() && json_field(*tc, "type") != nullptr && *json_field(*tc, "type") == "sql") {
+        builtin_choice = "sql";
+    } else if (tc->is_object() && json_field(*tc, "type") != nullptr && *json_field(*tc, "type") == "file_search") {
+        builtin_choice = "file_search";
+    } else if (tc->is_object() && json_field(*tc, "type") != nullptr && *json_field(*tc, "type") == "mcp" &&
+               json_field(*tc, "server_label") != nullptr && json_field(*tc, "server_label")->is_string()) {
+        // {type: mcp, server_label, name?}: that server's tools, or the one named.
+        builtin_choice = "mcp:" + json_field(*tc, "server_label")->get<std::string>();
+        if (const json *name = json_field(*tc, "name"); name != nullptr && name->is_string()) {
+            builtin_choice += ":" + name->get<std::string>();
+        }
+    } else if (const json *name = tc->is_object() ? json_field(*tc, "name") : nullptr;
+               name != nullptr && name->is_string() && json_field(*tc, "type") != nullptr &&
+               *json_field(*tc, "type") == "function") {
+        builtin_choice = "function:" + name->get<std::string>();
+    } else {
+        return bad("tool_choice must be \"none\", \"auto\", \"required\", {\"type\": \"sql\"}, {\"type\": "
+                   "\"file_search\"}, {\"type\": "
+                   "\"mcp\", \"server_label\": ..., \"name\": ...} or {\"type\": \"function\", \"name\": ...}",
+                   "tool_choice");
     }
     return std::nullopt;
 }
@@ -201,7 +276,13 @@ std::optional<error> convert_tools(const json &body, json &chat, std::vector<bui
                 if (builtin.size() >= 8) {
                     return bad("at most 8 built-in tools per request", param);
                 }
-                builtin.push_back({"sql", db->get<std::string>(), {}});
+                builtin.push_back({"sql", db->get<std::string>(), {}, 0});
+                continue;
+            }
+            if (type != nullptr && *type == "file_search") {
+                if (auto err = read_file_search_tool(t, param, builtin)) {
+                    return err;
+                }
                 continue;
             }
             if (type != nullptr && *type == "mcp") {
@@ -243,12 +324,12 @@ std::optional<error> convert_tools(const json &body, json &chat, std::vector<bui
                 if (builtin.size() >= 8) {
                     return bad("at most 8 built-in tools per request", param);
                 }
-                builtin.push_back({"mcp", label->get<std::string>(), std::move(allowed)});
+                builtin.push_back({"mcp", label->get<std::string>(), std::move(allowed), 0});
                 continue;
             }
             if (type == nullptr || *type != "function") {
-                return bad(param + ".type must be \"function\", \"sql\" or \"mcp\" (other built-in tools are not "
-                                   "available on this server)",
+                return bad(param + ".type must be \"function\", \"sql\", \"mcp\" or \"file_search\" (other built-in "
+                                   "tools are not available on this server)",
                            param + ".type");
             }
             json fn = json::object();
@@ -263,29 +344,7 @@ std::optional<error> convert_tools(const json &body, json &chat, std::vector<bui
     }
     const json *tc = json_field(body, "tool_choice");
     if (!builtin.empty()) {
-        if (tc == nullptr || tc->is_null()) {
-            builtin_choice = "auto";
-        } else if (tc->is_string() && (*tc == "auto" || *tc == "none" || *tc == "required")) {
-            builtin_choice = tc->get<std::string>();
-        } else if (tc->is_object() && json_field(*tc, "type") != nullptr && *json_field(*tc, "type") == "sql") {
-            builtin_choice = "sql";
-        } else if (tc->is_object() && json_field(*tc, "type") != nullptr && *json_field(*tc, "type") == "mcp" &&
-                   json_field(*tc, "server_label") != nullptr && json_field(*tc, "server_label")->is_string()) {
-            // {type: mcp, server_label, name?}: that server's tools, or the one named.
-            builtin_choice = "mcp:" + json_field(*tc, "server_label")->get<std::string>();
-            if (const json *name = json_field(*tc, "name"); name != nullptr && name->is_string()) {
-                builtin_choice += ":" + name->get<std::string>();
-            }
-        } else if (const json *name = tc->is_object() ? json_field(*tc, "name") : nullptr;
-                   name != nullptr && name->is_string() && json_field(*tc, "type") != nullptr &&
-                   *json_field(*tc, "type") == "function") {
-            builtin_choice = "function:" + name->get<std::string>();
-        } else {
-            return bad("tool_choice must be \"none\", \"auto\", \"required\", {\"type\": \"sql\"}, {\"type\": "
-                       "\"mcp\", \"server_label\": ..., \"name\": ...} or {\"type\": \"function\", \"name\": ...}",
-                       "tool_choice");
-        }
-        return std::nullopt;
+        return read_builtin_choice(tc, builtin_choice);
     }
     if (tc != nullptr) {
         if (tc->is_object()) {
@@ -467,6 +526,18 @@ result<responses_request> parse_responses_request(const json &body, const api_li
     if (const json *text = json_field(body, "text"); text != nullptr && text->contains("format")) {
         out.echo.text = {{"format", (*text)["format"]}};
     }
+    if (const json *include = json_field(body, "include"); include != nullptr && !include->is_null()) {
+        if (!include->is_array() || include->size() > 16) {
+            return bad("include must be an array of at most 16 strings", "include");
+        }
+        for (const auto &what : *include) {
+            if (!what.is_string()) {
+                return bad("include must be an array of strings", "include");
+            }
+            out.echo.include_file_search_results =
+                out.echo.include_file_search_results || what == "file_search_call.results";
+        }
+    }
     return out;
 }
 
@@ -511,6 +582,34 @@ json continued_input(const stored_response &previous, const json &input) {
 }
 
 namespace {
+
+// A file_search call as OpenAI shapes it: {type: "file_search_call", id, status, queries, results}
+// — results (file_id, filename, score, text, attributes) only when the request's `include` asked
+// for them, else null. The tool's output (tools/file_search.h) is the results' JSON array.
+json file_search_item(const server_tool_call &c, bool with_results) {
+    json       queries = json::array();
+    const json args    = json::parse(c.arguments, nullptr, false);
+    if (args.is_object() && args.contains("query") && args["query"].is_string()) {
+        queries.push_back(args["query"]);
+    }
+    json results = nullptr;
+    if (with_results && c.error.empty()) {
+        results        = json::array();
+        const json out = json::parse(c.output, nullptr, false);
+        for (const auto &r : out.is_array() ? out : json::array()) {
+            results.push_back({{"file_id", r.value("file_id", "")},
+                               {"filename", r.value("filename", "")},
+                               {"score", r.value("score", 0.0)},
+                               {"text", r.value("text", "")},
+                               {"attributes", json::object()}});
+        }
+    }
+    return {{"type", c.type},
+            {"id", c.id},
+            {"status", c.error.empty() ? "completed" : "failed"},
+            {"queries", queries},
+            {"results", results}};
+}
 
 // The Response object and its event stream. Output items: the assistant message (when it has
 // text, or when nothing else was produced), then one function_call item per tool call.
@@ -585,8 +684,12 @@ class responses_writer final : public answer_writer {
         // The server ran it to completion before this event: added and done together.
         json in_progress      = server_item(call);
         in_progress["status"] = "in_progress";
-        in_progress["output"] = nullptr;
-        in_progress["error"]  = nullptr;
+        if (call.type == "file_search_call") {
+            in_progress["results"] = nullptr;
+        } else {
+            in_progress["output"] = nullptr;
+            in_progress["error"]  = nullptr;
+        }
         event(ex, "response.output_item.added", {{"output_index", index}, {"item", std::move(in_progress)}});
         event(ex, "response.output_item.done", {{"output_index", index}, {"item", server_item(call)}});
     }
@@ -630,7 +733,10 @@ class responses_writer final : public answer_writer {
     }
     static std::string call_item_id(const chat_tool_call &tc) { return "fc_" + tc.id; }
     // A built-in tool the server ran (agent/tool_loop.h), shaped like OpenAI's mcp_call items.
-    static json server_item(const server_tool_call &c) {
+    json server_item(const server_tool_call &c) const {
+        if (c.type == "file_search_call") {
+            return file_search_item(c, echo_.include_file_search_results);
+        }
         return {{"type", c.type},
                 {"id", c.id},
                 {"status", c.error.empty() ? "completed" : "failed"},
@@ -665,7 +771,7 @@ class responses_writer final : public answer_writer {
 
     // The server's calls as output items, in the order the stream added them: a team member call
     // where it started, in its last state.
-    static void add_server_items(json &output, const std::vector<server_tool_call> &calls) {
+    void add_server_items(json &output, const std::vector<server_tool_call> &calls) const {
         std::map<std::string, size_t> member_at;
         for (const auto &call : calls) {
             auto team = read_team_event(call);

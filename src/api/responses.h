@@ -31,6 +31,8 @@ struct responses_echo {
     bool           parallel_tool_calls  = true;
     bool           store                = true;
     std::string    user;
+    // `include` has "file_search_call.results": file_search_call items carry their results.
+    bool include_file_search_results = false;
     // Called with the finished Response object (completed or incomplete) before it is sent.
     std::function<void(const nlohmann::json &)> on_complete;
 };

@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "common/utf8.h"
 #include "model/grammar.h"
+#include "tools/file_search.h"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -24,6 +25,7 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <cstdlib>
 #include <set>
 
 namespace inferbox {
@@ -50,6 +52,12 @@ api_router::api_router(api_config cfg)
                    .count()) {
     if (!cfg_.teams.empty()) {
         team_pool_ = std::make_shared<boost::asio::thread_pool>(static_cast<size_t>(std::max(1, cfg_.team_threads)));
+    }
+    if (cfg_.vector_stores && !cfg_.files) {
+        cfg_.vector_stores.reset(); // its files come from the Files API
+    }
+    if (cfg_.vector_stores) {
+        ingest_pool_ = std::make_shared<boost::asio::thread_pool>(1);
     }
 }
 
@@ -230,6 +238,26 @@ const std::vector<route_entry> &api_router::routes() {
         {"/v1/files/{file_id}", v::delete_, a::key, false, false, 0, &r::handle_file_delete, "deletes a file"},
         {"/v1/files/{file_id}/content", v::get, a::key, false, false, 0, &r::handle_file_content,
          "a file's bytes as uploaded"},
+        {"/v1/vector_stores", v::post, a::key, true, false, 0, &r::handle_vector_store_create,
+         "creates a vector store (name, file_ids, chunking_strategy, metadata)"},
+        {"/v1/vector_stores", v::get, a::key, false, false, 0, &r::handle_vector_store_list,
+         "the caller's vector stores (`limit`, `order`, `after`)"},
+        {"/v1/vector_stores/{vector_store_id}", v::get, a::key, false, false, 0, &r::handle_vector_store_get,
+         "one vector store object"},
+        {"/v1/vector_stores/{vector_store_id}", v::post, a::key, false, false, 0, &r::handle_vector_store_modify,
+         "renames a vector store or replaces its metadata"},
+        {"/v1/vector_stores/{vector_store_id}", v::delete_, a::key, false, false, 0, &r::handle_vector_store_delete,
+         "deletes a vector store and its index"},
+        {"/v1/vector_stores/{vector_store_id}/files", v::post, a::key, true, false, 0, &r::handle_vector_store_file_add,
+         "adds a file of /v1/files to a vector store (ingested in the background)"},
+        {"/v1/vector_stores/{vector_store_id}/files", v::get, a::key, false, false, 0,
+         &r::handle_vector_store_file_list, "a vector store's files (`limit`, `order`, `after`, `filter`)"},
+        {"/v1/vector_stores/{vector_store_id}/files/{file_id}", v::get, a::key, false, false, 0,
+         &r::handle_vector_store_file_get, "one vector store file, with its status and last_error"},
+        {"/v1/vector_stores/{vector_store_id}/files/{file_id}", v::delete_, a::key, false, false, 0,
+         &r::handle_vector_store_file_delete, "removes a file from a vector store (the file itself stays)"},
+        {"/v1/vector_stores/{vector_store_id}/search", v::post, a::key, true, false, 0, &r::handle_vector_store_search,
+         "hybrid search of a vector store (query, max_num_results, filters)"},
         {"/metrics", v::get, a::metrics, false, true, 0, &r::handle_metrics, "Prometheus metrics"},
         {"/v1/metrics", v::get, a::metrics, false, true, 0, &r::handle_metrics, "Prometheus metrics (NIM's path)"},
     };
@@ -239,7 +267,8 @@ const std::vector<route_entry> &api_router::routes() {
 namespace {
 
 // Matches a request path against a table path, segment by segment. A "{param}" segment matches
-// one non-empty segment, which goes to `param` (a table path has at most one).
+// one non-empty segment, which goes to `param`; a path with two has both, joined by '/' (a
+// segment never holds one).
 bool path_matches(std::string_view pattern, std::string_view target, std::string &param) {
     if (pattern.find('{') == std::string_view::npos) {
         return pattern == target;
@@ -254,7 +283,7 @@ bool path_matches(std::string_view pattern, std::string_view target, std::string
             if (seg.empty() || close == std::string_view::npos) {
                 return false;
             }
-            param = std::string(seg);
+            param = param.empty() ? std::string(seg) : param + "/" + std::string(seg);
             p     = close + 1;
             t += seg.size();
             continue;
@@ -1380,7 +1409,7 @@ std::function<void(double)> api_router::tool_step_metrics() const {
     };
 }
 
-result<builtin_toolbox> api_router::resolve_builtin_tools(const api_request &request) const {
+result<builtin_toolbox> api_router::resolve_builtin_tools(const api_request &request, size_t key_index) const {
     builtin_toolbox                            box;
     std::vector<std::shared_ptr<sql_database>> dbs;
     const auto                                 known = [](const auto &map) {
@@ -1393,6 +1422,29 @@ result<builtin_toolbox> api_router::resolve_builtin_tools(const api_request &req
     for (size_t i = 0; i < request.builtin_tools.size(); ++i) {
         const auto       &t     = request.builtin_tools[i];
         const std::string param = "tools[" + std::to_string(i) + "]";
+        if (t.type == "file_search") {
+            // The caller's own stores only: another key's store is as unknown as a missing one.
+            if (!cfg_.vector_stores) {
+                return error::invalid("file_search needs vector stores, which are off on this server", param + ".type",
+                                      "vector_stores_off");
+            }
+            const std::string owner = owner_of(key_index);
+            for (const auto &id : t.allowed) {
+                if (!cfg_.vector_stores->get(owner, id)) {
+                    auto err  = retrieval::vector_store_not_found(id);
+                    err.param = param + ".vector_store_ids";
+                    return err;
+                }
+            }
+            file_search_spec spec;
+            spec.catalog   = cfg_.vector_stores;
+            spec.owner     = owner;
+            spec.store_ids = t.allowed;
+            spec.max_num_results = std::clamp<size_t>(t.max_results, 1, 50); // checked 1..50 by the parser
+            spec.embed           = retrieval_query_embedder();
+            box.tools.push_back(make_file_search_tool(std::move(spec)));
+            continue;
+        }
         if (t.type == "sql") {
             auto it = cfg_.sql_databases.find(t.server);
             if (it == cfg_.sql_databases.end()) {
@@ -1583,7 +1635,7 @@ void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, std::sh
     // Built-in tools (Responses): the tool loop runs them around whatever backend was chosen, each
     // of its steps a generation there; its own work runs on the preparation pool.
     if (!request.builtin_tools.empty() || !request.team.empty()) {
-        auto box = resolve_builtin_tools(request);
+        auto box = resolve_builtin_tools(request, key_index);
         if (!box) {
             respond_error(*ex, box.err());
             return;

@@ -22,7 +22,9 @@
 #include "metrics/registry.h"
 #include "metrics/serving_metrics.h"
 #include "metrics/timeline.h"
+#include "retrieval/vector_store_catalog.h"
 #include "store/lora_catalog.h"
+#include "tools/file_search.h"
 #include "tools/mcp_client.h"
 #include "tools/sql_database.h"
 
@@ -111,6 +113,13 @@ struct api_config {
     // The Files API's storage (/v1/files; files/file_store.h); null: the routes answer 404
     // (--files-max-total-bytes off, or no data directory).
     std::shared_ptr<file_store> files;
+    // The Vector Stores API's catalogue (/v1/vector_stores, the file_search tool;
+    // retrieval/vector_store_catalog.h); null: the routes answer 404 (no Files API, or
+    // --vector-stores-max-count 0). Its files come from `files`.
+    std::shared_ptr<retrieval::vector_store_catalog> vector_stores;
+    // The hosted model that embeds chunks and queries (--retrieval-embedding-model; "": the
+    // default model).
+    std::string retrieval_embedding_model;
 };
 
 // Everything a generation job needs besides the request: where to report, whom to charge.
@@ -242,6 +251,34 @@ class api_router {
     void handle_file_delete(const std::shared_ptr<http_exchange> &ex, const route_call &call);
     // The file store, or null after answering 404 (the Files API is off).
     file_store *files_or_404(http_exchange &ex) const;
+    // The Vector Stores API (vector_stores.cpp): stores, their files, search.
+    void handle_vector_store_create(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_vector_store_list(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_vector_store_get(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_vector_store_modify(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_vector_store_delete(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_vector_store_file_add(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_vector_store_file_list(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_vector_store_file_get(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_vector_store_file_delete(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_vector_store_search(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    // The catalogue, or null after answering 404 (vector stores are off).
+    retrieval::vector_store_catalog *vector_stores_or_404(http_exchange &ex) const;
+    // Runs `use` on the exchange's executor with the retrieval embedding model's embedder and a
+    // hold that keeps the model loaded; answers the error instead (not served, cannot embed).
+    using embedder_fn = std::function<void(std::shared_ptr<embedder>, std::shared_ptr<void>)>;
+    void with_retrieval_embedder(const std::shared_ptr<http_exchange> &ex, embedder_fn use);
+    // Queues a file's ingestion (read, extract, chunk, embed, index) on ingest_pool_; the file is
+    // marked completed or failed there.
+    void start_ingest(const std::string &owner, const retrieval::vector_store_file_record &rec,
+                      std::shared_ptr<embedder> emb, std::shared_ptr<void> hold);
+    // Hybrid search over the owner's stores: embeds the query on the retrieval embedding model
+    // (without blocking a thread), searches on prep_pool_, and calls `done` on `exec` (call it
+    // from `exec`; an early failure calls `done` at once).
+    using search_done_fn = std::function<void(result<std::vector<retrieval::store_hit>>)>;
+    void search_vector_stores(const std::string &owner, const std::vector<std::string> &store_ids,
+                              const std::string &query, size_t k, const std::vector<std::string> &file_ids,
+                              const executor_t &exec, search_done_fn done);
 
     // The model objects GET /v1/models lists (hosted models, then the default model's adapters).
     nlohmann::json model_objects() const;
@@ -256,7 +293,11 @@ class api_router {
     // executor. `metrics` and `hold` come from the local model when it is a candidate.
     // A request's built-in tools as this server has them (a 400 naming an unknown database, MCP
     // server or tool, or two tools with one name).
-    result<builtin_toolbox> resolve_builtin_tools(const api_request &request) const;
+    // file_search's stores must be those of the key `key_index`.
+    result<builtin_toolbox> resolve_builtin_tools(const api_request &request, size_t key_index) const;
+    // The file_search tool's query embedding: leases the retrieval embedding model (waiting up to
+    // 2 minutes for a load) and embeds on a worker thread, blocking it.
+    query_embedder retrieval_query_embedder() const;
     // A request for "team/NAME" (a configured team): the captain's model and instructions in its
     // place, and req.team set; an error when the team cannot answer it (not a chat request).
     std::optional<error> apply_team(api_request &req) const;
@@ -326,7 +367,10 @@ class api_router {
     boost::asio::thread_pool prep_pool_;
     // Where team members' calls run (agent/team.h: they wait for generations, so never on
     // prep_pool_); null without teams.
-    std::shared_ptr<boost::asio::thread_pool>                    team_pool_;
+    std::shared_ptr<boost::asio::thread_pool> team_pool_;
+    // Where files are ingested into vector stores (one thread: each file waits for its
+    // embeddings, so never on prep_pool_); null without vector stores.
+    std::shared_ptr<boost::asio::thread_pool>                    ingest_pool_;
     std::atomic<int64_t>                                         preparing_{0};
     api_keys                                                     keys_;
     rate_limiter                                                 limiter_;

@@ -53,11 +53,13 @@ using prompt_input = std::variant<std::string, std::vector<token_id>>;
 
 // A built-in tool a Responses request enables: {"type": "sql", "database": NAME} (server: the
 // database), or {"type": "mcp", "server_label": LABEL, "allowed_tools": [...]} (server: the label;
-// allowed: empty for all the server's allowed tools).
+// allowed: empty for all the server's allowed tools), or {"type": "file_search",
+// "vector_store_ids": [...], "max_num_results": N} (allowed: the store ids; max_results: N).
 struct builtin_tool_use {
     std::string              type;
     std::string              server;
     std::vector<std::string> allowed;
+    size_t                   max_results = 10; // file_search only: 1..50
 };
 inline constexpr int32_t max_tool_calls_limit = 32;
 

@@ -199,6 +199,13 @@ void add_serve_http_options(CLI::App *serve, serve_flags &f) {
         ->add_option("--files-max-total-bytes", f.so.files_max_total_bytes,
                      "all files of /v1/files together, under the data directory (4GiB, ...); off: no Files API")
         ->capture_default_str();
+    serve
+        ->add_option("--vector-stores-max-count", f.so.vector_stores_max_count,
+                     "vector stores each API key may keep (/v1/vector_stores, file_search); 0: none")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 100000));
+    serve->add_option("--retrieval-embedding-model", f.so.retrieval_embedding_model,
+                      "the hosted model that embeds vector store chunks and queries (default: the default model)");
     // Security and limits (docs/operations.md).
     serve->add_option("--api-key", f.so.api_keys, "an accepted API key (repeatable; also INFERBOX_API_KEYS=k1,k2)");
     serve->add_option("--api-key-file", f.so.api_key_file, "file with one accepted API key per line")

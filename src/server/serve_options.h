@@ -70,6 +70,12 @@ struct serve_options {
     std::string files_max_bytes       = "32MiB";
     int32_t     files_max_count       = 1000;
     std::string files_max_total_bytes = "4GiB";
+    // Vector stores (/v1/vector_stores and the file_search tool), beside the Files API:
+    // --vector-stores-max-count bounds each API key's stores (0: no vector stores);
+    // --retrieval-embedding-model names the hosted model that embeds chunks and queries ("": the
+    // default model).
+    int32_t     vector_stores_max_count = 100;
+    std::string retrieval_embedding_model;
 
     // --backend NAME=URL;key=value;... (repeatable): remote OpenAI-compatible servers
     // (backend/backend_spec.h); --route MODEL=POLICY (repeatable): a model's routing policy.

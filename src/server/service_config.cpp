@@ -7,6 +7,7 @@
 #include "console/conversation_store.h"
 #include "files/file_store.h"
 #include "metrics/registry.h"
+#include "retrieval/vector_store_catalog.h"
 #include "server/profile_json.h"
 #include "store/hardware.h"
 #include "tools/mcp_client.h"
@@ -232,6 +233,49 @@ known_models served_model_ids(const serve_options &opts, const api_config &cfg) 
     return k;
 }
 
+// The Vector Stores API's catalogue under the data directory (<data>/vector_stores), beside the
+// Files API it takes its files from: off with it, or with --vector-stores-max-count 0. A
+// catalogue that cannot be opened leaves vector stores off with a warning. The embedding model
+// (--retrieval-embedding-model) must be one this server hosts; whether it can embed is known once
+// it has loaded, and a request that needs it says so then.
+std::optional<error> open_vector_stores(const serve_options &opts, api_config &cfg) {
+    if (!opts.retrieval_embedding_model.empty() && !opts.retrieval_embedding_model.starts_with("team/")) {
+        const auto known = served_model_ids(opts, cfg);
+        if (known.certain &&
+            std::find(known.ids.begin(), known.ids.end(), opts.retrieval_embedding_model) == known.ids.end()) {
+            std::string served;
+            for (const auto &id : known.ids) {
+                served += (served.empty() ? "" : ", ") + id;
+            }
+            return error::invalid("--retrieval-embedding-model: '" + opts.retrieval_embedding_model +
+                                  "' is not served here (served: " + served + ")");
+        }
+    } else if (opts.retrieval_embedding_model.starts_with("team/")) {
+        return error::invalid("--retrieval-embedding-model: a team cannot embed; name a hosted model");
+    }
+    cfg.retrieval_embedding_model = opts.retrieval_embedding_model;
+    if (!cfg.files || opts.vector_stores_max_count == 0) {
+        return std::nullopt;
+    }
+    auto dir = data_directory(opts, "--vector-stores-max-count");
+    if (!dir) {
+        spdlog::warn("{}; vector stores (/v1/vector_stores) are off", dir.err().message);
+        return std::nullopt;
+    }
+    retrieval::vector_store_limits limits;
+    limits.max_stores_per_owner = opts.vector_stores_max_count;
+    auto catalog                = retrieval::vector_store_catalog::open(*dir / "vector_stores", limits);
+    if (!catalog) {
+        spdlog::warn("{}; vector stores (/v1/vector_stores) are off", catalog.err().message);
+        return std::nullopt;
+    }
+    spdlog::info("vector stores: {} (up to {} per API key, {} files each; embeddings by {})",
+                 (*dir / "vector_stores").string(), limits.max_stores_per_owner, limits.max_files_per_store,
+                 opts.retrieval_embedding_model.empty() ? cfg.model_id : opts.retrieval_embedding_model);
+    cfg.vector_stores = std::move(*catalog);
+    return std::nullopt;
+}
+
 // The teams (--team, parsed and their tools checked by check_serve_options) into `cfg`, each of
 // their models checked against what the server serves.
 std::optional<error> configure_teams(const serve_options &opts, api_config &cfg) {
@@ -294,6 +338,9 @@ result<api_config> make_api_config(const serve_options &opts, const serve_settin
         cfg.conversations = std::move(*store);
     }
     if (auto err = open_file_store(opts, cfg)) {
+        return *err;
+    }
+    if (auto err = open_vector_stores(opts, cfg)) {
         return *err;
     }
     cfg.hardware_json = hardware_json(machine).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

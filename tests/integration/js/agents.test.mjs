@@ -156,7 +156,7 @@ describe('the sql tool in /v1/responses (--sql-database shop=FILE, chat model, -
       });
       assert.match(assertErrorShape(clash, 400).message, /the name of a built-in tool/);
       const other = await postJson(url, { input: 'x', tools: [{ type: 'web_search' }] });
-      assert.match(assertErrorShape(other, 400).message, /must be "function", "sql" or "mcp"/);
+      assert.match(assertErrorShape(other, 400).message, /must be "function", "sql", "mcp" or "file_search"/);
     }));
 });
 

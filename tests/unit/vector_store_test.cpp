@@ -1,0 +1,316 @@
+// The vector store catalogue (retrieval/vector_store_catalog.h), the Vector Stores API's request
+// readers and shapes (api/vector_stores.h) and the file_search tool's output (tools/file_search.h):
+// everything behind /v1/vector_stores that needs no model.
+
+#include "api/vector_stores.h"
+#include "retrieval/vector_store_catalog.h"
+#include "tools/file_search.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <random>
+
+namespace inferbox {
+namespace {
+
+using json = nlohmann::json;
+using namespace retrieval;
+
+class VectorStoreCatalog : public ::testing::Test { // NOLINT(readability-identifier-naming)
+  protected:
+    void SetUp() override {
+        dir_ = std::filesystem::temp_directory_path() /
+               ("inferbox-vector-stores-test-" + std::to_string(std::random_device{}()));
+    }
+    void TearDown() override {
+        std::error_code ec;
+        std::filesystem::remove_all(dir_, ec);
+    }
+    std::unique_ptr<vector_store_catalog> open(const vector_store_limits &limits = {}) {
+        auto c = vector_store_catalog::open(dir_, limits);
+        EXPECT_TRUE(c) << (c ? "" : c.err().message);
+        return c ? std::move(*c) : nullptr;
+    }
+    // A chunk whose embedding points along axis `axis` of 4.
+    static chunk_input chunk(const std::string &text, size_t axis) {
+        chunk_input c;
+        c.text            = text;
+        c.embedding       = std::vector<float>(4, 0.01F);
+        c.embedding[axis] = 1;
+        return c;
+    }
+    std::filesystem::path dir_;
+};
+
+TEST_F(VectorStoreCatalog, CreatesListsRenamesAndDeletesPerOwner) {
+    auto c = open();
+    auto a = c->create("alice", "notes", R"({"team":"x"})", {});
+    ASSERT_TRUE(a);
+    EXPECT_EQ(a->id.rfind("vs_", 0), 0U);
+    EXPECT_EQ(a->id.size(), 27U);
+    EXPECT_EQ(a->name, "notes");
+    auto b = c->create("alice", "more", "{}", {});
+    ASSERT_TRUE(b);
+    EXPECT_TRUE(c->get("alice", a->id));
+    EXPECT_FALSE(c->get("bob", a->id)); // another key's store is not there at all
+    auto page = c->list("alice", 10, false, "");
+    ASSERT_TRUE(page);
+    ASSERT_EQ(page->data.size(), 2U);
+    EXPECT_EQ(page->data[0].id, b->id); // newest first
+    auto first = c->list("alice", 1, true, "");
+    ASSERT_TRUE(first);
+    EXPECT_TRUE(first->has_more);
+    auto next = c->list("alice", 1, true, first->data[0].id);
+    ASSERT_TRUE(next);
+    EXPECT_EQ(next->data[0].id, b->id);
+    EXPECT_FALSE(next->has_more);
+    EXPECT_TRUE(c->list("bob", 10, false, "")->data.empty());
+    EXPECT_FALSE(c->list("bob", 10, false, a->id)); // an id bob lacks is an error, not a page
+
+    auto renamed = c->modify("alice", a->id, std::string("renamed"), std::nullopt);
+    ASSERT_TRUE(renamed);
+    EXPECT_EQ(renamed->name, "renamed");
+    EXPECT_EQ(renamed->metadata_json, R"({"team":"x"})");
+    EXPECT_FALSE(c->modify("bob", a->id, std::string("x"), std::nullopt));
+    EXPECT_FALSE(c->remove("bob", a->id));
+    EXPECT_TRUE(c->remove("alice", a->id));
+    EXPECT_FALSE(c->get("alice", a->id));
+}
+
+TEST_F(VectorStoreCatalog, BoundsNameStoresAndChunking) {
+    vector_store_limits limits;
+    limits.max_stores_per_owner = 1;
+    auto c                      = open(limits);
+    auto big                    = c->create("k", std::string(300, 'n'), "{}", {});
+    ASSERT_FALSE(big);
+    EXPECT_EQ(big.err().param, "name");
+    ASSERT_TRUE(c->create("k", "one", "{}", {}));
+    auto second = c->create("k", "two", "{}", {});
+    ASSERT_FALSE(second);
+    EXPECT_EQ(second.err().code, "too_many_vector_stores");
+    EXPECT_NE(second.err().message.find("(1, --vector-stores-max-count)"), std::string::npos);
+    EXPECT_TRUE(c->create("other", "two", "{}", {})); // per key
+
+    chunking_strategy s{true, 99, 0};
+    EXPECT_TRUE(check_chunking(s));
+    s = {true, 4096, 2048};
+    EXPECT_FALSE(check_chunking(s));
+    s        = {true, 1000, 501};
+    auto err = check_chunking(s);
+    ASSERT_TRUE(err);
+    EXPECT_EQ(err->param, "chunking_strategy.static.chunk_overlap_tokens");
+}
+
+TEST_F(VectorStoreCatalog, FilesGoInProgressThenCompletedOrFailed) {
+    vector_store_limits limits;
+    limits.max_files_per_store = 2;
+    limits.max_chunks_per_file = 2;
+    auto c                     = open(limits);
+    auto s                     = c->create("k", "s", "{}", {true, 200, 50});
+    ASSERT_TRUE(s);
+    auto f = c->add_file("k", s->id, "file-a", std::nullopt);
+    ASSERT_TRUE(f);
+    EXPECT_EQ(f->status, store_file_status::in_progress);
+    EXPECT_EQ(f->chunking.max_tokens, 200); // the store's strategy
+    auto again = c->add_file("k", s->id, "file-a", std::nullopt);
+    ASSERT_FALSE(again);
+    EXPECT_EQ(again.err().code, "file_already_in_store");
+    EXPECT_FALSE(c->add_file("other", s->id, "file-b", std::nullopt)); // not their store
+    ASSERT_TRUE(c->add_file("k", s->id, "file-b", std::nullopt));
+    auto third = c->add_file("k", s->id, "file-c", std::nullopt);
+    ASSERT_FALSE(third);
+    EXPECT_EQ(third.err().code, "too_many_files");
+
+    ASSERT_FALSE(c->add_chunks(s->id, "file-a", "a.txt", {chunk("alpha apples", 0), chunk("alpha pears", 1)}));
+    auto done = c->get_file("k", s->id, "file-a");
+    ASSERT_TRUE(done);
+    EXPECT_EQ(done->status, store_file_status::completed);
+    EXPECT_EQ(done->n_chunks, 2);
+    auto over = c->add_chunks(s->id, "file-b", "b.txt", {chunk("x", 0), chunk("y", 1), chunk("z", 2)});
+    ASSERT_TRUE(over);
+    EXPECT_EQ(over->code, "too_many_chunks");
+    c->fail_file(s->id, "file-b", *over);
+    auto failed = c->get_file("k", s->id, "file-b");
+    ASSERT_TRUE(failed);
+    EXPECT_EQ(failed->status, store_file_status::failed);
+    EXPECT_EQ(failed->error_code, "too_many_chunks");
+
+    auto store = c->get("k", s->id);
+    EXPECT_EQ(store->n_completed, 1);
+    EXPECT_EQ(store->n_failed, 1);
+    EXPECT_EQ(store->usage_bytes, static_cast<int64_t>(std::string("alpha applesalpha pears").size()));
+    auto only_failed = c->list_files("k", s->id, 10, false, "", store_file_status::failed);
+    ASSERT_TRUE(only_failed);
+    ASSERT_EQ(only_failed->data.size(), 1U);
+    EXPECT_EQ(only_failed->data[0].file_id, "file-b");
+}
+
+TEST_F(VectorStoreCatalog, SearchRanksKeywordsAcrossStoresAndFiltersFiles) {
+    auto c  = open();
+    auto s1 = c->create("k", "one", "{}", {});
+    auto s2 = c->create("k", "two", "{}", {});
+    ASSERT_TRUE(s1 && s2);
+    ASSERT_TRUE(c->add_file("k", s1->id, "file-a", std::nullopt));
+    ASSERT_TRUE(c->add_file("k", s2->id, "file-b", std::nullopt));
+    ASSERT_FALSE(c->add_chunks(s1->id, "file-a", "a.txt", {chunk("the zebra sleeps", 0), chunk("cats purr", 1)}));
+    ASSERT_FALSE(c->add_chunks(s2->id, "file-b", "b.txt", {chunk("dogs bark", 2), chunk("parrots talk", 3)}));
+    // The query's vector favours file-b's chunk, the keyword file-a's: both rankings agree on
+    // nothing but the keyword hit comes first in one and the vector hit first in the other.
+    const std::vector<float> q    = {1, 0, 0, 0};
+    auto                     hits = c->search("k", {s1->id, s2->id}, "zebra", q, 5, {});
+    ASSERT_TRUE(hits) << hits.err().message;
+    ASSERT_FALSE(hits->empty());
+    EXPECT_EQ((*hits)[0].file_id, "file-a");
+    EXPECT_EQ((*hits)[0].filename, "a.txt");
+    EXPECT_EQ((*hits)[0].text, "the zebra sleeps");
+    EXPECT_NEAR((*hits)[0].score, 1.0, 1e-9); // first in both rankings
+
+    auto keyword_only = c->search("k", {s2->id}, "parrots", {}, 5, {});
+    ASSERT_TRUE(keyword_only);
+    ASSERT_EQ(keyword_only->size(), 1U);
+    EXPECT_EQ((*keyword_only)[0].text, "parrots talk");
+
+    auto filtered = c->search("k", {s1->id, s2->id}, "zebra dogs", q, 5, {"file-b"});
+    ASSERT_TRUE(filtered);
+    for (const auto &h : *filtered) {
+        EXPECT_EQ(h.file_id, "file-b");
+    }
+    auto foreign = c->search("other", {s1->id}, "zebra", q, 5, {});
+    ASSERT_FALSE(foreign);
+    EXPECT_EQ(foreign.err().code, "vector_store_not_found");
+    auto wrong_dim = c->search("k", {s1->id}, "zebra", {1, 0}, 5, {});
+    ASSERT_FALSE(wrong_dim);
+    EXPECT_EQ(wrong_dim.err().code, "embedding_dimension_mismatch");
+    EXPECT_FALSE(c->search("k", {s1->id}, "zebra", q, 51, {}));
+    EXPECT_FALSE(c->search("k", {s1->id}, std::string(5000, 'q'), q, 5, {}));
+
+    auto removed = c->remove_file("k", s1->id, "file-a");
+    ASSERT_TRUE(removed);
+    EXPECT_TRUE(*removed);
+    auto after = c->search("k", {s1->id}, "zebra", q, 5, {});
+    ASSERT_TRUE(after);
+    EXPECT_TRUE(after->empty());
+}
+
+TEST_F(VectorStoreCatalog, SurvivesReopenAndFailsInterruptedFiles) {
+    std::string id;
+    {
+        auto c = open();
+        auto s = c->create("k", "kept", "{}", {});
+        ASSERT_TRUE(s);
+        id = s->id;
+        ASSERT_TRUE(c->add_file("k", id, "file-a", std::nullopt));
+        ASSERT_FALSE(c->add_chunks(id, "file-a", "a.txt", {chunk("persistent walrus", 0)}));
+        ASSERT_TRUE(c->add_file("k", id, "file-b", std::nullopt)); // never finished: the server "stops"
+    }
+    auto c = open();
+    auto s = c->get("k", id);
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->n_completed, 1);
+    EXPECT_EQ(s->n_failed, 1);
+    EXPECT_EQ(c->get_file("k", id, "file-b")->error_code, "server_error");
+    auto hits = c->search("k", {id}, "walrus", {1, 0, 0, 0}, 3, {});
+    ASSERT_TRUE(hits);
+    ASSERT_EQ(hits->size(), 1U);
+    EXPECT_EQ((*hits)[0].text, "persistent walrus");
+    EXPECT_TRUE(c->remove("k", id));
+    EXPECT_FALSE(std::filesystem::exists(dir_ / id));
+}
+
+TEST(VectorStoreApi, ReadsChunkingStrategies) {
+    auto a = parse_chunking_strategy(json{{"type", "auto"}});
+    ASSERT_TRUE(a);
+    EXPECT_FALSE(a->is_static);
+    auto s = parse_chunking_strategy(
+        json::parse(R"({"type":"static","static":{"max_chunk_size_tokens":300,"chunk_overlap_tokens":100}})"));
+    ASSERT_TRUE(s);
+    EXPECT_TRUE(s->is_static);
+    EXPECT_EQ(s->max_tokens, 300);
+    EXPECT_EQ(s->overlap_tokens, 100);
+    auto big = parse_chunking_strategy(
+        json::parse(R"({"type":"static","static":{"max_chunk_size_tokens":5000,"chunk_overlap_tokens":0}})"));
+    ASSERT_FALSE(big);
+    EXPECT_EQ(big.err().param, "chunking_strategy.static.max_chunk_size_tokens");
+    EXPECT_NE(big.err().message.find("100 to 4096"), std::string::npos);
+    EXPECT_FALSE(parse_chunking_strategy(json{{"type", "static"}}));
+    EXPECT_FALSE(parse_chunking_strategy(json{{"type", "other"}}));
+}
+
+TEST(VectorStoreApi, ReadsSearchRequests) {
+    auto r = parse_search_request(
+        json::parse(
+            R"({"query":"zebra","max_num_results":3,"filters":{"type":"eq","key":"file_id","value":"file-1"}})"),
+        4096);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->query, "zebra");
+    EXPECT_EQ(r->max_num_results, 3U);
+    EXPECT_EQ(r->file_ids, std::vector<std::string>{"file-1"});
+    auto many = parse_search_request(json::parse(R"({"query":["a","b"],"filters":{"type":"or","filters":[
+        {"type":"eq","key":"file_id","value":"f1"},{"type":"in","key":"file_id","value":["f2","f3"]}]}})"),
+                                     4096);
+    ASSERT_TRUE(many);
+    EXPECT_EQ(many->query, "a b");
+    EXPECT_EQ(many->file_ids.size(), 3U);
+    EXPECT_FALSE(parse_search_request(json{{"query", ""}}, 4096));
+    EXPECT_FALSE(parse_search_request(json{{"query", "x"}, {"max_num_results", 51}}, 4096));
+    EXPECT_FALSE(parse_search_request(json{{"query", "x"}, {"rewrite_query", true}}, 4096));
+    EXPECT_FALSE(parse_search_request(json{{"query", "x"}, {"colour", 1}}, 4096));
+    auto attr =
+        parse_search_request(json::parse(R"({"query":"x","filters":{"type":"eq","key":"author","value":"me"}})"), 4096);
+    ASSERT_FALSE(attr);
+    EXPECT_EQ(attr.err().param, "filters");
+    auto long_query = parse_search_request(json{{"query", std::string(100, 'q')}}, 64);
+    ASSERT_FALSE(long_query);
+    EXPECT_NE(long_query.err().message.find("at most 64"), std::string::npos);
+}
+
+TEST(VectorStoreApi, ShapesObjectsAsOpenAI) {
+    vector_store_record s;
+    s.id            = "vs_1";
+    s.name          = "n";
+    s.metadata_json = R"({"a":"b"})";
+    s.n_in_progress = 1;
+    s.n_completed   = 2;
+    auto j          = vector_store_json(s);
+    EXPECT_EQ(j["object"], "vector_store");
+    EXPECT_EQ(j["status"], "in_progress");
+    EXPECT_EQ(j["file_counts"]["total"], 3);
+    EXPECT_EQ(j["metadata"]["a"], "b");
+    vector_store_file_record f;
+    f.file_id       = "file-1";
+    f.store_id      = "vs_1";
+    f.status        = store_file_status::failed;
+    f.error_code    = "invalid_file";
+    f.error_message = "bad";
+    auto fj         = vector_store_file_json(f);
+    EXPECT_EQ(fj["object"], "vector_store.file");
+    EXPECT_EQ(fj["status"], "failed");
+    EXPECT_EQ(fj["last_error"]["code"], "invalid_file");
+    auto page = search_page_json("q", {store_hit{"vs_1", "file-1", "a.txt", "hello", 0.5}});
+    EXPECT_EQ(page["object"], "vector_store.search_results.page");
+    EXPECT_EQ(page["data"][0]["content"][0]["text"], "hello");
+    EXPECT_EQ(page["data"][0]["filename"], "a.txt");
+    EXPECT_EQ(ingest_error_code(error::invalid("x", "", "unsupported_file_type")), "unsupported_file");
+    EXPECT_EQ(ingest_error_code(error{error_kind::internal, "x", "", ""}), "server_error");
+}
+
+TEST(FileSearchTool, CapsOutputBytesAtCharacterBoundaries) {
+    std::vector<store_hit> hits = {{"vs", "f1", "a.txt", "héllo wörld", 0.9}, {"vs", "f2", "b.txt", "second", 0.4}};
+    auto                   all  = json::parse(file_search_output(hits, 1000));
+    ASSERT_EQ(all.size(), 2U);
+    EXPECT_EQ(all[1]["text"], "second");
+    // 2 bytes: "h" and half of "é" fit; the half is dropped, which leaves 1 byte for the second.
+    auto cut = json::parse(file_search_output(hits, 2));
+    ASSERT_EQ(cut.size(), 2U);
+    EXPECT_EQ(cut[0]["text"], "h");
+    EXPECT_EQ(cut[1]["text"], "s");
+    // 1 byte: only the first hit's "h".
+    auto one = json::parse(file_search_output(hits, 1));
+    ASSERT_EQ(one.size(), 1U);
+    EXPECT_EQ(json::parse(file_search_output(hits, 0)).size(), 0U);
+}
+
+} // namespace
+} // namespace inferbox
