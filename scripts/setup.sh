@@ -14,7 +14,7 @@ cache=${INFERBOX_DEPS_CACHE:-$HOME/.cache/inferbox-deps}
 build=${INFERBOX_BUILD_DIR:-$root/build}
 log() { printf '[setup] %s\n' "$*"; }
 
-packages=(build-essential cmake ninja-build git ca-certificates openssl
+packages=(build-essential cmake ninja-build ccache git ca-certificates openssl
   libboost1.81-dev nlohmann-json3-dev libspdlog-dev libcli11-dev libgtest-dev libgmock-dev
   clang-format clang-tidy clang libclang-rt-14-dev libssl-dev libcurl4-openssl-dev libyaml-cpp-dev libsqlite3-dev prometheus
   libpq-dev pkg-config # the sql tool's PostgreSQL client
