@@ -86,14 +86,29 @@ for f in "${units[@]}"; do
     failed=1
   fi
 done
-log "clang-tidy: ${#units[@]} files"
-# run-clang-tidy takes regular expressions; it prints each file's diagnostics together and exits
-# 1 when any file had one.
-mapfile -t patterns < <(printf '%s\n' "${units[@]/#/$root/}" | sed 's/[][\.*^$+?(){}|]/\\&/g; s/^/^/; s/$/$/')
-if ! run-clang-tidy -quiet -p "$build" -j "${INFERBOX_LINT_JOBS:-$(nproc)}" "${patterns[@]}" >"$build/tidy.log" 2>&1; then
-  sed 's/\x1b\[[0-9;]*m//g' "$build/tidy.log" | grep -v '^clang-tidy-14 \|^[0-9]* warnings\? generated\.$' >&2 || true
-  echo "[lint] clang-tidy: the warnings above fail the lint (full log: $build/tidy.log)" >&2
-  failed=1
+# Units clang-tidy found clean before, with the same preprocessed text, flags, .clang-tidy and
+# clang-tidy, are not checked again (scripts/tidy_cache.py; INFERBOX_TIDY_CACHE=off checks all).
+tidy_cache=${INFERBOX_TIDY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/inferbox-tidy}
+if [ "$tidy_cache" = off ]; then
+  todo=("${units[@]}")
+else
+  # Through a file, so that a failure of the script fails the lint instead of checking nothing.
+  python3 "$root/scripts/tidy_cache.py" pending --build "$build" --root "$root" --cache "$tidy_cache" \
+    "${units[@]}" >"$build/tidy-todo.txt"
+  mapfile -t todo <"$build/tidy-todo.txt"
+fi
+log "clang-tidy: ${#todo[@]} of ${#units[@]} files (the others were clean with the same text and flags)"
+if [ ${#todo[@]} -gt 0 ]; then
+  # run-clang-tidy takes regular expressions; it prints each file's diagnostics together and exits
+  # 1 when any file had one.
+  mapfile -t patterns < <(printf '%s\n' "${todo[@]/#/$root/}" | sed 's/[][\.*^$+?(){}|]/\\&/g; s/^/^/; s/$/$/')
+  if run-clang-tidy -quiet -p "$build" -j "${INFERBOX_LINT_JOBS:-$(nproc)}" "${patterns[@]}" >"$build/tidy.log" 2>&1; then
+    [ "$tidy_cache" = off ] || python3 "$root/scripts/tidy_cache.py" mark --build "$build" --cache "$tidy_cache"
+  else
+    sed 's/\x1b\[[0-9;]*m//g' "$build/tidy.log" | grep -v '^clang-tidy-14 \|^[0-9]* warnings\? generated\.$' >&2 || true
+    echo "[lint] clang-tidy: the warnings above fail the lint (full log: $build/tidy.log)" >&2
+    failed=1
+  fi
 fi
 [ $failed = 0 ] && log "clean"
 exit $failed

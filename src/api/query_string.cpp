@@ -124,8 +124,7 @@ bool if_none_match_lists(std::string_view list, std::string_view etag) {
     return false;
 }
 
-result<bool> read_page_param(const std::string &name, const std::string &value, int32_t max_limit,
-                             page_query &page) {
+result<bool> read_page_param(const std::string &name, const std::string &value, int32_t max_limit, page_query &page) {
     if (name == "limit") {
         auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), page.limit);
         if (ec != std::errc() || end != value.data() + value.size() || page.limit < 1 || page.limit > max_limit) {

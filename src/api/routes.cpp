@@ -1437,9 +1437,9 @@ result<builtin_toolbox> api_router::resolve_builtin_tools(const api_request &req
                 }
             }
             file_search_spec spec;
-            spec.catalog   = cfg_.vector_stores;
-            spec.owner     = owner;
-            spec.store_ids = t.allowed;
+            spec.catalog         = cfg_.vector_stores;
+            spec.owner           = owner;
+            spec.store_ids       = t.allowed;
             spec.max_num_results = std::clamp<size_t>(t.max_results, 1, 50); // checked 1..50 by the parser
             spec.embed           = retrieval_query_embedder();
             box.tools.push_back(make_file_search_tool(std::move(spec)));

@@ -692,7 +692,8 @@ void api_router::handle_vector_store_file_list(const std::shared_ptr<http_exchan
         respond_error(*ex, q.err());
         return;
     }
-    auto page = catalog->list_files(owner_of(call.key_index), call.param, q->page.limit, q->page.ascending, q->page.after, q->status);
+    auto page = catalog->list_files(owner_of(call.key_index), call.param, q->page.limit, q->page.ascending,
+                                    q->page.after, q->status);
     if (!page) {
         respond_error(*ex, page.err());
         return;
