@@ -10,6 +10,7 @@
 #include "cli/tool_commands.h"
 #include "common/log.h"
 #include "engine/rpc.h"
+#include "store/latency_targets.h"
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -26,6 +27,7 @@ struct serve_flags {
     serve_options so;
     std::string   positional_model;
     std::string   kv_type = "auto", flash_attn = "auto", pooling = "auto";
+    std::string   slo_ttft = "auto", slo_itl = "auto"; // --slo-*-ms: auto, off or ms (parse_target_flag)
     bool          no_prefix_reuse  = false;
     size_t        max_body         = so.http.max_body_bytes;
     size_t        max_header_bytes = so.http.max_header_bytes, max_header_count = so.http.max_header_count;
@@ -84,19 +86,27 @@ void add_serve_engine_options(CLI::App *serve, serve_flags &f) {
                      "first of a burst of requests gets its first token sooner (0 = a burst is prefilled together)")
         ->capture_default_str()
         ->check(CLI::Range(0, 3600000));
+    // auto (the profile's default target), off or 0 (none), or whole milliseconds.
+    const CLI::Validator slo_value(
+        [](const std::string &v) {
+            return parse_target_flag(v) ? std::string()
+                                        : "'" + v + "' is not auto, off or whole milliseconds from 0 to 3600000";
+        },
+        "auto|off|MS");
     serve
-        ->add_option("--slo-ttft-ms", f.so.engine.slo_ttft_ms,
+        ->add_option("--slo-ttft-ms", f.slo_ttft,
                      "time-to-first-token target: waiting prompts are admitted and computed earliest deadline "
-                     "(arrival + target) first (0 = none: first come, first served)")
+                     "(arrival + target) first; auto = the profile's default (inferbox profiles lists it), off or 0 "
+                     "= none: first come, first served")
         ->capture_default_str()
-        ->check(CLI::Range(0, 3600000));
+        ->check(slo_value);
     serve
-        ->add_option("--slo-itl-ms", f.so.engine.slo_itl_ms,
+        ->add_option("--slo-itl-ms", f.slo_itl,
                      "inter-token target: while streams decode, each step takes only the prompt tokens its measured "
-                     "costs fit beside the decode in this time (0 = none: --prefill-chunk and --prefill-step-ms as "
-                     "they are)")
+                     "costs fit beside the decode in this time; auto = the profile's default, off or 0 = none "
+                     "(--prefill-chunk and --prefill-step-ms as they are)")
         ->capture_default_str()
-        ->check(CLI::Range(0, 3600000));
+        ->check(slo_value);
     serve->add_option("--max-queue", f.so.engine.max_queue, "waiting sequences beyond which requests get 429")
         ->capture_default_str()
         ->check(CLI::Range(1, 1 << 20));
@@ -348,6 +358,8 @@ void settle_serve_flags(serve_flags &f) {
                                  : f.flash_attn == "off" ? flash_attention::off
                                                          : flash_attention::automatic;
     f.so.embedder.pooling      = parse_pooling_choice(f.pooling).value_or(pooling_choice::model);
+    f.so.slo_ttft_ms           = parse_target_flag(f.slo_ttft).value_or(target_flag{true, 0}).value(); // checked
+    f.so.slo_itl_ms            = parse_target_flag(f.slo_itl).value_or(target_flag{true, 0}).value();
 }
 
 CLI::App *add_bench_command(CLI::App &app, bench_options &bo) {

@@ -3,9 +3,11 @@
 #include "cli/output.h"
 #include "engine/kernel_probe.h"
 #include "server/profile_json.h"
+#include "server/roofline_cache.h"
 
 #include "store/gguf.h"
 #include "store/hardware.h"
+#include "store/latency_targets.h"
 #include "store/profiles.h"
 #include "store/roofline.h"
 #include "store/store.h"
@@ -18,13 +20,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
-#include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <unistd.h>
 
 namespace inferbox {
 
@@ -51,63 +50,6 @@ namespace {
 
 // --- the roofline: measured limits, cached per machine ------------------------------------------
 
-// What a measurement belongs to: the same CPU, ISA and thread count measure the same.
-std::string machine_key(const hardware_info &hw) {
-    std::string isa;
-    for (auto name : isa_feature_names(hw.isa)) {
-        isa += std::string(name) + " ";
-    }
-    return hw.arch + "|" + hw.cpu_model + "|" + isa + "|" + std::to_string(hw.n_threads_effective);
-}
-
-std::optional<std::filesystem::path> roofline_file() {
-    auto root = model_store::default_root();
-    if (!root) {
-        return std::nullopt;
-    }
-    return *root / "roofline.json";
-}
-
-json roofline_json(const machine_roofline &r) {
-    json kernels = json::object();
-    for (const auto &[type, bps] : r.kernel_bytes_per_s) {
-        kernels[type] = bps;
-    }
-    return {{"threads", r.threads}, {"read_bytes_per_s", r.read_bytes_per_s}, {"kernel_bytes_per_s", kernels}};
-}
-
-// The cached measurement of this machine; nullopt when there is none or it is another machine's
-// (or unreadable: a damaged cache is measured again, never trusted).
-std::optional<std::pair<machine_roofline, std::string>> cached_roofline(const hardware_info &hw) {
-    const auto file = roofline_file();
-    if (!file) {
-        return std::nullopt;
-    }
-    std::ifstream in(*file);
-    if (!in) {
-        return std::nullopt;
-    }
-    const json j = json::parse(in, nullptr, false);
-    // Every field is checked for its type before it is read: a damaged file is ignored.
-    const auto field = [&j](const char *key) { return j.is_object() && j.contains(key) ? j[key] : json(); };
-    if (!field("machine").is_string() || field("machine").get<std::string>() != machine_key(hw) ||
-        !field("read_bytes_per_s").is_number() || !field("threads").is_number_unsigned()) {
-        return std::nullopt;
-    }
-    machine_roofline r;
-    r.threads          = field("threads").get<uint32_t>();
-    r.read_bytes_per_s = field("read_bytes_per_s").get<double>();
-    if (const json kernels = field("kernel_bytes_per_s"); kernels.is_object()) {
-        for (const auto &[type, v] : kernels.items()) {
-            if (v.is_number()) {
-                r.kernel_bytes_per_s[type] = v.get<double>();
-            }
-        }
-    }
-    const json when = field("measured_at");
-    return std::make_pair(r, when.is_string() ? when.get<std::string>() : std::string());
-}
-
 // Measures this machine at its effective thread count (a few seconds) and caches the result;
 // `measured_at` gets the time. A cache that cannot be written is reported, not fatal.
 machine_roofline measure_roofline(const hardware_info &hw, std::string &measured_at) {
@@ -127,31 +69,12 @@ machine_roofline measure_roofline(const hardware_info &hw, std::string &measured
     char              when[32];
     std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
     measured_at     = when;
-    const auto file = roofline_file();
+    const auto file = default_roofline_file();
     if (!file) {
         std::fprintf(stderr, "inferbox hardware: no cache folder (set INFERBOX_CACHE or HOME): not saved\n");
         return r;
     }
-    json j           = roofline_json(r);
-    j["machine"]     = machine_key(hw);
-    j["measured_at"] = measured_at;
-    // Written whole beside the cache, then renamed over it: a reader never sees half a file, and a
-    // failed write leaves the previous measurement in place.
-    std::error_code ec;
-    std::filesystem::create_directories(file->parent_path(), ec);
-    const auto partial = file->string() + ".partial." + std::to_string(::getpid());
-    bool       written = false;
-    {
-        std::ofstream out(partial);
-        out << j.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
-        out.close();
-        written = !out.fail();
-    }
-    if (written) {
-        std::filesystem::rename(partial, *file, ec);
-    }
-    if (!written || ec) {
-        std::filesystem::remove(partial, ec);
+    if (!write_roofline_cache(*file, hw, r, measured_at)) {
         std::fprintf(stderr, "inferbox hardware: could not save the measurement in %s\n", file->string().c_str());
     }
     return r;
@@ -184,9 +107,9 @@ int run_hardware(bool as_json, bool measure) {
     std::string                     measured_at;
     if (measure) {
         roof = measure_roofline(hw, measured_at);
-    } else if (auto c = cached_roofline(hw)) {
-        roof        = c->first;
-        measured_at = c->second;
+    } else if (auto c = read_roofline_cache(hw)) {
+        roof        = c->roofline;
+        measured_at = c->measured_at;
     }
     if (as_json) {
         json j = hardware_json(hw);
@@ -379,6 +302,38 @@ result<model_file> read_model_ref(const std::string &text) {
     return model_file{file, std::move(*info)};
 }
 
+// The candidates as a table, each with its default latency targets (`targets_of`), and a line
+// saying what those were predicted from.
+template <typename TargetsOf> void print_profile_table(const profile_set &set, const TargetsOf &targets_of) {
+    std::vector<std::vector<std::string>> table = {{"NAME", "FLAVOUR", "THREADS", "PARALLEL", "CTX", "BATCH/UBATCH",
+                                                    "KV", "FLASH", "GPU-LAYERS", "EST.MEMORY", "TTFT/ITL", "STATUS"}};
+    std::string                           basis; // what the listed targets come from (every CPU profile's is the same)
+    for (const auto &p : set.profiles) {
+        const profile_settings &s       = p.settings;
+        const latency_defaults  targets = targets_of(p);
+        if (!targets.basis.empty()) {
+            basis = targets.basis;
+        }
+        table.push_back(
+            {p.name, std::string(profile_flavour_name(p.flavour)), std::to_string(s.n_threads),
+             std::to_string(s.parallel), std::to_string(s.n_ctx_slot),
+             std::to_string(s.n_batch) + "/" + std::to_string(s.n_ubatch), std::string(kv_cache_type_name(s.kv_type)),
+             s.flash_attn ? "on" : "off", std::to_string(s.n_gpu_layers), format_memory_size(p.memory.total()),
+             targets.basis.empty() ? std::string("-")
+                                   : std::to_string(targets.ttft_ms) + "/" + std::to_string(targets.itl_ms) + "ms",
+             status_text(p)});
+    }
+    print_table(table);
+    if (basis == "measured") {
+        std::printf("latency targets (TTFT/ITL): serve's defaults, from the decode prediction of the measured "
+                    "roofline\n");
+    } else if (!basis.empty()) {
+        std::printf("latency targets (TTFT/ITL): serve's defaults, from an assumed %.0f GB/s memory read "
+                    "(no measurement: `inferbox hardware --measure` makes them fit this machine)\n",
+                    k_fallback_read_bytes_per_s / 1e9);
+    }
+}
+
 int run_profiles(const profiles_options &o) {
     auto found = read_model_ref(o.model);
     if (!found) {
@@ -404,8 +359,11 @@ int run_profiles(const profiles_options &o) {
                                             "' is not a size (bytes, or a number with K, M, G or T)");
         }
     }
-    const hardware_info hw  = detect_hardware();
-    profile_set         set = list_profiles(*info, hw, po);
+    hardware_info hw = detect_hardware();
+    if (auto cached = read_roofline_cache(hw)) {
+        hw.roofline = cached->roofline;
+    }
+    profile_set set = list_profiles(*info, hw, po);
     if (o.ctx_size > 0 || o.parallel > 0 || o.batch_size > 0 || o.threads > 0 || !o.kv_type.empty()) {
         profile_settings s;
         s.parallel   = o.parallel > 0 ? o.parallel : 1;
@@ -426,14 +384,19 @@ int run_profiles(const profiles_options &o) {
     auto            picked = pick_profile(set, goal);
     // The single-stream decode rate the measured roofline predicts (none before a measurement).
     std::optional<decode_prediction> predicted;
-    if (const auto roof = cached_roofline(hw)) {
-        predicted = predict_decode(*info, roof->first);
+    if (hw.roofline) {
+        predicted = predict_decode(*info, *hw.roofline);
     }
+    // Each candidate's default latency targets (what serve runs with when no --slo-* flag is given).
+    const machine_roofline *roof = hw.roofline ? &*hw.roofline : nullptr;
+    const auto targets_of = [&](const model_profile &p) { return profile_latency_defaults(*info, p.settings, roof); };
 
     if (o.json) {
         json profiles = json::array();
         for (const auto &p : set.profiles) {
-            profiles.push_back(profile_to_json(p));
+            json j               = profile_to_json(p);
+            j["latency_targets"] = latency_defaults_json(targets_of(p));
+            profiles.push_back(std::move(j));
         }
         json pick = nullptr;
         if (picked) {
@@ -441,6 +404,7 @@ int run_profiles(const profiles_options &o) {
                     {"adjusted", picked->adjusted},
                     {"settings", settings_to_json(picked->settings)},
                     {"memory", memory_to_json(picked->memory)},
+                    {"latency_targets", latency_defaults_json(profile_latency_defaults(*info, picked->settings, roof))},
                     {"reason", picked->reason}};
         }
         print_json(
@@ -469,17 +433,7 @@ int run_profiles(const profiles_options &o) {
         std::printf("budget: %s (available %s - margin %s)\n", format_memory_size(set.budget.bytes).c_str(),
                     format_memory_size(set.budget.available).c_str(), format_memory_size(set.budget.margin).c_str());
     }
-    std::vector<std::vector<std::string>> table = {{"NAME", "FLAVOUR", "THREADS", "PARALLEL", "CTX", "BATCH/UBATCH",
-                                                    "KV", "FLASH", "GPU-LAYERS", "EST.MEMORY", "STATUS"}};
-    for (const auto &p : set.profiles) {
-        const profile_settings &s = p.settings;
-        table.push_back({p.name, std::string(profile_flavour_name(p.flavour)), std::to_string(s.n_threads),
-                         std::to_string(s.parallel), std::to_string(s.n_ctx_slot),
-                         std::to_string(s.n_batch) + "/" + std::to_string(s.n_ubatch),
-                         std::string(kv_cache_type_name(s.kv_type)), s.flash_attn ? "on" : "off",
-                         std::to_string(s.n_gpu_layers), format_memory_size(p.memory.total()), status_text(p)});
-    }
-    print_table(table);
+    print_profile_table(set, targets_of);
     if (predicted) {
         std::printf("decode, 1 stream, short context (predicted from `inferbox hardware --measure`): %s tokens/s "
                     "(memory limit %s, kernel limit %s; %s bound; %s of weights a token)\n",

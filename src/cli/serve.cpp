@@ -10,6 +10,7 @@
 #include "model/model.h"
 #include "server/model_loader.h"
 #include "server/model_puller.h"
+#include "server/roofline_cache.h"
 #include "server/serve_plan.h"
 #include "server/server_runtime.h"
 #include "server/service_config.h"
@@ -189,6 +190,15 @@ result<std::vector<rpc_device>> attach_workers(const std::vector<rpc_endpoint> &
                      d.free_bytes >> 20, d.total_bytes >> 20);
     }
     return attached;
+}
+
+// The machine with its measured decode roofline, when `inferbox hardware --measure` cached one:
+// the profiles' default latency targets are predicted from it.
+hardware_info with_cached_roofline(hardware_info hw) {
+    if (auto cached = read_roofline_cache(hw)) {
+        hw.roofline = std::move(cached->roofline);
+    }
+    return hw;
 }
 
 // What a request for a model being pulled is told (503 with the reason; a request that may leave
@@ -618,7 +628,7 @@ int run_serve(const serve_options &opts) {
         }
         remote = std::move(*attached);
     }
-    const hardware_info machine = detect_hardware();
+    const hardware_info machine = with_cached_roofline(detect_hardware());
     auto                cfg     = make_api_config(opts, *settings, machine);
     if (!cfg) {
         spdlog::error("{}", cfg.err().message);

@@ -467,10 +467,20 @@ void engine::propose_drafts() {
 }
 
 // Folds the time since `since`, divided by `n`, into the moving average `avg` (0 = none yet).
+// One sample is capped at 4x the average before it counts: a step whose thread the OS took away
+// (a busy machine) would otherwise raise a per-token cost tenfold at once, and the ITL target
+// would then cut prompts into tiny chunks for many steps. Capped, one such step raises the
+// average by at most 60 %; a real change in cost shows in every sample and is followed within a
+// few steps (1.6x a step).
 void engine::measure(double &avg, std::chrono::steady_clock::time_point since, int32_t n) {
-    const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - since).count() /
-                      static_cast<double>(std::max(n, 1));
-    avg = avg > 0 ? 0.8 * avg + 0.2 * us : us;
+    double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - since).count() /
+                static_cast<double>(std::max(n, 1));
+    if (avg > 0) {
+        us  = std::min(us, 4 * avg);
+        avg = 0.8 * avg + 0.2 * us;
+    } else {
+        avg = us;
+    }
 }
 
 // Test builds only (common/failpoint.h): each decode fails as llama_decode failing would.

@@ -54,6 +54,27 @@ json hardware_json(const hardware_info &hw) {
     };
 }
 
+json latency_defaults_json(const latency_defaults &d) {
+    const auto ms = [](int32_t v) { return v > 0 ? json(v) : json(nullptr); };
+    return json{{"ttft_ms", ms(d.ttft_ms)},
+                {"itl_ms", ms(d.itl_ms)},
+                {"basis", d.basis.empty() ? json(nullptr) : json(d.basis)},
+                {"note", d.note.empty() ? json(nullptr) : json(d.note)},
+                {"decode_tokens_per_s", d.decode_tokens_per_s},
+                {"step_ms", d.step_ms},
+                {"prefill_ms", d.prefill_ms},
+                {"prompt_tokens", d.prompt_tokens}};
+}
+
+json latency_targets_json(const settled_targets &t) {
+    const auto ms = [](int32_t v) { return v > 0 ? json(v) : json(nullptr); };
+    return json{{"ttft_ms", ms(t.ttft_ms)},
+                {"itl_ms", ms(t.itl_ms)},
+                {"ttft_source", std::string(target_source_name(t.ttft_source))},
+                {"itl_source", std::string(target_source_name(t.itl_source))},
+                {"profile_defaults", latency_defaults_json(t.defaults)}};
+}
+
 json memory_to_json(const memory_estimate &m) {
     return json{{"weights", m.weights},     {"kv_cache", m.kv_cache}, {"compute", m.compute},
                 {"overhead", m.overhead},   {"total", m.total()},     {"page_cache", m.page_cache},

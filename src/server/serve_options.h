@@ -54,6 +54,10 @@ struct serve_options {
     rate_limits              rate;
     std::string              tls_cert, tls_key, tls_client_ca; // HTTPS when tls_cert is set
     std::string              profile;                          // "auto", a profile name, or empty: the flags as given
+    // --slo-ttft-ms, --slo-itl-ms as given: nullopt ("auto", the default) takes the profile's
+    // default target, 0 ("off") none, else that many ms. choose_profile settles engine.slo_ttft_ms
+    // and engine.slo_itl_ms from them (store/latency_targets.h).
+    std::optional<int32_t> slo_ttft_ms, slo_itl_ms;
 
     // Where the server keeps its state (stored Responses): --data-dir, else $INFERBOX_DATA, else
     // ~/.local/share/inferbox.

@@ -5,6 +5,7 @@
 #include "metrics/embedding_metrics.h"
 #include "metrics/serving_metrics.h"
 #include "server/profile_json.h"
+#include "store/latency_targets.h"
 #include "store/profiles.h"
 #include "store/store.h"
 
@@ -331,8 +332,40 @@ void apply_profile(const serve_options &opts, const profile_set &set, const mode
     }
 }
 
-// Logs the estimate and fills what /v1/metadata and /v1/manifest publish.
+// How one settled target reads in the log: "250 ms (profile)", "off (flag)", "none (the profile
+// has none: why)".
+std::string target_text(int32_t ms, target_source source, const latency_defaults &d) {
+    if (ms > 0) {
+        return std::to_string(ms) + " ms (" + std::string(target_source_name(source)) + ")";
+    }
+    if (source == target_source::flag) {
+        return "off (flag)";
+    }
+    return "none (" + (d.note.empty() ? std::string("the profile has none") : d.note) + ")";
+}
+
+// The latency targets the engine runs with: each target's flag when given (0: off), else the
+// profile's default, else none; logged with where each came from.
+settled_targets settle_targets(const serve_options &opts, const gguf_info &info, const model_profile &active,
+                               const hardware_info &hw, engine_config &ecfg) {
+    const latency_defaults d = profile_latency_defaults(info, active.settings, hw.roofline ? &*hw.roofline : nullptr);
+    settled_targets        t = settle_latency_targets(opts.slo_ttft_ms, opts.slo_itl_ms, d);
+    ecfg.slo_ttft_ms         = t.ttft_ms;
+    ecfg.slo_itl_ms          = t.itl_ms;
+    const bool from_profile  = t.ttft_source == target_source::profile || t.itl_source == target_source::profile;
+    spdlog::info("latency targets: TTFT {}, ITL {}{}", target_text(t.ttft_ms, t.ttft_source, d),
+                 target_text(t.itl_ms, t.itl_source, d),
+                 !from_profile           ? std::string()
+                 : d.basis == "measured" ? std::string("; the profile's from the measured decode roofline")
+                                         : std::string("; the profile's from an assumed memory bandwidth (run "
+                                                       "`inferbox hardware --measure` to fit them to this machine)"));
+    return t;
+}
+
+// Logs the estimate and fills what /v1/metadata and /v1/manifest publish: the active profile
+// with the latency targets in force, every candidate with its default targets.
 void publish_profile(const serve_options &opts, const profile_set &set, const model_profile &active,
+                     const gguf_info &info, const hardware_info &hw, const settled_targets &targets,
                      chosen_profile &out) {
     const std::optional<model_shape> &draft_shape = set.draft;
     auto                              dump        = [](const nlohmann::json &j) {
@@ -340,7 +373,10 @@ void publish_profile(const serve_options &opts, const profile_set &set, const mo
     };
     nlohmann::json profiles = nlohmann::json::array();
     for (const auto &p : set.profiles) {
-        profiles.push_back(profile_to_json(p));
+        nlohmann::json j = profile_to_json(p);
+        j["latency_targets"] =
+            latency_defaults_json(profile_latency_defaults(info, p.settings, hw.roofline ? &*hw.roofline : nullptr));
+        profiles.push_back(std::move(j));
     }
     if (opts.profile.empty()) {
         spdlog::info("memory estimate: {} MiB (weights {}, KV {}, compute {}{}) of {} MiB available",
@@ -352,10 +388,12 @@ void publish_profile(const serve_options &opts, const profile_set &set, const mo
         spdlog::info("draft model: memory estimate {} MiB, counted in the profile's {} MiB", active.memory.draft >> 20,
                      active.memory.total() >> 20);
     }
-    out.profile_json  = dump(profile_to_json(active));
-    out.profiles_json = dump(profiles);
-    out.memory_bytes  = active.memory.total();
-    out.budget_bytes  = set.budget.bytes;
+    nlohmann::json active_json     = profile_to_json(active);
+    active_json["latency_targets"] = latency_targets_json(targets);
+    out.profile_json               = dump(active_json);
+    out.profiles_json              = dump(profiles);
+    out.memory_bytes               = active.memory.total();
+    out.budget_bytes               = set.budget.bytes;
 }
 
 } // namespace
@@ -373,7 +411,8 @@ std::optional<error> choose_profile(const serve_options &opts, const gguf_info &
         return active.err();
     }
     apply_profile(opts, set, *active, hw, ecfg, mo);
-    publish_profile(opts, set, *active, out);
+    const settled_targets targets = settle_targets(opts, info, *active, hw, ecfg);
+    publish_profile(opts, set, *active, info, hw, targets, out);
     return std::nullopt;
 }
 

@@ -63,7 +63,9 @@ struct chosen_profile {
 // any RPC workers in hw.remote), before any weights load: --profile auto picks the best runnable
 // profile, --profile NAME applies a listed one, and explicit flags are estimated as a "custom"
 // profile. A configuration that cannot fit is refused with the numbers; so is one whose draft
-// model (`draft`, speculative decoding; null without one) does not fit beside it.
+// model (`draft`, speculative decoding; null without one) does not fit beside it. The latency
+// targets (ecfg.slo_ttft_ms, slo_itl_ms) come from opts.slo_* when given, else from the chosen
+// profile's defaults, predicted from hw.roofline (or the fallback bandwidth without one).
 std::optional<error> choose_profile(const serve_options &opts, const gguf_info &info, const gguf_info *draft,
                                     const hardware_info &hw, engine_config &ecfg, model_options &mo,
                                     chosen_profile &out);

@@ -16,6 +16,8 @@
 //
 // Thread safety: the functions are reentrant; a hardware_info is a plain value.
 
+#include "store/roofline.h"
+
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -107,6 +109,10 @@ struct hardware_info {
 
     std::vector<gpu_device>    gpus;   // empty in this layer (see the file comment)
     std::vector<remote_device> remote; // RPC workers' devices; empty in this layer
+    // The measured decode limits (`inferbox hardware --measure`, server/roofline_cache.h): filled
+    // by the caller from the cache, never by detect_hardware(); nullopt when none is cached.
+    // Profiles derive their default latency targets from it (store/latency_targets.h).
+    std::optional<machine_roofline> roofline;
 };
 
 // Detects the hardware. File-based facts come from under `root` (default the real "/"); the ISA

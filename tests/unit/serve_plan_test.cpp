@@ -3,6 +3,8 @@
 // machines (server/serve_plan.h).
 
 #include "server/serve_plan.h"
+#include "store/latency_targets.h"
+#include "store/profiles.h"
 #include "synthetic_model.h"
 
 #include <gtest/gtest.h>
@@ -212,4 +214,66 @@ TEST(serve_plan, models_are_planned_in_order_and_a_bad_file_is_refused_not_fatal
     ASSERT_TRUE(p.plans[1].refused);
     EXPECT_NE(p.plans[1].refused->message.find("b.gguf"), std::string::npos) << p.plans[1].refused->message;
     EXPECT_TRUE(p.plans[0].info.metrics); // its series exist before it loads
+}
+
+TEST(serve_plan, latency_targets_come_from_the_flags_else_the_profile) {
+    const gguf_info model = make_model({});
+    hardware_info   hw    = make_hardware();
+    serve_options   o     = with_model();
+    const auto      plan  = [&](engine_config &ecfg, chosen_profile &out) {
+        model_options mo;
+        ecfg = o.engine;
+        return choose_profile(o, model, nullptr, hw, ecfg, mo, out);
+    };
+    o.engine.n_threads = 16; // as measured below
+    engine_config  ecfg;
+    chosen_profile out;
+
+    // No flags: the custom profile's defaults, from the fallback bandwidth (no measurement).
+    ASSERT_FALSE(plan(ecfg, out));
+    profile_settings s;
+    s.parallel          = o.engine.parallel;
+    s.n_threads         = 16;
+    const auto fallback = profile_latency_defaults(model, s, nullptr);
+    ASSERT_GT(fallback.itl_ms, 0);
+    EXPECT_EQ(ecfg.slo_ttft_ms, fallback.ttft_ms);
+    EXPECT_EQ(ecfg.slo_itl_ms, fallback.itl_ms);
+    EXPECT_NE(out.profile_json.find("\"ttft_source\":\"profile\""), std::string::npos) << out.profile_json;
+    EXPECT_NE(out.profile_json.find("\"itl_source\":\"profile\""), std::string::npos) << out.profile_json;
+    EXPECT_NE(out.profile_json.find("\"basis\":\"fallback\""), std::string::npos) << out.profile_json;
+    // Every candidate lists its own defaults (/v1/manifest).
+    EXPECT_NE(out.profiles_json.find("\"latency_targets\":{"), std::string::npos) << out.profiles_json;
+
+    // A measured machine: the defaults follow the measurement (a faster machine, tighter targets).
+    machine_roofline m;
+    m.threads            = hw.n_threads_effective;
+    m.read_bytes_per_s   = 100e9;
+    m.kernel_bytes_per_s = {{"f16", 200e9}};
+    hw.roofline          = m;
+    ASSERT_FALSE(plan(ecfg, out));
+    EXPECT_LT(ecfg.slo_itl_ms, fallback.itl_ms);
+    EXPECT_LT(ecfg.slo_ttft_ms, fallback.ttft_ms);
+    EXPECT_NE(out.profile_json.find("\"basis\":\"measured\""), std::string::npos) << out.profile_json;
+
+    // An explicit value wins; an explicit 0 (off) turns that target off; each target on its own.
+    o.slo_itl_ms  = 150;
+    o.slo_ttft_ms = 0;
+    ASSERT_FALSE(plan(ecfg, out));
+    EXPECT_EQ(ecfg.slo_itl_ms, 150);
+    EXPECT_EQ(ecfg.slo_ttft_ms, 0);
+    EXPECT_NE(out.profile_json.find("\"ttft_ms\":null,\"ttft_source\":\"flag\""), std::string::npos)
+        << out.profile_json;
+    EXPECT_NE(out.profile_json.find("\"itl_ms\":150,\"itl_source\":\"flag\""), std::string::npos) << out.profile_json;
+    o.slo_itl_ms = std::nullopt;
+    ASSERT_FALSE(plan(ecfg, out));
+    EXPECT_GT(ecfg.slo_itl_ms, 0);
+    EXPECT_NE(out.profile_json.find("\"itl_source\":\"profile\""), std::string::npos) << out.profile_json;
+
+    // --profile auto: the picked profile's defaults.
+    o         = with_model();
+    o.profile = "auto";
+    ASSERT_FALSE(plan(ecfg, out));
+    EXPECT_GT(ecfg.slo_itl_ms, 0);
+    EXPECT_GT(ecfg.slo_ttft_ms, 0);
+    EXPECT_NE(out.profile_json.find("\"ttft_source\":\"profile\""), std::string::npos) << out.profile_json;
 }

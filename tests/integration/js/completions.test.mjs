@@ -287,7 +287,9 @@ describe('a burst of costly prompts, one prompt per step (stories260K.gguf, --pa
   const { ctx, complete } = useCompletions({
     model: MODELS.plain,
     parallel: 4,
-    args: ['--ctx-size', 512, '--prefill-step-ms', 1],
+    // Without latency targets: an inter-token target replaces --prefill-chunk and --prefill-step-ms
+    // while streams decode (docs/architecture.md), and serve would otherwise take the profile's.
+    args: ['--ctx-size', 512, '--prefill-step-ms', 1, '--slo-itl-ms', 'off', '--slo-ttft-ms', 'off'],
     env: { INFERBOX_LOG_LEVEL: 'debug' },
   });
   const story = ' The little girl liked to play with her friends in the park, and every day they ran to the big tree.';

@@ -102,6 +102,11 @@ describe('inferbox hardware --measure and the decode prediction', () => {
     assert.equal(JSON.parse(ok(['hardware', '--json'])).roofline, null, 'a fresh cache has no measurement');
     assert.match(ok(['hardware']), /^memory read:\s+not measured \(inferbox hardware --measure\)$/m);
     assert.match(ok(['profiles', '--model', model]), /^decode prediction: run `inferbox hardware --measure` once/m);
+    const unmeasured = JSON.parse(ok(['profiles', '--model', model, '--json']));
+    const cpuTargets = (out) => out.profiles.filter((p) => p.name.startsWith('cpu-')).map((p) => p.latency_targets);
+    for (const t of cpuTargets(unmeasured)) {
+      assert.equal(t.basis, 'fallback', JSON.stringify(t)); // no measurement: the assumed bandwidth
+    }
 
     const measured = JSON.parse(ok(['hardware', '--measure', '--json']));
     const r = measured.roofline;
@@ -127,6 +132,13 @@ describe('inferbox hardware --measure and the decode prediction', () => {
     assert.ok(p.tokens_per_s <= Math.min(p.bandwidth_limit_tokens_per_s, p.kernel_limit_tokens_per_s) * (1 + 1e-9));
     assert.ok(['bandwidth', 'kernel', 'mixed'].includes(p.bound));
     assert.match(ok(['profiles', '--model', model]), /^decode, 1 stream, short context \(predicted from `inferbox hardware --measure`\): [\d.]+ tokens\/s/m);
+    // The default latency targets now come from the measurement.
+    const measuredOut = JSON.parse(ok(['profiles', '--model', model, '--json']));
+    for (const t of cpuTargets(measuredOut)) {
+      assert.equal(t.basis, 'measured', JSON.stringify(t));
+      assert.ok(t.itl_ms >= 50 && t.ttft_ms >= 250, JSON.stringify(t));
+    }
+    assert.match(ok(['profiles', '--model', model]), /^latency targets \(TTFT\/ITL\): serve's defaults, from the decode prediction of the measured roofline$/m);
 
     // Another machine's measurement (another CPU, or another thread count) is never used.
     const file = path.join(cache, 'roofline.json');
@@ -217,9 +229,10 @@ describe('inferbox profiles', () => {
     assert.match(lines[1], /^budget:\s+/);
     assert.match(
       lines[2],
-      /^NAME\s+FLAVOUR\s+THREADS\s+PARALLEL\s+CTX\s+BATCH\/UBATCH\s+KV\s+FLASH\s+GPU-LAYERS\s+EST\.MEMORY\s+STATUS$/,
+      /^NAME\s+FLAVOUR\s+THREADS\s+PARALLEL\s+CTX\s+BATCH\/UBATCH\s+KV\s+FLASH\s+GPU-LAYERS\s+EST\.MEMORY\s+TTFT\/ITL\s+STATUS$/,
     );
-    assert.match(out, /^cpu-latency-ctx512\s+latency\s+\d+\s+1\s+512\s+2048\/512\s+f32\s+off\s+0\s+[\d.]+ MiB\s+runnable$/m);
+    assert.match(out, /^cpu-latency-ctx512\s+latency\s+\d+\s+1\s+512\s+2048\/512\s+f32\s+off\s+0\s+[\d.]+ MiB\s+\d+\/\d+ms\s+runnable$/m);
+    assert.match(out, /^gpu-latency-ctx512\s+.*\s+-\s+incompatible: /m); // no CPU prediction for a GPU
     assert.match(out, /^serve would pick \(throughput\): cpu-throughput-p8-ctx512: /m);
   });
 
@@ -467,4 +480,72 @@ test('serve --profile with an unknown name exits 1 listing the profiles', () => 
     'no-such-profile'], { encoding: 'utf8', timeout: 60_000 });
   assert.equal(r.status, 1, r.stderr);
   assert.match(r.stderr, /no profile 'no-such-profile' for this model; profiles: cpu-latency-/);
+});
+
+// The latency targets serve runs with: the profile's defaults without --slo-* flags (here from
+// the fallback bandwidth: the server's cache has no measurement), an explicit value or `off`
+// otherwise, each target on its own; the log and /v1/metadata say which and from where.
+describe('serve: latency targets from the profile, or from the flags', () => {
+  const noCache = path.join(os.tmpdir(), `inferbox-slo-cache-${process.pid}`); // never created: no roofline.json
+  const byProfile = useServer({ model: MODELS.plain, env: { INFERBOX_CACHE: noCache } });
+  const byFlags = useServer({
+    model: MODELS.plain,
+    args: ['--slo-itl-ms', '120', '--slo-ttft-ms', 'off'],
+    env: { INFERBOX_CACHE: noCache },
+  });
+
+  test("without flags: the profile's defaults, by the documented formulas, in the log and /v1/metadata",
+    byProfile.wrap(async () => {
+      const meta = await getJson(`${byProfile.server.url}/v1/metadata`);
+      assert.equal(meta.status, 200, meta.text);
+      const t = meta.body.profile.latency_targets;
+      assert.ok(t, `no latency_targets in ${JSON.stringify(meta.body.profile)}`);
+      assert.equal(t.ttft_source, 'profile');
+      assert.equal(t.itl_source, 'profile');
+      const d = t.profile_defaults;
+      assert.equal(d.basis, 'fallback');
+      assert.equal(d.note, null);
+      // docs/profiles.md: ITL = max(50, 2 × step), TTFT = max(250, 2 × (prompt + step)), whole ms up;
+      // the typical prompt is min(512, ctx / 2) tokens (the model's trained context is 512).
+      assert.equal(d.prompt_tokens, 256);
+      assert.ok(d.decode_tokens_per_s > 0 && d.step_ms > 0 && d.prefill_ms > 0, JSON.stringify(d));
+      assert.equal(t.itl_ms, Math.ceil(Math.max(50, 2 * d.step_ms)));
+      assert.equal(t.ttft_ms, Math.ceil(Math.max(250, 2 * (d.prefill_ms + d.step_ms))));
+      assert.equal(d.itl_ms, t.itl_ms);
+      assert.equal(d.ttft_ms, t.ttft_ms);
+      assert.deepEqual(meta.body.models[0].profile.latency_targets, t);
+      assert.match(byProfile.server.log(),
+        new RegExp(`latency targets: TTFT ${t.ttft_ms} ms \\(profile\\), ITL ${t.itl_ms} ms \\(profile\\); the profile's from an assumed memory bandwidth`));
+      // Every candidate on /v1/manifest carries its own defaults.
+      const manifest = await getJson(`${byProfile.server.url}/v1/manifest`);
+      for (const p of manifest.body.profiles) {
+        assert.ok('latency_targets' in p, p.name);
+        if (p.name.startsWith('gpu-')) {
+          assert.equal(p.latency_targets.itl_ms, null); // the prediction describes the CPU
+          assert.match(p.latency_targets.note, /GPU/);
+        } else {
+          assert.equal(p.latency_targets.basis, 'fallback', p.name);
+          assert.ok(p.latency_targets.itl_ms >= 50, p.name);
+        }
+      }
+    }));
+
+  test('--slo-itl-ms 120 --slo-ttft-ms off: the flags win, each on its own', byFlags.wrap(async () => {
+    const meta = await getJson(`${byFlags.server.url}/v1/metadata`);
+    assert.equal(meta.status, 200, meta.text);
+    const t = meta.body.profile.latency_targets;
+    assert.equal(t.itl_ms, 120);
+    assert.equal(t.itl_source, 'flag');
+    assert.equal(t.ttft_ms, null);
+    assert.equal(t.ttft_source, 'flag');
+    assert.ok(t.profile_defaults.ttft_ms >= 250, "the profile's default is still reported");
+    assert.match(byFlags.server.log(), /latency targets: TTFT off \(flag\), ITL 120 ms \(flag\)$/m);
+  }));
+});
+
+test('serve --slo-itl-ms with a value that is not auto, off or milliseconds is refused naming the flag', () => {
+  const r = spawnSync(serverBinary(), ['serve', '--model', modelPath(MODELS.plain), '--port', '0', '--slo-itl-ms',
+    'soon'], { encoding: 'utf8', timeout: 60_000 });
+  assert.notEqual(r.status, 0, r.stderr);
+  assert.match(r.stderr, /--slo-itl-ms: 'soon' is not auto, off or whole milliseconds from 0 to 3600000/);
 });
