@@ -96,17 +96,26 @@ std::optional<error> set_member_key(team_member_spec &m, const std::string &key,
             return error::invalid(full + " must be a number from 0 to 2, got '" + v.substr(0, 32) + "'");
         }
         m.temperature = t;
+    } else if (key == "schema") {
+        // Held to a request's response_format bounds; the grammar is compiled when the member runs.
+        auto schema = json_schema_text(json(v), full, api_limits{});
+        if (!schema) {
+            return schema.err();
+        }
+        m.schema = std::move(*schema);
     } else if (key == "tool-choice") {
         if (v != "auto" && v != "required" && v != "none") {
             return error::invalid(full + " must be auto, required or none, got '" + v.substr(0, 32) + "'");
         }
         m.tool_choice = v;
-    } else if (key == "max-tool-calls" || key == "max-steps" || key == "max-tokens" || key == "max-time-ms") {
-        const int64_t lo = key == "max-tool-calls" ? 0 : key == "max-time-ms" ? 100 : 1;
-        const int64_t hi = key == "max-tool-calls" ? 32
-                           : key == "max-steps"    ? 33
-                           : key == "max-tokens"   ? 65536
-                                                   : 3'600'000;
+    } else if (key == "max-tool-calls" || key == "max-steps" || key == "max-tokens" || key == "max-time-ms" ||
+               key == "max-corrections") {
+        const int64_t lo = key == "max-tool-calls" || key == "max-corrections" ? 0 : key == "max-time-ms" ? 100 : 1;
+        const int64_t hi = key == "max-tool-calls"    ? 32
+                           : key == "max-steps"       ? 33
+                           : key == "max-tokens"      ? 65536
+                           : key == "max-corrections" ? max_tool_corrections_limit
+                                                      : 3'600'000;
         auto          n  = number(full, v, lo, hi);
         if (!n) {
             return n.err();
@@ -117,12 +126,14 @@ std::optional<error> set_member_key(team_member_spec &m, const std::string &key,
             m.budget.max_steps = static_cast<int32_t>(*n);
         } else if (key == "max-tokens") {
             m.budget.max_tokens = static_cast<int32_t>(*n);
+        } else if (key == "max-corrections") {
+            m.budget.max_corrections = static_cast<int32_t>(*n);
         } else {
             m.budget.max_time = std::chrono::milliseconds(*n);
         }
     } else {
         return error::invalid(full + ": unknown key (a member has instructions, tools, max-tool-calls, max-steps, "
-                                     "max-tokens, max-time-ms)");
+                                     "max-tokens, max-time-ms, max-corrections)");
     }
     return std::nullopt;
 }
@@ -233,12 +244,16 @@ std::string format_team_spec(const team_spec &s) {
             const auto           rc = std::to_chars(buf.data(), buf.data() + buf.size(), m.temperature);
             out += k + ".temperature=" + std::string(buf.data(), rc.ptr);
         }
+        if (!m.schema.empty()) {
+            out += k + ".schema=" + escaped(m.schema);
+        }
         out += k + ".max-tool-calls=" + std::to_string(m.budget.max_tool_calls);
         if (m.budget.max_steps) {
             out += k + ".max-steps=" + std::to_string(*m.budget.max_steps);
         }
         out += k + ".max-tokens=" + std::to_string(m.budget.max_tokens);
         out += k + ".max-time-ms=" + std::to_string(m.budget.max_time.count());
+        out += k + ".max-corrections=" + std::to_string(m.budget.max_corrections);
     }
     return out;
 }
@@ -332,10 +347,25 @@ class team_member_tool final : public supervised_tool {
 
     tool_function function() const override {
         std::string about = spec_.instructions.substr(0, 300);
-        return {spec_.name,
+        if (spec_.schema.empty()) {
+            return {
+                spec_.name,
                 "A member of the team: " + spec_.name + (about.empty() ? std::string() : " (" + about + ")") +
                     ". Give it one task in plain words; it works on it with its own tools and answers with text.",
                 R"({"type":"object","properties":{"task":{"type":"string","maxLength":1000}},"required":["task"]})"};
+        }
+        // An extraction member: its answer is JSON; it may read the caller's files.
+        json props = {{"task", {{"type", "string"}, {"maxLength", 1000}}}};
+        if (rt_.files) {
+            props["file_ids"] = {{"type", "array"},
+                                 {"items", {{"type", "string"}, {"pattern", "^file-[0-9a-f]{24}$"}}},
+                                 {"maxItems", max_extract_files}};
+        }
+        return {spec_.name,
+                "A member of the team: " + spec_.name + (about.empty() ? std::string() : " (" + about + ")") +
+                    ". Give it one task in plain words" + (rt_.files ? " and the ids of files to read" : "") +
+                    "; it answers with JSON under its schema.",
+                json{{"type", "object"}, {"properties", std::move(props)}, {"required", {"task"}}}.dump()};
     }
     std::string kind() const override { return "team"; }
     std::string server() const override { return team_; }
@@ -350,7 +380,7 @@ class team_member_tool final : public supervised_tool {
             run.outcome = "error";
         } else {
             send(ctx, started_record(ctx.call_id, *task));
-            run = run_member(*task, ctx, t0);
+            run = run_member(*task, arguments_json, ctx, t0);
         }
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         if (rt_.on_member_call) {
@@ -397,6 +427,26 @@ class team_member_tool final : public supervised_tool {
                 {"model", spec_.model}, {"task", task},  {"id", id}};
     }
 
+    // The member's user message: the task, and with a schema the text of the files the call names.
+    result<std::string> member_input(const std::string &task, const std::string &arguments_json) const {
+        const json args = json::parse(arguments_json, nullptr, false);
+        const auto it   = args.is_object() ? args.find("file_ids") : args.end();
+        if (spec_.schema.empty() || it == args.end() || it->is_null()) {
+            return task;
+        }
+        if (!it->is_array()) {
+            return error::invalid("file_ids must be an array of file ids", "file_ids");
+        }
+        std::vector<std::string> ids;
+        for (const auto &id : *it) {
+            if (!id.is_string()) {
+                return error::invalid("file_ids must be an array of file ids", "file_ids");
+            }
+            ids.push_back(id.get<std::string>());
+        }
+        return extraction_input(task, ids, rt_.files);
+    }
+
     api_request member_request(const std::string &task) const {
         api_request req;
         req.kind   = api_kind::chat;
@@ -409,7 +459,13 @@ class team_member_tool final : public supervised_tool {
         req.sampling.temperature = spec_.temperature;
         req.max_tokens           = spec_.budget.max_tokens;
         req.max_tool_calls       = spec_.budget.max_tool_calls;
+        req.max_tool_corrections = spec_.budget.max_corrections;
         req.builtin_choice       = spec_.tool_choice;
+        if (!spec_.schema.empty() && tools_.tools.empty()) {
+            // Its one step is its answer: generated under the schema. (With tools, the steps call
+            // them, and structure_answer shapes the final text afterwards.)
+            req.constraint = {constraint_kind::json_schema, "member." + spec_.name + ".schema", spec_.schema, ""};
+        }
         // One call per step, then its result: a second call cut off by the token budget would take
         // the whole step (and the complete first call) with it.
         req.parallel_tool_calls = false;
@@ -417,7 +473,7 @@ class team_member_tool final : public supervised_tool {
     }
 
     // Runs the member on its model to the end (or its budget, its time, a cancellation).
-    member_run run_member(const std::string &task, const tool_call_context &ctx,
+    member_run run_member(const std::string &task, const std::string &arguments_json, const tool_call_context &ctx,
                           std::chrono::steady_clock::time_point t0) const {
         member_run run;
         const auto fail = [&run](std::string why, const char *outcome) {
@@ -441,7 +497,11 @@ class team_member_tool final : public supervised_tool {
         auto waiter      = std::make_shared<member_waiter>();
         std::shared_ptr<generation_stream> stream;
         try {
-            auto prepared = loop->prepare(member_request(task));
+            auto input = member_input(task, arguments_json);
+            if (!input) {
+                return fail(input.err().message, "error");
+            }
+            auto prepared = loop->prepare(member_request(*input));
             if (!prepared) {
                 return fail(prepared.err().message, "error");
             }
@@ -460,7 +520,45 @@ class team_member_tool final : public supervised_tool {
         });
         follow(*stream, *waiter, ctx, t0 + spec_.budget.max_time, run);
         ctx.cancel->unsubscribe(hook);
+        if (!spec_.schema.empty() && run.error.empty()) {
+            structure_answer(*be->backend, task, ctx, t0, run);
+        }
         return run;
+    }
+
+    // A member with a schema: its answer must be JSON. Without tools its one step was generated
+    // under the schema; with tools one more generation on its model writes the answer it reached
+    // as JSON under the schema, within what is left of its token and time budgets.
+    void structure_answer(generation_backend &be, const std::string &task, const tool_call_context &ctx,
+                          std::chrono::steady_clock::time_point t0, member_run &run) const {
+        if (!tools_.tools.empty()) {
+            const int32_t left = spec_.budget.max_tokens - run.n_generated;
+            if (left <= 0) {
+                run.error = "the member '" + spec_.name +
+                            "' stopped at its budget (max_output_tokens) before it wrote its answer as JSON";
+                run.incomplete_reason = "max_output_tokens";
+                run.outcome           = "budget";
+                return;
+            }
+            auto req = structured_request(spec_.model, spec_.instructions, task, spec_.schema,
+                                          "member." + spec_.name + ".schema", left, spec_.temperature);
+            req.messages.push_back({"assistant", run.output, {}, ""});
+            req.messages.push_back({"user", "Write that answer as JSON under the schema, and nothing else.", {}, ""});
+            auto g = run_generation(be, std::move(req), *ctx.cancel, t0 + spec_.budget.max_time);
+            run.n_prompt += g.n_prompt;
+            run.n_generated += g.n_generated;
+            if (!g.error.empty()) {
+                run.error = "the member '" + spec_.name + "' could not write its answer as JSON: " + g.error;
+                run.incomplete_reason = g.incomplete_reason;
+                run.outcome           = g.outcome;
+                return;
+            }
+            run.output = std::move(g.text);
+        }
+        if (auto bad = check_json_answer(run.output)) {
+            run.error   = "the member '" + spec_.name + "': " + bad->message;
+            run.outcome = "error";
+        }
     }
 
     // Reads the member's events until its last one; fills `run`.
@@ -531,6 +629,9 @@ std::shared_ptr<builtin_tool> make_team_member_tool(std::string team, team_membe
 }
 
 json builtin_call_item(const server_tool_call &c) {
+    if (c.type == "extract_call") {
+        return extract_call_item(c);
+    }
     return {{"type", c.type},
             {"id", c.id},
             {"status", c.error.empty() ? "completed" : "failed"},

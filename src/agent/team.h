@@ -24,6 +24,7 @@
 // JSON text in the `server` field (read_team_event reads them): the writers turn them into output
 // items (Responses) or nvext.trace (Chat Completions).
 
+#include "agent/extract.h"
 #include "agent/tool_loop.h"
 #include "common/status.h"
 
@@ -41,10 +42,11 @@ namespace inferbox {
 
 // A member's own budgets: each ends its run, and the captain reads which one.
 struct team_member_budget {
-    int32_t                   max_tool_calls = 4; // its built-in calls (at most 32)
-    std::optional<int32_t>    max_steps;          // its steps (nullopt: max_tool_calls + 1)
-    int32_t                   max_tokens = 512;   // generated tokens over all its steps
-    std::chrono::milliseconds max_time{60'000};   // wall time of its whole run
+    int32_t                   max_tool_calls = 4;  // its built-in calls (at most 32)
+    std::optional<int32_t>    max_steps;           // its steps (nullopt: max_tool_calls + 1)
+    int32_t                   max_tokens = 512;    // generated tokens over all its steps
+    std::chrono::milliseconds max_time{60'000};    // wall time of its whole run
+    int32_t                   max_corrections = 2; // failed tool calls in a row it may correct (at most 8)
 };
 
 struct team_member_spec {
@@ -56,6 +58,9 @@ struct team_member_spec {
     std::string        tool_choice = "auto";
     float              temperature = 1.0f; // its sampling temperature (0: greedy)
     team_member_budget budget;
+    // A JSON Schema (serialized, checked by json_schema_text; "" for none): the member answers with
+    // JSON under it (agent/extract.h), and the captain may hand it the caller's files (file_ids).
+    std::string schema;
 };
 
 struct team_spec {
@@ -68,7 +73,9 @@ struct team_spec {
 // Parses one --team entry:
 //   NAME=CAPTAIN_MODEL;instructions=TEXT;member.M=MODEL;member.M.instructions=TEXT;
 //   member.M.tools=sql:DB,mcp:LABEL;member.M.tool-choice=auto|required|none;member.M.temperature=T;
-//   member.M.max-tool-calls=N;member.M.max-steps=N;member.M.max-tokens=N;member.M.max-time-ms=N
+//   member.M.max-tool-calls=N;member.M.max-steps=N;member.M.max-tokens=N;member.M.max-time-ms=N;
+//   member.M.max-corrections=N
+// and member.M.schema=JSON-SCHEMA (bounded as a request's response_format schema).
 // `\;` is a literal ';' and `\\` a backslash (instructions may hold both). Names are letters,
 // digits, '_' and '-' (at most 64). An error names the team and the key at fault.
 result<team_spec> parse_team_spec(const std::string &text);
@@ -88,18 +95,13 @@ std::optional<error> check_team_tools(const team_spec &team, const std::vector<s
 std::optional<error> check_team_models(const team_spec &team, const std::function<bool(const std::string &)> &serves,
                                        const std::string &served);
 
-// Where a member's model runs: a backend for it and what keeps it there (a model lease; may be
-// null), and the name its trace shows when the backend reports no route ("local").
-struct member_backend {
-    std::shared_ptr<generation_backend> backend;
-    std::shared_ptr<void>               hold;
-    std::string                         where = "local";
-};
-
 // What running members needs from the server.
 struct team_runtime {
     // A backend for a model id (may wait for a model to load; runs on the team pool).
-    std::function<result<member_backend>(const std::string &model)> resolve;
+    backend_resolver resolve;
+    // The caller's files, for a member with a schema whose call names file_ids (empty: the Files
+    // API is off, and such members take no files).
+    file_text_source files;
     // Where a member's own tool loop runs its steps and its tools (the preparation pool).
     task_poster post;
     // Metrics: each of a member's own tool calls, and each member call with its outcome ("ok",

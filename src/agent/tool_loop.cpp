@@ -61,7 +61,7 @@ class tool_loop_stream final : public generation_stream, public std::enable_shar
         : inner_(std::move(inner)), functions_(std::move(fns)), all_tools_(std::move(all_tools)),
           post_(std::move(post)), limits_(std::move(limits)), notify_(std::move(notify)), base_(first.req),
           max_tokens_(first.req.max_tokens), max_tool_calls_(first.req.max_tool_calls),
-          started_(std::chrono::steady_clock::now()) {}
+          max_corrections_(first.req.max_tool_corrections), started_(std::chrono::steady_clock::now()) {}
 
     std::optional<error> start(std::shared_ptr<const backend_request> first) {
         auto s = inner_->submit(std::move(first), notify_);
@@ -324,6 +324,16 @@ class tool_loop_stream final : public generation_stream, public std::enable_shar
     // `in_tools`).
     void next_step(std::vector<chat_tool_call> calls, std::vector<server_tool_call> ran, std::string content,
                    std::chrono::steady_clock::time_point finished, std::chrono::steady_clock::duration in_tools) {
+        if (corrections_spent(ran)) {
+            {
+                std::lock_guard lock(mu_);
+                between_steps_ = false;
+                pending_.push_back(last_event("max_tool_corrections"));
+                done_ = true;
+            }
+            notify_();
+            return;
+        }
         api_request req = base_;
         req.messages.push_back({"assistant", std::move(content), calls, ""});
         for (size_t i = 0; i < ran.size(); ++i) {
@@ -377,14 +387,7 @@ class tool_loop_stream final : public generation_stream, public std::enable_shar
             if (failed && failed->code == "context_length_exceeded") {
                 // The conversation (its tool results above all) outgrew the context: the run ends
                 // with what it has, as incomplete, rather than losing it to an error.
-                backend_event fin;
-                fin.finish            = finish_reason::length;
-                fin.incomplete_reason = "max_context";
-                fin.message           = chat_output{content_, {}};
-                fin.n_prompt          = n_prompt_;
-                fin.n_cached          = n_cached_;
-                fin.n_generated       = n_generated_;
-                pending_.push_back(std::move(fin));
+                pending_.push_back(last_event("max_context"));
                 done_ = true;
             } else if (failed) {
                 backend_event err;
@@ -394,6 +397,33 @@ class tool_loop_stream final : public generation_stream, public std::enable_shar
             }
         }
         notify_();
+    }
+
+    // The run's last event when budget `reason` ends it between steps (under mu_): what it has.
+    backend_event last_event(const char *reason) const {
+        backend_event fin;
+        fin.finish            = finish_reason::length;
+        fin.incomplete_reason = reason;
+        fin.message           = chat_output{content_, {}};
+        fin.n_prompt          = n_prompt_;
+        fin.n_cached          = n_cached_;
+        fin.n_generated       = n_generated_;
+        return fin;
+    }
+
+    // Counts a step's calls, in order, into the failed calls in a row (a success starts again from
+    // zero); true when more than max_corrections_ have failed in a row. A team member's failure is
+    // the captain's to weigh (its own budgets bound it), not a call to correct: not counted.
+    bool corrections_spent(const std::vector<server_tool_call> &ran) {
+        std::lock_guard lock(mu_);
+        for (const auto &c : ran) {
+            const auto *f = builtin(c.name);
+            if (f == nullptr || dynamic_cast<const supervised_tool *>(f->tool.get()) != nullptr) {
+                continue;
+            }
+            failed_in_a_row_ = c.error.empty() ? 0 : failed_in_a_row_ + 1;
+        }
+        return failed_in_a_row_ > max_corrections_;
     }
 
     bool is_cancelled() const {
@@ -410,13 +440,14 @@ class tool_loop_stream final : public generation_stream, public std::enable_shar
     api_request                  base_; // the conversation so far: read and extended by one step's worker at a time
     const std::optional<int32_t> max_tokens_; // across all steps
     const int32_t                max_tool_calls_;
+    const int32_t                max_corrections_; // failed calls in a row the model may correct
     const std::chrono::steady_clock::time_point started_;
 
     mutable std::mutex                   mu_;
     std::shared_ptr<generation_stream>   step_;
     std::vector<backend_event>           pending_;
     bool                                 between_steps_ = false, done_ = false, cancelled_ = false;
-    int32_t                              steps_ = 1, tool_calls_ = 0;
+    int32_t                              steps_ = 1, tool_calls_ = 0, failed_in_a_row_ = 0;
     int32_t                              n_prompt_ = 0, n_cached_ = 0, n_generated_ = 0;
     std::string                          content_, step_content_;
     std::map<size_t, bool>               hidden_;

@@ -15,8 +15,12 @@
 // Budgets, each named when it ends a run (backend_event::incomplete_reason, the Responses API's
 // incomplete_details.reason): the request's max_tool_calls (default 8, at most 32) built-in calls,
 // max_tool_calls + 1 steps, max_output_tokens across all steps, tool_loop_limits::max_time of
-// wall time (the request's own deadline, if sooner, cancels the stream as for any request), and
-// the context: a next step that no longer fits it ends the run ("max_context") with what it has.
+// wall time (the request's own deadline, if sooner, cancels the stream as for any request), the
+// context: a next step that no longer fits it ends the run ("max_context") with what it has, and
+// corrections: a failed call's error goes back to the model ("error: ..."), which may correct it
+// max_tool_corrections times (the request's, default 2, at most 8); when one more call in a row
+// has failed, the run ends ("max_tool_corrections"). A success starts the count again; a
+// supervised_tool's failure (a team member's) is not counted.
 //
 // tool_choice applies to the first step ("sql" forces the sql tool, "mcp:LABEL" or "mcp:LABEL:NAME"
 // an MCP server's tools, "team:NAME:MEMBER" a team's member, "function:NAME" a client function,

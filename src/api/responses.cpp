@@ -1,11 +1,14 @@
 #include "api/responses.h"
 
+#include "agent/extract.h"
 #include "agent/team.h"
 #include "api/errors.h"
 #include "api/json_fields.h"
 
 #include <algorithm>
+#include <cctype>
 #include <map>
+#include <tuple>
 #include <utility>
 
 namespace inferbox {
@@ -150,7 +153,7 @@ std::optional<error> convert_input(const json &body, json &messages) {
             // An earlier run's search: its results were the model's then, and are not replayed
             // (OpenAI's item holds them only when `include` asked for them).
             continue;
-        } else if (t == "sql_call" || t == "mcp_call" || t == "team_member_call") {
+        } else if (t == "sql_call" || t == "mcp_call" || t == "team_member_call" || t == "extract_call") {
             // A built-in call of an earlier run (previous_response_id, or sent back by the client):
             // the model sees the call and what it returned, as the loop showed it then. A team
             // member's own calls (parent_id) were the member's, never the captain's.
@@ -176,7 +179,7 @@ std::optional<error> convert_input(const json &body, json &messages) {
         } else {
             return bad(param + ".type \"" + t.substr(0, 64) +
                            "\" is not supported; input items are messages, function_call, function_call_output, "
-                           "sql_call, mcp_call, team_member_call and file_search_call",
+                           "sql_call, mcp_call, team_member_call, extract_call and file_search_call",
                        param + ".type");
         }
     }
@@ -222,6 +225,93 @@ std::optional<error> read_file_search_tool(const json &t, const std::string &par
     return std::nullopt;
 }
 
+// A {type: "extract", schema, name?, description?, model?, instructions?, file_ids?,
+// max_output_tokens?} tool (agent/extract.h). Every field is data: the model is one this server
+// serves and the files are the caller's own (both checked when the tools are resolved,
+// api/routes.cpp), so any other field is refused rather than ignored.
+std::optional<error> read_extract_tool(const json &t, const std::string &param, std::vector<builtin_tool_use> &builtin,
+                                       const api_limits &limits, const key_order *order) {
+    static const char *const known[] = {"type",  "schema",       "name",     "description",
+                                        "model", "instructions", "file_ids", "max_output_tokens"};
+    for (const auto &[k, v] : t.items()) {
+        if (std::find(std::begin(known), std::end(known), k) == std::end(known)) {
+            return bad(param + "." + k.substr(0, 64) +
+                           " is not a field of an extract tool (it takes schema, name, description, model, "
+                           "instructions, file_ids, max_output_tokens)",
+                       param + "." + k.substr(0, 64));
+        }
+    }
+    builtin_tool_use use;
+    use.type           = "extract";
+    const json *schema = json_field(t, "schema");
+    if (schema == nullptr || !schema->is_object()) {
+        return bad(param + ".schema must be a JSON Schema object", param + ".schema");
+    }
+    auto text = json_schema_text(*schema, param + ".schema", limits, order);
+    if (!text) {
+        return text.err();
+    }
+    use.schema            = std::move(*text);
+    const auto text_field = [&](const char *k, size_t max_bytes, std::string &out) -> std::optional<error> {
+        const json *v = json_field(t, k);
+        if (v == nullptr || v->is_null()) {
+            return std::nullopt;
+        }
+        if (!v->is_string() || v->get_ref<const std::string &>().empty() ||
+            v->get_ref<const std::string &>().size() > max_bytes) {
+            return bad(param + "." + k + " must be a string of 1 to " + std::to_string(max_bytes) + " bytes",
+                       param + "." + k);
+        }
+        out = v->get<std::string>();
+        return std::nullopt;
+    };
+    use.name = "extract";
+    if (auto err = text_field("name", 64, use.name)) {
+        return err;
+    }
+    if (!std::all_of(use.name.begin(), use.name.end(),
+                     [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'; })) {
+        return bad(param + ".name must be letters, digits, '_' and '-' (at most 64)", param + ".name");
+    }
+    // server: the model ("" for the request's own).
+    for (const auto &[k, max_bytes, out] :
+         {std::tuple<const char *, size_t, std::string *>{"description", 1024, &use.description},
+          {"model", 256, &use.server},
+          {"instructions", 8192, &use.instructions}}) {
+        if (auto err = text_field(k, max_bytes, *out)) {
+            return err;
+        }
+    }
+    if (const json *ids = json_field(t, "file_ids"); ids != nullptr && !ids->is_null()) {
+        if (!ids->is_array() || ids->empty() || ids->size() > max_extract_files) {
+            return bad(param + ".file_ids must be an array of 1 to " + std::to_string(max_extract_files) +
+                           " file ids (the caller's files, from /v1/files)",
+                       param + ".file_ids");
+        }
+        for (const auto &id : *ids) {
+            if (!id.is_string() || id.get_ref<const std::string &>().empty() ||
+                id.get_ref<const std::string &>().size() > 64) {
+                return bad(param + ".file_ids must hold file ids", param + ".file_ids");
+            }
+            if (std::find(use.allowed.begin(), use.allowed.end(), id.get<std::string>()) != use.allowed.end()) {
+                return bad(param + ".file_ids names '" + id.get<std::string>() + "' twice", param + ".file_ids");
+            }
+            use.allowed.push_back(id.get<std::string>());
+        }
+    }
+    if (const json *m = json_field(t, "max_output_tokens"); m != nullptr && !m->is_null()) {
+        if (!m->is_number_integer() || m->get<int64_t>() < 1 || m->get<int64_t>() > 4096) {
+            return bad(param + ".max_output_tokens must be an integer from 1 to 4096", param + ".max_output_tokens");
+        }
+        use.max_output_tokens = m->get<int32_t>();
+    }
+    if (builtin.size() >= 8) {
+        return bad("at most 8 built-in tools per request", param);
+    }
+    builtin.push_back(std::move(use));
+    return std::nullopt;
+}
+
 // tool_choice when built-in tools are on: kept for the tool loop ("auto", "none", "required",
 // "sql", "file_search", "mcp:LABEL[:NAME]", "function:NAME").
 std::optional<error> read_builtin_choice(const json *tc, std::string &builtin_choice) {
@@ -233,6 +323,8 @@ std::optional<error> read_builtin_choice(const json *tc, std::string &builtin_ch
         builtin_choice = "sql";
     } else if (tc->is_object() && json_field(*tc, "type") != nullptr && *json_field(*tc, "type") == "file_search") {
         builtin_choice = "file_search";
+    } else if (tc->is_object() && json_field(*tc, "type") != nullptr && *json_field(*tc, "type") == "extract") {
+        builtin_choice = "extract"; // any of the request's extract tools, one call
     } else if (tc->is_object() && json_field(*tc, "type") != nullptr && *json_field(*tc, "type") == "mcp" &&
                json_field(*tc, "server_label") != nullptr && json_field(*tc, "server_label")->is_string()) {
         // {type: mcp, server_label, name?}: that server's tools, or the one named.
@@ -246,7 +338,7 @@ std::optional<error> read_builtin_choice(const json *tc, std::string &builtin_ch
         builtin_choice = "function:" + name->get<std::string>();
     } else {
         return bad("tool_choice must be \"none\", \"auto\", \"required\", {\"type\": \"sql\"}, {\"type\": "
-                   "\"file_search\"}, {\"type\": "
+                   "\"file_search\"}, {\"type\": \"extract\"}, {\"type\": "
                    "\"mcp\", \"server_label\": ..., \"name\": ...} or {\"type\": \"function\", \"name\": ...}",
                    "tool_choice");
     }
@@ -257,7 +349,7 @@ std::optional<error> read_builtin_choice(const json *tc, std::string &builtin_ch
 // Built-in tools ({type: "sql", database}) are collected apart: the server runs them (tool loop),
 // and with any of them tool_choice is kept for the loop instead of chat's own reading.
 std::optional<error> convert_tools(const json &body, json &chat, std::vector<builtin_tool_use> &builtin,
-                                   std::string &builtin_choice) {
+                                   std::string &builtin_choice, const api_limits &limits, const key_order *order) {
     if (const json *tools = json_field(body, "tools")) {
         if (!tools->is_array()) {
             return bad("tools must be an array of function tools", "tools");
@@ -281,6 +373,12 @@ std::optional<error> convert_tools(const json &body, json &chat, std::vector<bui
             }
             if (type != nullptr && *type == "file_search") {
                 if (auto err = read_file_search_tool(t, param, builtin)) {
+                    return err;
+                }
+                continue;
+            }
+            if (type != nullptr && *type == "extract") {
+                if (auto err = read_extract_tool(t, param, builtin, limits, order)) {
                     return err;
                 }
                 continue;
@@ -328,8 +426,10 @@ std::optional<error> convert_tools(const json &body, json &chat, std::vector<bui
                 continue;
             }
             if (type == nullptr || *type != "function") {
-                return bad(param + ".type must be \"function\", \"sql\", \"mcp\" or \"file_search\" (other built-in "
-                                   "tools are not available on this server)",
+                return bad(param +
+                               ".type must be \"function\", \"sql\", \"mcp\", \"file_search\" or \"extract\" (other "
+                               "built-in "
+                               "tools are not available on this server)",
                            param + ".type");
             }
             json fn = json::object();
@@ -396,6 +496,29 @@ std::optional<error> convert_text(const json &body, json &chat) {
     return std::nullopt;
 }
 
+// The tool loop's budgets a request sets (agent/tool_loop.h): max_tool_calls and
+// nvext.max_tool_corrections; each left as it is when absent or null.
+std::optional<error> read_tool_budgets(const json &body, int32_t &max_tool_calls, int32_t &max_tool_corrections) {
+    if (const json *m = json_field(body, "max_tool_calls"); m != nullptr && !m->is_null()) {
+        if (!m->is_number_integer() || m->get<int64_t>() < 1 || m->get<int64_t>() > max_tool_calls_limit) {
+            return bad("max_tool_calls must be an integer from 1 to " + std::to_string(max_tool_calls_limit),
+                       "max_tool_calls");
+        }
+        max_tool_calls = m->get<int32_t>();
+    }
+    const json *nv = json_field(body, "nvext");
+    const json *m  = nv != nullptr && nv->is_object() ? json_field(*nv, "max_tool_corrections") : nullptr;
+    if (m != nullptr && !m->is_null()) {
+        if (!m->is_number_integer() || m->get<int64_t>() < 0 || m->get<int64_t>() > max_tool_corrections_limit) {
+            return bad("nvext.max_tool_corrections must be an integer from 0 to " +
+                           std::to_string(max_tool_corrections_limit),
+                       "nvext.max_tool_corrections");
+        }
+        max_tool_corrections = m->get<int32_t>();
+    }
+    return std::nullopt;
+}
+
 // A chat error's field, named as the Responses API names it.
 error renamed(error e) {
     static const std::pair<const char *, const char *> names[] = {
@@ -415,6 +538,50 @@ error renamed(error e) {
         e.param.erase(at + 1, std::string(".function").size());
     }
     return e;
+}
+
+// The schemas keep the client's property order in the chat body: text.format.schema is copied
+// to response_format.json_schema.schema, a tool's parameters to tools[i].function.parameters.
+void copy_schema_orders(const json &body, json &chat, const key_order &order, key_order &chat_order) {
+    if (const json *text = json_field(body, "text"); text != nullptr && text->is_object()) {
+        if (const json *format = json_field(*text, "format"); format != nullptr && format->is_object()) {
+            if (const json *schema = json_field(*format, "schema");
+                schema != nullptr && chat.contains("response_format")) {
+                copy_order(*schema, chat["response_format"]["json_schema"]["schema"], order, chat_order);
+            }
+        }
+    }
+    if (const json *tools = json_field(body, "tools"); tools != nullptr && tools->is_array()) {
+        size_t fn = 0; // chat's tools are the function tools only
+        for (size_t i = 0; i < tools->size(); ++i) {
+            const json *type = (*tools)[i].is_object() ? json_field((*tools)[i], "type") : nullptr;
+            if (type == nullptr || *type != "function") {
+                continue;
+            }
+            if (const json *p = json_field((*tools)[i], "parameters")) {
+                copy_order(*p, chat["tools"][fn]["function"]["parameters"], order, chat_order);
+            }
+            ++fn;
+        }
+    }
+}
+
+// `include`: what the output items carry beyond OpenAI's defaults (file_search_call.results).
+std::optional<error> read_include(const json &body, responses_echo &echo) {
+    const json *include = json_field(body, "include");
+    if (include == nullptr || include->is_null()) {
+        return std::nullopt;
+    }
+    if (!include->is_array() || include->size() > 16) {
+        return bad("include must be an array of at most 16 strings", "include");
+    }
+    for (const auto &what : *include) {
+        if (!what.is_string()) {
+            return bad("include must be an array of strings", "include");
+        }
+        echo.include_file_search_results = echo.include_file_search_results || what == "file_search_call.results";
+    }
+    return std::nullopt;
 }
 
 } // namespace
@@ -445,16 +612,12 @@ result<responses_request> parse_responses_request(const json &body, const api_li
     }
     std::vector<builtin_tool_use> builtin;
     std::string                   builtin_choice = "auto";
-    if (auto e = convert_tools(body, chat, builtin, builtin_choice)) {
+    if (auto e = convert_tools(body, chat, builtin, builtin_choice, limits, order)) {
         return *e;
     }
-    int32_t max_tool_calls = 8;
-    if (const json *m = json_field(body, "max_tool_calls"); m != nullptr && !m->is_null()) {
-        if (!m->is_number_integer() || m->get<int64_t>() < 1 || m->get<int64_t>() > max_tool_calls_limit) {
-            return bad("max_tool_calls must be an integer from 1 to " + std::to_string(max_tool_calls_limit),
-                       "max_tool_calls");
-        }
-        max_tool_calls = m->get<int32_t>();
+    int32_t max_tool_calls = 8, max_tool_corrections = 2;
+    if (auto e = read_tool_budgets(body, max_tool_calls, max_tool_corrections)) {
+        return *e;
     }
     if (auto e = convert_text(body, chat)) {
         return *e;
@@ -477,40 +640,19 @@ result<responses_request> parse_responses_request(const json &body, const api_li
         out.echo.metadata = *meta;
     }
 
-    // The schemas keep the client's property order in the chat body: text.format.schema is copied
-    // to response_format.json_schema.schema, a tool's parameters to tools[i].function.parameters.
     key_order chat_order;
     if (order != nullptr) {
-        if (const json *text = json_field(body, "text"); text != nullptr && text->is_object()) {
-            if (const json *format = json_field(*text, "format"); format != nullptr && format->is_object()) {
-                if (const json *schema = json_field(*format, "schema");
-                    schema != nullptr && chat.contains("response_format")) {
-                    copy_order(*schema, chat["response_format"]["json_schema"]["schema"], *order, chat_order);
-                }
-            }
-        }
-        if (const json *tools = json_field(body, "tools"); tools != nullptr && tools->is_array()) {
-            size_t fn = 0; // chat's tools are the function tools only
-            for (size_t i = 0; i < tools->size(); ++i) {
-                const json *type = (*tools)[i].is_object() ? json_field((*tools)[i], "type") : nullptr;
-                if (type == nullptr || *type != "function") {
-                    continue;
-                }
-                if (const json *p = json_field((*tools)[i], "parameters")) {
-                    copy_order(*p, chat["tools"][fn]["function"]["parameters"], *order, chat_order);
-                }
-                ++fn;
-            }
-        }
+        copy_schema_orders(body, chat, *order, chat_order);
     }
     auto req = parse_request(api_kind::chat, chat, limits, &chat_order);
     if (!req) {
         return renamed(req.err());
     }
-    out.chat                = std::move(*req);
-    out.chat.builtin_tools  = std::move(builtin);
-    out.chat.builtin_choice = std::move(builtin_choice);
-    out.chat.max_tool_calls = max_tool_calls;
+    out.chat                      = std::move(*req);
+    out.chat.builtin_tools        = std::move(builtin);
+    out.chat.builtin_choice       = std::move(builtin_choice);
+    out.chat.max_tool_calls       = max_tool_calls;
+    out.chat.max_tool_corrections = max_tool_corrections;
     // What the Response object repeats: the field as sent, or the API's default when absent or null.
     const auto sent = [&](const char *name, const json &fallback) {
         const json *v = json_field(body, name);
@@ -526,17 +668,8 @@ result<responses_request> parse_responses_request(const json &body, const api_li
     if (const json *text = json_field(body, "text"); text != nullptr && text->contains("format")) {
         out.echo.text = {{"format", (*text)["format"]}};
     }
-    if (const json *include = json_field(body, "include"); include != nullptr && !include->is_null()) {
-        if (!include->is_array() || include->size() > 16) {
-            return bad("include must be an array of at most 16 strings", "include");
-        }
-        for (const auto &what : *include) {
-            if (!what.is_string()) {
-                return bad("include must be an array of strings", "include");
-            }
-            out.echo.include_file_search_results =
-                out.echo.include_file_search_results || what == "file_search_call.results";
-        }
+    if (auto e = read_include(body, out.echo)) {
+        return *e;
     }
     return out;
 }
@@ -736,6 +869,9 @@ class responses_writer final : public answer_writer {
     json server_item(const server_tool_call &c) const {
         if (c.type == "file_search_call") {
             return file_search_item(c, echo_.include_file_search_results);
+        }
+        if (c.type == "extract_call") {
+            return extract_call_item(c);
         }
         return {{"type", c.type},
                 {"id", c.id},

@@ -2,6 +2,7 @@
 
 #include "api/query_string.h"
 
+#include "agent/extract.h"
 #include "agent/tool_loop.h"
 #include "api/embeddings.h"
 #include "api/errors.h"
@@ -13,6 +14,7 @@
 #include "common/failpoint.h"
 #include "common/log.h"
 #include "common/utf8.h"
+#include "files/extract.h"
 #include "model/grammar.h"
 #include "tools/file_search.h"
 
@@ -50,9 +52,9 @@ api_router::api_router(api_config cfg)
       limiter_(cfg_.rate, keys_.size()),
       created_(std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
                    .count()) {
-    if (!cfg_.teams.empty()) {
-        team_pool_ = std::make_shared<boost::asio::thread_pool>(static_cast<size_t>(std::max(1, cfg_.team_threads)));
-    }
+    // Team members' calls, and any request's extractions (agent/extract.h): calls that wait for a
+    // whole generation, which the preparation pool must never run.
+    team_pool_ = std::make_shared<boost::asio::thread_pool>(static_cast<size_t>(std::max(1, cfg_.team_threads)));
     if (cfg_.vector_stores && !cfg_.files) {
         cfg_.vector_stores.reset(); // its files come from the Files API
     }
@@ -1383,8 +1385,10 @@ std::function<void(const server_tool_call &, double)> api_router::tool_call_metr
         }
         static const std::vector<double> buckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                                     0.5,   1.0,    2.5,   5.0,  10.0,  30.0, 60.0};
-        const label_list                 l       = {{"type", c.type}, {"server", c.server}, {"tool", c.name}};
-        auto                             with    = l;
+        // An extraction's item carries a record in `server` (agent/extract.h): its label is the model.
+        const std::string server = c.type == "extract_call" ? extract_call_item(c).value("model", "") : c.server;
+        const label_list  l      = {{"type", c.type}, {"server", server}, {"tool", c.name}};
+        auto              with   = l;
         with.emplace_back("outcome", c.error.empty() ? "ok" : "error");
         reg->add_counter("inferbox_tool_calls_total", "Built-in tool calls the server ran (tool loop), by outcome.",
                          with)
@@ -1408,6 +1412,34 @@ std::function<void(double)> api_router::tool_step_metrics() const {
             .observe(seconds);
     };
 }
+
+namespace {
+
+// `owner`'s files as text, for extractions (agent/extract.h); empty when the Files API is off.
+// Another key's file is file_not_found, exactly as a missing one.
+file_text_source file_text_of(std::shared_ptr<file_store> store, std::string owner) {
+    if (!store) {
+        return {};
+    }
+    return [store = std::move(store), owner = std::move(owner)](const std::string &id,
+                                                                size_t             max_bytes) -> result<file_text> {
+        auto rec = store->get(owner, id);
+        if (!rec) {
+            return file_not_found(id);
+        }
+        auto bytes = store->content(owner, id);
+        if (!bytes) {
+            return bytes.err();
+        }
+        auto text = extract_text(*bytes, rec->filename, max_bytes);
+        if (!text) {
+            return text.err();
+        }
+        return file_text{rec->filename, std::move(*text)};
+    };
+}
+
+} // namespace
 
 result<builtin_toolbox> api_router::resolve_builtin_tools(const api_request &request, size_t key_index) const {
     builtin_toolbox                            box;
@@ -1443,6 +1475,14 @@ result<builtin_toolbox> api_router::resolve_builtin_tools(const api_request &req
             spec.max_num_results = std::clamp<size_t>(t.max_results, 1, 50); // checked 1..50 by the parser
             spec.embed           = retrieval_query_embedder();
             box.tools.push_back(make_file_search_tool(std::move(spec)));
+            continue;
+        }
+        if (t.type == "extract") {
+            auto tool = extract_tool_for(t, param, request.model, key_index);
+            if (!tool) {
+                return tool.err();
+            }
+            box.tools.push_back(std::move(*tool));
             continue;
         }
         if (t.type == "sql") {
@@ -1491,6 +1531,48 @@ result<builtin_toolbox> api_router::resolve_builtin_tools(const api_request &req
         }
     }
     return box;
+}
+
+result<std::shared_ptr<builtin_tool>> api_router::extract_tool_for(const builtin_tool_use &t, const std::string &param,
+                                                                   const std::string &request_model,
+                                                                   size_t             key_index) const {
+    const auto served = [this](const std::string &m) {
+        auto host = current_host();
+        return m.rfind("team/", 0) != 0 && ((host && host->find(m)) || !remotes_for(m).empty());
+    };
+    extract_spec spec;
+    // The request's model when it is one a backend serves (not a LoRA adapter), else the default.
+    spec.model = !t.server.empty() ? t.server : served(request_model) ? request_model : cfg_.model_id;
+    if (!served(spec.model)) {
+        return error::invalid("the extraction's model '" + spec.model +
+                                  "' is not served or routed by this server (name a model of /v1/models; not a "
+                                  "team or an adapter)",
+                              param + ".model", "model_not_found");
+    }
+    const std::string owner = owner_of(key_index);
+    if (!t.allowed.empty() && !cfg_.files) {
+        return error::invalid("file_ids needs the Files API, which is off on this server", param + ".file_ids",
+                              "files_off");
+    }
+    for (const auto &id : t.allowed) {
+        // The caller's own files only: another key's file is as unknown as a missing one.
+        if (!cfg_.files->get(owner, id)) {
+            auto err  = file_not_found(id);
+            err.param = param + ".file_ids";
+            return err;
+        }
+    }
+    spec.name         = t.name;
+    spec.description  = t.description;
+    spec.schema       = t.schema;
+    spec.schema_param = param + ".schema";
+    spec.instructions = t.instructions;
+    spec.file_ids     = t.allowed;
+    spec.max_tokens   = t.max_output_tokens;
+    extract_runtime rt;
+    rt.resolve = [this](const std::string &model) { return member_backend_for(model); };
+    rt.files   = file_text_of(cfg_.files, owner);
+    return make_extract_tool(std::move(spec), std::move(rt));
 }
 
 task_poster api_router::prep_poster() {
@@ -1545,8 +1627,9 @@ std::optional<error> api_router::apply_team(api_request &req) const {
     return std::nullopt;
 }
 
-std::optional<error> api_router::add_team_tools(const team_spec &team, builtin_toolbox &box) {
+std::optional<error> api_router::add_team_tools(const team_spec &team, builtin_toolbox &box, size_t key_index) {
     team_runtime rt;
+    rt.files        = file_text_of(cfg_.files, owner_of(key_index));
     rt.resolve      = [this](const std::string &model) { return member_backend_for(model); };
     rt.post         = prep_poster();
     rt.on_tool_call = tool_call_metrics();
@@ -1643,12 +1726,16 @@ void api_router::run_inference(const std::shared_ptr<http_exchange> &ex, std::sh
         tool_loop_limits limits{std::chrono::milliseconds(120'000), tool_call_metrics(), tool_step_metrics()};
         if (auto team = cfg_.teams.find(request.team); team != cfg_.teams.end()) {
             // A team's captain: its members are its tools, and they run on the team pool.
-            if (auto err = add_team_tools(team->second, *box)) {
+            if (auto err = add_team_tools(team->second, *box, key_index)) {
                 respond_error(*ex, *err);
                 return;
             }
             limits.max_parallel = std::max(1, cfg_.team_threads);
             limits.run_calls    = team_poster();
+        } else if (std::any_of(request.builtin_tools.begin(), request.builtin_tools.end(),
+                               [](const builtin_tool_use &t) { return t.type == "extract"; })) {
+            // An extraction waits for a whole generation: never on the preparation pool.
+            limits.run_calls = team_poster();
         }
         backend = std::make_shared<tool_loop_backend>(std::move(backend), std::move(*box), prep_poster(), limits);
     }

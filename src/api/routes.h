@@ -303,7 +303,10 @@ class api_router {
     std::optional<error> apply_team(api_request &req) const;
     // Adds a team's members to a request's tools as the captain's tools, each with its own built-in
     // tools (a 400 when a tool of the request has a member's name).
-    std::optional<error> add_team_tools(const team_spec &team, builtin_toolbox &box);
+    std::optional<error> add_team_tools(const team_spec &team, builtin_toolbox &box, size_t key_index);
+    // A request's `extract` tool (agent/extract.h): its model served here, its files the caller's.
+    result<std::shared_ptr<builtin_tool>> extract_tool_for(const builtin_tool_use &t, const std::string &param,
+                                                           const std::string &request_model, size_t key_index) const;
     // Runs tasks of the tool loops on prep_pool_, and team members' calls on team_pool_.
     task_poster prep_poster();
     task_poster team_poster();

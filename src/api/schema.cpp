@@ -282,6 +282,15 @@ result<std::string> schema_text(const json &v, const std::string &param, const a
     return text;
 }
 
+} // namespace
+
+result<std::string> json_schema_text(const json &v, const std::string &param, const api_limits &limits,
+                                     const key_order *order) {
+    return schema_text(v, param, limits, order);
+}
+
+namespace {
+
 result<output_constraint> parse_response_format(const json &rf, const api_limits &limits, const key_order *order) {
     output_constraint c;
     c.param = "response_format";

@@ -60,8 +60,18 @@ struct builtin_tool_use {
     std::string              server;
     std::vector<std::string> allowed;
     size_t                   max_results = 10; // file_search only: 1..50
+    // {"type": "extract", "schema", "name"?, "model"?, "instructions"?, "file_ids"?,
+    // "max_output_tokens"?} (agent/extract.h): server is the model ("" for the request's), allowed
+    // the caller's files the model may name, name the function; schema serialized and checked.
+    std::string name;
+    std::string description;
+    std::string schema;
+    std::string instructions;
+    int32_t     max_output_tokens = 512; // extract only: 1..4096
 };
 inline constexpr int32_t max_tool_calls_limit = 32;
+// Consecutive failed built-in calls the model may correct (agent/tool_loop.h): at most this many.
+inline constexpr int32_t max_tool_corrections_limit = 8;
 
 struct api_request {
     api_kind                   kind = api_kind::completion;
@@ -105,6 +115,9 @@ struct api_request {
     std::vector<builtin_tool_use> builtin_tools;
     std::string                   builtin_choice = "auto";
     int32_t                       max_tool_calls = 8; // built-in calls per response (OpenAI's max_tool_calls)
+    // Corrections after a failed built-in call (nvext.max_tool_corrections): the run ends when
+    // this many more consecutive calls have failed too (agent/tool_loop.h).
+    int32_t max_tool_corrections = 2;
     // Set by the router, never parsed: the team (--team) whose captain this request runs as, when
     // `model` named "team/NAME" (agent/team.h); `model` is then the captain's.
     std::string team;
@@ -116,6 +129,12 @@ struct api_request {
 // properties in the client's order; without it they are sorted.
 result<api_request> parse_request(api_kind kind, const nlohmann::json &body, const api_limits &limits,
                                   const key_order *order = nullptr);
+
+// A JSON Schema given as an object, or as JSON text, serialized with its keys in the order sent
+// (`order`: the body's key order; a text's own order) and held to the bounds of response_format
+// (limits.guided: bytes, repetition counts, patterns). Errors name `param` and the limit.
+result<std::string> json_schema_text(const nlohmann::json &v, const std::string &param, const api_limits &limits,
+                                     const key_order *order = nullptr);
 
 // The request as an OpenAI body (serialized JSON) for `model` on another server (a remote backend): every field
 // the request set, extensions only when they differ from their defaults, always streamed with

@@ -124,6 +124,35 @@ std::string team_value(const YAML::Node &v, const std::string &where) {
     return out;
 }
 
+// A YAML node as JSON text, keys in the file's order (a JSON Schema's property order is the order
+// the model writes them in). Plain scalars that read as JSON literals (true, false, null, numbers)
+// stay literals; quoted scalars are strings.
+std::string yaml_json(const YAML::Node &v) {
+    if (v.IsMap()) {
+        std::string out = "{";
+        for (const auto &kv : v) {
+            out += (out.size() > 1 ? "," : "") + nlohmann::json(kv.first.Scalar()).dump() + ":" + yaml_json(kv.second);
+        }
+        return out + "}";
+    }
+    if (v.IsSequence()) {
+        std::string out = "[";
+        for (const auto &e : v) {
+            out += (out.size() > 1 ? "," : "") + yaml_json(e);
+        }
+        return out + "]";
+    }
+    if (!v.IsScalar()) {
+        return "null";
+    }
+    const std::string &s = v.Scalar();
+    if (v.Tag() != "!" && (s == "true" || s == "false" || s == "null" ||
+                           (!s.empty() && nlohmann::json::accept(s) && nlohmann::json::parse(s).is_number()))) {
+        return s;
+    }
+    return nlohmann::json(s).dump();
+}
+
 // A team written as a mapping (serve's `team:` list) in the one-line form --team takes:
 //   - name: crew
 //     captain: {model: M, instructions: TEXT}   (or `captain: M` with `instructions:` beside it)
@@ -156,7 +185,10 @@ std::string team_entry(const YAML::Node &m, const std::string &where) {
                 continue;
             }
             std::string value;
-            if (kv.second.IsSequence()) {
+            if (key == "schema" && !kv.second.IsScalar()) {
+                // A JSON Schema written in YAML: its JSON text, escaped as any value.
+                value = team_value(YAML::Node(yaml_json(kv.second)), where);
+            } else if (kv.second.IsSequence()) {
                 for (const auto &v : kv.second) {
                     value += (value.empty() ? "" : ",") + team_value(v, where + ".members." + key);
                 }

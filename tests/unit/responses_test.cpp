@@ -75,6 +75,9 @@ TEST(responses, errors_name_the_responses_field) {
         {R"({"input":"x","tools":[{"type":"function","name":"bad name!"}]})", "tools[0].name", "1 to 64 characters"},
         {R"({"input":"x","background":true})", "background", "not supported"},
         {R"({"input":"x","store":"yes"})", "store", "must be a boolean"},
+        {R"({"input":"x","nvext":{"max_tool_corrections":9}})", "nvext.max_tool_corrections", "from 0 to 8"},
+        {R"({"input":"x","nvext":{"max_tool_corrections":-1}})", "nvext.max_tool_corrections", "from 0 to 8"},
+        {R"({"input":"x","nvext":{"max_tool_corrections":"2"}})", "nvext.max_tool_corrections", "an integer"},
         {R"({"input":[{"role":"wizard","content":"x"}]})", "input[0].role", ""},
     };
     for (const auto &c : cases) {
@@ -83,4 +86,16 @@ TEST(responses, errors_name_the_responses_field) {
         EXPECT_EQ(r.err().param, c.param) << c.body << " -> " << r.err().message;
         EXPECT_NE(r.err().message.find(c.message), std::string::npos) << r.err().message;
     }
+}
+
+TEST(responses, nvext_max_tool_corrections_sets_the_correction_budget) {
+    auto dflt = parse(R"({"input":"x","tools":[{"type":"sql","database":"shop"}]})");
+    ASSERT_TRUE(dflt.ok()) << dflt.err().message;
+    EXPECT_EQ(dflt->chat.max_tool_corrections, 2);
+    auto none = parse(R"({"input":"x","tools":[{"type":"sql","database":"shop"}],"nvext":{"max_tool_corrections":0}})");
+    ASSERT_TRUE(none.ok()) << none.err().message;
+    EXPECT_EQ(none->chat.max_tool_corrections, 0);
+    auto most = parse(R"({"input":"x","nvext":{"max_tool_corrections":8}})");
+    ASSERT_TRUE(most.ok()) << most.err().message;
+    EXPECT_EQ(most->chat.max_tool_corrections, 8);
 }

@@ -25,7 +25,7 @@ TEST(team_spec_test, ParsesTheOneLineFormAndGivesItBack) {
         "member.analyst.instructions=Count rows\\\\ only;member.analyst.tools=sql:shop,mcp:fs;"
         "member.analyst.max-tool-calls=2;member.analyst.tool-choice=required;member.analyst.temperature=0.5;"
         "member.writer=big;"
-        "member.writer.max-time-ms=5000");
+        "member.writer.max-time-ms=5000;member.writer.max-corrections=0");
     ASSERT_TRUE(t) << t.err().message;
     EXPECT_EQ(t->name, "crew");
     EXPECT_EQ(t->captain_model, "big");
@@ -41,6 +41,8 @@ TEST(team_spec_test, ParsesTheOneLineFormAndGivesItBack) {
     EXPECT_EQ(t->members[1].temperature, 1.0f);
     EXPECT_EQ(t->members[1].budget.max_time, std::chrono::milliseconds(5000));
     EXPECT_EQ(t->members[1].budget.max_tokens, 512);
+    EXPECT_EQ(t->members[0].budget.max_corrections, 2);
+    EXPECT_EQ(t->members[1].budget.max_corrections, 0);
     auto again = parse_team_spec(format_team_spec(*t));
     ASSERT_TRUE(again) << again.err().message;
     EXPECT_EQ(format_team_spec(*again), format_team_spec(*t));
@@ -55,6 +57,7 @@ TEST(team_spec_test, BadEntriesAreRefusedNamingTheTeamAndTheKey) {
         {"crew=big;member.a=x;member.a.colour=red", "member.a.colour: unknown key"},
         {"crew=big;member.a=x;member.a.tools=files:x", "is not a tool"},
         {"crew=big;member.a=x;member.a.max-tool-calls=99", "from 0 to 32"},
+        {"crew=big;member.a=x;member.a.max-corrections=9", "member.a.max-corrections must be an integer from 0 to 8"},
         {"crew=big;member.a b=x", "a member's name"},
         {"crew=big;colour=red", "unknown key 'colour'"},
         {"cr ew=big;member.a=x", "is not NAME=CAPTAIN_MODEL"},
@@ -472,6 +475,47 @@ TEST_F(team_fixture, BudgetsEndAMemberAndTheCaptainIsTold) {
         cancelled = cancelled || st->cancelled() > 0;
     }
     EXPECT_TRUE(cancelled);
+}
+
+// A member's own tool that always fails.
+class failing_tool final : public builtin_tool {
+  public:
+    tool_function function() const override {
+        return {"lookup", "Looks up", R"({"type":"object","properties":{"key":{"type":"string"}}})"};
+    }
+    std::string  kind() const override { return "mcp"; }
+    std::string  server() const override { return "everything"; }
+    std::string  item_type() const override { return "mcp_call"; }
+    tool_outcome run(const std::string & /*arguments_json*/) const override { return {"", "no such key"}; }
+};
+
+TEST_F(team_fixture, AMembersCorrectionBudgetEndsItsRunAndTheCaptainIsTold) {
+    script_captain(*captain, {{"c1", "seeker", R"({"task": "look it up"})"}});
+    members->on_submit = [](const std::shared_ptr<pushed_stream> &s, const backend_request &req) {
+        s->push(calls_step({{"k" + std::to_string(req.req.messages.size()), "lookup", R"({"key":"x"})"}}));
+    };
+    team_member_budget budget;
+    budget.max_corrections = 1; // member.seeker.max-corrections=1
+    builtin_toolbox tools;
+    tools.tools.push_back(std::make_shared<failing_tool>());
+    auto s   = start_captain({member("seeker", "small", budget, tools)});
+    auto evs = drain(*s);
+    EXPECT_EQ(evs.back().finish, finish_reason::stop); // the captain goes on
+    // The member's first call failed, its one correction failed: its run ended there.
+    ASSERT_EQ(members->prepared.size(), 2u);
+    EXPECT_EQ(members->prepared[0].max_tool_corrections, 1);
+    EXPECT_EQ(members->prepared[1].messages.back().content, "error: no such key");
+    ASSERT_EQ(captain->prepared.size(), 2u);
+    EXPECT_NE(captain->prepared[1].messages[2].content.find("stopped at its budget (max_tool_corrections)"),
+              std::string::npos)
+        << captain->prepared[1].messages[2].content;
+    const auto tree = trace_tree(server_calls(evs));
+    ASSERT_EQ(tree.size(), 1u);
+    EXPECT_EQ(tree[0]["status"], "incomplete");
+    EXPECT_EQ(tree[0]["incomplete_reason"], "max_tool_corrections");
+    EXPECT_EQ(tree[0]["calls"].size(), 2u);
+    join_all();
+    EXPECT_EQ(outcomes, std::vector<std::string>{"seeker:budget"});
 }
 
 TEST_F(team_fixture, CancellingTheCaptainCancelsTheMembersGenerations) {

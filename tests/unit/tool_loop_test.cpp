@@ -245,7 +245,9 @@ TEST_F(tool_loop_fixture, AToolErrorGoesBackToTheModelToCorrect) {
     model->steps.push_back(call_step("c2", "sql", R"({"query": "SELECT nme FROM items"})"));
     model->steps.push_back(call_step("c3", "sql", R"(not json)"));
     model->steps.push_back(answer_step("ok"));
-    auto                          s   = start(*l, request("sql"));
+    auto req                          = request("sql");
+    req.max_tool_corrections          = 3; // three failures in a row, each one corrected
+    auto                          s   = start(*l, req);
     auto                          evs = drain(*s);
     std::vector<server_tool_call> ran;
     for (const auto &ev : evs) {
@@ -258,6 +260,86 @@ TEST_F(tool_loop_fixture, AToolErrorGoesBackToTheModelToCorrect) {
     ASSERT_EQ(model->prepared.size(), 4u);
     EXPECT_EQ(model->prepared[1].messages.back().content, "error: " + ran[0].error);
     EXPECT_EQ(evs.back().message->content, "ok");
+}
+
+// The calls the server ran, in the order their items reached the client.
+std::vector<server_tool_call> items_of(const std::vector<backend_event> &evs) {
+    std::vector<server_tool_call> ran;
+    for (const auto &ev : evs) {
+        ran.insert(ran.end(), ev.server_calls.begin(), ev.server_calls.end());
+    }
+    return ran;
+}
+
+TEST_F(tool_loop_fixture, AFailedQueryIsFedBackAndTheCorrectedOneSucceeds) {
+    auto l = loop();
+    model->steps.push_back(call_step("c1", "sql", R"({"query": "SELECT nme FROM items"})"));
+    model->steps.push_back(call_step("c2", "sql", R"({"query": "SELECT name FROM items WHERE id = 2"})"));
+    model->steps.push_back(answer_step("pear"));
+    auto s   = start(*l, request("sql")); // the default correction budget
+    auto evs = drain(*s);
+    auto ran = items_of(evs);
+    ASSERT_EQ(ran.size(), 2u);
+    EXPECT_NE(ran[0].error.find("no such column: nme"), std::string::npos) << ran[0].error;
+    EXPECT_TRUE(ran[1].error.empty()) << ran[1].error;
+    EXPECT_EQ(json::parse(ran[1].output)["rows"], json({{"pear"}}));
+    // The model read the error, then the rows of its corrected query.
+    ASSERT_EQ(model->prepared.size(), 3u);
+    EXPECT_EQ(model->prepared[1].messages.back().content, "error: " + ran[0].error);
+    EXPECT_EQ(model->prepared[2].messages.back().content, ran[1].output);
+    EXPECT_EQ(evs.back().finish, finish_reason::stop);
+    EXPECT_TRUE(evs.back().incomplete_reason.empty());
+    EXPECT_EQ(evs.back().message->content, "pear");
+}
+
+TEST_F(tool_loop_fixture, FailedCallsInARowPastTheCorrectionBudgetEndTheRunNamingIt) {
+    for (const int32_t corrections : {0, 1, 2}) {
+        SCOPED_TRACE("max_tool_corrections " + std::to_string(corrections));
+        model  = std::make_shared<scripted_model>();
+        auto l = loop();
+        for (int i = 0; i < 6; ++i) {
+            model->steps.push_back(call_step("c" + std::to_string(i), "sql", R"({"query": "SELECT nme FROM items"})"));
+        }
+        auto req                 = request("sql");
+        req.max_tool_corrections = corrections;
+        auto s                   = start(*l, req);
+        auto evs                 = drain(*s);
+        auto ran                 = items_of(evs);
+        // The first failure and each correction ran, all failed; then the run ended, no step after.
+        ASSERT_EQ(ran.size(), static_cast<size_t>(corrections + 1));
+        for (const auto &c : ran) {
+            EXPECT_NE(c.error.find("no such column: nme"), std::string::npos) << c.error;
+        }
+        EXPECT_EQ(model->prepared.size(), static_cast<size_t>(corrections + 1));
+        ASSERT_FALSE(evs.empty());
+        EXPECT_FALSE(evs.back().err);
+        EXPECT_EQ(evs.back().finish, finish_reason::length);
+        EXPECT_EQ(evs.back().incomplete_reason, "max_tool_corrections");
+        EXPECT_EQ(evs.back().n_generated, 5 * (corrections + 1)); // every step counted
+        EXPECT_TRUE(tasks.empty());
+    }
+}
+
+TEST_F(tool_loop_fixture, ASuccessfulCallStartsTheCorrectionCountAgain) {
+    auto l = loop();
+    // Failed, succeeded, failed, succeeded, failed: never two failures in a row.
+    for (int i = 0; i < 5; ++i) {
+        const char *query = i % 2 == 0 ? R"({"query": "SELECT nme FROM items"})" : R"({"query": "SELECT 1"})";
+        model->steps.push_back(call_step("c" + std::to_string(i), "sql", query));
+    }
+    model->steps.push_back(answer_step("done"));
+    auto req                 = request("sql");
+    req.max_tool_corrections = 1;
+    auto s                   = start(*l, req);
+    auto evs                 = drain(*s);
+    auto ran                 = items_of(evs);
+    ASSERT_EQ(ran.size(), 5u);
+    for (size_t i = 0; i < ran.size(); ++i) {
+        EXPECT_EQ(ran[i].error.empty(), i % 2 == 1) << i << ": " << ran[i].error;
+    }
+    EXPECT_EQ(evs.back().finish, finish_reason::stop);
+    EXPECT_TRUE(evs.back().incomplete_reason.empty());
+    EXPECT_EQ(evs.back().message->content, "done");
 }
 
 TEST_F(tool_loop_fixture, MaxToolCallsEndsTheRunAsIncompleteNamingIt) {

@@ -156,8 +156,48 @@ describe('the sql tool in /v1/responses (--sql-database shop=FILE, chat model, -
       });
       assert.match(assertErrorShape(clash, 400).message, /the name of a built-in tool/);
       const other = await postJson(url, { input: 'x', tools: [{ type: 'web_search' }] });
-      assert.match(assertErrorShape(other, 400).message, /must be "function", "sql", "mcp" or "file_search"/);
+      assert.match(assertErrorShape(other, 400).message, /must be "function", "sql", "mcp", "file_search" or "extract"/);
     }));
+});
+
+describe('the correction budget (nvext.max_tool_corrections): a database whose every read fails at run time', () => {
+  // One view, whose rows exist only if abs(-2^63) does not overflow: every query that reads it
+  // fails when SQLite steps it ("integer overflow"), the schema is still readable at start.
+  const broken = path.join(dir, 'broken.db');
+  execFileSync('sqlite3', [broken,
+    'CREATE VIEW broken AS SELECT 1 AS n, \'a\' AS label WHERE abs(-9223372036854775808) > 0;']);
+  const ctx = useServer({ model: MODELS.chatml, args: ['--ctx-size', 4096, '--sql-database', `broken=${broken}`] });
+  const url = () => `${ctx.server.url}/v1/responses`;
+
+  test('with no corrections allowed, the first failed query ends the run, incomplete, naming the budget',
+    ctx.wrap(async () => {
+      const res = await postJson(url(), {
+        input: 'How many rows?', tools: [{ type: 'sql', database: 'broken' }], tool_choice: { type: 'sql' },
+        max_output_tokens: 300, temperature: 0, nvext: { max_tool_corrections: 0 },
+      });
+      assert.equal(res.status, 200, res.text);
+      const r = res.body;
+      assert.equal(r.status, 'incomplete', res.text);
+      assert.deepEqual(r.incomplete_details, { reason: 'max_tool_corrections' });
+      const calls = r.output.filter((o) => o.type === 'sql_call');
+      assert.equal(calls.length, 1, JSON.stringify(r.output));
+      assert.equal(calls[0].status, 'failed', JSON.stringify(calls[0]));
+      assert.match(calls[0].error, /integer overflow/);
+      // The probe: the sqlite3 shell fails on the model's query too.
+      const { query } = JSON.parse(calls[0].arguments);
+      assert.throws(() => rowsOf(broken, query), /integer overflow/, query);
+    }));
+
+  test('nvext.max_tool_corrections out of range is a 400 naming it', ctx.wrap(async () => {
+    for (const bad of [-1, 9, 'two']) {
+      const res = await postJson(url(), {
+        input: 'x', tools: [{ type: 'sql', database: 'broken' }], nvext: { max_tool_corrections: bad },
+      });
+      const err = assertErrorShape(res, 400);
+      assert.equal(err.param, 'nvext.max_tool_corrections', res.text);
+      assert.match(err.message, /from 0 to 8/);
+    }
+  }));
 });
 
 test('serve refuses an --sql-database it cannot open, naming it', () => {
