@@ -26,6 +26,8 @@
 #   BENCH_TEAM_RUNS        timed runs per arm (default 3)
 #   BENCH_TEAM_SLOTS       the server's --parallel (default 4)
 #   BENCH_TEAM_CTX         --ctx-size, per slot (default 1024)
+#   BENCH_TEAM_CHAT_TEMPLATE  --chat-template for the members' model (default: chatml for the
+#                          synthetic model, which has no template; none for a BENCH_TEAM_MODEL)
 #   BENCH_THREADS          compute threads (default 2)
 #   INFERBOX_BUILD_DIR, INFERBOX_BIN, INFERBOX_TEST_MODELS, MAKE_SYNTHETIC_GGUF   as in scripts/bench.sh
 #   INFERBOX_EXTRA_ARGS    more flags for inferbox
@@ -56,6 +58,8 @@ command -v node >/dev/null || die "node is required (scripts/setup.sh installs i
 mkdir -p "$out"
 
 model=${BENCH_TEAM_MODEL:-$build/bench/models/synthetic-0.5b-v151936-q4_k_m.gguf}
+# The synthetic model has no chat template, and members are chat requests.
+if [ -n "${BENCH_TEAM_MODEL:-}" ]; then template=${BENCH_TEAM_CHAT_TEMPLATE:-}; else template=${BENCH_TEAM_CHAT_TEMPLATE-chatml}; fi
 if [ ! -f "$model" ]; then
   [ -z "${BENCH_TEAM_MODEL:-}" ] || die "no model at $model"
   synthetic_model "$model" 1 151936 || die "cannot make the synthetic model"
@@ -149,7 +153,7 @@ port=$(free_port)
 log "serving $model_id with $slots slots, $threads threads; members generate up to $max_tokens tokens"
 # shellcheck disable=SC2086 # INFERBOX_EXTRA_ARGS is a list of flags
 "$inferbox" serve --model "$model" --host 127.0.0.1 --port "$port" --parallel "$slots" --ctx-size "$ctx" \
-  --threads "$threads" \
+  --threads "$threads" ${template:+--chat-template "$template"} \
   --backend "captains=http://127.0.0.1:$captain_port/v1;models=captain-fanout,captain-serial;probe-interval-ms=0" \
   --team "fanout=captain-fanout$(member_keys)" --team "serial=captain-serial$(member_keys)" \
   ${INFERBOX_EXTRA_ARGS:-} >"$out/server.log" 2>&1 &
@@ -158,7 +162,7 @@ wait_ready "http://127.0.0.1:$port" "${pids[1]}" "$out/server.log" || die "infer
 
 # --- the runs and the report ----------------------------------------------------------------
 cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || true)
-BENCH_TEAM_META="date: $(date -u '+%Y-%m-%d %H:%M UTC') | host: ${cpu:-unknown CPU}, $(nproc) cores | threads: $threads | slots: $slots | ctx per slot: $ctx | load average before: $(cut -d' ' -f1-3 /proc/loadavg)${INFERBOX_EXTRA_ARGS:+ | inferbox flags: $INFERBOX_EXTRA_ARGS}"
+BENCH_TEAM_META="date: $(date -u '+%Y-%m-%d %H:%M UTC') | host: ${cpu:-unknown CPU}, $(nproc) cores | threads: $threads | slots: $slots | ctx per slot: $ctx | load average before: $(cut -d' ' -f1-3 /proc/loadavg)${template:+ | chat template: $template}${INFERBOX_EXTRA_ARGS:+ | inferbox flags: $INFERBOX_EXTRA_ARGS}"
 export BENCH_TEAM_META
 node - "http://127.0.0.1:$port" "$model_id" "$max_tokens" "$runs" "$out" <<'EOF'
 const fs = require('fs');
