@@ -20,6 +20,21 @@ synthetic_model() {
   mv "$out.tmp" "$out"
 }
 
+# free_port: prints a loopback TCP port nothing listens on (a random one in 20000-39999), or
+# fails after 200 tries.
+free_port() {
+  local p
+  for _ in $(seq 200); do
+    p=$((20000 + RANDOM % 20000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      echo "$p"
+      return 0
+    fi
+  done
+  echo "no free port found" >&2
+  return 1
+}
+
 # wait_ready URL PID LOG: polls URL/v1/health/ready for up to 120 s; on failure, or when PID
 # exits first, prints LOG and returns 1.
 wait_ready() {

@@ -79,18 +79,6 @@ stop_all() {
 trap stop_all EXIT
 trap 'stop_all; exit 130' INT TERM
 
-free_port() {
-  local p
-  for _ in $(seq 200); do
-    p=$((20000 + RANDOM % 20000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      echo "$p"
-      return 0
-    fi
-  done
-  die "no free port found"
-}
-
 # --- the scripted captains ------------------------------------------------------------------
 captain_port=$(free_port)
 node - "$captain_port" >"$out/captain.log" 2>&1 <<'EOF' &

@@ -85,18 +85,6 @@ trap stop_server EXIT
 trap 'stop_server; exit 130' INT TERM
 
 # A port nothing listens on (checked by connecting; the servers bind 127.0.0.1).
-free_port() {
-  local p
-  for _ in $(seq 200); do
-    p=$((20000 + RANDOM % 20000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      echo "$p"
-      return 0
-    fi
-  done
-  die "no free port found"
-}
-
 # start_server NAME MODEL SLOTS CTX_PER_SLOT LOGFILE -> sets server_pid and port
 start_server() {
   local name=$1 model=$2 slots=$3 ctx=$4 logf=$5 ready_path

@@ -1,8 +1,8 @@
 #include "agent/extract.h"
 
+#include "common/waker.h"
+
 #include <algorithm>
-#include <condition_variable>
-#include <mutex>
 #include <utility>
 
 namespace inferbox {
@@ -80,32 +80,6 @@ api_request structured_request(const std::string &model, const std::string &inst
     req.constraint.schema    = schema;
     return req;
 }
-
-namespace {
-
-// Wakes the thread that follows a generation: its stream has events, or the run was cancelled.
-class waker {
-  public:
-    void notify() {
-        std::lock_guard lock(mu_);
-        signalled_ = true;
-        cv_.notify_all();
-    }
-    // False once `deadline` passed without a signal.
-    bool wait(std::chrono::steady_clock::time_point deadline) {
-        std::unique_lock lock(mu_);
-        const bool       got = cv_.wait_until(lock, deadline, [this] { return signalled_; });
-        signalled_           = false;
-        return got;
-    }
-
-  private:
-    std::mutex              mu_;
-    std::condition_variable cv_;
-    bool                    signalled_ = false;
-};
-
-} // namespace
 
 generation_outcome run_generation(generation_backend &be, api_request req, cancel_signal &cancel,
                                   std::chrono::steady_clock::time_point deadline) {

@@ -1,12 +1,12 @@
 #include "agent/team.h"
 
+#include "common/waker.h"
+
 #include <algorithm>
 #include <array>
 #include <cctype>
 #include <charconv>
-#include <condition_variable>
 #include <map>
-#include <mutex>
 #include <utility>
 
 namespace inferbox {
@@ -317,29 +317,6 @@ struct member_run {
     route_info  route;
 };
 
-// Waits for a member's stream, forwarding its tool calls to the captain's trace, until it ends,
-// its time runs out or the captain's run is cancelled.
-class member_waiter {
-  public:
-    void notify() {
-        std::lock_guard lock(mu_);
-        signalled_ = true;
-        cv_.notify_all();
-    }
-    // False once `deadline` passed without a signal.
-    bool wait(std::chrono::steady_clock::time_point deadline) {
-        std::unique_lock lock(mu_);
-        const bool       got = cv_.wait_until(lock, deadline, [this] { return signalled_; });
-        signalled_           = false;
-        return got;
-    }
-
-  private:
-    std::mutex              mu_;
-    std::condition_variable cv_;
-    bool                    signalled_ = false;
-};
-
 class team_member_tool final : public supervised_tool {
   public:
     team_member_tool(std::string team, team_member_spec spec, builtin_toolbox tools, team_runtime rt)
@@ -494,7 +471,7 @@ class team_member_tool final : public supervised_tool {
         limits.max_steps = spec_.budget.max_steps;
         limits.on_call   = rt_.on_tool_call;
         auto loop        = std::make_shared<tool_loop_backend>(be->backend, tools_, rt_.post, limits);
-        auto waiter      = std::make_shared<member_waiter>();
+        auto waiter      = std::make_shared<waker>();
         std::shared_ptr<generation_stream> stream;
         try {
             auto input = member_input(task, arguments_json);
@@ -562,7 +539,7 @@ class team_member_tool final : public supervised_tool {
     }
 
     // Reads the member's events until its last one; fills `run`.
-    void follow(generation_stream &stream, member_waiter &waiter, const tool_call_context &ctx,
+    void follow(generation_stream &stream, waker &waiter, const tool_call_context &ctx,
                 std::chrono::steady_clock::time_point deadline, member_run &run) const {
         std::string text;
         size_t      nested = 0;

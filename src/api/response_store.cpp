@@ -1,6 +1,7 @@
 #include "api/response_store.h"
 
 #include "common/sqlite_statement.h"
+#include "common/unix_time.h"
 
 #include <openssl/sha.h>
 #include <sqlite3.h>
@@ -12,11 +13,6 @@ namespace inferbox {
 using json = nlohmann::json;
 
 namespace {
-
-int64_t now_s() {
-    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
 
 using sqlite::exec;
 using sqlite::statement;
@@ -82,7 +78,7 @@ std::optional<error> response_store::put(const std::string &owner, const json &r
     }
     st.bind(1, response.value("id", std::string()));
     st.bind(2, owner);
-    st.bind(3, now_s());
+    st.bind(3, unix_seconds());
     st.bind(4, bytes);
     st.bind(5, r);
     st.bind(6, items);
@@ -136,7 +132,7 @@ std::optional<stored_response> response_store::get(const std::string &owner, con
     }
     st.bind(1, id);
     st.bind(2, owner);
-    st.bind(3, now_s() - limits_.max_age.count());
+    st.bind(3, unix_seconds() - limits_.max_age.count());
     if (st.step() != SQLITE_ROW) {
         return std::nullopt;
     }
@@ -172,7 +168,7 @@ void response_store::prune() {
     {
         statement old(db_, "DELETE FROM responses WHERE created < ?");
         if (old.ok()) {
-            old.bind(1, now_s() - limits_.max_age.count());
+            old.bind(1, unix_seconds() - limits_.max_age.count());
             old.step();
         }
     }

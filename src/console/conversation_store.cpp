@@ -2,6 +2,7 @@
 
 #include "common/random_id.h"
 #include "common/sqlite_statement.h"
+#include "common/unix_time.h"
 
 #include <sqlite3.h>
 
@@ -17,11 +18,6 @@ using sqlite::exec;
 using sqlite::statement;
 
 namespace {
-
-int64_t now_s() {
-    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
 
 size_t code_points(const std::string &s) {
     return static_cast<size_t>(std::count_if(s.begin(), s.end(), [](char c) { return (c & 0xC0) != 0x80; }));
@@ -193,7 +189,7 @@ result<json> conversation_store::create(const std::string &owner, const json &bo
     if (doc.value("title", std::string()).empty()) {
         doc["title"] = default_title(doc);
     }
-    return write(owner, random_id("conv_"), now_s(), std::move(doc), true);
+    return write(owner, random_id("conv_"), unix_seconds(), std::move(doc), true);
 }
 
 result<json> conversation_store::update(const std::string &owner, const std::string &id, const json &body) {
@@ -279,7 +275,7 @@ result<json> conversation_store::write(const std::string &owner, const std::stri
                                   " bytes; delete some first",
                               "", "conversation_storage_full"});
     }
-    const int64_t updated = std::max(now_s(), created);
+    const int64_t updated = std::max(unix_seconds(), created);
     statement     st(db_, "INSERT OR REPLACE INTO conversations (id, owner, title, model, created, updated, "
                               "message_count, bytes, doc, search) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     if (!st.ok()) {

@@ -2,6 +2,7 @@
 
 #include "common/random_id.h"
 #include "common/sqlite_statement.h"
+#include "common/unix_time.h"
 #include "common/utf8.h"
 #include "files/multipart.h"
 
@@ -27,11 +28,6 @@ using sqlite::statement;
 namespace {
 
 constexpr const char *tmp_prefix = ".tmp-";
-
-int64_t now_s() {
-    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
 
 error internal(const std::string &what) {
     return error{error_kind::internal, "the file store failed: " + what, "", ""};
@@ -223,7 +219,7 @@ result<file_record> file_store::put(const std::string &owner, const std::string 
             return *err;
         }
     }
-    file_record rec{random_id("file-"), filename, purpose, n, now_s()};
+    file_record rec{random_id("file-"), filename, purpose, n, unix_seconds()};
     const auto  tmp = blobs_ / (tmp_prefix + rec.id);
     if (auto err = write_new_file(tmp, bytes)) {
         std::error_code rm;

@@ -2,6 +2,7 @@
 
 #include "common/random_id.h"
 #include "common/sqlite_statement.h"
+#include "common/unix_time.h"
 
 #include <spdlog/spdlog.h>
 #include <sqlite3.h>
@@ -16,11 +17,6 @@ using sqlite::exec;
 using sqlite::statement;
 
 namespace {
-
-int64_t now_s() {
-    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
 
 error internal(const std::string &what) {
     return error{error_kind::internal, "the vector store catalogue failed: " + what, "", ""};
@@ -194,7 +190,7 @@ result<vector_store_record> vector_store_catalog::create(const std::string &owne
                      "", "too_many_vector_stores"};
     }
     const std::string id  = random_id("vs_");
-    const int64_t     now = now_s();
+    const int64_t     now = unix_seconds();
     statement         ins(db_, "INSERT INTO stores (id, owner, name, metadata, chunk_static, chunk_max, chunk_overlap, "
                                        "created, last_active) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)");
     ins.bind(1, id);
@@ -279,7 +275,7 @@ result<vector_store_record> vector_store_catalog::modify(const std::string &owne
     if (metadata_json) {
         st.bind(2, *metadata_json);
     }
-    st.bind(3, now_s());
+    st.bind(3, unix_seconds());
     st.bind(4, id);
     if (!st.ok() || st.step() != SQLITE_DONE) {
         return internal(st.error());
@@ -359,7 +355,7 @@ result<vector_store_file_record> vector_store_catalog::add_file(const std::strin
                        "VALUES (?1, ?2, ?3, 0, '', '', ?4, ?5, ?6, 0, 0)");
     ins.bind(1, store_id);
     ins.bind(2, file_id);
-    ins.bind(3, now_s());
+    ins.bind(3, unix_seconds());
     ins.bind(4, int64_t{chunking.is_static ? 1 : 0});
     ins.bind(5, chunking.max_tokens);
     ins.bind(6, chunking.overlap_tokens);
@@ -464,7 +460,7 @@ std::optional<error> vector_store_catalog::add_chunks(const std::string &store_i
         return vector_store_not_found(store_id);
     }
     statement touch(db_, "UPDATE stores SET last_active = ?1 WHERE id = ?2");
-    touch.bind(1, now_s());
+    touch.bind(1, unix_seconds());
     touch.bind(2, store_id);
     touch.step();
     return std::nullopt;
