@@ -4,6 +4,7 @@
 #include "agent/team.h"
 #include "api/errors.h"
 #include "api/json_fields.h"
+#include "api/vector_stores.h"
 
 #include <algorithm>
 #include <cctype>
@@ -186,8 +187,9 @@ std::optional<error> convert_input(const json &body, json &messages) {
     return std::nullopt;
 }
 
-// A {type: "file_search", vector_store_ids, max_num_results} tool: the ids are checked to be
-// the caller's stores when the tools are resolved (api/routes.cpp).
+// A {type: "file_search", vector_store_ids, max_num_results, filters, ranking_options} tool
+// (filters and ranking_options as a store search takes them, api/vector_stores.h): the ids are
+// checked to be the caller's stores when the tools are resolved (api/routes.cpp).
 std::optional<error> read_file_search_tool(const json &t, const std::string &param,
                                            std::vector<builtin_tool_use> &builtin) {
     const json *ids = json_field(t, "vector_store_ids");
@@ -210,10 +212,19 @@ std::optional<error> read_file_search_tool(const json &t, const std::string &par
         }
         use.max_results = static_cast<size_t>(k->get<int64_t>());
     }
-    for (const char *k : {"filters", "ranking_options"}) {
-        if (const json *v = json_field(t, k); v != nullptr && !v->is_null()) {
-            return bad(param + "." + k + " is not supported by this server's file_search", param + "." + k);
+    if (const json *f = json_field(t, "filters"); f != nullptr && !f->is_null()) {
+        auto filter = parse_attribute_filter(*f, param + ".filters");
+        if (!filter) {
+            return filter.err();
         }
+        use.filter = std::move(*filter);
+    }
+    if (const json *r = json_field(t, "ranking_options"); r != nullptr) {
+        auto threshold = parse_ranking_options(*r, param + ".ranking_options");
+        if (!threshold) {
+            return threshold.err();
+        }
+        use.score_threshold = *threshold;
     }
     if (std::any_of(builtin.begin(), builtin.end(), [](const auto &b) { return b.type == "file_search"; })) {
         return bad("at most one file_search tool per request (name both stores in it)", param);
@@ -730,11 +741,13 @@ json file_search_item(const server_tool_call &c, bool with_results) {
         results        = json::array();
         const json out = json::parse(c.output, nullptr, false);
         for (const auto &r : out.is_array() ? out : json::array()) {
-            results.push_back({{"file_id", r.value("file_id", "")},
-                               {"filename", r.value("filename", "")},
-                               {"score", r.value("score", 0.0)},
-                               {"text", r.value("text", "")},
-                               {"attributes", json::object()}});
+            results.push_back(
+                {{"file_id", r.value("file_id", "")},
+                 {"filename", r.value("filename", "")},
+                 {"score", r.value("score", 0.0)},
+                 {"text", r.value("text", "")},
+                 {"attributes",
+                  r.contains("attributes") && r["attributes"].is_object() ? r["attributes"] : json::object()}});
         }
     }
     return {{"type", c.type},

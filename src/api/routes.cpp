@@ -241,13 +241,13 @@ const std::vector<route_entry> &api_router::routes() {
         {"/v1/files/{file_id}/content", v::get, a::key, false, false, 0, &r::handle_file_content,
          "a file's bytes as uploaded"},
         {"/v1/vector_stores", v::post, a::key, true, false, 0, &r::handle_vector_store_create,
-         "creates a vector store (name, file_ids, chunking_strategy, metadata)"},
+         "creates a vector store (name, file_ids, chunking_strategy, metadata, expires_after)"},
         {"/v1/vector_stores", v::get, a::key, false, false, 0, &r::handle_vector_store_list,
          "the caller's vector stores (`limit`, `order`, `after`)"},
         {"/v1/vector_stores/{vector_store_id}", v::get, a::key, false, false, 0, &r::handle_vector_store_get,
          "one vector store object"},
         {"/v1/vector_stores/{vector_store_id}", v::post, a::key, false, false, 0, &r::handle_vector_store_modify,
-         "renames a vector store or replaces its metadata"},
+         "renames a vector store or replaces its metadata or expires_after"},
         {"/v1/vector_stores/{vector_store_id}", v::delete_, a::key, false, false, 0, &r::handle_vector_store_delete,
          "deletes a vector store and its index"},
         {"/v1/vector_stores/{vector_store_id}/files", v::post, a::key, true, false, 0, &r::handle_vector_store_file_add,
@@ -256,10 +256,12 @@ const std::vector<route_entry> &api_router::routes() {
          &r::handle_vector_store_file_list, "a vector store's files (`limit`, `order`, `after`, `filter`)"},
         {"/v1/vector_stores/{vector_store_id}/files/{file_id}", v::get, a::key, false, false, 0,
          &r::handle_vector_store_file_get, "one vector store file, with its status and last_error"},
+        {"/v1/vector_stores/{vector_store_id}/files/{file_id}", v::post, a::key, false, false, 0,
+         &r::handle_vector_store_file_update, "replaces a vector store file's attributes"},
         {"/v1/vector_stores/{vector_store_id}/files/{file_id}", v::delete_, a::key, false, false, 0,
          &r::handle_vector_store_file_delete, "removes a file from a vector store (the file itself stays)"},
         {"/v1/vector_stores/{vector_store_id}/search", v::post, a::key, true, false, 0, &r::handle_vector_store_search,
-         "hybrid search of a vector store (query, max_num_results, filters)"},
+         "hybrid search of a vector store (query, max_num_results, filters, ranking_options)"},
         {"/metrics", v::get, a::metrics, false, true, 0, &r::handle_metrics, "Prometheus metrics"},
         {"/v1/metrics", v::get, a::metrics, false, true, 0, &r::handle_metrics, "Prometheus metrics (NIM's path)"},
     };
@@ -796,7 +798,11 @@ json api_router::builtin_tools_json() const {
         }
         mcp.push_back({{"server_label", label}, {"tools", std::move(tools)}});
     }
-    return {{"sql", std::move(sql)}, {"mcp", std::move(mcp)}};
+    // file_search is the request's own ({"type": "file_search", "vector_store_ids": [...]}): here
+    // only whether this server has vector stores at all.
+    return {{"sql", std::move(sql)},
+            {"mcp", std::move(mcp)},
+            {"file_search", {{"enabled", cfg_.vector_stores != nullptr}}}};
 }
 
 void api_router::handle_embedding_route(const std::shared_ptr<http_exchange> &ex, bool ranking, size_t key_index) {
@@ -1462,18 +1468,20 @@ result<builtin_toolbox> api_router::resolve_builtin_tools(const api_request &req
             }
             const std::string owner = owner_of(key_index);
             for (const auto &id : t.allowed) {
-                if (!cfg_.vector_stores->get(owner, id)) {
-                    auto err  = retrieval::vector_store_not_found(id);
+                if (auto store = cfg_.vector_stores->get(owner, id); !store || store->expired) {
+                    auto err  = store ? retrieval::vector_store_expired(*store) : retrieval::vector_store_not_found(id);
                     err.param = param + ".vector_store_ids";
                     return err;
                 }
             }
             file_search_spec spec;
-            spec.catalog         = cfg_.vector_stores;
-            spec.owner           = owner;
-            spec.store_ids       = t.allowed;
-            spec.max_num_results = std::clamp<size_t>(t.max_results, 1, 50); // checked 1..50 by the parser
-            spec.embed           = retrieval_query_embedder();
+            spec.catalog                 = cfg_.vector_stores;
+            spec.owner                   = owner;
+            spec.store_ids               = t.allowed;
+            spec.max_num_results         = std::clamp<size_t>(t.max_results, 1, 50); // checked 1..50 by the parser
+            spec.options.filter          = t.filter;
+            spec.options.score_threshold = t.score_threshold;
+            spec.embed                   = retrieval_query_embedder();
             box.tools.push_back(make_file_search_tool(std::move(spec)));
             continue;
         }

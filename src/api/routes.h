@@ -260,6 +260,7 @@ class api_router {
     void handle_vector_store_file_add(const std::shared_ptr<http_exchange> &ex, const route_call &call);
     void handle_vector_store_file_list(const std::shared_ptr<http_exchange> &ex, const route_call &call);
     void handle_vector_store_file_get(const std::shared_ptr<http_exchange> &ex, const route_call &call);
+    void handle_vector_store_file_update(const std::shared_ptr<http_exchange> &ex, const route_call &call);
     void handle_vector_store_file_delete(const std::shared_ptr<http_exchange> &ex, const route_call &call);
     void handle_vector_store_search(const std::shared_ptr<http_exchange> &ex, const route_call &call);
     // The catalogue, or null after answering 404 (vector stores are off).
@@ -277,7 +278,7 @@ class api_router {
     // from `exec`; an early failure calls `done` at once).
     using search_done_fn = std::function<void(result<std::vector<retrieval::store_hit>>)>;
     void search_vector_stores(const std::string &owner, const std::vector<std::string> &store_ids,
-                              const std::string &query, size_t k, const std::vector<std::string> &file_ids,
+                              const std::string &query, size_t k, const retrieval::store_search_options &options,
                               const executor_t &exec, search_done_fn done);
 
     // The model objects GET /v1/models lists (hosted models, then the default model's adapters).

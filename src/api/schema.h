@@ -10,6 +10,7 @@
 #include "common/status.h"
 #include "engine/types.h"
 #include "model/model.h"
+#include "retrieval/attribute_filter.h" // plain types only: file_search's filter
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -54,12 +55,16 @@ using prompt_input = std::variant<std::string, std::vector<token_id>>;
 // A built-in tool a Responses request enables: {"type": "sql", "database": NAME} (server: the
 // database), or {"type": "mcp", "server_label": LABEL, "allowed_tools": [...]} (server: the label;
 // allowed: empty for all the server's allowed tools), or {"type": "file_search",
-// "vector_store_ids": [...], "max_num_results": N} (allowed: the store ids; max_results: N).
+// "vector_store_ids": [...], "max_num_results": N, "filters"?, "ranking_options"?} (allowed: the
+// store ids; max_results: N; filter and score_threshold).
 struct builtin_tool_use {
     std::string              type;
     std::string              server;
     std::vector<std::string> allowed;
     size_t                   max_results = 10; // file_search only: 1..50
+    // file_search only: the files searched (none: all) and the lowest score kept (0..1).
+    std::optional<retrieval::attribute_filter> filter;
+    double                                     score_threshold = 0;
     // {"type": "extract", "schema", "name"?, "model"?, "instructions"?, "file_ids"?,
     // "max_output_tokens"?} (agent/extract.h): server is the model ("" for the request's), allowed
     // the caller's files the model may name, name the function; schema serialized and checked.

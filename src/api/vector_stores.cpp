@@ -44,9 +44,10 @@ json vector_store_json(const retrieval::vector_store_record &s) {
                   {"failed", s.n_failed},
                   {"cancelled", 0},
                   {"total", s.n_in_progress + s.n_completed + s.n_failed}}},
-                {"status", s.n_in_progress > 0 ? "in_progress" : "completed"},
-                {"expires_after", nullptr},
-                {"expires_at", nullptr},
+                {"status", s.expired ? "expired" : (s.n_in_progress > 0 ? "in_progress" : "completed")},
+                {"expires_after",
+                 s.expires_days > 0 ? json{{"anchor", "last_active_at"}, {"days", s.expires_days}} : json(nullptr)},
+                {"expires_at", s.expires_at > 0 ? json(s.expires_at) : json(nullptr)},
                 {"last_active_at", s.last_active_at},
                 {"metadata", metadata}};
 }
@@ -68,7 +69,7 @@ json vector_store_file_json(const retrieval::vector_store_file_record &f) {
          {{"type", "static"},
           {"static",
            {{"max_chunk_size_tokens", f.chunking.max_tokens}, {"chunk_overlap_tokens", f.chunking.overlap_tokens}}}}},
-        {"attributes", json::object()}};
+        {"attributes", attributes_object(f.attributes_json)}};
 }
 
 json search_page_json(const std::string &query, const std::vector<retrieval::store_hit> &hits) {
@@ -77,7 +78,7 @@ json search_page_json(const std::string &query, const std::vector<retrieval::sto
         data.push_back({{"file_id", h.file_id},
                         {"filename", h.filename},
                         {"score", h.score},
-                        {"attributes", json::object()},
+                        {"attributes", attributes_object(h.attributes_json)},
                         {"content", json::array({{{"type", "text"}, {"text", h.text}}})}});
     }
     return json{{"object", "vector_store.search_results.page"},
@@ -136,48 +137,220 @@ result<chunking_strategy> parse_chunking_strategy(const json &j) {
     return c;
 }
 
+result<std::string> parse_attributes(const json &j, const std::string &param) {
+    if (j.is_null()) {
+        return std::string("{}");
+    }
+    if (!j.is_object()) {
+        return error::invalid(param + " must be an object of strings, numbers and booleans", param);
+    }
+    if (j.size() > retrieval::max_attributes) {
+        return error::invalid(param + " has " + std::to_string(j.size()) + " keys; at most " +
+                                  std::to_string(retrieval::max_attributes) + " are allowed",
+                              param);
+    }
+    for (const auto &[k, v] : j.items()) {
+        if (k.empty() || k.size() > retrieval::max_attribute_key_bytes) {
+            return error::invalid(param + " keys must have 1 to " + std::to_string(retrieval::max_attribute_key_bytes) +
+                                      " bytes, got " + std::to_string(k.size()),
+                                  param);
+        }
+        const std::string field = param + "." + k;
+        if (v.is_string()) {
+            if (v.get_ref<const std::string &>().size() > retrieval::max_attribute_value_bytes) {
+                return error::invalid(field + " has " + std::to_string(v.get_ref<const std::string &>().size()) +
+                                          " bytes; a string attribute has at most " +
+                                          std::to_string(retrieval::max_attribute_value_bytes),
+                                      field);
+            }
+        } else if (!v.is_number() && !v.is_boolean()) {
+            return error::invalid(field + " must be a string, a number or a boolean", field);
+        }
+    }
+    return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+json attributes_object(const std::string &attributes_json) {
+    json j = json::parse(attributes_json, nullptr, false);
+    return j.is_object() ? j : json::object();
+}
+
 namespace {
 
-constexpr size_t max_filter_files = 100; // file ids one search filter may name
-
-std::optional<error> read_file_filter(const json &f, std::vector<std::string> &ids, int depth) {
-    const char *shape = "filters must be {type: \"eq\", key: \"file_id\", value: FILE_ID}, {type: \"in\", key: "
-                        "\"file_id\", value: [FILE_ID, ...]} or {type: \"or\", filters: [...]}";
-    if (!f.is_object() || !f.contains("type") || !f["type"].is_string()) {
-        return error::invalid(shape, "filters");
+// A filter value: a string (at most max_attribute_value_bytes), a finite number or a boolean.
+std::optional<retrieval::attribute_value> filter_value(const json &v) {
+    if (v.is_string() && v.get_ref<const std::string &>().size() <= retrieval::max_attribute_value_bytes) {
+        return retrieval::attribute_value{v.get<std::string>()};
     }
-    const auto type = f["type"].get<std::string>();
-    if (type == "or" && depth == 0) {
-        if (!f.contains("filters") || !f["filters"].is_array() || f["filters"].empty()) {
-            return error::invalid(shape, "filters");
+    if (v.is_number()) {
+        return retrieval::attribute_value{v.get<double>()};
+    }
+    if (v.is_boolean()) {
+        return retrieval::attribute_value{v.get<bool>()};
+    }
+    return std::nullopt;
+}
+
+std::optional<error> read_filter(const json &j, const std::string &param, size_t depth, size_t &n_nodes,
+                                 retrieval::attribute_filter &out) {
+    using retrieval::filter_op;
+    if (depth > retrieval::max_filter_depth) {
+        return error::invalid(
+            param + " nests filters more than " + std::to_string(retrieval::max_filter_depth) + " levels deep", param);
+    }
+    if (++n_nodes > retrieval::max_filter_nodes) {
+        return error::invalid(param + ": a filter holds at most " + std::to_string(retrieval::max_filter_nodes) +
+                                  " comparison and compound filters in all",
+                              param);
+    }
+    if (!j.is_object()) {
+        return error::invalid(param + " must be a comparison filter {type, key, value} or a compound filter "
+                                      "{type: and | or, filters}",
+                              param);
+    }
+    const auto type = j.find("type");
+    if (type == j.end() || !type->is_string() || !retrieval::filter_op_from_name(type->get<std::string>(), out.op)) {
+        return error::invalid(param + ".type must be eq, ne, gt, gte, lt, lte, in, nin, and or or", param + ".type");
+    }
+    const bool compound = out.op == filter_op::all_of || out.op == filter_op::any_of;
+    for (const auto &[k, v] : j.items()) {
+        if (k != "type" && (compound ? k != "filters" : (k != "key" && k != "value"))) {
+            return error::invalid(param + " has an unknown field '" + k.substr(0, 64) + "' (a " +
+                                      (compound ? "compound filter takes type and filters"
+                                                : "comparison filter takes type, key and value") +
+                                      ")",
+                                  param + "." + k.substr(0, 64));
         }
-        for (const auto &sub : f["filters"]) {
-            if (auto err = read_file_filter(sub, ids, depth + 1)) {
+    }
+    if (compound) {
+        const auto filters = j.find("filters");
+        if (filters == j.end() || !filters->is_array() || filters->empty()) {
+            return error::invalid(param + ".filters must be a non-empty array of filters", param + ".filters");
+        }
+        out.children.resize(filters->size());
+        for (size_t i = 0; i < filters->size(); ++i) {
+            if (auto err = read_filter((*filters)[i], param + ".filters[" + std::to_string(i) + "]", depth + 1, n_nodes,
+                                       out.children[i])) {
                 return err;
             }
         }
         return std::nullopt;
     }
-    if ((type != "eq" && type != "in") || !f.contains("key") || f["key"] != "file_id" || !f.contains("value")) {
-        return error::invalid(std::string(shape) + " (this server filters on file_id only)", "filters");
+    const auto key = j.find("key");
+    if (key == j.end() || !key->is_string() || key->get_ref<const std::string &>().empty() ||
+        key->get_ref<const std::string &>().size() > retrieval::max_attribute_key_bytes) {
+        return error::invalid(param + ".key must be a string of 1 to " +
+                                  std::to_string(retrieval::max_attribute_key_bytes) + " bytes",
+                              param + ".key");
     }
-    const json &v = f["value"];
-    if (type == "eq" ? !v.is_string() : !v.is_array()) {
-        return error::invalid(shape, "filters");
+    out.key           = key->get<std::string>();
+    const auto  value = j.find("value");
+    const auto &name  = type->get_ref<const std::string &>();
+    if (value == j.end()) {
+        return error::invalid(param + ".value is required", param + ".value");
     }
-    for (const auto &id : type == "eq" ? json::array({v}) : v) {
-        if (!id.is_string() || id.get_ref<const std::string &>().size() > 256) {
-            return error::invalid("filters: each file id must be a string of at most 256 bytes", "filters");
+    if (out.op == filter_op::in || out.op == filter_op::nin) {
+        if (!value->is_array() || value->empty() || value->size() > retrieval::max_filter_list_values) {
+            return error::invalid(param + ".value must be an array of 1 to " +
+                                      std::to_string(retrieval::max_filter_list_values) + " strings or numbers for " +
+                                      name,
+                                  param + ".value");
         }
-        ids.push_back(id.get<std::string>());
+        for (size_t i = 0; i < value->size(); ++i) {
+            const json &v = (*value)[i];
+            auto        x = filter_value(v);
+            if (!x || v.is_boolean()) {
+                const std::string at = param + ".value[" + std::to_string(i) + "]";
+                return error::invalid(at + " must be a string of at most " +
+                                          std::to_string(retrieval::max_attribute_value_bytes) + " bytes or a number",
+                                      at);
+            }
+            out.values.push_back(std::move(*x));
+        }
+        return std::nullopt;
     }
-    if (ids.size() > max_filter_files) {
-        return error::invalid("filters name more than " + std::to_string(max_filter_files) + " files", "filters");
+    const bool ordered = out.op != filter_op::eq && out.op != filter_op::ne;
+    auto       x       = filter_value(*value);
+    if (!x || (ordered && value->is_boolean())) {
+        return error::invalid(param + ".value must be " +
+                                  (ordered ? std::string("a string or a number") : "a string, a number or a boolean") +
+                                  " for " + name + " (a string of at most " +
+                                  std::to_string(retrieval::max_attribute_value_bytes) + " bytes)",
+                              param + ".value");
     }
+    out.values.push_back(std::move(*x));
     return std::nullopt;
 }
 
 } // namespace
+
+result<retrieval::attribute_filter> parse_attribute_filter(const json &j, const std::string &param) {
+    retrieval::attribute_filter f;
+    size_t                      n_nodes = 0;
+    if (auto err = read_filter(j, param, 1, n_nodes, f)) {
+        return *err;
+    }
+    return f;
+}
+
+result<double> parse_ranking_options(const json &j, const std::string &param) {
+    if (j.is_null()) {
+        return 0.0;
+    }
+    if (!j.is_object()) {
+        return error::invalid(param + " must be an object {ranker?, score_threshold?}", param);
+    }
+    double threshold = 0;
+    for (const auto &[k, v] : j.items()) {
+        if (k == "ranker") {
+            if (!v.is_string() || (v != "auto" && v != "none" && v != "default-2024-11-15")) {
+                return error::invalid(param + ".ranker must be auto, default-2024-11-15 or none", param + ".ranker");
+            }
+        } else if (k == "score_threshold") {
+            if (!v.is_number() || !(v.get<double>() >= 0 && v.get<double>() <= 1)) {
+                return error::invalid(param + ".score_threshold must be a number from 0 to 1",
+                                      param + ".score_threshold");
+            }
+            threshold = v.get<double>();
+        } else if (k == "hybrid_search") {
+            return error::invalid(param + ".hybrid_search is not supported: this server fuses the vector and "
+                                          "keyword rankings with equal weights",
+                                  param + ".hybrid_search");
+        } else {
+            return error::invalid(param + " has an unknown field '" + k.substr(0, 64) +
+                                      "' (it takes ranker and score_threshold)",
+                                  param + "." + k.substr(0, 64));
+        }
+    }
+    return threshold;
+}
+
+result<int64_t> parse_expires_after(const json &j, bool nullable) {
+    if (j.is_null() && nullable) {
+        return int64_t{0};
+    }
+    const char *shape = "expires_after must be {anchor: \"last_active_at\", days: 1 to 365}";
+    if (!j.is_object()) {
+        return error::invalid(shape, "expires_after");
+    }
+    for (const auto &[k, v] : j.items()) {
+        if (k != "anchor" && k != "days") {
+            return error::invalid(std::string(shape) + "; unknown field '" + k.substr(0, 64) + "'",
+                                  "expires_after." + k.substr(0, 64));
+        }
+    }
+    if (!j.contains("anchor") || j["anchor"] != "last_active_at") {
+        return error::invalid("expires_after.anchor must be \"last_active_at\"", "expires_after.anchor");
+    }
+    const auto days = j.find("days");
+    if (days == j.end() || !days->is_number_integer() || days->get<int64_t>() < 1 ||
+        days->get<int64_t>() > retrieval::max_expiry_days) {
+        return error::invalid("expires_after.days must be an integer from 1 to " +
+                                  std::to_string(retrieval::max_expiry_days),
+                              "expires_after.days");
+    }
+    return days->get<int64_t>();
+}
 
 result<vector_store_search_request> parse_search_request(const json &body, size_t max_query_bytes) {
     if (!body.is_object()) {
@@ -207,17 +380,26 @@ result<vector_store_search_request> parse_search_request(const json &body, size_
             req.max_num_results = v.get<size_t>();
         } else if (k == "filters") {
             if (!v.is_null()) {
-                if (auto err = read_file_filter(v, req.file_ids, 0)) {
-                    return *err;
+                auto f = parse_attribute_filter(v, "filters");
+                if (!f) {
+                    return f.err();
                 }
+                req.options.filter = std::move(*f);
             }
+        } else if (k == "ranking_options") {
+            auto threshold = parse_ranking_options(v, "ranking_options");
+            if (!threshold) {
+                return threshold.err();
+            }
+            req.options.score_threshold = *threshold;
         } else if (k == "rewrite_query") {
             if (!v.is_boolean() || v.get<bool>()) {
                 return error::invalid("rewrite_query is not supported on this server (false only)", "rewrite_query");
             }
         } else {
             return error::invalid("unknown field '" + k.substr(0, 100) +
-                                      "' (search takes query, max_num_results, filters, rewrite_query)",
+                                      "' (search takes query, max_num_results, filters, ranking_options, "
+                                      "rewrite_query)",
                                   k.substr(0, 100));
         }
     }
@@ -464,6 +646,7 @@ void api_router::handle_vector_store_create(const std::shared_ptr<http_exchange>
     std::string              name, metadata = "{}";
     std::vector<std::string> file_ids;
     chunking_strategy        chunking;
+    int64_t                  expires_days = 0;
     for (const auto &[k, v] : body->items()) {
         if (k == "name") {
             if (!v.is_string()) {
@@ -499,10 +682,17 @@ void api_router::handle_vector_store_create(const std::shared_ptr<http_exchange>
                 return;
             }
             chunking = *c;
+        } else if (k == "expires_after") {
+            auto days = parse_expires_after(v, true);
+            if (!days) {
+                respond_error(*ex, days.err());
+                return;
+            }
+            expires_days = *days;
         } else {
             respond_error(*ex, error::invalid("unknown field '" + k.substr(0, 100) +
                                                   "' (a vector store takes name, file_ids, chunking_strategy, "
-                                                  "metadata)",
+                                                  "metadata, expires_after)",
                                               k.substr(0, 100)));
             return;
         }
@@ -514,9 +704,9 @@ void api_router::handle_vector_store_create(const std::shared_ptr<http_exchange>
             return;
         }
     }
-    auto create = [this, ex, owner, name, metadata, chunking, file_ids](const std::shared_ptr<embedder> &emb,
-                                                                        const std::shared_ptr<void>     &hold) {
-        auto made = cfg_.vector_stores->create(owner, name, metadata, chunking);
+    auto create = [this, ex, owner, name, metadata, chunking, file_ids,
+                   expires_days](const std::shared_ptr<embedder> &emb, const std::shared_ptr<void> &hold) {
+        auto made = cfg_.vector_stores->create(owner, name, metadata, chunking, expires_days);
         if (!made) {
             respond_error(*ex, made.err());
             return;
@@ -581,8 +771,16 @@ void api_router::handle_vector_store_modify(const std::shared_ptr<http_exchange>
         return;
     }
     std::optional<std::string> name, metadata;
+    std::optional<int64_t>     expires_days;
     for (const auto &[k, v] : body->items()) {
-        if (k == "name" && (v.is_string() || v.is_null())) {
+        if (k == "expires_after") {
+            auto days = parse_expires_after(v, true);
+            if (!days) {
+                respond_error(*ex, days.err());
+                return;
+            }
+            expires_days = *days;
+        } else if (k == "name" && (v.is_string() || v.is_null())) {
             if (v.is_string()) {
                 name = v.get<std::string>();
             }
@@ -592,13 +790,13 @@ void api_router::handle_vector_store_modify(const std::shared_ptr<http_exchange>
             }
         } else {
             respond_error(*ex, error::invalid("'" + k.substr(0, 100) +
-                                                  "' cannot be modified here (modify takes name, a string, and "
-                                                  "metadata, an object)",
+                                                  "' cannot be modified here (modify takes name, a string, "
+                                                  "metadata, an object, and expires_after)",
                                               k.substr(0, 100)));
             return;
         }
     }
-    auto changed = catalog->modify(owner_of(call.key_index), call.param, name, metadata);
+    auto changed = catalog->modify(owner_of(call.key_index), call.param, name, metadata, expires_days);
     if (!changed) {
         respond_error(*ex, changed.err());
         return;
@@ -637,6 +835,7 @@ void api_router::handle_vector_store_file_add(const std::shared_ptr<http_exchang
     }
     std::string                      file_id;
     std::optional<chunking_strategy> chunking;
+    std::string                      attributes = "{}";
     for (const auto &[k, v] : body->items()) {
         if (k == "file_id" && v.is_string()) {
             file_id = v.get<std::string>();
@@ -647,11 +846,17 @@ void api_router::handle_vector_store_file_add(const std::shared_ptr<http_exchang
                 return;
             }
             chunking = *c;
-        } else if (k == "attributes" && (v.is_null() || (v.is_object() && v.empty()))) {
-            // No attributes to keep; an empty set is accepted as the SDK may send one.
+        } else if (k == "attributes") {
+            auto a = parse_attributes(v, "attributes");
+            if (!a) {
+                respond_error(*ex, a.err());
+                return;
+            }
+            attributes = std::move(*a);
         } else {
             respond_error(*ex, error::invalid("unknown or malformed field '" + k.substr(0, 100) +
-                                                  "' (adding a file takes file_id, a string, and chunking_strategy)",
+                                                  "' (adding a file takes file_id, a string, chunking_strategy and "
+                                                  "attributes)",
                                               k.substr(0, 100)));
             return;
         }
@@ -662,24 +867,63 @@ void api_router::handle_vector_store_file_add(const std::shared_ptr<http_exchang
         respond_error(*ex, error::invalid("file_id is required", "file_id"));
         return;
     }
-    if (!catalog->get(owner, store_id)) {
-        respond_error(*ex, retrieval::vector_store_not_found(store_id));
+    if (auto store = catalog->get(owner, store_id); !store || store->expired) {
+        respond_error(*ex,
+                      store ? retrieval::vector_store_expired(*store) : retrieval::vector_store_not_found(store_id));
         return;
     }
     if (!cfg_.files->get(owner, file_id)) {
         respond_error(*ex, file_not_found(file_id));
         return;
     }
-    with_retrieval_embedder(
-        ex, [this, ex, owner, store_id, file_id, chunking](std::shared_ptr<embedder> emb, std::shared_ptr<void> hold) {
-            auto rec = cfg_.vector_stores->add_file(owner, store_id, file_id, chunking);
-            if (!rec) {
-                respond_error(*ex, rec.err());
-                return;
-            }
-            start_ingest(owner, *rec, std::move(emb), std::move(hold));
-            respond_vs_json(*ex, vector_store_file_json(*rec));
-        });
+    with_retrieval_embedder(ex, [this, ex, owner, store_id, file_id, chunking,
+                                 attributes](std::shared_ptr<embedder> emb, std::shared_ptr<void> hold) {
+        auto rec = cfg_.vector_stores->add_file(owner, store_id, file_id, chunking, attributes);
+        if (!rec) {
+            respond_error(*ex, rec.err());
+            return;
+        }
+        start_ingest(owner, *rec, std::move(emb), std::move(hold));
+        respond_vs_json(*ex, vector_store_file_json(*rec));
+    });
+}
+
+void api_router::handle_vector_store_file_update(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
+    auto *catalog = vector_stores_or_404(*ex);
+    if (catalog == nullptr) {
+        return;
+    }
+    auto body = parse_json_body(ex->request().body(), cfg_.limits.max_json_depth);
+    if (!body) {
+        respond_error(*ex, body.err());
+        return;
+    }
+    std::optional<std::string> attributes;
+    for (const auto &[k, v] : body->items()) {
+        if (k != "attributes") {
+            respond_error(*ex, error::invalid("unknown field '" + k.substr(0, 100) +
+                                                  "' (updating a vector store file takes attributes)",
+                                              k.substr(0, 100)));
+            return;
+        }
+        auto a = parse_attributes(v, "attributes");
+        if (!a) {
+            respond_error(*ex, a.err());
+            return;
+        }
+        attributes = std::move(*a);
+    }
+    if (!attributes) {
+        respond_error(*ex, error::invalid("attributes is required (an object, or null to clear them)", "attributes"));
+        return;
+    }
+    const auto [store_id, file_id] = split_params(call.param);
+    auto updated = catalog->set_file_attributes(owner_of(call.key_index), store_id, file_id, *attributes);
+    if (!updated) {
+        respond_error(*ex, updated.err());
+        return;
+    }
+    respond_vs_json(*ex, vector_store_file_json(*updated));
 }
 
 void api_router::handle_vector_store_file_list(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
@@ -768,7 +1012,7 @@ void api_router::handle_vector_store_search(const std::shared_ptr<http_exchange>
         respond_error(*ex, retrieval::vector_store_not_found(call.param));
         return;
     }
-    search_vector_stores(owner, {call.param}, req->query, req->max_num_results, req->file_ids, ex->executor(),
+    search_vector_stores(owner, {call.param}, req->query, req->max_num_results, req->options, ex->executor(),
                          [ex, query = req->query](result<std::vector<retrieval::store_hit>> hits) {
                              if (ex->disconnected()) {
                                  return;
@@ -783,8 +1027,9 @@ void api_router::handle_vector_store_search(const std::shared_ptr<http_exchange>
 }
 
 void api_router::search_vector_stores(const std::string &owner, const std::vector<std::string> &store_ids,
-                                      const std::string &query, size_t k, const std::vector<std::string> &file_ids,
-                                      const executor_t &exec, search_done_fn done) {
+                                      const std::string &query, size_t k,
+                                      const retrieval::store_search_options &options, const executor_t &exec,
+                                      search_done_fn done) {
     auto host = current_host();
     if (!host) {
         done(error{error_kind::unavailable, "the server is not ready (starting or draining); retry shortly", "",
@@ -801,10 +1046,10 @@ void api_router::search_vector_stores(const std::string &owner, const std::vecto
         return;
     }
     // The search itself (SQLite, the graph) runs on the preparation pool; the answer on `exec`.
-    auto run = [this, owner, store_ids, query, k, file_ids, exec, done](std::vector<float> vector) {
-        boost::asio::post(prep_pool_, [catalog = cfg_.vector_stores, owner, store_ids, query, k, file_ids, exec, done,
+    auto run = [this, owner, store_ids, query, k, options, exec, done](std::vector<float> vector) {
+        boost::asio::post(prep_pool_, [catalog = cfg_.vector_stores, owner, store_ids, query, k, options, exec, done,
                                        vector  = std::move(vector)] {
-            auto hits = catalog->search(owner, store_ids, query, vector, k, file_ids);
+            auto hits = catalog->search(owner, store_ids, query, vector, k, options);
             boost::asio::post(exec, [done, hits = std::move(hits)]() mutable { done(std::move(hits)); });
         });
     };

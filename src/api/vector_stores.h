@@ -5,6 +5,7 @@
 
 #include "common/status.h"
 #include "engine/embedder.h"
+#include "retrieval/attribute_filter.h"
 #include "retrieval/vector_store_catalog.h"
 
 #include <nlohmann/json.hpp>
@@ -27,16 +28,41 @@ nlohmann::json search_page_json(const std::string &query, const std::vector<retr
 // {max_chunk_size_tokens, chunk_overlap_tokens}}; an error names the field.
 result<retrieval::chunking_strategy> parse_chunking_strategy(const nlohmann::json &j);
 
+// A file's attributes as OpenAI takes them: an object of at most 16 keys (each 1..64 bytes), each
+// value a string of at most 512 bytes, a number or a boolean; null is no attributes ("{}"). The
+// object's JSON text, as the catalogue keeps it; an error names `param` or the key
+// ("attributes.author").
+result<std::string> parse_attributes(const nlohmann::json &j, const std::string &param);
+// The stored text back as the object (an empty object for anything else).
+nlohmann::json attributes_object(const std::string &attributes_json);
+
+// A search filter (retrieval/attribute_filter.h) from OpenAI's JSON: a comparison {type: eq | ne |
+// gt | gte | lt | lte | in | nin, key, value} or a compound {type: and | or, filters: [...]}, nested
+// at most 8 levels deep, at most 64 filters in all. eq and ne take a string, number or boolean;
+// gt, gte, lt and lte a string or a number; in and nin an array of 1..64 strings or numbers. An
+// error names the field ("filters.filters[1].value") and the bound.
+result<retrieval::attribute_filter> parse_attribute_filter(const nlohmann::json &j, const std::string &param);
+
+// ranking_options {ranker?: "auto" | "default-2024-11-15" | "none", score_threshold?: 0..1}: the
+// threshold (0 when absent). This server ranks a store search one way, reciprocal rank fusion of
+// the vector and keyword rankings with no reranker, so the three rankers give the same order;
+// "none" is accepted as there is no reranker to skip. hybrid_search weights are refused (400).
+result<double> parse_ranking_options(const nlohmann::json &j, const std::string &param);
+
+// expires_after {anchor: "last_active_at", days: 1..365}: the days. null (when `nullable`, as
+// modify allows to remove the policy) is 0.
+result<int64_t> parse_expires_after(const nlohmann::json &j, bool nullable);
+
 // POST /v1/vector_stores/{id}/search's body.
 struct vector_store_search_request {
-    std::string              query;
-    size_t                   max_num_results = 10;
-    std::vector<std::string> file_ids; // from `filters`; empty: all files
+    std::string                     query;
+    size_t                          max_num_results = 10;
+    retrieval::store_search_options options; // filters and ranking_options.score_threshold
 };
 
 // query (a string, or an array of 1..10 strings searched together), max_num_results (1..50),
-// filters ({type: "eq", key: "file_id", value} or {type: "in", key: "file_id", value: [...]}, or
-// {type: "or", filters: [eq ...]}), rewrite_query (false only). Any other field is an error.
+// filters (parse_attribute_filter), ranking_options (parse_ranking_options), rewrite_query (false
+// only). Any other field is an error.
 result<vector_store_search_request> parse_search_request(const nlohmann::json &body, size_t max_query_bytes);
 
 // Embeds `texts` on the embedder, blocking the calling thread (a worker's, never an I/O thread)

@@ -36,6 +36,7 @@ class statement {
                             : std::string(reinterpret_cast<const char *>(p), sqlite3_column_bytes(st_, col));
     }
     int64_t     integer(int col) const { return sqlite3_column_int64(st_, col); }
+    double      real(int col) const { return sqlite3_column_double(st_, col); }
     void        reset() { sqlite3_reset(st_); }
     std::string error() const { return sqlite3_errmsg(db_); }
 

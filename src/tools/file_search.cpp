@@ -23,7 +23,12 @@ std::string file_search_output(const std::vector<retrieval::store_hit> &hits, si
             break;
         }
         left -= text.size();
-        out.push_back({{"file_id", h.file_id}, {"filename", h.filename}, {"score", h.score}, {"text", text}});
+        json attributes = json::parse(h.attributes_json, nullptr, false);
+        out.push_back({{"file_id", h.file_id},
+                       {"filename", h.filename},
+                       {"score", h.score},
+                       {"attributes", attributes.is_object() ? attributes : json::object()},
+                       {"text", text}});
     }
     return out.dump(-1, ' ', false, json::error_handler_t::replace);
 }
@@ -48,7 +53,7 @@ class file_search_tool final : public builtin_tool {
         };
         return {"file_search",
                 "Searches the user's uploaded files (vector stores) by meaning and keywords and returns the most "
-                "relevant passages as JSON: file_id, filename, score (0..1) and text.",
+                "relevant passages as JSON: file_id, filename, score (0..1), attributes and text.",
                 params.dump()};
     }
     std::string kind() const override { return "file_search"; }
@@ -75,7 +80,8 @@ class file_search_tool final : public builtin_tool {
             }
             vector = std::move(*v);
         }
-        auto hits = spec_.catalog->search(spec_.owner, spec_.store_ids, query, vector, spec_.max_num_results, {});
+        auto hits =
+            spec_.catalog->search(spec_.owner, spec_.store_ids, query, vector, spec_.max_num_results, spec_.options);
         if (!hits) {
             return {"", hits.err().message};
         }

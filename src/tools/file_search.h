@@ -1,9 +1,9 @@
 #pragma once
 // The `file_search` tool (OpenAI's, on /v1/responses): the model calls it with {query}; it runs a
 // hybrid search (retrieval/vector_store_catalog.h) over the vector stores the request named, all
-// the caller's own, and returns the best chunks as a JSON array of {file_id, filename, score,
-// text}, capped in bytes before it reaches the prompt. Its output item is a file_search_call
-// (api/responses.cpp reads the array back for the item's results).
+// the caller's own, with the request's filters and score threshold, and returns the best chunks
+// as a JSON array of {file_id, filename, score, attributes, text}, capped in bytes before it reaches the prompt. Its
+// output item is a file_search_call (api/responses.cpp reads the array back for the item's results).
 
 #include "common/status.h"
 #include "retrieval/vector_store_catalog.h"
@@ -24,7 +24,8 @@ struct file_search_spec {
     std::shared_ptr<retrieval::vector_store_catalog> catalog;
     std::string                                      owner;     // the caller's key (the stores' owner)
     std::vector<std::string>                         store_ids; // checked to be the owner's when the call runs
-    size_t                                           max_num_results  = 10;       // 1..50
+    size_t                                           max_num_results = 10;        // 1..50
+    retrieval::store_search_options                  options;                     // filters, score_threshold
     size_t                                           max_output_bytes = 16 << 10; // the chunks' text, all together
     query_embedder                                   embed;
 };

@@ -9,8 +9,13 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <random>
+#include <thread>
 
 namespace inferbox {
 namespace {
@@ -172,7 +177,9 @@ TEST_F(VectorStoreCatalog, SearchRanksKeywordsAcrossStoresAndFiltersFiles) {
     ASSERT_EQ(keyword_only->size(), 1U);
     EXPECT_EQ((*keyword_only)[0].text, "parrots talk");
 
-    auto filtered = c->search("k", {s1->id, s2->id}, "zebra dogs", q, 5, {"file-b"});
+    store_search_options only_b;
+    only_b.filter = attribute_filter{filter_op::eq, "file_id", {std::string("file-b")}, {}};
+    auto filtered = c->search("k", {s1->id, s2->id}, "zebra dogs", q, 5, only_b);
     ASSERT_TRUE(filtered);
     for (const auto &h : *filtered) {
         EXPECT_EQ(h.file_id, "file-b");
@@ -219,6 +226,188 @@ TEST_F(VectorStoreCatalog, SurvivesReopenAndFailsInterruptedFiles) {
     EXPECT_FALSE(std::filesystem::exists(dir_ / id));
 }
 
+TEST_F(VectorStoreCatalog, KeepsAttributesAndFiltersBeforeTakingTheBestK) {
+    auto c = open();
+    auto s = c->create("k", "s", "{}", {});
+    ASSERT_TRUE(s);
+    // Ten files about zebras without the attribute, one with it and a weaker match: a filtered
+    // search for the best 2 must still find the one, however far down the whole ranking it is.
+    for (int i = 0; i < 10; ++i) {
+        const std::string id = "file-" + std::to_string(i);
+        ASSERT_TRUE(c->add_file("k", s->id, id, std::nullopt, R"({"lang":"de","n":)" + std::to_string(i) + "}"));
+        ASSERT_FALSE(c->add_chunks(s->id, id, id + ".txt", {chunk("zebra zebra zebra stripes", 0)}));
+    }
+    auto tagged = c->add_file("k", s->id, "file-x", std::nullopt, R"({"lang":"en","n":99,"ok":true})");
+    ASSERT_TRUE(tagged);
+    EXPECT_EQ(tagged->attributes_json, R"({"lang":"en","n":99,"ok":true})");
+    ASSERT_FALSE(c->add_chunks(s->id, "file-x", "x.txt", {chunk("one zebra among many other words here", 3)}));
+    const std::vector<float> q = {1, 0, 0, 0};
+
+    auto unfiltered = c->search("k", {s->id}, "zebra", q, 2, {});
+    ASSERT_TRUE(unfiltered);
+    ASSERT_EQ(unfiltered->size(), 2U);
+    for (const auto &h : *unfiltered) {
+        EXPECT_NE(h.file_id, "file-x");
+    }
+    store_search_options en;
+    en.filter  = attribute_filter{filter_op::eq, "lang", {std::string("en")}, {}};
+    auto found = c->search("k", {s->id}, "zebra", q, 2, en);
+    ASSERT_TRUE(found) << found.err().message;
+    ASSERT_EQ(found->size(), 1U);
+    EXPECT_EQ((*found)[0].file_id, "file-x");
+    EXPECT_EQ((*found)[0].attributes_json, R"({"lang":"en","n":99,"ok":true})");
+
+    // Numbers and booleans come back typed from the stored text.
+    store_search_options numeric;
+    numeric.filter = attribute_filter{
+        filter_op::all_of,
+        "",
+        {},
+        {attribute_filter{filter_op::gte, "n", {5.0}, {}}, attribute_filter{filter_op::lt, "n", {8.0}, {}}}};
+    auto mid = c->search("k", {s->id}, "zebra", q, 10, numeric);
+    ASSERT_TRUE(mid);
+    std::vector<std::string> ids;
+    for (const auto &h : *mid) {
+        ids.push_back(h.file_id);
+    }
+    std::sort(ids.begin(), ids.end());
+    EXPECT_EQ(ids, (std::vector<std::string>{"file-5", "file-6", "file-7"}));
+    store_search_options flagged;
+    flagged.filter = attribute_filter{filter_op::eq, "ok", {true}, {}};
+    auto ok        = c->search("k", {s->id}, "zebra", q, 10, flagged);
+    ASSERT_TRUE(ok);
+    ASSERT_EQ(ok->size(), 1U);
+    EXPECT_EQ((*ok)[0].file_id, "file-x");
+    store_search_options nobody;
+    nobody.filter = attribute_filter{filter_op::eq, "lang", {std::string("fr")}, {}};
+    EXPECT_TRUE(c->search("k", {s->id}, "zebra", q, 10, nobody)->empty());
+
+    // Updating the attributes changes what the filter picks; another key cannot.
+    auto changed = c->set_file_attributes("k", s->id, "file-3", R"({"lang":"en"})");
+    ASSERT_TRUE(changed);
+    EXPECT_EQ(changed->attributes_json, R"({"lang":"en"})");
+    EXPECT_EQ(c->get_file("k", s->id, "file-3")->attributes_json, R"({"lang":"en"})");
+    EXPECT_EQ(c->search("k", {s->id}, "zebra", q, 10, en)->size(), 2U);
+    EXPECT_FALSE(c->set_file_attributes("other", s->id, "file-3", "{}"));
+    auto missing = c->set_file_attributes("k", s->id, "file-none", "{}");
+    ASSERT_FALSE(missing);
+    EXPECT_EQ(missing.err().code, "file_not_found");
+}
+
+TEST_F(VectorStoreCatalog, ScoreThresholdDropsWeakResults) {
+    auto c = open();
+    auto s = c->create("k", "s", "{}", {});
+    ASSERT_TRUE(s);
+    ASSERT_TRUE(c->add_file("k", s->id, "file-a", std::nullopt));
+    ASSERT_FALSE(c->add_chunks(s->id, "file-a", "a.txt",
+                               {chunk("the zebra sleeps", 0), chunk("cats purr", 1), chunk("dogs bark", 2)}));
+    const std::vector<float> q   = {1, 0, 0, 0};
+    auto                     all = c->search("k", {s->id}, "zebra", q, 10, {});
+    ASSERT_TRUE(all);
+    ASSERT_GE(all->size(), 2U);
+    EXPECT_NEAR((*all)[0].score, 1.0, 1e-9);
+    ASSERT_LT(all->back().score, 1.0);
+    store_search_options strict;
+    strict.score_threshold = 0.99;
+    auto top               = c->search("k", {s->id}, "zebra", q, 10, strict);
+    ASSERT_TRUE(top);
+    ASSERT_EQ(top->size(), 1U);
+    EXPECT_EQ((*top)[0].text, "the zebra sleeps");
+    strict.score_threshold = 1.5;
+    auto bad               = c->search("k", {s->id}, "zebra", q, 10, strict);
+    ASSERT_FALSE(bad);
+    EXPECT_EQ(bad.err().param, "ranking_options.score_threshold");
+}
+
+TEST_F(VectorStoreCatalog, ExpiresAfterDaysOfInactivity) {
+    vector_store_limits limits;
+    limits.seconds_per_day = 1; // a "day" of one second
+    auto c                 = open(limits);
+    EXPECT_FALSE(c->create("k", "bad", "{}", {}, 366));
+    auto s = c->create("k", "short", "{}", {}, 2);
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->expires_days, 2);
+    EXPECT_EQ(s->expires_at, s->last_active_at + 2);
+    EXPECT_FALSE(s->expired);
+    auto kept = c->create("k", "kept", "{}", {});
+    ASSERT_TRUE(kept);
+    EXPECT_EQ(kept->expires_at, 0);
+    ASSERT_TRUE(c->add_file("k", s->id, "file-a", std::nullopt));
+    ASSERT_FALSE(c->add_chunks(s->id, "file-a", "a.txt", {chunk("walrus", 0)}));
+    ASSERT_TRUE(std::filesystem::exists(dir_ / s->id));
+    auto longer = c->modify("k", s->id, std::nullopt, std::nullopt, int64_t{3});
+    ASSERT_TRUE(longer);
+    EXPECT_EQ(longer->expires_at, longer->last_active_at + 3);
+    auto again = c->modify("k", s->id, std::nullopt, std::nullopt, int64_t{2});
+    ASSERT_TRUE(again);
+
+    std::this_thread::sleep_for(std::chrono::milliseconds(3100));
+    auto expired = c->get("k", s->id);
+    ASSERT_TRUE(expired);
+    EXPECT_TRUE(expired->expired);
+    EXPECT_EQ(expired->n_completed, 0); // its files went with it
+    EXPECT_FALSE(std::filesystem::exists(dir_ / s->id));
+    EXPECT_FALSE(c->get("k", kept->id)->expired);
+    auto search = c->search("k", {s->id}, "walrus", {1, 0, 0, 0}, 3, {});
+    ASSERT_FALSE(search);
+    EXPECT_EQ(search.err().code, "vector_store_expired");
+    EXPECT_EQ(search.err().kind, error_kind::not_found);
+    auto add = c->add_file("k", s->id, "file-b", std::nullopt);
+    ASSERT_FALSE(add);
+    EXPECT_EQ(add.err().code, "vector_store_expired");
+    EXPECT_EQ(c->modify("k", s->id, std::string("x"), std::nullopt).err().code, "vector_store_expired");
+    auto page = c->list("k", 10, false, "");
+    ASSERT_TRUE(page);
+    EXPECT_EQ(page->data.size(), 2U); // listed as expired until deleted
+    EXPECT_TRUE(c->remove("k", s->id));
+    EXPECT_FALSE(c->get("k", s->id));
+}
+
+TEST_F(VectorStoreCatalog, UpgradesACatalogueFromBeforeAttributesAndExpiry) {
+    // The tables as the first release made them, with one store and one file.
+    std::filesystem::create_directories(dir_);
+    sqlite3 *db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir_ / "catalogue.sqlite3").c_str(), &db), SQLITE_OK);
+    const char *old =
+        "CREATE TABLE stores (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, owner TEXT NOT NULL, "
+        "name TEXT NOT NULL, metadata TEXT NOT NULL, chunk_static INTEGER NOT NULL, chunk_max INTEGER NOT NULL, "
+        "chunk_overlap INTEGER NOT NULL, created INTEGER NOT NULL, last_active INTEGER NOT NULL);"
+        "CREATE TABLE files (seq INTEGER PRIMARY KEY AUTOINCREMENT, store_id TEXT NOT NULL, file_id TEXT NOT NULL, "
+        "created INTEGER NOT NULL, status INTEGER NOT NULL, error_code TEXT NOT NULL, error_message TEXT NOT NULL, "
+        "chunk_static INTEGER NOT NULL, chunk_max INTEGER NOT NULL, chunk_overlap INTEGER NOT NULL, "
+        "n_chunks INTEGER NOT NULL, usage_bytes INTEGER NOT NULL, UNIQUE (store_id, file_id));"
+        "INSERT INTO stores (id, owner, name, metadata, chunk_static, chunk_max, chunk_overlap, created, last_active) "
+        "VALUES ('vs_000000000000000000000001', 'k', 'old', '{}', 0, 800, 400, 1, 1);"
+        "INSERT INTO files (store_id, file_id, created, status, error_code, error_message, chunk_static, chunk_max, "
+        "chunk_overlap, n_chunks, usage_bytes) VALUES ('vs_000000000000000000000001', 'file-a', 1, 1, '', '', 0, "
+        "800, 400, 0, 0);";
+    ASSERT_EQ(sqlite3_exec(db, old, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+    sqlite3_close(db);
+
+    {
+        auto c = open();
+        ASSERT_TRUE(c);
+        auto s = c->get("k", "vs_000000000000000000000001");
+        ASSERT_TRUE(s);
+        EXPECT_EQ(s->name, "old");
+        EXPECT_EQ(s->expires_at, 0);
+        EXPECT_FALSE(s->expired);
+        auto f = c->get_file("k", s->id, "file-a");
+        ASSERT_TRUE(f);
+        EXPECT_EQ(f->attributes_json, "{}");
+        ASSERT_TRUE(c->set_file_attributes("k", s->id, "file-a", R"({"round":1})"));
+        ASSERT_TRUE(c->modify("k", s->id, std::nullopt, std::nullopt, int64_t{30}));
+    }
+    // The second open finds the columns already there, and what was written in them.
+    auto c = open();
+    ASSERT_TRUE(c);
+    auto s = c->get("k", "vs_000000000000000000000001");
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->expires_days, 30);
+    EXPECT_EQ(s->expires_at, s->last_active_at + int64_t{30} * 86400);
+    EXPECT_EQ(c->get_file("k", s->id, "file-a")->attributes_json, R"({"round":1})");
+}
+
 TEST(VectorStoreApi, ReadsChunkingStrategies) {
     auto a = parse_chunking_strategy(json{{"type", "auto"}});
     ASSERT_TRUE(a);
@@ -246,21 +435,34 @@ TEST(VectorStoreApi, ReadsSearchRequests) {
     ASSERT_TRUE(r);
     EXPECT_EQ(r->query, "zebra");
     EXPECT_EQ(r->max_num_results, 3U);
-    EXPECT_EQ(r->file_ids, std::vector<std::string>{"file-1"});
+    ASSERT_TRUE(r->options.filter);
+    EXPECT_EQ(r->options.filter->key, "file_id");
+    EXPECT_EQ(std::get<std::string>(r->options.filter->values.at(0)), "file-1");
     auto many = parse_search_request(json::parse(R"({"query":["a","b"],"filters":{"type":"or","filters":[
         {"type":"eq","key":"file_id","value":"f1"},{"type":"in","key":"file_id","value":["f2","f3"]}]}})"),
                                      4096);
     ASSERT_TRUE(many);
     EXPECT_EQ(many->query, "a b");
-    EXPECT_EQ(many->file_ids.size(), 3U);
+    ASSERT_TRUE(many->options.filter);
+    EXPECT_EQ(many->options.filter->children.size(), 2U);
     EXPECT_FALSE(parse_search_request(json{{"query", ""}}, 4096));
     EXPECT_FALSE(parse_search_request(json{{"query", "x"}, {"max_num_results", 51}}, 4096));
     EXPECT_FALSE(parse_search_request(json{{"query", "x"}, {"rewrite_query", true}}, 4096));
     EXPECT_FALSE(parse_search_request(json{{"query", "x"}, {"colour", 1}}, 4096));
-    auto attr =
-        parse_search_request(json::parse(R"({"query":"x","filters":{"type":"eq","key":"author","value":"me"}})"), 4096);
-    ASSERT_FALSE(attr);
-    EXPECT_EQ(attr.err().param, "filters");
+    auto attr = parse_search_request(
+        json::parse(R"({"query":"x","filters":{"type":"eq","key":"author","value":"me"},"ranking_options":{
+            "ranker":"auto","score_threshold":0.5}})"),
+        4096);
+    ASSERT_TRUE(attr) << attr.err().message;
+    EXPECT_EQ(attr->options.filter->key, "author");
+    EXPECT_EQ(attr->options.score_threshold, 0.5);
+    auto bad_filter = parse_search_request(json::parse(R"({"query":"x","filters":{"type":"eq","key":"a"}})"), 4096);
+    ASSERT_FALSE(bad_filter);
+    EXPECT_EQ(bad_filter.err().param, "filters.value");
+    auto bad_threshold =
+        parse_search_request(json::parse(R"({"query":"x","ranking_options":{"score_threshold":2}})"), 4096);
+    ASSERT_FALSE(bad_threshold);
+    EXPECT_EQ(bad_threshold.err().param, "ranking_options.score_threshold");
     auto long_query = parse_search_request(json{{"query", std::string(100, 'q')}}, 64);
     ASSERT_FALSE(long_query);
     EXPECT_NE(long_query.err().message.find("at most 64"), std::string::npos);
@@ -288,7 +490,20 @@ TEST(VectorStoreApi, ShapesObjectsAsOpenAI) {
     EXPECT_EQ(fj["object"], "vector_store.file");
     EXPECT_EQ(fj["status"], "failed");
     EXPECT_EQ(fj["last_error"]["code"], "invalid_file");
-    auto page = search_page_json("q", {store_hit{"vs_1", "file-1", "a.txt", "hello", 0.5}});
+    f.attributes_json = R"({"lang":"en"})";
+    EXPECT_EQ(vector_store_file_json(f)["attributes"]["lang"], "en");
+    EXPECT_EQ(j["expires_after"], nullptr);
+    EXPECT_EQ(j["expires_at"], nullptr);
+    s.expires_days = 7;
+    s.expires_at   = 1000;
+    s.expired      = true;
+    auto expiring  = vector_store_json(s);
+    EXPECT_EQ(expiring["status"], "expired");
+    EXPECT_EQ(expiring["expires_after"]["anchor"], "last_active_at");
+    EXPECT_EQ(expiring["expires_after"]["days"], 7);
+    EXPECT_EQ(expiring["expires_at"], 1000);
+    auto page = search_page_json("q", {store_hit{"vs_1", "file-1", "a.txt", "hello", 0.5, R"({"n":1})"}});
+    EXPECT_EQ(page["data"][0]["attributes"]["n"], 1);
     EXPECT_EQ(page["object"], "vector_store.search_results.page");
     EXPECT_EQ(page["data"][0]["content"][0]["text"], "hello");
     EXPECT_EQ(page["data"][0]["filename"], "a.txt");
@@ -297,9 +512,12 @@ TEST(VectorStoreApi, ShapesObjectsAsOpenAI) {
 }
 
 TEST(FileSearchTool, CapsOutputBytesAtCharacterBoundaries) {
-    std::vector<store_hit> hits = {{"vs", "f1", "a.txt", "héllo wörld", 0.9}, {"vs", "f2", "b.txt", "second", 0.4}};
+    std::vector<store_hit> hits = {{"vs", "f1", "a.txt", "héllo wörld", 0.9, R"({"k":"v"})"},
+                                   {"vs", "f2", "b.txt", "second", 0.4}};
     auto                   all  = json::parse(file_search_output(hits, 1000));
     ASSERT_EQ(all.size(), 2U);
+    EXPECT_EQ(all[0]["attributes"]["k"], "v");
+    EXPECT_EQ(all[1]["attributes"], json::object());
     EXPECT_EQ(all[1]["text"], "second");
     // 2 bytes: "h" and half of "é" fit; the half is dropped, which leaves 1 byte for the second.
     auto cut = json::parse(file_search_output(hits, 2));
