@@ -35,12 +35,15 @@ free_port() {
   return 1
 }
 
-# wait_ready URL PID LOG: polls URL/v1/health/ready for up to 120 s; on failure, or when PID
-# exits first, prints LOG and returns 1.
+# wait_ready URL PID LOG: polls URL/v1/health/ready (inferbox; llama-server has no such route and
+# answers 404 there, so then its /health) for up to 120 s; on failure, or when PID exits first,
+# prints LOG and returns 1.
 wait_ready() {
-  local url=$1 pid=$2 logf=$3
+  local url=$1 pid=$2 logf=$3 code
   for _ in $(seq 600); do
-    curl -sf "$url/v1/health/ready" >/dev/null && return 0
+    code=$(curl -s -o /dev/null -w '%{http_code}' "$url/v1/health/ready" || true)
+    [ "$code" = 200 ] && return 0
+    [ "$code" = 404 ] && curl -sf "$url/health" >/dev/null && return 0
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.2
   done

@@ -11,6 +11,7 @@
 #include "store/profiles.h"
 #include "store/roofline.h"
 #include "store/store.h"
+#include "store/weight_types.h"
 
 #include "llama.h"
 #include <CLI/CLI.hpp>
@@ -101,6 +102,56 @@ json prediction_json(const decode_prediction &p) {
             {"unmeasured_types", p.unmeasured}};
 }
 
+// A path as one shell word.
+std::string shell_word(const std::string &s) {
+    if (!s.empty() && s.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./+-=:") ==
+                          std::string::npos) {
+        return s;
+    }
+    std::string out = "'";
+    for (const char c : s) {
+        out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    }
+    return out + "'";
+}
+
+// The command that makes `type` from `file` (`cached_name`: the model's name in the cache, or "").
+std::string quantize_command(const std::filesystem::path &file, const std::string &cached_name,
+                             const weight_type &type) {
+    std::string cmd = "inferbox import " + shell_word(file.string()) + " --quantize " + std::string(type.name);
+    if (!cached_name.empty()) {
+        cmd += " --name " + shell_word(cached_name + "-" + std::string(type.name));
+    }
+    return cmd;
+}
+
+json advice_json(const weight_type_advice &a, const std::string &command) {
+    json options = json::array();
+    for (const auto &o : a.options) {
+        options.push_back({{"type", o.type.name},
+                           {"quality", o.type.quality},
+                           {"ppl_delta", o.type.ppl_delta},
+                           {"tokens_per_s", o.prediction.tokens_per_s},
+                           {"bytes_per_token", o.prediction.bytes_per_token},
+                           {"bound", o.prediction.bound}});
+    }
+    json rec = nullptr;
+    if (a.recommended) {
+        rec = {{"type", a.recommended->type.name},
+               {"tokens_per_s", a.recommended->prediction.tokens_per_s},
+               {"speedup", a.speedup},
+               {"needs_original_weights", a.needs_original},
+               {"command", a.needs_original ? json(nullptr) : json(command)}};
+    }
+    return {{"current", a.current},
+            {"known", a.known},
+            {"quantized", a.quantized},
+            {"current_tokens_per_s", a.current_tps},
+            {"min_speedup", k_min_weight_type_speedup},
+            {"options", std::move(options)},
+            {"recommendation", std::move(rec)}};
+}
+
 int run_hardware(bool as_json, bool measure) {
     const hardware_info             hw = detect_hardware();
     std::optional<machine_roofline> roof;
@@ -170,6 +221,68 @@ int run_hardware(bool as_json, bool measure) {
                  (bps < roof->read_bytes_per_s ? " (below the memory limit: the kernel binds)" : ""));
     }
     return 0;
+}
+
+// The weight-type advice for a model, with the command that makes the recommended type.
+struct weight_advice {
+    weight_type_advice advice;
+    std::string        command; // "" without a recommendation
+};
+
+std::optional<weight_advice> advise_model(const gguf_info &info, const machine_roofline &roof,
+                                          const std::filesystem::path &file, const std::string &model_text) {
+    auto a = advise_weight_type(info, roof);
+    if (!a) {
+        return std::nullopt;
+    }
+    weight_advice out{std::move(*a), {}};
+    if (out.advice.recommended) {
+        const auto ref = parse_model_ref(model_text);
+        out.command =
+            quantize_command(file, ref && ref->kind == model_ref_kind::cached_name ? ref->name : std::string(),
+                             out.advice.recommended->type);
+    }
+    return out;
+}
+
+// One line when a faster type of equal or better quality exists.
+void print_advice(const weight_advice &w) {
+    const weight_type_advice *advice = &w.advice;
+    if (!advice->recommended) {
+        return;
+    }
+    const auto        &r              = *advice->recommended;
+    const std::string &advice_command = w.command;
+    if (advice->needs_original) {
+        std::printf("weight type: %s would decode %.0f%% faster (%s tokens/s) at equal or better quality than "
+                    "%s, but only made from the original F32/F16/BF16 weights: requantizing this file cannot "
+                    "restore what it lost (inferbox import ORIGINAL.gguf --quantize %s)\n",
+                    std::string(r.type.name).c_str(), (advice->speedup - 1) * 100,
+                    tps_text(r.prediction.tokens_per_s).c_str(), advice->current.c_str(),
+                    std::string(r.type.name).c_str());
+    } else {
+        std::printf(
+            "weight type: %s would decode %.0f%% faster (%s tokens/s, %s a token) at equal or better "
+            "quality than %s: %s\n",
+            std::string(r.type.name).c_str(), (advice->speedup - 1) * 100, tps_text(r.prediction.tokens_per_s).c_str(),
+            format_memory_size(r.prediction.bytes_per_token).c_str(), advice->current.c_str(), advice_command.c_str());
+    }
+}
+
+// The predicted decode rate and, when another weight type would be faster, that advice.
+void print_decode(const std::optional<decode_prediction> &predicted, const std::optional<weight_advice> &advice) {
+    if (predicted) {
+        std::printf("decode, 1 stream, short context (predicted from `inferbox hardware --measure`): %s tokens/s "
+                    "(memory limit %s, kernel limit %s; %s bound; %s of weights a token)\n",
+                    tps_text(predicted->tokens_per_s).c_str(), tps_text(predicted->bandwidth_tps).c_str(),
+                    predicted->kernel_tps > 0 ? tps_text(predicted->kernel_tps).c_str() : "-", predicted->bound.c_str(),
+                    format_memory_size(predicted->bytes_per_token).c_str());
+    } else {
+        std::printf("decode prediction: run `inferbox hardware --measure` once to measure this machine's limits\n");
+    }
+    if (advice) {
+        print_advice(*advice);
+    }
 }
 
 // --- profiles ---------------------------------------------------------------------------------
@@ -375,17 +488,20 @@ int run_profiles(const profiles_options &o) {
         const std::optional<kv_cache_type> kv = parse_kv_cache_type(o.kv_type); // "" or "auto": nullopt
         // llama.cpp runs grok without flash attention.
         const std::optional<bool> flash = set.model.architecture == "grok" ? std::optional(false) : std::nullopt;
-        set.profiles.push_back(
-            evaluate_attention_options(set.model, hw, set.budget, "custom",
-                                       s.parallel > 1 ? profile_flavour::throughput : profile_flavour::latency, s,
-                                       attention_candidates(kv, flash, true), set.draft ? &*set.draft : nullptr));
+        set.profiles.push_back(evaluate_attention_options(
+            set.model, hw, set.budget, "custom",
+            s.parallel > 1 ? profile_flavour::throughput : profile_flavour::latency, s,
+            attention_candidates(kv, flash, true, context_or_trained(s.n_ctx_slot, set.model)),
+            set.draft ? &*set.draft : nullptr));
     }
     const pick_goal goal   = o.goal == "throughput" ? pick_goal::throughput : pick_goal::latency;
     auto            picked = pick_profile(set, goal);
     // The single-stream decode rate the measured roofline predicts (none before a measurement).
     std::optional<decode_prediction> predicted;
+    std::optional<weight_advice>     advice; // another weight type, when one decodes faster
     if (hw.roofline) {
         predicted = predict_decode(*info, *hw.roofline);
+        advice    = advise_model(*info, *hw.roofline, file, o.model);
     }
     // Each candidate's default latency targets (what serve runs with when no --slo-* flag is given).
     const machine_roofline *roof = hw.roofline ? &*hw.roofline : nullptr;
@@ -417,7 +533,8 @@ int run_profiles(const profiles_options &o) {
                  {"profiles", std::move(profiles)},
                  {"pick", std::move(pick)},
                  {"pick_error", picked ? json(nullptr) : json(picked.err().message)},
-                 {"decode_prediction", predicted ? prediction_json(*predicted) : json(nullptr)}});
+                 {"decode_prediction", predicted ? prediction_json(*predicted) : json(nullptr)},
+                 {"weight_type_advice", advice ? advice_json(advice->advice, advice->command) : json(nullptr)}});
         return 0;
     }
 
@@ -434,15 +551,7 @@ int run_profiles(const profiles_options &o) {
                     format_memory_size(set.budget.available).c_str(), format_memory_size(set.budget.margin).c_str());
     }
     print_profile_table(set, targets_of);
-    if (predicted) {
-        std::printf("decode, 1 stream, short context (predicted from `inferbox hardware --measure`): %s tokens/s "
-                    "(memory limit %s, kernel limit %s; %s bound; %s of weights a token)\n",
-                    tps_text(predicted->tokens_per_s).c_str(), tps_text(predicted->bandwidth_tps).c_str(),
-                    predicted->kernel_tps > 0 ? tps_text(predicted->kernel_tps).c_str() : "-", predicted->bound.c_str(),
-                    format_memory_size(predicted->bytes_per_token).c_str());
-    } else {
-        std::printf("decode prediction: run `inferbox hardware --measure` once to measure this machine's limits\n");
-    }
+    print_decode(predicted, advice);
     for (const auto &n : m.notes) {
         std::printf("note: %s\n", n.c_str());
     }

@@ -170,14 +170,15 @@ void settle_attention(const std::string &path, engine_config &ec) {
     }
     const hardware_info hw = detect_hardware();
     profile_settings    s;
-    s.n_threads  = ec.n_threads > 0 ? ec.n_threads : 1;
-    s.parallel   = ec.parallel;
-    s.n_ctx_slot = ec.n_ctx_slot; // 0: the trained context, as the engine takes it
-    s.n_batch    = ec.step_tokens;
-    s.n_ubatch   = std::min(ec.step_tokens, micro_batch_tokens);
-    const model_profile p =
-        evaluate_attention_options(model_shape_of(*info, hw.isa), hw, cpu_memory_budget(hw), "run",
-                                   profile_flavour::latency, s, attention_candidates(std::nullopt, std::nullopt, true));
+    s.n_threads           = ec.n_threads > 0 ? ec.n_threads : 1;
+    s.parallel            = ec.parallel;
+    s.n_ctx_slot          = ec.n_ctx_slot; // 0: the trained context, as the engine takes it
+    s.n_batch             = ec.step_tokens;
+    s.n_ubatch            = std::min(ec.step_tokens, micro_batch_tokens);
+    const model_shape   m = model_shape_of(*info, hw.isa);
+    const model_profile p = evaluate_attention_options(
+        m, hw, cpu_memory_budget(hw), "run", profile_flavour::latency, s,
+        attention_candidates(std::nullopt, std::nullopt, true, context_or_trained(s.n_ctx_slot, m)));
     if (p.status != profile_status::runnable) {
         return;
     }

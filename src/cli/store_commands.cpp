@@ -1,19 +1,28 @@
 #include "cli/store_commands.h"
 
 #include "cli/output.h"
+#include "common/failpoint.h"
+#include "engine/quantize.h"
 #include "store/hardware.h"
 
 #include "store/gguf.h"
+#include "store/imatrix.h"
 #include "store/store.h"
+#include "store/weight_types.h"
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <chrono>
+#include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
+#include <unistd.h>
 #include <vector>
 
 namespace inferbox {
@@ -80,12 +89,152 @@ json summary_json(const gguf_info &g) {
 struct import_options {
     std::string path;
     std::string name;
+    std::string quantize; // "": copy as is
+    std::string imatrix;
+    int32_t     threads          = 0;
+    bool        allow_requantize = false;
 };
+
+// The quantizer's output while it is being written: a SIGINT or SIGTERM deletes it (and its
+// staging folder, empty then) before the process dies, so an interrupted import leaves nothing.
+char g_partial_file[4096];
+char g_partial_dir[4096];
+
+extern "C" void on_quantize_signal(int sig) {
+    ::unlink(g_partial_file); // async-signal-safe, as are rmdir and raise
+    ::rmdir(g_partial_dir);
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+}
+
+class partial_output_guard {
+  public:
+    explicit partial_output_guard(const std::filesystem::path &file) {
+        const std::string f = file.string();
+        const std::string d = file.parent_path().string();
+        if (f.size() < sizeof g_partial_file && d.size() < sizeof g_partial_dir) {
+            std::memcpy(g_partial_file, f.c_str(), f.size() + 1);
+            std::memcpy(g_partial_dir, d.c_str(), d.size() + 1);
+            struct sigaction sa {};
+            sa.sa_handler = on_quantize_signal;
+            sigemptyset(&sa.sa_mask);
+            sigaction(SIGINT, &sa, &old_int_);
+            sigaction(SIGTERM, &sa, &old_term_);
+            armed_ = true;
+        }
+    }
+    ~partial_output_guard() {
+        if (armed_) {
+            sigaction(SIGINT, &old_int_, nullptr);
+            sigaction(SIGTERM, &old_term_, nullptr);
+        }
+    }
+    partial_output_guard(const partial_output_guard &)            = delete;
+    partial_output_guard &operator=(const partial_output_guard &) = delete;
+
+  private:
+    struct sigaction old_int_ {};
+    struct sigaction old_term_ {};
+    bool             armed_ = false;
+};
+
+int run_quantized_import(const import_options &o, model_store &store) {
+    const auto type = find_weight_type(o.quantize);
+    if (!type) {
+        return cli_fail("import", "unknown weight type '" + display(o.quantize) +
+                                      "' for --quantize; accepted: " + weight_type_names());
+    }
+    auto info = read_gguf_file(o.path, o.path);
+    if (!info) {
+        return cli_fail("import", info.err().message);
+    }
+    // A matrix already quantized loses precision again: refuse unless asked.
+    const auto quantized = std::find_if(info->tensors.begin(), info->tensors.end(), [](const gguf_tensor_info &t) {
+        return t.n_dims >= 2 && t.type != 0 && t.type != 1 && t.type != 30;
+    });
+    if (quantized != info->tensors.end() && !o.allow_requantize) {
+        return cli_fail("import", o.path + " is already quantized (" + info->quantization + ", e.g. " +
+                                      display(quantized->name) + " is " +
+                                      std::string(ggml_type_traits_of(quantized->type)->name) +
+                                      "): quantizing it again adds a second rounding error to the first, so the "
+                                      "result is worse than " +
+                                      std::string(type->name) +
+                                      " made from the original F32/F16/BF16 weights. Quantize those, or pass "
+                                      "--allow-requantize to accept the loss");
+    }
+    std::optional<imatrix> importance;
+    if (!o.imatrix.empty()) {
+        auto m = read_imatrix_file(o.imatrix);
+        if (!m) {
+            return cli_fail("import", m.err().message);
+        }
+        if (auto misfit = check_imatrix_fits(*m, *info, o.imatrix)) {
+            return cli_fail("import", misfit->message);
+        }
+        importance = std::move(*m);
+        std::fprintf(stderr, "inferbox import: importance matrix %s (%s format, %zu entries)\n", o.imatrix.c_str(),
+                     importance->format.c_str(), importance->entries.size());
+    }
+    std::string name = o.name;
+    if (name.empty()) {
+        name = std::filesystem::path(o.path).stem().string() + "-" + std::string(type->name);
+        if (auto problem = validate_model_name(name)) {
+            return cli_fail("import", "cannot use " + name + " as a model name (" + problem->message +
+                                          "); choose one with --name");
+        }
+    }
+    const auto threads = o.threads > 0 ? o.threads : int32_t(detect_hardware().n_threads_effective);
+    std::fprintf(stderr, "inferbox import: quantizing %s (%s, %s) to %s on %d threads\n", o.path.c_str(),
+                 info->quantization.c_str(), format_memory_size(info->file_size).c_str(),
+                 std::string(type->name).c_str(), threads);
+    const auto      start = std::chrono::steady_clock::now();
+    std::error_code ec;
+    auto            e = store.import_generated(
+                   name, std::filesystem::absolute(o.path, ec).string(), [&](const std::filesystem::path &out) {
+            partial_output_guard guard(out);
+            int                  shown_step = 0;
+            quantize_request     r;
+            r.input            = o.path;
+            r.output           = out;
+            r.file_type        = type->file_type;
+            r.threads          = threads;
+            r.allow_requantize = o.allow_requantize;
+            r.importance       = importance ? &importance->entries : nullptr;
+            r.progress         = [&](int done, int total) {
+                const int step = done * 10 / total; // a line per tenth
+                if (step > shown_step || done == total) {
+                    shown_step = step;
+                    std::fprintf(stderr, "inferbox import: %d/%d tensors (%.1f s)\n", done, total,
+                                                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+                }
+            };
+            auto failed = quantize_model(r);
+            if (!failed) {
+                // Tests interrupt here, with the whole output written but not yet in the cache.
+                if (const int ms = failpoint_ms("INFERBOX_FAILPOINT_QUANTIZE_DELAY_MS"); ms > 0) {
+                    std::fprintf(stderr, "inferbox import: quantized; waiting %d ms (failpoint)\n", ms);
+                    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+                }
+            }
+            return failed;
+        });
+    if (!e) {
+        return cli_fail("import", e.err().message);
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf("quantized %s to %s in %.1f s: imported %s (%s, sha256 %s) into %s\n", o.path.c_str(),
+                std::string(type->name).c_str(), seconds, e->name.c_str(), format_memory_size(e->manifest.size).c_str(),
+                e->manifest.sha256.c_str(), e->file.c_str());
+    return 0;
+}
 
 int run_import(const import_options &o) {
     auto store = open_store();
     if (!store) {
         return cli_fail("import", store.err().message);
+    }
+    if (!o.quantize.empty()) {
+        return run_quantized_import(o, *store);
     }
     auto e = store->import(o.path, o.name);
     if (!e) {
@@ -374,7 +523,19 @@ void add_store_commands(CLI::App &app, std::function<int()> &action) {
     auto io  = std::make_shared<import_options>();
     auto imp = app.add_subcommand("import", "add a local GGUF file to the model cache ($INFERBOX_CACHE)");
     imp->add_option("path", io->path, "the GGUF file")->required();
-    imp->add_option("--name", io->name, "name in the cache (default: the file name without .gguf)");
+    imp->add_option("--name", io->name,
+                    "name in the cache (default: the file name without .gguf, then -TYPE with --quantize)");
+    auto *q = imp->add_option("--quantize", io->quantize,
+                              "write a quantized copy instead (llama.cpp's quantizer): q8_0, q6_k, q5_k_m, q4_k_m, "
+                              "q4_0, f16, bf16, … (docs/profiles.md, \"Choosing a weight type\")");
+    imp->add_option("--imatrix", io->imatrix, "importance matrix for --quantize (llama-imatrix's GGUF or .dat file)")
+        ->needs(q);
+    imp->add_option("--threads", io->threads, "threads for --quantize (default: the effective thread count)")
+        ->check(CLI::Range(1, 1024))
+        ->needs(q);
+    imp->add_flag("--allow-requantize", io->allow_requantize,
+                  "let --quantize start from an already quantized file (loses quality)")
+        ->needs(q);
     imp->callback([&action, io] { action = [io] { return run_import(*io); }; });
 
     auto as_json = std::make_shared<bool>(false);

@@ -13,6 +13,9 @@
 // failpoint_ms(env) reads a duration instead: the variable's value in milliseconds (0 when unset).
 //   INFERBOX_FAILPOINT_STEP_DELAY_MS each engine step waits this long first, so a test can act
 //                                    while a stream is still running (engine.cpp)
+//   INFERBOX_FAILPOINT_QUANTIZE_DELAY_MS `import --quantize` waits this long after writing its
+//                                    output, before adding it to the cache, so a test can interrupt
+//                                    it there (cli/store_commands.cpp)
 //   INFERBOX_FAILPOINT_VECTOR_STORE_DAY_MS an expires_after day of a vector store lasts this long
 //                                    (whole seconds), so a test sees a store expire
 //                                    (retrieval/vector_store_catalog.cpp)

@@ -209,12 +209,6 @@ uint64_t pad_to(uint64_t n, uint64_t step) {
     return (n + step - 1) / step * step;
 }
 
-// The context per slot that settings of 0 (or less) stand for: the model's trained context,
-// bounded to what an int32_t setting and llama.cpp's KV cells can hold.
-int32_t context_or_trained(int32_t n_ctx_slot, const model_shape &m) {
-    return n_ctx_slot > 0 ? n_ctx_slot : int32_t(std::clamp<uint64_t>(m.n_ctx_train, 1, 1u << 24));
-}
-
 uint64_t sat_add(uint64_t a, uint64_t b) {
     return a > std::numeric_limits<uint64_t>::max() - b ? std::numeric_limits<uint64_t>::max() : a + b;
 }
@@ -429,11 +423,18 @@ double kv_cache_type_size(kv_cache_type t) {
     return 4.0;
 }
 
+int32_t context_or_trained(int32_t n_ctx_slot, const model_shape &m) {
+    return n_ctx_slot > 0 ? n_ctx_slot : int32_t(std::clamp<uint64_t>(m.n_ctx_train, 1, 1u << 24));
+}
+
 std::vector<attention_option> attention_candidates(std::optional<kv_cache_type> kv, std::optional<bool> flash_attn,
-                                                   bool cpu_only) {
+                                                   bool cpu_only, int32_t context_tokens) {
     using k = kv_cache_type;
     if (kv == k::q8_0) { // needs flash attention: an explicit "off" is kept, for evaluate_profile() to refuse
         return {{k::q8_0, flash_attn.value_or(true)}};
+    }
+    if (cpu_only && context_tokens >= long_context_tokens && !flash_attn && (!kv || *kv == k::f16)) {
+        return {{k::f16, true}}; // the smallest estimate as well: nothing after it could fit
     }
     static const std::vector<attention_option> cpu_order = {
         {k::f32, false}, {k::f16, false}, {k::f16, true}, {k::f32, true}};
@@ -625,9 +626,12 @@ memory_estimate estimate_memory(const model_shape &m, const profile_settings &s_
     // defaults to n_batch: 250 MiB of address space for a 128K vocabulary), but the engine asks
     // for the logits of at most one token per sequence per step, so n_outputs = min(slots, u)
     // rows are ever written and the rest of the reservation never becomes resident.
-    // KQ mask: n_kv × u, f16 with flash attention, f32 without. Work buffer: the activations
-    // converted for the dot products, at most 2 bytes × u × max(n_ff, n_embd). Logits buffer:
-    // n_vocab × slots floats.
+    // KQ mask: n_kv × u, f16 with flash attention, f32 without. Work buffer (one, sized for the
+    // graph's largest conversion): the activations converted for the dot products, 2 bytes × u ×
+    // max(n_ff, n_embd); without flash attention and with an f16 or q8_0 V cache, the KQ
+    // probabilities converted to f16 for their product with V, 2 bytes × u × n_head × n_kv, which
+    // makes f16 KV without flash attention larger than f32 at long contexts (measured:
+    // docs/benchmarks.md, "Long contexts"). Logits buffer: n_vocab × slots floats.
     const uint64_t cells     = kv_cells(s.n_ctx_slot, s.parallel);
     const uint64_t n_kv      = cells / uint64_t(s.parallel); // one stream per slot
     const uint64_t batch     = std::min<uint64_t>(uint64_t(std::max(1, s.n_batch)), cells);
@@ -637,9 +641,11 @@ memory_estimate estimate_memory(const model_shape &m, const profile_settings &s_
     const uint64_t output    = sat_mul(4, sat_add(sat_mul(ubatch, 2 * m.n_embd), sat_mul(n_outputs, m.n_vocab)));
     const uint64_t attn =
         s.flash_attn ? 0 : sat_mul(sat_mul(ubatch, 4), sat_add(sat_mul(m.n_head, n_kv), 4 * m.n_embd));
-    const uint64_t graph  = std::max({ffn, output, attn});
-    const uint64_t mask   = sat_mul(sat_mul(ubatch, n_kv), s.flash_attn ? 2 : 4);
-    const uint64_t work   = sat_mul(ubatch, 2 * std::max(m.n_ff, m.n_embd));
+    const uint64_t graph = std::max({ffn, output, attn});
+    const uint64_t mask  = sat_mul(sat_mul(ubatch, n_kv), s.flash_attn ? 2 : 4);
+    const uint64_t kq_f16 =
+        s.flash_attn || s.kv_type == kv_cache_type::f32 ? 0 : sat_mul(sat_mul(ubatch, 2), sat_mul(m.n_head, n_kv));
+    const uint64_t work   = std::max(sat_mul(ubatch, 2 * std::max(m.n_ff, m.n_embd)), kq_f16);
     const uint64_t logits = sat_mul(m.n_vocab, 4 * uint64_t(s.parallel));
     e.compute             = sat_add(sat_add(graph, mask), sat_add(work, logits));
     e.overhead            = sat_add(sat_add(base_overhead_bytes, sat_mul(m.n_vocab, vocab_bytes_per_token)),
@@ -895,7 +901,7 @@ profile_set list_profiles(const gguf_info &g, const hardware_info &hw, const pro
             s.kv_type == kv_cache_type::f16 ? std::nullopt : std::optional(s.kv_type);
         const std::vector<attention_option> options =
             s.gpu || s.rpc ? std::vector<attention_option>{{s.kv_type, s.flash_attn}}
-                           : attention_candidates(kv, flash ? std::nullopt : std::optional(false), true);
+                           : attention_candidates(kv, flash ? std::nullopt : std::optional(false), true, s.n_ctx_slot);
         set.profiles.push_back(evaluate_attention_options(m, hw, set.budget, profile_name(f, s), f, s, options, draft));
     };
 

@@ -227,6 +227,14 @@ int32_t http_threads_for(const hardware_info &hw);
 int32_t rpc_layer_split(const model_shape &m, const hardware_info &hw, const memory_budget &budget,
                         const profile_settings &s);
 
+// On the CPU, from this many tokens of context per slot on, "auto" attention is f16 KV with flash
+// attention (attention_candidates()). Measured on a model of Qwen2.5-0.5B's layer shape, one
+// prompt filling the context (docs/benchmarks.md, "Long contexts"): f32 KV without flash attention
+// decodes 4-5x faster at every length, but at 8192 tokens its prompt takes 1.4x as long and it
+// holds 2.6x the memory (the ubatch's KQ scores grow with the context), at 16384 1.7x and 3.9x;
+// its decode lead pays that back only after 140 (8192) to 540 (16384) output tokens.
+inline constexpr int32_t long_context_tokens = 8192;
+
 // One way to run attention: the KV cache's type and whether flash attention is on.
 struct attention_option {
     kv_cache_type kv_type    = kv_cache_type::f16;
@@ -242,13 +250,20 @@ struct attention_option {
 //   decode is 1.3-1.4x faster at short contexts and 2-3x at 1.5k tokens without it, and prompt
 //   processing 3-12 % slower. f32 KV spares the f16 conversions in those products (decode +15-40 %
 //   over f16 KV without flash attention) for twice the KV memory. So: f32 without flash
-//   attention; then f16 without it (half the KV); then f16 with it (no KQ score buffer: the
-//   smallest estimate).
+//   attention; then f16 without it (half the KV, but its KQ probabilities converted to f16 for
+//   the V product outweigh that from a few thousand tokens on); then f16 with it (no KQ score
+//   buffer: the smallest estimate). From long_context_tokens of context per slot on (that is
+//   `context_tokens`, already resolved: context_or_trained()), with flash attention auto and the
+//   type auto or f16: f16 with flash attention alone, for the reasons given there.
 //   Elsewhere: f16 with flash attention, as llama.cpp's GPU kernels are built for.
 // With flash attention explicitly on and the type auto: f16 (f32 gains nothing there). q8_0 is
 // only ever used when asked for, and always with flash attention (llama.cpp needs it).
 std::vector<attention_option> attention_candidates(std::optional<kv_cache_type> kv, std::optional<bool> flash_attn,
-                                                   bool cpu_only);
+                                                   bool cpu_only, int32_t context_tokens);
+
+// The context per slot that a setting of 0 (or less) stands for: the model's trained context,
+// bounded to what an int32_t setting and llama.cpp's KV cells can hold.
+int32_t context_or_trained(int32_t n_ctx_slot, const model_shape &m);
 
 // evaluate_profile() of `s` with each of `options` (non-empty) in turn: the first runnable one,
 // or when none is, the last (the smallest estimate, whose detail names the change that makes it

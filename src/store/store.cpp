@@ -767,6 +767,53 @@ result<model_entry> model_store::import(const fs::path &source, std::string name
     return e;
 }
 
+result<model_entry>
+model_store::import_generated(const std::string &name, const std::string &source,
+                              const std::function<std::optional<error>(const fs::path &)> &write) const {
+    if (auto problem = validate_model_name(name)) {
+        return *problem;
+    }
+    auto staged = open_stage(name);
+    if (!staged) {
+        return staged.err();
+    }
+    const auto &[dir, stage] = *staged;
+    staging_guard  guard(stage);
+    const fs::path file = stage / model_file_name;
+    if (auto failed = write(file)) {
+        return *failed;
+    }
+    // The writer's bytes reach the disk before the model can become visible.
+    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || ::fsync(fd) != 0) {
+        const int e = errno;
+        if (fd >= 0) {
+            ::close(fd);
+        }
+        return internal("cannot flush " + file.string() + " to disk: " + errno_text(e));
+    }
+    ::close(fd);
+    auto hash = sha256_file(file);
+    if (!hash) {
+        return hash.err();
+    }
+    std::error_code ec;
+    const auto      size = fs::file_size(file, ec);
+    if (ec) {
+        return internal("cannot read " + file.string() + ": " + ec.message());
+    }
+    model_manifest m;
+    m.name   = name;
+    m.source = source;
+    m.sha256 = *hash;
+    m.size   = size;
+    auto e   = commit_stage(stage, dir, m, source);
+    if (e) {
+        guard.release();
+    }
+    return e;
+}
+
 result<model_entry> model_store::commit_stage(const fs::path &stage, const fs::path &dir, const model_manifest &meta,
                                               const std::string &shown_source) const {
     // Validate what will be served, not what was there a moment ago.

@@ -28,6 +28,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -100,6 +101,16 @@ class model_store {
     // records its SHA-256. The copy is validated as GGUF before it becomes visible. Fails if the
     // name is taken; on failure nothing is left in models/. Blocks for the copy and the hash.
     result<model_entry> import(const std::filesystem::path &source, std::string name = {}) const;
+
+    // Adds a model that `write` creates: it is called with a path inside a fresh staging folder
+    // under <root>/tmp (never visible as a model) and writes the GGUF there (a quantizer's
+    // output). The file is then hashed, validated and moved into models/ as import() does;
+    // `source` is recorded in the manifest. When `write` fails, or anything after it, the staging
+    // folder is deleted and nothing is left in models/. A process killed meanwhile leaves only
+    // the staging folder, which a later import deletes once it is a day old.
+    result<model_entry>
+    import_generated(const std::string &name, const std::string &source,
+                     const std::function<std::optional<error>(const std::filesystem::path &)> &write) const;
 
     // Adds the GGUF file `file` as `name`, moving it (a rename: `file` must be on the store's
     // file system, e.g. under downloads_dir()) instead of copying it. `sha256` and `size` are

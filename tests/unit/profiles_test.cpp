@@ -140,15 +140,35 @@ TEST(profiles, compute_estimate_matches_llama_cpp_buffers) {
                         .weight_bytes = 236 * mib};
     const model_shape m = model_shape_of(make_model(s), cpu_isa{});
     profile_settings  p;
-    p.n_ctx_slot                = 512;
-    p.n_batch                   = 512;
-    p.n_ubatch                  = 512;
-    const uint64_t extra        = 512 * 2 * 4864 + 512 * 4; // CPU work buffer + logits for one slot
-    const auto     graph_and_kq = [&](const profile_settings &x) { return estimate_memory(m, x).compute - extra; };
+    p.n_ctx_slot = 512;
+    p.n_batch    = 512;
+    p.n_ubatch   = 512;
+    // Beside llama.cpp's compute buffer: the CPU backend's work buffer (the FFN activations
+    // converted, or without flash attention and with an f16 V cache the KQ probabilities
+    // converted, whichever is larger) and the logits for one slot.
+    const auto extra = [](const profile_settings &x) {
+        const uint64_t kq_f16 = x.flash_attn ? 0 : uint64_t(512) * 2 * 14 * uint64_t(x.n_ctx_slot);
+        return std::max<uint64_t>(512 * 2 * 4864, kq_f16) + 512 * 4;
+    };
+    const auto graph_and_kq = [&](const profile_settings &x) { return estimate_memory(m, x).compute - extra(x); };
     EXPECT_NEAR(double(graph_and_kq(p)) / mib, 36.01, 0.05);
     p.n_ctx_slot = 4096;
     p.flash_attn = false;
     EXPECT_NEAR(double(graph_and_kq(p)) / mib, 129.26, 129.26 * 0.03);
+
+    // Without flash attention, an f16 V cache has the KQ probabilities converted to f16 for the V
+    // product (the work buffer), and from some length on that outweighs the KV it saves over f32:
+    // measured as 810 against 625 MiB resident at 16384 tokens (docs/benchmarks.md, "Long
+    // contexts").
+    profile_settings f16_off = p, f32_off = p;
+    f16_off.n_ctx_slot = f32_off.n_ctx_slot = 16384;
+    f32_off.kv_type                         = kv_cache_type::f32;
+    EXPECT_EQ(estimate_memory(m, f16_off).compute - estimate_memory(m, f32_off).compute,
+              uint64_t(512) * 2 * 14 * 16384 - 512 * 2 * 4864); // the larger conversion replaces the FFN's
+    model_spec four      = s;                                   // the 4-layer model of that measurement
+    four.n_layer         = 4;
+    const model_shape m4 = model_shape_of(make_model(four), cpu_isa{});
+    EXPECT_GT(estimate_memory(m4, f16_off).total(), estimate_memory(m4, f32_off).total());
 
     // The batch is clamped to the KV cells, the ubatch to the batch (as llama.cpp does).
     profile_settings small = p;
@@ -229,8 +249,11 @@ TEST(profiles, all_runnable_with_plenty_of_memory) {
         EXPECT_EQ(p.status, profile_status::runnable) << name << ": " << p.detail;
         EXPECT_TRUE(p.detail.empty());
         EXPECT_EQ(p.settings.n_gpu_layers, 0);
-        // On the CPU flash attention is off where that fits (here: everywhere); q8_0 KV needs it.
-        EXPECT_EQ(p.settings.flash_attn, p.settings.kv_type == kv_cache_type::q8_0) << name;
+        // On the CPU flash attention is off where that fits (here: everywhere) below
+        // long_context_tokens, and on from there; q8_0 KV needs it.
+        EXPECT_EQ(p.settings.flash_attn,
+                  p.settings.kv_type == kv_cache_type::q8_0 || p.settings.n_ctx_slot >= long_context_tokens)
+            << name;
         EXPECT_TRUE(p.settings.use_mmap);
     }
     EXPECT_FALSE(find_profile(set, "cpu-latency-ctx32768")); // above the trained context
@@ -509,12 +532,16 @@ TEST(profiles, ladder_for_a_long_context_model) {
                              "cpu-latency-ctx2048", "cpu-throughput-p4-ctx4096", "cpu-throughput-p8-ctx2048"}) {
         EXPECT_TRUE(find_profile(set, name)) << name;
     }
-    // 131072 tokens of KV for this shape is 16 GiB at f16, 32 GiB at f32: f32 (no flash attention,
-    // as serve's auto settles it on the CPU) fits the 62 GiB budget.
+    // 131072 tokens of KV for this shape is 16 GiB at f16, 32 GiB at f32. At long contexts serve's
+    // auto settles f16 with flash attention on the CPU, whatever fits; below long_context_tokens,
+    // f32 without it.
     const model_profile &longest = get(set, "cpu-latency-ctx131072");
-    EXPECT_EQ(longest.settings.kv_type, kv_cache_type::f32);
-    EXPECT_FALSE(longest.settings.flash_attn);
-    EXPECT_EQ(longest.memory.kv_cache, 32 * gib);
+    EXPECT_EQ(longest.settings.kv_type, kv_cache_type::f16);
+    EXPECT_TRUE(longest.settings.flash_attn);
+    EXPECT_EQ(longest.memory.kv_cache, 16 * gib);
+    const model_profile &shortest = get(set, "cpu-latency-ctx2048");
+    EXPECT_EQ(shortest.settings.kv_type, kv_cache_type::f32);
+    EXPECT_FALSE(shortest.settings.flash_attn);
     // The q8_0 rung keeps q8_0, with flash attention.
     const model_profile &q8 = get(set, "cpu-latency-ctx131072-kvq8");
     EXPECT_EQ(q8.settings.kv_type, kv_cache_type::q8_0);
@@ -662,7 +689,7 @@ TEST(profiles, attention_candidates_by_request_and_device) {
     const auto none_kv = std::optional<k>{};
     const auto none_fa = std::optional<bool>{};
     const auto cands   = [](std::optional<k> kv, std::optional<bool> fa, bool cpu) {
-        return options_text(attention_candidates(kv, fa, cpu));
+        return options_text(attention_candidates(kv, fa, cpu, 4096));
     };
     // The CPU: no flash attention and f32 first; then half the KV; then the smallest compute buffer.
     EXPECT_EQ(cands(none_kv, none_fa, true), "f32 f16 f16+fa");
@@ -681,6 +708,37 @@ TEST(profiles, attention_candidates_by_request_and_device) {
     EXPECT_EQ(cands(k::q8_0, true, false), "q8_0+fa");
 }
 
+TEST(profiles, attention_candidates_by_context_length) {
+    using k        = kv_cache_type;
+    const auto cpu = [](std::optional<k> kv, std::optional<bool> fa, int32_t ctx) {
+        return options_text(attention_candidates(kv, fa, true, ctx));
+    };
+    // Short contexts: no flash attention and f32 first, as before.
+    EXPECT_EQ(cpu(std::nullopt, std::nullopt, long_context_tokens - 1), "f32 f16 f16+fa");
+    // Long ones: f16 with flash attention (the smallest compute buffer, half the KV, and the
+    // faster prefill there), also when only the type is asked for.
+    EXPECT_EQ(cpu(std::nullopt, std::nullopt, long_context_tokens), "f16+fa");
+    EXPECT_EQ(cpu(std::nullopt, std::nullopt, 32768), "f16+fa");
+    EXPECT_EQ(cpu(k::f16, std::nullopt, 32768), "f16+fa");
+    // An explicit choice of flash attention or another type still wins at any length.
+    EXPECT_EQ(cpu(std::nullopt, false, 32768), "f32 f16");
+    EXPECT_EQ(cpu(k::f32, std::nullopt, 32768), "f32 f32+fa");
+    EXPECT_EQ(cpu(k::q8_0, std::nullopt, 32768), "q8_0+fa");
+    // Off the CPU the length changes nothing.
+    EXPECT_EQ(options_text(attention_candidates(std::nullopt, std::nullopt, false, 32768)), "f16+fa");
+    EXPECT_EQ(options_text(attention_candidates(std::nullopt, std::nullopt, false, 512)), "f16+fa");
+}
+
+TEST(profiles, context_or_trained_resolves_zero) {
+    model_shape m;
+    m.n_ctx_train = 32768;
+    EXPECT_EQ(context_or_trained(0, m), 32768);
+    EXPECT_EQ(context_or_trained(-1, m), 32768);
+    EXPECT_EQ(context_or_trained(2048, m), 2048);
+    m.n_ctx_train = 0; // unknown: at least one cell
+    EXPECT_EQ(context_or_trained(0, m), 1);
+}
+
 TEST(profiles, attention_options_fall_back_to_what_fits) {
     // 32 layers, 8 KV heads of 128, 8192 tokens: KV 1 GiB at f16, 2 GiB at f32. Without flash
     // attention the compute buffer holds a ubatch's KQ scores: 512 × 8192 × 32 heads × 4 bytes.
@@ -689,7 +747,7 @@ TEST(profiles, attention_options_fall_back_to_what_fits) {
     s.n_threads   = 8;
     s.parallel    = 1;
     s.n_ctx_slot  = 8192;
-    const auto o  = attention_candidates(std::nullopt, std::nullopt, true);
+    const auto o  = attention_candidates(std::nullopt, std::nullopt, true, 4096); // the short-context order
     const auto at = [&](kv_cache_type kv, bool fa) {
         profile_settings t = s;
         t.kv_type          = kv;
@@ -720,7 +778,7 @@ TEST(profiles, attention_options_fall_back_to_what_fits) {
     EXPECT_TRUE(p.settings.flash_attn);
 
     // With flash attention off by request, nothing smaller is left: low_memory.
-    const auto off = attention_candidates(std::nullopt, false, true);
+    const auto off = attention_candidates(std::nullopt, false, true, 4096);
     p = evaluate_attention_options(m, hw, budget_of(f16_off - 1), "custom", profile_flavour::latency, s, off);
     EXPECT_EQ(p.status, profile_status::low_memory);
     EXPECT_FALSE(p.settings.flash_attn);

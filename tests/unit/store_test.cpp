@@ -510,3 +510,52 @@ TEST_F(Store, references_to_paths_and_names) {
     ASSERT_FALSE(deep.ok());
     EXPECT_TRUE(contains(deep.err().message, "more than two parts")) << deep.err().message;
 }
+
+TEST_F(Store, a_generated_model_is_added_whole_or_not_at_all) {
+    model_store       store(root_);
+    const std::string good = tiny_gguf();
+    // The writer gets a path in a staging folder, not in models/.
+    fs::path seen;
+    auto     e = store.import_generated("gen", "/from/here.gguf", [&](const fs::path &out) -> std::optional<error> {
+        seen = out;
+        EXPECT_EQ(out.parent_path().parent_path(), root_ / "tmp");
+        write_file(out, good);
+        return std::nullopt;
+    });
+    ASSERT_TRUE(e.ok()) << e.err().message;
+    EXPECT_EQ(read_text(e->file), good);
+    EXPECT_EQ(e->manifest.source, "/from/here.gguf");
+    EXPECT_EQ(e->manifest.size, good.size());
+    EXPECT_EQ(e->manifest.sha256, *sha256_file(e->file));
+    EXPECT_FALSE(fs::exists(seen));
+    // A writer that fails, after writing part of a file, or that writes something not GGUF: nothing stays.
+    auto failed = store.import_generated("bad", "x", [&](const fs::path &out) -> std::optional<error> {
+        write_file(out, good.substr(0, 10));
+        return error::invalid("the quantizer failed");
+    });
+    ASSERT_FALSE(failed.ok());
+    EXPECT_EQ(failed.err().message, "the quantizer failed");
+    auto garbage = store.import_generated("bad", "x", [&](const fs::path &out) -> std::optional<error> {
+        write_file(out, good.substr(0, good.size() - 5));
+        return std::nullopt;
+    });
+    ASSERT_FALSE(garbage.ok());
+    EXPECT_TRUE(contains(garbage.err().message, "truncated")) << garbage.err().message;
+    // A taken name or a bad one fails before the writer runs.
+    bool ran   = false;
+    auto taken = store.import_generated("gen", "x", [&](const fs::path &) -> std::optional<error> {
+        ran = true;
+        return std::nullopt;
+    });
+    EXPECT_FALSE(taken.ok());
+    EXPECT_FALSE(store
+                     .import_generated("../out", "x",
+                                       [&](const fs::path &) -> std::optional<error> {
+                                           ran = true;
+                                           return std::nullopt;
+                                       })
+                     .ok());
+    EXPECT_FALSE(ran);
+    EXPECT_EQ(count_entries(root_ / "models"), 1u);
+    EXPECT_EQ(count_entries(root_ / "tmp"), 0u);
+}

@@ -257,12 +257,27 @@ describe('inferbox profiles', () => {
     assert.equal(f16.flash_attn, false);
     assert.equal(f16.memory.kv_cache, custom.memory.kv_cache / 2);
 
-    // Where f32 does not fit the budget, auto falls back to f16.
+    // Where f32 does not fit the budget, auto falls back to f16 with flash attention: f16 without
+    // it would need more than f32 here (its KQ probabilities converted to f16 outweigh the KV it
+    // saves), and the estimate says so.
     const tight = JSON.parse(ok(['profiles', '--model', modelPath(MODELS.plain), '--json', '--ctx-size', '1024',
       '--parallel', '4', '--memory-budget', String(custom.memory.total - 1)])).profiles.find((p) => p.name === 'custom');
     assert.equal(tight.status, 'runnable');
     assert.equal(tight.kv_cache_type, 'f16');
-    assert.equal(tight.flash_attn, false);
+    assert.equal(tight.flash_attn, true);
+    assert.ok(f16.memory.total > custom.memory.total, `${f16.memory.total} <= ${custom.memory.total}`);
+
+    // From 8192 tokens of context per slot on, auto takes f16 with flash attention on the CPU
+    // (docs/benchmarks.md, "Long contexts"), also with only the type given; flash attention
+    // asked off still wins.
+    const custom16k = (extra) => JSON.parse(ok(['profiles', '--model', modelPath(MODELS.plain), '--json',
+      '--ctx-size', '16384', ...extra])).profiles.find((p) => p.name === 'custom');
+    assert.deepEqual([custom16k([]).kv_cache_type, custom16k([]).flash_attn], ['f16', true]);
+    assert.deepEqual([custom16k(['--kv-type', 'f16']).kv_cache_type, custom16k(['--kv-type', 'f16']).flash_attn],
+      ['f16', true]);
+    const below = JSON.parse(ok(['profiles', '--model', modelPath(MODELS.plain), '--json', '--ctx-size', '8191']))
+      .profiles.find((p) => p.name === 'custom');
+    assert.deepEqual([below.kv_cache_type, below.flash_attn], ['f32', false]);
   });
 
   test('--draft-model: every estimate includes the draft model, as serve counts it', () => {
@@ -289,19 +304,17 @@ describe('inferbox profiles', () => {
     assert.equal(latency.flash_attn, false);
     const at = (bytes) => JSON.parse(ok(['profiles', '--model', file, '--json', '--memory-budget', String(bytes)]))
       .profiles.find((x) => x.name === 'cpu-latency-ctx512');
-    // Just below what f32 needs: f16, still without flash attention.
-    const f16 = at(latency.memory.total - 1);
-    assert.equal(f16.status, 'runnable');
-    assert.equal(f16.kv_cache_type, 'f16');
-    assert.equal(f16.flash_attn, false);
-    assert.ok(f16.memory.total < latency.memory.total);
-    // Just below that: it still runs, with flash attention (no KQ score buffer), which is then the
-    // smallest it can be at this context.
-    const withFlash = at(f16.memory.total - 1);
+    // Just below what f32 needs: f16 with flash attention (no KQ score buffer), the smallest it can
+    // be at this context. f16 without it is skipped: it would need more than f32 here, its KQ
+    // probabilities converted to f16 for the V product outweighing the KV it saves.
+    const f16NoFlash = JSON.parse(ok(['profiles', '--model', file, '--json', '--ctx-size', '512', '--parallel', '1',
+      '--kv-type', 'f16', '--memory-budget', String(latency.memory.total - 1)])).profiles.find((x) => x.name === 'custom');
+    assert.equal(f16NoFlash.flash_attn, true, 'f16 without flash attention does not fit where f32 does not');
+    const withFlash = at(latency.memory.total - 1);
     assert.equal(withFlash.status, 'runnable');
     assert.equal(withFlash.kv_cache_type, 'f16');
     assert.equal(withFlash.flash_attn, true);
-    assert.ok(withFlash.memory.total < f16.memory.total);
+    assert.ok(withFlash.memory.total < latency.memory.total);
     // Just below that: low_memory, and the change that fits.
     const budget = withFlash.memory.total - 1;
     const out = JSON.parse(ok(['profiles', '--model', file, '--json', '--memory-budget', String(budget)]));
