@@ -148,7 +148,7 @@ TEST(profiles, compute_estimate_matches_llama_cpp_buffers) {
     // converted, whichever is larger) and the logits for one slot.
     const auto extra = [](const profile_settings &x) {
         const uint64_t kq_f16 = x.flash_attn ? 0 : uint64_t(512) * 2 * 14 * uint64_t(x.n_ctx_slot);
-        return std::max<uint64_t>(512 * 2 * 4864, kq_f16) + 512 * 4;
+        return std::max<uint64_t>(uint64_t(512) * 2 * 4864, kq_f16) + uint64_t(512) * 4;
     };
     const auto graph_and_kq = [&](const profile_settings &x) { return estimate_memory(m, x).compute - extra(x); };
     EXPECT_NEAR(double(graph_and_kq(p)) / mib, 36.01, 0.05);
@@ -164,8 +164,8 @@ TEST(profiles, compute_estimate_matches_llama_cpp_buffers) {
     f16_off.n_ctx_slot = f32_off.n_ctx_slot = 16384;
     f32_off.kv_type                         = kv_cache_type::f32;
     EXPECT_EQ(estimate_memory(m, f16_off).compute - estimate_memory(m, f32_off).compute,
-              uint64_t(512) * 2 * 14 * 16384 - 512 * 2 * 4864); // the larger conversion replaces the FFN's
-    model_spec four      = s;                                   // the 4-layer model of that measurement
+              uint64_t(512) * 2 * 14 * 16384 - uint64_t(512) * 2 * 4864); // the larger conversion replaces the FFN's
+    model_spec four      = s;                                             // the 4-layer model of that measurement
     four.n_layer         = 4;
     const model_shape m4 = model_shape_of(make_model(four), cpu_isa{});
     EXPECT_GT(estimate_memory(m4, f16_off).total(), estimate_memory(m4, f32_off).total());
