@@ -128,7 +128,7 @@ if "routed" in r:
     buckets.sort()
     if buckets and buckets[-1][1] > 0:
         total = buckets[-1][1]
-        shares = ", ".join(f"{100 * c / total:.0f} % ≤ {le * 1e3:g} ms" for le, c in buckets if le <= 0.001)
+        shares = ", ".join(f"{100 * c / total:.0f} % ≤ {le * 1e3:g} ms" for le, c in buckets if le in (0.0001, 0.0002, 0.0003, 0.0005, 0.001))
         prev_le, prev_c, p50 = 0.0, 0.0, float("nan")
         for le, c in buckets:
             if c >= total / 2:
