@@ -21,6 +21,10 @@
 #   GOODPUT_MODEL        the model (default: the ~0.5B synthetic model of scripts/bench.sh)
 #   GOODPUT_PNG          also copy the plot here (e.g. docs/img/goodput.png)
 #   GOODPUT_SERVERS      which servers, in order (default "inferbox peer")
+#   GOODPUT_SERVE_TARGETS  what inferbox serves with: "flags" (default: the targets above as
+#                        --slo-ttft-ms/--slo-itl-ms) or "profile" (no flags: the targets its profile
+#                        derives, which the startup log names); requests are judged by the targets
+#                        above either way
 #   GOODPUT_REPORT_ONLY  1: run nothing, redraw the report and plot from the JSON already in OUT_DIR
 #   BENCH_THREADS        compute threads of both servers (default 2)
 #   INFERBOX_BUILD_DIR, INFERBOX_BIN, LLAMA_SERVER, INFERBOX_DEPS_CACHE, INFERBOX_TEST_MODELS,
@@ -53,6 +57,11 @@ ptok=${GOODPUT_PROMPT_TOKENS:-128}
 maxtok=${GOODPUT_MAX_TOKENS:-64}
 slots=${GOODPUT_SLOTS:-8}
 servers=${GOODPUT_SERVERS:-"inferbox peer"}
+case ${GOODPUT_SERVE_TARGETS:-flags} in
+  flags) serve_targets=(--slo-ttft-ms "$ttft_ms" --slo-itl-ms "$itl_ms") ;;
+  profile) serve_targets=() ;;
+  *) echo "GOODPUT_SERVE_TARGETS must be flags or profile" >&2; exit 2 ;;
+esac
 threads=${BENCH_THREADS:-2}
 ctx=512 # per slot: a 128-token prompt and 64 out fit with room
 ready_timeout=180
@@ -116,7 +125,7 @@ start_server() {
     inferbox)
       # shellcheck disable=SC2086 # INFERBOX_EXTRA_ARGS is a list of flags
       "$inferbox" serve --model "$model" --host 127.0.0.1 --port "$port" --parallel "$slots" \
-        --ctx-size "$ctx" --threads "$threads" --slo-ttft-ms "$ttft_ms" --slo-itl-ms "$itl_ms" \
+        --ctx-size "$ctx" --threads "$threads" "${serve_targets[@]}" \
         ${INFERBOX_EXTRA_ARGS:-} >"$logf" 2>&1 &
       ready_path=/v1/health/ready
       ;;
