@@ -1,5 +1,7 @@
 #include "store/imatrix.h"
 
+#include "common/quoted.h"
+
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -12,27 +14,6 @@ namespace {
 
 error invalid(std::string message) {
     return error{error_kind::invalid_request, std::move(message), {}, "invalid_imatrix"};
-}
-
-bool ends_with(std::string_view s, std::string_view tail) {
-    return s.size() >= tail.size() && s.substr(s.size() - tail.size()) == tail;
-}
-
-// A name from the file, safe for a one-line message.
-std::string shown(std::string_view s) {
-    std::string out = "'";
-    for (size_t i = 0; i < s.size() && i < 80; ++i) {
-        const auto c = uint8_t(s[i]);
-        if (c >= 0x20 && c < 0x7f) {
-            out += char(c);
-        } else {
-            static constexpr char hex[] = "0123456789abcdef";
-            out += "\\x";
-            out += hex[c >> 4];
-            out += hex[c & 15];
-        }
-    }
-    return out + (s.size() > 80 ? "…'" : "'");
 }
 
 float f32_at(const uint8_t *p) {
@@ -112,7 +93,7 @@ result<imatrix> parse_legacy(std::span<const uint8_t> bytes, std::string_view la
         }
         std::string name(name_bytes->begin(), name_bytes->end());
         if (name.empty() || name.find('\0') != std::string::npos) {
-            return invalid(std::string(label) + ": " + entry + ": the name " + shown(name) +
+            return invalid(std::string(label) + ": " + entry + ": the name " + quoted_for_message(name) +
                            " is empty or holds a NUL byte");
         }
         auto ncall = c.i32(entry + ": the call count");
@@ -120,25 +101,27 @@ result<imatrix> parse_legacy(std::span<const uint8_t> bytes, std::string_view la
             return ncall.err();
         }
         // A value count above what remains fails below; this bound keeps the byte count in range.
-        auto nval = length(c, entry + " (" + shown(name) + "): the value count", uint64_t{INT32_MAX}, label);
+        auto nval =
+            length(c, entry + " (" + quoted_for_message(name) + "): the value count", uint64_t{INT32_MAX}, label);
         if (!nval) {
             return nval.err();
         }
         if (*nval == 0) {
-            return invalid(std::string(label) + ": " + entry + " (" + shown(name) + ") has no values");
+            return invalid(std::string(label) + ": " + entry + " (" + quoted_for_message(name) + ") has no values");
         }
-        auto data = c.bytes(*nval * 4, entry + " (" + shown(name) + "): " + std::to_string(*nval) + " values");
+        auto data =
+            c.bytes(*nval * 4, entry + " (" + quoted_for_message(name) + "): " + std::to_string(*nval) + " values");
         if (!data) {
             return data.err();
         }
         if (m.entries.count(name) != 0) {
-            return invalid(std::string(label) + ": " + entry + ": " + shown(name) + " appears twice");
+            return invalid(std::string(label) + ": " + entry + ": " + quoted_for_message(name) + " appears twice");
         }
         std::vector<float> values(*nval);
         for (uint64_t k = 0; k < *nval; ++k) {
             const float v = f32_at(data->data() + k * 4);
             if (!std::isfinite(v) || v < 0) {
-                return invalid(std::string(label) + ": " + entry + " (" + shown(name) + "): value " +
+                return invalid(std::string(label) + ": " + entry + " (" + quoted_for_message(name) + "): value " +
                                std::to_string(k) + " is not a finite number ≥ 0");
             }
             values[k] = *ncall > 0 ? v / float(*ncall) : v;
@@ -194,14 +177,14 @@ result<imatrix> parse_gguf(std::span<const uint8_t> bytes, std::string_view labe
     };
     std::map<std::string, pair> by_name;
     for (const gguf_tensor_info &t : g->tensors) {
-        const bool        is_sums = ends_with(t.name, ".in_sum2");
-        const bool        is_cnt  = ends_with(t.name, ".counts");
+        const bool        is_sums = t.name.ends_with(".in_sum2");
+        const bool        is_cnt  = t.name.ends_with(".counts");
         const std::string base    = t.name.substr(0, t.name.size() - (is_sums ? 8 : is_cnt ? 7 : 0));
         if ((!is_sums && !is_cnt) || base.empty()) {
             continue; // not part of the importance matrix
         }
         if (t.type != 0) {
-            return invalid(std::string(label) + ": tensor " + shown(t.name) + " is " +
+            return invalid(std::string(label) + ": tensor " + quoted_for_message(t.name) + " is " +
                            std::string(ggml_type_traits_of(t.type)->name) + ", not F32");
         }
         (is_sums ? by_name[base].sums : by_name[base].counts) = &t;
@@ -216,13 +199,13 @@ result<imatrix> parse_gguf(std::span<const uint8_t> bytes, std::string_view labe
     }
     for (const auto &[name, p] : by_name) {
         if (p.sums == nullptr || p.counts == nullptr) {
-            return invalid(std::string(label) + ": " + shown(name) + " has " +
+            return invalid(std::string(label) + ": " + quoted_for_message(name) + " has " +
                            (p.sums == nullptr ? "counts but no in_sum2" : "in_sum2 but no counts"));
         }
         const uint64_t nval = p.sums->n_elements;
         const uint64_t ncnt = p.counts->n_elements;
         if (nval == 0 || ncnt == 0 || nval % ncnt != 0) {
-            return invalid(std::string(label) + ": " + shown(name) + ": " + std::to_string(nval) +
+            return invalid(std::string(label) + ": " + quoted_for_message(name) + ": " + std::to_string(nval) +
                            " sums do not divide into " + std::to_string(ncnt) + " experts");
         }
         // read_gguf_buffer checked both tensors' data to lie inside the bytes.
@@ -233,15 +216,15 @@ result<imatrix> parse_gguf(std::span<const uint8_t> bytes, std::string_view labe
         for (uint64_t e = 0; e < ncnt; ++e) {
             const float count = f32_at(counts + e * 4);
             if (!std::isfinite(count) || count < 0) {
-                return invalid(std::string(label) + ": " + shown(name) + ": count " + std::to_string(e) +
+                return invalid(std::string(label) + ": " + quoted_for_message(name) + ": count " + std::to_string(e) +
                                " is not a finite number ≥ 0");
             }
             const double whole = std::round(double(count));
             for (uint64_t k = 0; k < per; ++k) {
                 const float v = f32_at(sums + (e * per + k) * 4);
                 if (!std::isfinite(v) || v < 0) {
-                    return invalid(std::string(label) + ": " + shown(name) + ": value " + std::to_string(e * per + k) +
-                                   " is not a finite number ≥ 0");
+                    return invalid(std::string(label) + ": " + quoted_for_message(name) + ": value " +
+                                   std::to_string(e * per + k) + " is not a finite number ≥ 0");
                 }
                 // Counts are token counts: whole numbers (as llama.cpp rounds them), so a quotient is
                 // never larger than its finite sum.
@@ -299,9 +282,9 @@ std::optional<error> check_imatrix_fits(const imatrix &m, const gguf_info &model
         ++matched;
         const uint64_t want = t.dims[0] * t.dims[2];
         if (it->second.size() != want && t.name != "token_embd.weight") {
-            return invalid(std::string(label) + ": " + shown(t.name) + " has " + std::to_string(it->second.size()) +
-                           " values but the model's tensor needs " + std::to_string(want) +
-                           " (row length × experts): computed for another model?");
+            return invalid(std::string(label) + ": " + quoted_for_message(t.name) + " has " +
+                           std::to_string(it->second.size()) + " values but the model's tensor needs " +
+                           std::to_string(want) + " (row length × experts): computed for another model?");
         }
     }
     if (matched == 0) {

@@ -2,6 +2,8 @@
 
 #include "store/gguf.h"
 
+#include "common/quoted.h"
+
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -44,26 +46,6 @@ error not_found(std::string message) {
 
 error internal(std::string message) {
     return error{error_kind::internal, std::move(message), {}, {}};
-}
-
-// A user-supplied string made safe for a one-line message: printable ASCII kept, the rest \xHH,
-// cut at 80 characters.
-std::string shown(std::string_view s) {
-    std::string out = "'";
-    for (size_t i = 0; i < s.size() && i < 80; ++i) {
-        const auto c = uint8_t(s[i]);
-        if (c >= 0x20 && c < 0x7f) {
-            out += char(c);
-        } else {
-            char esc[8];
-            std::snprintf(esc, sizeof esc, "\\x%02x", c);
-            out += esc;
-        }
-    }
-    if (s.size() > 80) {
-        out += "...";
-    }
-    return out + "'";
 }
 
 std::string errno_text(int e) {
@@ -179,13 +161,13 @@ result<model_manifest> parse_manifest(std::string_view text) {
         }
         const size_t eq = line.find('=');
         if (eq == std::string_view::npos) {
-            return invalid("manifest line without '=': " + shown(line));
+            return invalid("manifest line without '=': " + quoted_for_message(line));
         }
         const std::string_view key   = line.substr(0, eq);
         const std::string      value = unescape_value(line.substr(eq + 1));
         if (key == "format") {
             if (value != std::to_string(manifest_format)) {
-                return invalid("manifest format " + shown(value) + " is not supported (expected " +
+                return invalid("manifest format " + quoted_for_message(value) + " is not supported (expected " +
                                std::to_string(manifest_format) + ")");
             }
         } else if (key == "name") {
@@ -199,7 +181,7 @@ result<model_manifest> parse_manifest(std::string_view text) {
         } else if (key == "size") {
             const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), m.size);
             if (ec != std::errc() || end != value.data() + value.size()) {
-                return invalid("manifest size " + shown(value) + " is not a number");
+                return invalid("manifest size " + quoted_for_message(value) + " is not a number");
             }
             have_size = true;
         } // unknown keys: written by a newer inferbox; ignored
@@ -430,7 +412,8 @@ std::optional<std::string> hf_part_problem(std::string_view part, std::string_vi
         return std::string(what) + " may not be '.' or '..'";
     }
     if (!std::all_of(part.begin(), part.end(), name_char)) {
-        return std::string(what) + " " + shown(part) + " may only contain letters, digits, '.', '_' and '-'";
+        return std::string(what) + " " + quoted_for_message(part) +
+               " may only contain letters, digits, '.', '_' and '-'";
     }
     return std::nullopt;
 }
@@ -442,36 +425,38 @@ std::optional<error> validate_model_name(std::string_view name) {
         return invalid("a model name may not be empty");
     }
     if (name.size() > max_model_name_length) {
-        return invalid("model name " + shown(name) + " is " + std::to_string(name.size()) +
+        return invalid("model name " + quoted_for_message(name) + " is " + std::to_string(name.size()) +
                        " characters long, more than the limit of " + std::to_string(max_model_name_length));
     }
     if (name.front() == '/') {
-        return invalid("model name " + shown(name) + " may not start with '/' (a name is not a path)");
+        return invalid("model name " + quoted_for_message(name) + " may not start with '/' (a name is not a path)");
     }
     const auto parts = split(name, '/');
     for (std::string_view p : parts) {
         if (p == ".." || p == ".") {
-            return invalid("model name " + shown(name) + " may not contain '.' or '..' parts");
+            return invalid("model name " + quoted_for_message(name) + " may not contain '.' or '..' parts");
         }
     }
     if (parts.size() > 2) {
-        return invalid("model name " + shown(name) + " has more than two parts; use NAME or ORG/NAME");
+        return invalid("model name " + quoted_for_message(name) + " has more than two parts; use NAME or ORG/NAME");
     }
     for (std::string_view p : parts) {
         if (p.empty()) {
-            return invalid("model name " + shown(name) + " has an empty part");
+            return invalid("model name " + quoted_for_message(name) + " has an empty part");
         }
         if (!std::all_of(p.begin(), p.end(), name_char)) {
-            return invalid("model name " + shown(name) +
+            return invalid("model name " + quoted_for_message(name) +
                            " may only contain letters, digits, '.', '_', '-' and one '/'");
         }
         // Only '.' and '..' as a whole part traverse (refused above); a leading '-' reads as a flag.
         if (p.front() == '-') {
-            return invalid("model name " + shown(name) + ": a part may not start with '-' (it reads as an option)");
+            return invalid("model name " + quoted_for_message(name) +
+                           ": a part may not start with '-' (it reads as an option)");
         }
     }
     if (ends_with_gguf(name)) {
-        return invalid("model name " + shown(name) + " may not end in '.gguf' (that reads as a file name)");
+        return invalid("model name " + quoted_for_message(name) +
+                       " may not end in '.gguf' (that reads as a file name)");
     }
     return std::nullopt;
 }
@@ -576,8 +561,8 @@ result<fs::path> model_store::model_dir(std::string_view name) const {
         return cd.err();
     }
     if (cd->parent_path() != *cm || cd->filename() != leaf) {
-        return invalid("model " + shown(name) + " resolves to " + cd->string() + ", outside the store " + cm->string() +
-                       " (a symlink?); refusing to use it");
+        return invalid("model " + quoted_for_message(name) + " resolves to " + cd->string() + ", outside the store " +
+                       cm->string() + " (a symlink?); refusing to use it");
     }
     return models / leaf;
 }
@@ -591,7 +576,7 @@ result<model_entry> model_store::load_entry(const std::string &name, const fs::p
     std::error_code ec;
     const auto      dst = fs::symlink_status(dir, ec);
     if (ec || !fs::exists(dst)) {
-        return not_found("model " + shown(name) + " is not in the cache (" + root_.string() + ")");
+        return not_found("model " + quoted_for_message(name) + " is not in the cache (" + root_.string() + ")");
     }
     if (dst.type() == fs::file_type::symlink) {
         e.problem = dir.string() + " is a symlink; the store does not follow symlinks";
@@ -635,7 +620,8 @@ result<model_entry> model_store::load_entry(const std::string &name, const fs::p
     }
     e.manifest = std::move(*m);
     if (e.manifest.name != name) {
-        e.problem = "the manifest names " + shown(e.manifest.name) + " but the folder is for " + shown(name);
+        e.problem = "the manifest names " + quoted_for_message(e.manifest.name) + " but the folder is for " +
+                    quoted_for_message(name);
         return e;
     }
     const uint64_t actual = fs::file_size(e.file, ec);
@@ -658,7 +644,7 @@ result<model_entry> model_store::find(std::string_view name) const {
         return e;
     }
     if (!e->problem.empty()) {
-        return invalid("model " + shown(name) + " in the cache is broken: " + e->problem);
+        return invalid("model " + quoted_for_message(name) + " in the cache is broken: " + e->problem);
     }
     return e;
 }
@@ -711,7 +697,7 @@ result<std::pair<fs::path, fs::path>> model_store::open_stage(std::string_view n
     }
     std::error_code ec;
     if (fs::exists(fs::symlink_status(*dir, ec))) {
-        return invalid("model " + shown(name) + " is already in the cache; remove it first (inferbox rm " +
+        return invalid("model " + quoted_for_message(name) + " is already in the cache; remove it first (inferbox rm " +
                        std::string(name) + ")");
     }
     const fs::path models = root_ / "models";
@@ -733,8 +719,8 @@ result<model_entry> model_store::import(const fs::path &source, std::string name
     if (name.empty()) {
         name = source.stem().string();
         if (auto problem = validate_model_name(name)) {
-            return invalid("cannot use the file name " + shown(name) + " as a model name (" + problem->message +
-                           "); choose a name");
+            return invalid("cannot use the file name " + quoted_for_message(name) + " as a model name (" +
+                           problem->message + "); choose a name");
         }
     }
     if (auto problem = validate_model_name(name)) {
@@ -832,8 +818,8 @@ result<model_entry> model_store::commit_stage(const fs::path &stage, const fs::p
     if (!rename_noreplace(stage, dir)) {
         const int e = errno;
         if (e == EEXIST || e == ENOTEMPTY) {
-            return invalid("model " + shown(m.name) + " is already in the cache; remove it first (inferbox rm " +
-                           m.name + ")");
+            return invalid("model " + quoted_for_message(m.name) +
+                           " is already in the cache; remove it first (inferbox rm " + m.name + ")");
         }
         return internal("cannot move " + stage.string() + " to " + dir.string() + ": " + errno_text(e));
     }
@@ -903,14 +889,14 @@ result<model_entry> model_store::remove(std::string_view name) const {
     if (::rename(dir->c_str(), retired.c_str()) != 0) {
         const int err = errno;
         if (err == ENOENT) {
-            return not_found("model " + shown(name) + " is not in the cache (" + root_.string() + ")");
+            return not_found("model " + quoted_for_message(name) + " is not in the cache (" + root_.string() + ")");
         }
         return internal("cannot remove " + dir->string() + ": " + errno_text(err));
     }
     fs::remove_all(retired, ec);
     if (ec) {
-        return internal("removed " + shown(name) + " from the cache but could not delete " + retired.string() + ": " +
-                        ec.message());
+        return internal("removed " + quoted_for_message(name) + " from the cache but could not delete " +
+                        retired.string() + ": " + ec.message());
     }
     return e;
 }
@@ -928,7 +914,7 @@ result<model_ref> parse_model_ref(std::string_view text) {
     }
     for (char c : text) {
         if (uint8_t(c) < 0x20 || c == 0x7f) {
-            return invalid("the model reference " + shown(text) + " contains control characters");
+            return invalid("the model reference " + quoted_for_message(text) + " contains control characters");
         }
     }
     model_ref ref;
@@ -941,42 +927,45 @@ result<model_ref> parse_model_ref(std::string_view text) {
             rev  = rest.substr(at + 1);
             rest = rest.substr(0, at);
             if (rev.empty() || rev.size() > 255) {
-                return invalid(shown(text) + ": the revision after '@' must be 1 to 255 characters");
+                return invalid(quoted_for_message(text) + ": the revision after '@' must be 1 to 255 characters");
             }
             for (char c : rev) {
                 if (!name_char(c) && c != '/') {
-                    return invalid(shown(text) + ": the revision may only contain letters, digits, '.', '_', '-', '/'");
+                    return invalid(quoted_for_message(text) +
+                                   ": the revision may only contain letters, digits, '.', '_', '-', '/'");
                 }
             }
             for (std::string_view p : split(rev, '/')) {
                 if (p.empty() || p == "." || p == "..") {
-                    return invalid(shown(text) + ": the revision may not contain empty, '.' or '..' parts");
+                    return invalid(quoted_for_message(text) +
+                                   ": the revision may not contain empty, '.' or '..' parts");
                 }
             }
         }
         const auto parts = split(rest, '/');
         if (parts.size() < 3) {
-            return invalid(shown(text) + " is not hf://ORG/REPO/FILE.gguf[@REVISION]");
+            return invalid(quoted_for_message(text) + " is not hf://ORG/REPO/FILE.gguf[@REVISION]");
         }
         if (auto p = hf_part_problem(parts[0], "the organisation")) {
-            return invalid(shown(text) + ": " + *p);
+            return invalid(quoted_for_message(text) + ": " + *p);
         }
         if (auto p = hf_part_problem(parts[1], "the repository")) {
-            return invalid(shown(text) + ": " + *p);
+            return invalid(quoted_for_message(text) + ": " + *p);
         }
         std::string file;
         for (size_t i = 2; i < parts.size(); ++i) {
             const std::string_view p = parts[i];
             if (p.empty() || p == "." || p == ".." || p.size() > 255) {
-                return invalid(shown(text) + ": the file path may not contain empty, '.' or '..' parts");
+                return invalid(quoted_for_message(text) + ": the file path may not contain empty, '.' or '..' parts");
             }
             if (!std::all_of(p.begin(), p.end(), [](char c) { return name_char(c) || c == '+'; })) {
-                return invalid(shown(text) + ": the file path may only contain letters, digits, '.', '_', '-', '+'");
+                return invalid(quoted_for_message(text) +
+                               ": the file path may only contain letters, digits, '.', '_', '-', '+'");
             }
             file += (i > 2 ? "/" : "") + std::string(p);
         }
         if (!ends_with_gguf(file)) {
-            return invalid(shown(text) + ": the file must be a .gguf file");
+            return invalid(quoted_for_message(text) + ": the file must be a .gguf file");
         }
         ref.kind     = model_ref_kind::hugging_face;
         ref.org      = std::string(parts[0]);
@@ -990,10 +979,10 @@ result<model_ref> parse_model_ref(std::string_view text) {
         const std::string_view rest = text.substr(text.find("://") + 3);
         const std::string_view host = rest.substr(0, rest.find_first_of("/?#"));
         if (host.empty()) {
-            return invalid(shown(text) + ": the URL has no host");
+            return invalid(quoted_for_message(text) + ": the URL has no host");
         }
         if (text.find(' ') != std::string_view::npos) {
-            return invalid(shown(text) + ": the URL contains a space (write it as %20)");
+            return invalid(quoted_for_message(text) + ": the URL contains a space (write it as %20)");
         }
         ref.kind = model_ref_kind::url;
         ref.url  = std::string(text);
@@ -1004,7 +993,7 @@ result<model_ref> parse_model_ref(std::string_view text) {
         sep != std::string_view::npos && sep > 0 && std::all_of(text.begin(), text.begin() + long(sep), [](char c) {
             return alnum(c) || c == '+' || c == '.' || c == '-';
         })) {
-        return invalid(shown(text) + ": the scheme " + shown(text.substr(0, sep)) +
+        return invalid(quoted_for_message(text) + ": the scheme " + quoted_for_message(text.substr(0, sep)) +
                        " is not supported; use hf://, https:// or http://");
     }
 
@@ -1015,10 +1004,10 @@ result<model_ref> parse_model_ref(std::string_view text) {
                             text == ".." || ends_with_gguf(text);
     if (looks_path || (text.find('/') != std::string_view::npos && fs::is_regular_file(st))) {
         if (!fs::exists(st)) {
-            return error{error_kind::not_found, shown(text) + ": no such file", {}, {}};
+            return error{error_kind::not_found, quoted_for_message(text) + ": no such file", {}, {}};
         }
         if (fs::is_directory(st)) {
-            return invalid(shown(text) + " is a directory, not a GGUF file");
+            return invalid(quoted_for_message(text) + " is a directory, not a GGUF file");
         }
         ref.kind = model_ref_kind::local_path;
         ref.path = path;
@@ -1026,7 +1015,7 @@ result<model_ref> parse_model_ref(std::string_view text) {
     }
 
     if (auto problem = validate_model_name(text)) {
-        return invalid(shown(text) + " is neither a model name nor an existing file (" + problem->message +
+        return invalid(quoted_for_message(text) + " is neither a model name nor an existing file (" + problem->message +
                        "); a reference is NAME, ORG/NAME, a path to a .gguf file, hf://ORG/REPO/FILE.gguf[@REVISION] "
                        "or an http(s) URL");
     }

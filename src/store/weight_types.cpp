@@ -58,10 +58,6 @@ std::string lower_text(std::string_view s) {
     return out;
 }
 
-bool ends_with(std::string_view s, std::string_view tail) {
-    return s.size() >= tail.size() && s.substr(s.size() - tail.size()) == tail;
-}
-
 // The layer of "blk.N.…", or nullopt.
 std::optional<uint64_t> layer_of(std::string_view name) {
     if (name.rfind("blk.", 0) != 0) {
@@ -152,13 +148,13 @@ gguf_info retype_model(const gguf_info &model, const weight_type &target) {
     const auto n_layer    = model.block_count.value_or(0);
     out.tensor_bytes      = 0;
     for (gguf_tensor_info &t : out.tensors) {
-        if (t.n_dims >= 2 && ends_with(t.name, "weight")) {
+        if (t.n_dims >= 2 && t.name.ends_with("weight")) {
             uint32_t   type      = target.ggml_type;
             const bool is_output = t.name == "output.weight" || (!has_output && t.name == "token_embd.weight");
             if (target.quantized && is_output && target.ggml_type != t_q8_0) {
                 type = t.dims[0] % block_of(t_q6_k) == 0 ? t_q6_k : t_q8_0;
             } else if (target.quantized && mix_m &&
-                       (ends_with(t.name, ".attn_v.weight") || ends_with(t.name, ".ffn_down.weight"))) {
+                       (t.name.ends_with(".attn_v.weight") || t.name.ends_with(".ffn_down.weight"))) {
                 const auto layer = layer_of(t.name);
                 if (layer && n_layer > 0 && more_bits_layer(*layer, n_layer)) {
                     type = t_q6_k;
@@ -189,7 +185,7 @@ std::optional<weight_type_advice> advise_weight_type(const gguf_info &model, con
     const auto current_type = find_weight_type(model.quantization);
     // Whether the matrices are quantized is read from the tensors, not the label.
     a.quantized = std::any_of(model.tensors.begin(), model.tensors.end(), [](const gguf_tensor_info &t) {
-        return t.n_dims >= 2 && ends_with(t.name, "weight") && t.type != t_f32 && t.type != t_f16 && t.type != t_bf16;
+        return t.n_dims >= 2 && t.name.ends_with("weight") && t.type != t_f32 && t.type != t_f16 && t.type != t_bf16;
     });
     if (!current_type) {
         return a; // an unknown type has no place in the order: recommend nothing

@@ -43,6 +43,24 @@ export function serverBinary() {
   return bin;
 }
 
+// The inferbox CLI run to its end (a command, not a server), with `env` over this process's
+// environment. A spawn failure (a missing binary, the timeout) throws.
+export function runCli(args, { env = {}, timeout = 30_000 } = {}) {
+  const res = spawnSync(serverBinary(), args, { env: { ...process.env, ...env }, encoding: 'utf8', timeout });
+  if (res.error) {
+    throw new Error(`inferbox ${args.join(' ')}: ${res.error.message}`);
+  }
+  return res;
+}
+
+// runCli that must exit 0, not by a signal; returns the result.
+export function cliOk(args, options) {
+  const res = runCli(args, options);
+  assert.equal(res.signal, null, `inferbox ${args.join(' ')} died of ${res.signal}\n${res.stderr}`);
+  assert.equal(res.status, 0, `inferbox ${args.join(' ')} exited ${res.status}\n${res.stderr}`);
+  return res;
+}
+
 // The build mode of the binary under test: 'asan' (ASan+UBSan, scripts/test.sh --sanitize),
 // 'tsan', or 'plain'. Read from the libraries the binary links, so it holds whatever built it.
 let buildModeCache;

@@ -9,28 +9,17 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { GREEDY_64, MODELS, ONCE, getJson, modelPath, serverBinary, useServer } from './harness.mjs';
+import { GREEDY_64, MODELS, ONCE, cliOk, getJson, modelPath, runCli, serverBinary, useServer } from './harness.mjs';
 
 let work; // temporary folder: the cache and the damaged copy
 let cache;
 
 function inferbox(args) {
-  const res = spawnSync(serverBinary(), args, {
-    env: { ...process.env, INFERBOX_CACHE: cache },
-    encoding: 'utf8',
-    timeout: 30_000,
-  });
-  if (res.error) {
-    throw new Error(`inferbox ${args.join(' ')}: ${res.error.message}`);
-  }
-  return res;
+  return runCli(args, { env: { INFERBOX_CACHE: cache } });
 }
 
 function ok(args) {
-  const res = inferbox(args);
-  assert.equal(res.signal, null, `inferbox ${args.join(' ')} died of ${res.signal}\n${res.stderr}`);
-  assert.equal(res.status, 0, `inferbox ${args.join(' ')} exited ${res.status}\n${res.stderr}`);
-  return res.stdout;
+  return cliOk(args, { env: { INFERBOX_CACHE: cache } }).stdout;
 }
 
 function fails(args) {

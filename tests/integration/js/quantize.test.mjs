@@ -5,13 +5,13 @@
 // leave nothing in the cache; an interrupted quantization leaves nothing either.
 
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { MODELS, ONCE, modelPath, postJson, serverBinary, startServer } from './harness.mjs';
+import { MODELS, ONCE, cliOk, modelPath, postJson, runCli, serverBinary, startServer } from './harness.mjs';
 
 const Q8_0 = 'stories260K-Q8_0.gguf';
 
@@ -19,22 +19,11 @@ let work;
 let cache;
 
 function inferbox(args, env = {}) {
-  const res = spawnSync(serverBinary(), args, {
-    env: { ...process.env, INFERBOX_CACHE: cache, ...env },
-    encoding: 'utf8',
-    timeout: 60_000,
-  });
-  if (res.error) {
-    throw new Error(`inferbox ${args.join(' ')}: ${res.error.message}`);
-  }
-  return res;
+  return runCli(args, { env: { INFERBOX_CACHE: cache, ...env }, timeout: 60_000 });
 }
 
 function ok(args) {
-  const res = inferbox(args);
-  assert.equal(res.signal, null, `inferbox ${args.join(' ')} died of ${res.signal}\n${res.stderr}`);
-  assert.equal(res.status, 0, `inferbox ${args.join(' ')} exited ${res.status}\n${res.stderr}`);
-  return res;
+  return cliOk(args, { env: { INFERBOX_CACHE: cache }, timeout: 60_000 });
 }
 
 // Exit 1; the last line on stderr is the error. Returns it.

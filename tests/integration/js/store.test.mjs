@@ -3,14 +3,13 @@
 // counts or lengths overwritten): exit code 1, one line on stderr naming the file, never a crash.
 
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { MODELS, modelPath, serverBinary } from './harness.mjs';
+import { MODELS, cliOk, modelPath, runCli } from './harness.mjs';
 
 const Q8_0 = 'stories260K-Q8_0.gguf';
 
@@ -18,23 +17,12 @@ let work; // temporary folder: the cache and the damaged copies
 let cache;
 
 function inferbox(args, { env = {} } = {}) {
-  const res = spawnSync(serverBinary(), args, {
-    env: { ...process.env, INFERBOX_CACHE: cache, ...env },
-    encoding: 'utf8',
-    timeout: 30_000,
-  });
-  if (res.error) {
-    throw new Error(`inferbox ${args.join(' ')}: ${res.error.message}`);
-  }
-  return res;
+  return runCli(args, { env: { INFERBOX_CACHE: cache, ...env } });
 }
 
 // Exit 0; returns stdout.
 function ok(args) {
-  const res = inferbox(args);
-  assert.equal(res.signal, null, `inferbox ${args.join(' ')} died of ${res.signal}\n${res.stderr}`);
-  assert.equal(res.status, 0, `inferbox ${args.join(' ')} exited ${res.status}\n${res.stderr}`);
-  return res.stdout;
+  return cliOk(args, { env: { INFERBOX_CACHE: cache } }).stdout;
 }
 
 // Exit 1 with exactly one line on stderr; returns that line.
