@@ -42,8 +42,10 @@ if [ ! -f "$f16" ]; then
     --kv-heads 2 --ffn 4864 --ctx 4096 --seed 1 --type f16 --vocab-size 151936 --tie-embeddings >&2
   mv "$f16.tmp" "$f16"
 fi
+# Quantized from that F16 file under names of their own: other scripts keep a 512-token-vocabulary
+# model as synthetic-0.5b-q4_k_m.gguf in the same folder.
 for t in Q8_0 Q4_K_M; do
-  q=$dir/synthetic-0.5b-${t,,}.gguf
+  q=$dir/synthetic-0.5b-f16-to-${t,,}.gguf
   [ -f "$q" ] || { "$quantize" "$f16" "$q.tmp" "$t" >"$work/quantize.log" 2>&1 && mv "$q.tmp" "$q"; } ||
     { cat "$work/quantize.log" >&2; exit 1; }
 done
@@ -81,7 +83,7 @@ echo
 echo "| weights | predicted | bound | inferbox | share | llama-server | share | inferbox / llama-server |"
 echo "|---|---:|---|---:|---:|---:|---:|---:|"
 for t in ${ROOFLINE_TYPES:-f16 q8_0 q4_k_m}; do
-  m=$dir/synthetic-0.5b-$t.gguf
+  m=$dir/synthetic-0.5b-$t.gguf; [ "$t" = f16 ] || m=$dir/synthetic-0.5b-f16-to-$t.gguf
   read -r predicted bound <<<"$("$bin" profiles --model "$m" --json | node -e '
     const p = JSON.parse(require("fs").readFileSync(0, "utf8")).decode_prediction;
     if (!p) { console.error("no decode_prediction: run inferbox hardware --measure"); process.exit(1); }
