@@ -14,6 +14,7 @@
 #include "api/routes.h"
 #include "files/extract.h"
 #include "retrieval/chunker.h"
+#include "retrieval/query_rewrite.h"
 
 #include <boost/asio/post.hpp>
 
@@ -358,6 +359,7 @@ result<vector_store_search_request> parse_search_request(const json &body, size_
     }
     vector_store_search_request req;
     bool                        has_query = false;
+    bool                        rewrite   = false;
     for (const auto &[k, v] : body.items()) {
         if (k == "query") {
             has_query = true;
@@ -393,9 +395,10 @@ result<vector_store_search_request> parse_search_request(const json &body, size_
             }
             req.options.score_threshold = *threshold;
         } else if (k == "rewrite_query") {
-            if (!v.is_boolean() || v.get<bool>()) {
-                return error::invalid("rewrite_query is not supported on this server (false only)", "rewrite_query");
+            if (!v.is_boolean()) {
+                return error::invalid("rewrite_query must be a boolean", "rewrite_query");
             }
+            rewrite = v.get<bool>();
         } else {
             return error::invalid("unknown field '" + k.substr(0, 100) +
                                       "' (search takes query, max_num_results, filters, ranking_options, "
@@ -410,6 +413,13 @@ result<vector_store_search_request> parse_search_request(const json &body, size_
         return error::invalid("query has " + std::to_string(req.query.size()) + " bytes; at most " +
                                   std::to_string(max_query_bytes) + " are allowed",
                               "query", "query_too_long");
+    }
+    if (rewrite) {
+        // Empty only for a whitespace-only query, which is then searched as given.
+        if (std::string rewritten = retrieval::rewrite_query(req.query); !rewritten.empty()) {
+            req.query     = std::move(rewritten);
+            req.rewritten = true;
+        }
     }
     return req;
 }
@@ -468,6 +478,21 @@ namespace {
 
 void respond_vs_json(http_exchange &ex, const json &j) {
     ex.respond(http::status::ok, j.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+}
+
+// The opening of a handler that takes a body: `catalog` is vector_stores_or_404's (null when it
+// has answered 404); then the request's JSON body, or its error answered. Nothing when an answer
+// was sent.
+std::optional<json> vs_json_body(http_exchange &ex, const retrieval::vector_store_catalog *catalog, int32_t max_depth) {
+    if (catalog == nullptr) {
+        return std::nullopt;
+    }
+    auto body = parse_json_body(ex.request().body(), max_depth);
+    if (!body) {
+        respond_error(ex, body.err());
+        return std::nullopt;
+    }
+    return std::move(*body);
 }
 
 // The bytes of extracted text one file may give (what the chunker takes at most).
@@ -635,12 +660,8 @@ void api_router::start_ingest(const std::string &owner, const retrieval::vector_
 
 void api_router::handle_vector_store_create(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
     auto *catalog = vector_stores_or_404(*ex);
-    if (catalog == nullptr) {
-        return;
-    }
-    auto body = parse_json_body(ex->request().body(), cfg_.limits.max_json_depth);
+    auto  body    = vs_json_body(*ex, catalog, cfg_.limits.max_json_depth);
     if (!body) {
-        respond_error(*ex, body.err());
         return;
     }
     std::string              name, metadata = "{}";
@@ -762,12 +783,8 @@ void api_router::handle_vector_store_get(const std::shared_ptr<http_exchange> &e
 
 void api_router::handle_vector_store_modify(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
     auto *catalog = vector_stores_or_404(*ex);
-    if (catalog == nullptr) {
-        return;
-    }
-    auto body = parse_json_body(ex->request().body(), cfg_.limits.max_json_depth);
+    auto  body    = vs_json_body(*ex, catalog, cfg_.limits.max_json_depth);
     if (!body) {
-        respond_error(*ex, body.err());
         return;
     }
     std::optional<std::string> name, metadata;
@@ -825,12 +842,8 @@ void api_router::handle_vector_store_delete(const std::shared_ptr<http_exchange>
 
 void api_router::handle_vector_store_file_add(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
     auto *catalog = vector_stores_or_404(*ex);
-    if (catalog == nullptr) {
-        return;
-    }
-    auto body = parse_json_body(ex->request().body(), cfg_.limits.max_json_depth);
+    auto  body    = vs_json_body(*ex, catalog, cfg_.limits.max_json_depth);
     if (!body) {
-        respond_error(*ex, body.err());
         return;
     }
     std::string                      file_id;
@@ -890,12 +903,8 @@ void api_router::handle_vector_store_file_add(const std::shared_ptr<http_exchang
 
 void api_router::handle_vector_store_file_update(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
     auto *catalog = vector_stores_or_404(*ex);
-    if (catalog == nullptr) {
-        return;
-    }
-    auto body = parse_json_body(ex->request().body(), cfg_.limits.max_json_depth);
+    auto  body    = vs_json_body(*ex, catalog, cfg_.limits.max_json_depth);
     if (!body) {
-        respond_error(*ex, body.err());
         return;
     }
     std::optional<std::string> attributes;
@@ -994,12 +1003,8 @@ void api_router::handle_vector_store_file_delete(const std::shared_ptr<http_exch
 
 void api_router::handle_vector_store_search(const std::shared_ptr<http_exchange> &ex, const route_call &call) {
     auto *catalog = vector_stores_or_404(*ex);
-    if (catalog == nullptr) {
-        return;
-    }
-    auto body = parse_json_body(ex->request().body(), cfg_.limits.max_json_depth);
+    auto  body    = vs_json_body(*ex, catalog, cfg_.limits.max_json_depth);
     if (!body) {
-        respond_error(*ex, body.err());
         return;
     }
     auto req = parse_search_request(*body, catalog->limits().max_query_bytes);

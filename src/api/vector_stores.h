@@ -55,14 +55,19 @@ result<int64_t> parse_expires_after(const nlohmann::json &j, bool nullable);
 
 // POST /v1/vector_stores/{id}/search's body.
 struct vector_store_search_request {
-    std::string                     query;
+    std::string                     query;                   // what is searched (and answered as search_query)
+    bool                            rewritten       = false; // query is retrieval::rewrite_query of the one sent
     size_t                          max_num_results = 10;
     retrieval::store_search_options options; // filters and ranking_options.score_threshold
 };
 
 // query (a string, or an array of 1..10 strings searched together), max_num_results (1..50),
-// filters (parse_attribute_filter), ranking_options (parse_ranking_options), rewrite_query (false
-// only). Any other field is an error.
+// filters (parse_attribute_filter), ranking_options (parse_ranking_options), rewrite_query (a
+// boolean). Any other field is an error. The query's length bound (max_query_bytes) applies to the
+// query as sent. With rewrite_query true, `query` is retrieval::rewrite_query's keyword query
+// (retrieval/query_rewrite.h: lexical, no model), which both the embedding and the keyword ranking
+// search and the answer's search_query carries; a whitespace-only query has no rewrite and stays as
+// sent. Without it, or false, the query is searched as sent.
 result<vector_store_search_request> parse_search_request(const nlohmann::json &body, size_t max_query_bytes);
 
 // Embeds `texts` on the embedder, blocking the calling thread (a worker's, never an I/O thread)

@@ -447,7 +447,10 @@ TEST(VectorStoreApi, ReadsSearchRequests) {
     EXPECT_EQ(many->options.filter->children.size(), 2U);
     EXPECT_FALSE(parse_search_request(json{{"query", ""}}, 4096));
     EXPECT_FALSE(parse_search_request(json{{"query", "x"}, {"max_num_results", 51}}, 4096));
-    EXPECT_FALSE(parse_search_request(json{{"query", "x"}, {"rewrite_query", true}}, 4096));
+    EXPECT_FALSE(parse_search_request(json{{"query", "x"}, {"rewrite_query", "true"}}, 4096));
+    auto rewritten = parse_search_request(json{{"query", "Where is the zebra?"}, {"rewrite_query", true}}, 4096);
+    ASSERT_TRUE(rewritten);
+    EXPECT_EQ(rewritten->query, "zebra");
     EXPECT_FALSE(parse_search_request(json{{"query", "x"}, {"colour", 1}}, 4096));
     auto attr = parse_search_request(
         json::parse(R"({"query":"x","filters":{"type":"eq","key":"author","value":"me"},"ranking_options":{

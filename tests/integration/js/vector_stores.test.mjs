@@ -3,8 +3,9 @@
 // search for one probe word ranks that file's chunk first (keyword ranking makes this exact even
 // with the tiny model's embeddings), another key sees none of it, the store survives a restart,
 // and a /v1/responses call forced to file_search returns a file_search_call item with its
-// results. Files carry attributes that filters (on search and on file_search) select by, and
-// ranking_options.score_threshold drops weak results. One server (two keys, the ChatML model
+// results. Files carry attributes that filters (on search and on file_search) select by,
+// ranking_options.score_threshold drops weak results, and rewrite_query searches a question's
+// keywords (and answers them as search_query). One server (two keys, the ChatML model
 // embedding and chatting), restarted once; a second server with one-second "days" (a test-build
 // failpoint) checks expires_after.
 
@@ -16,7 +17,7 @@ import { after, before, describe, test } from 'node:test';
 
 import { toFile } from 'openai';
 
-import { MODELS, assertErrorShape, openaiClient, startServer } from './harness.mjs';
+import { MODELS, assertErrorShape, openaiClient, postJson, startServer } from './harness.mjs';
 
 const KEY_A = 'sk-vector-stores-key-a-0123456789';
 const KEY_B = 'sk-vector-stores-key-b-9876543210';
@@ -98,6 +99,55 @@ describe('vector stores and file_search (two keys, --ctx-size 4096)', () => {
       filters: { type: 'eq', key: 'file_id', value: zebraFile },
     });
     assert.ok(filtered.data.every((r) => r.file_id === zebraFile), JSON.stringify(filtered.data));
+  });
+
+  test('rewrite_query searches a question by its keywords and answers them as search_query', async () => {
+    // A store of its own, so the other tests' file counts stay as they are.
+    const own = await a.vectorStores.create({ name: 'rewrite' });
+    const target = await a.vectorStores.files.uploadAndPoll(
+      own.id,
+      await toFile(Buffer.from('The orbital telescope measured the glimmerwhisk constant at dawn.\n'), 'telescope.txt'),
+      POLL,
+    );
+    assert.equal(target.status, 'completed', JSON.stringify(target.last_error));
+    const other = await a.vectorStores.files.uploadAndPoll(
+      own.id,
+      await toFile(Buffer.from('What is it that you would like to know about the bakery?\n'), 'bakery.txt'),
+      POLL,
+    );
+    assert.equal(other.status, 'completed', JSON.stringify(other.last_error));
+
+    // The page as sent: the SDK's page object keeps search_query out of reach.
+    const search = async (body) => {
+      const res = await postJson(`${server.url}/v1/vector_stores/${own.id}/search`, body, {
+        headers: { Authorization: `Bearer ${KEY_A}` },
+      });
+      assert.equal(res.status, 200, res.text);
+      return res.body;
+    };
+    const question = 'Could you please tell me what the glimmerwhisk constant of the orbital telescope is?';
+    const page = await search({ query: question, rewrite_query: true, max_num_results: 5 });
+    assert.deepEqual(page.search_query, ['glimmerwhisk constant orbital telescope']);
+    assert.ok(page.data.length >= 1, JSON.stringify(page.data));
+    assert.equal(page.data[0].file_id, target.id);
+    assert.match(page.data[0].content[0].text, /glimmerwhisk constant/);
+    // The bakery file shares only stop words with the question: the rewritten query's keyword
+    // ranking leaves it out, so it can only trail the telescope file (vector ranking alone).
+    for (const r of page.data.slice(1)) {
+      assert.ok(r.score < page.data[0].score, JSON.stringify(page.data));
+    }
+
+    // Without rewrite_query (or with false) the query is searched and answered as sent.
+    const asSent = await search({ query: question, rewrite_query: false });
+    assert.deepEqual(asSent.search_query, [question]);
+    const absent = await search({ query: question });
+    assert.deepEqual(absent.search_query, [question]);
+    // Only stop words: the query itself, lower-cased, is searched.
+    const stops = await search({ query: 'What Is It?', rewrite_query: true });
+    assert.deepEqual(stops.search_query, ['what is it?']);
+
+    const deleted = await a.vectorStores.delete(own.id);
+    assert.equal(deleted.deleted, true);
   });
 
   test('attributes round-trip through create, retrieve, list and update', async () => {
@@ -221,8 +271,9 @@ describe('vector stores and file_search (two keys, --ctx-size 4096)', () => {
       ranking_options: { score_threshold: 1.5 },
     });
     assert.equal(err.param, 'ranking_options.score_threshold');
-    err = await raw('POST', `/v1/vector_stores/${store.id}/search`, { query: 'x', rewrite_query: true });
+    err = await raw('POST', `/v1/vector_stores/${store.id}/search`, { query: 'x', rewrite_query: 'yes' });
     assert.equal(err.param, 'rewrite_query');
+    assert.match(err.message, /rewrite_query must be a boolean/);
     const tooMany = Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, i]));
     err = await raw('POST', `/v1/vector_stores/${store.id}/files/${zebraFile}`, { attributes: tooMany });
     assert.equal(err.param, 'attributes');
