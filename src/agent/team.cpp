@@ -97,7 +97,8 @@ std::optional<error> set_member_key(team_member_spec &m, const std::string &key,
         }
         m.temperature = t;
     } else if (key == "schema") {
-        // Held to a request's response_format bounds; the grammar is compiled when the member runs.
+        // Held to a request's response_format bounds here; check_serve_options compiles its grammar once
+        // at start (this layer does not link the converter), and each call compiles it again.
         auto schema = json_schema_text(json(v), full, api_limits{});
         if (!schema) {
             return schema.err();

@@ -1,5 +1,7 @@
 #include "agent/tool_loop.h"
 
+#include "common/utf8.h"
+
 #include <algorithm>
 #include <map>
 #include <mutex>
@@ -8,9 +10,10 @@ namespace inferbox {
 
 namespace {
 
-// Whether tool_choice `c` ("sql", "mcp:LABEL", "mcp:LABEL:NAME") names this built-in function.
+// Whether tool_choice `c` ("sql", "extract=NAME", "mcp:LABEL", "mcp:LABEL:NAME") names this
+// built-in function: its kind, its kind and function name, or its family (kind and server).
 bool forced_by(const builtin_tool &t, const std::string &function_name, const std::string &c) {
-    if (c == t.kind()) {
+    if (c == t.kind() || c == t.kind() + "=" + function_name) {
         return true;
     }
     const std::string family = t.kind() + ":" + t.server();
@@ -527,6 +530,17 @@ result<backend_request> tool_loop_backend::prepare(api_request req) const {
         std::none_of(req.tools.begin(), req.tools.end(),
                      [&](const chat_tool &t) { return "function:" + t.name == req.builtin_choice; })) {
         return error::invalid("tool_choice names a function that is not among the tools", "tool_choice");
+    }
+    const std::string &c = req.builtin_choice;
+    if (c != "auto" && c != "none" && c != "required" && c.rfind("function:", 0) != 0 &&
+        std::none_of(functions_.begin(), functions_.end(),
+                     [&](const builtin_function &f) { return forced_by(*f.tool, f.name, c); })) {
+        // A forced built-in that no tool of the request matches would leave the step nothing to call.
+        std::string shown = c;
+        std::replace(shown.begin(), shown.end(), '=', ' ');
+        return error::invalid("tool_choice forces '" + utf8_sanitize(shown.substr(0, 100)) +
+                                  "', which matches none of this request's built-in tools",
+                              "tool_choice");
     }
     auto tools = all_tools_of(req, functions_);
     {

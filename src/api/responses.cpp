@@ -324,7 +324,7 @@ std::optional<error> read_extract_tool(const json &t, const std::string &param, 
 }
 
 // tool_choice when built-in tools are on: kept for the tool loop ("auto", "none", "required",
-// "sql", "file_search", "mcp:LABEL[:NAME]", "function:NAME").
+// "sql", "file_search", "extract[=NAME]", "mcp:LABEL[:NAME]", "function:NAME").
 std::optional<error> read_builtin_choice(const json *tc, std::string &builtin_choice) {
     if (tc == nullptr || tc->is_null()) {
         builtin_choice = "auto";
@@ -335,7 +335,17 @@ std::optional<error> read_builtin_choice(const json *tc, std::string &builtin_ch
     } else if (tc->is_object() && json_field(*tc, "type") != nullptr && *json_field(*tc, "type") == "file_search") {
         builtin_choice = "file_search";
     } else if (tc->is_object() && json_field(*tc, "type") != nullptr && *json_field(*tc, "type") == "extract") {
-        builtin_choice = "extract"; // any of the request's extract tools, one call
+        // Any of the request's extract tools, or the one `name` names ("extract=NAME"); one call.
+        builtin_choice = "extract";
+        if (const json *name = json_field(*tc, "name"); name != nullptr) {
+            if (!name->is_string() || name->get_ref<const std::string &>().empty() ||
+                name->get_ref<const std::string &>().size() > 64) {
+                return bad("tool_choice.name must be the name of one of the request's extract tools (a string of 1 "
+                           "to 64 bytes)",
+                           "tool_choice.name");
+            }
+            builtin_choice += "=" + name->get<std::string>();
+        }
     } else if (tc->is_object() && json_field(*tc, "type") != nullptr && *json_field(*tc, "type") == "mcp" &&
                json_field(*tc, "server_label") != nullptr && json_field(*tc, "server_label")->is_string()) {
         // {type: mcp, server_label, name?}: that server's tools, or the one named.
@@ -349,7 +359,7 @@ std::optional<error> read_builtin_choice(const json *tc, std::string &builtin_ch
         builtin_choice = "function:" + name->get<std::string>();
     } else {
         return bad("tool_choice must be \"none\", \"auto\", \"required\", {\"type\": \"sql\"}, {\"type\": "
-                   "\"file_search\"}, {\"type\": \"extract\"}, {\"type\": "
+                   "\"file_search\"}, {\"type\": \"extract\", \"name\": ...}, {\"type\": "
                    "\"mcp\", \"server_label\": ..., \"name\": ...} or {\"type\": \"function\", \"name\": ...}",
                    "tool_choice");
     }

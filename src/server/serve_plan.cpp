@@ -4,6 +4,7 @@
 #include "common/micro_batch.h"
 #include "metrics/embedding_metrics.h"
 #include "metrics/serving_metrics.h"
+#include "model/grammar.h"
 #include "server/profile_json.h"
 #include "store/latency_targets.h"
 #include "store/profiles.h"
@@ -156,6 +157,19 @@ result<serve_settings> check_serve_options(const serve_options &opts, const char
     for (const auto &t : *teams) {
         if (auto err = check_team_tools(t, sql_names, mcp_names)) {
             return error::invalid("--team: " + err->message);
+        }
+        // A member's schema is compiled to the grammar its answers are sampled under here, once,
+        // so that a schema llama.cpp's converter cannot take stops the start instead of failing
+        // every call of that member (a remote member's backend gets the schema itself, but the
+        // same team may be served locally tomorrow).
+        for (const auto &m : t.members) {
+            if (m.schema.empty()) {
+                continue;
+            }
+            const std::string param = "member." + m.name + ".schema";
+            if (auto g = json_schema_to_gbnf(m.schema, param); !g) {
+                return error::invalid("--team '" + t.name + "': " + g.err().message);
+            }
         }
     }
     s.teams = std::move(*teams);

@@ -116,6 +116,17 @@ TEST(extract_tool_parse_test, ReadsTheToolKeepingTheSchemasOrder) {
     EXPECT_EQ(t.schema, R"({"type":"object","properties":{"zeta":{"type":"string"},"alpha":{"type":"integer"}}})");
     EXPECT_EQ(r->chat.builtin_choice, "extract");
 
+    auto named = parse(R"({"input": "x", "tool_choice": {"type": "extract", "name": "person"},
+        "tools": [{"type": "extract", "name": "person", "schema": {"type": "object"}}]})");
+    ASSERT_TRUE(named) << named.err().message;
+    EXPECT_EQ(named->chat.builtin_choice, "extract=person");
+    for (const char *bad : {R"(5)", R"("")", R"(["person"])"}) {
+        auto refused = parse(std::string(R"({"input": "x", "tool_choice": {"type": "extract", "name": )") + bad +
+                             R"(}, "tools": [{"type": "extract", "schema": {"type": "object"}}]})");
+        ASSERT_FALSE(refused) << bad;
+        EXPECT_EQ(refused.err().param, "tool_choice.name") << bad;
+    }
+
     auto plain = parse(R"({"input": "x", "tools": [{"type": "extract", "schema": {"type": "object"}}]})");
     ASSERT_TRUE(plain) << plain.err().message;
     EXPECT_EQ(plain->chat.builtin_tools[0].name, "extract");

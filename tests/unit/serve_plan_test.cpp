@@ -101,6 +101,17 @@ TEST(serve_plan, options_refused_with_the_flag_and_its_rule) {
     EXPECT_EQ(refusal(o), "--lora-dir /nonexistent/adapters is not a folder");
 }
 
+TEST(serve_plan, a_member_schema_the_grammar_converter_refuses_stops_the_start) {
+    auto o         = with_model();
+    o.teams        = {R"(crew=big;member.a=small;member.a.schema={"$ref": "#/$defs/missing"})"};
+    const auto why = refusal(o);
+    EXPECT_EQ(why.rfind("--team 'crew': member.a.schema: ", 0), 0u) << why;
+    EXPECT_NE(why.find("missing"), std::string::npos) << why;
+    o.teams = {
+        R"(crew=big;member.a=small;member.a.schema={"type": "object", "properties": {"n": {"type": "integer"}}})"};
+    EXPECT_TRUE(check_serve_options(o, nullptr)) << refusal(o);
+}
+
 TEST(serve_plan, accepted_options_are_settled) {
     const auto dir = std::filesystem::temp_directory_path() / "inferbox-serve-plan-test";
     std::filesystem::create_directories(dir);

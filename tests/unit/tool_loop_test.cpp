@@ -441,6 +441,25 @@ TEST_F(tool_loop_fixture, RequestsThatCannotWorkAreRefusedBeforeAnyStep) {
     auto r = l->prepare(clash);
     ASSERT_FALSE(r);
     EXPECT_NE(r.err().message.find("the name of a built-in tool"), std::string::npos);
+    // A forced built-in that no tool of the request matches: refused, naming what was forced.
+    for (const char *choice : {"mcp:docs", "file_search", "sql=other", "extract"}) {
+        auto forced = l->prepare(request(choice));
+        ASSERT_FALSE(forced) << choice;
+        EXPECT_EQ(forced.err().param, "tool_choice");
+        EXPECT_NE(forced.err().message.find("matches none of this request's built-in tools"), std::string::npos)
+            << forced.err().message;
+    }
+    EXPECT_NE(l->prepare(request("sql=other")).err().message.find("'sql other'"), std::string::npos);
+}
+
+TEST_F(tool_loop_fixture, AChoiceNamingTheKindAndTheFunctionForcesThatFunction) {
+    auto l = loop();
+    model->steps.push_back(answer_step("hi"));
+    auto s = start(*l, request("sql=sql"));
+    ASSERT_EQ(model->prepared.size(), 1u);
+    ASSERT_EQ(model->prepared[0].tools.size(), 1u);
+    EXPECT_EQ(model->prepared[0].tools[0].name, "sql");
+    EXPECT_EQ(model->prepared[0].choice, tool_choice::required);
 }
 
 } // namespace

@@ -123,6 +123,27 @@ describe('the extract tool in /v1/responses (two keys, the Files API)', () => {
       new RegExp(`^inferbox_tool_calls_total\\{type="extract_call",server="${MODEL}",tool="story_facts",outcome="ok"\\} 1`, 'm'));
   }));
 
+  test('tool_choice naming one of two extract tools forces that one, and an unknown name is a 400',
+    ctx.wrap(async () => {
+      const a = openaiClient(ctx.server, { apiKey: KEY_A });
+      const tools = [tool({ name: 'people' }), tool({ name: 'places' })];
+      const r = await a.responses.create({
+        input: 'Tom was happy in the park.', tools, tool_choice: { type: 'extract', name: 'places' },
+        max_output_tokens: 200, temperature: 0,
+      });
+      const calls = r.output.filter((o) => o.type === 'extract_call');
+      assert.ok(calls.length >= 1, JSON.stringify(r.output));
+      assert.equal(calls[0].name, 'places', JSON.stringify(calls[0]));
+      checkAnswer(calls[0].output);
+
+      const res = await postJson(`${ctx.server.url}/v1/responses`,
+        { input: 'x', max_output_tokens: 8, tools, tool_choice: { type: 'extract', name: 'dates' } },
+        { headers: { authorization: `Bearer ${KEY_A}` } });
+      const err = assertErrorShape(res, 400);
+      assert.equal(err.param, 'tool_choice', JSON.stringify(err));
+      assert.match(err.message, /'extract dates', which matches none of this request's built-in tools/);
+    }));
+
   test('refused: another key\'s file, unknown fields, a model not served, bounds', ctx.wrap(async () => {
     const post = (body, key = KEY_A) => postJson(`${ctx.server.url}/v1/responses`,
       { input: 'x', max_output_tokens: 8, ...body }, { headers: { authorization: `Bearer ${key}` } });
