@@ -94,6 +94,15 @@ if(INFERBOX_LLAMA_SOURCE AND EXISTS ${INFERBOX_LLAMA_SOURCE}/common/jinja/runtim
                         "  for p in ${CMAKE_SOURCE_DIR}/patches/llama.cpp/*.patch; do git -C ${INFERBOX_LLAMA_SOURCE} apply $p; done")
   endif()
 endif()
+# The decode prefetch (patches/llama.cpp/0003) changes no result, only speed: a tree without it is
+# accepted with a warning, since CPU decode is then 20-45 % slower on some machines.
+if(INFERBOX_LLAMA_SOURCE AND EXISTS ${INFERBOX_LLAMA_SOURCE}/ggml/src/ggml-cpu/ggml-cpu.c)
+  file(STRINGS ${INFERBOX_LLAMA_SOURCE}/ggml/src/ggml-cpu/ggml-cpu.c llama_prefetch_rows REGEX "prefetch_rows")
+  if(NOT llama_prefetch_rows)
+    message(WARNING "${INFERBOX_LLAMA_SOURCE} lacks patches/llama.cpp/0003-cpu-mul-mat-prefetch-rows.patch: "
+                    "CPU decode will be slower (apply it as the other patches)")
+  endif()
+endif()
 # INFERBOX_HAVE_RPC: ggml's RPC backend is linked, so `serve --rpc` works (ggml-rpc.h's API).
 if(INFERBOX_HAVE_RPC)
   target_compile_definitions(inferbox_llama INTERFACE INFERBOX_HAVE_RPC=1)
