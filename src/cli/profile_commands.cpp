@@ -52,8 +52,10 @@ namespace {
 // --- the roofline: measured limits, cached per machine ------------------------------------------
 
 // Measures this machine at its effective thread count (a few seconds) and caches the result;
-// `measured_at` gets the time. A cache that cannot be written is reported, not fatal.
-machine_roofline measure_roofline(const hardware_info &hw, std::string &measured_at) {
+// `measured_at` gets the time. Unless `fresh`, a figure this run measured slower than the cached
+// measurement of this machine keeps the cached one (keep_faster: a busy minute reads low), and
+// stderr says which. A cache that cannot be written is reported, not fatal.
+machine_roofline measure_roofline(const hardware_info &hw, std::string &measured_at, bool fresh) {
     machine_roofline r;
     r.threads          = hw.n_threads_effective;
     r.read_bytes_per_s = measure_read_bandwidth(r.threads).bytes_per_s;
@@ -65,6 +67,21 @@ machine_roofline measure_roofline(const hardware_info &hw, std::string &measured
                                                    "q5_0", "q4_k", "q4_0", "q3_k", "q2_k"};
     for (const auto &k : measure_kernels(static_cast<int>(r.threads), types)) {
         r.kernel_bytes_per_s[k.type] = k.bytes_per_s;
+    }
+    if (auto earlier = fresh ? std::nullopt : read_roofline_cache(hw)) {
+        std::vector<std::string> kept;
+        r = keep_faster(earlier->roofline, r, &kept);
+        if (!kept.empty()) {
+            std::string list;
+            for (const auto &k : kept) {
+                list += (list.empty() ? "" : ", ") + k;
+            }
+            std::fprintf(stderr,
+                         "inferbox hardware: kept the faster earlier figure (measured %s) for: %s; this run read "
+                         "slower, as a busy machine does (--fresh replaces them all)\n",
+                         earlier->measured_at.empty() ? "at an unknown time" : earlier->measured_at.c_str(),
+                         list.c_str());
+        }
     }
     const std::time_t now = std::time(nullptr);
     char              when[32];
@@ -152,12 +169,12 @@ json advice_json(const weight_type_advice &a, const std::string &command) {
             {"recommendation", std::move(rec)}};
 }
 
-int run_hardware(bool as_json, bool measure) {
+int run_hardware(bool as_json, bool measure, bool fresh) {
     const hardware_info             hw = detect_hardware();
     std::optional<machine_roofline> roof;
     std::string                     measured_at;
     if (measure) {
-        roof = measure_roofline(hw, measured_at);
+        roof = measure_roofline(hw, measured_at, fresh);
     } else if (auto c = read_roofline_cache(hw)) {
         roof        = c->roofline;
         measured_at = c->measured_at;
@@ -597,8 +614,13 @@ void add_profile_commands(CLI::App &app, std::function<int()> &action) {
     hw->add_flag("--measure", *measure,
                  "measure memory read bandwidth and each weight type's kernel throughput (seconds) and cache them; "
                  "`profiles` predicts decode speed from them");
-    hw->callback(
-        [&action, as_json, measure] { action = [as_json, measure] { return run_hardware(*as_json, *measure); }; });
+    auto fresh = std::make_shared<bool>(false);
+    hw->add_flag("--fresh", *fresh,
+                 "with --measure: replace the cached figures even where this run measured slower (by default a "
+                 "slower figure keeps the cached one: a busy machine reads low)");
+    hw->callback([&action, as_json, measure, fresh] {
+        action = [as_json, measure, fresh] { return run_hardware(*as_json, *measure || *fresh, *fresh); };
+    });
 }
 
 } // namespace inferbox

@@ -181,6 +181,30 @@ bandwidth_measurement measure_read_bandwidth(uint32_t threads, uint64_t buffer_b
     return out;
 }
 
+machine_roofline keep_faster(const machine_roofline &earlier, const machine_roofline &fresh,
+                             std::vector<std::string> *kept) {
+    machine_roofline out = fresh;
+    if (earlier.threads != fresh.threads) {
+        return out; // another configuration: nothing to compare
+    }
+    if (earlier.read_bytes_per_s > out.read_bytes_per_s) {
+        out.read_bytes_per_s = earlier.read_bytes_per_s;
+        if (kept != nullptr) {
+            kept->emplace_back("memory read");
+        }
+    }
+    for (const auto &[type, rate] : earlier.kernel_bytes_per_s) {
+        auto it = out.kernel_bytes_per_s.find(type);
+        if (it != out.kernel_bytes_per_s.end() && rate > it->second) {
+            it->second = rate;
+            if (kept != nullptr) {
+                kept->push_back("kernel " + type);
+            }
+        }
+    }
+    return out;
+}
+
 std::optional<decode_prediction> predict_decode(const gguf_info &model, const machine_roofline &m) {
     if (m.read_bytes_per_s <= 0) {
         return std::nullopt;

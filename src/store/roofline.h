@@ -18,6 +18,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace inferbox {
 
@@ -42,6 +43,13 @@ struct machine_roofline {
     double                        read_bytes_per_s = 0;
     std::map<std::string, double> kernel_bytes_per_s; // by ggml type name in lower case ("q8_0")
 };
+
+// A machine's limits are ceilings: a measurement taken while other work ran reads lower, never
+// higher. `fresh` with each figure raised to `earlier`'s where that one was faster (the same
+// machine, CPU, ISA and thread count: the caller checks). `kept` gets one line per figure kept
+// from `earlier` ("memory read", "kernel q8_0"), so the caller can say so.
+machine_roofline keep_faster(const machine_roofline &earlier, const machine_roofline &fresh,
+                             std::vector<std::string> *kept = nullptr);
 
 struct decode_prediction {
     double   tokens_per_s    = 0; // the roofline: each type at the lower of its two limits

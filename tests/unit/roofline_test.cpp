@@ -221,3 +221,37 @@ TEST(LatencyTargets, flag_values) {
         EXPECT_FALSE(parse_target_flag(bad).has_value()) << bad;
     }
 }
+
+namespace inferbox {
+namespace {
+
+TEST(RooflineKeepFaster, EachFigureKeepsTheFasterOfTheTwoMeasurements) {
+    machine_roofline earlier;
+    earlier.threads            = 2;
+    earlier.read_bytes_per_s   = 28e9;
+    earlier.kernel_bytes_per_s = {{"q8_0", 35e9}, {"q5_0", 18e9}, {"f16", 60e9}};
+    machine_roofline busy;
+    busy.threads            = 2;
+    busy.read_bytes_per_s   = 12e9;                                            // a busy minute
+    busy.kernel_bytes_per_s = {{"q8_0", 36e9}, {"q5_0", 9e9}, {"q4_k", 30e9}}; // q4_k new, f16 not run
+
+    std::vector<std::string> kept;
+    const auto               r = keep_faster(earlier, busy, &kept);
+    EXPECT_EQ(r.threads, 2u);
+    EXPECT_DOUBLE_EQ(r.read_bytes_per_s, 28e9);
+    EXPECT_DOUBLE_EQ(r.kernel_bytes_per_s.at("q8_0"), 36e9); // the new run was faster: taken
+    EXPECT_DOUBLE_EQ(r.kernel_bytes_per_s.at("q5_0"), 18e9);
+    EXPECT_DOUBLE_EQ(r.kernel_bytes_per_s.at("q4_k"), 30e9);
+    EXPECT_EQ(r.kernel_bytes_per_s.count("f16"), 0u); // only the types this run measured
+    EXPECT_EQ(kept, (std::vector<std::string>{"memory read", "kernel q5_0"}));
+
+    // Another thread count is another configuration: the new measurement stands alone.
+    busy.threads = 1;
+    kept.clear();
+    const auto other = keep_faster(earlier, busy, &kept);
+    EXPECT_DOUBLE_EQ(other.read_bytes_per_s, 12e9);
+    EXPECT_TRUE(kept.empty());
+}
+
+} // namespace
+} // namespace inferbox
