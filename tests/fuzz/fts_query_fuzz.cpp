@@ -6,10 +6,14 @@
 //   - FTS5 itself accepts the expression: a MATCH over an in-memory table runs to the end
 //     without an error (what a crafted query must never cause in the retrieval index).
 // The first byte picks small limits half of the time, so the error paths are reached too.
+// The same text also goes through rewrite_query (a search's `rewrite_query: true`), whose result
+// is then searched the same way: it is never longer than the query, empty only for a blank one,
+// single-spaced without spaces at its ends, and valid UTF-8 whenever the query is.
 
 #include "common/utf8.h"
 #include "fuzz_check.h"
 #include "retrieval/fts_query.h"
+#include "retrieval/query_rewrite.h"
 
 #include <sqlite3.h>
 
@@ -82,7 +86,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         limits.max_bytes = 64;
         limits.max_terms = 3;
     }
-    const std::string_view text(reinterpret_cast<const char *>(data + 1), size - 1);
+    const std::string_view original(reinterpret_cast<const char *>(data + 1), size - 1);
+    // Odd second bytes search the rewritten query (and check the rewrite), even ones the query.
+    std::string rewritten;
+    if (size > 1 && (data[1] & 1) != 0) {
+        rewritten = retrieval::rewrite_query(original);
+        FUZZ_CHECK(rewritten.size() <= original.size());
+        const bool blank = original.find_first_not_of(" \t\n\v\f\r") == std::string_view::npos;
+        FUZZ_CHECK(rewritten.empty() == blank);
+        FUZZ_CHECK(rewritten.empty() || (rewritten.front() != ' ' && rewritten.back() != ' '));
+        FUZZ_CHECK(rewritten.find("  ") == std::string::npos);
+        FUZZ_CHECK(!utf8_valid(original) || utf8_valid(rewritten));
+    }
+    const std::string_view text = (size > 1 && (data[1] & 1) != 0) ? std::string_view(rewritten) : original;
     const auto             expr = retrieval::fts_match_expression(text, limits);
     if (!expr) {
         FUZZ_CHECK(text.size() > limits.max_bytes || expr.err().message.find("distinct terms") != std::string::npos);
