@@ -417,8 +417,7 @@ result<vector_store_search_request> parse_search_request(const json &body, size_
     if (rewrite) {
         // Empty only for a whitespace-only query, which is then searched as given.
         if (std::string rewritten = retrieval::rewrite_query(req.query); !rewritten.empty()) {
-            req.query     = std::move(rewritten);
-            req.rewritten = true;
+            req.query = std::move(rewritten);
         }
     }
     return req;

@@ -55,8 +55,7 @@ result<int64_t> parse_expires_after(const nlohmann::json &j, bool nullable);
 
 // POST /v1/vector_stores/{id}/search's body.
 struct vector_store_search_request {
-    std::string                     query;                   // what is searched (and answered as search_query)
-    bool                            rewritten       = false; // query is retrieval::rewrite_query of the one sent
+    std::string                     query; // what is searched (and answered as search_query): rewritten when asked
     size_t                          max_num_results = 10;
     retrieval::store_search_options options; // filters and ranking_options.score_threshold
 };

@@ -32,8 +32,8 @@ struct bandwidth_measurement {
 // Reads a buffer of `buffer_bytes` (each thread its own slice, first touched by that thread) over
 // and over on `threads` threads for about `window` after one warm-up pass, and returns the read
 // rate. The reads use the widest vector loads the CPU has (AVX-512, AVX2, SSE2 on x86-64), as the
-// decode kernels do: narrow loads cannot keep enough misses in flight to reach the memory's rate. The buffer should be
-// several times the last-level cache (the default, 512 MiB, is).
+// decode kernels do: narrow loads cannot keep enough misses in flight to reach the memory's rate.
+// The buffer should be several times the last-level cache (the default, 512 MiB, is).
 bandwidth_measurement measure_read_bandwidth(uint32_t threads, uint64_t buffer_bytes = uint64_t{512} << 20,
                                              std::chrono::milliseconds window = std::chrono::milliseconds(800));
 
