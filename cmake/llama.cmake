@@ -103,6 +103,15 @@ if(INFERBOX_LLAMA_SOURCE AND EXISTS ${INFERBOX_LLAMA_SOURCE}/ggml/src/ggml-cpu/g
                     "CPU decode will be slower (apply it as the other patches)")
   endif()
 endif()
+# Likewise the grouped flash-attention kernel (0005): `auto` attention on the CPU is f16 with flash
+# attention because of it; without it, decode at long contexts is up to 10x slower.
+if(INFERBOX_LLAMA_SOURCE AND EXISTS ${INFERBOX_LLAMA_SOURCE}/ggml/src/ggml-cpu/ops.cpp)
+  file(STRINGS ${INFERBOX_LLAMA_SOURCE}/ggml/src/ggml-cpu/ops.cpp llama_fa_gqa_tile REGEX "flash_attn_ext_gqa_tile")
+  if(NOT llama_fa_gqa_tile)
+    message(WARNING "${INFERBOX_LLAMA_SOURCE} lacks patches/llama.cpp/0005-cpu-flash-attn-gqa-tiles.patch: "
+                    "CPU decode with flash attention (serve's default) will be slower (apply it as the other patches)")
+  endif()
+endif()
 # INFERBOX_HAVE_RPC: ggml's RPC backend is linked, so `serve --rpc` works (ggml-rpc.h's API).
 if(INFERBOX_HAVE_RPC)
   target_compile_definitions(inferbox_llama INTERFACE INFERBOX_HAVE_RPC=1)

@@ -120,15 +120,13 @@ void add_serve_engine_options(CLI::App *serve, serve_flags &f) {
         ->check(CLI::Range(0, 100000));
     serve
         ->add_option("--kv-type", f.kv_type,
-                     "KV cache precision: auto (f32 on the CPU when it fits the memory budget, else f16), f32, f16, "
-                     "or q8_0 (half of f16's memory; needs flash attention)")
+                     "KV cache precision: auto (f16; f32 on the CPU with --flash-attn off, when it fits the memory "
+                     "budget), f32, f16, or q8_0 (half of f16's memory; needs flash attention)")
         ->capture_default_str()
         ->check(CLI::IsMember({"auto", "f32", "f16", "q8_0"}));
     serve
         ->add_option("--flash-attn", f.flash_attn,
-                     "flash attention: auto (off on the CPU, where llama.cpp's kernel is the slower one for decode, "
-                     "unless only it fits the memory budget; elsewhere where the model and backend support it), on, "
-                     "off")
+                     "flash attention: auto (on where the model and backend support it), on, off")
         ->capture_default_str()
         ->check(CLI::IsMember({"auto", "on", "off"}));
     serve->add_flag("--no-mmap", f.so.no_mmap, "read the weights into memory instead of mapping the file");

@@ -505,11 +505,10 @@ int run_profiles(const profiles_options &o) {
         const std::optional<kv_cache_type> kv = parse_kv_cache_type(o.kv_type); // "" or "auto": nullopt
         // llama.cpp runs grok without flash attention.
         const std::optional<bool> flash = set.model.architecture == "grok" ? std::optional(false) : std::nullopt;
-        set.profiles.push_back(evaluate_attention_options(
-            set.model, hw, set.budget, "custom",
-            s.parallel > 1 ? profile_flavour::throughput : profile_flavour::latency, s,
-            attention_candidates(kv, flash, true, context_or_trained(s.n_ctx_slot, set.model)),
-            set.draft ? &*set.draft : nullptr));
+        set.profiles.push_back(
+            evaluate_attention_options(set.model, hw, set.budget, "custom",
+                                       s.parallel > 1 ? profile_flavour::throughput : profile_flavour::latency, s,
+                                       attention_candidates(kv, flash, true), set.draft ? &*set.draft : nullptr));
     }
     const pick_goal goal   = o.goal == "throughput" ? pick_goal::throughput : pick_goal::latency;
     auto            picked = pick_profile(set, goal);

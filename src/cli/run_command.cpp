@@ -176,9 +176,8 @@ void settle_attention(const std::string &path, engine_config &ec) {
     s.n_batch             = ec.step_tokens;
     s.n_ubatch            = std::min(ec.step_tokens, micro_batch_tokens);
     const model_shape   m = model_shape_of(*info, hw.isa);
-    const model_profile p = evaluate_attention_options(
-        m, hw, cpu_memory_budget(hw), "run", profile_flavour::latency, s,
-        attention_candidates(std::nullopt, std::nullopt, true, context_or_trained(s.n_ctx_slot, m)));
+    const model_profile p = evaluate_attention_options(m, hw, cpu_memory_budget(hw), "run", profile_flavour::latency, s,
+                                                       attention_candidates(std::nullopt, std::nullopt, true));
     if (p.status != profile_status::runnable) {
         return;
     }

@@ -287,10 +287,9 @@ result<model_profile> custom_profile(const profile_set &set, const hardware_info
     const std::optional<bool>          flash_asked = ecfg.flash_attn == flash_attention::automatic
                                                          ? std::nullopt
                                                          : std::optional(ecfg.flash_attn == flash_attention::on);
-    const int32_t                      context     = context_or_trained(s.n_ctx_slot, set.model);
-    const auto                         options = attention_candidates(kv_asked, flash_asked, !s.gpu && !s.rpc, context);
-    s.kv_type                                  = options.front().kv_type;
-    s.flash_attn                               = options.front().flash_attn;
+    const auto                         options     = attention_candidates(kv_asked, flash_asked, !s.gpu && !s.rpc);
+    s.kv_type                                      = options.front().kv_type;
+    s.flash_attn                                   = options.front().flash_attn;
     if (s.rpc && s.n_gpu_layers == 0) { // --rpc without --gpu-layers: the profile's split
         s.n_gpu_layers  = rpc_layer_split(set.model, hw, set.budget, s);
         mo.n_gpu_layers = s.n_gpu_layers;
@@ -299,16 +298,10 @@ result<model_profile> custom_profile(const profile_set &set, const hardware_info
                                                       options, draft_shape ? &*draft_shape : nullptr);
     const profile_settings &settled = active.settings;
     if (!kv_asked || !flash_asked) {
-        spdlog::info(
-            "attention: {} KV, flash attention {} ({} the memory budget{})", kv_cache_type_name(settled.kv_type),
-            settled.flash_attn ? "on" : "off",
-            active.status == profile_status::runnable ? "auto: the fastest option that fits" : "auto: no option fits",
-            settled.gpu || settled.rpc ? std::string()
-            : context >= long_context_tokens
-                ? fmt::format("; on the CPU from {} tokens of context, less memory and a faster prefill than f32 "
-                              "without flash attention, which decodes faster (docs/profiles.md)",
-                              long_context_tokens)
-                : std::string("; on the CPU, decode is fastest without flash attention and with f32 KV"));
+        spdlog::info("attention: {} KV, flash attention {} ({} the memory budget)", kv_cache_type_name(settled.kv_type),
+                     settled.flash_attn ? "on" : "off",
+                     active.status == profile_status::runnable ? "auto: the fastest option that fits"
+                                                               : "auto: no option fits");
     }
     ecfg.kv_type = settled.kv_type;
     if (!settled.flash_attn) { // with it, `on` as asked, or `automatic`: llama.cpp enables it where the model can

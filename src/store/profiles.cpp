@@ -428,28 +428,23 @@ int32_t context_or_trained(int32_t n_ctx_slot, const model_shape &m) {
 }
 
 std::vector<attention_option> attention_candidates(std::optional<kv_cache_type> kv, std::optional<bool> flash_attn,
-                                                   bool cpu_only, int32_t context_tokens) {
+                                                   bool cpu_only) {
     using k = kv_cache_type;
     if (kv == k::q8_0) { // needs flash attention: an explicit "off" is kept, for evaluate_profile() to refuse
         return {{k::q8_0, flash_attn.value_or(true)}};
     }
-    if (cpu_only && context_tokens >= long_context_tokens && !flash_attn && (!kv || *kv == k::f16)) {
-        return {{k::f16, true}}; // the smallest estimate as well: nothing after it could fit
-    }
-    static const std::vector<attention_option> cpu_order = {
-        {k::f32, false}, {k::f16, false}, {k::f16, true}, {k::f32, true}};
-    static const std::vector<attention_option> other_order = {
-        {k::f16, true}, {k::f16, false}, {k::f32, true}, {k::f32, false}};
+    static const std::vector<attention_option> order = {
+        {k::f16, true}, {k::f32, true}, {k::f32, false}, {k::f16, false}};
     std::vector<attention_option> out;
-    for (const auto &o : cpu_only ? cpu_order : other_order) {
+    for (const auto &o : order) {
         if ((kv && o.kv_type != *kv) || (flash_attn && o.flash_attn != *flash_attn)) {
             continue; // disagrees with an explicit choice
         }
-        if (!flash_attn && !cpu_only && !o.flash_attn) {
-            continue; // off the CPU, auto keeps flash attention
+        if (!flash_attn && !o.flash_attn) {
+            continue; // auto keeps flash attention
         }
         if (o.kv_type == k::f32 && !kv && (o.flash_attn || !cpu_only)) {
-            continue; // f32 KV by default only where it pays: the CPU without flash attention
+            continue; // f32 KV by default only where it pays: the CPU with flash attention off
         }
         out.push_back(o);
     }
@@ -893,15 +888,15 @@ profile_set list_profiles(const gguf_info &g, const hardware_info &hw, const pro
     const bool flash = m.architecture != "grok"; // llama.cpp forces flash attention off for grok
     const bool mlock = hw.memlock_limit && *hw.memlock_limit >= m.weight_bytes && m.weight_bytes > 0;
 
-    // A CPU profile settles its attention as serve's "auto" does: an f16 one tries f32 without
-    // flash attention first (the name keeps the ladder's KV, f16 or q8_0; the listing shows what
-    // was settled), a q8_0 one keeps q8_0. GPU and RPC profiles keep theirs.
+    // A CPU profile settles its attention as serve's "auto" does (f16 or q8_0 with flash
+    // attention; without it where llama.cpp cannot use it, then f32 first). GPU and RPC profiles
+    // keep theirs.
     const auto add = [&](profile_flavour f, const profile_settings &s) {
         const std::optional<kv_cache_type> kv =
             s.kv_type == kv_cache_type::f16 ? std::nullopt : std::optional(s.kv_type);
         const std::vector<attention_option> options =
             s.gpu || s.rpc ? std::vector<attention_option>{{s.kv_type, s.flash_attn}}
-                           : attention_candidates(kv, flash ? std::nullopt : std::optional(false), true, s.n_ctx_slot);
+                           : attention_candidates(kv, flash ? std::nullopt : std::optional(false), true);
         set.profiles.push_back(evaluate_attention_options(m, hw, set.budget, profile_name(f, s), f, s, options, draft));
     };
 

@@ -208,8 +208,7 @@ struct profile_set {
 //   rpc (only when hw.remote lists devices): latency profiles over the latency contexts, f16 KV,
 //            with rpc_layer_split()'s layers on the workers.
 // Attention: a CPU profile's is settled as serve's "auto" settles it (attention_candidates()):
-// an f16 profile runs f32 KV without flash attention when that estimate fits, else f16 without
-// it, else f16 with it; a q8_0 profile keeps q8_0 with flash attention. GPU and RPC profiles: as
+// an f16 profile runs f16 KV with flash attention; a q8_0 profile keeps q8_0 with it. GPU and RPC profiles: as
 // listed, flash attention on. Flash attention is off for grok, which llama.cpp forces off (then
 // no q8_0 KV). mmap on, mlock on for latency profiles when RLIMIT_MEMLOCK covers the weights.
 profile_set list_profiles(const gguf_info &g, const hardware_info &hw, const profile_options &o = {});
@@ -227,14 +226,6 @@ int32_t http_threads_for(const hardware_info &hw);
 int32_t rpc_layer_split(const model_shape &m, const hardware_info &hw, const memory_budget &budget,
                         const profile_settings &s);
 
-// On the CPU, from this many tokens of context per slot on, "auto" attention is f16 KV with flash
-// attention (attention_candidates()). Measured on a model of Qwen2.5-0.5B's layer shape, one
-// prompt filling the context (docs/benchmarks.md, "Long contexts"): f32 KV without flash attention
-// decodes 4-5x faster at every length, but at 8192 tokens its prompt takes 1.4x as long and it
-// holds 2.6x the memory (the ubatch's KQ scores grow with the context), at 16384 1.7x and 3.9x;
-// its decode lead pays that back only after 140 (8192) to 540 (16384) output tokens.
-inline constexpr int32_t long_context_tokens = 8192;
-
 // One way to run attention: the KV cache's type and whether flash attention is on.
 struct attention_option {
     kv_cache_type kv_type    = kv_cache_type::f16;
@@ -244,22 +235,20 @@ struct attention_option {
 // The attention options `serve` tries, best first, when its KV type or flash attention is
 // "auto" (nullopt here); it takes the first whose memory estimate fits. An explicit choice keeps
 // only the options that agree with it.
-//   On the CPU (`cpu_only`: no layer on a GPU or an RPC worker), llama.cpp's flash-attention
-//   kernel walks the KV one cell at a time with a scalar exp per cell, while without it the
-//   scores are matrix products: measured here (docs/benchmarks.md, "Attention on the CPU"),
-//   decode is 1.3-1.4x faster at short contexts and 2-3x at 1.5k tokens without it, and prompt
-//   processing 3-12 % slower. f32 KV spares the f16 conversions in those products (decode +15-40 %
-//   over f16 KV without flash attention) for twice the KV memory. So: f32 without flash
-//   attention; then f16 without it (half the KV, but its KQ probabilities converted to f16 for
-//   the V product outweigh that from a few thousand tokens on); then f16 with it (no KQ score
-//   buffer: the smallest estimate). From long_context_tokens of context per slot on (that is
-//   `context_tokens`, already resolved: context_or_trained()), with flash attention auto and the
-//   type auto or f16: f16 with flash attention alone, for the reasons given there.
-//   Elsewhere: f16 with flash attention, as llama.cpp's GPU kernels are built for.
-// With flash attention explicitly on and the type auto: f16 (f32 gains nothing there). q8_0 is
-// only ever used when asked for, and always with flash attention (llama.cpp needs it).
+//   Auto is f16 KV with flash attention everywhere: the smallest estimate (no KQ score buffer,
+//   half of f32's KV) and the fastest. On the CPU that holds with patches/llama.cpp/0005, which
+//   scores a KV head's grouped query heads together a tile at a time; the kernel as released
+//   walked the KV one cell per query head, and without flash attention (f32 KV) decoded 2-4x
+//   faster below 8k tokens. Measured with the patch (docs/benchmarks.md, "Long contexts"):
+//   decode at 4096 tokens 260-285 t/s with flash attention against 92 without it (f16 KV),
+//   at 16384 109 against 11 before the patch; serving 128-token prompts, inter-token time 2.7 ms
+//   against 3.1-3.4 ms for f32 KV without it, and 4 streams no slower.
+//   With flash attention explicitly off on the CPU and the type auto: f32 first (it spares the
+//   f16 conversions in the attention products, decode +15-40 % over f16 without flash attention,
+//   for twice the KV memory), then f16. Elsewhere f32 only when asked for. q8_0 is only ever used
+//   when asked for, and always with flash attention (llama.cpp needs it).
 std::vector<attention_option> attention_candidates(std::optional<kv_cache_type> kv, std::optional<bool> flash_attn,
-                                                   bool cpu_only, int32_t context_tokens);
+                                                   bool cpu_only);
 
 // The context per slot that a setting of 0 (or less) stands for: the model's trained context,
 // bounded to what an int32_t setting and llama.cpp's KV cells can hold.

@@ -249,11 +249,9 @@ TEST(profiles, all_runnable_with_plenty_of_memory) {
         EXPECT_EQ(p.status, profile_status::runnable) << name << ": " << p.detail;
         EXPECT_TRUE(p.detail.empty());
         EXPECT_EQ(p.settings.n_gpu_layers, 0);
-        // On the CPU flash attention is off where that fits (here: everywhere) below
-        // long_context_tokens, and on from there; q8_0 KV needs it.
-        EXPECT_EQ(p.settings.flash_attn,
-                  p.settings.kv_type == kv_cache_type::q8_0 || p.settings.n_ctx_slot >= long_context_tokens)
-            << name;
+        // Flash attention on at every length, f16 KV unless the profile is a q8_0 one.
+        EXPECT_TRUE(p.settings.flash_attn) << name;
+        EXPECT_NE(p.settings.kv_type, kv_cache_type::f32) << name;
         EXPECT_TRUE(p.settings.use_mmap);
     }
     EXPECT_FALSE(find_profile(set, "cpu-latency-ctx32768")); // above the trained context
@@ -532,16 +530,15 @@ TEST(profiles, ladder_for_a_long_context_model) {
                              "cpu-latency-ctx2048", "cpu-throughput-p4-ctx4096", "cpu-throughput-p8-ctx2048"}) {
         EXPECT_TRUE(find_profile(set, name)) << name;
     }
-    // 131072 tokens of KV for this shape is 16 GiB at f16, 32 GiB at f32. At long contexts serve's
-    // auto settles f16 with flash attention on the CPU, whatever fits; below long_context_tokens,
-    // f32 without it.
+    // 131072 tokens of KV for this shape is 16 GiB at f16. serve's auto settles f16 with flash
+    // attention on the CPU at every length.
     const model_profile &longest = get(set, "cpu-latency-ctx131072");
     EXPECT_EQ(longest.settings.kv_type, kv_cache_type::f16);
     EXPECT_TRUE(longest.settings.flash_attn);
     EXPECT_EQ(longest.memory.kv_cache, 16 * gib);
     const model_profile &shortest = get(set, "cpu-latency-ctx2048");
-    EXPECT_EQ(shortest.settings.kv_type, kv_cache_type::f32);
-    EXPECT_FALSE(shortest.settings.flash_attn);
+    EXPECT_EQ(shortest.settings.kv_type, kv_cache_type::f16);
+    EXPECT_TRUE(shortest.settings.flash_attn);
     // The q8_0 rung keeps q8_0, with flash attention.
     const model_profile &q8 = get(set, "cpu-latency-ctx131072-kvq8");
     EXPECT_EQ(q8.settings.kv_type, kv_cache_type::q8_0);
@@ -689,15 +686,17 @@ TEST(profiles, attention_candidates_by_request_and_device) {
     const auto none_kv = std::optional<k>{};
     const auto none_fa = std::optional<bool>{};
     const auto cands   = [](std::optional<k> kv, std::optional<bool> fa, bool cpu) {
-        return options_text(attention_candidates(kv, fa, cpu, 4096));
+        return options_text(attention_candidates(kv, fa, cpu));
     };
-    // The CPU: no flash attention and f32 first; then half the KV; then the smallest compute buffer.
-    EXPECT_EQ(cands(none_kv, none_fa, true), "f32 f16 f16+fa");
-    EXPECT_EQ(cands(none_kv, false, true), "f32 f16");
+    // The CPU: f16 with flash attention (the smallest estimate and, with patch 0005, the fastest).
+    EXPECT_EQ(cands(none_kv, none_fa, true), "f16+fa");
     EXPECT_EQ(cands(none_kv, true, true), "f16+fa"); // f32 gains nothing with flash attention
-    EXPECT_EQ(cands(k::f16, none_fa, true), "f16 f16+fa");
-    EXPECT_EQ(cands(k::f32, none_fa, true), "f32 f32+fa");
+    EXPECT_EQ(cands(k::f16, none_fa, true), "f16+fa");
+    EXPECT_EQ(cands(k::f32, none_fa, true), "f32+fa");
     EXPECT_EQ(cands(k::f32, true, true), "f32+fa"); // asked for: honoured
+    EXPECT_EQ(cands(k::f32, false, true), "f32");
+    // Flash attention off on the CPU: f32 first (no f16 conversions in the products), then half the KV.
+    EXPECT_EQ(cands(none_kv, false, true), "f32 f16");
     EXPECT_EQ(cands(k::f16, false, true), "f16");
     EXPECT_EQ(cands(k::q8_0, none_fa, true), "q8_0+fa");
     EXPECT_EQ(cands(k::q8_0, false, true), "q8_0"); // kept, so that evaluate_profile() refuses it
@@ -706,27 +705,6 @@ TEST(profiles, attention_candidates_by_request_and_device) {
     EXPECT_EQ(cands(none_kv, false, false), "f16");
     EXPECT_EQ(cands(k::f32, none_fa, false), "f32+fa");
     EXPECT_EQ(cands(k::q8_0, true, false), "q8_0+fa");
-}
-
-TEST(profiles, attention_candidates_by_context_length) {
-    using k        = kv_cache_type;
-    const auto cpu = [](std::optional<k> kv, std::optional<bool> fa, int32_t ctx) {
-        return options_text(attention_candidates(kv, fa, true, ctx));
-    };
-    // Short contexts: no flash attention and f32 first, as before.
-    EXPECT_EQ(cpu(std::nullopt, std::nullopt, long_context_tokens - 1), "f32 f16 f16+fa");
-    // Long ones: f16 with flash attention (the smallest compute buffer, half the KV, and the
-    // faster prefill there), also when only the type is asked for.
-    EXPECT_EQ(cpu(std::nullopt, std::nullopt, long_context_tokens), "f16+fa");
-    EXPECT_EQ(cpu(std::nullopt, std::nullopt, 32768), "f16+fa");
-    EXPECT_EQ(cpu(k::f16, std::nullopt, 32768), "f16+fa");
-    // An explicit choice of flash attention or another type still wins at any length.
-    EXPECT_EQ(cpu(std::nullopt, false, 32768), "f32 f16");
-    EXPECT_EQ(cpu(k::f32, std::nullopt, 32768), "f32 f32+fa");
-    EXPECT_EQ(cpu(k::q8_0, std::nullopt, 32768), "q8_0+fa");
-    // Off the CPU the length changes nothing.
-    EXPECT_EQ(options_text(attention_candidates(std::nullopt, std::nullopt, false, 32768)), "f16+fa");
-    EXPECT_EQ(options_text(attention_candidates(std::nullopt, std::nullopt, false, 512)), "f16+fa");
 }
 
 TEST(profiles, context_or_trained_resolves_zero) {
@@ -744,11 +722,12 @@ TEST(profiles, attention_options_fall_back_to_what_fits) {
     // attention the compute buffer holds a ubatch's KQ scores: 512 × 8192 × 32 heads × 4 bytes.
     const model_shape m = model_shape_of(make_model({}), cpu_isa{});
     profile_settings  s;
-    s.n_threads   = 8;
-    s.parallel    = 1;
-    s.n_ctx_slot  = 8192;
-    const auto o  = attention_candidates(std::nullopt, std::nullopt, true, 4096); // the short-context order
-    const auto at = [&](kv_cache_type kv, bool fa) {
+    s.n_threads    = 8;
+    s.parallel     = 1;
+    s.n_ctx_slot   = 8192;
+    const auto off = attention_candidates(std::nullopt, false, true); // f32, then f16, both without flash attention
+    const auto o   = attention_candidates(std::nullopt, std::nullopt, true); // auto: f16 with it
+    const auto at  = [&](kv_cache_type kv, bool fa) {
         profile_settings t = s;
         t.kv_type          = kv;
         t.flash_attn       = fa;
@@ -761,27 +740,27 @@ TEST(profiles, attention_options_fall_back_to_what_fits) {
     const hardware_info hw        = make_hardware();
     const auto          budget_of = [](uint64_t b) { return memory_budget{b, 0, b}; };
 
-    model_profile p = evaluate_attention_options(m, hw, budget_of(f32_off), "custom", profile_flavour::latency, s, o);
+    model_profile p = evaluate_attention_options(m, hw, budget_of(f32_off), "custom", profile_flavour::latency, s, off);
     EXPECT_EQ(p.status, profile_status::runnable);
     EXPECT_EQ(p.settings.kv_type, kv_cache_type::f32);
     EXPECT_FALSE(p.settings.flash_attn);
     EXPECT_EQ(p.name, "custom");
 
-    p = evaluate_attention_options(m, hw, budget_of(f32_off - 1), "custom", profile_flavour::latency, s, o);
+    p = evaluate_attention_options(m, hw, budget_of(f32_off - 1), "custom", profile_flavour::latency, s, off);
     EXPECT_EQ(p.status, profile_status::runnable);
     EXPECT_EQ(p.settings.kv_type, kv_cache_type::f16);
     EXPECT_FALSE(p.settings.flash_attn);
 
+    // With flash attention off by request, nothing smaller is left: low_memory.
+    p = evaluate_attention_options(m, hw, budget_of(f16_off - 1), "custom", profile_flavour::latency, s, off);
+    EXPECT_EQ(p.status, profile_status::low_memory);
+    EXPECT_FALSE(p.settings.flash_attn);
+
+    // Auto fits where flash attention off does not.
     p = evaluate_attention_options(m, hw, budget_of(f16_off - 1), "custom", profile_flavour::latency, s, o);
     EXPECT_EQ(p.status, profile_status::runnable);
     EXPECT_EQ(p.settings.kv_type, kv_cache_type::f16);
     EXPECT_TRUE(p.settings.flash_attn);
-
-    // With flash attention off by request, nothing smaller is left: low_memory.
-    const auto off = attention_candidates(std::nullopt, false, true, 4096);
-    p = evaluate_attention_options(m, hw, budget_of(f16_off - 1), "custom", profile_flavour::latency, s, off);
-    EXPECT_EQ(p.status, profile_status::low_memory);
-    EXPECT_FALSE(p.settings.flash_attn);
 
     // Nothing fits: the last (smallest) option, with the change that makes it fit.
     p = evaluate_attention_options(m, hw, budget_of(f16_on - 1), "custom", profile_flavour::latency, s, o);

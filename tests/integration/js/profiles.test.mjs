@@ -194,9 +194,9 @@ describe('inferbox profiles', () => {
     assert.equal(latency.parallel, 1);
     assert.equal(latency.threads, out.hardware.effective_cores);
     assert.equal(latency.gpu_layers, 0);
-    // KV, f32 as auto settles it on the CPU: 2 × 5 layers × 512 cells × (4 KV heads × 8) × 4 bytes.
-    assert.equal(latency.kv_cache_type, 'f32');
-    assert.equal(latency.memory.kv_cache, 2 * 5 * 512 * 32 * 4);
+    // KV, f16 as auto settles it: 2 × 5 layers × 512 cells × (4 KV heads × 8) × 2 bytes.
+    assert.equal(latency.kv_cache_type, 'f16');
+    assert.equal(latency.memory.kv_cache, 2 * 5 * 512 * 32 * 2);
     // Head size 8 cannot hold q8_0 blocks of 32.
     assert.equal(byName['cpu-latency-ctx512-kvq8'].status, 'incompatible');
     assert.match(byName['cpu-latency-ctx512-kvq8'].detail, /divisible by 32/);
@@ -220,7 +220,7 @@ describe('inferbox profiles', () => {
       lines[2],
       /^NAME\s+FLAVOUR\s+THREADS\s+PARALLEL\s+CTX\s+BATCH\/UBATCH\s+KV\s+FLASH\s+GPU-LAYERS\s+EST\.MEMORY\s+TTFT\/ITL\s+STATUS$/,
     );
-    assert.match(out, /^cpu-latency-ctx512\s+latency\s+\d+\s+1\s+512\s+2048\/512\s+f32\s+off\s+0\s+[\d.]+ MiB\s+\d+\/\d+ms\s+runnable$/m);
+    assert.match(out, /^cpu-latency-ctx512\s+latency\s+\d+\s+1\s+512\s+2048\/512\s+f16\s+on\s+0\s+[\d.]+ MiB\s+\d+\/\d+ms\s+runnable$/m);
     assert.match(out, /^gpu-latency-ctx512\s+.*\s+-\s+incompatible: /m); // no CPU prediction for a GPU
     assert.match(out, /^serve would pick \(throughput\): cpu-throughput-p8-ctx512: /m);
   });
@@ -234,39 +234,24 @@ describe('inferbox profiles', () => {
     assert.equal(custom.parallel, 4);
     assert.equal(custom.ctx_size, 1024);
     assert.equal(custom.flavour, 'throughput');
-    // What serve settles on the CPU: f32 KV (4 bytes) without flash attention.
-    assert.equal(custom.kv_cache_type, 'f32');
-    assert.equal(custom.flash_attn, false);
-    assert.equal(custom.memory.kv_cache, 2 * 5 * 4 * 1024 * 32 * 4);
+    // What serve settles on the CPU: f16 KV (2 bytes) with flash attention.
+    assert.equal(custom.kv_cache_type, 'f16');
+    assert.equal(custom.flash_attn, true);
+    assert.equal(custom.memory.kv_cache, 2 * 5 * 4 * 1024 * 32 * 2);
 
-    // An explicit type is kept; flash attention is still settled (off on the CPU).
-    const f16 = JSON.parse(ok(['profiles', '--model', modelPath(MODELS.plain), '--json', '--ctx-size', '1024',
-      '--parallel', '4', '--kv-type', 'f16'])).profiles.find((p) => p.name === 'custom');
-    assert.equal(f16.kv_cache_type, 'f16');
-    assert.equal(f16.flash_attn, false);
-    assert.equal(f16.memory.kv_cache, custom.memory.kv_cache / 2);
+    // An explicit type is kept, flash attention still settled (on): f32 doubles the KV.
+    const f32 = JSON.parse(ok(['profiles', '--model', modelPath(MODELS.plain), '--json', '--ctx-size', '1024',
+      '--parallel', '4', '--kv-type', 'f32'])).profiles.find((p) => p.name === 'custom');
+    assert.equal(f32.kv_cache_type, 'f32');
+    assert.equal(f32.flash_attn, true);
+    assert.equal(f32.memory.kv_cache, custom.memory.kv_cache * 2);
 
-    // Where f32 does not fit the budget, auto falls back to f16 with flash attention: f16 without
-    // it would need more than f32 here (its KQ probabilities converted to f16 outweigh the KV it
-    // saves), and the estimate says so.
-    const tight = JSON.parse(ok(['profiles', '--model', modelPath(MODELS.plain), '--json', '--ctx-size', '1024',
-      '--parallel', '4', '--memory-budget', String(custom.memory.total - 1)])).profiles.find((p) => p.name === 'custom');
-    assert.equal(tight.status, 'runnable');
-    assert.equal(tight.kv_cache_type, 'f16');
-    assert.equal(tight.flash_attn, true);
-    assert.ok(f16.memory.total > custom.memory.total, `${f16.memory.total} <= ${custom.memory.total}`);
-
-    // From 8192 tokens of context per slot on, auto takes f16 with flash attention on the CPU
-    // (docs/benchmarks.md, "Long contexts"), also with only the type given; flash attention
-    // asked off still wins.
+    // At any length, also with only the type given.
     const custom16k = (extra) => JSON.parse(ok(['profiles', '--model', modelPath(MODELS.plain), '--json',
       '--ctx-size', '16384', ...extra])).profiles.find((p) => p.name === 'custom');
     assert.deepEqual([custom16k([]).kv_cache_type, custom16k([]).flash_attn], ['f16', true]);
     assert.deepEqual([custom16k(['--kv-type', 'f16']).kv_cache_type, custom16k(['--kv-type', 'f16']).flash_attn],
       ['f16', true]);
-    const below = JSON.parse(ok(['profiles', '--model', modelPath(MODELS.plain), '--json', '--ctx-size', '8191']))
-      .profiles.find((p) => p.name === 'custom');
-    assert.deepEqual([below.kv_cache_type, below.flash_attn], ['f32', false]);
   });
 
   test('--draft-model: every estimate includes the draft model, as serve counts it', () => {
@@ -288,23 +273,10 @@ describe('inferbox profiles', () => {
   test('--memory-budget: low_memory with a change that fits, and a refusal with the numbers', () => {
     const file = modelPath(MODELS.plain);
     const full = JSON.parse(ok(['profiles', '--model', file, '--json']));
-    const latency = full.profiles.find((p) => p.name === 'cpu-latency-ctx512');
-    assert.equal(latency.kv_cache_type, 'f32');
-    assert.equal(latency.flash_attn, false);
-    const at = (bytes) => JSON.parse(ok(['profiles', '--model', file, '--json', '--memory-budget', String(bytes)]))
-      .profiles.find((x) => x.name === 'cpu-latency-ctx512');
-    // Just below what f32 needs: f16 with flash attention (no KQ score buffer), the smallest it can
-    // be at this context. f16 without it is skipped: it would need more than f32 here, its KQ
-    // probabilities converted to f16 for the V product outweighing the KV it saves.
-    const f16NoFlash = JSON.parse(ok(['profiles', '--model', file, '--json', '--ctx-size', '512', '--parallel', '1',
-      '--kv-type', 'f16', '--memory-budget', String(latency.memory.total - 1)])).profiles.find((x) => x.name === 'custom');
-    assert.equal(f16NoFlash.flash_attn, true, 'f16 without flash attention does not fit where f32 does not');
-    const withFlash = at(latency.memory.total - 1);
-    assert.equal(withFlash.status, 'runnable');
+    const withFlash = full.profiles.find((p) => p.name === 'cpu-latency-ctx512');
     assert.equal(withFlash.kv_cache_type, 'f16');
     assert.equal(withFlash.flash_attn, true);
-    assert.ok(withFlash.memory.total < latency.memory.total);
-    // Just below that: low_memory, and the change that fits.
+    // Just below what it needs: low_memory, and the change that fits.
     const budget = withFlash.memory.total - 1;
     const out = JSON.parse(ok(['profiles', '--model', file, '--json', '--memory-budget', String(budget)]));
     assert.equal(out.budget.bytes, budget);
@@ -387,31 +359,31 @@ describe('serve --profile, /v1/metadata and /v1/manifest', () => {
       assert.match(log, new RegExp(`K \\(${p.kv_cache_type}\\)`), `KV cache type ${p.kv_cache_type} not in the log`);
       const mode = p.mmap ? (p.mlock ? 'mmap\\+mlock' : 'mmap') : (p.mlock ? 'mlock' : 'none');
       assert.match(log, new RegExp(`load_mode = ${mode}\\)`));
-      // A CPU profile's attention settled as auto settles it there: f32 KV, flash attention off,
+      // A CPU profile's attention settled as auto settles it there: f16 KV, flash attention on,
       // as the listing (/v1/manifest) already says, and as llama.cpp runs it.
-      assert.equal(p.kv_cache_type, 'f32');
-      assert.equal(p.flash_attn, false);
+      assert.equal(p.kv_cache_type, 'f16');
+      assert.equal(p.flash_attn, true);
       const manifest = await getJson(`${ctx.server.url}/v1/manifest`);
-      assert.equal(manifest.body.profiles.find((x) => x.name === p.name).flash_attn, false);
-      assert.match(log, /flash_attn\s+=\s+disabled/);
+      assert.equal(manifest.body.profiles.find((x) => x.name === p.name).flash_attn, true);
+      assert.match(log, /Flash Attention enabled/); // "auto" resolved by llama.cpp
     }));
 });
 
-describe('serve without attention flags on the CPU: f32 KV, no flash attention', () => {
+describe('serve without attention flags on the CPU: f16 KV, flash attention', () => {
   const ctx = useServer({ model: MODELS.plain, args: ['--log-level', 'debug'] });
 
   test('the engine runs what auto settled, /v1/metadata reports it, and greedy output is the reference',
     ctx.wrap(async () => {
       const log = ctx.server.log();
-      assert.match(log, /attention: f32 KV, flash attention off \(auto: the fastest option that fits/);
-      assert.match(log, /K \(f32\)/);
-      assert.match(log, /V \(f32\)/);
-      assert.match(log, /flash_attn\s+=\s+disabled/);
+      assert.match(log, /attention: f16 KV, flash attention on \(auto: the fastest option that fits/);
+      assert.match(log, /K \(f16\)/);
+      assert.match(log, /V \(f16\)/);
+      assert.match(log, /Flash Attention enabled/); // "auto" resolved by llama.cpp
       const meta = await getJson(`${ctx.server.url}/v1/metadata`);
       assert.equal(meta.status, 200, meta.text);
       assert.equal(meta.body.profile.name, 'custom');
-      assert.equal(meta.body.profile.kv_cache_type, 'f32');
-      assert.equal(meta.body.profile.flash_attn, false);
+      assert.equal(meta.body.profile.kv_cache_type, 'f16');
+      assert.equal(meta.body.profile.flash_attn, true);
       const res = await fetch(`${ctx.server.url}/v1/completions`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
