@@ -1,6 +1,7 @@
 #include "cli/profile_commands.h"
 
 #include "cli/output.h"
+#include "common/micro_batch.h"
 #include "engine/kernel_probe.h"
 #include "server/profile_json.h"
 #include "server/roofline_cache.h"
@@ -499,7 +500,7 @@ int run_profiles(const profiles_options &o) {
         s.parallel   = o.parallel > 0 ? o.parallel : 1;
         s.n_ctx_slot = o.ctx_size; // 0: trained
         s.n_batch    = o.batch_size > 0 ? o.batch_size : 2048;
-        s.n_ubatch   = std::min(s.n_batch, 512); // as the engine configures llama.cpp
+        s.n_ubatch   = micro_batch_for(true, s.n_batch); // as the engine configures llama.cpp on the CPU
         s.n_threads  = o.threads > 0 ? o.threads : int32_t(hw.n_threads_effective);
         // The KV type and flash attention serve would settle for these flags (no GPU layers).
         const std::optional<kv_cache_type> kv = parse_kv_cache_type(o.kv_type); // "" or "auto": nullopt

@@ -174,15 +174,16 @@ void settle_attention(const std::string &path, engine_config &ec) {
     s.parallel            = ec.parallel;
     s.n_ctx_slot          = ec.n_ctx_slot; // 0: the trained context, as the engine takes it
     s.n_batch             = ec.step_tokens;
-    s.n_ubatch            = std::min(ec.step_tokens, micro_batch_tokens);
+    s.n_ubatch            = micro_batch_for(true, ec.step_tokens);
     const model_shape   m = model_shape_of(*info, hw.isa);
     const model_profile p = evaluate_attention_options(m, hw, cpu_memory_budget(hw), "run", profile_flavour::latency, s,
                                                        attention_candidates(std::nullopt, std::nullopt, true));
     if (p.status != profile_status::runnable) {
         return;
     }
-    ec.kv_type    = p.settings.kv_type;
-    ec.flash_attn = p.settings.flash_attn ? flash_attention::automatic : flash_attention::off;
+    ec.kv_type     = p.settings.kv_type;
+    ec.flash_attn  = p.settings.flash_attn ? flash_attention::automatic : flash_attention::off;
+    ec.micro_batch = s.n_ubatch;
 }
 
 // One terminal conversation with a started engine. `messages` is the chat so far (chat models).

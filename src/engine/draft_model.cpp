@@ -1,6 +1,5 @@
 #include "engine/draft_model.h"
 
-#include "common/micro_batch.h"
 #include "engine/context_params.h"
 
 #include "common.h"
@@ -74,11 +73,12 @@ result<std::unique_ptr<draft_model>> draft_model::create(std::shared_ptr<const m
     auto                         cp = llama_context_default_params();
     cp.n_ctx                        = static_cast<uint32_t>(cfg.n_ctx_slot) * static_cast<uint32_t>(cfg.n_slots);
     cp.n_batch                      = static_cast<uint32_t>(std::max(cfg.n_batch, cfg.n_slots));
-    cp.n_ubatch                     = std::min<uint32_t>(cp.n_batch, micro_batch_tokens);
-    cp.n_seq_max                    = static_cast<uint32_t>(cfg.n_slots);
-    cp.n_threads                    = cfg.n_threads;
-    cp.n_threads_batch              = cfg.n_threads;
-    cp.no_perf                      = true;
+    // the served model's micro-batch, but every slot's token in one graph
+    cp.n_ubatch  = std::min<uint32_t>(cp.n_batch, static_cast<uint32_t>(std::max({1, cfg.n_ubatch, cfg.n_slots})));
+    cp.n_seq_max = static_cast<uint32_t>(cfg.n_slots);
+    cp.n_threads = cfg.n_threads;
+    cp.n_threads_batch = cfg.n_threads;
+    cp.no_perf         = true;
     set_attention_params(cp, cfg.kv_type, cfg.flash_attn);
     d->cfg_.n_batch = static_cast<int32_t>(cp.n_batch);
     d->ctx_         = llama_init_from_model(d->model_->raw(), cp);

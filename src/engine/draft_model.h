@@ -25,6 +25,7 @@ struct draft_config {
     int32_t n_slots    = 1;
     int32_t n_ctx_slot = 0;   // must equal the target's, so a slot never outgrows its draft
     int32_t n_batch    = 512; // tokens per catch-up decode
+    int32_t n_ubatch   = 512; // tokens per compute graph: the served model's micro-batch (at least n_slots)
     int32_t n_threads  = 1;
     float   p_min      = 0.5f; // a guess the draft model is less sure of than this ends the draft
     // The served model's attention settings (engine/context_params.h), as serve settled them

@@ -32,13 +32,14 @@ namespace inferbox {
 enum class flash_attention { automatic, on, off };
 
 struct engine_config {
-    int32_t n_threads            = 0;    // 0 = all hardware threads
-    int32_t parallel             = 4;    // --parallel: sequences decoded together, one KV slot each
-    int32_t n_ctx_slot           = 0;    // tokens per sequence; 0 = the model's trained context
-    int32_t step_tokens          = 2048; // tokens per decode step (llama.cpp's n_batch)
-    int32_t prefill_while_decode = 256;  // prompt tokens per step for arrivals while others decode (docs/benchmarks.md)
-    int32_t prefill_step_ms      = 50;   // prompt work after which a step's other prompts wait (scheduler.cpp); 0 = off
-    int32_t max_queue            = 64;   // --max-queue: queued sequences beyond which submit() answers overloaded
+    int32_t n_threads   = 0;    // 0 = all hardware threads
+    int32_t parallel    = 4;    // --parallel: sequences decoded together, one KV slot each
+    int32_t n_ctx_slot  = 0;    // tokens per sequence; 0 = the model's trained context
+    int32_t step_tokens = 2048; // tokens per decode step (llama.cpp's n_batch)
+    int32_t micro_batch = 512;  // tokens per compute graph (n_ubatch), at most step_tokens: common/micro_batch.h
+    int32_t prefill_while_decode = 256; // prompt tokens per step for arrivals while others decode (docs/benchmarks.md)
+    int32_t prefill_step_ms      = 50;  // prompt work after which a step's other prompts wait (scheduler.cpp); 0 = off
+    int32_t max_queue            = 64;  // --max-queue: queued sequences beyond which submit() answers overloaded
     // Latency targets (--slo-ttft-ms, --slo-itl-ms; 0 = none): scheduler_config's slo_ttft_us and
     // slo_itl_us. The ITL target bounds each step's prompt work beside decodes by the measured
     // costs; the TTFT target admits and prefills the earliest deadline first.

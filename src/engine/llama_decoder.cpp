@@ -1,6 +1,5 @@
 #include "engine/llama_decoder.h"
 
-#include "common/micro_batch.h"
 #include "engine/context_params.h"
 #include "engine/draft_model.h"
 #include "model/sampler_setup.h"
@@ -158,7 +157,7 @@ std::optional<error> llama_decoder::init() {
     auto cp            = llama_context_default_params();
     cp.n_ctx           = static_cast<uint32_t>(cfg_.n_ctx_slot) * static_cast<uint32_t>(cfg_.parallel);
     cp.n_batch         = static_cast<uint32_t>(cfg_.step_tokens);
-    cp.n_ubatch        = static_cast<uint32_t>(std::min(cfg_.step_tokens, micro_batch_tokens));
+    cp.n_ubatch        = static_cast<uint32_t>(std::clamp(cfg_.micro_batch, 1, cfg_.step_tokens));
     cp.n_seq_max       = static_cast<uint32_t>(cfg_.parallel);
     cp.n_threads       = cfg_.n_threads;
     cp.n_threads_batch = cfg_.n_threads;
@@ -184,6 +183,7 @@ std::optional<error> llama_decoder::init() {
     dc.n_slots    = cfg_.parallel;
     dc.n_ctx_slot = n_ctx_slot_;
     dc.n_batch    = n_batch_;
+    dc.n_ubatch   = std::clamp(cfg_.micro_batch, 1, n_batch_);
     dc.n_threads  = cfg_.n_threads;
     dc.p_min      = cfg_.draft_p_min;
     // q8_0 needs head sizes that hold its 32-value blocks, which a draft model may not have;

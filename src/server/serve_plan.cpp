@@ -276,12 +276,12 @@ result<model_profile> custom_profile(const profile_set &set, const hardware_info
     s.parallel     = ecfg.parallel;
     s.n_ctx_slot   = ecfg.n_ctx_slot;
     s.n_batch      = ecfg.step_tokens;
-    s.n_ubatch     = std::min(ecfg.step_tokens, micro_batch_tokens);
     s.use_mmap     = mo.use_mmap;
     s.use_mlock    = mo.use_mlock;
     s.n_gpu_layers = mo.n_gpu_layers;
     s.rpc          = !hw.remote.empty();
     s.gpu          = mo.n_gpu_layers > 0 && !s.rpc;
+    s.n_ubatch     = micro_batch_for(!s.gpu && !s.rpc, ecfg.step_tokens);
     // "auto" KV type and flash attention: the first option that fits (attention_candidates()).
     const std::optional<kv_cache_type> kv_asked    = ecfg.kv_type;
     const std::optional<bool>          flash_asked = ecfg.flash_attn == flash_attention::automatic
@@ -343,6 +343,9 @@ void apply_profile(const serve_options &opts, const profile_set &set, const mode
         mo.use_mlock    = active.settings.use_mlock;
         mo.n_gpu_layers = active.settings.n_gpu_layers;
     }
+    // the micro-batch the estimate counted: the CPU's smaller one unless layers go elsewhere
+    ecfg.micro_batch =
+        micro_batch_for(!active.settings.gpu && !active.settings.rpc && mo.n_gpu_layers == 0, ecfg.step_tokens);
 }
 
 // How one settled target reads in the log: "250 ms (profile)", "off (flag)", "none (the profile

@@ -590,7 +590,7 @@ memory_estimate estimate_draft_memory(const model_shape &draft, const model_shap
     d.use_mlock        = false;
     d.n_gpu_layers     = target.gpu ? int32_t(std::min<uint64_t>(draft.n_layer + 1, 1u << 20)) : 0;
     d.n_batch          = std::max(target.n_batch, target.parallel);
-    d.n_ubatch         = std::min(d.n_batch, micro_batch_tokens);
+    d.n_ubatch         = std::min(d.n_batch, std::max(target.n_ubatch, target.parallel)); // as draft_model::create
     if (d.kv_type == kv_cache_type::q8_0) {
         d.kv_type = kv_cache_type::f16; // as the engine configures it (engine.cpp)
     }
@@ -910,7 +910,7 @@ profile_set list_profiles(const gguf_info &g, const hardware_info &hw, const pro
             s.parallel   = 1;
             s.n_ctx_slot = ctx;
             s.n_batch    = 2048;
-            s.n_ubatch   = micro_batch_tokens;
+            s.n_ubatch   = cpu_micro_batch_tokens;
             s.kv_type    = kv;
             s.flash_attn = flash;
             s.use_mlock  = mlock;
@@ -924,7 +924,7 @@ profile_set list_profiles(const gguf_info &g, const hardware_info &hw, const pro
             s.parallel   = slots;
             s.n_ctx_slot = ctx;
             s.n_batch    = 2048;
-            s.n_ubatch   = micro_batch_tokens;
+            s.n_ubatch   = cpu_micro_batch_tokens;
             s.flash_attn = flash;
             add(profile_flavour::throughput, s);
         }

@@ -2,6 +2,7 @@
 // rule), the model-argument helpers, and the profile choice on synthetic model headers and
 // machines (server/serve_plan.h).
 
+#include "common/micro_batch.h"
 #include "server/serve_plan.h"
 #include "store/latency_targets.h"
 #include "store/profiles.h"
@@ -182,6 +183,28 @@ TEST(serve_plan, profile_auto_settles_the_engine_from_the_machine) {
     EXPECT_EQ(out.profiles_json.front(), '[');
     EXPECT_GT(ecfg.parallel, 0);
     EXPECT_GT(ecfg.n_ctx_slot, 0);
+}
+
+TEST(serve_plan, the_micro_batch_is_the_cpus_smaller_one_unless_layers_go_to_a_gpu) {
+    const gguf_info model = make_model({});
+    serve_options   o     = with_model();
+    const auto      plan  = [&](int32_t gpu_layers, int32_t step_tokens) {
+        engine_config ecfg;
+        ecfg.step_tokens = step_tokens;
+        model_options mo;
+        mo.n_gpu_layers = gpu_layers;
+        chosen_profile out;
+        const auto     err = choose_profile(o, model, nullptr, make_hardware(), ecfg, mo, out);
+        EXPECT_FALSE(err) << err->message;
+        return ecfg.micro_batch;
+    };
+    EXPECT_EQ(plan(0, 2048), cpu_micro_batch_tokens);
+    EXPECT_EQ(plan(0, 100), 100); // never above a step
+    o.profile = "auto";           // a CPU profile: the same
+    EXPECT_EQ(plan(0, 2048), cpu_micro_batch_tokens);
+    EXPECT_EQ(micro_batch_for(false, 2048), micro_batch_tokens); // a GPU's, as llama.cpp sizes it
+    EXPECT_EQ(micro_batch_for(false, 300), 300);
+    EXPECT_EQ(micro_batch_for(true, 0), 1);
 }
 
 TEST(serve_plan, profile_named_or_custom_is_refused_with_its_reason) {

@@ -220,7 +220,7 @@ describe('inferbox profiles', () => {
       lines[2],
       /^NAME\s+FLAVOUR\s+THREADS\s+PARALLEL\s+CTX\s+BATCH\/UBATCH\s+KV\s+FLASH\s+GPU-LAYERS\s+EST\.MEMORY\s+TTFT\/ITL\s+STATUS$/,
     );
-    assert.match(out, /^cpu-latency-ctx512\s+latency\s+\d+\s+1\s+512\s+2048\/512\s+f16\s+on\s+0\s+[\d.]+ MiB\s+\d+\/\d+ms\s+runnable$/m);
+    assert.match(out, /^cpu-latency-ctx512\s+latency\s+\d+\s+1\s+512\s+2048\/256\s+f16\s+on\s+0\s+[\d.]+ MiB\s+\d+\/\d+ms\s+runnable$/m);
     assert.match(out, /^gpu-latency-ctx512\s+.*\s+-\s+incompatible: /m); // no CPU prediction for a GPU
     assert.match(out, /^serve would pick \(throughput\): cpu-throughput-p8-ctx512: /m);
   });
