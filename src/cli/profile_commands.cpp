@@ -68,6 +68,9 @@ machine_roofline measure_roofline(const hardware_info &hw, std::string &measured
                                                    "q5_0", "q4_k", "q4_0", "q3_k", "q2_k"};
     for (const auto &k : measure_kernels(static_cast<int>(r.threads), types)) {
         r.kernel_bytes_per_s[k.type] = k.bytes_per_s;
+        if (k.batch_bytes_per_s > 0) {
+            r.batch_kernel_bytes_per_s[k.type] = k.batch_bytes_per_s;
+        }
     }
     if (auto earlier = fresh ? std::nullopt : read_roofline_cache(hw)) {
         std::vector<std::string> kept;
@@ -116,6 +119,7 @@ json prediction_json(const decode_prediction &p) {
             {"bandwidth_limit_tokens_per_s", p.bandwidth_tps},
             {"kernel_limit_tokens_per_s", p.kernel_tps > 0 ? json(p.kernel_tps) : json(nullptr)},
             {"bytes_per_token", p.bytes_per_token},
+            {"prefill_tokens_per_s", p.prefill_tps > 0 ? json(p.prefill_tps) : json(nullptr)},
             {"bound", p.bound},
             {"unmeasured_types", p.unmeasured}};
 }
@@ -234,9 +238,14 @@ int run_hardware(bool as_json, bool measure, bool fresh) {
     line("memory read:", rate_text(roof->read_bytes_per_s) + " on " + std::to_string(roof->threads) + " threads" +
                              (measured_at.empty() ? "" : " (measured " + measured_at + ")"));
     for (const auto &[type, bps] : roof->kernel_bytes_per_s) {
+        const auto batched = roof->batch_kernel_bytes_per_s.find(type);
         line(("kernel " + type + ":").c_str(),
              rate_text(bps) + " of weights through the matrix-vector product" +
-                 (bps < roof->read_bytes_per_s ? " (below the memory limit: the kernel binds)" : ""));
+                 (bps < roof->read_bytes_per_s ? " (below the memory limit: the kernel binds)" : "") +
+                 (batched != roof->batch_kernel_bytes_per_s.end()
+                      ? "; " + rate_text(batched->second) + " through a " + std::to_string(k_probe_batch_columns) +
+                            "-token product (prompts)"
+                      : std::string()));
     }
     return 0;
 }
@@ -295,6 +304,10 @@ void print_decode(const std::optional<decode_prediction> &predicted, const std::
                     tps_text(predicted->tokens_per_s).c_str(), tps_text(predicted->bandwidth_tps).c_str(),
                     predicted->kernel_tps > 0 ? tps_text(predicted->kernel_tps).c_str() : "-", predicted->bound.c_str(),
                     format_memory_size(predicted->bytes_per_token).c_str());
+        if (predicted->prefill_tps > 0) {
+            std::printf("prompt, short (predicted from the batched kernels): %s tokens/s\n",
+                        tps_text(predicted->prefill_tps).c_str());
+        }
     } else {
         std::printf("decode prediction: run `inferbox hardware --measure` once to measure this machine's limits\n");
     }
@@ -506,10 +519,10 @@ int run_profiles(const profiles_options &o) {
         const std::optional<kv_cache_type> kv = parse_kv_cache_type(o.kv_type); // "" or "auto": nullopt
         // llama.cpp runs grok without flash attention.
         const std::optional<bool> flash = set.model.architecture == "grok" ? std::optional(false) : std::nullopt;
-        set.profiles.push_back(
-            evaluate_attention_options(set.model, hw, set.budget, "custom",
-                                       s.parallel > 1 ? profile_flavour::throughput : profile_flavour::latency, s,
-                                       attention_candidates(kv, flash, true), set.draft ? &*set.draft : nullptr));
+        set.profiles.push_back(evaluate_attention_options(
+            set.model, hw, set.budget, "custom",
+            s.parallel > 1 ? profile_flavour::throughput : profile_flavour::latency, s,
+            attention_candidates(kv, flash, cpu_attention_site(set.model)), set.draft ? &*set.draft : nullptr));
     }
     const pick_goal goal   = o.goal == "throughput" ? pick_goal::throughput : pick_goal::latency;
     auto            picked = pick_profile(set, goal);

@@ -176,8 +176,9 @@ void settle_attention(const std::string &path, engine_config &ec) {
     s.n_batch             = ec.step_tokens;
     s.n_ubatch            = micro_batch_for(true, ec.step_tokens);
     const model_shape   m = model_shape_of(*info, hw.isa);
-    const model_profile p = evaluate_attention_options(m, hw, cpu_memory_budget(hw), "run", profile_flavour::latency, s,
-                                                       attention_candidates(std::nullopt, std::nullopt, true));
+    const model_profile p =
+        evaluate_attention_options(m, hw, cpu_memory_budget(hw), "run", profile_flavour::latency, s,
+                                   attention_candidates(std::nullopt, std::nullopt, cpu_attention_site(m)));
     if (p.status != profile_status::runnable) {
         return;
     }

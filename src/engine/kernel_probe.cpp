@@ -27,6 +27,10 @@ constexpr int      max_threads    = GGML_MAX_N_THREADS;
 constexpr uint64_t random_seed    = 0x9e3779b97f4a7c15ULL; // any nonzero seed: the data only has to be fixed
 constexpr size_t   graph_capacity = 8;
 constexpr size_t   align_slack    = size_t(4) * GGML_MEM_ALIGN; // each tensor's data is aligned in its context
+// The batched product is compute-bound, so its matrix need not stay cache-sized: a quarter of the
+// rows keeps each run short (tens of milliseconds) while every thread still gets many rows.
+constexpr int64_t batch_row_divisor = 4;
+constexpr int     batch_warmup_runs = 1;
 
 std::string lowercase(std::string_view s) {
     std::string out(s);
@@ -151,7 +155,7 @@ using context_ptr    = std::unique_ptr<ggml_context, context_deleter>;
 using buffer_ptr     = std::unique_ptr<ggml_backend_buffer, buffer_deleter>;
 using threadpool_ptr = std::unique_ptr<ggml_threadpool, threadpool_deleter>;
 
-// One y = W·x graph. W lives in a backend buffer of the chosen type (its own metadata context);
+// One y = W·x graph, x of `columns` columns. W lives in a backend buffer of the chosen type (its own metadata context);
 // x, y and the graph live in a context that allocates their memory itself.
 struct probe_graph {
     context_ptr  weight_ctx;
@@ -162,7 +166,8 @@ struct probe_graph {
     ggml_cgraph *graph = nullptr;
 };
 
-std::unique_ptr<probe_graph> build_graph(ggml_type type, int64_t rows, ggml_backend_buffer_type_t buft) {
+std::unique_ptr<probe_graph> build_graph(ggml_type type, int64_t rows, int64_t columns,
+                                         ggml_backend_buffer_type_t buft) {
     auto g = std::make_unique<probe_graph>();
 
     ggml_init_params wp{};
@@ -182,17 +187,17 @@ std::unique_ptr<probe_graph> build_graph(ggml_type type, int64_t rows, ggml_back
 
     ggml_init_params cp{};
     cp.mem_size = 3 * ggml_tensor_overhead() + ggml_graph_overhead_custom(graph_capacity, false) +
-                  static_cast<size_t>(row_length + rows) * sizeof(float) + align_slack;
+                  static_cast<size_t>((row_length + rows) * columns) * sizeof(float) + align_slack;
     cp.mem_buffer = nullptr;
     cp.no_alloc   = false;
     g->compute_ctx.reset(ggml_init(cp));
     if (!g->compute_ctx) {
         return nullptr;
     }
-    ggml_tensor  *x = ggml_new_tensor_2d(g->compute_ctx.get(), GGML_TYPE_F32, row_length, 1);
+    ggml_tensor  *x = ggml_new_tensor_2d(g->compute_ctx.get(), GGML_TYPE_F32, row_length, columns);
     pseudo_random rng;
     auto         *xs = static_cast<float *>(x->data);
-    for (int64_t i = 0; i < row_length; ++i) {
+    for (int64_t i = 0; i < row_length * columns; ++i) {
         xs[i] = rng.next();
     }
     g->y     = ggml_mul_mat(g->compute_ctx.get(), g->w, x);
@@ -222,29 +227,34 @@ std::vector<ggml_backend_buffer_type_t> extra_buffer_types(ggml_backend_dev_t de
 
 // The graph for `type` with W where llama.cpp would put it: the first extra buffer type whose
 // kernel takes this product, else plain CPU memory. nullptr: the CPU cannot multiply this type.
-std::unique_ptr<probe_graph> place_graph(ggml_type type, int64_t rows) {
+std::unique_ptr<probe_graph> place_graph(ggml_type type, int64_t rows, int64_t columns) {
     ggml_backend_reg_t reg = ggml_backend_cpu_reg();
     ggml_backend_dev_t dev = reg != nullptr ? ggml_backend_reg_dev_get(reg, 0) : nullptr;
     if (dev == nullptr) {
         return nullptr;
     }
     for (ggml_backend_buffer_type_t buft : extra_buffer_types(dev)) {
-        auto g = build_graph(type, rows, buft);
+        auto g = build_graph(type, rows, columns, buft);
         if (g && ggml_backend_dev_supports_op(dev, g->y)) {
             return g;
         }
     }
-    auto g = build_graph(type, rows, ggml_backend_cpu_buffer_type());
+    auto g = build_graph(type, rows, columns, ggml_backend_cpu_buffer_type());
     if (g && ggml_backend_dev_supports_op(dev, g->y)) {
         return g;
     }
     return nullptr;
 }
 
-std::optional<kernel_throughput> measure_one(ggml_type type, ggml_threadpool *pool, int threads,
-                                             std::chrono::milliseconds budget) {
-    const int64_t rows = probe_rows(type);
-    auto          g    = place_graph(type, rows);
+// The median seconds of one product of `columns` columns (nullopt: the CPU cannot run it), W
+// holding `type`'s pseudo-random rows. Each run is timed on its own; the rate comes from the
+// median run. A thread that loses its core for one scheduler tick stalls the others at the
+// product's barrier, and a few such runs (tens of milliseconds against a tenth of one) would
+// otherwise dominate a mean. `weight_bytes` and `seconds` get W's size and the timed window.
+std::optional<double> median_product_seconds(ggml_type type, int64_t rows, int64_t columns, int warmups,
+                                             ggml_threadpool *pool, int threads, std::chrono::milliseconds budget,
+                                             size_t &weight_bytes, double &seconds) {
+    auto g = place_graph(type, rows, columns);
     if (!g) {
         return std::nullopt;
     }
@@ -263,14 +273,11 @@ std::optional<kernel_throughput> measure_one(ggml_type type, ggml_threadpool *po
     plan.work_data = work.empty() ? nullptr : work.data();
     auto run       = [&] { return ggml_graph_compute(g->graph, &plan) == GGML_STATUS_SUCCESS; };
 
-    for (int i = 0; i < warmup_runs; ++i) {
+    for (int i = 0; i < warmups; ++i) {
         if (!run()) {
             return std::nullopt;
         }
     }
-    // Each run timed on its own; the rate comes from the median run. A thread that loses its core
-    // for one scheduler tick stalls the others at the product's barrier, and a few such runs (tens
-    // of milliseconds against a tenth of one) would otherwise dominate a mean.
     using clock = std::chrono::steady_clock;
     std::vector<double> runs;
     const auto          start    = clock::now();
@@ -287,16 +294,42 @@ std::optional<kernel_throughput> measure_one(ggml_type type, ggml_threadpool *po
 
     const auto middle = runs.begin() + static_cast<std::ptrdiff_t>(runs.size() / 2);
     std::nth_element(runs.begin(), middle, runs.end());
-    const double median  = *middle;
-    const double seconds = std::chrono::duration<double>(now - start).count();
-    if (median <= 0 || seconds <= 0) {
+    weight_bytes = nbytes;
+    seconds      = std::chrono::duration<double>(now - start).count();
+    if (*middle <= 0 || seconds <= 0) {
+        return std::nullopt;
+    }
+    return *middle;
+}
+
+std::optional<kernel_throughput> measure_one(ggml_type type, ggml_threadpool *pool, int threads,
+                                             std::chrono::milliseconds budget) {
+    const int64_t rows    = probe_rows(type);
+    size_t        nbytes  = 0;
+    double        seconds = 0;
+    const auto    vec     = median_product_seconds(type, rows, 1, warmup_runs, pool, threads, budget, nbytes, seconds);
+    if (!vec) {
         return std::nullopt;
     }
     kernel_throughput r;
     r.type         = lowercase(ggml_type_name(type));
     r.weight_bytes = nbytes;
     r.seconds      = seconds;
-    r.bytes_per_s  = static_cast<double>(nbytes) / median;
+    r.bytes_per_s  = static_cast<double>(nbytes) / *vec;
+
+    // The prompt's product: every column passes through every weight, so the rate counts W's
+    // bytes once per column. A type the CPU multiplies one column at a time but not in batches
+    // (none today) keeps 0.
+    int64_t batch_rows       = rows / batch_row_divisor;
+    batch_rows               = std::max(batch_rows - batch_rows % row_multiple, min_rows);
+    size_t     batch_bytes   = 0;
+    double     batch_seconds = 0;
+    const auto batch = median_product_seconds(type, batch_rows, k_probe_batch_columns, batch_warmup_runs, pool, threads,
+                                              budget, batch_bytes, batch_seconds);
+    if (batch) {
+        r.batch_bytes_per_s = static_cast<double>(batch_bytes) * k_probe_batch_columns / *batch;
+        r.seconds += batch_seconds;
+    }
     return r;
 }
 

@@ -63,6 +63,9 @@ json latency_defaults_json(const latency_defaults &d) {
                 {"decode_tokens_per_s", d.decode_tokens_per_s},
                 {"step_ms", d.step_ms},
                 {"prefill_ms", d.prefill_ms},
+                {"prefill_basis", d.basis.empty()     ? json(nullptr)
+                                  : d.prefill_batched ? json("batched kernels")
+                                                      : json("matrix-vector kernels")},
                 {"prompt_tokens", d.prompt_tokens}};
 }
 

@@ -34,7 +34,14 @@ json roofline_json(const machine_roofline &r) {
     for (const auto &[type, bps] : r.kernel_bytes_per_s) {
         kernels[type] = bps;
     }
-    return {{"threads", r.threads}, {"read_bytes_per_s", r.read_bytes_per_s}, {"kernel_bytes_per_s", kernels}};
+    json batched = json::object();
+    for (const auto &[type, bps] : r.batch_kernel_bytes_per_s) {
+        batched[type] = bps;
+    }
+    return {{"threads", r.threads},
+            {"read_bytes_per_s", r.read_bytes_per_s},
+            {"kernel_bytes_per_s", kernels},
+            {"batch_kernel_bytes_per_s", batched}};
 }
 
 std::optional<cached_roofline> read_roofline_cache(const std::filesystem::path &file, const hardware_info &hw) {
@@ -52,13 +59,18 @@ std::optional<cached_roofline> read_roofline_cache(const std::filesystem::path &
     cached_roofline c;
     c.roofline.threads          = field("threads").get<uint32_t>();
     c.roofline.read_bytes_per_s = field("read_bytes_per_s").get<double>();
-    if (const json kernels = field("kernel_bytes_per_s"); kernels.is_object()) {
-        for (const auto &[type, v] : kernels.items()) {
-            if (v.is_number()) {
-                c.roofline.kernel_bytes_per_s[type] = v.get<double>();
+    const auto rates            = [&field](const char *key, std::map<std::string, double> &into) {
+        if (const json kernels = field(key); kernels.is_object()) {
+            for (const auto &[type, v] : kernels.items()) {
+                if (v.is_number()) {
+                    into[type] = v.get<double>();
+                }
             }
         }
-    }
+    };
+    rates("kernel_bytes_per_s", c.roofline.kernel_bytes_per_s);
+    // Absent from a cache written before the batched probe: prompt predictions fall back.
+    rates("batch_kernel_bytes_per_s", c.roofline.batch_kernel_bytes_per_s);
     const json when = field("measured_at");
     c.measured_at   = when.is_string() ? when.get<std::string>() : std::string();
     return c;

@@ -287,9 +287,10 @@ result<model_profile> custom_profile(const profile_set &set, const hardware_info
     const std::optional<bool>          flash_asked = ecfg.flash_attn == flash_attention::automatic
                                                          ? std::nullopt
                                                          : std::optional(ecfg.flash_attn == flash_attention::on);
-    const auto                         options     = attention_candidates(kv_asked, flash_asked, !s.gpu && !s.rpc);
-    s.kv_type                                      = options.front().kv_type;
-    s.flash_attn                                   = options.front().flash_attn;
+    const attention_site site    = s.gpu || s.rpc ? attention_site::accelerator : cpu_attention_site(set.model);
+    const auto           options = attention_candidates(kv_asked, flash_asked, site);
+    s.kv_type                    = options.front().kv_type;
+    s.flash_attn                 = options.front().flash_attn;
     if (s.rpc && s.n_gpu_layers == 0) { // --rpc without --gpu-layers: the profile's split
         s.n_gpu_layers  = rpc_layer_split(set.model, hw, set.budget, s);
         mo.n_gpu_layers = s.n_gpu_layers;

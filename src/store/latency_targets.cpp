@@ -36,10 +36,12 @@ latency_defaults targets_from_prediction(const decode_prediction &p, int32_t par
     // A step of n streams reads the weights once, but each stream's dot products are its own.
     d.step_ms       = std::max(t1, std::max(parallel, 1) * tk);
     d.prompt_tokens = std::clamp(std::max(n_ctx_slot, 1) / 2, 1, k_typical_prompt_tokens);
-    // Prompt tokens go through the same kernels (compute-bound on a CPU).
-    d.prefill_ms = d.prompt_tokens * tk;
-    d.itl_ms     = target_ms(std::max(k_itl_floor_ms, k_itl_step_multiple * d.step_ms));
-    d.ttft_ms    = target_ms(std::max(k_ttft_floor_ms, k_ttft_prompt_multiple * (d.prefill_ms + d.step_ms)));
+    // Prompt work is compute-bound on a CPU: the batched kernels' measured rate where every type
+    // was measured, else the matrix-vector kernels' (slower per token: a looser target).
+    d.prefill_batched = p.prefill_tps > 0;
+    d.prefill_ms      = d.prompt_tokens * (d.prefill_batched ? 1000.0 / p.prefill_tps : tk);
+    d.itl_ms          = target_ms(std::max(k_itl_floor_ms, k_itl_step_multiple * d.step_ms));
+    d.ttft_ms         = target_ms(std::max(k_ttft_floor_ms, k_ttft_prompt_multiple * (d.prefill_ms + d.step_ms)));
     return d;
 }
 
@@ -62,6 +64,9 @@ latency_defaults profile_latency_defaults(const gguf_info &model, const profile_
             const double scale = static_cast<double>(s.n_threads) / roof->threads;
             m.read_bytes_per_s *= scale;
             for (auto &[type, bps] : m.kernel_bytes_per_s) {
+                bps *= scale;
+            }
+            for (auto &[type, bps] : m.batch_kernel_bytes_per_s) {
                 bps *= scale;
             }
         }

@@ -36,11 +36,12 @@ struct latency_defaults {
     // "measured": the cached roofline of this machine; "fallback": no measurement, the memory
     // bandwidth assumed to be k_fallback_read_bytes_per_s; "": no default (`note` says why).
     std::string basis;
-    double      decode_tokens_per_s = 0; // the predicted single-stream rate at the profile's threads
-    double      step_ms             = 0; // a predicted decode step of `parallel` streams
-    double      prefill_ms          = 0; // the predicted prompt time of `prompt_tokens`
-    int32_t     prompt_tokens       = 0; // the typical prompt
-    std::string note;                    // why there is no default; "" otherwise
+    double      decode_tokens_per_s = 0;     // the predicted single-stream rate at the profile's threads
+    double      step_ms             = 0;     // a predicted decode step of `parallel` streams
+    double      prefill_ms          = 0;     // the predicted prompt time of `prompt_tokens`
+    bool        prefill_batched     = false; // prefill_ms from the batched kernels (else the matrix-vector ones)
+    int32_t     prompt_tokens       = 0;     // the typical prompt
+    std::string note;                        // why there is no default; "" otherwise
 };
 
 // The formulas, on a decode prediction for the profile's threads (milliseconds):
@@ -50,7 +51,9 @@ struct latency_defaults {
 //   step   = max(t1, parallel × tk)                 weights read once a step, kernel work per stream
 //   ITL    = max(k_itl_floor_ms, k_itl_step_multiple × step)
 //   L      = min(k_typical_prompt_tokens, n_ctx_slot / 2), at least 1
-//   TTFT   = max(k_ttft_floor_ms, k_ttft_prompt_multiple × (L × tk + step))
+//   tp     = 1000 / p.prefill_tps, or tk when a batched product was not measured
+//                                                    one prompt token through the batched kernels
+//   TTFT   = max(k_ttft_floor_ms, k_ttft_prompt_multiple × (L × tp + step))
 // each rounded up to whole milliseconds and capped at k_max_target_ms. `parallel` and
 // `n_ctx_slot` are taken as at least 1.
 latency_defaults targets_from_prediction(const decode_prediction &p, int32_t parallel, int32_t n_ctx_slot,

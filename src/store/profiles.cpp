@@ -427,23 +427,36 @@ int32_t context_or_trained(int32_t n_ctx_slot, const model_shape &m) {
     return n_ctx_slot > 0 ? n_ctx_slot : int32_t(std::clamp<uint64_t>(m.n_ctx_train, 1, 1u << 24));
 }
 
+attention_site cpu_attention_site(const model_shape &m) {
+    constexpr uint64_t simd_floats     = 16; // AVX-512's register; AVX2 and NEON divide it
+    constexpr uint64_t max_group_heads = 64; // the tiled kernel's rows: query heads per KV head
+    const bool         tiled           = m.n_embd_head_v > 0 && m.n_embd_head_v % simd_floats == 0 && m.n_head_kv > 0 &&
+                       m.n_head % m.n_head_kv == 0 && m.n_head / m.n_head_kv <= max_group_heads;
+    return tiled ? attention_site::cpu : attention_site::cpu_untiled;
+}
+
 std::vector<attention_option> attention_candidates(std::optional<kv_cache_type> kv, std::optional<bool> flash_attn,
-                                                   bool cpu_only) {
+                                                   attention_site site) {
     using k = kv_cache_type;
     if (kv == k::q8_0) { // needs flash attention: an explicit "off" is kept, for evaluate_profile() to refuse
         return {{k::q8_0, flash_attn.value_or(true)}};
     }
-    static const std::vector<attention_option> order = {
+    static const std::vector<attention_option> tiled_order = {
         {k::f16, true}, {k::f32, true}, {k::f32, false}, {k::f16, false}};
+    // The cell-by-cell kernel: matrix products over f32 KV decode faster when their scores fit.
+    static const std::vector<attention_option> untiled_order = {
+        {k::f32, false}, {k::f16, true}, {k::f32, true}, {k::f16, false}};
+    const bool                    cpu     = site != attention_site::accelerator;
+    const bool                    untiled = site == attention_site::cpu_untiled;
     std::vector<attention_option> out;
-    for (const auto &o : order) {
+    for (const auto &o : untiled ? untiled_order : tiled_order) {
         if ((kv && o.kv_type != *kv) || (flash_attn && o.flash_attn != *flash_attn)) {
             continue; // disagrees with an explicit choice
         }
-        if (!flash_attn && !o.flash_attn) {
-            continue; // auto keeps flash attention
+        if (!flash_attn && !o.flash_attn && !(untiled && o.kv_type == k::f32)) {
+            continue; // auto keeps flash attention, but for f32 KV on the cell-by-cell kernel
         }
-        if (o.kv_type == k::f32 && !kv && (o.flash_attn || !cpu_only)) {
+        if (o.kv_type == k::f32 && !kv && (o.flash_attn || !cpu)) {
             continue; // f32 KV by default only where it pays: the CPU with flash attention off
         }
         out.push_back(o);
@@ -895,8 +908,9 @@ profile_set list_profiles(const gguf_info &g, const hardware_info &hw, const pro
         const std::optional<kv_cache_type> kv =
             s.kv_type == kv_cache_type::f16 ? std::nullopt : std::optional(s.kv_type);
         const std::vector<attention_option> options =
-            s.gpu || s.rpc ? std::vector<attention_option>{{s.kv_type, s.flash_attn}}
-                           : attention_candidates(kv, flash ? std::nullopt : std::optional(false), true);
+            s.gpu || s.rpc
+                ? std::vector<attention_option>{{s.kv_type, s.flash_attn}}
+                : attention_candidates(kv, flash ? std::nullopt : std::optional(false), cpu_attention_site(m));
         set.profiles.push_back(evaluate_attention_options(m, hw, set.budget, profile_name(f, s), f, s, options, draft));
     };
 

@@ -208,7 +208,8 @@ struct profile_set {
 //   rpc (only when hw.remote lists devices): latency profiles over the latency contexts, f16 KV,
 //            with rpc_layer_split()'s layers on the workers.
 // Attention: a CPU profile's is settled as serve's "auto" settles it (attention_candidates()):
-// an f16 profile runs f16 KV with flash attention; a q8_0 profile keeps q8_0 with it. GPU and RPC profiles: as
+// an f16 profile runs f16 KV with flash attention (f32 KV without it where the tiled kernel cannot
+// take the model's heads, cpu_attention_site()); a q8_0 profile keeps q8_0 with it. GPU and RPC profiles: as
 // listed, flash attention on. Flash attention is off for grok, which llama.cpp forces off (then
 // no q8_0 KV). mmap on, mlock on for latency profiles when RLIMIT_MEMLOCK covers the weights.
 profile_set list_profiles(const gguf_info &g, const hardware_info &hw, const profile_options &o = {});
@@ -232,23 +233,40 @@ struct attention_option {
     bool          flash_attn = true;
 };
 
+// Where attention runs, as far as choosing its options goes.
+enum class attention_site {
+    cpu,         // the CPU, whose flash-attention kernel scores this model's heads a tile at a time
+    cpu_untiled, // the CPU, with heads the tiled kernel cannot take (it walks the KV a cell at a time)
+    accelerator, // layers on a GPU or on RPC workers
+};
+
+// The CPU site for `m`: cpu when patches/llama.cpp/0005's tiled kernel takes its heads (value
+// heads a multiple of 16 floats, so whole SIMD registers on every x86 and Arm build, and at most
+// 64 query heads per KV head: every current model with heads of 64 or more), else cpu_untiled
+// (stories260K's heads of 8, say).
+attention_site cpu_attention_site(const model_shape &m);
+
 // The attention options `serve` tries, best first, when its KV type or flash attention is
 // "auto" (nullopt here); it takes the first whose memory estimate fits. An explicit choice keeps
 // only the options that agree with it.
-//   Auto is f16 KV with flash attention everywhere: the smallest estimate (no KQ score buffer,
-//   half of f32's KV) and the fastest. On the CPU that holds with patches/llama.cpp/0005, which
-//   scores a KV head's grouped query heads together a tile at a time; the kernel as released
-//   walked the KV one cell per query head, and without flash attention (f32 KV) decoded 2-4x
-//   faster below 8k tokens. Measured with the patch (docs/benchmarks.md, "Long contexts"):
-//   decode at 4096 tokens 260-285 t/s with flash attention against 92 without it (f16 KV),
-//   at 16384 109 against 11 before the patch; serving 128-token prompts, inter-token time 2.7 ms
-//   against 3.1-3.4 ms for f32 KV without it, and 4 streams no slower.
+//   Auto is f16 KV with flash attention: the smallest estimate (no KQ score buffer, half of
+//   f32's KV) and the fastest. On the CPU that holds with patches/llama.cpp/0005, which scores a
+//   KV head's grouped query heads together a tile at a time; the kernel as released walked the KV
+//   one cell per query head, and without flash attention (f32 KV) decoded 2-4x faster below 8k
+//   tokens. Measured with the patch (docs/benchmarks.md, "Long contexts"): decode at 4096 tokens
+//   260-285 t/s with flash attention against 92 without it (f16 KV), at 16384 109 against 11
+//   before the patch; serving 128-token prompts, inter-token time 2.7 ms against 3.1-3.4 ms for
+//   f32 KV without it, and 4 streams no slower.
+//   cpu_untiled: heads the tiled kernel cannot take still get the cell-by-cell kernel, so auto
+//   tries f32 KV without flash attention first (1.3-1.4x the decode of the released kernel on
+//   stories260K, docs/benchmarks.md, "attention on the CPU"), then f16 with it (when the KQ score
+//   buffer does not fit).
 //   With flash attention explicitly off on the CPU and the type auto: f32 first (it spares the
 //   f16 conversions in the attention products, decode +15-40 % over f16 without flash attention,
 //   for twice the KV memory), then f16. Elsewhere f32 only when asked for. q8_0 is only ever used
 //   when asked for, and always with flash attention (llama.cpp needs it).
 std::vector<attention_option> attention_candidates(std::optional<kv_cache_type> kv, std::optional<bool> flash_attn,
-                                                   bool cpu_only);
+                                                   attention_site site);
 
 // The context per slot that a setting of 0 (or less) stands for: the model's trained context,
 // bounded to what an int32_t setting and llama.cpp's KV cells can hold.

@@ -193,15 +193,20 @@ machine_roofline keep_faster(const machine_roofline &earlier, const machine_roof
             kept->emplace_back("memory read");
         }
     }
-    for (const auto &[type, rate] : earlier.kernel_bytes_per_s) {
-        auto it = out.kernel_bytes_per_s.find(type);
-        if (it != out.kernel_bytes_per_s.end() && rate > it->second) {
-            it->second = rate;
-            if (kept != nullptr) {
-                kept->push_back("kernel " + type);
+    const auto keep = [kept](const std::map<std::string, double> &before, std::map<std::string, double> &now,
+                             const char *what) {
+        for (const auto &[type, rate] : before) {
+            auto it = now.find(type);
+            if (it != now.end() && rate > it->second) {
+                it->second = rate;
+                if (kept != nullptr) {
+                    kept->push_back(what + type);
+                }
             }
         }
-    }
+    };
+    keep(earlier.kernel_bytes_per_s, out.kernel_bytes_per_s, "kernel ");
+    keep(earlier.batch_kernel_bytes_per_s, out.batch_kernel_bytes_per_s, "batched ");
     return out;
 }
 
@@ -214,12 +219,17 @@ std::optional<decode_prediction> predict_decode(const gguf_info &model, const ma
     const bool                      has_output = std::any_of(model.tensors.begin(), model.tensors.end(),
                                                              [](const gguf_tensor_info &t) { return t.name == "output.weight"; });
     std::map<std::string, uint64_t> bytes_by_type;
+    std::map<std::string, uint64_t> prompt_bytes_by_type; // what every prompt token passes through
     for (const auto &t : model.tensors) {
         if (t.name == "token_embd.weight" && has_output) {
             continue;
         }
-        const auto traits = ggml_type_traits_of(t.type);
-        bytes_by_type[traits ? lower(traits->name) : "type" + std::to_string(t.type)] += t.n_bytes;
+        const auto        traits = ggml_type_traits_of(t.type);
+        const std::string type   = traits ? lower(traits->name) : "type" + std::to_string(t.type);
+        bytes_by_type[type] += t.n_bytes;
+        if (t.name != "token_embd.weight" && t.name != "output.weight") {
+            prompt_bytes_by_type[type] += t.n_bytes;
+        }
     }
     decode_prediction p;
     double            t_roof             = 0;
@@ -251,6 +261,17 @@ std::optional<decode_prediction> predict_decode(const gguf_info &model, const ma
     p.bandwidth_tps = 1.0 / t_bw;
     p.kernel_tps    = all_measured && t_kern > 0 ? 1.0 / t_kern : 0;
     p.bound = kernel_bound_bytes == 0 ? "bandwidth" : kernel_bound_bytes == p.bytes_per_token ? "kernel" : "mixed";
+
+    double t_prompt = 0;
+    for (const auto &[type, bytes] : prompt_bytes_by_type) {
+        const auto k = m.batch_kernel_bytes_per_s.find(type);
+        if (k == m.batch_kernel_bytes_per_s.end() || k->second <= 0) {
+            t_prompt = 0;
+            break;
+        }
+        t_prompt += static_cast<double>(bytes) / k->second;
+    }
+    p.prefill_tps = t_prompt > 0 ? 1.0 / t_prompt : 0;
     return p;
 }
 

@@ -42,12 +42,14 @@ struct machine_roofline {
     uint32_t                      threads          = 0;
     double                        read_bytes_per_s = 0;
     std::map<std::string, double> kernel_bytes_per_s; // by ggml type name in lower case ("q8_0")
+    // The batched (prompt) product's weight bytes × columns per second, by type (kernel_probe.h).
+    std::map<std::string, double> batch_kernel_bytes_per_s;
 };
 
 // A machine's limits are ceilings: a measurement taken while other work ran reads lower, never
 // higher. `fresh` with each figure raised to `earlier`'s where that one was faster (the same
 // machine, CPU, ISA and thread count: the caller checks). `kept` gets one line per figure kept
-// from `earlier` ("memory read", "kernel q8_0"), so the caller can say so.
+// from `earlier` ("memory read", "kernel q8_0", "batched q8_0"), so the caller can say so.
 machine_roofline keep_faster(const machine_roofline &earlier, const machine_roofline &fresh,
                              std::vector<std::string> *kept = nullptr);
 
@@ -56,6 +58,10 @@ struct decode_prediction {
     double   bandwidth_tps   = 0; // if only memory bandwidth limited every type
     double   kernel_tps      = 0; // if only the kernels limited (0 when a type was not measured)
     uint64_t bytes_per_token = 0; // weight bytes one decoded token reads
+    // Prompt tokens a second through the batched kernels, every weight a prompt token passes
+    // through (all but the embedding lookup and the output matrix, which llama.cpp applies to the
+    // last prompt token only); 0 when a type's batched product was not measured.
+    double prefill_tps = 0;
     // "bandwidth", "kernel" or "mixed": which limit binds for the bytes of the weights.
     std::string bound;
     // Types in the model whose kernel was not measured (their bytes are bounded by bandwidth only).
@@ -64,7 +70,8 @@ struct decode_prediction {
 
 // The predicted single-stream decode rate of a model (its tensors as the GGUF lists them) on a
 // machine; nullopt without a bandwidth measurement or weights. The KV cache's reads, which grow
-// with the context, are left out: this is the short-context figure.
+// with the context, are left out: this is the short-context figure (and, for prefill_tps, a
+// short prompt's: attention's share grows with the prompt).
 std::optional<decode_prediction> predict_decode(const gguf_info &model, const machine_roofline &m);
 
 } // namespace inferbox

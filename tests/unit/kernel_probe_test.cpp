@@ -1,6 +1,6 @@
 // The CPU kernel probe (engine/kernel_probe.h): a short measurement of two types on one thread
-// gives plausible figures for cache-sized matrices, skips a name ggml does not know, and sizes
-// the matrix by its type.
+// gives plausible figures for cache-sized matrices, one column and a prompt's batch, skips a name ggml does not know,
+// and sizes the matrix by its type.
 
 #include "engine/kernel_probe.h"
 
@@ -36,7 +36,8 @@ TEST(kernel_probe, measures_known_types_and_skips_unknown_ones) {
     EXPECT_EQ(results[0].type, "f16"); // in the order asked
     for (const kernel_throughput *r : {f16, q8_0}) {
         SCOPED_TRACE(r->type);
-        EXPECT_GT(r->bytes_per_s, 1e8); // any CPU does 100 MB/s
+        EXPECT_GT(r->bytes_per_s, 1e8);       // any CPU does 100 MB/s
+        EXPECT_GT(r->batch_bytes_per_s, 1e8); // both types have a batched product on every CPU
         EXPECT_GT(r->seconds, 0.0);
         EXPECT_GE(r->weight_bytes, 5 * mib);
         EXPECT_LE(r->weight_bytes, 7 * mib);

@@ -683,28 +683,59 @@ std::string options_text(const std::vector<attention_option> &v) {
 
 TEST(profiles, attention_candidates_by_request_and_device) {
     using k            = kv_cache_type;
+    using site         = attention_site;
     const auto none_kv = std::optional<k>{};
     const auto none_fa = std::optional<bool>{};
-    const auto cands   = [](std::optional<k> kv, std::optional<bool> fa, bool cpu) {
-        return options_text(attention_candidates(kv, fa, cpu));
+    const auto cands   = [](std::optional<k> kv, std::optional<bool> fa, site where) {
+        return options_text(attention_candidates(kv, fa, where));
     };
     // The CPU: f16 with flash attention (the smallest estimate and, with patch 0005, the fastest).
-    EXPECT_EQ(cands(none_kv, none_fa, true), "f16+fa");
-    EXPECT_EQ(cands(none_kv, true, true), "f16+fa"); // f32 gains nothing with flash attention
-    EXPECT_EQ(cands(k::f16, none_fa, true), "f16+fa");
-    EXPECT_EQ(cands(k::f32, none_fa, true), "f32+fa");
-    EXPECT_EQ(cands(k::f32, true, true), "f32+fa"); // asked for: honoured
-    EXPECT_EQ(cands(k::f32, false, true), "f32");
+    EXPECT_EQ(cands(none_kv, none_fa, site::cpu), "f16+fa");
+    EXPECT_EQ(cands(none_kv, true, site::cpu), "f16+fa"); // f32 gains nothing with flash attention
+    EXPECT_EQ(cands(k::f16, none_fa, site::cpu), "f16+fa");
+    EXPECT_EQ(cands(k::f32, none_fa, site::cpu), "f32+fa");
+    EXPECT_EQ(cands(k::f32, true, site::cpu), "f32+fa"); // asked for: honoured
+    EXPECT_EQ(cands(k::f32, false, site::cpu), "f32");
     // Flash attention off on the CPU: f32 first (no f16 conversions in the products), then half the KV.
-    EXPECT_EQ(cands(none_kv, false, true), "f32 f16");
-    EXPECT_EQ(cands(k::f16, false, true), "f16");
-    EXPECT_EQ(cands(k::q8_0, none_fa, true), "q8_0+fa");
-    EXPECT_EQ(cands(k::q8_0, false, true), "q8_0"); // kept, so that evaluate_profile() refuses it
+    EXPECT_EQ(cands(none_kv, false, site::cpu), "f32 f16");
+    EXPECT_EQ(cands(k::f16, false, site::cpu), "f16");
+    EXPECT_EQ(cands(k::q8_0, none_fa, site::cpu), "q8_0+fa");
+    EXPECT_EQ(cands(k::q8_0, false, site::cpu), "q8_0"); // kept, so that evaluate_profile() refuses it
+    // Heads the tiled kernel cannot take: f32 without flash attention first, then f16 with it.
+    EXPECT_EQ(cands(none_kv, none_fa, site::cpu_untiled), "f32 f16+fa");
+    EXPECT_EQ(cands(none_kv, true, site::cpu_untiled), "f16+fa");
+    EXPECT_EQ(cands(none_kv, false, site::cpu_untiled), "f32 f16");
+    EXPECT_EQ(cands(k::f16, none_fa, site::cpu_untiled), "f16+fa");
+    EXPECT_EQ(cands(k::f32, none_fa, site::cpu_untiled), "f32 f32+fa");
+    EXPECT_EQ(cands(k::q8_0, none_fa, site::cpu_untiled), "q8_0+fa");
     // A GPU or RPC workers: f16 with flash attention, and no f32 unless asked for.
-    EXPECT_EQ(cands(none_kv, none_fa, false), "f16+fa");
-    EXPECT_EQ(cands(none_kv, false, false), "f16");
-    EXPECT_EQ(cands(k::f32, none_fa, false), "f32+fa");
-    EXPECT_EQ(cands(k::q8_0, true, false), "q8_0+fa");
+    EXPECT_EQ(cands(none_kv, none_fa, site::accelerator), "f16+fa");
+    EXPECT_EQ(cands(none_kv, false, site::accelerator), "f16");
+    EXPECT_EQ(cands(k::f32, none_fa, site::accelerator), "f32+fa");
+    EXPECT_EQ(cands(k::q8_0, true, site::accelerator), "q8_0+fa");
+}
+
+TEST(profiles, the_tiled_flash_attention_kernel_takes_heads_of_whole_registers) {
+    model_shape m;
+    m.n_head        = 14; // Qwen2.5-0.5B: 14 query heads on 2 KV heads of 64
+    m.n_head_kv     = 2;
+    m.n_embd_head_v = 64;
+    EXPECT_EQ(cpu_attention_site(m), attention_site::cpu);
+    m.n_embd_head_v = 80; // 5 AVX-512 registers
+    EXPECT_EQ(cpu_attention_site(m), attention_site::cpu);
+    m.n_head        = 8; // stories260K: 8 heads of 8, 4 KV heads
+    m.n_head_kv     = 4;
+    m.n_embd_head_v = 8;
+    EXPECT_EQ(cpu_attention_site(m), attention_site::cpu_untiled);
+    m.n_embd_head_v = 128;
+    m.n_head        = 128; // 128 query heads on one KV head: more than a tile's 64 rows
+    m.n_head_kv     = 1;
+    EXPECT_EQ(cpu_attention_site(m), attention_site::cpu_untiled);
+    m.n_head    = 12;
+    m.n_head_kv = 5; // not a whole group per KV head
+    EXPECT_EQ(cpu_attention_site(m), attention_site::cpu_untiled);
+    m.n_head_kv = 0; // unknown
+    EXPECT_EQ(cpu_attention_site(m), attention_site::cpu_untiled);
 }
 
 TEST(profiles, context_or_trained_resolves_zero) {
@@ -725,8 +756,8 @@ TEST(profiles, attention_options_fall_back_to_what_fits) {
     s.n_threads    = 8;
     s.parallel     = 1;
     s.n_ctx_slot   = 8192;
-    const auto off = attention_candidates(std::nullopt, false, true); // f32, then f16, both without flash attention
-    const auto o   = attention_candidates(std::nullopt, std::nullopt, true); // auto: f16 with it
+    const auto off = attention_candidates(std::nullopt, false, attention_site::cpu); // f32, then f16, both without
+    const auto o   = attention_candidates(std::nullopt, std::nullopt, attention_site::cpu); // auto: f16 with it
     const auto at  = [&](kv_cache_type kv, bool fa) {
         profile_settings t = s;
         t.kv_type          = kv;

@@ -62,6 +62,31 @@ TEST(Roofline, tied_embeddings_are_read_whole_and_unmeasured_types_fall_back_to_
     EXPECT_EQ(predict_decode(model, m)->bound, "kernel");
 }
 
+TEST(Roofline, prompt_tokens_pass_through_every_layer_weight_at_the_batched_rate) {
+    gguf_info model;
+    model.tensors = {tensor("token_embd.weight", q8_0, 300'000'000), tensor("blk.0.attn_q.weight", q8_0, 1'000'000'000),
+                     tensor("blk.0.ffn_up.weight", q4_k, 2'000'000'000), tensor("output.weight", f16, 500'000'000)};
+    machine_roofline m;
+    m.read_bytes_per_s   = 10e9;
+    m.kernel_bytes_per_s = {{"q8_0", 5e9}, {"q4_k", 4e9}, {"f16", 20e9}};
+    EXPECT_EQ(predict_decode(model, m)->prefill_tps, 0); // no batched figures: no prompt prediction
+
+    // The output matrix (the last prompt token only) and the embedding lookup are not per-token
+    // prompt work, so f16's batched rate is not needed.
+    m.batch_kernel_bytes_per_s = {{"q8_0", 100e9}, {"q4_k", 50e9}};
+    const auto p               = predict_decode(model, m);
+    ASSERT_TRUE(p.has_value());
+    EXPECT_NEAR(p->prefill_tps, 1.0 / (1e9 / 100e9 + 2e9 / 50e9), 1e-9);              // 20 tokens/s
+    EXPECT_NEAR(p->tokens_per_s, 1.0 / (1e9 / 5e9 + 2e9 / 4e9 + 0.5e9 / 10e9), 1e-9); // decode unchanged
+
+    // Tied embeddings: the table is the output matrix, still applied to the last token only.
+    model.tensors.pop_back();
+    EXPECT_NEAR(predict_decode(model, m)->prefill_tps, 20, 1e-9);
+    // A layer type without a batched figure: no prompt prediction rather than a partial one.
+    m.batch_kernel_bytes_per_s.erase("q4_k");
+    EXPECT_EQ(predict_decode(model, m)->prefill_tps, 0);
+}
+
 TEST(Roofline, nothing_to_predict_without_a_bandwidth_or_weights) {
     gguf_info        model;
     machine_roofline m;
@@ -84,10 +109,11 @@ TEST(Roofline, the_bandwidth_probe_reads_its_whole_buffer_for_its_window) {
 
 namespace {
 
-decode_prediction prediction(double tokens_per_s, double kernel_tps) {
+decode_prediction prediction(double tokens_per_s, double kernel_tps, double prefill_tps = 0) {
     decode_prediction p;
     p.tokens_per_s = tokens_per_s;
     p.kernel_tps   = kernel_tps;
+    p.prefill_tps  = prefill_tps;
     return p;
 }
 
@@ -109,10 +135,18 @@ TEST(LatencyTargets, itl_is_headroom_times_the_decode_step_at_the_profiles_paral
 }
 
 TEST(LatencyTargets, ttft_is_headroom_times_a_typical_prompt_and_one_step) {
-    const auto d = targets_from_prediction(prediction(50, 80), 8, 4096, "measured");
+    constexpr int32_t eight_streams_itl_ms = 200; // the prompt's rate leaves the decode step alone
+    const auto        d                    = targets_from_prediction(prediction(50, 80), 8, 4096, "measured");
     EXPECT_EQ(d.prompt_tokens, 512); // capped at the typical prompt
+    EXPECT_FALSE(d.prefill_batched); // no batched figure: the matrix-vector kernels' rate
     EXPECT_DOUBLE_EQ(d.prefill_ms, 512 * 12.5);
     EXPECT_EQ(d.ttft_ms, 2 * (6400 + 100));
+    // With the batched kernels measured (400 prompt tokens/s): 2.5 ms a prompt token.
+    const auto batched = targets_from_prediction(prediction(50, 80, 400), 8, 4096, "measured");
+    EXPECT_TRUE(batched.prefill_batched);
+    EXPECT_DOUBLE_EQ(batched.prefill_ms, 512 * 2.5);
+    EXPECT_EQ(batched.ttft_ms, 2 * (1280 + 100));
+    EXPECT_EQ(batched.itl_ms, eight_streams_itl_ms);
     // A short context: half of it.
     const auto short_ctx = targets_from_prediction(prediction(50, 80), 1, 300, "measured");
     EXPECT_EQ(short_ctx.prompt_tokens, 150);
@@ -165,6 +199,14 @@ TEST(LatencyTargets, profile_defaults_from_the_measurement_or_the_fallback) {
     EXPECT_DOUBLE_EQ(measured.step_ms, 100);
     EXPECT_EQ(measured.itl_ms, 200);
     EXPECT_EQ(measured.ttft_ms, 2 * (512 * 50 + 100));
+    // The batched rate scales the same way: 200 GB/s of f16 weights × tokens on 16 threads is
+    // 100 prompt tokens/s of this 1 GB model on 8, 10 ms a token.
+    m.batch_kernel_bytes_per_s = {{"f16", 200e9}};
+    const auto prompt          = profile_latency_defaults(model, s, &m);
+    EXPECT_TRUE(prompt.prefill_batched);
+    EXPECT_DOUBLE_EQ(prompt.prefill_ms, 512 * 10.0);
+    EXPECT_EQ(prompt.ttft_ms, 2 * (5120 + 100));
+    m.batch_kernel_bytes_per_s.clear();
     s.n_threads    = 16; // as measured: 50 ms a token, 25 through the kernels
     s.parallel     = 4;
     const auto all = profile_latency_defaults(model, s, &m);
@@ -231,9 +273,11 @@ TEST(RooflineKeepFaster, EachFigureKeepsTheFasterOfTheTwoMeasurements) {
     earlier.read_bytes_per_s   = 28e9;
     earlier.kernel_bytes_per_s = {{"q8_0", 35e9}, {"q5_0", 18e9}, {"f16", 60e9}};
     machine_roofline busy;
-    busy.threads            = 2;
-    busy.read_bytes_per_s   = 12e9;                                            // a busy minute
-    busy.kernel_bytes_per_s = {{"q8_0", 36e9}, {"q5_0", 9e9}, {"q4_k", 30e9}}; // q4_k new, f16 not run
+    busy.threads                     = 2;
+    busy.read_bytes_per_s            = 12e9;                                            // a busy minute
+    busy.kernel_bytes_per_s          = {{"q8_0", 36e9}, {"q5_0", 9e9}, {"q4_k", 30e9}}; // q4_k new, f16 not run
+    earlier.batch_kernel_bytes_per_s = {{"q8_0", 300e9}, {"q4_k", 200e9}};
+    busy.batch_kernel_bytes_per_s    = {{"q8_0", 150e9}, {"q4_k", 250e9}};
 
     std::vector<std::string> kept;
     const auto               r = keep_faster(earlier, busy, &kept);
@@ -243,7 +287,9 @@ TEST(RooflineKeepFaster, EachFigureKeepsTheFasterOfTheTwoMeasurements) {
     EXPECT_DOUBLE_EQ(r.kernel_bytes_per_s.at("q5_0"), 18e9);
     EXPECT_DOUBLE_EQ(r.kernel_bytes_per_s.at("q4_k"), 30e9);
     EXPECT_EQ(r.kernel_bytes_per_s.count("f16"), 0u); // only the types this run measured
-    EXPECT_EQ(kept, (std::vector<std::string>{"memory read", "kernel q5_0"}));
+    EXPECT_DOUBLE_EQ(r.batch_kernel_bytes_per_s.at("q8_0"), 300e9);
+    EXPECT_DOUBLE_EQ(r.batch_kernel_bytes_per_s.at("q4_k"), 250e9);
+    EXPECT_EQ(kept, (std::vector<std::string>{"memory read", "kernel q5_0", "batched q8_0"}));
 
     // Another thread count is another configuration: the new measurement stands alone.
     busy.threads = 1;

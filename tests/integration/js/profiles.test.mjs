@@ -34,12 +34,30 @@ function fails(args) {
 
 const isInt = (v) => Number.isInteger(v);
 
+// A small synthetic model (heads of 32, 4 query heads on 2 KV heads) from the project's own
+// generator, made once: the tiled flash-attention kernel takes its heads, where it cannot take
+// stories260K's heads of 8, and a q8_0 KV cache needs head sizes divisible by 32.
+const SYNTH = path.join(os.tmpdir(), `inferbox-synth-${process.pid}.gguf`);
+let synthFile;
+function synthModel() {
+  if (!synthFile) {
+    const file = SYNTH;
+    const gen = path.join(path.dirname(serverBinary()), 'tools', 'make-synthetic-gguf');
+    const r = spawnSync(gen, ['--out', file, '--vocab-from', modelPath(MODELS.plain), '--layers', '2', '--embd', '128',
+      '--heads', '4', '--kv-heads', '2', '--ffn', '256', '--ctx', '16384', '--type', 'f16'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, `${gen}: ${r.stderr}${r.error ?? ''}`);
+    synthFile = file;
+  }
+  return synthFile;
+}
+
 before(() => {
   work = fs.mkdtempSync(path.join(os.tmpdir(), 'inferbox-profiles-'));
   cache = path.join(work, 'cache');
 });
 
 after(() => {
+  if (synthFile) fs.rmSync(synthFile, { force: true });
   if (work) {
     fs.rmSync(work, { recursive: true, force: true });
   }
@@ -103,11 +121,13 @@ describe('inferbox hardware --measure and the decode prediction', () => {
     assert.ok(r.read_bytes_per_s > 1e8, `read ${r.read_bytes_per_s} B/s`);
     for (const t of ['f32', 'f16', 'q8_0', 'q6_k', 'q5_0', 'q4_k', 'q4_0']) {
       assert.ok(r.kernel_bytes_per_s[t] > 1e7, `kernel ${t}: ${r.kernel_bytes_per_s[t]}`);
+      assert.ok(r.batch_kernel_bytes_per_s[t] > 1e7, `batched ${t}: ${r.batch_kernel_bytes_per_s[t]}`);
     }
     assert.match(r.measured_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
     // Cached: the same figures without measuring again.
     assert.deepEqual(JSON.parse(ok(['hardware', '--json'])).roofline, r);
     assert.match(ok(['hardware']), /^memory read:\s+\d+\.\d GB\/s on \d+ threads \(measured /m);
+    assert.match(ok(['hardware']), /^kernel q8_0:\s+\d+\.\d GB\/s .*; \d+\.\d GB\/s through a 128-token product \(prompts\)$/m);
 
     // The prediction is the roofline's arithmetic over the model's weights.
     const p = JSON.parse(ok(['profiles', '--model', model, '--json'])).decode_prediction;
@@ -121,17 +141,30 @@ describe('inferbox hardware --measure and the decode prediction', () => {
     assert.ok(p.tokens_per_s <= Math.min(p.bandwidth_limit_tokens_per_s, p.kernel_limit_tokens_per_s) * (1 + 1e-9));
     assert.ok(['bandwidth', 'kernel', 'mixed'].includes(p.bound));
     assert.match(ok(['profiles', '--model', model]), /^decode, 1 stream, short context \(predicted from `inferbox hardware --measure`\): [\d.]+ tokens\/s/m);
+    // The prompt's rate, from the batched products of the types a prompt token passes through.
+    assert.ok(p.prefill_tokens_per_s > 0, JSON.stringify(p));
+    assert.match(ok(['profiles', '--model', model]), /^prompt, short \(predicted from the batched kernels\): [\d.]+ tokens\/s$/m);
     // The default latency targets now come from the measurement.
     const measuredOut = JSON.parse(ok(['profiles', '--model', model, '--json']));
     for (const t of cpuTargets(measuredOut)) {
       assert.equal(t.basis, 'measured', JSON.stringify(t));
+      assert.equal(t.prefill_basis, 'batched kernels', JSON.stringify(t));
       assert.ok(t.itl_ms >= 50 && t.ttft_ms >= 250, JSON.stringify(t));
     }
     assert.match(ok(['profiles', '--model', model]), /^latency targets \(TTFT\/ITL\): serve's defaults, from the decode prediction of the measured roofline$/m);
 
-    // Another machine's measurement (another CPU, or another thread count) is never used.
     const file = path.join(cache, 'roofline.json');
     const saved = JSON.parse(fs.readFileSync(file, 'utf8'));
+    // A cache written before the batched probe: prompts fall back to the matrix-vector rate.
+    const { batch_kernel_bytes_per_s: _, ...older } = saved;
+    fs.writeFileSync(file, JSON.stringify(older));
+    const olderOut = JSON.parse(ok(['profiles', '--model', model, '--json']));
+    assert.equal(olderOut.decode_prediction.prefill_tokens_per_s, null);
+    for (const t of cpuTargets(olderOut)) {
+      assert.equal(t.prefill_basis, 'matrix-vector kernels', JSON.stringify(t));
+    }
+
+    // Another machine's measurement (another CPU, or another thread count) is never used.
     fs.writeFileSync(file, JSON.stringify({ ...saved, machine: `${saved.machine}-elsewhere` }));
     assert.equal(JSON.parse(ok(['hardware', '--json'])).roofline, null);
     assert.equal(JSON.parse(ok(['profiles', '--model', model, '--json'])).decode_prediction, null);
@@ -194,9 +227,10 @@ describe('inferbox profiles', () => {
     assert.equal(latency.parallel, 1);
     assert.equal(latency.threads, out.hardware.effective_cores);
     assert.equal(latency.gpu_layers, 0);
-    // KV, f16 as auto settles it: 2 × 5 layers × 512 cells × (4 KV heads × 8) × 2 bytes.
-    assert.equal(latency.kv_cache_type, 'f16');
-    assert.equal(latency.memory.kv_cache, 2 * 5 * 512 * 32 * 2);
+    // KV, f32 as auto settles it on the CPU for heads of 8 (the tiled flash-attention kernel
+    // cannot take them): 2 × 5 layers × 512 cells × (4 KV heads × 8) × 4 bytes.
+    assert.equal(latency.kv_cache_type, 'f32');
+    assert.equal(latency.memory.kv_cache, 2 * 5 * 512 * 32 * 4);
     // Head size 8 cannot hold q8_0 blocks of 32.
     assert.equal(byName['cpu-latency-ctx512-kvq8'].status, 'incompatible');
     assert.match(byName['cpu-latency-ctx512-kvq8'].detail, /divisible by 32/);
@@ -220,7 +254,7 @@ describe('inferbox profiles', () => {
       lines[2],
       /^NAME\s+FLAVOUR\s+THREADS\s+PARALLEL\s+CTX\s+BATCH\/UBATCH\s+KV\s+FLASH\s+GPU-LAYERS\s+EST\.MEMORY\s+TTFT\/ITL\s+STATUS$/,
     );
-    assert.match(out, /^cpu-latency-ctx512\s+latency\s+\d+\s+1\s+512\s+2048\/256\s+f16\s+on\s+0\s+[\d.]+ MiB\s+\d+\/\d+ms\s+runnable$/m);
+    assert.match(out, /^cpu-latency-ctx512\s+latency\s+\d+\s+1\s+512\s+2048\/256\s+f32\s+off\s+0\s+[\d.]+ MiB\s+\d+\/\d+ms\s+runnable$/m);
     assert.match(out, /^gpu-latency-ctx512\s+.*\s+-\s+incompatible: /m); // no CPU prediction for a GPU
     assert.match(out, /^serve would pick \(throughput\): cpu-throughput-p8-ctx512: /m);
   });
@@ -234,24 +268,31 @@ describe('inferbox profiles', () => {
     assert.equal(custom.parallel, 4);
     assert.equal(custom.ctx_size, 1024);
     assert.equal(custom.flavour, 'throughput');
-    // What serve settles on the CPU: f16 KV (2 bytes) with flash attention.
-    assert.equal(custom.kv_cache_type, 'f16');
-    assert.equal(custom.flash_attn, true);
-    assert.equal(custom.memory.kv_cache, 2 * 5 * 4 * 1024 * 32 * 2);
+    // What serve settles on the CPU for heads of 8, which the tiled flash-attention kernel cannot
+    // take: f32 KV (4 bytes) without flash attention.
+    assert.equal(custom.kv_cache_type, 'f32');
+    assert.equal(custom.flash_attn, false);
+    assert.equal(custom.memory.kv_cache, 2 * 5 * 4 * 1024 * 32 * 4);
 
-    // An explicit type is kept, flash attention still settled (on): f32 doubles the KV.
-    const f32 = JSON.parse(ok(['profiles', '--model', modelPath(MODELS.plain), '--json', '--ctx-size', '1024',
-      '--parallel', '4', '--kv-type', 'f32'])).profiles.find((p) => p.name === 'custom');
-    assert.equal(f32.kv_cache_type, 'f32');
-    assert.equal(f32.flash_attn, true);
-    assert.equal(f32.memory.kv_cache, custom.memory.kv_cache * 2);
+    // An explicit type is kept, and f16 halves the KV; it takes flash attention.
+    const f16 = JSON.parse(ok(['profiles', '--model', modelPath(MODELS.plain), '--json', '--ctx-size', '1024',
+      '--parallel', '4', '--kv-type', 'f16'])).profiles.find((p) => p.name === 'custom');
+    assert.equal(f16.kv_cache_type, 'f16');
+    assert.equal(f16.flash_attn, true);
+    assert.equal(f16.memory.kv_cache * 2, custom.memory.kv_cache);
 
-    // At any length, also with only the type given.
-    const custom16k = (extra) => JSON.parse(ok(['profiles', '--model', modelPath(MODELS.plain), '--json',
-      '--ctx-size', '16384', ...extra])).profiles.find((p) => p.name === 'custom');
-    assert.deepEqual([custom16k([]).kv_cache_type, custom16k([]).flash_attn], ['f16', true]);
-    assert.deepEqual([custom16k(['--kv-type', 'f16']).kv_cache_type, custom16k(['--kv-type', 'f16']).flash_attn],
-      ['f16', true]);
+    // Heads the tiled kernel takes: f16 KV with flash attention at any length, also with only the
+    // type given.
+    const synth = (extra) => JSON.parse(ok(['profiles', '--model', synthModel(), '--json', ...extra]))
+      .profiles.find((p) => p.name === 'custom');
+    for (const ctx of ['1024', '16384']) {
+      const auto = synth(['--ctx-size', ctx]);
+      assert.deepEqual([auto.kv_cache_type, auto.flash_attn], ['f16', true], ctx);
+      const typed = synth(['--ctx-size', ctx, '--kv-type', 'f16']);
+      assert.deepEqual([typed.kv_cache_type, typed.flash_attn], ['f16', true], ctx);
+    }
+    const f32 = synth(['--ctx-size', '1024', '--kv-type', 'f32']);
+    assert.deepEqual([f32.kv_cache_type, f32.flash_attn], ['f32', true]);
   });
 
   test('--draft-model: every estimate includes the draft model, as serve counts it', () => {
@@ -273,10 +314,23 @@ describe('inferbox profiles', () => {
   test('--memory-budget: low_memory with a change that fits, and a refusal with the numbers', () => {
     const file = modelPath(MODELS.plain);
     const full = JSON.parse(ok(['profiles', '--model', file, '--json']));
-    const withFlash = full.profiles.find((p) => p.name === 'cpu-latency-ctx512');
+    const latency = full.profiles.find((p) => p.name === 'cpu-latency-ctx512');
+    assert.equal(latency.kv_cache_type, 'f32');
+    assert.equal(latency.flash_attn, false);
+    const at = (bytes) => JSON.parse(ok(['profiles', '--model', file, '--json', '--memory-budget', String(bytes)]))
+      .profiles.find((x) => x.name === 'cpu-latency-ctx512');
+    // Just below what f32 needs: f16 with flash attention (no KQ score buffer), the smallest it can
+    // be at this context. f16 without it is skipped: it would need more than f32 here, its KQ
+    // probabilities converted to f16 for the V product outweighing the KV it saves.
+    const f16NoFlash = JSON.parse(ok(['profiles', '--model', file, '--json', '--ctx-size', '512', '--parallel', '1',
+      '--kv-type', 'f16', '--memory-budget', String(latency.memory.total - 1)])).profiles.find((x) => x.name === 'custom');
+    assert.equal(f16NoFlash.flash_attn, true, 'f16 without flash attention does not fit where f32 does not');
+    const withFlash = at(latency.memory.total - 1);
+    assert.equal(withFlash.status, 'runnable');
     assert.equal(withFlash.kv_cache_type, 'f16');
     assert.equal(withFlash.flash_attn, true);
-    // Just below what it needs: low_memory, and the change that fits.
+    assert.ok(withFlash.memory.total < latency.memory.total);
+    // Just below that: low_memory, and the change that fits.
     const budget = withFlash.memory.total - 1;
     const out = JSON.parse(ok(['profiles', '--model', file, '--json', '--memory-budget', String(budget)]));
     assert.equal(out.budget.bytes, budget);
@@ -359,31 +413,35 @@ describe('serve --profile, /v1/metadata and /v1/manifest', () => {
       assert.match(log, new RegExp(`K \\(${p.kv_cache_type}\\)`), `KV cache type ${p.kv_cache_type} not in the log`);
       const mode = p.mmap ? (p.mlock ? 'mmap\\+mlock' : 'mmap') : (p.mlock ? 'mlock' : 'none');
       assert.match(log, new RegExp(`load_mode = ${mode}\\)`));
-      // A CPU profile's attention settled as auto settles it there: f16 KV, flash attention on,
-      // as the listing (/v1/manifest) already says, and as llama.cpp runs it.
-      assert.equal(p.kv_cache_type, 'f16');
-      assert.equal(p.flash_attn, true);
+      // A CPU profile's attention settled as auto settles it there, as the listing
+      // (/v1/manifest) already says, and as llama.cpp runs it.
       const manifest = await getJson(`${ctx.server.url}/v1/manifest`);
-      assert.equal(manifest.body.profiles.find((x) => x.name === p.name).flash_attn, true);
-      assert.match(log, /Flash Attention enabled/); // "auto" resolved by llama.cpp
+      assert.equal(manifest.body.profiles.find((x) => x.name === p.name).flash_attn, p.flash_attn);
+      if (p.flash_attn) {
+        assert.match(log, /Flash Attention enabled/); // "auto" resolved by llama.cpp
+      } else {
+        assert.match(log, /flash_attn\s+=\s+disabled/);
+      }
     }));
 });
 
-describe('serve without attention flags on the CPU: f16 KV, flash attention', () => {
+// What auto settles with no attention flags, and that the engine runs it: the output must be the
+// same greedy text whichever attention runs.
+describe('serve without attention flags on the CPU, heads of 8: f32 KV without flash attention', () => {
   const ctx = useServer({ model: MODELS.plain, args: ['--log-level', 'debug'] });
 
   test('the engine runs what auto settled, /v1/metadata reports it, and greedy output is the reference',
     ctx.wrap(async () => {
       const log = ctx.server.log();
-      assert.match(log, /attention: f16 KV, flash attention on \(auto: the fastest option that fits/);
-      assert.match(log, /K \(f16\)/);
-      assert.match(log, /V \(f16\)/);
-      assert.match(log, /Flash Attention enabled/); // "auto" resolved by llama.cpp
+      assert.match(log, /attention: f32 KV, flash attention off \(auto: the fastest option that fits/);
+      assert.match(log, /K \(f32\)/);
+      assert.match(log, /V \(f32\)/);
+      assert.match(log, /flash_attn\s+=\s+disabled/);
       const meta = await getJson(`${ctx.server.url}/v1/metadata`);
       assert.equal(meta.status, 200, meta.text);
       assert.equal(meta.body.profile.name, 'custom');
-      assert.equal(meta.body.profile.kv_cache_type, 'f16');
-      assert.equal(meta.body.profile.flash_attn, true);
+      assert.equal(meta.body.profile.kv_cache_type, 'f32');
+      assert.equal(meta.body.profile.flash_attn, false);
       const res = await fetch(`${ctx.server.url}/v1/completions`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
@@ -395,19 +453,27 @@ describe('serve without attention flags on the CPU: f16 KV, flash attention', ()
     }));
 });
 
+describe('serve without attention flags on the CPU, heads of 32: f16 KV with flash attention', () => {
+  before(() => synthModel()); // before the server's own hook, which useServer adds next
+  const ctx = useServer({ model: SYNTH, args: ['--log-level', 'debug'] });
+
+  test('the engine runs what auto settled and /v1/metadata reports it', ctx.wrap(async () => {
+    const log = ctx.server.log();
+    assert.match(log, /attention: f16 KV, flash attention on \(auto: the fastest option that fits/);
+    assert.match(log, /K \(f16\)/);
+    assert.match(log, /Flash Attention enabled/); // "auto" resolved by llama.cpp
+    const meta = await getJson(`${ctx.server.url}/v1/metadata`);
+    assert.equal(meta.body.profile.kv_cache_type, 'f16');
+    assert.equal(meta.body.profile.flash_attn, true);
+  }));
+});
+
 describe('engine options on the command line: --kv-type, --flash-attn, --no-mmap', () => {
-  // A q8_0 KV cache needs head sizes divisible by 32 and the test model's are 8: a small
-  // synthetic model (head size 32) from the project's own generator stands in for it.
-  const synth = path.join(os.tmpdir(), `inferbox-synth-${process.pid}.gguf`);
-  before(() => {
-    const gen = path.join(path.dirname(serverBinary()), 'tools', 'make-synthetic-gguf');
-    const r = spawnSync(gen, ['--out', synth, '--vocab-from', modelPath(MODELS.plain), '--layers', '2', '--embd', '128',
-      '--heads', '4', '--kv-heads', '2', '--ffn', '256', '--ctx', '1024', '--type', 'f16'], { encoding: 'utf8' });
-    assert.equal(r.status, 0, `${gen}: ${r.stderr}${r.error ?? ''}`);
-  });
-  after(() => fs.rmSync(synth, { force: true }));
+  // A q8_0 KV cache needs head sizes divisible by 32 and the test model's are 8: the synthetic
+  // model stands in for it.
+  before(() => synthModel()); // before the server's own hook, which useServer adds next
   const ctx = useServer({
-    model: synth,
+    model: SYNTH,
     args: ['--kv-type', 'q8_0', '--flash-attn', 'on', '--no-mmap', '--log-level', 'debug'],
   });
 
