@@ -1,16 +1,53 @@
 #include "server/model_loader.h"
 
+#include "common/mapped_pages.h"
 #include "engine/embedder.h"
 #include "engine/engine.h"
 #include "engine/llama_decoder.h"
 #include "model/model.h"
 #include "store/gguf.h"
+#include "store/hardware.h"
+#include "store/profiles.h"
 
 #include <spdlog/spdlog.h>
 
 #include <chrono>
 
 namespace inferbox {
+
+namespace {
+
+// The weights ggml's CPU backend repacked were read from the mapped file once, into a copy of
+// their own; their file pages would stay resident in this process for as long as the model is
+// loaded (the whole Q4_K share of a Q4_K_M model). Hand them back (common/mapped_pages.h). Only
+// for a model wholly on the CPU, mapped and not locked (a locked page cannot be advised away).
+void release_repacked_pages(const std::string &path, const gguf_info &g, const model_options &mo) {
+    if (!mo.use_mmap || mo.use_mlock || mo.n_gpu_layers > 0) {
+        return;
+    }
+    const cpu_isa           isa = detect_isa();
+    std::vector<file_range> ranges;
+    for (const auto &t : g.tensors) {
+        if (cpu_repacks_tensor(t, isa)) {
+            ranges.push_back({g.data_offset + t.offset, t.n_bytes});
+        }
+    }
+    if (ranges.empty()) {
+        return;
+    }
+    const released_pages r = release_mapped_file_pages(path, ranges);
+    if (r.error != 0) {
+        spdlog::warn("could not hand back the mapped pages of the repacked weights of {} (errno {}): they stay "
+                     "resident",
+                     path, r.error);
+    }
+    if (r.bytes > 0) {
+        spdlog::info("handed back {:.1f} MiB of {}'s mapped pages: weights the CPU backend repacked into its own copy",
+                     static_cast<double>(r.bytes) / (1 << 20), path);
+    }
+}
+
+} // namespace
 
 result<std::shared_ptr<served_model>> load_hosted_model(const hosted_plan &p, const std::string &draft_path,
                                                         bool with_rpc) {
@@ -22,16 +59,19 @@ result<std::shared_ptr<served_model>> load_hosted_model(const hosted_plan &p, co
     const auto started_at = std::chrono::steady_clock::now();
     // Checked again: the file may have changed since start-up, and llama.cpp's loader aborts
     // on some malformed files.
-    if (const auto checked = read_gguf_file(p.path, p.path); !checked) {
+    const auto checked = read_gguf_file(p.path, p.path);
+    if (!checked) {
         return failed(checked.err());
     }
     auto m = model::load(p.mo);
     if (!m) {
         return failed(m.err());
     }
+    release_repacked_pages(p.path, *checked, p.mo);
     engine_config ecfg = p.ecfg;
     if (!draft_path.empty()) {
-        if (const auto draft_checked = read_gguf_file(draft_path, draft_path); !draft_checked) {
+        const auto draft_checked = read_gguf_file(draft_path, draft_path);
+        if (!draft_checked) {
             return failed(draft_checked.err());
         }
         model_options dmo;
@@ -44,6 +84,7 @@ result<std::shared_ptr<served_model>> load_hosted_model(const hosted_plan &p, co
         if (!draft) {
             return failed(draft.err());
         }
+        release_repacked_pages(draft_path, *draft_checked, dmo);
         ecfg.draft_model = *draft;
     }
     auto e = start_engine(*m, ecfg);

@@ -479,6 +479,12 @@ model_profile evaluate_attention_options(const model_shape &m, const hardware_in
     return p;
 }
 
+bool cpu_repacks_tensor(const gguf_tensor_info &t, const cpu_isa &isa) {
+    // The token embeddings are looked up row by row (ggml_get_rows), which the repacked layouts
+    // do not serve: llama.cpp keeps them in plain memory.
+    return t.n_dims >= 2 && t.name != "token_embd.weight" && cpu_repacks(t.type, t.dims[1], isa);
+}
+
 bool is_known_architecture(std::string_view architecture) {
     return contains(known_architectures, architecture);
 }
@@ -488,7 +494,7 @@ model_shape model_shape_of(const gguf_info &g, const cpu_isa &isa) {
     m.architecture = g.architecture;
     m.weight_bytes = g.tensor_bytes;
     for (const auto &t : g.tensors) {
-        if (t.n_dims >= 2 && t.name != "token_embd.weight" && cpu_repacks(t.type, t.dims[1], isa)) {
+        if (cpu_repacks_tensor(t, isa)) {
             m.repacked_bytes = sat_add(m.repacked_bytes, t.n_bytes);
         }
         if (t.name.starts_with("blk.")) {

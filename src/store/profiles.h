@@ -92,6 +92,11 @@ struct model_shape {
 // The shape of `g`; `isa` decides which tensors the CPU backend repacks.
 model_shape model_shape_of(const gguf_info &g, const cpu_isa &isa);
 
+// Whether ggml's CPU backend copies tensor `t` into its repacked (interleaved) layout on a CPU
+// with `isa` when the tensor stays on the CPU (ggml-cpu's repack.cpp): model_shape's
+// repacked_bytes, and the file pages serve hands back once they are copied.
+bool cpu_repacks_tensor(const gguf_tensor_info &t, const cpu_isa &isa);
+
 // Whether llama.cpp (the version inferbox is built with) knows `architecture`.
 bool is_known_architecture(std::string_view architecture);
 
