@@ -250,10 +250,15 @@ std::unique_ptr<probe_graph> place_graph(ggml_type type, int64_t rows, int64_t c
 // holding `type`'s pseudo-random rows. Each run is timed on its own; the rate comes from the
 // median run. A thread that loses its core for one scheduler tick stalls the others at the
 // product's barrier, and a few such runs (tens of milliseconds against a tenth of one) would
-// otherwise dominate a mean. `weight_bytes` and `seconds` get W's size and the timed window.
-std::optional<double> median_product_seconds(ggml_type type, int64_t rows, int64_t columns, int warmups,
-                                             ggml_threadpool *pool, int threads, std::chrono::milliseconds budget,
-                                             size_t &weight_bytes, double &seconds) {
+// otherwise dominate a mean.
+struct product_timing {
+    double median_s     = 0; // one product
+    size_t weight_bytes = 0; // W's size
+    double window_s     = 0; // the timed window, all runs
+};
+
+std::optional<product_timing> time_product(ggml_type type, int64_t rows, int64_t columns, int warmups,
+                                           ggml_threadpool *pool, int threads, std::chrono::milliseconds budget) {
     auto g = place_graph(type, rows, columns);
     if (!g) {
         return std::nullopt;
@@ -294,41 +299,35 @@ std::optional<double> median_product_seconds(ggml_type type, int64_t rows, int64
 
     const auto middle = runs.begin() + static_cast<std::ptrdiff_t>(runs.size() / 2);
     std::nth_element(runs.begin(), middle, runs.end());
-    weight_bytes = nbytes;
-    seconds      = std::chrono::duration<double>(now - start).count();
-    if (*middle <= 0 || seconds <= 0) {
+    const product_timing t{*middle, nbytes, std::chrono::duration<double>(now - start).count()};
+    if (t.median_s <= 0 || t.window_s <= 0) {
         return std::nullopt;
     }
-    return *middle;
+    return t;
 }
 
 std::optional<kernel_throughput> measure_one(ggml_type type, ggml_threadpool *pool, int threads,
                                              std::chrono::milliseconds budget) {
-    const int64_t rows    = probe_rows(type);
-    size_t        nbytes  = 0;
-    double        seconds = 0;
-    const auto    vec     = median_product_seconds(type, rows, 1, warmup_runs, pool, threads, budget, nbytes, seconds);
+    const int64_t rows = probe_rows(type);
+    const auto    vec  = time_product(type, rows, 1, warmup_runs, pool, threads, budget);
     if (!vec) {
         return std::nullopt;
     }
     kernel_throughput r;
     r.type         = lowercase(ggml_type_name(type));
-    r.weight_bytes = nbytes;
-    r.seconds      = seconds;
-    r.bytes_per_s  = static_cast<double>(nbytes) / *vec;
+    r.weight_bytes = vec->weight_bytes;
+    r.seconds      = vec->window_s;
+    r.bytes_per_s  = static_cast<double>(vec->weight_bytes) / vec->median_s;
 
     // The prompt's product: every column passes through every weight, so the rate counts W's
     // bytes once per column. A type the CPU multiplies one column at a time but not in batches
     // (none today) keeps 0.
-    int64_t batch_rows       = rows / batch_row_divisor;
-    batch_rows               = std::max(batch_rows - batch_rows % row_multiple, min_rows);
-    size_t     batch_bytes   = 0;
-    double     batch_seconds = 0;
-    const auto batch = median_product_seconds(type, batch_rows, k_probe_batch_columns, batch_warmup_runs, pool, threads,
-                                              budget, batch_bytes, batch_seconds);
+    int64_t batch_rows = rows / batch_row_divisor;
+    batch_rows         = std::max(batch_rows - batch_rows % row_multiple, min_rows);
+    const auto batch = time_product(type, batch_rows, k_probe_batch_columns, batch_warmup_runs, pool, threads, budget);
     if (batch) {
-        r.batch_bytes_per_s = static_cast<double>(batch_bytes) * k_probe_batch_columns / *batch;
-        r.seconds += batch_seconds;
+        r.batch_bytes_per_s = static_cast<double>(batch->weight_bytes) * k_probe_batch_columns / batch->median_s;
+        r.seconds += batch->window_s;
     }
     return r;
 }

@@ -30,18 +30,11 @@ std::optional<std::filesystem::path> default_roofline_file() {
 }
 
 json roofline_json(const machine_roofline &r) {
-    json kernels = json::object();
-    for (const auto &[type, bps] : r.kernel_bytes_per_s) {
-        kernels[type] = bps;
-    }
-    json batched = json::object();
-    for (const auto &[type, bps] : r.batch_kernel_bytes_per_s) {
-        batched[type] = bps;
-    }
+    // A map of type name to rate is a JSON object (an empty one when nothing was measured).
     return {{"threads", r.threads},
             {"read_bytes_per_s", r.read_bytes_per_s},
-            {"kernel_bytes_per_s", kernels},
-            {"batch_kernel_bytes_per_s", batched}};
+            {"kernel_bytes_per_s", json(r.kernel_bytes_per_s)},
+            {"batch_kernel_bytes_per_s", json(r.batch_kernel_bytes_per_s)}};
 }
 
 std::optional<cached_roofline> read_roofline_cache(const std::filesystem::path &file, const hardware_info &hw) {

@@ -344,9 +344,9 @@ void apply_profile(const serve_options &opts, const profile_set &set, const mode
         mo.use_mlock    = active.settings.use_mlock;
         mo.n_gpu_layers = active.settings.n_gpu_layers;
     }
-    // the micro-batch the estimate counted: the CPU's smaller one unless layers go elsewhere
-    ecfg.micro_batch =
-        micro_batch_for(!active.settings.gpu && !active.settings.rpc && mo.n_gpu_layers == 0, ecfg.step_tokens);
+    // the micro-batch the estimate counted (micro_batch_for(): the CPU's smaller one unless layers
+    // go elsewhere); the decoder keeps it within a step
+    ecfg.micro_batch = active.settings.n_ubatch;
 }
 
 // How one settled target reads in the log: "250 ms (profile)", "off (flag)", "none (the profile
